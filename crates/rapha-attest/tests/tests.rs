@@ -1,0 +1,2 @@
+//! Integration tests for rapha-attest (one binary per crate keeps link time down).
+

@@ -1,0 +1,2 @@
+//! Integration tests for rapha-bundle (one binary per crate keeps link time down).
+

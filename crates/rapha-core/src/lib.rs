@@ -1,0 +1,39 @@
+//! Shared vocabulary of Rapha: ids, digests, pseudonyms, money, job and receipt types, and
+//! RFC 9162 Merkle hashing.
+//!
+//! Every other crate builds on these types, so each one is made to be hard to misuse:
+//!
+//! - [`Digest`] is a SHA-256 value; it prints as lowercase hex and parses only from exactly
+//!   64 hex digits (optionally prefixed `sha256:` as in OCI).
+//! - [`HashedId`] is a pseudonym. Outside of deserialising one that was already hashed, the only
+//!   way to make one is [`HashedId::derive`], which computes
+//!   `HMAC-SHA256(key, domain || 0x00 || value)` with a hospital-held [`HmacKey`] (**I1**). A
+//!   raw identifier therefore cannot be passed where a pseudonym is expected.
+//! - [`HmacKey`] is exactly 32 bytes, zeroized on drop, with no `Debug`/`Display` that could
+//!   print it, and [`HmacKey::load`] refuses files that are group- or world-readable.
+//! - [`Usdc`] is an amount in integer base units (6 decimals); [`FeeSplit`] is the one place
+//!   the 70/30 split is computed (**I7**).
+//! - [`merkle`] implements RFC 9162 §2.1: leaf and node hashes, tree roots, inclusion and
+//!   consistency proofs. The cohort commitment and the receipt log (**I6**) share it.
+//!
+//! ```text
+//!   raw PatientID ──HMAC(key, "patient" 0x00 id)──▶ HashedId ──▶ records, cohort commitment
+//!                                                              └──▶ Merkle leaf ──▶ receipt
+//! ```
+
+mod digest;
+mod error;
+mod ids;
+mod job;
+pub mod merkle;
+mod money;
+mod pseudonym;
+mod receipt;
+
+pub use digest::Digest;
+pub use error::{CoreError, Result};
+pub use ids::JobId;
+pub use job::{CohortQuery, JobRequest, OutputDecl, OutputKind, ResourceLimits};
+pub use money::{FeeSplit, Usdc, USDC_DECIMALS};
+pub use pseudonym::{check_private_mode, HashedId, HmacKey, IdDomain, ModeError, HMAC_KEY_LEN};
+pub use receipt::{ExclusionCounts, Outcome};

@@ -1,0 +1,3 @@
+//! Integration tests for rapha-core (one binary per crate keeps link time down).
+
+mod merkle;

@@ -1,0 +1,2 @@
+//! Integration tests for the `rapha-node` binary.
+

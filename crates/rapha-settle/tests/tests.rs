@@ -1,0 +1,2 @@
+//! Integration tests for rapha-settle (one binary per crate keeps link time down).
+

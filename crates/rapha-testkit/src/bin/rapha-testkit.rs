@@ -1,0 +1,2 @@
+//! `rapha-testkit`: test-data tools.
+fn main() {}

@@ -1,0 +1,2 @@
+//! Integration tests for rapha-testkit.
+
