@@ -2,14 +2,21 @@
 //!
 //! Thin glue over `rapha-bundle`, `rapha-receipt` and `rapha-settle`.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 /// Rapha client: package and sign trainers, submit and pay for jobs, verify receipts.
 #[derive(Debug, Parser)]
 #[command(name = "rapha", version, about, long_about = None)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// One variant per subcommand; each subcommand's code lives in its own module.
+#[derive(Debug, Subcommand)]
+enum Command {}
 
 fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+    let cli = Cli::parse();
+    match cli.command {}
 }
