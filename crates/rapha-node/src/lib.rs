@@ -1,0 +1,8 @@
+//! The hospital node as a library: the job store and state machine that `rapha-node serve`
+//! drives, also used in-process by `rapha-demo`.
+//!
+//! Every step of ARCHITECTURE.md's data flow writes its state here before the next begins, in
+//! one SQLite transaction per transition, so a crash at any point resumes or fails the job
+//! cleanly (**I6**, **I7**): never a second payment, never a half-released output.
+
+pub mod store;

@@ -1,0 +1,615 @@
+//! The job store: one row per job, an append-only transition history, and the artifacts each
+//! step produced (cohort summary, approval, evidence, output manifest, receipt), in SQLite with
+//! WAL and `synchronous = FULL`.
+//!
+//! A transition is a compare-and-swap on the job's state inside one transaction together with
+//! the artifacts it produced: either the whole step is recorded or none of it is. A process
+//! killed between two transitions resumes from the last recorded one.
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rapha_core::{JobId, JobRequest, Outcome};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use serde::{Deserialize, Serialize};
+
+/// The states of a job, in the order of ARCHITECTURE.md's data flow.
+///
+/// `Refused` and `Failed` are entered with a reason from any state before `Receipted`; such a
+/// job still gets a receipt and, if a deposit was confirmed, a refund settlement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JobState {
+    Received,
+    BundleVerified,
+    Admitted,
+    CohortBuilt,
+    AwaitingApproval,
+    Approved,
+    AwaitingDeposit,
+    DepositConfirmed,
+    Attested,
+    FinalGatePassed,
+    Running,
+    OutputsGuarded,
+    Refused,
+    Failed,
+    Receipted,
+    Released,
+    Settled,
+}
+
+impl JobState {
+    /// Every state, in data-flow order.
+    pub const ALL: [JobState; 17] = [
+        Self::Received,
+        Self::BundleVerified,
+        Self::Admitted,
+        Self::CohortBuilt,
+        Self::AwaitingApproval,
+        Self::Approved,
+        Self::AwaitingDeposit,
+        Self::DepositConfirmed,
+        Self::Attested,
+        Self::FinalGatePassed,
+        Self::Running,
+        Self::OutputsGuarded,
+        Self::Refused,
+        Self::Failed,
+        Self::Receipted,
+        Self::Released,
+        Self::Settled,
+    ];
+
+    /// The name stored in the database and shown in the API.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Received => "received",
+            Self::BundleVerified => "bundle-verified",
+            Self::Admitted => "admitted",
+            Self::CohortBuilt => "cohort-built",
+            Self::AwaitingApproval => "awaiting-approval",
+            Self::Approved => "approved",
+            Self::AwaitingDeposit => "awaiting-deposit",
+            Self::DepositConfirmed => "deposit-confirmed",
+            Self::Attested => "attested",
+            Self::FinalGatePassed => "final-gate-passed",
+            Self::Running => "running",
+            Self::OutputsGuarded => "outputs-guarded",
+            Self::Refused => "refused",
+            Self::Failed => "failed",
+            Self::Receipted => "receipted",
+            Self::Released => "released",
+            Self::Settled => "settled",
+        }
+    }
+
+    /// Whether the job needs no more work from the node.
+    pub const fn is_terminal(self) -> bool {
+        matches!(self, Self::Settled)
+    }
+
+    /// Whether `self -> to` is an edge of the state machine.
+    pub fn may_advance_to(self, to: JobState) -> bool {
+        use JobState::*;
+        match (self, to) {
+            // A job can be refused or fail from any state before its receipt exists.
+            (s, Refused | Failed) => {
+                !matches!(s, Refused | Failed | Receipted | Released | Settled)
+            }
+            (Received, BundleVerified)
+            | (BundleVerified, Admitted)
+            | (Admitted, CohortBuilt)
+            | (CohortBuilt, AwaitingApproval)
+            | (AwaitingApproval, Approved)
+            | (Approved, AwaitingDeposit)
+            | (AwaitingDeposit, DepositConfirmed)
+            | (DepositConfirmed, Attested)
+            | (Attested, FinalGatePassed)
+            | (FinalGatePassed, Running)
+            | (Running, OutputsGuarded)
+            | (OutputsGuarded | Refused | Failed, Receipted)
+            | (Receipted, Released | Settled)
+            | (Released, Settled) => true,
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = StoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown job state {s:?}")))
+    }
+}
+
+/// Errors of the job store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("job store database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    #[error("job {0} already exists")]
+    Duplicate(JobId),
+    #[error("job {job}: {from} -> {to} is not a step of the job state machine")]
+    IllegalTransition {
+        job: JobId,
+        from: JobState,
+        to: JobState,
+    },
+    #[error("job {job} is in state {actual}, not {expected}: another worker moved it")]
+    Conflict {
+        job: JobId,
+        expected: JobState,
+        actual: JobState,
+    },
+    #[error("job store is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Result with [`StoreError`].
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A job as stored.
+#[derive(Clone, Debug, Serialize)]
+pub struct JobRow {
+    pub id: JobId,
+    pub state: JobState,
+    pub request: JobRequest,
+    /// Set once the job is refused, failed or completed.
+    pub outcome: Option<Outcome>,
+    /// Why the job was refused or failed, in words for the DPO and the AI company.
+    pub reason: Option<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// One recorded transition.
+#[derive(Clone, Debug, Serialize)]
+pub struct Transition {
+    pub from: Option<JobState>,
+    pub to: JobState,
+    pub at: u64,
+}
+
+/// The SQLite job store.
+pub struct JobStore {
+    conn: Connection,
+}
+
+impl fmt::Debug for JobStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JobStore")
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl JobStore {
+    /// Opens (creating if needed) the store at `path`.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] if the database cannot be opened or migrated.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS jobs (
+                 id TEXT PRIMARY KEY,
+                 state TEXT NOT NULL,
+                 request TEXT NOT NULL,
+                 outcome TEXT,
+                 reason TEXT,
+                 created_at INTEGER NOT NULL,
+                 updated_at INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS transitions (
+                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                 job_id TEXT NOT NULL REFERENCES jobs(id),
+                 from_state TEXT,
+                 to_state TEXT NOT NULL,
+                 at INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS artifacts (
+                 job_id TEXT NOT NULL REFERENCES jobs(id),
+                 kind TEXT NOT NULL,
+                 bytes BLOB NOT NULL,
+                 PRIMARY KEY (job_id, kind)
+             );",
+        )?;
+        Ok(Self { conn })
+    }
+
+    /// Records a newly received job in state [`JobState::Received`].
+    ///
+    /// # Errors
+    /// [`StoreError::Duplicate`] if the job id is already known.
+    pub fn insert(&mut self, request: &JobRequest) -> Result<()> {
+        let id = request.job_id;
+        let json = serde_json::to_string(request)
+            .map_err(|e| StoreError::Corrupt(format!("job request does not serialise: {e}")))?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists: bool = tx
+            .query_row("SELECT 1 FROM jobs WHERE id = ?1", [id.to_string()], |_| {
+                Ok(true)
+            })
+            .optional()?
+            .is_some();
+        if exists {
+            return Err(StoreError::Duplicate(id));
+        }
+        let t = now();
+        tx.execute(
+            "INSERT INTO jobs (id, state, request, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?4)",
+            params![id.to_string(), JobState::Received.as_str(), json, t],
+        )?;
+        tx.execute(
+            "INSERT INTO transitions (job_id, from_state, to_state, at) VALUES (?1, NULL, ?2, ?3)",
+            params![id.to_string(), JobState::Received.as_str(), t],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Moves `job` from `from` to `to` and stores `artifacts` (kind, bytes), all in one
+    /// transaction. `outcome`/`reason` are recorded when given.
+    ///
+    /// # Errors
+    /// [`StoreError::IllegalTransition`] for an edge the machine does not have,
+    /// [`StoreError::Conflict`] if the job is no longer in `from`.
+    pub fn advance(
+        &mut self,
+        job: JobId,
+        from: JobState,
+        to: JobState,
+        artifacts: &[(&str, &[u8])],
+        ending: Option<(Outcome, &str)>,
+    ) -> Result<()> {
+        if !from.may_advance_to(to) {
+            return Err(StoreError::IllegalTransition { job, from, to });
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let actual: Option<String> = tx
+            .query_row(
+                "SELECT state FROM jobs WHERE id = ?1",
+                [job.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let actual: JobState = actual.ok_or(StoreError::NotFound(job))?.parse()?;
+        if actual != from {
+            return Err(StoreError::Conflict {
+                job,
+                expected: from,
+                actual,
+            });
+        }
+        let t = now();
+        match ending {
+            Some((outcome, reason)) => tx.execute(
+                "UPDATE jobs SET state = ?2, outcome = ?3, reason = ?4, updated_at = ?5 WHERE id = ?1",
+                params![job.to_string(), to.as_str(), outcome_str(outcome), reason, t],
+            )?,
+            None => tx.execute(
+                "UPDATE jobs SET state = ?2, updated_at = ?3 WHERE id = ?1",
+                params![job.to_string(), to.as_str(), t],
+            )?,
+        };
+        tx.execute(
+            "INSERT INTO transitions (job_id, from_state, to_state, at) VALUES (?1, ?2, ?3, ?4)",
+            params![job.to_string(), from.as_str(), to.as_str(), t],
+        )?;
+        for (kind, bytes) in artifacts {
+            tx.execute(
+                "INSERT INTO artifacts (job_id, kind, bytes) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (job_id, kind) DO UPDATE SET bytes = excluded.bytes",
+                params![job.to_string(), kind, bytes],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The job's current row.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown job.
+    pub fn get(&self, job: JobId) -> Result<JobRow> {
+        self.conn
+            .query_row(
+                "SELECT state, request, outcome, reason, created_at, updated_at FROM jobs WHERE id = ?1",
+                [job.to_string()],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                        r.get::<_, u64>(4)?,
+                        r.get::<_, u64>(5)?,
+                    ))
+                },
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound(job))
+            .and_then(|(state, request, outcome, reason, created_at, updated_at)| {
+                Ok(JobRow {
+                    id: job,
+                    state: state.parse()?,
+                    request: serde_json::from_str(&request)
+                        .map_err(|e| StoreError::Corrupt(format!("job {job} request: {e}")))?,
+                    outcome: outcome.map(|o| parse_outcome(&o)).transpose()?,
+                    reason,
+                    created_at,
+                    updated_at,
+                })
+            })
+    }
+
+    /// An artifact a step stored, if any.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] on database failure.
+    pub fn artifact(&self, job: JobId, kind: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT bytes FROM artifacts WHERE job_id = ?1 AND kind = ?2",
+                params![job.to_string(), kind],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Every job not yet settled, oldest first: what start-up must resume or fail.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] on database failure.
+    pub fn unfinished(&self) -> Result<Vec<JobRow>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM jobs WHERE state != ?1 ORDER BY created_at, id")?;
+        let ids: Vec<String> = stmt
+            .query_map([JobState::Settled.as_str()], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        ids.iter()
+            .map(|id| {
+                let id: JobId = id
+                    .parse()
+                    .map_err(|_| StoreError::Corrupt(format!("bad job id {id:?}")))?;
+                self.get(id)
+            })
+            .collect()
+    }
+
+    /// Count of jobs per state, for `/metrics`.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] on database failure.
+    pub fn counts_by_state(&self) -> Result<Vec<(JobState, u64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT state, COUNT(*) FROM jobs GROUP BY state")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (s, n) = row?;
+            out.push((s.parse()?, n));
+        }
+        Ok(out)
+    }
+
+    /// The job's transition history, oldest first.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] on database failure.
+    pub fn transitions(&self, job: JobId) -> Result<Vec<Transition>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT from_state, to_state, at FROM transitions WHERE job_id = ?1 ORDER BY seq",
+        )?;
+        let rows = stmt.query_map([job.to_string()], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, u64>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (from, to, at) = row?;
+            out.push(Transition {
+                from: from.map(|f| f.parse()).transpose()?,
+                to: to.parse()?,
+                at,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn outcome_str(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Completed => "completed",
+        Outcome::Refused => "refused",
+        Outcome::Failed => "failed",
+    }
+}
+
+fn parse_outcome(s: &str) -> Result<Outcome> {
+    match s {
+        "completed" => Ok(Outcome::Completed),
+        "refused" => Ok(Outcome::Refused),
+        "failed" => Ok(Outcome::Failed),
+        other => Err(StoreError::Corrupt(format!("unknown outcome {other:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rapha_core::{CohortQuery, Digest, Usdc};
+
+    fn request() -> JobRequest {
+        JobRequest {
+            job_id: JobId::random(),
+            publisher: "acme".into(),
+            trainer: "lesion-classifier".into(),
+            bundle_manifest: Digest::of(b"manifest"),
+            query: CohortQuery {
+                modalities: vec!["CT".into()],
+                ..CohortQuery::default()
+            },
+            requested_fields: vec![],
+            validation_percent: 20,
+            fee: Usdc::from_base_units(120_000_000),
+            chain_id: 137,
+            depositor: "0x0000000000000000000000000000000000000001".into(),
+        }
+    }
+
+    #[test]
+    fn happy_path_is_recorded_in_order_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.db");
+        let req = request();
+        let id = req.job_id;
+        {
+            let mut s = JobStore::open(&path).unwrap();
+            s.insert(&req).unwrap();
+            let path = [
+                JobState::Received,
+                JobState::BundleVerified,
+                JobState::Admitted,
+                JobState::CohortBuilt,
+                JobState::AwaitingApproval,
+                JobState::Approved,
+                JobState::AwaitingDeposit,
+                JobState::DepositConfirmed,
+                JobState::Attested,
+                JobState::FinalGatePassed,
+                JobState::Running,
+                JobState::OutputsGuarded,
+                JobState::Receipted,
+                JobState::Released,
+                JobState::Settled,
+            ];
+            for w in path.windows(2) {
+                s.advance(id, w[0], w[1], &[(w[1].as_str(), b"x")], None)
+                    .unwrap();
+            }
+        }
+        let s = JobStore::open(&path).unwrap();
+        assert_eq!(s.get(id).unwrap().state, JobState::Settled);
+        assert_eq!(s.transitions(id).unwrap().len(), 15);
+        assert!(s.unfinished().unwrap().is_empty());
+        assert_eq!(
+            s.artifact(id, "released").unwrap().as_deref(),
+            Some(&b"x"[..])
+        );
+    }
+
+    #[test]
+    fn stale_worker_cannot_move_a_job_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = JobStore::open(&dir.path().join("jobs.db")).unwrap();
+        let req = request();
+        s.insert(&req).unwrap();
+        s.advance(
+            req.job_id,
+            JobState::Received,
+            JobState::BundleVerified,
+            &[],
+            None,
+        )
+        .unwrap();
+        let err = s
+            .advance(
+                req.job_id,
+                JobState::Received,
+                JobState::BundleVerified,
+                &[],
+                None,
+            )
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            StoreError::Conflict {
+                actual: JobState::BundleVerified,
+                ..
+            }
+        ));
+        assert!(matches!(
+            s.insert(&req).unwrap_err(),
+            StoreError::Duplicate(_)
+        ));
+    }
+
+    #[test]
+    fn skipping_a_gate_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = JobStore::open(&dir.path().join("jobs.db")).unwrap();
+        let req = request();
+        s.insert(&req).unwrap();
+        // Straight from received to running would skip verification, policy, approval, deposit.
+        let err = s
+            .advance(req.job_id, JobState::Received, JobState::Running, &[], None)
+            .unwrap_err();
+        assert!(matches!(err, StoreError::IllegalTransition { .. }));
+        // A settled job cannot be refused after the fact, nor released without a receipt.
+        assert!(!JobState::Settled.may_advance_to(JobState::Refused));
+        assert!(!JobState::OutputsGuarded.may_advance_to(JobState::Released));
+        assert!(!JobState::Refused.may_advance_to(JobState::Released));
+    }
+
+    #[test]
+    fn refusal_records_outcome_and_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = JobStore::open(&dir.path().join("jobs.db")).unwrap();
+        let req = request();
+        s.insert(&req).unwrap();
+        s.advance(
+            req.job_id,
+            JobState::Received,
+            JobState::Refused,
+            &[],
+            Some((Outcome::Refused, "bundle signed by an unknown key")),
+        )
+        .unwrap();
+        let row = s.get(req.job_id).unwrap();
+        assert_eq!(row.outcome, Some(Outcome::Refused));
+        assert_eq!(
+            row.reason.as_deref(),
+            Some("bundle signed by an unknown key")
+        );
+        assert_eq!(
+            s.unfinished().unwrap().len(),
+            1,
+            "a refused job still needs its receipt"
+        );
+    }
+}
