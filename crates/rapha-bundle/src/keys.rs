@@ -1,0 +1,283 @@
+//! Publisher signing keys.
+//!
+//! Keys are stored in the standard PEM forms so other tools can read them: the private key as
+//! PKCS#8 (`-----BEGIN PRIVATE KEY-----`), the public key as SubjectPublicKeyInfo
+//! (`-----BEGIN PUBLIC KEY-----`), the forms cosign and OpenSSL use. The key id is the SHA-256
+//! of the public key's SPKI DER, so it does not depend on the algorithm. Both key types are
+//! enums: ECDSA P-256 becomes one more variant (its own SPKI prefix and DER signatures) with no
+//! change to the envelope, the key id or the trust store.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use ed25519_dalek::Signer as _;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::error::{BundleError, Result};
+
+/// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410): SEQUENCE { SEQUENCE { OID
+/// 1.3.101.112 }, BIT STRING (33 bytes) }; the 32-byte key follows.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+/// DER prefix of an Ed25519 PKCS#8 v1 private key (RFC 8410): version 0, algorithm, OCTET
+/// STRING wrapping the 32-byte seed.
+const ED25519_PKCS8_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+
+/// Signature algorithms. The envelope never names the algorithm: the trusted key decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Algorithm {
+    Ed25519,
+}
+
+impl Algorithm {
+    /// Lowercase name, as shown to admins.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ed25519 => "ed25519",
+        }
+    }
+}
+
+/// A publisher's private signing key. Zeroized on drop (ed25519-dalek's `zeroize` feature);
+/// deliberately no `Debug`.
+#[non_exhaustive]
+pub enum SigningKey {
+    Ed25519(ed25519_dalek::SigningKey),
+}
+
+/// A publisher's public key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PublicKey {
+    Ed25519(ed25519_dalek::VerifyingKey),
+}
+
+impl SigningKey {
+    /// A fresh Ed25519 key from the operating system's RNG.
+    pub fn generate_ed25519() -> Self {
+        Self::Ed25519(ed25519_dalek::SigningKey::generate(&mut rand_core::OsRng))
+    }
+
+    /// An Ed25519 key from its 32-byte seed (RFC 8032 private key).
+    pub fn ed25519_from_seed(seed: &[u8; 32]) -> Self {
+        Self::Ed25519(ed25519_dalek::SigningKey::from_bytes(seed))
+    }
+
+    /// The matching public key.
+    pub fn public_key(&self) -> PublicKey {
+        match self {
+            Self::Ed25519(k) => PublicKey::Ed25519(k.verifying_key()),
+        }
+    }
+
+    /// Signs `message` (for DSSE: the PAE bytes).
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        match self {
+            Self::Ed25519(k) => k.sign(message).to_bytes().to_vec(),
+        }
+    }
+
+    /// PKCS#8 PEM.
+    pub fn to_pem(&self) -> Zeroizing<String> {
+        match self {
+            Self::Ed25519(k) => {
+                let mut der = Zeroizing::new(Vec::with_capacity(48));
+                der.extend_from_slice(&ED25519_PKCS8_PREFIX);
+                der.extend_from_slice(k.as_bytes());
+                pem("PRIVATE KEY", &der)
+            }
+        }
+    }
+
+    /// Parses a PKCS#8 PEM private key.
+    ///
+    /// # Errors
+    /// [`BundleError::KeyFormat`] or [`BundleError::UnsupportedAlgorithm`].
+    pub fn from_pem(text: &str, path: &Path) -> Result<Self> {
+        let der = Zeroizing::new(unpem("PRIVATE KEY", text, path)?);
+        if der.len() == 48 && der[..16] == ED25519_PKCS8_PREFIX {
+            let mut seed = Zeroizing::new([0u8; 32]);
+            seed.copy_from_slice(&der[16..]);
+            return Ok(Self::ed25519_from_seed(&seed));
+        }
+        Err(BundleError::UnsupportedAlgorithm(
+            "PKCS#8 key of another algorithm".into(),
+        ))
+    }
+
+    /// Loads a private key file, refusing one that group or others can read.
+    ///
+    /// # Errors
+    /// [`BundleError::KeyPermissions`], [`BundleError::Io`], [`BundleError::KeyFormat`].
+    pub fn load(path: &Path) -> Result<Self> {
+        rapha_core::check_private_mode(path).map_err(|e| match e {
+            rapha_core::ModeError::Io(source) => BundleError::Io {
+                path: path.into(),
+                source,
+            },
+            rapha_core::ModeError::Loose(mode) => BundleError::KeyPermissions {
+                path: path.into(),
+                mode,
+            },
+        })?;
+        let mut text = std::fs::read_to_string(path).map_err(BundleError::io(path))?;
+        let key = Self::from_pem(&text, path);
+        text.zeroize();
+        key
+    }
+}
+
+impl PublicKey {
+    /// The algorithm of this key.
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            Self::Ed25519(_) => Algorithm::Ed25519,
+        }
+    }
+
+    /// An Ed25519 public key from its 32 bytes.
+    ///
+    /// # Errors
+    /// [`BundleError::KeyFormat`] if the bytes are not a valid curve point.
+    pub fn ed25519_from_bytes(bytes: &[u8; 32]) -> Result<Self> {
+        ed25519_dalek::VerifyingKey::from_bytes(bytes)
+            .map(Self::Ed25519)
+            .map_err(|e| BundleError::KeyFormat {
+                path: PathBuf::new(),
+                reason: format!("ed25519 key: {e}"),
+            })
+    }
+
+    /// SubjectPublicKeyInfo DER.
+    pub fn spki_der(&self) -> Vec<u8> {
+        match self {
+            Self::Ed25519(k) => {
+                let mut der = ED25519_SPKI_PREFIX.to_vec();
+                der.extend_from_slice(k.as_bytes());
+                der
+            }
+        }
+    }
+
+    /// The key id carried in envelopes: hex SHA-256 of the SPKI DER.
+    pub fn keyid(&self) -> String {
+        rapha_core::Digest::of(&self.spki_der()).to_hex()
+    }
+
+    /// SPKI PEM.
+    pub fn to_pem(&self) -> String {
+        pem("PUBLIC KEY", &self.spki_der()).to_string()
+    }
+
+    /// Parses an SPKI PEM public key.
+    ///
+    /// # Errors
+    /// [`BundleError::KeyFormat`] or [`BundleError::UnsupportedAlgorithm`].
+    pub fn from_pem(text: &str, path: &Path) -> Result<Self> {
+        let der = unpem("PUBLIC KEY", text, path)?;
+        if der.len() == 44 && der[..12] == ED25519_SPKI_PREFIX {
+            let mut raw = [0u8; 32];
+            raw.copy_from_slice(&der[12..]);
+            return ed25519_dalek::VerifyingKey::from_bytes(&raw)
+                .map(Self::Ed25519)
+                .map_err(|e| BundleError::KeyFormat {
+                    path: path.into(),
+                    reason: format!("ed25519: {e}"),
+                });
+        }
+        Err(BundleError::UnsupportedAlgorithm(
+            "SPKI key of another algorithm".into(),
+        ))
+    }
+
+    /// Loads a public key file.
+    ///
+    /// # Errors
+    /// [`BundleError::Io`], [`BundleError::KeyFormat`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(BundleError::io(path))?;
+        Self::from_pem(&text, path)
+    }
+
+    /// Whether `sig` is this key's signature over `message`. Strict verification: Ed25519
+    /// signatures with non-canonical encodings or small-order keys are refused.
+    pub fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
+        match self {
+            Self::Ed25519(k) => {
+                let Ok(sig) = ed25519_dalek::Signature::from_slice(sig) else {
+                    return false;
+                };
+                k.verify_strict(message, &sig).is_ok()
+            }
+        }
+    }
+}
+
+/// Writes `KEY` (mode 0600, refusing to overwrite) and `KEY.pub`, returning the public key.
+///
+/// # Errors
+/// [`BundleError::Io`] (including when `KEY` already exists).
+pub fn write_keypair(key: &SigningKey, path: &Path) -> Result<PublicKey> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(BundleError::io(path))?;
+    file.write_all(key.to_pem().as_bytes())
+        .map_err(BundleError::io(path))?;
+    file.sync_all().map_err(BundleError::io(path))?;
+    let public = key.public_key();
+    let pub_path = public_path(path);
+    std::fs::write(&pub_path, public.to_pem()).map_err(BundleError::io(&pub_path))?;
+    Ok(public)
+}
+
+/// `KEY.pub` beside `KEY`.
+pub fn public_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".pub");
+    PathBuf::from(s)
+}
+
+fn pem(label: &str, der: &[u8]) -> Zeroizing<String> {
+    let b64 = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(der));
+    let mut out = Zeroizing::new(format!("-----BEGIN {label}-----\n"));
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+fn unpem(label: &str, text: &str, path: &Path) -> Result<Vec<u8>> {
+    let bad = |reason: &str| BundleError::KeyFormat {
+        path: path.into(),
+        reason: reason.into(),
+    };
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = text
+        .find(&begin)
+        .ok_or_else(|| bad(&format!("no '{begin}' line")))?;
+    let rest = &text[start + begin.len()..];
+    let stop = rest
+        .find(&end)
+        .ok_or_else(|| bad(&format!("no '{end}' line")))?;
+    let b64: Zeroizing<String> = Zeroizing::new(
+        rest[..stop]
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect(),
+    );
+    base64::engine::general_purpose::STANDARD
+        .decode(b64.as_bytes())
+        .map_err(|_| bad("bad base64"))
+}

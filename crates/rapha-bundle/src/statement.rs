@@ -1,0 +1,199 @@
+//! The in-toto Statement v1 a bundle signs, and its Rapha trainer predicate.
+//!
+//! ```text
+//! { "_type": "https://in-toto.io/Statement/v1",
+//!   "subject": [ { "name": "<trainer>", "digest": { "sha256": "<image manifest digest>" } } ],
+//!   "predicateType": "https://rapha.dev/trainer/v1",
+//!   "predicate": { publisher, trainer {name, version}, entrypoint, env, outputs,
+//!                  resources, requested_fields } }
+//! ```
+
+use std::collections::BTreeMap;
+
+use rapha_core::{Digest, OutputDecl, ResourceLimits};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{BundleError, Result};
+
+/// `_type` of an in-toto Statement v1.
+pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
+/// Rapha's predicate type.
+pub const PREDICATE_TYPE: &str = "https://rapha.dev/trainer/v1";
+
+/// Trainer name and version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerId {
+    pub name: String,
+    pub version: String,
+}
+
+/// What the publisher states about the trainer, signed together with the image digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerPredicate {
+    /// Publisher name; must equal the name the hospital's trust store gives the signing key.
+    pub publisher: String,
+    pub trainer: TrainerId,
+    /// argv of the trainer process; equals the image config's Entrypoint + Cmd.
+    pub entrypoint: Vec<String>,
+    /// Environment `K=V`; equals the image config's Env.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Files the trainer may write; anything else is refused by the output guard.
+    pub outputs: Vec<OutputDecl>,
+    pub resources: ResourceLimits,
+    /// Metadata fields asked for beyond the default allow-list.
+    #[serde(default)]
+    pub requested_fields: Vec<String>,
+}
+
+/// The `trainer.toml` a publisher writes; becomes the predicate at signing time.
+///
+/// `entrypoint` and `env` may be left out, then they are taken from the image config; when
+/// given they must match it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerSpec {
+    pub publisher: String,
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: Option<Vec<String>>,
+    #[serde(default)]
+    pub requested_fields: Vec<String>,
+    #[serde(default)]
+    pub resources: ResourceLimits,
+    pub outputs: Vec<OutputDecl>,
+}
+
+impl TrainerSpec {
+    /// Parses `trainer.toml`.
+    ///
+    /// # Errors
+    /// [`BundleError::Predicate`] with the TOML error.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let spec: Self = toml::from_str(text).map_err(|e| BundleError::Predicate(e.to_string()))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(BundleError::Predicate(m));
+        if self.name.is_empty() || self.version.is_empty() || self.publisher.is_empty() {
+            return bad("publisher, name and version must not be empty".into());
+        }
+        if self.outputs.is_empty() {
+            return bad("a trainer must declare at least one output".into());
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for o in &self.outputs {
+            let plain = !o.name.is_empty()
+                && o.name != "."
+                && o.name != ".."
+                && !o.name.contains(['/', '\\', '\0']);
+            if !plain {
+                return bad(format!(
+                    "output name {:?} must be a plain file name",
+                    o.name
+                ));
+            }
+            if o.max_bytes == 0 {
+                return bad(format!("output {:?} has a zero size cap", o.name));
+            }
+            if !seen.insert(&o.name) {
+                return bad(format!("output {:?} is declared twice", o.name));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An in-toto subject.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
+    pub name: String,
+    pub digest: BTreeMap<String, String>,
+}
+
+/// An in-toto Statement v1 with a trainer predicate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Statement {
+    #[serde(rename = "_type")]
+    pub type_: String,
+    pub subject: Vec<Subject>,
+    #[serde(rename = "predicateType")]
+    pub predicate_type: String,
+    pub predicate: serde_json::Value,
+}
+
+impl Statement {
+    /// A statement over `manifest` with `predicate`.
+    pub fn new(manifest: Digest, predicate: &TrainerPredicate) -> Result<Self> {
+        let predicate = serde_json::to_value(predicate)
+            .map_err(|e| BundleError::Predicate(format!("cannot serialise: {e}")))?;
+        let name = predicate
+            .pointer("/trainer/name")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Self {
+            type_: STATEMENT_TYPE.into(),
+            subject: vec![Subject {
+                name,
+                digest: BTreeMap::from([("sha256".to_owned(), manifest.to_hex())]),
+            }],
+            predicate_type: PREDICATE_TYPE.into(),
+            predicate,
+        })
+    }
+
+    /// Parses and checks a statement: its type, exactly one subject with a sha256 digest, the
+    /// predicate type and the predicate's schema. Returns the subject digest and predicate.
+    ///
+    /// # Errors
+    /// [`BundleError::StatementMalformed`] or [`BundleError::UnsupportedPredicateType`].
+    pub fn parse_trainer(bytes: &[u8]) -> Result<(Digest, TrainerPredicate)> {
+        let bad = |m: String| BundleError::StatementMalformed(m);
+        let st: Self = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
+        if st.type_ != STATEMENT_TYPE {
+            return Err(bad(format!(
+                "_type is {:?}, expected {STATEMENT_TYPE}",
+                st.type_
+            )));
+        }
+        if st.predicate_type != PREDICATE_TYPE {
+            return Err(BundleError::UnsupportedPredicateType(st.predicate_type));
+        }
+        let [subject] = st.subject.as_slice() else {
+            return Err(bad(format!(
+                "{} subjects; exactly one is signed",
+                st.subject.len()
+            )));
+        };
+        let hex = subject
+            .digest
+            .get("sha256")
+            .ok_or_else(|| bad("the subject has no sha256 digest".into()))?;
+        if hex.len() != 64 || hex.bytes().any(|b| !matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(bad(format!(
+                "subject digest {hex:?} is not 64 lowercase hex digits"
+            )));
+        }
+        let digest: Digest = hex
+            .parse()
+            .map_err(|_| bad(format!("bad digest {hex:?}")))?;
+        let predicate: TrainerPredicate =
+            serde_json::from_value(st.predicate).map_err(|e| bad(format!("predicate: {e}")))?;
+        if subject.name != predicate.trainer.name {
+            return Err(bad(format!(
+                "subject name {:?} differs from trainer name {:?}",
+                subject.name, predicate.trainer.name
+            )));
+        }
+        Ok((digest, predicate))
+    }
+}
