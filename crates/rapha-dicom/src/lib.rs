@@ -5,3 +5,39 @@
 //! technical attributes survive), **I2** (a query that does not narrow the cohort is refused
 //! before any request is built) and the DICOM half of **I3** (instances with burned-in-PHI
 //! risk are excluded from the cohort).
+//!
+//! ```text
+//!  query string / CohortQuery ──scope::ScopedQuery::parse──▶ ScopedQuery   (refusal names a rule)
+//!                                                              │
+//!  DicomWebClient: QIDO studies (paged) ─▶ ScopedStudy ─▶ series ─▶ WADO-RS metadata
+//!                                                              │ json::parse_datasets (strict)
+//!                                                              ▼
+//!  cohort::CohortBuilder: exclusion::ExclusionPolicy, OptOuts ─▶ record::extract ─▶ Record
+//!                          (Pseudonymizer over rapha_core::HashedId)
+//!
+//!  enclave runtime only: DicomWebClient::retrieve_instance (WADO-RS, streamed) ─▶ pixels::decode
+//! ```
+//!
+//! The trainer sees [`Record`]s and decoded pixels, never a DICOM object. Everything the PACS
+//! or a file says is outside input: parsers return typed errors and never panic on it.
+
+pub mod attrs;
+pub mod client;
+pub mod cohort;
+pub mod config;
+pub mod date;
+mod error;
+pub mod exclusion;
+pub mod json;
+pub mod multipart;
+pub mod pixels;
+pub mod pseudonym;
+pub mod record;
+pub mod scope;
+
+pub use client::{Auth, ClientOptions, DicomWebClient, ScopedStudy};
+pub use config::DicomConfig;
+pub use error::{DicomError, Result};
+pub use pseudonym::Pseudonymizer;
+pub use record::Record;
+pub use scope::{ScopeLimits, ScopeRefusal, ScopeRule, ScopedQuery};

@@ -1,2 +1,1 @@
 //! Integration tests for rapha-dicom (one binary per crate keeps link time down).
-

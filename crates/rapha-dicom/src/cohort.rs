@@ -1,0 +1,312 @@
+//! From a scoped query (or a directory of files) to the cohort: one [`CohortEntry`] per kept
+//! instance and the exclusion counts by reason. Metadata only: pixels are never read here.
+//!
+//! ```text
+//!  ScopedQuery ─QIDO studies (paged)─▶ series ─WADO-RS metadata─▶ Attrs ─┐
+//!  directory ─Part 10 header (stops before PixelData)────────────▶ Attrs ─┤
+//!                                                                        ▼
+//!            exclusions (burned-in, at-risk class, opt-out, malformed) ─▶ Record
+//!            + raw identifiers (node-side only) ─▶ day offsets per patient, labels
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use rapha_core::{ExclusionCounts, HashedId};
+use serde::{Deserialize, Serialize};
+
+use crate::attrs::{tag, Attrs};
+use crate::client::DicomWebClient;
+use crate::config::DicomConfig;
+use crate::date::Date;
+use crate::exclusion::{reason, LabelTable, OptOuts};
+use crate::pseudonym::Pseudonymizer;
+use crate::record::{extract, Record};
+use crate::scope::ScopedQuery;
+use crate::{DicomError, Result};
+
+/// Where the enclave runtime fetches an instance's pixels.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceSource {
+    DicomWeb {
+        study_uid: String,
+        series_uid: String,
+        instance_uid: String,
+    },
+    File(PathBuf),
+}
+
+/// One kept instance. `source` and `raw_identifiers` stay on the node: the runtime uses the
+/// first to fetch pixels and gives the second to the output guard; only `record` goes to the
+/// trainer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CohortEntry {
+    pub record: Record,
+    pub source: InstanceSource,
+    pub raw_identifiers: Vec<String>,
+}
+
+/// Exclusion counts by reason. Never names a patient.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exclusions {
+    counts: ExclusionCounts,
+}
+
+impl Exclusions {
+    /// Counts one excluded instance.
+    pub fn add(&mut self, reason: &str) {
+        *self.counts.entry(reason.to_owned()).or_insert(0) += 1;
+    }
+
+    /// Instances excluded for `reason`.
+    pub fn get(&self, reason: &str) -> u64 {
+        self.counts.get(reason).copied().unwrap_or(0)
+    }
+
+    /// All excluded instances.
+    pub fn total(&self) -> u64 {
+        self.counts.values().sum()
+    }
+
+    /// The counts.
+    pub fn counts(&self) -> &ExclusionCounts {
+        &self.counts
+    }
+
+    /// Into the shared receipt type.
+    pub fn into_counts(self) -> ExclusionCounts {
+        self.counts
+    }
+}
+
+/// The result of building a cohort.
+#[derive(Clone, Debug, Default)]
+pub struct Cohort {
+    pub entries: Vec<CohortEntry>,
+    pub exclusions: Exclusions,
+}
+
+/// Builds cohorts under one key, config, opt-out list and (optional) label table.
+pub struct CohortBuilder<'a> {
+    pseudo: &'a Pseudonymizer,
+    config: &'a DicomConfig,
+    optouts: &'a OptOuts,
+    labels: Option<&'a LabelTable>,
+}
+
+struct Candidate {
+    entry: CohortEntry,
+    study_date: Option<Date>,
+}
+
+impl<'a> CohortBuilder<'a> {
+    /// A builder.
+    pub fn new(pseudo: &'a Pseudonymizer, config: &'a DicomConfig, optouts: &'a OptOuts) -> Self {
+        Self {
+            pseudo,
+            config,
+            optouts,
+            labels: None,
+        }
+    }
+
+    /// Attaches the hospital's label table (keyed by AccessionNumber).
+    pub fn with_labels(mut self, labels: &'a LabelTable) -> Self {
+        self.labels = Some(labels);
+        self
+    }
+
+    /// Decides one instance: `Ok(candidate)` to keep, `Err(reason)` to exclude.
+    fn consider(
+        &self,
+        attrs: &Attrs,
+        transfer_syntax: Option<&str>,
+        source: InstanceSource,
+    ) -> std::result::Result<Candidate, &'static str> {
+        if let Some(r) = self.config.exclusions.check(attrs, transfer_syntax) {
+            return Err(r);
+        }
+        if attrs
+            .text(tag::PATIENT_ID)
+            .is_some_and(|p| self.optouts.contains(p))
+        {
+            return Err(reason::OPTED_OUT);
+        }
+        let ex = match extract(attrs, transfer_syntax, self.pseudo, &self.config.fields) {
+            Ok(ex) => ex,
+            Err(_) => return Err(reason::MISSING_IDENTIFIERS),
+        };
+        if ex.record.rows.is_none() || ex.record.columns.is_none() {
+            return Err(reason::NOT_AN_IMAGE);
+        }
+        let mut record = ex.record;
+        record.label = match (self.labels, ex.accession.as_deref()) {
+            (Some(t), Some(a)) => t.get(a),
+            _ => None,
+        };
+        Ok(Candidate {
+            entry: CohortEntry {
+                record,
+                source,
+                raw_identifiers: ex.raw_identifiers,
+            },
+            study_date: ex.study_date,
+        })
+    }
+
+    fn finish(candidates: Vec<Candidate>, exclusions: Exclusions) -> Cohort {
+        // Day offsets: per patient, from the earliest study date in this cohort.
+        let mut first: HashMap<HashedId, i64> = HashMap::new();
+        for c in &candidates {
+            if let Some(d) = c.study_date {
+                let e = first.entry(c.entry.record.patient).or_insert(d.days());
+                *e = (*e).min(d.days());
+            }
+        }
+        let entries = candidates
+            .into_iter()
+            .map(|mut c| {
+                c.entry.record.days_since_first_study =
+                    match (c.study_date, first.get(&c.entry.record.patient)) {
+                        (Some(d), Some(f)) => u32::try_from(d.days() - f).ok(),
+                        _ => None,
+                    };
+                c.entry
+            })
+            .collect();
+        Cohort {
+            entries,
+            exclusions,
+        }
+    }
+
+    /// Builds the cohort from every regular file under `dir` (recursively, in path order).
+    /// Files that are not parseable DICOM are counted as `malformed`; the walk goes on.
+    ///
+    /// # Errors
+    /// [`DicomError::Io`] when the directory cannot be listed.
+    pub fn from_dir(&self, dir: &Path) -> Result<Cohort> {
+        let mut files = Vec::new();
+        walk(dir, &mut files)?;
+        files.sort();
+        let mut exclusions = Exclusions::default();
+        let mut candidates = Vec::new();
+        for path in files {
+            match read_header(&path) {
+                Ok((attrs, ts)) => {
+                    match self.consider(&attrs, ts.as_deref(), InstanceSource::File(path)) {
+                        Ok(c) => candidates.push(c),
+                        Err(r) => exclusions.add(r),
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "file excluded as malformed");
+                    exclusions.add(reason::MALFORMED);
+                }
+            }
+        }
+        Ok(Self::finish(candidates, exclusions))
+    }
+
+    /// Builds the cohort from the PACS: scoped study search, then the series of each study and
+    /// their WADO-RS metadata (headers only).
+    ///
+    /// # Errors
+    /// HTTP, status and DICOM JSON errors from the PACS stop the build: a partial cohort is
+    /// never returned as if it were whole.
+    pub fn from_dicomweb(&self, client: &DicomWebClient, query: &ScopedQuery) -> Result<Cohort> {
+        let mut exclusions = Exclusions::default();
+        let mut candidates = Vec::new();
+        let outside = client.for_each_study(query, &mut |study| {
+            for series in client.search_series(&study, query.page_size())? {
+                let Some(series_uid) = series.text(tag::SERIES_INSTANCE_UID).map(str::to_owned)
+                else {
+                    exclusions.add(reason::MISSING_IDENTIFIERS);
+                    continue;
+                };
+                for inst in client.series_metadata(&study, &series_uid)? {
+                    let inst_uid = inst
+                        .text(tag::SOP_INSTANCE_UID)
+                        .unwrap_or_default()
+                        .to_owned();
+                    // The series must belong to the study we asked for.
+                    if inst.text(tag::STUDY_INSTANCE_UID) != Some(study.uid()) {
+                        exclusions.add(reason::OUTSIDE_SCOPE);
+                        continue;
+                    }
+                    let source = InstanceSource::DicomWeb {
+                        study_uid: study.uid().to_owned(),
+                        series_uid: series_uid.clone(),
+                        instance_uid: inst_uid,
+                    };
+                    match self.consider(&inst, None, source) {
+                        Ok(c) => candidates.push(c),
+                        Err(r) => exclusions.add(r),
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        for _ in 0..outside {
+            exclusions.add(reason::OUTSIDE_SCOPE);
+        }
+        Ok(Self::finish(candidates, exclusions))
+    }
+}
+
+/// Reads a Part 10 file's header, stopping before the pixel data.
+///
+/// # Errors
+/// [`DicomError::MalformedFile`] for anything dicom-rs cannot parse.
+pub fn read_header(path: &Path) -> Result<(Attrs, Option<String>)> {
+    let bad = |reason: String| DicomError::MalformedFile {
+        path: path.to_owned(),
+        reason,
+    };
+    let obj = std::panic::catch_unwind(|| {
+        dicom_object::OpenFileOptions::new()
+            .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+            .open_file(path)
+    })
+    .map_err(|_| bad("parser rejected the file".into()))?
+    .map_err(|e| bad(e.to_string()))?;
+    let ts = obj
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches(['\0', ' '])
+        .to_owned();
+    let mut attrs = Attrs::from_object(&obj);
+    attrs.set_text(tag::TRANSFER_SYNTAX_UID, "UI", &[ts.as_str()]);
+    Ok((attrs, Some(ts)))
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let rd = std::fs::read_dir(dir).map_err(|e| DicomError::Io {
+        path: dir.to_owned(),
+        source: e,
+    })?;
+    for entry in rd {
+        let entry = entry.map_err(|e| DicomError::Io {
+            path: dir.to_owned(),
+            source: e,
+        })?;
+        let ft = entry.file_type().map_err(|e| DicomError::Io {
+            path: entry.path(),
+            source: e,
+        })?;
+        if ft.is_dir() {
+            walk(&entry.path(), out)?;
+        } else if ft.is_file() {
+            out.push(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// Summary for humans: kept instances and exclusions by reason.
+pub fn summary(cohort: &Cohort) -> BTreeMap<String, u64> {
+    let mut m = cohort.exclusions.counts().clone();
+    m.insert("kept".into(), cohort.entries.len() as u64);
+    m
+}

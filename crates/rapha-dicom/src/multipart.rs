@@ -1,0 +1,173 @@
+//! Streaming reader for the first part of a `multipart/related` body (RFC 2046 framing), as
+//! WADO-RS sends an instance. The part body is handed out as it arrives; only a window the size
+//! of the boundary is held back, so memory stays flat whatever the instance size.
+
+use std::io::{self, Read};
+
+/// Longest part header block accepted.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
+const CHUNK: usize = 64 * 1024;
+
+/// Extracts the boundary of a `multipart/related` Content-Type, checking that its `type`
+/// parameter (if present) is `application/dicom`.
+///
+/// # Errors
+/// A message saying what is wrong with the header.
+pub fn boundary_of(content_type: &str) -> Result<String, String> {
+    let mut parts = content_type.split(';');
+    let media = parts.next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("multipart/related") {
+        return Err(format!(
+            "Content-Type is {media:?}, expected multipart/related"
+        ));
+    }
+    let mut boundary = None;
+    for p in parts {
+        let Some((k, v)) = p.split_once('=') else {
+            continue;
+        };
+        let v = v.trim().trim_matches('"');
+        match k.trim().to_ascii_lowercase().as_str() {
+            "boundary" => boundary = Some(v.to_owned()),
+            "type" if !v.eq_ignore_ascii_case("application/dicom") => {
+                return Err(format!(
+                    "multipart type is {v:?}, expected application/dicom"
+                ));
+            }
+            _ => {}
+        }
+    }
+    match boundary {
+        Some(b) if !b.is_empty() && b.len() <= 70 => Ok(b),
+        _ => Err("multipart/related without a valid boundary".into()),
+    }
+}
+
+/// Reads the body of the first part of a multipart stream.
+pub struct FirstPart<R> {
+    inner: R,
+    delimiter: Vec<u8>,
+    buf: Vec<u8>,
+    start: usize,
+    state: State,
+}
+
+#[derive(PartialEq, Eq)]
+enum State {
+    Preamble,
+    Body,
+    Done,
+}
+
+impl<R: Read> FirstPart<R> {
+    /// Wraps the response body.
+    pub fn new(inner: R, boundary: &str) -> Self {
+        Self {
+            inner,
+            delimiter: format!("\r\n--{boundary}").into_bytes(),
+            buf: Vec::new(),
+            start: 0,
+            state: State::Preamble,
+        }
+    }
+
+    fn fill(&mut self) -> io::Result<usize> {
+        if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        let old = self.buf.len();
+        self.buf.resize(old + CHUNK, 0);
+        let n = self.inner.read(&mut self.buf[old..])?;
+        self.buf.truncate(old + n);
+        Ok(n)
+    }
+
+    /// Skips the preamble and the first part's headers, checking its Content-Type.
+    fn open_part(&mut self) -> io::Result<()> {
+        // The first boundary may start the body without the leading CRLF.
+        let first = self.delimiter[2..].to_vec();
+        let first = first.as_slice();
+        loop {
+            let hay = &self.buf[self.start..];
+            if let Some(pos) = find(hay, first) {
+                let after = self.start + pos + first.len();
+                // Headers end at an empty line.
+                if let Some(end) = find(&self.buf[after..], b"\r\n\r\n") {
+                    let headers =
+                        String::from_utf8_lossy(&self.buf[after..after + end]).to_string();
+                    for line in headers.lines() {
+                        if let Some((k, v)) = line.split_once(':') {
+                            if k.trim().eq_ignore_ascii_case("content-type") {
+                                let v = v.trim();
+                                let media = v.split(';').next().unwrap_or("").trim();
+                                if !media.eq_ignore_ascii_case("application/dicom") {
+                                    return Err(bad(format!("part Content-Type is {media:?}, expected application/dicom")));
+                                }
+                            }
+                        }
+                    }
+                    self.start = after + end + 4;
+                    self.state = State::Body;
+                    return Ok(());
+                }
+            }
+            if self.buf.len() - self.start > MAX_HEADER_BYTES {
+                return Err(bad(
+                    "no multipart boundary or part headers within the first 16 KiB".into(),
+                ));
+            }
+            if self.fill()? == 0 {
+                return Err(bad("response ended before the first part began".into()));
+            }
+        }
+    }
+}
+
+fn bad(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+impl<R: Read> Read for FirstPart<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.state == State::Preamble {
+            self.open_part()?;
+        }
+        loop {
+            if self.state == State::Done || out.is_empty() {
+                return Ok(0);
+            }
+            let avail = &self.buf[self.start..];
+            if let Some(pos) = find(avail, &self.delimiter) {
+                if pos == 0 {
+                    self.state = State::Done;
+                    return Ok(0);
+                }
+                let n = pos.min(out.len());
+                out[..n].copy_from_slice(&avail[..n]);
+                self.start += n;
+                return Ok(n);
+            }
+            // Everything but a possible partial delimiter at the end can go out.
+            let safe = avail.len().saturating_sub(self.delimiter.len() - 1);
+            if safe > 0 {
+                let n = safe.min(out.len());
+                out[..n].copy_from_slice(&avail[..n]);
+                self.start += n;
+                return Ok(n);
+            }
+            if self.fill()? == 0 {
+                return Err(bad(
+                    "response ended inside the DICOM part (no closing boundary)".into(),
+                ));
+            }
+        }
+    }
+}
