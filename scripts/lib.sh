@@ -21,9 +21,10 @@ as_root() {
 }
 
 # Debian packages the real components need: Orthanc + DICOMweb (PACS), swtpm + tpm2-tools
-# (TPM), libtss2-dev (tss-esapi), runc (trainer isolation), iproute2 (test hosts).
+# (TPM), libtss2-dev (tss-esapi), runc (trainer isolation), iproute2 (test hosts), socat (TLS
+# front of the test Orthanc: Debian's Orthanc crashes on its own HTTPS), openssl (test certs).
 DEBIAN_PACKAGES=(orthanc orthanc-dicomweb swtpm swtpm-tools tpm2-tools libtss2-dev runc iproute2
-    pkg-config)
+    pkg-config socat openssl)
 
 install_debian_packages() {
     local missing=()
@@ -56,7 +57,7 @@ install_npm_packages() {
 }
 
 # Python: a venv with the independent tools the tests compare against.
-PYTHON_PACKAGES=("pydicom==3.0.2" "numpy<3" "regopy==1.5.2")
+PYTHON_PACKAGES=("pydicom==3.0.2" "numpy<3" "regopy==1.5.2" "eth-account==0.14.0" "rfc8785==0.1.4")
 
 install_python_packages() {
     local want="${PYTHON_PACKAGES[*]}"
