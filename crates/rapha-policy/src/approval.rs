@@ -1,0 +1,253 @@
+//! DPO approvals: the Ed25519 keys, the signed approval bound to one job digest, and what the
+//! DPO reviews before signing.
+//!
+//! The job digest covers the job request and the cohort commitment, so a changed job or a
+//! changed cohort has a different digest and needs a new approval.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use rapha_core::{Digest, ExclusionCounts, JobRequest};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::Zeroizing;
+
+use crate::error::{PolicyError, Result};
+use crate::keys::{is_dev_key, read_secret_hex, DEV_KEY_PREFIX};
+
+/// Domain separation of approval signatures.
+const APPROVAL_CONTEXT: &[u8] = b"rapha-dpo-approval-v1\0";
+/// Domain separation of job digests.
+const JOB_CONTEXT: &[u8] = b"rapha-job-v1\0";
+
+/// What the DPO reviews and approves: the job and a summary of the cohort it would train on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewRequest {
+    pub job: JobRequest,
+    pub cohort: CohortSummary,
+}
+
+impl ReviewRequest {
+    /// The digest an approval is bound to: see [`job_digest`].
+    pub fn job_digest(&self) -> Digest {
+        job_digest(&self.job, &self.cohort.commitment)
+    }
+}
+
+/// `SHA-256("rapha-job-v1" 0x00 request-digest cohort-commitment)`.
+pub fn job_digest(job: &JobRequest, cohort_commitment: &Digest) -> Digest {
+    let mut h = Digest::hasher();
+    h.update(JOB_CONTEXT);
+    h.update(job.digest().as_bytes());
+    h.update(cohort_commitment.as_bytes());
+    h.finish()
+}
+
+/// Cohort summary shown to the DPO. Counts only; never an identifier.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CohortSummary {
+    /// Merkle root of the hashed instance ids (the cohort commitment).
+    pub commitment: Digest,
+    pub patients: u64,
+    pub train_patients: u64,
+    pub validation_patients: u64,
+    pub studies: u64,
+    pub instances: u64,
+    /// Instances per modality.
+    pub modalities: BTreeMap<String, u64>,
+    /// Instances excluded, by reason.
+    pub exclusions: ExclusionCounts,
+}
+
+/// A DPO's Ed25519 signing key. Zeroized on drop; no `Debug`/`Display` that prints it.
+pub struct DpoSigningKey(SigningKey);
+
+impl DpoSigningKey {
+    /// A fresh key from the OS CSPRNG.
+    pub fn generate() -> Self {
+        Self(SigningKey::generate(&mut rand_core::OsRng))
+    }
+
+    /// A development key: its seed starts with [`DEV_KEY_PREFIX`], so production refuses it.
+    pub fn generate_dev() -> Self {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed[..]);
+        seed[..DEV_KEY_PREFIX.len()].copy_from_slice(DEV_KEY_PREFIX);
+        Self(SigningKey::from_bytes(&seed))
+    }
+
+    /// Wraps a 32-byte seed.
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        Self(SigningKey::from_bytes(seed))
+    }
+
+    /// Reads a key file: 64 hex digits of the seed and an optional newline, mode 0600 or
+    /// stricter.
+    ///
+    /// # Errors
+    /// [`PolicyError::KeyFile`] for loose permissions or a malformed file (the message never
+    /// contains key bytes), [`PolicyError::KeyIo`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let seed = read_secret_hex(path)?;
+        Ok(Self::from_seed(&seed))
+    }
+
+    /// The seed, for writing the key file. Callers must not log it.
+    pub fn expose_seed(&self) -> Zeroizing<[u8; 32]> {
+        Zeroizing::new(self.0.to_bytes())
+    }
+
+    /// Whether this is a development key.
+    pub fn is_dev(&self) -> bool {
+        is_dev_key(&self.expose_seed()[..])
+    }
+
+    pub fn public(&self) -> DpoPublicKey {
+        DpoPublicKey(self.0.verifying_key())
+    }
+
+    /// Signs an approval of `job_digest`, valid from `issued_at` until `expires_at` (Unix
+    /// seconds).
+    ///
+    /// # Errors
+    /// [`PolicyError::ExpiryBeforeIssue`] if `expires_at <= issued_at`.
+    pub fn approve(&self, job_digest: Digest, issued_at: u64, expires_at: u64) -> Result<Approval> {
+        if expires_at <= issued_at {
+            return Err(PolicyError::ExpiryBeforeIssue { job: job_digest });
+        }
+        let dpo_key = self.public();
+        let msg = approval_message(&job_digest, issued_at, expires_at, &dpo_key);
+        let signature = hex::encode(self.0.sign(&msg).to_bytes());
+        Ok(Approval {
+            job_digest,
+            issued_at,
+            expires_at,
+            dpo_key,
+            signature,
+        })
+    }
+}
+
+/// A DPO's Ed25519 public key; serialises as 64 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DpoPublicKey(VerifyingKey);
+
+impl DpoPublicKey {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0.as_bytes())
+    }
+}
+
+impl fmt::Debug for DpoPublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DpoPublicKey({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for DpoPublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl FromStr for DpoPublicKey {
+    type Err = PolicyError;
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || PolicyError::InvalidPublicKey(s.chars().take(80).collect());
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(s.trim(), &mut bytes).map_err(|_| bad())?;
+        VerifyingKey::from_bytes(&bytes)
+            .map(Self)
+            .map_err(|_| bad())
+    }
+}
+
+impl Serialize for DpoPublicKey {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for DpoPublicKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A DPO's signed approval of one job digest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Approval {
+    pub job_digest: Digest,
+    /// Unix seconds.
+    pub issued_at: u64,
+    /// Unix seconds; the approval is invalid from this moment on.
+    pub expires_at: u64,
+    pub dpo_key: DpoPublicKey,
+    /// Ed25519 signature (128 hex digits) over
+    /// `"rapha-dpo-approval-v1" 0x00 job_digest issued_at(u64 BE) expires_at(u64 BE) dpo_key`.
+    pub signature: String,
+}
+
+impl Approval {
+    /// Checks the signature against the key the approval names (strict Ed25519: no malleable
+    /// signatures, no small-order keys). Whether that key is a trusted DPO key is the caller's
+    /// question (see [`Approval::signed_by_one_of`]).
+    ///
+    /// # Errors
+    /// [`PolicyError::BadSignature`].
+    pub fn verify(&self) -> Result<()> {
+        let bad = || PolicyError::BadSignature {
+            job: self.job_digest,
+        };
+        let mut sig = [0u8; 64];
+        hex::decode_to_slice(&self.signature, &mut sig).map_err(|_| bad())?;
+        let msg = approval_message(
+            &self.job_digest,
+            self.issued_at,
+            self.expires_at,
+            &self.dpo_key,
+        );
+        self.dpo_key
+            .0
+            .verify_strict(&msg, &Signature::from_bytes(&sig))
+            .map_err(|_| bad())?;
+        if self.expires_at <= self.issued_at {
+            return Err(PolicyError::ExpiryBeforeIssue {
+                job: self.job_digest,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the signature verifies and the signer is one of `keys`.
+    pub fn signed_by_one_of(&self, keys: &[DpoPublicKey]) -> bool {
+        keys.contains(&self.dpo_key) && self.verify().is_ok()
+    }
+}
+
+fn approval_message(job: &Digest, issued_at: u64, expires_at: u64, key: &DpoPublicKey) -> Vec<u8> {
+    let mut m = Vec::with_capacity(APPROVAL_CONTEXT.len() + 32 + 16 + 32);
+    m.extend_from_slice(APPROVAL_CONTEXT);
+    m.extend_from_slice(job.as_bytes());
+    m.extend_from_slice(&issued_at.to_be_bytes());
+    m.extend_from_slice(&expires_at.to_be_bytes());
+    m.extend_from_slice(key.0.as_bytes());
+    m
+}
+
+/// An approval as stored, with its revocation and start state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalRecord {
+    pub approval: Approval,
+    /// Unix seconds at which the DPO revoked it.
+    pub revoked_at: Option<u64>,
+    /// Unix seconds at which the job started (from then on it cannot be revoked).
+    pub started_at: Option<u64>,
+}

@@ -1,0 +1,108 @@
+//! Fixtures shared by the tests: a hospital's policy settings, a good job, a good final input.
+
+use std::collections::BTreeMap;
+
+use rapha_core::{CohortQuery, Digest, JobId, JobRequest, OutputDecl, OutputKind, Usdc};
+use rapha_policy::{
+    AdmissionInput, ApprovalFacts, AttestationFacts, CohortFacts, FinalInput, HospitalPolicy,
+    JobBudget, Mode, OutputLimits, PublisherTrust, ScopeLimits,
+};
+
+pub const NOW: u64 = 1_800_000_000;
+
+pub fn hospital() -> HospitalPolicy {
+    let mut publishers = BTreeMap::new();
+    publishers.insert(
+        "acme-ai".to_owned(),
+        PublisherTrust {
+            trainers: vec!["chest-xray-classifier".to_owned()],
+        },
+    );
+    HospitalPolicy {
+        mode: Mode::Production,
+        publishers,
+        scope: ScopeLimits {
+            max_studies: 500,
+            max_date_range_days: 366,
+            modalities: vec!["CR".into(), "DX".into(), "CT".into()],
+        },
+        outputs: OutputLimits {
+            kinds: vec![OutputKind::Safetensors, OutputKind::MetricsJson],
+            max_file_bytes: 100 << 20,
+            max_total_bytes: 200 << 20,
+        },
+        allowed_metadata_fields: vec!["PatientAge".into(), "PatientSex".into()],
+        min_fee: "100".parse().unwrap(),
+        budget: JobBudget {
+            max_jobs: 3,
+            window_hours: 720,
+        },
+        min_patients: 50,
+        min_validation_patients: 20,
+    }
+}
+
+pub fn request() -> JobRequest {
+    JobRequest {
+        job_id: JobId::from_bytes([1; 16]),
+        publisher: "acme-ai".into(),
+        trainer: "chest-xray-classifier".into(),
+        bundle_manifest: Digest::of(b"manifest"),
+        query: CohortQuery {
+            study_date: Some("20240101-20241230".into()),
+            modalities: vec!["CR".into()],
+            limit: Some(400),
+            ..CohortQuery::default()
+        },
+        requested_fields: vec!["PatientAge".into()],
+        validation_percent: 20,
+        fee: "120".parse::<Usdc>().unwrap(),
+        chain_id: 137,
+        depositor: "0x0000000000000000000000000000000000000001".into(),
+    }
+}
+
+pub fn outputs() -> Vec<OutputDecl> {
+    vec![
+        OutputDecl {
+            name: "model.safetensors".into(),
+            kind: OutputKind::Safetensors,
+            max_bytes: 50_000_000,
+        },
+        OutputDecl {
+            name: "metrics.json".into(),
+            kind: OutputKind::MetricsJson,
+            max_bytes: 65_536,
+        },
+    ]
+}
+
+pub fn admission_input() -> AdmissionInput {
+    AdmissionInput::new(&request(), &outputs(), NOW, vec![NOW - 3_000_000, NOW - 10]).unwrap()
+}
+
+pub fn job() -> Digest {
+    Digest::of(b"job")
+}
+
+pub fn final_input() -> FinalInput {
+    FinalInput {
+        job_digest: job(),
+        now: NOW,
+        approval: Some(ApprovalFacts {
+            job_digest: job(),
+            signature_valid: true,
+            signer_trusted: true,
+            expires_at: NOW + 3600,
+            revoked: false,
+        }),
+        attestation: AttestationFacts {
+            present: true,
+            verified: true,
+        },
+        cohort: CohortFacts {
+            patients: 120,
+            validation_patients: 24,
+        },
+    }
+}
