@@ -1,0 +1,350 @@
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::cohort::RecordMeta;
+use crate::pixels::{Dtype, Pixels, Record};
+use crate::{SdkError, MAX_PAGE, MAX_PAYLOAD, MAX_RESPONSE_HEADER, PROTOCOL_VERSION};
+
+/// Where the socket is mounted inside the trainer's container.
+pub const DEFAULT_SOCKET: &str = "/rapha/data.sock";
+
+/// What `hello` tells the trainer about its job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobInfo {
+    pub job: String,
+    pub records: u32,
+    pub train: u32,
+    pub validation: u32,
+    /// `none-development` or `gramine-sgx`; a trainer must not change behaviour on it.
+    pub confinement: String,
+}
+
+/// A progress report (self-reported: never used as the job's metrics).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Progress {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub loss: Option<f64>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// The node's answer to `predict`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PredictAck {
+    pub accepted: u32,
+    /// Validation records still without a prediction.
+    pub remaining: u32,
+}
+
+/// The node's answer to `done`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DoneAck {
+    pub predicted: u32,
+    pub validation: u32,
+}
+
+/// A connection to the record feed.
+#[derive(Debug)]
+pub struct Client<S = UnixStream> {
+    stream: S,
+    info: JobInfo,
+}
+
+impl Client<UnixStream> {
+    /// Connects to `$RAPHA_DATA_SOCKET` (default `/rapha/data.sock`) and says hello.
+    ///
+    /// # Errors
+    /// [`SdkError::Connect`] if the socket is not there, or any protocol error.
+    pub fn connect(trainer: &str) -> Result<Self, SdkError> {
+        let path = std::env::var("RAPHA_DATA_SOCKET").unwrap_or_else(|_| DEFAULT_SOCKET.into());
+        Self::connect_to(Path::new(&path), trainer)
+    }
+
+    /// Connects to the socket at `path` and says hello.
+    ///
+    /// # Errors
+    /// As [`Client::connect`].
+    pub fn connect_to(path: &Path, trainer: &str) -> Result<Self, SdkError> {
+        let stream = UnixStream::connect(path).map_err(|source| SdkError::Connect {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::over(stream, trainer)
+    }
+}
+
+impl<S: Read + Write> Client<S> {
+    /// Says hello over an already connected stream (any `Read + Write`, e.g. for tests).
+    ///
+    /// # Errors
+    /// [`SdkError::Version`] if the node speaks another protocol, or any protocol error.
+    pub fn over(stream: S, trainer: &str) -> Result<Self, SdkError> {
+        let mut client = Self {
+            stream,
+            info: JobInfo {
+                job: String::new(),
+                records: 0,
+                train: 0,
+                validation: 0,
+                confinement: String::new(),
+            },
+        };
+        let trainer: String = trainer.chars().take(128).collect();
+        let (h, _) = client.call(
+            "hello",
+            &json!({"op": "hello", "protocol": PROTOCOL_VERSION, "trainer": trainer}),
+        )?;
+        let protocol = u64_field(&h, "protocol")?;
+        if protocol != u64::from(PROTOCOL_VERSION) {
+            return Err(SdkError::Version(protocol));
+        }
+        client.info = JobInfo {
+            job: str_field(&h, "job")?.to_owned(),
+            records: u32_field(&h, "records")?,
+            train: u32_field(&h, "train")?,
+            validation: u32_field(&h, "validation")?,
+            confinement: str_field(&h, "confinement")?.to_owned(),
+        };
+        Ok(client)
+    }
+
+    /// What the node said about the job.
+    pub fn info(&self) -> &JobInfo {
+        &self.info
+    }
+
+    /// One page of record metadata, `offset .. offset + limit` (limit at most 1000).
+    ///
+    /// # Errors
+    /// Any protocol error; [`SdkError::BadFrame`] for a record that does not parse.
+    pub fn list(&mut self, offset: u32, limit: u32) -> Result<Vec<RecordMeta>, SdkError> {
+        let limit = limit.clamp(1, MAX_PAGE as u32);
+        let (h, _) = self.call(
+            "list",
+            &json!({"op": "list", "offset": offset, "limit": limit}),
+        )?;
+        let records = h
+            .get("records")
+            .and_then(Value::as_array)
+            .ok_or_else(|| SdkError::BadFrame("list response has no records array".into()))?;
+        records.iter().map(RecordMeta::from_json).collect()
+    }
+
+    /// Every record's metadata, page by page.
+    ///
+    /// # Errors
+    /// As [`Client::list`].
+    pub fn list_all(&mut self) -> Result<Vec<RecordMeta>, SdkError> {
+        let mut out = Vec::with_capacity(self.info.records as usize);
+        while out.len() < self.info.records as usize {
+            let page = self.list(out.len() as u32, MAX_PAGE as u32)?;
+            if page.is_empty() {
+                return Err(SdkError::BadFrame(format!(
+                    "node announced {} records but listed only {}",
+                    self.info.records,
+                    out.len()
+                )));
+            }
+            out.extend(page);
+        }
+        Ok(out)
+    }
+
+    /// Fetches one record's decoded pixels.
+    ///
+    /// # Errors
+    /// [`SdkError::Refused`] with `unavailable` when the node could not decode that record (a
+    /// trainer may skip it); [`SdkError::PayloadMismatch`] when the payload does not match the
+    /// announced shape.
+    pub fn fetch(&mut self, index: u32) -> Result<Record, SdkError> {
+        let (h, payload) = self.call("fetch", &json!({"op": "fetch", "index": index}))?;
+        let dtype = Dtype::parse(str_field(&h, "dtype")?)?;
+        let shape = shape_field(&h)?;
+        let expected = shape
+            .iter()
+            .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d));
+        if expected != Some(payload.len()) {
+            return Err(SdkError::PayloadMismatch {
+                index,
+                got: payload.len(),
+                dtype: dtype.to_string(),
+                shape: shape.to_vec(),
+            });
+        }
+        Ok(Record {
+            index,
+            shape,
+            pixels: Pixels::from_le_bytes(dtype, &payload)?,
+        })
+    }
+
+    /// Reports progress (kept by the node as self-reported figures).
+    ///
+    /// # Errors
+    /// Any protocol error (e.g. a non-finite loss is `bad_request`).
+    pub fn progress(&mut self, p: &Progress) -> Result<(), SdkError> {
+        let mut v = serde_json::to_value(p).map_err(|e| SdkError::BadFrame(e.to_string()))?;
+        if let Value::Object(m) = &mut v {
+            m.insert("op".into(), json!("progress"));
+        }
+        self.call("progress", &v).map(|_| ())
+    }
+
+    /// Submits validation scores (probability of label 1), in requests of at most 1000.
+    ///
+    /// # Errors
+    /// [`SdkError::Refused`] with `not_validation`, `duplicate_prediction`, `bad_score`…
+    pub fn predict(&mut self, scores: &[(u32, f64)]) -> Result<PredictAck, SdkError> {
+        let mut ack = PredictAck {
+            accepted: 0,
+            remaining: self.info.validation,
+        };
+        for chunk in scores.chunks(MAX_PAGE) {
+            let preds: Vec<Value> = chunk
+                .iter()
+                .map(|(i, s)| json!({"index": i, "score": s}))
+                .collect();
+            let (h, _) = self.call("predict", &json!({"op": "predict", "predictions": preds}))?;
+            ack.accepted += u32_field(&h, "accepted")?;
+            ack.remaining = u32_field(&h, "remaining")?;
+        }
+        Ok(ack)
+    }
+
+    /// Tells the node the trainer is finished; the node closes the connection.
+    ///
+    /// # Errors
+    /// Any protocol error.
+    pub fn done(mut self) -> Result<DoneAck, SdkError> {
+        let (h, _) = self.call("done", &json!({"op": "done"}))?;
+        Ok(DoneAck {
+            predicted: u32_field(&h, "predicted")?,
+            validation: u32_field(&h, "validation")?,
+        })
+    }
+
+    fn call(&mut self, op: &'static str, req: &Value) -> Result<(Value, Vec<u8>), SdkError> {
+        let header = serde_json::to_vec(req).map_err(|e| SdkError::BadFrame(e.to_string()))?;
+        let len = u32::try_from(header.len())
+            .map_err(|_| SdkError::HeaderTooLarge(header.len(), 1 << 20))?;
+        self.stream.write_all(&len.to_le_bytes())?;
+        self.stream.write_all(&header)?;
+        self.stream.flush()?;
+        let (h, payload) = read_frame(&mut self.stream)?;
+        match h.get("ok").and_then(Value::as_bool) {
+            Some(true) => Ok((h, payload)),
+            Some(false) => Err(SdkError::Refused {
+                op,
+                error: h
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
+                    .chars()
+                    .take(64)
+                    .collect(),
+                message: h
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .chars()
+                    .take(1024)
+                    .collect(),
+            }),
+            None => Err(SdkError::BadFrame(format!(
+                "{op} response has no boolean \"ok\""
+            ))),
+        }
+    }
+}
+
+/// Reads one frame from the node, enforcing the protocol's limits before allocating.
+///
+/// # Errors
+/// [`SdkError::Closed`], [`SdkError::HeaderTooLarge`], [`SdkError::PayloadTooLarge`],
+/// [`SdkError::BadFrame`].
+pub(crate) fn read_frame(r: &mut impl Read) -> Result<(Value, Vec<u8>), SdkError> {
+    let mut len = [0u8; 4];
+    if let Err(e) = r.read_exact(&mut len) {
+        return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            SdkError::Closed
+        } else {
+            e.into()
+        });
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_RESPONSE_HEADER {
+        return Err(SdkError::HeaderTooLarge(len, MAX_RESPONSE_HEADER));
+    }
+    let mut header = vec![0u8; len];
+    r.read_exact(&mut header).map_err(eof_is_closed)?;
+    let h: Value = serde_json::from_slice(&header)
+        .map_err(|e| SdkError::BadFrame(format!("header is not JSON: {e}")))?;
+    if !h.is_object() {
+        return Err(SdkError::BadFrame("header is not a JSON object".into()));
+    }
+    let n = match h.get("payload") {
+        None => 0,
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| SdkError::BadFrame("payload is not a count".into()))?,
+    };
+    if n > MAX_PAYLOAD as u64 {
+        return Err(SdkError::PayloadTooLarge(n as usize, MAX_PAYLOAD));
+    }
+    let mut payload = vec![0u8; n as usize];
+    r.read_exact(&mut payload).map_err(eof_is_closed)?;
+    Ok((h, payload))
+}
+
+fn eof_is_closed(e: std::io::Error) -> SdkError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        SdkError::Closed
+    } else {
+        e.into()
+    }
+}
+
+pub(crate) fn str_field<'a>(h: &'a Value, key: &str) -> Result<&'a str, SdkError> {
+    h.get(key)
+        .and_then(Value::as_str)
+        .ok_or_else(|| SdkError::BadFrame(format!("missing string field {key:?}")))
+}
+
+pub(crate) fn u64_field(h: &Value, key: &str) -> Result<u64, SdkError> {
+    h.get(key)
+        .and_then(Value::as_u64)
+        .ok_or_else(|| SdkError::BadFrame(format!("missing integer field {key:?}")))
+}
+
+pub(crate) fn u32_field(h: &Value, key: &str) -> Result<u32, SdkError> {
+    u32::try_from(u64_field(h, key)?)
+        .map_err(|_| SdkError::BadFrame(format!("field {key:?} out of range")))
+}
+
+pub(crate) fn shape_field(h: &Value) -> Result<[usize; 4], SdkError> {
+    let arr = h
+        .get("shape")
+        .and_then(Value::as_array)
+        .filter(|a| a.len() == 4)
+        .ok_or_else(|| {
+            SdkError::BadFrame("shape must be [frames, rows, columns, samples]".into())
+        })?;
+    let mut out = [0usize; 4];
+    for (o, v) in out.iter_mut().zip(arr) {
+        *o = v
+            .as_u64()
+            .and_then(|x| usize::try_from(x).ok())
+            .filter(|&x| x <= 1 << 20)
+            .ok_or_else(|| SdkError::BadFrame("shape entries must be integers <= 2^20".into()))?;
+    }
+    Ok(out)
+}

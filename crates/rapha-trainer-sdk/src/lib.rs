@@ -1,0 +1,53 @@
+//! Trainer-side SDK for the Rapha trainer protocol v1 (`docs/trainer-protocol.md`).
+//!
+//! A trainer runs in a sandbox with no network and no DICOM: all it gets is the record feed on
+//! a Unix socket. This crate speaks that protocol so a trainer is a few lines of code:
+//!
+//! ```no_run
+//! use rapha_trainer_sdk::{Client, Cohort, outputs};
+//!
+//! # fn main() -> Result<(), rapha_trainer_sdk::SdkError> {
+//! let mut client = Client::connect("my-trainer 1.0")?;        // RAPHA_DATA_SOCKET
+//! let cohort = Cohort::load(&mut client)?;                     // every record's metadata
+//! for epoch in 0..3 {
+//!     for batch in cohort.train_batches(32, epoch) {          // shuffled, reproducible
+//!         for meta in batch {
+//!             let record = client.fetch(meta.index)?;         // pixels as a typed array
+//!             let _pixels: Vec<f32> = record.pixels.to_f32();
+//!             // ... train on it with meta.label ...
+//!         }
+//!     }
+//!     client.progress(&rapha_trainer_sdk::Progress { epoch: Some(epoch), ..Default::default() })?;
+//! }
+//! let scores: Vec<(u32, f64)> = cohort.validation().map(|m| (m.index, 0.5)).collect();
+//! client.predict(&scores)?;                                    // the node computes the metrics
+//! outputs::write_metrics(&outputs::out_dir().join("metrics.json"), &[("epochs", 3.0)])?;
+//! client.done()?;
+//! # Ok(()) }
+//! ```
+//!
+//! What the trainer never gets: validation labels (it submits scores; the node computes AUC and
+//! the rest), raw identifiers (only HMAC pseudonyms), DICOM objects, paths or a network.
+//!
+//! Every frame from the node is checked against the protocol's limits before anything is
+//! allocated, and every malformed frame is a typed [`SdkError`], never a panic.
+
+mod client;
+mod cohort;
+mod error;
+pub mod outputs;
+mod pixels;
+
+pub use client::{Client, DoneAck, JobInfo, PredictAck, Progress, DEFAULT_SOCKET};
+pub use cohort::{Cohort, RecordMeta, Split};
+pub use error::SdkError;
+pub use pixels::{Dtype, Pixels, Record};
+
+/// Protocol version this SDK speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Largest response header the SDK reads (the protocol's limit).
+pub const MAX_RESPONSE_HEADER: usize = 4 << 20;
+/// Largest payload the SDK reads (the protocol's limit).
+pub const MAX_PAYLOAD: usize = 512 << 20;
+/// Records per `list` page and predictions per `predict` request.
+pub const MAX_PAGE: usize = 1000;

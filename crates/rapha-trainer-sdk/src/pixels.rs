@@ -1,0 +1,133 @@
+use std::fmt;
+
+use crate::SdkError;
+
+/// Pixel data type on the wire; all multi-byte values little-endian.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dtype {
+    U8,
+    U16,
+    I16,
+    F32,
+}
+
+impl Dtype {
+    /// Bytes per value.
+    pub const fn size(self) -> usize {
+        match self {
+            Self::U8 => 1,
+            Self::U16 | Self::I16 => 2,
+            Self::F32 => 4,
+        }
+    }
+
+    /// Parses the protocol's name (`u8`, `u16`, `i16`, `f32`).
+    ///
+    /// # Errors
+    /// [`SdkError::UnknownDtype`].
+    pub fn parse(s: &str) -> Result<Self, SdkError> {
+        match s {
+            "u8" => Ok(Self::U8),
+            "u16" => Ok(Self::U16),
+            "i16" => Ok(Self::I16),
+            "f32" => Ok(Self::F32),
+            other => Err(SdkError::UnknownDtype(other.chars().take(16).collect())),
+        }
+    }
+}
+
+impl fmt::Display for Dtype {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::U8 => "u8",
+            Self::U16 => "u16",
+            Self::I16 => "i16",
+            Self::F32 => "f32",
+        })
+    }
+}
+
+/// Decoded pixels as a typed array, frame-major, then row, column, sample.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pixels {
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    I16(Vec<i16>),
+    F32(Vec<f32>),
+}
+
+impl Pixels {
+    /// Decodes little-endian `bytes` of `dtype`.
+    ///
+    /// # Errors
+    /// [`SdkError::BadFrame`] if the length is not a multiple of the value size.
+    pub fn from_le_bytes(dtype: Dtype, bytes: &[u8]) -> Result<Self, SdkError> {
+        if bytes.len() % dtype.size() != 0 {
+            return Err(SdkError::BadFrame(format!(
+                "{} payload bytes is not a whole number of {dtype} values",
+                bytes.len()
+            )));
+        }
+        Ok(match dtype {
+            Dtype::U8 => Self::U8(bytes.to_vec()),
+            Dtype::U16 => Self::U16(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
+            Dtype::I16 => Self::I16(
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
+            Dtype::F32 => Self::F32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+        })
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::U8(v) => v.len(),
+            Self::U16(v) => v.len(),
+            Self::I16(v) => v.len(),
+            Self::F32(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every value as `f32` (exact for the integer types).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            Self::U8(v) => v.iter().map(|&x| f32::from(x)).collect(),
+            Self::U16(v) => v.iter().map(|&x| f32::from(x)).collect(),
+            Self::I16(v) => v.iter().map(|&x| f32::from(x)).collect(),
+            Self::F32(v) => v.clone(),
+        }
+    }
+}
+
+/// One fetched record: its index, shape `[frames, rows, columns, samples]` and pixels.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub index: u32,
+    pub shape: [usize; 4],
+    pub pixels: Pixels,
+}
+
+impl Record {
+    /// Frames, rows, columns, samples per pixel.
+    pub fn dims(&self) -> (usize, usize, usize, usize) {
+        (self.shape[0], self.shape[1], self.shape[2], self.shape[3])
+    }
+}

@@ -1,0 +1,332 @@
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::thread;
+
+use proptest::prelude::*;
+use rapha_trainer_sdk::outputs::{self, Tensor};
+use rapha_trainer_sdk::{Client, Cohort, Pixels, SdkError, Split};
+use serde_json::{json, Value};
+
+fn frame(header: &Value, payload: &[u8]) -> Vec<u8> {
+    let h = serde_json::to_vec(header).unwrap();
+    let mut out = (h.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out.extend_from_slice(payload);
+    out
+}
+
+fn read_request(s: &mut UnixStream) -> Value {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut h = vec![0u8; u32::from_le_bytes(len) as usize];
+    s.read_exact(&mut h).unwrap();
+    serde_json::from_slice(&h).unwrap()
+}
+
+fn hello() -> Value {
+    json!({"ok": true, "protocol": 1, "job": "ab".repeat(16), "records": 2, "train": 1,
+           "validation": 1, "confinement": "none-development", "max_payload": 536870912})
+}
+
+/// A peer that answers hello, then sends `replies` raw, one per request.
+fn scripted(replies: Vec<Vec<u8>>) -> (UnixStream, thread::JoinHandle<Vec<Value>>) {
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let h = thread::spawn(move || {
+        let mut seen = vec![read_request(&mut b)];
+        b.write_all(&frame(&hello(), &[])).unwrap();
+        for r in replies {
+            let mut len = [0u8; 4];
+            if b.read_exact(&mut len).is_err() {
+                break;
+            }
+            let mut h = vec![0u8; u32::from_le_bytes(len) as usize];
+            b.read_exact(&mut h).unwrap();
+            seen.push(serde_json::from_slice(&h).unwrap());
+            let _ = b.write_all(&r);
+        }
+        seen
+    });
+    (a, h)
+}
+
+fn record(index: u32, split: &str, label: Option<u8>) -> Value {
+    let mut r = json!({"index": index, "instance": "1".repeat(64), "series": "2".repeat(64),
+        "study": "3".repeat(64), "patient": format!("{index}").repeat(64), "split": split,
+        "modality": "CT", "dtype": "u16", "shape": [1, 2, 2, 1],
+        "attributes": {"RescaleSlope": 1.0, "PixelSpacing": [0.5, 0.5]}});
+    if let Some(l) = label {
+        r["label"] = json!(l);
+    }
+    r
+}
+
+#[test]
+fn honest_session_lists_fetches_predicts_and_finishes() {
+    let pixels: Vec<u8> = [1u16, 2, 3, 65535]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let (sock, peer) = scripted(vec![
+        frame(
+            &json!({"ok": true, "total": 2, "records": [record(0, "train", Some(1)), record(1, "validation", None)]}),
+            &[],
+        ),
+        frame(
+            &json!({"ok": true, "index": 0, "dtype": "u16", "shape": [1, 2, 2, 1], "payload": 8}),
+            &pixels,
+        ),
+        frame(&json!({"ok": true}), &[]),
+        frame(&json!({"ok": true, "accepted": 1, "remaining": 0}), &[]),
+        frame(&json!({"ok": true, "predicted": 1, "validation": 1}), &[]),
+    ]);
+    let mut c = Client::over(sock, "test-trainer").unwrap();
+    assert_eq!(c.info().records, 2);
+    assert_eq!(c.info().confinement, "none-development");
+    let cohort = Cohort::load(&mut c).unwrap();
+    assert_eq!(cohort.train().count(), 1);
+    let val: Vec<_> = cohort.validation().collect();
+    assert_eq!(
+        (val.len(), val[0].split, val[0].label),
+        (1, Split::Validation, None)
+    );
+    assert_eq!(cohort.records()[0].attr_f64("PixelSpacing"), Some(0.5));
+    let r = c.fetch(0).unwrap();
+    assert_eq!(r.pixels, Pixels::U16(vec![1, 2, 3, 65535]));
+    assert_eq!(r.dims(), (1, 2, 2, 1));
+    c.progress(&rapha_trainer_sdk::Progress {
+        epoch: Some(1),
+        loss: Some(0.5),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(c.predict(&[(1, 0.75)]).unwrap().remaining, 0);
+    assert_eq!(c.done().unwrap().predicted, 1);
+    let seen = peer.join().unwrap();
+    let ops: Vec<&str> = seen.iter().map(|v| v["op"].as_str().unwrap()).collect();
+    assert_eq!(
+        ops,
+        ["hello", "list", "fetch", "progress", "predict", "done"]
+    );
+    assert_eq!(seen[0]["protocol"], 1);
+    assert_eq!(seen[4]["predictions"][0]["score"], 0.75);
+}
+
+#[test]
+fn node_refusal_is_a_typed_error_naming_the_reason() {
+    let (sock, _peer) = scripted(vec![frame(
+        &json!({"ok": false, "error": "not_validation", "message": "record 0 is a training record"}),
+        &[],
+    )]);
+    let mut c = Client::over(sock, "t").unwrap();
+    match c.predict(&[(0, 0.5)]).unwrap_err() {
+        SdkError::Refused {
+            op: "predict",
+            error,
+            ..
+        } => assert_eq!(error, "not_validation"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn oversized_header_is_refused_before_allocation() {
+    let mut bad = (64u32 << 20).to_le_bytes().to_vec();
+    bad.extend_from_slice(b"{}");
+    let (sock, _peer) = scripted(vec![bad]);
+    let mut c = Client::over(sock, "t").unwrap();
+    assert!(matches!(c.fetch(0).unwrap_err(), SdkError::HeaderTooLarge(n, _) if n == 64 << 20));
+}
+
+#[test]
+fn oversized_payload_is_refused_before_allocation() {
+    let (sock, _peer) = scripted(vec![frame(
+        &json!({"ok": true, "index": 0, "dtype": "u8", "shape": [1, 1, 1, 1], "payload": 1u64 << 40}),
+        &[],
+    )]);
+    let mut c = Client::over(sock, "t").unwrap();
+    assert!(matches!(
+        c.fetch(0).unwrap_err(),
+        SdkError::PayloadTooLarge(..)
+    ));
+}
+
+#[test]
+fn payload_that_does_not_match_shape_is_refused() {
+    let (sock, _peer) = scripted(vec![frame(
+        &json!({"ok": true, "index": 3, "dtype": "u16", "shape": [1, 2, 2, 1], "payload": 6}),
+        &[0; 6],
+    )]);
+    let mut c = Client::over(sock, "t").unwrap();
+    assert!(matches!(
+        c.fetch(3).unwrap_err(),
+        SdkError::PayloadMismatch {
+            index: 3,
+            got: 6,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn non_json_header_and_missing_ok_are_bad_frames() {
+    let mut not_json = 5u32.to_le_bytes().to_vec();
+    not_json.extend_from_slice(b"hello");
+    let (sock, _peer) = scripted(vec![not_json]);
+    let mut c = Client::over(sock, "t").unwrap();
+    assert!(matches!(c.fetch(0).unwrap_err(), SdkError::BadFrame(_)));
+
+    let (sock, _peer) = scripted(vec![frame(&json!({"index": 0}), &[])]);
+    let mut c = Client::over(sock, "t").unwrap();
+    assert!(matches!(c.fetch(0).unwrap_err(), SdkError::BadFrame(m) if m.contains("ok")));
+}
+
+#[test]
+fn validation_label_in_a_list_is_parsed_but_out_of_range_labels_are_refused() {
+    let mut r = record(0, "train", None);
+    r["label"] = json!(7);
+    let (sock, _peer) = scripted(vec![frame(
+        &json!({"ok": true, "total": 1, "records": [r]}),
+        &[],
+    )]);
+    let mut c = Client::over(sock, "t").unwrap();
+    assert!(matches!(c.list(0, 10).unwrap_err(), SdkError::BadFrame(m) if m.contains("label")));
+}
+
+#[test]
+fn wrong_protocol_version_is_refused() {
+    let (a, mut b) = UnixStream::pair().unwrap();
+    let t = thread::spawn(move || {
+        read_request(&mut b);
+        let mut h = hello();
+        h["protocol"] = json!(2);
+        b.write_all(&frame(&h, &[])).unwrap();
+    });
+    assert!(matches!(
+        Client::over(a, "t").unwrap_err(),
+        SdkError::Version(2)
+    ));
+    t.join().unwrap();
+}
+
+#[test]
+fn epochs_shuffle_reproducibly_and_cover_every_training_record() {
+    let mut recs = Vec::new();
+    for i in 0..50u32 {
+        let v = if i % 5 == 0 {
+            record(i, "validation", None)
+        } else {
+            record(i, "train", Some((i % 2) as u8))
+        };
+        recs.push(v);
+    }
+    let (sock, _peer) = scripted(vec![frame(
+        &json!({"ok": true, "total": 50, "records": recs}),
+        &[],
+    )]);
+    let mut c = Client::over(sock, "t").unwrap();
+    let cohort = Cohort::from_records(c.list(0, 1000).unwrap());
+    let e0: Vec<u32> = cohort
+        .train_batches(7, 0)
+        .concat()
+        .iter()
+        .map(|m| m.index)
+        .collect();
+    let e0b: Vec<u32> = cohort
+        .train_batches(7, 0)
+        .concat()
+        .iter()
+        .map(|m| m.index)
+        .collect();
+    let e1: Vec<u32> = cohort
+        .train_batches(7, 1)
+        .concat()
+        .iter()
+        .map(|m| m.index)
+        .collect();
+    assert_eq!(e0, e0b);
+    assert_ne!(e0, e1);
+    let mut sorted = e0.clone();
+    sorted.sort_unstable();
+    let want: Vec<u32> = (0..50).filter(|i| i % 5 != 0).collect();
+    assert_eq!(sorted, want);
+    assert!(cohort.train_batches(7, 0).iter().all(|b| b.len() <= 7));
+}
+
+#[test]
+fn safetensors_round_trip_and_metrics_schema() {
+    let dir = std::env::temp_dir().join(format!("rapha-sdk-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let w = [1.0f32, -2.5, 3.25, 0.0, 5.0, 6.0];
+    let b = [0.5f32];
+    let p = dir.join("model.safetensors");
+    outputs::write_safetensors(
+        &p,
+        &[
+            Tensor {
+                name: "conv.weight",
+                shape: vec![2, 3],
+                data: &w,
+            },
+            Tensor {
+                name: "conv.bias",
+                shape: vec![1],
+                data: &b,
+            },
+        ],
+    )
+    .unwrap();
+    let bytes = std::fs::read(&p).unwrap();
+    let hlen = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    assert_eq!(hlen % 8, 0, "header padded to 8 bytes");
+    let back = outputs::read_safetensors(&p).unwrap();
+    let find = |n: &str| back.iter().find(|t| t.0 == n).unwrap().clone();
+    assert_eq!(
+        find("conv.weight"),
+        ("conv.weight".into(), vec![2, 3], w.to_vec())
+    );
+    assert_eq!(find("conv.bias").2, b.to_vec());
+    assert!(outputs::write_safetensors(
+        &p,
+        &[Tensor {
+            name: "x",
+            shape: vec![4],
+            data: &w
+        }]
+    )
+    .is_err());
+
+    let m = dir.join("metrics.json");
+    outputs::write_metrics(&m, &[("epochs", 3.0), ("loss", 0.25)]).unwrap();
+    let v: Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+    assert_eq!(v, json!({"epochs": 3.0, "loss": 0.25}));
+    assert!(matches!(
+        outputs::write_metrics(&m, &[("patient_id", 1.0)]),
+        Err(SdkError::Output(..))
+    ));
+    assert!(matches!(
+        outputs::write_metrics(&m, &[("loss", f64::NAN)]),
+        Err(SdkError::Output(..))
+    ));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
+
+    /// Whatever a hostile or broken node sends, the SDK returns an error or a value, never
+    /// panics or allocates past the limits.
+    #[test]
+    fn arbitrary_node_bytes_never_panic(reply in proptest::collection::vec(any::<u8>(), 0..256),
+                                        as_header in any::<bool>()) {
+        let raw = if as_header {
+            let mut v = (reply.len() as u32).to_le_bytes().to_vec();
+            v.extend_from_slice(&reply);
+            v
+        } else {
+            reply
+        };
+        let (sock, _peer) = scripted(vec![raw]);
+        let mut c = Client::over(sock, "t").unwrap();
+        let _ = c.fetch(0);
+    }
+}
