@@ -1,1 +1,9 @@
 //! Integration tests for rapha-bundle (one binary per crate keeps link time down).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
+
+mod common;
+mod dsse;
+mod fuzz_props;
+mod keys_trust;
+mod unpack;
+mod verify;
