@@ -1,5 +1,53 @@
-//! The enclave runtime: record feed, isolated trainer launch, output guard.
+//! The enclave runtime: record feed, isolated trainer launch, output guard, node-computed
+//! validation metrics.
 //!
-//! Enforces **I1** on the trainer side (the trainer receives records, never a DICOM object,
-//! path or network route), **I3** (pixels stay in runtime memory) and **I4** (only vetted
-//! outputs leave: the guard rejects the whole output set on any violation).
+//! Enforces **I1** on the trainer side (the trainer receives records — hashed ids,
+//! allow-listed attributes, decoded pixels — never a DICOM object, path or network route),
+//! **I3** (pixels live in runtime memory and the socket only; no core dumps; a fresh key pair
+//! per job signs the output manifest) and **I4** (only vetted outputs leave: the guard rejects
+//! the whole output set on any violation).
+//!
+//! ```text
+//!   RecordSource (WADO-RS / PACS mount / memory)
+//!        │ decode in memory
+//!        ▼
+//!   feed ── /rapha/data.sock (protocol v1) ──▶ trainer in runc: no network, read-only root,
+//!    │  fingerprints of fed pixels                uid 65532, no caps, seccomp, cgroup limits
+//!    │  validation predictions in                 │ writes /out (tmpfs), stdout/stderr
+//!    ▼                                            ▼
+//!   metrics (node-computed)            guard: names, file types, caps, DICOM, formats,
+//!    │                                        identifiers, pixel blocks (whole set)
+//!    └────────────▶ output manifest, signed with the per-job Ed25519 key ◀──┘
+//! ```
+//!
+//! In development the runtime is an ordinary process and reports
+//! `confinement: "none-development"` in every manifest and in the feed's `hello`. The trainer
+//! protocol is specified in `docs/trainer-protocol.md`.
+//!
+//! Pixel spill: none. Pixels are decoded into memory per fetch, written to the socket and
+//! dropped; nothing is cached on disk, so there is no at-rest copy to encrypt. The trainer's
+//! `/out` is a RAM-backed tmpfs that is unmounted (discarded) after the guard has run.
+
+mod error;
+pub mod feed;
+pub mod fingerprint;
+pub mod formats;
+pub mod guard;
+pub mod harden;
+pub mod identifiers;
+pub mod metrics;
+pub mod protocol;
+pub mod record;
+pub mod sandbox;
+pub mod session;
+pub mod split;
+
+pub use error::{EnclaveError, Result};
+pub use guard::{Guard, Rejection, Verdict};
+pub use identifiers::{IdentifierKind, RawIdentifiers};
+pub use record::{Dtype, FeedRecord, MemorySource, Pixels, RecordSource};
+pub use sandbox::{Exit, SandboxConfig};
+pub use session::{
+    EnclaveSession, JobResult, JobSpec, ManifestOutcome, OutputManifest, RunPaths, SignedManifest,
+};
+pub use split::Split;

@@ -1,2 +1,9 @@
 //! Integration tests for rapha-enclave (one binary per crate keeps link time down).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
 
+mod attacks;
+mod feed;
+mod fuzz;
+mod guard;
+mod metrics;
+mod support;

@@ -1,0 +1,62 @@
+use std::path::PathBuf;
+
+/// Errors of the enclave runtime. Guard *rejections* are not errors: they are a verdict
+/// ([`crate::guard::Verdict`]) that goes into the receipt. These are failures to run at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnclaveError {
+    #[error("could not {what} at {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("could not harden the runtime process ({what}): {source}")]
+    Harden {
+        what: &'static str,
+        source: nix::Error,
+    },
+
+    #[error("could not start the OCI runtime {command:?}: {source}")]
+    RuntimeStart {
+        command: String,
+        source: std::io::Error,
+    },
+
+    #[error("the OCI runtime {command:?} failed to {action}: {detail}")]
+    Runtime {
+        command: String,
+        action: &'static str,
+        detail: String,
+    },
+
+    #[error("could not mount the size-limited /out tmpfs at {path}: {source}")]
+    Mount { path: PathBuf, source: nix::Error },
+
+    #[error("the trainer rootfs {0} is not a directory")]
+    NoRootfs(PathBuf),
+
+    #[error("the trainer entrypoint is empty")]
+    NoEntrypoint,
+
+    #[error("the job spec is invalid: {0}")]
+    BadSpec(String),
+
+    #[error("record {index} is unavailable: {reason}")]
+    RecordUnavailable { index: usize, reason: String },
+
+    #[error("could not serialise {0}")]
+    Serialise(&'static str),
+}
+
+/// Result with [`EnclaveError`].
+pub type Result<T, E = EnclaveError> = std::result::Result<T, E>;
+
+pub(crate) fn io(
+    what: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> EnclaveError {
+    let path = path.into();
+    move |source| EnclaveError::Io { what, path, source }
+}

@@ -1,0 +1,363 @@
+//! The record feed: serves trainer protocol v1 on a Unix socket (`docs/trainer-protocol.md`).
+//!
+//! Pixels are fetched and decoded by the [`RecordSource`] into memory, written to the socket,
+//! and dropped: nothing is cached or spilled to disk, so there is nothing to encrypt at rest.
+//! As each record is fed for the first time its pixel bytes are fingerprinted for the
+//! output guard, and its index joins the fed set the manifest commits to. Validation labels
+//! never leave this module; validation predictions come in and stay here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufReader, BufWriter, ErrorKind};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rapha_core::JobId;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::error::{io, Result};
+use crate::fingerprint::Fingerprints;
+use crate::protocol::{
+    self, ErrorCode, FrameError, Request, MAX_PAGE, MAX_PAYLOAD, MAX_REQUEST_HEADER,
+};
+use crate::record::RecordSource;
+use crate::split::Split;
+
+/// What the trainer said about itself: kept apart, never the job's metrics.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct SelfReported {
+    pub epoch: Option<u64>,
+    pub step: Option<u64>,
+    pub loss: Option<f64>,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// Feed state shared between the socket thread and the runtime.
+#[derive(Debug, Default)]
+pub struct FeedState {
+    pub predictions: BTreeMap<usize, f64>,
+    pub fed: BTreeSet<usize>,
+    pub self_reported: Option<SelfReported>,
+    pub done: bool,
+    pub fingerprints: Fingerprints,
+    pub bytes_fed: u64,
+    pub records_fed: u64,
+    pub first_fetch: Option<Instant>,
+    pub connections: u32,
+    pub protocol_errors: u32,
+}
+
+/// The feed for one job.
+pub struct Feed<'a> {
+    pub job: JobId,
+    pub confinement: &'static str,
+    pub source: &'a dyn RecordSource,
+    pub splits: &'a [Split],
+    pub state: Mutex<FeedState>,
+    pub stop: AtomicBool,
+}
+
+impl std::fmt::Debug for Feed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed")
+            .field("job", &self.job)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds the feed socket (mode 0666 so the unprivileged trainer can connect; its directory
+/// is the only thing bound into the container).
+///
+/// # Errors
+/// The socket cannot be created.
+pub fn bind(path: &Path) -> Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let l = UnixListener::bind(path).map_err(io("bind the record feed socket", path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+        .map_err(io("set the feed socket's permissions", path))?;
+    l.set_nonblocking(true)
+        .map_err(io("configure the record feed socket", path))?;
+    Ok(l)
+}
+
+impl Feed<'_> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FeedState> {
+        // A panic while holding the lock cannot leave the state half-written in a way that
+        // matters: every field is updated in one statement. Recover the guard.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Accepts and serves connections, one at a time, until [`Feed::stop`] is set.
+    pub fn serve(&self, listener: &UnixListener) {
+        while !self.stop.load(Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    self.lock().connections += 1;
+                    if let Err(e) = self.serve_connection(stream) {
+                        if !matches!(e, FrameError::Closed) {
+                            self.lock().protocol_errors += 1;
+                            tracing::warn!(error = %e, "trainer connection closed on a protocol violation");
+                        }
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept on the record feed failed");
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+
+    fn serve_connection(&self, stream: UnixStream) -> Result<(), FrameError> {
+        stream.set_nonblocking(false)?;
+        let mut reader = BufReader::with_capacity(64 << 10, stream.try_clone()?);
+        let mut writer = BufWriter::with_capacity(256 << 10, stream);
+        let mut greeted = false;
+        loop {
+            let header = protocol::read_header(&mut reader, MAX_REQUEST_HEADER)?;
+            let req = match protocol::parse_request(&header) {
+                Ok(r) => r,
+                Err(msg) => {
+                    let h = protocol::error_header(ErrorCode::BadRequest, &msg);
+                    protocol::write_frame(&mut writer, &h, &[])?;
+                    continue;
+                }
+            };
+            if self.lock().done {
+                let h =
+                    protocol::error_header(ErrorCode::Finished, "the trainer already sent done");
+                protocol::write_frame(&mut writer, &h, &[])?;
+                return Ok(());
+            }
+            if !greeted && !matches!(req, Request::Hello { .. }) {
+                let h =
+                    protocol::error_header(ErrorCode::Protocol, "the first request must be hello");
+                protocol::write_frame(&mut writer, &h, &[])?;
+                continue;
+            }
+            let (header, payload) = self.answer(&req, &mut greeted);
+            protocol::write_frame(&mut writer, &header, payload.as_deref().unwrap_or(&[]))?;
+            if matches!(req, Request::Done) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn answer(&self, req: &Request, greeted: &mut bool) -> (Vec<u8>, Option<Vec<u8>>) {
+        let records = self.source.records();
+        let ok = |v: serde_json::Value| (serde_json::to_vec(&v).unwrap_or_default(), None);
+        let err = |c: ErrorCode, m: String| (protocol::error_header(c, &m), None);
+        match req {
+            Request::Hello {
+                protocol: v,
+                trainer,
+            } => {
+                if *v != protocol::PROTOCOL_VERSION {
+                    return err(
+                        ErrorCode::Protocol,
+                        format!("this node speaks protocol 1, not {v}"),
+                    );
+                }
+                if trainer.len() > 128 {
+                    return err(ErrorCode::BadRequest, "trainer name over 128 bytes".into());
+                }
+                *greeted = true;
+                let val = self
+                    .splits
+                    .iter()
+                    .filter(|s| **s == Split::Validation)
+                    .count();
+                ok(
+                    json!({"ok": true, "protocol": 1, "job": self.job.to_string(),
+                    "records": records.len(), "train": records.len() - val, "validation": val,
+                    "confinement": self.confinement, "max_payload": MAX_PAYLOAD}),
+                )
+            }
+            Request::List { offset, limit } => {
+                if *limit == 0 || *limit > MAX_PAGE || *offset > records.len() {
+                    return err(
+                        ErrorCode::BadRequest,
+                        format!(
+                            "list needs offset <= {} and limit 1..={MAX_PAGE}",
+                            records.len()
+                        ),
+                    );
+                }
+                let end = (*offset + *limit).min(records.len());
+                let page: Vec<serde_json::Value> = (*offset..end)
+                    .map(|i| {
+                        let r = &records[i];
+                        let split = self.splits.get(i).copied().unwrap_or(Split::Validation);
+                        let mut v = json!({"index": i, "instance": r.instance.to_hex(),
+                            "series": r.series.to_hex(), "study": r.study.to_hex(),
+                            "patient": r.patient.to_hex(), "split": split,
+                            "modality": r.modality, "dtype": r.dtype, "shape": r.shape,
+                            "attributes": r.attributes});
+                        // I1 + the metrics promise: labels go out for training records only.
+                        if let (Split::Train, Some(label)) = (split, r.label) {
+                            v["label"] = json!(label);
+                        }
+                        v
+                    })
+                    .collect();
+                ok(json!({"ok": true, "total": records.len(), "records": page}))
+            }
+            Request::Fetch { index } => self.fetch(*index),
+            Request::Progress {
+                epoch,
+                step,
+                loss,
+                metrics,
+            } => {
+                let keys_ok = metrics.len() <= 32
+                    && metrics.keys().all(|k| {
+                        (1..=32).contains(&k.len())
+                            && k.bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                    });
+                if !keys_ok {
+                    return err(
+                        ErrorCode::BadRequest,
+                        "at most 32 metrics with keys [a-z0-9_]{1,32}".into(),
+                    );
+                }
+                self.lock().self_reported = Some(SelfReported {
+                    epoch: *epoch,
+                    step: *step,
+                    loss: *loss,
+                    metrics: metrics.clone(),
+                });
+                ok(json!({"ok": true}))
+            }
+            Request::Predict { predictions } => {
+                if predictions.len() > MAX_PAGE {
+                    return err(
+                        ErrorCode::BadRequest,
+                        format!("at most {MAX_PAGE} predictions per request"),
+                    );
+                }
+                let mut st = self.lock();
+                let mut seen = BTreeSet::new();
+                for p in predictions {
+                    if p.index >= records.len() {
+                        return err(
+                            ErrorCode::NoSuchRecord,
+                            format!(
+                                "record index {} is out of range (0..{})",
+                                p.index,
+                                records.len()
+                            ),
+                        );
+                    }
+                    if self.splits.get(p.index) != Some(&Split::Validation) {
+                        return err(
+                            ErrorCode::NotValidation,
+                            format!("record {} is a training record", p.index),
+                        );
+                    }
+                    if st.predictions.contains_key(&p.index) || !seen.insert(p.index) {
+                        return err(
+                            ErrorCode::DuplicatePrediction,
+                            format!("record {} already has a prediction", p.index),
+                        );
+                    }
+                    if !(p.score.is_finite() && (0.0..=1.0).contains(&p.score)) {
+                        return err(
+                            ErrorCode::BadScore,
+                            format!("score for record {} is not in [0, 1]", p.index),
+                        );
+                    }
+                }
+                for p in predictions {
+                    st.predictions.insert(p.index, p.score);
+                }
+                let val = self
+                    .splits
+                    .iter()
+                    .filter(|s| **s == Split::Validation)
+                    .count();
+                ok(
+                    json!({"ok": true, "accepted": predictions.len(), "remaining": val - st.predictions.len()}),
+                )
+            }
+            Request::Done => {
+                let mut st = self.lock();
+                st.done = true;
+                let val = self
+                    .splits
+                    .iter()
+                    .filter(|s| **s == Split::Validation)
+                    .count();
+                ok(json!({"ok": true, "predicted": st.predictions.len(), "validation": val}))
+            }
+        }
+    }
+
+    fn fetch(&self, index: usize) -> (Vec<u8>, Option<Vec<u8>>) {
+        let records = self.source.records();
+        let Some(rec) = records.get(index) else {
+            return (
+                protocol::error_header(
+                    ErrorCode::NoSuchRecord,
+                    &format!(
+                        "record index {index} is out of range (0..{})",
+                        records.len()
+                    ),
+                ),
+                None,
+            );
+        };
+        let pixels = match self.source.pixels(index) {
+            Ok(p)
+                if p.dtype == rec.dtype && p.shape == rec.shape && p.bytes.len() <= MAX_PAYLOAD =>
+            {
+                p
+            }
+            Ok(_) => {
+                tracing::warn!(record = %rec.instance, "decoded pixels do not match the listed shape");
+                return (
+                    protocol::error_header(
+                        ErrorCode::Unavailable,
+                        "record pixels do not match their listed shape",
+                    ),
+                    None,
+                );
+            }
+            Err(e) => {
+                tracing::warn!(record = %rec.instance, error = %e, "record unavailable");
+                return (
+                    protocol::error_header(
+                        ErrorCode::Unavailable,
+                        "the node could not fetch or decode this record",
+                    ),
+                    None,
+                );
+            }
+        };
+        {
+            let mut st = self.lock();
+            st.first_fetch.get_or_insert_with(Instant::now);
+            st.bytes_fed += pixels.bytes.len() as u64;
+            st.records_fed += 1;
+            if st.fed.insert(index) {
+                // u32 suffices: cohorts are far below 4 billion records.
+                st.fingerprints
+                    .add_record(u32::try_from(index).unwrap_or(u32::MAX), &pixels.bytes);
+            }
+        }
+        let header = json!({"ok": true, "index": index, "dtype": rec.dtype, "shape": rec.shape,
+                            "payload": pixels.bytes.len()});
+        (
+            serde_json::to_vec(&header).unwrap_or_default(),
+            Some(pixels.bytes),
+        )
+    }
+}

@@ -1,0 +1,334 @@
+//! Byte-level checks of output formats: DICOM sniffing, safetensors headers, ONNX, zip
+//! containers (PyTorch), and the numeric `metrics.json` schema.
+//!
+//! Everything here parses bytes a hostile trainer wrote, so every length is checked before
+//! use and every failure is a refusal, never a panic.
+
+use std::io::Read;
+
+/// Value representations a DICOM element header can carry (PS3.5 6.2).
+const VRS: [&[u8; 2]; 34] = [
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"OB",
+    b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST", b"SV", b"TM",
+    b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV",
+];
+
+fn le16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+fn le32(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+fn le64(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Groups a DICOM dataset (or its file meta) plausibly starts with.
+fn dicom_start_group(g: u16) -> bool {
+    matches!(g, 0x0002 | 0x0008 | 0x0010 | 0x0018 | 0x0020 | 0x0028)
+}
+
+/// True when `b` has the Part 10 `DICM` magic at offset 128.
+pub fn has_dicm_magic(b: &[u8]) -> bool {
+    b.get(128..132) == Some(b"DICM")
+}
+
+/// True when `b` begins like a DICOM dataset without preamble: a first element of a DICOM
+/// header group with a valid explicit VR, or (implicit VR) two consecutive element headers
+/// of such groups with ascending tags and in-bounds lengths. Little and big endian.
+pub fn looks_like_dicom_dataset(b: &[u8]) -> bool {
+    for read16 in [le16, be16] {
+        let (Some(g), Some(e)) = (read16(b, 0), read16(b, 2)) else {
+            return false;
+        };
+        if !dicom_start_group(g) {
+            continue;
+        }
+        // Explicit VR: two upper-case letters that name a VR.
+        if let Some(vr) = b.get(4..6) {
+            if VRS.iter().any(|v| &v[..] == vr) {
+                return true;
+            }
+        }
+        // Implicit VR little endian: 32-bit length, then the next element.
+        if let Some(len) = le32(b, 4) {
+            let next = 8usize.saturating_add(len as usize);
+            if let (Some(g2), Some(e2)) = (read16(b, next), read16(b, next + 2)) {
+                if len < 1 << 20 && dicom_start_group(g2) && (g2, e2) > (g, e) {
+                    return true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// safetensors dtypes and their element sizes in bits.
+fn safetensors_dtype_bits(d: &str) -> Option<u64> {
+    Some(match d {
+        "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" => 8,
+        "U16" | "I16" | "F16" | "BF16" => 16,
+        "U32" | "I32" | "F32" => 32,
+        "U64" | "I64" | "F64" => 64,
+        _ => return None,
+    })
+}
+
+/// Largest safetensors JSON header accepted.
+pub const MAX_SAFETENSORS_HEADER: u64 = 100 << 20;
+
+/// Checks a safetensors file: header length, JSON header of tensors with known dtype, shape
+/// and offsets, tensors covering the data region exactly (no hidden bytes), and
+/// `__metadata__` as a string map.
+///
+/// # Errors
+/// A description of the first problem.
+pub fn check_safetensors(b: &[u8]) -> Result<(), String> {
+    let n = le64(b, 0).ok_or("file shorter than the 8-byte header length")?;
+    if n > MAX_SAFETENSORS_HEADER || n.saturating_add(8) > b.len() as u64 {
+        return Err(format!("header length {n} is out of bounds"));
+    }
+    let header: serde_json::Value = serde_json::from_slice(&b[8..8 + n as usize])
+        .map_err(|e| format!("header is not JSON: {e}"))?;
+    let obj = header.as_object().ok_or("header is not a JSON object")?;
+    let data_len = b.len() as u64 - 8 - n;
+    let mut ranges = Vec::new();
+    for (name, t) in obj {
+        if name == "__metadata__" {
+            let m = t.as_object().ok_or("__metadata__ is not an object")?;
+            if !m.values().all(serde_json::Value::is_string) {
+                return Err("__metadata__ values must be strings".into());
+            }
+            continue;
+        }
+        let t = t
+            .as_object()
+            .ok_or_else(|| format!("tensor {name:?} is not an object"))?;
+        if t.keys()
+            .any(|k| !matches!(k.as_str(), "dtype" | "shape" | "data_offsets"))
+        {
+            return Err(format!("tensor {name:?} has unknown fields"));
+        }
+        let bits = t
+            .get("dtype")
+            .and_then(serde_json::Value::as_str)
+            .and_then(safetensors_dtype_bits)
+            .ok_or_else(|| format!("tensor {name:?} has no known dtype"))?;
+        let shape = t
+            .get("shape")
+            .and_then(serde_json::Value::as_array)
+            .ok_or_else(|| format!("tensor {name:?} has no shape"))?;
+        let mut elems: u64 = 1;
+        for d in shape {
+            let d = d
+                .as_u64()
+                .ok_or_else(|| format!("tensor {name:?} has a bad dimension"))?;
+            elems = elems
+                .checked_mul(d)
+                .ok_or_else(|| format!("tensor {name:?} is too large"))?;
+        }
+        let offs = t
+            .get("data_offsets")
+            .and_then(serde_json::Value::as_array)
+            .filter(|a| a.len() == 2)
+            .ok_or_else(|| format!("tensor {name:?} has no data_offsets"))?;
+        let (Some(start), Some(end)) = (offs[0].as_u64(), offs[1].as_u64()) else {
+            return Err(format!("tensor {name:?} has bad data_offsets"));
+        };
+        let want = elems.checked_mul(bits).map(|x| x.div_ceil(8));
+        if start > end || end > data_len || Some(end - start) != want {
+            return Err(format!(
+                "tensor {name:?} data_offsets do not match its shape and dtype"
+            ));
+        }
+        ranges.push((start, end));
+    }
+    ranges.sort_unstable();
+    let mut at = 0u64;
+    for (s, e) in ranges {
+        if s != at {
+            return Err(
+                "tensor data has gaps or overlaps (bytes not belonging to a tensor)".into(),
+            );
+        }
+        at = e;
+    }
+    if at != data_len {
+        return Err(format!(
+            "{} trailing bytes after the last tensor",
+            data_len - at
+        ));
+    }
+    Ok(())
+}
+
+/// Cheap ONNX check: a protobuf `ModelProto` starts with field 1 (`ir_version`, varint).
+///
+/// # Errors
+/// When it does not.
+pub fn check_onnx(b: &[u8]) -> Result<(), String> {
+    match b.first() {
+        Some(0x08) if b.len() > 2 => Ok(()),
+        _ => Err("not an ONNX ModelProto (first field is not ir_version)".into()),
+    }
+}
+
+/// One inflated zip entry.
+#[derive(Debug)]
+pub struct ZipEntry {
+    pub name: String,
+    pub data: Vec<u8>,
+}
+
+/// True when `b` starts with a zip local file header.
+pub fn is_zip(b: &[u8]) -> bool {
+    b.starts_with(b"PK\x03\x04")
+}
+
+/// Reads every entry of a zip archive through its central directory, inflating stored and
+/// deflated entries; `budget` caps the total inflated bytes (zip bombs).
+///
+/// # Errors
+/// Malformed archive, unsupported compression or zip64, or the budget exceeded.
+pub fn read_zip(b: &[u8], budget: u64) -> Result<Vec<ZipEntry>, String> {
+    const EOCD: &[u8] = b"PK\x05\x06";
+    let search_from = b.len().saturating_sub(22 + 65535);
+    let eocd = (search_from..b.len().saturating_sub(21))
+        .rev()
+        .find(|&i| b.get(i..i + 4) == Some(EOCD))
+        .ok_or("no end-of-central-directory record")?;
+    let count = le16(b, eocd + 10).ok_or("truncated EOCD")? as usize;
+    let cd_off = le32(b, eocd + 16).ok_or("truncated EOCD")?;
+    if cd_off == u32::MAX || count == usize::from(u16::MAX) {
+        return Err("zip64 archives are not accepted".into());
+    }
+    let mut at = cd_off as usize;
+    let mut out = Vec::with_capacity(count.min(4096));
+    let mut left = budget;
+    for _ in 0..count {
+        if b.get(at..at + 4) != Some(b"PK\x01\x02") {
+            return Err("bad central directory entry".into());
+        }
+        let method = le16(b, at + 10).ok_or("truncated entry")?;
+        let csize = le32(b, at + 20).ok_or("truncated entry")?;
+        let usize_ = le32(b, at + 24).ok_or("truncated entry")?;
+        let nlen = le16(b, at + 28).ok_or("truncated entry")? as usize;
+        let xlen = le16(b, at + 30).ok_or("truncated entry")? as usize;
+        let clen = le16(b, at + 32).ok_or("truncated entry")? as usize;
+        let local = le32(b, at + 42).ok_or("truncated entry")? as usize;
+        if csize == u32::MAX || usize_ == u32::MAX || local == u32::MAX as usize {
+            return Err("zip64 entries are not accepted".into());
+        }
+        let name = b
+            .get(at + 46..at + 46 + nlen)
+            .ok_or("truncated entry name")?;
+        let name = String::from_utf8_lossy(name).into_owned();
+        at += 46 + nlen + xlen + clen;
+        if b.get(local..local + 4) != Some(b"PK\x03\x04") {
+            return Err(format!("entry {name:?} has no local header"));
+        }
+        let lnlen = le16(b, local + 26).ok_or("truncated local header")? as usize;
+        let lxlen = le16(b, local + 28).ok_or("truncated local header")? as usize;
+        let start = local + 30 + lnlen + lxlen;
+        let raw = b
+            .get(start..start + csize as usize)
+            .ok_or("entry data out of bounds")?;
+        let data = match method {
+            0 => raw.to_vec(),
+            8 => {
+                let mut d = Vec::new();
+                flate2::read::DeflateDecoder::new(raw)
+                    .take(left.saturating_add(1))
+                    .read_to_end(&mut d)
+                    .map_err(|e| format!("entry {name:?} does not inflate: {e}"))?;
+                d
+            }
+            m => {
+                return Err(format!(
+                    "entry {name:?} uses unsupported compression method {m}"
+                ))
+            }
+        };
+        left = left
+            .checked_sub(data.len() as u64)
+            .ok_or("zip entries inflate beyond the output cap")?;
+        out.push(ZipEntry { name, data });
+    }
+    Ok(out)
+}
+
+/// PyTorch zip check: entries share one top-level directory and include `data.pkl`.
+///
+/// # Errors
+/// When it is not a PyTorch archive.
+pub fn check_pytorch_entries(entries: &[ZipEntry]) -> Result<(), String> {
+    let has_pkl = entries
+        .iter()
+        .any(|e| e.name == "data.pkl" || e.name.ends_with("/data.pkl"));
+    if !has_pkl {
+        return Err("zip has no data.pkl entry (not a torch.save archive)".into());
+    }
+    Ok(())
+}
+
+/// Keys allowed in `metrics.json`.
+pub const METRICS_KEYS: [&str; 17] = [
+    "epochs",
+    "steps",
+    "loss",
+    "train_loss",
+    "val_loss",
+    "accuracy",
+    "auc",
+    "sensitivity",
+    "specificity",
+    "precision",
+    "f1",
+    "learning_rate",
+    "train_records",
+    "seconds",
+    "loss_curve",
+    "accuracy_curve",
+    "val_loss_curve",
+];
+
+/// Longest `*_curve` array.
+pub const MAX_CURVE: usize = 10_000;
+
+/// `metrics.json`: one object, fixed keys, finite numbers (arrays of numbers for curves).
+///
+/// # Errors
+/// A description of the first violation (never the offending string's content).
+pub fn check_metrics_json(b: &[u8]) -> Result<(), String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(b).map_err(|e| format!("not JSON (line {})", e.line()))?;
+    let obj = v.as_object().ok_or("not a JSON object")?;
+    for (k, val) in obj {
+        if !METRICS_KEYS.contains(&k.as_str()) {
+            return Err(format!(
+                "key of {} bytes is not an allowed metrics key",
+                k.len()
+            ));
+        }
+        let ok = if k.ends_with("_curve") {
+            val.as_array()
+                .is_some_and(|a| a.len() <= MAX_CURVE && a.iter().all(serde_json::Value::is_number))
+        } else {
+            val.is_number()
+        };
+        if !ok {
+            return Err(format!(
+                "value of {k:?} is not {}",
+                if k.ends_with("_curve") {
+                    "an array of numbers"
+                } else {
+                    "a number"
+                }
+            ));
+        }
+    }
+    Ok(())
+}

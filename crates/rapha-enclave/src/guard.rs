@@ -1,0 +1,380 @@
+//! The output guard (**I4**): accepts or rejects a trainer's whole output set.
+//!
+//! Runs on `/out` after the trainer has exited — whether it succeeded or not — and on its
+//! captured stdout/stderr. Every check that fails adds a [`Rejection`]; one rejection refuses
+//! everything. Rejections name the file and the rule, never the leaked value, so they can go
+//! into the receipt.
+//!
+//! ```text
+//!  /out entry ─▶ name rules ─▶ lstat: regular file, nlink 1 ─▶ declared? size cap
+//!            ─▶ bytes: DICM@128 / dataset sniff ─▶ kind check (safetensors, onnx, zip, metrics)
+//!            ─▶ streams (file + inflated zip entries + logs): identifiers, fed pixel blocks
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use rapha_core::{Digest, OutputDecl, OutputKind};
+use serde::Serialize;
+
+use crate::fingerprint::Fingerprints;
+use crate::formats;
+use crate::identifiers::{IdentifierKind, IdentifierSearcher};
+
+/// Most directory entries examined in `/out`; more is itself a rejection.
+pub const MAX_ENTRIES: usize = 256;
+
+/// One reason the output set was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Rejection {
+    #[error("{name:?}: DICOM file names (.dcm/.dicom) are never released")]
+    DicomName { name: String },
+    #[error("an output name contains a path separator, control character or is not UTF-8")]
+    BadName { shown: String },
+    #[error("{name:?} is not a declared output of this bundle")]
+    Undeclared { name: String },
+    #[error("{name:?} is a {kind}, not a regular file")]
+    NotRegular { name: String, kind: String },
+    #[error("{name:?} has {links} hard links; outputs must be single regular files")]
+    HardLink { name: String, links: u64 },
+    #[error("{name:?} is {size} bytes, over its declared cap of {cap}")]
+    TooLarge { name: String, size: u64, cap: u64 },
+    #[error("outputs total {size} bytes, over the bundle's total cap of {cap}")]
+    TotalTooLarge { size: u64, cap: u64 },
+    #[error("more than {max} entries in /out")]
+    TooManyEntries { max: usize },
+    #[error("{name:?} contains a DICOM object ({how})")]
+    DicomContent { name: String, how: String },
+    #[error("{name:?} is not a valid {kind:?} file: {detail}")]
+    BadFormat {
+        name: String,
+        kind: OutputKind,
+        detail: String,
+    },
+    #[error("{stream} contains a raw {kind:?} of this cohort (offset {offset})")]
+    Identifier {
+        stream: String,
+        kind: IdentifierKind,
+        offset: usize,
+    },
+    #[error("{stream} contains a verbatim block of a fed record's pixels (offset {offset})")]
+    PixelBlock { stream: String, offset: usize },
+    #[error("{name:?} could not be read: {detail}")]
+    Unreadable { name: String, detail: String },
+    #[error("{stream} exceeded its capture cap of {cap} bytes")]
+    LogOverflow { stream: String, cap: usize },
+}
+
+/// An accepted output file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OutputFile {
+    pub name: String,
+    pub kind: OutputKind,
+    pub size: u64,
+    pub digest: Digest,
+}
+
+/// The guard's decision on a whole output set.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub accepted: bool,
+    pub files: Vec<OutputFile>,
+    pub rejections: Vec<Rejection>,
+}
+
+/// What the guard checks against.
+#[derive(Debug)]
+pub struct Guard<'a> {
+    pub outputs: &'a [OutputDecl],
+    pub total_cap: u64,
+    pub identifiers: &'a IdentifierSearcher,
+    pub fingerprints: &'a Fingerprints,
+}
+
+/// A captured log stream.
+#[derive(Debug, Clone, Copy)]
+pub struct LogStream<'a> {
+    pub name: &'a str,
+    pub bytes: &'a [u8],
+    pub overflowed: bool,
+    pub cap: usize,
+}
+
+fn file_kind_name(ft: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_symlink() {
+        "symbolic link"
+    } else if ft.is_dir() {
+        "directory"
+    } else if ft.is_fifo() {
+        "FIFO"
+    } else if ft.is_socket() {
+        "socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "device"
+    } else {
+        "special file"
+    }
+}
+
+fn name_is_clean(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control())
+}
+
+fn is_dicom_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    lower.ends_with(".dcm") || lower.ends_with(".dicom")
+}
+
+impl Guard<'_> {
+    /// Checks the output directory and the logs; the whole set is accepted only if nothing
+    /// is rejected.
+    pub fn check(&self, out_dir: &Path, logs: &[LogStream<'_>]) -> Verdict {
+        let mut rejections = Vec::new();
+        let mut files = Vec::new();
+        let mut total = 0u64;
+        let decls: BTreeMap<&str, &OutputDecl> =
+            self.outputs.iter().map(|d| (d.name.as_str(), d)).collect();
+
+        let entries = match fs::read_dir(out_dir) {
+            Ok(e) => e,
+            Err(e) => {
+                rejections.push(Rejection::Unreadable {
+                    name: "/out".into(),
+                    detail: e.to_string(),
+                });
+                return Verdict {
+                    accepted: false,
+                    files,
+                    rejections,
+                };
+            }
+        };
+        for (n, entry) in entries.enumerate() {
+            if n >= MAX_ENTRIES {
+                rejections.push(Rejection::TooManyEntries { max: MAX_ENTRIES });
+                break;
+            }
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    rejections.push(Rejection::Unreadable {
+                        name: "/out".into(),
+                        detail: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let os_name = entry.file_name();
+            let Some(name) = os_name
+                .to_str()
+                .filter(|n| name_is_clean(n))
+                .map(str::to_owned)
+            else {
+                rejections.push(Rejection::BadName {
+                    shown: os_name
+                        .to_string_lossy()
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .take(64)
+                        .collect(),
+                });
+                continue;
+            };
+            if is_dicom_name(&name) {
+                rejections.push(Rejection::DicomName { name: name.clone() });
+            }
+            let meta = match fs::symlink_metadata(entry.path()) {
+                Ok(m) => m,
+                Err(e) => {
+                    rejections.push(Rejection::Unreadable {
+                        name,
+                        detail: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            if !meta.file_type().is_file() {
+                rejections.push(Rejection::NotRegular {
+                    name,
+                    kind: file_kind_name(&meta.file_type()).into(),
+                });
+                continue;
+            }
+            if meta.nlink() > 1 {
+                rejections.push(Rejection::HardLink {
+                    name: name.clone(),
+                    links: meta.nlink(),
+                });
+            }
+            let Some(decl) = decls.get(name.as_str()) else {
+                rejections.push(Rejection::Undeclared { name: name.clone() });
+                // Still scanned below: an undeclared file's content is evidence too.
+                self.scan_file(&entry.path(), &name, None, meta.len(), &mut rejections);
+                continue;
+            };
+            total = total.saturating_add(meta.len());
+            if meta.len() > decl.max_bytes {
+                rejections.push(Rejection::TooLarge {
+                    name,
+                    size: meta.len(),
+                    cap: decl.max_bytes,
+                });
+                continue;
+            }
+            if let Some(digest) = self.scan_file(
+                &entry.path(),
+                &name,
+                Some(decl),
+                meta.len(),
+                &mut rejections,
+            ) {
+                files.push(OutputFile {
+                    name,
+                    kind: decl.kind,
+                    size: meta.len(),
+                    digest,
+                });
+            }
+        }
+        if total > self.total_cap {
+            rejections.push(Rejection::TotalTooLarge {
+                size: total,
+                cap: self.total_cap,
+            });
+        }
+        for log in logs {
+            if log.overflowed {
+                rejections.push(Rejection::LogOverflow {
+                    stream: log.name.into(),
+                    cap: log.cap,
+                });
+            }
+            self.scan_stream(log.name, log.bytes, &mut rejections);
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Verdict {
+            accepted: rejections.is_empty(),
+            files,
+            rejections,
+        }
+    }
+
+    /// Reads one file (no symlink following, never blocking on a FIFO) and checks its bytes.
+    fn scan_file(
+        &self,
+        path: &Path,
+        name: &str,
+        decl: Option<&OutputDecl>,
+        size: u64,
+        rejections: &mut Vec<Rejection>,
+    ) -> Option<Digest> {
+        // Undeclared files are read only up to the total cap: enough to find leaks, bounded.
+        let limit = decl.map_or(self.total_cap, |d| d.max_bytes).min(size);
+        let opened = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
+            .open(path);
+        let mut bytes = Vec::new();
+        if let Err(e) = opened.and_then(|f| f.take(limit).read_to_end(&mut bytes)) {
+            rejections.push(Rejection::Unreadable {
+                name: name.into(),
+                detail: e.to_string(),
+            });
+            return None;
+        }
+        let before = rejections.len();
+        if formats::has_dicm_magic(&bytes) {
+            rejections.push(Rejection::DicomContent {
+                name: name.into(),
+                how: "DICM magic at offset 128".into(),
+            });
+        } else if formats::looks_like_dicom_dataset(&bytes) {
+            rejections.push(Rejection::DicomContent {
+                name: name.into(),
+                how: "a DICOM dataset without preamble".into(),
+            });
+        }
+        self.scan_stream(name, &bytes, rejections);
+        let mut zip_entries = None;
+        if formats::is_zip(&bytes) {
+            match formats::read_zip(&bytes, self.total_cap) {
+                Ok(entries) => {
+                    for e in &entries {
+                        let stream = format!(
+                            "{name}!{}",
+                            e.name
+                                .chars()
+                                .filter(|c| !c.is_control())
+                                .take(64)
+                                .collect::<String>()
+                        );
+                        if formats::has_dicm_magic(&e.data)
+                            || formats::looks_like_dicom_dataset(&e.data)
+                        {
+                            rejections.push(Rejection::DicomContent {
+                                name: stream.clone(),
+                                how: "a DICOM object inside a zip entry".into(),
+                            });
+                        }
+                        self.scan_stream(&stream, &e.data, rejections);
+                    }
+                    zip_entries = Some(entries);
+                }
+                Err(detail) => rejections.push(Rejection::BadFormat {
+                    name: name.into(),
+                    kind: decl.map_or(OutputKind::PytorchZip, |d| d.kind),
+                    detail,
+                }),
+            }
+        }
+        if let Some(decl) = decl {
+            let format = match decl.kind {
+                OutputKind::Safetensors => formats::check_safetensors(&bytes),
+                OutputKind::Onnx => formats::check_onnx(&bytes),
+                OutputKind::MetricsJson => formats::check_metrics_json(&bytes),
+                OutputKind::PytorchZip => match &zip_entries {
+                    Some(e) => formats::check_pytorch_entries(e),
+                    None if formats::is_zip(&bytes) => Ok(()), // already rejected above
+                    None => Err("not a zip archive".into()),
+                },
+                _ => Err("this output kind is not supported by this node".into()),
+            };
+            if let Err(detail) = format {
+                rejections.push(Rejection::BadFormat {
+                    name: name.into(),
+                    kind: decl.kind,
+                    detail,
+                });
+            }
+        }
+        (rejections.len() == before).then(|| Digest::of(&bytes))
+    }
+
+    /// Searches one byte stream for identifiers and fed pixel blocks.
+    fn scan_stream(&self, stream: &str, bytes: &[u8], rejections: &mut Vec<Rejection>) {
+        if let Some(hit) = self.identifiers.find(bytes) {
+            rejections.push(Rejection::Identifier {
+                stream: stream.into(),
+                kind: hit.kind,
+                offset: hit.offset,
+            });
+        }
+        if let Some(hit) = self.fingerprints.find(bytes) {
+            rejections.push(Rejection::PixelBlock {
+                stream: stream.into(),
+                offset: hit.offset,
+            });
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Trainer protocol v1 framing and messages (`docs/trainer-protocol.md`).
+//!
+//! A frame is `u32 LE header length`, a JSON header, then `header.payload` raw bytes. Limits
+//! are checked before any allocation, so a hostile peer cannot make the node allocate more
+//! than the limit.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol version spoken by this node.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Fixed socket path inside the trainer's container.
+pub const SOCKET_PATH_IN_CONTAINER: &str = "/rapha/data.sock";
+/// Largest request header the node reads.
+pub const MAX_REQUEST_HEADER: usize = 1 << 20;
+/// Largest response header the node writes (and an SDK should accept).
+pub const MAX_RESPONSE_HEADER: usize = 4 << 20;
+/// Largest payload (one record's pixels).
+pub const MAX_PAYLOAD: usize = 512 << 20;
+/// Records per `list` page and predictions per `predict` request.
+pub const MAX_PAGE: usize = 1000;
+
+/// A framing violation: the connection is closed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    #[error("connection closed")]
+    Closed,
+    #[error("header of {0} bytes exceeds the limit of {1}")]
+    HeaderTooLarge(usize, usize),
+    #[error("payload of {0} bytes exceeds the limit of {1}")]
+    PayloadTooLarge(usize, usize),
+    #[error("header is not a JSON object: {0}")]
+    BadHeader(String),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Reads one frame's header bytes (no payload: requests never carry one).
+///
+/// # Errors
+/// [`FrameError`] on EOF, a header over `max_header`, or I/O failure.
+pub fn read_header(r: &mut impl Read, max_header: usize) -> Result<Vec<u8>, FrameError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > max_header {
+        return Err(FrameError::HeaderTooLarge(len, max_header));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+/// Reads a full frame: header JSON value and payload (client side; used by tests and SDKs).
+///
+/// # Errors
+/// [`FrameError`] on violations of the limits or malformed JSON.
+pub fn read_frame(r: &mut impl Read) -> Result<(serde_json::Value, Vec<u8>), FrameError> {
+    let header = read_header(r, MAX_RESPONSE_HEADER)?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&header).map_err(|e| FrameError::BadHeader(e.to_string()))?;
+    let n = value
+        .get("payload")
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0) as usize;
+    if n > MAX_PAYLOAD {
+        return Err(FrameError::PayloadTooLarge(n, MAX_PAYLOAD));
+    }
+    let mut payload = vec![0u8; n];
+    r.read_exact(&mut payload)?;
+    Ok((value, payload))
+}
+
+/// Writes one frame.
+///
+/// # Errors
+/// I/O failure, or a header over the response limit.
+pub fn write_frame(w: &mut impl Write, header: &[u8], payload: &[u8]) -> Result<(), FrameError> {
+    if header.len() > MAX_RESPONSE_HEADER {
+        return Err(FrameError::HeaderTooLarge(
+            header.len(),
+            MAX_RESPONSE_HEADER,
+        ));
+    }
+    let len = u32::try_from(header.len())
+        .map_err(|_| FrameError::HeaderTooLarge(header.len(), MAX_RESPONSE_HEADER))?;
+    w.write_all(&len.to_le_bytes())?;
+    w.write_all(header)?;
+    w.write_all(payload)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// A trainer's request.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Request {
+    Hello {
+        protocol: u32,
+        #[serde(default)]
+        trainer: String,
+    },
+    List {
+        offset: usize,
+        limit: usize,
+    },
+    Fetch {
+        index: usize,
+    },
+    Progress {
+        #[serde(default)]
+        epoch: Option<u64>,
+        #[serde(default)]
+        step: Option<u64>,
+        #[serde(default)]
+        loss: Option<f64>,
+        #[serde(default)]
+        metrics: BTreeMap<String, f64>,
+    },
+    Predict {
+        predictions: Vec<Prediction>,
+    },
+    Done,
+}
+
+/// One validation prediction.
+#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prediction {
+    pub index: usize,
+    pub score: f64,
+}
+
+/// Error codes of `ok:false` responses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorCode {
+    BadRequest,
+    Protocol,
+    NoSuchRecord,
+    NotValidation,
+    DuplicatePrediction,
+    BadScore,
+    Unavailable,
+    Finished,
+}
+
+/// An `ok:false` response header.
+pub fn error_header(code: ErrorCode, message: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"ok": false, "error": code, "message": message}))
+        .unwrap_or_else(|_| br#"{"ok":false,"error":"bad_request"}"#.to_vec())
+}
+
+/// Parses a request header.
+///
+/// # Errors
+/// The header is not valid JSON or not a known request.
+pub fn parse_request(header: &[u8]) -> Result<Request, String> {
+    serde_json::from_slice(header).map_err(|e| e.to_string())
+}

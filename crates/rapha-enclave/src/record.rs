@@ -1,0 +1,126 @@
+//! What the feed serves: pseudonymous records and their decoded pixels.
+//!
+//! [`FeedRecord`] carries only hashed identifiers and allow-listed technical attributes
+//! (**I1**); the record source decides how pixels are obtained (WADO-RS, a read-only PACS
+//! mount, memory) and the feed never sees where they came from.
+
+use std::collections::BTreeMap;
+
+use rapha_core::HashedId;
+use serde::Serialize;
+
+use crate::error::Result;
+
+/// Pixel sample type as fed to the trainer (little-endian).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Dtype {
+    U8,
+    U16,
+    I16,
+    F32,
+}
+
+impl Dtype {
+    /// Bytes per sample.
+    pub const fn size(self) -> usize {
+        match self {
+            Dtype::U8 => 1,
+            Dtype::U16 | Dtype::I16 => 2,
+            Dtype::F32 => 4,
+        }
+    }
+}
+
+/// Decoded pixels of one record: `[frames, rows, columns, samples_per_pixel]`, row-major,
+/// little-endian samples.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pixels {
+    pub dtype: Dtype,
+    pub shape: [u32; 4],
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for Pixels {
+    // Pixel bytes are PHI-adjacent: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pixels")
+            .field("dtype", &self.dtype)
+            .field("shape", &self.shape)
+            .field("bytes", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl Pixels {
+    /// Builds pixels, checking that the byte length matches shape and dtype.
+    pub fn new(dtype: Dtype, shape: [u32; 4], bytes: Vec<u8>) -> Option<Self> {
+        let n = shape
+            .iter()
+            .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d as usize))?;
+        (n == bytes.len()).then_some(Self {
+            dtype,
+            shape,
+            bytes,
+        })
+    }
+}
+
+/// One record as the trainer may know it: hashed ids, technical attributes, the label held
+/// by the hospital (sent for training records only), and the expected pixel layout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeedRecord {
+    pub instance: HashedId,
+    pub series: HashedId,
+    pub study: HashedId,
+    pub patient: HashedId,
+    pub label: Option<u8>,
+    pub modality: String,
+    pub dtype: Dtype,
+    pub shape: [u32; 4],
+    /// Allow-listed technical attributes (keyword → number, short string or number array).
+    pub attributes: BTreeMap<String, serde_json::Value>,
+}
+
+/// Where the feed gets records and pixels. Implemented over DICOMweb / a PACS mount by the
+/// node, and over memory in tests and benchmarks.
+pub trait RecordSource: Send + Sync {
+    /// The cohort, in feed order (index = position).
+    fn records(&self) -> &[FeedRecord];
+    /// Fetches and decodes the pixels of record `index`, in memory.
+    ///
+    /// # Errors
+    /// The record cannot be fetched or decoded; the feed answers `unavailable`.
+    fn pixels(&self, index: usize) -> Result<Pixels>;
+}
+
+/// A record source over records whose pixels are already decoded in memory.
+#[derive(Debug, Default)]
+pub struct MemorySource {
+    records: Vec<FeedRecord>,
+    pixels: Vec<Pixels>,
+}
+
+impl MemorySource {
+    /// Pairs records with pixels.
+    pub fn new(entries: Vec<(FeedRecord, Pixels)>) -> Self {
+        let (records, pixels) = entries.into_iter().unzip();
+        Self { records, pixels }
+    }
+}
+
+impl RecordSource for MemorySource {
+    fn records(&self) -> &[FeedRecord] {
+        &self.records
+    }
+    fn pixels(&self, index: usize) -> Result<Pixels> {
+        self.pixels
+            .get(index)
+            .cloned()
+            .ok_or(crate::EnclaveError::RecordUnavailable {
+                index,
+                reason: "no such record".into(),
+            })
+    }
+}

@@ -1,0 +1,471 @@
+//! One job's enclave session: per-job key pair, feed, isolated run, guard, metrics, and the
+//! signed output manifest.
+//!
+//! ```text
+//!  EnclaveSession::new ── harden process, fresh Ed25519 key ──▶ public_key() → attestation
+//!        │
+//!   run(): split by patient ─▶ bind feed socket ─▶ mount /out tmpfs ─▶ runc run (trainer)
+//!          ◀── records over /rapha/data.sock ──┘        (wall-time kill, teardown always)
+//!        ─▶ guard(/out + logs) ─▶ node-computed metrics ─▶ manifest ─▶ sign ─▶ release
+//!          (completed only) ─▶ unmount /out (every output byte discarded)
+//! ```
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use nix::mount::{umount2, MntFlags, MsFlags};
+use rapha_core::{merkle, Digest, JobId, OutputDecl, ResourceLimits};
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{io, EnclaveError, Result};
+use crate::feed::{self, Feed, FeedState, SelfReported};
+use crate::guard::{Guard, LogStream, Verdict, MAX_ENTRIES};
+use crate::identifiers::RawIdentifiers;
+use crate::metrics::{self, ValidationMetrics, Withheld};
+use crate::record::RecordSource;
+use crate::sandbox::{self, Exit, LaunchSpec, SandboxConfig, TRAINER_UID};
+use crate::split::{split_records, Split};
+
+/// What this runtime reports as its confinement when it runs as an ordinary process.
+pub const CONFINEMENT_DEVELOPMENT: &str = "none-development";
+/// Manifest format version.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// What the node tells the runtime about the job.
+#[derive(Clone, Debug)]
+pub struct JobSpec {
+    pub job_id: JobId,
+    /// Percent of patients held out for validation.
+    pub validation_percent: u8,
+    /// Validation patients required before metrics are released.
+    pub min_validation_patients: usize,
+    /// The bundle's declared outputs.
+    pub outputs: Vec<OutputDecl>,
+    /// The bundle's total output cap (also the size of the `/out` tmpfs).
+    pub total_output_cap: u64,
+    pub limits: ResourceLimits,
+    /// A wall-time limit shorter than `limits.wall_seconds` (tests), if any.
+    pub wall_override: Option<Duration>,
+}
+
+/// The job's outcome as the manifest states it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ManifestOutcome {
+    /// Trainer exited 0 and the guard accepted everything: outputs released.
+    Completed,
+    /// Trainer exited 0 but the guard refused the output set.
+    Rejected,
+    /// The trainer did not exit cleanly (error status, signal, memory, time).
+    Failed,
+}
+
+/// The output manifest the runtime signs with its per-job key.
+#[derive(Clone, Debug, Serialize)]
+pub struct OutputManifest {
+    pub version: u32,
+    pub job: JobId,
+    pub confinement: &'static str,
+    /// Hex Ed25519 public key of this job's runtime key (bound into the attestation).
+    pub enclave_public_key: String,
+    pub outcome: ManifestOutcome,
+    /// Why the job did not complete (empty when completed).
+    pub reasons: Vec<String>,
+    pub trainer_exit: Exit,
+    pub guard: Verdict,
+    /// Node-computed validation metrics (completed jobs only).
+    pub metrics: Option<ValidationMetrics>,
+    pub metrics_withheld: Option<Withheld>,
+    /// What the trainer reported about itself. Not the job's metrics.
+    pub self_reported: Option<SelfReported>,
+    /// Merkle root over the sorted hashed instance ids offered to the trainer.
+    pub cohort_root: Digest,
+    /// Merkle root over the sorted hashed instance ids actually fed to the trainer.
+    pub fed_root: Digest,
+    pub records_fed: usize,
+    pub validation_records: usize,
+    pub validation_patients: usize,
+}
+
+/// A manifest with its canonical bytes and signature.
+#[derive(Clone, Debug)]
+pub struct SignedManifest {
+    pub manifest: OutputManifest,
+    /// The exact bytes signed (compact JSON of `manifest`).
+    pub bytes: Vec<u8>,
+    pub signature: [u8; 64],
+    pub public_key: [u8; 32],
+}
+
+impl SignedManifest {
+    /// Verifies the signature over `bytes` with `public_key`.
+    pub fn verify(bytes: &[u8], signature: &[u8; 64], public_key: &[u8; 32]) -> bool {
+        let Ok(key) = VerifyingKey::from_bytes(public_key) else {
+            return false;
+        };
+        key.verify(bytes, &Signature::from_bytes(signature)).is_ok()
+    }
+}
+
+/// Measurements of one run (for benchmarks and the node's logs; no PHI).
+#[derive(Clone, Debug, Default)]
+pub struct RunStats {
+    pub elapsed: Duration,
+    pub first_fetch_after_launch: Option<Duration>,
+    pub bytes_fed: u64,
+    pub fetches: u64,
+    pub protocol_errors: u32,
+}
+
+/// Everything a run produced.
+#[derive(Debug)]
+pub struct JobResult {
+    pub signed: SignedManifest,
+    /// Files copied to the release directory (completed jobs only).
+    pub released: Vec<PathBuf>,
+    /// Captured stdout/stderr. The node may show them only when `logs_releasable`.
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub logs_releasable: bool,
+    pub stats: RunStats,
+}
+
+/// Where a run happens.
+#[derive(Debug)]
+pub struct RunPaths<'a> {
+    /// Root-only directory for the job's working files (socket, bundle, `/out` mount point).
+    pub work_root: &'a Path,
+    /// The verified, unpacked trainer rootfs.
+    pub rootfs: &'a Path,
+    /// Where accepted outputs are copied.
+    pub release_dir: &'a Path,
+}
+
+/// The enclave runtime for one job.
+pub struct EnclaveSession {
+    job: JobSpec,
+    key: SigningKey,
+    confinement: &'static str,
+}
+
+impl std::fmt::Debug for EnclaveSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnclaveSession")
+            .field("job", &self.job.job_id)
+            .field("public_key", &hex::encode(self.public_key()))
+            .field("confinement", &self.confinement)
+            .finish()
+    }
+}
+
+/// Unmounts the `/out` tmpfs (discarding every byte in it) when dropped.
+struct OutMount(PathBuf);
+
+impl Drop for OutMount {
+    fn drop(&mut self) {
+        if let Err(e) = umount2(&self.0, MntFlags::MNT_DETACH) {
+            tracing::error!(error = %e, "could not unmount the trainer's /out tmpfs");
+        }
+    }
+}
+
+fn mount_out(dir: &Path, cap: u64) -> Result<OutMount> {
+    let size = cap.max(4096);
+    let data = format!(
+        "size={size},nr_inodes={},mode=0700,uid={TRAINER_UID},gid={TRAINER_UID}",
+        MAX_ENTRIES + 16
+    );
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(data.as_str()),
+    )
+    .map_err(|source| EnclaveError::Mount {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(OutMount(dir.to_path_buf()))
+}
+
+fn commitment(ids: impl Iterator<Item = [u8; 32]>) -> Digest {
+    let sorted: BTreeSet<[u8; 32]> = ids.collect();
+    let v: Vec<[u8; 32]> = sorted.into_iter().collect();
+    merkle::root(&v)
+}
+
+impl EnclaveSession {
+    /// Hardens this process (no core dumps, not dumpable) and makes the job's key pair.
+    ///
+    /// # Errors
+    /// The spec is unusable or the process cannot be hardened.
+    pub fn new(job: JobSpec) -> Result<Self> {
+        if job.validation_percent > 90 {
+            return Err(EnclaveError::BadSpec(
+                "validation_percent must be at most 90".into(),
+            ));
+        }
+        if job.outputs.is_empty() {
+            return Err(EnclaveError::BadSpec(
+                "the bundle declares no outputs".into(),
+            ));
+        }
+        crate::harden::harden_current_process()?;
+        let key = SigningKey::generate(&mut rand_core::OsRng);
+        Ok(Self {
+            job,
+            key,
+            confinement: CONFINEMENT_DEVELOPMENT,
+        })
+    }
+
+    /// The job's public key, to bind into the attestation.
+    pub fn public_key(&self) -> [u8; 32] {
+        self.key.verifying_key().to_bytes()
+    }
+
+    /// How this runtime is confined.
+    pub fn confinement(&self) -> &'static str {
+        self.confinement
+    }
+
+    /// Runs the trainer on the cohort and returns the signed manifest and what was released.
+    ///
+    /// # Errors
+    /// Infrastructure failures (cannot mount, bind or start the OCI runtime). Trainer
+    /// misbehaviour is never an error: it is a failed or rejected manifest.
+    pub fn run(
+        &self,
+        sandbox_cfg: &SandboxConfig,
+        paths: &RunPaths<'_>,
+        entrypoint: &[String],
+        source: &dyn RecordSource,
+        identifiers: &RawIdentifiers,
+    ) -> Result<JobResult> {
+        use std::os::unix::fs::PermissionsExt;
+        let records = source.records();
+        let splits = split_records(records, self.job.validation_percent);
+
+        fs::create_dir_all(paths.work_root)
+            .map_err(io("create the work directory", paths.work_root))?;
+        let work = tempfile::Builder::new()
+            .prefix("rapha-job-")
+            .tempdir_in(paths.work_root)
+            .map_err(io("create the job directory", paths.work_root))?;
+        let sock_dir = work.path().join("feed");
+        let out_dir = work.path().join("out");
+        let bundle_dir = work.path().join("bundle");
+        for d in [&sock_dir, &out_dir, &bundle_dir] {
+            fs::create_dir(d).map_err(io("create a job directory", d))?;
+        }
+        fs::set_permissions(&sock_dir, fs::Permissions::from_mode(0o755))
+            .map_err(io("set the feed directory's permissions", &sock_dir))?;
+        // The trainer user must be able to traverse its own root.
+        fs::set_permissions(paths.rootfs, fs::Permissions::from_mode(0o755))
+            .map_err(io("set the rootfs permissions", paths.rootfs))?;
+        let out_mount = mount_out(&out_dir, self.job.total_output_cap)?;
+        let listener = feed::bind(&sock_dir.join("data.sock"))?;
+
+        let feed = Feed {
+            job: self.job.job_id,
+            confinement: self.confinement,
+            source,
+            splits: &splits,
+            state: Mutex::new(FeedState::default()),
+            stop: AtomicBool::new(false),
+        };
+        let container_id = format!("rapha-{}", self.job.job_id);
+        let wall = self
+            .job
+            .wall_override
+            .unwrap_or(Duration::from_secs(self.job.limits.wall_seconds));
+        let launch = LaunchSpec {
+            container_id: &container_id,
+            rootfs: paths.rootfs,
+            entrypoint,
+            limits: &self.job.limits,
+            socket_dir: &sock_dir,
+            out_dir: &out_dir,
+            bundle_dir: &bundle_dir,
+            wall,
+        };
+        let launched = std::time::Instant::now();
+        let run = std::thread::scope(|s| {
+            let server = s.spawn(|| feed.serve(&listener));
+            let r = sandbox::run(sandbox_cfg, &launch);
+            feed.stop.store(true, Ordering::Relaxed);
+            let _ = server.join();
+            r
+        })?;
+        let state = feed
+            .state
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+
+        // Guard: outputs and logs, against identifiers and fed pixel fingerprints.
+        let searcher = identifiers
+            .searcher()
+            .map_err(|e| EnclaveError::BadSpec(format!("identifier set: {e}")))?;
+        let guard = Guard {
+            outputs: &self.job.outputs,
+            total_cap: self.job.total_output_cap,
+            identifiers: &searcher,
+            fingerprints: &state.fingerprints,
+        };
+        let logs = [
+            LogStream {
+                name: "stdout",
+                bytes: &run.stdout.bytes,
+                overflowed: run.stdout.overflowed,
+                cap: sandbox_cfg.log_cap,
+            },
+            LogStream {
+                name: "stderr",
+                bytes: &run.stderr.bytes,
+                overflowed: run.stderr.overflowed,
+                cap: sandbox_cfg.log_cap,
+            },
+        ];
+        let verdict = guard.check(&out_dir, &logs);
+
+        let cohort_root = commitment(records.iter().map(|r| *r.instance.as_bytes()));
+        let fed_root = commitment(
+            state
+                .fed
+                .iter()
+                .filter_map(|&i| records.get(i))
+                .map(|r| *r.instance.as_bytes()),
+        );
+
+        let mut reasons = Vec::new();
+        let outcome = if !run.exit.success() {
+            reasons.push(describe_exit(&run.exit));
+            ManifestOutcome::Failed
+        } else if !verdict.accepted {
+            reasons.extend(verdict.rejections.iter().map(ToString::to_string));
+            ManifestOutcome::Rejected
+        } else {
+            ManifestOutcome::Completed
+        };
+        if outcome == ManifestOutcome::Failed && !verdict.accepted {
+            reasons.extend(verdict.rejections.iter().map(ToString::to_string));
+        }
+
+        let val_idx: Vec<usize> = (0..records.len())
+            .filter(|&i| splits[i] == Split::Validation)
+            .collect();
+        let val_patients: BTreeSet<_> = val_idx.iter().map(|&i| records[i].patient).collect();
+        let (metrics, withheld) = if outcome == ManifestOutcome::Completed {
+            let labelled: Vec<usize> = val_idx
+                .iter()
+                .copied()
+                .filter(|&i| records[i].label.is_some())
+                .collect();
+            let pairs: Vec<(u8, f64)> = labelled
+                .iter()
+                .filter_map(|&i| Some((records[i].label?, *state.predictions.get(&i)?)))
+                .collect();
+            let mut seed = Sha256::new();
+            seed.update(b"rapha-bootstrap-v1");
+            seed.update(self.job.job_id.as_bytes());
+            seed.update(fed_root.as_bytes());
+            match metrics::compute(
+                &pairs,
+                labelled.len(),
+                val_patients.len(),
+                self.job.min_validation_patients,
+                seed.finalize().into(),
+            ) {
+                Ok(m) => (Some(m), None),
+                Err(w) => (None, Some(w)),
+            }
+        } else {
+            (None, None)
+        };
+
+        let mut released = Vec::new();
+        if outcome == ManifestOutcome::Completed {
+            fs::create_dir_all(paths.release_dir)
+                .map_err(io("create the release directory", paths.release_dir))?;
+            for f in &verdict.files {
+                let src = out_dir.join(&f.name);
+                let bytes = fs::read(&src).map_err(io("read an accepted output", &src))?;
+                if Digest::of(&bytes) != f.digest {
+                    return Err(EnclaveError::BadSpec(format!(
+                        "output {:?} changed after the guard checked it",
+                        f.name
+                    )));
+                }
+                let dst = paths.release_dir.join(&f.name);
+                fs::write(&dst, &bytes).map_err(io("write a released output", &dst))?;
+                released.push(dst);
+            }
+        }
+        drop(out_mount); // every byte the trainer wrote is gone after this point
+
+        let manifest = OutputManifest {
+            version: MANIFEST_VERSION,
+            job: self.job.job_id,
+            confinement: self.confinement,
+            enclave_public_key: hex::encode(self.public_key()),
+            outcome,
+            reasons,
+            trainer_exit: run.exit.clone(),
+            guard: verdict,
+            metrics,
+            metrics_withheld: withheld,
+            self_reported: state.self_reported.clone(),
+            cohort_root,
+            fed_root,
+            records_fed: state.fed.len(),
+            validation_records: val_idx.len(),
+            validation_patients: val_patients.len(),
+        };
+        let bytes = serde_json::to_vec(&manifest)
+            .map_err(|_| EnclaveError::Serialise("the output manifest"))?;
+        let signature = self.key.sign(&bytes).to_bytes();
+        let logs_releasable = outcome == ManifestOutcome::Completed;
+        tracing::info!(job = %self.job.job_id, outcome = ?outcome, records_fed = state.fed.len(), "enclave run finished");
+        Ok(JobResult {
+            signed: SignedManifest {
+                manifest,
+                bytes,
+                signature,
+                public_key: self.public_key(),
+            },
+            released,
+            stdout: run.stdout.bytes,
+            stderr: run.stderr.bytes,
+            logs_releasable,
+            stats: RunStats {
+                elapsed: run.elapsed,
+                first_fetch_after_launch: state
+                    .first_fetch
+                    .map(|t| t.saturating_duration_since(launched)),
+                bytes_fed: state.bytes_fed,
+                fetches: state.records_fed,
+                protocol_errors: state.protocol_errors,
+            },
+        })
+    }
+}
+
+fn describe_exit(e: &Exit) -> String {
+    match e {
+        Exit::Exited { code } => format!("the trainer exited with status {code}"),
+        Exit::Signaled { signal: 9 } => {
+            "the trainer was killed (signal 9: memory limit or forced stop)".into()
+        }
+        Exit::Signaled { signal } => format!("the trainer was killed by signal {signal}"),
+        Exit::TimedOut { seconds } => {
+            format!("the trainer ran past its wall-time limit of {seconds} s and was killed")
+        }
+    }
+}
