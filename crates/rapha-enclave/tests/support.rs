@@ -240,7 +240,6 @@ pub fn run_trainer(bin: &Path, args: &[&str], cohort: &Cohort, spec: JobSpec) ->
     assert_host_clean(&cfg, job, dir.path());
     Run {
         result,
-        job,
         release,
         public_key,
     }
