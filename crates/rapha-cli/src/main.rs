@@ -4,6 +4,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod bundle;
+
 /// Rapha client: package and sign trainers, submit and pay for jobs, verify receipts.
 #[derive(Debug, Parser)]
 #[command(name = "rapha", version, about, long_about = None)]
@@ -14,9 +16,18 @@ struct Cli {
 
 /// One variant per subcommand; each subcommand's code lives in its own module.
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Generate a publisher signing key: KEY (mode 0600) and KEY.pub.
+    Keygen(bundle::KeygenArgs),
+    /// Build, sign, verify and inspect trainer bundles.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Keygen(args) => bundle::keygen(args),
+        Command::Bundle(cmd) => bundle::run(cmd),
+    }
 }

@@ -6,6 +6,8 @@
 
 use clap::{Parser, Subcommand};
 
+mod trust;
+
 /// Rapha hospital node: runs signed trainers on studies that never leave the hospital.
 #[derive(Debug, Parser)]
 #[command(name = "rapha-node", version, about, long_about = None)]
@@ -16,9 +18,41 @@ struct Cli {
 
 /// One variant per subcommand; each subcommand's code lives in its own module.
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Manage the trust store of publisher keys (add, list, remove, verify).
+    #[command(subcommand)]
+    Trust(trust::TrustCommand),
+    /// Write a configuration template (--production with placeholders, or --demo).
+    Init(rapha_node::init::InitArgs),
+    /// Check every production requirement; PASS/FAIL each, exit 1 on any FAIL.
+    Doctor(rapha_node::doctor::DoctorArgs),
+    /// Generate a key: --hmac (PHI pseudonyms), --node (receipts, settlement), --dpo (approvals).
+    Keygen(rapha_node::keygen::KeygenArgs),
+    /// DPO: review a job and its cohort summary, then sign an approval of its digest.
+    Approve(rapha_node::approvals::ApproveArgs),
+    /// DPO approvals: list, revoke (until the job starts).
+    Approvals(rapha_node::approvals::ApprovalsArgs),
+    /// Policy tools: `policy test` runs the Rego unit tests.
+    Policy(rapha_node::policy_cmd::PolicyArgs),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Trust(cmd) => trust::run(cmd),
+        Command::Init(args) => rapha_node::init::run(&args),
+        Command::Doctor(args) => exit_unless(rapha_node::doctor::run(&args)?),
+        Command::Keygen(args) => rapha_node::keygen::run(&args),
+        Command::Approve(args) => rapha_node::approvals::approve(&args),
+        Command::Approvals(args) => rapha_node::approvals::approvals(&args),
+        Command::Policy(args) => exit_unless(rapha_node::policy_cmd::run(&args)?),
+    }
+}
+
+/// Exits with status 1 when a check-style command found a failure (already printed).
+fn exit_unless(ok: bool) -> anyhow::Result<()> {
+    if !ok {
+        std::process::exit(1);
+    }
+    Ok(())
 }

@@ -1,0 +1,209 @@
+//! `rapha keygen` and `rapha bundle build|sign|verify|inspect`: glue over `rapha-bundle`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use rapha_bundle::keys::{public_path, write_keypair};
+use rapha_bundle::{BuildSpec, SigningKey, TrainerSpec, TrustStore};
+
+/// `rapha keygen`.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Private key file to create (mode 0600); the public key goes to KEY.pub.
+    #[arg(long, value_name = "KEY")]
+    out: PathBuf,
+}
+
+/// `rapha bundle ...`.
+#[derive(Debug, Subcommand)]
+pub enum BundleCommand {
+    /// Build a single-layer OCI image layout from a directory (deterministic).
+    Build {
+        /// Directory that becomes the image's root filesystem.
+        #[arg(long)]
+        rootfs: PathBuf,
+        /// Path of the trainer executable inside the image, e.g. /trainer.
+        #[arg(long, value_name = "PATH")]
+        entrypoint: String,
+        /// Environment variable for the trainer (repeatable).
+        #[arg(long = "env", value_name = "K=V")]
+        env: Vec<String>,
+        /// Output OCI layout directory (must not exist or be empty).
+        #[arg(long, value_name = "LAYOUT")]
+        out: PathBuf,
+    },
+    /// Sign an OCI layout or oci-archive tar with a trainer predicate into a bundle.
+    Sign {
+        /// Private signing key (from `rapha keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// OCI image layout directory or oci-archive tar.
+        #[arg(long)]
+        image: PathBuf,
+        /// trainer.toml: publisher, name, version, outputs, resources, requested fields.
+        #[arg(long)]
+        predicate: PathBuf,
+        /// Output bundle directory (must not exist or be empty).
+        #[arg(long, value_name = "BUNDLE")]
+        out: PathBuf,
+    },
+    /// Verify a bundle against a trust store, as the hospital node does.
+    Verify {
+        /// Trust store directory (managed with `rapha-node trust`).
+        #[arg(long, value_name = "DIR")]
+        trust_store: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+    },
+    /// Show what a bundle claims (NOT verified).
+    Inspect {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        #[arg(value_name = "BUNDLE")]
+        bundle: PathBuf,
+    },
+}
+
+/// Runs `rapha keygen`.
+pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
+    let public = write_keypair(&SigningKey::generate_ed25519(), &args.out)?;
+    println!(
+        "private key: {} (mode 0600, keep it secret)",
+        args.out.display()
+    );
+    println!("public key:  {}", public_path(&args.out).display());
+    println!("algorithm:   {}", public.algorithm().name());
+    println!("keyid:       {}", public.keyid());
+    Ok(())
+}
+
+/// Runs `rapha bundle ...`.
+pub fn run(cmd: BundleCommand) -> anyhow::Result<()> {
+    match cmd {
+        BundleCommand::Build {
+            rootfs,
+            entrypoint,
+            env,
+            out,
+        } => {
+            let digest = rapha_bundle::build_image(
+                &BuildSpec {
+                    rootfs,
+                    entrypoint: vec![entrypoint],
+                    env,
+                },
+                &out,
+            )?;
+            println!("built {}", out.display());
+            println!("manifest: {}", digest.to_oci());
+        }
+        BundleCommand::Sign {
+            key,
+            image,
+            predicate,
+            out,
+        } => {
+            let key = SigningKey::load(&key)?;
+            let text = std::fs::read_to_string(&predicate)
+                .with_context(|| format!("reading {}", predicate.display()))?;
+            let spec = TrainerSpec::from_toml(&text)
+                .with_context(|| format!("in {}", predicate.display()))?;
+            let digest = rapha_bundle::sign_bundle(&key, &image, &spec, &out)?;
+            println!("signed {}", out.display());
+            println!("trainer:  {} {}", spec.name, spec.version);
+            println!("manifest: {}", digest.to_oci());
+            println!("keyid:    {}", key.public_key().keyid());
+        }
+        BundleCommand::Verify {
+            trust_store,
+            json,
+            bundle,
+        } => {
+            let store = TrustStore::open(&trust_store)?;
+            let vb = rapha_bundle::verify_bundle(&bundle, &store)?;
+            if json {
+                let out = serde_json::json!({
+                    "verified": true,
+                    "publisher": vb.publisher(),
+                    "keyid": vb.keyid(),
+                    "trainer": vb.trainer_name(),
+                    "version": vb.trainer_version(),
+                    "manifest": vb.manifest_digest().to_oci(),
+                    "predicate": vb.predicate(),
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!("verified");
+                println!("publisher: {}", vb.publisher());
+                println!("trainer:   {} {}", vb.trainer_name(), vb.trainer_version());
+                println!("manifest:  {}", vb.manifest_digest().to_oci());
+                println!("keyid:     {}", vb.keyid());
+            }
+        }
+        BundleCommand::Inspect { json, bundle } => {
+            let ins = rapha_bundle::inspect_bundle(&bundle)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&ins)?);
+            } else {
+                print_inspection(&ins);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_inspection(ins: &rapha_bundle::Inspection) {
+    println!("NOT VERIFIED: this shows what the bundle claims; use `rapha bundle verify`.");
+    println!(
+        "manifest:        {}",
+        ins.manifest_digest.as_deref().unwrap_or("-")
+    );
+    for (i, l) in ins.layers.iter().enumerate() {
+        println!(
+            "layer {i}:         {} ({} bytes, {})",
+            l.digest, l.size, l.media_type
+        );
+    }
+    if !ins.signed {
+        println!("signature:       none (unsigned bundle)");
+        return;
+    }
+    println!(
+        "signed manifest: {}",
+        ins.signed_manifest.as_deref().unwrap_or("-")
+    );
+    println!(
+        "payload type:    {}",
+        ins.payload_type.as_deref().unwrap_or("-")
+    );
+    println!("key ids:         {}", ins.keyids.join(", "));
+    let Some(p) = &ins.predicate else {
+        println!("predicate:       unreadable");
+        return;
+    };
+    println!("publisher:       {}", p.publisher);
+    println!("trainer:         {} {}", p.trainer.name, p.trainer.version);
+    println!("entrypoint:      {}", p.entrypoint.join(" "));
+    if !p.env.is_empty() {
+        println!("env:             {}", p.env.join(" "));
+    }
+    let r = &p.resources;
+    println!(
+        "resources:       {} MB memory, {} cpus, {} pids, {} s wall",
+        r.memory_mb, r.cpus, r.pids, r.wall_seconds
+    );
+    for o in &p.outputs {
+        println!(
+            "output:          {} ({:?}, max {} bytes)",
+            o.name, o.kind, o.max_bytes
+        );
+    }
+    if !p.requested_fields.is_empty() {
+        println!("requested:       {}", p.requested_fields.join(", "));
+    }
+}
