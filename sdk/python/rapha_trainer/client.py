@@ -1,0 +1,230 @@
+"""Protocol v1 client: framing, operations and typed errors."""
+
+import json
+import os
+import socket
+import struct
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+DEFAULT_SOCKET = "/rapha/data.sock"
+MAX_RESPONSE_HEADER = 4 << 20
+MAX_PAYLOAD = 512 << 20
+MAX_PAGE = 1000
+
+_DTYPES = {"u8": np.dtype("<u1"), "u16": np.dtype("<u2"), "i16": np.dtype("<i2"), "f32": np.dtype("<f4")}
+
+
+class SdkError(Exception):
+    """Anything that went wrong talking to the node."""
+
+
+class FrameError(SdkError):
+    """A malformed or oversized frame from the node; the connection is unusable."""
+
+
+class RefusedError(SdkError):
+    """The node answered ok:false. `error` is the protocol's error code."""
+
+    def __init__(self, op: str, error: str, message: str):
+        super().__init__(f"node refused {op}: {error}: {message}")
+        self.op, self.error, self.message = op, error, message
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    job: str
+    records: int
+    train: int
+    validation: int
+    confinement: str
+
+
+@dataclass(frozen=True)
+class RecordMeta:
+    index: int
+    instance: str
+    series: str
+    study: str
+    patient: str
+    split: str  # "train" or "validation"
+    label: Optional[int]  # only ever present on training records
+    modality: str
+    dtype: str
+    shape: Tuple[int, int, int, int]  # frames, rows, columns, samples per pixel
+    attributes: Dict[str, object] = field(default_factory=dict)
+
+    def attr(self, keyword: str, default=None):
+        v = self.attributes.get(keyword, default)
+        if isinstance(v, list):
+            return v[0] if v else default
+        return v
+
+
+@dataclass(frozen=True)
+class Record:
+    index: int
+    pixels: np.ndarray  # shape (frames, rows, columns, samples), dtype from the node
+
+
+def _read_exact(sock: socket.socket, n: int) -> bytes:
+    chunks, got = [], 0
+    while got < n:
+        b = sock.recv(min(n - got, 1 << 20))
+        if not b:
+            raise FrameError("the node closed the connection")
+        chunks.append(b)
+        got += len(b)
+    return b"".join(chunks)
+
+
+def _read_frame(sock: socket.socket):
+    (hlen,) = struct.unpack("<I", _read_exact(sock, 4))
+    if hlen > MAX_RESPONSE_HEADER:
+        raise FrameError(f"frame header of {hlen} bytes exceeds the protocol limit")
+    try:
+        header = json.loads(_read_exact(sock, hlen).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FrameError(f"header is not JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise FrameError("header is not a JSON object")
+    n = header.get("payload", 0)
+    if not isinstance(n, int) or n < 0 or n > MAX_PAYLOAD:
+        raise FrameError(f"payload size {n!r} is not allowed")
+    return header, (_read_exact(sock, n) if n else b"")
+
+
+def _field(h: dict, key: str, typ):
+    v = h.get(key)
+    if not isinstance(v, typ) or isinstance(v, bool) and typ is int:
+        raise FrameError(f"missing or mistyped field {key!r}")
+    return v
+
+
+class Client:
+    """A connection to the record feed."""
+
+    def __init__(self, sock: socket.socket, trainer: str):
+        self._sock = sock
+        h, _ = self._call("hello", {"op": "hello", "protocol": PROTOCOL_VERSION, "trainer": trainer[:128]})
+        if _field(h, "protocol", int) != PROTOCOL_VERSION:
+            raise SdkError(f"node speaks protocol {h['protocol']}, this SDK speaks 1")
+        self.info = JobInfo(
+            job=_field(h, "job", str),
+            records=_field(h, "records", int),
+            train=_field(h, "train", int),
+            validation=_field(h, "validation", int),
+            confinement=_field(h, "confinement", str),
+        )
+
+    @classmethod
+    def connect(cls, trainer: str, path: Optional[str] = None) -> "Client":
+        path = path or os.environ.get("RAPHA_DATA_SOCKET", DEFAULT_SOCKET)
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+        except OSError as e:
+            raise SdkError(f"cannot connect to the record feed at {path}: {e}") from None
+        return cls(s, trainer)
+
+    def _call(self, op: str, req: dict):
+        body = json.dumps(req).encode()
+        self._sock.sendall(struct.pack("<I", len(body)) + body)
+        h, payload = _read_frame(self._sock)
+        ok = h.get("ok")
+        if ok is True:
+            return h, payload
+        if ok is False:
+            raise RefusedError(op, str(h.get("error", "unknown"))[:64], str(h.get("message", ""))[:1024])
+        raise FrameError(f'{op} response has no boolean "ok"')
+
+    def list(self, offset: int = 0, limit: int = MAX_PAGE) -> List[RecordMeta]:
+        h, _ = self._call("list", {"op": "list", "offset": offset, "limit": max(1, min(limit, MAX_PAGE))})
+        out = []
+        for r in _field(h, "records", list):
+            split = _field(r, "split", str)
+            if split not in ("train", "validation"):
+                raise FrameError(f"unknown split {split[:16]!r}")
+            label = r.get("label")
+            if label is not None and label not in (0, 1):
+                raise FrameError("label must be 0 or 1")
+            shape = _field(r, "shape", list)
+            if len(shape) != 4 or not all(isinstance(d, int) and 0 <= d <= 1 << 20 for d in shape):
+                raise FrameError("shape must be [frames, rows, columns, samples]")
+            dtype = _field(r, "dtype", str)
+            if dtype not in _DTYPES:
+                raise FrameError(f"unknown dtype {dtype[:16]!r}")
+            out.append(RecordMeta(
+                index=_field(r, "index", int), instance=_field(r, "instance", str),
+                series=_field(r, "series", str), study=_field(r, "study", str),
+                patient=_field(r, "patient", str), split=split, label=label,
+                modality=_field(r, "modality", str), dtype=dtype, shape=tuple(shape),
+                attributes=dict(r.get("attributes") or {}),
+            ))
+        return out
+
+    def list_all(self) -> List[RecordMeta]:
+        out: List[RecordMeta] = []
+        while len(out) < self.info.records:
+            page = self.list(len(out), MAX_PAGE)
+            if not page:
+                raise FrameError(f"node announced {self.info.records} records but listed {len(out)}")
+            out.extend(page)
+        return out
+
+    def fetch(self, index: int) -> Record:
+        h, payload = self._call("fetch", {"op": "fetch", "index": index})
+        dtype = _DTYPES.get(_field(h, "dtype", str))
+        shape = _field(h, "shape", list)
+        if dtype is None or len(shape) != 4:
+            raise FrameError("fetch response has a bad dtype or shape")
+        if int(np.prod(shape)) * dtype.itemsize != len(payload):
+            raise FrameError(f"record {index}: payload of {len(payload)} bytes does not match {shape}")
+        return Record(index, np.frombuffer(payload, dtype=dtype).reshape(shape))
+
+    def progress(self, epoch=None, step=None, loss=None, metrics=None) -> None:
+        req = {"op": "progress"}
+        for k, v in (("epoch", epoch), ("step", step), ("loss", loss), ("metrics", metrics)):
+            if v is not None:
+                req[k] = v
+        self._call("progress", req)
+
+    def predict(self, scores: Sequence[Tuple[int, float]]):
+        accepted, remaining = 0, self.info.validation
+        for i in range(0, len(scores), MAX_PAGE):
+            chunk = [{"index": int(ix), "score": float(s)} for ix, s in scores[i:i + MAX_PAGE]]
+            h, _ = self._call("predict", {"op": "predict", "predictions": chunk})
+            accepted += _field(h, "accepted", int)
+            remaining = _field(h, "remaining", int)
+        return accepted, remaining
+
+    def done(self):
+        h, _ = self._call("done", {"op": "done"})
+        self._sock.close()
+        return _field(h, "predicted", int), _field(h, "validation", int)
+
+
+class Cohort:
+    """Every record of the job, with train and validation views and shuffled epochs."""
+
+    def __init__(self, records: List[RecordMeta]):
+        self.records = records
+
+    @classmethod
+    def load(cls, client: Client) -> "Cohort":
+        return cls(client.list_all())
+
+    def train(self) -> Iterator[RecordMeta]:
+        return (r for r in self.records if r.split == "train" and r.label is not None)
+
+    def validation(self) -> Iterator[RecordMeta]:
+        return (r for r in self.records if r.split == "validation")
+
+    def train_batches(self, batch: int, epoch: int) -> List[List[RecordMeta]]:
+        order = list(self.train())
+        np.random.default_rng(0x52415048 ^ epoch).shuffle(order)
+        batch = max(1, batch)
+        return [order[i:i + batch] for i in range(0, len(order), batch)]
