@@ -1,4 +1,40 @@
 //! Signed proof receipts, the RFC 9162 transparency log and offline verification.
 //!
-//! Enforces **I6** (every job is provable): each finished or refused job yields a receipt
-//! signed by the node key and appended as a leaf of an append-only Merkle log.
+//! Enforces **I6** (every job is provable): each finished, refused or failed job yields a
+//! receipt whose body is serialised once to RFC 8785 canonical JSON ([`jcs`]); those bytes are
+//! appended as a leaf of an append-only RFC 9162 Merkle log ([`ReceiptLog`], SQLite, every
+//! acknowledged append durable), and the node key signs an EIP-712 `Settlement` message over
+//! the job id, outcome, body digest, payment terms and the log head right after the append —
+//! the message the escrow checks with `ecrecover` before it pays (**I7**). Signed tree heads use
+//! the same key.
+//!
+//! ```text
+//!  node:    ReceiptBody ─canonical_bytes─▶ bytes ─append─▶ ReceiptLog ─▶ (size, root)
+//!                                           │                              │
+//!                                           └─SHA-256─▶ Settlement ◀───────┘ ─NodeKey─▶ sig
+//!  auditor: receipt file ─verify()─▶ bytes canonical? signature? head signed? included?
+//! ```
+//!
+//! Verification uses the signed bytes only; the decoded copy in the file is for people and a
+//! file whose copy differs from its bytes is refused. The wire formats are specified in
+//! `docs/receipts.md`.
+
+mod address;
+pub mod body;
+pub mod eip712;
+mod error;
+pub mod jcs;
+mod key;
+pub mod log;
+mod receipt;
+
+pub use address::Address;
+pub use body::ReceiptBody;
+pub use eip712::{recover_signer, settlement_digest, Settlement, SettlementDomain, Signature};
+pub use error::{ErrorClass, ReceiptError, Result};
+pub use key::NodeKey;
+pub use log::{Appended, ReceiptLog, SignedTreeHead};
+pub use receipt::{
+    issue, settlement_for, verify, verify_file, Consistency, Inclusion, LogPosition, ReceiptFile,
+    VerifiedReceipt, VerifyOptions, FILE_FORMAT,
+};

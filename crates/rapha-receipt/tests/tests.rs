@@ -1,2 +1,10 @@
 //! Integration tests for rapha-receipt (one binary per crate keeps link time down).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
 
+mod common;
+mod crash;
+mod eip712;
+mod fuzz;
+mod jcs;
+mod log;
+mod tamper;

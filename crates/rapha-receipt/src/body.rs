@@ -1,0 +1,292 @@
+//! The receipt body, schema `rapha-receipt/1` (documented in `docs/receipts.md`).
+//!
+//! Plain data only (digests, strings, numbers), so the crates that fill it (policy, attest,
+//! enclave, node) need not be dependencies of this one and an auditor reads one small crate.
+//! Every struct refuses unknown fields: a body cannot carry something the schema never named.
+
+use std::collections::BTreeMap;
+
+use rapha_core::{Digest, ExclusionCounts, FeeSplit, JobId, Outcome, Usdc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ReceiptError, Result};
+use crate::{jcs, Address};
+
+/// The schema identifier this crate writes and reads.
+pub const SCHEMA: &str = "rapha-receipt/1";
+
+/// What one job (completed, refused or failed) proves. Serialised once to RFC 8785 canonical
+/// JSON; those bytes are signed, logged and hashed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptBody {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    pub job_id: JobId,
+    pub outcome: Outcome,
+    /// Why the job was refused or failed; for a completed job a short summary (may be empty).
+    pub reason: String,
+    pub node: NodeIdentity,
+    /// Publisher name as in the hospital's trust store.
+    pub publisher: String,
+    /// Trainer name as signed in the bundle.
+    pub trainer: String,
+    /// Digest of the bundle's OCI image manifest that ran (or would have run).
+    pub bundle_manifest: Digest,
+    /// `JobRequest::digest()` of the submitted request.
+    pub job_request: Digest,
+    pub policy: PolicyDecisions,
+    /// The DPO's approval; `None` when the job was refused before approval.
+    pub dpo_approval: Option<DpoApproval>,
+    pub attestation: Attestation,
+    /// `None` when the job was refused before the cohort was built.
+    pub cohort: Option<CohortCommitment>,
+    /// The enclave runtime's signed output manifest; `None` if the trainer never ran.
+    pub outputs: Option<OutputManifest>,
+    pub payment: Payment,
+    pub timestamps: Timestamps,
+    /// The runtime's confinement: `sgx-gramine`, `runc` or `none-development`.
+    pub confinement: String,
+}
+
+/// Which node issued the receipt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeIdentity {
+    /// The address of the node's signing key; the receipt signature must recover to it.
+    pub address: Address,
+    /// The hospital's name for the node (free text chosen by the hospital, never PHI).
+    pub name: String,
+}
+
+/// One policy evaluation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDecision {
+    pub allow: bool,
+    pub reasons: Vec<String>,
+    /// Digest binding the policy, its input and the data it saw.
+    pub digest: Digest,
+}
+
+/// Admission (step 2) and final gate (step 7) decisions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDecisions {
+    pub admission: PolicyDecision,
+    /// `None` when the job stopped before the final gate.
+    #[serde(rename = "final")]
+    pub final_gate: Option<PolicyDecision>,
+}
+
+/// The DPO's signed approval of the job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpoApproval {
+    /// The approver's public key or key id, as the policy crate records it.
+    pub signer: String,
+    /// The approval signature, hex or base64 as the policy crate records it.
+    pub signature: String,
+}
+
+/// Attestation evidence, or the explicit statement that there was none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Attestation {
+    /// Development run without hardware attestation. Never valid in production.
+    NoneDevelopment,
+    /// Hardware evidence, each item verified.
+    Verified { evidence: Vec<AttestationEvidence> },
+    /// The job ended before attestation.
+    NotReached,
+}
+
+/// One piece of attestation evidence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttestationEvidence {
+    /// `tpm2-quote`, `sgx-dcap-quote`, ….
+    pub kind: String,
+    /// SHA-256 of the evidence bytes.
+    pub digest: Digest,
+    /// The verifier's result, e.g. `ok`, `ok-sw-hardening-needed`, or the refusal.
+    pub result: String,
+}
+
+/// What the trainer was fed, without naming anyone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CohortCommitment {
+    /// RFC 9162 root over the sorted hashed instance ids fed to the trainer.
+    pub merkle_root: Digest,
+    /// Number of instances fed (the number of leaves under `merkle_root`).
+    pub instances: u64,
+    /// Instances fed, by modality.
+    pub by_modality: BTreeMap<String, u64>,
+    /// Instances excluded, by reason (opt-outs included).
+    pub exclusions: ExclusionCounts,
+}
+
+/// The enclave runtime's signed manifest of what left.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputManifest {
+    /// `passed` or `rejected: <reason>` as the output guard reported it.
+    pub guard_verdict: String,
+    /// Files released (empty when the guard rejected the outputs).
+    pub files: Vec<OutputFile>,
+    /// Node-computed validation metrics. Finite numbers only.
+    pub metrics: BTreeMap<String, f64>,
+    /// The runtime's per-job public key (hex), bound into the attestation.
+    pub runtime_public_key: String,
+    /// The runtime's signature over its manifest (hex).
+    pub signature: String,
+}
+
+/// One released file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputFile {
+    pub name: String,
+    pub sha256: Digest,
+    pub bytes: u64,
+}
+
+/// Payment terms. Amounts are decimal strings of USDC base units (JSON numbers are doubles).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Payment {
+    pub chain_id: u64,
+    /// The escrow contract (the EIP-712 `verifyingContract`).
+    pub escrow: Address,
+    /// The USDC token contract.
+    pub token: Address,
+    /// The hospital's payout address.
+    pub payout: Address,
+    #[serde(with = "base_units")]
+    pub fee: Usdc,
+    #[serde(with = "base_units")]
+    pub hospital_share: Usdc,
+    #[serde(with = "base_units")]
+    pub protocol_share: Usdc,
+}
+
+impl Payment {
+    /// Payment terms with the split of **I7** computed by [`FeeSplit::of`].
+    pub fn new(chain_id: u64, escrow: Address, token: Address, payout: Address, fee: Usdc) -> Self {
+        let split = FeeSplit::of(fee);
+        Self {
+            chain_id,
+            escrow,
+            token,
+            payout,
+            fee,
+            hospital_share: split.hospital,
+            protocol_share: split.protocol,
+        }
+    }
+}
+
+/// Unix times in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timestamps {
+    pub submitted_ms: u64,
+    /// When the trainer started; `None` if it never did.
+    pub started_ms: Option<u64>,
+    pub finished_ms: u64,
+}
+
+mod base_units {
+    use rapha_core::Usdc;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &Usdc, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.base_units().to_string())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Usdc, D::Error> {
+        let s = String::deserialize(d)?;
+        // Canonical decimal only: no sign, no leading zeros, no spaces.
+        if s.is_empty()
+            || !s.bytes().all(|b| b.is_ascii_digit())
+            || (s.len() > 1 && s.starts_with('0'))
+        {
+            return Err(serde::de::Error::custom(
+                "amount must be a decimal string of base units",
+            ));
+        }
+        s.parse::<u64>()
+            .map(Usdc::from_base_units)
+            .map_err(|_| serde::de::Error::custom("amount does not fit in 64 bits"))
+    }
+}
+
+impl ReceiptBody {
+    /// The canonical bytes that are signed, logged and hashed.
+    ///
+    /// # Errors
+    /// [`ReceiptError::Canonicalize`] for a non-finite metric or an integer past 2^53;
+    /// [`ReceiptError::InconsistentBody`] when [`ReceiptBody::check`] fails.
+    pub fn canonical_bytes(&self) -> Result<Vec<u8>> {
+        self.check()?;
+        jcs::to_vec_of(self)
+    }
+
+    /// Checks what the schema alone cannot: the schema id, finite metrics, the fee split of
+    /// **I7**, and that the cohort counts add up.
+    ///
+    /// # Errors
+    /// [`ReceiptError::UnsupportedSchema`], [`ReceiptError::InconsistentBody`].
+    pub fn check(&self) -> Result<()> {
+        if self.schema != SCHEMA {
+            return Err(ReceiptError::UnsupportedSchema {
+                found: self.schema.chars().take(60).collect(),
+                expected: SCHEMA,
+            });
+        }
+        let bad = |s: String| Err(ReceiptError::InconsistentBody(s));
+        let p = &self.payment;
+        let split = FeeSplit::of(p.fee);
+        if p.hospital_share != split.hospital || p.protocol_share != split.protocol {
+            return bad(format!(
+                "fee split {} / {} of fee {} is not the 70/30 split {} / {}",
+                p.hospital_share, p.protocol_share, p.fee, split.hospital, split.protocol
+            ));
+        }
+        if let Some(c) = &self.cohort {
+            let sum = c
+                .by_modality
+                .values()
+                .try_fold(0u64, |a, b| a.checked_add(*b));
+            if sum != Some(c.instances) {
+                return bad(format!(
+                    "cohort counts by modality do not add up to {} instances",
+                    c.instances
+                ));
+            }
+        }
+        if let Some(o) = &self.outputs {
+            if let Some((k, _)) = o.metrics.iter().find(|(_, v)| !v.is_finite()) {
+                return bad(format!("metric {k:?} is not a finite number"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Parses body bytes and checks that they are exactly the canonical form of what they
+    /// decode to, so two different byte strings never stand for one body.
+    ///
+    /// # Errors
+    /// [`ReceiptError::Malformed`], [`ReceiptError::NotCanonical`], and those of
+    /// [`ReceiptBody::check`].
+    pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Self> {
+        let body: Self = serde_json::from_slice(bytes)
+            .map_err(|e| ReceiptError::Malformed(format!("receipt body: {e}")))?;
+        body.check()?;
+        if jcs::to_vec_of(&body)? != bytes {
+            return Err(ReceiptError::NotCanonical);
+        }
+        Ok(body)
+    }
+}

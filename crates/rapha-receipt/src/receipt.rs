@@ -1,0 +1,398 @@
+//! The receipt file: signed body bytes, the decoded copy, and the log proofs; issuing and
+//! verifying one.
+//!
+//! ```text
+//!  body ──JCS──▶ bytes ──SHA-256──▶ receiptDigest ─┐
+//!                  │                               ├─ EIP-712 Settlement ──node key──▶ signature
+//!                  └──append──▶ log (size, root) ──┘
+//!  file = { body_b64: bytes, body: copy, signature, log_at_signing, inclusion, sth, consistency }
+//! ```
+
+use base64::Engine as _;
+use rapha_core::merkle;
+use rapha_core::Digest;
+use serde::{Deserialize, Serialize};
+
+use crate::body::ReceiptBody;
+use crate::eip712::{recover_signer, settlement_digest, Settlement, SettlementDomain, Signature};
+use crate::error::{ReceiptError, Result};
+use crate::log::{ReceiptLog, SignedTreeHead};
+use crate::{Address, NodeKey};
+
+/// Format identifier of the receipt file.
+pub const FILE_FORMAT: &str = "rapha-receipt-file/1";
+
+/// The log size and root right after the receipt's leaf was appended (signed in the EIP-712
+/// message as `logSize`, `logRoot`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogPosition {
+    pub tree_size: u64,
+    pub root_hash: Digest,
+}
+
+/// RFC 9162 inclusion proof of the receipt's leaf, as any RFC 9162 implementation reads it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Inclusion {
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    pub root_hash: Digest,
+    pub audit_path: Vec<Digest>,
+}
+
+/// RFC 9162 consistency proof from `from_size` to the inclusion proof's tree size.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Consistency {
+    pub from_size: u64,
+    pub proof: Vec<Digest>,
+}
+
+/// A receipt as handed to the AI company, the auditor and the escrow.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptFile {
+    /// Always [`FILE_FORMAT`].
+    pub format: String,
+    /// The canonical body bytes, base64 (standard alphabet, padded). The only thing verified.
+    pub body_b64: String,
+    /// A decoded copy for people. Verification refuses a file where it differs from the bytes.
+    pub body: serde_json::Value,
+    /// SHA-256 of the body bytes (the EIP-712 `receiptDigest`), for convenience.
+    pub receipt_digest: Digest,
+    /// EIP-712 `Settlement` signature by the node key.
+    pub signature: Signature,
+    pub log_at_signing: LogPosition,
+    pub inclusion: Inclusion,
+    /// The signed head the inclusion proof leads to.
+    pub sth: SignedTreeHead,
+    /// Consistency proofs to `inclusion.tree_size` from earlier sizes: from
+    /// `log_at_signing.tree_size` when the proof is for a later head, and from any older head
+    /// an auditor asked about.
+    #[serde(default)]
+    pub consistency: Vec<Consistency>,
+}
+
+/// What verification established.
+#[derive(Clone, Debug)]
+pub struct VerifiedReceipt {
+    pub body: ReceiptBody,
+    pub body_bytes: Vec<u8>,
+    pub receipt_digest: Digest,
+    /// The node that signed (the recovered address).
+    pub signer: Address,
+    /// Whether the signer was pinned by the caller (`--node-address`) rather than taken from
+    /// the body's own claim.
+    pub signer_pinned: bool,
+    pub settlement_digest: [u8; 32],
+    pub leaf_index: u64,
+    /// The head the receipt was shown to be included in.
+    pub head: SignedTreeHead,
+    /// An older head shown to be consistent with `head`, if one was given.
+    pub consistent_with: Option<SignedTreeHead>,
+}
+
+/// What the caller brings to verification (all optional).
+#[derive(Clone, Debug, Default)]
+pub struct VerifyOptions {
+    /// The node address the caller trusts. Without it the body's own claim is used.
+    pub node_address: Option<Address>,
+    /// A signed head obtained independently, which the receipt must be included in.
+    pub sth: Option<SignedTreeHead>,
+    /// An older signed head the log must have grown from.
+    pub consistency_from: Option<SignedTreeHead>,
+}
+
+/// The EIP-712 domain and message for a body.
+pub fn settlement_for(
+    body: &ReceiptBody,
+    receipt_digest: &Digest,
+    at: &LogPosition,
+) -> (SettlementDomain, Settlement) {
+    let p = &body.payment;
+    (
+        SettlementDomain {
+            chain_id: p.chain_id,
+            verifying_contract: p.escrow,
+        },
+        Settlement {
+            job_id: body.job_id.to_bytes32(),
+            outcome: body.outcome.code(),
+            receipt_digest: *receipt_digest.as_bytes(),
+            payout: p.payout,
+            fee: p.fee.base_units(),
+            token: p.token,
+            log_size: at.tree_size,
+            log_root: *at.root_hash.as_bytes(),
+        },
+    )
+}
+
+/// Canonicalizes `body`, appends it to `log`, signs the settlement message and a tree head,
+/// and returns the receipt file. Issuing the same body again returns the same log position
+/// and signature (the log de-duplicates, signing is deterministic per RFC 6979).
+///
+/// # Errors
+/// [`ReceiptError::InconsistentBody`] if the body names another node or fails its checks;
+/// storage and signing errors.
+pub fn issue(
+    body: &ReceiptBody,
+    key: &NodeKey,
+    log: &mut ReceiptLog,
+    now_ms: u64,
+) -> Result<ReceiptFile> {
+    if body.node.address != key.address() {
+        return Err(ReceiptError::InconsistentBody(format!(
+            "the body names node {} but the signing key is {}",
+            body.node.address,
+            key.address()
+        )));
+    }
+    let bytes = body.canonical_bytes()?;
+    let appended = log.append(&bytes)?;
+    let at = LogPosition {
+        tree_size: appended.tree_size,
+        root_hash: appended.root,
+    };
+    let receipt_digest = Digest::of(&bytes);
+    let (domain, msg) = settlement_for(body, &receipt_digest, &at);
+    let signature = key.sign(&settlement_digest(&domain, &msg))?;
+    let sth = log.sign_head(key, now_ms)?;
+    let mut file = ReceiptFile {
+        format: FILE_FORMAT.to_owned(),
+        body_b64: base64::engine::general_purpose::STANDARD.encode(&bytes),
+        body: serde_json::from_slice(&bytes).map_err(|e| ReceiptError::Malformed(e.to_string()))?,
+        receipt_digest,
+        signature,
+        log_at_signing: at,
+        inclusion: Inclusion {
+            leaf_index: appended.index,
+            tree_size: 0,
+            root_hash: sth.root_hash,
+            audit_path: vec![],
+        },
+        sth,
+        consistency: vec![],
+    };
+    file.prove_at(log, sth, &[])?;
+    tracing::info!(job = %body.job_id, outcome = ?body.outcome, leaf = appended.index, "receipt issued");
+    Ok(file)
+}
+
+impl ReceiptFile {
+    /// Re-proves the receipt against `head` (a later head of `log`), with consistency proofs
+    /// from the signed log position and from each of `old_sizes`.
+    ///
+    /// # Errors
+    /// [`ReceiptError::LogRequest`] if `head` is not a head of this log that contains the leaf.
+    pub fn prove_at(
+        &mut self,
+        log: &ReceiptLog,
+        head: SignedTreeHead,
+        old_sizes: &[u64],
+    ) -> Result<()> {
+        if log.root_at(head.tree_size)? != head.root_hash {
+            return Err(ReceiptError::LogRequest(
+                "the head is not a head of this log".into(),
+            ));
+        }
+        let index = self.inclusion.leaf_index;
+        self.inclusion = Inclusion {
+            leaf_index: index,
+            tree_size: head.tree_size,
+            root_hash: head.root_hash,
+            audit_path: log.inclusion_proof(index, head.tree_size)?,
+        };
+        self.sth = head;
+        self.consistency.clear();
+        let mut froms: Vec<u64> = old_sizes.to_vec();
+        froms.push(self.log_at_signing.tree_size);
+        froms.sort_unstable();
+        froms.dedup();
+        for from in froms.into_iter().filter(|f| *f < head.tree_size && *f > 0) {
+            self.consistency.push(Consistency {
+                from_size: from,
+                proof: log.consistency_proof(from, head.tree_size)?,
+            });
+        }
+        Ok(())
+    }
+
+    /// Serialises the file (pretty JSON, for people and tools).
+    ///
+    /// # Errors
+    /// [`ReceiptError::Malformed`] (cannot happen for a file built by [`issue`]).
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(self).map_err(|e| ReceiptError::Malformed(e.to_string()))
+    }
+
+    /// Parses a receipt file.
+    ///
+    /// # Errors
+    /// [`ReceiptError::Malformed`].
+    pub fn from_json(bytes: &[u8]) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|e| ReceiptError::Malformed(e.to_string()))
+    }
+}
+
+/// Parses and verifies a receipt file offline. See [`verify_file`].
+///
+/// # Errors
+/// As [`verify_file`], plus [`ReceiptError::Malformed`] for unparseable JSON.
+pub fn verify(bytes: &[u8], opts: &VerifyOptions) -> Result<VerifiedReceipt> {
+    verify_file(&ReceiptFile::from_json(bytes)?, opts)
+}
+
+/// Verifies a receipt offline, in this order: the body bytes (canonical, schema, the copy
+/// matches), the node signature over the EIP-712 settlement message, the signed head, the
+/// inclusion proof, the link between the signed log position and the head, and an optional
+/// older head's consistency.
+///
+/// # Errors
+/// One [`ReceiptError`] per failed check; [`ReceiptError::class`] groups them.
+pub fn verify_file(file: &ReceiptFile, opts: &VerifyOptions) -> Result<VerifiedReceipt> {
+    if file.format != FILE_FORMAT {
+        return Err(ReceiptError::Malformed(format!(
+            "file format {:?} is not {FILE_FORMAT:?}",
+            file.format.chars().take(60).collect::<String>()
+        )));
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(file.body_b64.as_bytes())
+        .map_err(|e| ReceiptError::Malformed(format!("body_b64 is not base64: {e}")))?;
+    let body = ReceiptBody::from_canonical_bytes(&bytes)?;
+    let copy: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+    if copy != file.body {
+        return Err(ReceiptError::CopyMismatch);
+    }
+    let receipt_digest = Digest::of(&bytes);
+
+    // The node signature over everything the escrow acts on.
+    let (domain, msg) = settlement_for(&body, &receipt_digest, &file.log_at_signing);
+    let sdigest = settlement_digest(&domain, &msg);
+    let signer = recover_signer(&sdigest, &file.signature)?;
+    if signer != body.node.address {
+        return Err(ReceiptError::SignerMismatch {
+            recovered: signer,
+            claimed: body.node.address,
+        });
+    }
+    if let Some(expected) = opts.node_address {
+        if signer != expected {
+            return Err(ReceiptError::WrongSigner {
+                found: signer,
+                expected,
+            });
+        }
+    }
+    if file.receipt_digest != receipt_digest {
+        return Err(ReceiptError::Malformed(
+            "receipt_digest is not the SHA-256 of the body bytes".into(),
+        ));
+    }
+
+    // The head: the caller's own, or the one in the file; either way signed by the node.
+    let head = opts.sth.unwrap_or(file.sth);
+    head.verify(&signer)?;
+    let inc = &file.inclusion;
+    if inc.tree_size != head.tree_size || inc.root_hash != head.root_hash {
+        return Err(ReceiptError::NotInLog(format!(
+            "the inclusion proof is for tree size {} with root {}, but the head checked has size {} \
+             with root {}; ask the node for a proof at that head",
+            inc.tree_size, inc.root_hash, head.tree_size, head.root_hash
+        )));
+    }
+    let leaf = merkle::leaf_hash(&bytes);
+    merkle::verify_inclusion(
+        &leaf,
+        inc.leaf_index,
+        inc.tree_size,
+        &inc.audit_path,
+        &inc.root_hash,
+    )
+    .map_err(|e| ReceiptError::NotInLog(e.to_string()))?;
+
+    // The position the node signed must be this leaf's, and a prefix of the head.
+    let at = &file.log_at_signing;
+    if at.tree_size != inc.leaf_index + 1 {
+        return Err(ReceiptError::NotInLog(format!(
+            "the node signed log size {} for this receipt, but its leaf index is {}",
+            at.tree_size, inc.leaf_index
+        )));
+    }
+    check_consistent(file, at.tree_size, &at.root_hash, &head, true)?;
+
+    let consistent_with = match opts.consistency_from {
+        None => None,
+        Some(old) => {
+            old.verify(&signer)?;
+            if old.tree_size > head.tree_size {
+                return Err(ReceiptError::MalformedHead(format!(
+                    "the older head has size {} but the receipt's head only {}; ask the node for \
+                     a proof at a newer head",
+                    old.tree_size, head.tree_size
+                )));
+            }
+            check_consistent(file, old.tree_size, &old.root_hash, &head, false)?;
+            Some(old)
+        }
+    };
+
+    Ok(VerifiedReceipt {
+        body,
+        body_bytes: bytes,
+        receipt_digest,
+        signer,
+        signer_pinned: opts.node_address.is_some(),
+        settlement_digest: sdigest,
+        leaf_index: inc.leaf_index,
+        head,
+        consistent_with,
+    })
+}
+
+fn check_consistent(
+    file: &ReceiptFile,
+    old_size: u64,
+    old_root: &Digest,
+    head: &SignedTreeHead,
+    signed_position: bool,
+) -> Result<()> {
+    if old_size == 0 {
+        return Err(ReceiptError::MalformedHead(
+            "a head of size 0 proves nothing".into(),
+        ));
+    }
+    if old_size == head.tree_size {
+        if *old_root != head.root_hash {
+            return Err(ReceiptError::Inconsistent(format!(
+                "two different roots signed for tree size {old_size}: {old_root} and {}",
+                head.root_hash
+            )));
+        }
+        return Ok(());
+    }
+    let Some(c) = file.consistency.iter().find(|c| c.from_size == old_size) else {
+        let msg = format!(
+            "the file carries no consistency proof from size {old_size} to {}; ask the node for one",
+            head.tree_size
+        );
+        return Err(if signed_position {
+            ReceiptError::NotInLog(msg)
+        } else {
+            ReceiptError::MalformedHead(msg)
+        });
+    };
+    merkle::verify_consistency(
+        old_size,
+        head.tree_size,
+        old_root,
+        &head.root_hash,
+        &c.proof,
+    )
+    .map_err(|e| {
+        ReceiptError::Inconsistent(format!("from size {old_size} to {}: {e}", head.tree_size))
+    })
+}
