@@ -1,2 +1,4 @@
 //! Integration tests for the `rapha-node` binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
 
+mod trust;
