@@ -363,13 +363,27 @@ impl Guard<'_> {
 
     /// Searches one byte stream for identifiers and fed pixel blocks.
     fn scan_stream(&self, stream: &str, bytes: &[u8], rejections: &mut Vec<Rejection>) {
-        if let Some(hit) = self.identifiers.find(bytes) {
-            rejections.push(Rejection::Identifier {
-                stream: stream.into(),
-                kind: hit.kind,
-                offset: hit.offset,
-            });
+        for hit in self.identifiers.find_each_kind(bytes) {
+            if hit.kind == IdentifierKind::DicomMagic {
+                rejections.push(Rejection::DicomContent {
+                    name: stream.into(),
+                    how: format!(
+                        "an embedded DICOM file meta header at offset {}",
+                        hit.offset
+                    ),
+                });
+            } else {
+                rejections.push(Rejection::Identifier {
+                    stream: stream.into(),
+                    kind: hit.kind,
+                    offset: hit.offset,
+                });
+            }
         }
+        self.scan_pixels(stream, bytes, rejections);
+    }
+
+    fn scan_pixels(&self, stream: &str, bytes: &[u8], rejections: &mut Vec<Rejection>) {
         if let Some(hit) = self.fingerprints.find(bytes) {
             rejections.push(Rejection::PixelBlock {
                 stream: stream.into(),

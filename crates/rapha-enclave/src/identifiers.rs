@@ -179,6 +179,25 @@ impl IdentifierSearcher {
         })
     }
 
+    /// The first hit of each identifier kind found in `bytes`, in order of appearance.
+    pub fn find_each_kind(&self, bytes: &[u8]) -> Vec<IdentifierHit> {
+        let mut out: Vec<IdentifierHit> = Vec::new();
+        for m in self.ac.find_iter(bytes) {
+            let kind = self
+                .kinds
+                .get(m.pattern().as_usize())
+                .copied()
+                .unwrap_or(IdentifierKind::Other);
+            if !out.iter().any(|h| h.kind == kind) {
+                out.push(IdentifierHit {
+                    kind,
+                    offset: m.start(),
+                });
+            }
+        }
+        out
+    }
+
     /// Identifiers too short to search for.
     pub fn skipped_short(&self) -> usize {
         self.skipped

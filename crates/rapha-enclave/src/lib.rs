@@ -32,6 +32,7 @@ mod error;
 pub mod feed;
 pub mod fingerprint;
 pub mod formats;
+pub mod fuzzing;
 pub mod guard;
 pub mod harden;
 pub mod identifiers;

@@ -1,1 +1,239 @@
-//! feed tests
+//! The record feed, spoken to over a real Unix socket exactly as a trainer would.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use rapha_core::JobId;
+use rapha_enclave::feed::{self, Feed, FeedState};
+use rapha_enclave::protocol::{read_frame, write_frame, MAX_REQUEST_HEADER};
+use rapha_enclave::split::{split_records, Split};
+use rapha_enclave::RecordSource;
+use serde_json::{json, Value};
+
+use crate::support::{cohort, SIDE};
+
+struct Client(UnixStream);
+
+impl Client {
+    fn call(&mut self, req: Value) -> (Value, Vec<u8>) {
+        write_frame(&mut self.0, &serde_json::to_vec(&req).unwrap(), &[]).unwrap();
+        read_frame(&mut self.0).unwrap()
+    }
+}
+
+/// Runs `f` against a feed serving a 20-patient cohort; returns the feed's final state.
+fn with_feed(f: impl FnOnce(&dyn Fn() -> Client, &[Split])) -> FeedState {
+    let cohort = cohort(20, 9);
+    let splits = split_records(cohort.source.records(), 30);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.sock");
+    let listener = feed::bind(&path).unwrap();
+    let feed = Feed {
+        job: JobId::from_bytes([1; 16]),
+        confinement: "none-development",
+        source: &cohort.source,
+        splits: &splits,
+        state: Mutex::new(FeedState::default()),
+        stop: AtomicBool::new(false),
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| feed.serve(&listener));
+        let connect = || Client(UnixStream::connect(&path).unwrap());
+        f(&connect, &splits);
+        feed.stop.store(true, Ordering::Relaxed);
+    });
+    feed.state.into_inner().unwrap()
+}
+
+fn hello(c: &mut Client) -> Value {
+    c.call(json!({"op": "hello", "protocol": 1, "trainer": "test"}))
+        .0
+}
+
+#[test]
+fn validation_labels_are_never_sent() {
+    with_feed(|connect, splits| {
+        let mut c = connect();
+        let h = hello(&mut c);
+        assert_eq!(h["confinement"], "none-development");
+        assert_eq!(h["records"], 20);
+        let (list, _) = c.call(json!({"op": "list", "offset": 0, "limit": 1000}));
+        let recs = list["records"].as_array().unwrap();
+        assert_eq!(recs.len(), 20);
+        let mut val = 0;
+        for r in recs {
+            let i = r["index"].as_u64().unwrap() as usize;
+            match splits[i] {
+                Split::Validation => {
+                    val += 1;
+                    assert_eq!(r["split"], "validation");
+                    assert!(
+                        r.get("label").is_none(),
+                        "validation record {i} carries a label"
+                    );
+                }
+                Split::Train => assert!(r["label"].is_u64()),
+            }
+            assert_eq!(r["instance"].as_str().unwrap().len(), 64);
+        }
+        assert_eq!(val, 6, "30% of 20 patients");
+        // Not in any other message either.
+        let (f, _) = c.call(json!({"op": "fetch", "index": splits.iter().position(|s| *s == Split::Validation).unwrap()}));
+        assert!(f.get("label").is_none());
+    });
+}
+
+#[test]
+fn split_is_by_patient_deterministic_and_disjoint() {
+    let c = cohort(60, 3);
+    let recs = c.source.records();
+    let a = split_records(recs, 25);
+    assert_eq!(a, split_records(recs, 25));
+    let train: BTreeSet<_> = recs
+        .iter()
+        .zip(&a)
+        .filter(|(_, s)| **s == Split::Train)
+        .map(|(r, _)| r.patient)
+        .collect();
+    let val: BTreeSet<_> = recs
+        .iter()
+        .zip(&a)
+        .filter(|(_, s)| **s == Split::Validation)
+        .map(|(r, _)| r.patient)
+        .collect();
+    assert!(train.is_disjoint(&val));
+    assert_eq!(val.len(), 15);
+    // The split depends on the patients, not on the order the records arrive in.
+    let mut reversed = recs.to_vec();
+    reversed.reverse();
+    let b = split_records(&reversed, 25);
+    let val_b: BTreeSet<_> = reversed
+        .iter()
+        .zip(&b)
+        .filter(|(_, s)| **s == Split::Validation)
+        .map(|(r, _)| r.patient)
+        .collect();
+    assert_eq!(val, val_b);
+}
+
+#[test]
+fn fetch_serves_pixels_by_random_access_and_fingerprints_them() {
+    let state = with_feed(|connect, _| {
+        let mut c = connect();
+        hello(&mut c);
+        for i in [7usize, 2, 7, 19] {
+            let (h, px) = c.call(json!({"op": "fetch", "index": i}));
+            assert_eq!(h["ok"], true);
+            assert_eq!(h["dtype"], "u16");
+            assert_eq!(h["shape"], json!([1, SIDE, SIDE, 1]));
+            assert_eq!(px.len(), (SIDE * SIDE * 2) as usize);
+        }
+        let (h, _) = c.call(json!({"op": "fetch", "index": 20}));
+        assert_eq!(h["error"], "no_such_record");
+    });
+    assert_eq!(state.fed, BTreeSet::from([2, 7, 19]));
+    assert_eq!(state.records_fed, 4);
+    assert!(!state.fingerprints.is_empty());
+}
+
+#[test]
+fn predictions_only_for_validation_records_once_each_in_range() {
+    let state = with_feed(|connect, splits| {
+        let val: Vec<usize> = (0..20)
+            .filter(|&i| splits[i] == Split::Validation)
+            .collect();
+        let train = (0..20).find(|&i| splits[i] == Split::Train).unwrap();
+        let mut c = connect();
+        hello(&mut c);
+        let pred = |i: usize, s: f64| json!({"index": i, "score": s});
+        let (r, _) =
+            c.call(json!({"op": "predict", "predictions": [pred(val[0], 0.5), pred(train, 0.5)]}));
+        assert_eq!(r["error"], "not_validation");
+        let (r, _) = c.call(json!({"op": "predict", "predictions": [pred(val[0], 1.5)]}));
+        assert_eq!(r["error"], "bad_score");
+        let (r, _) = c.call(json!({"op": "predict", "predictions": [pred(val[0], 0.9)]}));
+        assert_eq!(
+            (r["accepted"].as_u64(), r["remaining"].as_u64()),
+            (Some(1), Some(val.len() as u64 - 1))
+        );
+        let (r, _) = c.call(json!({"op": "predict", "predictions": [pred(val[0], 0.1)]}));
+        assert_eq!(r["error"], "duplicate_prediction");
+        // State survives a reconnect.
+        drop(c);
+        let mut c = connect();
+        hello(&mut c);
+        let (r, _) = c.call(json!({"op": "predict", "predictions": [pred(val[1], 0.2)]}));
+        assert_eq!(r["ok"], true);
+        let (r, _) = c.call(json!({"op": "done"}));
+        assert_eq!(r["predicted"], 2);
+        let mut c = connect();
+        assert_eq!(hello(&mut c)["error"], "finished");
+    });
+    assert_eq!(state.predictions.len(), 2);
+    assert!(state.done);
+}
+
+#[test]
+fn hello_is_required_and_unknown_fields_are_refused() {
+    with_feed(|connect, _| {
+        let mut c = connect();
+        assert_eq!(
+            c.call(json!({"op": "list", "offset": 0, "limit": 10})).0["error"],
+            "protocol"
+        );
+        assert_eq!(
+            c.call(json!({"op": "hello", "protocol": 2})).0["error"],
+            "protocol"
+        );
+        assert_eq!(
+            c.call(json!({"op": "hello", "protocol": 1, "path": "/etc"}))
+                .0["error"],
+            "bad_request"
+        );
+        assert_eq!(hello(&mut c)["ok"], true);
+        assert_eq!(
+            c.call(json!({"op": "list", "offset": 0, "limit": 1001})).0["error"],
+            "bad_request"
+        );
+        assert_eq!(
+            c.call(json!({"op": "progress", "metrics": {"Patient Name": 1.0}}))
+                .0["error"],
+            "bad_request"
+        );
+        assert_eq!(
+            c.call(json!({"op": "progress", "epoch": 2, "loss": 0.3})).0["ok"],
+            true
+        );
+    });
+}
+
+#[test]
+fn oversized_header_closes_the_connection_without_allocating() {
+    let state = with_feed(|connect, _| {
+        let mut c = connect();
+        let len = (MAX_REQUEST_HEADER as u32 + 1).to_le_bytes();
+        c.0.write_all(&len).unwrap();
+        // The node closes: the next read sees EOF, not a response.
+        let r = read_frame(&mut c.0);
+        assert!(r.is_err());
+        // A new connection still works.
+        let mut c = connect();
+        assert_eq!(hello(&mut c)["ok"], true);
+    });
+    assert_eq!(state.protocol_errors, 1);
+}
+
+#[test]
+fn self_reported_progress_is_kept_apart() {
+    let state = with_feed(|connect, _| {
+        let mut c = connect();
+        hello(&mut c);
+        c.call(json!({"op": "progress", "epoch": 4, "metrics": {"auc": 0.99}}));
+    });
+    let sr = state.self_reported.unwrap();
+    assert_eq!(sr.epoch, Some(4));
+    assert_eq!(sr.metrics, BTreeMap::from([("auc".to_string(), 0.99)]));
+}

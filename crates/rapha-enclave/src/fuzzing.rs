@@ -1,0 +1,27 @@
+//! Fuzz entry points: every parser of trainer-written bytes, driven by `cargo fuzz`
+//! (`fuzz/`) and by proptest over a seed corpus on stable (`tests/fuzz.rs`). Each must
+//! return, never panic, and never allocate beyond its limits.
+
+use crate::formats;
+use crate::protocol;
+
+/// Output-format parsers on arbitrary bytes.
+pub fn output_formats(data: &[u8]) {
+    let _ = formats::has_dicm_magic(data);
+    let _ = formats::looks_like_dicom_dataset(data);
+    let _ = formats::check_safetensors(data);
+    let _ = formats::check_onnx(data);
+    let _ = formats::check_metrics_json(data);
+    if let Ok(entries) = formats::read_zip(data, 1 << 20) {
+        let _ = formats::check_pytorch_entries(&entries);
+    }
+}
+
+/// Protocol framing and request parsing on arbitrary bytes.
+pub fn protocol_request(data: &[u8]) {
+    let mut cursor = std::io::Cursor::new(data);
+    if let Ok(header) = protocol::read_header(&mut cursor, protocol::MAX_REQUEST_HEADER) {
+        let _ = protocol::parse_request(&header);
+    }
+    let _ = protocol::parse_request(data);
+}
