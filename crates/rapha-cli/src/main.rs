@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 mod bundle;
+mod verify;
 
 /// Rapha client: package and sign trainers, submit and pay for jobs, verify receipts.
 #[derive(Debug, Parser)]
@@ -22,6 +23,8 @@ enum Command {
     /// Build, sign, verify and inspect trainer bundles.
     #[command(subcommand)]
     Bundle(bundle::BundleCommand),
+    /// Verify a receipt offline: signature, EIP-712 digest, inclusion in the signed log head.
+    Verify(verify::VerifyArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,5 +32,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Keygen(args) => bundle::keygen(args),
         Command::Bundle(cmd) => bundle::run(cmd),
+        Command::Verify(args) => verify::run(args),
     }
 }

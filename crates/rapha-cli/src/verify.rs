@@ -1,0 +1,271 @@
+//! `rapha verify RECEIPT`: offline verification of a receipt and its place in the node's
+//! transparency log (**I6**), as an auditor, the AI company or the hospital runs it.
+//!
+//! Exit codes (also in `docs/receipts.md`):
+//!
+//! | code | meaning |
+//! |---|---|
+//! | 0 | verified |
+//! | 1 | a file could not be read |
+//! | 2 | usage error (bad arguments) |
+//! | 3 | malformed input: not a receipt / head, non-canonical body, edited human copy, bad schema |
+//! | 4 | invalid signature: receipt or head not signed by the node (or by the pinned node) |
+//! | 5 | not in log: the inclusion proof does not lead to the signed head |
+//! | 6 | log inconsistent: two signed heads of the node contradict each other (fork) |
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use rapha_receipt::body::Attestation;
+use rapha_receipt::{
+    Address, ErrorClass, ReceiptError, SignedTreeHead, VerifiedReceipt, VerifyOptions,
+};
+
+/// Exit code: malformed input.
+pub const EXIT_MALFORMED: u8 = 3;
+/// Exit code: invalid signature.
+pub const EXIT_BAD_SIGNATURE: u8 = 4;
+/// Exit code: not in the log.
+pub const EXIT_NOT_IN_LOG: u8 = 5;
+/// Exit code: inconsistent log heads.
+pub const EXIT_INCONSISTENT: u8 = 6;
+
+/// Arguments of `rapha verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The receipt file (JSON, as the node hands it out).
+    pub receipt: PathBuf,
+    /// The node address you trust (0x…). Without it, the address the receipt names is used
+    /// and the result says so.
+    #[arg(long, value_name = "ADDR")]
+    pub node_address: Option<String>,
+    /// A signed tree head obtained independently (JSON); the receipt must be included in it.
+    #[arg(long, value_name = "STH")]
+    pub sth: Option<PathBuf>,
+    /// An older signed tree head you saw before (JSON); the log must have grown from it.
+    #[arg(long, value_name = "OLD_STH")]
+    pub consistency_from: Option<PathBuf>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn read(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn head(path: &Option<PathBuf>) -> anyhow::Result<Result<Option<SignedTreeHead>, ReceiptError>> {
+    Ok(match path {
+        None => Ok(None),
+        Some(p) => SignedTreeHead::from_json(&read(p)?).map(Some),
+    })
+}
+
+/// Runs `rapha verify`. Unreadable files are errors (exit 1); verification failures print
+/// what failed and exit the process with the code of their class.
+pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
+    let receipt = read(&args.receipt)?;
+    let sth = head(&args.sth)?;
+    let old = head(&args.consistency_from)?;
+    let result = (|| {
+        let node_address = args
+            .node_address
+            .as_deref()
+            .map(str::parse::<Address>)
+            .transpose()?;
+        let opts = VerifyOptions {
+            node_address,
+            sth: sth?,
+            consistency_from: old?,
+        };
+        rapha_receipt::verify(&receipt, &opts)
+    })();
+    match result {
+        Ok(v) => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&json_summary(&v))?);
+            } else {
+                print!("{}", human_summary(&v));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let (code, class) = match e.class() {
+                ErrorClass::InvalidSignature => (EXIT_BAD_SIGNATURE, "invalid-signature"),
+                ErrorClass::NotInLog => (EXIT_NOT_IN_LOG, "not-in-log"),
+                ErrorClass::Inconsistent => (EXIT_INCONSISTENT, "log-inconsistent"),
+                _ => (EXIT_MALFORMED, "malformed"),
+            };
+            if args.json {
+                let out = serde_json::json!({ "verified": false, "class": class, "error": e.to_string() });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                eprintln!("NOT VERIFIED ({class}): {e}");
+            }
+            use std::io::Write as _;
+            std::io::stdout().flush()?;
+            std::process::exit(i32::from(code));
+        }
+    }
+}
+
+fn json_summary(v: &VerifiedReceipt) -> serde_json::Value {
+    serde_json::json!({
+        "verified": true,
+        "job_id": v.body.job_id,
+        "outcome": v.body.outcome,
+        "reason": v.body.reason,
+        "signer": v.signer,
+        "signer_pinned": v.signer_pinned,
+        "receipt_digest": v.receipt_digest,
+        "settlement_digest": format!("0x{}", hex32(&v.settlement_digest)),
+        "leaf_index": v.leaf_index,
+        "head": v.head,
+        "consistent_with": v.consistent_with,
+        "body": v.body,
+    })
+}
+
+fn human_summary(v: &VerifiedReceipt) -> String {
+    let b = &v.body;
+    let mut s = String::new();
+    let outcome = match b.outcome {
+        rapha_core::Outcome::Completed => "completed",
+        rapha_core::Outcome::Refused => "refused",
+        rapha_core::Outcome::Failed => "failed",
+    };
+    let _ = writeln!(
+        s,
+        "VERIFIED receipt for job {} — outcome {outcome}",
+        b.job_id
+    );
+    if !b.reason.is_empty() {
+        let _ = writeln!(s, "  reason       {}", b.reason);
+    }
+    let pin = if v.signer_pinned {
+        "matches --node-address"
+    } else {
+        "NOT pinned: this is the address the receipt names; pass --node-address to check it is your node"
+    };
+    let _ = writeln!(s, "  node         {} ({}) — {pin}", v.signer, b.node.name);
+    let _ = writeln!(
+        s,
+        "  what ran     {} / {} — bundle {}",
+        b.publisher,
+        b.trainer,
+        b.bundle_manifest.to_oci()
+    );
+    let _ = writeln!(s, "  confinement  {}", b.confinement);
+    let attest = match &b.attestation {
+        Attestation::NoneDevelopment => "none-development (no hardware attestation)".to_owned(),
+        Attestation::NotReached => "not reached".to_owned(),
+        Attestation::Verified { evidence } => evidence
+            .iter()
+            .map(|e| format!("{} {}", e.kind, e.result))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let _ = writeln!(s, "  attestation  {attest}");
+    match &b.cohort {
+        None => {
+            let _ = writeln!(
+                s,
+                "  cohort       none (the job stopped before the cohort was built)"
+            );
+        }
+        Some(c) => {
+            let mods: Vec<String> = c
+                .by_modality
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            let excl: Vec<String> = c
+                .exclusions
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  cohort       {} instances ({}); excluded: {}",
+                c.instances,
+                mods.join(", "),
+                if excl.is_empty() {
+                    "none".to_owned()
+                } else {
+                    excl.join(", ")
+                }
+            );
+            let _ = writeln!(s, "               commitment {}", c.merkle_root);
+        }
+    }
+    match &b.outputs {
+        None => {
+            let _ = writeln!(s, "  what left    nothing (the trainer did not run)");
+        }
+        Some(o) => {
+            let _ = writeln!(s, "  output guard {}", o.guard_verdict);
+            if o.files.is_empty() {
+                let _ = writeln!(s, "  what left    nothing");
+            }
+            for f in &o.files {
+                let _ = writeln!(
+                    s,
+                    "  what left    {} ({} bytes) sha256 {}",
+                    f.name, f.bytes, f.sha256
+                );
+            }
+            let metrics: Vec<String> = o.metrics.iter().map(|(k, x)| format!("{k} {x}")).collect();
+            let _ = writeln!(
+                s,
+                "  metrics      {}",
+                if metrics.is_empty() {
+                    "none".to_owned()
+                } else {
+                    metrics.join(", ")
+                }
+            );
+        }
+    }
+    let p = &b.payment;
+    if b.outcome == rapha_core::Outcome::Completed {
+        let _ = writeln!(
+            s,
+            "  payout       fee {} USDC: hospital {} to {}, protocol {} (chain {}, token {}, escrow {})",
+            p.fee, p.hospital_share, p.payout, p.protocol_share, p.chain_id, p.token, p.escrow
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "  payout       none: the deposit of {} USDC is refunded (chain {}, escrow {})",
+            p.fee, p.chain_id, p.escrow
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  log          leaf {} in the signed head of size {} (root {}, signed at {} ms)",
+        v.leaf_index, v.head.tree_size, v.head.root_hash, v.head.timestamp
+    );
+    if let Some(old) = &v.consistent_with {
+        let _ = writeln!(
+            s,
+            "               consistent with the earlier head of size {} (root {})",
+            old.tree_size, old.root_hash
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  receipt      sha256 {}; EIP-712 settlement digest 0x{}",
+        v.receipt_digest,
+        hex32(&v.settlement_digest)
+    );
+    s
+}
+
+fn hex32(b: &[u8; 32]) -> String {
+    b.iter().fold(String::with_capacity(64), |mut s, x| {
+        let _ = write!(s, "{x:02x}");
+        s
+    })
+}

@@ -1,0 +1,286 @@
+//! `rapha verify`: the honest receipt passes with a readable summary; each kind of forgery
+//! exits with its own documented code.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rapha_core::{JobId, Outcome};
+use rapha_receipt::body::Attestation;
+use rapha_receipt::{issue, NodeKey, ReceiptBody, ReceiptFile, ReceiptLog, SignedTreeHead};
+
+const NODE_SECRET: [u8; 32] = [0x11; 32];
+
+fn rapha(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rapha"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The full example body shipped with rapha-receipt's seed corpus.
+fn example_body() -> ReceiptBody {
+    let seed = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../rapha-receipt/tests/data/corpus/receipt-completed.json"
+    );
+    let file = ReceiptFile::from_json(&std::fs::read(seed).unwrap()).unwrap();
+    serde_json::from_value(file.body).unwrap()
+}
+
+struct Node {
+    dir: tempfile::TempDir,
+    key: NodeKey,
+    log: ReceiptLog,
+}
+
+impl Node {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let log = ReceiptLog::open(&dir.path().join("log.sqlite")).unwrap();
+        Self {
+            dir,
+            key: NodeKey::from_secret_bytes(&NODE_SECRET).unwrap(),
+            log,
+        }
+    }
+
+    fn issue(&mut self, job: u8, edit: impl FnOnce(&mut ReceiptBody)) -> ReceiptFile {
+        let mut body = example_body();
+        body.job_id = JobId::from_bytes([job; 16]);
+        edit(&mut body);
+        issue(
+            &body,
+            &self.key,
+            &mut self.log,
+            1_764_000_000_000 + u64::from(job),
+        )
+        .unwrap()
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    }
+
+    fn write_receipt(&self, name: &str, f: &ReceiptFile) -> PathBuf {
+        self.write(name, &f.to_json().unwrap())
+    }
+
+    fn write_head(&self, name: &str, h: &SignedTreeHead) -> PathBuf {
+        self.write(name, &serde_json::to_vec(h).unwrap())
+    }
+
+    fn address(&self) -> String {
+        self.key.address().to_string()
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn honest_receipt_verifies_with_a_human_summary() {
+    let mut node = Node::new();
+    node.issue(1, |_| {});
+    let f = node.issue(2, |_| {});
+    let p = node.write_receipt("r.json", &f);
+    let out = rapha(&["verify", s(&p), "--node-address", &node.address()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    for want in [
+        "VERIFIED receipt for job 02020202020202020202020202020202 — outcome completed",
+        "matches --node-address",
+        "acme-ai / chest-xray-classifier",
+        "128 instances (CR 100, DX 28); excluded: burned-in-annotation 3, opted-out 2",
+        "model.safetensors (1048576 bytes)",
+        "auroc 0.8731",
+        "hospital 84.000000 to 0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+        "leaf 1 in the signed head of size 2",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    // Without a pinned address the summary says the signer is only the receipt's own claim.
+    let out = rapha(&["verify", s(&p)]);
+    assert_eq!(code(&out), 0);
+    assert!(stdout(&out).contains("NOT pinned"));
+}
+
+#[test]
+fn json_output_carries_the_verified_facts() {
+    let mut node = Node::new();
+    let f = node.issue(3, |_| {});
+    let p = node.write_receipt("r.json", &f);
+    let out = rapha(&["verify", s(&p), "--json"]);
+    assert_eq!(code(&out), 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["job_id"], "03030303030303030303030303030303");
+    assert_eq!(v["signer"], node.address());
+    assert_eq!(v["leaf_index"], 0);
+    assert_eq!(v["receipt_digest"], f.receipt_digest.to_hex());
+    assert_eq!(v["body"]["payment"]["fee"], "120000000");
+}
+
+#[test]
+fn refused_job_summary_says_the_deposit_is_refunded() {
+    let mut node = Node::new();
+    let f = node.issue(4, |b| {
+        b.outcome = Outcome::Refused;
+        b.reason = "admission policy: fee below the hospital minimum".into();
+        b.policy.admission.allow = false;
+        b.policy.final_gate = None;
+        b.dpo_approval = None;
+        b.attestation = Attestation::NotReached;
+        b.cohort = None;
+        b.outputs = None;
+        b.timestamps.started_ms = None;
+    });
+    let p = node.write_receipt("r.json", &f);
+    let out = rapha(&["verify", s(&p)]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("outcome refused"), "{text}");
+    assert!(text.contains("fee below the hospital minimum"));
+    assert!(text.contains("payout       none: the deposit of 120.000000 USDC is refunded"));
+    assert!(text.contains("what left    nothing"));
+}
+
+#[test]
+fn receipt_from_another_node_exits_4() {
+    let mut node = Node::new();
+    let f = node.issue(5, |_| {});
+    let p = node.write_receipt("r.json", &f);
+    let other = NodeKey::from_secret_bytes(&[0x22; 32])
+        .unwrap()
+        .address()
+        .to_string();
+    let out = rapha(&["verify", s(&p), "--node-address", &other]);
+    assert_eq!(code(&out), 4);
+    assert!(
+        stderr(&out).contains("not by the expected node"),
+        "{}",
+        stderr(&out)
+    );
+    // An edited signature: 4 as well.
+    let mut t = f.clone();
+    t.signature.0[40] ^= 1;
+    let p = node.write_receipt("sig.json", &t);
+    let out = rapha(&["verify", s(&p), "--json"]);
+    assert_eq!(code(&out), 4);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["verified"].as_bool(), v["class"].as_str()),
+        (Some(false), Some("invalid-signature"))
+    );
+}
+
+#[test]
+fn edited_audit_path_or_foreign_head_exits_5() {
+    let mut node = Node::new();
+    for j in 10..14 {
+        node.issue(j, |_| {});
+    }
+    let f = node.issue(6, |_| {});
+    let mut t = f.clone();
+    let mut b = *t.inclusion.audit_path[0].as_bytes();
+    b[3] ^= 4;
+    t.inclusion.audit_path[0] = rapha_core::Digest::from_bytes(b);
+    let p = node.write_receipt("path.json", &t);
+    let out = rapha(&["verify", s(&p)]);
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(stderr(&out).contains("not in the log"));
+    // A later head the receipt's proof is not for.
+    node.issue(7, |_| {});
+    let later = node.log.sign_head(&node.key, 9).unwrap();
+    let h = node.write_head("later.json", &later);
+    let p = node.write_receipt("r.json", &f);
+    let out = rapha(&["verify", s(&p), "--sth", s(&h)]);
+    assert_eq!(code(&out), 5);
+    // Re-proved at that head by the node, it verifies.
+    let mut fresh = f.clone();
+    fresh.prove_at(&node.log, later, &[]).unwrap();
+    let p = node.write_receipt("fresh.json", &fresh);
+    let out = rapha(&[
+        "verify",
+        s(&p),
+        "--sth",
+        s(&h),
+        "--node-address",
+        &node.address(),
+    ]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+}
+
+#[test]
+fn forked_log_exits_6_and_honest_history_passes() {
+    let mut node = Node::new();
+    let f = node.issue(8, |_| {});
+    node.issue(9, |_| {});
+    let old = node.log.sign_head(&node.key, 2).unwrap();
+    node.issue(10, |_| {});
+    let latest = node.log.sign_head(&node.key, 3).unwrap();
+    let mut file = f.clone();
+    file.prove_at(&node.log, latest, &[old.tree_size]).unwrap();
+    let p = node.write_receipt("r.json", &file);
+    let h = node.write_head("latest.json", &latest);
+    let o = node.write_head("old.json", &old);
+    let out = rapha(&["verify", s(&p), "--sth", s(&h), "--consistency-from", s(&o)]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("consistent with the earlier head of size 2"));
+    // The node signed another history of size 2 (equivocation).
+    let forked =
+        SignedTreeHead::sign(&node.key, 2, rapha_core::Digest::of(b"other history"), 2).unwrap();
+    let fo = node.write_head("forked.json", &forked);
+    let out = rapha(&[
+        "verify",
+        s(&p),
+        "--sth",
+        s(&h),
+        "--consistency-from",
+        s(&fo),
+    ]);
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert!(stderr(&out).contains("inconsistent"));
+}
+
+#[test]
+fn malformed_input_exits_3_and_unreadable_file_exits_1() {
+    let mut node = Node::new();
+    let f = node.issue(11, |_| {});
+    let garbage = node.write("garbage.json", b"{\"format\": 42");
+    assert_eq!(code(&rapha(&["verify", s(&garbage)])), 3);
+    // The human copy edited to show another payout address.
+    let mut t = f.clone();
+    t.body["payment"]["payout"] =
+        serde_json::Value::from("0x000000000000000000000000000000000000dEaD");
+    let p = node.write_receipt("copy.json", &t);
+    let out = rapha(&["verify", s(&p)]);
+    assert_eq!(code(&out), 3);
+    assert!(
+        stderr(&out).contains("human-readable copy"),
+        "{}",
+        stderr(&out)
+    );
+    let p = node.write_receipt("r.json", &f);
+    assert_eq!(code(&rapha(&["verify", s(&p), "--sth", s(&garbage)])), 3);
+    assert_eq!(
+        code(&rapha(&["verify", s(&p), "--node-address", "0xnope"])),
+        3
+    );
+    let missing = node.dir.path().join("missing.json");
+    assert_eq!(code(&rapha(&["verify", s(&missing)])), 1);
+}
