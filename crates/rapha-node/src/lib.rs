@@ -6,3 +6,11 @@
 //! cleanly (**I6**, **I7**): never a second payment, never a half-released output.
 
 pub mod store;
+
+// Configuration, keys, DPO approvals, policy and the production preflight (`doctor`).
+pub mod approvals;
+pub mod config;
+pub mod doctor;
+pub mod init;
+pub mod keygen;
+pub mod policy_cmd;
