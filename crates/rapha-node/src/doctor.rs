@@ -432,16 +432,19 @@ fn check_tpm(config: &Config) -> Outcome {
             "add [attestation.tpm] with tcti and vendor_root_ca",
         );
     };
-    // rapha-attest's TPM readiness check (AK certified by an EK chaining to the vendor root)
-    // has not landed in this tree yet: fail closed until it is wired in.
-    fail(
-        format!(
-            "TPM at {} with vendor root {} was not checked: this build has no TPM readiness check",
-            tpm.tcti,
-            tpm.vendor_root_ca.display()
+    match rapha_attest::tpm_readiness(&tpm.tcti, &tpm.vendor_root_ca) {
+        Ok(ready) => Ok(format!(
+            "{}: AK certified by an EK whose certificate ({}) chains to {} (issuer {})",
+            ready.tcti,
+            ready.ek_cert_subject,
+            tpm.vendor_root_ca.display(),
+            ready.ek_cert_issuer
+        )),
+        Err(e) => fail(
+            e.to_string(),
+            "check attestation.tpm.tcti reaches the TPM (e.g. device:/dev/tpmrm0) and vendor_root_ca holds the TPM vendor's EK root CA",
         ),
-        "use a build of rapha-node that includes rapha-attest's TPM readiness check",
-    )
+    }
 }
 
 fn check_sgx(config: &Config) -> Outcome {

@@ -146,6 +146,9 @@ fn cases() -> Vec<Case> {
         admission_data("publisher trusted, no trainers", |h| {
             h["publishers"]["acme-ai"]["trainers"] = json!([])
         }),
+        admission_data("publisher trusted for any trainer", |h| {
+            h["publishers"]["acme-ai"]["trainers"] = json!(["*"]);
+        }),
         admission_data("budget of zero", |h| h["budget"]["max_jobs"] = 0.into()),
         final_("approved and attested", |_| {}),
         final_("no approval", |i| i["approval"] = Value::Null),
