@@ -165,6 +165,11 @@ pub fn check_safetensors(b: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
+/// Offset of a (checked) safetensors file's tensor data: 8 + header length.
+pub fn safetensors_data_start(b: &[u8]) -> usize {
+    le64(b, 0).map_or(b.len(), |n| (n as usize).saturating_add(8).min(b.len()))
+}
+
 /// Cheap ONNX check: a protobuf `ModelProto` starts with field 1 (`ir_version`, varint).
 ///
 /// # Errors

@@ -56,7 +56,7 @@ pub enum Rejection {
         kind: OutputKind,
         detail: String,
     },
-    #[error("{stream} contains a raw {kind:?} of this cohort (offset {offset})")]
+    #[error("{stream} contains a raw {} of this cohort (offset {offset})", kind.label())]
     Identifier {
         stream: String,
         kind: IdentifierKind,
@@ -260,7 +260,7 @@ impl Guard<'_> {
                     cap: log.cap,
                 });
             }
-            self.scan_stream(log.name, log.bytes, &mut rejections);
+            self.scan_stream(log.name, log.bytes, false, &mut rejections);
         }
         files.sort_by(|a, b| a.name.cmp(&b.name));
         Verdict {
@@ -305,7 +305,18 @@ impl Guard<'_> {
                 how: "a DICOM dataset without preamble".into(),
             });
         }
-        self.scan_stream(name, &bytes, rejections);
+        // Text parts are searched for every identifier, binary parts for the longer ones.
+        match decl.map(|d| d.kind) {
+            Some(OutputKind::Safetensors) if formats::check_safetensors(&bytes).is_ok() => {
+                let split = formats::safetensors_data_start(&bytes);
+                self.scan_stream(name, &bytes[..split], false, rejections);
+                self.scan_stream(name, &bytes[split..], true, rejections);
+            }
+            Some(OutputKind::Onnx | OutputKind::PytorchZip) => {
+                self.scan_stream(name, &bytes, true, rejections)
+            }
+            _ => self.scan_stream(name, &bytes, false, rejections),
+        }
         let mut zip_entries = None;
         if formats::is_zip(&bytes) {
             match formats::read_zip(&bytes, self.total_cap) {
@@ -327,7 +338,10 @@ impl Guard<'_> {
                                 how: "a DICOM object inside a zip entry".into(),
                             });
                         }
-                        self.scan_stream(&stream, &e.data, rejections);
+                        let binary = !(e.name.ends_with(".pkl")
+                            || e.name.ends_with(".json")
+                            || e.name.ends_with("/version"));
+                        self.scan_stream(&stream, &e.data, binary, rejections);
                     }
                     zip_entries = Some(entries);
                 }
@@ -362,8 +376,14 @@ impl Guard<'_> {
     }
 
     /// Searches one byte stream for identifiers and fed pixel blocks.
-    fn scan_stream(&self, stream: &str, bytes: &[u8], rejections: &mut Vec<Rejection>) {
-        for hit in self.identifiers.find_each_kind(bytes) {
+    fn scan_stream(
+        &self,
+        stream: &str,
+        bytes: &[u8],
+        binary: bool,
+        rejections: &mut Vec<Rejection>,
+    ) {
+        for hit in self.identifiers.find_each_kind(bytes, binary) {
             if hit.kind == IdentifierKind::DicomMagic {
                 rejections.push(Rejection::DicomContent {
                     name: stream.into(),

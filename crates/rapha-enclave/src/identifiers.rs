@@ -11,9 +11,13 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use serde::Serialize;
 use zeroize::Zeroize;
 
-/// Identifiers shorter than this are not searched: they would match by chance in binary
-/// weights (a 4-byte string matches a random byte stream about once per 4 GiB).
+/// Identifiers shorter than this are not searched at all: they match text by chance.
 pub const MIN_IDENTIFIER_LEN: usize = 4;
+/// In binary streams (tensor data, ONNX, non-pickle zip entries) only identifiers at least
+/// this long are searched. Case-insensitive 4-byte patterns would match gigabytes of float
+/// weights by chance (about once per 2^28 bytes per pattern); 6 bytes brings that to about
+/// once per 2^42 bytes per pattern, so an honest trainer is not refused for noise.
+pub const MIN_BINARY_IDENTIFIER_LEN: usize = 6;
 
 /// What kind of identifier was found (the value is never reported).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -25,10 +29,26 @@ pub enum IdentifierKind {
     AccessionNumber,
     Uid,
     BirthDate,
+    /// An identifier from the cohort builder's expanded list (kind not recorded there).
     Other,
     /// Not an identifier: the start of a DICOM Part 10 file meta group (`DICM` 02 00)
     /// embedded anywhere in a stream.
     DicomMagic,
+}
+
+impl IdentifierKind {
+    /// Words for a verdict (never the value).
+    pub const fn label(self) -> &'static str {
+        match self {
+            Self::PatientId => "patient id",
+            Self::PatientName => "patient name",
+            Self::AccessionNumber => "accession number",
+            Self::Uid => "DICOM UID",
+            Self::BirthDate => "birth date",
+            Self::Other => "identifier",
+            Self::DicomMagic => "DICOM file meta header",
+        }
+    }
 }
 
 /// Raw identifiers of one cohort. Zeroized on drop; no `Debug`.
@@ -49,6 +69,17 @@ impl RawIdentifiers {
     /// An empty set.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Adds identifiers already expanded by the cohort builder (rapha-dicom's
+    /// `raw_identifiers`: names, dates and ids in their written variants).
+    pub fn add_expanded<'a>(&mut self, values: impl IntoIterator<Item = &'a str>) {
+        for v in values {
+            let v = v.trim();
+            if !v.is_empty() {
+                self.entries.push((IdentifierKind::Other, v.to_owned()));
+            }
+        }
     }
 
     /// Adds one identifier of a kind (blank values are ignored; birth dates and person names
@@ -111,11 +142,29 @@ impl RawIdentifiers {
             kinds.push(*kind);
             patterns.push(v.as_bytes());
         }
-        let ac = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            .build(patterns)?;
-        Ok(IdentifierSearcher { ac, kinds, skipped })
+        let build = |pats: &[&[u8]]| {
+            AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .build(pats)
+        };
+        let ac = build(&patterns)?;
+        let mut binary_kinds = Vec::new();
+        let mut binary_patterns: Vec<&[u8]> = Vec::new();
+        for (k, p) in kinds.iter().zip(&patterns) {
+            if p.len() >= MIN_BINARY_IDENTIFIER_LEN {
+                binary_kinds.push(*k);
+                binary_patterns.push(p);
+            }
+        }
+        let ac_binary = build(&binary_patterns)?;
+        Ok(IdentifierSearcher {
+            ac,
+            kinds,
+            ac_binary,
+            binary_kinds,
+            skipped,
+        })
     }
 }
 
@@ -145,6 +194,8 @@ fn birth_date_variants(v: &str) -> Vec<String> {
 pub struct IdentifierSearcher {
     ac: AhoCorasick,
     kinds: Vec<IdentifierKind>,
+    ac_binary: AhoCorasick,
+    binary_kinds: Vec<IdentifierKind>,
     skipped: usize,
 }
 
@@ -180,11 +231,17 @@ impl IdentifierSearcher {
     }
 
     /// The first hit of each identifier kind found in `bytes`, in order of appearance.
-    pub fn find_each_kind(&self, bytes: &[u8]) -> Vec<IdentifierHit> {
+    /// `binary` streams are searched for identifiers of at least
+    /// [`MIN_BINARY_IDENTIFIER_LEN`] bytes only.
+    pub fn find_each_kind(&self, bytes: &[u8], binary: bool) -> Vec<IdentifierHit> {
+        let (ac, kinds) = if binary {
+            (&self.ac_binary, &self.binary_kinds)
+        } else {
+            (&self.ac, &self.kinds)
+        };
         let mut out: Vec<IdentifierHit> = Vec::new();
-        for m in self.ac.find_iter(bytes) {
-            let kind = self
-                .kinds
+        for m in ac.find_iter(bytes) {
+            let kind = kinds
                 .get(m.pattern().as_usize())
                 .copied()
                 .unwrap_or(IdentifierKind::Other);

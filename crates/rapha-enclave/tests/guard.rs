@@ -512,3 +512,47 @@ fn logs_are_scanned_and_overflow_is_refused() {
         cap: 100
     }));
 }
+
+#[test]
+fn short_identifiers_are_searched_in_text_but_not_in_tensor_data() {
+    let mut ids = RawIdentifiers::new();
+    ids.add(IdentifierKind::PatientId, "QX7Z2"); // 5 bytes: text only
+    let searcher = ids.searcher().unwrap();
+    let decls = decls();
+    let fp = Fingerprints::default();
+    let guard = Guard {
+        outputs: &decls,
+        total_cap: 2 << 20,
+        identifiers: &searcher,
+        fingerprints: &fp,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        safetensors(b"..qx7z2.."),
+    )
+    .unwrap();
+    assert!(
+        guard.check(dir.path(), &[]).accepted,
+        "tensor bytes matching a short id by chance"
+    );
+    let log = [LogStream {
+        name: "stdout",
+        bytes: b"patient QX7Z2",
+        overflowed: false,
+        cap: 100,
+    }];
+    let v = guard.check(dir.path(), &log);
+    assert_eq!(
+        v.rejections,
+        vec![Rejection::Identifier {
+            stream: "stdout".into(),
+            kind: IdentifierKind::PatientId,
+            offset: 8
+        }]
+    );
+    assert_eq!(
+        v.rejections[0].to_string(),
+        "stdout contains a raw patient id of this cohort (offset 8)"
+    );
+}
