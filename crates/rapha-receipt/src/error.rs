@@ -77,7 +77,7 @@ pub enum ReceiptError {
     },
     #[error(
         "node key file {path}: {reason}; expected 64 hex digits (a secp256k1 secret), create \
-         one with `rapha-node keygen --node-key --out FILE`"
+         one with `rapha-node keygen --node --out FILE`"
     )]
     KeyFormat { path: PathBuf, reason: &'static str },
     #[error("signing failed: {0}")]

@@ -1,6 +1,6 @@
-//! The fuzz entry points (`fuzz/fuzz_targets/*.rs`) driven on stable by proptest over the seed
-//! corpus in `tests/data/corpus/`: arbitrary edits of real receipt files never panic, and never
-//! verify unless they leave the signed content intact.
+//! The fuzz entry points (`fuzz/fuzz_targets/verify_receipt.rs`, `body_bytes.rs`) driven on
+//! stable by proptest over the seed corpus in `tests/data/corpus/`: arbitrary edits of real
+//! receipt files never panic, and never verify unless they leave the signed content intact.
 
 use proptest::prelude::*;
 use rapha_receipt::{verify, SignedTreeHead, VerifyOptions};
@@ -52,5 +52,34 @@ proptest! {
             prop_assert_eq!(v.head, original.head);
         }
         let _ = SignedTreeHead::from_json(&data);
+    }
+}
+
+fn seed_body() -> Vec<u8> {
+    use base64::Engine as _;
+    let seed = &corpus()[0];
+    let file = rapha_receipt::ReceiptFile::from_json(seed).unwrap();
+    base64::engine::general_purpose::STANDARD
+        .decode(file.body_b64)
+        .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// The `body_bytes` fuzz target: body bytes are refused, or are canonical and re-serialise
+    /// to exactly themselves.
+    #[test]
+    fn mutated_body_bytes_are_refused_or_exactly_canonical(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+    ) {
+        let mut data = seed_body();
+        for (at, byte) in &edits {
+            let i = at.index(data.len());
+            data[i] = *byte;
+        }
+        if let Ok(body) = rapha_receipt::ReceiptBody::from_canonical_bytes(&data) {
+            prop_assert_eq!(body.canonical_bytes().unwrap(), data);
+        }
     }
 }
