@@ -46,3 +46,79 @@ proptest! {
         prop_assert!(verify_quote(&ev, SAMPLE_TIME).is_err());
     }
 }
+
+mod tpm_fixture {
+    //! One honest quote recorded from swtpm (testdata/tpm, made by
+    //! `examples/record_tpm_fixture.rs`): the TPM verifier attacked offline.
+    use super::*;
+    use rapha_attest::tpm::{AkRecord, PcrPolicy, TpmEvidence, TpmVerifier, VendorRoots};
+    use rapha_attest::AttestError;
+
+    const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/tpm/");
+
+    fn read(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{DIR}{name}")).unwrap()
+    }
+
+    pub fn verifier() -> TpmVerifier {
+        let roots = VendorRoots::from_pem(&read("ek_ca.pem")).unwrap();
+        let policy: PcrPolicy = serde_json::from_slice(&read("pcr_policy.json")).unwrap();
+        let record: AkRecord = serde_json::from_slice(&read("ak_record.json")).unwrap();
+        let mut v = TpmVerifier::new(roots, policy);
+        v.trust_ak(record).unwrap();
+        v
+    }
+
+    pub fn evidence() -> TpmEvidence {
+        serde_json::from_slice(&read("evidence.json")).unwrap()
+    }
+
+    pub fn binding() -> Digest {
+        String::from_utf8(read("binding.txt"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn recorded_swtpm_quote_verifies_offline_without_a_tpm() {
+        verifier().verify(&evidence(), &binding()).unwrap();
+        let err = verifier()
+            .verify(&evidence(), &Digest::of(b"x"))
+            .unwrap_err();
+        assert!(matches!(err, AttestError::QuoteWrongNonce { .. }), "{err}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn mutated_tpm_quote_never_verifies(pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
+            let mut ev = evidence();
+            let i = pos.index(ev.attest.len());
+            ev.attest[i] ^= flip;
+            prop_assert!(matches!(
+                verifier().verify(&ev, &binding()),
+                Err(AttestError::QuoteSignatureInvalid)
+            ));
+        }
+
+        #[test]
+        fn mutated_tpm_signature_never_verifies(pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
+            let mut ev = evidence();
+            let i = pos.index(ev.signature.len());
+            ev.signature[i] ^= flip;
+            prop_assert!(verifier().verify(&ev, &binding()).is_err());
+        }
+
+        #[test]
+        fn arbitrary_tpm_quote_bytes_never_verify(attest in prop::collection::vec(any::<u8>(), 0..200),
+                                                   signature in prop::collection::vec(any::<u8>(), 0..100)) {
+            let mut ev = evidence();
+            ev.attest = attest;
+            ev.signature = signature;
+            prop_assert!(verifier().verify(&ev, &binding()).is_err());
+        }
+    }
+}
