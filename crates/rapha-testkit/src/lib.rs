@@ -7,6 +7,7 @@
 //!
 //! It also carries small statistics helpers for tests ([`auc`]).
 
+pub mod cohort;
 pub mod services;
 mod stats;
 

@@ -26,7 +26,6 @@ pub fn pydicom_corpus() -> Option<PathBuf> {
 }
 
 /// `$RAPHA_PYTHON` (the venv with pydicom and numpy), or None with a loud message.
-#[allow(dead_code)] // the cohort tests (next commit) use it
 pub fn python() -> Option<PathBuf> {
     let py = std::env::var_os("RAPHA_PYTHON")
         .map(PathBuf::from)
