@@ -41,6 +41,17 @@ pub fn sign_bundle(
     out: &Path,
 ) -> Result<Digest> {
     fresh_dir(out)?;
+    let result = sign_into(key, image, spec, out);
+    if result.is_err() {
+        // Leave no half-written bundle that could be mistaken for a finished one.
+        if let Err(e) = std::fs::remove_dir_all(out) {
+            tracing::warn!(path = %out.display(), error = %e, "cannot remove a partial bundle");
+        }
+    }
+    result
+}
+
+fn sign_into(key: &SigningKey, image: &Path, spec: &TrainerSpec, out: &Path) -> Result<Digest> {
     let meta = std::fs::metadata(image).map_err(BundleError::io(image))?;
     let layout = if meta.is_dir() {
         copy_image(&OciLayout::open(image)?, out)?
@@ -169,7 +180,7 @@ pub fn verify_bundle_at(
         if now >= exp {
             return Err(BundleError::KeyExpired {
                 publisher: signer.name.clone(),
-                expired_at: exp.to_string(),
+                expired_at: crate::trust::fmt_time(exp),
             });
         }
     }
@@ -469,20 +480,4 @@ pub fn inspect_bundle(dir: &Path) -> Result<Inspection> {
         }
     }
     Ok(out)
-}
-
-/// Streams every blob of a layout through its digest check (used by the benchmark and by
-/// `rapha bundle verify` on unsigned layouts).
-///
-/// # Errors
-/// Layout and digest errors.
-pub fn verify_layout_blobs(dir: &Path, limits: &Limits) -> Result<u64> {
-    let layout = OciLayout::open(dir)?;
-    let (_, manifest, _) = layout.image()?;
-    let mut total = 0;
-    for layer in &manifest.layers {
-        layout.verify_blob(layer, limits.max_blob_bytes)?;
-        total += layer.size;
-    }
-    Ok(total)
 }

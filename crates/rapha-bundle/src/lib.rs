@@ -35,8 +35,8 @@ pub mod unpack;
 
 pub use build::{build_image, BuildSpec};
 pub use bundle::{
-    inspect_bundle, sign_bundle, verify_bundle, verify_bundle_at, verify_layout_blobs, Inspection,
-    UnpackedRootfs, VerifiedBundle, ENVELOPE_FILE,
+    inspect_bundle, sign_bundle, verify_bundle, verify_bundle_at, Inspection, UnpackedRootfs,
+    VerifiedBundle, ENVELOPE_FILE,
 };
 pub use error::{BundleError, Result};
 pub use keys::{PublicKey, SigningKey};
