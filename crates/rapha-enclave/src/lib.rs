@@ -28,6 +28,7 @@
 //! dropped; nothing is cached on disk, so there is no at-rest copy to encrypt. The trainer's
 //! `/out` is a RAM-backed tmpfs that is unmounted (discarded) after the guard has run.
 
+pub mod dicom;
 mod error;
 pub mod feed;
 pub mod fingerprint;

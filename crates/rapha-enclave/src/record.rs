@@ -19,6 +19,8 @@ pub enum Dtype {
     U8,
     U16,
     I16,
+    U32,
+    I32,
     F32,
 }
 
@@ -28,7 +30,7 @@ impl Dtype {
         match self {
             Dtype::U8 => 1,
             Dtype::U16 | Dtype::I16 => 2,
-            Dtype::F32 => 4,
+            Dtype::U32 | Dtype::I32 | Dtype::F32 => 4,
         }
     }
 }

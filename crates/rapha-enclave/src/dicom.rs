@@ -1,0 +1,181 @@
+//! The production record source: a cohort built by `rapha-dicom`, pixels fetched per record
+//! over WADO-RS (or read from a read-only PACS mount path) and decoded in memory.
+//!
+//! The Part 10 bytes and the decoded pixels live only in this process's memory for the
+//! duration of one fetch; nothing is written to disk. What the trainer learns about a record
+//! is the [`FeedRecord`] built here: hashed ids, the label (the feed strips it from
+//! validation records), the modality and the allow-listed attributes of `rapha_dicom::Record`
+//! — never the instance source, the raw identifiers or any path.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use rapha_dicom::cohort::{CohortEntry, InstanceSource};
+use rapha_dicom::pixels::{self, Output, Samples};
+use rapha_dicom::DicomWebClient;
+
+use crate::error::{EnclaveError, Result};
+use crate::identifiers::RawIdentifiers;
+use crate::record::{Dtype, FeedRecord, Pixels, RecordSource};
+
+/// Largest Part 10 object fetched for one record.
+pub const MAX_INSTANCE_BYTES: u64 = 1 << 30;
+
+/// Fields of `rapha_dicom::Record` that are not attributes (ids, label, structure).
+const NOT_ATTRIBUTES: [&str; 11] = [
+    "patient",
+    "study",
+    "series",
+    "instance",
+    "accession",
+    "frame_of_reference",
+    "references",
+    "label",
+    "modality",
+    "pixel_shape",
+    "transfer_syntax_uid",
+];
+
+/// Records of a rapha-dicom cohort, fetched on demand.
+pub struct DicomSource {
+    records: Vec<FeedRecord>,
+    sources: Vec<InstanceSource>,
+    client: Option<DicomWebClient>,
+}
+
+impl std::fmt::Debug for DicomSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DicomSource")
+            .field("records", &self.records.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn dtype_of(r: &rapha_dicom::Record) -> Dtype {
+    match (
+        r.bits_allocated.unwrap_or(16),
+        r.pixel_representation.unwrap_or(0),
+    ) {
+        (b, _) if b <= 8 => Dtype::U8,
+        (16, 1) => Dtype::I16,
+        (16, _) => Dtype::U16,
+        (_, 1) => Dtype::I32,
+        _ => Dtype::U32,
+    }
+}
+
+impl DicomSource {
+    /// Builds the source and the guard's identifier set from the cohort's entries. `client`
+    /// is needed when any entry is served over DICOMweb.
+    pub fn new(entries: &[CohortEntry], client: Option<DicomWebClient>) -> (Self, RawIdentifiers) {
+        let mut ids = RawIdentifiers::new();
+        let mut records = Vec::with_capacity(entries.len());
+        let mut sources = Vec::with_capacity(entries.len());
+        for e in entries {
+            ids.add_expanded(e.raw_identifiers.iter().map(String::as_str));
+            let r = &e.record;
+            let mut attributes = BTreeMap::new();
+            if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(r) {
+                for (k, v) in map {
+                    if !v.is_null() && !NOT_ATTRIBUTES.contains(&k.as_str()) {
+                        attributes.insert(k, v);
+                    }
+                }
+            }
+            let s = r.pixel_shape;
+            records.push(FeedRecord {
+                instance: r.instance,
+                series: r.series,
+                study: r.study,
+                patient: r.patient,
+                label: r.label,
+                modality: r.modality.clone(),
+                dtype: dtype_of(r),
+                shape: [
+                    s.frames.max(1),
+                    u32::from(s.rows),
+                    u32::from(s.columns),
+                    u32::from(s.samples.max(1)),
+                ],
+                attributes,
+            });
+            sources.push(e.source.clone());
+        }
+        (
+            Self {
+                records,
+                sources,
+                client,
+            },
+            ids,
+        )
+    }
+
+    fn fetch_bytes(&self, index: usize) -> Result<Vec<u8>> {
+        let unavailable = |reason: String| EnclaveError::RecordUnavailable { index, reason };
+        let mut bytes = Vec::new();
+        match self.sources.get(index) {
+            Some(InstanceSource::DicomWeb {
+                study_uid,
+                series_uid,
+                instance_uid,
+            }) => {
+                let client = self
+                    .client
+                    .as_ref()
+                    .ok_or_else(|| unavailable("no DICOMweb client configured".into()))?;
+                client
+                    .retrieve_instance(study_uid, series_uid, instance_uid)
+                    .map_err(|e| unavailable(e.to_string()))?
+                    .take(MAX_INSTANCE_BYTES)
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| unavailable(e.to_string()))?;
+            }
+            Some(InstanceSource::File(path)) => {
+                std::fs::File::open(path)
+                    .and_then(|f| f.take(MAX_INSTANCE_BYTES).read_to_end(&mut bytes))
+                    .map_err(|e| unavailable(format!("read failed: {}", e.kind())))?;
+            }
+            None => return Err(unavailable("no such record".into())),
+        }
+        Ok(bytes)
+    }
+}
+
+fn to_le_bytes(samples: Samples) -> (Dtype, Vec<u8>) {
+    match samples {
+        Samples::U8(v) => (Dtype::U8, v),
+        Samples::U16(v) => (Dtype::U16, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        Samples::I16(v) => (Dtype::I16, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        Samples::U32(v) => (Dtype::U32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        Samples::I32(v) => (Dtype::I32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        Samples::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+    }
+}
+
+impl RecordSource for DicomSource {
+    fn records(&self) -> &[FeedRecord] {
+        &self.records
+    }
+
+    fn pixels(&self, index: usize) -> Result<Pixels> {
+        let bytes = self.fetch_bytes(index)?;
+        let px = pixels::decode(&bytes, Output::Stored).map_err(|e| {
+            EnclaveError::RecordUnavailable {
+                index,
+                reason: e.to_string(),
+            }
+        })?;
+        let shape = [
+            px.frames,
+            px.rows,
+            px.columns,
+            u32::from(px.samples_per_pixel),
+        ];
+        let (dtype, data) = to_le_bytes(px.data);
+        Pixels::new(dtype, shape, data).ok_or(EnclaveError::RecordUnavailable {
+            index,
+            reason: "decoded pixel data does not match its shape".into(),
+        })
+    }
+}
