@@ -553,6 +553,14 @@ pub struct VerifiedQuote {
     pub quote_digest: Digest,
 }
 
+/// The newest quote accepted from one AK: a later quote must be strictly newer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreshnessMark {
+    pub reset_count: u32,
+    pub restart_count: u32,
+    pub clock: u64,
+}
+
 /// Verifies TPM evidence without a TPM: trusted vendor roots, certified AKs, the PCR policy,
 /// and the last quote seen per AK (replay protection).
 #[derive(Debug)]
@@ -570,6 +578,44 @@ impl TpmVerifier {
             policy,
             certified: HashMap::new(),
             last_seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The freshness mark per AK (hex TPM name), for the node to persist across restarts.
+    pub fn freshness_marks(&self) -> std::collections::BTreeMap<String, FreshnessMark> {
+        self.last_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(name, (reset_count, restart_count, clock))| {
+                (
+                    hex::encode(name),
+                    FreshnessMark {
+                        reset_count: *reset_count,
+                        restart_count: *restart_count,
+                        clock: *clock,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Restores marks saved by [`TpmVerifier::freshness_marks`], so a quote accepted before a
+    /// restart is still a replay after it. Names that are not hex are ignored.
+    pub fn restore_freshness_marks(
+        &mut self,
+        marks: &std::collections::BTreeMap<String, FreshnessMark>,
+    ) {
+        let seen = self
+            .last_seen
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (name, m) in marks {
+            if let Ok(name) = hex::decode(name) {
+                let mark = (m.reset_count, m.restart_count, m.clock);
+                let entry = seen.entry(name).or_insert(mark);
+                *entry = (*entry).max(mark);
+            }
         }
     }
 

@@ -90,6 +90,18 @@ mod tpm_fixture {
         assert!(matches!(err, AttestError::QuoteWrongNonce { .. }), "{err}");
     }
 
+    #[test]
+    fn replay_mark_survives_a_verifier_restart() {
+        let first = verifier();
+        first.verify(&evidence(), &binding()).unwrap();
+        let saved = serde_json::to_string(&first.freshness_marks()).unwrap();
+        drop(first);
+        let mut restarted = verifier();
+        restarted.restore_freshness_marks(&serde_json::from_str(&saved).unwrap());
+        let err = restarted.verify(&evidence(), &binding()).unwrap_err();
+        assert!(matches!(err, AttestError::QuoteReplayed { .. }), "{err}");
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
