@@ -29,7 +29,13 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { epochs: 10, seed: 7, predict: None, batch: 32, lr: 2e-3 };
+    let mut a = Args {
+        epochs: 10,
+        seed: 7,
+        predict: None,
+        batch: 32,
+        lr: 2e-3,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -39,9 +45,10 @@ fn parse_args() -> Result<Args, String> {
             "--batch" => a.batch = val()?.parse().map_err(|e| format!("--batch: {e}"))?,
             "--lr" => a.lr = val()?.parse().map_err(|e| format!("--lr: {e}"))?,
             "--predict" => a.predict = Some(val()?),
-            "--help" | "-h" => {
-                return Err("usage: trainer [--epochs N] [--seed S] [--batch B] [--lr LR] | --predict WEIGHTS".into())
-            }
+            "--help" | "-h" => return Err(
+                "usage: trainer [--epochs N] [--seed S] [--batch B] [--lr LR] | --predict WEIGHTS"
+                    .into(),
+            ),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -57,7 +64,10 @@ struct Net {
 
 impl Net {
     fn new(vb: &VarBuilder<'_>) -> candle_core::Result<Self> {
-        let cfg = Conv2dConfig { padding: 1, ..Default::default() };
+        let cfg = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
         Ok(Self {
             c1: conv2d(1, 8, 3, cfg, vb.pp("c1"))?,
             c2: conv2d(8, 16, 3, cfg, vb.pp("c2"))?,
@@ -90,7 +100,9 @@ fn preprocess(meta: &RecordMeta, pixels: &[f32]) -> Vec<f32> {
     let intercept = meta.attr_f64("RescaleIntercept").unwrap_or(0.0) as f32;
     let mut grey: Vec<f32> = (0..rows * cols)
         .map(|p| {
-            let s: f32 = (0..samples).map(|c| pixels.get(start + p * samples + c).copied().unwrap_or(0.0)).sum();
+            let s: f32 = (0..samples)
+                .map(|c| pixels.get(start + p * samples + c).copied().unwrap_or(0.0))
+                .sum();
             s / samples as f32 * slope + intercept
         })
         .collect();
@@ -99,7 +111,12 @@ fn preprocess(meta: &RecordMeta, pixels: &[f32]) -> Vec<f32> {
         _ => {
             let mut sorted: Vec<f32> = grey.iter().step_by(7).copied().collect();
             sorted.sort_by(f32::total_cmp);
-            let pick = |q: f32| sorted.get(((sorted.len() as f32 - 1.0) * q) as usize).copied().unwrap_or(0.0);
+            let pick = |q: f32| {
+                sorted
+                    .get(((sorted.len() as f32 - 1.0) * q) as usize)
+                    .copied()
+                    .unwrap_or(0.0)
+            };
             (pick(0.01), pick(0.99))
         }
     };
@@ -130,7 +147,10 @@ fn resize_area(src: &[f32], rows: usize, cols: usize, side: usize) -> Vec<f32> {
     out
 }
 
-fn load_images(client: &mut Client, metas: &[&RecordMeta]) -> Result<Vec<Option<Vec<f32>>>, SdkError> {
+fn load_images(
+    client: &mut Client,
+    metas: &[&RecordMeta],
+) -> Result<Vec<Option<Vec<f32>>>, SdkError> {
     metas
         .iter()
         .map(|m| match client.fetch(m.index) {
@@ -157,7 +177,11 @@ fn batch_tensor(images: &[&[f32]], flips: &[u8], dev: &Device) -> candle_core::R
 }
 
 /// Class-weighted binary cross-entropy on logits, numerically stable.
-fn weighted_bce(logits: &Tensor, targets: &Tensor, weights: &Tensor) -> candle_core::Result<Tensor> {
+fn weighted_bce(
+    logits: &Tensor,
+    targets: &Tensor,
+    weights: &Tensor,
+) -> candle_core::Result<Tensor> {
     let softplus = (logits.relu()? + ((logits.abs()?.neg()?.exp()? + 1.0)?.log()?))?;
     let per = (softplus - (targets * logits)?)?;
     (per * weights)?.sum_all()? / weights.sum_all()?.to_scalar::<f32>()? as f64
@@ -176,7 +200,11 @@ fn score(net: &Net, images: &[Option<Vec<f32>>], dev: &Device) -> candle_core::R
         let mut it = probs.into_iter();
         for img in chunk {
             // A record the node could not decode gets the uninformative score.
-            out.push(if img.is_some() { f64::from(it.next().unwrap_or(0.5)) } else { 0.5 });
+            out.push(if img.is_some() {
+                f64::from(it.next().unwrap_or(0.5))
+            } else {
+                0.5
+            });
         }
     }
     Ok(out)
@@ -185,7 +213,10 @@ fn score(net: &Net, images: &[Option<Vec<f32>>], dev: &Device) -> candle_core::R
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
 }
@@ -215,10 +246,17 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         let pos = train.iter().filter(|t| t.1 > 0.5).count().max(1) as f32;
         let neg = (train.len() as f32 - pos).max(1.0);
         // Balance the classes: each class carries half of the loss.
-        let (w_pos, w_neg) = (train.len() as f32 / (2.0 * pos), train.len() as f32 / (2.0 * neg));
+        let (w_pos, w_neg) = (
+            train.len() as f32 / (2.0 * pos),
+            train.len() as f32 / (2.0 * neg),
+        );
         let mut opt = candle_nn::AdamW::new(
             varmap.all_vars(),
-            candle_nn::ParamsAdamW { lr: args.lr, weight_decay: 1e-4, ..Default::default() },
+            candle_nn::ParamsAdamW {
+                lr: args.lr,
+                weight_decay: 1e-4,
+                ..Default::default()
+            },
         )?;
         let mut rng = Lcg(args.seed);
         let mut order: Vec<usize> = (0..train.len()).collect();
@@ -233,7 +271,10 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 let imgs: Vec<&[f32]> = chunk.iter().map(|&i| train[i].0).collect();
                 let flips: Vec<u8> = chunk.iter().map(|_| (rng.next() % 4) as u8).collect();
                 let y: Vec<f32> = chunk.iter().map(|&i| train[i].1).collect();
-                let w: Vec<f32> = y.iter().map(|&l| if l > 0.5 { w_pos } else { w_neg }).collect();
+                let w: Vec<f32> = y
+                    .iter()
+                    .map(|&l| if l > 0.5 { w_pos } else { w_neg })
+                    .collect();
                 let x = batch_tensor(&imgs, &flips, &dev)?;
                 let y = Tensor::from_vec(y, chunk.len(), &dev)?;
                 let w = Tensor::from_vec(w, chunk.len(), &dev)?;
@@ -249,7 +290,11 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
                 loss: Some(last_loss),
                 ..Default::default()
             })?;
-            eprintln!("epoch {}/{}: train loss {last_loss:.4}", epoch + 1, args.epochs);
+            eprintln!(
+                "epoch {}/{}: train loss {last_loss:.4}",
+                epoch + 1,
+                args.epochs
+            );
         }
         varmap.save(outputs::out_dir().join("model.safetensors"))?;
         self_reported.extend([
@@ -259,14 +304,25 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
         ]);
         let metrics_path = outputs::out_dir().join("metrics.json");
         self_reported.push(("seconds", started.elapsed().as_secs_f64()));
-        outputs::write_metrics_with_curves(&metrics_path, &self_reported, &[("loss_curve", &curve)])?;
+        outputs::write_metrics_with_curves(
+            &metrics_path,
+            &self_reported,
+            &[("loss_curve", &curve)],
+        )?;
     }
 
     let val_imgs = load_images(&mut client, &val_meta)?;
     let scores = score(&net, &val_imgs, &dev)?;
-    let preds: Vec<(u32, f64)> = val_meta.iter().zip(scores).map(|(m, s)| (m.index, s)).collect();
+    let preds: Vec<(u32, f64)> = val_meta
+        .iter()
+        .zip(scores)
+        .map(|(m, s)| (m.index, s))
+        .collect();
     let ack = client.predict(&preds)?;
-    eprintln!("submitted {} validation scores ({} remaining)", ack.accepted, ack.remaining);
+    eprintln!(
+        "submitted {} validation scores ({} remaining)",
+        ack.accepted, ack.remaining
+    );
     client.done()?;
     Ok(())
 }
