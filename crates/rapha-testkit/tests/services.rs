@@ -323,3 +323,51 @@ fn anvil_restart_keeps_port_and_a_sent_transactions_effect() {
     assert_eq!(after, before);
     assert_eq!(anvil.rpc("eth_chainId", json!([])).unwrap(), json!("0x89"));
 }
+
+fn port_open(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+#[test]
+fn dropping_a_service_stops_it_and_frees_its_ports() {
+    let Some(tpm) = require!(Swtpm::start()) else {
+        return;
+    };
+    let (port, dir) = (tpm.port(), tpm.state_dir().parent().unwrap().to_owned());
+    assert!(port_open(port + 1));
+    drop(tpm);
+    assert!(
+        !port_open(port) && !port_open(port + 1),
+        "swtpm still listening after drop"
+    );
+    assert!(
+        !dir.exists(),
+        "service directory left behind after a passing test"
+    );
+}
+
+#[test]
+fn a_panicking_test_still_stops_the_service_and_keeps_its_log() {
+    if !tool("swtpm") {
+        return;
+    }
+    {
+        let handle = std::thread::spawn(|| {
+            let tpm = Swtpm::start().unwrap().unwrap();
+            let facts = (tpm.port(), tpm.log_path().to_owned());
+            std::panic::panic_any(facts);
+        });
+        let payload = handle.join().unwrap_err();
+        let (port, log) = payload
+            .downcast_ref::<(u16, std::path::PathBuf)>()
+            .unwrap()
+            .clone();
+        assert!(!port_open(port), "swtpm survived the panic");
+        assert!(
+            log.is_file(),
+            "log {} not kept after a panic",
+            log.display()
+        );
+        std::fs::remove_dir_all(log.parent().unwrap()).unwrap();
+    }
+}
