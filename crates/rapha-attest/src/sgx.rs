@@ -31,6 +31,7 @@ const SGX_FLAGS_DEBUG: u8 = 0x02;
 
 /// An SGX DCAP quote and the collateral it is verified against.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SgxEvidence {
     /// The raw quote (version 3 or 4, ECDSA P-256 attestation key).
     #[serde(with = "hex")]

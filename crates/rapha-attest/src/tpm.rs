@@ -329,6 +329,7 @@ pub fn ak_name(ak_public: &[u8]) -> Vec<u8> {
 
 /// One TPM quote with everything a verifier needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TpmEvidence {
     /// Marshalled `TPMT_PUBLIC` of the AK that signed.
     #[serde(with = "hex")]
