@@ -201,13 +201,18 @@ fn check_dicomweb(config: &Config, e: &DicomWebEndpoint) -> Outcome {
         .unwrap_or_default();
     // A real, narrow study search: one day, one result. It proves reachability, TLS, auth and
     // QIDO-RS support without listing anything of substance.
-    let query = rapha_dicom::ScopedQuery::parse("StudyDate=20000101-20000101&limit=1", &limits)
-        .or_else(|err| {
-            fail(
-                format!("cannot build the probe query: {err}"),
-                "check [dicom.scope]",
-            )
-        })?;
+    let modality = config
+        .policy
+        .modalities
+        .first()
+        .map_or("CT", String::as_str);
+    let probe = format!("StudyDate=20000101-20000101&ModalitiesInStudy={modality}&limit=1");
+    let query = rapha_dicom::ScopedQuery::parse(&probe, &limits).or_else(|err| {
+        fail(
+            format!("cannot build the probe query: {err}"),
+            "check [dicom.scope]",
+        )
+    })?;
     match client.search_studies(&query) {
         Ok(studies) => Ok(format!("{} answered a scoped QIDO-RS study search ({} result(s))", e.url, studies.len())),
         Err(err) => fail(
@@ -749,4 +754,18 @@ pub fn run(args: &DoctorArgs) -> anyhow::Result<bool> {
     let report = run_doctor(&config);
     print!("{report}");
     Ok(report.passed())
+}
+
+/// For `rapha-node serve` in production mode: runs every check and refuses to start on any
+/// FAIL, returning the report (print it: it says how to fix each failure).
+///
+/// # Errors
+/// The full report when any check failed.
+pub fn preflight(config: &Config) -> Result<Report, Report> {
+    let report = run_doctor(config);
+    if report.passed() {
+        Ok(report)
+    } else {
+        Err(report)
+    }
 }

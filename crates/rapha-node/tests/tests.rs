@@ -2,3 +2,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
 
 mod trust;
+
+mod approvals_cli;
+mod config_errors;
+mod demo_isolation;
+mod doctor_production;
+mod keys_cli;
+mod node_common;

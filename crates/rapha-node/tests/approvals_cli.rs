@@ -1,0 +1,267 @@
+//! The DPO's `approve` and `approvals list|revoke`, honest and attacked.
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+
+use rapha_core::{CohortQuery, Digest, JobId, JobRequest};
+use rapha_policy::{write_secret_hex, ApprovalStore, CohortSummary, DpoSigningKey, ReviewRequest};
+
+use crate::node_common::*;
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    config: String,
+    dpo: String,
+    store: ApprovalStore,
+    digest: Digest,
+}
+
+fn review() -> ReviewRequest {
+    ReviewRequest {
+        job: JobRequest {
+            job_id: JobId::from_bytes([3; 16]),
+            publisher: "acme-ai".into(),
+            trainer: "chest-xray-classifier".into(),
+            bundle_manifest: Digest::of(b"manifest"),
+            query: CohortQuery {
+                study_date: Some("20240101-20241231".into()),
+                modalities: vec!["CR".into()],
+                limit: Some(300),
+                ..CohortQuery::default()
+            },
+            requested_fields: vec![],
+            validation_percent: 20,
+            fee: "150".parse().unwrap(),
+            chain_id: 137,
+            depositor: "0x0000000000000000000000000000000000000002".into(),
+        },
+        cohort: CohortSummary {
+            commitment: Digest::of(b"cohort"),
+            patients: 80,
+            train_patients: 64,
+            validation_patients: 16,
+            studies: 90,
+            instances: 240,
+            modalities: [("CR".to_owned(), 240)].into(),
+            exclusions: [("burned-in-annotation".to_owned(), 4)].into(),
+        },
+    }
+}
+
+fn setup_with(key: DpoSigningKey, trusted: bool) -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let dpo_path = dir.path().join("dpo.key");
+    write_secret_hex(&dpo_path, &key.expose_seed()).unwrap();
+    let mut spec = ConfigSpec::under(dir.path());
+    spec.dpo_keys = vec![if trusted {
+        key.public().to_hex()
+    } else {
+        DpoSigningKey::generate().public().to_hex()
+    }];
+    let config = spec.write(&dir.path().join("node.toml"));
+    let store = ApprovalStore::open(&spec.state_dir.join("approvals")).unwrap();
+    let digest = store.submit(&review()).unwrap();
+    Setup {
+        config: config.to_str().unwrap().to_owned(),
+        dpo: dpo_path.to_str().unwrap().to_owned(),
+        store,
+        digest,
+        _dir: dir,
+    }
+}
+
+fn setup() -> Setup {
+    setup_with(DpoSigningKey::generate(), true)
+}
+
+#[test]
+fn approve_shows_the_summary_signs_and_list_shows_it() {
+    let s = setup();
+    let d = s.digest.to_hex();
+    let out = node(&[
+        "approve",
+        &d,
+        "--key",
+        &s.dpo,
+        "--config",
+        &s.config,
+        "--expires",
+        "72h",
+        "--yes",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    for want in [
+        "publisher:         acme-ai",
+        "80 (64 train, 16 validation)",
+        "excluded (burned-in-annotation): 4",
+        "150.000000 USDC",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    let record = s.store.get(&s.digest).unwrap().unwrap();
+    record.approval.verify().unwrap();
+    let lifetime = record.approval.expires_at - record.approval.issued_at;
+    assert!(
+        (72 * 3600 - 5..=72 * 3600).contains(&lifetime),
+        "{lifetime}"
+    );
+    let list = node(&["approvals", "list", "--config", &s.config]);
+    assert!(
+        stdout(&list).contains(&format!(
+            "{d}  acme-ai / chest-xray-classifier, 80 patients  approved by"
+        )),
+        "{}",
+        stdout(&list)
+    );
+}
+
+#[test]
+fn approve_asks_and_a_no_signs_nothing() {
+    let s = setup();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rapha-node"))
+        .args([
+            "approve",
+            &s.digest.to_hex(),
+            "--key",
+            &s.dpo,
+            "--config",
+            &s.config,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"no\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(stdout(&out).contains("Approve this job?"));
+    assert!(
+        stderr(&out).contains("not approved (nothing was signed)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(s.store.get(&s.digest).unwrap().is_none());
+}
+
+#[test]
+fn revoke_before_start_blocks_the_job_and_cannot_be_undone() {
+    let s = setup();
+    let d = s.digest.to_hex();
+    assert!(
+        node(&["approve", &d, "--key", &s.dpo, "--config", &s.config, "--yes"])
+            .status
+            .success()
+    );
+    let out = node(&["approvals", "revoke", &d, "--config", &s.config]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&node(&["approvals", "list", "--config", &s.config])).contains("REVOKED"));
+    assert!(matches!(
+        s.store.mark_started(&s.digest, 1),
+        Err(rapha_policy::PolicyError::Revoked(_))
+    ));
+    let again = node(&[
+        "approve", &d, "--key", &s.dpo, "--config", &s.config, "--yes",
+    ]);
+    assert!(!again.status.success());
+    assert!(stderr(&again).contains("was revoked"), "{}", stderr(&again));
+}
+
+#[test]
+fn revoke_after_start_is_refused() {
+    let s = setup();
+    let d = s.digest.to_hex();
+    assert!(
+        node(&["approve", &d, "--key", &s.dpo, "--config", &s.config, "--yes"])
+            .status
+            .success()
+    );
+    s.store.mark_started(&s.digest, 1).unwrap();
+    let out = node(&["approvals", "revoke", &d, "--config", &s.config]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("has already started"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn key_that_is_not_a_configured_dpo_key_is_refused() {
+    let s = setup_with(DpoSigningKey::generate(), false);
+    let out = node(&[
+        "approve",
+        &s.digest.to_hex(),
+        "--key",
+        &s.dpo,
+        "--config",
+        &s.config,
+        "--yes",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is not in keys.dpo_public_keys"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(s.store.get(&s.digest).unwrap().is_none());
+}
+
+#[test]
+fn development_dpo_key_is_refused_in_production() {
+    let s = setup_with(DpoSigningKey::generate_dev(), true);
+    let out = node(&[
+        "approve",
+        &s.digest.to_hex(),
+        "--key",
+        &s.dpo,
+        "--config",
+        &s.config,
+        "--yes",
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("development key"), "{}", stderr(&out));
+    assert!(s.store.get(&s.digest).unwrap().is_none());
+}
+
+#[test]
+fn unknown_job_digest_is_refused() {
+    let s = setup();
+    let out = node(&[
+        "approve",
+        &Digest::of(b"other").to_hex(),
+        "--key",
+        &s.dpo,
+        "--config",
+        &s.config,
+        "--yes",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is waiting for review"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn expiry_parses_durations_and_rfc3339_and_refuses_the_past() {
+    use rapha_node::approvals::parse_expiry;
+    assert_eq!(parse_expiry("7d", 1000).unwrap(), 1000 + 7 * 86_400);
+    assert_eq!(parse_expiry("2h", 1000).unwrap(), 1000 + 7200);
+    assert_eq!(parse_expiry("30m", 1000).unwrap(), 1000 + 1800);
+    assert_eq!(
+        parse_expiry("2030-01-01T00:00:00Z", 1000).unwrap(),
+        1_893_456_000
+    );
+    for bad in [
+        "0h",
+        "1970-01-01T00:00:00Z",
+        "soon",
+        "-5d",
+        "99999999999999999999d",
+    ] {
+        assert!(parse_expiry(bad, 1000).is_err(), "{bad:?}");
+    }
+}

@@ -1,0 +1,213 @@
+//! Bad configurations are refused with an error naming the key; bad key files fail their
+//! doctor check naming the key and the file.
+
+use std::os::unix::fs::PermissionsExt;
+
+use rapha_node::config::Config;
+use rapha_node::doctor::{run_doctor, Status};
+
+use crate::node_common::*;
+
+fn parse_err(text: &str) -> (String, String) {
+    Config::parse(text).expect_err("config should be refused")
+}
+
+fn base() -> String {
+    ConfigSpec::under(std::path::Path::new("/nonexistent")).to_toml()
+}
+
+#[test]
+fn the_test_config_itself_parses() {
+    Config::parse(&base()).unwrap();
+}
+
+#[test]
+fn unknown_key_is_refused_naming_it() {
+    let text = base().replace("chain_id = 137", "chain_id = 137\nchain_idd = 137");
+    let (field, msg) = parse_err(&text);
+    assert_eq!(field, "chain.chain_idd");
+    assert!(msg.contains("unknown field `chain_idd`"), "{msg}");
+
+    let text = base().replace(
+        "mode = \"production\"",
+        "mode = \"production\"\nsimulate_attestation = true",
+    );
+    let (field, msg) = parse_err(&text);
+    assert_eq!(field, "simulate_attestation");
+    assert!(
+        msg.contains("unknown field `simulate_attestation`"),
+        "{msg}"
+    );
+
+    // Unknown keys deep inside nested tables too.
+    let text = base().replace("max_jobs = 5", "max_jobs = 5\nwindow_days = 30");
+    let (field, msg) = parse_err(&text);
+    assert_eq!(field, "policy.budget.window_days");
+    assert!(msg.contains("unknown field `window_days`"), "{msg}");
+}
+
+#[test]
+fn wrong_type_is_refused_naming_the_key() {
+    let (field, msg) = parse_err(&base().replace("chain_id = 137", "chain_id = \"137\""));
+    assert_eq!(field, "chain.chain_id");
+    assert!(msg.contains("invalid type"), "{msg}");
+    let (field, _) = parse_err(&base().replace("test_token = false", "test_token = \"no\""));
+    assert_eq!(field, "chain.test_token");
+    let (field, _) = parse_err(&base().replace("mode = \"production\"", "mode = \"prod\""));
+    assert_eq!(field, "mode");
+    let (field, _) = parse_err(&base().replace("max_limit = 1000", "max_limit = -1"));
+    assert_eq!(field, "dicom.scope.max_limit");
+}
+
+#[test]
+fn missing_required_key_is_refused_naming_it() {
+    let (field, msg) = parse_err(&base().replace("escrow_address = ", "# escrow_address = "));
+    assert_eq!(field, "chain");
+    assert!(msg.contains("missing field `escrow_address`"), "{msg}");
+}
+
+#[test]
+fn cli_prints_the_field_and_exits_nonzero_on_a_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    std::fs::write(
+        &path,
+        base().replace("chain_id = 137", "chain_id = \"137\""),
+    )
+    .unwrap();
+    let out = node(&["doctor", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("key `chain.chain_id`") && err.contains("invalid type"),
+        "{err}"
+    );
+}
+
+fn hmac_check(dir: &std::path::Path, write: impl FnOnce(&std::path::Path)) -> (Status, String) {
+    let spec = ConfigSpec::under(dir);
+    write(&spec.hmac);
+    let config = Config::load(&spec.write(&dir.join("node.toml"))).unwrap();
+    let report = run_doctor(&config);
+    let c = report
+        .checks
+        .iter()
+        .find(|c| c.name == "HMAC key (keys.hmac_key_file)")
+        .unwrap();
+    (
+        c.status,
+        format!("{} / {}", c.detail, c.fix.clone().unwrap_or_default()),
+    )
+}
+
+fn private_file(path: &std::path::Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+#[test]
+fn hmac_key_of_31_or_33_bytes_fails_naming_the_length() {
+    for len in [31usize, 33] {
+        let dir = tempfile::tempdir().unwrap();
+        let (status, text) = hmac_check(dir.path(), |p| private_file(p, &vec![7u8; len]));
+        assert_eq!(status, Status::Fail);
+        assert!(
+            text.contains(&format!("expected exactly 32 bytes, found {len}")),
+            "{text}"
+        );
+        assert!(text.contains("hmac.key"), "{text}");
+    }
+}
+
+#[test]
+fn world_readable_hmac_key_fails_naming_the_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, text) = hmac_check(dir.path(), |p| {
+        std::fs::write(p, [7u8; 32]).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    });
+    assert_eq!(status, Status::Fail);
+    assert!(
+        text.contains("mode 644") && text.contains("chmod 600"),
+        "{text}"
+    );
+}
+
+#[test]
+fn development_hmac_key_is_refused_and_a_real_one_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, text) = hmac_check(dir.path(), |p| {
+        let mut key = [9u8; 32];
+        key[..10].copy_from_slice(rapha_policy::DEV_KEY_PREFIX);
+        private_file(p, &key);
+    });
+    assert_eq!(status, Status::Fail);
+    assert!(text.contains("development key"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let (status, text) = hmac_check(dir.path(), |p| rapha_node::keygen::write_hmac(p).unwrap());
+    assert_eq!(status, Status::Pass, "{text}");
+}
+
+#[test]
+fn world_readable_node_key_fails_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ConfigSpec::under(dir.path());
+    rapha_node::keygen::write_node_key(&spec.node_key).unwrap();
+    std::fs::set_permissions(&spec.node_key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let config = Config::load(&spec.write(&dir.path().join("node.toml"))).unwrap();
+    let report = run_doctor(&config);
+    let c = report
+        .checks
+        .iter()
+        .find(|c| c.name == "node key (keys.node_key_file)")
+        .unwrap();
+    assert_eq!(c.status, Status::Fail);
+    assert!(c.detail.contains("mode 640"), "{}", c.detail);
+}
+
+#[test]
+fn relative_paths_resolve_against_the_config_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = base().replace("\"/nonexistent/hmac.key\"", "\"keys/hmac.key\"");
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, text).unwrap();
+    let config = Config::load(&path).unwrap();
+    assert_eq!(config.keys.hmac_key_file, dir.path().join("keys/hmac.key"));
+}
+
+mod fuzz {
+    //! Stable-toolchain drive of the config parser's fuzz entry point (`fuzz/`): it never
+    //! panics on edited configs, and every refusal names a key path.
+    use proptest::prelude::*;
+
+    fn seeds() -> Vec<String> {
+        vec![
+            super::base(),
+            rapha_node::init::PRODUCTION_TEMPLATE.to_owned(),
+            rapha_node::init::DEMO_TEMPLATE.to_owned(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        #[test]
+        fn config_parser_never_panics_and_names_a_key(
+            seed in 0usize..3,
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+        ) {
+            let mut bytes = seeds()[seed].clone().into_bytes();
+            for (at, b) in edits {
+                let i = at % bytes.len();
+                bytes[i] = b;
+            }
+            if let Ok(text) = String::from_utf8(bytes) {
+                if let Err((field, message)) = rapha_node::config::Config::parse(&text) {
+                    prop_assert!(!field.is_empty());
+                    prop_assert!(!message.is_empty());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The production preflight against the real things: Orthanc behind TLS with a CA made here,
+//! swtpm provisioned with an EK certificate from its local CA, runc, anvil with the escrow
+//! deployed. Everything that can pass here passes; exactly SGX (no hardware) and the test
+//! token (flagged non-production) fail. A doctor that fails everything fails this test, and
+//! so does one that passes what it should not.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rapha_node::config::Config;
+use rapha_node::doctor::{run_doctor, Report, Status};
+use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc, Swtpm};
+use serde_json::{json, Value};
+
+use crate::node_common::*;
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl CLI");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA and a server certificate for 127.0.0.1 signed by it: (ca.pem, server.pem, server.key).
+fn make_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=Rapha test PACS CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    (
+        dir.join("ca.pem"),
+        dir.join("server.pem"),
+        dir.join("server.key"),
+    )
+}
+
+/// Deploys a contract from anvil's first dev account with plain JSON-RPC; returns its address.
+fn deploy(anvil: &Anvil, from: &str, data: String) -> String {
+    let tx = anvil
+        .rpc(
+            "eth_sendTransaction",
+            json!([{"from": from, "data": data, "gas": "0x989680"}]),
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let receipt = anvil.rpc("eth_getTransactionReceipt", json!([tx])).unwrap();
+        if let Some(addr) = receipt.get("contractAddress").and_then(Value::as_str) {
+            assert_eq!(receipt["status"], "0x1", "deployment reverted: {receipt}");
+            return addr.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no receipt for {tx}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn artifact_bytecode(name: &str) -> Option<String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../../contracts/artifacts/{name}.json"));
+    let text = std::fs::read_to_string(&path).ok()?;
+    let v: Value = serde_json::from_str(&text).unwrap();
+    Some(v["bytecode"].as_str().unwrap().to_owned())
+}
+
+fn pad_address(addr: &str) -> String {
+    format!(
+        "{:0>64}",
+        addr.trim_start_matches("0x").to_ascii_lowercase()
+    )
+}
+
+fn status<'a>(report: &'a Report, prefix: &str) -> &'a rapha_node::doctor::Check {
+    report
+        .checks
+        .iter()
+        .find(|c| c.name.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no check {prefix:?} in {report}"))
+}
+
+#[test]
+fn real_production_setup_fails_exactly_sgx_and_the_test_token() {
+    let Some(runc) = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+    else {
+        assert!(
+            !rapha_testkit::services::services_required(),
+            "runc is required"
+        );
+        eprintln!("SKIPPED: runc not installed");
+        return;
+    };
+    let (Some(escrow_code), Some(usdc_code)) = (
+        artifact_bytecode("RaphaEscrow"),
+        artifact_bytecode("MockUSDC"),
+    ) else {
+        assert!(
+            !rapha_testkit::services::services_required(),
+            "contracts/artifacts are required"
+        );
+        eprintln!("SKIPPED: contracts/artifacts/*.json not built");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (ca, cert, key) = make_tls(d);
+    let Some(orthanc) = rapha_testkit::require!(Orthanc::start_tls(&cert, &key)) else {
+        return;
+    };
+    let Some(tpm) = rapha_testkit::require!(Swtpm::start_provisioned()) else {
+        return;
+    };
+    let Some(anvil) = rapha_testkit::require!(Anvil::start(AnvilOptions::default())) else {
+        return;
+    };
+
+    let (from, _) = anvil.dev_accounts()[0].clone();
+    let (treasury, _) = anvil.dev_accounts()[1].clone();
+    let token = deploy(&anvil, &from, usdc_code);
+    let escrow = deploy(
+        &anvil,
+        &from,
+        format!(
+            "{escrow_code}{}{}",
+            pad_address(&token),
+            pad_address(&treasury)
+        ),
+    );
+
+    let mut spec = ConfigSpec::under(d);
+    spec.dicomweb_url = orthanc.dicomweb_url();
+    spec.ca_file = Some(ca.clone());
+    rapha_node::keygen::write_hmac(&spec.hmac).unwrap();
+    rapha_node::keygen::write_node_key(&spec.node_key).unwrap();
+    spec.dpo_keys = vec![rapha_policy::DpoSigningKey::generate().public().to_hex()];
+    std::fs::write(&spec.opt_out, "PatientID\nP-OPTED-OUT-1\n").unwrap();
+    let publisher = rapha_bundle::SigningKey::generate_ed25519().public_key();
+    rapha_bundle::TrustStore::add(
+        &spec.trust,
+        "acme-ai",
+        &publisher,
+        &["chest-xray-classifier".into()],
+        None,
+    )
+    .unwrap();
+    spec.tcti = tpm.tcti();
+    spec.vendor_root = tpm
+        .ek_ca_cert_pem()
+        .expect("provisioned swtpm has a local CA")
+        .to_owned();
+    spec.runtime = runc;
+    spec.rpc_url = anvil.rpc_url();
+    spec.chain_id = anvil.chain_id();
+    spec.usdc = token.clone();
+    spec.escrow = escrow.clone();
+    spec.test_token = true;
+    std::fs::create_dir_all(&spec.data_dir).unwrap();
+    std::fs::create_dir_all(&spec.state_dir).unwrap();
+    let config_path = spec.write(&d.join("node.toml"));
+
+    let report = run_doctor(&Config::load(&config_path).unwrap());
+    let failed: Vec<&str> = report.failures().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        failed,
+        vec![
+            "attestation: SGX ([attestation.sgx])",
+            "USDC token (chain.usdc_address)"
+        ],
+        "report:\n{report}"
+    );
+    assert!(
+        status(&report, "USDC token")
+            .detail
+            .starts_with("test token: non-production"),
+        "{report}"
+    );
+    assert!(report.checks.len() >= 17, "{report}");
+    for name in [
+        "DICOMweb endpoint",
+        "HMAC key",
+        "attestation: TPM",
+        "trainer command",
+        "chain RPC",
+        "escrow contract",
+        "policy",
+        "trust store",
+    ] {
+        assert_eq!(status(&report, name).status, Status::Pass, "{report}");
+    }
+
+    // The binary prints the same and exits 1.
+    let out = node(&["doctor", "--config", config_path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("2 of "), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("PASS  attestation: TPM"),
+        "{}",
+        stdout(&out)
+    );
+
+    // From the attacker's side: each real component swapped for a wrong one fails its check.
+    let check_with = |edit: &dyn Fn(&mut ConfigSpec), name: &str, want: &str| {
+        let mut s = ConfigSpec::under(d);
+        s.dicomweb_url = spec.dicomweb_url.clone();
+        s.ca_file = spec.ca_file.clone();
+        s.dpo_keys = spec.dpo_keys.clone();
+        s.tcti = spec.tcti.clone();
+        s.vendor_root = spec.vendor_root.clone();
+        s.runtime = spec.runtime.clone();
+        s.rpc_url = spec.rpc_url.clone();
+        s.usdc = spec.usdc.clone();
+        s.escrow = spec.escrow.clone();
+        s.test_token = true;
+        edit(&mut s);
+        let path = s.write(&d.join("variant.toml"));
+        let report = run_doctor(&Config::load(&path).unwrap());
+        let c = status(&report, name);
+        assert_eq!(c.status, Status::Fail, "{name} should fail:\n{report}");
+        assert!(
+            c.detail.contains(want),
+            "{name}: expected {want:?} in {:?}",
+            c.detail
+        );
+    };
+    // PACS certificate not from the configured CA (no ca_file: the web PKI does not know it).
+    check_with(&|s| s.ca_file = None, "DICOMweb endpoint", "did not answer");
+    // Plain HTTP to the PACS.
+    check_with(
+        &|s| s.dicomweb_url = format!("http://127.0.0.1:{}/dicom-web", orthanc.plain_http_port()),
+        "DICOMweb endpoint",
+        "not HTTPS",
+    );
+    // An EK root that did not sign the TPM's EK certificate.
+    check_with(&|s| s.vendor_root = ca.clone(), "attestation: TPM", "");
+    // A chain whose id is not the configured one.
+    check_with(&|s| s.chain_id = 80002, "chain RPC", "serves chain id 137");
+    // An escrow address with no contract (an account).
+    let eoa = treasury.clone();
+    check_with(
+        &move |s| s.escrow = eoa.clone(),
+        "escrow contract",
+        "no contract deployed",
+    );
+    // The mock token without the test-token switch is not official USDC.
+    check_with(
+        &|s| s.test_token = false,
+        "USDC token",
+        "is not official USDC on Polygon PoS",
+    );
+}

@@ -1,0 +1,193 @@
+//! `keygen`, `init` and `policy test` through the binary.
+
+use std::os::unix::fs::PermissionsExt;
+
+use rapha_node::config::Config;
+use rapha_node::doctor::{run_doctor, Status};
+
+use crate::node_common::*;
+
+fn mode(p: &std::path::Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn keygen_hmac_writes_32_private_bytes_and_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hmac.key");
+    let out = node(&["keygen", "--hmac", "--out", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(bytes.len(), 32);
+    assert_eq!(mode(&path), 0o600);
+    let text = stdout(&out);
+    assert!(
+        text.contains("WARNING") && text.contains("Back it up") && text.contains("Rotating"),
+        "{text}"
+    );
+    // The key itself is never printed, in hex or otherwise.
+    assert!(!text.contains(&hex::encode(&bytes)));
+    // Two keys differ (fresh CSPRNG output), and an existing file is never overwritten.
+    let again = node(&["keygen", "--hmac", "--out", path.to_str().unwrap()]);
+    assert!(!again.status.success());
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    let other = dir.path().join("hmac2.key");
+    assert!(
+        node(&["keygen", "--hmac", "--out", other.to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert_ne!(std::fs::read(&other).unwrap(), bytes);
+}
+
+#[test]
+fn keygen_node_writes_a_secp256k1_key_and_prints_its_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.key");
+    let out = node(&["keygen", "--node", "--out", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&path), 0o600);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.len(), 65);
+    let secret = hex::decode(text.trim_end()).unwrap();
+    let key = k256::SecretKey::from_slice(&secret).unwrap();
+    let address = rapha_node::keygen::eth_address(&key.public_key());
+    assert!(stdout(&out).contains(&address), "{}", stdout(&out));
+    assert!(!stdout(&out).contains(text.trim_end()));
+}
+
+#[test]
+fn eth_address_matches_a_known_vector() {
+    // anvil's / hardhat's first dev account: private key 0xac09...ff80.
+    let secret =
+        hex::decode("ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80").unwrap();
+    let key = k256::SecretKey::from_slice(&secret).unwrap();
+    assert_eq!(
+        rapha_node::keygen::eth_address(&key.public_key()),
+        "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266"
+    );
+}
+
+#[test]
+fn keygen_dpo_writes_the_seed_and_prints_the_public_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dpo.key");
+    let out = node(&["keygen", "--dpo", "--out", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&path), 0o600);
+    let key = rapha_policy::DpoSigningKey::load(&path).unwrap();
+    assert!(stdout(&out).contains(&key.public().to_hex()));
+    assert_eq!(
+        std::fs::read_to_string(path.with_extension("pub"))
+            .unwrap()
+            .trim(),
+        key.public().to_hex()
+    );
+}
+
+#[test]
+fn keygen_needs_exactly_one_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k");
+    assert!(!node(&["keygen", "--out", path.to_str().unwrap()])
+        .status
+        .success());
+    assert!(
+        !node(&["keygen", "--hmac", "--dpo", "--out", path.to_str().unwrap()])
+            .status
+            .success()
+    );
+    assert!(!path.exists());
+}
+
+#[test]
+fn production_template_fails_doctor_naming_every_missing_requirement() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    let out = node(&["init", "--production", "--out", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = node(&["doctor", "--config", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    for name in [
+        "FAIL  HMAC key",
+        "FAIL  DICOMweb endpoint",
+        "FAIL  attestation: TPM",
+        "FAIL  attestation: SGX",
+        "FAIL  trainer command",
+        "FAIL  chain RPC",
+        "FAIL  escrow contract",
+    ] {
+        assert!(text.contains(name), "missing {name:?} in:\n{text}");
+    }
+    // Every FAIL says how to fix it.
+    let fails = text.lines().filter(|l| l.starts_with("FAIL  ")).count();
+    let fixes = text
+        .lines()
+        .filter(|l| l.starts_with("      fix: "))
+        .count();
+    assert!(fails >= 7);
+    assert_eq!(fails, fixes, "{text}");
+}
+
+#[test]
+fn demo_template_is_refused_as_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("demo.toml");
+    assert!(node(&["init", "--demo", "--out", path.to_str().unwrap()])
+        .status
+        .success());
+    let config = Config::load(&path).unwrap();
+    let report = run_doctor(&config);
+    let status = |n: &str| report.checks.iter().find(|c| c.name == n).unwrap().status;
+    assert_eq!(status("mode"), Status::Fail);
+    assert_eq!(status("no demo component"), Status::Fail);
+    assert!(!report.passed());
+}
+
+#[test]
+fn config_pointing_at_demo_tooling_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = ConfigSpec::under(dir.path());
+    spec.runtime = "/opt/rapha-demo/bin/fake-runtime".into();
+    let config = Config::load(&spec.write(&dir.path().join("node.toml"))).unwrap();
+    let report = run_doctor(&config);
+    let c = report
+        .checks
+        .iter()
+        .find(|c| c.name == "no demo component")
+        .unwrap();
+    assert_eq!(c.status, Status::Fail);
+    assert!(c.detail.contains("trainer.runtime"), "{}", c.detail);
+}
+
+#[test]
+fn policy_test_runs_the_rego_unit_tests() {
+    let out = node(&["policy", "test", "--dir", policy_dir().to_str().unwrap()]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("PASS  rapha_test.test_good_job_is_admitted"),
+        "{text}"
+    );
+    assert!(!text.contains("FAIL"), "{text}");
+
+    // A policy edit that breaks a rule makes `policy test` fail.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = std::fs::read_to_string(policy_dir().join("rapha.rego"))
+        .unwrap()
+        .replace("input.fee >= data.hospital.min_fee", "input.fee >= 0");
+    std::fs::write(dir.path().join("rapha.rego"), broken).unwrap();
+    std::fs::copy(
+        policy_dir().join("rapha_test.rego"),
+        dir.path().join("rapha_test.rego"),
+    )
+    .unwrap();
+    let out = node(&["policy", "test", "--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("FAIL  rapha_test.test_fee_below_minimum_is_refused"),
+        "{}",
+        stdout(&out)
+    );
+}
