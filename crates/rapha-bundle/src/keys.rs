@@ -4,8 +4,9 @@
 //! PKCS#8 (`-----BEGIN PRIVATE KEY-----`), the public key as SubjectPublicKeyInfo
 //! (`-----BEGIN PUBLIC KEY-----`), the forms cosign and OpenSSL use. The key id is the SHA-256
 //! of the public key's SPKI DER, so it does not depend on the algorithm. Both key types are
-//! enums: ECDSA P-256 becomes one more variant (its own SPKI prefix and DER signatures) with no
-//! change to the envelope, the key id or the trust store.
+//! enums. ECDSA P-256 public keys (cosign's kind) are already accepted for verification,
+//! with DER or raw `r||s` signatures: adding P-256 signing changes neither the envelope, the
+//! key id nor the trust store.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,12 @@ use crate::error::{BundleError, Result};
 const ED25519_SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
+/// DER prefix of a P-256 SubjectPublicKeyInfo: SEQUENCE { SEQUENCE { OID id-ecPublicKey,
+/// OID prime256v1 }, BIT STRING (66 bytes) }; the 65-byte uncompressed SEC1 point follows.
+const P256_SPKI_PREFIX: [u8; 26] = [
+    0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
+    0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
+];
 /// DER prefix of an Ed25519 PKCS#8 v1 private key (RFC 8410): version 0, algorithm, OCTET
 /// STRING wrapping the 32-byte seed.
 const ED25519_PKCS8_PREFIX: [u8; 16] = [
@@ -32,6 +39,8 @@ const ED25519_PKCS8_PREFIX: [u8; 16] = [
 #[non_exhaustive]
 pub enum Algorithm {
     Ed25519,
+    /// ECDSA over NIST P-256 with SHA-256 (verification only in this version).
+    EcdsaP256,
 }
 
 impl Algorithm {
@@ -39,6 +48,7 @@ impl Algorithm {
     pub fn name(self) -> &'static str {
         match self {
             Self::Ed25519 => "ed25519",
+            Self::EcdsaP256 => "ecdsa-p256",
         }
     }
 }
@@ -55,6 +65,11 @@ pub enum SigningKey {
 #[non_exhaustive]
 pub enum PublicKey {
     Ed25519(ed25519_dalek::VerifyingKey),
+    /// The key and its uncompressed SEC1 encoding (as it appears in the SPKI).
+    EcdsaP256 {
+        key: p256::ecdsa::VerifyingKey,
+        sec1: [u8; 65],
+    },
 }
 
 impl SigningKey {
@@ -137,6 +152,7 @@ impl PublicKey {
     pub fn algorithm(&self) -> Algorithm {
         match self {
             Self::Ed25519(_) => Algorithm::Ed25519,
+            Self::EcdsaP256 { .. } => Algorithm::EcdsaP256,
         }
     }
 
@@ -153,12 +169,37 @@ impl PublicKey {
             })
     }
 
+    /// A P-256 public key from its 65-byte uncompressed SEC1 encoding (`04 || X || Y`).
+    ///
+    /// # Errors
+    /// [`BundleError::KeyFormat`] if it is not an uncompressed point on the curve.
+    pub fn ecdsa_p256_from_sec1(bytes: &[u8]) -> Result<Self> {
+        let bad = |reason: &str| BundleError::KeyFormat {
+            path: PathBuf::new(),
+            reason: reason.into(),
+        };
+        let sec1: [u8; 65] = bytes
+            .try_into()
+            .map_err(|_| bad("P-256 key is not 65 bytes"))?;
+        if sec1[0] != 0x04 {
+            return Err(bad("P-256 key is not an uncompressed point"));
+        }
+        let key = p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+            .map_err(|_| bad("P-256 key is not a point on the curve"))?;
+        Ok(Self::EcdsaP256 { key, sec1 })
+    }
+
     /// SubjectPublicKeyInfo DER.
     pub fn spki_der(&self) -> Vec<u8> {
         match self {
             Self::Ed25519(k) => {
                 let mut der = ED25519_SPKI_PREFIX.to_vec();
                 der.extend_from_slice(k.as_bytes());
+                der
+            }
+            Self::EcdsaP256 { sec1, .. } => {
+                let mut der = P256_SPKI_PREFIX.to_vec();
+                der.extend_from_slice(sec1);
                 der
             }
         }
@@ -190,6 +231,15 @@ impl PublicKey {
                     reason: format!("ed25519: {e}"),
                 });
         }
+        if der.len() == 91 && der[..26] == P256_SPKI_PREFIX {
+            return Self::ecdsa_p256_from_sec1(&der[26..]).map_err(|e| match e {
+                BundleError::KeyFormat { reason, .. } => BundleError::KeyFormat {
+                    path: path.into(),
+                    reason,
+                },
+                other => other,
+            });
+        }
         Err(BundleError::UnsupportedAlgorithm(
             "SPKI key of another algorithm".into(),
         ))
@@ -213,6 +263,16 @@ impl PublicKey {
                     return false;
                 };
                 k.verify_strict(message, &sig).is_ok()
+            }
+            Self::EcdsaP256 { key, .. } => {
+                use p256::ecdsa::signature::Verifier as _;
+                // cosign writes ASN.1 DER; the DSSE reference implementation raw r||s.
+                let sig = if sig.len() == 64 {
+                    p256::ecdsa::Signature::from_slice(sig)
+                } else {
+                    p256::ecdsa::Signature::from_der(sig)
+                };
+                sig.is_ok_and(|s| key.verify(message, &s).is_ok())
             }
         }
     }

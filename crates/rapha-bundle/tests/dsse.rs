@@ -164,3 +164,63 @@ fn url_safe_and_unpadded_base64_are_accepted() {
         "mixed alphabets are not base64"
     );
 }
+
+/// Big-endian 32 bytes of a decimal number (the protocol example gives its key in decimal).
+fn dec_to_be32(s: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for d in s.bytes() {
+        let mut carry = u32::from(d - b'0');
+        for byte in out.iter_mut().rev() {
+            let v = u32::from(*byte) * 10 + carry;
+            *byte = (v & 0xff) as u8;
+            carry = v >> 8;
+        }
+        assert_eq!(carry, 0, "overflow");
+    }
+    out
+}
+
+/// The ECDSA P-256 worked example of the DSSE protocol (protocol.md "Test Vectors"): key as
+/// decimal X/Y, raw r||s signature. Loaded through an SPKI PEM, as a cosign public key would be.
+fn protocol_example() -> (PublicKey, Envelope) {
+    let mut sec1 = vec![0x04];
+    sec1.extend(dec_to_be32(
+        "46950820868899156662930047687818585632848591499744589407958293238635476079160",
+    ));
+    sec1.extend(dec_to_be32(
+        "5640078356564379163099075877009565129882514886557779369047442380624545832820",
+    ));
+    let pem = PublicKey::ecdsa_p256_from_sec1(&sec1).unwrap().to_pem();
+    let key = PublicKey::from_pem(&pem, std::path::Path::new("example.pub")).unwrap();
+    let env = Envelope::parse(
+        br#"{"payload": "aGVsbG8gd29ybGQ=",
+ "payloadType": "http://example.com/HelloWorld",
+ "signatures": [{"sig": "A3JqsQGtVsJ2O2xqrI5IcnXip5GToJ3F+FnZ+O88SjtR6rDAajabZKciJTfUiHqJPcIAriEGAHTVeCUjW2JIZA=="}]}"#,
+    )
+    .unwrap();
+    (key, env)
+}
+
+#[test]
+fn ecdsa_p256_protocol_example_verifies_through_an_spki_key() {
+    let (key, env) = protocol_example();
+    assert_eq!(key.algorithm(), rapha_bundle::keys::Algorithm::EcdsaP256);
+    assert_eq!(env.payload_bytes().unwrap(), b"hello world");
+    assert!(env.signature_verifies(&env.signatures[0], &key));
+}
+
+#[test]
+fn ecdsa_p256_protocol_example_fails_when_type_or_body_change() {
+    let (key, env) = protocol_example();
+    let mut t = env.clone();
+    t.payload_type = "http://example.com/HelloWorlds".into();
+    assert!(!t.signature_verifies(&t.signatures[0], &key));
+    let mut b = env.clone();
+    b.payload = "aGVsbG8gd29ybGQh".into(); // "hello world!"
+    assert!(!b.signature_verifies(&b.signatures[0], &key));
+    let ed = SigningKey::ed25519_from_seed(&[1; 32]).public_key();
+    assert!(
+        !env.signature_verifies(&env.signatures[0], &ed),
+        "wrong algorithm's key"
+    );
+}

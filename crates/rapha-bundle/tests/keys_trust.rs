@@ -128,3 +128,63 @@ fn hand_edited_entry_with_a_wrong_keyid_is_refused() {
     let err = TrustStore::open(tmp.path()).unwrap_err();
     assert!(matches!(err, BundleError::TrustEntry { .. }), "{err}");
 }
+
+#[test]
+fn p256_key_and_der_signature_made_by_openssl_verify_and_tampering_fails() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let run = |args: &[&str]| {
+        std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .output()
+    };
+    match run(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "p.key",
+    ]) {
+        Ok(o) => assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => {
+            assert!(
+                std::env::var("RAPHA_REQUIRE_SERVICES").as_deref() != Ok("1"),
+                "openssl missing: {e}"
+            );
+            eprintln!("SKIPPED: openssl not installed ({e}); P-256 interop not checked");
+            return;
+        }
+    }
+    assert!(run(&["ec", "-in", "p.key", "-pubout", "-out", "p.pub"])
+        .unwrap()
+        .status
+        .success());
+    let message = rapha_bundle::dsse::pae(b"application/vnd.in-toto+json", b"{}");
+    std::fs::write(d.join("msg"), &message).unwrap();
+    let o = run(&[
+        "dgst", "-sha256", "-sign", "p.key", "-out", "sig.der", "msg",
+    ])
+    .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let key = PublicKey::load(&d.join("p.pub")).unwrap();
+    assert_eq!(key.algorithm(), rapha_bundle::keys::Algorithm::EcdsaP256);
+    assert_eq!(
+        key.to_pem(),
+        std::fs::read_to_string(d.join("p.pub")).unwrap()
+    );
+    let sig = std::fs::read(d.join("sig.der")).unwrap();
+    assert!(key.verify(&message, &sig));
+    let mut other = message.clone();
+    other[7] = b'3';
+    assert!(!key.verify(&other, &sig));
+    // Such a key can sit in the trust store like an Ed25519 one.
+    TrustStore::add(&d.join("store"), "cosign-user", &key, &[], None).unwrap();
+    assert_eq!(
+        TrustStore::open(&d.join("store")).unwrap().publishers()[0].key,
+        key
+    );
+}
