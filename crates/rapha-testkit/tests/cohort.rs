@@ -415,3 +415,44 @@ fn generated_cohort_loads_into_orthanc_and_qido_finds_each_patients_studies() {
         assert_eq!(got, want, "QIDO for {pid}");
     }
 }
+
+#[test]
+fn the_cli_writes_the_same_cohort_as_the_library() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out = Command::new(env!("CARGO_BIN_EXE_rapha-testkit"))
+        .args([
+            "cohort",
+            "--studies",
+            "4",
+            "--seed",
+            "99",
+            "--rle-fraction",
+            "0.5",
+            "--out",
+        ])
+        .arg(a.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let spec = CohortSpec {
+        rle_fraction: 0.5,
+        ..CohortSpec::new(4, 99, b.path())
+    };
+    let m = generate(&spec).unwrap();
+    assert_eq!(
+        std::fs::read(a.path().join("manifest.json")).unwrap(),
+        std::fs::read(b.path().join("manifest.json")).unwrap()
+    );
+    for s in &m.studies {
+        for i in &s.instances {
+            assert_eq!(
+                std::fs::read(a.path().join(&i.path)).unwrap(),
+                std::fs::read(b.path().join(&i.path)).unwrap()
+            );
+        }
+    }
+}

@@ -371,3 +371,39 @@ fn a_panicking_test_still_stops_the_service_and_keeps_its_log() {
         std::fs::remove_dir_all(log.parent().unwrap()).unwrap();
     }
 }
+
+/// A test binary killed outright runs no destructors; the wrapper's watchdog must still stop
+/// the service once its parent is gone.
+#[test]
+fn a_service_dies_with_a_killed_test_process() {
+    if !tool("swtpm") {
+        return;
+    }
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_rapha-testkit"))
+        .args(["serve", "swtpm"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let info: Value = serde_json::from_str(&line).unwrap();
+    let port = u16::try_from(info["port"].as_u64().unwrap()).unwrap();
+    assert!(port_open(port + 1));
+    holder.kill().unwrap(); // SIGKILL: no Drop runs in the holder
+    holder.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while port_open(port + 1) {
+        assert!(
+            Instant::now() < deadline,
+            "swtpm outlived its killed parent"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = std::path::PathBuf::from(info["log"].as_str().unwrap());
+    let _ = std::fs::remove_dir_all(log.parent().unwrap());
+}
