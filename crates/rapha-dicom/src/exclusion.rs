@@ -31,34 +31,56 @@ pub mod reason {
 pub const AT_RISK_MODALITIES: [&str; 8] = ["US", "SC", "OT", "DOC", "XC", "ES", "GM", "SM"];
 
 /// SOP classes excluded by default (prefix match on the UID).
-pub const AT_RISK_SOP_CLASSES: [(&str, &str); 12] = [
+pub const AT_RISK_SOP_CLASSES: [(&str, &str, &str); 12] = [
+    // (UID prefix, name, the class keyword that allows it in `allow_classes`)
     (
-        "1.2.840.10008.5.1.4.1.1.7",
+        "1.2.840.10008.5.1.4.1.1.7.",
         "Secondary Capture (all variants)",
+        "SC",
     ),
-    ("1.2.840.10008.5.1.4.1.1.6.", "Ultrasound Image"),
-    ("1.2.840.10008.5.1.4.1.1.3.", "Ultrasound Multi-frame Image"),
+    ("1.2.840.10008.5.1.4.1.1.6.", "Ultrasound Image", "US"),
+    (
+        "1.2.840.10008.5.1.4.1.1.3.",
+        "Ultrasound Multi-frame Image",
+        "US",
+    ),
     (
         "1.2.840.10008.5.1.4.1.1.104.",
         "Encapsulated PDF / CDA / STL / OBJ / MTL",
+        "DOC",
     ),
-    ("1.2.840.10008.5.1.4.1.1.77.1.1.1", "Video Endoscopic Image"),
+    (
+        "1.2.840.10008.5.1.4.1.1.77.1.1.1",
+        "Video Endoscopic Image",
+        "video",
+    ),
     (
         "1.2.840.10008.5.1.4.1.1.77.1.2.1",
         "Video Microscopic Image",
+        "video",
     ),
     (
         "1.2.840.10008.5.1.4.1.1.77.1.4",
         "VL Photographic / Video Photographic Image",
+        "XC",
     ),
-    ("1.2.840.10008.5.1.4.1.1.77.1.1", "VL Endoscopic Image"),
-    ("1.2.840.10008.5.1.4.1.1.77.1.2", "VL Microscopic Image"),
+    (
+        "1.2.840.10008.5.1.4.1.1.77.1.1",
+        "VL Endoscopic Image",
+        "ES",
+    ),
+    (
+        "1.2.840.10008.5.1.4.1.1.77.1.2",
+        "VL Microscopic Image",
+        "GM",
+    ),
     (
         "1.2.840.10008.5.1.4.1.1.77.1.3",
         "VL Slide-Coordinates Microscopic Image",
+        "SM",
     ),
-    ("1.2.840.10008.5.1.4.1.1.88.", "Structured Report"),
-    ("1.2.840.10008.5.1.4.1.1.11.", "Presentation State"),
+    ("1.2.840.10008.5.1.4.1.1.88.", "Structured Report", "SR"),
+    ("1.2.840.10008.5.1.4.1.1.11.", "Presentation State", "PR"),
 ];
 
 /// Transfer syntaxes that mean video (MPEG-2, MPEG-4, HEVC).
@@ -92,11 +114,13 @@ impl ExclusionPolicy {
             }
         }
         if let Some(sop) = attrs.text(tag::SOP_CLASS_UID) {
-            let at_risk = AT_RISK_SOP_CLASSES
+            let class = AT_RISK_SOP_CLASSES
                 .iter()
-                .any(|(p, _)| sop == p.trim_end_matches('.') || sop.starts_with(p));
-            if at_risk && !allowed(sop) {
-                return Some(reason::AT_RISK_SOP_CLASS);
+                .find(|(p, _, _)| sop == p.trim_end_matches('.') || sop.starts_with(p));
+            if let Some((_, _, keyword)) = class {
+                if !allowed(sop) && !allowed(keyword) {
+                    return Some(reason::AT_RISK_SOP_CLASS);
+                }
             }
         }
         let ts = transfer_syntax.or_else(|| attrs.text(tag::TRANSFER_SYNTAX_UID));

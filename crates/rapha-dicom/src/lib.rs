@@ -28,6 +28,7 @@ pub mod config;
 pub mod date;
 mod error;
 pub mod exclusion;
+pub mod fuzzing;
 pub mod json;
 pub mod multipart;
 pub mod pixels;

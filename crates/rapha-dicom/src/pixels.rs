@@ -1,10 +1,12 @@
 //! Pixel decode (runs inside the enclave runtime only; the cohort path never decodes pixels).
 //!
-//! Supported transfer syntaxes: every native one (implicit/explicit VR little endian, explicit
-//! VR big endian), deflated explicit VR little endian, RLE Lossless, JPEG baseline (process 1),
-//! extended (2 & 4) and lossless (14, 14 SV1), all in pure Rust. JPEG-LS, JPEG 2000, JPEG XL,
-//! HTJ2K and video are reported as [`PixelError::Unsupported`]: their decoders need a C/C++
-//! library build (CharLS, OpenJPEG) that is not part of this crate.
+//! Supported transfer syntaxes, all in pure Rust: every native one (implicit/explicit VR little
+//! endian, explicit VR big endian, deflated) with 1, 8, 16 or 32 bits allocated, planar
+//! configuration 0 or 1 and YBR_FULL_422 chroma upsampling, decoded here; RLE Lossless at any
+//! bit depth, decoded here; JPEG baseline (process 1), 8-bit extended (2 & 4) and lossless
+//! (14, 14 SV1) via dicom-pixeldata / jpeg-decoder. JPEG extended with 12-bit precision,
+//! JPEG-LS, JPEG 2000, HTJ2K, JPEG XL and video are reported as [`PixelError::Unsupported`]:
+//! their decoders need a C/C++ library build (CharLS, OpenJPEG) that this crate does not pull in.
 
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
@@ -30,7 +32,7 @@ pub enum PixelError {
 #[serde(rename_all = "kebab-case")]
 pub enum Output {
     /// Stored values in their natural type: u8 (BitsAllocated ≤ 8), u16 or i16 (16, by
-    /// PixelRepresentation), f32 for 32/64-bit data.
+    /// PixelRepresentation), u32 or i32 (32).
     #[default]
     Stored,
     /// f32 after the modality LUT (RescaleSlope/RescaleIntercept), e.g. Hounsfield units.
@@ -43,6 +45,9 @@ pub enum Samples {
     U8(Vec<u8>),
     U16(Vec<u16>),
     I16(Vec<i16>),
+    /// 32-bit stored integers (e.g. RT dose), kept exact.
+    U32(Vec<u32>),
+    I32(Vec<i32>),
     F32(Vec<f32>),
 }
 
@@ -53,6 +58,8 @@ impl Samples {
             Self::U8(v) => v.len(),
             Self::U16(v) => v.len(),
             Self::I16(v) => v.len(),
+            Self::U32(v) => v.len(),
+            Self::I32(v) => v.len(),
             Self::F32(v) => v.len(),
         }
     }
@@ -68,6 +75,8 @@ impl Samples {
             Self::U8(v) => v.get(i).map(|x| f64::from(*x)),
             Self::U16(v) => v.get(i).map(|x| f64::from(*x)),
             Self::I16(v) => v.get(i).map(|x| f64::from(*x)),
+            Self::U32(v) => v.get(i).map(|x| f64::from(*x)),
+            Self::I32(v) => v.get(i).map(|x| f64::from(*x)),
             Self::F32(v) => v.get(i).map(|x| f64::from(*x)),
         }
     }
@@ -119,17 +128,35 @@ pub fn decode(bytes: &[u8], output: Output) -> Result<Pixels, PixelError> {
 /// # Errors
 /// As [`decode`].
 pub fn decode_object(obj: &DefaultDicomObject, output: Output) -> Result<Pixels, PixelError> {
-    let ts_uid = obj
+    let ts = obj
         .meta()
         .transfer_syntax()
         .trim_end_matches(['\0', ' '])
         .to_owned();
-    match TransferSyntaxRegistry.get(&ts_uid) {
-        Some(ts) if ts.can_decode_all() => {}
-        _ => return Err(PixelError::Unsupported(ts_uid)),
+    match TransferSyntaxRegistry.get(&ts) {
+        Some(t) if t.can_decode_all() => {}
+        _ => return Err(PixelError::Unsupported(ts)),
     }
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
         return Err(PixelError::Malformed("no PixelData element".into()));
+    }
+    let hdr = Header::read(obj)?;
+    if matches!(
+        ts.as_str(),
+        "1.2.840.10008.1.2"
+            | "1.2.840.10008.1.2.1"
+            | "1.2.840.10008.1.2.2"
+            | "1.2.840.10008.1.2.1.99"
+    ) {
+        return native(obj, &hdr, output);
+    }
+    if ts == "1.2.840.10008.1.2.5" {
+        return rle(obj, &hdr, output);
+    }
+    if ts == "1.2.840.10008.1.2.4.51" && hdr.bits_allocated > 8 {
+        return Err(PixelError::Unsupported(format!(
+            "{ts} with 12-bit precision"
+        )));
     }
     // dicom-pixeldata may panic on some hostile inputs (arithmetic on header values); a
     // malformed file must never take the job down, so a panic becomes a typed error.
@@ -176,4 +203,384 @@ fn decode_inner(obj: &DefaultDicomObject, output: Output) -> Result<Pixels, Pixe
         )));
     }
     Ok(pixels)
+}
+
+/// Maximum decoded size accepted (samples), so a hostile header cannot ask for terabytes.
+const MAX_SAMPLES: usize = 1 << 31;
+
+struct Header {
+    rows: u32,
+    columns: u32,
+    frames: u32,
+    samples: u16,
+    bits_allocated: u16,
+    bits_stored: u16,
+    signed: bool,
+    planar: bool,
+    photometric: String,
+    slope: f64,
+    intercept: f64,
+}
+
+impl Header {
+    fn read(obj: &DefaultDicomObject) -> Result<Self, PixelError> {
+        let int = |t| -> Option<i64> {
+            let e = obj.element_opt(t).ok().flatten()?;
+            e.to_int::<i64>()
+                .ok()
+                .or_else(|| e.to_float64().ok().map(|f| f as i64))
+        };
+        let float = |t| -> Option<f64> { obj.element_opt(t).ok().flatten()?.to_float64().ok() };
+        let need = |t, name: &str| {
+            int(t)
+                .ok_or_else(|| PixelError::Malformed(format!("{name} is missing or not a number")))
+        };
+        let rows = u32::try_from(need(tags::ROWS, "Rows")?)
+            .map_err(|_| PixelError::Malformed("bad Rows".into()))?;
+        let columns = u32::try_from(need(tags::COLUMNS, "Columns")?)
+            .map_err(|_| PixelError::Malformed("bad Columns".into()))?;
+        let frames = u32::try_from(int(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1))
+            .map_err(|_| PixelError::Malformed("bad NumberOfFrames".into()))?;
+        let samples = u16::try_from(int(tags::SAMPLES_PER_PIXEL).unwrap_or(1))
+            .map_err(|_| PixelError::Malformed("bad SamplesPerPixel".into()))?;
+        let bits_allocated = u16::try_from(need(tags::BITS_ALLOCATED, "BitsAllocated")?)
+            .map_err(|_| PixelError::Malformed("bad BitsAllocated".into()))?;
+        let bits_stored =
+            u16::try_from(int(tags::BITS_STORED).unwrap_or(i64::from(bits_allocated)))
+                .map_err(|_| PixelError::Malformed("bad BitsStored".into()))?;
+        if !matches!(samples, 1 | 3)
+            || !matches!(bits_allocated, 1 | 8 | 16 | 32)
+            || bits_stored == 0
+            || bits_stored > bits_allocated
+        {
+            return Err(PixelError::Malformed(format!(
+                "unsupported pixel layout: {samples} samples, {bits_allocated} bits allocated, {bits_stored} stored"
+            )));
+        }
+        if rows == 0 || columns == 0 {
+            return Err(PixelError::Malformed("Rows or Columns is zero".into()));
+        }
+        let photometric = obj
+            .element_opt(tags::PHOTOMETRIC_INTERPRETATION)
+            .ok()
+            .flatten()
+            .and_then(|e| {
+                e.to_str()
+                    .ok()
+                    .map(|s| s.trim_matches([' ', '\0']).to_owned())
+            })
+            .unwrap_or_default();
+        Ok(Self {
+            rows,
+            columns,
+            frames,
+            samples,
+            bits_allocated,
+            bits_stored,
+            signed: int(tags::PIXEL_REPRESENTATION) == Some(1),
+            planar: int(tags::PLANAR_CONFIGURATION) == Some(1),
+            photometric,
+            slope: float(tags::RESCALE_SLOPE)
+                .filter(|f| f.is_finite())
+                .unwrap_or(1.0),
+            intercept: float(tags::RESCALE_INTERCEPT)
+                .filter(|f| f.is_finite())
+                .unwrap_or(0.0),
+        })
+    }
+
+    fn pixels_per_frame(&self) -> usize {
+        self.rows as usize * self.columns as usize
+    }
+
+    fn total_samples(&self) -> Result<usize, PixelError> {
+        let n =
+            self.pixels_per_frame() as u128 * u128::from(self.frames) * u128::from(self.samples);
+        usize::try_from(n)
+            .ok()
+            .filter(|n| *n <= MAX_SAMPLES)
+            .ok_or_else(|| PixelError::Malformed("image too large".into()))
+    }
+
+    fn bytes_per_sample(&self) -> usize {
+        usize::from(self.bits_allocated.div_ceil(8))
+    }
+
+    fn finish(&self, le: &[u8], output: Output) -> Result<Pixels, PixelError> {
+        let n = self.total_samples()?;
+        let data = samples_from_le(le, n, self, output)?;
+        Ok(Pixels {
+            frames: self.frames,
+            rows: self.rows,
+            columns: self.columns,
+            samples_per_pixel: self.samples,
+            photometric_interpretation: self.photometric.clone(),
+            data,
+        })
+    }
+}
+
+/// Native (uncompressed) pixel data: the element's bytes in machine order (dicom-rs has already
+/// swapped big-endian words), reordered to interleaved samples.
+fn native(obj: &DefaultDicomObject, h: &Header, output: Output) -> Result<Pixels, PixelError> {
+    let elem = obj
+        .element(tags::PIXEL_DATA)
+        .map_err(|e| PixelError::Malformed(e.to_string()))?;
+    let bytes = elem
+        .value()
+        .to_bytes()
+        .map_err(|_| PixelError::Malformed("native PixelData is encapsulated".into()))?;
+    let big_endian =
+        obj.meta().transfer_syntax().trim_end_matches(['\0', ' ']) == "1.2.840.10008.1.2.2";
+    let bytes = if big_endian {
+        to_little_endian(elem.value(), bytes.into_owned(), h.bits_allocated)
+    } else {
+        bytes.into_owned()
+    };
+    let n = h.total_samples()?;
+    if h.bits_allocated == 1 {
+        let need = n.div_ceil(8);
+        if bytes.len() < need {
+            return Err(PixelError::Malformed(format!(
+                "PixelData has {} bytes, the header needs {need}",
+                bytes.len()
+            )));
+        }
+        let bits: Vec<u8> = (0..n).map(|i| (bytes[i / 8] >> (i % 8)) & 1).collect();
+        return h.finish(&bits, output);
+    }
+    let bps = h.bytes_per_sample();
+    let spp = usize::from(h.samples);
+    let ppf = h.pixels_per_frame();
+    if h.photometric == "YBR_FULL_422" && spp == 3 {
+        // Two pixels share one Cb and one Cr: Y1 Y2 Cb Cr → (Y1 Cb Cr) (Y2 Cb Cr).
+        let need = n / 3 * 2 * bps;
+        if bytes.len() < need || ppf % 2 != 0 {
+            return Err(PixelError::Malformed(
+                "YBR_FULL_422 PixelData too short or odd width".into(),
+            ));
+        }
+        let mut out = Vec::with_capacity(n * bps);
+        for quad in bytes[..need].chunks_exact(4 * bps) {
+            let (y1, y2, cb, cr) = (
+                &quad[..bps],
+                &quad[bps..2 * bps],
+                &quad[2 * bps..3 * bps],
+                &quad[3 * bps..],
+            );
+            for y in [y1, y2] {
+                out.extend_from_slice(y);
+                out.extend_from_slice(cb);
+                out.extend_from_slice(cr);
+            }
+        }
+        return h.finish(&out, output);
+    }
+    let need = n * bps;
+    if bytes.len() < need {
+        return Err(PixelError::Malformed(format!(
+            "PixelData has {} bytes, the header needs {need}",
+            bytes.len()
+        )));
+    }
+    if h.planar && spp > 1 {
+        let mut out = vec![0u8; need];
+        let frame_bytes = ppf * spp * bps;
+        for f in 0..h.frames as usize {
+            let src = &bytes[f * frame_bytes..(f + 1) * frame_bytes];
+            let dst = &mut out[f * frame_bytes..(f + 1) * frame_bytes];
+            for s in 0..spp {
+                for p in 0..ppf {
+                    let from = (s * ppf + p) * bps;
+                    let to = (p * spp + s) * bps;
+                    dst[to..to + bps].copy_from_slice(&src[from..from + bps]);
+                }
+            }
+        }
+        return h.finish(&out, output);
+    }
+    h.finish(&bytes[..need], output)
+}
+
+/// dicom-rs has already swapped OW words to machine order; 32-bit samples in OW still have
+/// their two words in big-endian order, and OB-coded wider samples are not swapped at all.
+fn to_little_endian<P>(
+    value: &dicom_core::value::Value<P>,
+    mut bytes: Vec<u8>,
+    bits: u16,
+) -> Vec<u8> {
+    use dicom_core::value::{PrimitiveValue, Value};
+    match (value, bits) {
+        (Value::Primitive(PrimitiveValue::U16(_)), 32) => {
+            for c in bytes.chunks_exact_mut(4) {
+                c.swap(0, 2);
+                c.swap(1, 3);
+            }
+        }
+        (Value::Primitive(PrimitiveValue::U8(_)), 16) => {
+            bytes.chunks_exact_mut(2).for_each(|c| c.reverse())
+        }
+        (Value::Primitive(PrimitiveValue::U8(_)), 32) => {
+            bytes.chunks_exact_mut(4).for_each(|c| c.reverse())
+        }
+        _ => {}
+    }
+    bytes
+}
+
+/// RLE Lossless (PS3.5 Annex G): per frame a 64-byte header of segment offsets, one PackBits
+/// segment per byte plane, most significant byte first; output is interleaved little endian.
+fn rle(obj: &DefaultDicomObject, h: &Header, output: Output) -> Result<Pixels, PixelError> {
+    use dicom_core::value::Value;
+    let elem = obj
+        .element(tags::PIXEL_DATA)
+        .map_err(|e| PixelError::Malformed(e.to_string()))?;
+    let Value::PixelSequence(seq) = elem.value() else {
+        return Err(PixelError::Malformed(
+            "RLE PixelData is not encapsulated".into(),
+        ));
+    };
+    let fragments = seq.fragments();
+    let frames = h.frames as usize;
+    let joined;
+    let per_frame: Vec<&[u8]> = if fragments.len() == frames {
+        fragments.iter().map(|f| f.as_slice()).collect()
+    } else if frames == 1 {
+        joined = fragments.concat();
+        vec![joined.as_slice()]
+    } else {
+        return Err(PixelError::Malformed(format!(
+            "{} RLE fragments for {frames} frames",
+            fragments.len()
+        )));
+    };
+    let bps = h.bytes_per_sample();
+    let spp = usize::from(h.samples);
+    let ppf = h.pixels_per_frame();
+    let segments = spp * bps;
+    let mut out = vec![0u8; h.total_samples()? * bps];
+    let frame_bytes = ppf * spp * bps;
+    let mut plane = vec![0u8; ppf];
+    for (f, data) in per_frame.iter().enumerate() {
+        if data.len() < 64 {
+            return Err(PixelError::Malformed(
+                "RLE frame shorter than its header".into(),
+            ));
+        }
+        let word = |i: usize| {
+            u32::from_le_bytes([
+                data[4 * i],
+                data[4 * i + 1],
+                data[4 * i + 2],
+                data[4 * i + 3],
+            ]) as usize
+        };
+        if word(0) != segments {
+            return Err(PixelError::Malformed(format!(
+                "RLE frame has {} segments, the header needs {segments}",
+                word(0)
+            )));
+        }
+        let dst = &mut out[f * frame_bytes..(f + 1) * frame_bytes];
+        for seg in 0..segments {
+            let start = word(seg + 1);
+            let end = if seg + 1 < segments {
+                word(seg + 2)
+            } else {
+                data.len()
+            };
+            if start < 64 || start > end || end > data.len() {
+                return Err(PixelError::Malformed(
+                    "RLE segment offsets out of range".into(),
+                ));
+            }
+            packbits(&data[start..end], &mut plane)?;
+            let (s, byte_msb) = (seg / bps, seg % bps);
+            let byte_le = bps - 1 - byte_msb;
+            for (p, b) in plane.iter().enumerate() {
+                dst[(p * spp + s) * bps + byte_le] = *b;
+            }
+        }
+    }
+    h.finish(&out, output)
+}
+
+/// PackBits into exactly `out.len()` bytes.
+fn packbits(mut src: &[u8], out: &mut [u8]) -> Result<(), PixelError> {
+    let mut o = 0;
+    while o < out.len() {
+        let Some((&n, rest)) = src.split_first() else {
+            return Err(PixelError::Malformed("RLE segment ends early".into()));
+        };
+        src = rest;
+        let n = n as i8;
+        if n >= 0 {
+            let len = n as usize + 1;
+            if src.len() < len || o + len > out.len() {
+                return Err(PixelError::Malformed("RLE literal run overflows".into()));
+            }
+            out[o..o + len].copy_from_slice(&src[..len]);
+            src = &src[len..];
+            o += len;
+        } else if n != -128 {
+            let len = 1 - n as isize;
+            let len = len as usize;
+            let Some((&b, rest)) = src.split_first() else {
+                return Err(PixelError::Malformed("RLE replicate run ends early".into()));
+            };
+            src = rest;
+            if o + len > out.len() {
+                return Err(PixelError::Malformed("RLE replicate run overflows".into()));
+            }
+            out[o..o + len].fill(b);
+            o += len;
+        }
+    }
+    Ok(())
+}
+
+fn samples_from_le(le: &[u8], n: usize, h: &Header, output: Output) -> Result<Samples, PixelError> {
+    let bps = if h.bits_allocated == 1 {
+        1
+    } else {
+        h.bytes_per_sample()
+    };
+    if le.len() < n * bps {
+        return Err(PixelError::Malformed(
+            "pixel data shorter than the header promises".into(),
+        ));
+    }
+    let shift = 32 - u32::from(h.bits_stored);
+    // Sign-extends a stored value from BitsStored bits.
+    let signed = |v: u32| -> i32 { ((v << shift) as i32) >> shift };
+    let raw = |i: usize| -> u32 {
+        let b = &le[i * bps..(i + 1) * bps];
+        match bps {
+            1 => u32::from(b[0]),
+            2 => u32::from(u16::from_le_bytes([b[0], b[1]])),
+            _ => u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        }
+    };
+    let value = |i: usize| -> f64 {
+        if h.signed {
+            f64::from(signed(raw(i)))
+        } else {
+            f64::from(raw(i))
+        }
+    };
+    Ok(match output {
+        Output::Rescaled => Samples::F32(
+            (0..n)
+                .map(|i| (value(i) * h.slope + h.intercept) as f32)
+                .collect(),
+        ),
+        Output::Stored => match (bps, h.signed) {
+            (1, false) => Samples::U8(le[..n].to_vec()),
+            (1, true) => Samples::I16((0..n).map(|i| signed(raw(i)) as i16).collect()),
+            (2, false) => Samples::U16((0..n).map(|i| raw(i) as u16).collect()),
+            (2, true) => Samples::I16((0..n).map(|i| signed(raw(i)) as i16).collect()),
+            (_, false) => Samples::U32((0..n).map(raw).collect()),
+            (_, true) => Samples::I32((0..n).map(|i| signed(raw(i))).collect()),
+        },
+    })
 }

@@ -259,11 +259,7 @@ pub fn extract(
     for name in &policy.free_text {
         if let Some((_, t)) = OPTIONAL_TEXT_FIELDS.iter().find(|(k, _)| k == name) {
             if let Some(v) = attrs.text(*t) {
-                let lower = v.to_lowercase();
-                if raw_identifiers
-                    .iter()
-                    .any(|r| lower.contains(&r.to_lowercase()))
-                {
+                if contains_identifier(v, &raw_identifiers) {
                     tracing::warn!(field = %name, "opted-in text field dropped: it contains an identifier");
                 } else {
                     text.insert(name.clone(), v.to_owned());
@@ -326,7 +322,10 @@ pub fn extract(
         image_orientation_patient: fixed::<6>(attrs.f64s(tag::IMAGE_ORIENTATION_PATIENT)),
         image_position_patient: fixed::<3>(attrs.f64s(tag::IMAGE_POSITION_PATIENT)),
         manufacturer_model: if policy.manufacturer_model {
-            attrs.text(tag::MANUFACTURER_MODEL_NAME).map(str::to_owned)
+            attrs
+                .text(tag::MANUFACTURER_MODEL_NAME)
+                .filter(|v| !contains_identifier(v, &raw_identifiers))
+                .map(str::to_owned)
         } else {
             None
         },
@@ -352,6 +351,11 @@ pub fn extract(
         accession,
         study_date,
     })
+}
+
+fn contains_identifier(value: &str, raw: &[String]) -> bool {
+    let lower = value.to_lowercase();
+    raw.iter().any(|r| lower.contains(&r.to_lowercase()))
 }
 
 fn fixed<const N: usize>(v: Option<Vec<f64>>) -> Option<[f64; N]> {

@@ -125,7 +125,10 @@ impl ScopedQuery {
     /// [`ScopeRefusal`] naming the rule broken.
     pub fn parse(query: &str, limits: &ScopeLimits) -> Result<Self, ScopeRefusal> {
         let query = query.trim();
-        let params = match query.split_once('?') {
+        let params = match query
+            .split_once('?')
+            .filter(|(resource, _)| !resource.contains('='))
+        {
             Some((resource, params)) => {
                 let r = resource.trim_matches('/');
                 let r = r.rsplit('/').next().unwrap_or(r);

@@ -1,1 +1,8 @@
 //! Integration tests for rapha-dicom (one binary per crate keeps link time down).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
+
+mod common;
+mod corpus;
+mod json;
+mod records;
+mod scope;

@@ -1,0 +1,91 @@
+//! Fuzz entry points, shared by the cargo-fuzz targets in `fuzz/` and the proptest runs in the
+//! crate's tests, so CI on stable drives exactly what the fuzzer drives.
+//!
+//! Each one must never panic on any input; `record_from_*` also checks **I1** on what it
+//! builds (a record never carries one of the instance's raw identifiers) and panics if not,
+//! which is how a fuzzer reports a finding.
+
+use rapha_core::HmacKey;
+
+use crate::attrs::Attrs;
+use crate::config::DicomConfig;
+use crate::pseudonym::Pseudonymizer;
+use crate::record::{extract, Record};
+
+/// Parses a DICOM JSON document.
+pub fn dicom_json(data: &[u8]) {
+    let _ = crate::json::parse_datasets(data);
+}
+
+/// Parses DICOM JSON and builds a record from every dataset, with every optional field opted
+/// in, checking that no raw identifier reaches the record.
+pub fn record_from_json(data: &[u8]) {
+    if let Ok(sets) = crate::json::parse_datasets(data) {
+        for attrs in &sets {
+            check_record(attrs, None);
+        }
+    }
+}
+
+/// Parses a Part 10 file (header only) and builds a record, with the same check.
+pub fn record_from_part10(data: &[u8]) {
+    let body = if data.len() >= 132 && &data[128..132] == b"DICM" {
+        &data[128..]
+    } else {
+        data
+    };
+    let parsed = std::panic::catch_unwind(|| {
+        dicom_object::OpenFileOptions::new()
+            .read_preamble(dicom_object::file::ReadPreamble::Never)
+            .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
+            .from_reader(body)
+    });
+    if let Ok(Ok(obj)) = parsed {
+        let ts = obj.meta().transfer_syntax().to_owned();
+        check_record(&Attrs::from_object(&obj), Some(&ts));
+    }
+    let _ = crate::pixels::decode(data, crate::pixels::Output::Stored);
+}
+
+fn check_record(attrs: &Attrs, ts: Option<&str>) {
+    let pseudo = Pseudonymizer::new(HmacKey::from_bytes([0x5a; 32]));
+    let mut config = DicomConfig::default();
+    config.fields.sex = true;
+    config.fields.manufacturer_model = true;
+    config.fields.free_text = crate::record::OPTIONAL_TEXT_FIELDS
+        .iter()
+        .map(|(k, _)| (*k).to_owned())
+        .collect();
+    let _ = config.exclusions.check(attrs, ts);
+    if let Ok(ex) = extract(attrs, ts, &pseudo, &config.fields) {
+        let leaked = leaked_identifier(&ex.record, &ex.raw_identifiers);
+        assert!(
+            leaked.is_none(),
+            "record carries a raw identifier: {leaked:?}"
+        );
+    }
+}
+
+/// The first raw identifier (with a letter, 6+ characters, so numbers that legitimately equal a
+/// pixel spacing or a hash fragment are not reported) found in the record's non-hash fields.
+pub fn leaked_identifier<'a>(record: &Record, raw: &'a [String]) -> Option<&'a str> {
+    let mut v = serde_json::to_value(record).ok()?;
+    if let Some(m) = v.as_object_mut() {
+        for k in [
+            "patient",
+            "study",
+            "series",
+            "instance",
+            "accession",
+            "frame_of_reference",
+            "references",
+        ] {
+            m.remove(k);
+        }
+    }
+    let text = v.to_string().to_lowercase();
+    raw.iter()
+        .map(String::as_str)
+        .filter(|r| r.chars().count() >= 6 && r.chars().any(char::is_alphabetic))
+        .find(|r| text.contains(&r.to_lowercase()))
+}

@@ -1,0 +1,166 @@
+//! Strict DICOM JSON (PS3.18 Annex F): good documents parse, every malformed shape is a typed
+//! error located in the document, and the fuzz entry points hold over a seed corpus.
+
+use proptest::prelude::*;
+use rapha_dicom::attrs::tag;
+use rapha_dicom::json::{parse_datasets, JsonErrorKind};
+
+const GOOD: &str = r#"[{
+  "00080018": {"vr": "UI", "Value": ["1.2.3.4"]},
+  "00080060": {"vr": "CS", "Value": ["CT"]},
+  "00100010": {"vr": "PN", "Value": [{"Alphabetic": "DOE^JOHN", "Ideographic": "X"}]},
+  "00100020": {"vr": "LO", "Value": ["P1"]},
+  "00280010": {"vr": "US", "Value": [512]},
+  "00280030": {"vr": "DS", "Value": [0.5, "0.25"]},
+  "00200032": {"vr": "DS", "Value": [-125, -125.5, 3]},
+  "00081115": {"vr": "SQ", "Value": [{"00081155": {"vr": "UI", "Value": ["1.2.9"]}}]},
+  "00081030": {"vr": "LO"},
+  "00209165": {"vr": "AT", "Value": ["00100020"]},
+  "7FE00010": {"vr": "OW", "BulkDataURI": "http://pacs/bulk/1"},
+  "00282000": {"vr": "OB", "InlineBinary": "AAEC"}
+}]"#;
+
+#[test]
+fn well_formed_dicom_json_parses_into_typed_attributes() {
+    let ds = parse_datasets(GOOD.as_bytes()).unwrap();
+    assert_eq!(ds.len(), 1);
+    let a = &ds[0];
+    assert_eq!(a.text(tag::MODALITY), Some("CT"));
+    assert_eq!(a.text(tag::PATIENT_NAME), Some("DOE^JOHN=X"));
+    assert_eq!(a.u16(tag::ROWS), Some(512));
+    assert_eq!(a.f64s(tag::PIXEL_SPACING), Some(vec![0.5, 0.25]));
+    assert_eq!(
+        a.f64s(tag::IMAGE_POSITION_PATIENT),
+        Some(vec![-125.0, -125.5, 3.0])
+    );
+    assert_eq!(
+        a.items(0x0008_1115)[0].text(tag::REFERENCED_SOP_INSTANCE_UID),
+        Some("1.2.9")
+    );
+    assert_eq!(a.text(tag::STUDY_DESCRIPTION), None);
+    assert_eq!(parse_datasets(b"[]").unwrap().len(), 0);
+}
+
+fn kind(doc: &str) -> JsonErrorKind {
+    parse_datasets(doc.as_bytes()).expect_err(doc).kind
+}
+
+#[test]
+fn malformed_dicom_json_gives_typed_errors() {
+    assert!(matches!(kind("[{"), JsonErrorKind::Syntax(_)));
+    assert_eq!(kind("{}"), JsonErrorKind::NotArray);
+    assert_eq!(kind("[1]"), JsonErrorKind::NotObject);
+    assert_eq!(kind(r#"[{"0010002":{"vr":"LO"}}]"#), JsonErrorKind::BadTag);
+    assert_eq!(kind(r#"[{"0010002G":{"vr":"LO"}}]"#), JsonErrorKind::BadTag);
+    assert_eq!(
+        kind(r#"[{"00100020":{"Value":["x"]}}]"#),
+        JsonErrorKind::MissingVr
+    );
+    assert_eq!(
+        kind(r#"[{"00100020":{"vr":"XX"}}]"#),
+        JsonErrorKind::UnknownVr("XX".into())
+    );
+    assert_eq!(kind(r#"[{"00100020":"P1"}]"#), JsonErrorKind::NotObject);
+    assert_eq!(
+        kind(r#"[{"00100020":{"vr":"LO","Value":"P1"}}]"#),
+        JsonErrorKind::ValueNotArray
+    );
+    assert!(matches!(
+        kind(r#"[{"00280010":{"vr":"US","Value":["512"]}}]"#),
+        JsonErrorKind::WrongValueType { .. }
+    ));
+    assert!(matches!(
+        kind(r#"[{"00280030":{"vr":"DS","Value":["abc"]}}]"#),
+        JsonErrorKind::WrongValueType { .. }
+    ));
+    assert!(matches!(
+        kind(r#"[{"00100020":{"vr":"LO","Value":[5]}}]"#),
+        JsonErrorKind::WrongValueType { .. }
+    ));
+    assert!(matches!(
+        kind(r#"[{"7FE00010":{"vr":"OW","Value":[1,2]}}]"#),
+        JsonErrorKind::WrongValueType { .. }
+    ));
+    assert_eq!(
+        kind(r#"[{"00100010":{"vr":"PN","Value":["DOE^JOHN"]}}]"#),
+        JsonErrorKind::BadPersonName
+    );
+    assert_eq!(
+        kind(r#"[{"00100010":{"vr":"PN","Value":[{"Nickname":"J"}]}}]"#),
+        JsonErrorKind::BadPersonName
+    );
+    assert_eq!(
+        kind(r#"[{"00209165":{"vr":"AT","Value":["0010"]}}]"#),
+        JsonErrorKind::BadAttributeTag
+    );
+    assert_eq!(
+        kind(r#"[{"00100020":{"vr":"LO","Value":["a"],"BulkDataURI":"u"}}]"#),
+        JsonErrorKind::ConflictingValues
+    );
+    assert_eq!(
+        kind(r#"[{"00100020":{"vr":"LO","InlineBinary":"AA=="}}]"#),
+        JsonErrorKind::BinaryOnTextVr("LO".into())
+    );
+    assert_eq!(
+        kind(r#"[{"00100020":{"vr":"LO","Extra":1}}]"#),
+        JsonErrorKind::UnexpectedMember("Extra".into())
+    );
+    assert!(matches!(
+        kind(r#"[{"00081115":{"vr":"SQ","Value":[5]}}]"#),
+        JsonErrorKind::NotObject
+    ));
+    let deep = format!(
+        "[{}{}]",
+        r#"{"00081115":{"vr":"SQ","Value":["#.repeat(40),
+        r#"]}}"#.repeat(40)
+    );
+    let deep = deep.replacen(r#"]}}"#, r#"{}]}}"#, 1);
+    assert_eq!(kind(&deep), JsonErrorKind::TooDeep);
+    // The error says where.
+    let e = parse_datasets(
+        br#"[{},{"00081115":{"vr":"SQ","Value":[{"00081155":{"vr":"UI","Value":[3]}}]}}]"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.at, "[1].00081115[0].00081155", "{e}");
+}
+
+/// Seed corpus for the fuzz entry points: the good document, pieces of it, and the fixtures of
+/// the malformed test above.
+fn seeds() -> Vec<Vec<u8>> {
+    let mut v = vec![GOOD.as_bytes().to_vec(), b"[]".to_vec(), b"[{}]".to_vec()];
+    for dir in [concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/json")] {
+        if let Ok(rd) = std::fs::read_dir(dir) {
+            for e in rd.flatten() {
+                v.push(std::fs::read(e.path()).unwrap());
+            }
+        }
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The same entry point cargo-fuzz drives: never panics on mutated DICOM JSON, and any
+    /// record it builds carries no raw identifier of the input.
+    #[test]
+    fn json_and_record_entry_points_never_panic(
+        seed in prop::sample::select(seeds()),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut data = seed.clone();
+        for (i, b) in flips {
+            if !data.is_empty() {
+                let at = i.index(data.len());
+                data[at] = b;
+            }
+        }
+        if !data.is_empty() && cut.index(4) == 0 {
+            let n = cut.index(data.len());
+            data.truncate(n);
+        }
+        rapha_dicom::fuzzing::dicom_json(&data);
+        rapha_dicom::fuzzing::record_from_json(&data);
+    }
+}
