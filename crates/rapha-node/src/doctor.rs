@@ -5,7 +5,8 @@
 //! has the escrow deployed, …) and reports each as PASS or FAIL with how to fix it.
 //! `rapha-node serve` in production mode runs the same checks and refuses to start on any FAIL.
 //!
-//! [`run_doctor`] blocks (network and TPM I/O); from async code call it in `spawn_blocking`.
+//! [`run_doctor`] blocks (network and TPM I/O) on a thread of its own, so async code may call
+//! it, though it should not hold up a runtime worker with it (use `spawn_blocking`).
 
 use std::fmt;
 use std::path::Path;
@@ -127,7 +128,22 @@ fn fail<T>(detail: impl Into<String>, fix: impl Into<String>) -> Result<T, (Stri
 }
 
 /// Runs every production check.
+///
+/// The checks run on a thread of their own: the blocking HTTP client must not start inside
+/// an async runtime, so this is safe to call from `rapha-node serve`'s async code too.
 pub fn run_doctor(config: &Config) -> Report {
+    std::thread::scope(|s| s.spawn(|| run_checks(config)).join()).unwrap_or_else(|_| {
+        let mut r = Report::default();
+        r.fail(
+            "doctor",
+            "a check crashed",
+            "report this as a bug; the node must not start",
+        );
+        r
+    })
+}
+
+fn run_checks(config: &Config) -> Report {
     let mut r = Report::default();
     r.push("mode", check_mode(config));
     for (i, e) in config.dicomweb.endpoints.iter().enumerate() {
@@ -239,12 +255,12 @@ fn read_secret_text(path: &Path) -> Result<zeroize::Zeroizing<String>, (String, 
             )
         }
     }
-    let text = std::fs::read_to_string(path).or_else(|e| {
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).or_else(|e| {
         fail(
             format!("cannot read credential file {}: {e}", path.display()),
             "create the file",
         )
-    })?;
+    })?);
     Ok(zeroize::Zeroizing::new(
         text.trim_end_matches(['\n', '\r']).to_owned(),
     ))
