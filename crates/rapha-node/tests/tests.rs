@@ -9,3 +9,4 @@ mod demo_isolation;
 mod doctor_production;
 mod keys_cli;
 mod node_common;
+mod policy_config;
