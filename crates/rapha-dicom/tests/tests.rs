@@ -4,5 +4,6 @@
 mod common;
 mod corpus;
 mod json;
+mod orthanc;
 mod records;
 mod scope;
