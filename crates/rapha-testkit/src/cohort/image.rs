@@ -4,7 +4,7 @@
 //! air ≈ 0.02, soft tissue ≈ 0.35 with large smooth "organs" (±0.03–0.10 each, σ 16–30 % of
 //! the side, ±0.12 at most in sum), a few bright "bones" (≥ 0.76, peak 0.85–0.97) that always
 //! hold the image maximum, Gaussian noise σ 0.018–0.025, and for a
-//! positive study a lobulated blob of radius 6–11 % of the side and contrast 0.08–0.12: a
+//! positive study a lobulated blob of radius 7–12 % of the side and contrast 0.09–0.13: a
 //! pixel contrast-to-noise of about 3–6, invisible to the image max and lost in the image mean,
 //! but plain to a detector that averages over the lesion's scale away from bone.
 
@@ -123,10 +123,10 @@ pub(crate) fn anatomy(rng: &mut ChaCha8Rng, side: usize) -> Anatomy {
     }
 }
 
-/// A lesion inside the body, away from bone, radius 6–11 % of the side.
+/// A lesion inside the body, away from bone, radius 7–12 % of the side.
 pub(crate) fn lesion(rng: &mut ChaCha8Rng, anat: &Anatomy) -> Lesion {
     let s = anat.side;
-    let radius = s * u(rng, 0.06, 0.11);
+    let radius = s * u(rng, 0.07, 0.12);
     let mut best = None;
     for _ in 0..200 {
         let a = u(rng, 0.0, std::f32::consts::TAU);
@@ -151,7 +151,7 @@ pub(crate) fn lesion(rng: &mut ChaCha8Rng, anat: &Anatomy) -> Lesion {
         angle: u(rng, 0.0, std::f32::consts::PI),
         lobes: f32::from(rng.gen_range(2u8..6)),
         phase: u(rng, 0.0, std::f32::consts::TAU),
-        amp: u(rng, 0.08, 0.12),
+        amp: u(rng, 0.09, 0.13),
     }
 }
 

@@ -456,7 +456,7 @@ impl StudyCtx<'_> {
             accession: format!("A{:05}{:04}", self.index, self.rng.gen_range(0..10_000u32)),
             time: time(&mut self.rng),
             description,
-            study_id: format!("{}", self.rng.gen_range(1000..99_999u32)),
+            study_id: format!("ST{:06}", self.rng.gen_range(0..1_000_000u32)),
             prior_uid: uid(&mut self.rng),
             requested_procedure_id: format!("RP{:08}", self.rng.gen_range(0..100_000_000u32)),
             sps_id: format!("SPS{:07}", self.rng.gen_range(0..10_000_000u32)),
