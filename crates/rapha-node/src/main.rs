@@ -6,6 +6,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod cohort;
 mod trust;
 
 /// Rapha hospital node: runs signed trainers on studies that never leave the hospital.
@@ -34,6 +35,9 @@ enum Command {
     Approvals(rapha_node::approvals::ApprovalsArgs),
     /// Policy tools: `policy test` runs the Rego unit tests.
     Policy(rapha_node::policy_cmd::PolicyArgs),
+    /// DPO: preview the records a trainer would see for a query or a directory.
+    #[command(subcommand)]
+    Cohort(cohort::CohortCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -46,6 +50,7 @@ fn main() -> anyhow::Result<()> {
         Command::Approve(args) => rapha_node::approvals::approve(&args),
         Command::Approvals(args) => rapha_node::approvals::approvals(&args),
         Command::Policy(args) => exit_unless(rapha_node::policy_cmd::run(&args)?),
+        Command::Cohort(cmd) => cohort::run(cmd),
     }
 }
 

@@ -4,6 +4,7 @@
 mod trust;
 
 mod approvals_cli;
+mod cohort_preview;
 mod config_errors;
 mod demo_isolation;
 mod doctor_production;
