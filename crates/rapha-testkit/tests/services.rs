@@ -407,3 +407,24 @@ fn a_service_dies_with_a_killed_test_process() {
     let log = std::path::PathBuf::from(info["log"].as_str().unwrap());
     let _ = std::fs::remove_dir_all(log.parent().unwrap());
 }
+
+#[test]
+fn a_service_that_cannot_bind_its_port_fails_with_its_log_kept() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let opts = AnvilOptions {
+        port: Some(port),
+        ..AnvilOptions::default()
+    };
+    match Anvil::start(opts) {
+        Ok(None) => {} // anvil not installed: start() already printed SKIPPED
+        Ok(Some(a)) => panic!("anvil started on a taken port: {a:?}"),
+        Err(HarnessError::Exited { service, log, .. }) => {
+            assert_eq!(service, "anvil");
+            let text = std::fs::read_to_string(&log).unwrap();
+            assert!(!text.is_empty(), "empty log kept at {}", log.display());
+            std::fs::remove_dir_all(log.parent().unwrap()).unwrap();
+        }
+        Err(e) => panic!("expected Exited, got {e}"),
+    }
+}

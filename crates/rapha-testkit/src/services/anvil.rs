@@ -67,7 +67,7 @@ impl Anvil {
                 "no binary at $RAPHA_ANVIL, the npm cache, or PATH".into(),
             );
         };
-        let dir = Workdir::new("anvil")?;
+        let mut dir = Workdir::new("anvil")?;
         let state_file = opts
             .state_file
             .clone()
@@ -97,9 +97,13 @@ impl Anvil {
                 {
                     last = Some(e);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    dir.keep();
+                    return Err(e);
+                }
             }
         }
+        dir.keep();
         Err(last.unwrap_or(HarnessError::NoFreePort))
     }
 
@@ -149,9 +153,13 @@ impl Anvil {
                     last = Some(e);
                     std::thread::sleep(Duration::from_millis(500));
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.dir.keep();
+                    return Err(e);
+                }
             }
         }
+        self.dir.keep();
         Err(last.unwrap_or(HarnessError::NoFreePort))
     }
 

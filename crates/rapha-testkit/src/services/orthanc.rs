@@ -76,7 +76,7 @@ impl Orthanc {
     }
 
     fn try_start(bin: &Path) -> Result<Orthanc, HarnessError> {
-        let dir = Workdir::new("orthanc")?;
+        let mut dir = Workdir::new("orthanc")?;
         let http_port = free_port()?;
         let mut dicom_port = free_port()?;
         while dicom_port == http_port {
@@ -118,7 +118,10 @@ impl Orthanc {
             dir.log(),
         )?;
         let url = format!("http://127.0.0.1:{http_port}/system");
-        proc.wait_ready(READY_TIMEOUT, || get_ok(&url, false))?;
+        if let Err(e) = proc.wait_ready(READY_TIMEOUT, || get_ok(&url, false)) {
+            dir.keep();
+            return Err(e);
+        }
         Ok(Orthanc {
             tls_front: None,
             proc,
@@ -163,7 +166,10 @@ impl Orthanc {
             &log,
         )?;
         let url = format!("https://127.0.0.1:{port}/system");
-        front.wait_ready(READY_TIMEOUT, || get_ok(&url, true))?;
+        if let Err(e) = front.wait_ready(READY_TIMEOUT, || get_ok(&url, true)) {
+            self.dir.keep();
+            return Err(e);
+        }
         self.tls_front = Some((front, port));
         Ok(())
     }

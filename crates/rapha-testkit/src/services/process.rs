@@ -166,6 +166,7 @@ pub(crate) struct Workdir {
     dir: Option<TempDir>,
     path: PathBuf,
     log: PathBuf,
+    keep: bool,
 }
 
 impl Workdir {
@@ -180,6 +181,7 @@ impl Workdir {
             dir: Some(dir),
             path,
             log,
+            keep: false,
         })
     }
 
@@ -190,15 +192,20 @@ impl Workdir {
     pub(crate) fn log(&self) -> &Path {
         &self.log
     }
+
+    /// Keep the directory after drop: the service failed and its log names it.
+    pub(crate) fn keep(&mut self) {
+        self.keep = true;
+    }
 }
 
 impl Drop for Workdir {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if std::thread::panicking() || self.keep {
             if let Some(dir) = self.dir.take() {
                 let kept = dir.keep();
                 eprintln!(
-                    "rapha-testkit: test failed; service dir kept at {}, log {}",
+                    "rapha-testkit: service failed; its dir is kept at {}, log {}",
                     kept.display(),
                     self.log.display()
                 );

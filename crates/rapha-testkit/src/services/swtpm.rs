@@ -62,7 +62,7 @@ impl Swtpm {
                 "no swtpm_localca in PATH (Debian swtpm-tools)".into(),
             );
         };
-        let dir = Workdir::new("swtpm")?;
+        let mut dir = Workdir::new("swtpm")?;
         let root = dir.path().to_path_buf();
         let state = root.join("state");
         let ca = root.join("localca");
@@ -112,6 +112,7 @@ impl Swtpm {
             .map_err(|e| HarnessError::io(format!("run {}", setup.display()), e))?;
         let issuer = ca.join("issuercert.pem");
         if !status.success() || !issuer.is_file() {
+            dir.keep();
             return Err(HarnessError::Setup {
                 what: format!("swtpm_setup ({status})"),
                 log_tail: log_tail(&setup_log),
@@ -127,7 +128,7 @@ impl Swtpm {
 
     fn run(
         bin: &Path,
-        dir: Workdir,
+        mut dir: Workdir,
         state: PathBuf,
         ek_ca: Option<PathBuf>,
     ) -> Result<Swtpm, HarnessError> {
@@ -165,9 +166,13 @@ impl Swtpm {
                     drop(proc);
                     last = Some(e);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    dir.keep();
+                    return Err(e);
+                }
             }
         }
+        dir.keep();
         Err(last.unwrap_or(HarnessError::NoFreePort))
     }
 
