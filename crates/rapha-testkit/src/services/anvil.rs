@@ -169,7 +169,7 @@ impl Anvil {
         method: &str,
         params: serde_json::Value,
     ) -> Result<serde_json::Value, HarnessError> {
-        rpc(&self.rpc_url(), method, params)
+        rpc(&self.rpc_url(), method, params, Duration::from_secs(30))
     }
 
     pub fn log_path(&self) -> &Path {
@@ -202,8 +202,13 @@ fn launch(
     let url = format!("http://127.0.0.1:{port}");
     let want = format!("0x{:x}", opts.chain_id);
     proc.wait_ready(READY_TIMEOUT, || {
-        rpc(&url, "eth_chainId", serde_json::json!([]))
-            .is_ok_and(|v| v.as_str().is_some_and(|s| s == want))
+        rpc(
+            &url,
+            "eth_chainId",
+            serde_json::json!([]),
+            Duration::from_secs(2),
+        )
+        .is_ok_and(|v| v.as_str().is_some_and(|s| s == want))
     })?;
     Ok(proc)
 }
@@ -212,6 +217,7 @@ fn rpc(
     url: &str,
     method: &str,
     params: serde_json::Value,
+    timeout: Duration,
 ) -> Result<serde_json::Value, HarnessError> {
     let body = serde_json::json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
     let err = |detail: String| HarnessError::Rpc {
@@ -221,7 +227,7 @@ fn rpc(
     let answer: serde_json::Value = with_http(false, |c| {
         let r = c
             .post(url)
-            .timeout(Duration::from_secs(10))
+            .timeout(timeout)
             .json(&body)
             .send()
             .map_err(|e| HarnessError::http(format!("POST {url}"), e))?;
