@@ -133,6 +133,23 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        #[test]
+        fn packbits_round_trips_any_row(
+            row in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            runs in proptest::collection::vec(0u8..4, 0..600),
+        ) {
+            // Mix random bytes with long runs so both header kinds and the 128 limit occur.
+            let data: Vec<u8> = row.iter().zip(&runs).flat_map(|(&b, &r)| {
+                std::iter::repeat_n(b, if r == 0 { 1 } else { usize::from(r) * 50 })
+            }).collect();
+            let mut enc = Vec::new();
+            packbits(&data, &mut enc);
+            proptest::prop_assert_eq!(unpack(&enc), data);
+        }
+    }
+
     #[test]
     fn frame_header_lists_msb_segment_first() {
         // 1×2 pixels of 16-bit: 0x0102, 0x0304 (little-endian bytes).
