@@ -26,7 +26,8 @@ pub struct RecordMeta {
     pub dtype: Dtype,
     /// `[frames, rows, columns, samples_per_pixel]`.
     pub shape: [usize; 4],
-    /// Allow-listed technical attributes (keyword -> number, string or array of numbers).
+    /// Allow-listed technical attributes (snake_case name, e.g. `rescale_slope`, `window_center`,
+    /// -> number, short string or array of numbers).
     pub attributes: serde_json::Map<String, Value>,
 }
 
@@ -70,7 +71,7 @@ impl RecordMeta {
         })
     }
 
-    /// A numeric attribute, if present (first element for arrays).
+    /// A numeric attribute by its snake_case name, if present (first element for arrays).
     pub fn attr_f64(&self, keyword: &str) -> Option<f64> {
         match self.attributes.get(keyword)? {
             Value::Number(n) => n.as_f64(),

@@ -8,6 +8,8 @@ pub enum Dtype {
     U8,
     U16,
     I16,
+    U32,
+    I32,
     F32,
 }
 
@@ -17,7 +19,7 @@ impl Dtype {
         match self {
             Self::U8 => 1,
             Self::U16 | Self::I16 => 2,
-            Self::F32 => 4,
+            Self::U32 | Self::I32 | Self::F32 => 4,
         }
     }
 
@@ -30,6 +32,8 @@ impl Dtype {
             "u8" => Ok(Self::U8),
             "u16" => Ok(Self::U16),
             "i16" => Ok(Self::I16),
+            "u32" => Ok(Self::U32),
+            "i32" => Ok(Self::I32),
             "f32" => Ok(Self::F32),
             other => Err(SdkError::UnknownDtype(other.chars().take(16).collect())),
         }
@@ -42,6 +46,8 @@ impl fmt::Display for Dtype {
             Self::U8 => "u8",
             Self::U16 => "u16",
             Self::I16 => "i16",
+            Self::U32 => "u32",
+            Self::I32 => "i32",
             Self::F32 => "f32",
         })
     }
@@ -53,6 +59,8 @@ pub enum Pixels {
     U8(Vec<u8>),
     U16(Vec<u16>),
     I16(Vec<i16>),
+    U32(Vec<u32>),
+    I32(Vec<i32>),
     F32(Vec<f32>),
 }
 
@@ -82,6 +90,18 @@ impl Pixels {
                     .map(|c| i16::from_le_bytes([c[0], c[1]]))
                     .collect(),
             ),
+            Dtype::U32 => Self::U32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+            Dtype::I32 => Self::I32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
             Dtype::F32 => Self::F32(
                 bytes
                     .chunks_exact(4)
@@ -97,6 +117,8 @@ impl Pixels {
             Self::U8(v) => v.len(),
             Self::U16(v) => v.len(),
             Self::I16(v) => v.len(),
+            Self::U32(v) => v.len(),
+            Self::I32(v) => v.len(),
             Self::F32(v) => v.len(),
         }
     }
@@ -106,12 +128,15 @@ impl Pixels {
         self.len() == 0
     }
 
-    /// Every value as `f32` (exact for the integer types).
+    /// Every value as `f32` (exact for 8- and 16-bit types; 32-bit integers round to the
+    /// nearest `f32`).
     pub fn to_f32(&self) -> Vec<f32> {
         match self {
             Self::U8(v) => v.iter().map(|&x| f32::from(x)).collect(),
             Self::U16(v) => v.iter().map(|&x| f32::from(x)).collect(),
             Self::I16(v) => v.iter().map(|&x| f32::from(x)).collect(),
+            Self::U32(v) => v.iter().map(|&x| x as f32).collect(),
+            Self::I32(v) => v.iter().map(|&x| x as f32).collect(),
             Self::F32(v) => v.clone(),
         }
     }

@@ -53,7 +53,7 @@ fn record(index: u32, split: &str, label: Option<u8>) -> Value {
     let mut r = json!({"index": index, "instance": "1".repeat(64), "series": "2".repeat(64),
         "study": "3".repeat(64), "patient": format!("{index}").repeat(64), "split": split,
         "modality": "CT", "dtype": "u16", "shape": [1, 2, 2, 1],
-        "attributes": {"RescaleSlope": 1.0, "PixelSpacing": [0.5, 0.5]}});
+        "attributes": {"rescale_slope": 1.0, "pixel_spacing": [0.5, 0.5]}});
     if let Some(l) = label {
         r["label"] = json!(l);
     }
@@ -89,7 +89,7 @@ fn honest_session_lists_fetches_predicts_and_finishes() {
         (val.len(), val[0].split, val[0].label),
         (1, Split::Validation, None)
     );
-    assert_eq!(cohort.records()[0].attr_f64("PixelSpacing"), Some(0.5));
+    assert_eq!(cohort.records()[0].attr_f64("pixel_spacing"), Some(0.5));
     let r = c.fetch(0).unwrap();
     assert_eq!(r.pixels, Pixels::U16(vec![1, 2, 3, 65535]));
     assert_eq!(r.dims(), (1, 2, 2, 1));

@@ -22,13 +22,13 @@ SIDE = 64
 def preprocess(meta, pixels):
     frames, rows, cols, samples = meta.shape
     img = pixels[frames // 2].astype(np.float32).mean(axis=-1)
-    img = img * float(meta.attr("RescaleSlope", 1.0)) + float(meta.attr("RescaleIntercept", 0.0))
-    c, w = meta.attr("WindowCenter"), meta.attr("WindowWidth")
-    if c is not None and w is not None and float(w) > 1:
-        lo, hi = float(c) - float(w) / 2, float(c) + float(w) / 2
-    else:
-        lo, hi = np.percentile(img, [1, 99])
+    img = img * float(meta.attr("rescale_slope", 1.0)) + float(meta.attr("rescale_intercept", 0.0))
+    lo, hi = np.percentile(img, [1, 99])
     img = np.clip((img - lo) / max(hi - lo, 1e-3), 0, 1)
+    # Bright bone and dark air would dominate a blob filter: flatten both to the tissue level.
+    body = img[img > 0.1]
+    med = float(np.median(body)) if body.size else 0.5
+    img = np.where((img > med * 1.6) | (img < med * 0.5), med, img)
     # area resize to SIDE x SIDE
     r_idx = (np.arange(rows) * SIDE // rows)
     c_idx = (np.arange(cols) * SIDE // cols)

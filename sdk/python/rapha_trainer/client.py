@@ -15,7 +15,10 @@ MAX_RESPONSE_HEADER = 4 << 20
 MAX_PAYLOAD = 512 << 20
 MAX_PAGE = 1000
 
-_DTYPES = {"u8": np.dtype("<u1"), "u16": np.dtype("<u2"), "i16": np.dtype("<i2"), "f32": np.dtype("<f4")}
+_DTYPES = {
+    "u8": np.dtype("<u1"), "u16": np.dtype("<u2"), "i16": np.dtype("<i2"),
+    "u32": np.dtype("<u4"), "i32": np.dtype("<i4"), "f32": np.dtype("<f4"),
+}
 
 
 class SdkError(Exception):

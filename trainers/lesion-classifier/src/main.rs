@@ -96,8 +96,8 @@ fn preprocess(meta: &RecordMeta, pixels: &[f32]) -> Vec<f32> {
     let frame = frames / 2;
     let plane = rows * cols * samples;
     let start = frame * plane;
-    let slope = meta.attr_f64("RescaleSlope").unwrap_or(1.0) as f32;
-    let intercept = meta.attr_f64("RescaleIntercept").unwrap_or(0.0) as f32;
+    let slope = meta.attr_f64("rescale_slope").unwrap_or(1.0) as f32;
+    let intercept = meta.attr_f64("rescale_intercept").unwrap_or(0.0) as f32;
     let mut grey: Vec<f32> = (0..rows * cols)
         .map(|p| {
             let s: f32 = (0..samples)
@@ -106,19 +106,31 @@ fn preprocess(meta: &RecordMeta, pixels: &[f32]) -> Vec<f32> {
             s / samples as f32 * slope + intercept
         })
         .collect();
-    let (lo, hi) = match (meta.attr_f64("WindowCenter"), meta.attr_f64("WindowWidth")) {
-        (Some(c), Some(w)) if w > 1.0 => ((c - w / 2.0) as f32, (c + w / 2.0) as f32),
-        _ => {
-            let mut sorted: Vec<f32> = grey.iter().step_by(7).copied().collect();
-            sorted.sort_by(f32::total_cmp);
-            let pick = |q: f32| {
-                sorted
-                    .get(((sorted.len() as f32 - 1.0) * q) as usize)
-                    .copied()
-                    .unwrap_or(0.0)
-            };
-            (pick(0.01), pick(0.99))
+    let mut sorted: Vec<f32> = grey.iter().step_by(7).copied().collect();
+    sorted.sort_by(f32::total_cmp);
+    let pick = |q: f32| {
+        sorted
+            .get(((sorted.len() as f32 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let robust = (pick(0.01), pick(0.99));
+    // The record's own window when it frames the image (most of the middle of the intensity
+    // distribution inside it); a window that clips most of the anatomy is ignored in favour of
+    // a robust percentile window.
+    let (lo, hi) = match (
+        meta.attr_f64("window_center"),
+        meta.attr_f64("window_width"),
+    ) {
+        (Some(c), Some(w)) if w > 1.0 => {
+            let (lo, hi) = ((c - w / 2.0) as f32, (c + w / 2.0) as f32);
+            if lo <= pick(0.25) && hi >= pick(0.75) {
+                (lo, hi)
+            } else {
+                robust
+            }
         }
+        _ => robust,
     };
     let span = (hi - lo).max(1e-3);
     for v in &mut grey {
@@ -244,6 +256,12 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
             .filter_map(|(img, m)| Some((img.as_deref()?, f32::from(m.label?))))
             .collect();
         let pos = train.iter().filter(|t| t.1 > 0.5).count().max(1) as f32;
+        eprintln!(
+            "training on {} records ({} positive), {} validation records",
+            train.len(),
+            pos,
+            val_meta.len()
+        );
         let neg = (train.len() as f32 - pos).max(1.0);
         // Balance the classes: each class carries half of the loss.
         let (w_pos, w_neg) = (
