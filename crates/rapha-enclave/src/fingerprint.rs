@@ -1,38 +1,45 @@
 //! Fingerprints of fed pixel bytes, to find records copied verbatim into outputs.
 //!
-//! Each record's pixel bytes, as fed, are hashed with a rolling polynomial hash over
-//! [`WINDOW`]-byte windows. A window is an *anchor* when its mixed hash falls in a fixed
-//! 1-in-[`ANCHOR_EVERY`] class — chosen by content, not position, so a block copied to any
-//! offset of an output has the same anchors. Low-entropy windows (flat background) are
-//! skipped: they occur in honest weights too. Scanning an output computes the same rolling
-//! hash at every offset and looks up only anchors, so a copied block of a few KiB is found
-//! with near certainty while the scan stays a multiply-add per byte.
+//! Each record's pixel bytes, as fed, are hashed with a rolling *gear* hash
+//! (`h = (h << 1) + GEAR[byte]`, so `h` depends on the last 64 bytes only). A position is an
+//! *anchor* when the top bits of `h` are zero — chosen by content, not position, so a block
+//! copied to any offset of an output has the same anchors. Low-entropy windows (flat
+//! background) are skipped: they occur in honest weights too. Scanning an output computes the
+//! same hash at every offset (a shift, an add and a table load per byte) and looks up only
+//! anchors, so a copied block of a few KiB is found with near certainty at memory speed.
 
 use std::collections::HashMap;
 
-/// Window length in bytes.
-pub const WINDOW: usize = 32;
-/// On average one window in this many is an anchor.
+/// Bytes that determine one hash value (the bits of a `u64` shifted through).
+pub const WINDOW: usize = 64;
+/// On average one position in this many is an anchor.
 pub const ANCHOR_EVERY: u64 = 256;
 /// Upper bound on stored fingerprints (memory: ~24 bytes each).
 pub const MAX_FINGERPRINTS: usize = 8 << 20;
 /// Windows with fewer distinct byte values than this are not fingerprinted.
 const MIN_DISTINCT: usize = 12;
+const ANCHOR_SHIFT: u32 = 64 - ANCHOR_EVERY.trailing_zeros();
 
-const BASE: u64 = 0x100_0000_01b3; // odd 64-bit multiplier (FNV prime)
-const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
-
-fn base_pow_window() -> u64 {
-    let mut p = 1u64;
-    for _ in 0..WINDOW - 1 {
-        p = p.wrapping_mul(BASE);
-    }
-    p
+const fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
+
+const GEAR: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = splitmix(i as u64 ^ 0x5241_5048_4100_0000); // "RAPHA"
+        i += 1;
+    }
+    t
+};
 
 #[inline]
 fn is_anchor(h: u64) -> bool {
-    (h.wrapping_mul(MIX) >> 56) < (256 / ANCHOR_EVERY)
+    h >> ANCHOR_SHIFT == 0
 }
 
 fn distinct_enough(w: &[u8]) -> bool {
@@ -50,34 +57,20 @@ fn distinct_enough(w: &[u8]) -> bool {
     false
 }
 
-/// Calls `f(offset, hash)` for every anchor window of `bytes` (offset = window start).
-/// Returns early with `Some(x)` when `f` does.
+/// Calls `f(window_start, hash)` for every anchor of `bytes` whose full window lies inside
+/// `bytes`. Returns early with `Some(x)` when `f` does.
+#[inline]
 fn for_each_anchor<T>(bytes: &[u8], mut f: impl FnMut(usize, u64) -> Option<T>) -> Option<T> {
-    if bytes.len() < WINDOW {
-        return None;
-    }
-    let top = base_pow_window();
     let mut h = 0u64;
-    for &b in &bytes[..WINDOW] {
-        h = h.wrapping_mul(BASE).wrapping_add(u64::from(b));
-    }
-    let mut start = 0usize;
-    loop {
-        if is_anchor(h) {
-            if let Some(x) = f(start, h) {
+    for (i, &b) in bytes.iter().enumerate() {
+        h = (h << 1).wrapping_add(GEAR[b as usize]);
+        if i + 1 >= WINDOW && is_anchor(h) {
+            if let Some(x) = f(i + 1 - WINDOW, h) {
                 return Some(x);
             }
         }
-        let end = start + WINDOW;
-        if end >= bytes.len() {
-            return None;
-        }
-        h = h
-            .wrapping_sub(u64::from(bytes[start]).wrapping_mul(top))
-            .wrapping_mul(BASE)
-            .wrapping_add(u64::from(bytes[end]));
-        start += 1;
     }
+    None
 }
 
 /// The fingerprints of every record fed so far.

@@ -24,6 +24,9 @@ use crate::fingerprint::Fingerprints;
 use crate::formats;
 use crate::identifiers::{IdentifierKind, IdentifierSearcher};
 
+/// Streams at least this long are searched for identifiers and pixel blocks in parallel.
+pub const PARALLEL_SCAN_BYTES: usize = 4 << 20;
+
 /// Most directory entries examined in `/out`; more is itself a rejection.
 pub const MAX_ENTRIES: usize = 256;
 
@@ -383,7 +386,27 @@ impl Guard<'_> {
         binary: bool,
         rejections: &mut Vec<Rejection>,
     ) {
-        for hit in self.identifiers.find_each_kind(bytes, binary) {
+        // Large streams: the two independent searches run on two threads.
+        let (hits, pixel) = if bytes.len() >= PARALLEL_SCAN_BYTES {
+            std::thread::scope(|s| {
+                let px = s.spawn(|| self.fingerprints.find(bytes));
+                let hits = self.identifiers.find_each_kind(bytes, binary);
+                // A panic in the search thread is a bug; treat its stream as not cleared.
+                (
+                    hits,
+                    px.join().unwrap_or(Some(crate::fingerprint::PixelHit {
+                        record: 0,
+                        offset: 0,
+                    })),
+                )
+            })
+        } else {
+            (
+                self.identifiers.find_each_kind(bytes, binary),
+                self.fingerprints.find(bytes),
+            )
+        };
+        for hit in hits {
             if hit.kind == IdentifierKind::DicomMagic {
                 rejections.push(Rejection::DicomContent {
                     name: stream.into(),
@@ -400,11 +423,7 @@ impl Guard<'_> {
                 });
             }
         }
-        self.scan_pixels(stream, bytes, rejections);
-    }
-
-    fn scan_pixels(&self, stream: &str, bytes: &[u8], rejections: &mut Vec<Rejection>) {
-        if let Some(hit) = self.fingerprints.find(bytes) {
+        if let Some(hit) = pixel {
             rejections.push(Rejection::PixelBlock {
                 stream: stream.into(),
                 offset: hit.offset,

@@ -143,9 +143,13 @@ impl RawIdentifiers {
             patterns.push(v.as_bytes());
         }
         let build = |pats: &[&[u8]]| {
+            // A full DFA: thousands of patterns defeat the prefilters, and the NFA walk is
+            // several times slower than one table lookup per byte. Memory is bounded by the
+            // pattern bytes (a cohort's identifiers: a few MiB of tables at most).
             AhoCorasickBuilder::new()
                 .ascii_case_insensitive(true)
                 .match_kind(MatchKind::Standard)
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
                 .build(pats)
         };
         let ac = build(&patterns)?;

@@ -1,0 +1,263 @@
+//! Enclave benchmark (not run in CI): `bench/enclave.sh`.
+//!
+//! 1. feed throughput: decoded MB/s delivered over the feed socket to a reader that fetches
+//!    every record, against decoding the same records in-process with no feed;
+//! 2. container start to the trainer's first record (median of runs under runc);
+//! 3. output guard scan rate on a large safetensors output.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark: panics are failures
+
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rapha_core::{HmacKey, JobId, OutputDecl, OutputKind, ResourceLimits};
+use rapha_dicom::cohort::CohortBuilder;
+use rapha_dicom::exclusion::{LabelTable, OptOuts};
+use rapha_dicom::{DicomConfig, Pseudonymizer};
+use rapha_enclave::dicom::DicomSource;
+use rapha_enclave::feed::{self, Feed, FeedState};
+use rapha_enclave::guard::Guard;
+use rapha_enclave::protocol::{read_frame, write_frame};
+use rapha_enclave::session::RunPaths;
+use rapha_enclave::split::split_records;
+use rapha_enclave::{EnclaveSession, JobSpec, RecordSource, SandboxConfig};
+
+fn main() {
+    let studies: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = rapha_testkit::cohort::CohortSpec {
+        studies,
+        seed: 99,
+        out: dir.path().to_path_buf(),
+        rle_fraction: 0.25,
+        label_shuffle: false,
+    };
+    rapha_testkit::cohort::generate(&spec).unwrap();
+    let labels = LabelTable::load(&dir.path().join("labels.csv")).unwrap();
+    let optouts = OptOuts::load(&dir.path().join("optouts.csv")).unwrap();
+    let pseudo = Pseudonymizer::new(HmacKey::from_bytes([1; 32]));
+    let config = DicomConfig::default();
+    let cohort = CohortBuilder::new(&pseudo, &config, &optouts)
+        .with_labels(&labels)
+        .from_dir(&dir.path().join("dicom"))
+        .unwrap();
+    let (source, ids) = DicomSource::new(&cohort.entries, None);
+    let n = source.records().len();
+    println!("cohort: {studies} studies, {n} records");
+
+    // 1a. in-process decode, no feed (best of 3 passes).
+    let mut decode_rate: f64 = 0.0;
+    let mut total_bytes = 0u64;
+    for _ in 0..3 {
+        let t = Instant::now();
+        total_bytes = 0;
+        for i in 0..n {
+            total_bytes += source.pixels(i).unwrap().bytes.len() as u64;
+        }
+        decode_rate = decode_rate.max(total_bytes as f64 / t.elapsed().as_secs_f64() / 1e6);
+    }
+
+    // 1b. through the feed socket (best of 3 passes, fresh feed each time so every record
+    // is fingerprinted on first fetch as in a real job).
+    let splits = split_records(source.records(), 20);
+    let mut feed_rate: f64 = 0.0;
+    for pass in 0..3 {
+        let sock = dir.path().join(format!("feed{pass}.sock"));
+        let listener = feed::bind(&sock).unwrap();
+        let f = Feed {
+            job: JobId::random(),
+            confinement: "none-development",
+            source: &source,
+            splits: &splits,
+            state: Mutex::new(FeedState::default()),
+            stop: AtomicBool::new(false),
+        };
+        let rate = std::thread::scope(|s| {
+            s.spawn(|| f.serve(&listener));
+            let mut c = UnixStream::connect(&sock).unwrap();
+            let mut call = |v: serde_json::Value| {
+                write_frame(&mut c, &serde_json::to_vec(&v).unwrap(), &[]).unwrap();
+                read_frame(&mut c).unwrap()
+            };
+            call(serde_json::json!({"op": "hello", "protocol": 1}));
+            let t = Instant::now();
+            let mut got = 0u64;
+            for i in 0..n {
+                got += call(serde_json::json!({"op": "fetch", "index": i})).1.len() as u64;
+            }
+            let rate = got as f64 / t.elapsed().as_secs_f64() / 1e6;
+            call(serde_json::json!({"op": "done"}));
+            f.stop.store(true, Ordering::Relaxed);
+            rate
+        });
+        feed_rate = feed_rate.max(rate);
+    }
+    println!(
+        "feed throughput: {feed_rate:.1} MB/s vs in-process decode {decode_rate:.1} MB/s ({:.1} MB decoded): ratio {:.2} (target >= 0.70)",
+        total_bytes as f64 / 1e6,
+        feed_rate / decode_rate
+    );
+
+    // 2. container start to first record, under runc, with the static test trainer.
+    let bin = dir.path().join("trainer");
+    let ok = std::process::Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(&bin)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/trainer.c"))
+        .arg("-lm")
+        .status()
+        .is_ok_and(|s| s.success());
+    let outputs = vec![
+        OutputDecl {
+            name: "model.safetensors".into(),
+            kind: OutputKind::Safetensors,
+            max_bytes: 1 << 20,
+        },
+        OutputDecl {
+            name: "metrics.json".into(),
+            kind: OutputKind::MetricsJson,
+            max_bytes: 4096,
+        },
+    ];
+    if ok {
+        let mut firsts = Vec::new();
+        for _ in 0..9 {
+            let job = JobSpec {
+                job_id: JobId::random(),
+                validation_percent: 20,
+                min_validation_patients: 2,
+                outputs: outputs.clone(),
+                total_output_cap: 4 << 20,
+                limits: ResourceLimits {
+                    memory_mb: 512,
+                    cpus: 1,
+                    pids: 32,
+                    wall_seconds: 120,
+                },
+                wall_override: None,
+            };
+            let session = EnclaveSession::new(job).unwrap();
+            let run_dir = tempfile::tempdir().unwrap();
+            let rootfs = run_dir.path().join("rootfs");
+            std::fs::create_dir(&rootfs).unwrap();
+            std::fs::copy(&bin, rootfs.join("trainer")).unwrap();
+            let cfg = SandboxConfig {
+                runtime_root: run_dir.path().join("runc"),
+                ..SandboxConfig::default()
+            };
+            let paths = RunPaths {
+                work_root: &run_dir.path().join("work"),
+                rootfs: &rootfs,
+                release_dir: &run_dir.path().join("rel"),
+            };
+            let r = session
+                .run(
+                    &cfg,
+                    &paths,
+                    &["/trainer".into(), "honest".into()],
+                    &source,
+                    &ids,
+                )
+                .unwrap();
+            assert_eq!(
+                r.signed.manifest.outcome,
+                rapha_enclave::ManifestOutcome::Completed,
+                "{:?}",
+                r.signed.manifest.reasons
+            );
+            firsts.push(r.stats.first_fetch_after_launch.unwrap());
+        }
+        firsts.sort();
+        let median = firsts[firsts.len() / 2];
+        println!(
+            "container start to first record: median {:.0} ms over {} runs (min {:.0}, max {:.0}): ratio to 300 ms target {:.2}",
+            ms(median),
+            firsts.len(),
+            ms(firsts[0]),
+            ms(firsts[firsts.len() - 1]),
+            ms(median) / 300.0
+        );
+    } else {
+        println!("container start: SKIPPED (gcc -static unavailable)");
+    }
+
+    // 3. guard scan rate: a 128 MiB safetensors file of pseudo-random f32 weights, scanned
+    // against this cohort's identifiers and the fingerprints of every record.
+    let mut fp = rapha_enclave::fingerprint::Fingerprints::default();
+    for i in 0..n {
+        fp.add_record(i as u32, &source.pixels(i).unwrap().bytes);
+    }
+    let searcher = ids.searcher().unwrap();
+    let floats = 32usize << 20;
+    let mut st = 0x1234_5678_9abc_def1u64;
+    let mut data = Vec::with_capacity(floats * 4);
+    for _ in 0..floats {
+        st ^= st << 13;
+        st ^= st >> 7;
+        st ^= st << 17;
+        let v = ((st >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1;
+        data.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut hdr = format!(
+        r#"{{"w":{{"dtype":"F32","shape":[{floats}],"data_offsets":[0,{}]}}}}"#,
+        data.len()
+    );
+    while hdr.len() % 8 != 0 {
+        hdr.push(' ');
+    }
+    let out = tempfile::tempdir().unwrap();
+    let mut file = (hdr.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(hdr.as_bytes());
+    file.extend_from_slice(&data);
+    std::fs::write(out.path().join("model.safetensors"), &file).unwrap();
+    let big = vec![OutputDecl {
+        name: "model.safetensors".into(),
+        kind: OutputKind::Safetensors,
+        max_bytes: 1 << 30,
+    }];
+    let guard = Guard {
+        outputs: &big,
+        total_cap: 1 << 30,
+        identifiers: &searcher,
+        fingerprints: &fp,
+    };
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let v = guard.check(out.path(), &[]);
+        best = best.min(t.elapsed());
+        assert!(v.accepted, "{:?}", v.rejections);
+    }
+    let rate = file.len() as f64 / best.as_secs_f64() / 1e6;
+    let part = |name: &str, f: &dyn Fn()| {
+        let t = Instant::now();
+        f();
+        println!(
+            "  guard part {name}: {:.0} MB/s",
+            file.len() as f64 / t.elapsed().as_secs_f64() / 1e6
+        );
+    };
+    part("read", &|| {
+        drop(std::fs::read(out.path().join("model.safetensors")).unwrap())
+    });
+    part("sha256", &|| drop(rapha_core::Digest::of(&file)));
+    part("identifiers (binary)", &|| {
+        drop(searcher.find_each_kind(&file, true))
+    });
+    part("pixel fingerprints", &|| drop(fp.find(&file)));
+    println!(
+        "guard scan: {rate:.0} MB/s on a {:.0} MB safetensors output ({} identifier patterns, {} pixel fingerprints): ratio to 500 MB/s target {:.2}",
+        file.len() as f64 / 1e6,
+        ids.len(),
+        fp.len(),
+        rate / 500.0
+    );
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
