@@ -453,6 +453,7 @@ fn check_tpm(config: &Config) -> Outcome {
             "add [attestation.tpm] with tcti and vendor_root_ca",
         );
     };
+    check_pcr_policy(tpm)?;
     match rapha_attest::tpm_readiness(&tpm.tcti, &tpm.vendor_root_ca) {
         Ok(ready) => Ok(format!(
             "{}: AK certified by an EK whose certificate ({}) chains to {} (issuer {})",
@@ -466,6 +467,37 @@ fn check_tpm(config: &Config) -> Outcome {
             "check attestation.tpm.tcti reaches the TPM (e.g. device:/dev/tpmrm0) and vendor_root_ca holds the TPM vendor's EK root CA",
         ),
     }
+}
+
+/// The expected PCR values must be usable: a known bank, PCR indices 0-23, digests of the
+/// bank's length.
+fn check_pcr_policy(tpm: &crate::config::TpmConfig) -> Result<(), (String, String)> {
+    let len = match tpm.pcr_bank.as_str() {
+        "sha1" => 20,
+        "sha256" => 32,
+        "sha384" => 48,
+        other => {
+            return fail(
+                format!("attestation.tpm.pcr_bank = {other:?} is not sha1, sha256 or sha384"),
+                "set pcr_bank = \"sha256\"",
+            )
+        }
+    };
+    for (index, digest) in &tpm.expected_pcrs {
+        let index_ok = index.parse::<u8>().is_ok_and(|i| i <= 23);
+        let digest_ok = digest.len() == 2 * len && digest.bytes().all(|b| b.is_ascii_hexdigit());
+        if !index_ok || !digest_ok {
+            return fail(
+                format!(
+                    "attestation.tpm.expected_pcrs: {index:?} = {digest:?} is not a PCR index 0-23 \
+                     with a {len}-byte hex {} digest",
+                    tpm.pcr_bank
+                ),
+                "write each entry as \"INDEX\" = \"HEX DIGEST\" (e.g. from `tpm2_pcrread`)",
+            );
+        }
+    }
+    Ok(())
 }
 
 fn check_sgx(config: &Config) -> Outcome {
@@ -499,6 +531,17 @@ fn check_sgx(config: &Config) -> Outcome {
             format!("SGX DCAP is not available: missing {}", missing.join(", ")),
             "install the SGX DCAP quote provider (libsgx-dcap-default-qpl), configure the PCCS, and run on SGX hardware",
         );
+    }
+    for (key, values) in [("mrenclave", &sgx.mrenclave), ("mrsigner", &sgx.mrsigner)] {
+        if let Some(bad) = values
+            .iter()
+            .find(|v| v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()))
+        {
+            return fail(
+                format!("attestation.sgx.{key}: {bad:?} is not 64 hex digits"),
+                format!("copy the enclave runtime's {key} (32 bytes, hex)"),
+            );
+        }
     }
     if sgx.mrenclave.is_empty() && sgx.mrsigner.is_empty() {
         return fail(

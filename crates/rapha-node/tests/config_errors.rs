@@ -211,3 +211,27 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn malformed_pcr_policy_fails_the_tpm_check_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ConfigSpec::under(dir.path());
+    let text = spec.to_toml().replace(
+        "[attestation.sgx]",
+        "expected_pcrs = { \"7\" = \"abc\" }\n\n[attestation.sgx]",
+    );
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, text).unwrap();
+    let report = run_doctor(&Config::load(&path).unwrap());
+    let c = report
+        .checks
+        .iter()
+        .find(|c| c.name.starts_with("attestation: TPM"))
+        .unwrap();
+    assert_eq!(c.status, Status::Fail);
+    assert!(
+        c.detail.contains("attestation.tpm.expected_pcrs"),
+        "{}",
+        c.detail
+    );
+}
