@@ -36,5 +36,5 @@ pub use key::NodeKey;
 pub use log::{Appended, ReceiptLog, SignedTreeHead};
 pub use receipt::{
     issue, settlement_for, verify, verify_file, Consistency, Inclusion, LogPosition, ReceiptFile,
-    VerifiedReceipt, VerifyOptions, FILE_FORMAT,
+    VerifiedReceipt, Verifier, VerifyOptions, FILE_FORMAT,
 };

@@ -24,7 +24,7 @@ use crate::error::{ReceiptError, Result};
 use crate::{Address, NodeKey};
 
 /// A signed tree head: the log's size and root at a moment, signed by the node key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignedTreeHead {
     pub tree_size: u64,

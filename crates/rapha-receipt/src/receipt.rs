@@ -8,6 +8,8 @@
 //!  file = { body_b64: bytes, body: copy, signature, log_at_signing, inclusion, sth, consistency }
 //! ```
 
+use std::collections::HashMap;
+
 use base64::Engine as _;
 use rapha_core::merkle;
 use rapha_core::Digest;
@@ -252,6 +254,66 @@ pub fn verify(bytes: &[u8], opts: &VerifyOptions) -> Result<VerifiedReceipt> {
 /// # Errors
 /// One [`ReceiptError`] per failed check; [`ReceiptError::class`] groups them.
 pub fn verify_file(file: &ReceiptFile, opts: &VerifyOptions) -> Result<VerifiedReceipt> {
+    verify_with(file, opts, &mut HeadCache::default())
+}
+
+/// Heads whose signatures were already checked, with their signers.
+#[derive(Debug, Default)]
+struct HeadCache(HashMap<SignedTreeHead, Address>);
+
+impl HeadCache {
+    fn check(&mut self, head: &SignedTreeHead, node: &Address) -> Result<()> {
+        let found = match self.0.get(head) {
+            Some(a) => *a,
+            None => {
+                let a = head.signer()?;
+                self.0.insert(*head, a);
+                a
+            }
+        };
+        if found != *node {
+            return Err(ReceiptError::HeadSigner {
+                tree_size: head.tree_size,
+                found,
+                expected: *node,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Verifies many receipts with the same options, checking each distinct signed head's
+/// signature once: the way an auditor walks a whole log at one head. Each receipt gets exactly
+/// the checks of [`verify_file`].
+#[derive(Debug)]
+pub struct Verifier {
+    opts: VerifyOptions,
+    heads: HeadCache,
+}
+
+impl Verifier {
+    /// A verifier with `opts`.
+    pub fn new(opts: VerifyOptions) -> Self {
+        Self {
+            opts,
+            heads: HeadCache::default(),
+        }
+    }
+
+    /// Verifies one receipt file (JSON bytes).
+    ///
+    /// # Errors
+    /// As [`verify_file`].
+    pub fn verify(&mut self, bytes: &[u8]) -> Result<VerifiedReceipt> {
+        verify_with(&ReceiptFile::from_json(bytes)?, &self.opts, &mut self.heads)
+    }
+}
+
+fn verify_with(
+    file: &ReceiptFile,
+    opts: &VerifyOptions,
+    heads: &mut HeadCache,
+) -> Result<VerifiedReceipt> {
     if file.format != FILE_FORMAT {
         return Err(ReceiptError::Malformed(format!(
             "file format {:?} is not {FILE_FORMAT:?}",
@@ -295,7 +357,7 @@ pub fn verify_file(file: &ReceiptFile, opts: &VerifyOptions) -> Result<VerifiedR
 
     // The head: the caller's own, or the one in the file; either way signed by the node.
     let head = opts.sth.unwrap_or(file.sth);
-    head.verify(&signer)?;
+    heads.check(&head, &signer)?;
     let inc = &file.inclusion;
     if inc.tree_size != head.tree_size || inc.root_hash != head.root_hash {
         return Err(ReceiptError::NotInLog(format!(
@@ -327,7 +389,7 @@ pub fn verify_file(file: &ReceiptFile, opts: &VerifyOptions) -> Result<VerifiedR
     let consistent_with = match opts.consistency_from {
         None => None,
         Some(old) => {
-            old.verify(&signer)?;
+            heads.check(&old, &signer)?;
             if old.tree_size > head.tree_size {
                 return Err(ReceiptError::MalformedHead(format!(
                     "the older head has size {} but the receipt's head only {}; ask the node for \

@@ -173,3 +173,33 @@ fn mixed_case_address_with_wrong_checksum_is_refused() {
         .parse::<rapha_receipt::Address>()
         .is_err());
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, ..Default::default() })]
+
+    /// The fast recovery (no redundant re-verification) agrees with k256's own
+    /// `recover_from_prehash` on honest signatures and on random 65-byte strings.
+    #[test]
+    fn fast_recovery_agrees_with_k256(digest in proptest::prelude::any::<[u8; 32]>(),
+                                      junk in proptest::collection::vec(proptest::prelude::any::<u8>(), 65),
+                                      secret in proptest::prelude::any::<[u8; 32]>()) {
+        use k256::ecdsa::{RecoveryId, Signature as Ec, VerifyingKey};
+        let reference = |sig: &Signature| -> Option<rapha_receipt::Address> {
+            let v = sig.0[64];
+            if v != 27 && v != 28 { return None; }
+            let ec = Ec::from_slice(&sig.0[..64]).ok()?;
+            if ec.normalize_s().is_some() { return None; }
+            let key = VerifyingKey::recover_from_prehash(&digest, &ec, RecoveryId::new(v == 28, false)).ok()?;
+            Some(rapha_receipt::eip712::address_of(&key))
+        };
+        let mut junk_sig = Signature([0; 65]);
+        junk_sig.0.copy_from_slice(&junk);
+        junk_sig.0[64] = 27 + (junk[64] & 1);
+        proptest::prop_assert_eq!(recover_signer(&digest, &junk_sig).ok(), reference(&junk_sig));
+        if let Ok(key) = NodeKey::from_secret_bytes(&secret) {
+            let sig = key.sign(&digest).unwrap();
+            proptest::prop_assert_eq!(recover_signer(&digest, &sig).ok(), Some(key.address()));
+            proptest::prop_assert_eq!(reference(&sig), Some(key.address()));
+        }
+    }
+}

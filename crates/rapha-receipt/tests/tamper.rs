@@ -441,3 +441,57 @@ fn refused_job_gets_a_receipt_too() {
     let v = verify_file(&file, &pinned(&f)).unwrap();
     assert_eq!(v.body.outcome.code(), 2);
 }
+
+#[test]
+fn batch_verifier_checks_each_head_once_and_still_refuses_foreign_heads() {
+    let f = fixture();
+    let latest = f.log.latest_head().unwrap().unwrap();
+    let mut v = rapha_receipt::Verifier::new(VerifyOptions {
+        sth: Some(latest),
+        ..pinned(&f)
+    });
+    for j in [100u8, 101, 7, 200] {
+        let mut body = sample_body(f.key.address(), j);
+        body.job_id = rapha_core::JobId::from_bytes([j; 16]);
+        let bytes = body.canonical_bytes().unwrap();
+        // Re-prove each already-logged receipt at the common head.
+        let index = (0..f.log.size())
+            .find(|i| f.log.leaf(*i).unwrap() == bytes)
+            .unwrap();
+        let mut file = f.file.clone();
+        file.inclusion.leaf_index = index;
+        file.log_at_signing = rapha_receipt::LogPosition {
+            tree_size: index + 1,
+            root_hash: f.log.root_at(index + 1).unwrap(),
+        };
+        let (domain, msg) =
+            rapha_receipt::settlement_for(&body, &Digest::of(&bytes), &file.log_at_signing);
+        file.signature = f
+            .key
+            .sign(&rapha_receipt::settlement_digest(&domain, &msg))
+            .unwrap();
+        let file = with_body_bytes(&file, &bytes);
+        let mut file = file;
+        file.prove_at(&f.log, latest, &[]).unwrap();
+        let ok = v.verify(&file.to_json().unwrap()).unwrap();
+        assert_eq!(ok.leaf_index, index);
+    }
+    // The cache is keyed by the whole signed head: another key's head is still checked.
+    let foreign = SignedTreeHead::sign(
+        &common::other_key(),
+        latest.tree_size,
+        latest.root_hash,
+        latest.timestamp,
+    )
+    .unwrap();
+    let mut v = rapha_receipt::Verifier::new(VerifyOptions {
+        sth: Some(foreign),
+        ..pinned(&f)
+    });
+    let mut file = f.file.clone();
+    file.prove_at(&f.log, latest, &[]).unwrap();
+    assert!(matches!(
+        v.verify(&file.to_json().unwrap()),
+        Err(ReceiptError::HeadSigner { .. })
+    ));
+}
