@@ -419,3 +419,31 @@ fn oci_archive_with_a_corrupt_blob_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn index_descriptor_with_a_wrong_size_is_refused() {
+    let f = Fixture::new();
+    let path = f.bundle().join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let size = index["manifests"][0]["size"].as_u64().unwrap();
+    index["manifests"][0]["size"] = (size - 1).into();
+    std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let err = verify_bundle(&f.bundle(), &f.store()).unwrap_err();
+    assert!(
+        matches!(err, BundleError::BlobSizeMismatch { expected, actual, .. } if expected + 1 == actual),
+        "{err}"
+    );
+}
+
+#[test]
+fn nested_index_instead_of_a_manifest_is_refused() {
+    let f = Fixture::new();
+    let path = f.bundle().join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    index["manifests"][0]["mediaType"] = rapha_bundle::oci::MEDIA_INDEX.into();
+    std::fs::write(&path, serde_json::to_vec(&index).unwrap()).unwrap();
+    let err = verify_bundle(&f.bundle(), &f.store()).unwrap_err();
+    assert!(matches!(err, BundleError::UnknownMediaType { .. }), "{err}");
+}
