@@ -22,9 +22,10 @@ as_root() {
 
 # Debian packages the real components need: Orthanc + DICOMweb (PACS), swtpm + tpm2-tools
 # (TPM), libtss2-dev (tss-esapi), runc (trainer isolation), iproute2 (test hosts), socat (TLS
-# front of the test Orthanc: Debian's Orthanc crashes on its own HTTPS), openssl (test certs).
+# front of the test Orthanc: Debian's Orthanc crashes on its own HTTPS), openssl (test certs),
+# skopeo (a real OCI tool that reads our image layouts and writes oci-archives for the tests).
 DEBIAN_PACKAGES=(orthanc orthanc-dicomweb swtpm swtpm-tools tpm2-tools libtss2-dev runc iproute2
-    pkg-config socat openssl)
+    pkg-config socat openssl skopeo)
 
 install_debian_packages() {
     local missing=()

@@ -4,6 +4,7 @@
 mod common;
 mod dsse;
 mod fuzz_props;
+mod interop;
 mod keys_trust;
 mod unpack;
 mod verify;
