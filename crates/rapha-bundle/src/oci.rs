@@ -501,6 +501,15 @@ impl OciLayout {
 
 /// Reads a whole file, refusing one longer than `limit`.
 pub(crate) fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    // A bundle's files must be regular files: a symlink could point at host files, a FIFO
+    // would block verification forever.
+    let meta = std::fs::symlink_metadata(path).map_err(BundleError::io(path))?;
+    if !meta.file_type().is_file() {
+        return Err(BundleError::Layout(format!(
+            "{} is not a regular file",
+            path.display()
+        )));
+    }
     let file = File::open(path).map_err(BundleError::io(path))?;
     let mut out = Vec::new();
     file.take(limit + 1)

@@ -447,3 +447,24 @@ fn nested_index_instead_of_a_manifest_is_refused() {
     let err = verify_bundle(&f.bundle(), &f.store()).unwrap_err();
     assert!(matches!(err, BundleError::UnknownMediaType { .. }), "{err}");
 }
+
+#[test]
+fn envelope_that_is_a_symlink_or_fifo_is_refused_without_blocking() {
+    let f = Fixture::new();
+    let env = f.bundle().join("signature.dsse.json");
+    std::fs::rename(&env, f.path("elsewhere.json")).unwrap();
+    std::os::unix::fs::symlink(f.path("elsewhere.json"), &env).unwrap();
+    let err = verify_bundle(&f.bundle(), &f.store()).unwrap_err();
+    assert!(
+        matches!(err, BundleError::Layout(ref m) if m.contains("not a regular file")),
+        "{err}"
+    );
+    std::fs::remove_file(&env).unwrap();
+    let st = std::process::Command::new("mkfifo")
+        .arg(&env)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let err = verify_bundle(&f.bundle(), &f.store()).unwrap_err();
+    assert!(matches!(err, BundleError::Layout(_)), "{err}");
+}
