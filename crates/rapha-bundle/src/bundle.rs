@@ -111,7 +111,14 @@ fn sign_into(key: &SigningKey, image: &Path, spec: &TrainerSpec, out: &Path) -> 
 }
 
 /// A bundle whose signature, trust decision and every blob digest were checked. Only
-/// [`verify_bundle`] makes one (**I5**).
+/// [`verify_bundle`] makes one (**I5**): the fields are private and there is no constructor,
+/// `Default` or `Deserialize`.
+///
+/// ```compile_fail
+/// fn forge(manifest: rapha_core::Digest) -> rapha_bundle::VerifiedBundle {
+///     rapha_bundle::VerifiedBundle { manifest_digest: manifest }
+/// }
+/// ```
 #[derive(Debug, Clone)]
 pub struct VerifiedBundle {
     dir: PathBuf,
