@@ -264,13 +264,32 @@ pub fn read_header(path: &Path) -> Result<(Attrs, Option<String>)> {
         path: path.to_owned(),
         reason,
     };
+    let bytes = std::fs::read(path).map_err(|e| DicomError::Io {
+        path: path.to_owned(),
+        source: e,
+    })?;
+    read_header_bytes(&bytes).map_err(bad)
+}
+
+/// [`read_header`] for bytes in memory (a Part 10 file with or without the preamble).
+///
+/// # Errors
+/// Why the bytes are not a parseable DICOM file.
+pub fn read_header_bytes(bytes: &[u8]) -> std::result::Result<(Attrs, Option<String>), String> {
+    crate::guard::check_lengths(bytes)?;
+    let body = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
+        &bytes[128..]
+    } else {
+        bytes
+    };
     let obj = std::panic::catch_unwind(|| {
         dicom_object::OpenFileOptions::new()
+            .read_preamble(dicom_object::file::ReadPreamble::Never)
             .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
-            .open_file(path)
+            .from_reader(body)
     })
-    .map_err(|_| bad("parser rejected the file".into()))?
-    .map_err(|e| bad(e.to_string()))?;
+    .map_err(|_| "parser rejected the file".to_owned())?
+    .map_err(|e| e.to_string())?;
     let ts = obj
         .meta()
         .transfer_syntax()

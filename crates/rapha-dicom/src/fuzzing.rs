@@ -29,20 +29,8 @@ pub fn record_from_json(data: &[u8]) {
 
 /// Parses a Part 10 file (header only) and builds a record, with the same check.
 pub fn record_from_part10(data: &[u8]) {
-    let body = if data.len() >= 132 && &data[128..132] == b"DICM" {
-        &data[128..]
-    } else {
-        data
-    };
-    let parsed = std::panic::catch_unwind(|| {
-        dicom_object::OpenFileOptions::new()
-            .read_preamble(dicom_object::file::ReadPreamble::Never)
-            .read_until(dicom_dictionary_std::tags::PIXEL_DATA)
-            .from_reader(body)
-    });
-    if let Ok(Ok(obj)) = parsed {
-        let ts = obj.meta().transfer_syntax().to_owned();
-        check_record(&Attrs::from_object(&obj), Some(&ts));
+    if let Ok((attrs, ts)) = crate::cohort::read_header_bytes(data) {
+        check_record(&attrs, ts.as_deref());
     }
     let _ = crate::pixels::decode(data, crate::pixels::Output::Stored);
 }

@@ -29,6 +29,7 @@ pub mod date;
 mod error;
 pub mod exclusion;
 pub mod fuzzing;
+pub mod guard;
 pub mod json;
 pub mod multipart;
 pub mod pixels;

@@ -111,6 +111,7 @@ impl Pixels {
 /// [`PixelError::Unsupported`] for a transfer syntax without a decoder here,
 /// [`PixelError::Malformed`] for anything broken.
 pub fn decode(bytes: &[u8], output: Output) -> Result<Pixels, PixelError> {
+    crate::guard::check_lengths(bytes).map_err(PixelError::Malformed)?;
     let body = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
         &bytes[128..]
     } else {

@@ -11,16 +11,6 @@ use sha2::{Digest, Sha256};
 
 use crate::common::{corpus, python};
 
-/// Files on which dicom-rs 0.10 allocates ~3.6 GiB and spends seconds before failing (an
-/// undefined-length UN element read as a 4 GiB length). They fail closed (typed error) but are
-/// too slow for the test budget; docs/deidentification.md lists this as a known limit.
-const DICOM_RS_BLOWUPS: [&str; 2] = ["UN_sequence.dcm", "SC_rgb_jpeg.dcm"];
-
-fn is_blowup(f: &Path) -> bool {
-    f.file_name()
-        .is_some_and(|n| DICOM_RS_BLOWUPS.iter().any(|b| n == *b))
-}
-
 fn dicom_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
@@ -54,9 +44,6 @@ fn malformed_corpus_files_give_typed_errors_not_panics() {
     let mut ok = 0;
     let mut bad = BTreeMap::new();
     for f in dicom_files(&dir) {
-        if is_blowup(&f) {
-            continue;
-        }
         match read_header(&f) {
             Ok(_) => ok += 1,
             Err(rapha_dicom::DicomError::MalformedFile { path, reason }) => {
@@ -108,9 +95,6 @@ fn every_transfer_syntax_decodes_with_the_right_shape_or_is_reported_unsupported
     let mut by_ts: BTreeMap<String, (u32, u32)> = BTreeMap::new();
     let mut decoded = Vec::new();
     for f in dicom_files(&dir) {
-        if is_blowup(&f) {
-            continue;
-        }
         let Ok((attrs, Some(ts))) = read_header(&f) else {
             continue;
         };
