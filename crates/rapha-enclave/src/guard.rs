@@ -308,15 +308,21 @@ impl Guard<'_> {
                 how: "a DICOM dataset without preamble".into(),
             });
         }
-        // Text parts are searched for every identifier, binary parts for the longer ones.
+        let mut digest = None;
+        // Text parts are searched for every identifier, binary parts for the longer ones; the
+        // digest is computed beside the search.
         match decl.map(|d| d.kind) {
             Some(OutputKind::Safetensors) if formats::check_safetensors(&bytes).is_ok() => {
                 let split = formats::safetensors_data_start(&bytes);
                 self.scan_stream(name, &bytes[..split], false, rejections);
-                self.scan_stream(name, &bytes[split..], true, rejections);
+                let (hits, pixel, d) = self.search(&bytes[split..], true, || Digest::of(&bytes));
+                digest = Some(d);
+                self.report(name, hits, pixel, rejections);
             }
             Some(OutputKind::Onnx | OutputKind::PytorchZip) => {
-                self.scan_stream(name, &bytes, true, rejections)
+                let (hits, pixel, d) = self.search(&bytes, true, || Digest::of(&bytes));
+                digest = Some(d);
+                self.report(name, hits, pixel, rejections);
             }
             _ => self.scan_stream(name, &bytes, false, rejections),
         }
@@ -375,10 +381,42 @@ impl Guard<'_> {
                 });
             }
         }
-        (rejections.len() == before).then(|| Digest::of(&bytes))
+        (rejections.len() == before).then(|| digest.unwrap_or_else(|| Digest::of(&bytes)))
     }
 
     /// Searches one byte stream for identifiers and fed pixel blocks.
+    /// Identifier and pixel-block search over one stream; `also` runs beside the pixel search
+    /// (the file digest), on a second thread for large streams.
+    fn search<T: Send>(
+        &self,
+        bytes: &[u8],
+        binary: bool,
+        also: impl FnOnce() -> T + Send,
+    ) -> (
+        Vec<crate::identifiers::IdentifierHit>,
+        Option<crate::fingerprint::PixelHit>,
+        T,
+    ) {
+        if bytes.len() >= PARALLEL_SCAN_BYTES {
+            std::thread::scope(|s| {
+                let px = s.spawn(|| (self.fingerprints.find(bytes), also()));
+                let hits = self.identifiers.find_each_kind(bytes, binary);
+                match px.join() {
+                    Ok((pixel, t)) => (hits, pixel, t),
+                    // A panic in the search thread is a bug: the stream is not cleared.
+                    Err(p) => std::panic::resume_unwind(p),
+                }
+            })
+        } else {
+            let t = also();
+            (
+                self.identifiers.find_each_kind(bytes, binary),
+                self.fingerprints.find(bytes),
+                t,
+            )
+        }
+    }
+
     fn scan_stream(
         &self,
         stream: &str,
@@ -386,26 +424,17 @@ impl Guard<'_> {
         binary: bool,
         rejections: &mut Vec<Rejection>,
     ) {
-        // Large streams: the two independent searches run on two threads.
-        let (hits, pixel) = if bytes.len() >= PARALLEL_SCAN_BYTES {
-            std::thread::scope(|s| {
-                let px = s.spawn(|| self.fingerprints.find(bytes));
-                let hits = self.identifiers.find_each_kind(bytes, binary);
-                // A panic in the search thread is a bug; treat its stream as not cleared.
-                (
-                    hits,
-                    px.join().unwrap_or(Some(crate::fingerprint::PixelHit {
-                        record: 0,
-                        offset: 0,
-                    })),
-                )
-            })
-        } else {
-            (
-                self.identifiers.find_each_kind(bytes, binary),
-                self.fingerprints.find(bytes),
-            )
-        };
+        let (hits, pixel, ()) = self.search(bytes, binary, || ());
+        self.report(stream, hits, pixel, rejections);
+    }
+
+    fn report(
+        &self,
+        stream: &str,
+        hits: Vec<crate::identifiers::IdentifierHit>,
+        pixel: Option<crate::fingerprint::PixelHit>,
+        rejections: &mut Vec<Rejection>,
+    ) {
         for hit in hits {
             if hit.kind == IdentifierKind::DicomMagic {
                 rejections.push(Rejection::DicomContent {

@@ -150,6 +150,7 @@ impl RawIdentifiers {
                 .ascii_case_insensitive(true)
                 .match_kind(MatchKind::Standard)
                 .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                .start_kind(aho_corasick::StartKind::Both)
                 .build(pats)
         };
         let ac = build(&patterns)?;
@@ -162,11 +163,13 @@ impl RawIdentifiers {
             }
         }
         let ac_binary = build(&binary_patterns)?;
+        let prefilter = Prefilter::new(&binary_patterns);
         Ok(IdentifierSearcher {
             ac,
             kinds,
             ac_binary,
             binary_kinds,
+            prefilter,
             skipped,
         })
     }
@@ -200,6 +203,7 @@ pub struct IdentifierSearcher {
     kinds: Vec<IdentifierKind>,
     ac_binary: AhoCorasick,
     binary_kinds: Vec<IdentifierKind>,
+    prefilter: Prefilter,
     skipped: usize,
 }
 
@@ -209,6 +213,66 @@ impl std::fmt::Debug for IdentifierSearcher {
             .field("patterns", &self.kinds.len())
             .field("skipped_short", &self.skipped)
             .finish()
+    }
+}
+
+/// Exact 6-byte (ASCII-lowercased) prefixes of the binary patterns, behind a 2^24-bit
+/// bitset so that a random byte stream is rejected with one load per byte.
+struct Prefilter {
+    bits: Vec<u64>,
+    prefixes: std::collections::HashSet<u64>,
+    max_len: usize,
+}
+
+const PREFIX: usize = MIN_BINARY_IDENTIFIER_LEN;
+const PREFIX_MASK: u64 = (1 << (8 * PREFIX)) - 1;
+const BITSET_BITS: u32 = 24;
+
+/// The bitset is indexed by the last three bytes of the prefix: no hashing on the hot path.
+#[inline]
+fn bit_of(key: u64) -> usize {
+    (key & ((1 << BITSET_BITS) - 1)) as usize
+}
+
+impl Prefilter {
+    fn new(patterns: &[&[u8]]) -> Self {
+        let mut bits = vec![0u64; (1usize << BITSET_BITS) / 64];
+        let mut prefixes = std::collections::HashSet::new();
+        let mut max_len = 0;
+        for p in patterns {
+            max_len = max_len.max(p.len());
+            let key = p
+                .iter()
+                .take(PREFIX)
+                .fold(0u64, |k, b| (k << 8) | u64::from(b.to_ascii_lowercase()));
+            prefixes.insert(key);
+            let i = bit_of(key);
+            bits[i / 64] |= 1 << (i % 64);
+        }
+        Self {
+            bits,
+            prefixes,
+            max_len,
+        }
+    }
+
+    /// Calls `f(start)` for every offset whose next 6 bytes are a pattern prefix.
+    #[inline]
+    fn candidates(&self, bytes: &[u8], mut f: impl FnMut(usize)) {
+        if self.prefixes.is_empty() {
+            return;
+        }
+        let mut key = 0u64;
+        for (i, &b) in bytes.iter().enumerate() {
+            key = ((key << 8) | u64::from(b.to_ascii_lowercase())) & PREFIX_MASK;
+            if i + 1 < PREFIX {
+                continue;
+            }
+            let bit = bit_of(key);
+            if self.bits[bit / 64] & (1 << (bit % 64)) != 0 && self.prefixes.contains(&key) {
+                f(i + 1 - PREFIX);
+            }
+        }
     }
 }
 
@@ -238,24 +302,44 @@ impl IdentifierSearcher {
     /// `binary` streams are searched for identifiers of at least
     /// [`MIN_BINARY_IDENTIFIER_LEN`] bytes only.
     pub fn find_each_kind(&self, bytes: &[u8], binary: bool) -> Vec<IdentifierHit> {
-        let (ac, kinds) = if binary {
-            (&self.ac_binary, &self.binary_kinds)
-        } else {
-            (&self.ac, &self.kinds)
-        };
         let mut out: Vec<IdentifierHit> = Vec::new();
-        for m in ac.find_iter(bytes) {
-            let kind = kinds
-                .get(m.pattern().as_usize())
-                .copied()
-                .unwrap_or(IdentifierKind::Other);
+        let mut push = |kind: IdentifierKind, offset: usize| {
             if !out.iter().any(|h| h.kind == kind) {
-                out.push(IdentifierHit {
-                    kind,
-                    offset: m.start(),
-                });
+                out.push(IdentifierHit { kind, offset });
             }
+        };
+        if !binary {
+            for m in self.ac.find_iter(bytes) {
+                push(
+                    self.kinds
+                        .get(m.pattern().as_usize())
+                        .copied()
+                        .unwrap_or(IdentifierKind::Other),
+                    m.start(),
+                );
+            }
+            return out;
         }
+        // Binary streams: every pattern is at least MIN_BINARY_IDENTIFIER_LEN long, so a
+        // 6-byte prefix filter finds the few candidate offsets at memory speed, and the
+        // automaton confirms each candidate on a short slice.
+        self.prefilter.candidates(bytes, |start| {
+            let end = start
+                .saturating_add(self.prefilter.max_len)
+                .min(bytes.len());
+            let input =
+                aho_corasick::Input::new(&bytes[start..end]).anchored(aho_corasick::Anchored::Yes);
+            if let Ok(Some(m)) = self.ac_binary.try_find(input) {
+                push(
+                    self.binary_kinds
+                        .get(m.pattern().as_usize())
+                        .copied()
+                        .unwrap_or(IdentifierKind::Other),
+                    start,
+                );
+            }
+        });
+        out.sort_by_key(|h| h.offset);
         out
     }
 

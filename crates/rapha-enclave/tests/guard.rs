@@ -556,3 +556,38 @@ fn short_identifiers_are_searched_in_text_but_not_in_tensor_data() {
         "stdout contains a raw patient id of this cohort (offset 8)"
     );
 }
+
+mod prefilter {
+    use proptest::prelude::*;
+    use rapha_enclave::{IdentifierKind, RawIdentifiers};
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        /// The binary-stream search (6-byte prefix filter + anchored confirmation) finds every
+        /// planted identifier, in any case, at any offset, that the plain text search finds.
+        #[test]
+        fn binary_search_finds_what_text_search_finds(
+            noise in prop::collection::vec(any::<u8>(), 0..4096),
+            at in any::<usize>(),
+            which in 0usize..4,
+            upper in any::<bool>(),
+        ) {
+            let values = ["MRN4471923", "Walsh^Bridget", "1.2.826.0.1.3680043.8.498.77", "A20240117X"];
+            let mut ids = RawIdentifiers::new();
+            for v in values {
+                ids.add(IdentifierKind::Other, v);
+            }
+            let s = ids.searcher().unwrap();
+            let planted = if upper { values[which].to_ascii_uppercase() } else { values[which].to_ascii_lowercase() };
+            let at = if noise.is_empty() { 0 } else { at % noise.len() };
+            let mut hay = noise[..at].to_vec();
+            hay.extend_from_slice(planted.as_bytes());
+            hay.extend_from_slice(&noise[at..]);
+            let text = s.find_each_kind(&hay, false);
+            let binary = s.find_each_kind(&hay, true);
+            prop_assert_eq!(text.len(), 1);
+            prop_assert_eq!(&binary, &text);
+            prop_assert!(binary[0].offset <= at);
+        }
+    }
+}
