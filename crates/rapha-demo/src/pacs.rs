@@ -1,0 +1,548 @@
+//! The embedded demo PACS: a small DICOMweb (PS3.18) server over a directory of Part 10
+//! files, serving exactly what `rapha_dicom::DicomWebClient` sends: QIDO-RS study search
+//! (StudyInstanceUID, AccessionNumber, ModalitiesInStudy, StudyDate, limit, offset), series
+//! and instance listings, WADO-RS series metadata (DICOM JSON, Annex F, no pixel data) and
+//! WADO-RS instance retrieval as `multipart/related; type="application/dicom"`.
+//!
+//! Demo only (**I8**): loopback, no authentication, everything indexed in memory.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use anyhow::{Context, Result};
+use dicom_core::header::Header;
+use dicom_core::VR;
+use dicom_dictionary_std::tags;
+use dicom_object::mem::InMemElement;
+use dicom_object::{InMemDicomObject, OpenFileOptions};
+use serde_json::{json, Map, Value};
+
+/// One indexed instance.
+struct Instance {
+    study: String,
+    series: String,
+    sop: String,
+    path: PathBuf,
+    /// Full header as DICOM JSON (no pixel data).
+    json: Value,
+}
+
+/// Study-level index entry.
+struct Study {
+    uid: String,
+    accession: String,
+    date: String,
+    modalities: Vec<String>,
+    json: Value,
+}
+
+struct Index {
+    studies: Vec<Study>,
+    instances: Vec<Instance>,
+}
+
+/// Request counters, for the demo's summary.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub qido: AtomicU64,
+    pub metadata: AtomicU64,
+    pub retrievals: AtomicU64,
+}
+
+/// A running demo PACS. Drop stops it.
+pub struct DemoPacs {
+    url: String,
+    stop: Arc<AtomicBool>,
+    addr: std::net::SocketAddr,
+    thread: Option<JoinHandle<()>>,
+    pub counters: Arc<Counters>,
+    pub instances: usize,
+    pub studies: usize,
+}
+
+impl std::fmt::Debug for DemoPacs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoPacs")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DemoPacs {
+    /// Indexes every Part 10 file under `dir` and serves it on a free loopback port.
+    pub fn start(dir: &Path) -> Result<Self> {
+        let index = Arc::new(build_index(dir)?);
+        let listener = TcpListener::bind("127.0.0.1:0").context("binding the demo PACS")?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        let (s2, c2, i2) = (stop.clone(), counters.clone(), index.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s2.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (i3, c3) = (i2.clone(), c2.clone());
+                std::thread::spawn(move || {
+                    if let Err(e) = serve_conn(conn, &i3, &c3) {
+                        tracing::debug!(error = %e, "demo PACS connection ended");
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            url: format!("http://{addr}/dicom-web"),
+            stop,
+            addr,
+            thread: Some(thread),
+            counters,
+            instances: index.instances.len(),
+            studies: index.studies.len(),
+        })
+    }
+
+    /// DICOMweb root, e.g. `http://127.0.0.1:PORT/dicom-web`.
+    pub fn dicomweb_url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for DemoPacs {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
+        let e = e?;
+        let t = e.file_type()?;
+        if t.is_dir() {
+            walk(&e.path(), out)?;
+        } else if t.is_file() {
+            out.push(e.path());
+        }
+    }
+    Ok(())
+}
+
+fn build_index(dir: &Path) -> Result<Index> {
+    let mut files = Vec::new();
+    walk(dir, &mut files)?;
+    files.sort();
+    let mut instances = Vec::new();
+    let mut studies: BTreeMap<String, Study> = BTreeMap::new();
+    for path in files {
+        let obj = OpenFileOptions::new()
+            .read_until(tags::PIXEL_DATA)
+            .open_file(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let text = |t| {
+            obj.element(t)
+                .ok()
+                .and_then(|e| e.to_str().ok())
+                .map(|s| s.trim_end_matches(['\0', ' ']).to_owned())
+                .unwrap_or_default()
+        };
+        let (study, series, sop) = (
+            text(tags::STUDY_INSTANCE_UID),
+            text(tags::SERIES_INSTANCE_UID),
+            text(tags::SOP_INSTANCE_UID),
+        );
+        let modality = text(tags::MODALITY);
+        let json = dataset_json(&obj);
+        let entry = studies.entry(study.clone()).or_insert_with(|| {
+            let mut m = Map::new();
+            for t in [
+                tags::STUDY_INSTANCE_UID,
+                tags::ACCESSION_NUMBER,
+                tags::STUDY_DATE,
+                tags::STUDY_TIME,
+                tags::STUDY_ID,
+                tags::PATIENT_ID,
+                tags::PATIENT_NAME,
+                tags::PATIENT_BIRTH_DATE,
+                tags::PATIENT_SEX,
+                tags::REFERRING_PHYSICIAN_NAME,
+            ] {
+                if let Some(v) = json.get(tag_key(t)) {
+                    m.insert(tag_key(t), v.clone());
+                }
+            }
+            Study {
+                uid: study.clone(),
+                accession: text(tags::ACCESSION_NUMBER),
+                date: text(tags::STUDY_DATE),
+                modalities: Vec::new(),
+                json: Value::Object(m),
+            }
+        });
+        if !modality.is_empty() && !entry.modalities.contains(&modality) {
+            entry.modalities.push(modality);
+        }
+        instances.push(Instance {
+            study,
+            series,
+            sop,
+            path,
+            json,
+        });
+    }
+    let studies = studies
+        .into_values()
+        .map(|mut s| {
+            if let Value::Object(m) = &mut s.json {
+                m.insert(
+                    tag_key(tags::MODALITIES_IN_STUDY),
+                    json!({"vr": "CS", "Value": s.modalities}),
+                );
+            }
+            s
+        })
+        .collect();
+    Ok(Index { studies, instances })
+}
+
+fn tag_key(t: dicom_core::Tag) -> String {
+    format!("{:04X}{:04X}", t.group(), t.element())
+}
+
+/// PS3.18 Annex F JSON of a dataset (binary values are left without a value).
+fn dataset_json(obj: &InMemDicomObject) -> Value {
+    let mut m = Map::new();
+    for e in obj.iter() {
+        let t = e.tag();
+        if t == tags::PIXEL_DATA || t.group() == 0x0002 {
+            continue;
+        }
+        if let Some(v) = element_json(e) {
+            m.insert(tag_key(t), v);
+        }
+    }
+    Value::Object(m)
+}
+
+fn element_json(e: &InMemElement) -> Option<Value> {
+    let vr = e.vr();
+    let code = vr.to_string();
+    if code.len() != 2 {
+        return None;
+    }
+    if matches!(
+        vr,
+        VR::OB | VR::OD | VR::OF | VR::OL | VR::OV | VR::OW | VR::UN
+    ) {
+        return Some(json!({ "vr": code }));
+    }
+    if vr == VR::SQ {
+        let items: Vec<Value> = e
+            .items()
+            .map(|items| items.iter().map(dataset_json).collect())
+            .unwrap_or_default();
+        return Some(json!({ "vr": code, "Value": items }));
+    }
+    let strs: Vec<String> = e
+        .to_multi_str()
+        .map(|c| {
+            c.iter()
+                .map(|s| s.trim_end_matches(['\0', ' ']).trim_start().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if strs.is_empty() || strs.iter().all(String::is_empty) {
+        return Some(json!({ "vr": code }));
+    }
+    let values: Vec<Value> = match vr {
+        VR::PN => strs
+            .into_iter()
+            .map(|s| json!({ "Alphabetic": s }))
+            .collect(),
+        VR::FL | VR::FD | VR::DS | VR::SL | VR::SS | VR::UL | VR::US | VR::IS | VR::SV | VR::UV => {
+            strs.into_iter().map(|s| number(&s)).collect()
+        }
+        _ => strs.into_iter().map(Value::String).collect(),
+    };
+    Some(json!({ "vr": code, "Value": values }))
+}
+
+fn number(s: &str) -> Value {
+    let s = s.trim();
+    if s.is_empty() {
+        return Value::Null;
+    }
+    if let Ok(i) = s.parse::<i64>() {
+        return json!(i);
+    }
+    match s.parse::<f64>() {
+        Ok(f) if f.is_finite() => json!(f),
+        _ => Value::Null,
+    }
+}
+
+struct Request {
+    path: String,
+    query: Vec<(String, String)>,
+}
+
+fn read_request(r: &mut BufReader<TcpStream>) -> Result<Option<Request>> {
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let target = parts.next().unwrap_or_default().to_owned();
+    let mut content_length = 0usize;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h)? == 0 {
+            return Ok(None);
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                content_length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    if content_length > 0 {
+        let mut sink = vec![0u8; content_length.min(1 << 20)];
+        r.read_exact(&mut sink)?;
+    }
+    if method != "GET" {
+        return Ok(Some(Request {
+            path: String::new(),
+            query: Vec::new(),
+        }));
+    }
+    let (path, q) = target.split_once('?').unwrap_or((&target, ""));
+    let query = q
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect();
+    Ok(Some(Request {
+        path: percent_decode(path),
+        query,
+    }))
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                let h = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                match h.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => {
+                        out.push(v);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn serve_conn(conn: TcpStream, index: &Index, counters: &Counters) -> Result<()> {
+    conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let mut w = conn.try_clone()?;
+    let mut r = BufReader::new(conn);
+    while let Some(req) = read_request(&mut r)? {
+        let (status, ctype, body) = route(&req, index, counters);
+        write!(
+            w,
+            "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )?;
+        w.write_all(&body)?;
+        w.flush()?;
+    }
+    let _ = w.shutdown(Shutdown::Both);
+    Ok(())
+}
+
+const JSON: &str = "application/dicom+json";
+
+fn page(items: Vec<&Value>, q: &[(String, String)]) -> Vec<u8> {
+    let get = |k: &str| {
+        q.iter()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+    };
+    let offset = get("offset").unwrap_or(0);
+    let limit = get("limit").unwrap_or(usize::MAX);
+    let v: Vec<&Value> = items.into_iter().skip(offset).take(limit).collect();
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+fn in_range(date: &str, range: &str) -> bool {
+    match range.split_once('-') {
+        Some((a, b)) => (a.is_empty() || date >= a) && (b.is_empty() || date <= b),
+        None => date == range,
+    }
+}
+
+fn route(
+    req: &Request,
+    index: &Index,
+    counters: &Counters,
+) -> (&'static str, &'static str, Vec<u8>) {
+    let not_found = ("404 Not Found", "text/plain", b"not found".to_vec());
+    let Some(rest) = req.path.strip_prefix("/dicom-web/studies") else {
+        return not_found;
+    };
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let q = &req.query;
+    match segs.as_slice() {
+        [] => {
+            counters.qido.fetch_add(1, Ordering::Relaxed);
+            let matches: Vec<&Value> = index
+                .studies
+                .iter()
+                .filter(|s| {
+                    q.iter().all(|(k, v)| match k.as_str() {
+                        "StudyInstanceUID" => v.split(',').any(|u| u == s.uid),
+                        "AccessionNumber" => *v == s.accession,
+                        "ModalitiesInStudy" => s.modalities.iter().any(|m| m == v),
+                        "StudyDate" => in_range(&s.date, v),
+                        _ => true,
+                    })
+                })
+                .map(|s| &s.json)
+                .collect();
+            ("200 OK", JSON, page(matches, q))
+        }
+        [study, "series"] => {
+            counters.qido.fetch_add(1, Ordering::Relaxed);
+            let mut seen = Vec::new();
+            let mut out = Vec::new();
+            for i in index.instances.iter().filter(|i| i.study == *study) {
+                if !seen.contains(&i.series) {
+                    seen.push(i.series.clone());
+                    out.push(series_json(i));
+                }
+            }
+            let refs: Vec<&Value> = out.iter().collect();
+            ("200 OK", JSON, page(refs, q))
+        }
+        [study, "series", series, "instances"] => {
+            counters.qido.fetch_add(1, Ordering::Relaxed);
+            let out: Vec<Value> = index
+                .instances
+                .iter()
+                .filter(|i| i.study == *study && i.series == *series)
+                .map(instance_json)
+                .collect();
+            let refs: Vec<&Value> = out.iter().collect();
+            ("200 OK", JSON, page(refs, q))
+        }
+        [study, "series", series, "metadata"] => {
+            counters.metadata.fetch_add(1, Ordering::Relaxed);
+            let out: Vec<&Value> = index
+                .instances
+                .iter()
+                .filter(|i| i.study == *study && i.series == *series)
+                .map(|i| &i.json)
+                .collect();
+            if out.is_empty() {
+                return not_found;
+            }
+            ("200 OK", JSON, serde_json::to_vec(&out).unwrap_or_default())
+        }
+        [study, "series", series, "instances", sop] => {
+            let Some(inst) = index
+                .instances
+                .iter()
+                .find(|i| i.study == *study && i.series == *series && i.sop == *sop)
+            else {
+                return not_found;
+            };
+            let Ok(bytes) = std::fs::read(&inst.path) else {
+                return (
+                    "500 Internal Server Error",
+                    "text/plain",
+                    b"read error".to_vec(),
+                );
+            };
+            counters.retrievals.fetch_add(1, Ordering::Relaxed);
+            let boundary = "rapha-demo-pacs-boundary-7c1e";
+            let mut body = Vec::with_capacity(bytes.len() + 200);
+            body.extend_from_slice(
+                format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n").as_bytes(),
+            );
+            body.extend_from_slice(&bytes);
+            body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+            let ct: &'static str = "multipart/related; type=\"application/dicom\"; boundary=rapha-demo-pacs-boundary-7c1e";
+            ("200 OK", ct, body)
+        }
+        _ => not_found,
+    }
+}
+
+fn pick(json: &Value, t: &[dicom_core::Tag]) -> Value {
+    let mut m = Map::new();
+    for t in t {
+        if let Some(v) = json.get(tag_key(*t)) {
+            m.insert(tag_key(*t), v.clone());
+        }
+    }
+    Value::Object(m)
+}
+
+fn series_json(i: &Instance) -> Value {
+    pick(
+        &i.json,
+        &[
+            tags::STUDY_INSTANCE_UID,
+            tags::SERIES_INSTANCE_UID,
+            tags::MODALITY,
+            tags::SERIES_NUMBER,
+        ],
+    )
+}
+
+fn instance_json(i: &Instance) -> Value {
+    pick(
+        &i.json,
+        &[
+            tags::STUDY_INSTANCE_UID,
+            tags::SERIES_INSTANCE_UID,
+            tags::SOP_INSTANCE_UID,
+            tags::SOP_CLASS_UID,
+            tags::INSTANCE_NUMBER,
+        ],
+    )
+}
