@@ -7,3 +7,4 @@ mod json;
 mod orthanc;
 mod records;
 mod scope;
+mod tls;
