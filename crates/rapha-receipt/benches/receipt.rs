@@ -50,7 +50,10 @@ fn main() {
     .expect("seed receipt present");
     let opts = VerifyOptions::default();
     verify(&receipt, &opts).expect("seed receipt verifies");
-    let n = 5_000;
+    let n: u32 = std::env::var("RAPHA_BENCH_N")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5_000);
     let (c, w) = time(n, || {
         black_box(verify(black_box(&receipt), &opts).is_ok());
     });

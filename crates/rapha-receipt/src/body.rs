@@ -281,12 +281,20 @@ impl ReceiptBody {
     /// [`ReceiptError::Malformed`], [`ReceiptError::NotCanonical`], and those of
     /// [`ReceiptBody::check`].
     pub fn from_canonical_bytes(bytes: &[u8]) -> Result<Self> {
+        Self::parse_canonical(bytes).map(|(body, _)| body)
+    }
+
+    /// As [`ReceiptBody::from_canonical_bytes`], also returning the JSON value the bytes
+    /// encode (the verifier compares the file's human copy with it).
+    pub(crate) fn parse_canonical(bytes: &[u8]) -> Result<(Self, serde_json::Value)> {
         let body: Self = serde_json::from_slice(bytes)
             .map_err(|e| ReceiptError::Malformed(format!("receipt body: {e}")))?;
         body.check()?;
-        if jcs::to_vec_of(&body)? != bytes {
+        let value = serde_json::to_value(&body)
+            .map_err(|_| ReceiptError::Canonicalize("body does not serialize to JSON"))?;
+        if jcs::to_vec(&value)? != bytes {
             return Err(ReceiptError::NotCanonical);
         }
-        Ok(body)
+        Ok((body, value))
     }
 }

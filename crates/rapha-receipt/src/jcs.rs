@@ -169,11 +169,26 @@ pub fn format_double(x: f64) -> Result<String> {
 
 /// ECMAScript breaks a tie between two equally close shortest digit strings towards the even
 /// one (`1424953923781206.25` prints as `...206.2`); Rust's shortest formatting may pick the
-/// odd one. Given Rust's odd choice `digits`, returns the even neighbour when `x` lies exactly
-/// halfway between the two and the neighbour also reads back as `x`.
+/// odd one. Given Rust's odd choice `digits`, returns the even neighbour when that also reads
+/// back as `x` and `x` lies exactly halfway between the two.
 fn tie_to_even(x: f64, digits: String, exp: i32) -> String {
     let k = digits.len();
-    // The exact decimal expansion of x (every double has one of at most 767 significant digits).
+    let reads_back = |d: &str| {
+        let s = if d.len() == 1 {
+            format!("{d}e{exp}")
+        } else {
+            format!("{}.{}e{exp}", &d[..1], &d[1..])
+        };
+        s.parse::<f64>().ok() == Some(x)
+    };
+    // Cheap filter first: without an even neighbour that round-trips there is no tie.
+    let Some(even) = [decrement(&digits), increment(&digits)]
+        .into_iter()
+        .find(|n| n.len() == k && !n.starts_with('0') && reads_back(n))
+    else {
+        return digits;
+    };
+    // The exact decimal expansion of x (a double has at most 767 significant digits).
     let exact = format!("{x:.800e}");
     let Some((m, e)) = exact.split_once('e') else {
         return digits;
@@ -182,25 +197,28 @@ fn tie_to_even(x: f64, digits: String, exp: i32) -> String {
         return digits;
     }
     let all: String = m.chars().filter(|c| *c != '.').collect();
+    let low = if even < digits { &even } else { &digits };
     let (head, rest) = all.split_at(k.min(all.len()));
-    if !(rest.starts_with('5') && rest[1..].bytes().all(|b| b == b'0')) {
-        return digits; // not a tie
-    }
-    // x = head + 0.5 ulp(k digits): the candidates are head and head + 1.
-    let up = increment(head);
-    let even = if head.ends_with(['0', '2', '4', '6', '8']) {
-        head.to_owned()
+    let halfway =
+        head == low.as_str() && rest.starts_with('5') && rest[1..].bytes().all(|b| b == b'0');
+    if halfway {
+        even
     } else {
-        up
-    };
-    if even.len() != k || even == digits {
-        return digits;
+        digits
     }
-    let candidate = format!("{}.{}e{exp}", &even[..1], &even[1..]);
-    match candidate.parse::<f64>() {
-        Ok(v) if v == x => even,
-        _ => digits,
+}
+
+fn decrement(digits: &str) -> String {
+    let mut b = digits.as_bytes().to_vec();
+    for d in b.iter_mut().rev() {
+        if *d == b'0' {
+            *d = b'9';
+        } else {
+            *d -= 1;
+            break;
+        }
     }
+    String::from_utf8(b).unwrap_or_default()
 }
 
 fn increment(digits: &str) -> String {

@@ -323,9 +323,8 @@ fn verify_with(
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(file.body_b64.as_bytes())
         .map_err(|e| ReceiptError::Malformed(format!("body_b64 is not base64: {e}")))?;
-    let body = ReceiptBody::from_canonical_bytes(&bytes)?;
-    let copy: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+    // The bytes are canonical, so the value they encode is the typed body's own.
+    let (body, copy) = ReceiptBody::parse_canonical(&bytes)?;
     if copy != file.body {
         return Err(ReceiptError::CopyMismatch);
     }

@@ -150,6 +150,16 @@ fn canonical_bytes_match_the_independent_rfc8785_package() {
     });
     let strategy = proptest::collection::vec(arb_json(), 200);
     let mut values = strategy.new_tree(&mut runner).unwrap().current();
+    // Doubles exactly halfway between two shortest candidates (ties go to even in
+    // ECMAScript): quarters and eighths near 2^50..2^53, where the spacing of doubles is 1/4..1.
+    for i in 0..100u64 {
+        values.push(Value::from(
+            ((1u64 << 50) + i * 7919) as f64 + 0.25 * (i % 4) as f64,
+        ));
+        values.push(Value::from(
+            ((1u64 << 49) + i * 104_729) as f64 + 0.125 * (i % 8) as f64,
+        ));
+    }
     // The receipt body itself, as the node writes it.
     values
         .push(serde_json::to_value(common::sample_body(common::node_key().address(), 7)).unwrap());
