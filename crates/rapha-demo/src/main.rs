@@ -4,6 +4,7 @@
 
 mod pacs;
 mod run;
+mod signing;
 
 use std::path::PathBuf;
 
@@ -36,9 +37,10 @@ pub struct RunArgs {
     /// Cohort generator seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Root filesystem of the trainer to run (default: the reference trainer built by
-    /// `trainers/lesion-classifier/build.sh DIR`, from $RAPHA_DEMO_TRAINER_ROOTFS).
-    #[arg(long, env = "RAPHA_DEMO_TRAINER_ROOTFS")]
+    /// Root filesystem of your own trainer to run, signed with the dev publisher key
+    /// (default: the reference trainer, built by `trainers/lesion-classifier/build.sh DIR`
+    /// into the directory named by $RAPHA_DEMO_REFERENCE_TRAINER; scripts/demo does this).
+    #[arg(long)]
     pub trainer_rootfs: Option<PathBuf>,
     /// Entrypoint inside the trainer rootfs.
     #[arg(long, default_value = "/trainer")]

@@ -88,12 +88,17 @@ fn print_not_run(steps: &Steps) {
     }
 }
 
-fn trainer_rootfs(args: &RunArgs) -> Result<PathBuf> {
-    let Some(dir) = args.trainer_rootfs.clone() else {
+/// The trainer rootfs and whether it is the user's own (not the reference trainer).
+fn trainer_rootfs(args: &RunArgs) -> Result<(PathBuf, bool)> {
+    let (dir, custom) = if let Some(d) = &args.trainer_rootfs {
+        (d.clone(), true)
+    } else if let Some(d) = std::env::var_os("RAPHA_DEMO_REFERENCE_TRAINER") {
+        (PathBuf::from(d), false)
+    } else {
         bail!(
             "no trainer: build the reference trainer with \
              `trainers/lesion-classifier/build.sh DIR` and pass --trainer-rootfs DIR \
-             (scripts/demo does this for you)"
+             (scripts/demo builds it and sets RAPHA_DEMO_REFERENCE_TRAINER)"
         );
     };
     let entry = dir.join(args.entrypoint.trim_start_matches('/'));
@@ -104,12 +109,12 @@ fn trainer_rootfs(args: &RunArgs) -> Result<PathBuf> {
             args.entrypoint
         );
     }
-    Ok(dir)
+    Ok((dir, custom))
 }
 
 fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<i32> {
     println!("Rapha demo: dev keys, simulated attestation, local chain. NOT FOR PRODUCTION.");
-    let rootfs = trainer_rootfs(args)?;
+    let (rootfs, custom) = trainer_rootfs(args)?;
     let out = &args.out;
     if out.exists() {
         std::fs::remove_dir_all(out)
@@ -198,17 +203,35 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<i32> {
         ),
     );
 
-    // 4. Trainer under runc, output guard.
+    // 4. Trainer bundle: build, sign with the dev publisher key, verify as the node does.
+    let work = tempfile::tempdir()?;
+    let mut entrypoint = vec![args.entrypoint.clone()];
+    if let Some(e) = args.epochs {
+        entrypoint.push("--epochs".into());
+        entrypoint.push(e.to_string());
+    }
+    let (verified, keyid) =
+        crate::signing::build_signed_bundle(&rootfs, entrypoint, custom, work.path())?;
+    steps.ok(
+        "trainer bundle",
+        format!(
+            "{} {} by {} (dev key {keyid}), manifest {}, signature verified against the demo trust store",
+            verified.trainer_name(),
+            verified.trainer_version(),
+            verified.publisher(),
+            verified.manifest_digest()
+        ),
+    );
+    let unpacked = verified
+        .unpack_rootfs(&work.path().join("rootfs"))
+        .context("unpacking the verified trainer rootfs")?;
+
+    // 5. Trainer under runc, output guard.
     steps.start("running the trainer under runc (records only, no network)");
     let job = JobId::random();
-    let work = tempfile::tempdir()?;
     let (source, ids) = DicomSource::new(&cohort.entries, Some(client));
     let session = EnclaveSession::new(job_spec(job))?;
-    let mut entry = vec![args.entrypoint.clone()];
-    if let Some(e) = args.epochs {
-        entry.push("--epochs".into());
-        entry.push(e.to_string());
-    }
+    let entry = verified.entrypoint().to_vec();
     let cfg = SandboxConfig {
         runtime_root: work.path().join("runc-state"),
         ..SandboxConfig::default()
@@ -216,7 +239,7 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<i32> {
     let job_release = work.path().join("release");
     let paths = RunPaths {
         work_root: &work.path().join("work"),
-        rootfs: &rootfs,
+        rootfs: &unpacked.path,
         release_dir: &job_release,
     };
     let result = session
@@ -246,10 +269,6 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<i32> {
         }
     }
 
-    steps.skipped(
-        "bundle build + dev-key signature + verification",
-        "not wired into rapha-demo yet",
-    );
     steps.skipped(
         "node job pipeline (rapha_node::pipeline)",
         "not available in this build",
