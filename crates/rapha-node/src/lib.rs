@@ -7,6 +7,10 @@
 
 pub mod store;
 
+// The job pipeline over the store, and its audit trail.
+pub mod audit;
+pub mod pipeline;
+
 // Configuration, keys, DPO approvals, policy and the production preflight (`doctor`).
 pub mod approvals;
 pub mod config;

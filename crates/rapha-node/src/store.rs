@@ -335,6 +335,24 @@ impl JobStore {
         Ok(())
     }
 
+    /// Stores (or replaces) an artifact without a transition: for outputs a step must keep
+    /// before its effect outside the store (a receipt body before it is appended to the log),
+    /// and for the decision of a step whose transition is a refusal.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown job.
+    pub fn put_artifact(&mut self, job: JobId, kind: &str, bytes: &[u8]) -> Result<()> {
+        let n = self.conn.execute(
+            "INSERT INTO artifacts (job_id, kind, bytes) SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM jobs WHERE id = ?1)
+             ON CONFLICT (job_id, kind) DO UPDATE SET bytes = excluded.bytes",
+            params![job.to_string(), kind, bytes],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(job));
+        }
+        Ok(())
+    }
+
     /// The job's current row.
     ///
     /// # Errors
