@@ -53,7 +53,7 @@ import os, pathlib, sys, pydicom
 w = pathlib.Path(sys.argv[1])
 for p in sorted((w / "dicom").rglob("*.dcm")):
     ts = pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID
-    dest = w / ("rle" if ts == "1.2.840.10008.1.2.5" else "native") / (p.parent.name + "_" + p.name)
+    dest = w / ("rle" if ts == "1.2.840.10008.1.2.5" else "native") / "_".join(p.relative_to(w / "dicom").parts)
     os.link(p, dest)
 PY
 fi

@@ -260,15 +260,39 @@ impl<'a> CohortBuilder<'a> {
 /// # Errors
 /// [`DicomError::MalformedFile`] for anything dicom-rs cannot parse.
 pub fn read_header(path: &Path) -> Result<(Attrs, Option<String>)> {
+    use std::io::Read;
     let bad = |reason: String| DicomError::MalformedFile {
         path: path.to_owned(),
         reason,
     };
-    let bytes = std::fs::read(path).map_err(|e| DicomError::Io {
+    let io = |e| DicomError::Io {
         path: path.to_owned(),
         source: e,
-    })?;
-    read_header_bytes(&bytes).map_err(bad)
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let total = usize::try_from(file.metadata().map_err(io)?.len())
+        .map_err(|_| bad("file too large".into()))?;
+    // Read only as far as the PixelData header: the pixels are not needed for metadata.
+    let mut buf = Vec::new();
+    let mut want = 64 * 1024;
+    loop {
+        let target = want.min(total);
+        (&mut file)
+            .take((target - buf.len()) as u64)
+            .read_to_end(&mut buf)
+            .map_err(io)?;
+        let scan = if buf.len() < target {
+            crate::guard::scan_header(&buf, buf.len())
+        } else {
+            crate::guard::scan_header(&buf, total)
+        };
+        match scan.map_err(bad)? {
+            crate::guard::Scan::NeedMore if buf.len() < total && buf.len() == target => want *= 4,
+            crate::guard::Scan::NeedMore => return Err(bad("file ends inside its header".into())),
+            crate::guard::Scan::PixelDataAt(_) | crate::guard::Scan::Complete => break,
+        }
+    }
+    parse_header(&buf).map_err(bad)
 }
 
 /// [`read_header`] for bytes in memory (a Part 10 file with or without the preamble).
@@ -277,6 +301,12 @@ pub fn read_header(path: &Path) -> Result<(Attrs, Option<String>)> {
 /// Why the bytes are not a parseable DICOM file.
 pub fn read_header_bytes(bytes: &[u8]) -> std::result::Result<(Attrs, Option<String>), String> {
     crate::guard::check_lengths(bytes)?;
+    parse_header(bytes)
+}
+
+/// Parses a header whose lengths the guard has checked (the bytes may stop after the PixelData
+/// element's header).
+fn parse_header(bytes: &[u8]) -> std::result::Result<(Attrs, Option<String>), String> {
     let body = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
         &bytes[128..]
     } else {

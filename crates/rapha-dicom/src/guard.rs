@@ -32,13 +32,46 @@ enum Ctx {
 /// # Errors
 /// A short description of the first length that does not fit.
 pub fn check_lengths(bytes: &[u8]) -> Result<(), String> {
-    let body = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
-        &bytes[132..]
+    match scan_file(bytes, bytes.len(), false)? {
+        Scan::Complete | Scan::PixelDataAt(_) => Ok(()),
+        // Unreachable when the prefix is the whole input; kept total for safety.
+        Scan::NeedMore => Err("truncated file".into()),
+    }
+}
+
+/// Result of scanning a prefix of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// The top-level PixelData element's header ends at this offset of the input; everything
+    /// before it checked out and its length fits in the file.
+    PixelDataAt(usize),
+    /// The whole file was checked and has no top-level PixelData.
+    Complete,
+    /// The prefix ends before the PixelData header: read more.
+    NeedMore,
+}
+
+/// Scans `prefix`, the first bytes of a file of `total` bytes, up to the top-level PixelData
+/// header (lengths are checked against the whole file), so a header can be read without
+/// reading the pixels.
+///
+/// # Errors
+/// As [`check_lengths`].
+pub fn scan_header(prefix: &[u8], total: usize) -> Result<Scan, String> {
+    scan_file(prefix, total, true)
+}
+
+fn scan_file(bytes: &[u8], total: usize, stop_at_pixels: bool) -> Result<Scan, String> {
+    let (body, skip) = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
+        (&bytes[132..], 132)
     } else if bytes.starts_with(b"DICM") {
-        &bytes[4..]
+        (&bytes[4..], 4)
+    } else if bytes.len() < 132 && total > bytes.len() {
+        return Ok(Scan::NeedMore);
     } else {
         return Err("no DICM prefix".into());
     };
+    let limit = total.saturating_sub(skip);
     // File meta group: explicit VR little endian, group 0002.
     let mut pos = 0usize;
     let mut ts = String::new();
@@ -51,8 +84,11 @@ pub fn check_lengths(bytes: &[u8]) -> Result<(), String> {
         let start = pos + hdr;
         let end = start
             .checked_add(len as usize)
-            .filter(|e| *e <= body.len())
+            .filter(|e| *e <= limit)
             .ok_or("file meta element runs past the end")?;
+        if end > body.len() {
+            return Ok(Scan::NeedMore);
+        }
         if elem == 0x0010 {
             ts = String::from_utf8_lossy(&body[start..end])
                 .trim_matches(['\0', ' '])
@@ -60,15 +96,30 @@ pub fn check_lengths(bytes: &[u8]) -> Result<(), String> {
         }
         pos = end;
     }
+    if pos + 8 > body.len() && body.len() < limit {
+        return Ok(Scan::NeedMore);
+    }
     let mode = match ts.as_str() {
         "1.2.840.10008.1.2" => Mode::ImplicitLe,
         "1.2.840.10008.1.2.2" => Mode::ExplicitBe,
         // Deflated data sets are compressed: lengths inside cannot be checked here, and
         // inflating is bounded by the deflate stream itself.
-        "1.2.840.10008.1.2.1.99" => return Ok(()),
+        "1.2.840.10008.1.2.1.99" => {
+            return if body.len() < limit {
+                Ok(Scan::NeedMore)
+            } else {
+                Ok(Scan::Complete)
+            }
+        }
         _ => Mode::ExplicitLe,
     };
-    scan(&body[pos..], mode)
+    let offset = skip + pos;
+    Ok(
+        match scan(&body[pos..], mode, limit - pos, stop_at_pixels)? {
+            Scan::PixelDataAt(p) => Scan::PixelDataAt(p + offset),
+            other => other,
+        },
+    )
 }
 
 fn u16_at(b: &[u8], p: usize, mode: Mode) -> Option<u16> {
@@ -121,7 +172,7 @@ fn explicit_len(b: &[u8], p: usize, mode: Mode) -> Result<(u32, usize), String> 
     }
 }
 
-fn scan(b: &[u8], mode: Mode) -> Result<(), String> {
+fn scan(b: &[u8], mode: Mode, limit: usize, stop_at_pixels: bool) -> Result<Scan, String> {
     let mut stack: Vec<Ctx> = vec![Ctx::Data(mode)];
     let mut p = 0usize;
     while p + 8 <= b.len() {
@@ -149,17 +200,20 @@ fn scan(b: &[u8], mode: Mode) -> Result<(), String> {
                     if ctx == Ctx::Fragments {
                         p = p
                             .checked_add(len as usize)
-                            .filter(|e| *e <= b.len())
+                            .filter(|e| *e <= limit)
                             .ok_or("pixel fragment runs past the end")?;
                     }
                 }
                 _ => {
-                    if len as usize > b.len() - p {
+                    if len as usize > limit - p {
                         return Err("item length runs past the end".into());
                     }
                 }
             }
             continue;
+        }
+        if b.len() < p + 12 && b.len() < limit {
+            return Ok(Scan::NeedMore);
         }
         let (len, hdr, vr) = if m == Mode::ImplicitLe {
             let len = u32_at(b, p + 4, m).ok_or("truncated element header")?;
@@ -178,7 +232,11 @@ fn scan(b: &[u8], mode: Mode) -> Result<(), String> {
             (len, hdr, vr)
         };
         p += hdr;
+        let top_pixels = stack.len() == 1 && (group, elem) == (0x7FE0, 0x0010);
         if len == UNDEFINED {
+            if top_pixels && stop_at_pixels {
+                return Ok(Scan::PixelDataAt(p));
+            }
             match vr {
                 dicom_core::VR::SQ => stack.push(Ctx::Data(m)),
                 // An undefined-length UN is a sequence encoded implicit VR little endian, which
@@ -189,19 +247,25 @@ fn scan(b: &[u8], mode: Mode) -> Result<(), String> {
                         "undefined-length UN element ({group:04X},{elem:04X}) is not supported"
                     ));
                 }
-                _ if (group, elem) == (0x7FE0, 0x0010) => stack.push(Ctx::Fragments),
                 _ => stack.push(Ctx::Fragments),
             }
             continue;
         }
-        if len as usize > b.len() - p {
+        if len as usize > limit - p {
             return Err(format!(
                 "element ({group:04X},{elem:04X}) length {len} runs past the end"
             ));
+        }
+        if top_pixels && stop_at_pixels {
+            return Ok(Scan::PixelDataAt(p));
         }
         if vr != dicom_core::VR::SQ {
             p += len as usize;
         }
     }
-    Ok(())
+    Ok(if b.len() < limit {
+        Scan::NeedMore
+    } else {
+        Scan::Complete
+    })
 }
