@@ -5,6 +5,7 @@
 use clap::{Parser, Subcommand};
 
 mod bundle;
+mod deposit;
 mod verify;
 
 /// Rapha client: package and sign trainers, submit and pay for jobs, verify receipts.
@@ -25,6 +26,9 @@ enum Command {
     Bundle(bundle::BundleCommand),
     /// Verify a receipt offline: signature, EIP-712 digest, inclusion in the signed log head.
     Verify(verify::VerifyArgs),
+    /// Jobs: pay a job's fee into escrow.
+    #[command(subcommand)]
+    Job(deposit::JobCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -33,5 +37,6 @@ fn main() -> anyhow::Result<()> {
         Command::Keygen(args) => bundle::keygen(args),
         Command::Bundle(cmd) => bundle::run(cmd),
         Command::Verify(args) => verify::run(args),
+        Command::Job(cmd) => deposit::run(cmd),
     }
 }

@@ -1,2 +1,12 @@
-//! Integration tests for rapha-settle (one binary per crate keeps link time down).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
 
+mod anvil;
+mod artifact;
+mod common;
+mod confirm;
+mod escrow;
+mod interop;
+mod ledger;
+mod network;
+mod parse;
+mod settler;

@@ -1,0 +1,229 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+
+/// @title Rapha escrow: a job's USDC fee moves exactly once (invariant I7).
+/// @notice The AI company deposits the fee for a job id, naming the hospital. The hospital's
+/// node signs an EIP-712 `Settlement` for the job's receipt; anyone may submit it. A completed
+/// job pays the hospital fee * 70 / 100 (rounded down) and the treasury the rest; a refused or
+/// failed job refunds the depositor in full. A job nobody settled is refundable after its
+/// deadline. Each settlement anchors the node's receipt-log size and root; a smaller size
+/// (or the same size with another root) would rewrite the log's history and is refused.
+/// Not upgradeable: no proxy, no owner, no admin function; token and treasury are immutable.
+contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
+    using SafeERC20 for IERC20;
+
+    bytes32 public constant SETTLEMENT_TYPEHASH = keccak256(
+        "Settlement(bytes32 jobId,uint8 outcome,bytes32 receiptDigest,address payout,uint256 fee,address token,uint64 logSize,bytes32 logRoot)"
+    );
+    uint256 public constant HOSPITAL_PERCENT = 70;
+
+    uint8 public constant OUTCOME_COMPLETED = 1;
+    uint8 public constant OUTCOME_REFUSED = 2;
+    uint8 public constant OUTCOME_FAILED = 3;
+
+    enum Status {
+        None,
+        Deposited,
+        Paid,
+        Refunded
+    }
+
+    /// Two storage slots: (depositor, amount) and (hospital, deadline, status).
+    struct Job {
+        address depositor;
+        uint96 amount;
+        address hospital;
+        uint64 deadline;
+        Status status;
+    }
+
+    /// The signed settlement; field order and types are the EIP-712 type string's.
+    struct Settlement {
+        bytes32 jobId;
+        uint8 outcome;
+        bytes32 receiptDigest;
+        address payout;
+        uint256 fee;
+        address token;
+        uint64 logSize;
+        bytes32 logRoot;
+    }
+
+    struct Hospital {
+        address signer;
+        address payout;
+    }
+
+    /// One slot per node: the anchored log size and the first 24 bytes of its root (enough to
+    /// refuse a same-size fork; the full root is in the `LogAnchored` event).
+    struct Anchor {
+        uint64 size;
+        bytes24 rootPrefix;
+    }
+
+    IERC20 public immutable usdc;
+    address public immutable treasury;
+
+    mapping(bytes32 jobId => Job) private _jobs;
+    mapping(address hospital => Hospital) private _hospitals;
+    mapping(address node => Anchor) private _anchors;
+
+    event HospitalRegistered(address indexed hospital, address indexed signer, address payout);
+    event Deposited(
+        bytes32 indexed jobId, address indexed depositor, address indexed hospital, uint256 amount, uint64 deadline
+    );
+    event Settled(
+        bytes32 indexed jobId,
+        uint8 outcome,
+        bytes32 receiptDigest,
+        address indexed node,
+        uint256 hospitalAmount,
+        uint256 treasuryAmount,
+        uint256 refundAmount
+    );
+    event Refunded(bytes32 indexed jobId, address indexed depositor, uint256 amount);
+    event LogAnchored(address indexed node, bytes32 indexed jobId, uint64 logSize, bytes32 logRoot);
+
+    error ZeroAddress();
+    error ZeroAmount();
+    error AmountTooLarge(uint256 amount);
+    error HospitalNotRegistered(address hospital);
+    error JobExists(bytes32 jobId);
+    error DeadlineInPast(uint64 deadline);
+    error JobNotOpen(bytes32 jobId, Status status);
+    error BadOutcome(uint8 outcome);
+    error WrongToken(address token);
+    error FeeMismatch(uint256 signed, uint256 deposited);
+    error PayoutMismatch(address signed, address registered);
+    error BadSignature();
+    error UnauthorizedSigner(address recovered, address registered);
+    error LogRewrite(address node, uint64 anchoredSize, uint64 size);
+    error DeadlineNotReached(uint64 deadline);
+
+    constructor(IERC20 token, address treasury_) EIP712("Rapha", "1") {
+        if (address(token) == address(0) || treasury_ == address(0)) revert ZeroAddress();
+        usdc = token;
+        treasury = treasury_;
+    }
+
+    /// @notice Called by a hospital's account: names the node key that signs its settlements
+    /// and the address that receives its share. May be called again to rotate either.
+    function registerHospital(address signer, address payout) external {
+        if (signer == address(0) || payout == address(0)) revert ZeroAddress();
+        _hospitals[msg.sender] = Hospital(signer, payout);
+        emit HospitalRegistered(msg.sender, signer, payout);
+    }
+
+    /// @notice Deposits `amount` USDC base units (approved beforehand) for `jobId`.
+    function deposit(bytes32 jobId, address hospital, uint256 amount, uint64 deadline) external nonReentrant {
+        if (amount == 0) revert ZeroAmount();
+        if (amount > type(uint96).max) revert AmountTooLarge(amount);
+        if (_hospitals[hospital].payout == address(0)) revert HospitalNotRegistered(hospital);
+        if (deadline <= block.timestamp) revert DeadlineInPast(deadline);
+        Job storage job = _jobs[jobId];
+        if (job.status != Status.None) revert JobExists(jobId);
+
+        job.depositor = msg.sender;
+        job.amount = uint96(amount);
+        job.hospital = hospital;
+        job.deadline = deadline;
+        job.status = Status.Deposited;
+        emit Deposited(jobId, msg.sender, hospital, amount, deadline);
+
+        usdc.safeTransferFrom(msg.sender, address(this), amount);
+    }
+
+    /// @notice Settles a job with its node's signature (65 bytes r || s || v) over the
+    /// EIP-712 `Settlement`. Anyone may submit it; the money goes only where the signed and
+    /// registered data say.
+    function settle(Settlement calldata s, bytes calldata signature) external nonReentrant {
+        Job storage job = _jobs[s.jobId];
+        Status status = job.status;
+        if (status != Status.Deposited) revert JobNotOpen(s.jobId, status);
+        uint8 outcome = s.outcome;
+        if (outcome < OUTCOME_COMPLETED || outcome > OUTCOME_FAILED) revert BadOutcome(outcome);
+        if (s.token != address(usdc)) revert WrongToken(s.token);
+        uint256 amount = job.amount;
+        if (s.fee != amount) revert FeeMismatch(s.fee, amount);
+        Hospital memory h = _hospitals[job.hospital];
+        if (s.payout != h.payout) revert PayoutMismatch(s.payout, h.payout);
+
+        (address node, ECDSA.RecoverError err,) = ECDSA.tryRecover(_settlementDigest(s), signature);
+        if (err != ECDSA.RecoverError.NoError) revert BadSignature();
+        if (node != h.signer) revert UnauthorizedSigner(node, h.signer);
+
+        Anchor memory anchor = _anchors[node];
+        bytes24 rootPrefix = bytes24(s.logRoot);
+        if (s.logSize < anchor.size || (s.logSize == anchor.size && anchor.size != 0 && rootPrefix != anchor.rootPrefix))
+        {
+            revert LogRewrite(node, anchor.size, s.logSize);
+        }
+
+        // Effects before any token moves (checks-effects-interactions).
+        if (s.logSize != anchor.size || rootPrefix != anchor.rootPrefix) {
+            _anchors[node] = Anchor(s.logSize, rootPrefix);
+        }
+        emit LogAnchored(node, s.jobId, s.logSize, s.logRoot);
+
+        if (outcome == OUTCOME_COMPLETED) {
+            job.status = Status.Paid;
+            uint256 toHospital = amount * HOSPITAL_PERCENT / 100;
+            uint256 toTreasury = amount - toHospital;
+            emit Settled(s.jobId, outcome, s.receiptDigest, node, toHospital, toTreasury, 0);
+            if (toHospital != 0) usdc.safeTransfer(h.payout, toHospital);
+            usdc.safeTransfer(treasury, toTreasury);
+        } else {
+            job.status = Status.Refunded;
+            address depositor = job.depositor;
+            emit Settled(s.jobId, outcome, s.receiptDigest, node, 0, 0, amount);
+            emit Refunded(s.jobId, depositor, amount);
+            usdc.safeTransfer(depositor, amount);
+        }
+    }
+
+    /// @notice Refunds the depositor of a job nobody settled once its deadline has passed.
+    /// Anyone may call it; the money goes only to the depositor.
+    function refundExpired(bytes32 jobId) external nonReentrant {
+        Job storage job = _jobs[jobId];
+        Status status = job.status;
+        if (status != Status.Deposited) revert JobNotOpen(jobId, status);
+        uint64 deadline = job.deadline;
+        if (block.timestamp <= deadline) revert DeadlineNotReached(deadline);
+        job.status = Status.Refunded;
+        address depositor = job.depositor;
+        uint256 amount = job.amount;
+        emit Refunded(jobId, depositor, amount);
+        usdc.safeTransfer(depositor, amount);
+    }
+
+    function jobOf(bytes32 jobId) external view returns (Job memory) {
+        return _jobs[jobId];
+    }
+
+    function hospitalOf(address account) external view returns (Hospital memory) {
+        return _hospitals[account];
+    }
+
+    function anchorOf(address node) external view returns (Anchor memory) {
+        return _anchors[node];
+    }
+
+    /// @notice The EIP-712 digest a node signs for these settlement fields.
+    function settlementDigest(Settlement calldata s) external view returns (bytes32) {
+        return _settlementDigest(s);
+    }
+
+    function _settlementDigest(Settlement calldata s) private view returns (bytes32) {
+        return _hashTypedDataV4(keccak256(abi.encode(SETTLEMENT_TYPEHASH, s)));
+    }
+
+    function domainSeparator() external view returns (bytes32) {
+        return _domainSeparatorV4();
+    }
+}

@@ -1,0 +1,412 @@
+//! Calls to the escrow contract: deploy (tests, staging), register, deposit, settle, refund,
+//! and reading a job's status.
+
+use alloy::network::EthereumWallet;
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionReceipt;
+use alloy::signers::local::PrivateKeySigner;
+use rapha_core::{JobId, Usdc};
+use zeroize::Zeroizing;
+
+use crate::bindings::{MockUSDC, RaphaEscrow, IERC20};
+use crate::error::{EscrowRefusal, JobStatus, Result, SettleError};
+use crate::settlement::{job_key, SignedSettlement};
+
+/// A wallet key (secp256k1). The inner signing key zeroizes on drop; no `Debug` prints it.
+pub struct WalletKey(PrivateKeySigner);
+
+impl WalletKey {
+    /// Parses 32 bytes of hex (with or without `0x`).
+    ///
+    /// # Errors
+    /// [`SettleError::BadKey`].
+    pub fn from_hex(hex_key: &str) -> Result<Self> {
+        let hex_key = Zeroizing::new(hex_key.trim().trim_start_matches("0x").to_owned());
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(hex_key.as_bytes(), bytes.as_mut())
+            .map_err(|_| SettleError::BadKey)?;
+        PrivateKeySigner::from_bytes(&B256::from(*bytes))
+            .map(Self)
+            .map_err(|_| SettleError::BadKey)
+    }
+
+    /// The account address.
+    pub fn address(&self) -> Address {
+        self.0.address()
+    }
+
+    /// The signer, for signing transactions and (in tests) settlements.
+    pub fn signer(&self) -> &PrivateKeySigner {
+        &self.0
+    }
+}
+
+/// A provider that signs with `key` and fills nonce, gas and chain id.
+///
+/// # Errors
+/// [`SettleError::BadRpcUrl`].
+pub fn wallet_provider(rpc_url: &str, key: &WalletKey) -> Result<DynProvider> {
+    let url: alloy::transports::http::reqwest::Url =
+        rpc_url.parse().map_err(|e| SettleError::BadRpcUrl {
+            url: rpc_url.into(),
+            reason: format!("{e}"),
+        })?;
+    let wallet = EthereumWallet::from(key.0.clone());
+    // Simple nonce management: the nonce is read from the node for every transaction. A
+    // cached nonce would advance on a call the escrow refuses at gas estimation and leave a
+    // gap that stalls every later transaction from this wallet.
+    Ok(ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_gas_estimation()
+        .with_simple_nonce_management()
+        .fetch_chain_id()
+        .wallet(wallet)
+        .connect_http(url)
+        .erased())
+}
+
+/// A mined transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mined {
+    pub tx: B256,
+    pub block: u64,
+    pub gas_used: u64,
+}
+
+/// A job as the escrow stores it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EscrowJob {
+    pub depositor: Address,
+    pub amount: Usdc,
+    pub hospital: Address,
+    pub deadline: u64,
+    pub status: JobStatus,
+}
+
+/// The escrow at one address, reached through one provider.
+#[derive(Clone, Debug)]
+pub struct Escrow {
+    provider: DynProvider,
+    address: Address,
+}
+
+pub(crate) fn contract_error(call: &'static str) -> impl Fn(alloy::contract::Error) -> SettleError {
+    move |e| match e.as_decoded_interface_error::<RaphaEscrow::RaphaEscrowErrors>() {
+        Some(refusal) => SettleError::Refused(EscrowRefusal(refusal)),
+        None => SettleError::Rpc {
+            call,
+            reason: e.to_string(),
+        },
+    }
+}
+
+/// How long to wait for a sent transaction to be mined before reporting an error.
+const RECEIPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
+
+async fn mined(
+    pending: std::result::Result<
+        alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>,
+        alloy::contract::Error,
+    >,
+    call: &'static str,
+) -> Result<Mined> {
+    let receipt: TransactionReceipt = pending
+        .map_err(contract_error(call))?
+        .with_timeout(Some(RECEIPT_TIMEOUT))
+        .get_receipt()
+        .await
+        .map_err(|e| SettleError::Rpc {
+            call,
+            reason: e.to_string(),
+        })?;
+    if !receipt.status() {
+        return Err(SettleError::Reverted {
+            tx: receipt.transaction_hash,
+        });
+    }
+    Ok(Mined {
+        tx: receipt.transaction_hash,
+        block: receipt.block_number.unwrap_or_default(),
+        gas_used: receipt.gas_used,
+    })
+}
+
+impl Escrow {
+    /// The escrow at `address`.
+    pub fn at(provider: DynProvider, address: Address) -> Self {
+        Self { provider, address }
+    }
+
+    /// Deploys the escrow for `usdc` with `treasury` receiving the protocol share (tests,
+    /// staging). `provider` must carry a wallet.
+    ///
+    /// # Errors
+    /// RPC failures or a revert.
+    pub async fn deploy(provider: DynProvider, usdc: Address, treasury: Address) -> Result<Self> {
+        let c = RaphaEscrow::deploy(provider.clone(), usdc, treasury)
+            .await
+            .map_err(|e| SettleError::Deploy(e.to_string()))?;
+        Ok(Self {
+            address: *c.address(),
+            provider,
+        })
+    }
+
+    /// Deploys the test-only 6-decimal token (anyone can mint): never on a production chain.
+    ///
+    /// # Errors
+    /// RPC failures.
+    pub async fn deploy_mock_usdc(provider: DynProvider) -> Result<Address> {
+        let c = MockUSDC::deploy(provider)
+            .await
+            .map_err(|e| SettleError::Deploy(e.to_string()))?;
+        Ok(*c.address())
+    }
+
+    /// Mints test USDC (mock token only).
+    ///
+    /// # Errors
+    /// RPC failures.
+    pub async fn mint_mock_usdc(
+        provider: DynProvider,
+        token: Address,
+        to: Address,
+        amount: Usdc,
+    ) -> Result<Mined> {
+        let c = MockUSDC::new(token, provider);
+        mined(
+            c.mint(to, U256::from(amount.base_units())).send().await,
+            "mint",
+        )
+        .await
+    }
+
+    /// USDC balance of `account` in base units.
+    ///
+    /// # Errors
+    /// RPC failures.
+    pub async fn balance_of(
+        provider: &DynProvider,
+        token: Address,
+        account: Address,
+    ) -> Result<U256> {
+        IERC20::new(token, provider.clone())
+            .balanceOf(account)
+            .call()
+            .await
+            .map_err(|e| SettleError::Rpc {
+                call: "balanceOf",
+                reason: e.to_string(),
+            })
+    }
+
+    pub fn address(&self) -> Address {
+        self.address
+    }
+
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
+    fn contract(&self) -> RaphaEscrow::RaphaEscrowInstance<DynProvider> {
+        RaphaEscrow::new(self.address, self.provider.clone())
+    }
+
+    /// The USDC token the escrow was deployed for.
+    ///
+    /// # Errors
+    /// RPC failures.
+    pub async fn token(&self) -> Result<Address> {
+        self.contract()
+            .usdc()
+            .call()
+            .await
+            .map_err(contract_error("usdc"))
+    }
+
+    /// Registers the caller (the provider's wallet) as a hospital with its node signer and
+    /// payout address.
+    ///
+    /// # Errors
+    /// A refusal or RPC failure.
+    pub async fn register_hospital(&self, signer: Address, payout: Address) -> Result<Mined> {
+        mined(
+            self.contract()
+                .registerHospital(signer, payout)
+                .send()
+                .await,
+            "registerHospital",
+        )
+        .await
+    }
+
+    /// Approves the escrow for `fee` and deposits it for `job`, naming `hospital`.
+    /// Returns (approve, deposit).
+    ///
+    /// # Errors
+    /// A refusal (unregistered hospital, job exists, deadline past) or RPC failure.
+    pub async fn approve_and_deposit(
+        &self,
+        job: &JobId,
+        hospital: Address,
+        fee: Usdc,
+        deadline: u64,
+    ) -> Result<(Mined, Mined)> {
+        let token = self.token().await?;
+        let amount = U256::from(fee.base_units());
+        let erc20 = IERC20::new(token, self.provider.clone());
+        let approve = mined(erc20.approve(self.address, amount).send().await, "approve").await?;
+        let deposit = mined(
+            self.contract()
+                .deposit(job_key(job), hospital, amount, deadline)
+                .send()
+                .await,
+            "deposit",
+        )
+        .await?;
+        Ok((approve, deposit))
+    }
+
+    /// The job as the escrow stores it (status `None` when no deposit exists).
+    ///
+    /// # Errors
+    /// RPC failures.
+    pub async fn job(&self, job: &JobId) -> Result<EscrowJob> {
+        let j = self
+            .contract()
+            .jobOf(job_key(job))
+            .call()
+            .await
+            .map_err(contract_error("jobOf"))?;
+        Ok(EscrowJob {
+            depositor: j.depositor,
+            amount: Usdc::from_base_units(u64::try_from(j.amount).unwrap_or(u64::MAX)),
+            hospital: j.hospital,
+            deadline: j.deadline,
+            status: JobStatus::from(j.status),
+        })
+    }
+
+    /// Submits a signed settlement and waits for it to be mined (one confirmation). The node
+    /// uses [`crate::Settler`] instead, which records the transaction before broadcast.
+    ///
+    /// # Errors
+    /// The contract's refusal (bad signer, already settled, …) or RPC failure.
+    pub async fn settle(&self, signed: &SignedSettlement) -> Result<Mined> {
+        mined(
+            self.contract()
+                .settle(signed.fields.to_sol(), signed.signature.clone())
+                .send()
+                .await,
+            "settle",
+        )
+        .await
+    }
+
+    /// Refunds the depositor of an unsettled job after its deadline.
+    ///
+    /// # Errors
+    /// [`crate::bindings::RaphaEscrow::DeadlineNotReached`] as a refusal, or RPC failure.
+    pub async fn refund_expired(&self, job: &JobId) -> Result<Mined> {
+        mined(
+            self.contract().refundExpired(job_key(job)).send().await,
+            "refundExpired",
+        )
+        .await
+    }
+
+    /// The latest block's timestamp.
+    ///
+    /// # Errors
+    /// RPC failures.
+    pub async fn chain_time(&self) -> Result<u64> {
+        let block = self
+            .provider
+            .get_block_by_number(alloy::eips::BlockNumberOrTag::Latest)
+            .await
+            .map_err(crate::rpc("eth_getBlockByNumber"))?
+            .ok_or(SettleError::Rpc {
+                call: "eth_getBlockByNumber",
+                reason: "no latest block".into(),
+            })?;
+        Ok(block.header.timestamp)
+    }
+}
+
+/// What the AI company asks for with `rapha job deposit`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DepositOrder {
+    pub job: JobId,
+    pub fee: Usdc,
+    pub hospital: Address,
+    /// The refund deadline, in seconds after the chain's latest block.
+    pub deadline_after_secs: u64,
+    /// Refuse an RPC whose chain id differs (when set).
+    pub expected_chain_id: Option<u64>,
+    /// Accept an escrow whose token is not the official USDC (test chains only).
+    pub test_token: bool,
+}
+
+/// The outcome of [`deposit_for_job`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DepositDone {
+    pub chain_id: u64,
+    pub token: Address,
+    pub token_kind: crate::network::TokenKind,
+    pub deadline: u64,
+    pub approve: Mined,
+    pub deposit: Mined,
+}
+
+/// Checks the chain and the escrow's token, then approves and deposits `order.fee` for
+/// `order.job`. The token must be the official USDC of the RPC's chain unless
+/// `order.test_token`.
+///
+/// # Errors
+/// [`SettleError::ChainIdMismatch`], token errors, the escrow's refusal, RPC failures.
+pub async fn deposit_for_job(
+    rpc_url: &str,
+    escrow: Address,
+    key: &WalletKey,
+    order: &DepositOrder,
+) -> Result<DepositDone> {
+    let provider = wallet_provider(rpc_url, key)?;
+    let chain_id = provider
+        .get_chain_id()
+        .await
+        .map_err(crate::rpc("eth_chainId"))?;
+    if let Some(expected) = order.expected_chain_id {
+        if expected != chain_id {
+            return Err(SettleError::ChainIdMismatch {
+                expected,
+                actual: chain_id,
+            });
+        }
+    }
+    let escrow = Escrow::at(provider, escrow);
+    let token = escrow.token().await?;
+    let cfg = crate::network::NetworkConfig {
+        chain_id,
+        rpc_url: rpc_url.to_owned(),
+        escrow: escrow.address(),
+        token,
+        test_token: order.test_token,
+    };
+    let token_kind = cfg.check_token()?;
+    let deadline = escrow
+        .chain_time()
+        .await?
+        .saturating_add(order.deadline_after_secs);
+    let (approve, deposit) = escrow
+        .approve_and_deposit(&order.job, order.hospital, order.fee, deadline)
+        .await?;
+    Ok(DepositDone {
+        chain_id,
+        token,
+        token_kind,
+        deadline,
+        approve,
+        deposit,
+    })
+}

@@ -1,0 +1,94 @@
+//! The EIP-712 `Settlement` a node signs and the escrow verifies.
+//!
+//! Domain `EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)`
+//! with name "Rapha", version "1", the chain id and the escrow's address; the struct is
+//! `Settlement(bytes32 jobId,uint8 outcome,bytes32 receiptDigest,address payout,uint256 fee,
+//! address token,uint64 logSize,bytes32 logRoot)`. The signature is 65 bytes r || s || v with
+//! v in {27, 28}.
+
+use alloy::primitives::{Address, Bytes, B256, U256};
+use alloy::sol_types::{Eip712Domain, SolStruct};
+use rapha_core::{JobId, Outcome, Usdc};
+use serde::{Deserialize, Serialize};
+
+use crate::bindings::RaphaEscrow;
+
+/// EIP-712 domain name and version the escrow contract is built with.
+pub const DOMAIN_NAME: &str = "Rapha";
+pub const DOMAIN_VERSION: &str = "1";
+
+/// The fields of one settlement, in Rapha's own types.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SettlementFields {
+    pub job_id: JobId,
+    pub outcome: Outcome,
+    pub receipt_digest: B256,
+    pub payout: Address,
+    pub fee: Usdc,
+    pub token: Address,
+    pub log_size: u64,
+    pub log_root: B256,
+}
+
+/// A settlement with the node's 65-byte signature: what anyone may submit to the escrow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedSettlement {
+    pub fields: SettlementFields,
+    pub signature: Bytes,
+}
+
+impl SettlementFields {
+    /// The ABI struct the contract takes.
+    pub fn to_sol(&self) -> RaphaEscrow::Settlement {
+        RaphaEscrow::Settlement {
+            jobId: B256::from(self.job_id.to_bytes32()),
+            outcome: self.outcome.code(),
+            receiptDigest: self.receipt_digest,
+            payout: self.payout,
+            fee: U256::from(self.fee.base_units()),
+            token: self.token,
+            logSize: self.log_size,
+            logRoot: self.log_root,
+        }
+    }
+
+    /// The digest the node signs (EIP-712 `\x19\x01 || domainSeparator || structHash`).
+    pub fn signing_digest(&self, chain_id: u64, escrow: Address) -> B256 {
+        self.to_sol().eip712_signing_hash(&domain(chain_id, escrow))
+    }
+}
+
+/// The escrow's EIP-712 domain on `chain_id` at `escrow`.
+pub fn domain(chain_id: u64, escrow: Address) -> Eip712Domain {
+    Eip712Domain::new(
+        Some(DOMAIN_NAME.into()),
+        Some(DOMAIN_VERSION.into()),
+        Some(U256::from(chain_id)),
+        Some(escrow),
+        None,
+    )
+}
+
+/// The job id's on-chain form.
+pub fn job_key(job: &JobId) -> B256 {
+    B256::from(job.to_bytes32())
+}
+
+impl SignedSettlement {
+    /// Parses a signed settlement handed to the node or the worker as JSON (outside input):
+    /// well-formed fields and a 65-byte signature with v in {27, 28}. Whether the signature
+    /// is the registered node's is for the escrow to decide.
+    ///
+    /// # Errors
+    /// [`crate::SettleError::BadSettlement`].
+    pub fn from_json(bytes: &[u8]) -> crate::Result<Self> {
+        let s: Self = serde_json::from_slice(bytes)
+            .map_err(|e| crate::SettleError::BadSettlement(e.to_string()))?;
+        if s.signature.len() != 65 || !matches!(s.signature[64], 27 | 28) {
+            return Err(crate::SettleError::BadSettlement(
+                "signature must be 65 bytes r || s || v with v 27 or 28".into(),
+            ));
+        }
+        Ok(s)
+    }
+}

@@ -1,0 +1,571 @@
+//! Submitting settlements so that a crash at any point never pays twice and never forgets a
+//! payment.
+//!
+//! ```text
+//!  enqueue ──> pending ──sign tx, RECORD (hash, nonce, raw)──> submitted ──broadcast──> mined
+//!                 ^                                             │  │ stuck: re-sign same nonce,
+//!                 │ nonce taken by another tx, job still open   │  │ higher fee, RECORD, send
+//!                 └─────────────────────────────────────────────┘  v
+//!                                           confirmed(n blocks) | failed (escrow refused)
+//! ```
+//!
+//! The transaction is signed locally and written to the ledger before it is sent, so whatever
+//! may be on the chain is in the ledger. On restart, [`Settler::reconcile`] reads the chain —
+//! the escrow's status for the job, its `Settled`/`Refunded` events and the receipts of every
+//! recorded attempt — and only then acts: it waits for a mined attempt, re-sends a recorded
+//! one the chain never saw (same bytes, same hash), or starts over only once the nonce is
+//! provably used by something else while the job is still open. The contract pays each job id
+//! at most once, so even a mistake here could not pay twice; the ledger makes sure the node
+//! also never loses track.
+
+use std::time::{Duration, Instant};
+
+use alloy::eips::eip2718::{Decodable2718, Encodable2718};
+use alloy::network::{EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
+use alloy::primitives::{Address, Bytes, B256};
+use alloy::providers::{DynProvider, Provider};
+use alloy::rpc::types::{Filter, TransactionRequest};
+use alloy::sol_types::{SolCall, SolEvent};
+use rapha_core::JobId;
+
+use crate::bindings::RaphaEscrow;
+use crate::error::{EscrowRefusal, JobStatus, Result, SettleError};
+use crate::escrow::{Escrow, WalletKey};
+use crate::ledger::{Attempt, Ledger, LedgerRow, LedgerState};
+use crate::settlement::{job_key, SignedSettlement};
+
+/// How the settler waits and bumps.
+#[derive(Clone, Copy, Debug)]
+pub struct SettlerConfig {
+    /// Blocks a settlement must be buried under before the ledger says `confirmed`.
+    pub confirmations: u64,
+    /// Pause between chain checks.
+    pub poll_interval: Duration,
+    /// An unmined attempt older than this is replaced with a higher fee at the same nonce.
+    pub stuck_after: Duration,
+    /// Fee increase per replacement, in percent (nodes require at least 10).
+    pub fee_bump_percent: u128,
+}
+
+impl Default for SettlerConfig {
+    fn default() -> Self {
+        Self {
+            confirmations: 12,
+            poll_interval: Duration::from_secs(2),
+            stuck_after: Duration::from_secs(120),
+            fee_bump_percent: 25,
+        }
+    }
+}
+
+/// Where the chain says a job's money went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OnChain {
+    Open,
+    /// Settled by `tx` in `block` (ours or anyone's: the escrow checked the node's signature).
+    Settled {
+        tx: B256,
+        block: u64,
+    },
+    /// Refunded after its deadline: our settlement can never land.
+    RefundedExpired {
+        tx: B256,
+    },
+    /// Closed, but the RPC has no event yet: check again.
+    ClosedNoEvent,
+}
+
+/// The node's settlement submitter.
+pub struct Settler {
+    ledger: Ledger,
+    escrow: Escrow,
+    provider: DynProvider,
+    wallet: EthereumWallet,
+    from: Address,
+    chain_id: u64,
+    cfg: SettlerConfig,
+}
+
+impl std::fmt::Debug for Settler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settler")
+            .field("escrow", &self.escrow.address())
+            .field("from", &self.from)
+            .field("chain_id", &self.chain_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn is_benign_send_error(msg: &str) -> bool {
+    let m = msg.to_ascii_lowercase();
+    m.contains("already known") || m.contains("already imported") || m.contains("nonce too low")
+}
+
+impl Settler {
+    /// A settler sending from `key` through `provider` (a plain provider, e.g.
+    /// [`crate::network::connect_http`], already checked against the configured chain id).
+    ///
+    /// # Errors
+    /// RPC failure reading the chain id.
+    pub async fn new(
+        ledger: Ledger,
+        provider: DynProvider,
+        escrow: Address,
+        key: &WalletKey,
+        cfg: SettlerConfig,
+    ) -> Result<Self> {
+        let chain_id = provider
+            .get_chain_id()
+            .await
+            .map_err(crate::rpc("eth_chainId"))?;
+        Ok(Self {
+            ledger,
+            escrow: Escrow::at(provider.clone(), escrow),
+            provider,
+            wallet: EthereumWallet::from(key.signer().clone()),
+            from: key.address(),
+            chain_id,
+            cfg,
+        })
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Settles `job` and returns when the ledger says `confirmed` or `failed`. Safe to call
+    /// again for the same job at any time (after a crash, twice in a row): it continues from
+    /// the ledger and the chain, never from scratch.
+    ///
+    /// # Errors
+    /// RPC or ledger failures (the row keeps its state; call again).
+    pub async fn settle(&mut self, job: &JobId, signed: &SignedSettlement) -> Result<LedgerState> {
+        self.ledger.enqueue(job, signed)?;
+        let mut last_send = Instant::now();
+        let mut sent_this_run = false;
+        loop {
+            let row = self
+                .ledger
+                .get(job)?
+                .ok_or(SettleError::NotInLedger(*job))?;
+            match row.state {
+                LedgerState::Confirmed { confirmations, .. }
+                    if confirmations >= self.cfg.confirmations =>
+                {
+                    return Ok(row.state)
+                }
+                LedgerState::Failed { .. } => return Ok(row.state),
+                LedgerState::Pending => {
+                    if self.resolve_from_chain(&row).await? {
+                        continue;
+                    }
+                    if self.prepare(job).await?.is_some() {
+                        self.broadcast(job).await?;
+                        last_send = Instant::now();
+                        sent_this_run = true;
+                        continue;
+                    }
+                }
+                LedgerState::Submitted { .. } | LedgerState::Confirmed { .. } => {
+                    let in_flight = self.check(job).await?;
+                    if in_flight {
+                        if !sent_this_run {
+                            // First look after a restart: make sure the chain has our bytes.
+                            self.broadcast(job).await?;
+                            last_send = Instant::now();
+                            sent_this_run = true;
+                        } else if last_send.elapsed() >= self.cfg.stuck_after {
+                            self.bump(job).await?;
+                            last_send = Instant::now();
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(self.cfg.poll_interval).await;
+        }
+    }
+
+    /// After a restart: brings every open ledger row up to date with the chain without
+    /// signing anything new, and re-sends recorded transactions the chain does not know.
+    /// Returns the rows as they stand afterwards.
+    ///
+    /// # Errors
+    /// RPC or ledger failures.
+    pub async fn reconcile(&mut self) -> Result<Vec<LedgerRow>> {
+        let rows = self.ledger.open_rows()?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            match row.state {
+                LedgerState::Pending => {
+                    self.resolve_from_chain(&row).await?;
+                }
+                LedgerState::Submitted { .. } => {
+                    if self.check(&row.job).await? {
+                        self.broadcast(&row.job).await?;
+                    }
+                }
+                LedgerState::Confirmed { .. } | LedgerState::Failed { .. } => {}
+            }
+            out.push(
+                self.ledger
+                    .get(&row.job)?
+                    .ok_or(SettleError::NotInLedger(row.job))?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// For a pending row: if the chain already closed the job, record that and return true.
+    async fn resolve_from_chain(&mut self, row: &LedgerRow) -> Result<bool> {
+        match self.on_chain(&row.job).await? {
+            OnChain::Open => Ok(false),
+            OnChain::Settled { tx, block } => {
+                let confirmations = self.depth(block).await?;
+                self.ledger
+                    .mark_confirmed(&row.job, tx, block, confirmations)?;
+                Ok(true)
+            }
+            OnChain::RefundedExpired { tx } => {
+                self.ledger.mark_failed(
+                    &row.job,
+                    &format!("refunded to the depositor after the deadline by {tx}"),
+                )?;
+                Ok(true)
+            }
+            OnChain::ClosedNoEvent => Ok(false),
+        }
+    }
+
+    async fn depth(&self, block: u64) -> Result<u64> {
+        let head = self
+            .provider
+            .get_block_number()
+            .await
+            .map_err(crate::rpc("eth_blockNumber"))?;
+        Ok(if head >= block { head - block + 1 } else { 0 })
+    }
+
+    async fn on_chain(&self, job: &JobId) -> Result<OnChain> {
+        let status = self.escrow.job(job).await?.status;
+        if !status.is_closed() {
+            return Ok(OnChain::Open);
+        }
+        let settled = self
+            .find_event(job, RaphaEscrow::Settled::SIGNATURE_HASH)
+            .await?;
+        if let Some((tx, block)) = settled {
+            return Ok(OnChain::Settled { tx, block });
+        }
+        if status == JobStatus::Refunded {
+            if let Some((tx, _)) = self
+                .find_event(job, RaphaEscrow::Refunded::SIGNATURE_HASH)
+                .await?
+            {
+                return Ok(OnChain::RefundedExpired { tx });
+            }
+        }
+        Ok(OnChain::ClosedNoEvent)
+    }
+
+    async fn find_event(&self, job: &JobId, signature: B256) -> Result<Option<(B256, u64)>> {
+        let filter = Filter::new()
+            .address(self.escrow.address())
+            .event_signature(signature)
+            .topic1(job_key(job))
+            .from_block(0);
+        let logs = self
+            .provider
+            .get_logs(&filter)
+            .await
+            .map_err(crate::rpc("eth_getLogs"))?;
+        Ok(logs
+            .first()
+            .and_then(|l| Some((l.transaction_hash?, l.block_number?))))
+    }
+
+    /// Signs a settlement transaction for a pending job and records it (state `submitted`)
+    /// WITHOUT sending it. Returns `None` if the escrow refuses the settlement (the row is
+    /// then `failed`, with the escrow's reason) or the job is already closed on chain.
+    ///
+    /// # Errors
+    /// RPC or ledger failures.
+    pub async fn prepare(&mut self, job: &JobId) -> Result<Option<Attempt>> {
+        let row = self
+            .ledger
+            .get(job)?
+            .ok_or(SettleError::NotInLedger(*job))?;
+        if row.state != LedgerState::Pending {
+            return Err(SettleError::BadTransition {
+                job: *job,
+                state: format!("{:?}", row.state),
+                action: "prepare",
+            });
+        }
+        if self.resolve_from_chain(&row).await? {
+            return Ok(None);
+        }
+        let input = RaphaEscrow::settleCall {
+            s: row.settlement.fields.to_sol(),
+            signature: row.settlement.signature.clone(),
+        }
+        .abi_encode();
+        let call = TransactionRequest::default()
+            .with_from(self.from)
+            .with_to(self.escrow.address())
+            .with_input(Bytes::from(input));
+        let gas = match self.provider.estimate_gas(call.clone()).await {
+            Ok(gas) => gas,
+            Err(e) => {
+                let refusal = e
+                    .as_error_resp()
+                    .and_then(|r| r.as_decoded_interface_error::<RaphaEscrow::RaphaEscrowErrors>());
+                return match refusal {
+                    Some(RaphaEscrow::RaphaEscrowErrors::JobNotOpen(_)) => Ok(None),
+                    Some(r) => {
+                        let reason = SettleError::Refused(EscrowRefusal(r)).to_string();
+                        tracing::warn!(job = %job, %reason, "escrow refuses the settlement");
+                        self.ledger.mark_failed(job, &reason)?;
+                        Ok(None)
+                    }
+                    None => Err(SettleError::Rpc {
+                        call: "eth_estimateGas",
+                        reason: e.to_string(),
+                    }),
+                };
+            }
+        };
+        let pending_nonce = self
+            .provider
+            .get_transaction_count(self.from)
+            .pending()
+            .await
+            .map_err(crate::rpc("eth_getTransactionCount"))?;
+        let nonce = match self.ledger.max_open_nonce()? {
+            Some(n) => pending_nonce.max(n + 1),
+            None => pending_nonce,
+        };
+        let fees = self
+            .provider
+            .estimate_eip1559_fees()
+            .await
+            .map_err(crate::rpc("eth_feeHistory"))?;
+        let attempt = self
+            .sign(
+                call,
+                nonce,
+                gas + gas / 5,
+                fees.max_fee_per_gas,
+                fees.max_priority_fee_per_gas,
+            )
+            .await?;
+        self.ledger.record_attempt(job, &attempt)?;
+        tracing::info!(job = %job, tx = %attempt.tx, nonce, "settlement transaction recorded");
+        Ok(Some(attempt))
+    }
+
+    async fn sign(
+        &self,
+        call: TransactionRequest,
+        nonce: u64,
+        gas: u64,
+        max_fee: u128,
+        priority: u128,
+    ) -> Result<Attempt> {
+        let tx = call
+            .with_nonce(nonce)
+            .with_chain_id(self.chain_id)
+            .with_gas_limit(gas)
+            .with_max_fee_per_gas(max_fee)
+            .with_max_priority_fee_per_gas(priority);
+        let envelope = tx.build(&self.wallet).await.map_err(|e| SettleError::Rpc {
+            call: "sign transaction",
+            reason: e.to_string(),
+        })?;
+        Ok(Attempt {
+            tx: *envelope.tx_hash(),
+            nonce,
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: priority,
+            raw: Bytes::from(envelope.encoded_2718()),
+        })
+    }
+
+    /// Sends the job's latest recorded attempt (again). Idempotent: the same bytes have the
+    /// same hash.
+    ///
+    /// # Errors
+    /// RPC failures other than "already known" / "nonce too low" (which reconciliation
+    /// resolves), or ledger failures.
+    pub async fn broadcast(&mut self, job: &JobId) -> Result<B256> {
+        let attempt =
+            self.ledger
+                .attempts(job)?
+                .pop()
+                .ok_or_else(|| SettleError::BadTransition {
+                    job: *job,
+                    state: "without attempts".into(),
+                    action: "broadcast",
+                })?;
+        match self.provider.send_raw_transaction(&attempt.raw).await {
+            Ok(_) => {
+                tracing::info!(job = %job, tx = %attempt.tx, "settlement transaction broadcast")
+            }
+            Err(e) if is_benign_send_error(&e.to_string()) => {
+                tracing::info!(job = %job, tx = %attempt.tx, "node already has the transaction or its nonce")
+            }
+            Err(e) => {
+                return Err(SettleError::Rpc {
+                    call: "eth_sendRawTransaction",
+                    reason: e.to_string(),
+                })
+            }
+        }
+        Ok(attempt.tx)
+    }
+
+    /// Replaces the job's in-flight transaction with one paying a higher fee at the same
+    /// nonce: signed, recorded, then sent.
+    ///
+    /// # Errors
+    /// RPC or ledger failures.
+    pub async fn bump(&mut self, job: &JobId) -> Result<B256> {
+        let row = self
+            .ledger
+            .get(job)?
+            .ok_or(SettleError::NotInLedger(*job))?;
+        let LedgerState::Submitted { .. } = row.state else {
+            return Err(SettleError::BadTransition {
+                job: *job,
+                state: format!("{:?}", row.state),
+                action: "bump",
+            });
+        };
+        let last =
+            self.ledger.attempts(job)?.pop().ok_or_else(|| {
+                SettleError::CorruptLedger(*job, "submitted without attempts".into())
+            })?;
+        let fees = self
+            .provider
+            .estimate_eip1559_fees()
+            .await
+            .map_err(crate::rpc("eth_feeHistory"))?;
+        let bump = |old: u128| old + (old * self.cfg.fee_bump_percent).div_ceil(100).max(1);
+        let priority = bump(last.max_priority_fee_per_gas).max(fees.max_priority_fee_per_gas);
+        let max_fee = bump(last.max_fee_per_gas)
+            .max(fees.max_fee_per_gas)
+            .max(priority);
+        let input = RaphaEscrow::settleCall {
+            s: row.settlement.fields.to_sol(),
+            signature: row.settlement.signature.clone(),
+        }
+        .abi_encode();
+        let call = TransactionRequest::default()
+            .with_from(self.from)
+            .with_to(self.escrow.address())
+            .with_input(Bytes::from(input));
+        let gas = alloy::consensus::Transaction::gas_limit(
+            &alloy::consensus::TxEnvelope::decode_2718_exact(last.raw.as_ref()).map_err(|e| {
+                SettleError::CorruptLedger(*job, format!("recorded transaction: {e}"))
+            })?,
+        );
+        let attempt = self.sign(call, last.nonce, gas, max_fee, priority).await?;
+        self.ledger.record_attempt(job, &attempt)?;
+        tracing::info!(job = %job, tx = %attempt.tx, nonce = last.nonce, max_fee, "replacing stuck settlement transaction");
+        self.broadcast(job).await
+    }
+
+    /// Looks at a submitted (or not yet deep enough confirmed) job on chain and updates the
+    /// ledger. Returns true while a recorded attempt may still be mined.
+    ///
+    /// # Errors
+    /// RPC or ledger failures.
+    pub async fn check(&mut self, job: &JobId) -> Result<bool> {
+        let row = self
+            .ledger
+            .get(job)?
+            .ok_or(SettleError::NotInLedger(*job))?;
+        match row.state {
+            LedgerState::Submitted { .. } | LedgerState::Confirmed { .. } => {}
+            _ => return Ok(false),
+        }
+        // Read the account's mined nonce before the receipts, so "no receipt" plus "nonce
+        // used" can only mean another transaction took the nonce.
+        let mined_nonce = self
+            .provider
+            .get_transaction_count(self.from)
+            .latest()
+            .await
+            .map_err(crate::rpc("eth_getTransactionCount"))?;
+        let attempts = self.ledger.attempts(job)?;
+        for a in &attempts {
+            let receipt = self
+                .provider
+                .get_transaction_receipt(a.tx)
+                .await
+                .map_err(crate::rpc("eth_getTransactionReceipt"))?;
+            let Some(receipt) = receipt else { continue };
+            let block = receipt.block_number.unwrap_or(u64::MAX);
+            if receipt.status() {
+                let confirmations = self.depth(block).await?;
+                self.ledger
+                    .mark_confirmed(job, a.tx, block, confirmations)?;
+                return Ok(false);
+            }
+            // Ours reverted: someone else's settlement may have landed first.
+            return match self.on_chain(job).await? {
+                OnChain::Settled { tx, block } => {
+                    let confirmations = self.depth(block).await?;
+                    self.ledger.mark_confirmed(job, tx, block, confirmations)?;
+                    Ok(false)
+                }
+                OnChain::RefundedExpired { tx } => {
+                    self.ledger.mark_failed(
+                        job,
+                        &format!("refunded to the depositor after the deadline by {tx}"),
+                    )?;
+                    Ok(false)
+                }
+                OnChain::Open | OnChain::ClosedNoEvent => {
+                    self.ledger
+                        .mark_failed(job, &format!("settlement transaction {} reverted", a.tx))?;
+                    Ok(false)
+                }
+            };
+        }
+        if matches!(row.state, LedgerState::Confirmed { .. }) {
+            // Confirmed by another account's transaction: just deepen the count.
+            if let OnChain::Settled { tx, block } = self.on_chain(job).await? {
+                let confirmations = self.depth(block).await?;
+                self.ledger.mark_confirmed(job, tx, block, confirmations)?;
+            }
+            return Ok(false);
+        }
+        let Some(last) = attempts.last() else {
+            return Err(SettleError::CorruptLedger(
+                *job,
+                "submitted without attempts".into(),
+            ));
+        };
+        match self.on_chain(job).await? {
+            OnChain::Settled { tx, block } => {
+                let confirmations = self.depth(block).await?;
+                self.ledger.mark_confirmed(job, tx, block, confirmations)?;
+                return Ok(false);
+            }
+            OnChain::RefundedExpired { tx } => {
+                self.ledger.mark_failed(
+                    job,
+                    &format!("refunded to the depositor after the deadline by {tx}"),
+                )?;
+                return Ok(false);
+            }
+            OnChain::Open | OnChain::ClosedNoEvent => {}
+        }
+        if mined_nonce > last.nonce {
+            tracing::warn!(job = %job, nonce = last.nonce, "nonce used by another transaction; settlement goes back to pending");
+            self.ledger.mark_dropped(job)?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+}
