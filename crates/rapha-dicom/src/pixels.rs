@@ -498,8 +498,9 @@ fn rle(obj: &DefaultDicomObject, h: &Header, output: Output) -> Result<Pixels, P
             packbits(&data[start..end], &mut plane)?;
             let (s, byte_msb) = (seg / bps, seg % bps);
             let byte_le = bps - 1 - byte_msb;
-            for (p, b) in plane.iter().enumerate() {
-                dst[(p * spp + s) * bps + byte_le] = *b;
+            let at = s * bps + byte_le;
+            for (d, b) in dst.chunks_exact_mut(spp * bps).zip(&plane) {
+                d[at] = *b;
             }
         }
     }
@@ -578,7 +579,18 @@ fn samples_from_le(le: &[u8], n: usize, h: &Header, output: Output) -> Result<Sa
         Output::Stored => match (bps, h.signed) {
             (1, false) => Samples::U8(le[..n].to_vec()),
             (1, true) => Samples::I16((0..n).map(|i| signed(raw(i)) as i16).collect()),
-            (2, false) => Samples::U16((0..n).map(|i| raw(i) as u16).collect()),
+            (2, false) => Samples::U16(
+                le[..2 * n]
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
+            (2, true) if h.bits_stored == 16 => Samples::I16(
+                le[..2 * n]
+                    .chunks_exact(2)
+                    .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
             (2, true) => Samples::I16((0..n).map(|i| signed(raw(i)) as i16).collect()),
             (_, false) => Samples::U32((0..n).map(raw).collect()),
             (_, true) => Samples::I32((0..n).map(|i| signed(raw(i))).collect()),
