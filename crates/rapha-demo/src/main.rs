@@ -2,6 +2,8 @@
 //! cohort, a local chain, clearly marked dev keys and simulated attestation. Production
 //! binaries never link this crate.
 
+mod chain;
+mod node;
 mod pacs;
 mod run;
 mod signing;

@@ -5,17 +5,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use std::time::Duration;
+
 use anyhow::{bail, Context, Result};
-use rapha_core::{CohortQuery, HmacKey, JobId, OutputDecl, OutputKind, ResourceLimits};
-use rapha_dicom::client::ClientOptions;
-use rapha_dicom::cohort::{Cohort, CohortBuilder};
-use rapha_dicom::exclusion::{LabelTable, OptOuts};
-use rapha_dicom::{DicomConfig, DicomWebClient, Pseudonymizer, ScopeLimits, ScopedQuery};
-use rapha_enclave::dicom::DicomSource;
-use rapha_enclave::session::RunPaths;
-use rapha_enclave::{EnclaveSession, JobSpec, ManifestOutcome, SandboxConfig};
+use rapha_core::{CohortQuery, JobId, JobRequest, Outcome, Usdc};
+use rapha_node::pipeline::{Blocked, Step};
+use rapha_receipt::VerifyOptions;
 use rapha_testkit::cohort::{generate, CohortManifest, CohortSpec};
 
+use crate::chain::Chain;
 use crate::pacs::DemoPacs;
 use crate::RunArgs;
 
@@ -163,47 +161,20 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<i32> {
         ),
     );
 
-    // 3. Scoped cohort (metadata only) through rapha-dicom's client.
-    let accessions = label_accessions(&cohort_dir)?;
-    let labels = LabelTable::load(&cohort_dir.join("labels.csv"))?;
-    let optouts = OptOuts::load(&cohort_dir.join("optouts.csv"))?;
-    let query = ScopedQuery::from_cohort_query(
-        &CohortQuery {
-            limit: Some(u32::try_from(accessions.len()).unwrap_or(u32::MAX)),
-            accession_numbers: accessions,
-            ..CohortQuery::default()
-        },
-        &ScopeLimits::default(),
-    )
-    .map_err(|e| anyhow::anyhow!("the demo's query is out of scope: {e}"))?;
-    let client = DicomWebClient::new(ClientOptions::new(pacs.dicomweb_url()))?;
-    let pseudo = Pseudonymizer::new(HmacKey::from_bytes(dev_hmac_key()));
-    let config = DicomConfig::default();
-    let cohort: Cohort = CohortBuilder::new(&pseudo, &config, &optouts)
-        .with_labels(&labels)
-        .from_dicomweb(&client, &query)
-        .context("building the cohort from the demo PACS")?;
-    let excluded = cohort.exclusions.total();
-    let by_reason: Vec<String> = cohort
-        .exclusions
-        .counts()
-        .iter()
-        .map(|(r, n)| format!("{r} {n}"))
-        .collect();
+    // 3. Dev keys.
+    let node_key = crate::node::node_key()?;
+    let dpo = crate::node::dpo_key();
     steps.ok(
-        "cohort build (scoped QIDO-RS + WADO-RS metadata, no pixels)",
+        "dev keys",
         format!(
-            "{} instances kept, {excluded} excluded ({})",
-            cohort.entries.len(),
-            if by_reason.is_empty() {
-                "none".into()
-            } else {
-                by_reason.join(", ")
-            }
+            "publisher {}, DPO {}, node {} (all start with the RAPHA-DEV! marker; production refuses them)",
+            crate::signing::publisher_key().public_key().keyid(),
+            dpo.public(),
+            node_key.address()
         ),
     );
 
-    // 4. Trainer bundle: build, sign with the dev publisher key, verify as the node does.
+    // 4. Trainer bundle: build, sign with the dev publisher key, verify as the node will.
     let work = tempfile::tempdir()?;
     let mut entrypoint = vec![args.entrypoint.clone()];
     if let Some(e) = args.epochs {
@@ -215,93 +186,191 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<i32> {
     steps.ok(
         "trainer bundle",
         format!(
-            "{} {} by {} (dev key {keyid}), manifest {}, signature verified against the demo trust store",
+            "{} {} by {} signed with dev key {}, manifest {}",
             verified.trainer_name(),
             verified.trainer_version(),
             verified.publisher(),
+            &keyid[..16],
             verified.manifest_digest()
         ),
     );
-    let unpacked = verified
-        .unpack_rootfs(&work.path().join("rootfs"))
-        .context("unpacking the verified trainer rootfs")?;
 
-    // 5. Trainer under runc, output guard.
-    steps.start("running the trainer under runc (records only, no network)");
-    let job = JobId::random();
-    let (source, ids) = DicomSource::new(&cohort.entries, Some(client));
-    let session = EnclaveSession::new(job_spec(job))?;
-    let entry = verified.entrypoint().to_vec();
-    let cfg = SandboxConfig {
-        runtime_root: work.path().join("runc-state"),
-        ..SandboxConfig::default()
+    // 5. Local chain: anvil, mock USDC, escrow, hospital registration.
+    let fee = Usdc::from_base_units(120_000_000);
+    steps.start("starting anvil (chain id 137) and deploying the mock USDC and the escrow");
+    let node_signer = alloy::primitives::Address::from(node_key.address().0);
+    let Some(chain) = Chain::start(node_signer, fee)? else {
+        steps.skipped(
+            "local chain",
+            "anvil is not installed (scripts/demo installs it)",
+        );
+        bail!("cannot run the job without a chain for the escrow");
     };
-    let job_release = work.path().join("release");
-    let paths = RunPaths {
-        work_root: &work.path().join("work"),
-        rootfs: &unpacked.path,
-        release_dir: &job_release,
-    };
-    let result = session
-        .run(&cfg, &paths, &entry, &source, &ids)
-        .context("running the trainer")?;
-    let m = &result.signed.manifest;
-    let outcome = m.outcome;
     steps.ok(
-        "trainer run + output guard",
+        "local chain",
         format!(
-            "outcome {:?}, {} records fed, guard {}",
-            outcome,
-            m.records_fed,
-            if m.guard.accepted {
-                "accepted the outputs".to_owned()
-            } else {
-                format!("REJECTED: {:?}", m.guard.rejections)
-            }
+            "anvil at {}, escrow {}, mock USDC {} (6 decimals), hospital payout {}",
+            chain.rpc, chain.escrow, chain.token, chain.payout
         ),
     );
-    let mut released_names = Vec::new();
-    if outcome == ManifestOutcome::Completed {
-        for p in &result.released {
-            let name = p.file_name().context("released file without a name")?;
-            std::fs::copy(p, released.join(name))?;
-            released_names.push(name.to_string_lossy().into_owned());
+
+    // 6. The in-process node.
+    let state = work.path().join("node");
+    let requested = verified.requested_fields().to_vec();
+    let mut node = crate::node::build(
+        &state,
+        &work.path().join("trust"),
+        &cohort_dir,
+        pacs.dicomweb_url().to_owned(),
+        &chain,
+        verified.publisher(),
+        verified.trainer_name(),
+        &requested,
+    )?;
+    let accessions = label_accessions(&cohort_dir)?;
+    let request = JobRequest {
+        job_id: JobId::random(),
+        publisher: verified.publisher().to_owned(),
+        trainer: verified.trainer_name().to_owned(),
+        bundle_manifest: verified.manifest_digest(),
+        query: CohortQuery {
+            limit: Some(u32::try_from(accessions.len()).unwrap_or(u32::MAX)),
+            accession_numbers: accessions,
+            ..CohortQuery::default()
+        },
+        requested_fields: requested,
+        validation_percent: 30,
+        fee,
+        chain_id: chain.chain_id,
+        depositor: chain.company.address().to_string(),
+    };
+    let job = node
+        .submit(&work.path().join("bundle"), request)
+        .context("submitting the job to the node")?;
+    steps.ok("job submitted", format!("job {job} to the in-process node"));
+
+    let before = (
+        chain.balance(chain.payout)?,
+        chain.balance(chain.treasury)?,
+        chain.balance(chain.company.address())?,
+    );
+    let mut deposited = false;
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    loop {
+        if Instant::now() > deadline {
+            bail!("the job did not finish within an hour");
+        }
+        match node.advance(job).context("the node's pipeline")? {
+            Step::Moved(s) => steps.ok("node", format!("job is now {s}")),
+            Step::Blocked(Blocked::Approval { job_digest }) => {
+                if let Some(r) = node.review(job)? {
+                    let c = &r.cohort;
+                    steps.ok(
+                        "DPO review",
+                        format!(
+                            "cohort summary shown to the DPO: instances by modality {:?}, excluded {:?}",
+                            c.modalities, c.exclusions
+                        ),
+                    );
+                }
+                let now = unix_now();
+                let approval = dpo.approve(job_digest, now, now + 24 * 3600)?;
+                node.approvals().record(&approval)?;
+                steps.ok(
+                    "DPO approval",
+                    format!("demo DPO signed job digest {job_digest}"),
+                );
+            }
+            Step::Blocked(Blocked::Deposit(why)) => {
+                if deposited {
+                    std::thread::sleep(Duration::from_millis(500));
+                } else {
+                    tracing::debug!(%why, "node waits for the deposit");
+                    let tx = chain.deposit(job, fee)?;
+                    steps.ok(
+                        "escrow deposit",
+                        format!("AI company deposited {} USDC for job {job}: {tx}", fee),
+                    );
+                    deposited = true;
+                }
+            }
+            Step::Blocked(Blocked::Settlement(why)) => {
+                tracing::debug!(%why, "settlement pending");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Step::Done => break,
         }
     }
+    steps.ok("node", "job settled");
 
-    steps.skipped(
-        "node job pipeline (rapha_node::pipeline)",
-        "not available in this build",
+    // 7. Receipt, released files, payout.
+    let receipt = node
+        .receipt(job)?
+        .context("the node settled the job but holds no receipt")?;
+    let receipt_json = receipt.to_json()?;
+    std::fs::write(out.join("receipt.json"), &receipt_json)?;
+    let verified_receipt = rapha_receipt::verify(
+        &receipt_json,
+        &VerifyOptions {
+            node_address: Some(node_key.address()),
+            ..VerifyOptions::default()
+        },
     );
-    steps.skipped("DPO approval", "needs the node pipeline");
-    steps.skipped("escrow deposit on anvil", "not wired into rapha-demo yet");
-    steps.skipped(
-        "simulated attestation + final gate",
-        "needs the node pipeline",
+    let receipt_ok = match &verified_receipt {
+        Ok(v) => {
+            steps.ok(
+                "receipt verified",
+                format!(
+                    "signed by node {}, leaf {} of the receipt log, outcome {:?}",
+                    v.signer, v.leaf_index, v.body.outcome
+                ),
+            );
+            true
+        }
+        Err(e) => {
+            println!("RECEIPT DID NOT VERIFY: {e}");
+            false
+        }
+    };
+    let body = match &verified_receipt {
+        Ok(v) => v.body.clone(),
+        Err(_) => serde_json::from_value(receipt.body.clone())?,
+    };
+    let mut released_names = Vec::new();
+    let rel = node.release_path(job);
+    if rel.is_dir() {
+        for e in std::fs::read_dir(&rel)? {
+            let e = e?;
+            std::fs::copy(e.path(), released.join(e.file_name()))?;
+            released_names.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    released_names.sort();
+    let after = (
+        chain.balance(chain.payout)?,
+        chain.balance(chain.treasury)?,
+        chain.balance(chain.company.address())?,
     );
-    steps.skipped(
-        "receipt (signed, logged) and verification",
-        "needs the node pipeline",
-    );
-    steps.skipped("settlement", "needs the node pipeline");
 
     println!();
-    println!("Summary");
+    println!("Summary (job {job})");
     println!(
-        "  cohort: {} studies generated; {} instances used, {} excluded",
-        manifest.studies.len(),
-        cohort.entries.len(),
-        excluded
+        "  outcome: {:?}{}",
+        body.outcome,
+        if body.reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", body.reason)
+        }
     );
-    for (r, n) in cohort.exclusions.counts() {
-        println!("    excluded {r}: {n}");
-    }
-    match &m.metrics {
-        Some(x) => println!(
-            "  node-computed AUC {:.3} (95% CI {:.3}-{:.3}) on {} validation records / {} patients",
-            x.auc, x.auc_ci95[0], x.auc_ci95[1], x.n, x.patients
-        ),
-        None => println!("  node-computed metrics withheld: {:?}", m.metrics_withheld),
+    println!("  cohort: {} studies generated", manifest.studies.len());
+    if let Some(c) = &body.cohort {
+        println!("    instances used: {} {:?}", c.instances, c.by_modality);
+        let excluded: u64 = c.exclusions.values().sum();
+        println!("    instances excluded: {excluded}");
+        for (r, n) in &c.exclusions {
+            println!("      {r}: {n}");
+        }
     }
     {
         use std::sync::atomic::Ordering::Relaxed;
@@ -313,25 +382,65 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<i32> {
             c.retrievals.load(Relaxed)
         );
     }
+    if let Some(o) = &body.outputs {
+        let m = &o.metrics;
+        match (m.get("auc"), m.get("auc_ci95_low"), m.get("auc_ci95_high")) {
+            (Some(a), Some(l), Some(h)) => {
+                println!("  node-computed AUC {a:.3} (95% CI {l:.3}-{h:.3})");
+            }
+            _ => println!("  node-computed metrics: {m:?}"),
+        }
+        println!("  output guard: {}", o.guard_verdict);
+    }
     println!("  released to {}: {:?}", released.display(), released_names);
-    println!("  receipt: NOT written (the receipt step did not run)");
+    println!(
+        "  receipt: {} ({})",
+        out.join("receipt.json").display(),
+        if receipt_ok {
+            "verified"
+        } else {
+            "DID NOT VERIFY"
+        }
+    );
+    let p = &body.payment;
+    println!(
+        "  fee {} base units: hospital share {} (70%), protocol share {} (30%)",
+        p.fee.base_units(),
+        p.hospital_share.base_units(),
+        p.protocol_share.base_units()
+    );
+    println!(
+        "  on chain: hospital payout +{}, treasury +{}, AI company {} base units",
+        after.0.saturating_sub(before.0),
+        after.1.saturating_sub(before.1),
+        i128::from(after.2) - i128::from(before.2),
+    );
     print_not_run(steps);
-    if !check_phi_absent(&manifest, &released)? {
-        println!("PHI CHECK FAILED: a planted PHI value appears in the released files");
+    if !check_phi_absent(&manifest, &released)?
+        || !check_phi_absent_file(&manifest, &out.join("receipt.json"))?
+    {
+        println!("PHI CHECK FAILED: a planted PHI value appears in what left the hospital");
         return Ok(1);
     }
-    if outcome != ManifestOutcome::Completed {
-        println!("job refused: {:?}", m.reasons);
-        return Ok(EXIT_REFUSED);
+    println!(
+        "  PHI check: none of the {} planted PHI values appears in released/ or receipt.json",
+        manifest.phi.len()
+    );
+    match body.outcome {
+        Outcome::Completed if receipt_ok => Ok(0),
+        Outcome::Refused => {
+            println!("job REFUSED: {} (deposit refunded)", body.reason);
+            Ok(EXIT_REFUSED)
+        }
+        _ => Ok(1),
     }
-    Ok(1)
 }
 
-/// The demo node's PHI HMAC key. A dev key, fixed so demo runs are reproducible.
-fn dev_hmac_key() -> [u8; 32] {
-    let mut k = [0x5a; 32];
-    k[..10].copy_from_slice(b"RAPHA-DEV!");
-    k
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn label_accessions(cohort_dir: &Path) -> Result<Vec<String>> {
@@ -345,34 +454,6 @@ fn label_accessions(cohort_dir: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
-fn job_spec(job: JobId) -> JobSpec {
-    JobSpec {
-        job_id: job,
-        validation_percent: 30,
-        min_validation_patients: 10,
-        outputs: vec![
-            OutputDecl {
-                name: "model.safetensors".into(),
-                kind: OutputKind::Safetensors,
-                max_bytes: 50 << 20,
-            },
-            OutputDecl {
-                name: "metrics.json".into(),
-                kind: OutputKind::MetricsJson,
-                max_bytes: 64 << 10,
-            },
-        ],
-        total_output_cap: 64 << 20,
-        limits: ResourceLimits {
-            memory_mb: 2048,
-            cpus: 2,
-            pids: 64,
-            wall_seconds: 1800,
-        },
-        wall_override: None,
-    }
-}
-
 /// True when no planted PHI string occurs in any file under `dir`.
 fn check_phi_absent(manifest: &CohortManifest, dir: &Path) -> Result<bool> {
     for e in std::fs::read_dir(dir)? {
@@ -384,6 +465,14 @@ fn check_phi_absent(manifest: &CohortManifest, dir: &Path) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+fn check_phi_absent_file(manifest: &CohortManifest, file: &Path) -> Result<bool> {
+    let bytes = std::fs::read(file)?;
+    Ok(!manifest
+        .phi
+        .iter()
+        .any(|phi| phi.len() >= 4 && contains(&bytes, phi.as_bytes())))
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
