@@ -11,6 +11,7 @@ use std::io::{BufReader, BufWriter, ErrorKind};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -93,12 +94,36 @@ impl Feed<'_> {
     }
 
     /// Accepts and serves connections, one at a time, until [`Feed::stop`] is set.
+    ///
+    /// Fingerprinting fed pixels runs on a worker thread, off the path to the trainer; the
+    /// bounded channel keeps at most a few records in flight. The fingerprints are complete
+    /// when this returns.
     pub fn serve(&self, listener: &UnixListener) {
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, Vec<u8>)>(4);
+            let worker = s.spawn(move || {
+                let mut fp = Fingerprints::default();
+                for (index, bytes) in rx {
+                    fp.add_record(index, &bytes);
+                }
+                fp
+            });
+            self.accept_loop(listener, &tx);
+            drop(tx);
+            match worker.join() {
+                Ok(fp) => self.lock().fingerprints = fp,
+                // A panic while fingerprinting is a bug; the guard must not run without them.
+                Err(p) => std::panic::resume_unwind(p),
+            }
+        });
+    }
+
+    fn accept_loop(&self, listener: &UnixListener, tx: &SyncSender<(u32, Vec<u8>)>) {
         while !self.stop.load(Ordering::Relaxed) {
             match listener.accept() {
                 Ok((stream, _)) => {
                     self.lock().connections += 1;
-                    if let Err(e) = self.serve_connection(stream) {
+                    if let Err(e) = self.serve_connection(stream, tx) {
                         if !matches!(e, FrameError::Closed) {
                             self.lock().protocol_errors += 1;
                             tracing::warn!(error = %e, "trainer connection closed on a protocol violation");
@@ -116,7 +141,11 @@ impl Feed<'_> {
         }
     }
 
-    fn serve_connection(&self, stream: UnixStream) -> Result<(), FrameError> {
+    fn serve_connection(
+        &self,
+        stream: UnixStream,
+        tx: &SyncSender<(u32, Vec<u8>)>,
+    ) -> Result<(), FrameError> {
         stream.set_nonblocking(false)?;
         let mut reader = BufReader::with_capacity(64 << 10, stream.try_clone()?);
         let mut writer = BufWriter::with_capacity(256 << 10, stream);
@@ -143,18 +172,22 @@ impl Feed<'_> {
                 protocol::write_frame(&mut writer, &h, &[])?;
                 continue;
             }
-            let (header, payload) = self.answer(&req, &mut greeted);
+            let (header, payload, first_feed) = self.answer(&req, &mut greeted);
             protocol::write_frame(&mut writer, &header, payload.as_deref().unwrap_or(&[]))?;
+            if let (Some(index), Some(bytes)) = (first_feed, payload) {
+                // Fails only if the worker is gone, which `serve` turns into a panic anyway.
+                let _ = tx.send((index, bytes));
+            }
             if matches!(req, Request::Done) {
                 return Ok(());
             }
         }
     }
 
-    fn answer(&self, req: &Request, greeted: &mut bool) -> (Vec<u8>, Option<Vec<u8>>) {
+    fn answer(&self, req: &Request, greeted: &mut bool) -> (Vec<u8>, Option<Vec<u8>>, Option<u32>) {
         let records = self.source.records();
-        let ok = |v: serde_json::Value| (serde_json::to_vec(&v).unwrap_or_default(), None);
-        let err = |c: ErrorCode, m: String| (protocol::error_header(c, &m), None);
+        let ok = |v: serde_json::Value| (serde_json::to_vec(&v).unwrap_or_default(), None, None);
+        let err = |c: ErrorCode, m: String| (protocol::error_header(c, &m), None, None);
         match req {
             Request::Hello {
                 protocol: v,
@@ -301,7 +334,8 @@ impl Feed<'_> {
         }
     }
 
-    fn fetch(&self, index: usize) -> (Vec<u8>, Option<Vec<u8>>) {
+    /// The response, its payload, and the record index when this is its first feed.
+    fn fetch(&self, index: usize) -> (Vec<u8>, Option<Vec<u8>>, Option<u32>) {
         let records = self.source.records();
         let Some(rec) = records.get(index) else {
             return (
@@ -312,6 +346,7 @@ impl Feed<'_> {
                         records.len()
                     ),
                 ),
+                None,
                 None,
             );
         };
@@ -329,6 +364,7 @@ impl Feed<'_> {
                         "record pixels do not match their listed shape",
                     ),
                     None,
+                    None,
                 );
             }
             Err(e) => {
@@ -339,25 +375,26 @@ impl Feed<'_> {
                         "the node could not fetch or decode this record",
                     ),
                     None,
+                    None,
                 );
             }
         };
-        {
+        let first_feed = {
             let mut st = self.lock();
             st.first_fetch.get_or_insert_with(Instant::now);
             st.bytes_fed += pixels.bytes.len() as u64;
             st.records_fed += 1;
-            if st.fed.insert(index) {
-                // u32 suffices: cohorts are far below 4 billion records.
-                st.fingerprints
-                    .add_record(u32::try_from(index).unwrap_or(u32::MAX), &pixels.bytes);
-            }
-        }
+            // u32 suffices: cohorts are far below 4 billion records.
+            st.fed
+                .insert(index)
+                .then(|| u32::try_from(index).unwrap_or(u32::MAX))
+        };
         let header = json!({"ok": true, "index": index, "dtype": rec.dtype, "shape": rec.shape,
                             "payload": pixels.bytes.len()});
         (
             serde_json::to_vec(&header).unwrap_or_default(),
             Some(pixels.bytes),
+            first_feed,
         )
     }
 }

@@ -288,7 +288,8 @@ impl Guard<'_> {
             .read(true)
             .custom_flags((nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK).bits())
             .open(path);
-        let mut bytes = Vec::new();
+        // One allocation of the known size (bounded by the cap), not repeated doubling.
+        let mut bytes = Vec::with_capacity(usize::try_from(limit).unwrap_or(0));
         if let Err(e) = opened.and_then(|f| f.take(limit).read_to_end(&mut bytes)) {
             rejections.push(Rejection::Unreadable {
                 name: name.into(),
@@ -385,8 +386,8 @@ impl Guard<'_> {
     }
 
     /// Searches one byte stream for identifiers and fed pixel blocks.
-    /// Identifier and pixel-block search over one stream; `also` runs beside the pixel search
-    /// (the file digest), on a second thread for large streams.
+    /// Identifier and pixel-block search over one stream; `also` (the file digest) runs beside
+    /// the pixel search, which has a thread of its own for large streams.
     fn search<T: Send>(
         &self,
         bytes: &[u8],
@@ -399,10 +400,13 @@ impl Guard<'_> {
     ) {
         if bytes.len() >= PARALLEL_SCAN_BYTES {
             std::thread::scope(|s| {
-                let px = s.spawn(|| (self.fingerprints.find(bytes), also()));
+                // The pixel search is the slower one; the identifier search and `also` share
+                // the other core.
+                let px = s.spawn(|| self.fingerprints.find(bytes));
                 let hits = self.identifiers.find_each_kind(bytes, binary);
+                let t = also();
                 match px.join() {
-                    Ok((pixel, t)) => (hits, pixel, t),
+                    Ok(pixel) => (hits, pixel, t),
                     // A panic in the search thread is a bug: the stream is not cleared.
                     Err(p) => std::panic::resume_unwind(p),
                 }

@@ -216,8 +216,11 @@ impl std::fmt::Debug for IdentifierSearcher {
     }
 }
 
-/// Exact 6-byte (ASCII-lowercased) prefixes of the binary patterns, behind a 2^24-bit
-/// bitset so that a random byte stream is rejected with one load per byte.
+/// Exact 6-byte (ASCII-lowercased) prefixes of the binary patterns, with a bitset of every
+/// 4-byte window at offsets 0, 1 and 2 of each prefix. Any 6-byte prefix occurrence contains
+/// one of those windows at a position divisible by 3, so the scan reads one 4-byte word per
+/// 3 input bytes, with no dependency between iterations, and checks exact prefixes only on a
+/// bitset hit.
 struct Prefilter {
     bits: Vec<u64>,
     prefixes: std::collections::HashSet<u64>,
@@ -225,13 +228,28 @@ struct Prefilter {
 }
 
 const PREFIX: usize = MIN_BINARY_IDENTIFIER_LEN;
-const PREFIX_MASK: u64 = (1 << (8 * PREFIX)) - 1;
-const BITSET_BITS: u32 = 24;
+const STRIDE: usize = PREFIX - 4 + 1;
+const BITSET_BITS: u32 = 20;
 
-/// The bitset is indexed by the last three bytes of the prefix: no hashing on the hot path.
+/// ASCII-lowercases the four bytes of a word at once.
 #[inline]
-fn bit_of(key: u64) -> usize {
-    (key & ((1 << BITSET_BITS) - 1)) as usize
+fn lower4(x: u32) -> u32 {
+    let heptets = x & 0x7f7f_7f7f;
+    let gt_z = heptets.wrapping_add(0x2525_2525); // 0x7f - b'Z'
+    let ge_a = heptets.wrapping_add(0x3f3f_3f3f); // 0x80 - b'A'
+    let upper = !x & (ge_a ^ gt_z) & 0x8080_8080;
+    x | (upper >> 2)
+}
+
+#[inline]
+fn bit_of(w: u32) -> usize {
+    (w.wrapping_mul(0x9e37_79b1) >> (32 - BITSET_BITS)) as usize
+}
+
+fn prefix_key(b: &[u8]) -> u64 {
+    b.iter()
+        .take(PREFIX)
+        .fold(0u64, |k, c| (k << 8) | u64::from(c.to_ascii_lowercase()))
 }
 
 impl Prefilter {
@@ -241,13 +259,14 @@ impl Prefilter {
         let mut max_len = 0;
         for p in patterns {
             max_len = max_len.max(p.len());
-            let key = p
-                .iter()
-                .take(PREFIX)
-                .fold(0u64, |k, b| (k << 8) | u64::from(b.to_ascii_lowercase()));
-            prefixes.insert(key);
-            let i = bit_of(key);
-            bits[i / 64] |= 1 << (i % 64);
+            let Some(pre) = p.get(..PREFIX) else { continue };
+            prefixes.insert(prefix_key(pre));
+            for o in 0..STRIDE {
+                let mut w = [0u8; 4];
+                w.copy_from_slice(&pre[o..o + 4]);
+                let i = bit_of(lower4(u32::from_le_bytes(w)));
+                bits[i / 64] |= 1 << (i % 64);
+            }
         }
         Self {
             bits,
@@ -256,22 +275,31 @@ impl Prefilter {
         }
     }
 
-    /// Calls `f(start)` for every offset whose next 6 bytes are a pattern prefix.
+    /// Calls `f(start)`, in increasing order, for every offset whose next 6 bytes are a
+    /// pattern prefix.
     #[inline]
     fn candidates(&self, bytes: &[u8], mut f: impl FnMut(usize)) {
-        if self.prefixes.is_empty() {
+        if self.prefixes.is_empty() || bytes.len() < PREFIX {
             return;
         }
-        let mut key = 0u64;
-        for (i, &b) in bytes.iter().enumerate() {
-            key = ((key << 8) | u64::from(b.to_ascii_lowercase())) & PREFIX_MASK;
-            if i + 1 < PREFIX {
-                continue;
+        let mut i = 0;
+        while i + 4 <= bytes.len() {
+            let mut w = [0u8; 4];
+            w.copy_from_slice(&bytes[i..i + 4]);
+            let bit = bit_of(lower4(u32::from_le_bytes(w)));
+            if self.bits[bit / 64] & (1 << (bit % 64)) != 0 {
+                for o in (0..STRIDE).rev() {
+                    let Some(start) = i.checked_sub(o) else {
+                        continue;
+                    };
+                    if let Some(pre) = bytes.get(start..start + PREFIX) {
+                        if self.prefixes.contains(&prefix_key(pre)) {
+                            f(start);
+                        }
+                    }
+                }
             }
-            let bit = bit_of(key);
-            if self.bits[bit / 64] & (1 << (bit % 64)) != 0 && self.prefixes.contains(&key) {
-                f(i + 1 - PREFIX);
-            }
+            i += STRIDE;
         }
     }
 }
@@ -346,5 +374,25 @@ impl IdentifierSearcher {
     /// Identifiers too short to search for.
     pub fn skipped_short(&self) -> usize {
         self.skipped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lower4_lowercases_exactly_ascii_letters_in_every_lane() {
+        for b in 0..=255u8 {
+            for lane in 0..4 {
+                let mut w = [b'z', 0x80, b'A', b'@'];
+                w[lane] = b;
+                let mut want = w;
+                want.iter_mut().for_each(|c| *c = c.to_ascii_lowercase());
+                assert_eq!(
+                    super::lower4(u32::from_le_bytes(w)).to_le_bytes(),
+                    want,
+                    "byte {b:#x} lane {lane}"
+                );
+            }
+        }
     }
 }

@@ -444,3 +444,48 @@ fn core_dump_after_reading_records_is_impossible() {
     );
     assert!(!Path::new("core").exists());
 }
+
+/// The leftover checks look where the container really lives: its cgroup and processes exist
+/// while it runs and are gone after (so `assert_host_clean` cannot pass vacuously).
+#[test]
+fn container_cgroup_and_processes_exist_during_the_run_and_not_after() {
+    let Some(bin) = require_sandbox() else { return };
+    let spec = job_spec(Duration::from_millis(1500));
+    let id = format!("rapha-{}", spec.job_id);
+    let marker = spec.job_id.to_string();
+    let seen = std::sync::atomic::AtomicBool::new(false);
+    let seen_proc = std::sync::atomic::AtomicBool::new(false);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let cohort = cohort(4, 8);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if Path::new("/sys/fs/cgroup/pids/rapha").join(&id).exists() {
+                    seen.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                for e in std::fs::read_dir("/proc").unwrap().flatten() {
+                    if std::fs::read(e.path().join("cmdline"))
+                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+                    {
+                        seen_proc.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let run = run_trainer(bin, &["never-exit"], &cohort, spec); // asserts host clean after
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            run.result.signed.manifest.trainer_exit,
+            Exit::TimedOut { seconds: 1 }
+        );
+    });
+    assert!(
+        seen.load(std::sync::atomic::Ordering::Relaxed),
+        "the container's pids cgroup was never seen"
+    );
+    assert!(
+        seen_proc.load(std::sync::atomic::Ordering::Relaxed),
+        "the trainer process was never seen"
+    );
+}
