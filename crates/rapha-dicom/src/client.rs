@@ -282,7 +282,10 @@ impl DicomWebClient {
                     };
                     let date = attrs.text(tag::STUDY_DATE).and_then(Date::parse_dicom);
                     let modalities = attrs.texts(tag::MODALITIES_IN_STUDY);
-                    if !query.admits(&uid, attrs.text(tag::ACCESSION_NUMBER), date, &modalities) {
+                    if !query.wants_modalities(&modalities) {
+                        return Ok(true);
+                    }
+                    if !query.admits(&uid, attrs.text(tag::ACCESSION_NUMBER), date) {
                         outside += 1;
                         return Ok(true);
                     }

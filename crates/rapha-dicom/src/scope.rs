@@ -220,45 +220,41 @@ impl ScopedQuery {
     }
 
     /// The QIDO-RS parameter sets (without paging) whose union is the cohort: one request per
-    /// explicit UID or accession number, or one per modality for a date range. Each set carries
-    /// every narrowing key the query has.
+    /// explicit UID or accession number, or one for a date range. ModalitiesInStudy is not sent:
+    /// Orthanc 1.10 answers nothing past the first page when it is a matching key (offset > 0
+    /// with ModalitiesInStudy returns an empty array), which would silently truncate a cohort.
+    /// The client filters modalities on the returned ModalitiesInStudy instead
+    /// ([`ScopedQuery::wants_modalities`]); the request stays bounded by the date range and limit.
     pub(crate) fn request_params(&self) -> Vec<Vec<(&'static str, String)>> {
         let mut common: Vec<(&'static str, String)> = Vec::new();
         if let Some((a, b)) = self.date_range {
             common.push(("StudyDate", format!("{}-{}", a.to_dicom(), b.to_dicom())));
         }
-        let with_modalities =
-            |base: Vec<(&'static str, String)>| -> Vec<Vec<(&'static str, String)>> {
-                if self.modalities.is_empty() {
-                    vec![base]
-                } else {
-                    self.modalities
-                        .iter()
-                        .map(|m| {
-                            let mut p = base.clone();
-                            p.push(("ModalitiesInStudy", m.clone()));
-                            p
-                        })
-                        .collect()
-                }
-            };
         let mut out = Vec::new();
         if !self.study_uids.is_empty() {
             for u in &self.study_uids {
                 let mut p = common.clone();
                 p.push(("StudyInstanceUID", u.clone()));
-                out.extend(with_modalities(p));
+                out.push(p);
             }
         } else if !self.accessions.is_empty() {
             for a in &self.accessions {
                 let mut p = common.clone();
                 p.push(("AccessionNumber", a.clone()));
-                out.extend(with_modalities(p));
+                out.push(p);
             }
         } else {
-            out.extend(with_modalities(common));
+            out.push(common);
         }
         out
+    }
+
+    /// Whether a study with these ModalitiesInStudy is one the query asked for.
+    pub(crate) fn wants_modalities(&self, modalities: &[&str]) -> bool {
+        self.modalities.is_empty()
+            || modalities
+                .iter()
+                .any(|m| self.modalities.iter().any(|x| x == m))
     }
 
     /// Whether a study the PACS returned is inside this query's scope (defence in depth
@@ -268,7 +264,6 @@ impl ScopedQuery {
         study_uid: &str,
         accession: Option<&str>,
         date: Option<Date>,
-        modalities: &[&str],
     ) -> bool {
         if !self.study_uids.is_empty() && !self.study_uids.iter().any(|u| u == study_uid) {
             return false;
@@ -282,13 +277,6 @@ impl ScopedQuery {
             if !date.is_some_and(|d| a <= d && d <= b) {
                 return false;
             }
-        }
-        if !self.modalities.is_empty()
-            && !modalities
-                .iter()
-                .any(|m| self.modalities.iter().any(|x| x == m))
-        {
-            return false;
         }
         true
     }

@@ -134,6 +134,27 @@ fn qido_pages_past_one_page_and_finds_every_study() {
         "paging with 3 per page finds all {STUDIES} studies"
     );
     assert_eq!(whole, manifest);
+    // A modality subset across pages (the modality filter is applied to returned studies).
+    let ct_q = ScopedQuery::parse(
+        &ALL_YEARS.replace("CT,MR,CR,DX,US,SC,OT", "CT"),
+        &config(2).scope,
+    )
+    .unwrap();
+    let ct: BTreeSet<String> = c
+        .search_studies(&ct_q)
+        .unwrap()
+        .iter()
+        .map(|s| s.uid().to_owned())
+        .collect();
+    let ct_manifest: BTreeSet<String> = l
+        .manifest
+        .studies
+        .iter()
+        .filter(|s| s.modality == "CT")
+        .map(|s| s.study_instance_uid.clone())
+        .collect();
+    assert!(ct_manifest.len() > 2, "more CT studies than one page");
+    assert_eq!(ct, ct_manifest);
     // The limit caps the result even across pages.
     let capped = ScopedQuery::parse(
         &ALL_YEARS.replace("limit=1000", "limit=5"),
