@@ -315,3 +315,62 @@ async fn anvil_restarted_from_its_state_file_mid_job_keeps_the_deposit_and_settl
     assert_eq!(fx.balance(fx.payout).await, U256::from(699_999_999u64));
     assert_eq!(fx.balance(fx.treasury).await, U256::from(300_000_000u64));
 }
+
+#[tokio::test]
+async fn settle_replaces_a_transaction_unmined_past_stuck_after_on_its_own() {
+    let Some(fx) = Fx::start().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let job = JobId::random();
+    fx.deposit(&job, 3_000_000).await;
+    let signed = fx.sign(fx.fields(&job, Outcome::Failed, 3_000_000, 1));
+    let c0 = fx.balance(fx.company_addr).await;
+    let mut s = Settler::new(
+        Ledger::open(&dir.path().join("l.db")).unwrap(),
+        connect_http(&fx.url).unwrap(),
+        fx.escrow(),
+        &fx.node_wallet,
+        SettlerConfig {
+            stuck_after: Duration::from_secs(2),
+            ..cfg()
+        },
+    )
+    .await
+    .unwrap();
+
+    let _: serde_json::Value = fx
+        .read
+        .raw_request("evm_setIntervalMining".into(), (0,))
+        .await
+        .unwrap();
+    let resume = async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let _: serde_json::Value = fx
+            .read
+            .raw_request("evm_setIntervalMining".into(), (1,))
+            .await
+            .unwrap();
+    };
+    let (state, ()) = tokio::join!(timeout(s.settle(&job, &signed)), resume);
+    let LedgerState::Confirmed { tx, .. } = state.unwrap() else {
+        panic!("not confirmed")
+    };
+    let attempts = s.ledger().attempts(&job).unwrap();
+    assert!(attempts.len() >= 2, "no replacement was sent");
+    assert!(
+        attempts.iter().all(|a| a.nonce == attempts[0].nonce),
+        "replacements share the nonce"
+    );
+    assert!(attempts
+        .windows(2)
+        .all(|w| w[1].max_fee_per_gas > w[0].max_fee_per_gas));
+    assert!(
+        attempts.iter().any(|a| a.tx == tx),
+        "the mined transaction is a recorded one"
+    );
+    assert_eq!(node_nonce(&fx).await, 1, "only one of them mined");
+    assert_eq!(
+        fx.balance(fx.company_addr).await - c0,
+        U256::from(3_000_000u64),
+        "refunded once"
+    );
+}
