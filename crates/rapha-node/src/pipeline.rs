@@ -1113,7 +1113,13 @@ impl Node {
             metrics.insert("sensitivity".to_owned(), v.sensitivity);
             metrics.insert("specificity".to_owned(), v.specificity);
         }
+        // Six decimals in the receipt: every reader (JSON parsers without exact float
+        // round-tripping included) decodes such a number to the same f64, so the receipt's
+        // decoded copy always matches its canonical bytes.
         metrics.retain(|_, v| v.is_finite());
+        for v in metrics.values_mut() {
+            *v = (*v * 1e6).round() / 1e6;
+        }
         let files = m
             .guard
             .files
@@ -1284,7 +1290,13 @@ impl Node {
                 b
             }
         };
-        let file = rapha_receipt::issue(&body, &self.p.node_key, &mut self.p.receipts, now_ms())?;
+        let mut file =
+            rapha_receipt::issue(&body, &self.p.node_key, &mut self.p.receipts, now_ms())?;
+        // The decoded copy as the typed body serialises it: a whole-number metric (an AUC of
+        // 1.0) stays a float in the copy, as the verifier rebuilds it from the typed body.
+        if let Ok(v) = serde_json::to_value(&body) {
+            file.body = v;
+        }
         let json = file.to_json()?;
         self.advance_to(
             job,

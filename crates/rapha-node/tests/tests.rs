@@ -10,4 +10,5 @@ mod demo_isolation;
 mod doctor_production;
 mod keys_cli;
 mod node_common;
+mod pipeline_e2e;
 mod policy_config;

@@ -1,0 +1,641 @@
+//! The whole job path through `rapha_node::pipeline::Node` against the real components: a
+//! synthetic cohort in Orthanc + DICOMweb, a signed bundle trusted in a temp trust store, the
+//! builtin Rego gates, a DPO approval, a deposit in the escrow on anvil (mock 6-decimal USDC),
+//! a TPM quote from swtpm verified against its EK CA, the static test trainer under runc, the
+//! output guard, the receipt log, the release directory and the on-chain settlement.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use alloy::primitives::{Address, U256};
+use rapha_attest::tpm::{
+    connect, enroll_ak, record_pcr_policy, TpmAttester, TpmVerifier, VendorRoots,
+};
+use rapha_attest::EvidenceVerifier;
+use rapha_bundle::{build_image, sign_bundle, BuildSpec, SigningKey, TrainerSpec, TrustStore};
+use rapha_core::{CohortQuery, Digest, HmacKey, JobId, JobRequest, Outcome, OutputKind, Usdc};
+use rapha_dicom::exclusion::{LabelTable, OptOuts};
+use rapha_dicom::{ClientOptions, DicomConfig, DicomWebClient, Pseudonymizer};
+use rapha_enclave::SandboxConfig;
+use rapha_node::audit::AuditLog;
+use rapha_node::pipeline::chain::{ChainPayments, ChainSettings};
+use rapha_node::pipeline::{Blocked, Node, NodeParts, Step, TpmEvidence};
+use rapha_node::store::{JobState, JobStore};
+use rapha_policy::{
+    ApprovalStore, DpoSigningKey, HospitalPolicy, JobBudget, Mode, OutputLimits, Policy,
+    PublisherTrust, ScopeLimits,
+};
+use rapha_receipt::{NodeKey, ReceiptLog};
+use rapha_settle::{wallet_provider, Escrow, WalletKey};
+use rapha_testkit::cohort::{generate, CohortManifest, CohortSpec};
+use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc, Swtpm};
+
+const PUBLISHER: &str = "acme-ai";
+const TRAINER: &str = "tiny-trainer";
+const FEE: u64 = 120_000_000; // 120.00 USDC
+
+fn required() -> bool {
+    std::env::var("RAPHA_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// The enclave suite's static test trainer, compiled once.
+fn trainer_binary() -> Option<PathBuf> {
+    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("rapha-node-trainer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let out = dir.join("trainer");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rapha-enclave/testdata/trainer.c");
+        let ok = Command::new("gcc")
+            .args(["-static", "-O1", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .arg("-lm")
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(out)
+    })
+    .clone()
+}
+
+fn sandbox_ready() -> Option<PathBuf> {
+    let runc = Command::new("runc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    if !(runc && root) {
+        assert!(!required(), "runc (as root) is required but not available");
+        eprintln!("SKIPPED: runc not installed or not root; node end-to-end test not run");
+        return None;
+    }
+    let bin = trainer_binary();
+    if bin.is_none() {
+        assert!(
+            !required(),
+            "gcc -static is required to build the test trainer"
+        );
+        eprintln!("SKIPPED: gcc -static unavailable; node end-to-end test not run");
+    }
+    bin
+}
+
+/// Builds and signs a bundle whose entrypoint runs the test trainer in `mode`.
+fn bundle(
+    tmp: &Path,
+    trainer: &Path,
+    name: &str,
+    mode: &str,
+    key: &SigningKey,
+) -> (PathBuf, Digest) {
+    let rootfs = tmp.join(format!("{name}-rootfs"));
+    std::fs::create_dir_all(&rootfs).unwrap();
+    std::fs::copy(trainer, rootfs.join("trainer")).unwrap();
+    let layout = tmp.join(format!("{name}-layout"));
+    build_image(
+        &BuildSpec {
+            rootfs,
+            entrypoint: vec!["/trainer".into(), mode.into()],
+            env: vec![],
+        },
+        &layout,
+    )
+    .unwrap();
+    let spec = TrainerSpec::from_toml(&format!(
+        r#"
+publisher = "{PUBLISHER}"
+name = "{TRAINER}"
+version = "0.1.0"
+
+[resources]
+memory_mb = 256
+cpus = 1
+pids = 32
+wall_seconds = 120
+
+[[outputs]]
+name = "model.safetensors"
+kind = "safetensors"
+max_bytes = 65536
+
+[[outputs]]
+name = "metrics.json"
+kind = "metrics-json"
+max_bytes = 4096
+"#
+    ))
+    .unwrap();
+    let out = tmp.join(format!("{name}-bundle"));
+    let manifest = sign_bundle(key, &layout, &spec, &out).unwrap();
+    (out, manifest)
+}
+
+struct Chain {
+    _anvil: Anvil,
+    rt: tokio::runtime::Runtime,
+    url: String,
+    usdc: Address,
+    escrow: Address,
+    company: WalletKey,
+    hospital: Address,
+    payout: Address,
+    treasury: Address,
+    node_secret: [u8; 32],
+    settler: WalletKey,
+}
+
+impl Chain {
+    fn start() -> Option<Chain> {
+        let anvil = rapha_testkit::require!(Anvil::start(AnvilOptions::default()))?;
+        let url = anvil.rpc_url();
+        let keys: Vec<String> = anvil.dev_accounts().into_iter().map(|(_, k)| k).collect();
+        let key = |i: usize| WalletKey::from_hex(&keys[i]).unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let mut node_secret = [0u8; 32];
+        hex::decode_to_slice(keys[4].trim_start_matches("0x"), &mut node_secret).unwrap();
+        let (usdc, escrow) = rt.block_on(async {
+            let deployer = wallet_provider(&url, &key(0)).unwrap();
+            let usdc = Escrow::deploy_mock_usdc(deployer.clone()).await.unwrap();
+            let escrow = Escrow::deploy(deployer.clone(), usdc, key(1).address())
+                .await
+                .unwrap();
+            Escrow::mint_mock_usdc(
+                deployer,
+                usdc,
+                key(2).address(),
+                Usdc::from_base_units(10u64.pow(12)),
+            )
+            .await
+            .unwrap();
+            Escrow::at(wallet_provider(&url, &key(3)).unwrap(), escrow.address())
+                .register_hospital(key(4).address(), key(6).address())
+                .await
+                .unwrap();
+            (usdc, escrow.address())
+        });
+        Some(Chain {
+            _anvil: anvil,
+            rt,
+            url: url.clone(),
+            usdc,
+            escrow,
+            company: key(2),
+            hospital: key(3).address(),
+            payout: key(6).address(),
+            treasury: key(1).address(),
+            node_secret,
+            settler: key(5),
+        })
+    }
+
+    fn balance(&self, who: Address) -> U256 {
+        self.rt.block_on(async {
+            let p = rapha_settle::network::connect_http(&self.url).unwrap();
+            Escrow::balance_of(&p, self.usdc, who).await.unwrap()
+        })
+    }
+
+    fn deposit(&self, job: &JobId) {
+        self.rt.block_on(async {
+            let company = Escrow::at(
+                wallet_provider(&self.url, &self.company).unwrap(),
+                self.escrow,
+            );
+            let deadline = company.chain_time().await.unwrap() + 3600;
+            company
+                .approve_and_deposit(job, self.hospital, Usdc::from_base_units(FEE), deadline)
+                .await
+                .unwrap();
+        });
+    }
+}
+
+struct World {
+    tmp: tempfile::TempDir,
+    _orthanc: Orthanc,
+    _tpm: Swtpm,
+    chain: Chain,
+    manifest: CohortManifest,
+    accessions: Vec<String>,
+    node: Node,
+    pacs_calls: Arc<AtomicUsize>,
+    dpo: DpoSigningKey,
+    publisher_key: SigningKey,
+    trainer: PathBuf,
+}
+
+fn world() -> Option<World> {
+    let trainer = sandbox_ready()?;
+    let orthanc = rapha_testkit::require!(Orthanc::start())?;
+    let tpm = rapha_testkit::require!(Swtpm::start_provisioned())?;
+    let chain = Chain::start()?;
+    let tmp = tempfile::tempdir().unwrap();
+    let cohort_dir = tmp.path().join("cohort");
+    let manifest = generate(&CohortSpec {
+        studies: 20,
+        seed: 12,
+        out: cohort_dir.clone(),
+        rle_fraction: 0.2,
+        label_shuffle: false,
+    })
+    .unwrap();
+    let (ok, rejected) = orthanc.upload_dir(&cohort_dir.join("dicom")).unwrap();
+    assert!(
+        ok > 0 && rejected == 0,
+        "Orthanc accepted {ok}, rejected {rejected}"
+    );
+    let accessions: Vec<String> = std::fs::read_to_string(cohort_dir.join("labels.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next().map(str::to_owned))
+        .collect();
+
+    // TPM: enrol an AK certified by the swtpm's EK, record the PCR policy, trust the AK.
+    let roots = VendorRoots::from_pem_file(tpm.ek_ca_cert_pem().unwrap()).unwrap();
+    let pcrs: std::collections::BTreeSet<u8> = [0, 1, 2, 3, 4, 7].into_iter().collect();
+    let mut ctx = connect(&tpm.tcti()).unwrap();
+    let certified = enroll_ak(&mut ctx, &roots).unwrap();
+    let pcr_policy = record_pcr_policy(&mut ctx, &pcrs).unwrap();
+    drop(ctx);
+    let mut tpm_verifier = TpmVerifier::new(roots, pcr_policy);
+    tpm_verifier.trust_ak(certified.record()).unwrap();
+    let attester = TpmAttester::open(&tpm.tcti(), certified).unwrap();
+
+    let publisher_key = SigningKey::ed25519_from_seed(&[7; 32]);
+    TrustStore::add(
+        &tmp.path().join("trust"),
+        PUBLISHER,
+        &publisher_key.public_key(),
+        &[TRAINER.into()],
+        None,
+    )
+    .unwrap();
+    let trust = TrustStore::open(&tmp.path().join("trust")).unwrap();
+    let hospital = HospitalPolicy {
+        mode: Mode::Demo,
+        publishers: BTreeMap::from([(
+            PUBLISHER.to_owned(),
+            PublisherTrust {
+                trainers: vec![TRAINER.into()],
+            },
+        )]),
+        scope: ScopeLimits {
+            max_studies: 100,
+            max_date_range_days: 366,
+            modalities: vec![
+                "CT".into(),
+                "MR".into(),
+                "CR".into(),
+                "DX".into(),
+                "US".into(),
+                "SC".into(),
+            ],
+        },
+        outputs: OutputLimits {
+            kinds: vec![OutputKind::Safetensors, OutputKind::MetricsJson],
+            max_file_bytes: 1 << 20,
+            max_total_bytes: 2 << 20,
+        },
+        allowed_metadata_fields: vec![],
+        min_fee: Usdc::from_base_units(1_000_000),
+        budget: JobBudget {
+            max_jobs: 100,
+            window_hours: 24,
+        },
+        min_patients: 5,
+        min_validation_patients: 2,
+    };
+    let dpo = DpoSigningKey::from_seed(&[9; 32]);
+    let pacs_calls = Arc::new(AtomicUsize::new(0));
+    let calls = pacs_calls.clone();
+    let url = orthanc.dicomweb_url();
+    let node_key = NodeKey::from_secret_bytes(&chain.node_secret).unwrap();
+    let payments = ChainPayments::connect(
+        &ChainSettings {
+            rpc_url: chain.url.clone(),
+            escrow: chain.escrow,
+            hospital: chain.hospital,
+            payout: chain.payout,
+            confirmations: 1,
+            run_window_secs: 600,
+            poll_interval: std::time::Duration::from_millis(250),
+        },
+        &chain.settler,
+        &tmp.path().join("ledger.sqlite"),
+    )
+    .unwrap();
+    let node = Node::new(NodeParts {
+        store: JobStore::open(&tmp.path().join("jobs.sqlite")).unwrap(),
+        trust,
+        policy: Policy::builtin().unwrap(),
+        hospital,
+        pseudonymizer: Pseudonymizer::new(HmacKey::from_bytes([0x5a; 32])),
+        dicom: DicomConfig::default(),
+        optouts: OptOuts::load(&cohort_dir.join("optouts.csv")).unwrap(),
+        labels: Some(LabelTable::load(&cohort_dir.join("labels.csv")).unwrap()),
+        pacs: Box::new(move || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            DicomWebClient::new(ClientOptions::new(url.clone()))
+        }),
+        approvals: ApprovalStore::open(&tmp.path().join("approvals")).unwrap(),
+        dpo_keys: vec![dpo.public()],
+        evidence: Box::new(TpmEvidence { attester, pcrs }),
+        verifier: EvidenceVerifier::development(),
+        tpm_verifier: Some(tpm_verifier),
+        sandbox: SandboxConfig {
+            runtime_root: tmp.path().join("runc-state"),
+            ..SandboxConfig::default()
+        },
+        min_validation_patients: 2,
+        node_key,
+        node_name: "test-hospital".into(),
+        receipts: ReceiptLog::open(&tmp.path().join("receipts")).unwrap(),
+        payments: Box::new(payments),
+        audit: AuditLog::open(&tmp.path().join("audit.jsonl"), "test-hospital", None).unwrap(),
+        work_dir: tmp.path().join("work"),
+        release_dir: tmp.path().join("released"),
+    })
+    .unwrap();
+    Some(World {
+        tmp,
+        _orthanc: orthanc,
+        _tpm: tpm,
+        chain,
+        manifest,
+        accessions,
+        node,
+        pacs_calls,
+        dpo,
+        publisher_key,
+        trainer,
+    })
+}
+
+impl World {
+    fn request(&self, manifest: Digest, query: CohortQuery) -> JobRequest {
+        JobRequest {
+            job_id: JobId::random(),
+            publisher: PUBLISHER.into(),
+            trainer: TRAINER.into(),
+            bundle_manifest: manifest,
+            query,
+            requested_fields: vec![],
+            validation_percent: 50,
+            fee: Usdc::from_base_units(FEE),
+            chain_id: 137,
+            depositor: self.chain.company.address().to_string(),
+        }
+    }
+
+    fn scoped_query(&self) -> CohortQuery {
+        CohortQuery {
+            limit: Some(self.accessions.len() as u32),
+            accession_numbers: self.accessions.clone(),
+            ..CohortQuery::default()
+        }
+    }
+
+    fn approve(&self, job: JobId) {
+        let digest = self
+            .node
+            .review_digest(job)
+            .unwrap()
+            .expect("review digest stored");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let a = self.dpo.approve(digest, now, now + 3600).unwrap();
+        self.node.approvals().record(&a).unwrap();
+    }
+
+    /// Drives a job through approval and deposit to its end.
+    fn drive(&mut self, job: JobId) -> JobState {
+        assert_eq!(
+            self.node.run_until_blocked(job).unwrap(),
+            JobState::AwaitingApproval
+        );
+        // Without an approval the job waits; it does not run.
+        assert!(matches!(
+            self.node.advance(job).unwrap(),
+            Step::Blocked(Blocked::Approval { .. })
+        ));
+        self.approve(job);
+        assert_eq!(
+            self.node.run_until_blocked(job).unwrap(),
+            JobState::AwaitingDeposit
+        );
+        self.chain.deposit(&job);
+        let mut state = JobState::AwaitingDeposit;
+        for _ in 0..60 {
+            state = self.node.run_until_blocked(job).unwrap();
+            if state == JobState::Settled {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        state
+    }
+
+    /// Every planted PHI value absent from `bytes`; returns the ones found.
+    fn phi_in(&self, bytes: &[u8]) -> Vec<String> {
+        let hay = String::from_utf8_lossy(bytes);
+        self.manifest
+            .phi
+            .iter()
+            .filter(|p| p.len() >= 4 && hay.contains(p.as_str()))
+            .cloned()
+            .collect()
+    }
+}
+
+fn all_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(all_files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn honest_job_settles_malicious_job_is_refunded_broad_query_never_reaches_the_pacs() {
+    let Some(mut w) = world() else { return };
+    let tmp = w.tmp.path().to_path_buf();
+    let (honest_dir, honest_manifest) =
+        bundle(&tmp, &w.trainer, "honest", "honest", &w.publisher_key);
+
+    // 1. A broad query (no study list, no date range, no limit) is refused before any PACS
+    //    client is made, receipted, and settled without money moving (nothing was deposited).
+    let broad = w.request(
+        honest_manifest,
+        CohortQuery {
+            modalities: vec!["CT".into()],
+            ..CohortQuery::default()
+        },
+    );
+    let broad_id = w.node.submit(&honest_dir, broad).unwrap();
+    assert_eq!(
+        w.node.run_until_blocked(broad_id).unwrap(),
+        JobState::Settled
+    );
+    let row = w.node.store().get(broad_id).unwrap();
+    assert_eq!(row.outcome, Some(Outcome::Refused));
+    assert_eq!(
+        w.pacs_calls.load(Ordering::SeqCst),
+        0,
+        "the PACS was contacted for a refused query"
+    );
+    let r = w
+        .node
+        .receipt(broad_id)
+        .unwrap()
+        .expect("a refused job has a receipt");
+    assert_eq!(r.body["outcome"], "refused", "{}", r.body);
+    assert!(!w.node.release_path(broad_id).exists());
+
+    // 2. The honest job: end to end to settled, hospital paid 70%, protocol 30%.
+    let payout_before = w.chain.balance(w.chain.payout);
+    let treasury_before = w.chain.balance(w.chain.treasury);
+    let honest = w.request(honest_manifest, w.scoped_query());
+    let job = w.node.submit(&honest_dir, honest).unwrap();
+    assert_eq!(w.drive(job), JobState::Settled);
+    let row = w.node.store().get(job).unwrap();
+    assert_eq!(row.outcome, Some(Outcome::Completed), "{:?}", row.reason);
+    let states: Vec<JobState> = w
+        .node
+        .store()
+        .transitions(job)
+        .unwrap()
+        .iter()
+        .map(|t| t.to)
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            JobState::Received,
+            JobState::BundleVerified,
+            JobState::Admitted,
+            JobState::CohortBuilt,
+            JobState::AwaitingApproval,
+            JobState::Approved,
+            JobState::AwaitingDeposit,
+            JobState::DepositConfirmed,
+            JobState::Attested,
+            JobState::FinalGatePassed,
+            JobState::Running,
+            JobState::OutputsGuarded,
+            JobState::Receipted,
+            JobState::Released,
+            JobState::Settled,
+        ]
+    );
+    let released = w.node.release_path(job);
+    let mut names: Vec<String> = all_files(&released)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["metrics.json", "model.safetensors", "receipt.json"]);
+    let receipt = w.node.receipt(job).unwrap().unwrap();
+    let receipt_bytes = w
+        .node
+        .store()
+        .artifact(job, rapha_node::pipeline::artifact::RECEIPT)
+        .unwrap()
+        .unwrap();
+    let node_addr = NodeKey::from_secret_bytes(&w.chain.node_secret)
+        .unwrap()
+        .address();
+    rapha_receipt::verify(
+        &receipt_bytes,
+        &rapha_receipt::VerifyOptions {
+            node_address: Some(node_addr),
+            sth: None,
+            consistency_from: None,
+        },
+    )
+    .expect("the receipt verifies under the node key");
+    assert_eq!(receipt.body["outcome"], "completed");
+    assert_eq!(
+        receipt.body["attestation"]["mode"], "verified",
+        "{}",
+        receipt.body["attestation"]
+    );
+    assert_eq!(
+        w.chain.balance(w.chain.payout) - payout_before,
+        U256::from(FEE * 7 / 10)
+    );
+    assert_eq!(
+        w.chain.balance(w.chain.treasury) - treasury_before,
+        U256::from(FEE * 3 / 10)
+    );
+
+    // 3. A malicious trainer (copies pixels into its "weights"): the guard refuses, the job
+    //    ends refused with a receipt saying why, nothing is released, the depositor refunded.
+    let (bad_dir, bad_manifest) = bundle(&tmp, &w.trainer, "bad", "pixel-copy", &w.publisher_key);
+    let company_before = w.chain.balance(w.chain.company.address());
+    let bad = w.request(bad_manifest, w.scoped_query());
+    let bad_id = w.node.submit(&bad_dir, bad).unwrap();
+    assert_eq!(w.drive(bad_id), JobState::Settled);
+    let row = w.node.store().get(bad_id).unwrap();
+    assert_ne!(row.outcome, Some(Outcome::Completed));
+    let reason = row.reason.unwrap();
+    assert!(
+        reason.contains("guard") || reason.contains("trainer"),
+        "{reason}"
+    );
+    let bad_receipt = w.node.receipt(bad_id).unwrap().unwrap();
+    assert_eq!(bad_receipt.body["reason"], reason.as_str());
+    assert!(bad_receipt.body["outputs"].is_null());
+    assert!(
+        !w.node.release_path(bad_id).exists(),
+        "a refused job released something"
+    );
+    assert_eq!(
+        w.chain.balance(w.chain.company.address()),
+        company_before,
+        "the depositor was not refunded in full"
+    );
+
+    // 4. No planted PHI value in anything that left the hospital, the receipts or the audit log.
+    let mut checked = vec![];
+    for f in all_files(&w.tmp.path().join("released")) {
+        checked.push((f.display().to_string(), std::fs::read(&f).unwrap()));
+    }
+    for id in [broad_id, job, bad_id] {
+        checked.push((
+            format!("receipt {id}"),
+            w.node.receipt(id).unwrap().unwrap().to_json().unwrap(),
+        ));
+    }
+    checked.push((
+        "audit log".into(),
+        std::fs::read(w.node.audit_path()).unwrap(),
+    ));
+    assert!(!w.manifest.phi.is_empty());
+    for (what, bytes) in &checked {
+        let found = w.phi_in(bytes);
+        assert!(found.is_empty(), "PHI {found:?} in {what}");
+    }
+
+    // 5. The audit trail recorded the PACS query, the DPO approval, the refusals and the release.
+    let events = AuditLog::read_all(w.node.audit_path()).unwrap();
+    let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    for code in ["110112", "110103", "110110", "110113", "110106"] {
+        assert!(ids.contains(&code), "no audit event {code} in {ids:?}");
+    }
+}
