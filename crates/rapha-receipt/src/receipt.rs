@@ -323,9 +323,10 @@ fn verify_with(
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(file.body_b64.as_bytes())
         .map_err(|e| ReceiptError::Malformed(format!("body_b64 is not base64: {e}")))?;
-    // The bytes are canonical, so the value they encode is the typed body's own.
-    let (body, copy) = ReceiptBody::parse_canonical(&bytes)?;
-    if copy != file.body {
+    let (body, _) = ReceiptBody::parse_canonical(&bytes)?;
+    // The copy matches when its canonical form is the signed bytes: compared as values, a
+    // metric the bytes carry as `1` (JCS) and the typed body holds as `1.0` would differ.
+    if crate::jcs::to_vec(&file.body).ok().as_deref() != Some(bytes.as_slice()) {
         return Err(ReceiptError::CopyMismatch);
     }
     let receipt_digest = Digest::of(&bytes);

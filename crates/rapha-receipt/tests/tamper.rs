@@ -495,3 +495,30 @@ fn batch_verifier_checks_each_head_once_and_still_refuses_foreign_heads() {
         Err(ReceiptError::HeadSigner { .. })
     ));
 }
+
+/// A metric with an integral value (sensitivity 1.0, specificity 0.0) is written `1` / `0` in
+/// the canonical bytes and in the file's copy; the honest receipt still verifies, and an edited
+/// copy of such a metric is still refused.
+#[test]
+fn receipt_with_integral_metrics_verifies_and_an_edited_copy_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = ReceiptLog::open(&dir.path().join("log.sqlite")).unwrap();
+    let key = common::node_key();
+    let mut body = sample_body(key.address(), 9);
+    let outputs = body.outputs.as_mut().unwrap();
+    outputs.metrics.insert("sensitivity".to_owned(), 1.0);
+    outputs.metrics.insert("specificity".to_owned(), 0.0);
+    let file = issue(&body, &key, &mut log, 5_000).unwrap();
+    let reread = ReceiptFile::from_json(&file.to_json().unwrap()).unwrap();
+    let opts = VerifyOptions {
+        node_address: Some(key.address()),
+        ..VerifyOptions::default()
+    };
+    verify_file(&reread, &opts).expect("an honest receipt with integral metrics verifies");
+    let mut edited = reread.clone();
+    edited.body["outputs"]["metrics"]["sensitivity"] = Value::from(0.5);
+    assert!(matches!(
+        verify_file(&edited, &opts),
+        Err(ReceiptError::CopyMismatch)
+    ));
+}
