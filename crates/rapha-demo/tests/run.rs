@@ -1,0 +1,193 @@
+//! `rapha-demo run` end to end on tiny cohorts: the real binary, runc, anvil and the
+//! in-process node. Skips loudly without runc (as root) or anvil, unless
+//! RAPHA_REQUIRE_SERVICES=1.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use rapha_receipt::{verify, VerifyOptions};
+use rapha_testkit::cohort::CohortManifest;
+
+fn required() -> bool {
+    rapha_testkit::services::services_required()
+}
+
+fn skip(why: &str) -> bool {
+    assert!(!required(), "{why} (RAPHA_REQUIRE_SERVICES=1)");
+    eprintln!("SKIPPED: {why}; rapha-demo end-to-end test not run");
+    true
+}
+
+fn have(cmd: &str, arg: &str) -> bool {
+    Command::new(cmd)
+        .arg(arg)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// The reference trainer's rootfs: $RAPHA_DEMO_REFERENCE_TRAINER, else built here with
+/// trainers/lesion-classifier/build.sh.
+fn reference_rootfs() -> Option<PathBuf> {
+    static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Some(d) = std::env::var_os("RAPHA_DEMO_REFERENCE_TRAINER").map(PathBuf::from) {
+            if d.join("trainer").is_file() {
+                return Some(d);
+            }
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let out = std::env::temp_dir().join(format!("rapha-demo-trainer-{}", std::process::id()));
+        let ok = Command::new(root.join("trainers/lesion-classifier/build.sh"))
+            .arg(&out)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(out)
+    })
+    .clone()
+}
+
+fn ready() -> Option<PathBuf> {
+    if !(have("runc", "--version") && is_root()) {
+        skip("runc (as root) is not available");
+        return None;
+    }
+    let anvil = std::env::var("RAPHA_ANVIL").unwrap_or_else(|_| "anvil".into());
+    if !have(&anvil, "--version") {
+        skip("anvil is not installed");
+        return None;
+    }
+    Some(reference_rootfs().expect("the reference trainer builds"))
+}
+
+fn demo(rootfs: &Path, out: &Path, args: &[&str]) -> Output {
+    let o = Command::new(env!("CARGO_BIN_EXE_rapha-demo"))
+        .arg("run")
+        .args(args)
+        .arg("--out")
+        .arg(out)
+        .env("RAPHA_DEMO_REFERENCE_TRAINER", rootfs)
+        .output()
+        .unwrap();
+    eprintln!(
+        "rapha-demo stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every planted PHI value (4+ bytes) is absent from every byte that left the hospital.
+fn assert_no_phi(out: &Path) {
+    let manifest: CohortManifest =
+        serde_json::from_slice(&std::fs::read(out.join("cohort/manifest.json")).unwrap()).unwrap();
+    assert!(
+        !manifest.phi.is_empty(),
+        "the cohort planted no PHI to look for"
+    );
+    let mut files = vec![out.join("receipt.json")];
+    for e in std::fs::read_dir(out.join("released")).unwrap() {
+        files.push(e.unwrap().path());
+    }
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        for phi in manifest.phi.iter().filter(|p| p.len() >= 4) {
+            assert!(
+                !contains(&bytes, phi.as_bytes()),
+                "planted PHI {phi:?} found in {}",
+                f.display()
+            );
+        }
+    }
+}
+
+fn verified_receipt(out: &Path) -> rapha_receipt::VerifiedReceipt {
+    let bytes = std::fs::read(out.join("receipt.json")).expect("OUT/receipt.json is written");
+    verify(&bytes, &VerifyOptions::default()).expect("the receipt verifies")
+}
+
+#[test]
+fn demo_job_completes_releases_weights_and_a_verifying_receipt_without_phi() {
+    let Some(rootfs) = ready() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = demo(&rootfs, &out, &["--studies", "40", "--epochs", "1"]);
+    assert_eq!(o.status.code(), Some(0), "the demo job did not complete");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(!stdout.contains("NOT RUN"), "a step did not run");
+    let r = verified_receipt(&out);
+    assert_eq!(r.body.outcome, rapha_core::Outcome::Completed);
+    let p = &r.body.payment;
+    assert_eq!(p.fee.base_units(), 120_000_000);
+    assert_eq!(p.hospital_share.base_units(), 84_000_000);
+    assert_eq!(p.protocol_share.base_units(), 36_000_000);
+    let mut released: Vec<String> = std::fs::read_dir(out.join("released"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    released.sort();
+    assert!(
+        released.contains(&"model.safetensors".to_owned())
+            && released.contains(&"metrics.json".to_owned()),
+        "released: {released:?}"
+    );
+    // What left is exactly what the receipt lists (plus the receipt itself).
+    let listed: Vec<String> = r
+        .body
+        .outputs
+        .as_ref()
+        .expect("a completed receipt lists its outputs")
+        .files
+        .iter()
+        .map(|f| f.name.clone())
+        .collect();
+    for name in released.iter().filter(|n| *n != "receipt.json") {
+        assert!(
+            listed.contains(name),
+            "{name} released but not in the receipt"
+        );
+    }
+    assert!(
+        stdout.contains("hospital payout +84000000, treasury +36000000"),
+        "payout not on chain"
+    );
+    assert_no_phi(&out);
+}
+
+#[test]
+fn demo_job_on_a_cohort_below_the_minimum_is_refused_with_exit_3_and_refunded() {
+    let Some(rootfs) = ready() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = demo(&rootfs, &out, &["--studies", "20", "--epochs", "1"]);
+    assert_eq!(o.status.code(), Some(3), "a refused job exits 3");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("job REFUSED: final gate"),
+        "the reason is printed"
+    );
+    let r = verified_receipt(&out);
+    assert_eq!(r.body.outcome, rapha_core::Outcome::Refused);
+    assert!(r.body.reason.contains("patients"), "{}", r.body.reason);
+    assert_eq!(
+        std::fs::read_dir(out.join("released")).unwrap().count(),
+        0,
+        "a refused job releases nothing"
+    );
+    assert!(
+        stdout.contains("hospital payout +0, treasury +0, AI company 0 base units"),
+        "the deposit is refunded in full"
+    );
+    assert_no_phi(&out);
+}
