@@ -148,7 +148,8 @@ impl Feed<'_> {
     ) -> Result<(), FrameError> {
         stream.set_nonblocking(false)?;
         let mut reader = BufReader::with_capacity(64 << 10, stream.try_clone()?);
-        let mut writer = BufWriter::with_capacity(16 << 10, stream) // payloads over 16 KiB bypass the buffer: no extra copy;
+        // Payloads over 16 KiB bypass the buffer: no extra copy.
+        let mut writer = BufWriter::with_capacity(16 << 10, stream);
         let mut greeted = false;
         loop {
             let header = protocol::read_header(&mut reader, MAX_REQUEST_HEADER)?;
