@@ -131,3 +131,74 @@ fn planted_phi_of_a_dicom_cohort_is_caught_in_trainer_logs() {
     );
     assert!(!String::from_utf8_lossy(&r.signed.bytes).contains(planted.as_str()));
 }
+
+/// The production path: records fetched from a real PACS (Orthanc + DICOMweb) over WADO-RS
+/// one at a time, decoded in memory, fed to a trainer under runc.
+#[test]
+fn honest_trainer_is_fed_over_wado_rs_from_orthanc() {
+    use rapha_dicom::cohort::InstanceSource;
+    use rapha_dicom::{ClientOptions, DicomWebClient, ScopeLimits, ScopedQuery};
+    use rapha_testkit::services::Orthanc;
+
+    let Some(bin) = require_sandbox() else { return };
+    let Some(orthanc) = rapha_testkit::require!(Orthanc::start()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let spec = CohortSpec {
+        studies: 10,
+        seed: 77,
+        out: dir.path().to_path_buf(),
+        rle_fraction: 0.3,
+        label_shuffle: false,
+    };
+    let manifest = generate(&spec).unwrap();
+    let (accepted, rejected) = orthanc.upload_dir(&dir.path().join("dicom")).unwrap();
+    assert_eq!((accepted, rejected), (manifest.instance_count, 0));
+    let config = DicomConfig {
+        scope: ScopeLimits {
+            max_date_range_days: 4018,
+            max_limit: 1000,
+            max_list: 100,
+            page_size: 100,
+        },
+        ..DicomConfig::default()
+    };
+    let q = ScopedQuery::parse(
+        "StudyDate=20160101-20261231&ModalitiesInStudy=CT,MR,CR,DX,US,SC,OT&limit=1000",
+        &config.scope,
+    )
+    .unwrap();
+    let labels = LabelTable::load(&dir.path().join("labels.csv")).unwrap();
+    let optouts = OptOuts::load(&dir.path().join("optouts.csv")).unwrap();
+    let pseudo = Pseudonymizer::new(HmacKey::from_bytes([0x33; 32]));
+    let client = || DicomWebClient::new(ClientOptions::new(orthanc.dicomweb_url())).unwrap();
+    let cohort = CohortBuilder::new(&pseudo, &config, &optouts)
+        .with_labels(&labels)
+        .from_dicomweb(&client(), &q)
+        .unwrap();
+    assert!(!cohort.entries.is_empty());
+    assert!(cohort
+        .entries
+        .iter()
+        .all(|e| matches!(e.source, InstanceSource::DicomWeb { .. })));
+    let (source, ids) = DicomSource::new(&cohort.entries, Some(client()));
+    let r = run(bin, &["honest"], &source, &ids);
+    let m = &r.signed.manifest;
+    assert_eq!(
+        m.outcome,
+        ManifestOutcome::Completed,
+        "{:?} {}",
+        m.reasons,
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(m.records_fed, cohort.entries.len());
+    assert_eq!(m.fed_root, m.cohort_root);
+
+    // Without a DICOMweb client the same records are unavailable, not fetched some other way.
+    let (no_client, _) = DicomSource::new(&cohort.entries, None);
+    assert!(matches!(
+        no_client.pixels(0),
+        Err(rapha_enclave::EnclaveError::RecordUnavailable { .. })
+    ));
+}
