@@ -303,7 +303,7 @@ fn reference_trainer_learns_the_lesion_signal() {
     // With shuffled labels there is nothing to learn.
     let shuffled = load(&orthanc, 150, 3, true);
     let (ssource, sids) = DicomSource::new(&shuffled.cohort.entries, Some(shuffled.client));
-    let (sr, _keep3, _) = run(&trainer, &["--epochs", "4"], None, &ssource, &sids, 40);
+    let (sr, _keep3, _) = run(&trainer, &["--epochs", "4"], None, &ssource, &sids, 60);
     let shuffled_auc = completed_auc(&sr);
     eprintln!("FIGURES label-shuffled cohort: node AUC {shuffled_auc}");
     assert!(

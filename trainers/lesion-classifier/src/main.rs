@@ -30,11 +30,11 @@ struct Args {
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
-        epochs: 10,
+        epochs: 25,
         seed: 7,
         predict: None,
-        batch: 32,
-        lr: 2e-3,
+        batch: 16,
+        lr: 1e-3,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -64,10 +64,7 @@ struct Net {
 
 impl Net {
     fn new(vb: &VarBuilder<'_>) -> candle_core::Result<Self> {
-        let cfg = Conv2dConfig {
-            padding: 1,
-            ..Default::default()
-        };
+        let cfg = Conv2dConfig::default();
         Ok(Self {
             c1: conv2d(1, 8, 3, cfg, vb.pp("c1"))?,
             c2: conv2d(8, 16, 3, cfg, vb.pp("c2"))?,
@@ -136,7 +133,33 @@ fn preprocess(meta: &RecordMeta, pixels: &[f32]) -> Vec<f32> {
     for v in &mut grey {
         *v = ((*v - lo) / span).clamp(0.0, 1.0);
     }
-    resize_area(&grey, rows, cols, SIDE)
+    let mut img = resize_area(&grey, rows, cols, SIDE);
+    suppress_bone_and_air(&mut img);
+    img
+}
+
+/// Flattens what is much brighter (bone, burned-in text) or much darker (air) than the soft
+/// tissue to the tissue level, then centres and scales by the tissue's spread: what remains
+/// is soft-tissue texture, where a lesion shows.
+fn suppress_bone_and_air(img: &mut [f32]) {
+    let mut body: Vec<f32> = img.iter().copied().filter(|&v| v > 0.1).collect();
+    if body.len() < 16 {
+        return;
+    }
+    body.sort_by(f32::total_cmp);
+    let med = body[body.len() / 2];
+    let (low, high) = (med * 0.5, med * 1.6);
+    for v in img.iter_mut() {
+        if *v < low || *v > high {
+            *v = med;
+        }
+    }
+    let n = img.len() as f32;
+    let var = img.iter().map(|v| (v - med) * (v - med)).sum::<f32>() / n;
+    let sd = var.sqrt().max(1e-3);
+    for v in img.iter_mut() {
+        *v = (*v - med) / sd;
+    }
 }
 
 /// Box-filter resize to `side x side` (every source pixel contributes to its target cell).
