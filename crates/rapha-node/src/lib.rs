@@ -10,6 +10,7 @@ pub mod store;
 // The job pipeline over the store, and its audit trail.
 pub mod audit;
 pub mod pipeline;
+pub mod run_job;
 
 // Configuration, keys, DPO approvals, policy and the production preflight (`doctor`).
 pub mod approvals;

@@ -38,6 +38,8 @@ enum Command {
     /// DPO: preview the records a trainer would see for a query or a directory.
     #[command(subcommand)]
     Cohort(cohort::CohortCommand),
+    /// Run the job pipeline once: optionally submit a job, then resume every unfinished job.
+    RunJob(rapha_node::run_job::RunJobArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         Command::Approvals(args) => rapha_node::approvals::approvals(&args),
         Command::Policy(args) => exit_unless(rapha_node::policy_cmd::run(&args)?),
         Command::Cohort(cmd) => cohort::run(cmd),
+        Command::RunJob(args) => rapha_node::run_job::run(&args),
     }
 }
 

@@ -1062,9 +1062,12 @@ impl Node {
         };
         let dir = self.job_dir(job);
         let rootfs = dir.join("rootfs");
-        let work = dir.join("work");
+        // The runtime makes its own per-run directory (with the feed's unix socket) under a
+        // short shared root: socket paths must stay under SUN_LEN (108 bytes).
+        let work = self.p.work_dir.join("run");
         let staged = dir.join("staged");
-        for d in [&rootfs, &work, &staged] {
+        std::fs::create_dir_all(&work).map_err(io("cannot create", &work))?;
+        for d in [&rootfs, &staged] {
             if d.exists() {
                 std::fs::remove_dir_all(d).map_err(io("cannot clear", d))?;
             }

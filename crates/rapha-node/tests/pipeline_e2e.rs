@@ -33,16 +33,16 @@ use rapha_settle::{wallet_provider, Escrow, WalletKey};
 use rapha_testkit::cohort::{generate, CohortManifest, CohortSpec};
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc, Swtpm};
 
-const PUBLISHER: &str = "acme-ai";
-const TRAINER: &str = "tiny-trainer";
-const FEE: u64 = 120_000_000; // 120.00 USDC
+pub const PUBLISHER: &str = "acme-ai";
+pub const TRAINER: &str = "tiny-trainer";
+pub const FEE: u64 = 120_000_000; // 120.00 USDC
 
 fn required() -> bool {
     std::env::var("RAPHA_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
 }
 
 /// The enclave suite's static test trainer, compiled once.
-fn trainer_binary() -> Option<PathBuf> {
+pub fn trainer_binary() -> Option<PathBuf> {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
     BIN.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("rapha-node-trainer-{}", std::process::id()));
@@ -61,7 +61,7 @@ fn trainer_binary() -> Option<PathBuf> {
     .clone()
 }
 
-fn sandbox_ready() -> Option<PathBuf> {
+pub fn sandbox_ready() -> Option<PathBuf> {
     let runc = Command::new("runc")
         .arg("--version")
         .output()
@@ -87,7 +87,7 @@ fn sandbox_ready() -> Option<PathBuf> {
 }
 
 /// Builds and signs a bundle whose entrypoint runs the test trainer in `mode`.
-fn bundle(
+pub fn bundle(
     tmp: &Path,
     trainer: &Path,
     name: &str,
@@ -136,22 +136,24 @@ max_bytes = 4096
     (out, manifest)
 }
 
-struct Chain {
+pub struct Chain {
     _anvil: Anvil,
-    rt: tokio::runtime::Runtime,
-    url: String,
-    usdc: Address,
-    escrow: Address,
-    company: WalletKey,
-    hospital: Address,
-    payout: Address,
-    treasury: Address,
-    node_secret: [u8; 32],
-    settler: WalletKey,
+    pub rt: tokio::runtime::Runtime,
+    pub url: String,
+    pub usdc: Address,
+    pub escrow: Address,
+    pub company: WalletKey,
+    pub hospital: Address,
+    pub payout: Address,
+    pub treasury: Address,
+    pub node_secret: [u8; 32],
+    pub settler: WalletKey,
+    /// anvil's dev account keys (hex).
+    pub keys: Vec<String>,
 }
 
 impl Chain {
-    fn start() -> Option<Chain> {
+    pub fn start() -> Option<Chain> {
         let anvil = rapha_testkit::require!(Anvil::start(AnvilOptions::default()))?;
         let url = anvil.rpc_url();
         let keys: Vec<String> = anvil.dev_accounts().into_iter().map(|(_, k)| k).collect();
@@ -191,17 +193,18 @@ impl Chain {
             treasury: key(1).address(),
             node_secret,
             settler: key(5),
+            keys,
         })
     }
 
-    fn balance(&self, who: Address) -> U256 {
+    pub fn balance(&self, who: Address) -> U256 {
         self.rt.block_on(async {
             let p = rapha_settle::network::connect_http(&self.url).unwrap();
             Escrow::balance_of(&p, self.usdc, who).await.unwrap()
         })
     }
 
-    fn deposit(&self, job: &JobId) {
+    pub fn deposit(&self, job: &JobId) {
         self.rt.block_on(async {
             let company = Escrow::at(
                 wallet_provider(&self.url, &self.company).unwrap(),
@@ -456,7 +459,7 @@ impl World {
     }
 }
 
-fn all_files(dir: &Path) -> Vec<PathBuf> {
+pub fn all_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = vec![];
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {

@@ -6,6 +6,7 @@ mod trust;
 mod approvals_cli;
 mod cohort_preview;
 mod config_errors;
+mod crash;
 mod demo_isolation;
 mod doctor_production;
 mod keys_cli;
