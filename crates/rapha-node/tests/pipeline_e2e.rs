@@ -430,6 +430,25 @@ impl World {
             self.node.advance(job).unwrap(),
             Step::Blocked(Blocked::Approval { .. })
         ));
+        // An approval of this exact digest signed by a key that is not the hospital's DPO is
+        // no approval: the job keeps waiting.
+        let digest = self.node.review_digest(job).unwrap().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let rogue = DpoSigningKey::from_seed(&[0xee; 32])
+            .approve(digest, now, now + 3600)
+            .unwrap();
+        self.node.approvals().record(&rogue).unwrap();
+        assert!(matches!(
+            self.node.advance(job).unwrap(),
+            Step::Blocked(Blocked::Approval { job_digest }) if job_digest == digest
+        ));
+        assert_eq!(
+            self.node.store().get(job).unwrap().state,
+            JobState::AwaitingApproval
+        );
         self.approve(job);
         assert_eq!(
             self.node.run_until_blocked(job).unwrap(),
