@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use alloy::primitives::{Address, U256};
@@ -22,7 +22,7 @@ use rapha_dicom::{ClientOptions, DicomConfig, DicomWebClient, Pseudonymizer};
 use rapha_enclave::SandboxConfig;
 use rapha_node::audit::AuditLog;
 use rapha_node::pipeline::chain::{ChainPayments, ChainSettings};
-use rapha_node::pipeline::{Blocked, Node, NodeParts, Step, TpmEvidence};
+use rapha_node::pipeline::{Blocked, EvidenceProvider, Node, NodeParts, Step, TpmEvidence};
 use rapha_node::store::{JobState, JobStore};
 use rapha_policy::{
     ApprovalStore, DpoSigningKey, HospitalPolicy, JobBudget, Mode, OutputLimits, Policy,
@@ -136,6 +136,25 @@ max_bytes = 4096
     (out, manifest)
 }
 
+/// The swtpm provider, or on demand an attacker's relabelled quote: a genuine quote over
+/// another job's binding with this job's binding written into the evidence.
+struct Switchable {
+    inner: TpmEvidence,
+    forge: Arc<AtomicBool>,
+}
+
+impl EvidenceProvider for Switchable {
+    fn evidence(&mut self, binding: &Digest) -> Result<rapha_attest::Evidence, String> {
+        if self.forge.load(Ordering::SeqCst) {
+            let mut ev = self.inner.evidence(&Digest::of(b"another job"))?;
+            ev.binding = *binding;
+            Ok(ev)
+        } else {
+            self.inner.evidence(binding)
+        }
+    }
+}
+
 pub struct Chain {
     _anvil: Anvil,
     pub rt: tokio::runtime::Runtime,
@@ -228,6 +247,7 @@ struct World {
     accessions: Vec<String>,
     node: Node,
     pacs_calls: Arc<AtomicUsize>,
+    forge: Arc<AtomicBool>,
     dpo: DpoSigningKey,
     publisher_key: SigningKey,
     trainer: PathBuf,
@@ -316,6 +336,7 @@ fn world() -> Option<World> {
         min_validation_patients: 2,
     };
     let dpo = DpoSigningKey::from_seed(&[9; 32]);
+    let forge = Arc::new(AtomicBool::new(false));
     let pacs_calls = Arc::new(AtomicUsize::new(0));
     let calls = pacs_calls.clone();
     let url = orthanc.dicomweb_url();
@@ -349,7 +370,10 @@ fn world() -> Option<World> {
         }),
         approvals: ApprovalStore::open(&tmp.path().join("approvals")).unwrap(),
         dpo_keys: vec![dpo.public()],
-        evidence: Box::new(TpmEvidence { attester, pcrs }),
+        evidence: Box::new(Switchable {
+            inner: TpmEvidence { attester, pcrs },
+            forge: forge.clone(),
+        }),
         verifier: EvidenceVerifier::development(),
         tpm_verifier: Some(tpm_verifier),
         sandbox: SandboxConfig {
@@ -375,6 +399,7 @@ fn world() -> Option<World> {
         accessions,
         node,
         pacs_calls,
+        forge,
         dpo,
         publisher_key,
         trainer,
@@ -633,12 +658,36 @@ fn honest_job_settles_malicious_job_is_refunded_broad_query_never_reaches_the_pa
         "the depositor was not refunded in full"
     );
 
-    // 4. No planted PHI value in anything that left the hospital, the receipts or the audit log.
+    // 4. A TPM quote over another job's binding, relabelled with this job's binding, is
+    //    refused before the trainer runs; the depositor is refunded, nothing released.
+    w.forge.store(true, Ordering::SeqCst);
+    let company_before = w.chain.balance(w.chain.company.address());
+    let forged = w.request(honest_manifest, w.scoped_query());
+    let forged_id = w.node.submit(&honest_dir, forged).unwrap();
+    assert_eq!(w.drive(forged_id), JobState::Settled);
+    w.forge.store(false, Ordering::SeqCst);
+    let row = w.node.store().get(forged_id).unwrap();
+    assert_eq!(row.outcome, Some(Outcome::Refused));
+    let reason = row.reason.unwrap();
+    assert!(reason.starts_with("TPM evidence refused"), "{reason}");
+    let to: Vec<JobState> = w
+        .node
+        .store()
+        .transitions(forged_id)
+        .unwrap()
+        .iter()
+        .map(|t| t.to)
+        .collect();
+    assert!(!to.contains(&JobState::Running), "{to:?}");
+    assert!(!w.node.release_path(forged_id).exists());
+    assert_eq!(w.chain.balance(w.chain.company.address()), company_before);
+
+    // 5. No planted PHI value in anything that left the hospital, the receipts or the audit log.
     let mut checked = vec![];
     for f in all_files(&w.tmp.path().join("released")) {
         checked.push((f.display().to_string(), std::fs::read(&f).unwrap()));
     }
-    for id in [broad_id, job, bad_id] {
+    for id in [broad_id, job, bad_id, forged_id] {
         checked.push((
             format!("receipt {id}"),
             w.node.receipt(id).unwrap().unwrap().to_json().unwrap(),
@@ -654,7 +703,7 @@ fn honest_job_settles_malicious_job_is_refunded_broad_query_never_reaches_the_pa
         assert!(found.is_empty(), "PHI {found:?} in {what}");
     }
 
-    // 5. The audit trail recorded the PACS query, the DPO approval, the refusals and the release.
+    // 6. The audit trail recorded the PACS query, the DPO approval, the refusals and the release.
     let events = AuditLog::read_all(w.node.audit_path()).unwrap();
     let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
     for code in ["110112", "110103", "110110", "110113", "110106"] {
