@@ -21,7 +21,7 @@ use rapha_policy::{ApprovalStore, DpoPublicKey, Mode, Policy};
 use rapha_receipt::{NodeKey, ReceiptLog};
 use rapha_settle::WalletKey;
 
-use crate::audit::AuditLog;
+use crate::audit::{job_object, AuditEvent, AuditKind, AuditLog, AuditOutcome};
 use crate::config::Config;
 use crate::pipeline::chain::{ChainPayments, ChainSettings};
 use crate::pipeline::{NoEvidence, Node, NodeParts};
@@ -169,6 +169,13 @@ pub fn run(args: &RunJobArgs) -> anyhow::Result<()> {
     if let (Some(bundle), Some(req)) = (&args.bundle, &args.request) {
         let text = std::fs::read(req).with_context(|| format!("reading {}", req.display()))?;
         let request: JobRequest = serde_json::from_slice(&text).context("job request")?;
+        node.audit(AuditEvent::new(
+            AuditKind::AdminAction,
+            AuditOutcome::Success,
+            "job submitted from the command line (run-job)",
+            ("node-admin", "admin"),
+            vec![job_object(request.job_id, None)],
+        ))?;
         let job = node.submit(bundle, request)?;
         println!("{}", serde_json::json!({"submitted": job.to_string()}));
     }

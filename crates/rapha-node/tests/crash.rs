@@ -287,6 +287,13 @@ state_dir = {state}
             i as u64 + 1,
             "crash at {crash_at}: receipts in the log"
         );
+        // The submission by the admin is audited exactly once, however often the node died.
+        let events = rapha_node::audit::AuditLog::read_all(&dir.join("state/audit.jsonl")).unwrap();
+        let admin = events
+            .iter()
+            .filter(|e| e.event_id == "110100" && e.objects.iter().any(|o| o.id == job.to_string()))
+            .count();
+        assert_eq!(admin, 1, "crash at {crash_at}: admin submission events");
         let released = dir.join("data/released").join(job.to_string());
         let key_lost = matches!(
             crash_at,
