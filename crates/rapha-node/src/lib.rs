@@ -12,6 +12,9 @@ pub mod audit;
 pub mod pipeline;
 pub mod run_job;
 
+// The HTTP API over the pipeline (`rapha-node serve`).
+pub mod api;
+
 // Configuration, keys, DPO approvals, policy and the production preflight (`doctor`).
 pub mod approvals;
 pub mod config;

@@ -3,6 +3,7 @@
 
 mod trust;
 
+mod api;
 mod approvals_cli;
 mod cohort_preview;
 mod config_errors;

@@ -1,0 +1,522 @@
+//! The node's HTTP API (`rapha-node serve`): a thin axum layer over [`crate::pipeline::Node`].
+//!
+//! Every route but `/healthz` checks a bearer token that names a role (publisher, DPO,
+//! admin). A missing or unknown token is 401, a known token of the wrong role is 403; both are
+//! logged and written to the audit trail. Errors are JSON `{"error": code, "message": ...}`.
+//! Pipeline work is blocking and runs on tokio's blocking pool, so the API stays responsive
+//! while a job runs: status and metrics read their own connection to the job store.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rapha_core::{JobId, JobRequest};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::audit::{AuditEvent, AuditKind, AuditOutcome};
+use crate::pipeline::Node;
+use crate::store::{JobState, JobStore};
+
+/// The OpenAPI 3.1 document of every route.
+pub const OPENAPI: &str = include_str!("api/openapi.json");
+
+/// Default request body limit (a job request is a few KiB).
+pub const DEFAULT_BODY_LIMIT: usize = 256 * 1024;
+
+/// Default per-request timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Who a caller is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The AI company: submits jobs, reads their status, receipts and released outputs.
+    Publisher,
+    /// The data protection officer: reviews, approves or rejects cohorts.
+    Dpo,
+    /// The hospital's operator: metrics, logs, every job.
+    Admin,
+}
+
+impl Role {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Publisher => "publisher",
+            Self::Dpo => "dpo",
+            Self::Admin => "admin",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "publisher" => Some(Self::Publisher),
+            "dpo" => Some(Self::Dpo),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Errors loading the token file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    #[error("cannot read the API token file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("API token file line {line}: {what} (expected `<publisher|dpo|admin> <token>`)")]
+    TokenLine { line: usize, what: &'static str },
+    #[error("the API token file defines no token: nobody could call the API")]
+    NoTokens,
+}
+
+/// Per-role bearer tokens. Never printed.
+pub struct Tokens {
+    entries: Vec<(Role, Zeroizing<Vec<u8>>)>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokens({} entries)", self.entries.len())
+    }
+}
+
+/// Tokens shorter than this are refused: they could be guessed.
+pub const MIN_TOKEN_LEN: usize = 32;
+
+impl Tokens {
+    /// Parses `<role> <token>` lines; `#` starts a comment.
+    ///
+    /// # Errors
+    /// [`ApiError::TokenLine`] for an unknown role, a missing or short token;
+    /// [`ApiError::NoTokens`] when no line defines one.
+    pub fn parse(text: &str) -> Result<Self, ApiError> {
+        let mut entries = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let line_no = i + 1;
+            let mut parts = line.split_whitespace();
+            let role = parts
+                .next()
+                .and_then(Role::parse)
+                .ok_or(ApiError::TokenLine {
+                    line: line_no,
+                    what: "unknown role",
+                })?;
+            let token = parts.next().ok_or(ApiError::TokenLine {
+                line: line_no,
+                what: "missing token",
+            })?;
+            if token.len() < MIN_TOKEN_LEN {
+                return Err(ApiError::TokenLine {
+                    line: line_no,
+                    what: "token shorter than 32 characters",
+                });
+            }
+            if parts.next().is_some() {
+                return Err(ApiError::TokenLine {
+                    line: line_no,
+                    what: "trailing text after the token",
+                });
+            }
+            entries.push((role, Zeroizing::new(token.as_bytes().to_vec())));
+        }
+        if entries.is_empty() {
+            return Err(ApiError::NoTokens);
+        }
+        Ok(Self { entries })
+    }
+
+    /// Loads a token file.
+    ///
+    /// # Errors
+    /// As [`Tokens::parse`], or [`ApiError::TokenFile`].
+    pub fn load(path: &Path) -> Result<Self, ApiError> {
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+            ApiError::TokenFile {
+                path: path.to_owned(),
+                source,
+            }
+        })?);
+        Self::parse(&text)
+    }
+
+    /// The role of `presented`, comparing against every token in constant time.
+    fn role_of(&self, presented: &[u8]) -> Option<Role> {
+        let mut found = None;
+        for (role, token) in &self.entries {
+            if bool::from(token.as_slice().ct_eq(presented)) {
+                found = Some(*role);
+            }
+        }
+        found
+    }
+}
+
+/// Shared state of the API.
+#[derive(Clone)]
+pub struct ApiState {
+    node: Arc<Mutex<Node>>,
+    store_path: Arc<PathBuf>,
+    tokens: Arc<Tokens>,
+}
+
+impl ApiState {
+    /// `store_path` is the job store the node uses (read by status and metrics through their
+    /// own connection so they answer while a job runs).
+    pub fn new(node: Node, store_path: PathBuf, tokens: Tokens) -> Self {
+        Self {
+            node: Arc::new(Mutex::new(node)),
+            store_path: Arc::new(store_path),
+            tokens: Arc::new(tokens),
+        }
+    }
+}
+
+/// A typed JSON error response.
+#[derive(Debug)]
+pub struct HttpError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl HttpError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn internal(what: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %what, "API request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            what.to_string(),
+        )
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "error": self.code, "message": self.message })),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, HttpError>;
+
+/// Checks the bearer token against the roles allowed on `route`.
+fn authorize(
+    state: &ApiState,
+    headers: &HeaderMap,
+    route: &str,
+    allowed: &[Role],
+) -> ApiResult<Role> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let role = presented.and_then(|t| state.tokens.role_of(t.as_bytes()));
+    match role {
+        None => {
+            tracing::warn!(route, "API call without a valid token refused (401)");
+            audit_denial(
+                state,
+                route,
+                "unauthenticated",
+                "missing or unknown bearer token",
+            );
+            Err(HttpError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "a valid bearer token is required",
+            ))
+        }
+        Some(role) if !allowed.contains(&role) => {
+            tracing::warn!(
+                route,
+                role = role.as_str(),
+                "API call by the wrong role refused (403)"
+            );
+            audit_denial(
+                state,
+                route,
+                role.as_str(),
+                "role not allowed on this route",
+            );
+            Err(HttpError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("the {} role may not call {route}", role.as_str()),
+            ))
+        }
+        Some(role) => Ok(role),
+    }
+}
+
+/// Writes a denied call to the audit trail, off the request path (the node may be busy).
+fn audit_denial(state: &ApiState, route: &str, who: &str, why: &str) {
+    let node = Arc::clone(&state.node);
+    let event = AuditEvent::new(
+        AuditKind::Refusal,
+        AuditOutcome::MinorFailure,
+        format!("API call to {route} refused: {why}"),
+        ("api-client", who),
+        Vec::new(),
+    );
+    tokio::task::spawn_blocking(move || {
+        let written = node.lock().map(|n| n.audit(event));
+        if !matches!(written, Ok(Ok(()))) {
+            tracing::error!("could not write an API refusal to the audit trail");
+        }
+    });
+}
+
+/// Parses a JSON body, mapping every failure to a typed error.
+fn parse_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            HttpError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "the request body exceeds the node's limit",
+            )
+        } else {
+            HttpError::new(StatusCode::BAD_REQUEST, "bad-body", e.body_text())
+        }
+    })?;
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-json",
+            format!("invalid JSON at {}: {}", e.path(), e.inner()),
+        )
+    })
+}
+
+fn parse_job(id: &str) -> ApiResult<JobId> {
+    id.parse().map_err(|_| {
+        HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-job-id",
+            "the job id is not a valid job id",
+        )
+    })
+}
+
+/// Runs blocking work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(HttpError::internal)?
+}
+
+fn open_store(path: &Path) -> ApiResult<JobStore> {
+    JobStore::open(path).map_err(HttpError::internal)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn openapi(State(state): State<ApiState>, headers: HeaderMap) -> ApiResult<Response> {
+    authorize(
+        &state,
+        &headers,
+        "/openapi.json",
+        &[Role::Publisher, Role::Dpo, Role::Admin],
+    )?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response())
+}
+
+async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> ApiResult<Response> {
+    authorize(&state, &headers, "/metrics", &[Role::Admin])?;
+    let path = Arc::clone(&state.store_path);
+    let counts = blocking(move || {
+        open_store(&path)?
+            .counts_by_state()
+            .map_err(HttpError::internal)
+    })
+    .await?;
+    let mut text = String::from(
+        "# HELP rapha_jobs Jobs in the node's store, by state.\n# TYPE rapha_jobs gauge\n",
+    );
+    for s in &JobState::ALL {
+        let n = counts.iter().find(|(c, _)| c == s).map_or(0, |(_, n)| *n);
+        text.push_str(&format!("rapha_jobs{{state=\"{}\"}} {n}\n", s.as_str()));
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn job_status(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize(
+        &state,
+        &headers,
+        "/v1/jobs/{id}",
+        &[Role::Publisher, Role::Dpo, Role::Admin],
+    )?;
+    let job = parse_job(&id)?;
+    let path = Arc::clone(&state.store_path);
+    let row = blocking(move || match open_store(&path)?.get(job) {
+        Ok(row) => Ok(row),
+        Err(crate::store::StoreError::NotFound(_)) => Err(HttpError::new(
+            StatusCode::NOT_FOUND,
+            "unknown-job",
+            "no job with this id",
+        )),
+        Err(e) => Err(HttpError::internal(e)),
+    })
+    .await?;
+    let progress = JobState::ALL
+        .iter()
+        .position(|s| *s == row.state)
+        .unwrap_or(0);
+    Ok(Json(json!({
+        "job_id": row.id.to_string(),
+        "state": row.state,
+        "progress": { "step": progress, "of": JobState::ALL.len() },
+        "outcome": row.outcome,
+        "reason": row.reason,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+    })))
+}
+
+/// `POST /v1/jobs`: a signed bundle already on the appliance and the job request.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitBody {
+    bundle_path: PathBuf,
+    request: JobRequest,
+}
+
+async fn submit(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    authorize(
+        &state,
+        &headers,
+        "/v1/jobs",
+        &[Role::Publisher, Role::Admin],
+    )?;
+    let body: SubmitBody = parse_json(body)?;
+    let node = Arc::clone(&state.node);
+    let job = blocking(move || {
+        let mut n = node
+            .lock()
+            .map_err(|_| HttpError::internal("node lock poisoned"))?;
+        n.submit(&body.bundle_path, body.request).map_err(|e| {
+            HttpError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "submit-refused",
+                e.to_string(),
+            )
+        })
+    })
+    .await?;
+    drive(&state, job);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": job.to_string() })),
+    )
+        .into_response())
+}
+
+/// Drives `job` until it blocks, in the background.
+fn drive(state: &ApiState, job: JobId) {
+    let node = Arc::clone(&state.node);
+    tokio::task::spawn_blocking(move || {
+        let Ok(mut n) = node.lock() else {
+            tracing::error!(%job, "node lock poisoned; job not driven");
+            return;
+        };
+        match n.run_until_blocked(job) {
+            Ok(s) => tracing::info!(%job, state = s.as_str(), "job waits"),
+            Err(e) => tracing::error!(%job, error = %e, "job step failed"),
+        }
+    });
+}
+
+/// Every route the router serves, as (method, OpenAPI path).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+    ("post", "/v1/jobs"),
+    ("get", "/v1/jobs/{id}"),
+];
+
+/// Times a request out with a typed error.
+async fn timeout(req: Request, next: Next) -> Response {
+    match tokio::time::timeout(DEFAULT_TIMEOUT, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the node did not answer in time; retry later",
+        )
+        .into_response(),
+    }
+}
+
+/// The API's router.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/jobs", post(submit))
+        .route("/v1/jobs/{id}", get(job_status))
+        .fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
+        .layer(axum::middleware::from_fn(timeout))
+        .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until the process is stopped.
+///
+/// # Errors
+/// An I/O error from the listener.
+pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).await
+}

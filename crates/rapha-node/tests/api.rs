@@ -1,0 +1,358 @@
+//! The HTTP API (`rapha_node::api`) served in-process on 127.0.0.1:0 over a node whose
+//! payments run against the escrow on anvil: role checks on every route (401 vs 403, both
+//! audited), the OpenAPI document covering every route, `/healthz`, the Prometheus `/metrics`
+//! text, and typed JSON errors for bad JSON, oversized bodies and unknown jobs.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use rapha_bundle::TrustStore;
+use rapha_core::{HmacKey, Usdc};
+use rapha_dicom::exclusion::OptOuts;
+use rapha_dicom::{ClientOptions, DicomConfig, DicomWebClient, Pseudonymizer};
+use rapha_enclave::SandboxConfig;
+use rapha_node::api::{self, ApiState, Tokens, ROUTES};
+use rapha_node::audit::AuditLog;
+use rapha_node::pipeline::chain::{ChainPayments, ChainSettings};
+use rapha_node::pipeline::{NoEvidence, Node, NodeParts};
+use rapha_node::store::JobStore;
+use rapha_policy::{
+    ApprovalStore, HospitalPolicy, JobBudget, Mode, OutputLimits, Policy, ScopeLimits,
+};
+use rapha_receipt::{NodeKey, ReceiptLog};
+use reqwest::blocking::Client;
+use reqwest::StatusCode;
+
+use crate::pipeline_e2e::Chain;
+
+const PUBLISHER_TOKEN: &str = "pub-0123456789abcdef0123456789abcdef";
+const DPO_TOKEN: &str = "dpo-0123456789abcdef0123456789abcdef";
+const ADMIN_TOKEN: &str = "adm-0123456789abcdef0123456789abcdef";
+
+fn node(dir: &Path, chain: &Chain) -> Node {
+    std::fs::create_dir_all(dir.join("trust")).unwrap();
+    let payments = ChainPayments::connect(
+        &ChainSettings {
+            rpc_url: chain.url.clone(),
+            escrow: chain.escrow,
+            hospital: chain.hospital,
+            payout: chain.payout,
+            confirmations: 1,
+            run_window_secs: 600,
+            poll_interval: std::time::Duration::from_millis(250),
+        },
+        &chain.settler,
+        &dir.join("ledger.sqlite"),
+    )
+    .unwrap();
+    Node::new(NodeParts {
+        store: JobStore::open(&dir.join("jobs.sqlite")).unwrap(),
+        trust: TrustStore::open(&dir.join("trust")).unwrap(),
+        policy: Policy::builtin().unwrap(),
+        hospital: HospitalPolicy {
+            mode: Mode::Demo,
+            publishers: BTreeMap::new(),
+            scope: ScopeLimits {
+                max_studies: 100,
+                max_date_range_days: 366,
+                modalities: vec!["CT".into()],
+            },
+            outputs: OutputLimits {
+                kinds: vec![],
+                max_file_bytes: 1 << 20,
+                max_total_bytes: 2 << 20,
+            },
+            allowed_metadata_fields: vec![],
+            min_fee: Usdc::from_base_units(1_000_000),
+            budget: JobBudget {
+                max_jobs: 100,
+                window_hours: 24,
+            },
+            min_patients: 5,
+            min_validation_patients: 2,
+        },
+        pseudonymizer: Pseudonymizer::new(HmacKey::from_bytes([0x5a; 32])),
+        dicom: DicomConfig::default(),
+        optouts: OptOuts::none(),
+        labels: None,
+        // No job reaches the PACS in this suite: a port nothing listens on.
+        pacs: Box::new(|| DicomWebClient::new(ClientOptions::new("http://127.0.0.1:9/dicom-web"))),
+        approvals: ApprovalStore::open(&dir.join("approvals")).unwrap(),
+        dpo_keys: vec![],
+        evidence: Box::new(NoEvidence),
+        verifier: rapha_attest::EvidenceVerifier::development(),
+        tpm_verifier: None,
+        sandbox: SandboxConfig {
+            runtime_root: dir.join("runc-state"),
+            ..SandboxConfig::default()
+        },
+        min_validation_patients: 2,
+        node_key: NodeKey::from_secret_bytes(&chain.node_secret).unwrap(),
+        node_name: "api-test-hospital".into(),
+        receipts: ReceiptLog::open(&dir.join("receipts")).unwrap(),
+        payments: Box::new(payments),
+        audit: AuditLog::open(&dir.join("audit.jsonl"), "api-test-hospital", None).unwrap(),
+        work_dir: dir.join("work"),
+        release_dir: dir.join("released"),
+    })
+    .unwrap()
+}
+
+struct Served {
+    _rt: tokio::runtime::Runtime,
+    base: String,
+    http: Client,
+}
+
+fn serve(dir: &Path, chain: &Chain) -> Served {
+    let tokens = Tokens::parse(&format!(
+        "# role token\npublisher {PUBLISHER_TOKEN}\ndpo {DPO_TOKEN}\nadmin {ADMIN_TOKEN}\n"
+    ))
+    .unwrap();
+    let state = ApiState::new(node(dir, chain), dir.join("jobs.sqlite"), tokens);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(api::serve(listener, state));
+    Served {
+        _rt: rt,
+        base: format!("http://{addr}"),
+        http: Client::new(),
+    }
+}
+
+impl Served {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> (StatusCode, String) {
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "get" => self.http.get(url),
+            "post" => self.http.post(url),
+            other => panic!("method {other}"),
+        };
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_vec());
+        }
+        let resp = req.send().unwrap();
+        let status = resp.status();
+        (status, resp.text().unwrap())
+    }
+}
+
+/// The roles each route admits (the API's contract, restated here independently).
+fn allowed(method: &str, path: &str) -> &'static [&'static str] {
+    match (method, path) {
+        ("get", "/healthz") => &["none", "publisher", "dpo", "admin"],
+        ("get", "/metrics") => &["admin"],
+        ("get", "/openapi.json") => &["publisher", "dpo", "admin"],
+        ("post", "/v1/jobs") => &["publisher", "admin"],
+        ("get", "/v1/jobs/{id}") => &["publisher", "dpo", "admin"],
+        other => panic!("route {other:?} has no expected roles in this test"),
+    }
+}
+
+fn error_code(body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {body}"));
+    assert!(
+        v["message"].is_string(),
+        "typed error has a message: {body}"
+    );
+    v["error"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn api_checks_roles_on_every_route_documents_them_and_answers_with_typed_errors() {
+    let Some(chain) = Chain::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve(tmp.path(), &chain);
+
+    // Every served route is in the OpenAPI document, and the document has no extra path.
+    let (st, doc) = s.call("get", "/openapi.json", Some(DPO_TOKEN), None);
+    assert_eq!(st, StatusCode::OK);
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for (method, path) in ROUTES {
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is served but missing from openapi.json"
+        );
+    }
+    let documented: usize = doc["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|ops| ops.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        documented,
+        ROUTES.len(),
+        "openapi.json documents a route the router does not serve"
+    );
+
+    // Role checks: no token and an unknown token are 401, a known token of a role the route
+    // does not admit is 403; an admitted role gets past the check.
+    let job = rapha_core::JobId::random().to_string();
+    for (method, path) in ROUTES {
+        let url = path.replace("{id}", &job);
+        let body: Option<&[u8]> = (*method == "post").then_some(b"{}".as_slice());
+        for (who, token) in [
+            ("none", None),
+            ("unknown", Some("xyz-0123456789abcdef0123456789abcdef")),
+            ("publisher", Some(PUBLISHER_TOKEN)),
+            ("dpo", Some(DPO_TOKEN)),
+            ("admin", Some(ADMIN_TOKEN)),
+        ] {
+            let (st, text) = s.call(method, &url, token, body);
+            let ok = allowed(method, path);
+            if ok.contains(&who) || ok.contains(&"none") {
+                assert!(
+                    st != StatusCode::UNAUTHORIZED && st != StatusCode::FORBIDDEN,
+                    "{who} refused on {method} {path}: {st} {text}"
+                );
+            } else if who == "none" || who == "unknown" {
+                assert_eq!(
+                    st,
+                    StatusCode::UNAUTHORIZED,
+                    "{who} on {method} {path}: {text}"
+                );
+                assert_eq!(error_code(&text), "unauthenticated");
+            } else {
+                assert_eq!(
+                    st,
+                    StatusCode::FORBIDDEN,
+                    "{who} on {method} {path}: {text}"
+                );
+                assert_eq!(error_code(&text), "forbidden");
+            }
+        }
+    }
+
+    // A token of the right role with a different length or one flipped byte is no token.
+    let flipped = format!("{}X", &ADMIN_TOKEN[..ADMIN_TOKEN.len() - 1]);
+    assert_eq!(
+        s.call("get", "/metrics", Some(&flipped), None).0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        s.call("get", "/metrics", Some(&ADMIN_TOKEN[..33]), None).0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Refusals reach the audit trail (written off the request path: poll briefly).
+    let audit = tmp.path().join("audit.jsonl");
+    let mut refusals = 0;
+    for _ in 0..50 {
+        refusals = AuditLog::read_all(&audit)
+            .map(|events| {
+                events
+                    .iter()
+                    .filter(|e| {
+                        e.event_id == "110113" && e.outcome_description.contains("API call to")
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        if refusals >= 10 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(refusals >= 10, "only {refusals} API refusals audited");
+
+    // /healthz needs no token.
+    let (st, text) = s.call("get", "/healthz", None, None);
+    assert_eq!((st, text.as_str()), (StatusCode::OK, r#"{"status":"ok"}"#));
+
+    // /metrics: Prometheus text, one gauge line per job state, no other labels.
+    let (st, text) = s.call("get", "/metrics", Some(ADMIN_TOKEN), None);
+    assert_eq!(st, StatusCode::OK);
+    assert!(text.contains("# TYPE rapha_jobs gauge"), "{text}");
+    let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(
+        samples.len(),
+        rapha_node::store::JobState::ALL.len(),
+        "{text}"
+    );
+    for line in samples {
+        let (name, value) = line.rsplit_once(' ').unwrap();
+        assert!(
+            name.starts_with("rapha_jobs{state=\"") && name.ends_with("\"}"),
+            "{line}"
+        );
+        assert_eq!(value, "0", "empty store: {line}");
+    }
+
+    // Typed errors: bad JSON, a body over the limit, an unknown job, a malformed job id.
+    let (st, text) = s.call(
+        "post",
+        "/v1/jobs",
+        Some(PUBLISHER_TOKEN),
+        Some(b"{not json"),
+    );
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::BAD_REQUEST, "bad-json")
+    );
+    let (st, text) = s.call(
+        "post",
+        "/v1/jobs",
+        Some(PUBLISHER_TOKEN),
+        Some(br#"{"bundle_path": 7}"#),
+    );
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::BAD_REQUEST, "bad-json")
+    );
+    let big = vec![b' '; api::DEFAULT_BODY_LIMIT + 1];
+    let (st, text) = s.call("post", "/v1/jobs", Some(PUBLISHER_TOKEN), Some(&big));
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "body-too-large")
+    );
+    let (st, text) = s.call("get", &format!("/v1/jobs/{job}"), Some(ADMIN_TOKEN), None);
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::NOT_FOUND, "unknown-job")
+    );
+    let (st, text) = s.call("get", "/v1/jobs/not-a-job", Some(ADMIN_TOKEN), None);
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::BAD_REQUEST, "bad-job-id")
+    );
+    let (st, text) = s.call("get", "/v2/nothing", Some(ADMIN_TOKEN), None);
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::NOT_FOUND, "not-found")
+    );
+}
+
+#[test]
+fn token_file_refuses_unknown_roles_short_tokens_and_emptiness() {
+    assert!(Tokens::parse(&format!("admin {ADMIN_TOKEN}")).is_ok());
+    for (text, want) in [
+        (format!("root {ADMIN_TOKEN}"), "unknown role"),
+        ("admin short".to_owned(), "shorter than 32"),
+        ("admin".to_owned(), "missing token"),
+        (format!("admin {ADMIN_TOKEN} extra"), "trailing text"),
+        ("# only a comment\n".to_owned(), "defines no token"),
+    ] {
+        let err = Tokens::parse(&text).unwrap_err().to_string();
+        assert!(err.contains(want), "{text:?}: {err}");
+    }
+    // The Debug form never shows a token.
+    let t = Tokens::parse(&format!("admin {ADMIN_TOKEN}")).unwrap();
+    assert!(!format!("{t:?}").contains(ADMIN_TOKEN));
+}
