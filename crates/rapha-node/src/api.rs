@@ -477,6 +477,287 @@ fn drive(state: &ApiState, job: JobId) {
     });
 }
 
+/// Runs `f` on the node, on the blocking pool.
+async fn with_node<T: Send + 'static>(
+    state: &ApiState,
+    f: impl FnOnce(&mut Node) -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    let node = Arc::clone(&state.node);
+    blocking(move || {
+        let mut n = node
+            .lock()
+            .map_err(|_| HttpError::internal("node lock poisoned"))?;
+        f(&mut n)
+    })
+    .await
+}
+
+fn not_found(code: &'static str, message: &str) -> HttpError {
+    HttpError::new(StatusCode::NOT_FOUND, code, message)
+}
+
+/// `GET /v1/approvals/pending`: jobs waiting for a DPO, with their cohort summaries (counts
+/// only: the summary type holds no identifier).
+async fn pending_approvals(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize(
+        &state,
+        &headers,
+        "/v1/approvals/pending",
+        &[Role::Dpo, Role::Admin],
+    )?;
+    let path = Arc::clone(&state.store_path);
+    let waiting: Vec<JobId> = blocking(move || {
+        Ok(open_store(&path)?
+            .unfinished()
+            .map_err(HttpError::internal)?
+            .into_iter()
+            .filter(|r| r.state == JobState::AwaitingApproval)
+            .map(|r| r.id)
+            .collect())
+    })
+    .await?;
+    let reviews = with_node(&state, move |n| {
+        let mut out = Vec::new();
+        for job in waiting {
+            if let Some(review) = n.review(job).map_err(HttpError::internal)? {
+                out.push(json!({
+                    "job_id": job.to_string(),
+                    "job_digest": review.job_digest(),
+                    "publisher": review.job.publisher,
+                    "trainer": review.job.trainer,
+                    "cohort": review.cohort,
+                }));
+            }
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(Json(json!({ "pending": reviews })))
+}
+
+/// `POST /v1/jobs/{id}/approve`: a DPO approval (signed offline with the DPO key) of the
+/// job's digest. Whether the key is one of the hospital's DPO keys is the pipeline's check.
+async fn approve(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    authorize(&state, &headers, "/v1/jobs/{id}/approve", &[Role::Dpo])?;
+    let job = parse_job(&id)?;
+    let approval: rapha_policy::Approval = parse_json(body)?;
+    approval.verify().map_err(|e| {
+        HttpError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad-signature",
+            e.to_string(),
+        )
+    })?;
+    with_node(&state, move |n| {
+        let digest = n
+            .review_digest(job)
+            .map_err(HttpError::internal)?
+            .ok_or_else(|| not_found("no-review", "this job has no cohort under review"))?;
+        if digest != approval.job_digest {
+            return Err(HttpError::new(
+                StatusCode::CONFLICT,
+                "digest-mismatch",
+                "the approval is for another job digest; review the job again",
+            ));
+        }
+        n.approvals().record(&approval).map_err(HttpError::internal)
+    })
+    .await?;
+    drive(&state, job);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": job.to_string() })),
+    )
+        .into_response())
+}
+
+/// `GET /v1/jobs/{id}/receipt`.
+async fn receipt(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize(
+        &state,
+        &headers,
+        "/v1/jobs/{id}/receipt",
+        &[Role::Publisher, Role::Admin],
+    )?;
+    let job = parse_job(&id)?;
+    let r = with_node(&state, move |n| n.receipt(job).map_err(HttpError::internal)).await?;
+    let r = r.ok_or_else(|| not_found("no-receipt", "this job has no receipt (yet)"))?;
+    Ok(Json(serde_json::to_value(r).map_err(HttpError::internal)?))
+}
+
+fn release_dir(state: &ApiState, job: JobId) -> ApiResult<PathBuf> {
+    // release_path only joins the configured directory and the job id.
+    let node = state.node.try_lock().map_err(|_| {
+        HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the node is busy; retry",
+        )
+    })?;
+    Ok(node.release_path(job))
+}
+
+/// `GET /v1/jobs/{id}/outputs`: the released files.
+async fn outputs(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize(
+        &state,
+        &headers,
+        "/v1/jobs/{id}/outputs",
+        &[Role::Publisher, Role::Admin],
+    )?;
+    let job = parse_job(&id)?;
+    let dir = release_dir(&state, job)?;
+    let files = blocking(move || {
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|_| not_found("not-released", "this job has released nothing"))?;
+        let mut files = Vec::new();
+        for e in entries {
+            let e = e.map_err(HttpError::internal)?;
+            let meta = e.metadata().map_err(HttpError::internal)?;
+            if meta.is_file() {
+                files.push(json!({
+                    "name": e.file_name().to_string_lossy(),
+                    "bytes": meta.len(),
+                }));
+            }
+        }
+        Ok(files)
+    })
+    .await?;
+    Ok(Json(json!({ "job_id": job.to_string(), "files": files })))
+}
+
+/// `GET /v1/jobs/{id}/outputs/{name}`: one released file.
+async fn output_file(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    UrlPath((id, name)): UrlPath<(String, String)>,
+) -> ApiResult<Response> {
+    authorize(
+        &state,
+        &headers,
+        "/v1/jobs/{id}/outputs/{name}",
+        &[Role::Publisher, Role::Admin],
+    )?;
+    let job = parse_job(&id)?;
+    let plain = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if !plain {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-file-name",
+            "a released file name is a plain name",
+        ));
+    }
+    let path = release_dir(&state, job)?.join(&name);
+    let bytes = blocking(move || {
+        std::fs::read(&path)
+            .map_err(|_| not_found("no-such-output", "no released file of this name"))
+    })
+    .await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+}
+
+/// `GET /v1/log/head`: the receipt log's latest signed tree head.
+async fn log_head(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize(
+        &state,
+        &headers,
+        "/v1/log/head",
+        &[Role::Publisher, Role::Dpo, Role::Admin],
+    )?;
+    let head = with_node(&state, |n| {
+        n.receipt_log().latest_head().map_err(HttpError::internal)
+    })
+    .await?;
+    let size = head.as_ref().map_or(0, |h| h.tree_size);
+    Ok(Json(json!({ "tree_size": size, "head": head })))
+}
+
+#[derive(Deserialize)]
+struct InclusionQuery {
+    index: u64,
+    size: u64,
+}
+
+#[derive(Deserialize)]
+struct ConsistencyQuery {
+    old: u64,
+    new: u64,
+}
+
+fn bad_proof(e: impl std::fmt::Display) -> HttpError {
+    HttpError::new(StatusCode::BAD_REQUEST, "bad-proof-request", e.to_string())
+}
+
+/// `GET /v1/log/inclusion?index=&size=`.
+async fn log_inclusion(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<InclusionQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize(
+        &state,
+        &headers,
+        "/v1/log/inclusion",
+        &[Role::Publisher, Role::Dpo, Role::Admin],
+    )?;
+    let q = query.map_err(|e| bad_proof(e.body_text()))?.0;
+    let proof = with_node(&state, move |n| {
+        n.receipt_log()
+            .inclusion_proof(q.index, q.size)
+            .map_err(bad_proof)
+    })
+    .await?;
+    Ok(Json(
+        json!({ "index": q.index, "tree_size": q.size, "proof": proof }),
+    ))
+}
+
+/// `GET /v1/log/consistency?old=&new=`.
+async fn log_consistency(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<axum::extract::Query<ConsistencyQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize(
+        &state,
+        &headers,
+        "/v1/log/consistency",
+        &[Role::Publisher, Role::Dpo, Role::Admin],
+    )?;
+    let q = query.map_err(|e| bad_proof(e.body_text()))?.0;
+    let proof = with_node(&state, move |n| {
+        n.receipt_log()
+            .consistency_proof(q.old, q.new)
+            .map_err(bad_proof)
+    })
+    .await?;
+    Ok(Json(json!({ "old": q.old, "new": q.new, "proof": proof })))
+}
+
 /// Every route the router serves, as (method, OpenAPI path).
 pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
@@ -484,6 +765,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/openapi.json"),
     ("post", "/v1/jobs"),
     ("get", "/v1/jobs/{id}"),
+    ("get", "/v1/approvals/pending"),
+    ("post", "/v1/jobs/{id}/approve"),
+    ("get", "/v1/jobs/{id}/receipt"),
+    ("get", "/v1/jobs/{id}/outputs"),
+    ("get", "/v1/jobs/{id}/outputs/{name}"),
+    ("get", "/v1/log/head"),
+    ("get", "/v1/log/inclusion"),
+    ("get", "/v1/log/consistency"),
 ];
 
 /// Times a request out with a typed error.
@@ -507,6 +796,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/v1/jobs", post(submit))
         .route("/v1/jobs/{id}", get(job_status))
+        .route("/v1/approvals/pending", get(pending_approvals))
+        .route("/v1/jobs/{id}/approve", post(approve))
+        .route("/v1/jobs/{id}/receipt", get(receipt))
+        .route("/v1/jobs/{id}/outputs", get(outputs))
+        .route("/v1/jobs/{id}/outputs/{name}", get(output_file))
+        .route("/v1/log/head", get(log_head))
+        .route("/v1/log/inclusion", get(log_inclusion))
+        .route("/v1/log/consistency", get(log_consistency))
         .fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .layer(axum::middleware::from_fn(timeout))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))

@@ -98,8 +98,11 @@ fn node(dir: &Path, chain: &Chain) -> Node {
     .unwrap()
 }
 
+/// Fields drop in order: the runtime (and the server's handle on the node) first, then the
+/// last handle here, outside any async context (the node's chain client owns a runtime).
 struct Served {
     _rt: tokio::runtime::Runtime,
+    _state: ApiState,
     base: String,
     http: Client,
 }
@@ -115,9 +118,10 @@ fn serve(dir: &Path, chain: &Chain) -> Served {
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
     let addr = listener.local_addr().unwrap();
-    rt.spawn(api::serve(listener, state));
+    rt.spawn(api::serve(listener, state.clone()));
     Served {
         _rt: rt,
+        _state: state,
         base: format!("http://{addr}"),
         http: Client::new(),
     }
@@ -159,6 +163,14 @@ fn allowed(method: &str, path: &str) -> &'static [&'static str] {
         ("get", "/openapi.json") => &["publisher", "dpo", "admin"],
         ("post", "/v1/jobs") => &["publisher", "admin"],
         ("get", "/v1/jobs/{id}") => &["publisher", "dpo", "admin"],
+        ("get", "/v1/approvals/pending") => &["dpo", "admin"],
+        ("post", "/v1/jobs/{id}/approve") => &["dpo"],
+        ("get", "/v1/jobs/{id}/receipt") => &["publisher", "admin"],
+        ("get", "/v1/jobs/{id}/outputs") => &["publisher", "admin"],
+        ("get", "/v1/jobs/{id}/outputs/{name}") => &["publisher", "admin"],
+        ("get", "/v1/log/head" | "/v1/log/inclusion" | "/v1/log/consistency") => {
+            &["publisher", "dpo", "admin"]
+        }
         other => panic!("route {other:?} has no expected roles in this test"),
     }
 }
@@ -206,7 +218,9 @@ fn api_checks_roles_on_every_route_documents_them_and_answers_with_typed_errors(
     // does not admit is 403; an admitted role gets past the check.
     let job = rapha_core::JobId::random().to_string();
     for (method, path) in ROUTES {
-        let url = path.replace("{id}", &job);
+        let url = path
+            .replace("{id}", &job)
+            .replace("{name}", "model.safetensors");
         let body: Option<&[u8]> = (*method == "post").then_some(b"{}".as_slice());
         for (who, token) in [
             ("none", None),
@@ -331,6 +345,81 @@ fn api_checks_roles_on_every_route_documents_them_and_answers_with_typed_errors(
     assert_eq!(
         (st, error_code(&text).as_str()),
         (StatusCode::BAD_REQUEST, "bad-job-id")
+    );
+    // Nothing pending, nothing released, an empty receipt log; traversal names refused.
+    let (st, text) = s.call("get", "/v1/approvals/pending", Some(DPO_TOKEN), None);
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        serde_json::json!({"pending": []})
+    );
+    let (st, text) = s.call(
+        "get",
+        &format!("/v1/jobs/{job}/receipt"),
+        Some(PUBLISHER_TOKEN),
+        None,
+    );
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::NOT_FOUND, "no-receipt")
+    );
+    let (st, text) = s.call(
+        "get",
+        &format!("/v1/jobs/{job}/outputs"),
+        Some(PUBLISHER_TOKEN),
+        None,
+    );
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::NOT_FOUND, "not-released")
+    );
+    let (st, text) = s.call(
+        "get",
+        &format!("/v1/jobs/{job}/outputs/..%2Fjobs.sqlite"),
+        Some(PUBLISHER_TOKEN),
+        None,
+    );
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::BAD_REQUEST, "bad-file-name")
+    );
+    let (st, text) = s.call("get", "/v1/log/head", Some(PUBLISHER_TOKEN), None);
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+        serde_json::json!({"head": null, "tree_size": 0})
+    );
+    let (st, text) = s.call(
+        "get",
+        "/v1/log/inclusion?index=3&size=1",
+        Some(PUBLISHER_TOKEN),
+        None,
+    );
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::BAD_REQUEST, "bad-proof-request")
+    );
+    let (st, text) = s.call(
+        "get",
+        "/v1/log/consistency?old=x",
+        Some(PUBLISHER_TOKEN),
+        None,
+    );
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::BAD_REQUEST, "bad-proof-request")
+    );
+    // An approval whose signature does not verify is refused before it is recorded.
+    let forged = br#"{"job_digest":"0000000000000000000000000000000000000000000000000000000000000000","issued_at":1,"expires_at":2,"dpo_key":"0000000000000000000000000000000000000000000000000000000000000000","signature":"00"}"#;
+    let (st, text) = s.call(
+        "post",
+        &format!("/v1/jobs/{job}/approve"),
+        Some(DPO_TOKEN),
+        Some(forged),
+    );
+    assert!(
+        st == StatusCode::UNPROCESSABLE_ENTITY || st == StatusCode::BAD_REQUEST,
+        "{st} {text}"
     );
     let (st, text) = s.call("get", "/v2/nothing", Some(ADMIN_TOKEN), None);
     assert_eq!(
