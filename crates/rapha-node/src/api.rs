@@ -28,6 +28,8 @@ use crate::audit::{AuditEvent, AuditKind, AuditOutcome};
 use crate::pipeline::Node;
 use crate::store::{JobState, JobStore};
 
+pub mod serve;
+
 /// The OpenAPI 3.1 document of every route.
 pub const OPENAPI: &str = include_str!("api/openapi.json");
 
@@ -433,7 +435,7 @@ async fn submit(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    authorize(
+    let role = authorize(
         &state,
         &headers,
         "/v1/jobs",
@@ -445,6 +447,14 @@ async fn submit(
         let mut n = node
             .lock()
             .map_err(|_| HttpError::internal("node lock poisoned"))?;
+        n.audit(AuditEvent::new(
+            AuditKind::AdminAction,
+            AuditOutcome::Success,
+            "job submitted through the API",
+            ("api-client", role.as_str()),
+            vec![crate::audit::job_object(body.request.job_id, None)],
+        ))
+        .map_err(HttpError::internal)?;
         n.submit(&body.bundle_path, body.request).map_err(|e| {
             HttpError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

@@ -40,6 +40,8 @@ enum Command {
     Cohort(cohort::CohortCommand),
     /// Run the job pipeline once: optionally submit a job, then resume every unfinished job.
     RunJob(rapha_node::run_job::RunJobArgs),
+    /// Serve the HTTP API (jobs, DPO reviews, receipts, outputs, log proofs, metrics).
+    Serve(rapha_node::api::serve::ServeArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -54,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         Command::Policy(args) => exit_unless(rapha_node::policy_cmd::run(&args)?),
         Command::Cohort(cmd) => cohort::run(cmd),
         Command::RunJob(args) => rapha_node::run_job::run(&args),
+        Command::Serve(args) => rapha_node::api::serve::run(&args),
     }
 }
 

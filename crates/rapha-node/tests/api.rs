@@ -417,9 +417,10 @@ fn api_checks_roles_on_every_route_documents_them_and_answers_with_typed_errors(
         Some(DPO_TOKEN),
         Some(forged),
     );
-    assert!(
-        st == StatusCode::UNPROCESSABLE_ENTITY || st == StatusCode::BAD_REQUEST,
-        "{st} {text}"
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "bad-signature"),
+        "{text}"
     );
     let (st, text) = s.call("get", "/v2/nothing", Some(ADMIN_TOKEN), None);
     assert_eq!(
@@ -444,4 +445,30 @@ fn token_file_refuses_unknown_roles_short_tokens_and_emptiness() {
     // The Debug form never shows a token.
     let t = Tokens::parse(&format!("admin {ADMIN_TOKEN}")).unwrap();
     assert!(!format!("{t:?}").contains(ADMIN_TOKEN));
+}
+
+#[test]
+fn serve_refuses_a_token_file_with_a_guessable_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = tmp.path().join("tokens");
+    std::fs::write(&tokens, "admin short\n").unwrap();
+    let out = crate::node_common::node(&[
+        "serve",
+        "--config",
+        tmp.path().join("node.toml").to_str().unwrap(),
+        "--tokens",
+        tokens.to_str().unwrap(),
+        "--hospital",
+        "0x0000000000000000000000000000000000000001",
+        "--payout",
+        "0x0000000000000000000000000000000000000002",
+        "--settler-key-file",
+        tmp.path().join("settler").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = crate::node_common::stderr(&out);
+    assert!(
+        err.contains("line 1: token shorter than 32 characters"),
+        "{err}"
+    );
 }
