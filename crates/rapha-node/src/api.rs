@@ -589,6 +589,57 @@ async fn approve(
         .into_response())
 }
 
+/// `POST /v1/jobs/{id}/reject` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RejectBody {
+    /// Why, in words for the AI company (no patient data).
+    reason: String,
+}
+
+/// Longest rejection reason accepted.
+pub const MAX_REASON: usize = 500;
+
+/// `POST /v1/jobs/{id}/reject`: the DPO refuses a job waiting for approval.
+async fn reject(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    authorize(&state, &headers, "/v1/jobs/{id}/reject", &[Role::Dpo])?;
+    let job = parse_job(&id)?;
+    let body: RejectBody = parse_json(body)?;
+    if body.reason.trim().is_empty() || body.reason.len() > MAX_REASON {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-reason",
+            format!("a rejection needs a reason of 1 to {MAX_REASON} bytes"),
+        ));
+    }
+    let rejected = with_node(&state, move |n| match n.reject(job, body.reason.trim()) {
+        Ok(done) => Ok(done),
+        Err(crate::pipeline::PipelineError::Store(crate::store::StoreError::NotFound(_))) => {
+            Err(not_found("unknown-job", "no job with this id"))
+        }
+        Err(e) => Err(HttpError::internal(e)),
+    })
+    .await?;
+    if !rejected {
+        return Err(HttpError::new(
+            StatusCode::CONFLICT,
+            "not-awaiting-approval",
+            "the job is not waiting for a DPO decision",
+        ));
+    }
+    drive(&state, job);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": job.to_string() })),
+    )
+        .into_response())
+}
+
 /// `GET /v1/jobs/{id}/receipt`.
 async fn receipt(
     State(state): State<ApiState>,
@@ -777,6 +828,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/jobs/{id}"),
     ("get", "/v1/approvals/pending"),
     ("post", "/v1/jobs/{id}/approve"),
+    ("post", "/v1/jobs/{id}/reject"),
     ("get", "/v1/jobs/{id}/receipt"),
     ("get", "/v1/jobs/{id}/outputs"),
     ("get", "/v1/jobs/{id}/outputs/{name}"),
@@ -808,6 +860,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/approvals/pending", get(pending_approvals))
         .route("/v1/jobs/{id}/approve", post(approve))
+        .route("/v1/jobs/{id}/reject", post(reject))
         .route("/v1/jobs/{id}/receipt", get(receipt))
         .route("/v1/jobs/{id}/outputs", get(outputs))
         .route("/v1/jobs/{id}/outputs/{name}", get(output_file))

@@ -563,6 +563,25 @@ impl Node {
         self.advance_to(job, from, to, &[], Some((outcome, reason)))
     }
 
+    /// A DPO's rejection of a job waiting for approval: the job ends refused (receipt and
+    /// refund follow as for any refusal). Returns `Ok(false)` when the job is not waiting for
+    /// an approval (nothing changes).
+    ///
+    /// # Errors
+    /// Store or audit errors ([`crate::store::StoreError::NotFound`] for an unknown job).
+    pub fn reject(&mut self, job: JobId, reason: &str) -> Result<bool> {
+        if self.p.store.get(job)?.state != JobState::AwaitingApproval {
+            return Ok(false);
+        }
+        self.end(
+            job,
+            JobState::AwaitingApproval,
+            Outcome::Refused,
+            &format!("rejected by the DPO: {reason}"),
+        )?;
+        Ok(true)
+    }
+
     /// Start-up: resumes every unfinished job as far as it can go, and fails those whose
     /// enclave session died with an earlier process. Returns each job's state afterwards.
     ///

@@ -164,7 +164,7 @@ fn allowed(method: &str, path: &str) -> &'static [&'static str] {
         ("post", "/v1/jobs") => &["publisher", "admin"],
         ("get", "/v1/jobs/{id}") => &["publisher", "dpo", "admin"],
         ("get", "/v1/approvals/pending") => &["dpo", "admin"],
-        ("post", "/v1/jobs/{id}/approve") => &["dpo"],
+        ("post", "/v1/jobs/{id}/approve" | "/v1/jobs/{id}/reject") => &["dpo"],
         ("get", "/v1/jobs/{id}/receipt") => &["publisher", "admin"],
         ("get", "/v1/jobs/{id}/outputs") => &["publisher", "admin"],
         ("get", "/v1/jobs/{id}/outputs/{name}") => &["publisher", "admin"],
@@ -408,6 +408,23 @@ fn api_checks_roles_on_every_route_documents_them_and_answers_with_typed_errors(
     assert_eq!(
         (st, error_code(&text).as_str()),
         (StatusCode::BAD_REQUEST, "bad-proof-request")
+    );
+    // A rejection needs a reason, and a job the node knows.
+    let url = format!("/v1/jobs/{job}/reject");
+    let (st, text) = s.call("post", &url, Some(DPO_TOKEN), Some(br#"{"reason":" "}"#));
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::BAD_REQUEST, "bad-reason")
+    );
+    let (st, text) = s.call(
+        "post",
+        &url,
+        Some(DPO_TOKEN),
+        Some(br#"{"reason":"scope too broad"}"#),
+    );
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::NOT_FOUND, "unknown-job")
     );
     // An approval whose signature does not verify is refused before it is recorded.
     let forged = br#"{"job_digest":"0000000000000000000000000000000000000000000000000000000000000000","issued_at":1,"expires_at":2,"dpo_key":"0000000000000000000000000000000000000000000000000000000000000000","signature":"00"}"#;
