@@ -17,13 +17,18 @@ use rapha_node::pipeline::chain::{ChainPayments, ChainSettings};
 use rapha_node::pipeline::{NoEvidence, Node, NodeParts};
 use rapha_node::store::JobStore;
 use rapha_policy::{
-    ApprovalStore, HospitalPolicy, JobBudget, Mode, OutputLimits, Policy, ScopeLimits,
+    ApprovalStore, HospitalPolicy, JobBudget, Mode, OutputLimits, Policy, PublisherTrust,
+    ScopeLimits,
 };
 use rapha_receipt::{NodeKey, ReceiptLog};
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
 
-use crate::pipeline_e2e::Chain;
+use crate::pipeline_e2e::{bundle, trainer_binary, Chain, FEE, PUBLISHER, TRAINER};
+
+fn publisher_key() -> rapha_bundle::SigningKey {
+    rapha_bundle::SigningKey::ed25519_from_seed(&[7; 32])
+}
 
 const PUBLISHER_TOKEN: &str = "pub-0123456789abcdef0123456789abcdef";
 const DPO_TOKEN: &str = "dpo-0123456789abcdef0123456789abcdef";
@@ -31,6 +36,14 @@ const ADMIN_TOKEN: &str = "adm-0123456789abcdef0123456789abcdef";
 
 fn node(dir: &Path, chain: &Chain) -> Node {
     std::fs::create_dir_all(dir.join("trust")).unwrap();
+    TrustStore::add(
+        &dir.join("trust"),
+        PUBLISHER,
+        &publisher_key().public_key(),
+        &[TRAINER.into()],
+        None,
+    )
+    .unwrap();
     let payments = ChainPayments::connect(
         &ChainSettings {
             rpc_url: chain.url.clone(),
@@ -51,7 +64,12 @@ fn node(dir: &Path, chain: &Chain) -> Node {
         policy: Policy::builtin().unwrap(),
         hospital: HospitalPolicy {
             mode: Mode::Demo,
-            publishers: BTreeMap::new(),
+            publishers: BTreeMap::from([(
+                PUBLISHER.to_owned(),
+                PublisherTrust {
+                    trainers: vec![TRAINER.into()],
+                },
+            )]),
             scope: ScopeLimits {
                 max_studies: 100,
                 max_date_range_days: 366,
@@ -488,4 +506,101 @@ fn serve_refuses_a_token_file_with_a_guessable_token() {
         err.contains("line 1: token shorter than 32 characters"),
         "{err}"
     );
+}
+
+#[test]
+fn a_job_submitted_through_the_api_runs_in_the_background_and_its_receipt_is_in_the_log() {
+    let Some(trainer) = trainer_binary() else {
+        eprintln!("SKIPPED: gcc could not build the test trainer; API job test not run");
+        return;
+    };
+    let Some(chain) = Chain::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (bundle_dir, manifest) = bundle(tmp.path(), &trainer, "api", "honest", &publisher_key());
+    let s = serve(tmp.path(), &chain);
+
+    // A query with no study list, date range or limit: the node refuses it before any PACS
+    // client exists, receipts the refusal and settles it without money moving.
+    let request = rapha_core::JobRequest {
+        job_id: rapha_core::JobId::random(),
+        publisher: PUBLISHER.into(),
+        trainer: TRAINER.into(),
+        bundle_manifest: manifest,
+        query: rapha_core::CohortQuery {
+            modalities: vec!["CT".into()],
+            ..rapha_core::CohortQuery::default()
+        },
+        requested_fields: vec![],
+        validation_percent: 50,
+        fee: Usdc::from_base_units(FEE),
+        chain_id: 137,
+        depositor: chain.company.address().to_string(),
+    };
+    let body = serde_json::to_vec(&serde_json::json!({
+        "bundle_path": bundle_dir,
+        "request": request,
+    }))
+    .unwrap();
+    let (st, text) = s.call("post", "/v1/jobs", Some(PUBLISHER_TOKEN), Some(&body));
+    assert_eq!(st, StatusCode::ACCEPTED, "{text}");
+    let id: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(id["job_id"], request.job_id.to_string());
+    let job = request.job_id;
+
+    // The API answers while the job is driven; poll its status until it is settled.
+    let mut status = serde_json::Value::Null;
+    for _ in 0..100 {
+        assert_eq!(s.call("get", "/healthz", None, None).0, StatusCode::OK);
+        let (st, text) = s.call(
+            "get",
+            &format!("/v1/jobs/{job}"),
+            Some(PUBLISHER_TOKEN),
+            None,
+        );
+        assert_eq!(st, StatusCode::OK, "{text}");
+        status = serde_json::from_str(&text).unwrap();
+        if status["state"] == "settled" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(status["state"], "settled", "{status}");
+    assert_eq!(status["outcome"], "refused", "{status}");
+    assert!(
+        status["reason"].as_str().unwrap().contains("query"),
+        "{status}"
+    );
+
+    // Its receipt, the log holding it, and an inclusion proof for it.
+    let (st, text) = s.call(
+        "get",
+        &format!("/v1/jobs/{job}/receipt"),
+        Some(PUBLISHER_TOKEN),
+        None,
+    );
+    assert_eq!(st, StatusCode::OK, "{text}");
+    let receipt: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(receipt["body"]["outcome"], "refused", "{receipt}");
+    let (_, text) = s.call("get", "/v1/log/head", Some(DPO_TOKEN), None);
+    let head: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let size = head["tree_size"].as_u64().unwrap();
+    assert!(size >= 1, "{head}");
+    let (st, text) = s.call(
+        "get",
+        &format!("/v1/log/inclusion?index=0&size={size}"),
+        Some(PUBLISHER_TOKEN),
+        None,
+    );
+    assert_eq!(st, StatusCode::OK, "{text}");
+
+    // Metrics count it; nothing was released.
+    let (_, text) = s.call("get", "/metrics", Some(ADMIN_TOKEN), None);
+    assert!(text.contains("rapha_jobs{state=\"settled\"} 1"), "{text}");
+    let (st, _) = s.call(
+        "get",
+        &format!("/v1/jobs/{job}/outputs"),
+        Some(PUBLISHER_TOKEN),
+        None,
+    );
+    assert_eq!(st, StatusCode::NOT_FOUND);
 }
