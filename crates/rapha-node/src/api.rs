@@ -178,16 +178,35 @@ pub struct ApiState {
     node: Arc<Mutex<Node>>,
     store_path: Arc<PathBuf>,
     tokens: Arc<Tokens>,
+    /// Refused calls on their way to the audit trail (one writer thread, bounded queue, so
+    /// a flood of bad tokens cannot pile up blocking tasks).
+    denials: std::sync::mpsc::SyncSender<AuditEvent>,
 }
+
+/// Refusals queued for the audit writer at most.
+const DENIAL_QUEUE: usize = 1024;
 
 impl ApiState {
     /// `store_path` is the job store the node uses (read by status and metrics through their
     /// own connection so they answer while a job runs).
     pub fn new(node: Node, store_path: PathBuf, tokens: Tokens) -> Self {
+        let node = Arc::new(Mutex::new(node));
+        let (denials, queue) = std::sync::mpsc::sync_channel::<AuditEvent>(DENIAL_QUEUE);
+        let writer = Arc::clone(&node);
+        // Ends when the last ApiState (and so the last sender) is gone.
+        std::thread::spawn(move || {
+            for event in queue {
+                let written = writer.lock().map(|n| n.audit(event));
+                if !matches!(written, Ok(Ok(()))) {
+                    tracing::error!("could not write an API refusal to the audit trail");
+                }
+            }
+        });
         Self {
-            node: Arc::new(Mutex::new(node)),
+            node,
             store_path: Arc::new(store_path),
             tokens: Arc::new(tokens),
+            denials,
         }
     }
 }
@@ -280,9 +299,8 @@ fn authorize(
     }
 }
 
-/// Writes a denied call to the audit trail, off the request path (the node may be busy).
+/// Queues a denied call for the audit trail (the node may be busy with a job).
 fn audit_denial(state: &ApiState, route: &str, who: &str, why: &str) {
-    let node = Arc::clone(&state.node);
     let event = AuditEvent::new(
         AuditKind::Refusal,
         AuditOutcome::MinorFailure,
@@ -290,12 +308,12 @@ fn audit_denial(state: &ApiState, route: &str, who: &str, why: &str) {
         ("api-client", who),
         Vec::new(),
     );
-    tokio::task::spawn_blocking(move || {
-        let written = node.lock().map(|n| n.audit(event));
-        if !matches!(written, Ok(Ok(()))) {
-            tracing::error!("could not write an API refusal to the audit trail");
-        }
-    });
+    if state.denials.try_send(event).is_err() {
+        tracing::error!(
+            route,
+            "audit queue full or closed: an API refusal was not audited"
+        );
+    }
 }
 
 /// Parses a JSON body, mapping every failure to a typed error.
