@@ -604,3 +604,51 @@ fn a_job_submitted_through_the_api_runs_in_the_background_and_its_receipt_is_in_
     );
     assert_eq!(st, StatusCode::NOT_FOUND);
 }
+
+mod token_file_fuzz {
+    use proptest::prelude::*;
+
+    fn seeds() -> Vec<String> {
+        vec![
+            format!(
+                "# role token\npublisher {}\ndpo {}\nadmin {}\n",
+                super::PUBLISHER_TOKEN,
+                super::DPO_TOKEN,
+                super::ADMIN_TOKEN
+            ),
+            format!("admin {}  # the operator\n\n", super::ADMIN_TOKEN),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+        /// Mutated token files never panic the parser; a refusal names a line or says the
+        /// file is empty; an accepted file never shows a token in its Debug form.
+        #[test]
+        fn token_parser_never_panics_and_never_prints_a_token(
+            seed in 0usize..2,
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
+        ) {
+            let mut bytes = seeds()[seed].clone().into_bytes();
+            for (at, b) in edits {
+                let i = at % bytes.len();
+                bytes[i] = b;
+            }
+            if let Ok(text) = String::from_utf8(bytes) {
+                match rapha_node::api::Tokens::parse(&text) {
+                    Ok(tokens) => {
+                        let shown = format!("{tokens:?}");
+                        for word in text.split_whitespace().filter(|w| w.len() >= 32) {
+                            prop_assert!(!shown.contains(word));
+                        }
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        prop_assert!(msg.contains("line ") || msg.contains("no token"), "{}", msg);
+                    }
+                }
+            }
+        }
+    }
+}
