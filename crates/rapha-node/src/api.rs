@@ -80,7 +80,10 @@ pub enum ApiError {
         #[source]
         source: std::io::Error,
     },
-    #[error("API token file line {line}: {what} (expected `<publisher|dpo|admin> <token>`)")]
+    #[error(
+        "API token file line {line}: {what} (expected `<dpo|admin> <token>` or \
+         `publisher <token> <publisher-name>`)"
+    )]
     TokenLine { line: usize, what: &'static str },
     #[error("the API token file defines no token: nobody could call the API")]
     NoTokens,
@@ -88,7 +91,16 @@ pub enum ApiError {
 
 /// Per-role bearer tokens. Never printed.
 pub struct Tokens {
-    entries: Vec<(Role, Zeroizing<Vec<u8>>)>,
+    /// (role, the publisher a publisher token speaks for, token).
+    entries: Vec<(Role, Option<String>, Zeroizing<Vec<u8>>)>,
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub role: Role,
+    /// For a publisher token: the publisher (trust-store name) it speaks for.
+    pub publisher: Option<String>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -101,7 +113,8 @@ impl std::fmt::Debug for Tokens {
 pub const MIN_TOKEN_LEN: usize = 32;
 
 impl Tokens {
-    /// Parses `<role> <token>` lines; `#` starts a comment.
+    /// Parses `<role> <token>` lines (`publisher <token> <publisher-name>` for publishers: a
+    /// publisher sees only its own jobs); `#` starts a comment.
     ///
     /// # Errors
     /// [`ApiError::TokenLine`] for an unknown role, a missing or short token;
@@ -132,13 +145,21 @@ impl Tokens {
                     what: "token shorter than 32 characters",
                 });
             }
+            let publisher = if role == Role::Publisher {
+                Some(parts.next().map(str::to_owned).ok_or(ApiError::TokenLine {
+                    line: line_no,
+                    what: "a publisher token needs the publisher's name after it",
+                })?)
+            } else {
+                None
+            };
             if parts.next().is_some() {
                 return Err(ApiError::TokenLine {
                     line: line_no,
                     what: "trailing text after the token",
                 });
             }
-            entries.push((role, Zeroizing::new(token.as_bytes().to_vec())));
+            entries.push((role, publisher, Zeroizing::new(token.as_bytes().to_vec())));
         }
         if entries.is_empty() {
             return Err(ApiError::NoTokens);
@@ -161,11 +182,14 @@ impl Tokens {
     }
 
     /// The role of `presented`, comparing against every token in constant time.
-    fn role_of(&self, presented: &[u8]) -> Option<Role> {
+    fn caller(&self, presented: &[u8]) -> Option<Caller> {
         let mut found = None;
-        for (role, token) in &self.entries {
+        for (role, publisher, token) in &self.entries {
             if bool::from(token.as_slice().ct_eq(presented)) {
-                found = Some(*role);
+                found = Some(Caller {
+                    role: *role,
+                    publisher: publisher.clone(),
+                });
             }
         }
         found
@@ -177,6 +201,7 @@ impl Tokens {
 pub struct ApiState {
     node: Arc<Mutex<Node>>,
     store_path: Arc<PathBuf>,
+    release_dir: Arc<PathBuf>,
     tokens: Arc<Tokens>,
     /// Refused calls on their way to the audit trail (one writer thread, bounded queue, so
     /// a flood of bad tokens cannot pile up blocking tasks).
@@ -190,6 +215,7 @@ impl ApiState {
     /// `store_path` is the job store the node uses (read by status and metrics through their
     /// own connection so they answer while a job runs).
     pub fn new(node: Node, store_path: PathBuf, tokens: Tokens) -> Self {
+        let release_dir = Arc::new(node.release_dir().to_owned());
         let node = Arc::new(Mutex::new(node));
         let (denials, queue) = std::sync::mpsc::sync_channel::<AuditEvent>(DENIAL_QUEUE);
         let writer = Arc::clone(&node);
@@ -205,6 +231,7 @@ impl ApiState {
         Self {
             node,
             store_path: Arc::new(store_path),
+            release_dir,
             tokens: Arc::new(tokens),
             denials,
         }
@@ -256,13 +283,13 @@ fn authorize(
     headers: &HeaderMap,
     route: &str,
     allowed: &[Role],
-) -> ApiResult<Role> {
+) -> ApiResult<Caller> {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    let role = presented.and_then(|t| state.tokens.role_of(t.as_bytes()));
-    match role {
+    let caller = presented.and_then(|t| state.tokens.caller(t.as_bytes()));
+    match caller.map(|c| (c.role, c)) {
         None => {
             tracing::warn!(route, "API call without a valid token refused (401)");
             audit_denial(
@@ -277,7 +304,7 @@ fn authorize(
                 "a valid bearer token is required",
             ))
         }
-        Some(role) if !allowed.contains(&role) => {
+        Some((role, _)) if !allowed.contains(&role) => {
             tracing::warn!(
                 route,
                 role = role.as_str(),
@@ -295,7 +322,7 @@ fn authorize(
                 format!("the {} role may not call {route}", role.as_str()),
             ))
         }
-        Some(role) => Ok(role),
+        Some((_, caller)) => Ok(caller),
     }
 }
 
@@ -337,6 +364,23 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection
             format!("invalid JSON at {}: {}", e.path(), e.inner()),
         )
     })
+}
+
+/// A publisher sees only its own jobs; another publisher's job is "unknown" to it (its
+/// existence is not revealed). The DPO and the admin see every job.
+async fn check_owner(state: &ApiState, caller: &Caller, job: JobId) -> ApiResult<()> {
+    let Some(publisher) = caller.publisher.clone() else {
+        return Ok(());
+    };
+    let path = Arc::clone(&state.store_path);
+    blocking(move || match open_store(&path)?.get(job) {
+        Ok(row) if row.request.publisher == publisher => Ok(()),
+        Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {
+            Err(not_found("unknown-job", "no job with this id"))
+        }
+        Err(e) => Err(HttpError::internal(e)),
+    })
+    .await
 }
 
 fn parse_job(id: &str) -> ApiResult<JobId> {
@@ -407,13 +451,14 @@ async fn job_status(
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    authorize(
+    let caller = authorize(
         &state,
         &headers,
         "/v1/jobs/{id}",
         &[Role::Publisher, Role::Dpo, Role::Admin],
     )?;
     let job = parse_job(&id)?;
+    check_owner(&state, &caller, job).await?;
     let path = Arc::clone(&state.store_path);
     let row = blocking(move || match open_store(&path)?.get(job) {
         Ok(row) => Ok(row),
@@ -453,13 +498,31 @@ async fn submit(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let role = authorize(
+    let caller = authorize(
         &state,
         &headers,
         "/v1/jobs",
         &[Role::Publisher, Role::Admin],
     )?;
     let body: SubmitBody = parse_json(body)?;
+    if caller
+        .publisher
+        .as_ref()
+        .is_some_and(|p| *p != body.request.publisher)
+    {
+        audit_denial(
+            &state,
+            "/v1/jobs",
+            "publisher",
+            "job request names another publisher",
+        );
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a publisher token submits only its own publisher's jobs",
+        ));
+    }
+    let role = caller.role;
     let node = Arc::clone(&state.node);
     let job = blocking(move || {
         let mut n = node
@@ -664,28 +727,21 @@ async fn receipt(
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    authorize(
+    let caller = authorize(
         &state,
         &headers,
         "/v1/jobs/{id}/receipt",
         &[Role::Publisher, Role::Admin],
     )?;
     let job = parse_job(&id)?;
+    check_owner(&state, &caller, job).await?;
     let r = with_node(&state, move |n| n.receipt(job).map_err(HttpError::internal)).await?;
     let r = r.ok_or_else(|| not_found("no-receipt", "this job has no receipt (yet)"))?;
     Ok(Json(serde_json::to_value(r).map_err(HttpError::internal)?))
 }
 
 fn release_dir(state: &ApiState, job: JobId) -> ApiResult<PathBuf> {
-    // release_path only joins the configured directory and the job id.
-    let node = state.node.try_lock().map_err(|_| {
-        HttpError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
-            "the node is busy; retry",
-        )
-    })?;
-    Ok(node.release_path(job))
+    Ok(state.release_dir.join(job.to_string()))
 }
 
 /// `GET /v1/jobs/{id}/outputs`: the released files.
@@ -694,13 +750,14 @@ async fn outputs(
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    authorize(
+    let caller = authorize(
         &state,
         &headers,
         "/v1/jobs/{id}/outputs",
         &[Role::Publisher, Role::Admin],
     )?;
     let job = parse_job(&id)?;
+    check_owner(&state, &caller, job).await?;
     let dir = release_dir(&state, job)?;
     let files = blocking(move || {
         let entries = std::fs::read_dir(&dir)
@@ -728,13 +785,14 @@ async fn output_file(
     headers: HeaderMap,
     UrlPath((id, name)): UrlPath<(String, String)>,
 ) -> ApiResult<Response> {
-    authorize(
+    let caller = authorize(
         &state,
         &headers,
         "/v1/jobs/{id}/outputs/{name}",
         &[Role::Publisher, Role::Admin],
     )?;
     let job = parse_job(&id)?;
+    check_owner(&state, &caller, job).await?;
     let plain = !name.is_empty()
         && !name.starts_with('.')
         && name

@@ -412,6 +412,11 @@ impl Node {
         self.p.work_dir.join("jobs").join(job.to_string())
     }
 
+    /// The directory released outputs go to (one sub-directory per job).
+    pub fn release_dir(&self) -> &Path {
+        &self.p.release_dir
+    }
+
     /// Where a completed job's outputs are released.
     pub fn release_path(&self, job: JobId) -> PathBuf {
         self.p.release_dir.join(job.to_string())

@@ -31,6 +31,7 @@ fn publisher_key() -> rapha_bundle::SigningKey {
 }
 
 const PUBLISHER_TOKEN: &str = "pub-0123456789abcdef0123456789abcdef";
+const OTHER_TOKEN: &str = "oth-0123456789abcdef0123456789abcdef";
 const DPO_TOKEN: &str = "dpo-0123456789abcdef0123456789abcdef";
 const ADMIN_TOKEN: &str = "adm-0123456789abcdef0123456789abcdef";
 
@@ -127,7 +128,7 @@ struct Served {
 
 fn serve(dir: &Path, chain: &Chain) -> Served {
     let tokens = Tokens::parse(&format!(
-        "# role token\npublisher {PUBLISHER_TOKEN}\ndpo {DPO_TOKEN}\nadmin {ADMIN_TOKEN}\n"
+        "# role token\npublisher {PUBLISHER_TOKEN} {PUBLISHER}\npublisher {OTHER_TOKEN} other-co\ndpo {DPO_TOKEN}\nadmin {ADMIN_TOKEN}\n"
     ))
     .unwrap();
     let state = ApiState::new(node(dir, chain), dir.join("jobs.sqlite"), tokens);
@@ -374,7 +375,7 @@ fn api_checks_roles_on_every_route_documents_them_and_answers_with_typed_errors(
     let (st, text) = s.call(
         "get",
         &format!("/v1/jobs/{job}/receipt"),
-        Some(PUBLISHER_TOKEN),
+        Some(ADMIN_TOKEN),
         None,
     );
     assert_eq!(
@@ -384,7 +385,7 @@ fn api_checks_roles_on_every_route_documents_them_and_answers_with_typed_errors(
     let (st, text) = s.call(
         "get",
         &format!("/v1/jobs/{job}/outputs"),
-        Some(PUBLISHER_TOKEN),
+        Some(ADMIN_TOKEN),
         None,
     );
     assert_eq!(
@@ -394,7 +395,7 @@ fn api_checks_roles_on_every_route_documents_them_and_answers_with_typed_errors(
     let (st, text) = s.call(
         "get",
         &format!("/v1/jobs/{job}/outputs/..%2Fjobs.sqlite"),
-        Some(PUBLISHER_TOKEN),
+        Some(ADMIN_TOKEN),
         None,
     );
     assert_eq!(
@@ -472,6 +473,10 @@ fn token_file_refuses_unknown_roles_short_tokens_and_emptiness() {
         ("admin short".to_owned(), "shorter than 32"),
         ("admin".to_owned(), "missing token"),
         (format!("admin {ADMIN_TOKEN} extra"), "trailing text"),
+        (
+            format!("publisher {PUBLISHER_TOKEN}"),
+            "needs the publisher's name",
+        ),
         ("# only a comment\n".to_owned(), "defines no token"),
     ] {
         let err = Tokens::parse(&text).unwrap_err().to_string();
@@ -593,6 +598,27 @@ fn a_job_submitted_through_the_api_runs_in_the_background_and_its_receipt_is_in_
     );
     assert_eq!(st, StatusCode::OK, "{text}");
 
+    // Another publisher's token learns nothing about the job, and cannot submit in this
+    // publisher's name.
+    for path in ["", "/receipt", "/outputs"] {
+        let (st, text) = s.call(
+            "get",
+            &format!("/v1/jobs/{job}{path}"),
+            Some(OTHER_TOKEN),
+            None,
+        );
+        assert_eq!(
+            (st, error_code(&text).as_str()),
+            (StatusCode::NOT_FOUND, "unknown-job"),
+            "{path}"
+        );
+    }
+    let (st, text) = s.call("post", "/v1/jobs", Some(OTHER_TOKEN), Some(&body));
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+
     // Metrics count it; nothing was released.
     let (_, text) = s.call("get", "/metrics", Some(ADMIN_TOKEN), None);
     assert!(text.contains("rapha_jobs{state=\"settled\"} 1"), "{text}");
@@ -611,7 +637,7 @@ mod token_file_fuzz {
     fn seeds() -> Vec<String> {
         vec![
             format!(
-                "# role token\npublisher {}\ndpo {}\nadmin {}\n",
+                "# role token\npublisher {} acme-ai\ndpo {}\nadmin {}\n",
                 super::PUBLISHER_TOKEN,
                 super::DPO_TOKEN,
                 super::ADMIN_TOKEN
