@@ -70,6 +70,9 @@ pub fn run(args: &RunArgs) -> i32 {
         Err(e) => {
             println!();
             println!("FAILED: {e:#}");
+            println!(
+                "The job did not finish: every step after the last \"ok\" line above did NOT run."
+            );
             print_not_run(&steps);
             1
         }
@@ -228,6 +231,7 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<i32> {
         &requested,
     )?;
     let accessions = label_accessions(&cohort_dir)?;
+    let queried = accessions.len();
     let request = JobRequest {
         job_id: JobId::random(),
         publisher: verified.publisher().to_owned(),
@@ -261,7 +265,14 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<i32> {
             bail!("the job did not finish within an hour");
         }
         match node.advance(job).context("the node's pipeline")? {
-            Step::Moved(s) => steps.ok("node", format!("job is now {s}")),
+            Step::Moved(s) => {
+                steps.ok("node", format!("job is now {s}"));
+                if s == rapha_node::store::JobState::Running {
+                    steps.start(
+                        "trainer running under runc: records only, no network, read-only rootfs",
+                    );
+                }
+            }
             Step::Blocked(Blocked::Approval { job_digest }) => {
                 if let Some(r) = node.review(job)? {
                     let c = &r.cohort;
@@ -364,6 +375,16 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<i32> {
         }
     );
     println!("  cohort: {} studies generated", manifest.studies.len());
+    if let Some(r) = node.review(job)? {
+        let c = &r.cohort;
+        println!(
+            "    studies queried: {queried} (those in the label table); used: {}; patients {} (train {}, validation {})",
+            c.studies,
+            c.patients,
+            c.train_patients,
+            c.validation_patients
+        );
+    }
     if let Some(c) = &body.cohort {
         println!("    instances used: {} {:?}", c.instances, c.by_modality);
         let excluded: u64 = c.exclusions.values().sum();

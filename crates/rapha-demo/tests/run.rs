@@ -191,3 +191,36 @@ fn demo_job_on_a_cohort_below_the_minimum_is_refused_with_exit_3_and_refunded() 
     );
     assert_no_phi(&out);
 }
+
+#[test]
+fn demo_runs_a_user_trainer_from_trainer_rootfs_signed_with_the_dev_key() {
+    let Some(reference) = ready() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mine = dir.path().join("my-trainer");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::copy(reference.join("trainer"), mine.join("train")).unwrap();
+    let out = dir.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_rapha-demo"))
+        .args([
+            "run",
+            "--studies",
+            "40",
+            "--epochs",
+            "1",
+            "--entrypoint",
+            "/train",
+        ])
+        .arg("--trainer-rootfs")
+        .arg(&mine)
+        .arg("--out")
+        .arg(&out)
+        .env_remove("RAPHA_DEMO_REFERENCE_TRAINER")
+        .output()
+        .unwrap();
+    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(o.status.code(), Some(0));
+    let r = verified_receipt(&out);
+    assert_eq!(r.body.trainer, "custom-trainer");
+    assert_eq!(r.body.outcome, rapha_core::Outcome::Completed);
+    assert_no_phi(&out);
+}
