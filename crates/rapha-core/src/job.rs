@@ -59,7 +59,12 @@ pub struct ResourceLimits {
 
 impl Default for ResourceLimits {
     fn default() -> Self {
-        Self { memory_mb: 2048, cpus: 2, pids: 64, wall_seconds: 1800 }
+        Self {
+            memory_mb: 2048,
+            cpus: 2,
+            pids: 64,
+            wall_seconds: 1800,
+        }
     }
 }
 

@@ -64,7 +64,10 @@ pub fn root_of_leaf_hashes(leaves: &[Digest]) -> Digest {
         1 => leaves[0],
         n => {
             let k = split_point(n as u64) as usize;
-            node_hash(&root_of_leaf_hashes(&leaves[..k]), &root_of_leaf_hashes(&leaves[k..]))
+            node_hash(
+                &root_of_leaf_hashes(&leaves[..k]),
+                &root_of_leaf_hashes(&leaves[k..]),
+            )
         }
     }
 }
@@ -85,7 +88,9 @@ pub fn inclusion_proof(
     tree: &mut impl RangeHasher,
 ) -> Result<Vec<Digest>, CoreError> {
     if index >= size {
-        return Err(CoreError::InvalidProof("leaf index is not below the tree size"));
+        return Err(CoreError::InvalidProof(
+            "leaf index is not below the tree size",
+        ));
     }
     let mut path = Vec::new();
     path_rec(index, 0, size, tree, &mut path);
@@ -119,13 +124,17 @@ pub fn verify_inclusion(
     root: &Digest,
 ) -> Result<(), CoreError> {
     if index >= size {
-        return Err(CoreError::InvalidProof("leaf index is not below the tree size"));
+        return Err(CoreError::InvalidProof(
+            "leaf index is not below the tree size",
+        ));
     }
     let (mut fnode, mut snode) = (index, size - 1);
     let mut r = *leaf;
     for p in path {
         if snode == 0 {
-            return Err(CoreError::InvalidProof("audit path is longer than the tree allows"));
+            return Err(CoreError::InvalidProof(
+                "audit path is longer than the tree allows",
+            ));
         }
         if fnode & 1 == 1 || fnode == snode {
             r = node_hash(p, &r);
@@ -142,10 +151,14 @@ pub fn verify_inclusion(
         snode >>= 1;
     }
     if snode != 0 {
-        return Err(CoreError::InvalidProof("audit path is shorter than the tree requires"));
+        return Err(CoreError::InvalidProof(
+            "audit path is shorter than the tree requires",
+        ));
     }
     if r != *root {
-        return Err(CoreError::InvalidProof("audit path does not lead to the signed root"));
+        return Err(CoreError::InvalidProof(
+            "audit path does not lead to the signed root",
+        ));
     }
     Ok(())
 }
@@ -161,7 +174,9 @@ pub fn consistency_proof(
     tree: &mut impl RangeHasher,
 ) -> Result<Vec<Digest>, CoreError> {
     if old == 0 || old > new {
-        return Err(CoreError::InvalidProof("consistency needs 0 < old size <= new size"));
+        return Err(CoreError::InvalidProof(
+            "consistency needs 0 < old size <= new size",
+        ));
     }
     let mut out = Vec::new();
     if old < new {
@@ -207,7 +222,9 @@ pub fn verify_consistency(
     proof: &[Digest],
 ) -> Result<(), CoreError> {
     if old == 0 || old > new {
-        return Err(CoreError::InvalidProof("consistency needs 0 < old size <= new size"));
+        return Err(CoreError::InvalidProof(
+            "consistency needs 0 < old size <= new size",
+        ));
     }
     if old == new {
         if !proof.is_empty() {
@@ -234,7 +251,9 @@ pub fn verify_consistency(
     let (mut fr, mut sr) = (*first, *first);
     for c in rest {
         if snode == 0 {
-            return Err(CoreError::InvalidProof("consistency proof is longer than needed"));
+            return Err(CoreError::InvalidProof(
+                "consistency proof is longer than needed",
+            ));
         }
         if fnode & 1 == 1 || fnode == snode {
             fr = node_hash(c, &fr);
@@ -252,13 +271,19 @@ pub fn verify_consistency(
         snode >>= 1;
     }
     if snode != 0 {
-        return Err(CoreError::InvalidProof("consistency proof is shorter than needed"));
+        return Err(CoreError::InvalidProof(
+            "consistency proof is shorter than needed",
+        ));
     }
     if fr != *old_root {
-        return Err(CoreError::InvalidProof("proof does not reproduce the old root"));
+        return Err(CoreError::InvalidProof(
+            "proof does not reproduce the old root",
+        ));
     }
     if sr != *new_root {
-        return Err(CoreError::InvalidProof("proof does not reproduce the new root"));
+        return Err(CoreError::InvalidProof(
+            "proof does not reproduce the new root",
+        ));
     }
     Ok(())
 }

@@ -33,19 +33,26 @@ impl FromStr for Usdc {
     type Err = CoreError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = |reason| CoreError::InvalidAmount { input: s.chars().take(40).collect(), reason };
+        let bad = |reason| CoreError::InvalidAmount {
+            input: s.chars().take(40).collect(),
+            reason,
+        };
         let (whole, frac) = match s.split_once('.') {
             Some((w, f)) => (w, f),
             None => (s, ""),
         };
         if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad("expected digits, optionally followed by '.' and up to 6 decimals"));
+            return Err(bad(
+                "expected digits, optionally followed by '.' and up to 6 decimals",
+            ));
         }
         if !frac.bytes().all(|b| b.is_ascii_digit()) || (s.contains('.') && frac.is_empty()) {
             return Err(bad("expected digits after the decimal point"));
         }
         if frac.len() > USDC_DECIMALS as usize {
-            return Err(bad("USDC has 6 decimals; more precision than that is refused"));
+            return Err(bad(
+                "USDC has 6 decimals; more precision than that is refused",
+            ));
         }
         let whole: u64 = whole.parse().map_err(|_| bad("amount too large"))?;
         let mut frac_units: u64 = 0;
@@ -81,7 +88,11 @@ impl FeeSplit {
     /// Splits `fee`. Computed in u128 so no fee overflows.
     pub fn of(fee: Usdc) -> Self {
         let hospital = (u128::from(fee.0) * u128::from(Self::HOSPITAL_PERCENT) / 100) as u64;
-        Self { fee, hospital: Usdc(hospital), protocol: Usdc(fee.0 - hospital) }
+        Self {
+            fee,
+            hospital: Usdc(hospital),
+            protocol: Usdc(fee.0 - hospital),
+        }
     }
 }
 
@@ -99,14 +110,30 @@ mod tests {
 
     #[test]
     fn refuses_more_than_six_decimals_and_junk() {
-        for s in ["0.0000001", "", ".5", "1.", "-1", "1e6", "1,5", " 1", "18446744073709.551616"] {
+        for s in [
+            "0.0000001",
+            "",
+            ".5",
+            "1.",
+            "-1",
+            "1e6",
+            "1,5",
+            " 1",
+            "18446744073709.551616",
+        ] {
             assert!(s.parse::<Usdc>().is_err(), "{s:?} should be refused");
         }
     }
 
     #[test]
     fn split_rounds_hospital_down_and_sums_to_fee() {
-        for (fee, h) in [(1u64, 0u64), (7, 4), (10, 7), (999_999_999, 699_999_999), (u64::MAX, 12_912_720_851_596_686_130)] {
+        for (fee, h) in [
+            (1u64, 0u64),
+            (7, 4),
+            (10, 7),
+            (999_999_999, 699_999_999),
+            (u64::MAX, 12_912_720_851_596_686_130),
+        ] {
             let s = FeeSplit::of(Usdc(fee));
             assert_eq!(s.hospital.0, h, "fee {fee}");
             assert_eq!(s.hospital.0 + s.protocol.0, fee);

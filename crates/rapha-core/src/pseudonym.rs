@@ -45,16 +45,25 @@ impl HmacKey {
     /// [`CoreError::HmacKeyLength`] for any other length, [`CoreError::HmacKeyIo`] when the file
     /// cannot be read.
     pub fn load(path: &Path) -> Result<Self, CoreError> {
-        let io = |source| CoreError::HmacKeyIo { path: path.to_owned(), source };
+        let io = |source| CoreError::HmacKeyIo {
+            path: path.to_owned(),
+            source,
+        };
         check_private_mode(path).map_err(|e| match e {
             ModeError::Io(err) => io(err),
-            ModeError::Loose(mode) => CoreError::HmacKeyPermissions { path: path.to_owned(), mode },
+            ModeError::Loose(mode) => CoreError::HmacKeyPermissions {
+                path: path.to_owned(),
+                mode,
+            },
         })?;
         let mut bytes = std::fs::read(path).map_err(io)?;
         if bytes.len() != HMAC_KEY_LEN {
             let len = bytes.len();
             bytes.zeroize();
-            return Err(CoreError::HmacKeyLength { path: path.to_owned(), len });
+            return Err(CoreError::HmacKeyLength {
+                path: path.to_owned(),
+                len,
+            });
         }
         let mut key = [0u8; HMAC_KEY_LEN];
         key.copy_from_slice(&bytes);
@@ -80,7 +89,11 @@ pub enum ModeError {
 /// [`ModeError::Loose`] with the mode found, or [`ModeError::Io`].
 pub fn check_private_mode(path: &Path) -> Result<(), ModeError> {
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path).map_err(ModeError::Io)?.permissions().mode() & 0o777;
+    let mode = std::fs::metadata(path)
+        .map_err(ModeError::Io)?
+        .permissions()
+        .mode()
+        & 0o777;
     if mode & 0o077 != 0 {
         return Err(ModeError::Loose(mode));
     }
@@ -229,7 +242,10 @@ mod tests {
         // hmac.new(bytes([7])*32, b"patient\x00P1", "sha256").hexdigest()
         let key = HmacKey::from_bytes([7; 32]);
         let id = HashedId::derive(&key, IdDomain::Patient, "P1");
-        assert_eq!(id.to_hex(), "5a10570ba53efd7a46d9a05ce6896460828a0330711c60b1b8e838f19f5d08b1");
+        assert_eq!(
+            id.to_hex(),
+            "5a10570ba53efd7a46d9a05ce6896460828a0330711c60b1b8e838f19f5d08b1"
+        );
     }
 
     #[test]

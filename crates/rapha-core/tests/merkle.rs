@@ -8,7 +8,9 @@ use rapha_core::merkle::{self, LeafHashes};
 use rapha_core::Digest;
 
 fn leaves(n: u64) -> Vec<Digest> {
-    (0..n).map(|i| merkle::leaf_hash(format!("leaf-{i}").as_bytes())).collect()
+    (0..n)
+        .map(|i| merkle::leaf_hash(format!("leaf-{i}").as_bytes()))
+        .collect()
 }
 
 fn hexes(v: &[Digest]) -> Vec<String> {
@@ -18,8 +20,16 @@ fn hexes(v: &[Digest]) -> Vec<String> {
 #[test]
 fn matches_independent_python_reference_for_every_size_up_to_64() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/merkle_ref.py");
-    let out = Command::new("python3").arg(script).arg("64").output().expect("python3 runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("python3")
+        .arg(script)
+        .arg("64")
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let reference: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let sizes = reference.as_array().unwrap();
     assert_eq!(sizes.len(), 64);
@@ -28,10 +38,15 @@ fn matches_independent_python_reference_for_every_size_up_to_64() {
         let n = entry["size"].as_u64().unwrap();
         let l = &all[..n as usize];
         let root = merkle::root_of_leaf_hashes(l);
-        assert_eq!(root.to_hex(), entry["root"].as_str().unwrap(), "root of {n}");
+        assert_eq!(
+            root.to_hex(),
+            entry["root"].as_str().unwrap(),
+            "root of {n}"
+        );
         for i in 0..n {
             let path = merkle::inclusion_proof(i, n, &mut LeafHashes(l)).unwrap();
-            let want: Vec<String> = serde_json::from_value(entry["paths"][i as usize].clone()).unwrap();
+            let want: Vec<String> =
+                serde_json::from_value(entry["paths"][i as usize].clone()).unwrap();
             assert_eq!(hexes(&path), want, "path of leaf {i} in {n}");
             merkle::verify_inclusion(&l[i as usize], i, n, &path, &root).unwrap();
         }
