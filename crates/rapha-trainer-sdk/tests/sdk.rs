@@ -330,3 +330,11 @@ proptest! {
         let _ = c.fetch(0);
     }
 }
+
+/// The SDK's metrics schema is the guard's: a trainer that writes through the SDK is never
+/// rejected for a key the SDK allowed, and the SDK refuses every key the guard would.
+/// (The SDK cannot depend on the node's crates, so the two constants are checked here.)
+#[test]
+fn sdk_metrics_schema_is_the_output_guards() {
+    assert_eq!(outputs::METRIC_KEYS, rapha_enclave::formats::METRICS_KEYS);
+}
