@@ -466,38 +466,8 @@ fn rle(obj: &DefaultDicomObject, h: &Header, output: Output) -> Result<Pixels, P
     let frame_bytes = ppf * spp * bps;
     let mut plane = vec![0u8; ppf];
     for (f, data) in per_frame.iter().enumerate() {
-        if data.len() < 64 {
-            return Err(PixelError::Malformed(
-                "RLE frame shorter than its header".into(),
-            ));
-        }
-        let word = |i: usize| {
-            u32::from_le_bytes([
-                data[4 * i],
-                data[4 * i + 1],
-                data[4 * i + 2],
-                data[4 * i + 3],
-            ]) as usize
-        };
-        if word(0) != segments {
-            return Err(PixelError::Malformed(format!(
-                "RLE frame has {} segments, the header needs {segments}",
-                word(0)
-            )));
-        }
         let dst = &mut out[f * frame_bytes..(f + 1) * frame_bytes];
-        for seg in 0..segments {
-            let start = word(seg + 1);
-            let end = if seg + 1 < segments {
-                word(seg + 2)
-            } else {
-                data.len()
-            };
-            if start < 64 || start > end || end > data.len() {
-                return Err(PixelError::Malformed(
-                    "RLE segment offsets out of range".into(),
-                ));
-            }
+        for (seg, (start, end)) in rle_segments(data, segments)?.into_iter().enumerate() {
             packbits(&data[start..end], &mut plane)?;
             let (s, byte_msb) = (seg / bps, seg % bps);
             let byte_le = bps - 1 - byte_msb;
