@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use rapha_core::{JobId, Usdc};
-use rapha_settle::{wallet_provider, Escrow, WalletKey};
+use rapha_settle::{wallet_provider, Escrow, TestMarketPlan, WalletKey};
 use rapha_testkit::services::{Anvil, AnvilOptions};
 
 #[test]
@@ -24,26 +24,20 @@ fn job_deposit_pays_the_exact_fee_into_escrow_and_refuses_what_it_must() {
         .enable_all()
         .build()
         .unwrap();
-    let (escrow, hospital) = rt.block_on(async {
-        let deployer = wallet_provider(&url, &key(0)).unwrap();
-        let usdc = Escrow::deploy_mock_usdc(deployer.clone()).await.unwrap();
-        let escrow = Escrow::deploy(deployer.clone(), usdc, key(1).address())
-            .await
-            .unwrap();
-        Escrow::mint_mock_usdc(
-            deployer,
-            usdc,
-            key(2).address(),
-            Usdc::from_base_units(10u64.pow(12)),
-        )
-        .await
+    let market = rt
+        .block_on(Escrow::deploy_test_market(&TestMarketPlan {
+            rpc_url: &url,
+            deployer: &key(0),
+            treasury: key(1).address(),
+            funded: key(2).address(),
+            funds: Usdc::from_base_units(10u64.pow(12)),
+            hospital: &key(3),
+            node_signer: key(4).address(),
+            payout: key(6).address(),
+        }))
         .unwrap();
-        Escrow::at(wallet_provider(&url, &key(3)).unwrap(), escrow.address())
-            .register_hospital(key(4).address(), key(6).address())
-            .await
-            .unwrap();
-        (escrow, key(3).address())
-    });
+    let escrow = Escrow::at(wallet_provider(&url, &key(3)).unwrap(), market.escrow);
+    let hospital = key(3).address();
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("wallet.key");
     std::fs::write(&key_file, &keys[2]).unwrap();

@@ -5,7 +5,9 @@
 use alloy::primitives::Address;
 use anyhow::{anyhow, Context, Result};
 use rapha_core::{JobId, Usdc};
-use rapha_settle::{deposit_for_job, wallet_provider, DepositOrder, Escrow, WalletKey};
+use rapha_settle::{
+    deposit_for_job, wallet_provider, DepositOrder, Escrow, TestMarketPlan, WalletKey,
+};
 use rapha_testkit::services::{Anvil, AnvilOptions};
 
 /// The running chain and the demo's accounts on it.
@@ -49,19 +51,19 @@ impl Chain {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let (escrow, token) = rt
-            .block_on(async {
-                let p = wallet_provider(&rpc, &deployer)?;
-                let token = Escrow::deploy_mock_usdc(p.clone()).await?;
-                let escrow = Escrow::deploy(p.clone(), token, treasury).await?;
-                Escrow::mint_mock_usdc(p, token, company.address(), fee).await?;
-                let hp = wallet_provider(&rpc, &hospital)?;
-                Escrow::at(hp, escrow.address())
-                    .register_hospital(node_signer, payout)
-                    .await?;
-                Ok::<_, rapha_settle::SettleError>((escrow.address(), token))
-            })
+        let market = rt
+            .block_on(Escrow::deploy_test_market(&TestMarketPlan {
+                rpc_url: &rpc,
+                deployer: &deployer,
+                treasury,
+                funded: company.address(),
+                funds: fee,
+                hospital: &hospital,
+                node_signer,
+                payout,
+            }))
             .map_err(|e| anyhow!("deploying the escrow on anvil: {e}"))?;
+        let (escrow, token) = (market.escrow, market.token);
         Ok(Some(Self {
             _anvil: anvil,
             rt,

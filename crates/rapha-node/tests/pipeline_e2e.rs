@@ -29,7 +29,7 @@ use rapha_policy::{
     PublisherTrust, ScopeLimits,
 };
 use rapha_receipt::{NodeKey, ReceiptLog};
-use rapha_settle::{wallet_provider, Escrow, WalletKey};
+use rapha_settle::{wallet_provider, Escrow, TestMarketPlan, WalletKey};
 use rapha_testkit::cohort::{generate, CohortManifest, CohortSpec};
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc, Swtpm};
 
@@ -180,26 +180,19 @@ impl Chain {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let mut node_secret = [0u8; 32];
         hex::decode_to_slice(keys[4].trim_start_matches("0x"), &mut node_secret).unwrap();
-        let (usdc, escrow) = rt.block_on(async {
-            let deployer = wallet_provider(&url, &key(0)).unwrap();
-            let usdc = Escrow::deploy_mock_usdc(deployer.clone()).await.unwrap();
-            let escrow = Escrow::deploy(deployer.clone(), usdc, key(1).address())
-                .await
-                .unwrap();
-            Escrow::mint_mock_usdc(
-                deployer,
-                usdc,
-                key(2).address(),
-                Usdc::from_base_units(10u64.pow(12)),
-            )
-            .await
+        let market = rt
+            .block_on(Escrow::deploy_test_market(&TestMarketPlan {
+                rpc_url: &url,
+                deployer: &key(0),
+                treasury: key(1).address(),
+                funded: key(2).address(),
+                funds: Usdc::from_base_units(10u64.pow(12)),
+                hospital: &key(3),
+                node_signer: key(4).address(),
+                payout: key(6).address(),
+            }))
             .unwrap();
-            Escrow::at(wallet_provider(&url, &key(3)).unwrap(), escrow.address())
-                .register_hospital(key(4).address(), key(6).address())
-                .await
-                .unwrap();
-            (usdc, escrow.address())
-        });
+        let (usdc, escrow) = (market.token, market.escrow);
         Some(Chain {
             _anvil: anvil,
             rt,

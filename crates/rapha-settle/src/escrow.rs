@@ -164,6 +164,30 @@ impl Escrow {
         Ok(*c.address())
     }
 
+    /// Sets up a whole local test market on a development chain (anvil): deploys the mock
+    /// 6-decimal USDC and the escrow, mints `plan.funds` to `plan.funded`, and registers the
+    /// hospital (`plan.hospital` signs) with its node signer and payout. Never on a production
+    /// chain: the mock token lets anyone mint.
+    ///
+    /// # Errors
+    /// RPC failures, a failed deployment or a refused registration.
+    pub async fn deploy_test_market(plan: &TestMarketPlan<'_>) -> Result<TestMarket> {
+        let deployer = wallet_provider(plan.rpc_url, plan.deployer)?;
+        let token = Self::deploy_mock_usdc(deployer.clone()).await?;
+        let escrow = Self::deploy(deployer.clone(), token, plan.treasury).await?;
+        Self::mint_mock_usdc(deployer, token, plan.funded, plan.funds).await?;
+        Self::at(
+            wallet_provider(plan.rpc_url, plan.hospital)?,
+            escrow.address(),
+        )
+        .register_hospital(plan.node_signer, plan.payout)
+        .await?;
+        Ok(TestMarket {
+            token,
+            escrow: escrow.address(),
+        })
+    }
+
     /// Mints test USDC (mock token only).
     ///
     /// # Errors
@@ -332,6 +356,34 @@ impl Escrow {
             })?;
         Ok(block.header.timestamp)
     }
+}
+
+/// What [`Escrow::deploy_test_market`] sets up, and with which dev-chain accounts. No `Debug`:
+/// it holds wallet keys.
+#[derive(Clone, Copy)]
+pub struct TestMarketPlan<'a> {
+    pub rpc_url: &'a str,
+    /// Deploys the token and the escrow, and mints.
+    pub deployer: &'a WalletKey,
+    /// Receives the protocol's 30%.
+    pub treasury: Address,
+    /// The account that gets `funds` of mock USDC (the AI company).
+    pub funded: Address,
+    pub funds: Usdc,
+    /// The hospital's account; it registers itself.
+    pub hospital: &'a WalletKey,
+    /// The node key whose signature the escrow accepts for this hospital.
+    pub node_signer: Address,
+    /// Where the hospital's 70% goes.
+    pub payout: Address,
+}
+
+/// The addresses of a test market.
+#[derive(Debug, Clone, Copy)]
+pub struct TestMarket {
+    /// The mock 6-decimal USDC.
+    pub token: Address,
+    pub escrow: Address,
 }
 
 /// What the AI company asks for with `rapha job deposit`.

@@ -37,7 +37,7 @@ pub use confirm::{check_deposit, Awaiting, ConfirmedDeposit, DepositCheck, Depos
 pub use error::{EscrowRefusal, JobStatus, Result, SettleError};
 pub use escrow::{
     deposit_for_job, wallet_provider, DepositDone, DepositOrder, Escrow, EscrowJob, Mined,
-    WalletKey,
+    TestMarket, TestMarketPlan, WalletKey,
 };
 pub use ledger::{Attempt, Ledger, LedgerRow, LedgerState};
 pub use network::{NetworkConfig, TokenKind};
