@@ -163,6 +163,41 @@ pub enum BundleError {
     LayerFormat { index: usize, reason: String },
     #[error("rootfs source {path} holds a {kind}; only regular files, directories and symlinks can be packaged")]
     UnsupportedSource { path: PathBuf, kind: &'static str },
+
+    // ---- bundle archive (upload to a node) -----------------------------------------------
+    #[error("bundle archive entry {0:?} is an absolute path; refused")]
+    ArchiveAbsolutePath(String),
+    #[error("bundle archive entry {0:?} contains '..'; path traversal refused")]
+    ArchivePathTraversal(String),
+    #[error("bundle archive entry {path:?} is refused: {reason}")]
+    ArchiveUnexpectedEntry { path: String, reason: &'static str },
+    #[error("bundle archive entry {0:?} is a symbolic link; a bundle archive holds only files and directories")]
+    ArchiveSymlink(String),
+    #[error("bundle archive entry {0:?} is a hard link; a bundle archive holds only files and directories")]
+    ArchiveHardLink(String),
+    #[error("bundle archive entry {path:?} is a {kind}; refused")]
+    ArchiveSpecialFile { path: String, kind: &'static str },
+    #[error(
+        "bundle archive entry {path:?} has tar type {kind:?} (an extension header or another \
+         type); write the archive with `rapha bundle` tools (plain ustar files and directories)"
+    )]
+    ArchiveUnsupportedType { path: String, kind: char },
+    #[error("bundle archive entry {0:?} appears twice; refused")]
+    ArchiveDuplicateEntry(String),
+    #[error("the bundle archive is malformed: {0}")]
+    ArchiveBadHeader(String),
+    #[error("the bundle archive ends early (truncated upload?); send the whole archive again")]
+    ArchiveTruncated,
+    #[error("the bundle archive has data after its end marker; refused")]
+    ArchiveTrailingData,
+    #[error("the bundle archive has more than {limit} entries; refused")]
+    ArchiveTooManyEntries { limit: u64 },
+    #[error("bundle archive entry {path:?} is larger than the {limit}-byte file limit; refused")]
+    ArchiveFileTooLarge { path: String, limit: u64 },
+    #[error("the bundle archive's files add up to more than the {limit}-byte limit; refused")]
+    ArchiveTooLarge { limit: u64 },
+    #[error("cannot read the bundle archive: {0}")]
+    ArchiveRead(String),
 }
 
 /// Result with [`BundleError`].

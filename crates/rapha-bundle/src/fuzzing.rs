@@ -34,3 +34,18 @@ pub fn parse_all(bytes: &[u8]) -> usize {
     }
     ok
 }
+
+/// Unpacks `bytes` as a bundle archive (what a node receives on `POST /v1/bundles`) into
+/// `dest`, which must not exist or be empty, with small limits.
+pub fn unpack_bundle_archive_bytes(
+    bytes: &[u8],
+    dest: &Path,
+) -> crate::Result<crate::ArchiveSummary> {
+    let limits = crate::ArchiveLimits {
+        max_entries: 64,
+        max_file_bytes: 1 << 20,
+        max_total_bytes: 4 << 20,
+    };
+    let mut r = bytes;
+    crate::archive::unpack_bundle_archive(&mut r, dest, &limits)
+}

@@ -17,11 +17,16 @@
 //!                                                        safe tar, diff_ids) -> runc
 //! ```
 //!
+//! A bundle reaches a node as a bundle archive ([`archive`]): a plain ustar tar of the bundle
+//! directory ([`pack_bundle`]), unpacked by the node with [`unpack_bundle_archive`], which
+//! admits only the bundle layout, before [`verify_bundle`] decides whether it is trusted.
+//!
 //! [`VerifiedBundle`] has private fields and no constructor besides [`verify_bundle`], so an
 //! unverified bundle cannot reach the enclave runtime. Keys are an enum ([`keys::PublicKey`])
 //! stored as PEM SPKI / PKCS#8 with an algorithm-independent key id, so ECDSA P-256 can be
 //! added without changing the envelope or the trust store.
 
+pub mod archive;
 mod build;
 mod bundle;
 pub mod dsse;
@@ -33,6 +38,9 @@ pub mod statement;
 pub mod trust;
 pub mod unpack;
 
+pub use archive::{
+    pack_bundle, pack_bundle_to_vec, unpack_bundle_archive, ArchiveLimits, ArchiveSummary,
+};
 pub use build::{build_image, BuildSpec};
 pub use bundle::{
     inspect_bundle, sign_bundle, verify_bundle, verify_bundle_at, Inspection, UnpackedRootfs,
