@@ -13,12 +13,16 @@ pub struct KeygenArgs {
     /// Private key file to create (mode 0600); the public key goes to KEY.pub.
     #[arg(long, value_name = "KEY")]
     out: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// `rapha bundle ...`.
 #[derive(Debug, Subcommand)]
 pub enum BundleCommand {
     /// Build a single-layer OCI image layout from a directory (deterministic).
+    #[command(after_help = crate::exit::help())]
     Build {
         /// Directory that becomes the image's root filesystem.
         #[arg(long)]
@@ -32,8 +36,12 @@ pub enum BundleCommand {
         /// Output OCI layout directory (must not exist or be empty).
         #[arg(long, value_name = "LAYOUT")]
         out: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Sign an OCI layout or oci-archive tar with a trainer predicate into a bundle.
+    #[command(after_help = crate::exit::help())]
     Sign {
         /// Private signing key (from `rapha keygen`).
         #[arg(long)]
@@ -47,8 +55,12 @@ pub enum BundleCommand {
         /// Output bundle directory (must not exist or be empty).
         #[arg(long, value_name = "BUNDLE")]
         out: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Verify a bundle against a trust store, as the hospital node does.
+    #[command(after_help = crate::exit::help())]
     Verify {
         /// Trust store directory (managed with `rapha-node trust`).
         #[arg(long, value_name = "DIR")]
@@ -60,6 +72,7 @@ pub enum BundleCommand {
         bundle: PathBuf,
     },
     /// Show what a bundle claims (NOT verified).
+    #[command(after_help = crate::exit::help())]
     Inspect {
         /// Print JSON instead of text.
         #[arg(long)]
@@ -72,6 +85,16 @@ pub enum BundleCommand {
 /// Runs `rapha keygen`.
 pub fn keygen(args: KeygenArgs) -> anyhow::Result<()> {
     let public = write_keypair(&SigningKey::generate_ed25519(), &args.out)?;
+    if args.json {
+        let out = serde_json::json!({
+            "private_key": args.out.display().to_string(),
+            "public_key": public_path(&args.out).display().to_string(),
+            "algorithm": public.algorithm().name(),
+            "keyid": public.keyid(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
     println!(
         "private key: {} (mode 0600, keep it secret)",
         args.out.display()
@@ -90,6 +113,7 @@ pub fn run(cmd: BundleCommand) -> anyhow::Result<()> {
             entrypoint,
             env,
             out,
+            json,
         } => {
             let digest = rapha_bundle::build_image(
                 &BuildSpec {
@@ -99,14 +123,23 @@ pub fn run(cmd: BundleCommand) -> anyhow::Result<()> {
                 },
                 &out,
             )?;
-            println!("built {}", out.display());
-            println!("manifest: {}", digest.to_oci());
+            if json {
+                let v = serde_json::json!({
+                    "layout": out.display().to_string(),
+                    "manifest": digest.to_oci(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("built {}", out.display());
+                println!("manifest: {}", digest.to_oci());
+            }
         }
         BundleCommand::Sign {
             key,
             image,
             predicate,
             out,
+            json,
         } => {
             let key = SigningKey::load(&key)?;
             let text = std::fs::read_to_string(&predicate)
@@ -114,10 +147,22 @@ pub fn run(cmd: BundleCommand) -> anyhow::Result<()> {
             let spec = TrainerSpec::from_toml(&text)
                 .with_context(|| format!("in {}", predicate.display()))?;
             let digest = rapha_bundle::sign_bundle(&key, &image, &spec, &out)?;
-            println!("signed {}", out.display());
-            println!("trainer:  {} {}", spec.name, spec.version);
-            println!("manifest: {}", digest.to_oci());
-            println!("keyid:    {}", key.public_key().keyid());
+            if json {
+                let v = serde_json::json!({
+                    "bundle": out.display().to_string(),
+                    "publisher": spec.publisher,
+                    "trainer": spec.name,
+                    "version": spec.version,
+                    "manifest": digest.to_oci(),
+                    "keyid": key.public_key().keyid(),
+                });
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("signed {}", out.display());
+                println!("trainer:  {} {}", spec.name, spec.version);
+                println!("manifest: {}", digest.to_oci());
+                println!("keyid:    {}", key.public_key().keyid());
+            }
         }
         BundleCommand::Verify {
             trust_store,

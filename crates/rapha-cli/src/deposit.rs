@@ -1,19 +1,14 @@
 //! `rapha job deposit`: the AI company pays a job's fee into escrow.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand};
+use clap::Args;
 use rapha_core::{JobId, Usdc};
 use rapha_settle::{deposit_for_job, DepositOrder, TokenKind, WalletKey};
 use zeroize::Zeroizing;
 
-/// Job commands.
-#[derive(Debug, Subcommand)]
-pub enum JobCommand {
-    /// Approve and deposit a job's fee in USDC into the escrow, naming the hospital.
-    Deposit(DepositArgs),
-}
+use crate::job::Printed;
 
 #[derive(Debug, Args)]
 pub struct DepositArgs {
@@ -43,29 +38,34 @@ pub struct DepositArgs {
     /// Accept an escrow whose token is not the official USDC (test chains only).
     #[arg(long)]
     pub test_token: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
-pub fn run(cmd: JobCommand) -> anyhow::Result<()> {
-    match cmd {
-        JobCommand::Deposit(args) => deposit(args),
-    }
-}
-
-fn deposit(args: DepositArgs) -> anyhow::Result<()> {
-    rapha_core::check_private_mode(&args.key).map_err(|e| match e {
+/// Reads a wallet key file (mode 0600 or stricter).
+///
+/// # Errors
+/// A loose mode, an unreadable file, not a key.
+pub fn load_wallet_key(path: &Path) -> anyhow::Result<WalletKey> {
+    rapha_core::check_private_mode(path).map_err(|e| match e {
         rapha_core::ModeError::Loose(mode) => anyhow::anyhow!(
             "wallet key {} has mode {mode:o}; make it readable by its owner only (chmod 600)",
-            args.key.display()
+            path.display()
         ),
         rapha_core::ModeError::Io(err) => {
-            anyhow::anyhow!("wallet key {}: {err}", args.key.display())
+            anyhow::anyhow!("wallet key {}: {err}", path.display())
         }
     })?;
     let text = Zeroizing::new(
-        std::fs::read_to_string(&args.key)
-            .with_context(|| format!("reading {}", args.key.display()))?,
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
     );
-    let key = WalletKey::from_hex(&text)?;
+    Ok(WalletKey::from_hex(&text)?)
+}
+
+/// Runs `rapha job deposit`.
+pub fn deposit(args: &DepositArgs) -> anyhow::Result<Printed> {
+    let key = load_wallet_key(&args.key)?;
     let escrow = args
         .escrow
         .parse()
@@ -92,9 +92,22 @@ fn deposit(args: DepositArgs) -> anyhow::Result<()> {
             done.token, done.chain_id
         );
     }
-    println!(
-        "deposited {} USDC for job {} (hospital {hospital}, refundable after unix time {}): tx {} in block {}",
+    let text = format!(
+        "deposited {} USDC for job {} (hospital {hospital}, refundable after unix time {}): tx {} in block {}\n",
         args.fee, args.job, done.deadline, done.deposit.tx, done.deposit.block
     );
-    Ok(())
+    let json = serde_json::json!({
+        "job_id": args.job.to_string(),
+        "fee": args.fee.to_string(),
+        "fee_base_units": args.fee.base_units().to_string(),
+        "hospital": hospital.to_string(),
+        "escrow": args.escrow,
+        "chain_id": done.chain_id,
+        "token": done.token.to_string(),
+        "test_token": done.token_kind == TokenKind::Test,
+        "refundable_after": done.deadline.to_string(),
+        "tx": done.deposit.tx.to_string(),
+        "block": done.deposit.block,
+    });
+    Ok(Printed::ok(json, text))
 }

@@ -1,17 +1,10 @@
 //! `rapha verify RECEIPT`: offline verification of a receipt and its place in the node's
 //! transparency log (**I6**), as an auditor, the AI company or the hospital runs it.
+//! `rapha job fetch` calls [`check`] on the receipt it downloads.
 //!
-//! Exit codes (also in `docs/receipts.md`):
-//!
-//! | code | meaning |
-//! |---|---|
-//! | 0 | verified |
-//! | 1 | a file could not be read |
-//! | 2 | usage error (bad arguments) |
-//! | 3 | malformed input: not a receipt / head, non-canonical body, edited human copy, bad schema |
-//! | 4 | invalid signature: receipt or head not signed by the node (or by the pinned node) |
-//! | 5 | not in log: the inclusion proof does not lead to the signed head |
-//! | 6 | log inconsistent: two signed heads of the node contradict each other (fork) |
+//! Exit codes are the CLI's shared table (`crate::exit`, also in `docs/receipts.md`): 0
+//! verified, 1 a file could not be read or bad arguments, 4 invalid signature, 6 malformed
+//! input, 7 not in the log, 8 two signed heads of the node contradict each other.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -23,14 +16,7 @@ use rapha_receipt::{
     Address, ErrorClass, ReceiptError, SignedTreeHead, VerifiedReceipt, VerifyOptions,
 };
 
-/// Exit code: malformed input.
-pub const EXIT_MALFORMED: u8 = 3;
-/// Exit code: invalid signature.
-pub const EXIT_BAD_SIGNATURE: u8 = 4;
-/// Exit code: not in the log.
-pub const EXIT_NOT_IN_LOG: u8 = 5;
-/// Exit code: inconsistent log heads.
-pub const EXIT_INCONSISTENT: u8 = 6;
+use crate::exit::{self, Failure};
 
 /// Arguments of `rapha verify`.
 #[derive(Debug, Args)]
@@ -63,8 +49,30 @@ fn head(path: &Option<PathBuf>) -> anyhow::Result<Result<Option<SignedTreeHead>,
     })
 }
 
-/// Runs `rapha verify`. Unreadable files are errors (exit 1); verification failures print
-/// what failed and exit the process with the code of their class.
+/// Verifies receipt bytes offline; a failure carries the exit code of its class.
+///
+/// # Errors
+/// [`Failure::Receipt`].
+pub fn check(receipt: &[u8], opts: &VerifyOptions) -> Result<VerifiedReceipt, Failure> {
+    rapha_receipt::verify(receipt, opts).map_err(|e| failure(&e))
+}
+
+fn failure(e: &ReceiptError) -> Failure {
+    let (code, class) = match e.class() {
+        ErrorClass::InvalidSignature => (exit::VERIFICATION, "invalid-signature"),
+        ErrorClass::NotInLog => (exit::NOT_IN_LOG, "not-in-log"),
+        ErrorClass::Inconsistent => (exit::INCONSISTENT, "log-inconsistent"),
+        _ => (exit::MALFORMED, "malformed"),
+    };
+    Failure::Receipt {
+        code,
+        class,
+        message: e.to_string(),
+    }
+}
+
+/// Runs `rapha verify`. Unreadable files are local errors (exit 1); a verification failure is
+/// a [`Failure::Receipt`] with the exit code of its class.
 pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let receipt = read(&args.receipt)?;
     let sth = head(&args.sth)?;
@@ -74,13 +82,14 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
             .node_address
             .as_deref()
             .map(str::parse::<Address>)
-            .transpose()?;
+            .transpose()
+            .map_err(|e| failure(&e))?;
         let opts = VerifyOptions {
             node_address,
-            sth: sth?,
-            consistency_from: old?,
+            sth: sth.map_err(|e| failure(&e))?,
+            consistency_from: old.map_err(|e| failure(&e))?,
         };
-        rapha_receipt::verify(&receipt, &opts)
+        check(&receipt, &opts)
     })();
     match result {
         Ok(v) => {
@@ -91,27 +100,26 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Err(e) => {
-            let (code, class) = match e.class() {
-                ErrorClass::InvalidSignature => (EXIT_BAD_SIGNATURE, "invalid-signature"),
-                ErrorClass::NotInLog => (EXIT_NOT_IN_LOG, "not-in-log"),
-                ErrorClass::Inconsistent => (EXIT_INCONSISTENT, "log-inconsistent"),
-                _ => (EXIT_MALFORMED, "malformed"),
-            };
+        Err(f) => {
             if args.json {
-                let out = serde_json::json!({ "verified": false, "class": class, "error": e.to_string() });
+                let (class, error) = match &f {
+                    Failure::Receipt { class, message, .. } => (*class, message.clone()),
+                    other => (other.kind(), other.to_string()),
+                };
+                let out = serde_json::json!({
+                    "verified": false,
+                    "class": class,
+                    "error": error,
+                    "exit_code": f.code(),
+                });
                 println!("{}", serde_json::to_string_pretty(&out)?);
-            } else {
-                eprintln!("NOT VERIFIED ({class}): {e}");
             }
-            use std::io::Write as _;
-            std::io::stdout().flush()?;
-            std::process::exit(i32::from(code));
+            Err(f.into())
         }
     }
 }
 
-fn json_summary(v: &VerifiedReceipt) -> serde_json::Value {
+pub fn json_summary(v: &VerifiedReceipt) -> serde_json::Value {
     serde_json::json!({
         "verified": true,
         "job_id": v.body.job_id,
@@ -128,7 +136,7 @@ fn json_summary(v: &VerifiedReceipt) -> serde_json::Value {
     })
 }
 
-fn human_summary(v: &VerifiedReceipt) -> String {
+pub fn human_summary(v: &VerifiedReceipt) -> String {
     let b = &v.body;
     let mut s = String::new();
     let outcome = match b.outcome {

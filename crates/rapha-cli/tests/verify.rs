@@ -189,7 +189,7 @@ fn receipt_from_another_node_exits_4() {
 }
 
 #[test]
-fn edited_audit_path_or_foreign_head_exits_5() {
+fn edited_audit_path_or_foreign_head_exits_7() {
     let mut node = Node::new();
     for j in 10..14 {
         node.issue(j, |_| {});
@@ -201,7 +201,7 @@ fn edited_audit_path_or_foreign_head_exits_5() {
     t.inclusion.audit_path[0] = rapha_core::Digest::from_bytes(b);
     let p = node.write_receipt("path.json", &t);
     let out = rapha(&["verify", s(&p)]);
-    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert_eq!(code(&out), 7, "{}", stderr(&out));
     assert!(stderr(&out).contains("not in the log"));
     // A later head the receipt's proof is not for.
     node.issue(7, |_| {});
@@ -209,7 +209,7 @@ fn edited_audit_path_or_foreign_head_exits_5() {
     let h = node.write_head("later.json", &later);
     let p = node.write_receipt("r.json", &f);
     let out = rapha(&["verify", s(&p), "--sth", s(&h)]);
-    assert_eq!(code(&out), 5);
+    assert_eq!(code(&out), 7);
     // Re-proved at that head by the node, it verifies.
     let mut fresh = f.clone();
     fresh.prove_at(&node.log, later, &[]).unwrap();
@@ -226,7 +226,7 @@ fn edited_audit_path_or_foreign_head_exits_5() {
 }
 
 #[test]
-fn forked_log_exits_6_and_honest_history_passes() {
+fn forked_log_exits_8_and_honest_history_passes() {
     let mut node = Node::new();
     let f = node.issue(8, |_| {});
     node.issue(9, |_| {});
@@ -253,33 +253,33 @@ fn forked_log_exits_6_and_honest_history_passes() {
         "--consistency-from",
         s(&fo),
     ]);
-    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert_eq!(code(&out), 8, "{}", stderr(&out));
     assert!(stderr(&out).contains("inconsistent"));
 }
 
 #[test]
-fn malformed_input_exits_3_and_unreadable_file_exits_1() {
+fn malformed_input_exits_6_and_unreadable_file_exits_1() {
     let mut node = Node::new();
     let f = node.issue(11, |_| {});
     let garbage = node.write("garbage.json", b"{\"format\": 42");
-    assert_eq!(code(&rapha(&["verify", s(&garbage)])), 3);
+    assert_eq!(code(&rapha(&["verify", s(&garbage)])), 6);
     // The human copy edited to show another payout address.
     let mut t = f.clone();
     t.body["payment"]["payout"] =
         serde_json::Value::from("0x000000000000000000000000000000000000dEaD");
     let p = node.write_receipt("copy.json", &t);
     let out = rapha(&["verify", s(&p)]);
-    assert_eq!(code(&out), 3);
+    assert_eq!(code(&out), 6);
     assert!(
         stderr(&out).contains("human-readable copy"),
         "{}",
         stderr(&out)
     );
     let p = node.write_receipt("r.json", &f);
-    assert_eq!(code(&rapha(&["verify", s(&p), "--sth", s(&garbage)])), 3);
+    assert_eq!(code(&rapha(&["verify", s(&p), "--sth", s(&garbage)])), 6);
     assert_eq!(
         code(&rapha(&["verify", s(&p), "--node-address", "0xnope"])),
-        3
+        6
     );
     let missing = node.dir.path().join("missing.json");
     assert_eq!(code(&rapha(&["verify", s(&missing)])), 1);
