@@ -1,5 +1,9 @@
 //! The node's HTTP API (`rapha-node serve`): a thin axum layer over [`crate::pipeline::Node`].
 //!
+//! The AI company uploads its signed bundle (`POST /v1/bundles`, a bundle archive, see
+//! [`bundles`]) and then submits job requests that name it by manifest digest: it never names
+//! a path on the node.
+//!
 //! Every route but `/healthz` checks a bearer token that names a role (publisher, DPO,
 //! admin). A missing or unknown token is 401, a known token of the wrong role is 403; both are
 //! logged and written to the audit trail. Errors are JSON `{"error": code, "message": ...}`.
@@ -7,10 +11,11 @@
 //! while a job runs: status and metrics read their own connection to the job store.
 
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes, HttpBody as _};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -22,12 +27,14 @@ use rapha_core::{JobId, JobRequest};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
+use tokio::io::AsyncWriteExt as _;
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditEvent, AuditKind, AuditOutcome};
 use crate::pipeline::Node;
 use crate::store::{JobState, JobStore};
 
+pub mod bundles;
 pub mod serve;
 
 /// The OpenAPI 3.1 document of every route.
@@ -38,6 +45,16 @@ pub const DEFAULT_BODY_LIMIT: usize = 256 * 1024;
 
 /// Default per-request timeout.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest bundle upload (`POST /v1/bundles`): also the largest file and the largest sum of
+/// files in the archive. Separate from (and far above) the JSON limit.
+pub const BUNDLE_BODY_LIMIT: u64 = 2 << 30;
+
+/// Time allowed for one bundle upload: receiving, unpacking, verifying and storing it.
+pub const BUNDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Most entries in an uploaded bundle archive.
+pub const BUNDLE_MAX_ENTRIES: u64 = 1024;
 
 /// Who a caller is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -203,6 +220,8 @@ pub struct ApiState {
     store_path: Arc<PathBuf>,
     release_dir: Arc<PathBuf>,
     tokens: Arc<Tokens>,
+    bundles: Arc<bundles::BundleStore>,
+    bundle_limit: u64,
     /// Refused calls on their way to the audit trail (one writer thread, bounded queue, so
     /// a flood of bad tokens cannot pile up blocking tasks).
     denials: std::sync::mpsc::SyncSender<AuditEvent>,
@@ -213,9 +232,17 @@ const DENIAL_QUEUE: usize = 1024;
 
 impl ApiState {
     /// `store_path` is the job store the node uses (read by status and metrics through their
-    /// own connection so they answer while a job runs).
+    /// own connection so they answer while a job runs). Uploaded bundles are stored in
+    /// `bundles/` beside it (the node's state directory).
     pub fn new(node: Node, store_path: PathBuf, tokens: Tokens) -> Self {
         let release_dir = Arc::new(node.release_dir().to_owned());
+        let state_dir = store_path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let bundles = Arc::new(bundles::BundleStore::new(
+            state_dir.join("bundles"),
+            node.trust().dir().to_owned(),
+        ));
         let node = Arc::new(Mutex::new(node));
         let (denials, queue) = std::sync::mpsc::sync_channel::<AuditEvent>(DENIAL_QUEUE);
         let writer = Arc::clone(&node);
@@ -233,8 +260,22 @@ impl ApiState {
             store_path: Arc::new(store_path),
             release_dir,
             tokens: Arc::new(tokens),
+            bundles,
+            bundle_limit: BUNDLE_BODY_LIMIT,
             denials,
         }
+    }
+
+    /// Sets the largest bundle upload accepted (default [`BUNDLE_BODY_LIMIT`]).
+    #[must_use]
+    pub fn with_bundle_limit(mut self, bytes: u64) -> Self {
+        self.bundle_limit = bytes;
+        self
+    }
+
+    /// Where uploaded bundles are stored.
+    pub fn bundle_dir(&self) -> &Path {
+        self.bundles.root()
     }
 }
 
@@ -340,6 +381,13 @@ fn audit_denial(state: &ApiState, route: &str, who: &str, why: &str) {
             route,
             "audit queue full or closed: an API refusal was not audited"
         );
+    }
+}
+
+/// Queues an event for the audit trail from a blocking task (waits if the queue is full).
+fn audit_later(state: &ApiState, event: AuditEvent) {
+    if state.denials.send(event).is_err() {
+        tracing::error!("audit writer gone: an API event was not audited");
     }
 }
 
@@ -460,14 +508,21 @@ async fn job_status(
     let job = parse_job(&id)?;
     check_owner(&state, &caller, job).await?;
     let path = Arc::clone(&state.store_path);
-    let row = blocking(move || match open_store(&path)?.get(job) {
-        Ok(row) => Ok(row),
-        Err(crate::store::StoreError::NotFound(_)) => Err(HttpError::new(
-            StatusCode::NOT_FOUND,
-            "unknown-job",
-            "no job with this id",
-        )),
-        Err(e) => Err(HttpError::internal(e)),
+    let (row, records) = blocking(move || {
+        let store = open_store(&path)?;
+        let row = match store.get(job) {
+            Ok(row) => row,
+            Err(crate::store::StoreError::NotFound(_)) => {
+                return Err(HttpError::new(
+                    StatusCode::NOT_FOUND,
+                    "unknown-job",
+                    "no job with this id",
+                ))
+            }
+            Err(e) => return Err(HttpError::internal(e)),
+        };
+        let records = records_progress(&store, job)?;
+        Ok((row, records))
     })
     .await?;
     let progress = JobState::ALL
@@ -478,6 +533,7 @@ async fn job_status(
         "job_id": row.id.to_string(),
         "state": row.state,
         "progress": { "step": progress, "of": JobState::ALL.len() },
+        "records": records,
         "outcome": row.outcome,
         "reason": row.reason,
         "created_at": row.created_at,
@@ -485,11 +541,31 @@ async fn job_status(
     })))
 }
 
-/// `POST /v1/jobs`: a signed bundle already on the appliance and the job request.
+/// Instances in the built cohort and instances fed to the trainer (null until known), from the
+/// pipeline's stored artifacts: counts only.
+fn records_progress(store: &JobStore, job: JobId) -> ApiResult<serde_json::Value> {
+    #[derive(Deserialize)]
+    struct Cohort {
+        instances: u64,
+    }
+    #[derive(Deserialize)]
+    struct Run {
+        records_fed: u64,
+    }
+    let read = |kind: &str| store.artifact(job, kind).map_err(HttpError::internal);
+    let cohort = read(crate::pipeline::artifact::COHORT_SUMMARY)?
+        .and_then(|b| serde_json::from_slice::<Cohort>(&b).ok())
+        .map(|c| c.instances);
+    let fed = read(crate::pipeline::artifact::MANIFEST)?
+        .and_then(|b| serde_json::from_slice::<Run>(&b).ok())
+        .map(|r| r.records_fed);
+    Ok(json!({ "cohort": cohort, "fed": fed }))
+}
+
+/// `POST /v1/jobs`: the job request; its bundle was uploaded with `POST /v1/bundles`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SubmitBody {
-    bundle_path: PathBuf,
     request: JobRequest,
 }
 
@@ -524,7 +600,23 @@ async fn submit(
     }
     let role = caller.role;
     let node = Arc::clone(&state.node);
+    let store = Arc::clone(&state.bundles);
     let job = blocking(move || {
+        let request = &body.request;
+        let bundle_dir = store
+            .find(&request.publisher, &request.bundle_manifest)
+            .ok_or_else(|| {
+                HttpError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown-bundle",
+                    format!(
+                        "no bundle with manifest {} from publisher {:?} is stored on this node; \
+                         upload it first with POST /v1/bundles",
+                        request.bundle_manifest.to_oci(),
+                        request.publisher
+                    ),
+                )
+            })?;
         let mut n = node
             .lock()
             .map_err(|_| HttpError::internal("node lock poisoned"))?;
@@ -536,7 +628,7 @@ async fn submit(
             vec![crate::audit::job_object(body.request.job_id, None)],
         ))
         .map_err(HttpError::internal)?;
-        n.submit(&body.bundle_path, body.request).map_err(|e| {
+        n.submit(&bundle_dir, body.request).map_err(|e| {
             HttpError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "submit-refused",
@@ -549,6 +641,161 @@ async fn submit(
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({ "job_id": job.to_string() })),
+    )
+        .into_response())
+}
+
+/// `POST /v1/bundles`: a bundle archive (`application/x-tar`), streamed to a staging
+/// directory, unpacked strictly, verified against the trust store and stored by publisher and
+/// manifest digest. 201 when stored now, 200 when this exact bundle was already stored.
+async fn upload_bundle(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    const ROUTE: &str = "/v1/bundles";
+    let caller = authorize(&state, &headers, ROUTE, &[Role::Publisher, Role::Admin])?;
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(str::trim);
+    if !media.is_some_and(|m| m.eq_ignore_ascii_case("application/x-tar")) {
+        return Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "a bundle upload is a bundle archive with Content-Type: application/x-tar",
+        ));
+    }
+    let limit = state.bundle_limit;
+    let too_large = || {
+        HttpError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            format!("a bundle upload is limited to {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+
+    let store = Arc::clone(&state.bundles);
+    let staging = blocking(move || store.staging().map_err(HttpError::internal)).await?;
+    let path = staging.archive();
+    let mut file = tokio::fs::File::create(&path)
+        .await
+        .map_err(HttpError::internal)?;
+    let mut body = body;
+    let mut received: u64 = 0;
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame.map_err(|e| {
+            HttpError::new(
+                StatusCode::BAD_REQUEST,
+                "bad-body",
+                format!("the upload broke off: {e}"),
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            received += data.len() as u64;
+            if received > limit {
+                return Err(too_large());
+            }
+            file.write_all(&data).await.map_err(HttpError::internal)?;
+        }
+    }
+    file.sync_all().await.map_err(HttpError::internal)?;
+    drop(file);
+
+    let store = Arc::clone(&state.bundles);
+    let token_publisher = caller.publisher.clone();
+    let limits = rapha_bundle::ArchiveLimits {
+        max_entries: BUNDLE_MAX_ENTRIES,
+        max_file_bytes: limit,
+        max_total_bytes: limit,
+    };
+    let outcome = blocking(move || {
+        let result = store.accept(&staging, &limits, token_publisher.as_deref());
+        drop(staging);
+        Ok(result)
+    })
+    .await?;
+    let role = caller.role.as_str();
+    let stored = match outcome {
+        Ok(stored) => stored,
+        Err(e) => {
+            let (status, code) = match &e {
+                bundles::UploadError::Archive(_) => (StatusCode::BAD_REQUEST, "bad-archive"),
+                bundles::UploadError::Refused(_) => {
+                    (StatusCode::UNPROCESSABLE_ENTITY, "bundle-refused")
+                }
+                bundles::UploadError::OtherPublisher { .. } => (StatusCode::FORBIDDEN, "forbidden"),
+                _ => return Err(HttpError::internal(e)),
+            };
+            tracing::warn!(route = ROUTE, role, code, error = %e, "bundle upload refused");
+            let st = state.clone();
+            let event = AuditEvent::new(
+                AuditKind::Refusal,
+                AuditOutcome::MinorFailure,
+                format!("bundle upload refused ({code})"),
+                ("api-client", role),
+                Vec::new(),
+            );
+            blocking(move || {
+                audit_later(&st, event);
+                Ok(())
+            })
+            .await?;
+            return Err(HttpError::new(status, code, e.to_string()));
+        }
+    };
+    let digest = stored.manifest.to_oci();
+    tracing::info!(
+        manifest = %digest,
+        publisher = %stored.publisher,
+        created = stored.created,
+        "bundle uploaded"
+    );
+    let event = AuditEvent::new(
+        AuditKind::AdminAction,
+        AuditOutcome::Success,
+        if stored.created {
+            "bundle uploaded and stored through the API"
+        } else {
+            "bundle uploaded through the API (already stored)"
+        },
+        ("api-client", role),
+        vec![crate::audit::ParticipantObject {
+            id_type_code: "bundle-manifest".into(),
+            id: digest.clone(),
+            detail: Some(format!(
+                "publisher {} trainer {} {}",
+                stored.publisher, stored.trainer, stored.trainer_version
+            )),
+        }],
+    );
+    let st = state.clone();
+    blocking(move || {
+        audit_later(&st, event);
+        Ok(())
+    })
+    .await?;
+    let status = if stored.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        Json(json!({
+            "bundle_manifest": digest,
+            "publisher": stored.publisher,
+            "trainer": stored.trainer,
+            "trainer_version": stored.trainer_version,
+        })),
     )
         .into_response())
 }
@@ -900,6 +1147,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/metrics"),
     ("get", "/openapi.json"),
+    ("post", "/v1/bundles"),
     ("post", "/v1/jobs"),
     ("get", "/v1/jobs/{id}"),
     ("get", "/v1/approvals/pending"),
@@ -915,7 +1163,16 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// Times a request out with a typed error.
 async fn timeout(req: Request, next: Next) -> Response {
-    match tokio::time::timeout(DEFAULT_TIMEOUT, next.run(req)).await {
+    time_limit(DEFAULT_TIMEOUT, req, next).await
+}
+
+/// Times a bundle upload out (a longer limit: the body is large).
+async fn bundle_timeout(req: Request, next: Next) -> Response {
+    time_limit(BUNDLE_TIMEOUT, req, next).await
+}
+
+async fn time_limit(limit: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
         Ok(r) => r,
         Err(_) => HttpError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -926,8 +1183,13 @@ async fn timeout(req: Request, next: Next) -> Response {
     }
 }
 
-/// The API's router.
+/// The API's router: JSON routes with the JSON body limit and the default timeout, the bundle
+/// upload with its own (its body is streamed and counted by the handler).
 pub fn router(state: ApiState) -> Router {
+    let uploads = Router::new()
+        .route("/v1/bundles", post(upload_bundle))
+        .layer(axum::middleware::from_fn(bundle_timeout))
+        .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
@@ -943,9 +1205,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/log/head", get(log_head))
         .route("/v1/log/inclusion", get(log_inclusion))
         .route("/v1/log/consistency", get(log_consistency))
-        .fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .layer(axum::middleware::from_fn(timeout))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+        .merge(uploads)
+        .fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .with_state(state)
 }
 

@@ -412,6 +412,11 @@ impl Node {
         self.p.work_dir.join("jobs").join(job.to_string())
     }
 
+    /// The trust store bundles are verified against.
+    pub fn trust(&self) -> &TrustStore {
+        &self.p.trust
+    }
+
     /// The directory released outputs go to (one sub-directory per job).
     pub fn release_dir(&self) -> &Path {
         &self.p.release_dir

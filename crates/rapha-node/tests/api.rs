@@ -26,16 +26,16 @@ use reqwest::StatusCode;
 
 use crate::pipeline_e2e::{bundle, trainer_binary, Chain, FEE, PUBLISHER, TRAINER};
 
-fn publisher_key() -> rapha_bundle::SigningKey {
+pub fn publisher_key() -> rapha_bundle::SigningKey {
     rapha_bundle::SigningKey::ed25519_from_seed(&[7; 32])
 }
 
-const PUBLISHER_TOKEN: &str = "pub-0123456789abcdef0123456789abcdef";
-const OTHER_TOKEN: &str = "oth-0123456789abcdef0123456789abcdef";
-const DPO_TOKEN: &str = "dpo-0123456789abcdef0123456789abcdef";
-const ADMIN_TOKEN: &str = "adm-0123456789abcdef0123456789abcdef";
+pub const PUBLISHER_TOKEN: &str = "pub-0123456789abcdef0123456789abcdef";
+pub const OTHER_TOKEN: &str = "oth-0123456789abcdef0123456789abcdef";
+pub const DPO_TOKEN: &str = "dpo-0123456789abcdef0123456789abcdef";
+pub const ADMIN_TOKEN: &str = "adm-0123456789abcdef0123456789abcdef";
 
-fn node(dir: &Path, chain: &Chain) -> Node {
+pub fn node(dir: &Path, chain: &Chain) -> Node {
     std::fs::create_dir_all(dir.join("trust")).unwrap();
     TrustStore::add(
         &dir.join("trust"),
@@ -119,19 +119,30 @@ fn node(dir: &Path, chain: &Chain) -> Node {
 
 /// Fields drop in order: the runtime (and the server's handle on the node) first, then the
 /// last handle here, outside any async context (the node's chain client owns a runtime).
-struct Served {
+pub struct Served {
     _rt: tokio::runtime::Runtime,
     _state: ApiState,
-    base: String,
-    http: Client,
+    pub base: String,
+    pub http: Client,
+}
+
+pub fn tokens() -> Tokens {
+    Tokens::parse(&format!(
+        "# role token\npublisher {PUBLISHER_TOKEN} {PUBLISHER}\npublisher {OTHER_TOKEN} other-co\ndpo {DPO_TOKEN}\nadmin {ADMIN_TOKEN}\n"
+    ))
+    .unwrap()
 }
 
 fn serve(dir: &Path, chain: &Chain) -> Served {
-    let tokens = Tokens::parse(&format!(
-        "# role token\npublisher {PUBLISHER_TOKEN} {PUBLISHER}\npublisher {OTHER_TOKEN} other-co\ndpo {DPO_TOKEN}\nadmin {ADMIN_TOKEN}\n"
+    serve_state(ApiState::new(
+        node(dir, chain),
+        dir.join("jobs.sqlite"),
+        tokens(),
     ))
-    .unwrap();
-    let state = ApiState::new(node(dir, chain), dir.join("jobs.sqlite"), tokens);
+}
+
+/// Serves `state` on 127.0.0.1:0.
+pub fn serve_state(state: ApiState) -> Served {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -147,7 +158,21 @@ fn serve(dir: &Path, chain: &Chain) -> Served {
 }
 
 impl Served {
-    fn call(
+    /// Uploads `body` as a bundle archive.
+    pub fn upload(&self, token: &str, body: Vec<u8>) -> (StatusCode, String) {
+        let resp = self
+            .http
+            .post(format!("{}/v1/bundles", self.base))
+            .bearer_auth(token)
+            .header("content-type", "application/x-tar")
+            .body(body)
+            .send()
+            .unwrap();
+        let status = resp.status();
+        (status, resp.text().unwrap())
+    }
+
+    pub fn call(
         &self,
         method: &str,
         path: &str,
@@ -180,7 +205,7 @@ fn allowed(method: &str, path: &str) -> &'static [&'static str] {
         ("get", "/healthz") => &["none", "publisher", "dpo", "admin"],
         ("get", "/metrics") => &["admin"],
         ("get", "/openapi.json") => &["publisher", "dpo", "admin"],
-        ("post", "/v1/jobs") => &["publisher", "admin"],
+        ("post", "/v1/bundles" | "/v1/jobs") => &["publisher", "admin"],
         ("get", "/v1/jobs/{id}") => &["publisher", "dpo", "admin"],
         ("get", "/v1/approvals/pending") => &["dpo", "admin"],
         ("post", "/v1/jobs/{id}/approve" | "/v1/jobs/{id}/reject") => &["dpo"],
@@ -194,7 +219,7 @@ fn allowed(method: &str, path: &str) -> &'static [&'static str] {
     }
 }
 
-fn error_code(body: &str) -> String {
+pub fn error_code(body: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(body)
         .unwrap_or_else(|e| panic!("error body is not JSON ({e}): {body}"));
     assert!(
@@ -523,6 +548,12 @@ fn a_job_submitted_through_the_api_runs_in_the_background_and_its_receipt_is_in_
     let tmp = tempfile::tempdir().unwrap();
     let (bundle_dir, manifest) = bundle(tmp.path(), &trainer, "api", "honest", &publisher_key());
     let s = serve(tmp.path(), &chain);
+    // The AI company uploads its signed bundle; the job request names it by digest.
+    let (st, text) = s.upload(
+        PUBLISHER_TOKEN,
+        rapha_bundle::pack_bundle_to_vec(&bundle_dir).unwrap(),
+    );
+    assert_eq!(st, StatusCode::CREATED, "{text}");
 
     // A query with no study list, date range or limit: the node refuses it before any PACS
     // client exists, receipts the refusal and settles it without money moving.
@@ -541,11 +572,19 @@ fn a_job_submitted_through_the_api_runs_in_the_background_and_its_receipt_is_in_
         chain_id: 137,
         depositor: chain.company.address().to_string(),
     };
-    let body = serde_json::to_vec(&serde_json::json!({
+    // A node path in the body is no longer part of the API.
+    let with_path = serde_json::to_vec(&serde_json::json!({
         "bundle_path": bundle_dir,
         "request": request,
     }))
     .unwrap();
+    let (st, text) = s.call("post", "/v1/jobs", Some(PUBLISHER_TOKEN), Some(&with_path));
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::BAD_REQUEST, "bad-json"),
+        "{text}"
+    );
+    let body = serde_json::to_vec(&serde_json::json!({ "request": request })).unwrap();
     let (st, text) = s.call("post", "/v1/jobs", Some(PUBLISHER_TOKEN), Some(&body));
     assert_eq!(st, StatusCode::ACCEPTED, "{text}");
     let id: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -4,6 +4,7 @@
 mod trust;
 
 mod api;
+mod api_bundles;
 mod approvals_cli;
 mod cohort_preview;
 mod config_errors;
