@@ -51,6 +51,13 @@ pub struct Config {
     pub attestation: AttestationConfig,
     pub trainer: TrainerConfig,
     pub chain: ChainConfig,
+    /// Who is paid and who pays gas for settlements. Required to build a node; the
+    /// `--hospital`, `--payout` and `--settler-key-file` flags of `run-job`/`serve` override it.
+    #[serde(default)]
+    pub settlement: Option<SettlementConfig>,
+    /// The HTTP API of `rapha-node serve`.
+    #[serde(default)]
+    pub api: Option<ApiConfig>,
     pub paths: PathsConfig,
 }
 
@@ -166,49 +173,142 @@ pub struct TpmConfig {
     pub tcti: String,
     /// PEM file with the TPM vendor's EK root CA certificate(s).
     pub vendor_root_ca: PathBuf,
-    /// PCR bank whose values are quoted.
+    /// PCR bank whose values are quoted (only `sha256` is supported).
     #[serde(default = "default_pcr_bank")]
     pub pcr_bank: String,
-    /// Expected PCR values: PCR index (as a string key) to hex digest.
+    /// Expected PCR values: PCR index (as a string key) to hex digest. The PCRs quoted for
+    /// every job are exactly these indices.
     #[serde(default)]
     pub expected_pcrs: BTreeMap<String, String>,
+    /// Where the node keeps its enrolled attestation key (JSON, mode 0600; the private part
+    /// is wrapped by the TPM and loads on no other TPM). Enrolled at first start when absent.
+    /// Default: `<paths.state_dir>/attestation/tpm-ak.json`.
+    #[serde(default)]
+    pub ak_file: Option<PathBuf>,
 }
 
 fn default_pcr_bank() -> String {
     "sha256".to_owned()
 }
 
-/// `[attestation.sgx]`.
+/// `[attestation.sgx]`: the enclave runtime's SGX quote and what it must measure.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SgxConfig {
-    #[serde(default = "default_sgx_device")]
-    pub device: PathBuf,
-    /// DCAP quote provider library (talks to the PCCS).
-    #[serde(default = "default_qpl")]
-    pub quote_provider_library: PathBuf,
-    /// PCCS client configuration of the quote provider library.
-    #[serde(default = "default_qcnl")]
-    pub pccs_config: PathBuf,
-    /// Accepted MRENCLAVE values of the enclave runtime (hex).
+    /// Gramine's attestation interface: the node writes the job binding to
+    /// `<quote_source>/user_report_data` and reads the DCAP quote from `<quote_source>/quote`.
+    #[serde(default = "default_quote_source")]
+    pub quote_source: PathBuf,
+    /// DCAP collateral (PCK CRL and chain, root CA CRL, TCB info, QE identity) as JSON, kept
+    /// fresh from the hospital's PCCS. Signed by Intel: the verifier checks every part.
+    #[serde(default)]
+    pub collateral_file: Option<PathBuf>,
+    /// Accepted MRENCLAVE values of the enclave runtime (64 hex digits each).
     #[serde(default)]
     pub mrenclave: Vec<String>,
-    /// Accepted MRSIGNER values (hex).
+    /// Accepted MRSIGNER values (64 hex digits each), with `isv_prod_id` and `min_isv_svn`.
     #[serde(default)]
     pub mrsigner: Vec<String>,
-    /// Lowest accepted ISV security version.
+    /// ISV product id the MRSIGNER entries are for.
+    #[serde(default)]
+    pub isv_prod_id: u16,
+    /// Lowest accepted ISV security version (MRSIGNER entries).
     #[serde(default)]
     pub min_isv_svn: u16,
+    /// Intel advisory ids (e.g. `INTEL-SA-00615`) accepted on a platform whose TCB is not
+    /// UpToDate. Empty: only UpToDate platforms pass.
+    #[serde(default)]
+    pub accepted_advisories: Vec<String>,
 }
 
-fn default_sgx_device() -> PathBuf {
-    PathBuf::from("/dev/sgx_enclave")
+fn default_quote_source() -> PathBuf {
+    PathBuf::from("/dev/attestation")
 }
-fn default_qpl() -> PathBuf {
-    PathBuf::from("/usr/lib/x86_64-linux-gnu/libdcap_quoteprov.so.1")
+
+impl TpmConfig {
+    /// The expected PCR values, parsed: the selection quoted for every job is their indices.
+    ///
+    /// # Errors
+    /// `(key path, message)` for an index that is not a PCR 0-23 or a value that is not a
+    /// SHA-256 digest.
+    pub fn pcr_policy(&self) -> Result<rapha_attest::tpm::PcrPolicy, (String, String)> {
+        let mut expected = BTreeMap::new();
+        for (index, digest) in &self.expected_pcrs {
+            let field = format!("attestation.tpm.expected_pcrs.{index}");
+            let i = index.parse::<u8>().ok().filter(|i| *i <= 23).ok_or_else(|| {
+                invalid(
+                    &field,
+                    format!("{index:?} is not a PCR index 0-23; write each entry as \"INDEX\" = \"HEX DIGEST\""),
+                )
+            })?;
+            let d = parse_digest(&field, digest).map_err(|(f, _)| {
+                invalid(
+                    &f,
+                    format!("{digest:?} is not a 32-byte sha256 digest in hex; read it on the known-good appliance with `tpm2_pcrread sha256:{index}`"),
+                )
+            })?;
+            expected.insert(i, d);
+        }
+        Ok(rapha_attest::tpm::PcrPolicy { expected })
+    }
 }
-fn default_qcnl() -> PathBuf {
-    PathBuf::from("/etc/sgx_default_qcnl.conf")
+
+fn invalid(field: &str, message: impl Into<String>) -> (String, String) {
+    (field.to_owned(), message.into())
+}
+
+/// Parses a `0x` + 40 hex digit account address.
+///
+/// # Errors
+/// `(field, message)` saying what an address looks like.
+pub fn parse_address(
+    field: &str,
+    value: &str,
+) -> Result<alloy::primitives::Address, (String, String)> {
+    let ok = value
+        .strip_prefix("0x")
+        .is_some_and(|h| h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()));
+    let parsed = ok
+        .then(|| value.parse::<alloy::primitives::Address>().ok())
+        .flatten();
+    parsed.ok_or_else(|| {
+        invalid(
+            field,
+            format!("{value:?} is not an account address (0x followed by 40 hex digits)"),
+        )
+    })
+}
+
+fn parse_digest(field: &str, value: &str) -> Result<rapha_core::Digest, (String, String)> {
+    let mut bytes = [0u8; 32];
+    match hex::decode_to_slice(value, &mut bytes) {
+        Ok(()) => Ok(rapha_core::Digest::from_bytes(bytes)),
+        Err(e) => Err(invalid(field, e.to_string())),
+    }
+}
+
+/// TCTI module names the TSS2 loader knows, and what follows the colon for each.
+const TCTI_KINDS: &[&str] = &[
+    "device",
+    "mssim",
+    "swtpm",
+    "tabrmd",
+    "libtpms",
+    "cmd",
+    "spi-helper",
+];
+
+fn validate_tcti(tcti: &str) -> Result<(), (String, String)> {
+    let kind = tcti.split(':').next().unwrap_or_default();
+    if TCTI_KINDS.contains(&kind) && !tcti.trim().is_empty() {
+        return Ok(());
+    }
+    Err(invalid(
+        "attestation.tpm.tcti",
+        format!(
+            "{tcti:?} is not a TSS2 TCTI: use \"device:/dev/tpmrm0\" (the kernel resource manager), \"tabrmd\" or \"swtpm:host=HOST,port=PORT\""
+        ),
+    ))
 }
 
 /// `[trainer]`: the enterprise-node trainer command.
@@ -246,6 +346,42 @@ fn default_confirmations() -> u64 {
     12
 }
 
+/// `[settlement]`: the hospital's accounts in the escrow and the key that pays gas.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementConfig {
+    /// File with the hex secp256k1 key of the account that sends settlement transactions
+    /// (mode 0600): `rapha-node keygen --settler`. Needs gas, never holds fees.
+    pub settler_key_file: PathBuf,
+    /// The hospital's account registered in the escrow (0x address).
+    pub hospital_address: String,
+    /// The payout account registered for the hospital (0x address): receives its 70%.
+    pub payout_address: String,
+    /// Seconds a deposit must stay non-refundable after the node checks it.
+    #[serde(default = "default_run_window_secs")]
+    pub run_window_secs: u64,
+}
+
+fn default_run_window_secs() -> u64 {
+    600
+}
+
+/// `[api]`: where `rapha-node serve` listens and whom it lets in.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: std::net::SocketAddr,
+    /// Token file: one `<publisher|dpo|admin> <token>` per line (mode 0600).
+    pub tokens_file: PathBuf,
+}
+
+/// The API's default listen address, 127.0.0.1:8420 (loopback: put a TLS proxy in front).
+pub fn default_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 8420))
+}
+
 /// `[paths]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -276,17 +412,95 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses TOML text. The error is `(key path, message)`.
+    /// Parses TOML text and checks the shape of every value (addresses, TCTI, PCR digests,
+    /// enclave measurements, …). The error is `(key path, message)`.
     ///
     /// # Errors
     /// The key path (`.` for the whole document) and what is wrong with it.
     pub fn parse(text: &str) -> Result<Self, (String, String)> {
         let de = toml::Deserializer::new(text);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let config: Self = serde_path_to_error::deserialize(de).map_err(|e| {
             let field = e.path().to_string();
             let inner = e.into_inner();
             // toml's message has the line and a pointer; keep it, it shows where.
             (field, inner.to_string().trim_end().to_owned())
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks each value's shape; what the values point at is `doctor`'s to check.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let c = &self.chain;
+        if !(c.rpc_url.starts_with("http://") || c.rpc_url.starts_with("https://")) {
+            return Err(invalid(
+                "chain.rpc_url",
+                format!(
+                    "{:?} is not an http(s) URL of a JSON-RPC endpoint",
+                    c.rpc_url
+                ),
+            ));
+        }
+        parse_address("chain.usdc_address", &c.usdc_address)?;
+        parse_address("chain.escrow_address", &c.escrow_address)?;
+        if c.confirmations == 0 {
+            return Err(invalid(
+                "chain.confirmations",
+                "0 would count a deposit before any block confirms it; use at least 1 (12 on Polygon PoS)",
+            ));
+        }
+        if let Some(s) = &self.settlement {
+            parse_address("settlement.hospital_address", &s.hospital_address)?;
+            parse_address("settlement.payout_address", &s.payout_address)?;
+            if s.run_window_secs == 0 {
+                return Err(invalid(
+                    "settlement.run_window_secs",
+                    "0 leaves the depositor free to withdraw while the trainer runs; use the time a job needs (default 600)",
+                ));
+            }
+        }
+        if let Some(tpm) = &self.attestation.tpm {
+            validate_tcti(&tpm.tcti)?;
+            if tpm.pcr_bank != "sha256" {
+                return Err(invalid(
+                    "attestation.tpm.pcr_bank",
+                    format!("{:?} is not supported: quotes cover the sha256 bank; set pcr_bank = \"sha256\"", tpm.pcr_bank),
+                ));
+            }
+            tpm.pcr_policy()?;
+        }
+        if let Some(sgx) = &self.attestation.sgx {
+            for (key, values) in [("mrenclave", &sgx.mrenclave), ("mrsigner", &sgx.mrsigner)] {
+                for (i, v) in values.iter().enumerate() {
+                    parse_digest(&format!("attestation.sgx.{key}[{i}]"), v).map_err(|(f, _)| {
+                        invalid(
+                            &f,
+                            format!("{v:?} is not 64 hex digits; copy the enclave runtime's {key} as `gramine-sgx-sigstruct-view` prints it"),
+                        )
+                    })?;
+                }
+            }
+            for (i, a) in sgx.accepted_advisories.iter().enumerate() {
+                let ok = a
+                    .strip_prefix("INTEL-SA-")
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                if !ok {
+                    return Err(invalid(
+                        &format!("attestation.sgx.accepted_advisories[{i}]"),
+                        format!("{a:?} is not an Intel advisory id such as \"INTEL-SA-00615\""),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured TPM's attestation-key file (default under the state directory).
+    pub fn tpm_ak_file(&self) -> Option<PathBuf> {
+        self.attestation.tpm.as_ref().map(|t| {
+            t.ak_file
+                .clone()
+                .unwrap_or_else(|| self.paths.state_dir.join("attestation").join("tpm-ak.json"))
         })
     }
 
@@ -319,6 +533,21 @@ impl Config {
         fix(&mut self.trust.store);
         if let Some(tpm) = &mut self.attestation.tpm {
             fix(&mut tpm.vendor_root_ca);
+            if let Some(ak) = &mut tpm.ak_file {
+                fix(ak);
+            }
+        }
+        if let Some(sgx) = &mut self.attestation.sgx {
+            fix(&mut sgx.quote_source);
+            if let Some(c) = &mut sgx.collateral_file {
+                fix(c);
+            }
+        }
+        if let Some(s) = &mut self.settlement {
+            fix(&mut s.settler_key_file);
+        }
+        if let Some(a) = &mut self.api {
+            fix(&mut a.tokens_file);
         }
         fix(&mut self.paths.data_dir);
         fix(&mut self.paths.state_dir);

@@ -167,9 +167,15 @@ fn run_checks(config: &Config) -> Report {
     r.push("policy (policy.path)", check_policy(config));
     r.push("trust store (trust.store)", check_trust(config));
     r.push("attestation: TPM ([attestation.tpm])", check_tpm(config));
+    r.push(
+        "attestation: TPM attestation key (attestation.tpm.ak_file)",
+        check_ak(config),
+    );
     r.push("attestation: SGX ([attestation.sgx])", check_sgx(config));
     r.push("trainer command (trainer.runtime)", check_trainer(config));
     check_chain(config, &mut r);
+    r.push("settlement ([settlement])", check_settlement(config));
+    r.push("API tokens ([api])", check_api(config));
     r.push("data directories ([paths])", check_paths(config));
     r.push("no demo component", check_no_demo(config));
     r
@@ -450,108 +456,219 @@ fn check_tpm(config: &Config) -> Outcome {
     let Some(tpm) = &config.attestation.tpm else {
         return fail(
             "no TPM configured: jobs cannot be attested",
-            "add [attestation.tpm] with tcti and vendor_root_ca",
+            "add [attestation.tpm] with tcti, vendor_root_ca and expected_pcrs",
         );
     };
-    check_pcr_policy(tpm)?;
-    match rapha_attest::tpm_readiness(&tpm.tcti, &tpm.vendor_root_ca) {
-        Ok(ready) => Ok(format!(
-            "{}: AK certified by an EK whose certificate ({}) chains to {} (issuer {})",
-            ready.tcti,
-            ready.ek_cert_subject,
-            tpm.vendor_root_ca.display(),
-            ready.ek_cert_issuer
-        )),
-        Err(e) => fail(
+    let policy = tpm.pcr_policy().or_else(|(field, message)| {
+        fail(
+            format!("{field}: {message}"),
+            "write each entry as \"INDEX\" = \"HEX DIGEST\" (e.g. from `tpm2_pcrread`)",
+        )
+    })?;
+    if policy.expected.is_empty() {
+        return fail(
+            "attestation.tpm.expected_pcrs is empty: a quote over no PCRs says nothing about how the appliance booted",
+            "on the known-good appliance run `tpm2_pcrread sha256:0,1,2,3,4,5,6,7` and copy the values into attestation.tpm.expected_pcrs",
+        );
+    }
+    let ready = rapha_attest::tpm_readiness(&tpm.tcti, &tpm.vendor_root_ca).or_else(|e| {
+        fail(
             e.to_string(),
             "check attestation.tpm.tcti reaches the TPM (e.g. device:/dev/tpmrm0) and vendor_root_ca holds the TPM vendor's EK root CA",
-        ),
-    }
-}
-
-/// The expected PCR values must be usable: a known bank, PCR indices 0-23, digests of the
-/// bank's length.
-fn check_pcr_policy(tpm: &crate::config::TpmConfig) -> Result<(), (String, String)> {
-    let len = match tpm.pcr_bank.as_str() {
-        "sha1" => 20,
-        "sha256" => 32,
-        "sha384" => 48,
-        other => {
-            return fail(
-                format!("attestation.tpm.pcr_bank = {other:?} is not sha1, sha256 or sha384"),
-                "set pcr_bank = \"sha256\"",
+        )
+    })?;
+    let current = rapha_attest::tpm::connect(&tpm.tcti)
+        .and_then(|mut ctx| rapha_attest::tpm::read_pcrs(&mut ctx, &policy.selection()))
+        .or_else(|e| {
+            fail(
+                e.to_string(),
+                "check the TPM answers PCR_Read on its sha256 bank",
             )
-        }
-    };
-    for (index, digest) in &tpm.expected_pcrs {
-        let index_ok = index.parse::<u8>().is_ok_and(|i| i <= 23);
-        let digest_ok = digest.len() == 2 * len && digest.bytes().all(|b| b.is_ascii_hexdigit());
-        if !index_ok || !digest_ok {
+        })?;
+    for (pcr, expected) in &policy.expected {
+        if current.get(pcr) != Some(expected) {
+            let found = current.get(pcr).map(|d| d.to_hex()).unwrap_or_default();
             return fail(
-                format!(
-                    "attestation.tpm.expected_pcrs: {index:?} = {digest:?} is not a PCR index 0-23 \
-                     with a {len}-byte hex {} digest",
-                    tpm.pcr_bank
-                ),
-                "write each entry as \"INDEX\" = \"HEX DIGEST\" (e.g. from `tpm2_pcrread`)",
+                format!("PCR {pcr} is {found}, attestation.tpm.expected_pcrs says {expected}: every job's quote would be refused"),
+                "if the platform changed on purpose (firmware or boot loader update), record the new values; otherwise investigate the boot chain",
             );
         }
     }
-    Ok(())
+    Ok(format!(
+        "{}: AK certified by an EK whose certificate ({}) chains to {} (issuer {}); PCRs {:?} as expected",
+        ready.tcti,
+        ready.ek_cert_subject,
+        tpm.vendor_root_ca.display(),
+        ready.ek_cert_issuer,
+        policy.selection()
+    ))
+}
+
+fn check_ak(config: &Config) -> Outcome {
+    let (Some(tpm), Some(path)) = (&config.attestation.tpm, config.tpm_ak_file()) else {
+        return fail("no TPM configured", "add [attestation.tpm]");
+    };
+    if !path.exists() {
+        return Ok(format!(
+            "{}: not enrolled yet; the node enrols an AK against the EK at its first start and keeps it there",
+            path.display()
+        ));
+    }
+    let fix = format!(
+        "if the TPM was cleared or replaced, move {} away so the node enrols a new key",
+        path.display()
+    );
+    let roots = rapha_attest::tpm::VendorRoots::from_pem_file(&tpm.vendor_root_ca)
+        .or_else(|e| fail(e.to_string(), "fix attestation.tpm.vendor_root_ca"))?;
+    let ak = crate::node_build::load_or_enrol_ak(tpm, &roots, &path)
+        .or_else(|e| fail(e.to_string(), fix.clone()))?;
+    let name = hex::encode(ak.ak_name());
+    let mut verifier = rapha_attest::tpm::TpmVerifier::new(
+        roots,
+        rapha_attest::tpm::PcrPolicy {
+            expected: std::collections::BTreeMap::new(),
+        },
+    );
+    verifier
+        .trust_ak(ak.record())
+        .or_else(|e| fail(format!("{}: {e}", path.display()), fix.clone()))?;
+    rapha_attest::tpm::TpmAttester::open(&tpm.tcti, ak).or_else(|e| {
+        fail(
+            format!("{}: the TPM cannot load this AK: {e}", path.display()),
+            fix.clone(),
+        )
+    })?;
+    Ok(format!(
+        "{}: AK {name} enrolled, loads on this TPM",
+        path.display()
+    ))
 }
 
 fn check_sgx(config: &Config) -> Outcome {
     let Some(sgx) = &config.attestation.sgx else {
         return fail(
             "no SGX configured: the enclave runtime cannot be attested",
-            "add [attestation.sgx]",
+            "add [attestation.sgx] with quote_source, collateral_file and mrenclave or mrsigner",
         );
     };
-    let mut missing = Vec::new();
-    if !sgx.device.exists() {
-        missing.push(format!(
-            "{} (SGX driver; enable SGX in firmware, kernel 5.11+)",
-            sgx.device.display()
-        ));
-    }
-    if !sgx.quote_provider_library.is_file() {
-        missing.push(format!(
-            "{} (DCAP quote provider library)",
-            sgx.quote_provider_library.display()
-        ));
-    }
-    if !sgx.pccs_config.is_file() {
-        missing.push(format!(
-            "{} (PCCS configuration)",
-            sgx.pccs_config.display()
-        ));
-    }
-    if !missing.is_empty() {
-        return fail(
-            format!("SGX DCAP is not available: missing {}", missing.join(", ")),
-            "install the SGX DCAP quote provider (libsgx-dcap-default-qpl), configure the PCCS, and run on SGX hardware",
-        );
-    }
-    for (key, values) in [("mrenclave", &sgx.mrenclave), ("mrsigner", &sgx.mrsigner)] {
-        if let Some(bad) = values
-            .iter()
-            .find(|v| v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()))
-        {
-            return fail(
-                format!("attestation.sgx.{key}: {bad:?} is not 64 hex digits"),
-                format!("copy the enclave runtime's {key} (32 bytes, hex)"),
-            );
-        }
-    }
     if sgx.mrenclave.is_empty() && sgx.mrsigner.is_empty() {
         return fail(
             "no expected enclave measurement (mrenclave or mrsigner) configured",
-            "set attestation.sgx.mrenclave or mrsigner to the enclave runtime's values",
+            "set attestation.sgx.mrenclave or mrsigner to the enclave runtime's values (`gramine-sgx-sigstruct-view`)",
         );
     }
+    let source = crate::node_build::GramineQuoteSource {
+        dir: sgx.quote_source.clone(),
+        collateral: sgx.collateral_file.clone().unwrap_or_default(),
+    };
+    if !source.present() {
+        return fail(
+            format!(
+                "no SGX quote source: {} (Gramine's attestation interface with user_report_data and quote) is absent or offers no DCAP quotes; every production job would be refused at attestation",
+                sgx.quote_source.display()
+            ),
+            "run rapha-node inside Gramine-SGX (`gramine-sgx`, manifest sgx.remote_attestation = \"dcap\") on an SGX platform with the DCAP quote provider, or fix attestation.sgx.quote_source",
+        );
+    }
+    let Some(collateral) = &sgx.collateral_file else {
+        return fail(
+            "attestation.sgx.collateral_file is not set",
+            "point it at the DCAP collateral JSON fetched from the hospital's PCCS",
+        );
+    };
+    let text = std::fs::read(collateral).or_else(|e| {
+        fail(
+            format!("cannot read {}: {e}", collateral.display()),
+            "fetch the DCAP collateral from the hospital's PCCS into this file",
+        )
+    })?;
+    serde_json::from_slice::<serde_json::Value>(&text)
+        .ok()
+        .filter(|v| v.get("tcb_info").is_some() && v.get("qe_identity").is_some())
+        .map(|_| ())
+        .ok_or(())
+        .or_else(|()| {
+            fail(
+                format!(
+                    "{} is not DCAP collateral JSON (tcb_info, qe_identity, CRLs and chains)",
+                    collateral.display()
+                ),
+                "fetch the DCAP collateral from the hospital's PCCS into this file",
+            )
+        })?;
     Ok(format!(
-        "{} present, quote provider and PCCS configured",
-        sgx.device.display()
+        "{} offers DCAP quotes, collateral {}, {} accepted enclave identit(y/ies)",
+        sgx.quote_source.display(),
+        collateral.display(),
+        sgx.mrenclave.len() + sgx.mrsigner.len()
+    ))
+}
+
+fn check_settlement(config: &Config) -> Outcome {
+    let Some(s) = &config.settlement else {
+        return fail(
+            "no [settlement] section: the node cannot confirm deposits or settle",
+            "add [settlement] with settler_key_file (`rapha-node keygen --settler`), hospital_address and payout_address",
+        );
+    };
+    let key = crate::node_build::read_settler_key(&s.settler_key_file).or_else(|e| {
+        fail(
+            e.to_string(),
+            format!(
+                "create one with `rapha-node keygen --settler --out {}` and fund its address with gas",
+                s.settler_key_file.display()
+            ),
+        )
+    })?;
+    let secret = read_secret_hex(&s.settler_key_file).ok();
+    if secret.is_some_and(|k| is_dev_key(&k[..])) {
+        return fail(
+            format!("{} is a development key", s.settler_key_file.display()),
+            "generate a production key with `rapha-node keygen --settler --out FILE`",
+        );
+    }
+    let zero = "0x0000000000000000000000000000000000000000";
+    for (key_name, v) in [
+        ("settlement.hospital_address", &s.hospital_address),
+        ("settlement.payout_address", &s.payout_address),
+    ] {
+        if v.eq_ignore_ascii_case(zero) {
+            return fail(
+                format!("{key_name} is the zero address (a placeholder)"),
+                "set it to the account registered for the hospital in the escrow",
+            );
+        }
+    }
+    Ok(format!(
+        "settler {} (key mode 0600), hospital {}, payout {}, run window {} s",
+        key.address(),
+        s.hospital_address,
+        s.payout_address,
+        s.run_window_secs
+    ))
+}
+
+fn check_api(config: &Config) -> Outcome {
+    let Some(api) = &config.api else {
+        return fail(
+            "no [api] section: `rapha-node serve` has no token file to authenticate callers",
+            "add [api] with tokens_file (one `<publisher|dpo|admin> <token>` per line, mode 0600)",
+        );
+    };
+    let tokens = crate::api::Tokens::load(&api.tokens_file).or_else(|e| {
+        fail(
+            e.to_string(),
+            format!(
+                "write one `<publisher|dpo|admin> <token>` per line (tokens of 32+ random characters) and `chmod 600 {}`",
+                api.tokens_file.display()
+            ),
+        )
+    })?;
+    let _ = tokens;
+    Ok(format!(
+        "listening on {}, tokens from {}",
+        api.listen,
+        api.tokens_file.display()
     ))
 }
 

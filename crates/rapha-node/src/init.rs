@@ -107,17 +107,22 @@ window_hours = 720
 store = "/etc/rapha/trust"                      # rapha-node trust add ...
 
 [attestation.tpm]
-tcti = "device:/dev/tpmrm0"
+tcti = "device:/dev/tpmrm0"                     # or "swtpm:host=HOST,port=PORT", "tabrmd"
 vendor_root_ca = "/etc/rapha/REPLACE-ME-tpm-vendor-root.pem"
 pcr_bank = "sha256"
+ak_file = "/var/lib/rapha/state/attestation/tpm-ak.json"   # enrolled at first start
+# The PCRs quoted for every job and their known-good values (`tpm2_pcrread sha256:0,1,2,3,4,5,6,7`).
+[attestation.tpm.expected_pcrs]
+# "0" = "REPLACE-ME: 64 hex digits"
 
 [attestation.sgx]
-device = "/dev/sgx_enclave"
-quote_provider_library = "/usr/lib/x86_64-linux-gnu/libdcap_quoteprov.so.1"
-pccs_config = "/etc/sgx_default_qcnl.conf"
-mrenclave = []
-mrsigner = []
+quote_source = "/dev/attestation"               # Gramine's attestation interface
+collateral_file = "/var/lib/rapha/sgx-collateral.json"   # DCAP collateral from the PCCS
+mrenclave = []                                  # REPLACE-ME: the enclave runtime's MRENCLAVE
+mrsigner = []                                   # or its MRSIGNER, with isv_prod_id/min_isv_svn
+isv_prod_id = 0
 min_isv_svn = 0
+accepted_advisories = []
 
 [trainer]
 runtime = "/REPLACE-ME/oci-runtime"             # e.g. /usr/sbin/runc
@@ -129,6 +134,16 @@ chain_id = 137
 usdc_address = "0x3c499c542cEF5E3811e1192ce70d8cC03d5c3359"
 escrow_address = "0x0000000000000000000000000000000000000000"   # REPLACE-ME
 confirmations = 12
+
+[settlement]
+settler_key_file = "/etc/rapha/keys/settler.key"   # rapha-node keygen --settler --out ...
+hospital_address = "0x0000000000000000000000000000000000000000"   # REPLACE-ME
+payout_address = "0x0000000000000000000000000000000000000000"     # REPLACE-ME
+run_window_secs = 600
+
+[api]
+listen = "127.0.0.1:8420"
+tokens_file = "/etc/rapha/api-tokens"           # "<publisher|dpo|admin> <token>" per line, 0600
 
 [paths]
 data_dir = "/var/lib/rapha/data"

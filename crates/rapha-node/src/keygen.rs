@@ -1,4 +1,4 @@
-//! `rapha-node keygen --hmac|--node|--dpo --out FILE`: the hospital's secrets.
+//! `rapha-node keygen --hmac|--node|--settler|--dpo --out FILE`: the hospital's secrets.
 //!
 //! Every key comes from the OS CSPRNG and is written to a new file (never overwriting) with
 //! mode 0600. Key bytes are never printed or logged; only public keys are.
@@ -12,7 +12,7 @@ use rapha_policy::{write_secret_file, write_secret_hex, DpoSigningKey};
 
 /// Arguments of `keygen`.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("kind").required(true).args(["hmac", "node", "dpo"])))]
+#[command(group(ArgGroup::new("kind").required(true).args(["hmac", "node", "settler", "dpo"])))]
 pub struct KeygenArgs {
     /// The 32-byte PHI HMAC key (pseudonyms).
     #[arg(long)]
@@ -20,6 +20,9 @@ pub struct KeygenArgs {
     /// The node's secp256k1 key (receipts and settlement).
     #[arg(long)]
     pub node: bool,
+    /// The settlement wallet's secp256k1 key (pays gas for settlements; settlement.settler_key_file).
+    #[arg(long)]
+    pub settler: bool,
     /// A DPO's Ed25519 approval key (run on the DPO's machine).
     #[arg(long)]
     pub dpo: bool,
@@ -56,6 +59,17 @@ pub fn run(args: &KeygenArgs) -> anyhow::Result<()> {
             args.out.display()
         );
         println!("node address: {address}");
+    } else if args.settler {
+        let address = write_node_key(&args.out)?;
+        println!(
+            "wrote settlement wallet secp256k1 key (mode 0600) to {}",
+            args.out.display()
+        );
+        println!("settler address (fund it with gas, never with fees): {address}");
+        println!(
+            "set settlement.settler_key_file = {:?}",
+            args.out.display().to_string()
+        );
     } else {
         let key = DpoSigningKey::generate();
         write_secret_hex(&args.out, &key.expose_seed())

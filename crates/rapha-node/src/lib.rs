@@ -9,6 +9,7 @@ pub mod store;
 
 // The job pipeline over the store, and its audit trail.
 pub mod audit;
+pub mod node_build;
 pub mod pipeline;
 pub mod run_job;
 

@@ -27,7 +27,8 @@ enum Command {
     Init(rapha_node::init::InitArgs),
     /// Check every production requirement; PASS/FAIL each, exit 1 on any FAIL.
     Doctor(rapha_node::doctor::DoctorArgs),
-    /// Generate a key: --hmac (PHI pseudonyms), --node (receipts, settlement), --dpo (approvals).
+    /// Generate a key: --hmac (PHI pseudonyms), --node (receipts, settlement signatures),
+    /// --settler (gas for settlements), --dpo (approvals).
     Keygen(rapha_node::keygen::KeygenArgs),
     /// DPO: review a job and its cohort summary, then sign an approval of its digest.
     Approve(rapha_node::approvals::ApproveArgs),
@@ -40,7 +41,8 @@ enum Command {
     Cohort(cohort::CohortCommand),
     /// Run the job pipeline once: optionally submit a job, then resume every unfinished job.
     RunJob(rapha_node::run_job::RunJobArgs),
-    /// Serve the HTTP API (jobs, DPO reviews, receipts, outputs, log proofs, metrics).
+    /// Serve the HTTP API (jobs, DPO reviews, receipts, outputs, log proofs, metrics);
+    /// `serve --config FILE` alone reads everything from the configuration.
     Serve(rapha_node::api::serve::ServeArgs),
 }
 

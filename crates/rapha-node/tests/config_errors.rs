@@ -213,25 +213,130 @@ mod fuzz {
 }
 
 #[test]
-fn malformed_pcr_policy_fails_the_tpm_check_naming_the_key() {
+fn malformed_pcr_policy_is_refused_on_load_naming_the_entry() {
+    let zero = format!("\"0\" = \"{}\"", "00".repeat(32));
+    let (field, msg) = parse_err(&base().replace(&zero, "\"7\" = \"abc\""));
+    assert_eq!(field, "attestation.tpm.expected_pcrs.7");
+    assert!(msg.contains("tpm2_pcrread sha256:7"), "{msg}");
+    let (field, msg) = parse_err(&base().replace(&zero, &zero.replace("\"0\"", "\"24\"")));
+    assert_eq!(field, "attestation.tpm.expected_pcrs.24");
+    assert!(msg.contains("not a PCR index 0-23"), "{msg}");
+    let (field, msg) = parse_err(&base().replace(
+        "[attestation.tpm]",
+        "[attestation.tpm]\npcr_bank = \"sha1\"",
+    ));
+    assert_eq!(field, "attestation.tpm.pcr_bank");
+    assert!(msg.contains("pcr_bank = \"sha256\""), "{msg}");
+}
+
+/// Each value's shape is checked on load, with the key and what to write instead.
+#[test]
+fn malformed_settlement_attestation_and_chain_values_are_refused_naming_the_key() {
+    let b = base();
+    let zeros = "00".repeat(32);
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            b.replace(
+                "hospital_address = \"0x00000000000000000000000000000000000000a1\"",
+                "hospital_address = \"0xa1\"",
+            ),
+            "settlement.hospital_address",
+            "0x followed by 40 hex digits",
+        ),
+        (
+            b.replace(
+                "payout_address = \"0x00000000000000000000000000000000000000b2\"",
+                "payout_address = \"hospital-payout\"",
+            ),
+            "settlement.payout_address",
+            "is not an account address",
+        ),
+        (
+            b.replace("[settlement]", "[settlement]\nrun_window_secs = 0"),
+            "settlement.run_window_secs",
+            "withdraw while the trainer runs",
+        ),
+        (
+            b.replace(
+                "test_token = false",
+                "test_token = false\nconfirmations = 0",
+            ),
+            "chain.confirmations",
+            "at least 1",
+        ),
+        (
+            b.replace(
+                "escrow_address = \"0x0000000000000000000000000000000000000001\"",
+                "escrow_address = \"0x00000000000000000000000000000000000000zz\"",
+            ),
+            "chain.escrow_address",
+            "40 hex digits",
+        ),
+        (
+            b.replace(
+                "tcti = \"swtpm:host=127.0.0.1,port=9\"",
+                "tcti = \"/dev/tpm0\"",
+            ),
+            "attestation.tpm.tcti",
+            "device:/dev/tpmrm0",
+        ),
+        (
+            b.replace(
+                &format!("mrenclave = [\"{zeros}\"]"),
+                "mrenclave = [\"abc\"]",
+            ),
+            "attestation.sgx.mrenclave[0]",
+            "not 64 hex digits",
+        ),
+        (
+            b.replace(
+                "[attestation.sgx]",
+                "[attestation.sgx]\naccepted_advisories = [\"SA-615\"]",
+            ),
+            "attestation.sgx.accepted_advisories[0]",
+            "INTEL-SA-00615",
+        ),
+        (
+            b.replace("[api]", "[api]\nlisten = \"localhost\""),
+            "api.listen",
+            "invalid",
+        ),
+    ];
+    for (text, want_field, want_msg) in cases {
+        assert_ne!(text, b, "edit for {want_field} did not apply");
+        let (field, msg) = parse_err(&text);
+        assert_eq!(field, want_field, "{msg}");
+        assert!(msg.contains(want_msg), "{want_field}: {msg}");
+    }
+}
+
+#[test]
+fn settlement_and_api_sections_are_optional_to_parse_and_resolve_relative_paths() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = ConfigSpec::under(dir.path());
-    let text = spec.to_toml().replace(
-        "[attestation.sgx]",
-        "expected_pcrs = { \"7\" = \"abc\" }\n\n[attestation.sgx]",
-    );
     let path = dir.path().join("node.toml");
+    let text = base()
+        .replace("\"/nonexistent/settler.key\"", "\"keys/settler.key\"")
+        .replace("\"/nonexistent/tokens\"", "\"tokens\"");
     std::fs::write(&path, text).unwrap();
-    let report = run_doctor(&Config::load(&path).unwrap());
-    let c = report
-        .checks
-        .iter()
-        .find(|c| c.name.starts_with("attestation: TPM"))
-        .unwrap();
-    assert_eq!(c.status, Status::Fail);
-    assert!(
-        c.detail.contains("attestation.tpm.expected_pcrs"),
-        "{}",
-        c.detail
-    );
+    let config = Config::load(&path).unwrap();
+    let s = config.settlement.unwrap();
+    assert_eq!(s.settler_key_file, dir.path().join("keys/settler.key"));
+    assert_eq!(s.run_window_secs, 600);
+    let api = config.api.unwrap();
+    assert_eq!(api.tokens_file, dir.path().join("tokens"));
+    assert_eq!(api.listen.to_string(), "127.0.0.1:8420");
+
+    let mut without = String::new();
+    let mut skip = false;
+    for line in base().lines() {
+        if line.starts_with('[') {
+            skip = line == "[settlement]" || line == "[api]";
+        }
+        if !skip {
+            without.push_str(line);
+            without.push('\n');
+        }
+    }
+    let config = Config::parse(&without).unwrap();
+    assert!(config.settlement.is_none() && config.api.is_none());
 }

@@ -219,6 +219,26 @@ fn real_production_setup_fails_exactly_sgx_and_the_test_token() {
         .ek_ca_cert_pem()
         .expect("provisioned swtpm has a local CA")
         .to_owned();
+    spec.expected_pcrs = {
+        let mut ctx = rapha_attest::tpm::connect(&tpm.tcti()).unwrap();
+        let set = [0u8, 7].into_iter().collect();
+        rapha_attest::tpm::read_pcrs(&mut ctx, &set)
+            .unwrap()
+            .into_iter()
+            .map(|(i, d)| (i, d.to_hex()))
+            .collect()
+    };
+    rapha_node::keygen::write_node_key(&spec.settler_key).unwrap();
+    std::fs::write(
+        &spec.tokens,
+        "admin adm-0123456789abcdef0123456789abcdef0123\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &spec.tokens,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+    )
+    .unwrap();
     spec.runtime = runc;
     spec.rpc_url = anvil.rpc_url();
     spec.chain_id = anvil.chain_id();
@@ -255,9 +275,25 @@ fn real_production_setup_fails_exactly_sgx_and_the_test_token() {
         "escrow contract",
         "policy",
         "trust store",
+        "settlement",
+        "API tokens",
     ] {
         assert_eq!(status(&report, name).status, Status::Pass, "{report}");
     }
+    // No SGX here: the check names the missing Gramine quote source.
+    assert!(
+        status(&report, "attestation: SGX")
+            .detail
+            .starts_with("no SGX quote source"),
+        "{report}"
+    );
+    // The AK is enrolled at first start, not by doctor.
+    assert!(
+        status(&report, "attestation: TPM attestation key")
+            .detail
+            .contains("not enrolled yet"),
+        "{report}"
+    );
 
     // The binary prints the same and exits 1.
     let out = node(&["doctor", "--config", config_path.to_str().unwrap()]);
@@ -277,6 +313,7 @@ fn real_production_setup_fails_exactly_sgx_and_the_test_token() {
         s.dpo_keys = spec.dpo_keys.clone();
         s.tcti = spec.tcti.clone();
         s.vendor_root = spec.vendor_root.clone();
+        s.expected_pcrs = spec.expected_pcrs.clone();
         s.runtime = spec.runtime.clone();
         s.rpc_url = spec.rpc_url.clone();
         s.usdc = spec.usdc.clone();
@@ -303,6 +340,19 @@ fn real_production_setup_fails_exactly_sgx_and_the_test_token() {
     );
     // An EK root that did not sign the TPM's EK certificate.
     check_with(&|s| s.vendor_root = ca.clone(), "attestation: TPM", "");
+    // A PCR that is not what the hospital recorded (the platform booted differently).
+    check_with(
+        &|s| s.expected_pcrs = vec![(7, "11".repeat(32))],
+        "attestation: TPM",
+        "PCR 7 is",
+    );
+    // A settlement key others can read.
+    std::fs::set_permissions(
+        &spec.settler_key,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+    )
+    .unwrap();
+    check_with(&|_| {}, "settlement", "mode 644");
     // A chain whose id is not the configured one.
     check_with(&|s| s.chain_id = 80002, "chain RPC", "serves chain id 137");
     // An escrow address with no contract (an account).

@@ -117,6 +117,8 @@ fn production_template_fails_doctor_naming_every_missing_requirement() {
         "FAIL  trainer command",
         "FAIL  chain RPC",
         "FAIL  escrow contract",
+        "FAIL  settlement",
+        "FAIL  API tokens",
     ] {
         assert!(text.contains(name), "missing {name:?} in:\n{text}");
     }
@@ -126,7 +128,7 @@ fn production_template_fails_doctor_naming_every_missing_requirement() {
         .lines()
         .filter(|l| l.starts_with("      fix: "))
         .count();
-    assert!(fails >= 7);
+    assert!(fails >= 9);
     assert_eq!(fails, fixes, "{text}");
 }
 

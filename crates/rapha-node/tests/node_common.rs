@@ -24,7 +24,13 @@ pub fn policy_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../policy")
 }
 
-/// Settings of a config file written by [`write_config`].
+/// The real Intel DCAP collateral rapha-attest's tests use (a well-formed collateral file).
+pub fn sgx_collateral() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../rapha-attest/testdata/sgx_quote_collateral.json")
+}
+
+/// Settings of a config file written by [`ConfigSpec::write`].
 pub struct ConfigSpec {
     pub mode: &'static str,
     pub dicomweb_url: String,
@@ -36,12 +42,22 @@ pub struct ConfigSpec {
     pub trust: PathBuf,
     pub tcti: String,
     pub vendor_root: PathBuf,
+    /// `[attestation.tpm.expected_pcrs]`: PCR index to hex digest.
+    pub expected_pcrs: Vec<(u8, String)>,
+    pub ak_file: PathBuf,
+    /// Gramine's attestation interface (absent on a machine without SGX).
+    pub quote_source: PathBuf,
+    pub collateral: PathBuf,
     pub runtime: PathBuf,
     pub rpc_url: String,
     pub chain_id: u64,
     pub usdc: String,
     pub escrow: String,
     pub test_token: bool,
+    pub settler_key: PathBuf,
+    pub hospital: String,
+    pub payout: String,
+    pub tokens: PathBuf,
     pub data_dir: PathBuf,
     pub state_dir: PathBuf,
 }
@@ -60,12 +76,20 @@ impl ConfigSpec {
             trust: dir.join("trust"),
             tcti: "swtpm:host=127.0.0.1,port=9".into(),
             vendor_root: dir.join("vendor-root.pem"),
+            expected_pcrs: vec![(0, "00".repeat(32))],
+            ak_file: dir.join("state/attestation/tpm-ak.json"),
+            quote_source: dir.join("no-gramine/attestation"),
+            collateral: sgx_collateral(),
             runtime: PathBuf::from("/usr/sbin/runc"),
             rpc_url: "http://127.0.0.1:9".into(),
             chain_id: 137,
             usdc: "0x3c499c542cEF5E3811e1192ce70d8cC03d5c3359".into(),
             escrow: "0x0000000000000000000000000000000000000001".into(),
             test_token: false,
+            settler_key: dir.join("settler.key"),
+            hospital: "0x00000000000000000000000000000000000000a1".into(),
+            payout: "0x00000000000000000000000000000000000000b2".into(),
+            tokens: dir.join("tokens"),
             data_dir: dir.join("data"),
             state_dir: dir.join("state"),
         }
@@ -78,6 +102,11 @@ impl ConfigSpec {
             .as_ref()
             .map_or(String::new(), |c| format!("ca_file = {}\n", q(c)));
         let dpo: Vec<String> = self.dpo_keys.iter().map(|k| format!("{k:?}")).collect();
+        let pcrs: Vec<String> = self
+            .expected_pcrs
+            .iter()
+            .map(|(i, d)| format!("\"{i}\" = \"{d}\""))
+            .collect();
         format!(
             r#"mode = "{mode}"
 
@@ -118,8 +147,12 @@ store = {trust}
 [attestation.tpm]
 tcti = "{tcti}"
 vendor_root_ca = {root}
+ak_file = {ak}
+expected_pcrs = {{ {pcrs} }}
 
 [attestation.sgx]
+quote_source = {quote_source}
+collateral_file = {collateral}
 mrenclave = ["{mrenclave}"]
 
 [trainer]
@@ -131,6 +164,14 @@ chain_id = {chain_id}
 usdc_address = "{usdc}"
 escrow_address = "{escrow}"
 test_token = {test_token}
+
+[settlement]
+settler_key_file = {settler}
+hospital_address = "{hospital}"
+payout_address = "{payout}"
+
+[api]
+tokens_file = {tokens}
 
 [paths]
 data_dir = {data}
@@ -146,6 +187,10 @@ state_dir = {state}
             trust = q(&self.trust),
             tcti = self.tcti,
             root = q(&self.vendor_root),
+            ak = q(&self.ak_file),
+            pcrs = pcrs.join(", "),
+            quote_source = q(&self.quote_source),
+            collateral = q(&self.collateral),
             mrenclave = "00".repeat(32),
             runtime = q(&self.runtime),
             rpc = self.rpc_url,
@@ -153,6 +198,10 @@ state_dir = {state}
             usdc = self.usdc,
             escrow = self.escrow,
             test_token = self.test_token,
+            settler = q(&self.settler_key),
+            hospital = self.hospital,
+            payout = self.payout,
+            tokens = q(&self.tokens),
             data = q(&self.data_dir),
             state = q(&self.state_dir),
         )

@@ -15,3 +15,4 @@ mod keys_cli;
 mod node_common;
 mod pipeline_e2e;
 mod policy_config;
+mod production_node;

@@ -1,4 +1,5 @@
-//! `rapha-node serve`: the HTTP API over the pipeline built from the node configuration.
+//! `rapha-node serve`: the HTTP API over the pipeline built from the node configuration
+//! ([`crate::node_build::node_from_config`], the same as `run-job`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,32 +9,29 @@ use clap::Args;
 
 use super::{ApiState, Tokens};
 use crate::config::Config;
-use crate::run_job::{node_from_config, RunJobArgs};
+use crate::node_build::{node_from_config, SettlementOverrides};
 
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Read from the configuration file: everything. `serve --config FILE` alone starts a node:
+  [api]         listen (default 127.0.0.1:8420), tokens_file
+  [settlement]  hospital_address, payout_address, settler_key_file, run_window_secs
+  [attestation] production: TPM (tcti, vendor_root_ca, expected_pcrs, ak_file) and SGX
+                (quote_source, collateral_file, mrenclave/mrsigner)
+The flags below override the configuration for this run only.")]
 pub struct ServeArgs {
     /// Node configuration (TOML).
     #[arg(long)]
     pub config: PathBuf,
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8420")]
-    pub listen: SocketAddr,
-    /// Token file: one `<publisher|dpo|admin> <token>` per line (mode 0600).
+    /// Overrides api.listen: address to listen on.
     #[arg(long)]
-    pub tokens: PathBuf,
-    /// The hospital's account registered in the escrow (0x...).
+    pub listen: Option<SocketAddr>,
+    /// Overrides api.tokens_file: one `<publisher|dpo|admin> <token>` per line (mode 0600).
     #[arg(long)]
-    pub hospital: String,
-    /// The payout account registered for the hospital (0x...).
-    #[arg(long)]
-    pub payout: String,
-    /// File with the hex private key that pays gas for settlements (mode 0600).
-    #[arg(long)]
-    pub settler_key_file: PathBuf,
-    /// Seconds a deposit must stay non-refundable after it is checked.
-    #[arg(long, default_value_t = 600)]
-    pub run_window_secs: u64,
+    pub tokens: Option<PathBuf>,
+    #[command(flatten)]
+    pub settlement: SettlementOverrides,
 }
 
 /// Builds the node, resumes every unfinished job, then serves until killed.
@@ -42,29 +40,37 @@ pub struct ServeArgs {
 /// An unreadable configuration or token file, a node that cannot be built, a listener that
 /// cannot bind.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
-    let tokens = Tokens::load(&args.tokens)?;
-    let cfg = Config::load(&args.config)?;
-    let node_args = RunJobArgs {
-        config: args.config.clone(),
-        bundle: None,
-        request: None,
-        hospital: args.hospital.clone(),
-        payout: args.payout.clone(),
-        settler_key_file: args.settler_key_file.clone(),
-        run_window_secs: args.run_window_secs,
+    // A token file named on the command line is checked before anything else is touched.
+    let cli_tokens = args.tokens.as_deref().map(Tokens::load).transpose()?;
+    let mut cfg = Config::load(&args.config)?;
+    let tokens = match cli_tokens {
+        Some(t) => t,
+        None => {
+            let file = cfg.api.as_ref().map(|a| a.tokens_file.clone()).context(
+                "no token file: set [api] tokens_file in the configuration (or pass --tokens)",
+            )?;
+            Tokens::load(&file)?
+        }
     };
+    let listen = args
+        .listen
+        .or_else(|| cfg.api.as_ref().map(|a| a.listen))
+        .unwrap_or_else(crate::config::default_listen);
+    args.settlement.apply(&mut cfg)?;
     // The node (and its chain client's own runtime) is built outside the server's runtime.
-    let mut node = node_from_config(&cfg, &node_args)?;
+    let mut node = node_from_config(&cfg)?;
     for (job, state) in node.resume_all().context("resuming unfinished jobs")? {
         tracing::info!(%job, state = state.as_str(), "job resumed");
     }
     let state = ApiState::new(node, cfg.paths.state_dir.join("jobs.sqlite"), tokens);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.listen)
+        let listener = tokio::net::TcpListener::bind(listen)
             .await
-            .with_context(|| format!("binding {}", args.listen))?;
-        tracing::info!(listen = %args.listen, "rapha-node API listening");
+            .with_context(|| format!("binding {listen}"))?;
+        tracing::info!(%listen, "rapha-node API listening");
+        // Tests and supervisors wait for this line before connecting.
+        eprintln!("rapha-node API listening on {}", listener.local_addr()?);
         super::serve(listener, state.clone())
             .await
             .context("serving the API")

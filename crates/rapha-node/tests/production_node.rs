@@ -1,0 +1,460 @@
+//! A production node built from its configuration alone (`node_build::node_from_config`):
+//! TPM evidence from swtpm through the configured TCTI with an AK enrolled once and kept in
+//! the AK file, SGX from Gramine's attestation interface, the production verifier. This
+//! machine has no SGX, so a job on it is refused at the attestation step with a receipt naming
+//! the missing SGX quote, and the depositor is refunded (fail closed). A production config can
+//! never build the development verifier (I8).
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rapha_attest::VerifyMode;
+use rapha_bundle::{SigningKey, TrustStore};
+use rapha_core::{CohortQuery, JobId, JobRequest, Outcome, Usdc};
+use rapha_node::config::Config;
+use rapha_node::node_build::{attestation_from_config, node_from_config, BuildError};
+use rapha_node::store::JobState;
+use rapha_policy::DpoSigningKey;
+use rapha_testkit::cohort::{generate, CohortSpec};
+use rapha_testkit::services::{Orthanc, Swtpm};
+
+use crate::node_common::{sgx_collateral, ConfigSpec};
+use crate::pipeline_e2e::{bundle, sandbox_ready, Chain, FEE, PUBLISHER, TRAINER};
+
+const PCRS: [u8; 6] = [0, 1, 2, 3, 4, 7];
+
+fn secret_file(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// The swtpm's current sha256 PCR values, as `expected_pcrs` entries.
+fn current_pcrs(tcti: &str) -> Vec<(u8, String)> {
+    let mut ctx = rapha_attest::tpm::connect(tcti).unwrap();
+    let set: BTreeSet<u8> = PCRS.into_iter().collect();
+    rapha_attest::tpm::read_pcrs(&mut ctx, &set)
+        .unwrap()
+        .into_iter()
+        .map(|(i, d)| (i, d.to_hex()))
+        .collect()
+}
+
+fn load(spec: &ConfigSpec, dir: &Path) -> Config {
+    Config::load(&spec.write(&dir.join("node.toml"))).unwrap()
+}
+
+#[test]
+fn production_config_never_builds_development_attestation() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let spec = ConfigSpec::under(d);
+    let text = spec.to_toml();
+
+    // Each missing or empty piece of production attestation is an error, never a fallback.
+    let no_enclave = text.replace(
+        &format!("mrenclave = [\"{}\"]", "00".repeat(32)),
+        "mrenclave = []",
+    );
+    let no_pcrs = text.replace(
+        &format!("expected_pcrs = {{ \"0\" = \"{}\" }}", "00".repeat(32)),
+        "expected_pcrs = {}",
+    );
+    for (what, edited, want) in [
+        (
+            "no accepted enclave",
+            no_enclave,
+            "attestation.sgx.mrenclave",
+        ),
+        ("no PCRs", no_pcrs, "attestation.tpm.expected_pcrs"),
+    ] {
+        assert_ne!(edited, text, "{what}: the edit did not apply");
+        let cfg = Config::parse(&edited).unwrap();
+        let err = attestation_from_config(&cfg).expect_err(what);
+        assert!(
+            matches!(err, BuildError::Invalid { .. }) && err.to_string().contains(want),
+            "{what}: {err}"
+        );
+    }
+    let mut cfg = Config::parse(&text).unwrap();
+    cfg.attestation.tpm = None;
+    let err = attestation_from_config(&cfg).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BuildError::ProductionAttestationMissing {
+                section: "attestation.tpm",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let mut cfg = Config::parse(&text).unwrap();
+    cfg.attestation.sgx = None;
+    let err = attestation_from_config(&cfg).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BuildError::ProductionAttestationMissing {
+                section: "attestation.sgx",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let mut cfg = Config::parse(&text).unwrap();
+    cfg.attestation.sgx.as_mut().unwrap().collateral_file = None;
+    let err = attestation_from_config(&cfg).unwrap_err();
+    assert!(
+        err.to_string().contains("attestation.sgx.collateral_file"),
+        "{err}"
+    );
+    // An unreachable TPM is an error too (the spec's TCTI points at a closed port).
+    let cfg = Config::parse(&text).unwrap();
+    let err = attestation_from_config(&cfg).unwrap_err();
+    assert!(matches!(err, BuildError::Tpm(_)), "{err}");
+
+    // The same configuration in demo mode gets the development verifier, as before.
+    let mut cfg = Config::parse(&text).unwrap();
+    cfg.mode = rapha_policy::Mode::Demo;
+    assert_eq!(
+        attestation_from_config(&cfg).unwrap().verifier.mode(),
+        VerifyMode::Development
+    );
+}
+
+#[test]
+fn attestation_key_is_enrolled_once_kept_private_and_reused() {
+    let Some(tpm) = rapha_testkit::require!(Swtpm::start_provisioned()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut spec = ConfigSpec::under(d);
+    spec.tcti = tpm.tcti();
+    spec.vendor_root = tpm.ek_ca_cert_pem().unwrap().to_owned();
+    spec.expected_pcrs = current_pcrs(&tpm.tcti());
+    let cfg = load(&spec, d);
+
+    assert!(!spec.ak_file.exists());
+    let first = attestation_from_config(&cfg).unwrap();
+    assert_eq!(first.verifier.mode(), VerifyMode::Production);
+    assert!(first.tpm_verifier.is_none());
+    drop(first);
+    let mode = std::fs::metadata(&spec.ak_file)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the AK file must not be readable by others");
+    let enrolled = std::fs::read(&spec.ak_file).unwrap();
+
+    // A restart loads the same AK instead of enrolling another.
+    let second = attestation_from_config(&cfg).unwrap();
+    assert_eq!(second.verifier.mode(), VerifyMode::Production);
+    drop(second);
+    assert_eq!(std::fs::read(&spec.ak_file).unwrap(), enrolled);
+
+    // An AK file others can read is refused, not used.
+    std::fs::set_permissions(&spec.ak_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = attestation_from_config(&cfg).unwrap_err();
+    assert!(
+        matches!(err, BuildError::AkFile { .. }) && err.to_string().contains("chmod 600"),
+        "{err}"
+    );
+    // A record that is not an AK is refused naming the file.
+    secret_file(&spec.ak_file, b"{\"ak\": 1}");
+    let err = attestation_from_config(&cfg).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("not an enrolled attestation key record"),
+        "{err}"
+    );
+}
+
+/// Waits for `GET /healthz` on `port` to answer 200.
+fn wait_healthy(port: u16, child: &mut std::process::Child) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        let ok = reqwest::blocking::get(format!("http://127.0.0.1:{port}/healthz"))
+            .is_ok_and(|r| r.status().is_success());
+        if ok {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+#[test]
+fn production_node_without_sgx_refuses_the_job_at_attestation_and_refunds() {
+    let Some(trainer) = sandbox_ready() else {
+        return;
+    };
+    let Some(orthanc) = rapha_testkit::require!(Orthanc::start()) else {
+        return;
+    };
+    let Some(tpm) = rapha_testkit::require!(Swtpm::start_provisioned()) else {
+        return;
+    };
+    let Some(chain) = Chain::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let cohort = t.join("cohort");
+    generate(&CohortSpec {
+        studies: 20,
+        seed: 31,
+        out: cohort.clone(),
+        rle_fraction: 0.0,
+        label_shuffle: false,
+    })
+    .unwrap();
+    let (ok, rejected) = orthanc.upload_dir(&cohort.join("dicom")).unwrap();
+    assert!(ok > 0 && rejected == 0);
+    let accessions: Vec<String> = std::fs::read_to_string(cohort.join("labels.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split(',').next().map(str::to_owned))
+        .collect();
+    let publisher = SigningKey::ed25519_from_seed(&[5; 32]);
+    TrustStore::add(
+        &t.join("trust"),
+        PUBLISHER,
+        &publisher.public_key(),
+        &[TRAINER.into()],
+        None,
+    )
+    .unwrap();
+    let (bundle_dir, manifest) = bundle(t, &trainer, "honest", "honest", &publisher);
+    let dpo = DpoSigningKey::from_seed(&[6; 32]);
+    secret_file(&t.join("hmac.key"), &[0x24; 32]);
+    secret_file(
+        &t.join("node.key"),
+        hex::encode(chain.node_secret).as_bytes(),
+    );
+    secret_file(&t.join("settler.key"), chain.keys[5].as_bytes());
+    secret_file(
+        &t.join("tokens"),
+        b"admin adm-0123456789abcdef0123456789abcdef0123\n",
+    );
+    let runc = String::from_utf8(Command::new("which").arg("runc").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let q = |p: &Path| format!("{:?}", p.display().to_string());
+    let pcrs: Vec<String> = current_pcrs(&tpm.tcti())
+        .into_iter()
+        .map(|(i, d)| format!("\"{i}\" = \"{d}\""))
+        .collect();
+    let config_path = t.join("node.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"mode = "production"
+
+[[dicomweb.endpoints]]
+url = "{url}"
+
+[keys]
+hmac_key_file = {hmac}
+node_key_file = {node}
+dpo_public_keys = ["{dpo}"]
+
+[cohort]
+opt_out_file = {optouts}
+labels_file = {labels}
+
+[policy]
+path = {policy}
+modalities = ["CT", "MR", "CR", "DX", "US", "SC"]
+min_fee_usdc = "1.00"
+min_patients = 5
+min_validation_patients = 2
+
+[policy.outputs]
+kinds = ["safetensors", "metrics-json"]
+max_file_bytes = 1048576
+max_total_bytes = 2097152
+
+[policy.budget]
+max_jobs = 100
+window_hours = 24
+
+[trust]
+store = {trust}
+
+[attestation.tpm]
+tcti = "{tcti}"
+vendor_root_ca = {root}
+expected_pcrs = {{ {pcrs} }}
+
+[attestation.sgx]
+quote_source = {quote_source}
+collateral_file = {collateral}
+mrenclave = ["{mrenclave}"]
+
+[trainer]
+runtime = "{runc}"
+
+[chain]
+rpc_url = "{rpc}"
+chain_id = 137
+usdc_address = "{usdc}"
+escrow_address = "{escrow}"
+confirmations = 1
+test_token = true
+
+[settlement]
+settler_key_file = "settler.key"
+hospital_address = "{hospital}"
+payout_address = "{payout}"
+run_window_secs = 600
+
+[api]
+listen = "127.0.0.1:{port}"
+tokens_file = "tokens"
+
+[paths]
+data_dir = "data"
+state_dir = "state"
+"#,
+            url = orthanc.dicomweb_url(),
+            hmac = q(&t.join("hmac.key")),
+            node = q(&t.join("node.key")),
+            dpo = dpo.public().to_hex(),
+            optouts = q(&cohort.join("optouts.csv")),
+            labels = q(&cohort.join("labels.csv")),
+            policy = q(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policy/rapha.rego")),
+            trust = q(&t.join("trust")),
+            tcti = tpm.tcti(),
+            root = q(tpm.ek_ca_cert_pem().unwrap()),
+            pcrs = pcrs.join(", "),
+            quote_source = q(&t.join("no-gramine/attestation")),
+            collateral = q(&sgx_collateral()),
+            mrenclave = "ab".repeat(32),
+            rpc = chain.url,
+            usdc = chain.usdc,
+            escrow = chain.escrow,
+            hospital = chain.hospital,
+            payout = chain.payout,
+        ),
+    )
+    .unwrap();
+    let cfg = Config::load(&config_path).unwrap();
+
+    // 1. The node is built from the configuration alone, with production attestation.
+    let mut node = node_from_config(&cfg).unwrap();
+    let ak_file = t.join("state/attestation/tpm-ak.json");
+    assert!(ak_file.is_file(), "the AK was not enrolled and kept");
+    let enrolled = std::fs::read(&ak_file).unwrap();
+
+    // 2. A job goes through admission, cohort, DPO approval and deposit, then is refused at
+    //    the attestation step: the evidence has a TPM quote but no SGX quote.
+    let request = JobRequest {
+        job_id: JobId::random(),
+        publisher: PUBLISHER.into(),
+        trainer: TRAINER.into(),
+        bundle_manifest: manifest,
+        query: CohortQuery {
+            limit: Some(accessions.len() as u32),
+            accession_numbers: accessions.clone(),
+            ..CohortQuery::default()
+        },
+        requested_fields: vec![],
+        validation_percent: 50,
+        fee: Usdc::from_base_units(FEE),
+        chain_id: 137,
+        depositor: chain.company.address().to_string(),
+    };
+    let job = node.submit(&bundle_dir, request).unwrap();
+    assert_eq!(
+        node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingApproval
+    );
+    let digest = node.review_digest(job).unwrap().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    node.approvals()
+        .record(&dpo.approve(digest, now, now + 3600).unwrap())
+        .unwrap();
+    assert_eq!(
+        node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingDeposit
+    );
+    let company_before = chain.balance(chain.company.address());
+    let payout_before = chain.balance(chain.payout);
+    chain.deposit(&job);
+    let mut state = JobState::AwaitingDeposit;
+    for _ in 0..60 {
+        state = node.run_until_blocked(job).unwrap();
+        if state == JobState::Settled {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(state, JobState::Settled);
+    let row = node.store().get(job).unwrap();
+    assert_eq!(row.outcome, Some(Outcome::Refused), "{:?}", row.reason);
+    let reason = row.reason.unwrap();
+    assert_eq!(
+        reason,
+        "attestation refused: evidence carries no SGX quote, which production requires"
+    );
+    let to: Vec<JobState> = node
+        .store()
+        .transitions(job)
+        .unwrap()
+        .iter()
+        .map(|t| t.to)
+        .collect();
+    assert!(to.contains(&JobState::DepositConfirmed), "{to:?}");
+    for never in [JobState::Attested, JobState::Running, JobState::Released] {
+        assert!(!to.contains(&never), "{never:?} reached: {to:?}");
+    }
+    let receipt = node
+        .receipt(job)
+        .unwrap()
+        .expect("a refused job has a receipt");
+    assert_eq!(receipt.body["outcome"], "refused", "{}", receipt.body);
+    assert_eq!(receipt.body["reason"], reason.as_str());
+    assert!(!node.release_path(job).exists());
+    // The depositor has the whole fee back; the hospital got nothing.
+    assert_eq!(chain.balance(chain.company.address()), company_before);
+    assert_eq!(chain.balance(chain.payout), payout_before);
+    drop(node);
+
+    // 3. `rapha-node serve --config FILE` alone starts the same production node (listen
+    //    address, tokens, settlement all from the file) and reuses the enrolled AK.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rapha-node"))
+        .args(["serve", "--config", config_path.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let healthy = wait_healthy(port, &mut child);
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        healthy,
+        "serve --config did not come up: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&ak_file).unwrap(),
+        enrolled,
+        "serve enrolled a second AK instead of reusing the first"
+    );
+}
