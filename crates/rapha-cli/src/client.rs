@@ -206,6 +206,11 @@ impl NodeClient {
 
     /// `POST path` streaming `file` (`len` bytes) as the body → JSON.
     ///
+    /// A node that refuses the caller (401/403, a size or type it will not take) answers
+    /// before reading the body and closes the connection, which the sending side sees as a
+    /// broken upload. Then an empty request of the same kind asks the node why, so the
+    /// caller gets the node's refusal rather than "unreachable".
+    ///
     /// # Errors
     /// [`Failure`] by HTTP outcome.
     pub fn post_file(
@@ -215,14 +220,27 @@ impl NodeClient {
         file: std::fs::File,
         len: u64,
     ) -> Result<serde_json::Value, Failure> {
-        let body = reqwest::blocking::Body::sized(file, len);
-        let resp = self.send(
+        let post = |body: reqwest::blocking::Body| {
             self.http
                 .post(self.url(path))
                 .header(reqwest::header::CONTENT_TYPE, content_type)
-                .body(body),
-        )?;
-        self.json(resp)
+                .body(body)
+        };
+        match self.send(post(reqwest::blocking::Body::sized(file, len))) {
+            Ok(resp) => self.json(resp),
+            Err(upload @ Failure::Unreachable { .. }) => {
+                match self.send(post(reqwest::blocking::Body::from(Vec::new()))) {
+                    Err(
+                        refused @ Failure::NodeRefused {
+                            status: 401 | 403 | 413 | 415,
+                            ..
+                        },
+                    ) => Err(refused),
+                    _ => Err(upload),
+                }
+            }
+            Err(other) => Err(other),
+        }
     }
 
     /// `GET path` → the response, to read as a stream.

@@ -3,4 +3,5 @@
 
 mod bundle;
 mod deposit;
+mod job;
 mod verify;
