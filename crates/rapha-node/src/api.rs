@@ -222,6 +222,8 @@ pub struct ApiState {
     tokens: Arc<Tokens>,
     bundles: Arc<bundles::BundleStore>,
     bundle_limit: u64,
+    /// Jobs a background task is driving, with "run one more round" flags.
+    driving: Arc<Mutex<std::collections::HashMap<JobId, bool>>>,
     /// Refused calls on their way to the audit trail (one writer thread, bounded queue, so
     /// a flood of bad tokens cannot pile up blocking tasks).
     denials: std::sync::mpsc::SyncSender<AuditEvent>,
@@ -262,6 +264,7 @@ impl ApiState {
             tokens: Arc::new(tokens),
             bundles,
             bundle_limit: BUNDLE_BODY_LIMIT,
+            driving: Arc::default(),
             denials,
         }
     }
@@ -800,19 +803,72 @@ async fn upload_bundle(
         .into_response())
 }
 
-/// Drives `job` until it blocks, in the background.
+/// Drives `job` until it blocks, in the background. At most one task drives a job: a call
+/// while one is under way asks it for one more round instead (so an approval that lands just
+/// as a round ends is not missed, and a flood of calls cannot pile up blocked tasks).
 fn drive(state: &ApiState, job: JobId) {
-    let node = Arc::clone(&state.node);
-    tokio::task::spawn_blocking(move || {
-        let Ok(mut n) = node.lock() else {
-            tracing::error!(%job, "node lock poisoned; job not driven");
+    {
+        let Ok(mut driving) = state.driving.lock() else {
+            tracing::error!(%job, "drive set poisoned; job not driven");
             return;
         };
-        match n.run_until_blocked(job) {
-            Ok(s) => tracing::info!(%job, state = s.as_str(), "job waits"),
-            Err(e) => tracing::error!(%job, error = %e, "job step failed"),
+        if let Some(again) = driving.get_mut(&job) {
+            *again = true;
+            return;
+        }
+        driving.insert(job, false);
+    }
+    let node = Arc::clone(&state.node);
+    let driving = Arc::clone(&state.driving);
+    tokio::task::spawn_blocking(move || loop {
+        match node.lock() {
+            Ok(mut n) => match n.run_until_blocked(job) {
+                Ok(s) => tracing::debug!(%job, state = s.as_str(), "job waits"),
+                Err(e) => tracing::error!(%job, error = %e, "job step failed"),
+            },
+            Err(_) => tracing::error!(%job, "node lock poisoned; job not driven"),
+        }
+        let Ok(mut d) = driving.lock() else { return };
+        match d.get_mut(&job) {
+            Some(again) if *again => *again = false,
+            _ => {
+                d.remove(&job);
+                return;
+            }
         }
     });
+}
+
+/// How often `serve` re-drives unfinished jobs: a deposit or a settlement confirms on the
+/// chain, and a DPO may approve with `rapha-node approvals` instead of the API, without a
+/// request reaching the API.
+pub const REDRIVE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Re-drives every unfinished job each [`REDRIVE_INTERVAL`] (one task per job at most).
+async fn redrive_unfinished(state: ApiState) {
+    let mut tick = tokio::time::interval(REDRIVE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        let path = Arc::clone(&state.store_path);
+        let jobs = blocking(move || {
+            Ok(open_store(&path)?
+                .unfinished()
+                .map_err(HttpError::internal)?
+                .into_iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>())
+        })
+        .await;
+        match jobs {
+            Ok(jobs) => {
+                for job in jobs {
+                    drive(&state, job);
+                }
+            }
+            Err(e) => tracing::warn!(error = e.message, "cannot list unfinished jobs"),
+        }
+    }
 }
 
 /// Runs `f` on the node, on the blocking pool.
@@ -1212,10 +1268,14 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until the process is stopped.
+/// Serves the API on `listener` until the process is stopped, re-driving unfinished jobs
+/// every [`REDRIVE_INTERVAL`] in the background.
 ///
 /// # Errors
 /// An I/O error from the listener.
 pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).await
+    let watcher = tokio::spawn(redrive_unfinished(state.clone()));
+    let served = axum::serve(listener, router(state)).await;
+    watcher.abort();
+    served
 }

@@ -172,6 +172,18 @@ impl Served {
         (status, resp.text().unwrap())
     }
 
+    /// Raw bytes of a GET (released files).
+    pub fn get_bytes(&self, path: &str, token: &str) -> (StatusCode, Vec<u8>) {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .unwrap();
+        let status = resp.status();
+        (status, resp.bytes().unwrap().to_vec())
+    }
+
     pub fn call(
         &self,
         method: &str,

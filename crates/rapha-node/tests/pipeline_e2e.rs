@@ -231,22 +231,24 @@ impl Chain {
     }
 }
 
-struct World {
-    tmp: tempfile::TempDir,
+/// The real components with a tiny cohort and a node over them (also served through the API
+/// in `api_phi`).
+pub struct World {
+    pub tmp: tempfile::TempDir,
     _orthanc: Orthanc,
     _tpm: Swtpm,
-    chain: Chain,
-    manifest: CohortManifest,
-    accessions: Vec<String>,
-    node: Node,
+    pub chain: Chain,
+    pub manifest: CohortManifest,
+    pub accessions: Vec<String>,
+    pub node: Node,
     pacs_calls: Arc<AtomicUsize>,
     forge: Arc<AtomicBool>,
-    dpo: DpoSigningKey,
-    publisher_key: SigningKey,
-    trainer: PathBuf,
+    pub dpo: DpoSigningKey,
+    pub publisher_key: SigningKey,
+    pub trainer: PathBuf,
 }
 
-fn world() -> Option<World> {
+pub fn world() -> Option<World> {
     let trainer = sandbox_ready()?;
     let orthanc = rapha_testkit::require!(Orthanc::start())?;
     let tpm = rapha_testkit::require!(Swtpm::start_provisioned())?;
@@ -400,7 +402,7 @@ fn world() -> Option<World> {
 }
 
 impl World {
-    fn request(&self, manifest: Digest, query: CohortQuery) -> JobRequest {
+    pub fn request(&self, manifest: Digest, query: CohortQuery) -> JobRequest {
         JobRequest {
             job_id: JobId::random(),
             publisher: PUBLISHER.into(),
@@ -415,7 +417,7 @@ impl World {
         }
     }
 
-    fn scoped_query(&self) -> CohortQuery {
+    pub fn scoped_query(&self) -> CohortQuery {
         CohortQuery {
             limit: Some(self.accessions.len() as u32),
             accession_numbers: self.accessions.clone(),
@@ -486,14 +488,17 @@ impl World {
 
     /// Every planted PHI value absent from `bytes`; returns the ones found.
     fn phi_in(&self, bytes: &[u8]) -> Vec<String> {
-        let hay = String::from_utf8_lossy(bytes);
-        self.manifest
-            .phi
-            .iter()
-            .filter(|p| p.len() >= 4 && hay.contains(p.as_str()))
-            .cloned()
-            .collect()
+        phi_in(&self.manifest.phi, bytes)
     }
+}
+
+/// The planted PHI values (of at least 4 characters) that occur in `bytes`.
+pub fn phi_in(phi: &[String], bytes: &[u8]) -> Vec<String> {
+    let hay = String::from_utf8_lossy(bytes);
+    phi.iter()
+        .filter(|p| p.len() >= 4 && hay.contains(p.as_str()))
+        .cloned()
+        .collect()
 }
 
 pub fn all_files(dir: &Path) -> Vec<PathBuf> {

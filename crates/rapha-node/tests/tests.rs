@@ -5,6 +5,7 @@ mod trust;
 
 mod api;
 mod api_bundles;
+mod api_phi;
 mod approvals_cli;
 mod cohort_preview;
 mod config_errors;
