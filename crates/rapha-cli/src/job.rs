@@ -875,3 +875,70 @@ fn install(staged: Vec<Staged>, dir: &Path) -> anyhow::Result<Vec<(Staged, bool)
     sync_dir(dir);
     Ok(plan)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: &str, step: u64) -> Status {
+        Status {
+            job_id: "00".repeat(16),
+            state: state.into(),
+            step,
+            of: 17,
+            outcome: None,
+            reason: None,
+            records: Value::Null,
+        }
+    }
+
+    #[test]
+    fn the_progress_bar_fills_with_the_step_and_names_what_the_job_waits_for() {
+        assert_eq!(
+            status("received", 0).bar(),
+            "[#-----------------------] 1/17 received"
+        );
+        assert_eq!(
+            status("awaiting-deposit", 6).bar(),
+            "[#########---------------] 7/17 awaiting-deposit — waiting for your deposit \
+             (rapha job deposit)"
+        );
+        assert_eq!(
+            status("settled", 16).bar(),
+            "[########################] 17/17 settled"
+        );
+    }
+
+    #[test]
+    fn only_a_settled_job_that_did_not_complete_is_a_failure() {
+        let mut st = status("settled", 16);
+        st.outcome = Some("completed".into());
+        assert!(st.ended().is_ok());
+        st.outcome = Some("refused".into());
+        st.reason = Some("query too broad".into());
+        let err = st.ended().unwrap_err();
+        assert_eq!(
+            crate::exit::classify(&err).0,
+            crate::exit::JOB_NOT_COMPLETED
+        );
+        assert!(err.to_string().ends_with("ended refused: query too broad"));
+        let mut running = status("refused", 12);
+        running.outcome = Some("refused".into());
+        assert!(running.ended().is_ok(), "not settled yet: still watched");
+    }
+
+    #[test]
+    fn date_ranges_are_checked_before_sending() {
+        assert!(check_date_range("20240101-20241231").is_ok());
+        assert!(check_date_range("20240101-20240101").is_ok());
+        for bad in [
+            "2024-2025",
+            "20240101",
+            "20240101-2024123",
+            "20240132-20240201",
+        ] {
+            assert!(check_date_range(bad).is_err(), "{bad}");
+        }
+        assert!(check_date_range("20240201-20240101").is_err());
+    }
+}

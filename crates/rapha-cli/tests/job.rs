@@ -682,6 +682,30 @@ fn a_job_goes_from_submit_to_verified_outputs_through_the_cli_alone() {
     let out = w.job("status", &[&unknown]);
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(stderr(&out).contains("unknown-job"), "{}", stderr(&out));
+    // A valid token of a role that may not upload (the DPO's): the node stops the upload
+    // before reading it; the CLI reports the node's 403, not a network failure.
+    let dpo_token = private_file(&w.tmp.path().join("dpo.token"), DPO_TOKEN);
+    let out = rapha(&[
+        "job",
+        "submit",
+        s(&w.bundle),
+        "--modality",
+        "CT",
+        "--fee",
+        "120.00",
+        "--key",
+        s(&w.wallet),
+        "--node",
+        &w.url,
+        "--token-file",
+        s(&dpo_token),
+    ]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("HTTP 403, forbidden"),
+        "{}",
+        stderr(&out)
+    );
 
     // 1. A broad query (a modality only): the node refuses it before the PACS sees a
     //    request; `status --watch` ends with exit 3 and the reason; `fetch` saves the
@@ -862,6 +886,18 @@ fn a_job_goes_from_submit_to_verified_outputs_through_the_cli_alone() {
         "{}",
         stdout(&out)
     );
+
+    // A file in the node's release directory that the receipt does not name: refused, exit 4,
+    // nothing written.
+    let extra = w.release_dir.join(&job).join("extra.bin");
+    std::fs::write(&extra, b"not receipted").unwrap();
+    let extra_out = w.tmp.path().join("extra-out");
+    let out = w.job("fetch", &[&job, "--out", s(&extra_out), "--json"]);
+    std::fs::remove_file(&extra).unwrap();
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert_eq!(json(&out)["error"], "output-set-mismatch");
+    assert!(stderr(&out).contains("extra.bin"), "{}", stderr(&out));
+    assert!(!extra_out.exists());
 
     // Fetching again is idempotent: the same files are left as they are.
     let out = w.job("fetch", &[&job, "--out", s(&out_dir), "--json"]);
