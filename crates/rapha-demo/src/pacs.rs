@@ -290,46 +290,145 @@ fn number(s: &str) -> Value {
     }
 }
 
-struct Request {
-    path: String,
-    query: Vec<(String, String)>,
+/// Longest request line or header line accepted (bytes, with the line end).
+pub const MAX_LINE: usize = 16 << 10;
+/// Most header lines accepted in one request.
+pub const MAX_HEADERS: usize = 100;
+/// Largest request body accepted (the DICOMweb client sends none; it is read and dropped).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Why a request could not be parsed: answered `400 Bad Request` (the message says why) and
+/// the connection closed, since the stream cannot be resynchronised.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    #[error("reading the request: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the connection closed in the middle of a request")]
+    Truncated,
+    #[error("a request or header line is longer than {MAX_LINE} bytes")]
+    LineTooLong,
+    #[error("more than {MAX_HEADERS} header lines")]
+    TooManyHeaders,
+    #[error("the request line is not `METHOD TARGET HTTP/1.x` in ASCII")]
+    BadRequestLine,
+    #[error("a header line has no colon or is not ASCII")]
+    BadHeader,
+    #[error("Content-Length is not a decimal number")]
+    BadContentLength,
+    #[error("the request body is over {MAX_BODY} bytes")]
+    BodyTooLarge,
+    #[error("Transfer-Encoding is not supported; send Content-Length")]
+    TransferEncoding,
 }
 
-fn read_request(r: &mut BufReader<TcpStream>) -> Result<Option<Request>> {
-    let mut line = String::new();
-    if r.read_line(&mut line)? == 0 {
+impl RequestError {
+    /// True when the peer is gone or the socket failed: nothing can be answered.
+    fn is_io(&self) -> bool {
+        matches!(self, Self::Io(_) | Self::Truncated)
+    }
+}
+
+/// One parsed request: method, percent-decoded path and query pairs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes, without its line end. `Ok(None)` at a clean
+/// end of stream before any byte.
+fn read_line(r: &mut impl BufRead) -> Result<Option<String>, RequestError> {
+    let mut buf = Vec::new();
+    let n = r
+        .by_ref()
+        .take(MAX_LINE as u64 + 1)
+        .read_until(b'\n', &mut buf)?;
+    if n == 0 {
         return Ok(None);
     }
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_owned();
-    let target = parts.next().unwrap_or_default().to_owned();
+    if buf.last() != Some(&b'\n') {
+        return Err(if n > MAX_LINE {
+            RequestError::LineTooLong
+        } else {
+            RequestError::Truncated
+        });
+    }
+    buf.pop();
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    String::from_utf8(buf)
+        .ok()
+        .filter(|l| l.is_ascii())
+        .map(Some)
+        .ok_or(RequestError::BadRequestLine)
+}
+
+/// Parses one HTTP/1.1 request from `r`; `Ok(None)` when the peer closed the connection
+/// between requests. Never panics and never allocates more than [`MAX_LINE`] per line or
+/// [`MAX_BODY`] for a body, whatever the bytes.
+///
+/// # Errors
+/// [`RequestError`]: the request is malformed or over a limit, or the socket failed.
+pub fn read_request(r: &mut impl BufRead) -> Result<Option<Request>, RequestError> {
+    let Some(line) = read_line(r)? else {
+        return Ok(None);
+    };
+    let mut parts = line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(RequestError::BadRequestLine);
+    };
+    if method.is_empty()
+        || !method.bytes().all(|b| b.is_ascii_uppercase())
+        || !target.starts_with('/')
+        || !version.starts_with("HTTP/1.")
+    {
+        return Err(RequestError::BadRequestLine);
+    }
     let mut content_length = 0usize;
+    let mut headers = 0usize;
     loop {
-        let mut h = String::new();
-        if r.read_line(&mut h)? == 0 {
-            return Ok(None);
-        }
-        let h = h.trim_end();
+        let h = match read_line(r) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Err(RequestError::Truncated),
+            Err(RequestError::BadRequestLine) => return Err(RequestError::BadHeader),
+            Err(e) => return Err(e),
+        };
         if h.is_empty() {
             break;
         }
-        if let Some((k, v)) = h.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                content_length = v.trim().parse().unwrap_or(0);
+        headers += 1;
+        if headers > MAX_HEADERS {
+            return Err(RequestError::TooManyHeaders);
+        }
+        let (k, v) = h.split_once(':').ok_or(RequestError::BadHeader)?;
+        if k.eq_ignore_ascii_case("content-length") {
+            let v = v.trim();
+            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(RequestError::BadContentLength);
             }
+            content_length = v.parse().map_err(|_| RequestError::BodyTooLarge)?;
+        } else if k.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(RequestError::TransferEncoding);
         }
     }
+    if content_length > MAX_BODY {
+        return Err(RequestError::BodyTooLarge);
+    }
     if content_length > 0 {
-        let mut sink = vec![0u8; content_length.min(1 << 20)];
-        r.read_exact(&mut sink)?;
+        let got = std::io::copy(
+            &mut r.by_ref().take(content_length as u64),
+            &mut std::io::sink(),
+        )?;
+        if got != content_length as u64 {
+            return Err(RequestError::Truncated);
+        }
     }
-    if method != "GET" {
-        return Ok(Some(Request {
-            path: String::new(),
-            query: Vec::new(),
-        }));
-    }
-    let (path, q) = target.split_once('?').unwrap_or((&target, ""));
+    let (path, q) = target.split_once('?').unwrap_or((target, ""));
     let query = q
         .split('&')
         .filter(|kv| !kv.is_empty())
@@ -339,29 +438,25 @@ fn read_request(r: &mut BufReader<TcpStream>) -> Result<Option<Request>> {
         })
         .collect();
     Ok(Some(Request {
+        method: method.to_owned(),
         path: percent_decode(path),
         query,
     }))
 }
 
-fn percent_decode(s: &str) -> String {
+/// Decodes `%XX` escapes and `+` (as a space); a `%` not followed by two hex digits is kept.
+pub fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'%' if i + 2 < b.len() => {
-                let h = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-                match h.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(v) => {
-                        out.push(v);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
+            b'%' if i + 3 <= b.len()
+                && b[i + 1].is_ascii_hexdigit()
+                && b[i + 2].is_ascii_hexdigit() =>
+            {
+                out.push(hex(b[i + 1]) << 4 | hex(b[i + 2]));
+                i += 3;
             }
             b'+' => {
                 out.push(b' ');
@@ -376,22 +471,116 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The value of one ASCII hex digit (callers check `is_ascii_hexdigit`).
+fn hex(d: u8) -> u8 {
+    match d {
+        b'0'..=b'9' => d - b'0',
+        b'a'..=b'f' => d - b'a' + 10,
+        b'A'..=b'F' => d - b'A' + 10,
+        _ => 0,
+    }
+}
+
 fn serve_conn(conn: TcpStream, index: &Index, counters: &Counters) -> Result<()> {
     conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     let mut w = conn.try_clone()?;
     let mut r = BufReader::new(conn);
-    while let Some(req) = read_request(&mut r)? {
-        let (status, ctype, body) = route(&req, index, counters);
-        write!(
-            w,
-            "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )?;
-        w.write_all(&body)?;
-        w.flush()?;
+    loop {
+        match read_request(&mut r) {
+            Ok(Some(req)) => {
+                let (status, ctype, body) = route(&req, index, counters);
+                write_response(&mut w, status, ctype, &body)?;
+            }
+            Ok(None) => break,
+            Err(e) if e.is_io() => {
+                tracing::debug!(error = %e, "demo PACS connection ended");
+                break;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "demo PACS refused a malformed request");
+                write_response(
+                    &mut w,
+                    "400 Bad Request",
+                    "text/plain",
+                    e.to_string().as_bytes(),
+                )?;
+                break;
+            }
+        }
     }
     let _ = w.shutdown(Shutdown::Both);
     Ok(())
+}
+
+fn write_response(w: &mut impl Write, status: &str, ctype: &str, body: &[u8]) -> Result<()> {
+    write!(
+        w,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )?;
+    w.write_all(body)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// The fuzz entry point (`fuzz/fuzz_targets/pacs_request.rs` and the crate's proptest): parses
+/// `bytes` as a stream of requests, as one connection would send them, and routes each against
+/// a small in-memory index. Returns the status code of every response the server would write
+/// (a malformed request is answered 400 and ends the stream). Must never panic.
+pub fn fuzz_requests(bytes: &[u8]) -> Vec<u16> {
+    let index = fuzz_index();
+    let counters = Counters::default();
+    let mut r = std::io::Cursor::new(bytes);
+    let mut codes = Vec::new();
+    loop {
+        match read_request(&mut r) {
+            Ok(Some(req)) => {
+                let (status, _, _) = route(&req, &index, &counters);
+                codes.push(status_code(status));
+            }
+            Ok(None) => break,
+            Err(e) if e.is_io() => break,
+            Err(_) => {
+                codes.push(400);
+                break;
+            }
+        }
+    }
+    codes
+}
+
+fn status_code(status: &str) -> u16 {
+    status
+        .split(' ')
+        .next()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One study, one series, one instance whose file does not exist (a retrieval answers 500).
+fn fuzz_index() -> Index {
+    let instance = json!({
+        "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+        "0020000E": {"vr": "UI", "Value": ["1.2.3.4"]},
+        "00080018": {"vr": "UI", "Value": ["1.2.3.4.5"]},
+        "00080060": {"vr": "CS", "Value": ["CT"]},
+    });
+    Index {
+        studies: vec![Study {
+            uid: "1.2.3".into(),
+            accession: "ACC1".into(),
+            date: "20200101".into(),
+            modalities: vec!["CT".into()],
+            json: json!({"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}),
+        }],
+        instances: vec![Instance {
+            study: "1.2.3".into(),
+            series: "1.2.3.4".into(),
+            sop: "1.2.3.4.5".into(),
+            path: PathBuf::from("/nonexistent/rapha-demo-fuzz.dcm"),
+            json: instance,
+        }],
+    }
 }
 
 const JSON: &str = "application/dicom+json";
@@ -421,6 +610,13 @@ fn route(
     counters: &Counters,
 ) -> (&'static str, &'static str, Vec<u8>) {
     let not_found = ("404 Not Found", "text/plain", b"not found".to_vec());
+    if req.method != "GET" {
+        return (
+            "405 Method Not Allowed",
+            "text/plain",
+            b"the demo PACS answers GET only".to_vec(),
+        );
+    }
     let Some(rest) = req.path.strip_prefix("/dicom-web/studies") else {
         return not_found;
     };

@@ -2,10 +2,11 @@
 //! says what actually ran; a step that could not run is listed as such and the exit code is
 //! non-zero.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
-
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use rapha_core::{CohortQuery, JobId, JobRequest, Outcome, Usdc};
@@ -13,67 +14,308 @@ use rapha_node::pipeline::{Blocked, Step};
 use rapha_receipt::VerifyOptions;
 use rapha_testkit::cohort::{generate, CohortManifest, CohortSpec};
 
+use serde::Serialize;
+
 use crate::chain::Chain;
+use crate::hostile::Attack;
 use crate::pacs::DemoPacs;
-use crate::RunArgs;
+
+/// Arguments of `rapha-demo run`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:
+  rapha-demo run                          the main job: reference trainer, 120 studies
+  rapha-demo run --hostile-example        a trainer that copies fed pixels into its weights:
+                                          refused by the output guard, nothing released,
+                                          deposit refunded, exit 3
+  rapha-demo run --hostile-example renamed-dicom
+  rapha-demo run --trainer-rootfs DIR --entrypoint /train    your own static trainer
+
+Exit codes: 0 completed and the receipt verifies; 3 refused (reason printed, deposit
+refunded); 1 anything else, including steps that did not run.")]
+pub struct RunArgs {
+    /// Synthetic studies to generate.
+    #[arg(long, default_value_t = 120)]
+    pub studies: usize,
+    /// Training epochs passed to the reference trainer (`--epochs N`).
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    /// Cohort generator seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Root filesystem of your own trainer to run, signed with the dev publisher key
+    /// (default: the reference trainer, built by `trainers/lesion-classifier/build.sh DIR`
+    /// into the directory named by $RAPHA_DEMO_REFERENCE_TRAINER; scripts/demo does this).
+    #[arg(long, conflicts_with = "hostile_example")]
+    pub trainer_rootfs: Option<PathBuf>,
+    /// Run the hostile example trainer instead (source in crates/rapha-demo/hostile-trainer;
+    /// built on first use, or taken from $RAPHA_DEMO_HOSTILE_TRAINER): it trains like any
+    /// trainer, then tries to smuggle fed images out. The output guard refuses the job,
+    /// nothing is released, the deposit is refunded, exit code 3.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "pixels-in-weights",
+          value_name = "ATTACK")]
+    pub hostile_example: Option<crate::hostile::Attack>,
+    /// Entrypoint inside the trainer rootfs.
+    #[arg(long, default_value = "/trainer")]
+    pub entrypoint: String,
+    /// Output directory (released/, receipt.json, cohort/).
+    #[arg(long, default_value = "rapha-demo-out")]
+    pub out: PathBuf,
+    /// Print the summary as one JSON object on stdout (field names are stable; progress
+    /// lines go to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
 
 /// Exit code of a refused job.
 pub const EXIT_REFUSED: i32 = 3;
 
-/// What happened to each step, for the closing summary.
-#[derive(Default)]
+/// Prefix of the node's reason when the output guard refused a job's outputs.
+const GUARD_REFUSED: &str = "output guard refused the outputs: ";
+
+/// What happened to each step, for the closing summary. Progress lines go to stdout, or to
+/// stderr when stdout carries the JSON summary.
 struct Steps {
-    done: Vec<(String, String)>,
     not_run: Vec<(String, String)>,
-    t0: Option<Instant>,
+    t0: Instant,
+    to_stderr: bool,
+    /// The step under way, for the "still running" lines of long steps.
+    activity: Arc<Mutex<Option<(String, Instant)>>>,
 }
 
 impl Steps {
+    fn line(&self, s: &str) {
+        if self.to_stderr {
+            eprintln!("{s}");
+        } else {
+            println!("{s}");
+        }
+    }
+    fn t(&self) -> f64 {
+        self.t0.elapsed().as_secs_f64()
+    }
     fn ok(&mut self, step: &str, detail: impl Into<String>) {
-        let detail = detail.into();
-        let t = self
-            .t0
-            .get_or_insert_with(Instant::now)
-            .elapsed()
-            .as_secs_f64();
-        println!("[{t:6.1}s] ok       {step}: {detail}");
-        self.done.push((step.to_owned(), detail));
+        self.set_activity(None);
+        self.line(&format!(
+            "[{:6.1}s] ok       {step}: {}",
+            self.t(),
+            detail.into()
+        ));
     }
     fn skipped(&mut self, step: &str, why: impl Into<String>) {
+        self.set_activity(None);
         let why = why.into();
-        let t = self
-            .t0
-            .get_or_insert_with(Instant::now)
-            .elapsed()
-            .as_secs_f64();
-        println!("[{t:6.1}s] NOT RUN  {step}: {why}");
+        self.line(&format!("[{:6.1}s] NOT RUN  {step}: {why}", self.t()));
         self.not_run.push((step.to_owned(), why));
     }
     fn start(&mut self, step: &str) {
-        let t = self
-            .t0
-            .get_or_insert_with(Instant::now)
-            .elapsed()
-            .as_secs_f64();
-        println!("[{t:6.1}s] ...      {step}");
+        self.line(&format!("[{:6.1}s] ...      {step}", self.t()));
+        self.set_activity(Some(step));
     }
+    fn set_activity(&self, step: Option<&str>) {
+        if let Ok(mut a) = self.activity.lock() {
+            *a = step.map(|s| (s.to_owned(), Instant::now()));
+        }
+    }
+}
+
+/// Prints a "still running" line on stderr every [`TICK`] while a step takes long.
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+const TICK: Duration = Duration::from_secs(15);
+
+impl Ticker {
+    fn start(t0: Instant, activity: Arc<Mutex<Option<(String, Instant)>>>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut last = Instant::now();
+            while !s2.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(200));
+                let Ok(a) = activity.lock() else { return };
+                if let Some((what, since)) = a.as_ref() {
+                    if since.elapsed() >= TICK && last.elapsed() >= TICK {
+                        eprintln!(
+                            "[{:6.1}s] ...      still {what} ({:.0} s so far)",
+                            t0.elapsed().as_secs_f64(),
+                            since.elapsed().as_secs_f64()
+                        );
+                        last = Instant::now();
+                    }
+                }
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The demo's result, printed as text or (with `--json`) as one JSON object. Field names are
+/// stable: scripts (bench/demo.sh) read them.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub job_id: String,
+    /// `completed`, `refused` or `failed`.
+    pub outcome: String,
+    pub reason: String,
+    pub exit_code: i32,
+    pub trainer: String,
+    /// The hostile example's attack, when `--hostile-example` ran.
+    pub hostile_attack: Option<String>,
+    pub cohort: CohortFigures,
+    pub pacs: PacsFigures,
+    /// Node-computed validation metrics (empty unless completed).
+    pub metrics: BTreeMap<String, f64>,
+    pub guard: GuardFigures,
+    pub released_dir: String,
+    /// Names of the files in `released_dir`: exactly what left the hospital.
+    pub released: Vec<String>,
+    pub receipt: ReceiptFigures,
+    pub payment: PaymentFigures,
+    pub phi_check: PhiCheck,
+    pub timings: Timings,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct CohortFigures {
+    pub studies_generated: usize,
+    /// Studies asked for (those in the label table).
+    pub studies_queried: usize,
+    pub studies_used: Option<u64>,
+    pub patients: Option<u64>,
+    pub train_patients: Option<u64>,
+    pub validation_patients: Option<u64>,
+    pub instances_used: Option<u64>,
+    pub instances_by_modality: BTreeMap<String, u64>,
+    pub instances_excluded: u64,
+    pub exclusions: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PacsFigures {
+    pub qido_searches: u64,
+    pub metadata_requests: u64,
+    pub instance_retrievals: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct GuardFigures {
+    /// `accepted`, `refused`, or `not-reached` (the job ended before the outputs existed).
+    pub verdict: String,
+    /// The rules that refused the outputs.
+    pub rules: Vec<GuardRule>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct GuardRule {
+    /// The output guard's rule, e.g. `PixelBlock`, `DicomContent`.
+    pub rule: String,
+    /// What the rule catches, in words.
+    pub what: String,
+    /// The guard's finding as the receipt records it.
+    pub detail: String,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ReceiptFigures {
+    pub path: String,
+    pub verified: bool,
+    pub error: Option<String>,
+}
+
+/// Amounts in USDC base units (6 decimals).
+#[derive(Debug, Default, Serialize)]
+pub struct PaymentFigures {
+    pub fee: u64,
+    pub hospital_share: u64,
+    pub protocol_share: u64,
+    /// Balance changes on the local chain between before the deposit and after settlement.
+    pub hospital_payout_delta: u64,
+    pub treasury_delta: u64,
+    pub company_delta: i64,
+    /// The AI company got its whole deposit back.
+    pub refunded: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PhiCheck {
+    /// Planted PHI strings looked for (those of 4 bytes or more).
+    pub planted: usize,
+    /// True if any of them appears in released/ or receipt.json.
+    pub found: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Timings {
+    /// Wall time of the job: from its submission to the node until it is settled on chain
+    /// (cohort generation, trainer build and chain start-up are before it).
+    pub job_seconds: f64,
+    /// Wall time of the `running` state (the trainer under runc, fed by the node).
+    pub running_seconds: Option<f64>,
+    /// Each state the job entered, seconds after submission.
+    pub states: Vec<StateTime>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct StateTime {
+    pub state: String,
+    pub at_seconds: f64,
 }
 
 /// Runs the demo; returns the process exit code.
 pub fn run(args: &RunArgs) -> i32 {
     let mut steps = Steps {
-        t0: Some(Instant::now()),
-        ..Steps::default()
+        not_run: Vec::new(),
+        t0: Instant::now(),
+        to_stderr: args.json,
+        activity: Arc::new(Mutex::new(None)),
     };
+    let _ticker = Ticker::start(steps.t0, steps.activity.clone());
     match run_inner(args, &mut steps) {
-        Ok(code) => code,
+        Ok(summary) => {
+            if args.json {
+                match serde_json::to_string_pretty(&summary) {
+                    Ok(j) => println!("{j}"),
+                    Err(e) => {
+                        eprintln!("FAILED: cannot encode the summary: {e}");
+                        return 1;
+                    }
+                }
+            } else {
+                print_summary(&summary);
+            }
+            print_not_run(&steps);
+            summary.exit_code
+        }
         Err(e) => {
-            println!();
-            println!("FAILED: {e:#}");
-            println!(
-                "The job did not finish: every step after the last \"ok\" line above did NOT run."
+            steps.set_activity(None);
+            steps.line("");
+            steps.line(&format!("FAILED: {e:#}"));
+            steps.line(
+                "The job did not finish: every step after the last \"ok\" line above did NOT run.",
             );
             print_not_run(&steps);
+            if args.json {
+                let j = serde_json::json!({
+                    "outcome": "error",
+                    "exit_code": 1,
+                    "error": format!("{e:#}"),
+                });
+                println!("{j}");
+            }
             1
         }
     }
@@ -81,20 +323,38 @@ pub fn run(args: &RunArgs) -> i32 {
 
 fn print_not_run(steps: &Steps) {
     if !steps.not_run.is_empty() {
-        println!();
-        println!("Steps that did NOT run ({}):", steps.not_run.len());
+        steps.line("");
+        steps.line(&format!(
+            "Steps that did NOT run ({}):",
+            steps.not_run.len()
+        ));
         for (s, why) in &steps.not_run {
-            println!("  - {s}: {why}");
+            steps.line(&format!("  - {s}: {why}"));
         }
     }
 }
 
-/// The trainer rootfs and whether it is the user's own (not the reference trainer).
-fn trainer_rootfs(args: &RunArgs) -> Result<(PathBuf, bool)> {
-    let (dir, custom) = if let Some(d) = &args.trainer_rootfs {
-        (d.clone(), true)
+/// Which trainer runs.
+enum Trainer {
+    Reference,
+    Custom,
+    Hostile(Attack),
+}
+
+/// The trainer rootfs and which trainer it is.
+fn trainer_rootfs(args: &RunArgs, steps: &mut Steps) -> Result<(PathBuf, Trainer)> {
+    let (dir, which) = if let Some(attack) = args.hostile_example {
+        steps.start("building the hostile example trainer (static binary, first use only)");
+        let dir = crate::hostile::rootfs()?;
+        steps.ok(
+            "hostile example",
+            format!("{}/trainer: it {}", dir.display(), attack.describe()),
+        );
+        (dir, Trainer::Hostile(attack))
+    } else if let Some(d) = &args.trainer_rootfs {
+        (d.clone(), Trainer::Custom)
     } else if let Some(d) = std::env::var_os("RAPHA_DEMO_REFERENCE_TRAINER") {
-        (PathBuf::from(d), false)
+        (PathBuf::from(d), Trainer::Reference)
     } else {
         bail!(
             "no trainer: build the reference trainer with \
@@ -102,20 +362,26 @@ fn trainer_rootfs(args: &RunArgs) -> Result<(PathBuf, bool)> {
              (scripts/demo builds it and sets RAPHA_DEMO_REFERENCE_TRAINER)"
         );
     };
-    let entry = dir.join(args.entrypoint.trim_start_matches('/'));
+    let entrypoint = if matches!(which, Trainer::Hostile(_)) {
+        "/trainer"
+    } else {
+        &args.entrypoint
+    };
+    let entry = dir.join(entrypoint.trim_start_matches('/'));
     if !entry.is_file() {
         bail!(
             "the trainer rootfs {} has no entrypoint {}",
             dir.display(),
-            args.entrypoint
+            entrypoint
         );
     }
-    Ok((dir, custom))
+    Ok((dir, which))
 }
 
-fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<i32> {
-    println!("Rapha demo: dev keys, simulated attestation, local chain. NOT FOR PRODUCTION.");
-    let (rootfs, custom) = trainer_rootfs(args)?;
+#[allow(clippy::too_many_lines)] // one linear story, step by step, as the user reads it
+fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<Summary> {
+    steps.line("Rapha demo: dev keys, simulated attestation, local chain. NOT FOR PRODUCTION.");
+    let (rootfs, which) = trainer_rootfs(args, steps)?;
     let out = &args.out;
     if out.exists() {
         std::fs::remove_dir_all(out)
@@ -179,13 +445,20 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<i32> {
 
     // 4. Trainer bundle: build, sign with the dev publisher key, verify as the node will.
     let work = tempfile::tempdir()?;
-    let mut entrypoint = vec![args.entrypoint.clone()];
+    let (mut entrypoint, name) = match which {
+        Trainer::Reference => (vec![args.entrypoint.clone()], None),
+        Trainer::Custom => (vec![args.entrypoint.clone()], Some("custom-trainer")),
+        Trainer::Hostile(a) => (
+            vec!["/trainer".to_owned(), a.arg().to_owned()],
+            Some("hostile-example"),
+        ),
+    };
     if let Some(e) = args.epochs {
         entrypoint.push("--epochs".into());
         entrypoint.push(e.to_string());
     }
     let (verified, keyid) =
-        crate::signing::build_signed_bundle(&rootfs, entrypoint, custom, work.path())?;
+        crate::signing::build_signed_bundle(&rootfs, entrypoint, name, work.path())?;
     steps.ok(
         "trainer bundle",
         format!(
@@ -248,16 +521,18 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<i32> {
         chain_id: chain.chain_id,
         depositor: chain.company.address().to_string(),
     };
-    let job = node
-        .submit(&work.path().join("bundle"), request)
-        .context("submitting the job to the node")?;
-    steps.ok("job submitted", format!("job {job} to the in-process node"));
-
     let before = (
         chain.balance(chain.payout)?,
         chain.balance(chain.treasury)?,
         chain.balance(chain.company.address())?,
     );
+    let submitted = Instant::now();
+    let job = node
+        .submit(&work.path().join("bundle"), request)
+        .context("submitting the job to the node")?;
+    steps.ok("job submitted", format!("job {job} to the in-process node"));
+
+    let mut states: Vec<StateTime> = Vec::new();
     let mut deposited = false;
     let deadline = Instant::now() + Duration::from_secs(3600);
     loop {
@@ -266,6 +541,10 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<i32> {
         }
         match node.advance(job).context("the node's pipeline")? {
             Step::Moved(s) => {
+                states.push(StateTime {
+                    state: s.to_string(),
+                    at_seconds: submitted.elapsed().as_secs_f64(),
+                });
                 steps.ok("node", format!("job is now {s}"));
                 if s == rapha_node::store::JobState::Running {
                     steps.start(
@@ -294,7 +573,7 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<i32> {
             }
             Step::Blocked(Blocked::Deposit(why)) => {
                 if deposited {
-                    std::thread::sleep(Duration::from_millis(500));
+                    std::thread::sleep(POLL);
                 } else {
                     tracing::debug!(%why, "node waits for the deposit");
                     let tx = chain.deposit(job, fee)?;
@@ -307,19 +586,24 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<i32> {
             }
             Step::Blocked(Blocked::Settlement(why)) => {
                 tracing::debug!(%why, "settlement pending");
-                std::thread::sleep(Duration::from_millis(500));
+                std::thread::sleep(POLL);
             }
             Step::Done => break,
         }
     }
-    steps.ok("node", "job settled");
+    let job_seconds = submitted.elapsed().as_secs_f64();
+    steps.ok(
+        "node",
+        format!("job settled, {job_seconds:.1} s after it was submitted"),
+    );
 
     // 7. Receipt, released files, payout.
     let receipt = node
         .receipt(job)?
         .context("the node settled the job but holds no receipt")?;
     let receipt_json = receipt.to_json()?;
-    std::fs::write(out.join("receipt.json"), &receipt_json)?;
+    let receipt_path = out.join("receipt.json");
+    std::fs::write(&receipt_path, &receipt_json)?;
     let verified_receipt = rapha_receipt::verify(
         &receipt_json,
         &VerifyOptions {
@@ -327,22 +611,15 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<i32> {
             ..VerifyOptions::default()
         },
     );
-    let receipt_ok = match &verified_receipt {
-        Ok(v) => {
-            steps.ok(
-                "receipt verified",
-                format!(
-                    "signed by node {}, leaf {} of the receipt log, outcome {:?}",
-                    v.signer, v.leaf_index, v.body.outcome
-                ),
-            );
-            true
-        }
-        Err(e) => {
-            println!("RECEIPT DID NOT VERIFY: {e}");
-            false
-        }
-    };
+    if let Ok(v) = &verified_receipt {
+        steps.ok(
+            "receipt verified",
+            format!(
+                "signed by node {}, leaf {} of the receipt log, outcome {:?}",
+                v.signer, v.leaf_index, v.body.outcome
+            ),
+        );
+    }
     let body = match &verified_receipt {
         Ok(v) => v.body.clone(),
         Err(_) => serde_json::from_value(receipt.body.clone())?,
@@ -363,97 +640,274 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<i32> {
         chain.balance(chain.company.address())?,
     );
 
-    println!();
-    println!("Summary (job {job})");
-    println!(
-        "  outcome: {:?}{}",
-        body.outcome,
-        if body.reason.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", body.reason)
-        }
-    );
-    println!("  cohort: {} studies generated", manifest.studies.len());
+    let mut cohort = CohortFigures {
+        studies_generated: manifest.studies.len(),
+        studies_queried: queried,
+        ..CohortFigures::default()
+    };
     if let Some(r) = node.review(job)? {
         let c = &r.cohort;
-        println!(
-            "    studies queried: {queried} (those in the label table); used: {}; patients {} (train {}, validation {})",
-            c.studies,
-            c.patients,
-            c.train_patients,
-            c.validation_patients
-        );
+        cohort.studies_used = Some(c.studies);
+        cohort.patients = Some(c.patients);
+        cohort.train_patients = Some(c.train_patients);
+        cohort.validation_patients = Some(c.validation_patients);
     }
     if let Some(c) = &body.cohort {
-        println!("    instances used: {} {:?}", c.instances, c.by_modality);
-        let excluded: u64 = c.exclusions.values().sum();
-        println!("    instances excluded: {excluded}");
+        cohort.instances_used = Some(c.instances);
+        cohort.instances_by_modality = c.by_modality.clone();
+        cohort.instances_excluded = c.exclusions.values().sum();
+        cohort.exclusions = c.exclusions.clone();
+    }
+    let pacs_figures = {
+        let c = &pacs.counters;
+        PacsFigures {
+            qido_searches: c.qido.load(Ordering::Relaxed),
+            metadata_requests: c.metadata.load(Ordering::Relaxed),
+            instance_retrievals: c.retrievals.load(Ordering::Relaxed),
+        }
+    };
+    let guard = match (&body.outputs, body.reason.strip_prefix(GUARD_REFUSED)) {
+        (Some(o), _) => GuardFigures {
+            verdict: o.guard_verdict.clone(),
+            rules: Vec::new(),
+        },
+        (None, Some(findings)) => GuardFigures {
+            verdict: "refused".into(),
+            rules: guard_rules(findings),
+        },
+        (None, None) => GuardFigures {
+            verdict: "not-reached".into(),
+            rules: Vec::new(),
+        },
+    };
+    let p = &body.payment;
+    let company_delta = i64::try_from(i128::from(after.2) - i128::from(before.2)).unwrap_or(0);
+    let planted = manifest.phi.iter().filter(|p| p.len() >= 4).count();
+    let phi_found = !check_phi_absent(&manifest, &released)?
+        || !check_phi_absent_file(&manifest, &receipt_path)?;
+    let outcome = match body.outcome {
+        Outcome::Completed => "completed",
+        Outcome::Refused => "refused",
+        _ => "failed",
+    };
+    let receipt_ok = verified_receipt.is_ok();
+    let exit_code = match body.outcome {
+        _ if phi_found => 1,
+        Outcome::Completed if receipt_ok => 0,
+        Outcome::Refused => EXIT_REFUSED,
+        _ => 1,
+    };
+    let running_seconds = states
+        .iter()
+        .position(|s| s.state == rapha_node::store::JobState::Running.to_string())
+        .and_then(|i| Some(states.get(i + 1)?.at_seconds - states.get(i)?.at_seconds));
+    Ok(Summary {
+        job_id: job.to_string(),
+        outcome: outcome.into(),
+        reason: body.reason.clone(),
+        exit_code,
+        trainer: body.trainer.clone(),
+        hostile_attack: args.hostile_example.map(|a| a.arg().to_owned()),
+        cohort,
+        pacs: pacs_figures,
+        metrics: body
+            .outputs
+            .as_ref()
+            .map(|o| o.metrics.clone())
+            .unwrap_or_default(),
+        guard,
+        released_dir: released.display().to_string(),
+        released: released_names,
+        receipt: ReceiptFigures {
+            path: receipt_path.display().to_string(),
+            verified: receipt_ok,
+            error: verified_receipt.err().map(|e| e.to_string()),
+        },
+        payment: PaymentFigures {
+            fee: p.fee.base_units(),
+            hospital_share: p.hospital_share.base_units(),
+            protocol_share: p.protocol_share.base_units(),
+            hospital_payout_delta: after.0.saturating_sub(before.0),
+            treasury_delta: after.1.saturating_sub(before.1),
+            company_delta,
+            refunded: body.outcome != Outcome::Completed
+                && company_delta == 0
+                && after.0 == before.0
+                && after.1 == before.1,
+        },
+        phi_check: PhiCheck {
+            planted,
+            found: phi_found,
+        },
+        timings: Timings {
+            job_seconds,
+            running_seconds,
+            states,
+        },
+    })
+}
+
+/// How often the demo asks the node again while it waits for the chain.
+const POLL: Duration = Duration::from_millis(500);
+
+/// The output guard's findings, from the receipt's reason: the guard's sentences, then each
+/// rejection as `Rule { field: .. }`, all joined by `"; "`. Each rule is paired with its
+/// sentence when there is one per rule.
+fn guard_rules(findings: &str) -> Vec<GuardRule> {
+    let rule_of = |f: &str| -> Option<String> {
+        let rule: String = f.chars().take_while(char::is_ascii_alphanumeric).collect();
+        (rule.starts_with(|c: char| c.is_ascii_uppercase()) && f[rule.len()..].starts_with(" {"))
+            .then_some(rule)
+    };
+    let pieces: Vec<&str> = findings.split("; ").collect();
+    let sentences: Vec<&str> = pieces
+        .iter()
+        .copied()
+        .filter(|f| rule_of(f).is_none())
+        .collect();
+    let rules: Vec<(String, &str)> = pieces
+        .iter()
+        .filter_map(|f| Some((rule_of(f)?, *f)))
+        .collect();
+    let paired = sentences.len() == rules.len();
+    rules
+        .iter()
+        .enumerate()
+        .map(|(i, (rule, debug))| GuardRule {
+            rule: rule.clone(),
+            what: rule_words(rule).to_owned(),
+            detail: if paired { sentences[i] } else { debug }.to_owned(),
+        })
+        .collect()
+}
+
+fn rule_words(rule: &str) -> &'static str {
+    match rule {
+        "PixelBlock" => "a verbatim block of a fed record's pixels in an output or the logs",
+        "DicomContent" => "DICOM content in an output",
+        "DicomName" => "an output named .dcm/.dicom",
+        "Identifier" => "a raw identifier of the cohort in an output or the logs",
+        "Undeclared" => "a file the bundle does not declare",
+        "BadFormat" => "an output that is not valid in its declared format",
+        "TooLarge" | "TotalTooLarge" => "outputs over their declared size cap",
+        "NotRegular" | "HardLink" => "an output that is not a single regular file",
+        _ => "see the receipt's reason",
+    }
+}
+
+fn print_summary(s: &Summary) {
+    println!();
+    println!("Summary (job {})", s.job_id);
+    let by_guard = s.guard.verdict == "refused";
+    println!(
+        "  outcome: {}{}",
+        s.outcome,
+        if by_guard {
+            " (by the output guard, see below)".to_owned()
+        } else if s.reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", s.reason)
+        }
+    );
+    println!("  trainer: {}", s.trainer);
+    let c = &s.cohort;
+    println!("  cohort: {} studies generated", c.studies_generated);
+    if let (Some(used), Some(p), Some(t), Some(v)) = (
+        c.studies_used,
+        c.patients,
+        c.train_patients,
+        c.validation_patients,
+    ) {
+        println!(
+            "    studies queried: {} (those in the label table); used: {used}; patients {p} (train {t}, validation {v})",
+            c.studies_queried
+        );
+    }
+    if let Some(n) = c.instances_used {
+        println!("    instances used: {n} {:?}", c.instances_by_modality);
+        println!("    instances excluded: {}", c.instances_excluded);
         for (r, n) in &c.exclusions {
             println!("      {r}: {n}");
         }
     }
-    {
-        use std::sync::atomic::Ordering::Relaxed;
-        let c = &pacs.counters;
-        println!(
-            "  demo PACS served {} QIDO-RS searches, {} WADO-RS metadata and {} instance retrievals",
-            c.qido.load(Relaxed),
-            c.metadata.load(Relaxed),
-            c.retrievals.load(Relaxed)
-        );
-    }
-    if let Some(o) = &body.outputs {
-        let m = &o.metrics;
-        match (m.get("auc"), m.get("auc_ci95_low"), m.get("auc_ci95_high")) {
-            (Some(a), Some(l), Some(h)) => {
-                println!("  node-computed AUC {a:.3} (95% CI {l:.3}-{h:.3})");
-            }
-            _ => println!("  node-computed metrics: {m:?}"),
+    println!(
+        "  demo PACS served {} QIDO-RS searches, {} WADO-RS metadata and {} instance retrievals",
+        s.pacs.qido_searches, s.pacs.metadata_requests, s.pacs.instance_retrievals
+    );
+    let m = &s.metrics;
+    match (m.get("auc"), m.get("auc_ci95_low"), m.get("auc_ci95_high")) {
+        (Some(a), Some(l), Some(h)) => {
+            println!("  node-computed AUC {a:.3} (95% CI {l:.3}-{h:.3})")
         }
-        println!("  output guard: {}", o.guard_verdict);
+        _ if !m.is_empty() => println!("  node-computed metrics: {m:?}"),
+        _ => {}
     }
-    println!("  released to {}: {:?}", released.display(), released_names);
+    match s.guard.verdict.as_str() {
+        "refused" => {
+            println!("  output guard: REFUSED the whole output set; rule(s) that fired:");
+            for r in &s.guard.rules {
+                println!("    - {}: {}", r.rule, r.what);
+                println!("      {}", r.detail);
+            }
+        }
+        v => println!("  output guard: {v}"),
+    }
+    println!("  released to {}: {:?}", s.released_dir, s.released);
     println!(
         "  receipt: {} ({})",
-        out.join("receipt.json").display(),
-        if receipt_ok {
-            "verified"
+        s.receipt.path,
+        if s.receipt.verified {
+            "verified".to_owned()
         } else {
-            "DID NOT VERIFY"
+            format!(
+                "DID NOT VERIFY: {}",
+                s.receipt.error.as_deref().unwrap_or("unknown")
+            )
         }
     );
-    let p = &body.payment;
+    let p = &s.payment;
     println!(
         "  fee {} base units: hospital share {} (70%), protocol share {} (30%)",
-        p.fee.base_units(),
-        p.hospital_share.base_units(),
-        p.protocol_share.base_units()
+        p.fee, p.hospital_share, p.protocol_share
     );
     println!(
-        "  on chain: hospital payout +{}, treasury +{}, AI company {} base units",
-        after.0.saturating_sub(before.0),
-        after.1.saturating_sub(before.1),
-        i128::from(after.2) - i128::from(before.2),
-    );
-    print_not_run(steps);
-    if !check_phi_absent(&manifest, &released)?
-        || !check_phi_absent_file(&manifest, &out.join("receipt.json"))?
-    {
-        println!("PHI CHECK FAILED: a planted PHI value appears in what left the hospital");
-        return Ok(1);
-    }
-    println!(
-        "  PHI check: none of the {} planted PHI values appears in released/ or receipt.json",
-        manifest.phi.len()
-    );
-    match body.outcome {
-        Outcome::Completed if receipt_ok => Ok(0),
-        Outcome::Refused => {
-            println!("job REFUSED: {} (deposit refunded)", body.reason);
-            Ok(EXIT_REFUSED)
+        "  on chain: hospital payout +{}, treasury +{}, AI company {} base units{}",
+        p.hospital_payout_delta,
+        p.treasury_delta,
+        p.company_delta,
+        if p.refunded {
+            " (deposit refunded in full)"
+        } else {
+            ""
         }
-        _ => Ok(1),
+    );
+    println!(
+        "  job wall time: {:.1} s from submission to settlement{}",
+        s.timings.job_seconds,
+        s.timings
+            .running_seconds
+            .map(|r| format!(" ({r:.1} s running the trainer)"))
+            .unwrap_or_default()
+    );
+    if s.phi_check.found {
+        println!("PHI CHECK FAILED: a planted PHI value appears in what left the hospital");
+    } else {
+        println!(
+            "  PHI check: none of the {} planted PHI values appears in released/ or receipt.json",
+            s.phi_check.planted
+        );
+    }
+    if by_guard {
+        let mut rules: Vec<&str> = s.guard.rules.iter().map(|r| r.rule.as_str()).collect();
+        rules.dedup();
+        println!(
+            "job REFUSED: the output guard refused the trainer's outputs ({}); nothing was \
+             released; deposit refunded",
+            rules.join(", ")
+        );
+    } else if s.outcome == "refused" {
+        println!("job REFUSED: {} (deposit refunded)", s.reason);
     }
 }
 
@@ -478,11 +932,8 @@ fn label_accessions(cohort_dir: &Path) -> Result<Vec<String>> {
 /// True when no planted PHI string occurs in any file under `dir`.
 fn check_phi_absent(manifest: &CohortManifest, dir: &Path) -> Result<bool> {
     for e in std::fs::read_dir(dir)? {
-        let bytes = std::fs::read(e?.path())?;
-        for phi in &manifest.phi {
-            if phi.len() >= 4 && contains(&bytes, phi.as_bytes()) {
-                return Ok(false);
-            }
+        if !check_phi_absent_file(manifest, &e?.path())? {
+            return Ok(false);
         }
     }
     Ok(true)

@@ -28,17 +28,18 @@ pub fn publisher_key() -> SigningKey {
 }
 
 /// Builds, signs and verifies the trainer bundle under `work`; returns the verified bundle.
-/// `custom` names a user's trainer (not the reference one).
+/// `name` renames a trainer that is not the reference one (its outputs and resources stay
+/// the reference trainer's declaration).
 pub fn build_signed_bundle(
     rootfs: &Path,
     entrypoint: Vec<String>,
-    custom: bool,
+    name: Option<&str>,
     work: &Path,
 ) -> Result<(VerifiedBundle, String)> {
     let mut spec = TrainerSpec::from_toml(REFERENCE_TRAINER_TOML)
         .context("parsing the reference trainer's trainer.toml")?;
-    if custom {
-        spec.name = "custom-trainer".into();
+    if let Some(n) = name {
+        n.clone_into(&mut spec.name);
     }
     spec.entrypoint = Some(entrypoint.clone());
     let image = work.join("image");

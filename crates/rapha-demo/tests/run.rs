@@ -224,3 +224,96 @@ fn demo_runs_a_user_trainer_from_trainer_rootfs_signed_with_the_dev_key() {
     assert_eq!(r.body.outcome, rapha_core::Outcome::Completed);
     assert_no_phi(&out);
 }
+
+/// `--hostile-example`: a trainer that trains like any other, then hides the raw pixel bytes
+/// of fed records in its weights. The output guard refuses the whole output set, the summary
+/// names the rule that fired, nothing is released, the deposit is refunded, exit code 3.
+#[test]
+fn hostile_example_is_refused_by_the_output_guard_nothing_released_and_refunded() {
+    let Some(rootfs) = ready() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = demo(
+        &rootfs,
+        &out,
+        &["--studies", "40", "--hostile-example", "--json"],
+    );
+    assert_eq!(o.status.code(), Some(3), "a refused job exits 3");
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).expect("--json prints JSON");
+    assert_eq!(s["outcome"], "refused");
+    assert_eq!(s["exit_code"], 3);
+    assert_eq!(s["trainer"], "hostile-example");
+    assert_eq!(s["hostile_attack"], "pixels-in-weights");
+    assert_eq!(s["guard"]["verdict"], "refused");
+    let rules: Vec<&str> = s["guard"]["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["PixelBlock"], "the pixel-copy rule fired: {s}");
+    assert!(
+        s["guard"]["rules"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("model.safetensors contains a verbatim block of a fed record's pixels"),
+        "{s}"
+    );
+    assert_eq!(s["released"], serde_json::json!([]));
+    assert_eq!(
+        std::fs::read_dir(out.join("released")).unwrap().count(),
+        0,
+        "nothing left the hospital"
+    );
+    assert_eq!(s["payment"]["refunded"], true);
+    assert_eq!(s["payment"]["company_delta"], 0);
+    assert_eq!(s["payment"]["hospital_payout_delta"], 0);
+    assert_eq!(s["payment"]["treasury_delta"], 0);
+    // The trainer ran: the guard judged real outputs, not a job that never started.
+    assert!(s["timings"]["running_seconds"].as_f64().is_some(), "{s}");
+    let r = verified_receipt(&out);
+    assert_eq!(r.body.outcome, rapha_core::Outcome::Refused);
+    assert!(
+        r.body
+            .reason
+            .starts_with("output guard refused the outputs: ")
+            && r.body.reason.contains("PixelBlock {"),
+        "{}",
+        r.body.reason
+    );
+    assert_no_phi(&out);
+}
+
+#[test]
+fn hostile_example_renamed_dicom_is_refused_and_the_text_summary_says_why() {
+    let Some(rootfs) = ready() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let o = demo(
+        &rootfs,
+        &out,
+        &["--studies", "40", "--hostile-example", "renamed-dicom"],
+    );
+    assert_eq!(o.status.code(), Some(3), "a refused job exits 3");
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        stdout.contains("output guard: REFUSED the whole output set"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("- DicomContent: DICOM content in an output"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("released to "), "{stdout}");
+    assert!(stdout.contains(": []"), "nothing released: {stdout}");
+    assert!(
+        stdout.contains("(deposit refunded in full)"),
+        "refund settled on chain: {stdout}"
+    );
+    assert!(
+        stdout
+            .contains("job REFUSED: the output guard refused the trainer's outputs (DicomContent"),
+        "{stdout}"
+    );
+    assert_eq!(std::fs::read_dir(out.join("released")).unwrap().count(), 0);
+}
