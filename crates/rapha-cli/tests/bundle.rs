@@ -218,3 +218,54 @@ fn group_readable_key_is_refused_for_signing() {
     ]);
     assert!(err.contains("chmod 600"), "{err}");
 }
+
+#[test]
+fn keygen_build_and_sign_print_stable_json_with_json() {
+    let f = Flow {
+        tmp: tempfile::tempdir().unwrap(),
+    };
+    let key: serde_json::Value =
+        serde_json::from_str(&ok(&["keygen", "--out", s(&f.p("k.key")), "--json"])).unwrap();
+    assert_eq!(key["private_key"], s(&f.p("k.key")));
+    assert_eq!(key["public_key"], s(&f.p("k.key.pub")));
+    assert_eq!(key["algorithm"], "ed25519");
+    assert!(key["keyid"].as_str().unwrap().len() >= 32, "{key}");
+    let root = f.p("rootfs");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("trainer"), b"#!/bin/sh\n").unwrap();
+    let built: serde_json::Value = serde_json::from_str(&ok(&[
+        "bundle",
+        "build",
+        "--rootfs",
+        s(&root),
+        "--entrypoint",
+        "/trainer",
+        "--out",
+        s(&f.p("layout")),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(built["layout"], s(&f.p("layout")));
+    let manifest = built["manifest"].as_str().unwrap().to_owned();
+    assert!(manifest.starts_with("sha256:"), "{built}");
+    let signed: serde_json::Value = serde_json::from_str(&ok(&[
+        "bundle",
+        "sign",
+        "--key",
+        s(&f.p("k.key")),
+        "--image",
+        s(&f.p("layout")),
+        "--predicate",
+        s(&example_predicate()),
+        "--out",
+        s(&f.p("bundle")),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(signed["manifest"], manifest.as_str());
+    assert_eq!(signed["keyid"], key["keyid"]);
+    assert_eq!(signed["bundle"], s(&f.p("bundle")));
+    for field in ["publisher", "trainer", "version"] {
+        assert!(signed[field].is_string(), "{field}: {signed}");
+    }
+}

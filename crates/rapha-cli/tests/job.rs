@@ -824,6 +824,25 @@ fn a_job_goes_from_submit_to_verified_outputs_through_the_cli_alone() {
         "{err}"
     );
 
+    // On a terminal (a pty from util-linux `script`), --watch draws one self-erasing line.
+    let cmd = format!(
+        "{} job status {job} --watch --node {} --token-file {}",
+        env!("CARGO_BIN_EXE_rapha"),
+        w.url,
+        s(&w.token)
+    );
+    let tty = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("RAPHA_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(code(&tty), 0, "{}", stderr(&tty));
+    let shown = stdout(&tty);
+    assert!(
+        shown.contains("\r\x1b[2K[########################] 17/17 settled"),
+        "{shown:?}"
+    );
+
     // 3. Fetch: the receipt verifies against the pinned node address, every output matches
     //    the digest the receipt commits to, and `rapha verify` accepts the receipt.
     let out_dir = w.tmp.path().join("out");
