@@ -2,8 +2,10 @@
 //!
 //! Checks every production requirement against the real thing (the PACS answers a scoped QIDO
 //! over HTTPS, the TPM certifies an AK under an EK that chains to the vendor root, the chain
-//! has the escrow deployed, …) and reports each as PASS or FAIL with how to fix it.
-//! `rapha-node serve` in production mode runs the same checks and refuses to start on any FAIL.
+//! has the escrow deployed, …) and reports each as PASS or FAIL with how to fix it. Run it
+//! before starting a production node ([`preflight`] for a supervisor that must refuse to start
+//! on any FAIL). The node itself refuses to build without production attestation
+//! ([`crate::node_build`]), and every job without verified TPM and SGX evidence is refused.
 //!
 //! [`run_doctor`] blocks (network and TPM I/O) on a thread of its own, so async code may call
 //! it, though it should not hold up a runtime worker with it (use `spawn_blocking`).

@@ -458,3 +458,117 @@ state_dir = "state"
         "serve enrolled a second AK instead of reusing the first"
     );
 }
+
+#[test]
+fn settlement_flags_override_the_configuration_and_nothing_missing_goes_unnoticed() {
+    use rapha_node::node_build::SettlementOverrides;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ConfigSpec::under(dir.path());
+    let text = spec.to_toml();
+
+    // The configuration is the default.
+    let mut cfg = Config::parse(&text).unwrap();
+    SettlementOverrides::default().apply(&mut cfg).unwrap();
+    let s = cfg.settlement.as_ref().unwrap();
+    assert_eq!(s.hospital_address, spec.hospital);
+    assert_eq!(s.settler_key_file, spec.settler_key);
+
+    // A flag replaces one value and leaves the rest.
+    let mut cfg = Config::parse(&text).unwrap();
+    SettlementOverrides {
+        payout: Some("0x00000000000000000000000000000000000000c3".into()),
+        run_window_secs: Some(900),
+        ..SettlementOverrides::default()
+    }
+    .apply(&mut cfg)
+    .unwrap();
+    let s = cfg.settlement.as_ref().unwrap();
+    assert_eq!(
+        s.payout_address,
+        "0x00000000000000000000000000000000000000c3"
+    );
+    assert_eq!(s.hospital_address, spec.hospital);
+    assert_eq!(s.run_window_secs, 900);
+
+    // A flag that is not an address is refused naming the flag.
+    let mut cfg = Config::parse(&text).unwrap();
+    let err = SettlementOverrides {
+        hospital: Some("0x1234".into()),
+        ..SettlementOverrides::default()
+    }
+    .apply(&mut cfg)
+    .unwrap_err();
+    assert!(err.to_string().contains("`--hospital`"), "{err}");
+
+    // Without [settlement], the flags must give all three values; a missing one is named.
+    let mut cfg = Config::parse(&text).unwrap();
+    cfg.settlement = None;
+    let err = SettlementOverrides {
+        hospital: Some(spec.hospital.clone()),
+        payout: Some(spec.payout.clone()),
+        ..SettlementOverrides::default()
+    }
+    .apply(&mut cfg)
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BuildError::SettlementMissing {
+                key: "settler_key_file",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let mut cfg = Config::parse(&text).unwrap();
+    cfg.settlement = None;
+    assert!(node_from_config(&cfg)
+        .unwrap_err()
+        .to_string()
+        .contains("no [settlement] section"));
+}
+
+#[test]
+fn serve_without_a_token_file_anywhere_says_where_to_set_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ConfigSpec::under(dir.path());
+    let mut without = String::new();
+    let mut skip = false;
+    for line in spec.to_toml().lines() {
+        if line.starts_with('[') {
+            skip = line == "[api]";
+        }
+        if !skip {
+            without.push_str(line);
+            without.push('\n');
+        }
+    }
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, without).unwrap();
+    let out = crate::node_common::node(&["serve", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = crate::node_common::stderr(&out);
+    assert!(err.contains("set [api] tokens_file"), "{err}");
+}
+
+#[test]
+fn keygen_settler_writes_a_private_key_the_node_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("settler.key");
+    let out = crate::node_common::node(&["keygen", "--settler", "--out", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", crate::node_common::stderr(&out));
+    let text = crate::node_common::stdout(&out);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let key = rapha_node::node_build::read_settler_key(&path).unwrap();
+    assert!(
+        text.contains(&key.address().to_string()),
+        "the printed address is not the key's: {text}"
+    );
+    // The same file made readable by others is refused.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let Err(err) = rapha_node::node_build::read_settler_key(&path) else {
+        panic!("a world-readable settler key was accepted");
+    };
+    assert!(err.to_string().contains("chmod 600"), "{err}");
+}

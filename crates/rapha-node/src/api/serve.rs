@@ -19,7 +19,7 @@ Read from the configuration file: everything. `serve --config FILE` alone starts
   [settlement]  hospital_address, payout_address, settler_key_file, run_window_secs
   [attestation] production: TPM (tcti, vendor_root_ca, expected_pcrs, ak_file) and SGX
                 (quote_source, collateral_file, mrenclave/mrsigner)
-The flags below override the configuration for this run only.")]
+The flags above override the configuration for this run only.")]
 pub struct ServeArgs {
     /// Node configuration (TOML).
     #[arg(long)]
