@@ -264,21 +264,6 @@ fn submit(args: &SubmitArgs) -> anyhow::Result<Printed> {
     let depositor = depositor(args)?;
     let claims = bundle_claims(&args.bundle)?;
     let client = NodeClient::new(&args.node)?;
-
-    // Pack to a temporary file and stream it: a bundle can be large.
-    let mut packed = tempfile::tempfile().context("creating a temporary file")?;
-    let bytes = rapha_bundle::pack_bundle(&args.bundle, std::io::BufWriter::new(&mut packed))
-        .with_context(|| format!("packing {}", args.bundle.display()))?;
-    std::io::Seek::rewind(&mut packed).context("rewinding the packed bundle")?;
-    let uploaded = client.post_file("/v1/bundles", "application/x-tar", packed, bytes)?;
-    let stored = uploaded["bundle_manifest"].as_str().unwrap_or_default();
-    if stored.parse::<Digest>().ok() != Some(claims.manifest) {
-        anyhow::bail!(
-            "the node stored the bundle as {stored:?}, not its manifest {}; not submitting",
-            claims.manifest.to_oci()
-        );
-    }
-
     let request = JobRequest {
         job_id: JobId::random(),
         publisher: claims.publisher,
@@ -291,18 +276,54 @@ fn submit(args: &SubmitArgs) -> anyhow::Result<Printed> {
         chain_id: args.chain_id,
         depositor,
     };
-    let answer = client.post_json("/v1/jobs", &json!({ "request": request }))?;
-    if answer["job_id"].as_str() != Some(request.job_id.to_string().as_str()) {
-        anyhow::bail!(
-            "the node answered job id {} for request {}",
-            answer["job_id"],
-            request.job_id
-        );
-    }
+    // Checked before anything is sent, so a submitted job always has its request kept.
     let path = args
         .request_out
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("job-{}.json", request.job_id)));
+    if path.exists() {
+        anyhow::bail!(
+            "{} exists; choose another --request-out (the request sent is kept there)",
+            path.display()
+        );
+    }
+
+    // Pack to a temporary file and stream it: a bundle can be large.
+    let mut packed = tempfile::tempfile().context("creating a temporary file")?;
+    let mut writer = std::io::BufWriter::new(&mut packed);
+    let bytes = rapha_bundle::pack_bundle(&args.bundle, &mut writer)
+        .with_context(|| format!("packing {}", args.bundle.display()))?;
+    writer.flush().context("writing the packed bundle")?;
+    drop(writer);
+    std::io::Seek::rewind(&mut packed).context("rewinding the packed bundle")?;
+    let uploaded = client.post_file("/v1/bundles", "application/x-tar", packed, bytes)?;
+    let stored = uploaded["bundle_manifest"].as_str().unwrap_or_default();
+    if stored.parse::<Digest>().ok() != Some(request.bundle_manifest) {
+        return Err(Failure::NodeError {
+            url: client.base().to_owned(),
+            status: 201,
+            code: "bad-response".into(),
+            message: format!(
+                "the node stored the bundle as {stored:?}, not its manifest {}; not submitting",
+                request.bundle_manifest.to_oci()
+            ),
+        }
+        .into());
+    }
+
+    let answer = client.post_json("/v1/jobs", &json!({ "request": request }))?;
+    if answer["job_id"].as_str() != Some(request.job_id.to_string().as_str()) {
+        return Err(Failure::NodeError {
+            url: client.base().to_owned(),
+            status: 202,
+            code: "bad-response".into(),
+            message: format!(
+                "the node answered job id {} for request {}",
+                answer["job_id"], request.job_id
+            ),
+        }
+        .into());
+    }
     let body = serde_json::to_vec_pretty(&request)?;
     write_new(&path, &body)?;
     let digest = request.digest();
@@ -407,9 +428,9 @@ struct Status {
 }
 
 impl Status {
-    fn from_api(v: &Value) -> Result<Self, Failure> {
+    fn from_api(v: &Value, node: &str) -> Result<Self, Failure> {
         let state = v["state"].as_str().ok_or_else(|| Failure::NodeError {
-            url: String::new(),
+            url: node.to_owned(),
             status: 200,
             code: "bad-response".into(),
             message: "the job status has no state".into(),
@@ -503,7 +524,7 @@ impl Status {
 }
 
 fn get_status(client: &NodeClient, job: JobId) -> Result<Status, Failure> {
-    Status::from_api(&client.get_json(&format!("/v1/jobs/{job}"))?)
+    Status::from_api(&client.get_json(&format!("/v1/jobs/{job}"))?, client.base())
 }
 
 fn status(args: &StatusArgs) -> anyhow::Result<Printed> {

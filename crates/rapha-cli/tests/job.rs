@@ -243,6 +243,49 @@ fn an_empty_or_malformed_query_is_refused_before_anything_is_sent() {
     }
 }
 
+#[test]
+fn a_request_file_in_the_way_is_refused_before_anything_is_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let token = private_file(&tmp.path().join("token"), PUBLISHER_TOKEN);
+    let trainer = tmp.path().join("trainer-bin");
+    std::fs::write(&trainer, b"#!/bin/sh\n").unwrap();
+    let bundle = signed_bundle(
+        tmp.path(),
+        &trainer,
+        &SigningKey::ed25519_from_seed(&[7; 32]),
+    );
+    let request = tmp.path().join("request.json");
+    std::fs::write(&request, b"an earlier job's request").unwrap();
+    // Nothing listens at the URL: had the CLI sent anything, this would be exit 5.
+    let out = rapha(&[
+        "job",
+        "submit",
+        s(&bundle),
+        "--modality",
+        "CT",
+        "--fee",
+        "120.00",
+        "--depositor",
+        "0x000000000000000000000000000000000000dEaD",
+        "--request-out",
+        s(&request),
+        "--node",
+        &closed_port_url(),
+        "--token-file",
+        s(&token),
+    ]);
+    assert_eq!(code(&out), 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("choose another --request-out"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read(&request).unwrap(),
+        b"an earlier job's request"
+    );
+}
+
 // ------------------------------------------------------------------------------------------
 // Against the real node
 
