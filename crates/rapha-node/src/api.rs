@@ -56,6 +56,10 @@ pub const BUNDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Most entries in an uploaded bundle archive.
 pub const BUNDLE_MAX_ENTRIES: u64 = 1024;
 
+/// Bundle uploads processed at once; more are refused with 429 (each may write up to
+/// [`BUNDLE_BODY_LIMIT`] to the state directory before it is verified).
+pub const MAX_CONCURRENT_UPLOADS: usize = 2;
+
 /// Who a caller is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -222,6 +226,7 @@ pub struct ApiState {
     tokens: Arc<Tokens>,
     bundles: Arc<bundles::BundleStore>,
     bundle_limit: u64,
+    uploads: Arc<tokio::sync::Semaphore>,
     /// Jobs a background task is driving, with "run one more round" flags.
     driving: Arc<Mutex<std::collections::HashMap<JobId, bool>>>,
     /// Refused calls on their way to the audit trail (one writer thread, bounded queue, so
@@ -264,6 +269,7 @@ impl ApiState {
             tokens: Arc::new(tokens),
             bundles,
             bundle_limit: BUNDLE_BODY_LIMIT,
+            uploads: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS)),
             driving: Arc::default(),
             denials,
         }
@@ -273,6 +279,14 @@ impl ApiState {
     #[must_use]
     pub fn with_bundle_limit(mut self, bytes: u64) -> Self {
         self.bundle_limit = bytes;
+        self
+    }
+
+    /// Sets how many bundle uploads are processed at once (default
+    /// [`MAX_CONCURRENT_UPLOADS`]).
+    #[must_use]
+    pub fn with_max_uploads(mut self, n: usize) -> Self {
+        self.uploads = Arc::new(tokio::sync::Semaphore::new(n));
         self
     }
 
@@ -685,6 +699,15 @@ async fn upload_bundle(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
+    let _permit = Arc::clone(&state.uploads)
+        .try_acquire_owned()
+        .map_err(|_| {
+            HttpError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-uploads",
+                "the node is receiving other bundles; retry in a minute",
+            )
+        })?;
 
     let store = Arc::clone(&state.bundles);
     let staging = blocking(move || store.staging().map_err(HttpError::internal)).await?;

@@ -414,3 +414,73 @@ fn bundle_store_replaces_a_re_signed_bundle_refuses_another_publisher_and_clears
     assert!(store.find("../bundles/acme-ai", &manifest).is_none());
     assert!(store.find("other-co", &manifest).is_none());
 }
+
+/// A body that sends one block, then waits until told to end.
+struct Stalling {
+    first: Option<Vec<u8>>,
+    release: std::sync::mpsc::Receiver<()>,
+}
+
+impl std::io::Read for Stalling {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if let Some(b) = self.first.take() {
+            buf[..b.len()].copy_from_slice(&b);
+            return Ok(b.len());
+        }
+        let _ = self.release.recv();
+        Ok(0)
+    }
+}
+
+#[test]
+fn uploads_beyond_the_concurrency_limit_are_refused_with_429_until_one_ends() {
+    let Some(chain) = Chain::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let s = serve_state(
+        ApiState::new(
+            node(tmp.path(), &chain),
+            tmp.path().join("jobs.sqlite"),
+            tokens(),
+        )
+        .with_max_uploads(1),
+    );
+    let (release, wait) = std::sync::mpsc::channel();
+    let base = s.base.clone();
+    let slow = std::thread::spawn(move || {
+        reqwest::blocking::Client::new()
+            .post(format!("{base}/v1/bundles"))
+            .bearer_auth(PUBLISHER_TOKEN)
+            .header("content-type", "application/x-tar")
+            .body(reqwest::blocking::Body::new(Stalling {
+                first: Some(vec![0u8; 512]),
+                release: wait,
+            }))
+            .send()
+            .unwrap()
+            .status()
+    });
+    // While the slow upload holds the only slot, another is refused (poll: the slow one
+    // needs a moment to reach the handler).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut refused = None;
+    for _ in 0..100 {
+        let (st, text) = s.upload(PUBLISHER_TOKEN, vec![0u8; 1024]);
+        if st == StatusCode::TOO_MANY_REQUESTS {
+            refused = Some(text);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let text = refused.expect("a second upload was never refused");
+    assert_eq!(error_code(&text), "too-many-uploads");
+    // The slow upload ends (one zero block: a truncated archive); the slot is free again.
+    let _ = release.send(());
+    assert_eq!(slow.join().unwrap(), StatusCode::BAD_REQUEST);
+    let (st, text) = s.upload(PUBLISHER_TOKEN, vec![0u8; 1024]);
+    // Two zero blocks: an empty archive, so not a bundle (nothing signed in it).
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "bundle-refused"),
+        "{text}"
+    );
+}
