@@ -652,9 +652,8 @@ impl World {
         panic!("job {job} never reached {state}: {}", self.state(job));
     }
 
-    /// The DPO approves the job's cohort over the API (pending list → signed approval);
-    /// returns the job digest approved.
-    fn approve(&self, job: &str) -> Digest {
+    /// The DPO approves the job's cohort over the API (pending list → signed approval).
+    fn approve(&self, job: &str) {
         let pending: Value = self
             .http
             .get(format!("{}/v1/approvals/pending", self.url))
@@ -670,11 +669,6 @@ impl World {
             .find(|p| p["job_id"] == job)
             .unwrap_or_else(|| panic!("job {job} not pending: {pending}"));
         let digest: Digest = review["job_digest"].as_str().unwrap().parse().unwrap();
-        self.post_approval(job, digest);
-        digest
-    }
-
-    fn post_approval(&self, job: &str, digest: Digest) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -802,7 +796,7 @@ fn a_job_goes_from_submit_to_verified_outputs_through_the_cli_alone() {
     let limit = w.studies.to_string();
     let job = w.submit(&["--accessions-file", s(&w.accessions), "--limit", &limit]);
     w.wait_for(&job, "awaiting-approval");
-    let digest = w.approve(&job);
+    w.approve(&job);
     w.wait_for(&job, "awaiting-deposit");
     let out = rapha(&[
         "job",
@@ -827,15 +821,8 @@ fn a_job_goes_from_submit_to_verified_outputs_through_the_cli_alone() {
         (v["job_id"].as_str(), v["fee_base_units"].as_str()),
         (Some(job.as_str()), Some("120000000"))
     );
-    // The API drives a job only when it is submitted or approved; re-posting the (still
-    // valid) approval makes the node look for the deposit again until it has seen it.
-    for _ in 0..60 {
-        if w.state(&job)["state"] != "awaiting-deposit" {
-            break;
-        }
-        w.post_approval(&job, digest);
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    // No further call: the node sees the deposit on its own (`serve` re-drives unfinished
+    // jobs), and `status --watch` follows the job to its end.
     let out = w.job(
         "status",
         &[
