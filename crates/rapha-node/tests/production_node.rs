@@ -572,3 +572,98 @@ fn keygen_settler_writes_a_private_key_the_node_reads() {
     };
     assert!(err.to_string().contains("chmod 600"), "{err}");
 }
+
+/// Gramine's `/dev/attestation` cannot exist on a machine without SGX, so its file protocol is
+/// played here by plain files holding the real DCAP quote and collateral that dcap-qvl ships
+/// (rapha-attest/testdata): the node writes the binding into `user_report_data` (32 bytes,
+/// then 32 zero bytes), reads `quote`, attaches the collateral, and the production SGX
+/// verifier accepts what it made (at a time inside the collateral's validity) and refuses it
+/// for another job's binding.
+#[test]
+fn gramine_quote_source_protocol_yields_evidence_the_sgx_verifier_checks() {
+    use rapha_attest::sgx::{AllowedEnclave, SgxPolicy, SgxVerifier};
+    use rapha_core::Digest;
+    use rapha_node::node_build::{GramineQuoteSource, SgxSourceError};
+
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rapha-attest/testdata");
+    let dir = tempfile::tempdir().unwrap();
+    let dev = dir.path().join("attestation");
+    let source = GramineQuoteSource {
+        dir: dev.clone(),
+        collateral: sgx_collateral(),
+    };
+    let binding = {
+        let mut b = [0u8; 32];
+        b[..13].copy_from_slice(b"Hello, world!");
+        Digest::from_bytes(b)
+    };
+
+    // No interface: absent, and the error says so.
+    assert!(!source.present());
+    assert!(matches!(
+        source.quote(&binding),
+        Err(SgxSourceError::Absent(p)) if p == dev
+    ));
+
+    std::fs::create_dir_all(&dev).unwrap();
+    std::fs::write(dev.join("attestation_type"), "none\n").unwrap();
+    std::fs::write(dev.join("user_report_data"), [0u8; 64]).unwrap();
+    std::fs::copy(testdata.join("sgx_quote"), dev.join("quote")).unwrap();
+    // Gramine without remote attestation offers no quotes: still absent.
+    assert!(!source.present());
+
+    std::fs::write(dev.join("attestation_type"), "dcap\n").unwrap();
+    assert!(source.present());
+    let ev = source.quote(&binding).unwrap();
+    let written = std::fs::read(dev.join("user_report_data")).unwrap();
+    assert_eq!(&written[..32], binding.as_bytes());
+    assert_eq!(&written[32..], &[0u8; 32]);
+    assert_eq!(ev.quote, std::fs::read(testdata.join("sgx_quote")).unwrap());
+
+    // 2025-07-01: inside the sample collateral's validity window.
+    let at = 1_751_328_000;
+    let mr_enclave = *rapha_attest::sgx::verify_quote(&ev, at)
+        .unwrap()
+        .mr_enclave();
+    let verifier = SgxVerifier::new(SgxPolicy {
+        accepted_advisories: ["INTEL-SA-00289", "INTEL-SA-00615"]
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+        allowed_enclaves: vec![AllowedEnclave::MrEnclave {
+            mr_enclave: Digest::from_bytes(mr_enclave),
+        }],
+    })
+    .at_time(at);
+    verifier.verify(&ev, &binding).unwrap();
+    let other = Digest::of(b"another job");
+    let err = verifier.verify(&ev, &other).unwrap_err();
+    assert!(
+        matches!(err, rapha_attest::AttestError::SgxReportDataMismatch { .. }),
+        "{err}"
+    );
+    // Today the sample collateral is long expired: the same evidence is refused, never
+    // accepted on stale collateral.
+    let now = SgxVerifier::new(SgxPolicy {
+        accepted_advisories: Default::default(),
+        allowed_enclaves: vec![AllowedEnclave::MrEnclave {
+            mr_enclave: Digest::from_bytes(mr_enclave),
+        }],
+    });
+    assert!(now.verify(&ev, &binding).is_err());
+
+    // A collateral file that is not DCAP collateral fails the quote with its path.
+    let bad = GramineQuoteSource {
+        dir: dev.clone(),
+        collateral: dir.path().join("collateral.json"),
+    };
+    std::fs::write(&bad.collateral, "{}").unwrap();
+    let Err(err) = bad.quote(&binding) else {
+        panic!("an empty collateral file was accepted");
+    };
+    assert!(
+        matches!(err, SgxSourceError::Collateral { .. })
+            && err.to_string().contains("not DCAP collateral JSON"),
+        "{err}"
+    );
+}
