@@ -157,8 +157,27 @@ fn attestation_key_is_enrolled_once_kept_private_and_reused() {
     drop(second);
     assert_eq!(std::fs::read(&spec.ak_file).unwrap(), enrolled);
 
-    // An AK file others can read is refused, not used.
+    // doctor sees the enrolled AK and that this TPM loads it.
+    let ak_check = |cfg: &Config| {
+        rapha_node::doctor::run_doctor(cfg)
+            .checks
+            .into_iter()
+            .find(|c| c.name.starts_with("attestation: TPM attestation key"))
+            .unwrap()
+    };
+    let c = ak_check(&cfg);
+    assert_eq!(c.status, rapha_node::doctor::Status::Pass, "{}", c.detail);
+    assert!(
+        c.detail.contains("enrolled, loads on this TPM"),
+        "{}",
+        c.detail
+    );
+
+    // An AK file others can read is refused, not used (by the node and by doctor).
     std::fs::set_permissions(&spec.ak_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let c = ak_check(&cfg);
+    assert_eq!(c.status, rapha_node::doctor::Status::Fail, "{}", c.detail);
+    assert!(c.detail.contains("mode 644"), "{}", c.detail);
     let err = attestation_from_config(&cfg).unwrap_err();
     assert!(
         matches!(err, BuildError::AkFile { .. }) && err.to_string().contains("chmod 600"),
