@@ -35,8 +35,13 @@ impl Chain {
     /// Starts anvil and deploys the mock USDC and the escrow; registers the hospital with the
     /// node's signing address; mints `fee` to the AI company. `Ok(None)` when anvil is missing.
     pub fn start(node_signer: Address, fee: Usdc) -> Result<Option<Self>> {
-        let Some(anvil) =
-            Anvil::start(AnvilOptions::default()).map_err(|e| anyhow!("starting anvil: {e}"))?
+        let Some(anvil) = Anvil::start(AnvilOptions {
+            // Mine each transaction as it arrives: with a block every second the deposit
+            // (approve + deposit) and the settlement each wait for the next block.
+            block_time: None,
+            ..AnvilOptions::default()
+        })
+        .map_err(|e| anyhow!("starting anvil: {e}"))?
         else {
             return Ok(None);
         };

@@ -119,7 +119,8 @@ pub fn build(
             payout: chain.payout,
             confirmations: 1,
             run_window_secs: 600,
-            poll_interval: Duration::from_millis(500),
+            // A local anvil answers in microseconds; polling it often costs nothing.
+            poll_interval: Duration::from_millis(100),
         },
         &chain.hospital,
         &ledger,

@@ -483,6 +483,9 @@ fn hex(d: u8) -> u8 {
 
 fn serve_conn(conn: TcpStream, index: &Index, counters: &Counters) -> Result<()> {
     conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    // Each response goes out as soon as it is written: with Nagle's algorithm on, the body
+    // would wait for the client's delayed ACK of the header (~40 ms a request).
+    conn.set_nodelay(true)?;
     let mut w = conn.try_clone()?;
     let mut r = BufReader::new(conn);
     loop {
@@ -512,13 +515,16 @@ fn serve_conn(conn: TcpStream, index: &Index, counters: &Counters) -> Result<()>
     Ok(())
 }
 
+/// Writes one response with a single write of header and body.
 fn write_response(w: &mut impl Write, status: &str, ctype: &str, body: &[u8]) -> Result<()> {
-    write!(
-        w,
+    let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
         body.len()
-    )?;
-    w.write_all(body)?;
+    );
+    let mut out = Vec::with_capacity(head.len() + body.len());
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(body);
+    w.write_all(&out)?;
     w.flush()?;
     Ok(())
 }

@@ -748,7 +748,7 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<Summary> {
 }
 
 /// How often the demo asks the node again while it waits for the chain.
-const POLL: Duration = Duration::from_millis(500);
+const POLL: Duration = Duration::from_millis(100);
 
 /// The output guard's findings, from the receipt's reason: the guard's sentences, then each
 /// rejection as `Rule { field: .. }`, all joined by `"; "`. Each rule is paired with its
