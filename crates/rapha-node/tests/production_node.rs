@@ -380,7 +380,7 @@ state_dir = "state"
 
     // 2. A job goes through admission, cohort, DPO approval and deposit, then is refused at
     //    the attestation step: the evidence has a TPM quote but no SGX quote.
-    let request = JobRequest {
+    let new_request = || JobRequest {
         job_id: JobId::random(),
         publisher: PUBLISHER.into(),
         trainer: TRAINER.into(),
@@ -396,63 +396,90 @@ state_dir = "state"
         chain_id: 137,
         depositor: chain.company.address().to_string(),
     };
-    let job = node.submit(&bundle_dir, request).unwrap();
-    assert_eq!(
-        node.run_until_blocked(job).unwrap(),
-        JobState::AwaitingApproval
-    );
-    let digest = node.review_digest(job).unwrap().unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    node.approvals()
-        .record(&dpo.approve(digest, now, now + 3600).unwrap())
-        .unwrap();
-    assert_eq!(
-        node.run_until_blocked(job).unwrap(),
-        JobState::AwaitingDeposit
-    );
-    let company_before = chain.balance(chain.company.address());
-    let payout_before = chain.balance(chain.payout);
-    chain.deposit(&job);
-    let mut state = JobState::AwaitingDeposit;
-    for _ in 0..60 {
-        state = node.run_until_blocked(job).unwrap();
-        if state == JobState::Settled {
-            break;
+    // Drives a job to its end; checks it was refused at attestation, receipted, nothing
+    // released, the depositor refunded in full; returns the reason.
+    let mut refused_at_attestation = |request: JobRequest| -> String {
+        let job = node.submit(&bundle_dir, request).unwrap();
+        assert_eq!(
+            node.run_until_blocked(job).unwrap(),
+            JobState::AwaitingApproval
+        );
+        let digest = node.review_digest(job).unwrap().unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        node.approvals()
+            .record(&dpo.approve(digest, now, now + 3600).unwrap())
+            .unwrap();
+        assert_eq!(
+            node.run_until_blocked(job).unwrap(),
+            JobState::AwaitingDeposit
+        );
+        let company_before = chain.balance(chain.company.address());
+        let payout_before = chain.balance(chain.payout);
+        chain.deposit(&job);
+        let mut state = JobState::AwaitingDeposit;
+        for _ in 0..60 {
+            state = node.run_until_blocked(job).unwrap();
+            if state == JobState::Settled {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
         }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    assert_eq!(state, JobState::Settled);
-    let row = node.store().get(job).unwrap();
-    assert_eq!(row.outcome, Some(Outcome::Refused), "{:?}", row.reason);
-    let reason = row.reason.unwrap();
+        assert_eq!(state, JobState::Settled);
+        let row = node.store().get(job).unwrap();
+        assert_eq!(row.outcome, Some(Outcome::Refused), "{:?}", row.reason);
+        let reason = row.reason.unwrap();
+        let to: Vec<JobState> = node
+            .store()
+            .transitions(job)
+            .unwrap()
+            .iter()
+            .map(|t| t.to)
+            .collect();
+        assert!(to.contains(&JobState::DepositConfirmed), "{to:?}");
+        for never in [JobState::Attested, JobState::Running, JobState::Released] {
+            assert!(!to.contains(&never), "{never:?} reached: {to:?}");
+        }
+        let receipt = node
+            .receipt(job)
+            .unwrap()
+            .expect("a refused job has a receipt");
+        assert_eq!(receipt.body["outcome"], "refused", "{}", receipt.body);
+        assert_eq!(receipt.body["reason"], reason.as_str());
+        assert!(!node.release_path(job).exists());
+        // The depositor has the whole fee back; the hospital got nothing.
+        assert_eq!(chain.balance(chain.company.address()), company_before);
+        assert_eq!(chain.balance(chain.payout), payout_before);
+        reason
+    };
     assert_eq!(
-        reason,
+        refused_at_attestation(new_request()),
         "attestation refused: evidence carries no SGX quote, which production requires"
     );
-    let to: Vec<JobState> = node
-        .store()
-        .transitions(job)
-        .unwrap()
-        .iter()
-        .map(|t| t.to)
-        .collect();
-    assert!(to.contains(&JobState::DepositConfirmed), "{to:?}");
-    for never in [JobState::Attested, JobState::Running, JobState::Released] {
-        assert!(!to.contains(&never), "{never:?} reached: {to:?}");
-    }
-    let receipt = node
-        .receipt(job)
-        .unwrap()
-        .expect("a refused job has a receipt");
-    assert_eq!(receipt.body["outcome"], "refused", "{}", receipt.body);
-    assert_eq!(receipt.body["reason"], reason.as_str());
-    assert!(!node.release_path(job).exists());
-    // The depositor has the whole fee back; the hospital got nothing.
-    assert_eq!(chain.balance(chain.company.address()), company_before);
-    assert_eq!(chain.balance(chain.payout), payout_before);
+
+    // 2b. With a quote source present (Gramine's file protocol played by plain files holding a
+    //     real DCAP quote; no SGX here), the SGX quote reaches the production verifier, which
+    //     refuses it (its collateral is long expired and it was made for no job of ours):
+    //     the evidence is checked, not merely present.
+    let dev = t.join("no-gramine/attestation");
+    std::fs::create_dir_all(&dev).unwrap();
+    std::fs::write(dev.join("attestation_type"), "dcap\n").unwrap();
+    std::fs::write(dev.join("user_report_data"), [0u8; 64]).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../rapha-attest/testdata/sgx_quote"),
+        dev.join("quote"),
+    )
+    .unwrap();
+    let reason = refused_at_attestation(new_request());
+    assert!(
+        reason.starts_with(
+            "attestation refused: SGX quote or its collateral failed DCAP verification"
+        ),
+        "{reason}"
+    );
+    std::fs::remove_dir_all(t.join("no-gramine")).unwrap();
     drop(node);
 
     // 3. `rapha-node serve --config FILE` alone starts the same production node (listen
