@@ -394,6 +394,15 @@ fn sync_dir(dir: &Path) {
 // ---------------------------------------------------------------------------------------------
 // status
 
+fn poll_interval(text: &str) -> Result<Duration, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if (0.1..=3600.0).contains(&secs) => Ok(Duration::from_secs_f64(secs)),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds from 0.1 to 3600"
+        )),
+    }
+}
+
 /// `rapha job status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -404,9 +413,9 @@ pub struct StatusArgs {
     /// Poll until the job is settled; exit 3 if it ended refused or failed.
     #[arg(long)]
     pub watch: bool,
-    /// Seconds between polls with --watch.
-    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
-    pub interval: f64,
+    /// Seconds between polls with --watch (0.1 to 3600).
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = poll_interval)]
+    pub interval: Duration,
     /// Give up watching after this many seconds (exit 1); default: watch until settled.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
@@ -532,7 +541,7 @@ fn status(args: &StatusArgs) -> anyhow::Result<Printed> {
     let mut st = get_status(&client, args.job)?;
     if args.watch {
         let tty = std::io::stderr().is_terminal();
-        let interval = Duration::from_secs_f64(args.interval.clamp(0.1, 3600.0));
+        let interval = args.interval;
         let started = Instant::now();
         let mut last: Option<(String, Instant)> = None;
         loop {

@@ -115,6 +115,25 @@ fn help_documents_one_exit_code_table_and_usage_errors_exit_1() {
     assert_eq!(code(&out), 1, "{}", stderr(&out));
     let out = rapha(&["job", "frobnicate"]);
     assert_eq!(code(&out), 1, "{}", stderr(&out));
+    let job = JobId::random().to_string();
+    for bad in ["nan", "0", "0.01", "1e9"] {
+        let out = rapha(&[
+            "job",
+            "status",
+            &job,
+            "--node",
+            "http://x",
+            "--watch",
+            "--interval",
+            bad,
+        ]);
+        assert_eq!(code(&out), 1, "{bad}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("from 0.1 to 3600"),
+            "{}",
+            stderr(&out)
+        );
+    }
 }
 
 #[test]
