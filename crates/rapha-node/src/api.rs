@@ -634,9 +634,7 @@ async fn submit(
                     ),
                 )
             })?;
-        let mut n = node
-            .lock()
-            .map_err(|_| HttpError::internal("node lock poisoned"))?;
+        let mut n = lock_node(&node)?;
         n.audit(AuditEvent::new(
             AuditKind::AdminAction,
             AuditOutcome::Success,
@@ -894,6 +892,44 @@ async fn redrive_unfinished(state: ApiState) {
     }
 }
 
+/// Longest a request waits for the node (busy while it drives a job through a step such as
+/// the trainer run). Below [`DEFAULT_TIMEOUT`], so a request that cannot get the node is
+/// answered 503 `node-busy` having done nothing, instead of timing out and taking effect
+/// later.
+pub const NODE_WAIT: Duration = Duration::from_secs(20);
+
+/// Takes the node lock, waiting at most [`NODE_WAIT`].
+fn lock_node(node: &Mutex<Node>) -> ApiResult<std::sync::MutexGuard<'_, Node>> {
+    lock_within(node, NODE_WAIT)
+}
+
+/// Takes `lock`, waiting at most `wait`; a typed 503 `node-busy` after that.
+///
+/// # Errors
+/// 503 `node-busy`, or 500 for a poisoned lock.
+pub fn lock_within<T>(lock: &Mutex<T>, wait: Duration) -> ApiResult<std::sync::MutexGuard<'_, T>> {
+    let start = std::time::Instant::now();
+    loop {
+        match lock.try_lock() {
+            Ok(guard) => return Ok(guard),
+            Err(std::sync::TryLockError::Poisoned(_)) => {
+                return Err(HttpError::internal("node lock poisoned"))
+            }
+            Err(std::sync::TryLockError::WouldBlock) if start.elapsed() < wait => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => {
+                return Err(HttpError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "node-busy",
+                    "the node is busy with a job step (such as a trainer run); nothing was \
+                     done, retry later",
+                ))
+            }
+        }
+    }
+}
+
 /// Runs `f` on the node, on the blocking pool.
 async fn with_node<T: Send + 'static>(
     state: &ApiState,
@@ -901,9 +937,7 @@ async fn with_node<T: Send + 'static>(
 ) -> ApiResult<T> {
     let node = Arc::clone(&state.node);
     blocking(move || {
-        let mut n = node
-            .lock()
-            .map_err(|_| HttpError::internal("node lock poisoned"))?;
+        let mut n = lock_node(&node)?;
         f(&mut n)
     })
     .await
@@ -925,29 +959,32 @@ async fn pending_approvals(
         "/v1/approvals/pending",
         &[Role::Dpo, Role::Admin],
     )?;
+    // Read through the API's own store connection: answers while the node runs a job.
     let path = Arc::clone(&state.store_path);
-    let waiting: Vec<JobId> = blocking(move || {
-        Ok(open_store(&path)?
-            .unfinished()
-            .map_err(HttpError::internal)?
-            .into_iter()
-            .filter(|r| r.state == JobState::AwaitingApproval)
-            .map(|r| r.id)
-            .collect())
-    })
-    .await?;
-    let reviews = with_node(&state, move |n| {
+    let reviews = blocking(move || {
+        let store = open_store(&path)?;
         let mut out = Vec::new();
-        for job in waiting {
-            if let Some(review) = n.review(job).map_err(HttpError::internal)? {
-                out.push(json!({
-                    "job_id": job.to_string(),
-                    "job_digest": review.job_digest(),
-                    "publisher": review.job.publisher,
-                    "trainer": review.job.trainer,
-                    "cohort": review.cohort,
-                }));
+        for row in store.unfinished().map_err(HttpError::internal)? {
+            if row.state != JobState::AwaitingApproval {
+                continue;
             }
+            let Some(bytes) = store
+                .artifact(row.id, crate::pipeline::artifact::COHORT_SUMMARY)
+                .map_err(HttpError::internal)?
+            else {
+                continue;
+            };
+            let review = rapha_policy::ReviewRequest {
+                cohort: serde_json::from_slice(&bytes).map_err(HttpError::internal)?,
+                job: row.request,
+            };
+            out.push(json!({
+                "job_id": row.id.to_string(),
+                "job_digest": review.job_digest(),
+                "publisher": review.job.publisher,
+                "trainer": review.job.trainer,
+                "cohort": review.cohort,
+            }));
         }
         Ok(out)
     })
@@ -1061,7 +1098,19 @@ async fn receipt(
     )?;
     let job = parse_job(&id)?;
     check_owner(&state, &caller, job).await?;
-    let r = with_node(&state, move |n| n.receipt(job).map_err(HttpError::internal)).await?;
+    // Read through the API's own store connection: answers while the node runs a job.
+    let path = Arc::clone(&state.store_path);
+    let r = blocking(move || {
+        open_store(&path)?
+            .artifact(job, crate::pipeline::artifact::RECEIPT)
+            .map_err(HttpError::internal)?
+            .map(|b| {
+                serde_json::from_slice::<rapha_receipt::ReceiptFile>(&b)
+                    .map_err(HttpError::internal)
+            })
+            .transpose()
+    })
+    .await?;
     let r = r.ok_or_else(|| not_found("no-receipt", "this job has no receipt (yet)"))?;
     Ok(Json(serde_json::to_value(r).map_err(HttpError::internal)?))
 }

@@ -484,3 +484,32 @@ fn uploads_beyond_the_concurrency_limit_are_refused_with_429_until_one_ends() {
         "{text}"
     );
 }
+
+#[test]
+fn a_request_that_cannot_get_the_busy_node_in_time_is_a_503_node_busy_that_did_nothing() {
+    let lock = std::sync::Arc::new(std::sync::Mutex::new(0u32));
+    let held = std::sync::Arc::clone(&lock);
+    let (taken, wait) = std::sync::mpsc::channel();
+    let (done, release) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let _g = held.lock().unwrap();
+        taken.send(()).unwrap();
+        let _ = release.recv();
+    });
+    wait.recv().unwrap();
+    let err = rapha_node::api::lock_within(&lock, std::time::Duration::from_millis(100))
+        .err()
+        .expect("the lock is held");
+    let resp = axum::response::IntoResponse::into_response(err);
+    assert_eq!(resp.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
+    let body = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(axum::body::to_bytes(resp.into_body(), 4096))
+        .unwrap();
+    assert_eq!(error_code(&String::from_utf8_lossy(&body)), "node-busy");
+    done.send(()).unwrap();
+    holder.join().unwrap();
+    // Once free, the caller gets it (and could act).
+    *rapha_node::api::lock_within(&lock, std::time::Duration::from_millis(100)).unwrap() += 1;
+    assert_eq!(*lock.lock().unwrap(), 1);
+}
