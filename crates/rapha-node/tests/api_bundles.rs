@@ -498,8 +498,7 @@ fn a_request_that_cannot_get_the_busy_node_in_time_is_a_503_node_busy_that_did_n
     });
     wait.recv().unwrap();
     let err = rapha_node::api::lock_within(&lock, std::time::Duration::from_millis(100))
-        .err()
-        .expect("the lock is held");
+        .expect_err("the lock is held");
     let resp = axum::response::IntoResponse::into_response(err);
     assert_eq!(resp.status(), axum::http::StatusCode::SERVICE_UNAVAILABLE);
     let body = tokio::runtime::Runtime::new()
