@@ -721,6 +721,7 @@ fn fetch(args: &FetchArgs) -> anyhow::Result<Printed> {
                     &client,
                     &format!("/v1/jobs/{job}/outputs/{}", f.name),
                     &path,
+                    f.bytes,
                 )?;
                 if sha256 != f.sha256 || bytes != f.bytes {
                     return Err(Failure::OutputDigest(Box::new(OutputMismatch {
@@ -830,9 +831,16 @@ fn fetch(args: &FetchArgs) -> anyhow::Result<Printed> {
     })
 }
 
-/// Streams `path` of the node into `to`, hashing as it goes; fsynced.
-fn download(client: &NodeClient, url: &str, to: &Path) -> anyhow::Result<(Digest, u64)> {
-    let mut resp = client.get_stream(url)?;
+/// Streams `path` of the node into `to`, hashing as it goes; fsynced. Reads at most one byte
+/// more than `expected` (the receipt's size), so a node cannot fill the disk: a longer file
+/// then fails the size check.
+fn download(
+    client: &NodeClient,
+    url: &str,
+    to: &Path,
+    expected: u64,
+) -> anyhow::Result<(Digest, u64)> {
+    let mut resp = client.get_stream(url)?.take(expected.saturating_add(1));
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

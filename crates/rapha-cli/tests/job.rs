@@ -1016,6 +1016,20 @@ fn a_job_goes_from_submit_to_verified_outputs_through_the_cli_alone() {
         !tampered_out.exists(),
         "a failed fetch left {tampered_out:?}"
     );
+    // A node that serves an endless file: the CLI reads one byte past the receipt's size and
+    // stops (exit 4), so it cannot fill the disk.
+    let mut longer = honest.clone();
+    longer.resize(honest.len() + (8 << 20), 0x41);
+    std::fs::write(&released, &longer).unwrap();
+    let out = w.job("fetch", &[&job, "--out", s(&tampered_out)]);
+    std::fs::write(&released, &honest).unwrap();
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("({} bytes), the receipt", honest.len() + 1)),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!tampered_out.exists());
 
     // 5. A receipt edited on disk after the fetch: `rapha verify` refuses it.
     let mut edited: Value = serde_json::from_slice(&receipt).unwrap();
