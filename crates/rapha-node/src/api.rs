@@ -1336,6 +1336,13 @@ pub fn router(state: ApiState) -> Router {
         .layer(axum::middleware::from_fn(timeout))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
         .merge(uploads)
+        .method_not_allowed_fallback(|| async {
+            HttpError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "this route does not take this method",
+            )
+        })
         .fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
         .with_state(state)
 }

@@ -500,6 +500,14 @@ fn api_checks_roles_on_every_route_documents_them_and_answers_with_typed_errors(
         (st, error_code(&text).as_str()),
         (StatusCode::NOT_FOUND, "not-found")
     );
+    for (method, path) in [("get", "/v1/bundles"), ("post", "/v1/log/head")] {
+        let (st, text) = s.call(method, path, Some(ADMIN_TOKEN), Some(b"{}"));
+        assert_eq!(
+            (st, error_code(&text).as_str()),
+            (StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed"),
+            "{method} {path}"
+        );
+    }
 }
 
 #[test]
