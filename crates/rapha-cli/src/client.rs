@@ -12,6 +12,9 @@ use zeroize::Zeroizing;
 
 use crate::exit::Failure;
 
+/// Largest JSON answer or receipt read from a node.
+pub const MAX_ANSWER: u64 = 16 << 20;
+
 /// The environment variable holding the API token when no `--token-file` is given.
 pub const TOKEN_ENV: &str = "RAPHA_TOKEN";
 
@@ -116,7 +119,8 @@ impl NodeClient {
         if status.is_success() {
             return Ok(resp);
         }
-        let text = resp.text().unwrap_or_default();
+        let text =
+            String::from_utf8_lossy(&self.read_capped(resp).unwrap_or_default()).into_owned();
         let (code, message) = match serde_json::from_str::<serde_json::Value>(&text) {
             Ok(v) => (
                 v["error"].as_str().unwrap_or("unknown").to_owned(),
@@ -157,12 +161,36 @@ impl NodeClient {
 
     fn json(&self, resp: Response) -> Result<serde_json::Value, Failure> {
         let status = resp.status().as_u16();
-        resp.json().map_err(|e| Failure::NodeError {
+        let bytes = self.read_capped(resp)?;
+        serde_json::from_slice(&bytes).map_err(|e| Failure::NodeError {
             url: self.base.clone(),
             status,
             code: "bad-response".into(),
             message: format!("the answer is not the JSON the API documents: {e}"),
         })
+    }
+
+    /// Reads an answer of at most [`MAX_ANSWER`] bytes (receipts and JSON documents are a few
+    /// KiB; outputs are streamed with their own bound).
+    fn read_capped(&self, resp: Response) -> Result<Vec<u8>, Failure> {
+        use std::io::Read as _;
+        let status = resp.status().as_u16();
+        let mut bytes = Vec::new();
+        let broke = |message: String| Failure::NodeError {
+            url: self.base.clone(),
+            status,
+            code: "bad-response".into(),
+            message,
+        };
+        resp.take(MAX_ANSWER + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| broke(format!("the answer broke off: {e}")))?;
+        if bytes.len() as u64 > MAX_ANSWER {
+            return Err(broke(format!(
+                "the answer is larger than {MAX_ANSWER} bytes; refused"
+            )));
+        }
+        Ok(bytes)
     }
 
     /// `GET path` → JSON.
@@ -180,15 +208,7 @@ impl NodeClient {
     /// [`Failure`] by HTTP outcome.
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, Failure> {
         let resp = self.send(self.http.get(self.url(path)))?;
-        let status = resp.status().as_u16();
-        resp.bytes()
-            .map(|b| b.to_vec())
-            .map_err(|e| Failure::NodeError {
-                url: self.base.clone(),
-                status,
-                code: "bad-response".into(),
-                message: format!("the download broke off: {e}"),
-            })
+        self.read_capped(resp)
     }
 
     /// `POST path` with a JSON body → JSON.

@@ -185,6 +185,46 @@ fn an_unreachable_node_exits_5_and_says_what_to_check() {
 }
 
 #[test]
+fn a_hostile_node_cannot_make_the_cli_read_an_endless_answer() {
+    // An attacker's endpoint (not a node): answers every request with a 17 MiB JSON body.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut req = [0u8; 4096];
+            let _ = stream.read(&mut req);
+            let body = vec![b' '; 17 << 20];
+            let head = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let token = private_file(&tmp.path().join("token"), PUBLISHER_TOKEN);
+    let job = JobId::random().to_string();
+    let out = rapha(&[
+        "job",
+        "status",
+        &job,
+        "--node",
+        &url,
+        "--token-file",
+        s(&token),
+    ]);
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("larger than 16777216 bytes"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn the_token_comes_from_a_private_file_or_rapha_token_never_from_a_loose_file() {
     let tmp = tempfile::tempdir().unwrap();
     let url = closed_port_url();
