@@ -32,7 +32,7 @@ use zeroize::Zeroizing;
 
 use crate::audit::{AuditEvent, AuditKind, AuditOutcome};
 use crate::pipeline::Node;
-use crate::store::{JobState, JobStore};
+use crate::store::{JobReader, JobState, JobStore};
 
 pub mod bundles;
 pub mod serve;
@@ -224,6 +224,7 @@ pub struct ApiState {
     store_path: Arc<PathBuf>,
     release_dir: Arc<PathBuf>,
     tokens: Arc<Tokens>,
+    readers: Arc<Readers>,
     bundles: Arc<bundles::BundleStore>,
     bundle_limit: u64,
     uploads: Arc<tokio::sync::Semaphore>,
@@ -243,6 +244,7 @@ impl ApiState {
     /// `bundles/` beside it (the node's state directory).
     pub fn new(node: Node, store_path: PathBuf, tokens: Tokens) -> Self {
         let release_dir = Arc::new(node.release_dir().to_owned());
+        let store_path_for_readers = store_path.clone();
         let state_dir = store_path
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
@@ -267,6 +269,10 @@ impl ApiState {
             store_path: Arc::new(store_path),
             release_dir,
             tokens: Arc::new(tokens),
+            readers: Arc::new(Readers {
+                path: store_path_for_readers,
+                idle: Mutex::new(Vec::new()),
+            }),
             bundles,
             bundle_limit: BUNDLE_BODY_LIMIT,
             uploads: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS)),
@@ -290,9 +296,44 @@ impl ApiState {
         self
     }
 
+    /// Runs `f` on the node with its lock held, as a pipeline step does (blocking: call it
+    /// from a thread, not an async task). `None` if the lock is poisoned.
+    pub fn with_node_locked<T>(&self, f: impl FnOnce(&mut Node) -> T) -> Option<T> {
+        self.node.lock().ok().map(|mut n| f(&mut n))
+    }
+
     /// Where uploaded bundles are stored.
     pub fn bundle_dir(&self) -> &Path {
         self.bundles.root()
+    }
+}
+
+/// Read-only connections to the job store kept between requests: a status poll borrows one
+/// instead of opening the database (opening costs far more than the read), and never waits
+/// for the node lock or the pipeline's write transactions.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<JobReader>>,
+}
+
+/// Read-only connections kept idle at most (more are opened while more polls run at once).
+const IDLE_READERS: usize = 8;
+
+impl Readers {
+    /// Runs `f` with a kept reader, or a new one when every kept reader is in use.
+    fn with<T>(&self, f: impl FnOnce(&JobReader) -> ApiResult<T>) -> ApiResult<T> {
+        let kept = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let reader = match kept {
+            Some(r) => r,
+            None => JobReader::open(&self.path).map_err(HttpError::internal)?,
+        };
+        let out = f(&reader);
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < IDLE_READERS {
+                idle.push(reader);
+            }
+        }
+        out
     }
 }
 
@@ -437,13 +478,15 @@ async fn check_owner(state: &ApiState, caller: &Caller, job: JobId) -> ApiResult
     let Some(publisher) = caller.publisher.clone() else {
         return Ok(());
     };
-    let path = Arc::clone(&state.store_path);
-    blocking(move || match open_store(&path)?.get(job) {
-        Ok(row) if row.request.publisher == publisher => Ok(()),
-        Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {
-            Err(not_found("unknown-job", "no job with this id"))
-        }
-        Err(e) => Err(HttpError::internal(e)),
+    let readers = Arc::clone(&state.readers);
+    blocking(move || {
+        readers.with(|r| match r.get(job) {
+            Ok(row) if row.request.publisher == publisher => Ok(()),
+            Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {
+                Err(not_found("unknown-job", "no job with this id"))
+            }
+            Err(e) => Err(HttpError::internal(e)),
+        })
     })
     .await
 }
@@ -523,25 +566,31 @@ async fn job_status(
         &[Role::Publisher, Role::Dpo, Role::Admin],
     )?;
     let job = parse_job(&id)?;
-    check_owner(&state, &caller, job).await?;
-    let path = Arc::clone(&state.store_path);
+    // One kept read-only connection: no node lock, no database open per poll.
+    let readers = Arc::clone(&state.readers);
     let (row, records) = blocking(move || {
-        let store = open_store(&path)?;
-        let row = match store.get(job) {
-            Ok(row) => row,
-            Err(crate::store::StoreError::NotFound(_)) => {
-                return Err(HttpError::new(
-                    StatusCode::NOT_FOUND,
-                    "unknown-job",
-                    "no job with this id",
-                ))
-            }
-            Err(e) => return Err(HttpError::internal(e)),
-        };
-        let records = records_progress(&store, job)?;
-        Ok((row, records))
+        readers.with(|r| {
+            let row = match r.get(job) {
+                Ok(row) => row,
+                Err(crate::store::StoreError::NotFound(_)) => {
+                    return Err(not_found("unknown-job", "no job with this id"))
+                }
+                Err(e) => return Err(HttpError::internal(e)),
+            };
+            let records = records_progress(r, job)?;
+            Ok((row, records))
+        })
     })
     .await?;
+    // A publisher sees only its own jobs (the check of check_owner, on the row just read,
+    // before anything of it is returned).
+    if caller
+        .publisher
+        .as_ref()
+        .is_some_and(|p| *p != row.request.publisher)
+    {
+        return Err(not_found("unknown-job", "no job with this id"));
+    }
     let progress = JobState::ALL
         .iter()
         .position(|s| *s == row.state)
@@ -560,7 +609,7 @@ async fn job_status(
 
 /// Instances in the built cohort and instances fed to the trainer (null until known), from the
 /// pipeline's stored artifacts: counts only.
-fn records_progress(store: &JobStore, job: JobId) -> ApiResult<serde_json::Value> {
+fn records_progress(store: &JobReader, job: JobId) -> ApiResult<serde_json::Value> {
     #[derive(Deserialize)]
     struct Cohort {
         instances: u64,

@@ -12,7 +12,7 @@ use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rapha_core::{JobId, JobRequest, Outcome};
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
 /// The states of a job, in the order of ARCHITECTURE.md's data flow.
@@ -358,35 +358,7 @@ impl JobStore {
     /// # Errors
     /// [`StoreError::NotFound`] for an unknown job.
     pub fn get(&self, job: JobId) -> Result<JobRow> {
-        self.conn
-            .query_row(
-                "SELECT state, request, outcome, reason, created_at, updated_at FROM jobs WHERE id = ?1",
-                [job.to_string()],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Option<String>>(2)?,
-                        r.get::<_, Option<String>>(3)?,
-                        r.get::<_, u64>(4)?,
-                        r.get::<_, u64>(5)?,
-                    ))
-                },
-            )
-            .optional()?
-            .ok_or(StoreError::NotFound(job))
-            .and_then(|(state, request, outcome, reason, created_at, updated_at)| {
-                Ok(JobRow {
-                    id: job,
-                    state: state.parse()?,
-                    request: serde_json::from_str(&request)
-                        .map_err(|e| StoreError::Corrupt(format!("job {job} request: {e}")))?,
-                    outcome: outcome.map(|o| parse_outcome(&o)).transpose()?,
-                    reason,
-                    created_at,
-                    updated_at,
-                })
-            })
+        job_row(&self.conn, job)
     }
 
     /// An artifact a step stored, if any.
@@ -394,14 +366,7 @@ impl JobStore {
     /// # Errors
     /// [`StoreError::Sqlite`] on database failure.
     pub fn artifact(&self, job: JobId, kind: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT bytes FROM artifacts WHERE job_id = ?1 AND kind = ?2",
-                params![job.to_string(), kind],
-                |r| r.get(0),
-            )
-            .optional()?)
+        artifact_bytes(&self.conn, job, kind)
     }
 
     /// Every job not yet settled, oldest first: what start-up must resume or fail.
@@ -468,6 +433,89 @@ impl JobStore {
         }
         Ok(out)
     }
+}
+
+/// A read-only connection to the job store, for the API's status reads: under WAL a reader
+/// never waits for the pipeline's write transactions, and a kept connection spares each
+/// request the cost of opening the database.
+pub struct JobReader {
+    conn: Connection,
+}
+
+impl fmt::Debug for JobReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JobReader")
+    }
+}
+
+impl JobReader {
+    /// Opens the existing store at `path` read-only.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] if the database cannot be opened.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(Self { conn })
+    }
+
+    /// The job's current row, as [`JobStore::get`].
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown job.
+    pub fn get(&self, job: JobId) -> Result<JobRow> {
+        job_row(&self.conn, job)
+    }
+
+    /// An artifact a step stored, as [`JobStore::artifact`].
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] on database failure.
+    pub fn artifact(&self, job: JobId, kind: &str) -> Result<Option<Vec<u8>>> {
+        artifact_bytes(&self.conn, job, kind)
+    }
+}
+
+fn artifact_bytes(conn: &Connection, job: JobId, kind: &str) -> Result<Option<Vec<u8>>> {
+    Ok(conn
+        .prepare_cached("SELECT bytes FROM artifacts WHERE job_id = ?1 AND kind = ?2")?
+        .query_row(params![job.to_string(), kind], |r| r.get(0))
+        .optional()?)
+}
+
+fn job_row(conn: &Connection, job: JobId) -> Result<JobRow> {
+    conn.prepare_cached(
+        "SELECT state, request, outcome, reason, created_at, updated_at FROM jobs WHERE id = ?1",
+    )?
+    .query_row([job.to_string()], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, u64>(4)?,
+            r.get::<_, u64>(5)?,
+        ))
+    })
+    .optional()?
+    .ok_or(StoreError::NotFound(job))
+    .and_then(
+        |(state, request, outcome, reason, created_at, updated_at)| {
+            Ok(JobRow {
+                id: job,
+                state: state.parse()?,
+                request: serde_json::from_str(&request)
+                    .map_err(|e| StoreError::Corrupt(format!("job {job} request: {e}")))?,
+                outcome: outcome.map(|o| parse_outcome(&o)).transpose()?,
+                reason,
+                created_at,
+                updated_at,
+            })
+        },
+    )
 }
 
 fn outcome_str(o: Outcome) -> &'static str {

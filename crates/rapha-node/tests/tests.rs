@@ -6,6 +6,7 @@ mod trust;
 mod api;
 mod api_bundles;
 mod api_phi;
+mod api_reads;
 mod approvals_cli;
 mod cohort_preview;
 mod config_errors;
