@@ -302,6 +302,15 @@ impl ApiState {
         self.node.lock().ok().map(|mut n| f(&mut n))
     }
 
+    /// Stores uploaded bundles under `root` instead of `bundles/` beside the job store (e.g. on
+    /// the bulk data disk; uploads are staged in the same directory so they move in by rename).
+    #[must_use]
+    pub fn with_bundle_dir(mut self, root: PathBuf) -> Self {
+        let trust = self.bundles.trust_dir().to_owned();
+        self.bundles = Arc::new(bundles::BundleStore::new(root, trust));
+        self
+    }
+
     /// Where uploaded bundles are stored.
     pub fn bundle_dir(&self) -> &Path {
         self.bundles.root()

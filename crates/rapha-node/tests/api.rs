@@ -153,7 +153,9 @@ pub fn serve_state(state: ApiState) -> Served {
         _rt: rt,
         _state: state,
         base: format!("http://{addr}"),
-        http: Client::new(),
+        // No connection reuse: a refused upload's connection is closed by the node, and a
+        // request must not land on it.
+        http: Client::builder().pool_max_idle_per_host(0).build().unwrap(),
     }
 }
 

@@ -323,14 +323,15 @@ fn bundle_uploads_over_the_limit_are_refused_with_or_without_a_content_length() 
     let archive = rapha_bundle::pack_bundle_to_vec(&bundle_dir).unwrap();
     let limit = 4096;
     assert!(archive.len() > limit);
-    let s = serve_state(
-        ApiState::new(
-            node(tmp.path(), &chain),
-            tmp.path().join("jobs.sqlite"),
-            tokens(),
-        )
-        .with_bundle_limit(limit as u64),
-    );
+    let state = ApiState::new(
+        node(tmp.path(), &chain),
+        tmp.path().join("jobs.sqlite"),
+        tokens(),
+    )
+    .with_bundle_limit(limit as u64)
+    .with_bundle_dir(tmp.path().join("data/bundles"));
+    assert_eq!(state.bundle_dir(), tmp.path().join("data/bundles"));
+    let s = serve_state(state);
     // Content-Length over the limit: refused before the body is read.
     let sent = s
         .http
@@ -350,9 +351,14 @@ fn bundle_uploads_over_the_limit_are_refused_with_or_without_a_content_length() 
         .body(reqwest::blocking::Body::new(std::io::Cursor::new(archive)))
         .send();
     refused_as_too_large(sent);
-    assert!(stored_dirs(&tmp.path().join("bundles")).is_empty());
-    // The node still answers.
-    assert_eq!(s.call("get", "/healthz", None, None).0, StatusCode::OK);
+    assert!(stored_dirs(&tmp.path().join("data/bundles")).is_empty());
+    assert!(!tmp.path().join("bundles").exists());
+    // The node still answers (on a new connection: the refused one was closed).
+    let fresh = reqwest::blocking::Client::new()
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .unwrap();
+    assert_eq!(fresh.status(), StatusCode::OK);
 }
 
 #[test]

@@ -110,6 +110,11 @@ impl BundleStore {
         }
     }
 
+    /// The trust store directory uploads are verified against.
+    pub fn trust_dir(&self) -> &Path {
+        &self.trust_dir
+    }
+
     /// The store's directory.
     pub fn root(&self) -> &Path {
         &self.root
