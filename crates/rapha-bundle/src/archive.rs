@@ -336,7 +336,8 @@ fn unpack_into(
         }
         if header.as_ustar().is_none() {
             return Err(BundleError::ArchiveBadHeader(format!(
-                "entry {} is not a POSIX ustar header",
+                "entry {} is not a POSIX ustar header (pack the bundle with `rapha job submit` \
+                 or `tar --format=ustar`)",
                 summary.entries
             )));
         }

@@ -402,3 +402,36 @@ fn a_bundle_altered_after_signing_unpacks_but_does_not_verify() {
     let err = verify_bundle(&tmp.path().join("bundle"), &f.store()).unwrap_err();
     assert!(matches!(err, BundleError::BadSignature { .. }), "{err}");
 }
+
+#[test]
+fn an_archive_written_by_gnu_tar_in_ustar_format_unpacks_and_verifies() {
+    // Interop: what a user can make by hand (`tar --format=ustar -C BUNDLE -cf out.tar .`) is
+    // accepted; GNU tar's default format (not POSIX ustar) is refused with a hint.
+    let f = Fixture::new();
+    let run = |format: &str| {
+        let out = std::process::Command::new("tar")
+            .arg(format!("--format={format}"))
+            .arg("-C")
+            .arg(f.bundle())
+            .args(["-cf", "-", "."])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(o.stdout),
+            _ => None,
+        }
+    };
+    let Some(ustar_bytes) = run("ustar") else {
+        eprintln!("SKIPPED: no GNU tar on this machine; tar interop not checked");
+        return;
+    };
+    let (tmp, result) = unpack(&ustar_bytes, &ArchiveLimits::default());
+    result.unwrap();
+    let vb = verify_bundle(&tmp.path().join("bundle"), &f.store()).unwrap();
+    assert_eq!(vb.manifest_digest(), f.manifest);
+    let gnu = run("gnu").unwrap();
+    let err = refused(&gnu);
+    assert!(
+        matches!(&err, BundleError::ArchiveBadHeader(m) if m.contains("--format=ustar")),
+        "{err}"
+    );
+}
