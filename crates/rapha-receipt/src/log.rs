@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rapha_core::merkle::{self, RangeHasher};
 use rapha_core::Digest;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::eip712::{recover_signer, tree_head_digest, Signature};
@@ -155,6 +155,45 @@ impl ReceiptLog {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(store)?;
         conn.execute_batch(SCHEMA_SQL).map_err(store)?;
+        Self::load(conn, path)
+    }
+
+    /// Opens an existing log read-only, as it stands now: for readers beside the writer
+    /// (the node's API serves heads and proofs while a job holds the writable log). The shape
+    /// is checked as by [`ReceiptLog::open`], inside one read transaction, so an append or a
+    /// head signed meanwhile is either wholly seen or not at all. Writes (`append`,
+    /// `sign_head`) fail with [`ReceiptError::Store`].
+    ///
+    /// # Errors
+    /// [`ReceiptError::Store`] (also for a missing file), [`ReceiptError::Corrupt`].
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        let store = |source| ReceiptError::Store {
+            path: path.to_owned(),
+            source,
+        };
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(store)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(store)?;
+        conn.execute_batch("BEGIN DEFERRED").map_err(store)?;
+        let log = Self::load(conn, path)?;
+        log.conn.execute_batch("COMMIT").map_err(store)?;
+        Ok(log)
+    }
+
+    /// The file the log is stored in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn load(conn: Connection, path: &Path) -> Result<Self> {
+        let store = |source| ReceiptError::Store {
+            path: path.to_owned(),
+            source,
+        };
         let (count, max): (i64, Option<i64>) = conn
             .query_row("SELECT COUNT(*), MAX(idx) FROM leaves", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))

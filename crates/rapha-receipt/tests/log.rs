@@ -209,3 +209,50 @@ proptest! {
         prop_assert!(merkle::verify_inclusion(&leaf_h, idx, n, &path, &root).is_err());
     }
 }
+
+#[test]
+fn a_read_only_handle_beside_the_writer_sees_each_committed_append_and_cannot_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log.sqlite");
+    let key = common::node_key();
+    // A missing log is an error for a reader, never created by it.
+    assert!(matches!(
+        ReceiptLog::open_read_only(&path).unwrap_err(),
+        ReceiptError::Store { .. }
+    ));
+    let mut writer = ReceiptLog::open(&path).unwrap();
+    for i in 0..7 {
+        writer.append(&leaf(i)).unwrap();
+    }
+    let head7 = writer.sign_head(&key, 1).unwrap();
+    let mut reader = ReceiptLog::open_read_only(&path).unwrap();
+    assert_eq!(reader.path(), path.as_path());
+    assert_eq!((reader.size(), reader.root()), (7, writer.root()));
+    assert_eq!(reader.latest_head().unwrap(), Some(head7.clone()));
+    let p = reader.inclusion_proof(3, 7).unwrap();
+    merkle::verify_inclusion(&merkle::leaf_hash(&leaf(3)), 3, 7, &p, &head7.root_hash).unwrap();
+
+    // The writer keeps going; a reader opened now sees the new size and proves consistency.
+    for i in 7..12 {
+        writer.append(&leaf(i)).unwrap();
+    }
+    let head12 = writer.sign_head(&key, 2).unwrap();
+    let fresh = ReceiptLog::open_read_only(&path).unwrap();
+    assert_eq!(fresh.size(), 12);
+    let p = fresh.consistency_proof(7, 12).unwrap();
+    merkle::verify_consistency(7, 12, &head7.root_hash, &head12.root_hash, &p).unwrap();
+
+    // Reads only: appends and heads through the reader are refused, the log unchanged.
+    assert!(matches!(
+        reader.append(b"forged").unwrap_err(),
+        ReceiptError::Store { .. }
+    ));
+    writer.append(&leaf(12)).unwrap();
+    let unsigned = ReceiptLog::open_read_only(&path).unwrap();
+    assert!(matches!(
+        unsigned.sign_head(&key, 3).unwrap_err(),
+        ReceiptError::Store { .. }
+    ));
+    let log = ReceiptLog::open(&path).unwrap();
+    assert_eq!((log.size(), log.latest_head().unwrap()), (13, Some(head12)));
+}
