@@ -228,7 +228,7 @@ fn a_read_only_handle_beside_the_writer_sees_each_committed_append_and_cannot_wr
     let mut reader = ReceiptLog::open_read_only(&path).unwrap();
     assert_eq!(reader.path(), path.as_path());
     assert_eq!((reader.size(), reader.root()), (7, writer.root()));
-    assert_eq!(reader.latest_head().unwrap(), Some(head7.clone()));
+    assert_eq!(reader.latest_head().unwrap(), Some(head7));
     let p = reader.inclusion_proof(3, 7).unwrap();
     merkle::verify_inclusion(&merkle::leaf_hash(&leaf(3)), 3, 7, &p, &head7.root_hash).unwrap();
 
