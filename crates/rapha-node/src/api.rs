@@ -575,22 +575,21 @@ async fn job_status(
         &[Role::Publisher, Role::Dpo, Role::Admin],
     )?;
     let job = parse_job(&id)?;
-    // One kept read-only connection: no node lock, no database open per poll.
-    let readers = Arc::clone(&state.readers);
-    let (row, records) = blocking(move || {
-        readers.with(|r| {
-            let row = match r.get(job) {
-                Ok(row) => row,
-                Err(crate::store::StoreError::NotFound(_)) => {
-                    return Err(not_found("unknown-job", "no job with this id"))
-                }
-                Err(e) => return Err(HttpError::internal(e)),
-            };
-            let records = records_progress(r, job)?;
-            Ok((row, records))
-        })
-    })
-    .await?;
+    // One kept read-only connection: no node lock, no database open per poll. Read in place,
+    // not on the blocking pool: a point read of a WAL store never waits for the pipeline's
+    // writes and costs less than the hand-off (bench/node.sh: about twice the polls per
+    // second, a third of the p99).
+    let (row, records) = state.readers.with(|r| {
+        let row = match r.get(job) {
+            Ok(row) => row,
+            Err(crate::store::StoreError::NotFound(_)) => {
+                return Err(not_found("unknown-job", "no job with this id"))
+            }
+            Err(e) => return Err(HttpError::internal(e)),
+        };
+        let records = records_progress(r, job)?;
+        Ok((row, records))
+    })?;
     // A publisher sees only its own jobs (the check of check_owner, on the row just read,
     // before anything of it is returned).
     if caller

@@ -458,7 +458,9 @@ impl JobReader {
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // A WAL reader waits only in rare cases (recovery of the WAL index); the API reads on
+        // its request threads, so such a wait stays short and ends in an error.
+        conn.busy_timeout(std::time::Duration::from_secs(1))?;
         Ok(Self { conn })
     }
 
