@@ -7,7 +7,8 @@
 //! never leave this module; validation predictions come in and stay here.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufReader, BufWriter, ErrorKind};
+use std::io::ErrorKind;
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -147,12 +148,25 @@ impl Feed<'_> {
         tx: &SyncSender<(u32, Vec<u8>)>,
     ) -> Result<(), FrameError> {
         stream.set_nonblocking(false)?;
-        let mut reader = BufReader::with_capacity(64 << 10, stream.try_clone()?);
-        // Payloads over 16 KiB bypass the buffer: no extra copy.
-        let mut writer = BufWriter::with_capacity(16 << 10, stream);
+        let mut requests = RequestReader::new(stream.try_clone()?);
+        let mut writer = stream;
         let mut greeted = false;
         loop {
-            let header = protocol::read_header(&mut reader, MAX_REQUEST_HEADER)?;
+            let header = requests.next_header()?;
+            // Requests already received behind this one: more than the protocol allows in
+            // flight is refused, so a flooding trainer learns why it was cut off and the node
+            // never holds more than its read-ahead buffer of one connection's requests.
+            if 1 + requests.queued()? > protocol::MAX_IN_FLIGHT {
+                let h = protocol::error_header(
+                    ErrorCode::Protocol,
+                    &format!(
+                        "more than {} requests in flight; the connection is closed",
+                        protocol::MAX_IN_FLIGHT
+                    ),
+                );
+                protocol::write_frame(&mut writer, &h, &[])?;
+                return Err(FrameError::TooManyInFlight(protocol::MAX_IN_FLIGHT));
+            }
             let req = match protocol::parse_request(&header) {
                 Ok(r) => r,
                 Err(msg) => {
@@ -397,5 +411,120 @@ impl Feed<'_> {
             Some(pixels.bytes),
             first_feed,
         )
+    }
+}
+
+/// Bytes of requests the node reads ahead of the one it is answering.
+const READ_AHEAD: usize = 64 << 10;
+
+/// The request side of one connection: frames are cut from a bounded read-ahead buffer, so
+/// the node can count the requests a pipelining trainer has already sent
+/// ([`RequestReader::queued`]) without ever buffering more than [`READ_AHEAD`] bytes beyond
+/// the largest allowed request.
+struct RequestReader {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    /// Unconsumed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+}
+
+impl RequestReader {
+    fn new(stream: UnixStream) -> Self {
+        Self {
+            stream,
+            buf: vec![0; READ_AHEAD],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn pending(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// The length of the frame at the front of `bytes`, if its length prefix is there.
+    fn frame_len(bytes: &[u8]) -> Result<Option<usize>, FrameError> {
+        let Some(prefix) = bytes.first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = u32::from_le_bytes(*prefix) as usize;
+        if len > MAX_REQUEST_HEADER {
+            return Err(FrameError::HeaderTooLarge(len, MAX_REQUEST_HEADER));
+        }
+        Ok(Some(4 + len))
+    }
+
+    /// Appends what one `recv` of at most `want` bytes returns; with `nonblocking` it returns
+    /// `Ok(false)` when nothing is waiting. EOF is [`FrameError::Closed`].
+    fn recv(&mut self, want: usize, nonblocking: bool) -> Result<bool, FrameError> {
+        use nix::sys::socket::{recv, MsgFlags};
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.buf.len() < self.end + want {
+            // Only a frame larger than the read-ahead grows the buffer, to exactly its size.
+            self.buf.resize(self.end + want, 0);
+        }
+        let flags = if nonblocking {
+            MsgFlags::MSG_DONTWAIT
+        } else {
+            MsgFlags::empty()
+        };
+        let fd = self.stream.as_raw_fd();
+        loop {
+            match recv(fd, &mut self.buf[self.end..self.end + want], flags) {
+                Ok(0) => return Err(FrameError::Closed),
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(true);
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EAGAIN) if nonblocking => return Ok(false),
+                Err(e) => return Err(FrameError::Io(std::io::Error::from(e))),
+            }
+        }
+    }
+
+    /// The next request's header bytes (blocks until the whole frame is here).
+    fn next_header(&mut self) -> Result<Vec<u8>, FrameError> {
+        loop {
+            let have = self.pending().len();
+            let want = match Self::frame_len(self.pending())? {
+                Some(n) if have >= n => {
+                    let header = self.pending()[4..n].to_vec();
+                    self.start += n;
+                    return Ok(header);
+                }
+                Some(n) if n > READ_AHEAD => n - have,
+                _ => READ_AHEAD - have,
+            };
+            self.recv(want, false)?;
+        }
+    }
+
+    /// Complete requests already received behind the current one (reads what has arrived,
+    /// without waiting, up to the read-ahead limit).
+    fn queued(&mut self) -> Result<usize, FrameError> {
+        while self.pending().len() < READ_AHEAD {
+            match self.recv(READ_AHEAD - self.pending().len(), true) {
+                Ok(true) => {}
+                // The peer may close after its last request; what it sent is still answered.
+                Ok(false) | Err(FrameError::Closed) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        let mut count = 0;
+        let mut rest = self.pending();
+        while let Ok(Some(n)) = Self::frame_len(rest) {
+            if rest.len() < n {
+                break;
+            }
+            count += 1;
+            rest = &rest[n..];
+        }
+        Ok(count)
     }
 }

@@ -7,8 +7,16 @@
 //! background) are skipped: they occur in honest weights too. Scanning an output computes the
 //! same hash at every offset (a shift, an add and a table load per byte) and looks up only
 //! anchors, so a copied block of a few KiB is found with near certainty at memory speed.
+//!
+//! Fingerprinting a fed record is on the feed's critical path (it shares the CPU with decoding
+//! and the trainer), so [`Fingerprints::add_record`] runs the same hash as four independent
+//! chains over four stretches of the record at once: a gear hash forgets everything older
+//! than [`WINDOW`] bytes, so a chain started 63 bytes before its stretch reaches exactly the
+//! values the single pass would. The anchors found are identical; only the order of work
+//! changes.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// Bytes that determine one hash value (the bits of a `u64` shifted through).
 pub const WINDOW: usize = 64;
@@ -43,18 +51,12 @@ fn is_anchor(h: u64) -> bool {
 }
 
 fn distinct_enough(w: &[u8]) -> bool {
-    let mut seen = [false; 256];
-    let mut n = 0;
+    // A 256-bit set of the byte values seen, counted once: no branch per byte.
+    let mut seen = [0u64; 4];
     for &b in w {
-        if !seen[b as usize] {
-            seen[b as usize] = true;
-            n += 1;
-            if n >= MIN_DISTINCT {
-                return true;
-            }
-        }
+        seen[usize::from(b >> 6)] |= 1 << (b & 63);
     }
-    false
+    seen.iter().map(|s| s.count_ones() as usize).sum::<usize>() >= MIN_DISTINCT
 }
 
 /// Calls `f(window_start, hash)` for every anchor of `bytes` whose full window lies inside
@@ -73,11 +75,99 @@ fn for_each_anchor<T>(bytes: &[u8], mut f: impl FnMut(usize, u64) -> Option<T>) 
     None
 }
 
+/// Calls `f(window_start, hash)` for the anchors of `bytes` in increasing offset order, like
+/// [`for_each_anchor`], but with four hash chains interleaved and without repeats: an anchor
+/// whose hash equals the previous anchor's is skipped. A run of flat background makes every
+/// position an anchor with one and the same hash; reporting it once keeps such runs at
+/// hashing speed.
+fn for_each_new_anchor(bytes: &[u8], mut f: impl FnMut(usize, u64) -> Option<()>) {
+    const LANES: usize = 4;
+    const WARM: usize = WINDOW - 1;
+    let mut last = None;
+    let mut report = |off: usize, hash: u64| {
+        if last == Some(hash) {
+            return None;
+        }
+        last = Some(hash);
+        f(off, hash)
+    };
+    if bytes.len() < 4096 {
+        for_each_anchor(bytes, report);
+        return;
+    }
+    // Lane j hashes bytes j*seg .. (j+1)*seg + WARM and reports window ends from j*seg + WARM.
+    let seg = (bytes.len() - WARM) / LANES;
+    let lane = |j: usize| &bytes[j * seg..(j + 1) * seg + WARM];
+    let (l0, l1, l2, l3) = (lane(0), lane(1), lane(2), lane(3));
+    let mut found: [Vec<(usize, u64)>; LANES] = Default::default();
+    let g = |b: u8| GEAR[b as usize];
+    // Four locals, not an array, so the chains stay in registers.
+    let (mut h0, mut h1, mut h2, mut h3) = (0u64, 0u64, 0u64, 0u64);
+    for k in 0..WARM {
+        h0 = (h0 << 1).wrapping_add(g(l0[k]));
+        h1 = (h1 << 1).wrapping_add(g(l1[k]));
+        h2 = (h2 << 1).wrapping_add(g(l2[k]));
+        h3 = (h3 << 1).wrapping_add(g(l3[k]));
+    }
+    let body = l0[WARM..]
+        .iter()
+        .zip(&l1[WARM..])
+        .zip(&l2[WARM..])
+        .zip(&l3[WARM..]);
+    for (k, (((&a, &b), &c), &d)) in body.enumerate() {
+        h0 = (h0 << 1).wrapping_add(g(a));
+        h1 = (h1 << 1).wrapping_add(g(b));
+        h2 = (h2 << 1).wrapping_add(g(c));
+        h3 = (h3 << 1).wrapping_add(g(d));
+        // One well-predicted branch for all four lanes: anchors are 1 in 256.
+        if is_anchor(h0.min(h1).min(h2.min(h3))) {
+            for (j, (hj, out)) in [h0, h1, h2, h3]
+                .into_iter()
+                .zip(found.iter_mut())
+                .enumerate()
+            {
+                if is_anchor(hj) && out.last().is_none_or(|&(_, prev)| prev != hj) {
+                    out.push((j * seg + k, hj));
+                }
+            }
+        }
+    }
+    for (off, hash) in found.into_iter().flatten() {
+        if report(off, hash).is_some() {
+            return;
+        }
+    }
+    // The tail no lane reached, warmed up on the WARM bytes before it.
+    let tail = LANES * seg;
+    for_each_anchor(&bytes[tail..], |off, hash| report(tail + off, hash));
+}
+
+/// Hashes anchor values, which are already uniformly mixed gear hashes with their top bits
+/// zero: one multiply spreads them over the table (SipHash would cost more than the lookup).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct AnchorHasher(u64);
+
+impl Hasher for AnchorHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(26);
+    }
+}
+
 /// The fingerprints of every record fed so far.
 #[derive(Debug, Default, Clone)]
 pub struct Fingerprints {
     /// anchor hash → record index it came from.
-    anchors: HashMap<u64, u32>,
+    anchors: HashMap<u64, u32, BuildHasherDefault<AnchorHasher>>,
     saturated: bool,
 }
 
@@ -90,16 +180,30 @@ pub struct PixelHit {
 
 impl Fingerprints {
     /// Adds the anchors of one record's fed pixel bytes.
+    ///
+    /// An anchor already stored is left as it is; an anchor with the hash of the previous
+    /// anchor, or of a recently rejected uniform window, is that window again (flat or
+    /// low-noise background) and is not looked at twice.
     pub fn add_record(&mut self, record: u32, bytes: &[u8]) {
         let anchors = &mut self.anchors;
         let saturated = &mut self.saturated;
-        for_each_anchor(bytes, |off, h| {
+        // Hashes of windows recently found too uniform to fingerprint, so that background
+        // noise with few values is not re-examined at each of its (many equal) anchors. A
+        // 56-bit hash equal to a rejected one is taken to be the same window.
+        let mut rejected = [u64::MAX; 64];
+        for_each_new_anchor(bytes, |off, h| {
             if anchors.len() >= MAX_FINGERPRINTS {
                 *saturated = true;
                 return Some(());
             }
+            let slot = (h as usize) % rejected.len();
+            if rejected[slot] == h || anchors.contains_key(&h) {
+                return None;
+            }
             if distinct_enough(&bytes[off..off + WINDOW]) {
-                anchors.entry(h).or_insert(record);
+                anchors.insert(h, record);
+            } else {
+                rejected[slot] = h;
             }
             None
         });
@@ -132,5 +236,115 @@ impl Fingerprints {
                 offset: off,
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
+    use super::*;
+
+    /// The single-pass anchors, repeats of the previous anchor's hash removed.
+    fn anchors_single(bytes: &[u8]) -> Vec<(usize, u64)> {
+        let mut v: Vec<(usize, u64)> = Vec::new();
+        for_each_anchor(bytes, |o, h| -> Option<()> {
+            if v.last().is_none_or(|&(_, p)| p != h) {
+                v.push((o, h));
+            }
+            None
+        });
+        v
+    }
+
+    fn anchors_lanes(bytes: &[u8]) -> Vec<(usize, u64)> {
+        let mut v = Vec::new();
+        for_each_new_anchor(bytes, |o, h| {
+            v.push((o, h));
+            None
+        });
+        v
+    }
+
+    fn noise(st: &mut u64, len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|_| {
+                *st ^= *st << 13;
+                *st ^= *st >> 7;
+                *st ^= *st << 17;
+                (*st >> 32) as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn four_lane_pass_finds_exactly_the_single_pass_anchors_in_order() {
+        let mut st = 0x0123_4567_89ab_cdefu64;
+        for len in [
+            0, 63, 64, 4095, 4096, 4097, 4159, 4160, 10_001, 65_536, 100_003,
+        ] {
+            let bytes = noise(&mut st, len);
+            let single = anchors_single(&bytes);
+            assert_eq!(anchors_lanes(&bytes), single, "length {len}");
+            if len > 10_000 {
+                assert!(
+                    single.len() > 10,
+                    "length {len}: too few anchors to mean anything"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn flat_runs_that_are_anchors_are_reported_once_per_run() {
+        // A flat run of a 16-bit sample value: find one whose window is an anchor, then put
+        // runs of it between noise.
+        let window_hash = |pair: [u8; 2]| {
+            let mut h = 0u64;
+            for i in 0..WINDOW {
+                h = (h << 1).wrapping_add(GEAR[pair[i % 2] as usize]);
+            }
+            h
+        };
+        let pair = (0..=u16::MAX)
+            .map(u16::to_le_bytes)
+            .find(|&p| is_anchor(window_hash(p)))
+            .expect("some 16-bit value has an anchor flat window");
+        let mut st = 7u64;
+        let mut bytes = Vec::new();
+        for run in [2500, 150, 4500] {
+            bytes.extend(noise(&mut st, 3000));
+            for _ in 0..run {
+                bytes.extend_from_slice(&pair);
+            }
+        }
+        bytes.extend(noise(&mut st, 3000));
+        let single = anchors_single(&bytes);
+        assert_eq!(anchors_lanes(&bytes), single);
+        let in_runs = |o: usize| bytes[o..o + WINDOW].chunks(2).all(|c| c == pair);
+        let reports = single.iter().filter(|&&(o, _)| in_runs(o)).count();
+        let mut every = 0;
+        for_each_anchor(&bytes, |o, _| -> Option<()> {
+            every += usize::from(in_runs(o));
+            None
+        });
+        assert!(every > 3000, "{every} anchors in the flat runs");
+        assert!(
+            (3..=6).contains(&reports),
+            "{reports} reports of three flat runs"
+        );
+    }
+
+    #[test]
+    fn record_bytes_copied_anywhere_are_found_and_flat_background_is_not() {
+        let mut st = 99u64;
+        let mut record = noise(&mut st, 20_000);
+        record.extend(std::iter::repeat_n(0u8, 50_000));
+        let mut fp = Fingerprints::default();
+        fp.add_record(3, &record);
+        let mut output = noise(&mut st, 777);
+        output.extend_from_slice(&record[1234..1234 + 4096]);
+        output.extend(noise(&mut st, 100));
+        assert_eq!(fp.find(&output).map(|h| h.record), Some(3));
+        assert_eq!(fp.find(&[0u8; 60_000]), None);
     }
 }

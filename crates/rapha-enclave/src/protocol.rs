@@ -19,6 +19,9 @@ pub const MAX_REQUEST_HEADER: usize = 1 << 20;
 pub const MAX_RESPONSE_HEADER: usize = 4 << 20;
 /// Largest payload (one record's pixels).
 pub const MAX_PAYLOAD: usize = 512 << 20;
+/// Requests a trainer may have sent and not yet had answered (pipelining); more is a
+/// protocol violation that closes the connection.
+pub const MAX_IN_FLIGHT: usize = 16;
 /// Records per `list` page and predictions per `predict` request.
 pub const MAX_PAGE: usize = 1000;
 
@@ -32,6 +35,8 @@ pub enum FrameError {
     HeaderTooLarge(usize, usize),
     #[error("payload of {0} bytes exceeds the limit of {1}")]
     PayloadTooLarge(usize, usize),
+    #[error("the trainer had more than {0} requests in flight")]
+    TooManyInFlight(usize),
     #[error("header is not a JSON object: {0}")]
     BadHeader(String),
     #[error(transparent)]
@@ -78,7 +83,8 @@ pub fn read_frame(r: &mut impl Read) -> Result<(serde_json::Value, Vec<u8>), Fra
     Ok((value, payload))
 }
 
-/// Writes one frame.
+/// Writes one frame: length, header and payload in one vectored write where the socket takes
+/// it (no copy of the payload into a buffer first).
 ///
 /// # Errors
 /// I/O failure, or a header over the response limit.
@@ -90,10 +96,23 @@ pub fn write_frame(w: &mut impl Write, header: &[u8], payload: &[u8]) -> Result<
         ));
     }
     let len = u32::try_from(header.len())
-        .map_err(|_| FrameError::HeaderTooLarge(header.len(), MAX_RESPONSE_HEADER))?;
-    w.write_all(&len.to_le_bytes())?;
-    w.write_all(header)?;
-    w.write_all(payload)?;
+        .map_err(|_| FrameError::HeaderTooLarge(header.len(), MAX_RESPONSE_HEADER))?
+        .to_le_bytes();
+    let mut parts = [
+        io::IoSlice::new(&len),
+        io::IoSlice::new(header),
+        io::IoSlice::new(payload),
+    ];
+    let mut rest: &mut [io::IoSlice<'_>] = &mut parts;
+    io::IoSlice::advance_slices(&mut rest, 0);
+    while !rest.is_empty() {
+        match w.write_vectored(rest) {
+            Ok(0) => return Err(FrameError::Io(io::ErrorKind::WriteZero.into())),
+            Ok(n) => io::IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
     w.flush()?;
     Ok(())
 }

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 
 use crate::cohort::RecordMeta;
 use crate::pixels::{Dtype, Pixels, Record};
-use crate::{SdkError, MAX_PAGE, MAX_PAYLOAD, MAX_RESPONSE_HEADER, PROTOCOL_VERSION};
+use crate::{
+    SdkError, MAX_IN_FLIGHT, MAX_PAGE, MAX_PAYLOAD, MAX_RESPONSE_HEADER, PROTOCOL_VERSION,
+};
 
 /// Where the socket is mounted inside the trainer's container.
 pub const DEFAULT_SOCKET: &str = "/rapha/data.sock";
@@ -52,11 +54,18 @@ pub struct DoneAck {
     pub validation: u32,
 }
 
+/// Fetch requests [`Client::records`] keeps in flight: enough to hide the round trip and let
+/// the node decode while the trainer works, well under the protocol's limit.
+pub const PREFETCH_DEPTH: usize = 8;
+
 /// A connection to the record feed.
 #[derive(Debug)]
 pub struct Client<S = UnixStream> {
     stream: S,
     info: JobInfo,
+    /// Set when a pipelined read failed mid-stream: responses still on the wire would be taken
+    /// for answers to later requests, so every later call fails instead.
+    desynchronised: bool,
 }
 
 impl Client<UnixStream> {
@@ -97,6 +106,7 @@ impl<S: Read + Write> Client<S> {
                 validation: 0,
                 confinement: String::new(),
             },
+            desynchronised: false,
         };
         let trainer: String = trainer.chars().take(128).collect();
         let (h, _) = client.call(
@@ -159,14 +169,120 @@ impl<S: Read + Write> Client<S> {
         Ok(out)
     }
 
-    /// Fetches one record's decoded pixels.
+    /// Fetches one record's decoded pixels (one request, one round trip; to read many records
+    /// use [`Client::records`], which keeps several requests in flight).
     ///
     /// # Errors
     /// [`SdkError::Refused`] with `unavailable` when the node could not decode that record (a
     /// trainer may skip it); [`SdkError::PayloadMismatch`] when the payload does not match the
     /// announced shape.
     pub fn fetch(&mut self, index: u32) -> Result<Record, SdkError> {
-        let (h, payload) = self.call("fetch", &json!({"op": "fetch", "index": index}))?;
+        self.check_synchronised()?;
+        self.send_fetch(index)?;
+        self.recv_fetch(index)
+    }
+
+    /// Fetches the records `indices` in that order, keeping up to [`PREFETCH_DEPTH`] fetch
+    /// requests in flight: the node decodes and sends the next records while the trainer
+    /// works on this one. Items come in the order of `indices`, each as [`Client::fetch`]
+    /// would return it (an `unavailable` record is an `Err` item and the iteration goes on).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), rapha_trainer_sdk::SdkError> {
+    /// # let mut client = rapha_trainer_sdk::Client::connect("t")?;
+    /// # let cohort = rapha_trainer_sdk::Cohort::load(&mut client)?;
+    /// for batch in cohort.train_batches(32, 0) {
+    ///     for record in client.records(batch.iter().map(|m| m.index)) {
+    ///         let record = record?;
+    ///         // ... train on record.pixels ...
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Dropping the iterator early reads and discards the answers still in flight, so the
+    /// connection stays usable.
+    pub fn records<I: IntoIterator<Item = u32>>(
+        &mut self,
+        indices: I,
+    ) -> Records<'_, S, I::IntoIter> {
+        self.records_with_depth(indices, PREFETCH_DEPTH)
+    }
+
+    /// [`Client::records`] with `depth` requests in flight (clamped to `1..=16`, the
+    /// protocol's limit; 1 is lock-step).
+    pub fn records_with_depth<I: IntoIterator<Item = u32>>(
+        &mut self,
+        indices: I,
+        depth: usize,
+    ) -> Records<'_, S, I::IntoIter> {
+        Records {
+            client: self,
+            indices: indices.into_iter(),
+            in_flight: VecDeque::new(),
+            depth: depth.clamp(1, MAX_IN_FLIGHT),
+            stopped: false,
+        }
+    }
+
+    fn check_synchronised(&self) -> Result<(), SdkError> {
+        if self.desynchronised {
+            return Err(SdkError::Desynchronised);
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, req: &Value) -> Result<(), SdkError> {
+        let header = serde_json::to_vec(req).map_err(|e| SdkError::BadFrame(e.to_string()))?;
+        let len = u32::try_from(header.len())
+            .map_err(|_| SdkError::HeaderTooLarge(header.len(), 1 << 20))?;
+        // One write per request: length and header together.
+        let mut frame = Vec::with_capacity(4 + header.len());
+        frame.extend_from_slice(&len.to_le_bytes());
+        frame.extend_from_slice(&header);
+        self.stream.write_all(&frame)?;
+        self.stream.flush()?;
+        Ok(())
+    }
+
+    fn send_fetch(&mut self, index: u32) -> Result<(), SdkError> {
+        self.send(&json!({"op": "fetch", "index": index}))
+    }
+
+    fn recv(&mut self, op: &'static str) -> Result<(Value, Vec<u8>), SdkError> {
+        let (h, payload) = read_frame(&mut self.stream)?;
+        match h.get("ok").and_then(Value::as_bool) {
+            Some(true) => Ok((h, payload)),
+            Some(false) => Err(SdkError::Refused {
+                op,
+                error: h
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
+                    .chars()
+                    .take(64)
+                    .collect(),
+                message: h
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .chars()
+                    .take(1024)
+                    .collect(),
+            }),
+            None => Err(SdkError::BadFrame(format!(
+                "{op} response has no boolean \"ok\""
+            ))),
+        }
+    }
+
+    fn recv_fetch(&mut self, index: u32) -> Result<Record, SdkError> {
+        let (h, payload) = self.recv("fetch")?;
+        if h.get("index").and_then(Value::as_u64) != Some(u64::from(index)) {
+            return Err(SdkError::BadFrame(format!(
+                "fetch response is not for record {index}"
+            )));
+        }
         let dtype = Dtype::parse(str_field(&h, "dtype")?)?;
         let shape = shape_field(&h)?;
         let expected = shape
@@ -183,7 +299,7 @@ impl<S: Read + Write> Client<S> {
         Ok(Record {
             index,
             shape,
-            pixels: Pixels::from_le_bytes(dtype, &payload)?,
+            pixels: Pixels::from_le_vec(dtype, payload)?,
         })
     }
 
@@ -233,35 +349,77 @@ impl<S: Read + Write> Client<S> {
     }
 
     fn call(&mut self, op: &'static str, req: &Value) -> Result<(Value, Vec<u8>), SdkError> {
-        let header = serde_json::to_vec(req).map_err(|e| SdkError::BadFrame(e.to_string()))?;
-        let len = u32::try_from(header.len())
-            .map_err(|_| SdkError::HeaderTooLarge(header.len(), 1 << 20))?;
-        self.stream.write_all(&len.to_le_bytes())?;
-        self.stream.write_all(&header)?;
-        self.stream.flush()?;
-        let (h, payload) = read_frame(&mut self.stream)?;
-        match h.get("ok").and_then(Value::as_bool) {
-            Some(true) => Ok((h, payload)),
-            Some(false) => Err(SdkError::Refused {
-                op,
-                error: h
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown")
-                    .chars()
-                    .take(64)
-                    .collect(),
-                message: h
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .chars()
-                    .take(1024)
-                    .collect(),
-            }),
-            None => Err(SdkError::BadFrame(format!(
-                "{op} response has no boolean \"ok\""
-            ))),
+        self.check_synchronised()?;
+        self.send(req)?;
+        self.recv(op)
+    }
+}
+
+/// Records fetched with several requests in flight: see [`Client::records`].
+#[derive(Debug)]
+pub struct Records<'c, S: Read + Write, I: Iterator<Item = u32>> {
+    client: &'c mut Client<S>,
+    indices: I,
+    /// Indices requested and not yet read, oldest first (the node answers in order).
+    in_flight: VecDeque<u32>,
+    depth: usize,
+    /// A framing or I/O failure ended the stream.
+    stopped: bool,
+}
+
+impl<S: Read + Write, I: Iterator<Item = u32>> Records<'_, S, I> {
+    fn fail(&mut self, e: SdkError) -> Option<Result<Record, SdkError>> {
+        self.stopped = true;
+        if !self.in_flight.is_empty() {
+            self.client.desynchronised = true;
+        }
+        Some(Err(e))
+    }
+}
+
+impl<S: Read + Write, I: Iterator<Item = u32>> Iterator for Records<'_, S, I> {
+    type Item = Result<Record, SdkError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.stopped {
+            return None;
+        }
+        if let Err(e) = self.client.check_synchronised() {
+            return self.fail(e);
+        }
+        while self.in_flight.len() < self.depth {
+            let Some(index) = self.indices.next() else {
+                break;
+            };
+            if let Err(e) = self.client.send_fetch(index) {
+                return self.fail(e);
+            }
+            self.in_flight.push_back(index);
+        }
+        let index = self.in_flight.pop_front()?;
+        match self.client.recv_fetch(index) {
+            Ok(r) => Some(Ok(r)),
+            // ok:false for this record (e.g. unavailable) or a payload that does not match
+            // its shape: the frame was read whole, the connection is still in step.
+            Err(e @ (SdkError::Refused { .. } | SdkError::PayloadMismatch { .. })) => Some(Err(e)),
+            Err(e) => {
+                self.client.desynchronised = true;
+                self.fail(e)
+            }
+        }
+    }
+}
+
+impl<S: Read + Write, I: Iterator<Item = u32>> Drop for Records<'_, S, I> {
+    fn drop(&mut self) {
+        // Answers already requested are read and discarded so the next call gets its own.
+        while !self.stopped && !self.client.desynchronised {
+            if self.in_flight.pop_front().is_none() {
+                break;
+            }
+            if read_frame(&mut self.client.stream).is_err() {
+                self.client.desynchronised = true;
+            }
         }
     }
 }
@@ -300,8 +458,13 @@ pub(crate) fn read_frame(r: &mut impl Read) -> Result<(Value, Vec<u8>), SdkError
     if n > MAX_PAYLOAD as u64 {
         return Err(SdkError::PayloadTooLarge(n as usize, MAX_PAYLOAD));
     }
-    let mut payload = vec![0u8; n as usize];
-    r.read_exact(&mut payload).map_err(eof_is_closed)?;
+    let n = n as usize;
+    let mut payload = Vec::with_capacity(n);
+    // Reads straight into the allocation (no zeroing pass over up to 512 MiB first).
+    r.take(n as u64).read_to_end(&mut payload)?;
+    if payload.len() != n {
+        return Err(SdkError::Closed);
+    }
     Ok((h, payload))
 }
 

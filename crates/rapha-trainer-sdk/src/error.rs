@@ -35,6 +35,8 @@ pub enum SdkError {
     },
     #[error("unknown dtype {0:?}")]
     UnknownDtype(String),
+    #[error("the connection lost step with the node after a failed read; reconnect")]
+    Desynchronised,
     #[error("node speaks protocol {0}, this SDK speaks 1")]
     Version(u64),
     #[error("output {0}: {1}")]

@@ -38,7 +38,9 @@ mod error;
 pub mod outputs;
 mod pixels;
 
-pub use client::{Client, DoneAck, JobInfo, PredictAck, Progress, DEFAULT_SOCKET};
+pub use client::{
+    Client, DoneAck, JobInfo, PredictAck, Progress, Records, DEFAULT_SOCKET, PREFETCH_DEPTH,
+};
 pub use cohort::{Cohort, RecordMeta, Split};
 pub use error::SdkError;
 pub use pixels::{Dtype, Pixels, Record};
@@ -49,5 +51,8 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_RESPONSE_HEADER: usize = 4 << 20;
 /// Largest payload the SDK reads (the protocol's limit).
 pub const MAX_PAYLOAD: usize = 512 << 20;
+/// Requests a trainer may have in flight (sent, answer not yet read); the node closes the
+/// connection of a trainer that sends more.
+pub const MAX_IN_FLIGHT: usize = 16;
 /// Records per `list` page and predictions per `predict` request.
 pub const MAX_PAGE: usize = 1000;

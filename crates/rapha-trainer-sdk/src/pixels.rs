@@ -111,6 +111,17 @@ impl Pixels {
         })
     }
 
+    /// Decodes little-endian `bytes` of `dtype`, taking ownership (no copy for `u8`).
+    ///
+    /// # Errors
+    /// As [`Pixels::from_le_bytes`].
+    pub fn from_le_vec(dtype: Dtype, bytes: Vec<u8>) -> Result<Self, SdkError> {
+        match dtype {
+            Dtype::U8 => Ok(Self::U8(bytes)),
+            _ => Self::from_le_bytes(dtype, &bytes),
+        }
+    }
+
     /// Number of values.
     pub fn len(&self) -> usize {
         match self {

@@ -1,0 +1,227 @@
+//! Feed benchmark through the SDKs (not run in CI): `bench/enclave.sh`.
+//!
+//! Decoded MB/s a trainer gets when it reads every record of a cohort through the SDK, against
+//! decoding the same records in-process with no feed. Each pass serves a fresh feed (so every
+//! record is fingerprinted for the output guard on first fetch, as in a real job) and reads
+//! the cohort once in a shuffled order; the in-process pass decodes in the same order.
+//!
+//! Readers: the Rust SDK's `Client::records` (pipelined, `PREFETCH_DEPTH` requests in
+//! flight), `Client::fetch` one record at a time (lock-step), and the Python SDK's
+//! `Client.records` / `Client.fetch` when `RAPHA_PYTHON` is set.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark: panics are failures
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use rapha_core::{HmacKey, JobId};
+use rapha_dicom::cohort::CohortBuilder;
+use rapha_dicom::exclusion::{LabelTable, OptOuts};
+use rapha_dicom::{DicomConfig, Pseudonymizer};
+use rapha_enclave::dicom::DicomSource;
+use rapha_enclave::feed::{self, Feed, FeedState};
+use rapha_enclave::split::split_records;
+use rapha_enclave::RecordSource;
+use rapha_trainer_sdk::Client;
+
+const PASSES: usize = 5;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Reader {
+    RustPipelined,
+    RustLockStep,
+    PythonPipelined,
+    PythonLockStep,
+}
+
+impl Reader {
+    fn name(self) -> &'static str {
+        match self {
+            Reader::RustPipelined => "Rust SDK records() (pipelined)",
+            Reader::RustLockStep => "Rust SDK fetch() (lock-step)",
+            Reader::PythonPipelined => "Python SDK records() (pipelined)",
+            Reader::PythonLockStep => "Python SDK fetch() (lock-step)",
+        }
+    }
+}
+
+fn shuffled(n: usize, seed: u64) -> Vec<u32> {
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    let mut st = seed | 1;
+    for i in (1..n).rev() {
+        st ^= st << 13;
+        st ^= st >> 7;
+        st ^= st << 17;
+        order.swap(i, (st % (i as u64 + 1)) as usize);
+    }
+    order
+}
+
+/// Serves a fresh feed on `dir/<name>` while `read` runs; returns what `read` returns.
+fn with_feed<T>(dir: &Path, name: &str, source: &DicomSource, read: impl FnOnce(&Path) -> T) -> T {
+    let splits = split_records(source.records(), 20);
+    let sock = dir.join(name);
+    let listener = feed::bind(&sock).unwrap();
+    let f = Feed {
+        job: JobId::random(),
+        confinement: "none-development",
+        source,
+        splits: &splits,
+        state: Mutex::new(FeedState::default()),
+        stop: AtomicBool::new(false),
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| f.serve(&listener));
+        let out = read(&sock);
+        f.stop.store(true, Ordering::Relaxed);
+        out
+    })
+}
+
+/// Decoded MB/s of one pass of `reader` over `order`.
+fn sdk_pass(sock: &Path, reader: Reader, order: &[u32]) -> f64 {
+    let mut c = Client::connect_to(sock, "feed-bench").unwrap();
+    let t = Instant::now();
+    let mut bytes = 0usize;
+    let size = |r: &rapha_trainer_sdk::Record| {
+        use rapha_trainer_sdk::Pixels;
+        let width = match &r.pixels {
+            Pixels::U8(_) => 1,
+            Pixels::U16(_) | Pixels::I16(_) => 2,
+            _ => 4,
+        };
+        r.pixels.len() * width
+    };
+    if reader == Reader::RustPipelined {
+        for r in c.records(order.iter().copied()) {
+            let r = r.unwrap();
+            bytes += size(&r);
+            std::hint::black_box(&r);
+        }
+    } else {
+        for &i in order {
+            let r = c.fetch(i).unwrap();
+            bytes += size(&r);
+            std::hint::black_box(&r);
+        }
+    }
+    let rate = bytes as f64 / t.elapsed().as_secs_f64() / 1e6;
+    c.done().unwrap();
+    rate
+}
+
+fn python_pass(sock: &Path, reader: Reader, order: &[u32]) -> Option<f64> {
+    let python = std::env::var("RAPHA_PYTHON").ok()?;
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let order: Vec<String> = order.iter().map(u32::to_string).collect();
+    let out = std::process::Command::new(python)
+        .arg(format!("{root}/bench/enclave_feed.py"))
+        .arg(sock)
+        .arg(if reader == Reader::PythonPipelined {
+            "records"
+        } else {
+            "fetch"
+        })
+        .arg(order.join(","))
+        .env("PYTHONPATH", format!("{root}/sdk/python"))
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "python reader failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+fn main() {
+    let studies: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = rapha_testkit::cohort::CohortSpec {
+        studies,
+        seed: 99,
+        out: dir.path().to_path_buf(),
+        rle_fraction: 0.25,
+        label_shuffle: false,
+    };
+    rapha_testkit::cohort::generate(&spec).unwrap();
+    let labels = LabelTable::load(&dir.path().join("labels.csv")).unwrap();
+    let optouts = OptOuts::load(&dir.path().join("optouts.csv")).unwrap();
+    let pseudo = Pseudonymizer::new(HmacKey::from_bytes([1; 32]));
+    let config = DicomConfig::default();
+    let cohort = CohortBuilder::new(&pseudo, &config, &optouts)
+        .with_labels(&labels)
+        .from_dir(&dir.path().join("dicom"))
+        .unwrap();
+    let (source, _ids) = DicomSource::new(&cohort.entries, None);
+    let n = source.records().len();
+
+    let mut readers = vec![Reader::RustPipelined, Reader::RustLockStep];
+    if std::env::var_os("RAPHA_PYTHON").is_some() {
+        readers.extend([Reader::PythonPipelined, Reader::PythonLockStep]);
+    }
+    // Ratios per pass: each reader's rate over the in-process rate measured just before it,
+    // in the same shuffled order, so a burst of load elsewhere hits both sides of a ratio.
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); readers.len()];
+    let mut decode_rates = Vec::new();
+    let mut total_bytes = 0;
+    let mut sock_no = 0;
+    for pass in 0..PASSES {
+        for (k, &reader) in readers.iter().enumerate() {
+            let order = shuffled(n, 0x9e37_79b9 + (pass * 16 + k) as u64);
+            let t = Instant::now();
+            total_bytes = 0;
+            for &i in &order {
+                total_bytes += source.pixels(i as usize).unwrap().bytes.len();
+            }
+            let decode = total_bytes as f64 / t.elapsed().as_secs_f64() / 1e6;
+            decode_rates.push(decode);
+            sock_no += 1;
+            let rate =
+                with_feed(
+                    dir.path(),
+                    &format!("f{sock_no}.sock"),
+                    &source,
+                    |sock| match reader {
+                        Reader::RustPipelined | Reader::RustLockStep => {
+                            Some(sdk_pass(sock, reader, &order))
+                        }
+                        Reader::PythonPipelined | Reader::PythonLockStep => {
+                            python_pass(sock, reader, &order)
+                        }
+                    },
+                );
+            if let Some(rate) = rate {
+                ratios[k].push(rate / decode);
+            }
+        }
+    }
+    decode_rates.sort_by(f64::total_cmp);
+    println!(
+        "feed through the SDKs: {studies} studies, {n} records, {:.1} MB decoded per pass; in-process decode median {:.0} MB/s",
+        total_bytes as f64 / 1e6,
+        decode_rates[decode_rates.len() / 2]
+    );
+    for (k, reader) in readers.iter().enumerate() {
+        let r = &mut ratios[k];
+        if r.is_empty() {
+            println!("  {}: no result", reader.name());
+            continue;
+        }
+        r.sort_by(f64::total_cmp);
+        println!(
+            "  {}: feed/in-process ratio median {:.2} (min {:.2}, max {:.2}, {} passes; target >= 0.70)",
+            reader.name(),
+            r[r.len() / 2],
+            r[0],
+            r[r.len() - 1],
+            r.len()
+        );
+    }
+}
