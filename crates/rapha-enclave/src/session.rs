@@ -147,6 +147,29 @@ pub struct RunPaths<'a> {
     pub release_dir: &'a Path,
 }
 
+/// A running job's feed as the node may show it while the trainer runs: counts the node
+/// measured, and what the trainer said about itself (kept apart, never the job's metrics).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RunProgress {
+    /// Records fetched by the trainer, repeats (epochs) included.
+    pub fetches: u64,
+    /// Distinct records fetched (what the manifest's `records_fed` will say).
+    pub distinct_fed: u64,
+    /// Decoded pixel bytes sent to the trainer.
+    pub bytes_fed: u64,
+    /// The trainer's last `progress` report, if any.
+    pub self_reported: Option<SelfReported>,
+    /// Since the trainer was launched.
+    pub elapsed: Duration,
+    /// When the runtime kills the trainer.
+    pub wall_limit: Duration,
+    /// False while the trainer runs; true in the last report, once it has exited.
+    pub finished: bool,
+}
+
+/// How often [`EnclaveSession::run_observed`] reports progress while the trainer runs.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(500);
+
 /// The enclave runtime for one job.
 pub struct EnclaveSession {
     job: JobSpec,
@@ -249,6 +272,24 @@ impl EnclaveSession {
         source: &dyn RecordSource,
         identifiers: &RawIdentifiers,
     ) -> Result<JobResult> {
+        self.run_observed(sandbox_cfg, paths, entrypoint, source, identifiers, &|_| {})
+    }
+
+    /// [`EnclaveSession::run`], calling `observer` with the feed's progress about every
+    /// [`PROGRESS_INTERVAL`] while the trainer runs (from another thread; it must return
+    /// quickly) and once more after the trainer has exited.
+    ///
+    /// # Errors
+    /// As [`EnclaveSession::run`].
+    pub fn run_observed(
+        &self,
+        sandbox_cfg: &SandboxConfig,
+        paths: &RunPaths<'_>,
+        entrypoint: &[String],
+        source: &dyn RecordSource,
+        identifiers: &RawIdentifiers,
+        observer: &(dyn Fn(&RunProgress) + Sync),
+    ) -> Result<JobResult> {
         use std::os::unix::fs::PermissionsExt;
         let records = source.records();
         let splits = split_records(records, self.job.validation_percent);
@@ -297,17 +338,46 @@ impl EnclaveSession {
             wall,
         };
         let launched = std::time::Instant::now();
+        let progress = |st: &FeedState, finished: bool| RunProgress {
+            fetches: st.records_fed,
+            distinct_fed: st.fed.len() as u64,
+            bytes_fed: st.bytes_fed,
+            self_reported: st.self_reported.clone(),
+            elapsed: launched.elapsed(),
+            wall_limit: wall,
+            finished,
+        };
         let run = std::thread::scope(|s| {
             let server = s.spawn(|| feed.serve(&listener));
+            let reporter = s.spawn(|| {
+                let mut last = std::time::Instant::now();
+                while !feed.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(50));
+                    if last.elapsed() >= PROGRESS_INTERVAL {
+                        last = std::time::Instant::now();
+                        // The snapshot is taken under the feed's lock, reported outside it.
+                        let p = {
+                            let st = feed
+                                .state
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            progress(&st, false)
+                        };
+                        observer(&p);
+                    }
+                }
+            });
             let r = sandbox::run(sandbox_cfg, &launch);
             feed.stop.store(true, Ordering::Relaxed);
             let _ = server.join();
+            let _ = reporter.join();
             r
         })?;
         let state = feed
             .state
             .into_inner()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        observer(&progress(&state, true));
 
         // Guard: outputs and logs, against identifiers and fed pixel fingerprints.
         let searcher = identifiers

@@ -32,6 +32,7 @@ use zeroize::Zeroizing;
 
 use crate::audit::{AuditEvent, AuditKind, AuditOutcome};
 use crate::pipeline::Node;
+use crate::progress::{LiveRun, LiveRuns};
 use crate::store::{JobReader, JobState, JobStore};
 
 pub mod bundles;
@@ -227,6 +228,10 @@ pub struct ApiState {
     readers: Arc<Readers>,
     bundles: Arc<bundles::BundleStore>,
     bundle_limit: u64,
+    /// Progress of running trainers (the node writes it; read without the node lock).
+    live: Arc<LiveRuns>,
+    /// The receipt log, opened read-only per request (answers while a job holds the node).
+    receipt_log: Arc<PathBuf>,
     uploads: Arc<tokio::sync::Semaphore>,
     /// Jobs a background task is driving, with "run one more round" flags.
     driving: Arc<Mutex<std::collections::HashMap<JobId, bool>>>,
@@ -252,6 +257,8 @@ impl ApiState {
             state_dir.join("bundles"),
             node.trust().dir().to_owned(),
         ));
+        let live = node.live();
+        let receipt_log = Arc::new(node.receipt_log().path().to_owned());
         let node = Arc::new(Mutex::new(node));
         let (denials, queue) = std::sync::mpsc::sync_channel::<AuditEvent>(DENIAL_QUEUE);
         let writer = Arc::clone(&node);
@@ -275,6 +282,8 @@ impl ApiState {
             }),
             bundles,
             bundle_limit: BUNDLE_BODY_LIMIT,
+            live,
+            receipt_log,
             uploads: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS)),
             driving: Arc::default(),
             denials,
@@ -553,6 +562,22 @@ async fn metrics(State(state): State<ApiState>, headers: HeaderMap) -> ApiResult
         let n = counts.iter().find(|(c, _)| c == s).map_or(0, |(_, n)| *n);
         text.push_str(&format!("rapha_jobs{{state=\"{}\"}} {n}\n", s.as_str()));
     }
+    // Live: moved by the runtime's reports while trainers run, not only when they exit.
+    let live = &state.live;
+    text.push_str(&format!(
+        "# HELP rapha_trainers_running Trainers running now.\n\
+         # TYPE rapha_trainers_running gauge\n\
+         rapha_trainers_running {}\n\
+         # HELP rapha_records_fed_total Records fed to trainers (repeats included) since the node started.\n\
+         # TYPE rapha_records_fed_total counter\n\
+         rapha_records_fed_total {}\n\
+         # HELP rapha_record_bytes_fed_total Decoded pixel bytes fed to trainers since the node started.\n\
+         # TYPE rapha_record_bytes_fed_total counter\n\
+         rapha_record_bytes_fed_total {}\n",
+        live.running(),
+        live.records_fed_total(),
+        live.bytes_fed_total(),
+    ));
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -603,16 +628,57 @@ async fn job_status(
         .iter()
         .position(|s| *s == row.state)
         .unwrap_or(0);
+    let mut records = records;
+    let run = (row.state == JobState::Running)
+        .then(|| state.live.get(job))
+        .flatten();
+    if let Some(r) = &run {
+        // While the trainer runs, the distinct records fed so far (the final figure is the
+        // signed manifest's, read above once the run has ended).
+        records["fed"] = json!(r.progress.distinct_fed);
+    }
+    let run = run.map(|r| run_json(&r, caller.role));
     Ok(Json(json!({
         "job_id": row.id.to_string(),
         "state": row.state,
         "progress": { "step": progress, "of": JobState::ALL.len() },
         "records": records,
+        "run": run,
         "outcome": row.outcome,
         "reason": row.reason,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     })))
+}
+
+/// A running trainer's progress as `GET /v1/jobs/{id}` shows it: numbers only.
+///
+/// The publisher sees what the node measured and bounds (distinct records fed, elapsed time,
+/// the wall-time limit). The fetch count and the trainer's self-reported figures are numbers a
+/// trainer chooses while it runs: shown to the publisher they would be a channel out of the
+/// hospital that bypasses the output guard (I4), so only the hospital's roles see them.
+fn run_json(run: &LiveRun, role: Role) -> serde_json::Value {
+    let p = &run.progress;
+    let mut v = json!({
+        "distinct_records_fed": p.distinct_fed,
+        "elapsed_secs": run.elapsed_secs(),
+        "wall_limit_secs": p.wall_limit.as_secs(),
+    });
+    if role != Role::Publisher {
+        v["records_fetched"] = json!(p.fetches);
+        v["self_reported"] = p
+            .self_reported
+            .as_ref()
+            .map_or(serde_json::Value::Null, |s| {
+                // Numbers only: never a string the trainer wrote (metric names included).
+                json!({
+                    "epoch": s.epoch,
+                    "step": s.step,
+                    "loss": s.loss.filter(|l| l.is_finite()),
+                })
+            });
+    }
+    v
 }
 
 /// Instances in the built cohort and instances fed to the trainer (null until known), from the
@@ -1257,12 +1323,23 @@ async fn log_head(
         "/v1/log/head",
         &[Role::Publisher, Role::Dpo, Role::Admin],
     )?;
-    let head = with_node(&state, |n| {
-        n.receipt_log().latest_head().map_err(HttpError::internal)
-    })
-    .await?;
+    let head = with_log(&state, |log| log.latest_head().map_err(HttpError::internal)).await?;
     let size = head.as_ref().map_or(0, |h| h.tree_size);
     Ok(Json(json!({ "tree_size": size, "head": head })))
+}
+
+/// Runs `f` on a read-only handle to the receipt log as it stands now, on the blocking pool:
+/// no node lock, so an auditor's proof is answered while a job's trainer runs.
+async fn with_log<T: Send + 'static>(
+    state: &ApiState,
+    f: impl FnOnce(&rapha_receipt::ReceiptLog) -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    let path = Arc::clone(&state.receipt_log);
+    blocking(move || {
+        let log = rapha_receipt::ReceiptLog::open_read_only(&path).map_err(HttpError::internal)?;
+        f(&log)
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -1294,10 +1371,8 @@ async fn log_inclusion(
         &[Role::Publisher, Role::Dpo, Role::Admin],
     )?;
     let q = query.map_err(|e| bad_proof(e.body_text()))?.0;
-    let proof = with_node(&state, move |n| {
-        n.receipt_log()
-            .inclusion_proof(q.index, q.size)
-            .map_err(bad_proof)
+    let proof = with_log(&state, move |log| {
+        log.inclusion_proof(q.index, q.size).map_err(bad_proof)
     })
     .await?;
     Ok(Json(
@@ -1318,10 +1393,8 @@ async fn log_consistency(
         &[Role::Publisher, Role::Dpo, Role::Admin],
     )?;
     let q = query.map_err(|e| bad_proof(e.body_text()))?.0;
-    let proof = with_node(&state, move |n| {
-        n.receipt_log()
-            .consistency_proof(q.old, q.new)
-            .map_err(bad_proof)
+    let proof = with_log(&state, move |log| {
+        log.consistency_proof(q.old, q.new).map_err(bad_proof)
     })
     .await?;
     Ok(Json(json!({ "old": q.old, "new": q.new, "proof": proof })))

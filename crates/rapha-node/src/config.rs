@@ -375,7 +375,21 @@ pub struct ApiConfig {
     pub listen: std::net::SocketAddr,
     /// Token file: one `<publisher|dpo|admin> <token>` per line (mode 0600).
     pub tokens_file: PathBuf,
+    /// Largest bundle upload (`POST /v1/bundles`) in bytes, also the largest file and the
+    /// largest unpacked total in it. Uploads are staged under `paths.data_dir/bundles`.
+    #[serde(default = "default_max_bundle_bytes")]
+    pub max_bundle_bytes: u64,
 }
+
+/// The default `[api] max_bundle_bytes`: 2 GiB.
+pub fn default_max_bundle_bytes() -> u64 {
+    crate::api::BUNDLE_BODY_LIMIT
+}
+
+/// Smallest `[api] max_bundle_bytes` accepted (no trainer image fits in less).
+pub const MIN_BUNDLE_BYTES: u64 = 1 << 20;
+/// Largest `[api] max_bundle_bytes` accepted (a larger figure is taken for a typo).
+pub const MAX_BUNDLE_BYTES: u64 = 64 << 30;
 
 /// The API's default listen address, 127.0.0.1:8420 (loopback: put a TLS proxy in front).
 pub fn default_listen() -> std::net::SocketAddr {
@@ -456,6 +470,18 @@ impl Config {
                 return Err(invalid(
                     "settlement.run_window_secs",
                     "0 leaves the depositor free to withdraw while the trainer runs; use the time a job needs (default 600)",
+                ));
+            }
+        }
+        if let Some(a) = &self.api {
+            if !(MIN_BUNDLE_BYTES..=MAX_BUNDLE_BYTES).contains(&a.max_bundle_bytes) {
+                return Err(invalid(
+                    "api.max_bundle_bytes",
+                    format!(
+                        "{} is outside 1 MiB ({MIN_BUNDLE_BYTES}) to 64 GiB ({MAX_BUNDLE_BYTES}); \
+                         the default is 2 GiB (2147483648)",
+                        a.max_bundle_bytes
+                    ),
                 ));
             }
         }

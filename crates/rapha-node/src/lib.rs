@@ -11,6 +11,7 @@ pub mod store;
 pub mod audit;
 pub mod node_build;
 pub mod pipeline;
+pub mod progress;
 pub mod run_job;
 
 // The HTTP API over the pipeline (`rapha-node serve`).

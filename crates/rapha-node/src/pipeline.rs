@@ -16,6 +16,7 @@ pub mod chain;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rapha_attest::tpm::{TpmAttester, TpmVerifier};
@@ -41,6 +42,7 @@ use rapha_receipt::{NodeKey, ReceiptBody, ReceiptFile, ReceiptLog};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{job_object, AuditEvent, AuditKind, AuditLog, AuditOutcome, ParticipantObject};
+use crate::progress::LiveRuns;
 use crate::store::{JobState, JobStore, StoreError};
 
 /// Errors of the pipeline itself (the node's own infrastructure). A job's own problems — a bad
@@ -251,6 +253,8 @@ pub struct Node {
     /// Live enclave sessions (their private keys), by job: lost with the process.
     sessions: HashMap<JobId, EnclaveSession>,
     after_commit: Option<AfterCommit>,
+    /// Progress of running trainers, shared with the API (read without the node lock).
+    live: Arc<LiveRuns>,
 }
 
 impl std::fmt::Debug for Node {
@@ -376,6 +380,7 @@ impl Node {
             p: parts,
             sessions: HashMap::new(),
             after_commit: None,
+            live: Arc::default(),
         })
     }
 
@@ -398,6 +403,12 @@ impl Node {
 
     pub fn receipt_log(&self) -> &ReceiptLog {
         &self.p.receipts
+    }
+
+    /// Progress of the trainers this node runs, for readers that must not wait for the node
+    /// (the API's status and metrics).
+    pub fn live(&self) -> Arc<LiveRuns> {
+        Arc::clone(&self.live)
     }
 
     /// Records an administrative or DPO action in the audit trail (for the API and CLI).
@@ -1089,6 +1100,11 @@ impl Node {
             Ok(vb) => vb,
             Err(reason) => return self.end(job, from, Outcome::Refused, &reason),
         };
+        // Live from here until this step returns (however it ends).
+        let _live = self.live.track(
+            job,
+            std::time::Duration::from_secs(vb.resources().wall_seconds),
+        );
         let dir = self.job_dir(job);
         let rootfs = dir.join("rootfs");
         // The runtime makes its own per-run directory (with the feed's unix socket) under a
@@ -1120,7 +1136,15 @@ impl Node {
             rootfs: &rootfs,
             release_dir: &staged,
         };
-        let result = session.run(&self.p.sandbox, &paths, vb.entrypoint(), &source, &ids);
+        let live = Arc::clone(&self.live);
+        let result = session.run_observed(
+            &self.p.sandbox,
+            &paths,
+            vb.entrypoint(),
+            &source,
+            &ids,
+            &|p| live.update(job, p),
+        );
         let result = match result {
             Ok(r) => r,
             Err(e) => return self.end(job, from, Outcome::Failed, &format!("enclave run: {e}")),

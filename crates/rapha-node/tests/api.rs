@@ -348,23 +348,34 @@ fn api_checks_roles_on_every_route_documents_them_and_answers_with_typed_errors(
     let (st, text) = s.call("get", "/healthz", None, None);
     assert_eq!((st, text.as_str()), (StatusCode::OK, r#"{"status":"ok"}"#));
 
-    // /metrics: Prometheus text, one gauge line per job state, no other labels.
+    // /metrics: Prometheus text, one gauge line per job state, and the unlabelled live feed
+    // figures; no other labels.
     let (st, text) = s.call("get", "/metrics", Some(ADMIN_TOKEN), None);
     assert_eq!(st, StatusCode::OK);
     assert!(text.contains("# TYPE rapha_jobs gauge"), "{text}");
+    assert!(
+        text.contains("# TYPE rapha_records_fed_total counter"),
+        "{text}"
+    );
     let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+    let live = [
+        "rapha_trainers_running",
+        "rapha_records_fed_total",
+        "rapha_record_bytes_fed_total",
+    ];
     assert_eq!(
         samples.len(),
-        rapha_node::store::JobState::ALL.len(),
+        rapha_node::store::JobState::ALL.len() + live.len(),
         "{text}"
     );
     for line in samples {
         let (name, value) = line.rsplit_once(' ').unwrap();
         assert!(
-            name.starts_with("rapha_jobs{state=\"") && name.ends_with("\"}"),
+            (name.starts_with("rapha_jobs{state=\"") && name.ends_with("\"}"))
+                || live.contains(&name),
             "{line}"
         );
-        assert_eq!(value, "0", "empty store: {line}");
+        assert_eq!(value, "0", "empty store, nothing run: {line}");
     }
 
     // Typed errors: bad JSON, a body over the limit, an unknown job, a malformed job id.

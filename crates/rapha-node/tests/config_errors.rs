@@ -301,6 +301,32 @@ fn malformed_settlement_attestation_and_chain_values_are_refused_naming_the_key(
             "api.listen",
             "invalid",
         ),
+        (
+            b.replace("[api]", "[api]\nmax_bundle_bytes = 0"),
+            "api.max_bundle_bytes",
+            "outside 1 MiB",
+        ),
+        (
+            b.replace("[api]", "[api]\nmax_bundle_bytes = 1048575"),
+            "api.max_bundle_bytes",
+            "outside 1 MiB",
+        ),
+        (
+            // 2 TB: a typo for 2 GB.
+            b.replace("[api]", "[api]\nmax_bundle_bytes = 2000000000000"),
+            "api.max_bundle_bytes",
+            "outside 1 MiB",
+        ),
+        (
+            b.replace("[api]", "[api]\nmax_bundle_bytes = -1"),
+            "api.max_bundle_bytes",
+            "invalid value",
+        ),
+        (
+            b.replace("[api]", "[api]\nmax_bundle_bytes = \"2 GiB\""),
+            "api.max_bundle_bytes",
+            "invalid type",
+        ),
     ];
     for (text, want_field, want_msg) in cases {
         assert_ne!(text, b, "edit for {want_field} did not apply");
@@ -325,6 +351,12 @@ fn settlement_and_api_sections_are_optional_to_parse_and_resolve_relative_paths(
     let api = config.api.unwrap();
     assert_eq!(api.tokens_file, dir.path().join("tokens"));
     assert_eq!(api.listen.to_string(), "127.0.0.1:8420");
+    assert_eq!(api.max_bundle_bytes, 2 << 30, "default 2 GiB");
+    let set = Config::parse(&base().replace("[api]", "[api]\nmax_bundle_bytes = 1048576"))
+        .unwrap()
+        .api
+        .unwrap();
+    assert_eq!(set.max_bundle_bytes, 1 << 20);
 
     let mut without = String::new();
     let mut skip = false;

@@ -5,6 +5,7 @@ mod trust;
 
 mod api;
 mod api_bundles;
+mod api_live;
 mod api_phi;
 mod api_reads;
 mod approvals_cli;

@@ -15,7 +15,8 @@ use crate::node_build::{node_from_config, SettlementOverrides};
 #[derive(Debug, Args)]
 #[command(after_help = "\
 Read from the configuration file: everything. `serve --config FILE` alone starts a node:
-  [api]         listen (default 127.0.0.1:8420), tokens_file
+  [api]         listen (default 127.0.0.1:8420), tokens_file, max_bundle_bytes (default
+                2 GiB; uploads are stored under paths.data_dir/bundles)
   [settlement]  hospital_address, payout_address, settler_key_file, run_window_secs
   [attestation] production: TPM (tcti, vendor_root_ca, expected_pcrs, ak_file) and SGX
                 (quote_source, collateral_file, mrenclave/mrsigner)
@@ -62,7 +63,16 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     for (job, state) in node.resume_all().context("resuming unfinished jobs")? {
         tracing::info!(%job, state = state.as_str(), "job resumed");
     }
-    let state = ApiState::new(node, cfg.paths.state_dir.join("jobs.sqlite"), tokens);
+    let max_bundle = cfg
+        .api
+        .as_ref()
+        .map_or_else(crate::config::default_max_bundle_bytes, |a| {
+            a.max_bundle_bytes
+        });
+    // Uploads (up to max_bundle_bytes each) go to the bulk data disk, not the state disk.
+    let state = ApiState::new(node, cfg.paths.state_dir.join("jobs.sqlite"), tokens)
+        .with_bundle_dir(cfg.paths.data_dir.join("bundles"))
+        .with_bundle_limit(max_bundle);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
