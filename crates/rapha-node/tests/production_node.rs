@@ -343,6 +343,7 @@ run_window_secs = 600
 [api]
 listen = "127.0.0.1:{port}"
 tokens_file = "tokens"
+max_bundle_bytes = 1048576
 
 [paths]
 data_dir = "data"
@@ -491,12 +492,70 @@ state_dir = "state"
         .spawn()
         .unwrap();
     let healthy = wait_healthy(port, &mut child);
+    // [api] max_bundle_bytes is the upload limit, and uploads are staged on the data disk.
+    let upload = |bytes: usize| {
+        let r = reqwest::blocking::Client::new()
+            .post(format!("http://127.0.0.1:{port}/v1/bundles"))
+            .bearer_auth("adm-0123456789abcdef0123456789abcdef0123")
+            .header("content-type", "application/x-tar")
+            .body(vec![0u8; bytes])
+            .send()
+            .ok()
+            .map(|r| (r.status().as_u16(), r.text().unwrap_or_default()));
+        r
+    };
+    // Declared one byte over the limit (only the head is sent: the node answers on it).
+    let over = healthy
+        .then(|| {
+            use std::io::{Read, Write};
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+            c.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+            write!(
+                c,
+                "POST /v1/bundles HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Authorization: Bearer adm-0123456789abcdef0123456789abcdef0123\r\n\
+             Content-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+                (1 << 20) + 1
+            )
+            .ok()?;
+            let mut answer = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = c.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                answer.extend_from_slice(&buf[..n]);
+                if answer.windows(4).any(|w| w == b"\r\n\r\n") && answer.ends_with(b"}") {
+                    break;
+                }
+            }
+            let text = String::from_utf8_lossy(&answer).into_owned();
+            let status = text.split(' ').nth(1)?.parse::<u16>().ok()?;
+            Some((status, text))
+        })
+        .flatten();
+    let junk = healthy.then(|| upload(1024)).flatten();
     let _ = child.kill();
     let out = child.wait_with_output().unwrap();
     assert!(
         healthy,
         "serve --config did not come up: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, body) = over.expect("the over-limit upload was answered");
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("limited to 1048576 bytes"), "{body}");
+    let (status, body) = junk.expect("the small upload was answered");
+    // 1 KiB of zeros is an empty archive: read whole, unpacked, refused as unsigned.
+    assert_eq!(status, 422, "{body}");
+    assert!(body.contains("bundle-refused"), "{body}");
+    assert!(
+        t.join("data/bundles").is_dir(),
+        "uploads not staged under data_dir"
+    );
+    assert!(
+        !t.join("state/bundles").exists(),
+        "an upload reached the state directory"
     );
     assert_eq!(
         std::fs::read(&ak_file).unwrap(),
