@@ -144,6 +144,7 @@ run_window_secs = 600
 [api]
 listen = "127.0.0.1:8420"
 tokens_file = "/etc/rapha/api-tokens"           # "<publisher|dpo|admin> <token>" per line, 0600
+max_bundle_bytes = 2147483648                   # largest bundle upload (stored under data_dir/bundles)
 
 [paths]
 data_dir = "/var/lib/rapha/data"
