@@ -77,9 +77,7 @@ fn main() -> Result<()> {
         rle_fraction: 0.2,
         label_shuffle: false,
     })?;
-    let prepared = Instant::now();
-    let recs = decoded_records(&cohort_dir)?;
-    let decode_seconds = prepared.elapsed().as_secs_f64();
+    let (recs, decode_seconds) = decoded_records(&cohort_dir)?;
 
     let sock = work.path().join("data.sock");
     let out = work.path().join("out");
@@ -145,8 +143,9 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// The demo node's cohort, decoded into memory (see the module docs).
-fn decoded_records(cohort_dir: &std::path::Path) -> Result<Records> {
+/// The demo node's cohort, decoded into memory (see the module docs), and the seconds spent
+/// fetching (WADO-RS) and decoding the pixels.
+fn decoded_records(cohort_dir: &std::path::Path) -> Result<(Records, f64)> {
     let pacs = DemoPacs::start(&cohort_dir.join("dicom"))?;
     let csv = std::fs::read_to_string(cohort_dir.join("labels.csv"))?;
     let accessions: Vec<String> = csv
@@ -174,16 +173,21 @@ fn decoded_records(cohort_dir: &std::path::Path) -> Result<Records> {
         .from_dicomweb(&client()?, &query)?;
     let (source, _ids) = DicomSource::new(&cohort.entries, Some(client()?));
     let records = source.records().to_vec();
+    let t = Instant::now();
     let pixels = (0..records.len())
         .map(|i| source.pixels(i).ok())
         .collect::<Vec<_>>();
+    let decode_seconds = t.elapsed().as_secs_f64();
     drop(pacs);
     let splits = split_records(&records, VALIDATION_PERCENT);
-    Ok(Records {
-        records,
-        pixels,
-        splits,
-    })
+    Ok((
+        Records {
+            records,
+            pixels,
+            splits,
+        },
+        decode_seconds,
+    ))
 }
 
 /// Serves protocol v1 from memory until the trainer says `done` (or goes away).
