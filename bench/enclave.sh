@@ -1,7 +1,19 @@
 #!/usr/bin/env bash
-# Enclave runtime benchmark (not run in CI): feed throughput vs in-process decode, container
-# start to first record (runc), output guard scan rate. Needs root + runc + gcc.
+# Enclave runtime benchmark (not run in CI). Needs root + runc + gcc.
+#  1. feed throughput through the SDKs (Rust Client::records pipelined and Client::fetch
+#     lock-step; the Python SDK's records()/fetch() when RAPHA_PYTHON is set) as ratios to
+#     decoding the same records in-process (crates/rapha-trainer-sdk/examples/feed_bench.rs,
+#     helper bench/enclave_feed.py);
+#  2. the raw protocol feed, container start to first record (runc), output guard scan rate
+#     (crates/rapha-enclave/examples/enclave_bench.rs).
+# The machine's load average is printed before and after: ratios from a loaded machine
+# understate the feed (it uses two cores, the in-process decode one).
 # Usage: bench/enclave.sh [STUDIES]
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
-cargo run --release -q -p rapha-enclave --example enclave_bench -- "${1:-40}"
+cargo build --release -q -p rapha-trainer-sdk --example feed_bench
+cargo build --release -q -p rapha-enclave --example enclave_bench
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+"$CARGO_TARGET_DIR/release/examples/feed_bench" "${1:-40}"
+"$CARGO_TARGET_DIR/release/examples/enclave_bench" "${1:-40}"
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

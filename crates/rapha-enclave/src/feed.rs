@@ -1,7 +1,10 @@
 //! The record feed: serves trainer protocol v1 on a Unix socket (`docs/trainer-protocol.md`).
 //!
-//! Pixels are fetched and decoded by the [`RecordSource`] into memory, written to the socket,
-//! and dropped: nothing is cached or spilled to disk, so there is nothing to encrypt at rest.
+//! Pixels are fetched and decoded by the [`RecordSource`] into memory and written to the
+//! socket. Decoded records stay in this process's memory for the job (up to
+//! [`PIXEL_CACHE_BYTES`]; past that, records are decoded again on each fetch) so that epochs
+//! after the first do not decode again. Nothing is spilled to disk, so there is nothing to
+//! encrypt at rest; the cache is dropped when the feed ends.
 //! As each record is fed for the first time its pixel bytes are fingerprinted for the
 //! output guard, and its index joins the fed set the manifest commits to. Validation labels
 //! never leave this module; validation predictions come in and stay here.
@@ -13,6 +16,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -27,6 +31,47 @@ use crate::protocol::{
 };
 use crate::record::RecordSource;
 use crate::split::Split;
+
+/// Decoded pixel bytes kept in memory per job, so later epochs skip decoding.
+pub const PIXEL_CACHE_BYTES: usize = 2 << 30;
+
+/// One record's decoded pixel bytes, shared by the cache, the socket writer and the
+/// fingerprinting worker.
+type Shared = Arc<Vec<u8>>;
+
+/// Decoded records of one job, within [`PIXEL_CACHE_BYTES`].
+#[derive(Default)]
+struct PixelCache {
+    records: Mutex<(BTreeMap<usize, Shared>, usize)>,
+}
+
+impl PixelCache {
+    fn get(&self, index: usize) -> Option<Shared> {
+        let g = self
+            .records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.0.get(&index).cloned()
+    }
+
+    fn keep(&self, index: usize, bytes: &Shared) {
+        let mut g = self
+            .records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (map, total) = &mut *g;
+        if *total + bytes.len() <= PIXEL_CACHE_BYTES && !map.contains_key(&index) {
+            *total += bytes.len();
+            map.insert(index, Arc::clone(bytes));
+        }
+    }
+}
+
+/// What one connection needs from the feed's serving loop.
+struct Served<'s> {
+    fingerprint: &'s SyncSender<(u32, Shared)>,
+    cache: &'s PixelCache,
+}
 
 /// What the trainer said about itself: kept apart, never the job's metrics.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -100,8 +145,9 @@ impl Feed<'_> {
     /// bounded channel keeps at most a few records in flight. The fingerprints are complete
     /// when this returns.
     pub fn serve(&self, listener: &UnixListener) {
+        let cache = PixelCache::default();
         std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, Vec<u8>)>(4);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, Shared)>(4);
             let worker = s.spawn(move || {
                 let mut fp = Fingerprints::default();
                 for (index, bytes) in rx {
@@ -109,7 +155,11 @@ impl Feed<'_> {
                 }
                 fp
             });
-            self.accept_loop(listener, &tx);
+            let served = Served {
+                fingerprint: &tx,
+                cache: &cache,
+            };
+            self.accept_loop(listener, &served);
             drop(tx);
             match worker.join() {
                 Ok(fp) => self.lock().fingerprints = fp,
@@ -119,12 +169,12 @@ impl Feed<'_> {
         });
     }
 
-    fn accept_loop(&self, listener: &UnixListener, tx: &SyncSender<(u32, Vec<u8>)>) {
+    fn accept_loop(&self, listener: &UnixListener, served: &Served<'_>) {
         while !self.stop.load(Ordering::Relaxed) {
             match listener.accept() {
                 Ok((stream, _)) => {
                     self.lock().connections += 1;
-                    if let Err(e) = self.serve_connection(stream, tx) {
+                    if let Err(e) = self.serve_connection(stream, served) {
                         if !matches!(e, FrameError::Closed) {
                             self.lock().protocol_errors += 1;
                             tracing::warn!(error = %e, "trainer connection closed on a protocol violation");
@@ -142,11 +192,7 @@ impl Feed<'_> {
         }
     }
 
-    fn serve_connection(
-        &self,
-        stream: UnixStream,
-        tx: &SyncSender<(u32, Vec<u8>)>,
-    ) -> Result<(), FrameError> {
+    fn serve_connection(&self, stream: UnixStream, served: &Served<'_>) -> Result<(), FrameError> {
         stream.set_nonblocking(false)?;
         let mut requests = RequestReader::new(stream.try_clone()?);
         let mut writer = stream;
@@ -187,11 +233,12 @@ impl Feed<'_> {
                 protocol::write_frame(&mut writer, &h, &[])?;
                 continue;
             }
-            let (header, payload, first_feed) = self.answer(&req, &mut greeted);
-            protocol::write_frame(&mut writer, &header, payload.as_deref().unwrap_or(&[]))?;
+            let (header, payload, first_feed) = self.answer(&req, &mut greeted, served.cache);
+            let bytes: &[u8] = payload.as_deref().map_or(&[], Vec::as_slice);
+            protocol::write_frame(&mut writer, &header, bytes)?;
             if let (Some(index), Some(bytes)) = (first_feed, payload) {
                 // Fails only if the worker is gone, which `serve` turns into a panic anyway.
-                let _ = tx.send((index, bytes));
+                let _ = served.fingerprint.send((index, bytes));
             }
             if matches!(req, Request::Done) {
                 return Ok(());
@@ -199,7 +246,12 @@ impl Feed<'_> {
         }
     }
 
-    fn answer(&self, req: &Request, greeted: &mut bool) -> (Vec<u8>, Option<Vec<u8>>, Option<u32>) {
+    fn answer(
+        &self,
+        req: &Request,
+        greeted: &mut bool,
+        cache: &PixelCache,
+    ) -> (Vec<u8>, Option<Shared>, Option<u32>) {
         let records = self.source.records();
         let ok = |v: serde_json::Value| (serde_json::to_vec(&v).unwrap_or_default(), None, None);
         let err = |c: ErrorCode, m: String| (protocol::error_header(c, &m), None, None);
@@ -258,7 +310,7 @@ impl Feed<'_> {
                     .collect();
                 ok(json!({"ok": true, "total": records.len(), "records": page}))
             }
-            Request::Fetch { index } => self.fetch(*index),
+            Request::Fetch { index } => self.fetch(*index, cache),
             Request::Progress {
                 epoch,
                 step,
@@ -350,7 +402,7 @@ impl Feed<'_> {
     }
 
     /// The response, its payload, and the record index when this is its first feed.
-    fn fetch(&self, index: usize) -> (Vec<u8>, Option<Vec<u8>>, Option<u32>) {
+    fn fetch(&self, index: usize, cache: &PixelCache) -> (Vec<u8>, Option<Shared>, Option<u32>) {
         let records = self.source.records();
         let Some(rec) = records.get(index) else {
             return (
@@ -365,39 +417,46 @@ impl Feed<'_> {
                 None,
             );
         };
-        let pixels = match self.source.pixels(index) {
-            Ok(p)
-                if p.dtype == rec.dtype && p.shape == rec.shape && p.bytes.len() <= MAX_PAYLOAD =>
-            {
-                p
-            }
-            Ok(_) => {
-                tracing::warn!(record = %rec.instance, "decoded pixels do not match the listed shape");
-                return (
-                    protocol::error_header(
-                        ErrorCode::Unavailable,
-                        "record pixels do not match their listed shape",
-                    ),
-                    None,
-                    None,
-                );
-            }
-            Err(e) => {
-                tracing::warn!(record = %rec.instance, error = %e, "record unavailable");
-                return (
-                    protocol::error_header(
-                        ErrorCode::Unavailable,
-                        "the node could not fetch or decode this record",
-                    ),
-                    None,
-                    None,
-                );
-            }
+        let pixels = match cache.get(index) {
+            Some(bytes) => bytes,
+            None => match self.source.pixels(index) {
+                Ok(p)
+                    if p.dtype == rec.dtype
+                        && p.shape == rec.shape
+                        && p.bytes.len() <= MAX_PAYLOAD =>
+                {
+                    let bytes = Arc::new(p.bytes);
+                    cache.keep(index, &bytes);
+                    bytes
+                }
+                Ok(_) => {
+                    tracing::warn!(record = %rec.instance, "decoded pixels do not match the listed shape");
+                    return (
+                        protocol::error_header(
+                            ErrorCode::Unavailable,
+                            "record pixels do not match their listed shape",
+                        ),
+                        None,
+                        None,
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(record = %rec.instance, error = %e, "record unavailable");
+                    return (
+                        protocol::error_header(
+                            ErrorCode::Unavailable,
+                            "the node could not fetch or decode this record",
+                        ),
+                        None,
+                        None,
+                    );
+                }
+            },
         };
         let first_feed = {
             let mut st = self.lock();
             st.first_fetch.get_or_insert_with(Instant::now);
-            st.bytes_fed += pixels.bytes.len() as u64;
+            st.bytes_fed += pixels.len() as u64;
             st.records_fed += 1;
             // u32 suffices: cohorts are far below 4 billion records.
             st.fed
@@ -405,10 +464,10 @@ impl Feed<'_> {
                 .then(|| u32::try_from(index).unwrap_or(u32::MAX))
         };
         let header = json!({"ok": true, "index": index, "dtype": rec.dtype, "shape": rec.shape,
-                            "payload": pixels.bytes.len()});
+                            "payload": pixels.len()});
         (
             serde_json::to_vec(&header).unwrap_or_default(),
-            Some(pixels.bytes),
+            Some(pixels),
             first_feed,
         )
     }
@@ -505,9 +564,25 @@ impl RequestReader {
         }
     }
 
-    /// Complete requests already received behind the current one (reads what has arrived,
-    /// without waiting, up to the read-ahead limit).
+    /// Complete requests already received behind the current one. When none is buffered,
+    /// reads what has arrived without waiting (up to the read-ahead limit): a trainer over
+    /// the in-flight limit is seen as soon as its requests reach the node.
     fn queued(&mut self) -> Result<usize, FrameError> {
+        let count = |bytes: &[u8]| {
+            let mut count = 0;
+            let mut rest = bytes;
+            while let Ok(Some(n)) = Self::frame_len(rest) {
+                if rest.len() < n {
+                    break;
+                }
+                count += 1;
+                rest = &rest[n..];
+            }
+            count
+        };
+        if count(self.pending()) > 0 {
+            return Ok(count(self.pending()));
+        }
         while self.pending().len() < READ_AHEAD {
             match self.recv(READ_AHEAD - self.pending().len(), true) {
                 Ok(true) => {}
@@ -516,15 +591,6 @@ impl RequestReader {
                 Err(e) => return Err(e),
             }
         }
-        let mut count = 0;
-        let mut rest = self.pending();
-        while let Ok(Some(n)) = Self::frame_len(rest) {
-            if rest.len() < n {
-                break;
-            }
-            count += 1;
-            rest = &rest[n..];
-        }
-        Ok(count)
+        Ok(count(self.pending()))
     }
 }

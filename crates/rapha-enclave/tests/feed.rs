@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use rapha_core::JobId;
 use rapha_enclave::feed::{self, Feed, FeedState};
-use rapha_enclave::protocol::{read_frame, write_frame, MAX_REQUEST_HEADER};
+use rapha_enclave::protocol::{read_frame, write_frame, MAX_IN_FLIGHT, MAX_REQUEST_HEADER};
 use rapha_enclave::split::{split_records, Split};
 use rapha_enclave::RecordSource;
 use serde_json::{json, Value};
@@ -236,4 +236,104 @@ fn self_reported_progress_is_kept_apart() {
     let sr = state.self_reported.unwrap();
     assert_eq!(sr.epoch, Some(4));
     assert_eq!(sr.metrics, BTreeMap::from([("auc".to_string(), 0.99)]));
+}
+
+fn fetch_frame(index: usize) -> Vec<u8> {
+    let h = serde_json::to_vec(&json!({"op": "fetch", "index": index})).unwrap();
+    let mut out = (h.len() as u32).to_le_bytes().to_vec();
+    out.extend_from_slice(&h);
+    out
+}
+
+#[test]
+fn pipelined_fetches_are_answered_in_order_up_to_the_in_flight_limit() {
+    let expected = cohort(20, 9);
+    let state = with_feed(|connect, _| {
+        let mut c = connect();
+        hello(&mut c);
+        // The protocol's limit, all written before any answer is read, in one write.
+        let order: Vec<usize> = (0..MAX_IN_FLIGHT).map(|k| (k * 7 + 3) % 20).collect();
+        let burst: Vec<u8> = order.iter().flat_map(|&i| fetch_frame(i)).collect();
+        c.0.write_all(&burst).unwrap();
+        for &i in &order {
+            let (h, px) = read_frame(&mut c.0).unwrap();
+            assert_eq!(h["ok"], true, "{h}");
+            assert_eq!(h["index"], i);
+            assert_eq!(px, expected.source.pixels(i).unwrap().bytes);
+        }
+        // The connection is still in step.
+        assert_eq!(c.call(json!({"op": "done"})).0["ok"], true);
+    });
+    assert_eq!(state.records_fed, MAX_IN_FLIGHT as u64);
+    assert_eq!(state.protocol_errors, 0);
+}
+
+#[test]
+fn flooding_trainer_gets_a_protocol_error_and_is_disconnected() {
+    let state = with_feed(|connect, _| {
+        let mut c = connect();
+        c.0.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        hello(&mut c);
+        // A hostile trainer writes requests without reading answers: far more than the node
+        // may be asked to hold (10 000 requests, ~250 KiB), from another thread so the
+        // node's answers are read meanwhile.
+        let mut w = c.0.try_clone().unwrap();
+        let flood = std::thread::spawn(move || {
+            for i in 0..10_000 {
+                if w.write_all(&fetch_frame(i % 20)).is_err() {
+                    return i; // the node closed the connection
+                }
+            }
+            10_000
+        });
+        let mut answered = 0;
+        let refusal = loop {
+            let (h, _) = read_frame(&mut c.0).expect("the node answers before it closes");
+            if h["ok"] == false {
+                break h;
+            }
+            answered += 1;
+        };
+        assert_eq!(refusal["error"], "protocol");
+        assert_eq!(
+            refusal["message"],
+            format!("more than {MAX_IN_FLIGHT} requests in flight; the connection is closed")
+        );
+        // Cut off early: nowhere near all of the flood was answered, and nothing follows.
+        assert!(
+            answered < 200,
+            "{answered} requests answered before the refusal"
+        );
+        assert!(read_frame(&mut c.0).is_err());
+        let sent = flood.join().unwrap();
+        assert!(sent > answered, "{sent} sent, {answered} answered");
+        // The job goes on: a new connection is served.
+        let mut c = connect();
+        assert_eq!(hello(&mut c)["ok"], true);
+    });
+    assert_eq!(state.protocol_errors, 1);
+}
+
+#[test]
+fn requests_split_across_writes_and_bytes_are_reassembled() {
+    let expected = cohort(20, 9);
+    with_feed(|connect, _| {
+        let mut c = connect();
+        hello(&mut c);
+        // Three requests dribbled a few bytes at a time: the node must wait for whole frames.
+        let bytes: Vec<u8> = [4usize, 11, 0]
+            .iter()
+            .flat_map(|&i| fetch_frame(i))
+            .collect();
+        for chunk in bytes.chunks(5) {
+            c.0.write_all(chunk).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        for i in [4usize, 11, 0] {
+            let (h, px) = read_frame(&mut c.0).unwrap();
+            assert_eq!(h["index"], i);
+            assert_eq!(px, expected.source.pixels(i).unwrap().bytes);
+        }
+    });
 }

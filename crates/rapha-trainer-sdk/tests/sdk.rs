@@ -338,3 +338,148 @@ proptest! {
 fn sdk_metrics_schema_is_the_output_guards() {
     assert_eq!(outputs::METRIC_KEYS, rapha_enclave::formats::METRICS_KEYS);
 }
+
+/// A node that reads `first` requests before it answers any (so a client that does not
+/// pipeline times out here), then answers in order: fetch `i` with four u16 pixels of value
+/// `i` (or `unavailable` for `unavailable`, or the wrong index for `misindex`), anything else
+/// with `{"ok": true}`. Returns every request it saw.
+fn pipelining_node(
+    first: usize,
+    unavailable: u64,
+    misindex: Option<u64>,
+) -> (UnixStream, thread::JoinHandle<Vec<Value>>) {
+    let (a, mut b) = UnixStream::pair().unwrap();
+    b.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let h = thread::spawn(move || {
+        let mut seen = vec![read_request(&mut b)];
+        b.write_all(&frame(&hello(), &[])).unwrap();
+        let answer = |req: &Value| {
+            let Some(i) = req["index"].as_u64() else {
+                return frame(&json!({"ok": true}), &[]);
+            };
+            if i == unavailable {
+                return frame(
+                    &json!({"ok": false, "error": "unavailable", "message": "gone"}),
+                    &[],
+                );
+            }
+            let px: Vec<u8> = [i as u16; 4].iter().flat_map(|v| v.to_le_bytes()).collect();
+            let index = if misindex == Some(i) { 999 } else { i };
+            frame(
+                &json!({"ok": true, "index": index, "dtype": "u16", "shape": [1, 2, 2, 1], "payload": 8}),
+                &px,
+            )
+        };
+        let queued: Vec<Value> = (0..first).map(|_| read_request(&mut b)).collect();
+        // Nothing more may come before an answer: that would be over the client's depth.
+        thread::sleep(std::time::Duration::from_millis(20));
+        b.set_nonblocking(true).unwrap();
+        let more = b.read(&mut [0u8; 1]);
+        assert!(
+            matches!(&more, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+            "the client sent more than {first} requests before any answer"
+        );
+        b.set_nonblocking(false).unwrap();
+        for q in &queued {
+            b.write_all(&answer(q)).unwrap();
+        }
+        seen.extend(queued);
+        loop {
+            let mut len = [0u8; 4];
+            if b.read_exact(&mut len).is_err() {
+                break;
+            }
+            let mut h = vec![0u8; u32::from_le_bytes(len) as usize];
+            b.read_exact(&mut h).unwrap();
+            let req: Value = serde_json::from_slice(&h).unwrap();
+            let _ = b.write_all(&answer(&req));
+            seen.push(req);
+        }
+        seen
+    });
+    (a, h)
+}
+
+#[test]
+fn records_keeps_requests_in_flight_and_yields_in_order() {
+    let (sock, node) = pipelining_node(rapha_trainer_sdk::PREFETCH_DEPTH, 5, None);
+    let mut c = Client::over(sock, "t").unwrap();
+    let got: Vec<Result<rapha_trainer_sdk::Record, SdkError>> = c.records(0..12).collect();
+    assert_eq!(got.len(), 12);
+    for (i, r) in got.into_iter().enumerate() {
+        match r {
+            Ok(rec) => {
+                assert_eq!(rec.index as usize, i);
+                assert_eq!(rec.pixels, Pixels::U16(vec![i as u16; 4]));
+            }
+            // An unavailable record is an error item; the stream goes on.
+            Err(SdkError::Refused { op, error, .. }) => {
+                assert_eq!((i, op, error.as_str()), (5, "fetch", "unavailable"));
+            }
+            Err(e) => panic!("record {i}: {e}"),
+        }
+    }
+    c.progress(&Default::default()).unwrap();
+    drop(c);
+    let seen = node.join().unwrap();
+    let fetched: Vec<u64> = seen[1..13]
+        .iter()
+        .map(|r| r["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(fetched, (0..12).collect::<Vec<u64>>());
+    assert_eq!(seen[13]["op"], "progress");
+}
+
+#[test]
+fn dropping_records_early_reads_the_answers_in_flight_and_stays_in_step() {
+    let (sock, node) = pipelining_node(rapha_trainer_sdk::PREFETCH_DEPTH, u64::MAX, None);
+    let mut c = Client::over(sock, "t").unwrap();
+    let two: Vec<u32> = c
+        .records(0..100)
+        .take(2)
+        .map(|r| r.unwrap().index)
+        .collect();
+    assert_eq!(two, [0, 1]);
+    // The next call gets its own answer, not a record still on the wire.
+    c.progress(&Default::default()).unwrap();
+    assert_eq!(c.fetch(42).unwrap().pixels, Pixels::U16(vec![42; 4]));
+    drop(c);
+    let seen = node.join().unwrap();
+    let ops: Vec<&str> = seen.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    // hello, 8 fetches ahead (no top-up before half are answered), then progress and fetch.
+    assert_eq!(ops.len(), 1 + 8 + 2);
+    assert_eq!(&ops[9..], ["progress", "fetch"]);
+}
+
+#[test]
+fn answer_for_another_record_stops_the_stream_and_the_connection() {
+    let (sock, _node) = pipelining_node(rapha_trainer_sdk::PREFETCH_DEPTH, u64::MAX, Some(0));
+    let mut c = Client::over(sock, "t").unwrap();
+    let mut it = c.records(0..12);
+    match it.next() {
+        Some(Err(SdkError::BadFrame(m))) => assert_eq!(m, "fetch response is not for record 0"),
+        other => panic!("{other:?}"),
+    }
+    assert!(it.next().is_none());
+    drop(it);
+    // Answers still on the wire would be taken for later calls': every call now refuses.
+    assert!(matches!(
+        c.progress(&Default::default()),
+        Err(SdkError::Desynchronised)
+    ));
+    assert!(matches!(c.fetch(1), Err(SdkError::Desynchronised)));
+}
+
+#[test]
+fn records_depth_is_clamped_to_the_protocol_limit() {
+    let (sock, node) = pipelining_node(rapha_trainer_sdk::MAX_IN_FLIGHT, u64::MAX, None);
+    let mut c = Client::over(sock, "t").unwrap();
+    let got: Vec<u32> = c
+        .records_with_depth(0..40, 1000)
+        .map(|r| r.unwrap().index)
+        .collect();
+    assert_eq!(got, (0..40).collect::<Vec<u32>>());
+    drop(c);
+    assert_eq!(node.join().unwrap().len(), 41);
+}

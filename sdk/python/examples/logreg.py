@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from rapha_trainer import Client, Cohort, RefusedError, outputs
+from rapha_trainer import Client, Cohort, outputs
 
 SIDE = 64
 
@@ -56,14 +56,13 @@ def features(img):
 
 
 def load(client, metas):
+    # records() keeps several fetches in flight; a record the node cannot serve is skipped.
+    by_index = {m.index: m for m in metas}
     xs, keep = [], []
-    for m in metas:
-        try:
-            xs.append(features(preprocess(m, client.fetch(m.index).pixels)))
-            keep.append(m)
-        except RefusedError as e:
-            if e.error != "unavailable":
-                raise
+    for rec in client.records([m.index for m in metas], skip_unavailable=True):
+        m = by_index[rec.index]
+        xs.append(features(preprocess(m, rec.pixels)))
+        keep.append(m)
     return np.array(xs), keep
 
 

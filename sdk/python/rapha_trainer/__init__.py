@@ -10,9 +10,11 @@ write outputs. Standard library and numpy only.
     cohort = Cohort.load(client)
     for epoch in range(3):
         for batch in cohort.train_batches(32, epoch):
-            for meta in batch:
-                x = client.fetch(meta.index).pixels   # numpy array [frames, rows, cols, samples]
-                ...                                    # train on x with meta.label
+            labels = {m.index: m.label for m in batch}
+            # records() keeps several fetches in flight (client.fetch(i) does one at a time)
+            for rec in client.records(m.index for m in batch):
+                x = rec.pixels                         # numpy array [frames, rows, cols, samples]
+                ...                                    # train on x with labels[rec.index]
         client.progress(epoch=epoch + 1, loss=0.3)
     client.predict([(m.index, 0.5) for m in cohort.validation()])
     outputs.write_metrics(outputs.out_dir() / "metrics.json", {"epochs": 3})
@@ -32,5 +34,7 @@ from .client import (  # noqa: F401
     RefusedError,
     FrameError,
     PROTOCOL_VERSION,
+    MAX_IN_FLIGHT,
+    PREFETCH_DEPTH,
 )
 from . import outputs  # noqa: F401

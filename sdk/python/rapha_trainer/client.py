@@ -5,7 +5,8 @@ import os
 import socket
 import struct
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from collections import deque
+from typing import Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -14,6 +15,8 @@ DEFAULT_SOCKET = "/rapha/data.sock"
 MAX_RESPONSE_HEADER = 4 << 20
 MAX_PAYLOAD = 512 << 20
 MAX_PAGE = 1000
+MAX_IN_FLIGHT = 16  # requests sent and not yet answered; the node disconnects beyond this
+PREFETCH_DEPTH = 8  # fetch requests Client.records keeps in flight
 
 _DTYPES = {
     "u8": np.dtype("<u1"), "u16": np.dtype("<u2"), "i16": np.dtype("<i2"),
@@ -74,14 +77,16 @@ class Record:
 
 
 def _read_exact(sock: socket.socket, n: int) -> bytes:
-    chunks, got = [], 0
+    # Reads straight into one buffer (no list of chunks joined afterwards).
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
     while got < n:
-        b = sock.recv(min(n - got, 1 << 20))
-        if not b:
+        k = sock.recv_into(view[got:], n - got)
+        if not k:
             raise FrameError("the node closed the connection")
-        chunks.append(b)
-        got += len(b)
-    return b"".join(chunks)
+        got += k
+    return buf
 
 
 def _read_frame(sock: socket.socket):
@@ -112,6 +117,7 @@ class Client:
 
     def __init__(self, sock: socket.socket, trainer: str):
         self._sock = sock
+        self._desynchronised = False
         h, _ = self._call("hello", {"op": "hello", "protocol": PROTOCOL_VERSION, "trainer": trainer[:128]})
         if _field(h, "protocol", int) != PROTOCOL_VERSION:
             raise SdkError(f"node speaks protocol {h['protocol']}, this SDK speaks 1")
@@ -133,9 +139,13 @@ class Client:
             raise SdkError(f"cannot connect to the record feed at {path}: {e}") from None
         return cls(s, trainer)
 
-    def _call(self, op: str, req: dict):
+    def _send(self, req: dict) -> None:
+        if self._desynchronised:
+            raise SdkError("the connection lost step with the node after a failed read; reconnect")
         body = json.dumps(req).encode()
         self._sock.sendall(struct.pack("<I", len(body)) + body)
+
+    def _recv(self, op: str):
         h, payload = _read_frame(self._sock)
         ok = h.get("ok")
         if ok is True:
@@ -143,6 +153,10 @@ class Client:
         if ok is False:
             raise RefusedError(op, str(h.get("error", "unknown"))[:64], str(h.get("message", ""))[:1024])
         raise FrameError(f'{op} response has no boolean "ok"')
+
+    def _call(self, op: str, req: dict):
+        self._send(req)
+        return self._recv(op)
 
     def list(self, offset: int = 0, limit: int = MAX_PAGE) -> List[RecordMeta]:
         h, _ = self._call("list", {"op": "list", "offset": offset, "limit": max(1, min(limit, MAX_PAGE))})
@@ -179,7 +193,14 @@ class Client:
         return out
 
     def fetch(self, index: int) -> Record:
-        h, payload = self._call("fetch", {"op": "fetch", "index": index})
+        """One record, one round trip. To read many, use records(), which pipelines."""
+        self._send({"op": "fetch", "index": index})
+        return self._recv_fetch(index)
+
+    def _recv_fetch(self, index: int) -> Record:
+        h, payload = self._recv("fetch")
+        if h.get("index") != index:
+            raise FrameError(f"fetch response is not for record {index}")
         dtype = _DTYPES.get(_field(h, "dtype", str))
         shape = _field(h, "shape", list)
         if dtype is None or len(shape) != 4:
@@ -187,6 +208,48 @@ class Client:
         if int(np.prod(shape)) * dtype.itemsize != len(payload):
             raise FrameError(f"record {index}: payload of {len(payload)} bytes does not match {shape}")
         return Record(index, np.frombuffer(payload, dtype=dtype).reshape(shape))
+
+    def records(self, indices: Iterable[int], depth: int = PREFETCH_DEPTH,
+                skip_unavailable: bool = False) -> Iterator[Record]:
+        """Records `indices` in that order, keeping up to `depth` fetch requests in flight (at
+        most 16, the protocol's limit): the node decodes and sends the next records while the
+        trainer works on this one. A record the node cannot serve raises RefusedError
+        ("unavailable") at its turn, or is skipped with skip_unavailable=True. Closing the
+        generator early reads the answers still in flight, so the connection stays usable."""
+        depth = max(1, min(int(depth), MAX_IN_FLIGHT))
+        pending = iter(indices)
+        in_flight: Deque[int] = deque()
+        try:
+            while True:
+                while len(in_flight) < depth:
+                    nxt = next(pending, None)
+                    if nxt is None:
+                        break
+                    self._send({"op": "fetch", "index": int(nxt)})
+                    in_flight.append(int(nxt))
+                if not in_flight:
+                    return
+                index = in_flight.popleft()
+                try:
+                    rec = self._recv_fetch(index)
+                except RefusedError as e:
+                    if skip_unavailable and e.error == "unavailable":
+                        continue
+                    raise
+                except SdkError:
+                    if in_flight:
+                        self._desynchronised = True
+                    in_flight.clear()
+                    raise
+                yield rec
+        finally:
+            # Answers already requested are read and dropped so the next call gets its own.
+            while in_flight and not self._desynchronised:
+                in_flight.popleft()
+                try:
+                    _read_frame(self._sock)
+                except (SdkError, OSError):
+                    self._desynchronised = True
 
     def progress(self, epoch=None, step=None, loss=None, metrics=None) -> None:
         req = {"op": "progress"}
