@@ -16,7 +16,7 @@ fi
 step "Building rapha-node and the bench driver (release)"
 cargo build --release -q -p rapha-node --bin rapha-node --example node_bench
 
-step "Machine: $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+step "Commit $(git -C "$RAPHA_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'); $(nproc) cores; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 "$CARGO_TARGET_DIR/release/examples/node_bench" "$CARGO_TARGET_DIR/release/rapha-node" \
     "${1:-1000}" "${2:-20}"
 step "Load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
