@@ -11,10 +11,11 @@
 //! let cohort = Cohort::load(&mut client)?;                     // every record's metadata
 //! for epoch in 0..3 {
 //!     for batch in cohort.train_batches(32, epoch) {          // shuffled, reproducible
-//!         for meta in batch {
-//!             let record = client.fetch(meta.index)?;         // pixels as a typed array
+//!         // Several fetches in flight: the node decodes ahead while this record trains.
+//!         for record in client.records(batch.iter().map(|m| m.index)) {
+//!             let record = record?;                          // pixels as a typed array
 //!             let _pixels: Vec<f32> = record.pixels.to_f32();
-//!             // ... train on it with meta.label ...
+//!             // ... train on it with the label of batch[..].index == record.index ...
 //!         }
 //!     }
 //!     client.progress(&rapha_trainer_sdk::Progress { epoch: Some(epoch), ..Default::default() })?;
