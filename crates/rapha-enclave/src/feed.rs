@@ -32,6 +32,10 @@ use crate::protocol::{
 use crate::record::RecordSource;
 use crate::split::Split;
 
+/// Records first fed on a connection are handed to the fingerprinting worker this many at a
+/// time (and the rest when the connection ends).
+pub const FINGERPRINT_BATCH: usize = 8;
+
 /// Decoded pixel bytes kept in memory per job, so later epochs skip decoding.
 pub const PIXEL_CACHE_BYTES: usize = 2 << 30;
 
@@ -69,7 +73,7 @@ impl PixelCache {
 
 /// What one connection needs from the feed's serving loop.
 struct Served<'s> {
-    fingerprint: &'s SyncSender<(u32, Shared)>,
+    fingerprint: &'s SyncSender<Vec<(u32, Shared)>>,
     cache: &'s PixelCache,
 }
 
@@ -141,16 +145,17 @@ impl Feed<'_> {
 
     /// Accepts and serves connections, one at a time, until [`Feed::stop`] is set.
     ///
-    /// Fingerprinting fed pixels runs on a worker thread, off the path to the trainer; the
-    /// bounded channel keeps at most a few records in flight. The fingerprints are complete
-    /// when this returns.
+    /// Fingerprinting fed pixels runs on a worker thread, off the path to the trainer. Records
+    /// go to it in batches of [`FINGERPRINT_BATCH`] (one wake-up per batch, not per record);
+    /// the bounded channel keeps at most a few batches in flight. The fingerprints are
+    /// complete when this returns.
     pub fn serve(&self, listener: &UnixListener) {
         let cache = PixelCache::default();
         std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<(u32, Shared)>(4);
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u32, Shared)>>(2);
             let worker = s.spawn(move || {
                 let mut fp = Fingerprints::default();
-                for (index, bytes) in rx {
+                for (index, bytes) in rx.into_iter().flatten() {
                     fp.add_record(index, &bytes);
                 }
                 fp
@@ -193,6 +198,21 @@ impl Feed<'_> {
     }
 
     fn serve_connection(&self, stream: UnixStream, served: &Served<'_>) -> Result<(), FrameError> {
+        let mut batch = Vec::with_capacity(FINGERPRINT_BATCH);
+        let r = self.serve_requests(stream, served, &mut batch);
+        if !batch.is_empty() {
+            // Fails only if the worker is gone, which `serve` turns into a panic anyway.
+            let _ = served.fingerprint.send(batch);
+        }
+        r
+    }
+
+    fn serve_requests(
+        &self,
+        stream: UnixStream,
+        served: &Served<'_>,
+        batch: &mut Vec<(u32, Shared)>,
+    ) -> Result<(), FrameError> {
         stream.set_nonblocking(false)?;
         let mut requests = RequestReader::new(stream.try_clone()?);
         let mut writer = stream;
@@ -237,8 +257,11 @@ impl Feed<'_> {
             let bytes: &[u8] = payload.as_deref().map_or(&[], Vec::as_slice);
             protocol::write_frame(&mut writer, &header, bytes)?;
             if let (Some(index), Some(bytes)) = (first_feed, payload) {
-                // Fails only if the worker is gone, which `serve` turns into a panic anyway.
-                let _ = served.fingerprint.send((index, bytes));
+                batch.push((index, bytes));
+                if batch.len() >= FINGERPRINT_BATCH {
+                    // Fails only if the worker is gone, which `serve` turns into a panic anyway.
+                    let _ = served.fingerprint.send(std::mem::take(batch));
+                }
             }
             if matches!(req, Request::Done) {
                 return Ok(());
