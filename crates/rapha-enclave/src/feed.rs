@@ -1,10 +1,12 @@
 //! The record feed: serves trainer protocol v1 on a Unix socket (`docs/trainer-protocol.md`).
 //!
 //! Pixels are fetched and decoded by the [`RecordSource`] into memory and written to the
-//! socket. Decoded records stay in this process's memory for the job (up to
-//! [`PIXEL_CACHE_BYTES`]; past that, records are decoded again on each fetch) so that epochs
-//! after the first do not decode again. Nothing is spilled to disk, so there is nothing to
-//! encrypt at rest; the cache is dropped when the feed ends.
+//! socket. A record fetched a second time (a trainer's second epoch) is kept decoded in this
+//! process's memory for the rest of the job (up to [`PIXEL_CACHE_BYTES`]; past that, records
+//! are decoded again on each fetch), so later epochs do not decode again. Records fetched once
+//! are not kept: holding them would cost the first epoch fresh memory for every record.
+//! Nothing is spilled to disk, so there is nothing to encrypt at rest; the cache is dropped
+//! when the feed ends.
 //! As each record is fed for the first time its pixel bytes are fingerprinted for the
 //! output guard, and its index joins the fed set the manifest commits to. Validation labels
 //! never leave this module; validation predictions come in and stay here.
@@ -36,7 +38,8 @@ use crate::split::Split;
 /// time (and the rest when the connection ends).
 pub const FINGERPRINT_BATCH: usize = 8;
 
-/// Decoded pixel bytes kept in memory per job, so later epochs skip decoding.
+/// Decoded pixel bytes kept in memory per job (records fetched more than once), so later
+/// epochs skip decoding.
 pub const PIXEL_CACHE_BYTES: usize = 2 << 30;
 
 /// One record's decoded pixel bytes, shared by the cache, the socket writer and the
@@ -449,7 +452,9 @@ impl Feed<'_> {
                         && p.bytes.len() <= MAX_PAYLOAD =>
                 {
                     let bytes = Arc::new(p.bytes);
-                    cache.keep(index, &bytes);
+                    if self.lock().fed.contains(&index) {
+                        cache.keep(index, &bytes);
+                    }
                     bytes
                 }
                 Ok(_) => {

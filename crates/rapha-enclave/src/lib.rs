@@ -24,8 +24,10 @@
 //! `confinement: "none-development"` in every manifest and in the feed's `hello`. The trainer
 //! protocol is specified in `docs/trainer-protocol.md`.
 //!
-//! Pixel spill: none. Pixels are decoded into memory per fetch, written to the socket and
-//! dropped; nothing is cached on disk, so there is no at-rest copy to encrypt. The trainer's
+//! Pixel spill: none. Pixels are decoded into memory per fetch and written to the socket;
+//! records a trainer fetches again (later epochs) are kept decoded in this process's memory
+//! for the job (bounded, see `feed::PIXEL_CACHE_BYTES`). Nothing is cached on disk, so there
+//! is no at-rest copy to encrypt. The trainer's
 //! `/out` is a RAM-backed tmpfs that is unmounted (discarded) after the guard has run.
 
 pub mod dicom;

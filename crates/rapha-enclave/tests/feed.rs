@@ -337,3 +337,62 @@ fn requests_split_across_writes_and_bytes_are_reassembled() {
         }
     });
 }
+
+/// A record source that counts decodes per record.
+struct Counting<'a> {
+    inner: &'a dyn RecordSource,
+    decodes: Mutex<BTreeMap<usize, u32>>,
+}
+
+impl RecordSource for Counting<'_> {
+    fn records(&self) -> &[rapha_enclave::FeedRecord] {
+        self.inner.records()
+    }
+    fn pixels(&self, index: usize) -> rapha_enclave::Result<rapha_enclave::Pixels> {
+        *self.decodes.lock().unwrap().entry(index).or_default() += 1;
+        self.inner.pixels(index)
+    }
+}
+
+#[test]
+fn records_fetched_again_are_kept_decoded_and_served_identically() {
+    let cohort = cohort(20, 9);
+    let source = Counting {
+        inner: &cohort.source,
+        decodes: Mutex::new(BTreeMap::new()),
+    };
+    let splits = split_records(source.records(), 30);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.sock");
+    let listener = feed::bind(&path).unwrap();
+    let feed = Feed {
+        job: JobId::from_bytes([1; 16]),
+        confinement: "none-development",
+        source: &source,
+        splits: &splits,
+        state: Mutex::new(FeedState::default()),
+        stop: AtomicBool::new(false),
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| feed.serve(&listener));
+        let mut c = Client(UnixStream::connect(&path).unwrap());
+        hello(&mut c);
+        // Four epochs of record 3, one fetch of record 5.
+        for i in [3usize, 5, 3, 3, 3] {
+            let (h, px) = c.call(json!({"op": "fetch", "index": i}));
+            assert_eq!(h["index"], i);
+            assert_eq!(px, cohort.source.pixels(i).unwrap().bytes);
+        }
+        c.call(json!({"op": "done"}));
+        feed.stop.store(true, Ordering::Relaxed);
+    });
+    // Decoded on the first and second fetch (kept then), never again; once-fetched records
+    // are not kept.
+    assert_eq!(
+        *source.decodes.lock().unwrap(),
+        BTreeMap::from([(3, 2), (5, 1)])
+    );
+    let state = feed.state.into_inner().unwrap();
+    assert_eq!(state.records_fed, 5);
+    assert_eq!(state.fed, BTreeSet::from([3, 5]));
+}

@@ -9,8 +9,8 @@
 //! flight), `Client::fetch` one record at a time (lock-step), and the Python SDK's
 //! `Client.records` / `Client.fetch` when `RAPHA_PYTHON` is set. The first-epoch ratios are
 //! the target's measure (every record decoded and fingerprinted on the feed's path); a
-//! three-epoch pass shows what a trainer gets over a job, where the node serves later epochs
-//! from its in-memory cache of decoded records.
+//! three-epoch pass shows what a trainer gets over a job, where the node keeps records
+//! fetched a second time decoded in memory and serves the third epoch from there.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // a benchmark: panics are failures
 
 use std::path::Path;
@@ -44,7 +44,7 @@ impl Reader {
         match self {
             Reader::RustPipelined => "Rust SDK records() (pipelined), first epoch",
             Reader::RustPipelinedEpochs => {
-                "Rust SDK records() (pipelined), 3 epochs of one job (later ones from the node's cache)"
+                "Rust SDK records() (pipelined), 3 epochs of one job (the third from the node's cache)"
             }
             Reader::RustLockStep => "Rust SDK fetch() (lock-step)",
             Reader::PythonPipelined => "Python SDK records() (pipelined)",
