@@ -9,19 +9,25 @@
 //! anchors, so a copied block of a few KiB is found with near certainty at memory speed.
 //!
 //! Fingerprinting a fed record is on the feed's critical path (it shares the CPU with decoding
-//! and the trainer), so [`Fingerprints::add_record`] runs the same hash as four independent
-//! chains over four stretches of the record at once: a gear hash forgets everything older
-//! than [`WINDOW`] bytes, so a chain started 63 bytes before its stretch reaches exactly the
-//! values the single pass would. The anchors found are identical; only the order of work
-//! changes.
+//! and the trainer), so [`Fingerprints::add_record`] takes anchors at even offsets of the
+//! record only, at twice the anchor rate, which keeps one anchor per [`RECORD_ANCHOR_EVERY`]
+//! record bytes. The scan still tests every offset, so a copied block is found at any
+//! alignment in the output. Even offsets let the record side advance two bytes per step
+//! through a table of byte pairs (`h = (h << 2) + PAIR[b0, b1]`, the same value as two gear
+//! steps), and it runs four independent chains over four stretches of the record at once: a
+//! gear hash forgets everything older than [`WINDOW`] bytes, so a chain started 64 bytes
+//! before its stretch reaches exactly the values a single pass would.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// Bytes that determine one hash value (the bits of a `u64` shifted through).
 pub const WINDOW: usize = 64;
-/// On average one position in this many is an anchor.
-pub const ANCHOR_EVERY: u64 = 256;
+/// On average one position in this many is an anchor (scanned outputs: every position;
+/// records: even positions only).
+pub const ANCHOR_EVERY: u64 = 128;
+/// On average one record byte in this many starts a stored anchor.
+pub const RECORD_ANCHOR_EVERY: u64 = 2 * ANCHOR_EVERY;
 /// Upper bound on stored fingerprints (memory: ~24 bytes each).
 pub const MAX_FINGERPRINTS: usize = 8 << 20;
 /// Windows with fewer distinct byte values than this are not fingerprinted.
@@ -44,6 +50,20 @@ const GEAR: [u64; 256] = {
     }
     t
 };
+
+/// Two gear steps at once: `PAIR[b0 | b1 << 8] = (GEAR[b0] << 1) + GEAR[b1]`, so
+/// `(h << 2) + PAIR[..]` is `h` after `b0` then `b1` (512 KiB, built on first use).
+fn pair_table() -> &'static [u64] {
+    static PAIR: std::sync::OnceLock<Box<[u64]>> = std::sync::OnceLock::new();
+    PAIR.get_or_init(|| {
+        (0..=u16::MAX)
+            .map(|x| {
+                let [b0, b1] = x.to_le_bytes();
+                (GEAR[b0 as usize] << 1).wrapping_add(GEAR[b1 as usize])
+            })
+            .collect()
+    })
+}
 
 #[inline]
 fn is_anchor(h: u64) -> bool {
@@ -75,14 +95,15 @@ fn for_each_anchor<T>(bytes: &[u8], mut f: impl FnMut(usize, u64) -> Option<T>) 
     None
 }
 
-/// Calls `f(window_start, hash)` for the anchors of `bytes` in increasing offset order, like
-/// [`for_each_anchor`], but with four hash chains interleaved and without repeats: an anchor
-/// whose hash equals the previous anchor's is skipped. A run of flat background makes every
-/// position an anchor with one and the same hash; reporting it once keeps such runs at
-/// hashing speed.
+/// Calls `f(window_start, hash)` for the anchors of `bytes` that start at an even offset, in
+/// increasing offset order, without repeats: an anchor whose hash equals the previous
+/// anchor's is skipped. A run of flat background makes every (even) position an anchor with
+/// one and the same hash; reporting it once keeps such runs at hashing speed.
 fn for_each_new_anchor(bytes: &[u8], mut f: impl FnMut(usize, u64) -> Option<()>) {
     const LANES: usize = 4;
-    const WARM: usize = WINDOW - 1;
+    /// Pair steps before a chain's first full window.
+    const WARM: usize = WINDOW / 2 - 1;
+    let pair = pair_table();
     let mut last = None;
     let mut report = |off: usize, hash: u64| {
         if last == Some(hash) {
@@ -91,43 +112,46 @@ fn for_each_new_anchor(bytes: &[u8], mut f: impl FnMut(usize, u64) -> Option<()>
         last = Some(hash);
         f(off, hash)
     };
-    if bytes.len() < 4096 {
-        for_each_anchor(bytes, report);
+    // One chain over `bytes[from..]` (from even), reporting window starts from `from` on.
+    let single = |from: usize, report: &mut dyn FnMut(usize, u64) -> Option<()>| {
+        let mut h = 0u64;
+        for (k, p) in bytes[from..].chunks_exact(2).enumerate() {
+            h = (h << 2).wrapping_add(pair[usize::from(u16::from_le_bytes([p[0], p[1]]))]);
+            if k >= WARM && is_anchor(h) && report(from + 2 * (k - WARM), h).is_some() {
+                return true;
+            }
+        }
+        false
+    };
+    // Window starts 0 .. len - WINDOW (even); lane j takes `seg` of them from j * seg.
+    let starts = bytes.len().saturating_sub(WINDOW - 1);
+    let seg = (starts / LANES) & !1;
+    if seg < 1024 {
+        single(0, &mut report);
         return;
     }
-    // Lane j hashes bytes j*seg .. (j+1)*seg + WARM and reports window ends from j*seg + WARM.
-    let seg = (bytes.len() - WARM) / LANES;
-    let lane = |j: usize| &bytes[j * seg..(j + 1) * seg + WARM];
-    let (l0, l1, l2, l3) = (lane(0), lane(1), lane(2), lane(3));
+    let lane = |j: usize| bytes[j * seg..(j + 1) * seg + WINDOW - 2].chunks_exact(2);
     let mut found: [Vec<(usize, u64)>; LANES] = Default::default();
-    let g = |b: u8| GEAR[b as usize];
+    let step = |h: u64, p: &[u8]| {
+        (h << 2).wrapping_add(pair[usize::from(u16::from_le_bytes([p[0], p[1]]))])
+    };
     // Four locals, not an array, so the chains stay in registers.
     let (mut h0, mut h1, mut h2, mut h3) = (0u64, 0u64, 0u64, 0u64);
-    for k in 0..WARM {
-        h0 = (h0 << 1).wrapping_add(g(l0[k]));
-        h1 = (h1 << 1).wrapping_add(g(l1[k]));
-        h2 = (h2 << 1).wrapping_add(g(l2[k]));
-        h3 = (h3 << 1).wrapping_add(g(l3[k]));
-    }
-    let body = l0[WARM..]
-        .iter()
-        .zip(&l1[WARM..])
-        .zip(&l2[WARM..])
-        .zip(&l3[WARM..]);
-    for (k, (((&a, &b), &c), &d)) in body.enumerate() {
-        h0 = (h0 << 1).wrapping_add(g(a));
-        h1 = (h1 << 1).wrapping_add(g(b));
-        h2 = (h2 << 1).wrapping_add(g(c));
-        h3 = (h3 << 1).wrapping_add(g(d));
-        // One well-predicted branch for all four lanes: anchors are 1 in 256.
-        if is_anchor(h0.min(h1).min(h2.min(h3))) {
+    let body = lane(0).zip(lane(1)).zip(lane(2)).zip(lane(3));
+    for (k, (((a, b), c), d)) in body.enumerate() {
+        h0 = step(h0, a);
+        h1 = step(h1, b);
+        h2 = step(h2, c);
+        h3 = step(h3, d);
+        // One well-predicted branch for all four lanes: anchors are rare.
+        if k >= WARM && is_anchor(h0.min(h1).min(h2.min(h3))) {
             for (j, (hj, out)) in [h0, h1, h2, h3]
                 .into_iter()
                 .zip(found.iter_mut())
                 .enumerate()
             {
                 if is_anchor(hj) && out.last().is_none_or(|&(_, prev)| prev != hj) {
-                    out.push((j * seg + k, hj));
+                    out.push((j * seg + 2 * (k - WARM), hj));
                 }
             }
         }
@@ -137,9 +161,8 @@ fn for_each_new_anchor(bytes: &[u8], mut f: impl FnMut(usize, u64) -> Option<()>
             return;
         }
     }
-    // The tail no lane reached, warmed up on the WARM bytes before it.
-    let tail = LANES * seg;
-    for_each_anchor(&bytes[tail..], |off, hash| report(tail + off, hash));
+    // The window starts no lane reached.
+    single(LANES * seg, &mut report);
 }
 
 /// Hashes anchor values, which are already uniformly mixed gear hashes with their top bits
@@ -244,11 +267,12 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
     use super::*;
 
-    /// The single-pass anchors, repeats of the previous anchor's hash removed.
+    /// The single-byte-step anchors at even window starts, repeats of the previous anchor's
+    /// hash removed: what the record side must report.
     fn anchors_single(bytes: &[u8]) -> Vec<(usize, u64)> {
         let mut v: Vec<(usize, u64)> = Vec::new();
         for_each_anchor(bytes, |o, h| -> Option<()> {
-            if v.last().is_none_or(|&(_, p)| p != h) {
+            if o % 2 == 0 && v.last().is_none_or(|&(_, p)| p != h) {
                 v.push((o, h));
             }
             None
@@ -335,16 +359,35 @@ mod tests {
     }
 
     #[test]
+    fn record_anchor_density_is_one_in_record_anchor_every_bytes() {
+        let mut st = 3u64;
+        let bytes = noise(&mut st, 1 << 20);
+        let n = anchors_lanes(&bytes).len() as f64;
+        let expected = (1 << 20) as f64 / RECORD_ANCHOR_EVERY as f64;
+        assert!(
+            (n - expected).abs() < expected * 0.1,
+            "{n} anchors, expected ~{expected}"
+        );
+    }
+
+    #[test]
     fn record_bytes_copied_anywhere_are_found_and_flat_background_is_not() {
         let mut st = 99u64;
         let mut record = noise(&mut st, 20_000);
         record.extend(std::iter::repeat_n(0u8, 50_000));
         let mut fp = Fingerprints::default();
         fp.add_record(3, &record);
-        let mut output = noise(&mut st, 777);
-        output.extend_from_slice(&record[1234..1234 + 4096]);
-        output.extend(noise(&mut st, 100));
-        assert_eq!(fp.find(&output).map(|h| h.record), Some(3));
+        // Copied from odd and even record offsets to odd and even output offsets.
+        for (from, at) in [(1234, 777), (1235, 778), (1235, 777), (8000, 64)] {
+            let mut output = noise(&mut st, at);
+            output.extend_from_slice(&record[from..from + 4096]);
+            output.extend(noise(&mut st, 100));
+            assert_eq!(
+                fp.find(&output).map(|h| h.record),
+                Some(3),
+                "{from} -> {at}"
+            );
+        }
         assert_eq!(fp.find(&[0u8; 60_000]), None);
     }
 }
