@@ -165,6 +165,62 @@ fn for_each_new_anchor(bytes: &[u8], mut f: impl FnMut(usize, u64) -> Option<()>
     single(LANES * seg, &mut report);
 }
 
+/// The first `f(window_start, hash)` that is `Some`, over every anchor of `bytes` in offset
+/// order, like [`for_each_anchor`] with an early return, but with four hash chains over four
+/// stretches interleaved (a scan is one shift, add and table load per byte: the chains run
+/// side by side instead of one after another).
+fn first_anchor_hit<T>(bytes: &[u8], f: impl Fn(usize, u64) -> Option<T>) -> Option<T> {
+    const LANES: usize = 4;
+    const WARM: usize = WINDOW - 1;
+    let starts = bytes.len().saturating_sub(WARM);
+    let seg = starts / LANES;
+    if seg < 1024 {
+        return for_each_anchor(bytes, f);
+    }
+    // Lane j hashes bytes j*seg .. (j+1)*seg + WARM: window starts j*seg .. (j+1)*seg.
+    let lane = |j: usize| &bytes[j * seg..(j + 1) * seg + WARM];
+    let (l0, l1, l2, l3) = (lane(0), lane(1), lane(2), lane(3));
+    let g = |b: u8| GEAR[b as usize];
+    let (mut h0, mut h1, mut h2, mut h3) = (0u64, 0u64, 0u64, 0u64);
+    for k in 0..WARM {
+        h0 = (h0 << 1).wrapping_add(g(l0[k]));
+        h1 = (h1 << 1).wrapping_add(g(l1[k]));
+        h2 = (h2 << 1).wrapping_add(g(l2[k]));
+        h3 = (h3 << 1).wrapping_add(g(l3[k]));
+    }
+    let mut hits: [Option<T>; LANES] = Default::default();
+    let body = l0[WARM..]
+        .iter()
+        .zip(&l1[WARM..])
+        .zip(&l2[WARM..])
+        .zip(&l3[WARM..]);
+    for (k, (((&a, &b), &c), &d)) in body.enumerate() {
+        h0 = (h0 << 1).wrapping_add(g(a));
+        h1 = (h1 << 1).wrapping_add(g(b));
+        h2 = (h2 << 1).wrapping_add(g(c));
+        h3 = (h3 << 1).wrapping_add(g(d));
+        if is_anchor(h0.min(h1).min(h2.min(h3))) {
+            for (j, (hj, hit)) in [h0, h1, h2, h3]
+                .into_iter()
+                .zip(hits.iter_mut())
+                .enumerate()
+            {
+                if hit.is_none() && is_anchor(hj) {
+                    *hit = f(j * seg + k, hj);
+                }
+            }
+            if hits[0].is_some() {
+                break; // nothing can come before lane 0's first hit
+            }
+        }
+    }
+    if let Some(hit) = hits.into_iter().flatten().next() {
+        return Some(hit);
+    }
+    let tail = LANES * seg;
+    for_each_anchor(&bytes[tail..], |off, h| f(tail + off, h))
+}
+
 /// Hashes anchor values, which are already uniformly mixed gear hashes with their top bits
 /// zero: one multiply spreads them over the table (SipHash would cost more than the lookup).
 #[derive(Debug, Default, Clone, Copy)]
@@ -252,7 +308,7 @@ impl Fingerprints {
         if self.anchors.is_empty() {
             return None;
         }
-        for_each_anchor(bytes, |off, h| {
+        first_anchor_hit(bytes, |off, h| {
             let record = *self.anchors.get(&h)?;
             distinct_enough(&bytes[off..off + WINDOW]).then_some(PixelHit {
                 record,
@@ -356,6 +412,44 @@ mod tests {
             (3..=6).contains(&reports),
             "{reports} reports of three flat runs"
         );
+    }
+
+    #[test]
+    fn four_lane_scan_finds_the_first_hit_of_the_single_pass() {
+        let mut st = 11u64;
+        for len in [100, 4158, 4159, 4160, 5000, 70_001, 200_000] {
+            let bytes = noise(&mut st, len);
+            let all = anchors_all(&bytes);
+            // Hits chosen among the anchors: none, the first, one per lane region, the last.
+            let picks: Vec<Vec<usize>> = if all.is_empty() {
+                vec![vec![]]
+            } else {
+                vec![
+                    vec![],
+                    vec![all[0].0],
+                    vec![all[all.len() / 2].0, all[all.len() - 1].0],
+                    vec![all[all.len() - 1].0],
+                    all.iter().map(|a| a.0).step_by(7).collect(),
+                ]
+            };
+            for pick in picks {
+                let f = |off: usize, _h: u64| pick.contains(&off).then_some(off);
+                assert_eq!(
+                    first_anchor_hit(&bytes, f),
+                    for_each_anchor(&bytes, f),
+                    "length {len}, hits at {pick:?}"
+                );
+            }
+        }
+    }
+
+    fn anchors_all(bytes: &[u8]) -> Vec<(usize, u64)> {
+        let mut v = Vec::new();
+        for_each_anchor(bytes, |o, h| -> Option<()> {
+            v.push((o, h));
+            None
+        });
+        v
     }
 
     #[test]
