@@ -276,13 +276,16 @@ impl Fingerprints {
                 return Some(());
             }
             let slot = (h as usize) % rejected.len();
-            if rejected[slot] == h || anchors.contains_key(&h) {
+            if rejected[slot] == h {
                 return None;
             }
-            if distinct_enough(&bytes[off..off + WINDOW]) {
-                anchors.insert(h, record);
-            } else {
-                rejected[slot] = h;
+            // One probe of the (large, cache-missing) table per anchor, not two.
+            if let std::collections::hash_map::Entry::Vacant(v) = anchors.entry(h) {
+                if distinct_enough(&bytes[off..off + WINDOW]) {
+                    v.insert(record);
+                } else {
+                    rejected[slot] = h;
+                }
             }
             None
         });
