@@ -16,6 +16,11 @@
 # fetching and decoding the records (shown as decode_s: what the demo's feed does on the
 # trainer's request, over WADO-RS from the embedded PACS, inside its `running` time).
 #
+# self_s_d/r: the trainer's own measure of its run (metrics.json "seconds", connect to outputs)
+# on the direct side / in the demo job: a gap between running_s and it is time around the
+# trainer (container start, output guard); a gap between the two self_s is the trainer itself
+# running slower or faster (in the container, or the shared machine's load at that moment).
+#
 # Usage: bench/demo.sh [RUNS] [STUDIES] [EPOCHS]   (default: 3 runs, 120 studies, 25 epochs,
 #        the demo's defaults)
 set -euo pipefail
@@ -39,8 +44,12 @@ for k in sys.argv[2].split("."): v=v.get(k) if isinstance(v,dict) else None
 print("" if v is None else v)' "$1" "$2"; }
 
 step "$runs runs: $studies studies, --epochs $epochs (machine: $(nproc) cores, shared)"
-printf '%-4s %-16s %10s %10s %10s %8s %9s %8s %s\n' run "load(1,5,15)" demo_job_s running_s direct_s ratio decode_s rec_d/r auc_d/r
+printf '%-4s %-16s %10s %10s %10s %8s %9s %13s %8s %s\n' run "load(1,5,15)" demo_job_s running_s direct_s ratio decode_s self_s_d/r rec_d/r auc_d/r
 ratios=()
+jobs=()
+directs=()
+around=()
+decodes=()
 for i in $(seq 1 "$runs"); do
     load="$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' ,)"
     run_demo() {
@@ -65,9 +74,16 @@ for i in $(seq 1 "$runs"); do
     auc_direct="$(field "$work/direct.json" auc)"
     ratio="$("$py" -c "print(f'{$job/$dsec:.3f}')")"
     ratios+=("$ratio")
+    jobs+=("$job")
+    directs+=("$dsec")
     decode="$(field "$work/direct.json" decode_seconds)"
-    printf '%-4s %-16s %10.2f %10.2f %10.2f %8s %9.2f %8s %s\n' "$i" "$load" "$job" "$running" "$dsec" \
-        "$ratio" "$decode" "$rec_direct/$rec_demo" "$("$py" -c "print(f'{float($auc_direct):.3f}/{float($auc_demo):.3f}')")"
+    self_direct="$(field "$work/direct.json" trainer_self_seconds)"
+    self_demo="$(field "$work/demo/released/metrics.json" seconds)"
+    selfs="$("$py" -c "print(f'{float($self_direct):.1f}/{float($self_demo):.1f}')")"
+    printf '%-4s %-16s %10.2f %10.2f %10.2f %8s %9.2f %13s %8s %s\n' "$i" "$load" "$job" "$running" "$dsec" \
+        "$ratio" "$decode" "$selfs" "$rec_direct/$rec_demo" "$("$py" -c "print(f'{float($auc_direct):.3f}/{float($auc_demo):.3f}')")"
+    around+=("$("$py" -c "print($job - float($self_demo))")")
+    decodes+=("$decode")
     if [ "$rec_demo" != "$rec_direct" ]; then
         echo "WARNING: the direct run fed $rec_direct records, the demo job used $rec_demo"
     fi
@@ -78,9 +94,22 @@ for s in json.load(open(sys.argv[1]))["timings"]["states"]: print("    %8.2f  %s
     } >>"$work/states.txt"
 done
 cat "$work/states.txt"
-"$py" - "${ratios[@]}" <<'PY'
+"$py" - "${ratios[*]}" "${jobs[*]}" "${directs[*]}" "${around[*]}" "${decodes[*]}" <<'PY'
 import statistics, sys
-r = [float(x) for x in sys.argv[1:]]
-print(f"\nratio demo job / direct trainer: median {statistics.median(r):.3f}, "
+r, j, d, a, dec = ([float(x) for x in a.split()] for a in sys.argv[1:6])
+print(f"\nratio demo job / direct trainer, per pair: median {statistics.median(r):.3f}, "
       f"min {min(r):.3f}, max {max(r):.3f} over {len(r)} runs (target <= 1.15)")
+print(f"demo job {statistics.median(j):.2f} s median ({min(j):.2f}-{max(j):.2f}); direct trainer "
+      f"{statistics.median(d):.2f} s median ({min(d):.2f}-{max(d):.2f}); "
+      f"ratio of medians {statistics.median(j)/statistics.median(d):.3f}, "
+      f"ratio of minima {min(j)/min(d):.3f}")
+# The trainer's own run time swings with the shared machine's load; Rapha's time around it
+# (job wall time minus the trainer's self-reported seconds) does not.
+# The feed's WADO-RS fetch + decode happens inside the trainer's own seconds; it is added
+# back from the direct side's (untimed) measure of the same work.
+m = statistics.median(a) + statistics.median(dec)
+dm = statistics.median(d)
+print(f"Rapha's time around the trainer (demo job - trainer's own seconds + fetch/decode): "
+      f"median {m:.2f} s; at the direct trainer's median {dm:.2f} s that is a ratio of "
+      f"{(dm + m) / dm:.3f}")
 PY

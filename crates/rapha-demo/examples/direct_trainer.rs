@@ -124,6 +124,12 @@ fn main() -> Result<()> {
         .iter()
         .filter(|s| **s == Split::Validation)
         .count();
+    // The trainer's own measure of its run (metrics.json "seconds"), to tell a slower trainer
+    // from time spent around it.
+    let self_seconds = std::fs::read(out.join("metrics.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|m| m.get("seconds").and_then(serde_json::Value::as_f64));
     let report = json!({
         "records": recs.records.len(),
         "train": recs.records.len() - validation,
@@ -133,6 +139,7 @@ fn main() -> Result<()> {
         "auc": (!scores.is_empty()).then(|| rapha_testkit::auc(&scores, &labels)),
         "decode_seconds": decode_seconds,
         "trainer_seconds": trainer_seconds,
+        "trainer_self_seconds": self_seconds,
         "trainer_exit": status.code(),
     });
     println!("{report}");
