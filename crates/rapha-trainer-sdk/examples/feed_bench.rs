@@ -86,7 +86,7 @@ fn with_feed<T>(dir: &Path, name: &str, source: &DicomSource, read: impl FnOnce(
     })
 }
 
-/// CPU seconds used so far by this process (all threads) and by its waited-for children.
+/// CPU seconds used so far by this process (all threads).
 fn cpu_seconds() -> f64 {
     use nix::sys::resource::{getrusage, UsageWho};
     let secs = |who| {
@@ -95,11 +95,12 @@ fn cpu_seconds() -> f64 {
             t(u.user_time()) + t(u.system_time())
         })
     };
-    secs(UsageWho::RUSAGE_SELF) + secs(UsageWho::RUSAGE_CHILDREN)
+    secs(UsageWho::RUSAGE_SELF)
 }
 
-/// Decoded MB/s of one pass of `reader` over `order`.
-fn sdk_pass(sock: &Path, reader: Reader, order: &[u32]) -> f64 {
+/// Decoded MB/s of one pass of `reader` over `order`, and CPU seconds used outside this
+/// process (none: the Rust reader is a thread here).
+fn sdk_pass(sock: &Path, reader: Reader, order: &[u32]) -> (f64, f64) {
     let mut c = Client::connect_to(sock, "feed-bench").unwrap();
     let t = Instant::now();
     let mut bytes = 0usize;
@@ -127,10 +128,11 @@ fn sdk_pass(sock: &Path, reader: Reader, order: &[u32]) -> f64 {
     }
     let rate = bytes as f64 / t.elapsed().as_secs_f64() / 1e6;
     c.done().unwrap();
-    rate
+    (rate, 0.0)
 }
 
-fn python_pass(sock: &Path, reader: Reader, order: &[u32]) -> Option<f64> {
+/// Decoded MB/s of one pass of the Python SDK, and the CPU seconds its reading loop took.
+fn python_pass(sock: &Path, reader: Reader, order: &[u32]) -> Option<(f64, f64)> {
     let python = std::env::var("RAPHA_PYTHON").ok()?;
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let order: Vec<String> = order.iter().map(u32::to_string).collect();
@@ -153,7 +155,9 @@ fn python_pass(sock: &Path, reader: Reader, order: &[u32]) -> Option<f64> {
         );
         return None;
     }
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut fields = text.split_whitespace().map(str::parse::<f64>);
+    Some((fields.next()?.ok()?, fields.next()?.ok()?))
 }
 
 fn main() {
@@ -235,9 +239,9 @@ fn main() {
                         }
                     },
                 );
-            if let Some(rate) = rate {
+            if let Some((rate, reader_cpu)) = rate {
                 ratios[k].push(rate / decode);
-                work[k].push(decode_cpu / (cpu_seconds() - cpu));
+                work[k].push(decode_cpu / (cpu_seconds() - cpu + reader_cpu));
             }
         }
     }

@@ -1,6 +1,7 @@
 """Protocol v1 client: framing, operations and typed errors."""
 
 import json
+import math
 import os
 import socket
 import struct
@@ -76,25 +77,55 @@ class Record:
     pixels: np.ndarray  # shape (frames, rows, columns, samples), dtype from the node
 
 
-def _read_exact(sock: socket.socket, n: int) -> bytes:
-    # Reads straight into one buffer (no list of chunks joined afterwards).
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = sock.recv_into(view[got:], n - got)
+class _Reader:
+    """Buffered reads from the node: a frame's length, header and a small payload usually
+    arrive in one recv; a large payload is received straight into its own buffer."""
+
+    _DIRECT = 8192  # remainders at least this large skip the buffer
+
+    def __init__(self, sock: socket.socket):
+        self._sock = sock
+        self._buf = bytearray(1 << 16)
+        self._view = memoryview(self._buf)
+        self._start = 0
+        self._end = 0
+
+    def _recv_into(self, view, n: int) -> int:
+        k = self._sock.recv_into(view, n)
         if not k:
             raise FrameError("the node closed the connection")
-        got += k
-    return buf
+        return k
+
+    def read(self, n: int) -> bytearray:
+        have = self._end - self._start
+        if have >= n:
+            out = self._buf[self._start:self._start + n]
+            self._start += n
+            return out
+        out = bytearray(n)
+        out[:have] = self._view[self._start:self._end]
+        self._start = self._end = 0
+        got = have
+        if n - got >= self._DIRECT:
+            view = memoryview(out)
+            while got < n:
+                got += self._recv_into(view[got:], n - got)
+            return out
+        while got < n:
+            k = self._recv_into(self._view, len(self._buf))
+            take = min(k, n - got)
+            out[got:got + take] = self._view[:take]
+            got += take
+            self._start, self._end = take, k
+        return out
 
 
-def _read_frame(sock: socket.socket):
-    (hlen,) = struct.unpack("<I", _read_exact(sock, 4))
+def _read_frame(reader: _Reader):
+    (hlen,) = struct.unpack("<I", reader.read(4))
     if hlen > MAX_RESPONSE_HEADER:
         raise FrameError(f"frame header of {hlen} bytes exceeds the protocol limit")
     try:
-        header = json.loads(_read_exact(sock, hlen).decode("utf-8"))
+        header = json.loads(reader.read(hlen).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise FrameError(f"header is not JSON: {e}") from None
     if not isinstance(header, dict):
@@ -102,7 +133,7 @@ def _read_frame(sock: socket.socket):
     n = header.get("payload", 0)
     if not isinstance(n, int) or n < 0 or n > MAX_PAYLOAD:
         raise FrameError(f"payload size {n!r} is not allowed")
-    return header, (_read_exact(sock, n) if n else b"")
+    return header, (reader.read(n) if n else b"")
 
 
 def _field(h: dict, key: str, typ):
@@ -117,6 +148,7 @@ class Client:
 
     def __init__(self, sock: socket.socket, trainer: str):
         self._sock = sock
+        self._reader = _Reader(sock)
         self._desynchronised = False
         h, _ = self._call("hello", {"op": "hello", "protocol": PROTOCOL_VERSION, "trainer": trainer[:128]})
         if _field(h, "protocol", int) != PROTOCOL_VERSION:
@@ -146,7 +178,7 @@ class Client:
         self._sock.sendall(struct.pack("<I", len(body)) + body)
 
     def _recv(self, op: str):
-        h, payload = _read_frame(self._sock)
+        h, payload = _read_frame(self._reader)
         ok = h.get("ok")
         if ok is True:
             return h, payload
@@ -205,7 +237,7 @@ class Client:
         shape = _field(h, "shape", list)
         if dtype is None or len(shape) != 4:
             raise FrameError("fetch response has a bad dtype or shape")
-        if int(np.prod(shape)) * dtype.itemsize != len(payload):
+        if not all(isinstance(d, int) for d in shape) or math.prod(shape) * dtype.itemsize != len(payload):
             raise FrameError(f"record {index}: payload of {len(payload)} bytes does not match {shape}")
         return Record(index, np.frombuffer(payload, dtype=dtype).reshape(shape))
 
@@ -221,12 +253,20 @@ class Client:
         in_flight: Deque[int] = deque()
         try:
             while True:
-                while len(in_flight) < depth:
-                    nxt = next(pending, None)
-                    if nxt is None:
-                        break
-                    self._send({"op": "fetch", "index": int(nxt)})
-                    in_flight.append(int(nxt))
+                if len(in_flight) <= depth // 2:
+                    # Top up half the window in one write: fewer system calls on both sides.
+                    frames = []
+                    while len(in_flight) < depth:
+                        nxt = next(pending, None)
+                        if nxt is None:
+                            break
+                        body = json.dumps({"op": "fetch", "index": int(nxt)}).encode()
+                        frames.append(struct.pack("<I", len(body)) + body)
+                        in_flight.append(int(nxt))
+                    if frames:
+                        if self._desynchronised:
+                            raise SdkError("the connection lost step with the node after a failed read; reconnect")
+                        self._sock.sendall(b"".join(frames))
                 if not in_flight:
                     return
                 index = in_flight.popleft()
@@ -247,7 +287,7 @@ class Client:
             while in_flight and not self._desynchronised:
                 in_flight.popleft()
                 try:
-                    _read_frame(self._sock)
+                    _read_frame(self._reader)
                 except (SdkError, OSError):
                     self._desynchronised = True
 
