@@ -28,9 +28,7 @@ use serde_json::json;
 
 use crate::error::{io, Result};
 use crate::fingerprint::Fingerprints;
-use crate::protocol::{
-    self, ErrorCode, FrameError, Request, MAX_PAGE, MAX_PAYLOAD, MAX_REQUEST_HEADER,
-};
+use crate::protocol::{self, ErrorCode, FrameError, Request, MAX_PAGE, MAX_PAYLOAD};
 use crate::record::RecordSource;
 use crate::split::Split;
 
@@ -530,18 +528,6 @@ impl RequestReader {
         &self.buf[self.start..self.end]
     }
 
-    /// The length of the frame at the front of `bytes`, if its length prefix is there.
-    fn frame_len(bytes: &[u8]) -> Result<Option<usize>, FrameError> {
-        let Some(prefix) = bytes.first_chunk::<4>() else {
-            return Ok(None);
-        };
-        let len = u32::from_le_bytes(*prefix) as usize;
-        if len > MAX_REQUEST_HEADER {
-            return Err(FrameError::HeaderTooLarge(len, MAX_REQUEST_HEADER));
-        }
-        Ok(Some(4 + len))
-    }
-
     /// Appends what one `recv` of at most `want` bytes returns; with `nonblocking` it returns
     /// `Ok(false)` when nothing is waiting. EOF is [`FrameError::Closed`].
     fn recv(&mut self, want: usize, nonblocking: bool) -> Result<bool, FrameError> {
@@ -579,7 +565,7 @@ impl RequestReader {
     fn next_header(&mut self) -> Result<Vec<u8>, FrameError> {
         loop {
             let have = self.pending().len();
-            let want = match Self::frame_len(self.pending())? {
+            let want = match protocol::request_frame_len(self.pending())? {
                 Some(n) if have >= n => {
                     let header = self.pending()[4..n].to_vec();
                     self.start += n;
@@ -596,20 +582,8 @@ impl RequestReader {
     /// reads what has arrived without waiting (up to the read-ahead limit): a trainer over
     /// the in-flight limit is seen as soon as its requests reach the node.
     fn queued(&mut self) -> Result<usize, FrameError> {
-        let count = |bytes: &[u8]| {
-            let mut count = 0;
-            let mut rest = bytes;
-            while let Ok(Some(n)) = Self::frame_len(rest) {
-                if rest.len() < n {
-                    break;
-                }
-                count += 1;
-                rest = &rest[n..];
-            }
-            count
-        };
-        if count(self.pending()) > 0 {
-            return Ok(count(self.pending()));
+        if protocol::complete_requests(self.pending()) > 0 {
+            return Ok(protocol::complete_requests(self.pending()));
         }
         while self.pending().len() < READ_AHEAD {
             match self.recv(READ_AHEAD - self.pending().len(), true) {
@@ -619,6 +593,6 @@ impl RequestReader {
                 Err(e) => return Err(e),
             }
         }
-        Ok(count(self.pending()))
+        Ok(protocol::complete_requests(self.pending()))
     }
 }

@@ -24,4 +24,14 @@ pub fn protocol_request(data: &[u8]) {
         let _ = protocol::parse_request(&header);
     }
     let _ = protocol::parse_request(data);
+    // The feed's read-ahead: count the complete frames, then cut and parse each.
+    let _ = protocol::complete_requests(data);
+    let mut rest = data;
+    while let Ok(Some(n)) = protocol::request_frame_len(rest) {
+        let (Some(header), Some(next)) = (rest.get(4..n), rest.get(n..)) else {
+            break;
+        };
+        let _ = protocol::parse_request(header);
+        rest = next;
+    }
 }

@@ -63,6 +63,37 @@ pub fn read_header(r: &mut impl Read, max_header: usize) -> Result<Vec<u8>, Fram
     Ok(buf)
 }
 
+/// The length (prefix and header) of the request frame at the front of `bytes`, once its
+/// 4-byte length prefix has arrived.
+///
+/// # Errors
+/// [`FrameError::HeaderTooLarge`] for a header over [`MAX_REQUEST_HEADER`].
+pub fn request_frame_len(bytes: &[u8]) -> Result<Option<usize>, FrameError> {
+    let Some(prefix) = bytes.first_chunk::<4>() else {
+        return Ok(None);
+    };
+    let len = u32::from_le_bytes(*prefix) as usize;
+    if len > MAX_REQUEST_HEADER {
+        return Err(FrameError::HeaderTooLarge(len, MAX_REQUEST_HEADER));
+    }
+    Ok(Some(4 + len))
+}
+
+/// Complete request frames at the front of `bytes`, up to the first incomplete or oversized
+/// one (how many requests a pipelining trainer has sent that the node holds).
+pub fn complete_requests(bytes: &[u8]) -> usize {
+    let mut count = 0;
+    let mut rest = bytes;
+    while let Ok(Some(n)) = request_frame_len(rest) {
+        let Some(next) = rest.get(n..) else {
+            break;
+        };
+        count += 1;
+        rest = next;
+    }
+    count
+}
+
 /// Reads a full frame: header JSON value and payload (client side; used by tests and SDKs).
 ///
 /// # Errors

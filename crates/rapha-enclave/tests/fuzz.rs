@@ -90,3 +90,26 @@ proptest! {
         fuzzing::protocol_request(&mutate(&seeds[pick % seeds.len()], &edits, cut));
     }
 }
+
+#[test]
+fn read_ahead_counts_only_whole_frames_and_stops_at_an_oversized_one() {
+    use rapha_enclave::protocol::{complete_requests, request_frame_len, MAX_REQUEST_HEADER};
+    let frame = |body: &[u8]| {
+        let mut f = (body.len() as u32).to_le_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    };
+    let one = frame(br#"{"op":"fetch","index":1}"#);
+    let mut bytes = [one.clone(), one.clone(), one.clone()].concat();
+    assert_eq!(complete_requests(&bytes), 3);
+    bytes.truncate(bytes.len() - 1); // the third is not all here yet
+    assert_eq!(complete_requests(&bytes), 2);
+    assert_eq!(complete_requests(&bytes[..3]), 0); // not even a length prefix
+    assert_eq!(request_frame_len(&one).unwrap(), Some(one.len()));
+    let huge = ((MAX_REQUEST_HEADER + 1) as u32).to_le_bytes();
+    assert!(request_frame_len(&huge).is_err());
+    assert_eq!(
+        complete_requests(&[one.clone(), huge.to_vec(), one].concat()),
+        1
+    );
+}
