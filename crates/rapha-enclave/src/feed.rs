@@ -489,13 +489,14 @@ impl Feed<'_> {
                 .insert(index)
                 .then(|| u32::try_from(index).unwrap_or(u32::MAX))
         };
-        let header = json!({"ok": true, "index": index, "dtype": rec.dtype, "shape": rec.shape,
-                            "payload": pixels.len()});
-        (
-            serde_json::to_vec(&header).unwrap_or_default(),
-            Some(pixels),
-            first_feed,
-        )
+        // Written directly (numbers and a fixed dtype name only): no JSON tree per record.
+        let [f, r, c, s] = rec.shape;
+        let header = format!(
+            r#"{{"ok":true,"index":{index},"dtype":"{}","shape":[{f},{r},{c},{s}],"payload":{}}}"#,
+            rec.dtype.name(),
+            pixels.len()
+        );
+        (header.into_bytes(), Some(pixels), first_feed)
     }
 }
 

@@ -25,6 +25,18 @@ pub enum Dtype {
 }
 
 impl Dtype {
+    /// The protocol's name (as serialized).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Dtype::U8 => "u8",
+            Dtype::U16 => "u16",
+            Dtype::I16 => "i16",
+            Dtype::U32 => "u32",
+            Dtype::I32 => "i32",
+            Dtype::F32 => "f32",
+        }
+    }
+
     /// Bytes per sample.
     pub const fn size(self) -> usize {
         match self {
@@ -124,5 +136,25 @@ impl RecordSource for MemorySource {
                 index,
                 reason: "no such record".into(),
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
+    use super::*;
+
+    #[test]
+    fn dtype_name_is_its_serialized_name() {
+        for d in [
+            Dtype::U8,
+            Dtype::U16,
+            Dtype::I16,
+            Dtype::U32,
+            Dtype::I32,
+            Dtype::F32,
+        ] {
+            assert_eq!(serde_json::to_value(d).unwrap(), d.name());
+        }
     }
 }
