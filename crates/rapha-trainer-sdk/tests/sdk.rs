@@ -348,10 +348,19 @@ fn pipelining_node(
     unavailable: u64,
     misindex: Option<u64>,
 ) -> (UnixStream, thread::JoinHandle<Vec<Value>>) {
-    let (a, mut b) = UnixStream::pair().unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    (a, pipelining_peer(b, first, unavailable, misindex))
+}
+
+fn pipelining_peer(
+    mut b: UnixStream,
+    first: usize,
+    unavailable: u64,
+    misindex: Option<u64>,
+) -> thread::JoinHandle<Vec<Value>> {
     b.set_read_timeout(Some(std::time::Duration::from_secs(10)))
         .unwrap();
-    let h = thread::spawn(move || {
+    thread::spawn(move || {
         let mut seen = vec![read_request(&mut b)];
         b.write_all(&frame(&hello(), &[])).unwrap();
         let answer = |req: &Value| {
@@ -397,8 +406,7 @@ fn pipelining_node(
             seen.push(req);
         }
         seen
-    });
-    (a, h)
+    })
 }
 
 #[test]
@@ -482,4 +490,85 @@ fn records_depth_is_clamped_to_the_protocol_limit() {
     assert_eq!(got, (0..40).collect::<Vec<u32>>());
     drop(c);
     assert_eq!(node.join().unwrap().len(), 41);
+}
+
+/// The Python SDK's `records()` against the same pipelining node: 8 requests before any
+/// answer, a refusal raised at its turn with the rest drained, `skip_unavailable`, and an
+/// early `break` that leaves the connection in step.
+#[test]
+fn python_records_pipelines_and_stays_in_step() {
+    let python = std::env::var("RAPHA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_numpy = std::process::Command::new(&python)
+        .args(["-c", "import numpy"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !has_numpy {
+        assert!(
+            !std::env::var("RAPHA_REQUIRE_SERVICES").is_ok_and(|v| v == "1"),
+            "{python} with numpy is required (scripts/test installs it)"
+        );
+        eprintln!("SKIPPED: {python} has no numpy; Python SDK pipelining test not run");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let node = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        pipelining_peer(stream, 8, 5, None).join().unwrap()
+    });
+    let script = r#"
+import json, sys
+from rapha_trainer import Client, RefusedError
+c = Client.connect("t", sys.argv[1])
+got = []
+try:
+    for r in c.records(range(12)):
+        got.append([r.index, int(r.pixels.reshape(-1)[0])])
+except RefusedError as e:
+    got.append(["refused", e.error])
+c.progress(epoch=1)
+skipped = [r.index for r in c.records(range(12), skip_unavailable=True)]
+first_two = []
+for r in c.records(range(100)):
+    first_two.append(r.index)
+    if len(first_two) == 2:
+        break
+c.progress(epoch=2)
+print(json.dumps({"got": got, "skipped": skipped, "first_two": first_two}))
+"#;
+    let out = std::process::Command::new(&python)
+        .args(["-c", script])
+        .arg(&path)
+        .env(
+            "PYTHONPATH",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../sdk/python"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["got"],
+        json!([
+            [0, 0],
+            [1, 1],
+            [2, 2],
+            [3, 3],
+            [4, 4],
+            ["refused", "unavailable"]
+        ])
+    );
+    assert_eq!(v["skipped"], json!([0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11]));
+    assert_eq!(v["first_two"], json!([0, 1]));
+    let seen = node.join().unwrap();
+    let last = seen.last().unwrap();
+    assert_eq!(
+        (&last["op"], &last["epoch"]),
+        (&json!("progress"), &json!(2))
+    );
 }
