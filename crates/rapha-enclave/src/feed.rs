@@ -198,25 +198,38 @@ impl Feed<'_> {
         }
     }
 
+    /// Serves one connection with two threads: this one reads requests and answers them in
+    /// order (a fetch decodes its record here), a writer thread writes the answers. With a
+    /// pipelining trainer the next record decodes while the previous one is on the socket.
+    /// The channel between them holds at most the protocol's in-flight limit of answers.
     fn serve_connection(&self, stream: UnixStream, served: &Served<'_>) -> Result<(), FrameError> {
-        let mut batch = Vec::with_capacity(FINGERPRINT_BATCH);
-        let r = self.serve_requests(stream, served, &mut batch);
-        if !batch.is_empty() {
-            // Fails only if the worker is gone, which `serve` turns into a panic anyway.
-            let _ = served.fingerprint.send(batch);
-        }
-        r
+        stream.set_nonblocking(false)?;
+        let requests = RequestReader::new(stream.try_clone()?);
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Answer>(protocol::MAX_IN_FLIGHT);
+            let fingerprint = served.fingerprint;
+            let writer = s.spawn(move || write_answers(stream, &rx, fingerprint));
+            let read = self.serve_requests(requests, &tx, served.cache);
+            // Closing the channel lets the writer finish what is queued and stop.
+            drop(tx);
+            let written = match writer.join() {
+                Ok(r) => r,
+                Err(p) => std::panic::resume_unwind(p),
+            };
+            // A write failure (the trainer went away) is what ended the reading too.
+            written.and(read)
+        })
     }
 
     fn serve_requests(
         &self,
-        stream: UnixStream,
-        served: &Served<'_>,
-        batch: &mut Vec<(u32, Shared)>,
+        mut requests: RequestReader,
+        out: &SyncSender<Answer>,
+        cache: &PixelCache,
     ) -> Result<(), FrameError> {
-        stream.set_nonblocking(false)?;
-        let mut requests = RequestReader::new(stream.try_clone()?);
-        let mut writer = stream;
+        // The writer drains the channel until it closes, so a send does not fail; if it ever
+        // did, the connection is over.
+        let send = |a: Answer| out.send(a).map_err(|_| FrameError::Closed);
         let mut greeted = false;
         loop {
             let header = requests.next_header()?;
@@ -231,40 +244,40 @@ impl Feed<'_> {
                         protocol::MAX_IN_FLIGHT
                     ),
                 );
-                protocol::write_frame(&mut writer, &h, &[])?;
+                send(Answer::last(h))?;
                 return Err(FrameError::TooManyInFlight(protocol::MAX_IN_FLIGHT));
             }
             let req = match protocol::parse_request(&header) {
                 Ok(r) => r,
                 Err(msg) => {
-                    let h = protocol::error_header(ErrorCode::BadRequest, &msg);
-                    protocol::write_frame(&mut writer, &h, &[])?;
+                    send(Answer::plain(protocol::error_header(
+                        ErrorCode::BadRequest,
+                        &msg,
+                    )))?;
                     continue;
                 }
             };
             if self.lock().done {
                 let h =
                     protocol::error_header(ErrorCode::Finished, "the trainer already sent done");
-                protocol::write_frame(&mut writer, &h, &[])?;
+                send(Answer::last(h))?;
                 return Ok(());
             }
             if !greeted && !matches!(req, Request::Hello { .. }) {
                 let h =
                     protocol::error_header(ErrorCode::Protocol, "the first request must be hello");
-                protocol::write_frame(&mut writer, &h, &[])?;
+                send(Answer::plain(h))?;
                 continue;
             }
-            let (header, payload, first_feed) = self.answer(&req, &mut greeted, served.cache);
-            let bytes: &[u8] = payload.as_deref().map_or(&[], Vec::as_slice);
-            protocol::write_frame(&mut writer, &header, bytes)?;
-            if let (Some(index), Some(bytes)) = (first_feed, payload) {
-                batch.push((index, bytes));
-                if batch.len() >= FINGERPRINT_BATCH {
-                    // Fails only if the worker is gone, which `serve` turns into a panic anyway.
-                    let _ = served.fingerprint.send(std::mem::take(batch));
-                }
-            }
-            if matches!(req, Request::Done) {
+            let (header, payload, first_feed) = self.answer(&req, &mut greeted, cache);
+            let last = matches!(req, Request::Done);
+            send(Answer {
+                header,
+                payload,
+                first_feed,
+                last,
+            })?;
+            if last {
                 return Ok(());
             }
         }
@@ -498,6 +511,75 @@ impl Feed<'_> {
         );
         (header.into_bytes(), Some(pixels), first_feed)
     }
+}
+
+/// One answer on its way from the reading thread to the writer.
+struct Answer {
+    header: Vec<u8>,
+    payload: Option<Shared>,
+    /// The record's index when this is its first feed (it goes to fingerprinting).
+    first_feed: Option<u32>,
+    /// Nothing follows on this connection.
+    last: bool,
+}
+
+impl Answer {
+    fn plain(header: Vec<u8>) -> Self {
+        Self {
+            header,
+            payload: None,
+            first_feed: None,
+            last: false,
+        }
+    }
+
+    fn last(header: Vec<u8>) -> Self {
+        Self {
+            last: true,
+            ..Self::plain(header)
+        }
+    }
+}
+
+/// Writes answers in order until the channel closes or a last answer is written (after a
+/// write error it shuts the socket, so the reader stops, and only drains); records fed
+/// for the first time go to the fingerprinting worker in batches of [`FINGERPRINT_BATCH`],
+/// and the rest when the connection ends, so every fed record is fingerprinted before the
+/// feed returns.
+fn write_answers(
+    mut writer: UnixStream,
+    answers: &std::sync::mpsc::Receiver<Answer>,
+    fingerprint: &SyncSender<Vec<(u32, Shared)>>,
+) -> Result<(), FrameError> {
+    let mut batch = Vec::with_capacity(FINGERPRINT_BATCH);
+    let mut result = Ok(());
+    for a in answers {
+        // After a write error nothing more is written, but every answered record is still
+        // fingerprinted: a frame cut off mid-payload may have reached the trainer in part.
+        if result.is_ok() {
+            let bytes: &[u8] = a.payload.as_deref().map_or(&[], Vec::as_slice);
+            result = protocol::write_frame(&mut writer, &a.header, bytes);
+            if result.is_err() {
+                // The reading side then sees the connection end at its next read.
+                let _ = writer.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        if let (Some(index), Some(bytes)) = (a.first_feed, a.payload) {
+            batch.push((index, bytes));
+            if batch.len() >= FINGERPRINT_BATCH {
+                // Fails only if the worker is gone, which `serve` turns into a panic anyway.
+                let _ = fingerprint.send(std::mem::take(&mut batch));
+            }
+        }
+        if a.last && result.is_ok() {
+            break;
+        }
+    }
+    if !batch.is_empty() {
+        // Fails only if the worker is gone, which `serve` turns into a panic anyway.
+        let _ = fingerprint.send(batch);
+    }
+    result
 }
 
 /// Bytes of requests the node reads ahead of the one it is answering.
