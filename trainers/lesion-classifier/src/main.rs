@@ -186,9 +186,12 @@ fn load_images(
     client: &mut Client,
     metas: &[&RecordMeta],
 ) -> Result<Vec<Option<Vec<f32>>>, SdkError> {
+    // Several fetches in flight: the node decodes the next records while this one is
+    // preprocessed. Items come back in the order asked.
     metas
         .iter()
-        .map(|m| match client.fetch(m.index) {
+        .zip(client.records(metas.iter().map(|m| m.index)))
+        .map(|(m, fetched)| match fetched {
             Ok(r) => Ok(Some(preprocess(m, &r.pixels.to_f32()))),
             // The node could not decode this record: skip it, as the protocol allows.
             Err(SdkError::Refused { error, .. }) if error == "unavailable" => Ok(None),
