@@ -6,7 +6,8 @@
 //! validation scores this trainer submits.
 //!
 //! Modes:
-//! - `trainer [--epochs N] [--seed S]`: train, then score the validation records;
+//! - `trainer [--epochs N] [--seed S]`: train, then score the validation records (the seed sets
+//!   the initial weights and the shuffling: the same seed and records give the same model);
 //! - `trainer --predict WEIGHTS`: load weights, score the validation records (no training), so
 //!   released weights can be scored on a fresh cohort through the same runtime.
 
@@ -259,6 +260,36 @@ impl Lcg {
     }
 }
 
+/// Sets every weight from `seed`, so the same seed starts from the same network: convolution
+/// kernels uniform in +-sqrt(6 / fan_in) (He, for ReLU), biases zero, and the final layer
+/// zero, so training starts at logit 0 (loss ln 2) instead of from large random logits that
+/// some initialisations never recover from.
+fn init_weights(varmap: &VarMap, seed: u64, dev: &Device) -> candle_core::Result<()> {
+    let vars = varmap
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("weights lock poisoned".into()))?;
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    let mut rng = Lcg(seed ^ 0x1e51_0ace);
+    for name in names {
+        let var = &vars[name];
+        let shape = var.as_tensor().dims().to_vec();
+        let n: usize = shape.iter().product();
+        let values: Vec<f32> = if name.starts_with("fc.") || name.ends_with(".bias") {
+            vec![0.0; n]
+        } else {
+            let fan_in: usize = shape.iter().skip(1).product();
+            let bound = (6.0 / fan_in.max(1) as f32).sqrt();
+            (0..n)
+                .map(|_| (rng.next() as f32 / (1u64 << 31) as f32 * 2.0 - 1.0) * bound)
+                .collect()
+        };
+        var.set(&Tensor::from_vec(values, shape, dev)?)?;
+    }
+    Ok(())
+}
+
 fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let dev = Device::Cpu;
@@ -269,6 +300,7 @@ fn run(args: &Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
     let net = Net::new(&vb)?;
+    init_weights(&varmap, args.seed, &dev)?;
 
     let mut self_reported: Vec<(&str, f64)> = Vec::new();
     if let Some(weights) = &args.predict {
