@@ -249,6 +249,12 @@ pub struct World {
 }
 
 pub fn world() -> Option<World> {
+    world_with(20, 12)
+}
+
+/// The world with a cohort of `studies` synthetic studies generated from `seed` (the scope
+/// limit admits them all).
+pub fn world_with(studies: usize, seed: u64) -> Option<World> {
     let trainer = sandbox_ready()?;
     let orthanc = rapha_testkit::require!(Orthanc::start())?;
     let tpm = rapha_testkit::require!(Swtpm::start_provisioned())?;
@@ -256,8 +262,8 @@ pub fn world() -> Option<World> {
     let tmp = tempfile::tempdir().unwrap();
     let cohort_dir = tmp.path().join("cohort");
     let manifest = generate(&CohortSpec {
-        studies: 20,
-        seed: 12,
+        studies,
+        seed,
         out: cohort_dir.clone(),
         rle_fraction: 0.2,
         label_shuffle: false,
@@ -305,7 +311,7 @@ pub fn world() -> Option<World> {
             },
         )]),
         scope: ScopeLimits {
-            max_studies: 100,
+            max_studies: (studies as u64).max(100),
             max_date_range_days: 366,
             modalities: vec![
                 "CT".into(),
