@@ -477,7 +477,7 @@ fn world() -> Option<World> {
 
     // A small synthetic cohort in Orthanc.
     let cohort = tmp.path().join("cohort");
-    generate(&CohortSpec {
+    let cohort_manifest = generate(&CohortSpec {
         studies: 20,
         seed: 21,
         out: cohort.clone(),
@@ -490,12 +490,7 @@ fn world() -> Option<World> {
         ok > 0 && rejected == 0,
         "Orthanc: {ok} accepted, {rejected} rejected"
     );
-    let accessions: Vec<String> = std::fs::read_to_string(cohort.join("labels.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split(',').next().map(str::to_owned))
-        .collect();
+    let accessions = cohort_manifest.labelled_accessions();
     let accessions_file = tmp.path().join("accessions.txt");
     std::fs::write(&accessions_file, accessions.join("\n")).unwrap();
 

@@ -70,14 +70,14 @@ fn main() -> Result<()> {
 
     let work = tempfile::tempdir()?;
     let cohort_dir = work.path().join("cohort");
-    generate(&CohortSpec {
+    let manifest = generate(&CohortSpec {
         studies,
         seed,
         out: cohort_dir.clone(),
         rle_fraction: 0.2,
         label_shuffle: false,
     })?;
-    let (recs, decode_seconds) = decoded_records(&cohort_dir)?;
+    let (recs, decode_seconds) = decoded_records(&cohort_dir, manifest.labelled_accessions())?;
 
     let sock = work.path().join("data.sock");
     let out = work.path().join("out");
@@ -152,16 +152,11 @@ fn main() -> Result<()> {
 
 /// The demo node's cohort, decoded into memory (see the module docs), and the seconds spent
 /// fetching (WADO-RS) and decoding the pixels.
-fn decoded_records(cohort_dir: &std::path::Path) -> Result<(Records, f64)> {
+fn decoded_records(
+    cohort_dir: &std::path::Path,
+    accessions: Vec<String>,
+) -> Result<(Records, f64)> {
     let pacs = DemoPacs::start(&cohort_dir.join("dicom"))?;
-    let csv = std::fs::read_to_string(cohort_dir.join("labels.csv"))?;
-    let accessions: Vec<String> = csv
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split(',').next())
-        .filter(|a| !a.is_empty())
-        .map(str::to_owned)
-        .collect();
     let config = DicomConfig::default();
     let query = ScopedQuery::from_cohort_query(
         &CohortQuery {

@@ -503,7 +503,7 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<Summary> {
         verified.trainer_name(),
         &requested,
     )?;
-    let accessions = label_accessions(&cohort_dir)?;
+    let accessions = manifest.labelled_accessions();
     let queried = accessions.len();
     let request = JobRequest {
         job_id: JobId::random(),
@@ -916,17 +916,6 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-fn label_accessions(cohort_dir: &Path) -> Result<Vec<String>> {
-    let csv = std::fs::read_to_string(cohort_dir.join("labels.csv"))?;
-    Ok(csv
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split(',').next())
-        .filter(|a| !a.is_empty())
-        .map(str::to_owned)
-        .collect())
 }
 
 /// True when no planted PHI string occurs in any file under `dir`.

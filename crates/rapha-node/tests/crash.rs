@@ -42,7 +42,7 @@ fn sigkill_at_every_state_ends_completed_or_failed_exactly_once() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let cohort = t.join("cohort");
-    generate(&CohortSpec {
+    let cohort_manifest = generate(&CohortSpec {
         studies: 20,
         seed: 21,
         out: cohort.clone(),
@@ -52,12 +52,7 @@ fn sigkill_at_every_state_ends_completed_or_failed_exactly_once() {
     .unwrap();
     let (ok, rejected) = orthanc.upload_dir(&cohort.join("dicom")).unwrap();
     assert!(ok > 0 && rejected == 0);
-    let accessions: Vec<String> = std::fs::read_to_string(cohort.join("labels.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split(',').next().map(str::to_owned))
-        .collect();
+    let accessions = cohort_manifest.labelled_accessions();
     let publisher = SigningKey::ed25519_from_seed(&[3; 32]);
     TrustStore::add(
         &t.join("trust"),

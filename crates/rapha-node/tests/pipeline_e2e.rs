@@ -274,12 +274,7 @@ pub fn world_with(studies: usize, seed: u64) -> Option<World> {
         ok > 0 && rejected == 0,
         "Orthanc accepted {ok}, rejected {rejected}"
     );
-    let accessions: Vec<String> = std::fs::read_to_string(cohort_dir.join("labels.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split(',').next().map(str::to_owned))
-        .collect();
+    let accessions = manifest.labelled_accessions();
 
     // TPM: enrol an AK certified by the swtpm's EK, record the PCR policy, trust the AK.
     let roots = VendorRoots::from_pem_file(tpm.ek_ca_cert_pem().unwrap()).unwrap();

@@ -225,7 +225,7 @@ fn production_node_without_sgx_refuses_the_job_at_attestation_and_refunds() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let cohort = t.join("cohort");
-    generate(&CohortSpec {
+    let cohort_manifest = generate(&CohortSpec {
         studies: 20,
         seed: 31,
         out: cohort.clone(),
@@ -235,12 +235,7 @@ fn production_node_without_sgx_refuses_the_job_at_attestation_and_refunds() {
     .unwrap();
     let (ok, rejected) = orthanc.upload_dir(&cohort.join("dicom")).unwrap();
     assert!(ok > 0 && rejected == 0);
-    let accessions: Vec<String> = std::fs::read_to_string(cohort.join("labels.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split(',').next().map(str::to_owned))
-        .collect();
+    let accessions = cohort_manifest.labelled_accessions();
     let publisher = SigningKey::ed25519_from_seed(&[5; 32]);
     TrustStore::add(
         &t.join("trust"),

@@ -148,6 +148,8 @@ fn labels_optouts_and_manifest_describe_a_realistic_cohort() {
     let csv = std::fs::read_to_string(dir.path().join("labels.csv")).unwrap();
     let mut lines = csv.lines();
     assert_eq!(lines.next(), Some("AccessionNumber,label"));
+    let csv_order: Vec<&str> = lines.clone().filter_map(|l| l.split(',').next()).collect();
+    assert_eq!(m.labelled_accessions(), csv_order, "labels.csv order");
     let from_csv: BTreeMap<String, u8> = lines
         .map(|l| {
             let (a, b) = l.split_once(',').unwrap();

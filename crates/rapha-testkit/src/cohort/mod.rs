@@ -95,6 +95,18 @@ pub struct CohortManifest {
     pub opted_out_patients: Vec<String>,
 }
 
+impl CohortManifest {
+    /// AccessionNumbers of the labelled studies, in `labels.csv` order: what a scoped job
+    /// query over this cohort names.
+    pub fn labelled_accessions(&self) -> Vec<String> {
+        self.studies
+            .iter()
+            .filter(|s| s.label.is_some())
+            .map(|s| s.accession_number.clone())
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StudyEntry {
     pub patient_id: String,
