@@ -22,7 +22,7 @@ fn status_polls_answer_while_a_step_holds_the_node_lock_and_the_store_write_lock
     let state = ApiState::new(node(tmp.path(), &chain), db.clone(), tokens());
     let s = serve_state(state.clone());
 
-    // A job in the store, received and not driven (nothing runs it in this test).
+    // A job in the store, received and not yet driven.
     let bundle = tmp.path().join("received-bundle");
     std::fs::create_dir_all(&bundle).unwrap();
     std::fs::write(bundle.join("placeholder"), b"x").unwrap();
@@ -39,19 +39,18 @@ fn status_polls_answer_while_a_step_holds_the_node_lock_and_the_store_write_lock
         depositor: chain.company.address().to_string(),
     };
     let job = request.job_id;
-    state
-        .with_node_locked(|n| n.submit(&bundle, request))
-        .expect("node lock")
-        .unwrap();
 
     // A long step: the node lock held, and inside it the store's write lock with an
-    // uncommitted transition, until the test lets go.
+    // uncommitted transition, until the test lets go. The job is submitted under the same
+    // hold of the node lock, so the server's re-drive loop (which takes that lock every
+    // REDRIVE_INTERVAL) cannot run it between submission and the held transaction.
     let (held, wait_held) = mpsc::channel();
     let (release, wait_release) = mpsc::channel::<()>();
     let step_state = state.clone();
     let step = std::thread::spawn(move || {
         step_state
-            .with_node_locked(|_node| {
+            .with_node_locked(|node| {
+                node.submit(&bundle, request).unwrap();
                 let mut conn = Connection::open(&db).unwrap();
                 let tx = conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)
