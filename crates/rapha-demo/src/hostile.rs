@@ -44,11 +44,12 @@ fn source_dir() -> PathBuf {
 
 /// The hostile trainer's rootfs: `$RAPHA_DEMO_HOSTILE_TRAINER` when it holds `/trainer`, else
 /// built from the source in this checkout with its `build.sh` (a static binary; cargo's cache
-/// makes a rebuild a no-op).
+/// makes a rebuild a no-op) into `into`, a directory of this run's own (two demo runs at once
+/// must not replace each other's binary).
 ///
 /// # Errors
 /// Neither is available, or the build fails.
-pub fn rootfs() -> Result<PathBuf> {
+pub fn rootfs(into: &Path) -> Result<PathBuf> {
     if let Some(d) = std::env::var_os("RAPHA_DEMO_HOSTILE_TRAINER").map(PathBuf::from) {
         if d.join("trainer").is_file() {
             return Ok(d);
@@ -68,7 +69,7 @@ pub fn rootfs() -> Result<PathBuf> {
             source_dir().display()
         );
     }
-    let out = std::env::temp_dir().join("rapha-demo-hostile-example");
+    let out = into.to_path_buf();
     let status = Command::new(&build)
         .arg(&out)
         .stdout(std::process::Stdio::null())

@@ -57,7 +57,8 @@ pub struct RunArgs {
     /// Entrypoint inside the trainer rootfs.
     #[arg(long, default_value = "/trainer")]
     pub entrypoint: String,
-    /// Output directory (released/, receipt.json, cohort/).
+    /// Output directory (released/, receipt.json, cohort/; hostile-example/, the hostile
+    /// trainer's rootfs, with --hostile-example).
     #[arg(long, default_value = "rapha-demo-out")]
     pub out: PathBuf,
     /// Print the summary as one JSON object on stdout (field names are stable; progress
@@ -342,10 +343,10 @@ enum Trainer {
 }
 
 /// The trainer rootfs and which trainer it is.
-fn trainer_rootfs(args: &RunArgs, steps: &mut Steps) -> Result<(PathBuf, Trainer)> {
+fn trainer_rootfs(args: &RunArgs, out: &Path, steps: &mut Steps) -> Result<(PathBuf, Trainer)> {
     let (dir, which) = if let Some(attack) = args.hostile_example {
         steps.start("building the hostile example trainer (static binary, first use only)");
-        let dir = crate::hostile::rootfs()?;
+        let dir = crate::hostile::rootfs(&out.join("hostile-example"))?;
         steps.ok(
             "hostile example",
             format!("{}/trainer: it {}", dir.display(), attack.describe()),
@@ -381,7 +382,6 @@ fn trainer_rootfs(args: &RunArgs, steps: &mut Steps) -> Result<(PathBuf, Trainer
 #[allow(clippy::too_many_lines)] // one linear story, step by step, as the user reads it
 fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<Summary> {
     steps.line("Rapha demo: dev keys, simulated attestation, local chain. NOT FOR PRODUCTION.");
-    let (rootfs, which) = trainer_rootfs(args, steps)?;
     let out = &args.out;
     if out.exists() {
         std::fs::remove_dir_all(out)
@@ -389,6 +389,7 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<Summary> {
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let out = std::fs::canonicalize(out)?;
+    let (rootfs, which) = trainer_rootfs(args, &out, steps)?;
     let cohort_dir = out.join("cohort");
     let released = out.join("released");
     std::fs::create_dir_all(&released)?;
