@@ -199,10 +199,11 @@ fn main() {
 
     // 3. guard scan rate: a 128 MiB safetensors file of pseudo-random f32 weights, scanned
     // against this cohort's identifiers and the fingerprints of every record.
-    let mut fp = rapha_enclave::fingerprint::Fingerprints::default();
+    let mut collector = rapha_enclave::fingerprint::Collector::default();
     for i in 0..n {
-        fp.add_record(i as u32, &source.pixels(i).unwrap().bytes);
+        collector.add_record(i as u32, &source.pixels(i).unwrap().bytes);
     }
+    let fp = collector.seal();
     let searcher = ids.searcher().unwrap();
     let floats = 32usize << 20;
     let mut st = 0x1234_5678_9abc_def1u64;

@@ -27,7 +27,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::error::{io, Result};
-use crate::fingerprint::Fingerprints;
+use crate::fingerprint::{Collector, Fingerprints};
 use crate::protocol::{self, ErrorCode, FrameError, Request, MAX_PAGE, MAX_PAYLOAD};
 use crate::record::RecordSource;
 use crate::split::Split;
@@ -155,11 +155,11 @@ impl Feed<'_> {
         std::thread::scope(|s| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<(u32, Shared)>>(2);
             let worker = s.spawn(move || {
-                let mut fp = Fingerprints::default();
+                let mut fp = Collector::default();
                 for (index, bytes) in rx.into_iter().flatten() {
                     fp.add_record(index, &bytes);
                 }
-                fp
+                fp.seal()
             });
             let served = Served {
                 fingerprint: &tx,

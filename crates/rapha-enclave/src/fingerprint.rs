@@ -9,7 +9,10 @@
 //! anchors, so a copied block of a few KiB is found with near certainty at memory speed.
 //!
 //! Fingerprinting a fed record is on the feed's critical path (it shares the CPU with decoding
-//! and the trainer), so [`Fingerprints::add_record`] takes anchors at even offsets of the
+//! and the trainer), so it does as little as it can there: [`Collector::add_record`] appends
+//! each new anchor to a list, and [`Collector::seal`] builds the lookup table once feeding has
+//! ended, off that path (no hash-table probe, cache miss or rehash per anchor while the
+//! trainer waits). It also takes anchors at even offsets of the
 //! record only, at twice the anchor rate, which keeps one anchor per [`RECORD_ANCHOR_EVERY`]
 //! record bytes. The scan still tests every offset, so a copied block is found at any
 //! alignment in the output. Even offsets let the record side advance two bytes per step
@@ -28,7 +31,8 @@ pub const WINDOW: usize = 64;
 pub const ANCHOR_EVERY: u64 = 128;
 /// On average one record byte in this many starts a stored anchor.
 pub const RECORD_ANCHOR_EVERY: u64 = 2 * ANCHOR_EVERY;
-/// Upper bound on stored fingerprints (memory: ~24 bytes each).
+/// Upper bound on stored fingerprints (memory: ~24 bytes each; while collecting, 16 bytes
+/// per anchor listed, duplicates included until they are compacted away).
 pub const MAX_FINGERPRINTS: usize = 8 << 20;
 /// Windows with fewer distinct byte values than this are not fingerprinted.
 const MIN_DISTINCT: usize = 12;
@@ -70,13 +74,21 @@ fn is_anchor(h: u64) -> bool {
     h >> ANCHOR_SHIFT == 0
 }
 
+/// True when `w` holds at least [`MIN_DISTINCT`] distinct byte values.
 fn distinct_enough(w: &[u8]) -> bool {
-    // A 256-bit set of the byte values seen, counted once: no branch per byte.
+    // A 256-bit set of the byte values seen, counted after each 16 bytes: a noisy window
+    // usually has enough after the first 16 or 32 (the count only grows, so stopping early
+    // gives the same answer as counting the whole window).
     let mut seen = [0u64; 4];
-    for &b in w {
-        seen[usize::from(b >> 6)] |= 1 << (b & 63);
+    for chunk in w.chunks(16) {
+        for &b in chunk {
+            seen[usize::from(b >> 6)] |= 1 << (b & 63);
+        }
+        if seen.iter().map(|s| s.count_ones() as usize).sum::<usize>() >= MIN_DISTINCT {
+            return true;
+        }
     }
-    seen.iter().map(|s| s.count_ones() as usize).sum::<usize>() >= MIN_DISTINCT
+    false
 }
 
 /// Calls `f(window_start, hash)` for every anchor of `bytes` whose full window lies inside
@@ -242,10 +254,10 @@ impl Hasher for AnchorHasher {
     }
 }
 
-/// The fingerprints of every record fed so far.
+/// The fingerprints of the fed records, sealed for lookups ([`Collector::seal`]).
 #[derive(Debug, Default, Clone)]
 pub struct Fingerprints {
-    /// anchor hash → record index it came from.
+    /// anchor hash → a record it came from.
     anchors: HashMap<u64, u32, BuildHasherDefault<AnchorHasher>>,
     saturated: bool,
 }
@@ -257,38 +269,98 @@ pub struct PixelHit {
     pub offset: usize,
 }
 
-impl Fingerprints {
+/// Collects the anchors of records as they are fed; [`Collector::seal`] turns them into
+/// [`Fingerprints`].
+#[derive(Debug, Clone)]
+pub struct Collector {
+    /// (anchor hash, record) as found, repeats included until a compaction.
+    anchors: Vec<(u64, u32)>,
+    /// Entries `anchors` may hold ([`MAX_FINGERPRINTS`]).
+    budget: usize,
+    saturated: bool,
+}
+
+impl Default for Collector {
+    fn default() -> Self {
+        Self::with_budget(MAX_FINGERPRINTS)
+    }
+}
+
+impl Collector {
+    /// A collector that keeps at most `budget` anchors.
+    pub fn with_budget(budget: usize) -> Self {
+        Self {
+            anchors: Vec::new(),
+            budget,
+            saturated: false,
+        }
+    }
+
     /// Adds the anchors of one record's fed pixel bytes.
     ///
-    /// An anchor already stored is left as it is; an anchor with the hash of the previous
-    /// anchor, or of a recently rejected uniform window, is that window again (flat or
-    /// low-noise background) and is not looked at twice.
+    /// An anchor with the hash of the previous anchor, or of a recently rejected uniform
+    /// window, is that window again (flat or low-noise background) and is not looked at twice.
     pub fn add_record(&mut self, record: u32, bytes: &[u8]) {
+        if self.saturated {
+            return;
+        }
         let anchors = &mut self.anchors;
         let saturated = &mut self.saturated;
+        let budget = self.budget;
         // Hashes of windows recently found too uniform to fingerprint, so that background
         // noise with few values is not re-examined at each of its (many equal) anchors. A
         // 56-bit hash equal to a rejected one is taken to be the same window.
         let mut rejected = [u64::MAX; 64];
         for_each_new_anchor(bytes, |off, h| {
-            if anchors.len() >= MAX_FINGERPRINTS {
-                *saturated = true;
-                return Some(());
-            }
             let slot = (h as usize) % rejected.len();
             if rejected[slot] == h {
                 return None;
             }
-            // One probe of the (large, cache-missing) table per anchor, not two.
-            if let std::collections::hash_map::Entry::Vacant(v) = anchors.entry(h) {
-                if distinct_enough(&bytes[off..off + WINDOW]) {
-                    v.insert(record);
-                } else {
-                    rejected[slot] = h;
+            if !distinct_enough(&bytes[off..off + WINDOW]) {
+                rejected[slot] = h;
+                return None;
+            }
+            if anchors.len() >= budget {
+                compact(anchors);
+                // Nearly full of distinct anchors: the budget is spent (compacting again
+                // after every few anchors would cost more than they are worth).
+                if anchors.len() >= budget - budget / 8 {
+                    *saturated = true;
+                    return Some(());
                 }
             }
+            anchors.push((h, record));
             None
         });
+    }
+
+    /// The lookup table of every anchor collected. Where records share an anchor (the same
+    /// 64 bytes), it names the lowest record index.
+    pub fn seal(mut self) -> Fingerprints {
+        compact(&mut self.anchors);
+        let mut map = HashMap::with_capacity_and_hasher(self.anchors.len(), Default::default());
+        map.extend(self.anchors);
+        Fingerprints {
+            anchors: map,
+            saturated: self.saturated,
+        }
+    }
+}
+
+/// Sorts `anchors` and keeps one entry per hash (the lowest record).
+fn compact(anchors: &mut Vec<(u64, u32)>) {
+    anchors.sort_unstable();
+    anchors.dedup_by_key(|a| a.0);
+}
+
+impl Fingerprints {
+    /// The fingerprints of `records` (index, fed bytes), collected and sealed at once.
+    pub fn of<'b>(records: impl IntoIterator<Item = (u32, &'b [u8])>) -> Self {
+        let mut c = Collector::default();
+        for (index, bytes) in records {
+            c.add_record(index, bytes);
+        }
+        c.seal()
     }
 
     /// Number of stored anchors.
@@ -468,12 +540,57 @@ mod tests {
     }
 
     #[test]
+    fn sealing_keeps_one_anchor_per_window_naming_the_lowest_record() {
+        let mut st = 5u64;
+        let a = noise(&mut st, 50_000);
+        let b = noise(&mut st, 50_000);
+        let once = Fingerprints::of([(0, &a[..])]).len();
+        assert!(once > 100, "{once} anchors");
+        // The same bytes fed as records 7 and 2, and again as 7: one anchor each.
+        let mut c = Collector::default();
+        for (i, r) in [(7, &a), (2, &a), (9, &b), (7, &a)] {
+            c.add_record(i, r);
+        }
+        let fp = c.seal();
+        assert_eq!(fp.len(), once + Fingerprints::of([(0, &b[..])]).len());
+        assert_eq!(fp.find(&a[1000..6000]).map(|h| h.record), Some(2));
+        assert_eq!(fp.find(&b[1000..6000]).map(|h| h.record), Some(9));
+        assert!(!fp.saturated());
+    }
+
+    #[test]
+    fn the_budget_bounds_the_anchors_and_repeats_do_not_spend_it() {
+        let mut st = 6u64;
+        let record = noise(&mut st, 100_000);
+        let per_record = Fingerprints::of([(0, &record[..])]).len();
+        // Repeats of one record are compacted away: far more anchors found than the budget
+        // holds, never saturated.
+        let mut c = Collector::with_budget(2 * per_record);
+        for i in 0..50 {
+            c.add_record(i, &record);
+        }
+        let fp = c.seal();
+        assert_eq!(fp.len(), per_record);
+        assert!(!fp.saturated());
+        // Distinct records past the budget: saturated, and never more than the budget kept.
+        let mut c = Collector::with_budget(3 * per_record);
+        let records: Vec<Vec<u8>> = (0..10).map(|_| noise(&mut st, 100_000)).collect();
+        for (i, r) in records.iter().enumerate() {
+            c.add_record(i as u32, r);
+        }
+        let fp = c.seal();
+        assert!(fp.saturated());
+        assert!(fp.len() <= 3 * per_record, "{} anchors kept", fp.len());
+        assert!(fp.len() >= 2 * per_record, "{} anchors kept", fp.len());
+        assert_eq!(fp.find(&records[0][1000..6000]).map(|h| h.record), Some(0));
+    }
+
+    #[test]
     fn record_bytes_copied_anywhere_are_found_and_flat_background_is_not() {
         let mut st = 99u64;
         let mut record = noise(&mut st, 20_000);
         record.extend(std::iter::repeat_n(0u8, 50_000));
-        let mut fp = Fingerprints::default();
-        fp.add_record(3, &record);
+        let fp = Fingerprints::of([(3, &record[..])]);
         // Copied from odd and even record offsets to odd and even output offsets.
         for (from, at) in [(1234, 777), (1235, 778), (1235, 777), (8000, 64)] {
             let mut output = noise(&mut st, at);

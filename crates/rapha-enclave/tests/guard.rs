@@ -458,9 +458,8 @@ fn pixel_block_is_found_at_any_offset_and_small_copies_of_flat_regions_are_not()
             st as u8
         })
         .collect();
-    let mut fp = Fingerprints::default();
-    fp.add_record(0, &pixels);
-    fp.add_record(1, &[0u8; 8192]); // flat background: never fingerprinted
+    // Record 1 is flat background: never fingerprinted.
+    let fp = Fingerprints::of([(0, &pixels[..]), (1, &[0u8; 8192][..])]);
     assert!(!fp.is_empty());
     for (offset, len) in [(0usize, 4096usize), (777, 4096), (20_000, 8192)] {
         let mut data = vec![0x55u8; 333];

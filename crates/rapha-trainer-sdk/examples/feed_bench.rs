@@ -28,6 +28,7 @@ use rapha_enclave::split::split_records;
 use rapha_enclave::RecordSource;
 use rapha_trainer_sdk::Client;
 
+/// Passes per reader (`RAPHA_FEED_BENCH_PASSES` overrides): the median is reported.
 const PASSES: usize = 5;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -203,7 +204,11 @@ fn main() {
     let mut decode_rates = Vec::new();
     let mut total_bytes = 0;
     let mut sock_no = 0;
-    for pass in 0..PASSES {
+    let passes = std::env::var("RAPHA_FEED_BENCH_PASSES")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(PASSES);
+    for pass in 0..passes {
         for (k, &reader) in readers.iter().enumerate() {
             let epochs = if reader == Reader::RustPipelinedEpochs {
                 3

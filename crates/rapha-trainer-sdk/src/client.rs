@@ -252,34 +252,45 @@ impl<S: Read + Write> Client<S> {
     }
 
     fn recv(&mut self, op: &'static str) -> Result<(Value, Vec<u8>), SdkError> {
-        let (h, payload) = read_frame(&mut self.stream)?;
+        let (h, n) = self.recv_header(op)?;
+        Ok((h, read_payload(&mut self.stream, n)?))
+    }
+
+    /// Reads one answer's header and checks `ok`, leaving its `n` payload bytes (returned)
+    /// on the stream. A refusal's payload, if it has one, is read and dropped.
+    fn recv_header(&mut self, op: &'static str) -> Result<(Value, usize), SdkError> {
+        let (h, n) = read_header(&mut self.stream)?;
         match h.get("ok").and_then(Value::as_bool) {
-            Some(true) => Ok((h, payload)),
-            Some(false) => Err(SdkError::Refused {
-                op,
-                error: h
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown")
-                    .chars()
-                    .take(64)
-                    .collect(),
-                message: h
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .chars()
-                    .take(1024)
-                    .collect(),
-            }),
+            Some(true) => Ok((h, n)),
+            Some(false) => {
+                skip_payload(&mut self.stream, n)?;
+                Err(SdkError::Refused {
+                    op,
+                    error: h
+                        .get("error")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unknown")
+                        .chars()
+                        .take(64)
+                        .collect(),
+                    message: h
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .chars()
+                        .take(1024)
+                        .collect(),
+                })
+            }
             None => Err(SdkError::BadFrame(format!(
                 "{op} response has no boolean \"ok\""
             ))),
         }
     }
 
+    /// One fetch answer; its pixel payload is read straight into the typed array.
     fn recv_fetch(&mut self, index: u32) -> Result<Record, SdkError> {
-        let (h, payload) = self.recv("fetch")?;
+        let (h, n) = self.recv_header("fetch")?;
         if h.get("index").and_then(Value::as_u64) != Some(u64::from(index)) {
             return Err(SdkError::BadFrame(format!(
                 "fetch response is not for record {index}"
@@ -290,10 +301,12 @@ impl<S: Read + Write> Client<S> {
         let expected = shape
             .iter()
             .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d));
-        if expected != Some(payload.len()) {
+        if expected != Some(n) {
+            // Read whole, so the connection stays in step.
+            skip_payload(&mut self.stream, n)?;
             return Err(SdkError::PayloadMismatch {
                 index,
-                got: payload.len(),
+                got: n,
                 dtype: dtype.to_string(),
                 shape: shape.to_vec(),
             });
@@ -301,7 +314,7 @@ impl<S: Read + Write> Client<S> {
         Ok(Record {
             index,
             shape,
-            pixels: Pixels::from_le_vec(dtype, payload)?,
+            pixels: Pixels::read_le(dtype, &mut self.stream, n)?,
         })
     }
 
@@ -450,6 +463,16 @@ fn push_frame(out: &mut Vec<u8>, req: &Value) -> Result<(), SdkError> {
 /// [`SdkError::Closed`], [`SdkError::HeaderTooLarge`], [`SdkError::PayloadTooLarge`],
 /// [`SdkError::BadFrame`].
 pub(crate) fn read_frame(r: &mut impl Read) -> Result<(Value, Vec<u8>), SdkError> {
+    let (h, n) = read_header(r)?;
+    Ok((h, read_payload(r, n)?))
+}
+
+/// Reads one frame's header; returns it and its payload size, checked against the protocol's
+/// limit (the payload is still on the stream).
+///
+/// # Errors
+/// As [`read_frame`].
+pub(crate) fn read_header(r: &mut impl Read) -> Result<(Value, usize), SdkError> {
     let mut len = [0u8; 4];
     if let Err(e) = r.read_exact(&mut len) {
         return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -478,17 +501,33 @@ pub(crate) fn read_frame(r: &mut impl Read) -> Result<(Value, Vec<u8>), SdkError
     if n > MAX_PAYLOAD as u64 {
         return Err(SdkError::PayloadTooLarge(n as usize, MAX_PAYLOAD));
     }
-    let n = n as usize;
+    Ok((h, n as usize))
+}
+
+/// Reads `n` payload bytes (`n` within the protocol's limit).
+///
+/// # Errors
+/// [`SdkError::Closed`] if the stream ends first, an I/O error.
+pub(crate) fn read_payload(r: &mut impl Read, n: usize) -> Result<Vec<u8>, SdkError> {
     let mut payload = Vec::with_capacity(n);
     // Reads straight into the allocation (no zeroing pass over up to 512 MiB first).
     r.take(n as u64).read_to_end(&mut payload)?;
     if payload.len() != n {
         return Err(SdkError::Closed);
     }
-    Ok((h, payload))
+    Ok(payload)
 }
 
-fn eof_is_closed(e: std::io::Error) -> SdkError {
+/// Reads and drops `n` payload bytes.
+fn skip_payload(r: &mut impl Read, n: usize) -> Result<(), SdkError> {
+    let skipped = std::io::copy(&mut r.take(n as u64), &mut std::io::sink())?;
+    if skipped != n as u64 {
+        return Err(SdkError::Closed);
+    }
+    Ok(())
+}
+
+pub(crate) fn eof_is_closed(e: std::io::Error) -> SdkError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
         SdkError::Closed
     } else {

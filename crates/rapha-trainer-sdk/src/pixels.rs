@@ -1,5 +1,7 @@
 use std::fmt;
+use std::io::Read;
 
+use crate::client::{eof_is_closed, read_payload};
 use crate::SdkError;
 
 /// Pixel data type on the wire; all multi-byte values little-endian.
@@ -120,6 +122,43 @@ impl Pixels {
             Dtype::U8 => Ok(Self::U8(bytes)),
             _ => Self::from_le_bytes(dtype, &bytes),
         }
+    }
+
+    /// Reads `n` little-endian payload bytes of `dtype` from `r` straight into a typed array:
+    /// on a little-endian machine the bytes land in their final place, with no second pass
+    /// and no second allocation (`n` is checked against the protocol's limit by the caller).
+    ///
+    /// # Errors
+    /// [`SdkError::BadFrame`] if `n` is not a whole number of values, [`SdkError::Closed`] if
+    /// the stream ends first, an I/O error.
+    pub fn read_le(dtype: Dtype, r: &mut impl Read, n: usize) -> Result<Self, SdkError> {
+        if n % dtype.size() != 0 {
+            return Err(SdkError::BadFrame(format!(
+                "{n} payload bytes is not a whole number of {dtype} values"
+            )));
+        }
+        if cfg!(target_endian = "big") || dtype == Dtype::U8 {
+            return Self::from_le_vec(dtype, read_payload(r, n)?);
+        }
+        let values = n / dtype.size();
+        let mut p = match dtype {
+            Dtype::U8 => Self::U8(vec![0; values]),
+            Dtype::U16 => Self::U16(vec![0; values]),
+            Dtype::I16 => Self::I16(vec![0; values]),
+            Dtype::U32 => Self::U32(vec![0; values]),
+            Dtype::I32 => Self::I32(vec![0; values]),
+            Dtype::F32 => Self::F32(vec![0.0; values]),
+        };
+        let bytes: &mut [u8] = match &mut p {
+            Self::U8(v) => v,
+            Self::U16(v) => bytemuck::cast_slice_mut(v),
+            Self::I16(v) => bytemuck::cast_slice_mut(v),
+            Self::U32(v) => bytemuck::cast_slice_mut(v),
+            Self::I32(v) => bytemuck::cast_slice_mut(v),
+            Self::F32(v) => bytemuck::cast_slice_mut(v),
+        };
+        r.read_exact(bytes).map_err(eof_is_closed)?;
+        Ok(p)
     }
 
     /// Number of values.

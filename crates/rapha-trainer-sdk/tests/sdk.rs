@@ -151,11 +151,26 @@ fn oversized_payload_is_refused_before_allocation() {
 }
 
 #[test]
-fn payload_that_does_not_match_shape_is_refused() {
-    let (sock, _peer) = scripted(vec![frame(
-        &json!({"ok": true, "index": 3, "dtype": "u16", "shape": [1, 2, 2, 1], "payload": 6}),
-        &[0; 6],
-    )]);
+fn payload_that_does_not_match_shape_is_refused_and_the_connection_stays_in_step() {
+    let px: Vec<u8> = [7u16, 8, 9, 10]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let (sock, _peer) = scripted(vec![
+        frame(
+            &json!({"ok": true, "index": 3, "dtype": "u16", "shape": [1, 2, 2, 1], "payload": 6}),
+            &[0xEE; 6],
+        ),
+        // A refusal that carries a payload anyway: read whole and dropped.
+        frame(
+            &json!({"ok": false, "error": "unavailable", "message": "gone", "payload": 5}),
+            &[0xEE; 5],
+        ),
+        frame(
+            &json!({"ok": true, "index": 4, "dtype": "u16", "shape": [1, 2, 2, 1], "payload": 8}),
+            &px,
+        ),
+    ]);
     let mut c = Client::over(sock, "t").unwrap();
     assert!(matches!(
         c.fetch(3).unwrap_err(),
@@ -164,6 +179,38 @@ fn payload_that_does_not_match_shape_is_refused() {
             got: 6,
             ..
         }
+    ));
+    assert!(matches!(
+        c.fetch(5).unwrap_err(),
+        SdkError::Refused { error, .. } if error == "unavailable"
+    ));
+    let r = c.fetch(4).unwrap();
+    assert_eq!(r.pixels, Pixels::U16(vec![7, 8, 9, 10]));
+}
+
+/// Each value's little-endian bytes, so NaN payloads compare too.
+fn le_bytes(p: &Pixels) -> Vec<u8> {
+    match p {
+        Pixels::U8(v) => v.clone(),
+        Pixels::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Pixels::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Pixels::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Pixels::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Pixels::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+#[test]
+fn pixels_read_from_a_stream_end_early_or_misaligned_are_errors() {
+    use rapha_trainer_sdk::Dtype;
+    let bytes = [1u8; 10];
+    assert!(matches!(
+        Pixels::read_le(Dtype::U16, &mut &bytes[..], 12),
+        Err(SdkError::Closed)
+    ));
+    assert!(matches!(
+        Pixels::read_le(Dtype::F32, &mut &bytes[..], 10),
+        Err(SdkError::BadFrame(m)) if m.contains("whole number")
     ));
 }
 
@@ -312,6 +359,23 @@ fn safetensors_round_trip_and_metrics_schema() {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
+
+    /// Pixels read straight from the stream into their typed array are the values decoded
+    /// from the same bytes one by one, for every dtype, and leave the rest of the stream.
+    #[test]
+    fn pixels_read_from_a_stream_are_the_values_of_its_bytes(
+        dtype in prop_oneof![Just("u8"), Just("u16"), Just("i16"), Just("u32"), Just("i32"), Just("f32")],
+        bytes in proptest::collection::vec(any::<u8>(), 0..512),
+    ) {
+        let dtype = rapha_trainer_sdk::Dtype::parse(dtype).unwrap();
+        let n = bytes.len() / dtype.size() * dtype.size();
+        let mut stream = &bytes[..];
+        let read = Pixels::read_le(dtype, &mut stream, n).unwrap();
+        let decoded = Pixels::from_le_bytes(dtype, &bytes[..n]).unwrap();
+        prop_assert_eq!(le_bytes(&read), le_bytes(&decoded));
+        prop_assert_eq!(le_bytes(&read), &bytes[..n]);
+        prop_assert_eq!(stream, &bytes[n..]);
+    }
 
     /// Whatever a hostile or broken node sends, the SDK returns an error or a value, never
     /// panics or allocates past the limits.
