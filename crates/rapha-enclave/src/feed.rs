@@ -208,8 +208,22 @@ impl Feed<'_> {
         std::thread::scope(|s| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Answer>(protocol::MAX_IN_FLIGHT);
             let fingerprint = served.fingerprint;
-            let writer = s.spawn(move || write_answers(stream, &rx, fingerprint));
-            let read = self.serve_requests(requests, &tx, served.cache);
+            let writer = s.spawn(move || {
+                let mut w = AnswerWriter::new(stream, fingerprint);
+                for a in rx {
+                    // After a write error the rest is drained and only fingerprinted; the
+                    // error is kept for `finish`.
+                    let _ = w.write(a);
+                }
+                w.finish()
+            });
+            // The writer drains the channel until it closes, so a send does not fail; if it
+            // ever did, the connection is over.
+            let read = self.serve_requests(
+                requests,
+                |a| tx.send(a).map_err(|_| FrameError::Closed),
+                served.cache,
+            );
             // Closing the channel lets the writer finish what is queued and stop.
             drop(tx);
             let written = match writer.join() {
@@ -224,12 +238,9 @@ impl Feed<'_> {
     fn serve_requests(
         &self,
         mut requests: RequestReader,
-        out: &SyncSender<Answer>,
+        mut send: impl FnMut(Answer) -> Result<(), FrameError>,
         cache: &PixelCache,
     ) -> Result<(), FrameError> {
-        // The writer drains the channel until it closes, so a send does not fail; if it ever
-        // did, the connection is over.
-        let send = |a: Answer| out.send(a).map_err(|_| FrameError::Closed);
         let mut greeted = false;
         loop {
             let header = requests.next_header()?;
@@ -244,7 +255,7 @@ impl Feed<'_> {
                         protocol::MAX_IN_FLIGHT
                     ),
                 );
-                send(Answer::last(h))?;
+                send(Answer::plain(h))?;
                 return Err(FrameError::TooManyInFlight(protocol::MAX_IN_FLIGHT));
             }
             let req = match protocol::parse_request(&header) {
@@ -260,7 +271,7 @@ impl Feed<'_> {
             if self.lock().done {
                 let h =
                     protocol::error_header(ErrorCode::Finished, "the trainer already sent done");
-                send(Answer::last(h))?;
+                send(Answer::plain(h))?;
                 return Ok(());
             }
             if !greeted && !matches!(req, Request::Hello { .. }) {
@@ -270,14 +281,12 @@ impl Feed<'_> {
                 continue;
             }
             let (header, payload, first_feed) = self.answer(&req, &mut greeted, cache);
-            let last = matches!(req, Request::Done);
             send(Answer {
                 header,
                 payload,
                 first_feed,
-                last,
             })?;
-            if last {
+            if matches!(req, Request::Done) {
                 return Ok(());
             }
         }
@@ -519,8 +528,6 @@ struct Answer {
     payload: Option<Shared>,
     /// The record's index when this is its first feed (it goes to fingerprinting).
     first_feed: Option<u32>,
-    /// Nothing follows on this connection.
-    last: bool,
 }
 
 impl Answer {
@@ -529,57 +536,62 @@ impl Answer {
             header,
             payload: None,
             first_feed: None,
-            last: false,
-        }
-    }
-
-    fn last(header: Vec<u8>) -> Self {
-        Self {
-            last: true,
-            ..Self::plain(header)
         }
     }
 }
 
-/// Writes answers in order until the channel closes or a last answer is written (after a
-/// write error it shuts the socket, so the reader stops, and only drains); records fed
-/// for the first time go to the fingerprinting worker in batches of [`FINGERPRINT_BATCH`],
-/// and the rest when the connection ends, so every fed record is fingerprinted before the
-/// feed returns.
-fn write_answers(
-    mut writer: UnixStream,
-    answers: &std::sync::mpsc::Receiver<Answer>,
-    fingerprint: &SyncSender<Vec<(u32, Shared)>>,
-) -> Result<(), FrameError> {
-    let mut batch = Vec::with_capacity(FINGERPRINT_BATCH);
-    let mut result = Ok(());
-    for a in answers {
-        // After a write error nothing more is written, but every answered record is still
-        // fingerprinted: a frame cut off mid-payload may have reached the trainer in part.
-        if result.is_ok() {
+/// Writes answers in order; records fed for the first time go to the fingerprinting worker in
+/// batches of [`FINGERPRINT_BATCH`], and the rest at [`AnswerWriter::finish`], so every fed
+/// record is fingerprinted before the feed returns.
+struct AnswerWriter<'f> {
+    stream: UnixStream,
+    fingerprint: &'f SyncSender<Vec<(u32, Shared)>>,
+    batch: Vec<(u32, Shared)>,
+    result: Result<(), FrameError>,
+}
+
+impl<'f> AnswerWriter<'f> {
+    fn new(stream: UnixStream, fingerprint: &'f SyncSender<Vec<(u32, Shared)>>) -> Self {
+        Self {
+            stream,
+            fingerprint,
+            batch: Vec::with_capacity(FINGERPRINT_BATCH),
+            result: Ok(()),
+        }
+    }
+
+    /// Writes one answer. After a write error nothing more is written (the socket is shut,
+    /// so the reading side stops too), but every answered record is still fingerprinted: a
+    /// frame cut off mid-payload may have reached the trainer in part.
+    fn write(&mut self, a: Answer) -> Result<(), FrameError> {
+        if self.result.is_ok() {
             let bytes: &[u8] = a.payload.as_deref().map_or(&[], Vec::as_slice);
-            result = protocol::write_frame(&mut writer, &a.header, bytes);
-            if result.is_err() {
-                // The reading side then sees the connection end at its next read.
-                let _ = writer.shutdown(std::net::Shutdown::Both);
+            self.result = protocol::write_frame(&mut self.stream, &a.header, bytes);
+            if self.result.is_err() {
+                let _ = self.stream.shutdown(std::net::Shutdown::Both);
             }
         }
         if let (Some(index), Some(bytes)) = (a.first_feed, a.payload) {
-            batch.push((index, bytes));
-            if batch.len() >= FINGERPRINT_BATCH {
+            self.batch.push((index, bytes));
+            if self.batch.len() >= FINGERPRINT_BATCH {
                 // Fails only if the worker is gone, which `serve` turns into a panic anyway.
-                let _ = fingerprint.send(std::mem::take(&mut batch));
+                let _ = self.fingerprint.send(std::mem::take(&mut self.batch));
             }
         }
-        if a.last && result.is_ok() {
-            break;
+        if self.result.is_err() {
+            return Err(FrameError::Closed);
         }
+        Ok(())
     }
-    if !batch.is_empty() {
-        // Fails only if the worker is gone, which `serve` turns into a panic anyway.
-        let _ = fingerprint.send(batch);
+
+    /// Hands the last records to fingerprinting; the first write error, if any.
+    fn finish(self) -> Result<(), FrameError> {
+        if !self.batch.is_empty() {
+            // Fails only if the worker is gone, which `serve` turns into a panic anyway.
+            let _ = self.fingerprint.send(self.batch);
+        }
+        self.result
     }
-    result
 }
 
 /// Bytes of requests the node reads ahead of the one it is answering.
@@ -677,5 +689,38 @@ impl RequestReader {
             }
         }
         Ok(protocol::complete_requests(self.pending()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
+    use std::io::Read;
+
+    use super::*;
+
+    #[test]
+    fn records_answered_after_the_trainer_hung_up_mid_payload_are_still_fingerprinted() {
+        let (node, mut trainer) = UnixStream::pair().unwrap();
+        // Reads the start of the first frame, then hangs up while the node is still writing
+        // its payload (far larger than any socket buffer).
+        let peer = std::thread::spawn(move || {
+            let mut start = vec![0u8; 64 << 10];
+            trainer.read_exact(&mut start).unwrap();
+        });
+        let (tx, rx) = std::sync::mpsc::sync_channel(4);
+        let mut w = AnswerWriter::new(node, &tx);
+        let answer = |index: u32| Answer {
+            header: br#"{"ok":true}"#.to_vec(),
+            payload: Some(Arc::new(vec![index as u8; 16 << 20])),
+            first_feed: Some(index),
+        };
+        assert!(w.write(answer(3)).is_err(), "the frame was cut off");
+        peer.join().unwrap();
+        assert!(w.write(answer(4)).is_err(), "nothing is written after an error");
+        assert!(w.finish().is_err());
+        drop(tx);
+        let fingerprinted: Vec<u32> = rx.iter().flatten().map(|(index, _)| index).collect();
+        assert_eq!(fingerprinted, [3, 4]);
     }
 }
