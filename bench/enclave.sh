@@ -8,12 +8,12 @@
 #     (crates/rapha-enclave/examples/enclave_bench.rs).
 # The machine's load average is printed before and after: ratios from a loaded machine
 # understate the feed (it uses two cores, the in-process decode one).
-# Usage: bench/enclave.sh [STUDIES]
+# Usage: bench/enclave.sh [STUDIES=200]  (RAPHA_FEED_BENCH_PASSES=N: passes per feed reader, default 15)
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 cargo build --release -q -p rapha-trainer-sdk --example feed_bench
 cargo build --release -q -p rapha-enclave --example enclave_bench
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-"$CARGO_TARGET_DIR/release/examples/feed_bench" "${1:-40}"
-"$CARGO_TARGET_DIR/release/examples/enclave_bench" "${1:-40}"
+"$CARGO_TARGET_DIR/release/examples/feed_bench" "${1:-200}"
+"$CARGO_TARGET_DIR/release/examples/enclave_bench" "${1:-200}"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

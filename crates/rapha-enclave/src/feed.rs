@@ -198,34 +198,60 @@ impl Feed<'_> {
         }
     }
 
-    /// Serves one connection with two threads: this one reads requests and answers them in
-    /// order (a fetch decodes its record here), a writer thread writes the answers. With a
-    /// pipelining trainer the next record decodes while the previous one is on the socket.
-    /// The channel between them holds at most the protocol's in-flight limit of answers.
+    /// Serves one connection: this thread reads requests and queues their answers in order,
+    /// [`decoders`] threads fetch and decode records side by side, and a writer thread writes
+    /// the answers in request order as each is ready. With a pipelining trainer the next
+    /// records decode while one is on the socket (and, from a PACS, their fetches overlap).
+    /// Both queues hold at most the protocol's in-flight limit.
     fn serve_connection(&self, stream: UnixStream, served: &Served<'_>) -> Result<(), FrameError> {
         stream.set_nonblocking(false)?;
         let requests = RequestReader::new(stream.try_clone()?);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Slot>(protocol::MAX_IN_FLIGHT);
+        let (jobs, job_queue) = std::sync::mpsc::sync_channel::<DecodeJob>(protocol::MAX_IN_FLIGHT);
+        let job_queue = Mutex::new(job_queue);
         std::thread::scope(|s| {
-            let (tx, rx) = std::sync::mpsc::sync_channel::<Answer>(protocol::MAX_IN_FLIGHT);
+            for _ in 0..decoders() {
+                let job_queue = &job_queue;
+                s.spawn(move || loop {
+                    let job = job_queue
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .recv();
+                    let Ok((index, reply)) = job else {
+                        break; // the connection is over
+                    };
+                    let (header, payload, first_feed) = self.fetch(index, served.cache);
+                    // The writer waits for every queued answer, so this does not fail.
+                    let _ = reply.send(Answer {
+                        header,
+                        payload,
+                        first_feed,
+                    });
+                });
+            }
             let fingerprint = served.fingerprint;
             let writer = s.spawn(move || {
                 let mut w = AnswerWriter::new(stream, fingerprint);
-                for a in rx {
+                for slot in rx {
+                    let answer = match slot {
+                        Slot::Ready(a) => a,
+                        Slot::Decoding(r) => match r.recv() {
+                            Ok(a) => a,
+                            // Its decoder panicked: the scope re-raises that panic when the
+                            // connection ends, and the feed fails closed.
+                            Err(_) => continue,
+                        },
+                    };
                     // After a write error the rest is drained and only fingerprinted; the
                     // error is kept for `finish`.
-                    let _ = w.write(a);
+                    let _ = w.write(answer);
                 }
                 w.finish()
             });
-            // The writer drains the channel until it closes, so a send does not fail; if it
-            // ever did, the connection is over.
-            let read = self.serve_requests(
-                requests,
-                |a| tx.send(a).map_err(|_| FrameError::Closed),
-                served.cache,
-            );
-            // Closing the channel lets the writer finish what is queued and stop.
-            drop(tx);
+            let queues = Queues { answers: tx, jobs };
+            let read = self.serve_requests(requests, &queues, served.cache);
+            // Closing the queues stops the decoders and lets the writer finish what is queued.
+            drop(queues);
             let written = match writer.join() {
                 Ok(r) => r,
                 Err(p) => std::panic::resume_unwind(p),
@@ -238,16 +264,18 @@ impl Feed<'_> {
     fn serve_requests(
         &self,
         mut requests: RequestReader,
-        mut send: impl FnMut(Answer) -> Result<(), FrameError>,
+        queues: &Queues,
         cache: &PixelCache,
     ) -> Result<(), FrameError> {
+        let send = |a: Answer| queues.answer(a);
         let mut greeted = false;
         loop {
             let header = requests.next_header()?;
             // Requests already received behind this one: more than the protocol allows in
             // flight is refused, so a flooding trainer learns why it was cut off and the node
             // never holds more than its read-ahead buffer of one connection's requests.
-            if 1 + requests.queued()? > protocol::MAX_IN_FLIGHT {
+            let queued = requests.queued()?;
+            if 1 + queued > protocol::MAX_IN_FLIGHT {
                 let h = protocol::error_header(
                     ErrorCode::Protocol,
                     &format!(
@@ -278,6 +306,13 @@ impl Feed<'_> {
                 let h =
                     protocol::error_header(ErrorCode::Protocol, "the first request must be hello");
                 send(Answer::plain(h))?;
+                continue;
+            }
+            // A fetch with more requests behind it goes to the decoders, so records decode side
+            // by side; a lone fetch (a trainer asking one record at a time) is decoded right
+            // here, without the hand-off to another thread and back.
+            if let (Request::Fetch { index }, 1..) = (&req, queued) {
+                queues.decode(*index)?;
                 continue;
             }
             let (header, payload, first_feed) = self.answer(&req, &mut greeted, cache);
@@ -356,6 +391,7 @@ impl Feed<'_> {
                     .collect();
                 ok(json!({"ok": true, "total": records.len(), "records": page}))
             }
+            // Pipelined fetches go to the decoder threads instead ([`Queues::decode`]).
             Request::Fetch { index } => self.fetch(*index, cache),
             Request::Progress {
                 epoch,
@@ -519,6 +555,50 @@ impl Feed<'_> {
             pixels.len()
         );
         (header.into_bytes(), Some(pixels), first_feed)
+    }
+}
+
+/// Threads per connection that fetch and decode records: the machine's cores, at least two
+/// and at most eight.
+pub fn decoders() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, std::num::NonZeroUsize::get)
+        .clamp(2, 8)
+}
+
+/// A record to decode, and where its answer goes.
+type DecodeJob = (usize, SyncSender<Answer>);
+
+/// An answer in the writer's queue: ready, or being decoded.
+enum Slot {
+    Ready(Answer),
+    Decoding(std::sync::mpsc::Receiver<Answer>),
+}
+
+/// The reading thread's side of one connection's queues.
+struct Queues {
+    answers: SyncSender<Slot>,
+    jobs: SyncSender<DecodeJob>,
+}
+
+impl Queues {
+    /// Queues a ready answer. The writer drains its queue until it closes, so this does not
+    /// fail; if it ever did, the connection is over.
+    fn answer(&self, a: Answer) -> Result<(), FrameError> {
+        self.answers
+            .send(Slot::Ready(a))
+            .map_err(|_| FrameError::Closed)
+    }
+
+    /// Queues the answer to a fetch of `index` in its place, and the record for decoding.
+    fn decode(&self, index: usize) -> Result<(), FrameError> {
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.jobs
+            .send((index, reply))
+            .map_err(|_| FrameError::Closed)?;
+        self.answers
+            .send(Slot::Decoding(answer))
+            .map_err(|_| FrameError::Closed)
     }
 }
 
@@ -717,7 +797,10 @@ mod tests {
         };
         assert!(w.write(answer(3)).is_err(), "the frame was cut off");
         peer.join().unwrap();
-        assert!(w.write(answer(4)).is_err(), "nothing is written after an error");
+        assert!(
+            w.write(answer(4)).is_err(),
+            "nothing is written after an error"
+        );
         assert!(w.finish().is_err());
         drop(tx);
         let fingerprinted: Vec<u32> = rx.iter().flatten().map(|(index, _)| index).collect();

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use rapha_core::JobId;
@@ -26,15 +26,22 @@ impl Client {
 
 /// Runs `f` against a feed serving a 20-patient cohort; returns the feed's final state.
 fn with_feed(f: impl FnOnce(&dyn Fn() -> Client, &[Split])) -> FeedState {
-    let cohort = cohort(20, 9);
-    let splits = split_records(cohort.source.records(), 30);
+    with_source(&cohort(20, 9).source, f)
+}
+
+/// Runs `f` against a feed serving `source`; returns the feed's final state.
+fn with_source(
+    source: &dyn RecordSource,
+    f: impl FnOnce(&dyn Fn() -> Client, &[Split]),
+) -> FeedState {
+    let splits = split_records(source.records(), 30);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("data.sock");
     let listener = feed::bind(&path).unwrap();
     let feed = Feed {
         job: JobId::from_bytes([1; 16]),
         confinement: "none-development",
-        source: &cohort.source,
+        source,
         splits: &splits,
         state: Mutex::new(FeedState::default()),
         stop: AtomicBool::new(false),
@@ -361,21 +368,8 @@ fn records_fetched_again_are_kept_decoded_and_served_identically() {
         inner: &cohort.source,
         decodes: Mutex::new(BTreeMap::new()),
     };
-    let splits = split_records(source.records(), 30);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data.sock");
-    let listener = feed::bind(&path).unwrap();
-    let feed = Feed {
-        job: JobId::from_bytes([1; 16]),
-        confinement: "none-development",
-        source: &source,
-        splits: &splits,
-        state: Mutex::new(FeedState::default()),
-        stop: AtomicBool::new(false),
-    };
-    std::thread::scope(|s| {
-        s.spawn(|| feed.serve(&listener));
-        let mut c = Client(UnixStream::connect(&path).unwrap());
+    let state = with_source(&source, |connect, _| {
+        let mut c = connect();
         hello(&mut c);
         // Four epochs of record 3, one fetch of record 5.
         for i in [3usize, 5, 3, 3, 3] {
@@ -384,7 +378,6 @@ fn records_fetched_again_are_kept_decoded_and_served_identically() {
             assert_eq!(px, cohort.source.pixels(i).unwrap().bytes);
         }
         c.call(json!({"op": "done"}));
-        feed.stop.store(true, Ordering::Relaxed);
     });
     // Decoded on the first and second fetch (kept then), never again; once-fetched records
     // are not kept.
@@ -392,7 +385,72 @@ fn records_fetched_again_are_kept_decoded_and_served_identically() {
         *source.decodes.lock().unwrap(),
         BTreeMap::from([(3, 2), (5, 1)])
     );
-    let state = feed.state.into_inner().unwrap();
     assert_eq!(state.records_fed, 5);
     assert_eq!(state.fed, BTreeSet::from([3, 5]));
+}
+
+/// A record source whose decodes take time (the first records longest, so later ones finish
+/// first when they run side by side), counting how many run at once.
+struct Slow<'a> {
+    inner: &'a dyn RecordSource,
+    running: AtomicUsize,
+    most: AtomicUsize,
+}
+
+impl RecordSource for Slow<'_> {
+    fn records(&self) -> &[rapha_enclave::FeedRecord] {
+        self.inner.records()
+    }
+    fn pixels(&self, index: usize) -> rapha_enclave::Result<rapha_enclave::Pixels> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(30 - index as u64 % 20));
+        let p = self.inner.pixels(index);
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        p
+    }
+}
+
+#[test]
+fn pipelined_fetches_decode_side_by_side_and_are_answered_in_request_order() {
+    let cohort = cohort(20, 9);
+    let slow = |inner| Slow {
+        inner,
+        running: AtomicUsize::new(0),
+        most: AtomicUsize::new(0),
+    };
+    let order: Vec<usize> = (0..MAX_IN_FLIGHT).collect();
+    let source = slow(&cohort.source);
+    let state = with_source(&source, |connect, _| {
+        let mut c = connect();
+        hello(&mut c);
+        let burst: Vec<u8> = order.iter().flat_map(|&i| fetch_frame(i)).collect();
+        c.0.write_all(&burst).unwrap();
+        for &i in &order {
+            let (h, px) = read_frame(&mut c.0).unwrap();
+            assert_eq!(h["index"], i, "answers come in request order");
+            assert_eq!(px, cohort.source.pixels(i).unwrap().bytes);
+        }
+        assert_eq!(c.call(json!({"op": "done"})).0["ok"], true);
+    });
+    assert!(
+        source.most.load(Ordering::SeqCst) >= 2,
+        "pipelined records decoded one at a time"
+    );
+    assert_eq!(state.records_fed, MAX_IN_FLIGHT as u64);
+    assert_eq!(state.fed.len(), MAX_IN_FLIGHT);
+    assert!(!state.fingerprints.is_empty());
+
+    // One request at a time: each is decoded where it is read, one at a time.
+    let source = slow(&cohort.source);
+    with_source(&source, |connect, _| {
+        let mut c = connect();
+        hello(&mut c);
+        for i in [5usize, 1, 7] {
+            let (h, px) = c.call(json!({"op": "fetch", "index": i}));
+            assert_eq!(h["index"], i);
+            assert_eq!(px, cohort.source.pixels(i).unwrap().bytes);
+        }
+    });
+    assert_eq!(source.most.load(Ordering::SeqCst), 1);
 }

@@ -28,8 +28,10 @@ use rapha_enclave::split::split_records;
 use rapha_enclave::RecordSource;
 use rapha_trainer_sdk::Client;
 
-/// Passes per reader (`RAPHA_FEED_BENCH_PASSES` overrides): the median is reported.
-const PASSES: usize = 5;
+/// Passes per reader (`RAPHA_FEED_BENCH_PASSES` overrides): the median is reported. A pass
+/// of 200 studies takes tens of milliseconds, so single passes swing with whatever else the
+/// machine does; fifteen give a stable median.
+const PASSES: usize = 15;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Reader {
