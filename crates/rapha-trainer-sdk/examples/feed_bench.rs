@@ -210,8 +210,11 @@ fn main() {
         .ok()
         .and_then(|p| p.parse().ok())
         .unwrap_or(PASSES);
-    for pass in 0..passes {
-        for (k, &reader) in readers.iter().enumerate() {
+    // Each reader's passes run together, after one warm-up pass that is not counted, so a
+    // reader is measured in its steady state and not in the wake of another (a Python
+    // process's exit, a cache full of another reader's buffers).
+    for (k, &reader) in readers.iter().enumerate() {
+        for pass in 0..=passes {
             let epochs = if reader == Reader::RustPipelinedEpochs {
                 3
             } else {
@@ -246,6 +249,9 @@ fn main() {
                         }
                     },
                 );
+            if pass == 0 {
+                continue; // warm-up
+            }
             if let Some((rate, reader_cpu)) = rate {
                 ratios[k].push(rate / decode);
                 work[k].push(decode_cpu / (cpu_seconds() - cpu + reader_cpu));
