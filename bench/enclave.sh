@@ -8,7 +8,9 @@
 #     (crates/rapha-enclave/examples/enclave_bench.rs).
 # The machine's load average is printed before and after: ratios from a loaded machine
 # understate the feed (it uses two cores, the in-process decode one).
-# Usage: bench/enclave.sh [STUDIES=200]  (RAPHA_FEED_BENCH_PASSES=N: passes per feed reader, default 15)
+# Usage: bench/enclave.sh [STUDIES=200]
+#   RAPHA_FEED_BENCH_PASSES=N  passes per feed reader (default 15)
+#   RAPHA_FEED_BENCH_PACS=1    the SDK feed bench fetches records from Orthanc over WADO-RS
 set -euo pipefail
 source "$(dirname "$0")/../scripts/lib.sh"
 cargo build --release -q -p rapha-trainer-sdk --example feed_bench

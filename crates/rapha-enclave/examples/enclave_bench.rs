@@ -77,6 +77,7 @@ fn main() {
             splits: &splits,
             state: Mutex::new(FeedState::default()),
             stop: AtomicBool::new(false),
+            decoders: rapha_enclave::feed::decoders(),
         };
         let rate = std::thread::scope(|s| {
             s.spawn(|| f.serve(&listener));

@@ -110,6 +110,9 @@ pub struct Feed<'a> {
     pub splits: &'a [Split],
     pub state: Mutex<FeedState>,
     pub stop: AtomicBool,
+    /// Threads per connection that fetch and decode pipelined records ([`decoders`] is the
+    /// default; 1 decodes them one after another).
+    pub decoders: usize,
 }
 
 impl std::fmt::Debug for Feed<'_> {
@@ -210,7 +213,7 @@ impl Feed<'_> {
         let (jobs, job_queue) = std::sync::mpsc::sync_channel::<DecodeJob>(protocol::MAX_IN_FLIGHT);
         let job_queue = Mutex::new(job_queue);
         std::thread::scope(|s| {
-            for _ in 0..decoders() {
+            for _ in 0..self.decoders.max(1) {
                 let job_queue = &job_queue;
                 s.spawn(move || loop {
                     let job = job_queue
@@ -558,8 +561,8 @@ impl Feed<'_> {
     }
 }
 
-/// Threads per connection that fetch and decode records: the machine's cores, at least two
-/// and at most eight.
+/// The default number of threads per connection that fetch and decode records: the
+/// machine's cores, at least two and at most eight.
 pub fn decoders() -> usize {
     std::thread::available_parallelism()
         .map_or(2, std::num::NonZeroUsize::get)

@@ -321,6 +321,7 @@ impl EnclaveSession {
             splits: &splits,
             state: Mutex::new(FeedState::default()),
             stop: AtomicBool::new(false),
+            decoders: crate::feed::decoders(),
         };
         let container_id = format!("rapha-{}", self.job.job_id);
         let wall = self

@@ -45,6 +45,7 @@ fn with_source(
         splits: &splits,
         state: Mutex::new(FeedState::default()),
         stop: AtomicBool::new(false),
+        decoders: feed::decoders(),
     };
     std::thread::scope(|s| {
         s.spawn(|| feed.serve(&listener));

@@ -6,8 +6,10 @@
 //! the cohort once in a shuffled order; the in-process pass decodes in the same order.
 //!
 //! Readers: the Rust SDK's `Client::records` (pipelined, `PREFETCH_DEPTH` requests in
-//! flight), `Client::fetch` one record at a time (lock-step), and the Python SDK's
-//! `Client.records` / `Client.fetch` when `RAPHA_PYTHON` is set. The first-epoch ratios are
+//! flight; also with the feed held to one decoder thread), `Client::fetch` one record at a
+//! time (lock-step), and the Python SDK's `Client.records` / `Client.fetch` when
+//! `RAPHA_PYTHON` is set. With `RAPHA_FEED_BENCH_PACS=1` the records come from Orthanc over
+//! WADO-RS (started here, needs the Debian packages) instead of files, on both sides. The first-epoch ratios are
 //! the target's measure (every record decoded and fingerprinted on the feed's path); a
 //! three-epoch pass shows what a trainer gets over a job, where the node keeps records
 //! fetched a second time decoded in memory and serves the third epoch from there.
@@ -36,6 +38,7 @@ const PASSES: usize = 15;
 #[derive(Clone, Copy, PartialEq)]
 enum Reader {
     RustPipelined,
+    RustPipelinedOneDecoder,
     RustPipelinedEpochs,
     RustLockStep,
     PythonPipelined,
@@ -46,6 +49,9 @@ impl Reader {
     fn name(self) -> &'static str {
         match self {
             Reader::RustPipelined => "Rust SDK records() (pipelined), first epoch",
+            Reader::RustPipelinedOneDecoder => {
+                "Rust SDK records() (pipelined), first epoch, one decoder thread"
+            }
             Reader::RustPipelinedEpochs => {
                 "Rust SDK records() (pipelined), 3 epochs of one job (the third from the node's cache)"
             }
@@ -69,7 +75,13 @@ fn shuffled(n: usize, seed: u64) -> Vec<u32> {
 }
 
 /// Serves a fresh feed on `dir/<name>` while `read` runs; returns what `read` returns.
-fn with_feed<T>(dir: &Path, name: &str, source: &DicomSource, read: impl FnOnce(&Path) -> T) -> T {
+fn with_feed<T>(
+    dir: &Path,
+    name: &str,
+    source: &DicomSource,
+    decoders: usize,
+    read: impl FnOnce(&Path) -> T,
+) -> T {
     let splits = split_records(source.records(), 20);
     let sock = dir.join(name);
     let listener = feed::bind(&sock).unwrap();
@@ -80,6 +92,7 @@ fn with_feed<T>(dir: &Path, name: &str, source: &DicomSource, read: impl FnOnce(
         splits: &splits,
         state: Mutex::new(FeedState::default()),
         stop: AtomicBool::new(false),
+        decoders,
     };
     std::thread::scope(|s| {
         s.spawn(|| f.serve(&listener));
@@ -180,16 +193,48 @@ fn main() {
     let labels = LabelTable::load(&dir.path().join("labels.csv")).unwrap();
     let optouts = OptOuts::load(&dir.path().join("optouts.csv")).unwrap();
     let pseudo = Pseudonymizer::new(HmacKey::from_bytes([1; 32]));
-    let config = DicomConfig::default();
-    let cohort = CohortBuilder::new(&pseudo, &config, &optouts)
-        .with_labels(&labels)
-        .from_dir(&dir.path().join("dicom"))
-        .unwrap();
-    let (source, _ids) = DicomSource::new(&cohort.entries, None);
+    let config = DicomConfig {
+        scope: rapha_dicom::ScopeLimits {
+            max_date_range_days: 4018,
+            max_limit: 1000,
+            max_list: 100,
+            page_size: 100,
+        },
+        ..DicomConfig::default()
+    };
+    let builder = CohortBuilder::new(&pseudo, &config, &optouts).with_labels(&labels);
+    // RAPHA_FEED_BENCH_PACS=1: records come from Orthanc over WADO-RS, as in production (both
+    // sides of each ratio fetch them), instead of from files.
+    let orthanc = std::env::var_os("RAPHA_FEED_BENCH_PACS").map(|_| {
+        let o = rapha_testkit::services::Orthanc::start()
+            .unwrap()
+            .expect("Orthanc with its DICOMweb plugin is installed (scripts/test installs it)");
+        o.upload_dir(&dir.path().join("dicom")).unwrap();
+        o
+    });
+    let client = || {
+        orthanc.as_ref().map(|o| {
+            rapha_dicom::DicomWebClient::new(rapha_dicom::ClientOptions::new(o.dicomweb_url()))
+                .unwrap()
+        })
+    };
+    let cohort = match client() {
+        Some(c) => {
+            let q = rapha_dicom::ScopedQuery::parse(
+                "StudyDate=20160101-20261231&ModalitiesInStudy=CT,MR,CR,DX,US,SC,OT&limit=1000",
+                &config.scope,
+            )
+            .unwrap();
+            builder.from_dicomweb(&c, &q).unwrap()
+        }
+        None => builder.from_dir(&dir.path().join("dicom")).unwrap(),
+    };
+    let (source, _ids) = DicomSource::new(&cohort.entries, client());
     let n = source.records().len();
 
     let mut readers = vec![
         Reader::RustPipelined,
+        Reader::RustPipelinedOneDecoder,
         Reader::RustLockStep,
         Reader::RustPipelinedEpochs,
     ];
@@ -235,20 +280,25 @@ fn main() {
             let cpu = cpu_seconds();
             decode_rates.push(decode);
             sock_no += 1;
-            let rate =
-                with_feed(
-                    dir.path(),
-                    &format!("f{sock_no}.sock"),
-                    &source,
-                    |sock| match reader {
-                        Reader::RustPipelined
-                        | Reader::RustLockStep
-                        | Reader::RustPipelinedEpochs => Some(sdk_pass(sock, reader, &order)),
-                        Reader::PythonPipelined | Reader::PythonLockStep => {
-                            python_pass(sock, reader, &order)
-                        }
-                    },
-                );
+            let rate = with_feed(
+                dir.path(),
+                &format!("f{sock_no}.sock"),
+                &source,
+                if reader == Reader::RustPipelinedOneDecoder {
+                    1
+                } else {
+                    feed::decoders()
+                },
+                |sock| match reader {
+                    Reader::RustPipelined
+                    | Reader::RustPipelinedOneDecoder
+                    | Reader::RustLockStep
+                    | Reader::RustPipelinedEpochs => Some(sdk_pass(sock, reader, &order)),
+                    Reader::PythonPipelined | Reader::PythonLockStep => {
+                        python_pass(sock, reader, &order)
+                    }
+                },
+            );
             if pass == 0 {
                 continue; // warm-up
             }
@@ -260,7 +310,8 @@ fn main() {
     }
     decode_rates.sort_by(f64::total_cmp);
     println!(
-        "feed through the SDKs: {studies} studies, {n} records, {:.1} MB decoded per pass; in-process decode median {:.0} MB/s",
+        "feed through the SDKs: {studies} studies, {n} records from {}, {:.1} MB decoded per pass; in-process decode median {:.0} MB/s",
+        if orthanc.is_some() { "Orthanc over WADO-RS" } else { "files" },
         total_bytes as f64 / 1e6,
         decode_rates[decode_rates.len() / 2]
     );

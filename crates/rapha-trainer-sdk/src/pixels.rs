@@ -161,6 +161,26 @@ impl Pixels {
         Ok(p)
     }
 
+    /// The values as little-endian bytes, as they came on the wire (the inverse of
+    /// [`Pixels::from_le_bytes`]).
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        fn le<T: bytemuck::Pod, const N: usize>(v: &[T], each: fn(&T) -> [u8; N]) -> Vec<u8> {
+            if cfg!(target_endian = "little") {
+                bytemuck::cast_slice(v).to_vec()
+            } else {
+                v.iter().flat_map(each).collect()
+            }
+        }
+        match self {
+            Self::U8(v) => v.clone(),
+            Self::U16(v) => le(v, |x| x.to_le_bytes()),
+            Self::I16(v) => le(v, |x| x.to_le_bytes()),
+            Self::U32(v) => le(v, |x| x.to_le_bytes()),
+            Self::I32(v) => le(v, |x| x.to_le_bytes()),
+            Self::F32(v) => le(v, |x| x.to_le_bytes()),
+        }
+    }
+
     /// Number of values.
     pub fn len(&self) -> usize {
         match self {

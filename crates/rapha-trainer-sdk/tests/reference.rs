@@ -355,6 +355,7 @@ fn python_sdk_logistic_regression_learns_from_the_feed() {
         splits: &splits,
         state: Mutex::new(FeedState::default()),
         stop: AtomicBool::new(false),
+        decoders: rapha_enclave::feed::decoders(),
     };
     let sock = dir.path().join("data.sock");
     let listener = feed::bind(&sock).unwrap();

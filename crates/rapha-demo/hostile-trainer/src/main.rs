@@ -34,16 +34,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn le_bytes(p: &Pixels) -> Vec<u8> {
-    match p {
-        Pixels::U8(v) => v.clone(),
-        Pixels::U16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Pixels::I16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Pixels::U32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Pixels::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        Pixels::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-    }
-}
 
 fn mean(p: &Pixels) -> f64 {
     let v = p.to_f32();
@@ -71,7 +61,7 @@ fn run(attack: &str) -> Result<(), Box<dyn std::error::Error>> {
         lo = lo.min(m);
         hi = hi.max(m);
         if stolen.len() < STOLEN_RECORDS {
-            stolen.push((le_bytes(&rec.pixels), rec.shape));
+            stolen.push((rec.pixels.to_le_bytes(), rec.shape));
         }
     }
     client.progress(&Progress {
