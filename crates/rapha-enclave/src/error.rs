@@ -48,6 +48,12 @@ pub enum EnclaveError {
 
     #[error("could not serialise {0}")]
     Serialise(&'static str),
+
+    #[error(
+        "the record feed failed ({0}); what was fed cannot be checked against the outputs, so \
+         nothing is released"
+    )]
+    FeedFailed(String),
 }
 
 /// Result with [`EnclaveError`].

@@ -223,7 +223,7 @@ impl Feed<'_> {
                     let Ok((index, reply)) = job else {
                         break; // the connection is over
                     };
-                    let (header, payload, first_feed) = self.fetch(index, served.cache);
+                    let (header, payload, first_feed) = self.fetch_caught(index, served.cache);
                     // The writer waits for every queued answer, so this does not fail.
                     let _ = reply.send(Answer {
                         header,
@@ -240,9 +240,13 @@ impl Feed<'_> {
                         Slot::Ready(a) => a,
                         Slot::Decoding(r) => match r.recv() {
                             Ok(a) => a,
-                            // Its decoder panicked: the scope re-raises that panic when the
-                            // connection ends, and the feed fails closed.
-                            Err(_) => continue,
+                            // Decoders catch panics and always answer, so this cannot happen;
+                            // if it did, every later answer would be out of step: end the
+                            // connection instead.
+                            Err(_) => {
+                                w.abort("a decoder stopped without answering");
+                                continue;
+                            }
                         },
                     };
                     // After a write error the rest is drained and only fingerprinted; the
@@ -275,8 +279,11 @@ impl Feed<'_> {
         loop {
             let header = requests.next_header()?;
             // Requests already received behind this one: more than the protocol allows in
-            // flight is refused, so a flooding trainer learns why it was cut off and the node
-            // never holds more than its read-ahead buffer of one connection's requests.
+            // flight is refused, so a flooding trainer learns why it was cut off. (Requests
+            // already taken from the buffer and queued for an answer are not counted: the check
+            // never refuses a trainer within the limit, and catches a flood within two limits'
+            // worth. The node holds at most its read-ahead buffer of requests and the protocol's
+            // limit of queued answers per connection.)
             let queued = requests.queued()?;
             if 1 + queued > protocol::MAX_IN_FLIGHT {
                 let h = protocol::error_header(
@@ -395,7 +402,7 @@ impl Feed<'_> {
                 ok(json!({"ok": true, "total": records.len(), "records": page}))
             }
             // Pipelined fetches go to the decoder threads instead ([`Queues::decode`]).
-            Request::Fetch { index } => self.fetch(*index, cache),
+            Request::Fetch { index } => self.fetch_caught(*index, cache),
             Request::Progress {
                 epoch,
                 step,
@@ -484,6 +491,33 @@ impl Feed<'_> {
                 ok(json!({"ok": true, "predicted": st.predictions.len(), "validation": val}))
             }
         }
+    }
+
+    /// [`Feed::fetch`], with a panic while fetching or decoding (a bug, say in a decoder on
+    /// a malformed instance) answered as `unavailable`, like any record that cannot be
+    /// decoded: the trainer gets no pixels for it, the connection stays in step, and the
+    /// other records are still served.
+    fn fetch_caught(
+        &self,
+        index: usize,
+        cache: &PixelCache,
+    ) -> (Vec<u8>, Option<Shared>, Option<u32>) {
+        let fetched =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.fetch(index, cache)));
+        fetched.unwrap_or_else(|_| {
+            tracing::error!(
+                record = index,
+                "decoding the record panicked; answered unavailable"
+            );
+            (
+                protocol::error_header(
+                    ErrorCode::Unavailable,
+                    "the node could not fetch or decode this record",
+                ),
+                None,
+                None,
+            )
+        })
     }
 
     /// The response, its payload, and the record index when this is its first feed.
@@ -665,6 +699,15 @@ impl<'f> AnswerWriter<'f> {
             return Err(FrameError::Closed);
         }
         Ok(())
+    }
+
+    /// Ends the connection: nothing more is written (answers still queued are only
+    /// fingerprinted).
+    fn abort(&mut self, why: &str) {
+        if self.result.is_ok() {
+            self.result = Err(FrameError::Io(std::io::Error::other(why.to_owned())));
+            let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     /// Hands the last records to fingerprinting; the first write error, if any.

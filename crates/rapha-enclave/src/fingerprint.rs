@@ -31,8 +31,11 @@ pub const WINDOW: usize = 64;
 pub const ANCHOR_EVERY: u64 = 128;
 /// On average one record byte in this many starts a stored anchor.
 pub const RECORD_ANCHOR_EVERY: u64 = 2 * ANCHOR_EVERY;
-/// Upper bound on stored fingerprints (memory: ~24 bytes each; while collecting, 16 bytes
-/// per anchor listed, duplicates included until they are compacted away).
+/// Upper bound on stored fingerprints (memory: ~24 bytes each in the sealed table, 16 bytes
+/// each while collecting, repeats included until they are compacted away; sealing holds both
+/// for a moment, about 400 MiB at the bound). About 2 GiB of distinct pixel bytes fill it at
+/// the full anchor rate; past that the anchors of *every* record are thinned (see
+/// [`Collector::add_record`]), so later records are covered as densely as earlier ones.
 pub const MAX_FINGERPRINTS: usize = 8 << 20;
 /// Windows with fewer distinct byte values than this are not fingerprinted.
 const MIN_DISTINCT: usize = 12;
@@ -72,6 +75,17 @@ fn pair_table() -> &'static [u64] {
 #[inline]
 fn is_anchor(h: u64) -> bool {
     h >> ANCHOR_SHIFT == 0
+}
+
+/// Thinning levels of a full collector: level `l` keeps one anchor in `2^l`.
+const MAX_LEVEL: u32 = ANCHOR_SHIFT - 8;
+
+/// True when anchor `h` is kept at thinning level `level`: its `level` bits below the
+/// anchor bits are zero too, which holds for one anchor in `2^level`, chosen by content (a
+/// copied block keeps the same ones).
+#[inline]
+fn kept_at(h: u64, level: u32) -> bool {
+    h >> (ANCHOR_SHIFT - level) == 0
 }
 
 /// True when `w` holds at least [`MIN_DISTINCT`] distinct byte values.
@@ -259,7 +273,8 @@ impl Hasher for AnchorHasher {
 pub struct Fingerprints {
     /// anchor hash → a record it came from.
     anchors: HashMap<u64, u32, BuildHasherDefault<AnchorHasher>>,
-    saturated: bool,
+    /// Thinning level the anchors were kept at.
+    level: u32,
 }
 
 /// A fed block found in a scanned stream.
@@ -277,7 +292,9 @@ pub struct Collector {
     anchors: Vec<(u64, u32)>,
     /// Entries `anchors` may hold ([`MAX_FINGERPRINTS`]).
     budget: usize,
-    saturated: bool,
+    /// Anchors are kept at this thinning level ([`kept_at`]); it rises when the budget is
+    /// nearly full of distinct anchors.
+    level: u32,
 }
 
 impl Default for Collector {
@@ -292,7 +309,7 @@ impl Collector {
         Self {
             anchors: Vec::new(),
             budget,
-            saturated: false,
+            level: 0,
         }
     }
 
@@ -300,18 +317,26 @@ impl Collector {
     ///
     /// An anchor with the hash of the previous anchor, or of a recently rejected uniform
     /// window, is that window again (flat or low-noise background) and is not looked at twice.
+    ///
+    /// When the budget is nearly full of distinct anchors, the collector thins them: it keeps
+    /// only the anchors of the next level ([`kept_at`], one in two), those already collected
+    /// and those to come. Every record, early or late, is then covered at the same rate; a
+    /// copied block must be twice as long per level to be found with the same certainty (at
+    /// level 0, 4 KiB holds about 16 anchors).
     pub fn add_record(&mut self, record: u32, bytes: &[u8]) {
-        if self.saturated {
-            return;
-        }
-        let anchors = &mut self.anchors;
-        let saturated = &mut self.saturated;
-        let budget = self.budget;
+        let Self {
+            anchors,
+            budget,
+            level,
+        } = self;
         // Hashes of windows recently found too uniform to fingerprint, so that background
         // noise with few values is not re-examined at each of its (many equal) anchors. A
         // 56-bit hash equal to a rejected one is taken to be the same window.
         let mut rejected = [u64::MAX; 64];
         for_each_new_anchor(bytes, |off, h| {
+            if !kept_at(h, *level) {
+                return None;
+            }
             let slot = (h as usize) % rejected.len();
             if rejected[slot] == h {
                 return None;
@@ -320,13 +345,17 @@ impl Collector {
                 rejected[slot] = h;
                 return None;
             }
-            if anchors.len() >= budget {
+            if anchors.len() >= *budget {
                 compact(anchors);
-                // Nearly full of distinct anchors: the budget is spent (compacting again
-                // after every few anchors would cost more than they are worth).
-                if anchors.len() >= budget - budget / 8 {
-                    *saturated = true;
-                    return Some(());
+                // Nearly full of distinct anchors: thin them (compacting again after every
+                // few anchors would cost more than they are worth).
+                while anchors.len() >= *budget - *budget / 8 && *level < MAX_LEVEL {
+                    *level += 1;
+                    let l = *level;
+                    anchors.retain(|&(a, _)| kept_at(a, l));
+                }
+                if !kept_at(h, *level) || anchors.len() >= *budget {
+                    return None;
                 }
             }
             anchors.push((h, record));
@@ -342,7 +371,7 @@ impl Collector {
         map.extend(self.anchors);
         Fingerprints {
             anchors: map,
-            saturated: self.saturated,
+            level: self.level,
         }
     }
 }
@@ -373,9 +402,10 @@ impl Fingerprints {
         self.anchors.is_empty()
     }
 
-    /// True when the fingerprint budget ran out (later records were only partly covered).
-    pub fn saturated(&self) -> bool {
-        self.saturated
+    /// The thinning level the anchors were kept at: 0 when the budget held every anchor,
+    /// `l` when one in `2^l` was kept (of every record alike).
+    pub fn level(&self) -> u32 {
+        self.level
     }
 
     /// The first fed block found in `bytes`.
@@ -384,6 +414,9 @@ impl Fingerprints {
             return None;
         }
         first_anchor_hit(bytes, |off, h| {
+            if !kept_at(h, self.level) {
+                return None; // thinned away: not in the table
+            }
             let record = *self.anchors.get(&h)?;
             distinct_enough(&bytes[off..off + WINDOW]).then_some(PixelHit {
                 record,
@@ -555,7 +588,7 @@ mod tests {
         assert_eq!(fp.len(), once + Fingerprints::of([(0, &b[..])]).len());
         assert_eq!(fp.find(&a[1000..6000]).map(|h| h.record), Some(2));
         assert_eq!(fp.find(&b[1000..6000]).map(|h| h.record), Some(9));
-        assert!(!fp.saturated());
+        assert_eq!(fp.level(), 0);
     }
 
     #[test]
@@ -564,25 +597,46 @@ mod tests {
         let record = noise(&mut st, 100_000);
         let per_record = Fingerprints::of([(0, &record[..])]).len();
         // Repeats of one record are compacted away: far more anchors found than the budget
-        // holds, never saturated.
+        // holds, never thinned.
         let mut c = Collector::with_budget(2 * per_record);
         for i in 0..50 {
             c.add_record(i, &record);
         }
         let fp = c.seal();
         assert_eq!(fp.len(), per_record);
-        assert!(!fp.saturated());
-        // Distinct records past the budget: saturated, and never more than the budget kept.
-        let mut c = Collector::with_budget(3 * per_record);
+        assert_eq!(fp.level(), 0);
+    }
+
+    #[test]
+    fn past_the_budget_every_record_is_thinned_alike_and_still_found() {
+        let mut st = 7u64;
         let records: Vec<Vec<u8>> = (0..10).map(|_| noise(&mut st, 100_000)).collect();
+        let per_record = Fingerprints::of([(0, &records[0][..])]).len();
+        let budget = 3 * per_record;
+        let mut c = Collector::with_budget(budget);
         for (i, r) in records.iter().enumerate() {
             c.add_record(i as u32, r);
         }
         let fp = c.seal();
-        assert!(fp.saturated());
-        assert!(fp.len() <= 3 * per_record, "{} anchors kept", fp.len());
-        assert!(fp.len() >= 2 * per_record, "{} anchors kept", fp.len());
-        assert_eq!(fp.find(&records[0][1000..6000]).map(|h| h.record), Some(0));
+        // Ten records' anchors in a budget of three: thinned twice (one in four kept).
+        assert_eq!(fp.level(), 2);
+        assert!(fp.len() <= budget, "{} anchors kept", fp.len());
+        assert!(fp.len() >= budget / 2, "{} anchors kept", fp.len());
+        // The first record and the last are covered alike: a 20 KB block of each is found.
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(
+                fp.find(&r[30_000..50_000]).map(|h| h.record),
+                Some(i as u32),
+                "record {i}"
+            );
+        }
+        // Each record kept about a tenth of the anchors.
+        let mut per = [0usize; 10];
+        for &rec in fp.anchors.values() {
+            per[rec as usize] += 1;
+        }
+        let (lo, hi) = (per.iter().min().unwrap(), per.iter().max().unwrap());
+        assert!(*lo * 2 > *hi, "uneven coverage {per:?}");
     }
 
     #[test]

@@ -370,8 +370,18 @@ impl EnclaveSession {
             });
             let r = sandbox::run(sandbox_cfg, &launch);
             feed.stop.store(true, Ordering::Relaxed);
-            let _ = server.join();
+            let served = server.join();
             let _ = reporter.join();
+            // A feed that panicked has not handed over the fingerprints of what it fed: the
+            // guard could not look for those pixels, so nothing may be released (fail closed).
+            if let Err(p) = served {
+                let what = p
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                return Err(EnclaveError::FeedFailed(what));
+            }
             r
         })?;
         let state = feed

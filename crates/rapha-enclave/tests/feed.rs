@@ -455,3 +455,47 @@ fn pipelined_fetches_decode_side_by_side_and_are_answered_in_request_order() {
     });
     assert_eq!(source.most.load(Ordering::SeqCst), 1);
 }
+
+/// A record source whose decoder panics on record 2 (a bug, say on a malformed instance).
+struct PanicsOnTwo<'a>(&'a dyn RecordSource);
+
+impl RecordSource for PanicsOnTwo<'_> {
+    fn records(&self) -> &[rapha_enclave::FeedRecord] {
+        self.0.records()
+    }
+    fn pixels(&self, index: usize) -> rapha_enclave::Result<rapha_enclave::Pixels> {
+        assert_ne!(index, 2, "a decoder bug");
+        self.0.pixels(index)
+    }
+}
+
+#[test]
+fn a_decoder_panic_answers_unavailable_in_place_and_the_connection_goes_on() {
+    let cohort = cohort(20, 9);
+    let source = PanicsOnTwo(&cohort.source);
+    let state = with_source(&source, |connect, _| {
+        let mut c = connect();
+        hello(&mut c);
+        // Pipelined (decoder threads), then one at a time (the reading thread), twice over.
+        for _ in 0..2 {
+            let order = [0usize, 1, 2, 3, 4];
+            let burst: Vec<u8> = order.iter().flat_map(|&i| fetch_frame(i)).collect();
+            c.0.write_all(&burst).unwrap();
+            for i in order {
+                let (h, px) = read_frame(&mut c.0).unwrap();
+                if i == 2 {
+                    assert_eq!(h["error"], "unavailable", "{h}");
+                    assert!(px.is_empty());
+                } else {
+                    assert_eq!(h["index"], i, "{h}");
+                    assert_eq!(px, cohort.source.pixels(i).unwrap().bytes);
+                }
+            }
+            let (h, _) = c.call(json!({"op": "fetch", "index": 2}));
+            assert_eq!(h["error"], "unavailable", "{h}");
+        }
+        assert_eq!(c.call(json!({"op": "done"})).0["ok"], true);
+    });
+    assert_eq!(state.fed, BTreeSet::from([0, 1, 3, 4]));
+    assert_eq!(state.protocol_errors, 0);
+}

@@ -282,35 +282,47 @@ impl<S: Read + Write> Client<S> {
                         .collect(),
                 })
             }
-            None => Err(SdkError::BadFrame(format!(
-                "{op} response has no boolean \"ok\""
-            ))),
+            None => {
+                skip_payload(&mut self.stream, n)?;
+                Err(SdkError::BadFrame(format!(
+                    "{op} response has no boolean \"ok\""
+                )))
+            }
         }
     }
 
-    /// One fetch answer; its pixel payload is read straight into the typed array.
+    /// One fetch answer; its pixel payload is read straight into the typed array. An answer
+    /// that is refused or does not check out is read whole, so the connection stays in step.
     fn recv_fetch(&mut self, index: u32) -> Result<Record, SdkError> {
         let (h, n) = self.recv_header("fetch")?;
-        if h.get("index").and_then(Value::as_u64) != Some(u64::from(index)) {
-            return Err(SdkError::BadFrame(format!(
-                "fetch response is not for record {index}"
-            )));
-        }
-        let dtype = Dtype::parse(str_field(&h, "dtype")?)?;
-        let shape = shape_field(&h)?;
-        let expected = shape
-            .iter()
-            .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d));
-        if expected != Some(n) {
-            // Read whole, so the connection stays in step.
-            skip_payload(&mut self.stream, n)?;
-            return Err(SdkError::PayloadMismatch {
-                index,
-                got: n,
-                dtype: dtype.to_string(),
-                shape: shape.to_vec(),
-            });
-        }
+        let checked = (|| {
+            if h.get("index").and_then(Value::as_u64) != Some(u64::from(index)) {
+                return Err(SdkError::BadFrame(format!(
+                    "fetch response is not for record {index}"
+                )));
+            }
+            let dtype = Dtype::parse(str_field(&h, "dtype")?)?;
+            let shape = shape_field(&h)?;
+            let expected = shape
+                .iter()
+                .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d));
+            if expected != Some(n) {
+                return Err(SdkError::PayloadMismatch {
+                    index,
+                    got: n,
+                    dtype: dtype.to_string(),
+                    shape: shape.to_vec(),
+                });
+            }
+            Ok((dtype, shape))
+        })();
+        let (dtype, shape) = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                skip_payload(&mut self.stream, n)?;
+                return Err(e);
+            }
+        };
         Ok(Record {
             index,
             shape,

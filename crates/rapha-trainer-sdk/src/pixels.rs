@@ -126,12 +126,16 @@ impl Pixels {
 
     /// Reads `n` little-endian payload bytes of `dtype` from `r` straight into a typed array:
     /// on a little-endian machine the bytes land in their final place, with no second pass
-    /// and no second allocation (`n` is checked against the protocol's limit by the caller).
+    /// and no second allocation.
     ///
     /// # Errors
-    /// [`SdkError::BadFrame`] if `n` is not a whole number of values, [`SdkError::Closed`] if
-    /// the stream ends first, an I/O error.
+    /// [`SdkError::PayloadTooLarge`] if `n` is over the protocol's limit, [`SdkError::BadFrame`]
+    /// if it is not a whole number of values (in both cases nothing is read), [`SdkError::Closed`]
+    /// if the stream ends first, an I/O error.
     pub fn read_le(dtype: Dtype, r: &mut impl Read, n: usize) -> Result<Self, SdkError> {
+        if n > crate::MAX_PAYLOAD {
+            return Err(SdkError::PayloadTooLarge(n, crate::MAX_PAYLOAD));
+        }
         if n % dtype.size() != 0 {
             return Err(SdkError::BadFrame(format!(
                 "{n} payload bytes is not a whole number of {dtype} values"

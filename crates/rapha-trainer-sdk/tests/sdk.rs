@@ -161,6 +161,15 @@ fn payload_that_does_not_match_shape_is_refused_and_the_connection_stays_in_step
             &json!({"ok": true, "index": 3, "dtype": "u16", "shape": [1, 2, 2, 1], "payload": 6}),
             &[0xEE; 6],
         ),
+        frame(
+            &json!({"ok": true, "index": 9, "dtype": "u16", "shape": [1, 2, 2, 1], "payload": 8}),
+            &[0xEE; 8],
+        ),
+        frame(
+            &json!({"ok": true, "index": 3, "dtype": "f64", "shape": [1, 1, 1, 1], "payload": 8}),
+            &[0xEE; 8],
+        ),
+        frame(&json!({"index": 3, "payload": 3}), &[0xEE; 3]),
         // A refusal that carries a payload anyway: read whole and dropped.
         frame(
             &json!({"ok": false, "error": "unavailable", "message": "gone", "payload": 5}),
@@ -180,6 +189,11 @@ fn payload_that_does_not_match_shape_is_refused_and_the_connection_stays_in_step
             ..
         }
     ));
+    // An answer for another record, with an unknown dtype, or without "ok", each carrying a
+    // payload: refused, and read whole.
+    assert!(matches!(c.fetch(3).unwrap_err(), SdkError::BadFrame(m) if m.contains("record 3")));
+    assert!(matches!(c.fetch(3).unwrap_err(), SdkError::UnknownDtype(_)));
+    assert!(matches!(c.fetch(3).unwrap_err(), SdkError::BadFrame(m) if m.contains("ok")));
     assert!(matches!(
         c.fetch(5).unwrap_err(),
         SdkError::Refused { error, .. } if error == "unavailable"
@@ -199,6 +213,10 @@ fn pixels_read_from_a_stream_end_early_or_misaligned_are_errors() {
     assert!(matches!(
         Pixels::read_le(Dtype::F32, &mut &bytes[..], 10),
         Err(SdkError::BadFrame(m)) if m.contains("whole number")
+    ));
+    assert!(matches!(
+        Pixels::read_le(Dtype::U16, &mut &bytes[..], usize::MAX - 1),
+        Err(SdkError::PayloadTooLarge(..))
     ));
 }
 
