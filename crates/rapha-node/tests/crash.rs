@@ -4,27 +4,19 @@
 //! or refunded exactly once. A job killed while its enclave key was live is failed, never
 //! re-run.
 
-use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::Path;
 use std::process::Command;
 
 use alloy::primitives::U256;
-use rapha_bundle::{SigningKey, TrustStore};
 use rapha_core::{CohortQuery, Digest, JobId, JobRequest, Outcome, Usdc};
 use rapha_node::pipeline::artifact;
 use rapha_node::store::{JobState, JobStore};
-use rapha_policy::{ApprovalStore, DpoSigningKey};
+use rapha_policy::ApprovalStore;
 use rapha_receipt::ReceiptLog;
-use rapha_testkit::cohort::{generate, CohortSpec};
 use rapha_testkit::services::Orthanc;
 
-use crate::pipeline_e2e::{all_files, bundle, sandbox_ready, Chain, FEE, PUBLISHER, TRAINER};
-
-fn secret_file(path: &Path, bytes: &[u8]) {
-    std::fs::write(path, bytes).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
+use crate::pipeline_e2e::{all_files, sandbox_ready, Chain, NodeFixture, FEE, PUBLISHER, TRAINER};
 
 fn q(p: &Path) -> String {
     format!("{:?}", p.display().to_string())
@@ -41,40 +33,13 @@ fn sigkill_at_every_state_ends_completed_or_failed_exactly_once() {
     let Some(chain) = Chain::start() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let cohort = t.join("cohort");
-    let cohort_manifest = generate(&CohortSpec {
-        studies: 20,
-        seed: 21,
-        out: cohort.clone(),
-        rle_fraction: 0.0,
-        label_shuffle: false,
-    })
-    .unwrap();
-    let (ok, rejected) = orthanc.upload_dir(&cohort.join("dicom")).unwrap();
-    assert!(ok > 0 && rejected == 0);
-    let accessions = cohort_manifest.labelled_accessions();
-    let publisher = SigningKey::ed25519_from_seed(&[3; 32]);
-    TrustStore::add(
-        &t.join("trust"),
-        PUBLISHER,
-        &publisher.public_key(),
-        &[TRAINER.into()],
-        None,
-    )
-    .unwrap();
-    let (bundle_dir, manifest) = bundle(t, &trainer, "honest", "honest", &publisher);
-    let dpo = DpoSigningKey::from_seed(&[4; 32]);
-    secret_file(&t.join("hmac.key"), &[0x42; 32]);
-    secret_file(
-        &t.join("node.key"),
-        hex::encode(chain.node_secret).as_bytes(),
+    let fixture = NodeFixture::new(t, &orthanc, &chain, &trainer, 21);
+    let (accessions, bundle_dir, manifest, dpo) = (
+        &fixture.accessions,
+        &fixture.bundle_dir,
+        fixture.manifest,
+        &fixture.dpo,
     );
-    secret_file(&t.join("settler.key"), chain.keys[5].as_bytes());
-    let runc = String::from_utf8(Command::new("which").arg("runc").output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .to_owned();
-    let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policy/rapha.rego");
 
     let crash_states = [
         JobState::Received,
@@ -96,77 +61,16 @@ fn sigkill_at_every_state_ends_completed_or_failed_exactly_once() {
     let dir = t.join("n");
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("node.toml");
-    {
-        std::fs::write(
-            &config,
-            format!(
-                r#"mode = "demo"
-
-[[dicomweb.endpoints]]
-url = "{url}"
-
-[keys]
-hmac_key_file = {hmac}
-node_key_file = {node}
-dpo_public_keys = ["{dpo}"]
-
-[cohort]
-opt_out_file = {optouts}
-labels_file = {labels}
-
-[policy]
-path = {policy}
-modalities = ["CT", "MR", "CR", "DX", "US", "SC"]
-min_fee_usdc = "1.00"
-min_patients = 5
-min_validation_patients = 2
-
-[policy.outputs]
-kinds = ["safetensors", "metrics-json"]
-max_file_bytes = 1048576
-max_total_bytes = 2097152
-
-[policy.budget]
-max_jobs = 100
-window_hours = 24
-
-[trust]
-store = {trust}
-
-[attestation]
-
-[trainer]
-runtime = "{runc}"
-
-[chain]
-rpc_url = "{rpc}"
-chain_id = 137
-usdc_address = "{usdc}"
-escrow_address = "{escrow}"
-confirmations = 1
-test_token = true
-
-[paths]
-data_dir = {data}
-state_dir = {state}
-"#,
-                url = orthanc.dicomweb_url(),
-                hmac = q(&t.join("hmac.key")),
-                node = q(&t.join("node.key")),
-                dpo = dpo.public().to_hex(),
-                optouts = q(&cohort.join("optouts.csv")),
-                labels = q(&cohort.join("labels.csv")),
-                policy = q(&policy),
-                trust = q(&t.join("trust")),
-                rpc = chain.url,
-                usdc = chain.usdc,
-                escrow = chain.escrow,
-                data = q(&dir.join("data")),
-                state = q(&dir.join("state")),
-            ),
-        )
-        .unwrap();
-    }
+    let paths = format!(
+        "data_dir = {}\nstate_dir = {}",
+        q(&dir.join("data")),
+        q(&dir.join("state"))
+    );
+    std::fs::write(
+        &config,
+        fixture.config_toml(&chain, "demo", "[attestation]", "", &paths),
+    )
+    .unwrap();
     for (i, crash_at) in crash_states.into_iter().enumerate() {
         let request = JobRequest {
             job_id: JobId::random(),
@@ -208,7 +112,7 @@ state_dir = {state}
                 .env("RAPHA_NODE_CRASH_AFTER", crash_at.as_str());
             if round == 0 {
                 cmd.arg("--bundle")
-                    .arg(&bundle_dir)
+                    .arg(bundle_dir)
                     .arg("--request")
                     .arg(dir.join("request.json"));
             }

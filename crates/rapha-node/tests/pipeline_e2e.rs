@@ -86,6 +86,157 @@ pub fn sandbox_ready() -> Option<PathBuf> {
     bin
 }
 
+/// Writes a secret file at mode 0600, as the node requires of its key files.
+pub fn secret_file(path: &Path, bytes: &[u8]) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, bytes).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// What the whole-node process tests (`crash.rs`, `production_node.rs`) set up alike under a
+/// directory: a 20-study cohort loaded into Orthanc, a trusted publisher and its signed honest
+/// bundle, a DPO key, and the node's HMAC, node and settler key files.
+pub struct NodeFixture {
+    /// The directory it was set up under.
+    pub root: PathBuf,
+    pub dicomweb_url: String,
+    /// The generated cohort (`dicom/`, `labels.csv`, `optouts.csv`).
+    pub cohort: PathBuf,
+    pub accessions: Vec<String>,
+    pub bundle_dir: PathBuf,
+    pub manifest: Digest,
+    pub dpo: DpoSigningKey,
+    /// The `runc` on PATH.
+    pub runc: String,
+}
+
+impl NodeFixture {
+    /// Sets it up under `t` (trust store `t/trust`, keys `t/hmac.key`, `t/node.key`,
+    /// `t/settler.key`); `seed` picks the cohort and the keys.
+    pub fn new(t: &Path, orthanc: &Orthanc, chain: &Chain, trainer: &Path, seed: u8) -> Self {
+        let cohort = t.join("cohort");
+        let cohort_manifest = generate(&CohortSpec {
+            studies: 20,
+            seed: u64::from(seed),
+            out: cohort.clone(),
+            rle_fraction: 0.0,
+            label_shuffle: false,
+        })
+        .unwrap();
+        let (ok, rejected) = orthanc.upload_dir(&cohort.join("dicom")).unwrap();
+        assert!(ok > 0 && rejected == 0);
+        let publisher = SigningKey::ed25519_from_seed(&[seed; 32]);
+        TrustStore::add(
+            &t.join("trust"),
+            PUBLISHER,
+            &publisher.public_key(),
+            &[TRAINER.into()],
+            None,
+        )
+        .unwrap();
+        let (bundle_dir, manifest) = bundle(t, trainer, "honest", "honest", &publisher);
+        secret_file(&t.join("hmac.key"), &[seed.wrapping_add(1); 32]);
+        secret_file(
+            &t.join("node.key"),
+            hex::encode(chain.node_secret).as_bytes(),
+        );
+        secret_file(&t.join("settler.key"), chain.keys[5].as_bytes());
+        let runc = String::from_utf8(Command::new("which").arg("runc").output().unwrap().stdout)
+            .unwrap()
+            .trim()
+            .to_owned();
+        Self {
+            root: t.to_path_buf(),
+            dicomweb_url: orthanc.dicomweb_url(),
+            cohort,
+            accessions: cohort_manifest.labelled_accessions(),
+            bundle_dir,
+            manifest,
+            dpo: DpoSigningKey::from_seed(&[seed.wrapping_add(2); 32]),
+            runc,
+        }
+    }
+
+    /// A node config over this fixture and `chain`: `mode`, then its `attestation` sections,
+    /// any `extra` sections, and last the `[paths]` section's body.
+    pub fn config_toml(
+        &self,
+        chain: &Chain,
+        mode: &str,
+        attestation: &str,
+        extra: &str,
+        paths: &str,
+    ) -> String {
+        let q = |p: &Path| format!("{:?}", p.display().to_string());
+        let t = &self.root;
+        format!(
+            r#"mode = "{mode}"
+
+[[dicomweb.endpoints]]
+url = "{url}"
+
+[keys]
+hmac_key_file = {hmac}
+node_key_file = {node}
+dpo_public_keys = ["{dpo}"]
+
+[cohort]
+opt_out_file = {optouts}
+labels_file = {labels}
+
+[policy]
+path = {policy}
+modalities = ["CT", "MR", "CR", "DX", "US", "SC"]
+min_fee_usdc = "1.00"
+min_patients = 5
+min_validation_patients = 2
+
+[policy.outputs]
+kinds = ["safetensors", "metrics-json"]
+max_file_bytes = 1048576
+max_total_bytes = 2097152
+
+[policy.budget]
+max_jobs = 100
+window_hours = 24
+
+[trust]
+store = {trust}
+
+{attestation}
+
+[trainer]
+runtime = "{runc}"
+
+[chain]
+rpc_url = "{rpc}"
+chain_id = 137
+usdc_address = "{usdc}"
+escrow_address = "{escrow}"
+confirmations = 1
+test_token = true
+
+{extra}
+
+[paths]
+{paths}
+"#,
+            url = self.dicomweb_url,
+            hmac = q(&t.join("hmac.key")),
+            node = q(&t.join("node.key")),
+            dpo = self.dpo.public().to_hex(),
+            optouts = q(&self.cohort.join("optouts.csv")),
+            labels = q(&self.cohort.join("labels.csv")),
+            policy = q(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policy/rapha.rego")),
+            trust = q(&t.join("trust")),
+            runc = self.runc,
+            rpc = chain.url,
+            usdc = chain.usdc,
+            escrow = chain.escrow,
+        )
+    }
+}
+
 /// Builds and signs a bundle whose entrypoint runs the test trainer in `mode`.
 pub fn bundle(
     tmp: &Path,

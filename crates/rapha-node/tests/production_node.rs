@@ -12,24 +12,18 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rapha_attest::VerifyMode;
-use rapha_bundle::{SigningKey, TrustStore};
 use rapha_core::{CohortQuery, JobId, JobRequest, Outcome, Usdc};
 use rapha_node::config::Config;
 use rapha_node::node_build::{attestation_from_config, node_from_config, BuildError};
 use rapha_node::store::JobState;
-use rapha_policy::DpoSigningKey;
-use rapha_testkit::cohort::{generate, CohortSpec};
 use rapha_testkit::services::{Orthanc, Swtpm};
 
 use crate::node_common::{sgx_collateral, ConfigSpec};
-use crate::pipeline_e2e::{bundle, sandbox_ready, Chain, FEE, PUBLISHER, TRAINER};
+use crate::pipeline_e2e::{
+    sandbox_ready, secret_file, Chain, NodeFixture, FEE, PUBLISHER, TRAINER,
+};
 
 const PCRS: [u8; 6] = [0, 1, 2, 3, 4, 7];
-
-fn secret_file(path: &Path, bytes: &[u8]) {
-    std::fs::write(path, bytes).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
 
 /// The swtpm's current sha256 PCR values, as `expected_pcrs` entries.
 fn current_pcrs(tcti: &str) -> Vec<(u8, String)> {
@@ -224,43 +218,17 @@ fn production_node_without_sgx_refuses_the_job_at_attestation_and_refunds() {
     let Some(chain) = Chain::start() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let cohort = t.join("cohort");
-    let cohort_manifest = generate(&CohortSpec {
-        studies: 20,
-        seed: 31,
-        out: cohort.clone(),
-        rle_fraction: 0.0,
-        label_shuffle: false,
-    })
-    .unwrap();
-    let (ok, rejected) = orthanc.upload_dir(&cohort.join("dicom")).unwrap();
-    assert!(ok > 0 && rejected == 0);
-    let accessions = cohort_manifest.labelled_accessions();
-    let publisher = SigningKey::ed25519_from_seed(&[5; 32]);
-    TrustStore::add(
-        &t.join("trust"),
-        PUBLISHER,
-        &publisher.public_key(),
-        &[TRAINER.into()],
-        None,
-    )
-    .unwrap();
-    let (bundle_dir, manifest) = bundle(t, &trainer, "honest", "honest", &publisher);
-    let dpo = DpoSigningKey::from_seed(&[6; 32]);
-    secret_file(&t.join("hmac.key"), &[0x24; 32]);
-    secret_file(
-        &t.join("node.key"),
-        hex::encode(chain.node_secret).as_bytes(),
+    let fixture = NodeFixture::new(t, &orthanc, &chain, &trainer, 31);
+    let (accessions, bundle_dir, manifest, dpo) = (
+        &fixture.accessions,
+        &fixture.bundle_dir,
+        fixture.manifest,
+        &fixture.dpo,
     );
-    secret_file(&t.join("settler.key"), chain.keys[5].as_bytes());
     secret_file(
         &t.join("tokens"),
         b"admin adm-0123456789abcdef0123456789abcdef0123\n",
     );
-    let runc = String::from_utf8(Command::new("which").arg("runc").output().unwrap().stdout)
-        .unwrap()
-        .trim()
-        .to_owned();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -271,44 +239,8 @@ fn production_node_without_sgx_refuses_the_job_at_attestation_and_refunds() {
         .into_iter()
         .map(|(i, d)| format!("\"{i}\" = \"{d}\""))
         .collect();
-    let config_path = t.join("node.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            r#"mode = "production"
-
-[[dicomweb.endpoints]]
-url = "{url}"
-
-[keys]
-hmac_key_file = {hmac}
-node_key_file = {node}
-dpo_public_keys = ["{dpo}"]
-
-[cohort]
-opt_out_file = {optouts}
-labels_file = {labels}
-
-[policy]
-path = {policy}
-modalities = ["CT", "MR", "CR", "DX", "US", "SC"]
-min_fee_usdc = "1.00"
-min_patients = 5
-min_validation_patients = 2
-
-[policy.outputs]
-kinds = ["safetensors", "metrics-json"]
-max_file_bytes = 1048576
-max_total_bytes = 2097152
-
-[policy.budget]
-max_jobs = 100
-window_hours = 24
-
-[trust]
-store = {trust}
-
-[attestation.tpm]
+    let attestation = format!(
+        r#"[attestation.tpm]
 tcti = "{tcti}"
 vendor_root_ca = {root}
 expected_pcrs = {{ {pcrs} }}
@@ -316,20 +248,16 @@ expected_pcrs = {{ {pcrs} }}
 [attestation.sgx]
 quote_source = {quote_source}
 collateral_file = {collateral}
-mrenclave = ["{mrenclave}"]
-
-[trainer]
-runtime = "{runc}"
-
-[chain]
-rpc_url = "{rpc}"
-chain_id = 137
-usdc_address = "{usdc}"
-escrow_address = "{escrow}"
-confirmations = 1
-test_token = true
-
-[settlement]
+mrenclave = ["{mrenclave}"]"#,
+        tcti = tpm.tcti(),
+        root = q(tpm.ek_ca_cert_pem().unwrap()),
+        pcrs = pcrs.join(", "),
+        quote_source = q(&t.join("no-gramine/attestation")),
+        collateral = q(&sgx_collateral()),
+        mrenclave = "ab".repeat(32),
+    );
+    let extra = format!(
+        r#"[settlement]
 settler_key_file = "settler.key"
 hospital_address = "{hospital}"
 payout_address = "{payout}"
@@ -338,31 +266,19 @@ run_window_secs = 600
 [api]
 listen = "127.0.0.1:{port}"
 tokens_file = "tokens"
-max_bundle_bytes = 1048576
-
-[paths]
-data_dir = "data"
-state_dir = "state"
-"#,
-            url = orthanc.dicomweb_url(),
-            hmac = q(&t.join("hmac.key")),
-            node = q(&t.join("node.key")),
-            dpo = dpo.public().to_hex(),
-            optouts = q(&cohort.join("optouts.csv")),
-            labels = q(&cohort.join("labels.csv")),
-            policy = q(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policy/rapha.rego")),
-            trust = q(&t.join("trust")),
-            tcti = tpm.tcti(),
-            root = q(tpm.ek_ca_cert_pem().unwrap()),
-            pcrs = pcrs.join(", "),
-            quote_source = q(&t.join("no-gramine/attestation")),
-            collateral = q(&sgx_collateral()),
-            mrenclave = "ab".repeat(32),
-            rpc = chain.url,
-            usdc = chain.usdc,
-            escrow = chain.escrow,
-            hospital = chain.hospital,
-            payout = chain.payout,
+max_bundle_bytes = 1048576"#,
+        hospital = chain.hospital,
+        payout = chain.payout,
+    );
+    let config_path = t.join("node.toml");
+    std::fs::write(
+        &config_path,
+        fixture.config_toml(
+            &chain,
+            "production",
+            &attestation,
+            &extra,
+            "data_dir = \"data\"\nstate_dir = \"state\"",
         ),
     )
     .unwrap();
@@ -395,7 +311,7 @@ state_dir = "state"
     // Drives a job to its end; checks it was refused at attestation, receipted, nothing
     // released, the depositor refunded in full; returns the reason.
     let mut refused_at_attestation = |request: JobRequest| -> String {
-        let job = node.submit(&bundle_dir, request).unwrap();
+        let job = node.submit(bundle_dir, request).unwrap();
         assert_eq!(
             node.run_until_blocked(job).unwrap(),
             JobState::AwaitingApproval
