@@ -223,13 +223,8 @@ impl Feed<'_> {
                     let Ok((index, reply)) = job else {
                         break; // the connection is over
                     };
-                    let (header, payload, first_feed) = self.fetch_caught(index, served.cache);
                     // The writer waits for every queued answer, so this does not fail.
-                    let _ = reply.send(Answer {
-                        header,
-                        payload,
-                        first_feed,
-                    });
+                    let _ = reply.send(self.fetch_caught(index, served.cache));
                 });
             }
             let fingerprint = served.fingerprint;
@@ -286,36 +281,34 @@ impl Feed<'_> {
             // limit of queued answers per connection.)
             let queued = requests.queued()?;
             if 1 + queued > protocol::MAX_IN_FLIGHT {
-                let h = protocol::error_header(
+                send(Answer::error(
                     ErrorCode::Protocol,
                     &format!(
                         "more than {} requests in flight; the connection is closed",
                         protocol::MAX_IN_FLIGHT
                     ),
-                );
-                send(Answer::plain(h))?;
+                ))?;
                 return Err(FrameError::TooManyInFlight(protocol::MAX_IN_FLIGHT));
             }
             let req = match protocol::parse_request(&header) {
                 Ok(r) => r,
                 Err(msg) => {
-                    send(Answer::plain(protocol::error_header(
-                        ErrorCode::BadRequest,
-                        &msg,
-                    )))?;
+                    send(Answer::error(ErrorCode::BadRequest, &msg))?;
                     continue;
                 }
             };
             if self.lock().done {
-                let h =
-                    protocol::error_header(ErrorCode::Finished, "the trainer already sent done");
-                send(Answer::plain(h))?;
+                send(Answer::error(
+                    ErrorCode::Finished,
+                    "the trainer already sent done",
+                ))?;
                 return Ok(());
             }
             if !greeted && !matches!(req, Request::Hello { .. }) {
-                let h =
-                    protocol::error_header(ErrorCode::Protocol, "the first request must be hello");
-                send(Answer::plain(h))?;
+                send(Answer::error(
+                    ErrorCode::Protocol,
+                    "the first request must be hello",
+                ))?;
                 continue;
             }
             // A fetch with more requests behind it goes to the decoders, so records decode side
@@ -325,27 +318,17 @@ impl Feed<'_> {
                 queues.decode(*index)?;
                 continue;
             }
-            let (header, payload, first_feed) = self.answer(&req, &mut greeted, cache);
-            send(Answer {
-                header,
-                payload,
-                first_feed,
-            })?;
+            send(self.answer(&req, &mut greeted, cache))?;
             if matches!(req, Request::Done) {
                 return Ok(());
             }
         }
     }
 
-    fn answer(
-        &self,
-        req: &Request,
-        greeted: &mut bool,
-        cache: &PixelCache,
-    ) -> (Vec<u8>, Option<Shared>, Option<u32>) {
+    fn answer(&self, req: &Request, greeted: &mut bool, cache: &PixelCache) -> Answer {
         let records = self.source.records();
-        let ok = |v: serde_json::Value| (serde_json::to_vec(&v).unwrap_or_default(), None, None);
-        let err = |c: ErrorCode, m: String| (protocol::error_header(c, &m), None, None);
+        let ok = |v: serde_json::Value| Answer::plain(serde_json::to_vec(&v).unwrap_or_default());
+        let err = |c: ErrorCode, m: String| Answer::error(c, &m);
         match req {
             Request::Hello {
                 protocol: v,
@@ -497,11 +480,7 @@ impl Feed<'_> {
     /// a malformed instance) answered as `unavailable`, like any record that cannot be
     /// decoded: the trainer gets no pixels for it, the connection stays in step, and the
     /// other records are still served.
-    fn fetch_caught(
-        &self,
-        index: usize,
-        cache: &PixelCache,
-    ) -> (Vec<u8>, Option<Shared>, Option<u32>) {
+    fn fetch_caught(&self, index: usize, cache: &PixelCache) -> Answer {
         let fetched =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.fetch(index, cache)));
         fetched.unwrap_or_else(|_| {
@@ -509,31 +488,21 @@ impl Feed<'_> {
                 record = index,
                 "decoding the record panicked; answered unavailable"
             );
-            (
-                protocol::error_header(
-                    ErrorCode::Unavailable,
-                    "the node could not fetch or decode this record",
-                ),
-                None,
-                None,
-            )
+            Answer::error(ErrorCode::Unavailable, UNAVAILABLE)
         })
     }
 
-    /// The response, its payload, and the record index when this is its first feed.
-    fn fetch(&self, index: usize, cache: &PixelCache) -> (Vec<u8>, Option<Shared>, Option<u32>) {
+    /// The answer to a fetch of `index`: the record's header and pixels (and its index when
+    /// this is its first feed), or an error.
+    fn fetch(&self, index: usize, cache: &PixelCache) -> Answer {
         let records = self.source.records();
         let Some(rec) = records.get(index) else {
-            return (
-                protocol::error_header(
-                    ErrorCode::NoSuchRecord,
-                    &format!(
-                        "record index {index} is out of range (0..{})",
-                        records.len()
-                    ),
+            return Answer::error(
+                ErrorCode::NoSuchRecord,
+                &format!(
+                    "record index {index} is out of range (0..{})",
+                    records.len()
                 ),
-                None,
-                None,
             );
         };
         let pixels = match cache.get(index) {
@@ -552,25 +521,14 @@ impl Feed<'_> {
                 }
                 Ok(_) => {
                     tracing::warn!(record = %rec.instance, "decoded pixels do not match the listed shape");
-                    return (
-                        protocol::error_header(
-                            ErrorCode::Unavailable,
-                            "record pixels do not match their listed shape",
-                        ),
-                        None,
-                        None,
+                    return Answer::error(
+                        ErrorCode::Unavailable,
+                        "record pixels do not match their listed shape",
                     );
                 }
                 Err(e) => {
                     tracing::warn!(record = %rec.instance, error = %e, "record unavailable");
-                    return (
-                        protocol::error_header(
-                            ErrorCode::Unavailable,
-                            "the node could not fetch or decode this record",
-                        ),
-                        None,
-                        None,
-                    );
+                    return Answer::error(ErrorCode::Unavailable, UNAVAILABLE);
                 }
             },
         };
@@ -591,7 +549,11 @@ impl Feed<'_> {
             rec.dtype.name(),
             pixels.len()
         );
-        (header.into_bytes(), Some(pixels), first_feed)
+        Answer {
+            header: header.into_bytes(),
+            payload: Some(pixels),
+            first_feed,
+        }
     }
 }
 
@@ -655,7 +617,15 @@ impl Answer {
             first_feed: None,
         }
     }
+
+    fn error(code: ErrorCode, message: &str) -> Self {
+        Self::plain(protocol::error_header(code, message))
+    }
 }
+
+/// What a trainer is told of a record that could not be fetched or decoded (the reason stays
+/// in the node's log).
+const UNAVAILABLE: &str = "the node could not fetch or decode this record";
 
 /// Writes answers in order; records fed for the first time go to the fingerprinting worker in
 /// batches of [`FINGERPRINT_BATCH`], and the rest at [`AnswerWriter::finish`], so every fed
