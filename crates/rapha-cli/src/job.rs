@@ -762,11 +762,7 @@ fn fetch(args: &FetchArgs) -> anyhow::Result<Printed> {
         }
     };
 
-    let outcome = match verified.body.outcome {
-        Outcome::Completed => "completed",
-        Outcome::Refused => "refused",
-        Outcome::Failed => "failed",
-    };
+    let outcome = verified.body.outcome.as_str();
     let files: Vec<Value> = written
         .iter()
         .map(|(s, fresh)| {

@@ -139,11 +139,7 @@ pub fn json_summary(v: &VerifiedReceipt) -> serde_json::Value {
 pub fn human_summary(v: &VerifiedReceipt) -> String {
     let b = &v.body;
     let mut s = String::new();
-    let outcome = match b.outcome {
-        rapha_core::Outcome::Completed => "completed",
-        rapha_core::Outcome::Refused => "refused",
-        rapha_core::Outcome::Failed => "failed",
-    };
+    let outcome = b.outcome.as_str();
     let _ = writeln!(
         s,
         "VERIFIED receipt for job {} — outcome {outcome}",

@@ -36,4 +36,4 @@ pub use ids::JobId;
 pub use job::{CohortQuery, JobRequest, OutputDecl, OutputKind, ResourceLimits};
 pub use money::{FeeSplit, Usdc, USDC_DECIMALS};
 pub use pseudonym::{check_private_mode, HashedId, HmacKey, IdDomain, ModeError, HMAC_KEY_LEN};
-pub use receipt::{ExclusionCounts, Outcome};
+pub use receipt::{ExclusionCounts, Outcome, ReasonCode};

@@ -686,11 +686,7 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<Summary> {
     let planted = manifest.phi.iter().filter(|p| p.len() >= 4).count();
     let phi_found = !check_phi_absent(&manifest, &released)?
         || !check_phi_absent_file(&manifest, &receipt_path)?;
-    let outcome = match body.outcome {
-        Outcome::Completed => "completed",
-        Outcome::Refused => "refused",
-        _ => "failed",
-    };
+    let outcome = body.outcome.as_str();
     let receipt_ok = verified_receipt.is_ok();
     let exit_code = match body.outcome {
         _ if phi_found => 1,

@@ -521,20 +521,11 @@ fn job_row(conn: &Connection, job: JobId) -> Result<JobRow> {
 }
 
 fn outcome_str(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Completed => "completed",
-        Outcome::Refused => "refused",
-        Outcome::Failed => "failed",
-    }
+    o.as_str()
 }
 
 fn parse_outcome(s: &str) -> Result<Outcome> {
-    match s {
-        "completed" => Ok(Outcome::Completed),
-        "refused" => Ok(Outcome::Refused),
-        "failed" => Ok(Outcome::Failed),
-        other => Err(StoreError::Corrupt(format!("unknown outcome {other:?}"))),
-    }
+    Outcome::parse(s).ok_or_else(|| StoreError::Corrupt(format!("unknown outcome {s:?}")))
 }
 
 #[cfg(test)]

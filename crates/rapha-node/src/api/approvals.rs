@@ -1,0 +1,140 @@
+//! DPO routes: pending reviews, approve, reject.
+
+use super::*;
+
+/// `GET /v1/approvals/pending`: jobs waiting for a DPO, with their cohort summaries (counts
+/// only: the summary type holds no identifier).
+pub(super) async fn pending_approvals(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+) -> ApiResult<Json<serde_json::Value>> {
+    authorize(
+        &state,
+        &headers,
+        "/v1/approvals/pending",
+        &[Role::Dpo, Role::Admin],
+    )?;
+    // Read through the API's own store connection: answers while the node runs a job.
+    let path = Arc::clone(&state.store_path);
+    let reviews = blocking(move || {
+        let store = open_store(&path)?;
+        let mut out = Vec::new();
+        for row in store.unfinished().map_err(HttpError::internal)? {
+            if row.state != JobState::AwaitingApproval {
+                continue;
+            }
+            let Some(bytes) = store
+                .artifact(row.id, crate::pipeline::artifact::COHORT_SUMMARY)
+                .map_err(HttpError::internal)?
+            else {
+                continue;
+            };
+            let review = rapha_policy::ReviewRequest {
+                cohort: serde_json::from_slice(&bytes).map_err(HttpError::internal)?,
+                job: row.request,
+            };
+            out.push(json!({
+                "job_id": row.id.to_string(),
+                "job_digest": review.job_digest(),
+                "publisher": review.job.publisher,
+                "trainer": review.job.trainer,
+                "cohort": review.cohort,
+            }));
+        }
+        Ok(out)
+    })
+    .await?;
+    Ok(Json(json!({ "pending": reviews })))
+}
+
+/// `POST /v1/jobs/{id}/approve`: a DPO approval (signed offline with the DPO key) of the
+/// job's digest. Whether the key is one of the hospital's DPO keys is the pipeline's check.
+pub(super) async fn approve(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    authorize(&state, &headers, "/v1/jobs/{id}/approve", &[Role::Dpo])?;
+    let job = parse_job(&id)?;
+    let approval: rapha_policy::Approval = parse_json(body)?;
+    approval.verify().map_err(|e| {
+        HttpError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "bad-signature",
+            e.to_string(),
+        )
+    })?;
+    with_node(&state, move |n| {
+        let digest = n
+            .review_digest(job)
+            .map_err(HttpError::internal)?
+            .ok_or_else(|| not_found("no-review", "this job has no cohort under review"))?;
+        if digest != approval.job_digest {
+            return Err(HttpError::new(
+                StatusCode::CONFLICT,
+                "digest-mismatch",
+                "the approval is for another job digest; review the job again",
+            ));
+        }
+        n.approvals().record(&approval).map_err(HttpError::internal)
+    })
+    .await?;
+    drive(&state, job);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": job.to_string() })),
+    )
+        .into_response())
+}
+
+/// `POST /v1/jobs/{id}/reject` body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RejectBody {
+    /// Why, in words for the AI company (no patient data).
+    reason: String,
+}
+
+/// Longest rejection reason accepted.
+pub const MAX_REASON: usize = 500;
+
+/// `POST /v1/jobs/{id}/reject`: the DPO refuses a job waiting for approval.
+pub(super) async fn reject(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    UrlPath(id): UrlPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Response> {
+    authorize(&state, &headers, "/v1/jobs/{id}/reject", &[Role::Dpo])?;
+    let job = parse_job(&id)?;
+    let body: RejectBody = parse_json(body)?;
+    if body.reason.trim().is_empty() || body.reason.len() > MAX_REASON {
+        return Err(HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-reason",
+            format!("a rejection needs a reason of 1 to {MAX_REASON} bytes"),
+        ));
+    }
+    let rejected = with_node(&state, move |n| match n.reject(job, body.reason.trim()) {
+        Ok(done) => Ok(done),
+        Err(crate::pipeline::PipelineError::Store(crate::store::StoreError::NotFound(_))) => {
+            Err(not_found("unknown-job", "no job with this id"))
+        }
+        Err(e) => Err(HttpError::internal(e)),
+    })
+    .await?;
+    if !rejected {
+        return Err(HttpError::new(
+            StatusCode::CONFLICT,
+            "not-awaiting-approval",
+            "the job is not waiting for a DPO decision",
+        ));
+    }
+    drive(&state, job);
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": job.to_string() })),
+    )
+        .into_response())
+}

@@ -1,0 +1,234 @@
+//! Who is calling: bearer tokens, roles, and the one authorize path every route takes (401 and
+//! 403 are audited).
+
+use super::*;
+
+/// Who a caller is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The AI company: submits jobs, reads their status, receipts and released outputs.
+    Publisher,
+    /// The data protection officer: reviews, approves or rejects cohorts.
+    Dpo,
+    /// The hospital's operator: metrics, logs, every job.
+    Admin,
+}
+
+impl Role {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Publisher => "publisher",
+            Self::Dpo => "dpo",
+            Self::Admin => "admin",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "publisher" => Some(Self::Publisher),
+            "dpo" => Some(Self::Dpo),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// Errors loading the token file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    #[error("cannot read the API token file {path}: {source}")]
+    TokenFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "API token file line {line}: {what} (expected `<dpo|admin> <token>` or \
+         `publisher <token> <publisher-name>`)"
+    )]
+    TokenLine { line: usize, what: &'static str },
+    #[error("the API token file defines no token: nobody could call the API")]
+    NoTokens,
+}
+
+/// Per-role bearer tokens. Never printed.
+pub struct Tokens {
+    /// (role, the publisher a publisher token speaks for, token).
+    entries: Vec<(Role, Option<String>, Zeroizing<Vec<u8>>)>,
+}
+
+/// An authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub role: Role,
+    /// For a publisher token: the publisher (trust-store name) it speaks for.
+    pub publisher: Option<String>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tokens({} entries)", self.entries.len())
+    }
+}
+
+/// Tokens shorter than this are refused: they could be guessed.
+pub const MIN_TOKEN_LEN: usize = 32;
+
+impl Tokens {
+    /// Parses `<role> <token>` lines (`publisher <token> <publisher-name>` for publishers: a
+    /// publisher sees only its own jobs); `#` starts a comment.
+    ///
+    /// # Errors
+    /// [`ApiError::TokenLine`] for an unknown role, a missing or short token;
+    /// [`ApiError::NoTokens`] when no line defines one.
+    pub fn parse(text: &str) -> Result<Self, ApiError> {
+        let mut entries = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let line_no = i + 1;
+            let mut parts = line.split_whitespace();
+            let role = parts
+                .next()
+                .and_then(Role::parse)
+                .ok_or(ApiError::TokenLine {
+                    line: line_no,
+                    what: "unknown role",
+                })?;
+            let token = parts.next().ok_or(ApiError::TokenLine {
+                line: line_no,
+                what: "missing token",
+            })?;
+            if token.len() < MIN_TOKEN_LEN {
+                return Err(ApiError::TokenLine {
+                    line: line_no,
+                    what: "token shorter than 32 characters",
+                });
+            }
+            let publisher = if role == Role::Publisher {
+                Some(parts.next().map(str::to_owned).ok_or(ApiError::TokenLine {
+                    line: line_no,
+                    what: "a publisher token needs the publisher's name after it",
+                })?)
+            } else {
+                None
+            };
+            if parts.next().is_some() {
+                return Err(ApiError::TokenLine {
+                    line: line_no,
+                    what: "trailing text after the token",
+                });
+            }
+            entries.push((role, publisher, Zeroizing::new(token.as_bytes().to_vec())));
+        }
+        if entries.is_empty() {
+            return Err(ApiError::NoTokens);
+        }
+        Ok(Self { entries })
+    }
+
+    /// Loads a token file.
+    ///
+    /// # Errors
+    /// As [`Tokens::parse`], or [`ApiError::TokenFile`].
+    pub fn load(path: &Path) -> Result<Self, ApiError> {
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
+            ApiError::TokenFile {
+                path: path.to_owned(),
+                source,
+            }
+        })?);
+        Self::parse(&text)
+    }
+
+    /// The role of `presented`, comparing against every token in constant time.
+    fn caller(&self, presented: &[u8]) -> Option<Caller> {
+        let mut found = None;
+        for (role, publisher, token) in &self.entries {
+            if bool::from(token.as_slice().ct_eq(presented)) {
+                found = Some(Caller {
+                    role: *role,
+                    publisher: publisher.clone(),
+                });
+            }
+        }
+        found
+    }
+}
+
+/// Checks the bearer token against the roles allowed on `route`.
+pub(super) fn authorize(
+    state: &ApiState,
+    headers: &HeaderMap,
+    route: &str,
+    allowed: &[Role],
+) -> ApiResult<Caller> {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let caller = presented.and_then(|t| state.tokens.caller(t.as_bytes()));
+    match caller.map(|c| (c.role, c)) {
+        None => {
+            tracing::warn!(route, "API call without a valid token refused (401)");
+            audit_denial(
+                state,
+                route,
+                "unauthenticated",
+                "missing or unknown bearer token",
+            );
+            Err(HttpError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "a valid bearer token is required",
+            ))
+        }
+        Some((role, _)) if !allowed.contains(&role) => {
+            tracing::warn!(
+                route,
+                role = role.as_str(),
+                "API call by the wrong role refused (403)"
+            );
+            audit_denial(
+                state,
+                route,
+                role.as_str(),
+                "role not allowed on this route",
+            );
+            Err(HttpError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("the {} role may not call {route}", role.as_str()),
+            ))
+        }
+        Some((_, caller)) => Ok(caller),
+    }
+}
+
+/// Queues a denied call for the audit trail (the node may be busy with a job).
+pub(super) fn audit_denial(state: &ApiState, route: &str, who: &str, why: &str) {
+    let event = AuditEvent::new(
+        AuditKind::Refusal,
+        AuditOutcome::MinorFailure,
+        format!("API call to {route} refused: {why}"),
+        ("api-client", who),
+        Vec::new(),
+    );
+    if state.denials.try_send(event).is_err() {
+        tracing::error!(
+            route,
+            "audit queue full or closed: an API refusal was not audited"
+        );
+    }
+}
+
+/// Queues an event for the audit trail from a blocking task (waits if the queue is full).
+pub(super) fn audit_later(state: &ApiState, event: AuditEvent) {
+    if state.denials.send(event).is_err() {
+        tracing::error!("audit writer gone: an API event was not audited");
+    }
+}

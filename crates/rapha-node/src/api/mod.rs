@@ -1,0 +1,417 @@
+//! The node's HTTP API (`rapha-node serve`): a thin axum layer over [`crate::pipeline::Node`].
+//!
+//! The AI company uploads its signed bundle (`POST /v1/bundles`, a bundle archive, see
+//! [`bundles`]) and then submits job requests that name it by manifest digest: it never names
+//! a path on the node.
+//!
+//! Every route but `/healthz` checks a bearer token that names a role (publisher, DPO,
+//! admin). A missing or unknown token is 401, a known token of the wrong role is 403; both are
+//! logged and written to the audit trail. Errors are JSON `{"error": code, "message": ...}`.
+//! Pipeline work is blocking and runs on tokio's blocking pool, so the API stays responsive
+//! while a job runs: status and metrics read their own connection to the job store.
+
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes, HttpBody as _};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use rapha_core::{JobId, JobRequest};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use tokio::io::AsyncWriteExt as _;
+use zeroize::Zeroizing;
+
+use crate::audit::{AuditEvent, AuditKind, AuditOutcome};
+use crate::pipeline::Node;
+use crate::progress::{LiveRun, LiveRuns};
+use crate::store::{JobReader, JobState, JobStore};
+
+pub mod bundles;
+pub mod serve;
+
+mod approvals;
+mod auth;
+mod drive;
+mod jobs;
+mod log;
+mod ops;
+mod outputs;
+mod upload;
+
+pub use approvals::MAX_REASON;
+use approvals::{approve, pending_approvals, reject};
+use auth::{audit_denial, audit_later, authorize};
+pub use auth::{ApiError, Caller, Role, Tokens, MIN_TOKEN_LEN};
+use drive::{drive, lock_node, redrive_unfinished, with_node};
+pub use drive::{lock_within, NODE_WAIT, REDRIVE_INTERVAL};
+use jobs::{job_status, submit};
+use log::{log_consistency, log_head, log_inclusion};
+use ops::{healthz, metrics, openapi};
+use outputs::{output_file, outputs, receipt};
+use upload::upload_bundle;
+
+/// The OpenAPI 3.1 document of every route.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Default request body limit (a job request is a few KiB).
+pub const DEFAULT_BODY_LIMIT: usize = 256 * 1024;
+
+/// Default per-request timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest bundle upload (`POST /v1/bundles`): also the largest file and the largest sum of
+/// files in the archive. Separate from (and far above) the JSON limit.
+pub const BUNDLE_BODY_LIMIT: u64 = 2 << 30;
+
+/// Time allowed for one bundle upload: receiving, unpacking, verifying and storing it.
+pub const BUNDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Most entries in an uploaded bundle archive.
+pub const BUNDLE_MAX_ENTRIES: u64 = 1024;
+
+/// Bundle uploads processed at once; more are refused with 429 (each may write up to
+/// [`BUNDLE_BODY_LIMIT`] to the state directory before it is verified).
+pub const MAX_CONCURRENT_UPLOADS: usize = 2;
+
+/// Shared state of the API.
+#[derive(Clone)]
+pub struct ApiState {
+    node: Arc<Mutex<Node>>,
+    store_path: Arc<PathBuf>,
+    release_dir: Arc<PathBuf>,
+    tokens: Arc<Tokens>,
+    readers: Arc<Readers>,
+    bundles: Arc<bundles::BundleStore>,
+    bundle_limit: u64,
+    /// Progress of running trainers (the node writes it; read without the node lock).
+    live: Arc<LiveRuns>,
+    /// The receipt log, opened read-only per request (answers while a job holds the node).
+    receipt_log: Arc<PathBuf>,
+    uploads: Arc<tokio::sync::Semaphore>,
+    /// Jobs a background task is driving, with "run one more round" flags.
+    driving: Arc<Mutex<std::collections::HashMap<JobId, bool>>>,
+    /// Refused calls on their way to the audit trail (one writer thread, bounded queue, so
+    /// a flood of bad tokens cannot pile up blocking tasks).
+    denials: std::sync::mpsc::SyncSender<AuditEvent>,
+}
+
+/// Refusals queued for the audit writer at most.
+const DENIAL_QUEUE: usize = 1024;
+
+impl ApiState {
+    /// `store_path` is the job store the node uses (read by status and metrics through their
+    /// own connection so they answer while a job runs). Uploaded bundles are stored in
+    /// `bundles/` beside it (the node's state directory).
+    pub fn new(node: Node, store_path: PathBuf, tokens: Tokens) -> Self {
+        let release_dir = Arc::new(node.release_dir().to_owned());
+        let store_path_for_readers = store_path.clone();
+        let state_dir = store_path
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let bundles = Arc::new(bundles::BundleStore::new(
+            state_dir.join("bundles"),
+            node.trust().dir().to_owned(),
+        ));
+        let live = node.live();
+        let receipt_log = Arc::new(node.receipt_log().path().to_owned());
+        let node = Arc::new(Mutex::new(node));
+        let (denials, queue) = std::sync::mpsc::sync_channel::<AuditEvent>(DENIAL_QUEUE);
+        let writer = Arc::clone(&node);
+        // Ends when the last ApiState (and so the last sender) is gone.
+        std::thread::spawn(move || {
+            for event in queue {
+                let written = writer.lock().map(|n| n.audit(event));
+                if !matches!(written, Ok(Ok(()))) {
+                    tracing::error!("could not write an API refusal to the audit trail");
+                }
+            }
+        });
+        Self {
+            node,
+            store_path: Arc::new(store_path),
+            release_dir,
+            tokens: Arc::new(tokens),
+            readers: Arc::new(Readers {
+                path: store_path_for_readers,
+                idle: Mutex::new(Vec::new()),
+            }),
+            bundles,
+            bundle_limit: BUNDLE_BODY_LIMIT,
+            live,
+            receipt_log,
+            uploads: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS)),
+            driving: Arc::default(),
+            denials,
+        }
+    }
+
+    /// Sets the largest bundle upload accepted (default [`BUNDLE_BODY_LIMIT`]).
+    #[must_use]
+    pub fn with_bundle_limit(mut self, bytes: u64) -> Self {
+        self.bundle_limit = bytes;
+        self
+    }
+
+    /// Sets how many bundle uploads are processed at once (default
+    /// [`MAX_CONCURRENT_UPLOADS`]).
+    #[must_use]
+    pub fn with_max_uploads(mut self, n: usize) -> Self {
+        self.uploads = Arc::new(tokio::sync::Semaphore::new(n));
+        self
+    }
+
+    /// Runs `f` on the node with its lock held, as a pipeline step does (blocking: call it
+    /// from a thread, not an async task). `None` if the lock is poisoned.
+    pub fn with_node_locked<T>(&self, f: impl FnOnce(&mut Node) -> T) -> Option<T> {
+        self.node.lock().ok().map(|mut n| f(&mut n))
+    }
+
+    /// Stores uploaded bundles under `root` instead of `bundles/` beside the job store (e.g. on
+    /// the bulk data disk; uploads are staged in the same directory so they move in by rename).
+    #[must_use]
+    pub fn with_bundle_dir(mut self, root: PathBuf) -> Self {
+        let trust = self.bundles.trust_dir().to_owned();
+        self.bundles = Arc::new(bundles::BundleStore::new(root, trust));
+        self
+    }
+
+    /// Where uploaded bundles are stored.
+    pub fn bundle_dir(&self) -> &Path {
+        self.bundles.root()
+    }
+}
+
+/// Read-only connections to the job store kept between requests: a status poll borrows one
+/// instead of opening the database (opening costs far more than the read), and never waits
+/// for the node lock or the pipeline's write transactions.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<JobReader>>,
+}
+
+/// Read-only connections kept idle at most (more are opened while more polls run at once).
+const IDLE_READERS: usize = 8;
+
+impl Readers {
+    /// Runs `f` with a kept reader, or a new one when every kept reader is in use.
+    fn with<T>(&self, f: impl FnOnce(&JobReader) -> ApiResult<T>) -> ApiResult<T> {
+        let kept = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let reader = match kept {
+            Some(r) => r,
+            None => JobReader::open(&self.path).map_err(HttpError::internal)?,
+        };
+        let out = f(&reader);
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < IDLE_READERS {
+                idle.push(reader);
+            }
+        }
+        out
+    }
+}
+
+/// A typed JSON error response.
+#[derive(Debug)]
+pub struct HttpError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl HttpError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn internal(what: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %what, "API request failed");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            what.to_string(),
+        )
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({ "error": self.code, "message": self.message })),
+        )
+            .into_response()
+    }
+}
+
+type ApiResult<T> = Result<T, HttpError>;
+
+/// Parses a JSON body, mapping every failure to a typed error.
+fn parse_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            HttpError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "the request body exceeds the node's limit",
+            )
+        } else {
+            HttpError::new(StatusCode::BAD_REQUEST, "bad-body", e.body_text())
+        }
+    })?;
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-json",
+            format!("invalid JSON at {}: {}", e.path(), e.inner()),
+        )
+    })
+}
+
+/// A publisher sees only its own jobs; another publisher's job is "unknown" to it (its
+/// existence is not revealed). The DPO and the admin see every job.
+async fn check_owner(state: &ApiState, caller: &Caller, job: JobId) -> ApiResult<()> {
+    let Some(publisher) = caller.publisher.clone() else {
+        return Ok(());
+    };
+    let readers = Arc::clone(&state.readers);
+    blocking(move || {
+        readers.with(|r| match r.get(job) {
+            Ok(row) if row.request.publisher == publisher => Ok(()),
+            Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {
+                Err(not_found("unknown-job", "no job with this id"))
+            }
+            Err(e) => Err(HttpError::internal(e)),
+        })
+    })
+    .await
+}
+
+fn parse_job(id: &str) -> ApiResult<JobId> {
+    id.parse().map_err(|_| {
+        HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-job-id",
+            "the job id is not a valid job id",
+        )
+    })
+}
+
+/// Runs blocking work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(HttpError::internal)?
+}
+
+fn open_store(path: &Path) -> ApiResult<JobStore> {
+    JobStore::open(path).map_err(HttpError::internal)
+}
+
+fn not_found(code: &'static str, message: &str) -> HttpError {
+    HttpError::new(StatusCode::NOT_FOUND, code, message)
+}
+
+/// Every route the router serves, as (method, OpenAPI path).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+    ("post", "/v1/bundles"),
+    ("post", "/v1/jobs"),
+    ("get", "/v1/jobs/{id}"),
+    ("get", "/v1/approvals/pending"),
+    ("post", "/v1/jobs/{id}/approve"),
+    ("post", "/v1/jobs/{id}/reject"),
+    ("get", "/v1/jobs/{id}/receipt"),
+    ("get", "/v1/jobs/{id}/outputs"),
+    ("get", "/v1/jobs/{id}/outputs/{name}"),
+    ("get", "/v1/log/head"),
+    ("get", "/v1/log/inclusion"),
+    ("get", "/v1/log/consistency"),
+];
+
+/// Times a request out with a typed error.
+async fn timeout(req: Request, next: Next) -> Response {
+    time_limit(DEFAULT_TIMEOUT, req, next).await
+}
+
+/// Times a bundle upload out (a longer limit: the body is large).
+async fn bundle_timeout(req: Request, next: Next) -> Response {
+    time_limit(BUNDLE_TIMEOUT, req, next).await
+}
+
+async fn time_limit(limit: Duration, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => HttpError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the node did not answer in time; retry later",
+        )
+        .into_response(),
+    }
+}
+
+/// The API's router: JSON routes with the JSON body limit and the default timeout, the bundle
+/// upload with its own (its body is streamed and counted by the handler).
+pub fn router(state: ApiState) -> Router {
+    let uploads = Router::new()
+        .route("/v1/bundles", post(upload_bundle))
+        .layer(axum::middleware::from_fn(bundle_timeout))
+        .layer(DefaultBodyLimit::disable());
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .route("/v1/jobs", post(submit))
+        .route("/v1/jobs/{id}", get(job_status))
+        .route("/v1/approvals/pending", get(pending_approvals))
+        .route("/v1/jobs/{id}/approve", post(approve))
+        .route("/v1/jobs/{id}/reject", post(reject))
+        .route("/v1/jobs/{id}/receipt", get(receipt))
+        .route("/v1/jobs/{id}/outputs", get(outputs))
+        .route("/v1/jobs/{id}/outputs/{name}", get(output_file))
+        .route("/v1/log/head", get(log_head))
+        .route("/v1/log/inclusion", get(log_inclusion))
+        .route("/v1/log/consistency", get(log_consistency))
+        .layer(axum::middleware::from_fn(timeout))
+        .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+        .merge(uploads)
+        .method_not_allowed_fallback(|| async {
+            HttpError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "this route does not take this method",
+            )
+        })
+        .fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until the process is stopped, re-driving unfinished jobs
+/// every [`REDRIVE_INTERVAL`] in the background.
+///
+/// # Errors
+/// An I/O error from the listener.
+pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
+    let watcher = tokio::spawn(redrive_unfinished(state.clone()));
+    let served = axum::serve(listener, router(state)).await;
+    watcher.abort();
+    served
+}

@@ -1,0 +1,152 @@
+//! Steps 6–7: attestation bound to the job, then the final policy gate.
+
+use super::*;
+
+/// What the attestation step records.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AttestationRecord {
+    pub level: String,
+    pub binding: Digest,
+    pub evidence: Digest,
+    pub tpm_quote: Option<Digest>,
+    pub tpm_verified: bool,
+    pub runtime_public_key: String,
+}
+
+impl Node {
+    pub(super) fn job_spec(&self, req: &JobRequest, vb: &VerifiedBundle) -> JobSpec {
+        let outputs = vb.outputs().to_vec();
+        let total_output_cap = outputs.iter().map(|o| o.max_bytes).sum();
+        JobSpec {
+            job_id: req.job_id,
+            validation_percent: req.validation_percent,
+            min_validation_patients: self.p.min_validation_patients,
+            outputs,
+            total_output_cap,
+            limits: vb.resources().clone(),
+            wall_override: None,
+        }
+    }
+
+    pub(super) fn step_attest(&mut self, job: JobId, req: &JobRequest) -> Result<Step> {
+        let from = JobState::DepositConfirmed;
+        let vb = match self.bundle(job, req) {
+            Ok(vb) => vb,
+            Err(reason) => return self.end(job, from, Outcome::Refused, &reason),
+        };
+        let session = match EnclaveSession::new(self.job_spec(req, &vb)) {
+            Ok(s) => s,
+            Err(e) => {
+                return self.end(job, from, Outcome::Failed, &format!("enclave runtime: {e}"))
+            }
+        };
+        let summary: CohortSummary = self.need(job, artifact::COHORT_SUMMARY)?;
+        let pk = session.public_key();
+        let binding = rapha_attest::binding(&job, &req.bundle_manifest, &summary.commitment, &pk);
+        let ev = match self.p.evidence.evidence(&binding) {
+            Ok(ev) => ev,
+            Err(reason) => {
+                return self.end(
+                    job,
+                    from,
+                    Outcome::Failed,
+                    &format!("attestation: {reason}"),
+                )
+            }
+        };
+        let verified = match self.p.verifier.verify_bound(&ev, &binding) {
+            Ok(v) => v,
+            Err(e) => {
+                return self.end(
+                    job,
+                    from,
+                    Outcome::Refused,
+                    &format!("attestation refused: {e}"),
+                )
+            }
+        };
+        let mut tpm_verified = verified.tpm.is_some();
+        if let (Some(tpm), Some(v)) = (&ev.tpm, &self.p.tpm_verifier) {
+            if let Err(e) = v.verify(tpm, &binding) {
+                return self.end(
+                    job,
+                    from,
+                    Outcome::Refused,
+                    &format!("TPM evidence refused: {e}"),
+                );
+            }
+            tpm_verified = true;
+        }
+        let level = if tpm_verified && verified.level != AttestationLevel::Hardware {
+            "tpm-verified".to_owned()
+        } else {
+            verified.level.as_str().to_owned()
+        };
+        let rec = AttestationRecord {
+            level,
+            binding,
+            evidence: verified.digests.evidence,
+            tpm_quote: verified.digests.tpm_quote,
+            tpm_verified,
+            runtime_public_key: hex::encode(pk),
+        };
+        let r = serde_json::to_vec(&rec).unwrap_or_default();
+        let e = ev.to_json();
+        self.sessions.insert(job, session);
+        self.advance_to(
+            job,
+            from,
+            JobState::Attested,
+            &[(artifact::EVIDENCE, &e), (artifact::ATTESTATION, &r)],
+            None,
+        )
+    }
+
+    pub(super) fn step_final(&mut self, job: JobId, req: &JobRequest) -> Result<Step> {
+        let from = JobState::Attested;
+        let summary: CohortSummary = self.need(job, artifact::COHORT_SUMMARY)?;
+        let approval = self.approval_facts(job)?.map(|(f, _)| f);
+        let att: Option<AttestationRecord> = self.opt(job, artifact::ATTESTATION)?;
+        let input = FinalInput {
+            job_digest: rapha_policy::job_digest(req, &summary.commitment),
+            now: now_s(),
+            approval,
+            attestation: AttestationFacts {
+                present: att.is_some(),
+                verified: att
+                    .as_ref()
+                    .is_some_and(|a| a.level == "hardware" || a.tpm_verified),
+            },
+            cohort: CohortFacts {
+                patients: summary.patients,
+                validation_patients: summary.validation_patients,
+            },
+        };
+        let decision = match self.p.policy.final_gate(&input, &self.p.hospital) {
+            Ok(d) => d,
+            Err(e) => {
+                self.sessions.remove(&job);
+                return self.end(
+                    job,
+                    from,
+                    Outcome::Failed,
+                    &format!("final gate error: {e}"),
+                );
+            }
+        };
+        let b = serde_json::to_vec(&decision).unwrap_or_default();
+        if !decision.allow {
+            self.sessions.remove(&job);
+            self.p.store.put_artifact(job, artifact::FINAL, &b)?;
+            let reason = format!("final gate: {}", decision.reasons.join("; "));
+            return self.end(job, from, Outcome::Refused, &reason);
+        }
+        self.advance_to(
+            job,
+            from,
+            JobState::FinalGatePassed,
+            &[(artifact::FINAL, &b)],
+            None,
+        )
+    }
+}

@@ -1,0 +1,130 @@
+//! Step 3: the cohort, from scoped QIDO-RS metadata only (pseudonymized, exclusions applied),
+//! and its commitment.
+
+use super::*;
+
+/// The stored cohort: entries (with the raw identifiers the guard needs: this artifact never
+/// leaves the node) and exclusion counts.
+#[derive(Serialize, Deserialize)]
+pub(super) struct StoredCohort {
+    pub(super) entries: Vec<CohortEntry>,
+    pub(super) exclusions: rapha_core::ExclusionCounts,
+}
+
+/// Cohort commitment: the Merkle root of the sorted, distinct hashed instance ids (the same
+/// value the enclave runtime signs as `cohort_root`).
+pub fn cohort_commitment(entries: &[CohortEntry]) -> Digest {
+    let ids: BTreeSet<[u8; 32]> = entries
+        .iter()
+        .map(|e| *e.record.instance.as_bytes())
+        .collect();
+    let v: Vec<[u8; 32]> = ids.into_iter().collect();
+    merkle::root(&v)
+}
+
+pub(super) fn summary_of(
+    entries: &[CohortEntry],
+    exclusions: &rapha_core::ExclusionCounts,
+    validation_percent: u8,
+) -> CohortSummary {
+    let patients: BTreeSet<_> = entries.iter().map(|e| e.record.patient).collect();
+    let studies: BTreeSet<_> = entries.iter().map(|e| e.record.study).collect();
+    let mut modalities = BTreeMap::new();
+    for e in entries {
+        *modalities.entry(e.record.modality.clone()).or_insert(0u64) += 1;
+    }
+    let n = patients.len() as u64;
+    let validation = n * u64::from(validation_percent) / 100;
+    CohortSummary {
+        commitment: cohort_commitment(entries),
+        patients: n,
+        train_patients: n - validation,
+        validation_patients: validation,
+        studies: studies.len() as u64,
+        instances: entries.len() as u64,
+        modalities,
+        exclusions: exclusions.clone(),
+    }
+}
+
+impl Node {
+    pub(super) fn step_cohort(&mut self, job: JobId, req: &JobRequest) -> Result<Step> {
+        let from = JobState::Admitted;
+        let scoped = match ScopedQuery::from_cohort_query(&req.query, &self.p.dicom.scope) {
+            Ok(q) => q,
+            Err(e) => return self.end(job, from, Outcome::Refused, &format!("query refused: {e}")),
+        };
+        let query_digest = Digest::of(&serde_json::to_vec(&req.query).unwrap_or_default());
+        let query_obj = ParticipantObject {
+            id_type_code: "query-digest".into(),
+            id: query_digest.to_hex(),
+            detail: None,
+        };
+        let built = (self.p.pacs)().and_then(|client| {
+            let mut b = CohortBuilder::new(&self.p.pseudonymizer, &self.p.dicom, &self.p.optouts);
+            if let Some(l) = &self.p.labels {
+                b = b.with_labels(l);
+            }
+            b.from_dicomweb(&client, &scoped)
+        });
+        let cohort = match built {
+            Ok(c) => c,
+            Err(e) => {
+                self.p.audit.record(AuditEvent::new(
+                    AuditKind::PacsQuery,
+                    AuditOutcome::SeriousFailure,
+                    format!("scoped QIDO-RS failed: {e}"),
+                    ACTOR,
+                    vec![job_object(job, None), query_obj],
+                ))?;
+                return self.end(
+                    job,
+                    from,
+                    Outcome::Failed,
+                    &format!("cohort query failed: {e}"),
+                );
+            }
+        };
+        let stored = StoredCohort {
+            exclusions: cohort.exclusions.counts().clone(),
+            entries: cohort.entries,
+        };
+        let summary = summary_of(&stored.entries, &stored.exclusions, req.validation_percent);
+        self.p.audit.record(AuditEvent::new(
+            AuditKind::PacsQuery,
+            AuditOutcome::Success,
+            format!(
+                "scoped QIDO-RS (metadata only): {} instances kept, {} excluded",
+                summary.instances,
+                stored.exclusions.values().sum::<u64>()
+            ),
+            ACTOR,
+            vec![
+                job_object(job, None),
+                query_obj,
+                ParticipantObject {
+                    id_type_code: "cohort-commitment".into(),
+                    id: summary.commitment.to_hex(),
+                    detail: None,
+                },
+            ],
+        ))?;
+        if stored.entries.is_empty() {
+            return self.end(
+                job,
+                from,
+                Outcome::Refused,
+                "the query matched no usable instance",
+            );
+        }
+        let c = serde_json::to_vec(&stored).unwrap_or_default();
+        let s = serde_json::to_vec(&summary).unwrap_or_default();
+        self.advance_to(
+            job,
+            from,
+            JobState::CohortBuilt,
+            &[(artifact::COHORT, &c), (artifact::COHORT_SUMMARY, &s)],
+            None,
+        )
+    }
+}

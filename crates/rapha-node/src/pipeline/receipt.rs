@@ -1,0 +1,152 @@
+//! Step 10: the receipt, signed and appended to the transparency log.
+
+use super::*;
+
+impl Node {
+    pub(super) fn receipt_body(&self, job: JobId, req: &JobRequest) -> Result<ReceiptBody> {
+        let row = self.p.store.get(job)?;
+        let outcome = row.outcome.unwrap_or(Outcome::Failed);
+        let admission: Option<Decision> = self.opt(job, artifact::ADMISSION)?;
+        let final_gate: Option<Decision> = self.opt(job, artifact::FINAL)?;
+        let conv = |d: Decision| PolicyDecision {
+            allow: d.allow,
+            reasons: d.reasons,
+            digest: d.digest,
+        };
+        let admission = admission.map(conv).unwrap_or_else(|| PolicyDecision {
+            allow: false,
+            reasons: vec![format!(
+                "not evaluated: {}",
+                row.reason.clone().unwrap_or_default()
+            )],
+            digest: Digest::of(b"rapha-node: admission not evaluated"),
+        });
+        let approval: Option<rapha_policy::ApprovalRecord> = self.opt(job, artifact::APPROVAL)?;
+        let att: Option<AttestationRecord> = self.opt(job, artifact::ATTESTATION)?;
+        let attestation = match att {
+            None => ReceiptAttestation::NotReached,
+            Some(a) if a.tpm_verified || a.level == "hardware" => ReceiptAttestation::Verified {
+                evidence: {
+                    let mut v = vec![AttestationEvidence {
+                        kind: "evidence".into(),
+                        digest: a.evidence,
+                        result: a.level.clone(),
+                    }];
+                    if let Some(q) = a.tpm_quote {
+                        v.push(AttestationEvidence {
+                            kind: "tpm-quote".into(),
+                            digest: q,
+                            result: "verified".into(),
+                        });
+                    }
+                    v
+                },
+            },
+            Some(_) => ReceiptAttestation::NoneDevelopment,
+        };
+        let summary: Option<CohortSummary> = self.opt(job, artifact::COHORT_SUMMARY)?;
+        let run: Option<RunRecord> = self.opt(job, artifact::MANIFEST)?;
+        let started: Option<u64> = self
+            .p
+            .store
+            .artifact(job, artifact::STARTED)?
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse().ok());
+        let terms = self.p.payments.terms();
+        Ok(ReceiptBody {
+            schema: rapha_receipt::body::SCHEMA.to_owned(),
+            job_id: job,
+            outcome,
+            reason: row.reason.unwrap_or_else(|| "completed".into()),
+            node: NodeIdentity {
+                address: self.p.node_key.address(),
+                name: self.p.node_name.clone(),
+            },
+            publisher: req.publisher.clone(),
+            trainer: req.trainer.clone(),
+            bundle_manifest: req.bundle_manifest,
+            job_request: req.digest(),
+            policy: PolicyDecisions {
+                admission,
+                final_gate: final_gate.map(conv),
+            },
+            dpo_approval: approval.map(|r| DpoApproval {
+                signer: r.approval.dpo_key.to_hex(),
+                signature: r.approval.signature,
+            }),
+            attestation,
+            cohort: summary.map(|s| CohortCommitment {
+                merkle_root: s.commitment,
+                instances: s.instances,
+                by_modality: s.modalities,
+                exclusions: s.exclusions,
+            }),
+            confinement: run
+                .as_ref()
+                .map_or_else(|| "not-run".to_owned(), |r| r.confinement.clone()),
+            outputs: run
+                .filter(|_| outcome == Outcome::Completed)
+                .map(|r| ReceiptOutputs {
+                    guard_verdict: if r.guard_accepted {
+                        "accepted"
+                    } else {
+                        "rejected"
+                    }
+                    .into(),
+                    files: r.files,
+                    metrics: r.metrics,
+                    runtime_public_key: r.public_key,
+                    signature: r.signature,
+                }),
+            payment: Payment::new(
+                terms.chain_id,
+                terms.escrow,
+                terms.token,
+                terms.payout,
+                req.fee,
+            ),
+            timestamps: Timestamps {
+                submitted_ms: row.created_at.saturating_mul(1000),
+                started_ms: started,
+                finished_ms: now_ms(),
+            },
+        })
+    }
+
+    pub(super) fn step_receipt(
+        &mut self,
+        job: JobId,
+        from: JobState,
+        req: &JobRequest,
+    ) -> Result<Step> {
+        // The body is stored before it is appended, so a crash between the append and the
+        // transition issues the identical body again (the log de-duplicates it).
+        let body: ReceiptBody = match self.opt(job, artifact::RECEIPT_BODY)? {
+            Some(b) => b,
+            None => {
+                let b = self.receipt_body(job, req)?;
+                self.p.store.put_artifact(
+                    job,
+                    artifact::RECEIPT_BODY,
+                    &serde_json::to_vec(&b).unwrap_or_default(),
+                )?;
+                b
+            }
+        };
+        let mut file =
+            rapha_receipt::issue(&body, &self.p.node_key, &mut self.p.receipts, now_ms())?;
+        // The decoded copy as the typed body serialises it: a whole-number metric (an AUC of
+        // 1.0) stays a float in the copy, as the verifier rebuilds it from the typed body.
+        if let Ok(v) = serde_json::to_value(&body) {
+            file.body = v;
+        }
+        let json = file.to_json()?;
+        self.advance_to(
+            job,
+            from,
+            JobState::Receipted,
+            &[(artifact::RECEIPT, &json)],
+            None,
+        )
+    }
+}
