@@ -548,6 +548,7 @@ mod tests {
             fee: Usdc::from_base_units(120_000_000),
             chain_id: 137,
             depositor: "0x0000000000000000000000000000000000000001".into(),
+            linkage: None,
         }
     }
 

@@ -604,6 +604,7 @@ fn a_job_submitted_through_the_api_runs_in_the_background_and_its_receipt_is_in_
         fee: Usdc::from_base_units(FEE),
         chain_id: 137,
         depositor: chain.company.address().to_string(),
+        linkage: None,
     };
     // A node path in the body is no longer part of the API.
     let with_path = serde_json::to_vec(&serde_json::json!({

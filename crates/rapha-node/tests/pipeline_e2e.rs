@@ -566,6 +566,7 @@ impl World {
             fee: Usdc::from_base_units(FEE),
             chain_id: 137,
             depositor: self.chain.company.address().to_string(),
+            linkage: None,
         }
     }
 

@@ -24,6 +24,7 @@ fn request(publisher: &str, trainer: &str, fields: &[&str]) -> JobRequest {
         fee: "150".parse().unwrap(),
         chain_id: 137,
         depositor: "0x0000000000000000000000000000000000000003".into(),
+        linkage: None,
     }
 }
 

@@ -59,6 +59,7 @@ pub fn request() -> JobRequest {
         fee: "120".parse::<Usdc>().unwrap(),
         chain_id: 137,
         depositor: "0x0000000000000000000000000000000000000001".into(),
+        linkage: None,
     }
 }
 
