@@ -13,8 +13,8 @@
 //!   filtered;
 //! - mounts: `/proc` (with masked and read-only paths), a minimal `/dev` tmpfs, the data
 //!   socket's directory read-only at `/rapha`, the host-side size-limited tmpfs at `/out`,
-//!   a size-limited `/tmp`; nothing else of the host, so the HMAC key, node keys and PACS
-//!   paths do not exist inside;
+//!   a `/tmp` of the size the bundle declares (`tmp_mb`, bounded by the node at admission);
+//!   nothing else of the host, so the HMAC key, node keys and PACS paths do not exist inside;
 //! - rlimits `RLIMIT_CORE = 0` and `RLIMIT_NOFILE`; cgroup limits on memory (no swap),
 //!   pids and CPU; a wall-time limit enforced by killing the container;
 //! - stdout/stderr captured up to a cap (the guard scans them).
@@ -47,8 +47,6 @@ pub struct SandboxConfig {
     pub runtime_root: PathBuf,
     /// Cap on each of stdout and stderr.
     pub log_cap: usize,
-    /// Size of the container's `/tmp` tmpfs in MiB.
-    pub tmp_mb: u64,
     /// `RLIMIT_NOFILE` for the trainer.
     pub nofile: u64,
     /// cgroup parent path for trainer containers.
@@ -61,7 +59,6 @@ impl Default for SandboxConfig {
             runtime: PathBuf::from("runc"),
             runtime_root: PathBuf::from("/run/rapha-runc"),
             log_cap: DEFAULT_LOG_CAP,
-            tmp_mb: 64,
             nofile: 256,
             cgroup_parent: "/rapha".into(),
         }
@@ -267,7 +264,7 @@ pub fn oci_spec(cfg: &SandboxConfig, spec: &LaunchSpec<'_>) -> Value {
             {"destination": "/out", "type": "bind", "source": spec.out_dir,
              "options": ["rbind", "rw", "nosuid", "nodev", "noexec"]},
             {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "nodev", "noexec", "mode=1777", format!("size={}m", cfg.tmp_mb)]},
+             "options": ["nosuid", "nodev", "noexec", "mode=1777", format!("size={}m", spec.limits.tmp_mb)]},
         ],
         "linux": {
             "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"},
