@@ -79,7 +79,16 @@ fn configured_hospital_admits_its_trusted_publisher_and_refuses_the_rest() {
     let admit = |req: &JobRequest| {
         policy
             .admission(
-                &AdmissionInput::new(req, &outputs, 1_800_000_000, vec![]).unwrap(),
+                &AdmissionInput::new(
+                    req,
+                    rapha_policy::Declared {
+                        outputs: &outputs,
+                        resources: &rapha_core::ResourceLimits::default(),
+                    },
+                    1_800_000_000,
+                    vec![],
+                )
+                .unwrap(),
                 &hospital,
             )
             .unwrap()

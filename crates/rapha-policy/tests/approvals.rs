@@ -23,6 +23,7 @@ fn review(commitment: &[u8]) -> ReviewRequest {
             modalities: [("CR".to_owned(), 200)].into(),
             exclusions: [("opted-out".to_owned(), 3)].into(),
         },
+        resources: None,
     }
 }
 

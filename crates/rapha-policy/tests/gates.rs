@@ -171,7 +171,7 @@ fn open_ended_date_range_is_not_narrowing() {
     let p = Policy::builtin().unwrap();
     let mut req = request();
     req.query.study_date = Some("19000101-".into());
-    let input = rapha_policy::AdmissionInput::new(&req, &outputs(), NOW, vec![]).unwrap();
+    let input = rapha_policy::AdmissionInput::new(&req, declared(&outputs()), NOW, vec![]).unwrap();
     let d = p.admission(&input, &hospital()).unwrap();
     assert_eq!(
         d.reasons,
@@ -245,10 +245,12 @@ fn approval_of_a_changed_cohort_does_not_carry_over() {
     let reviewed = ReviewRequest {
         job: request(),
         cohort: cohort(Digest::of(b"cohort A")),
+        resources: None,
     };
     let changed = ReviewRequest {
         job: request(),
         cohort: cohort(Digest::of(b"cohort B")),
+        resources: None,
     };
     assert_ne!(reviewed.job_digest(), changed.job_digest());
     let record = approved_record(&dpo, reviewed.job_digest(), NOW + 60);
@@ -279,6 +281,7 @@ fn revoked_approval_in_the_store_is_refused_by_the_final_gate() {
             modalities: Default::default(),
             exclusions: Default::default(),
         },
+        resources: None,
     };
     let digest = store.submit(&review).unwrap();
     let dpo = DpoSigningKey::generate();

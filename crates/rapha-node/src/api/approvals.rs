@@ -23,22 +23,20 @@ pub(super) async fn pending_approvals(
             if row.state != JobState::AwaitingApproval {
                 continue;
             }
-            let Some(bytes) = store
-                .artifact(row.id, crate::pipeline::artifact::COHORT_SUMMARY)
+            let id = row.id;
+            let Some(review) = crate::pipeline::review_request(&store, id, row.request)
                 .map_err(HttpError::internal)?
             else {
                 continue;
             };
-            let review = rapha_policy::ReviewRequest {
-                cohort: serde_json::from_slice(&bytes).map_err(HttpError::internal)?,
-                job: row.request,
-            };
             out.push(json!({
-                "job_id": row.id.to_string(),
+                "job_id": id.to_string(),
                 "job_digest": review.job_digest(),
                 "publisher": review.job.publisher,
                 "trainer": review.job.trainer,
+                "linkage": review.job.linkage,
                 "cohort": review.cohort,
+                "resources": review.resources,
             }));
         }
         Ok(out)

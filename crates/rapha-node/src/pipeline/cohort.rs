@@ -1,6 +1,8 @@
 //! Step 3: the cohort, from scoped QIDO-RS metadata only (pseudonymized, exclusions applied),
 //! and its commitment.
 
+use rapha_core::ReasonCode;
+
 use super::*;
 
 /// The stored cohort: entries (with the raw identifiers the guard needs: this artifact never
@@ -52,16 +54,23 @@ impl Node {
         let from = JobState::Admitted;
         let scoped = match ScopedQuery::from_cohort_query(&req.query, &self.p.dicom.scope) {
             Ok(q) => q,
-            Err(e) => return self.end(job, from, Outcome::Refused, &format!("query refused: {e}")),
+            Err(e) => return self.end_with(job, from, ReasonCode::QueryRefused, &e.to_string()),
         };
-        let query_digest = Digest::of(&serde_json::to_vec(&req.query).unwrap_or_default());
+        // This job's own pseudonyms (or its approved linkage group's): no other job's records
+        // join these, so repeated jobs over one list of accessions cannot link pseudonyms to it.
+        let pseudonymizer = match req.pseudonym_scope() {
+            Ok(scope) => self.p.pseudonymizer.scoped(scope),
+            Err(e) => {
+                return self.end_with(job, from, ReasonCode::AdmissionRefused, &e.to_string())
+            }
+        };
         let query_obj = ParticipantObject {
             id_type_code: "query-digest".into(),
-            id: query_digest.to_hex(),
+            id: req.query.digest().to_hex(),
             detail: None,
         };
         let built = (self.p.pacs)().and_then(|client| {
-            let mut b = CohortBuilder::new(&self.p.pseudonymizer, &self.p.dicom, &self.p.optouts);
+            let mut b = CohortBuilder::new(&pseudonymizer, &self.p.dicom, &self.p.optouts);
             if let Some(l) = &self.p.labels {
                 b = b.with_labels(l);
             }
@@ -77,10 +86,10 @@ impl Node {
                     ACTOR,
                     vec![job_object(job, None), query_obj],
                 ))?;
-                return self.end(
+                return self.end_with(
                     job,
                     from,
-                    Outcome::Failed,
+                    ReasonCode::PacsUnavailable,
                     &format!("cohort query failed: {e}"),
                 );
             }
@@ -109,12 +118,19 @@ impl Node {
                 },
             ],
         ))?;
-        if stored.entries.is_empty() {
-            return self.end(
+        // Empty and too small end alike, with one code and no figure: the publisher chose the
+        // query (it may list accessions), so why a cohort is small (an accession that does not
+        // exist, a patient who opted out, an excluded instance) must not reach it. The
+        // figures stay in the audit event above, for the hospital.
+        if stored.entries.is_empty()
+            || summary.patients < self.p.hospital.min_patients
+            || summary.validation_patients < self.p.hospital.min_validation_patients
+        {
+            return self.end_with(
                 job,
                 from,
-                Outcome::Refused,
-                "the query matched no usable instance",
+                ReasonCode::CohortEmpty,
+                "the cohort is empty or below this hospital's minimum size",
             );
         }
         let c = serde_json::to_vec(&stored).unwrap_or_default();
