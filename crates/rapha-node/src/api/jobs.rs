@@ -26,7 +26,7 @@ pub(super) async fn job_status(
             }
             Err(e) => return Err(HttpError::internal(e)),
         };
-        let records = records_progress(r, job)?;
+        let records = records_progress(r, job, caller.role)?;
         Ok((row, records))
     })?;
     // A publisher sees only its own jobs (the check of check_owner, on the row just read,
@@ -96,8 +96,14 @@ pub(super) fn run_json(run: &LiveRun, role: Role) -> serde_json::Value {
 }
 
 /// Instances in the built cohort and instances fed to the trainer (null until known), from the
-/// pipeline's stored artifacts: counts only.
-pub(super) fn records_progress(store: &JobReader, job: JobId) -> ApiResult<serde_json::Value> {
+/// pipeline's stored artifacts: counts only. The publisher sees the cohort's count only once
+/// its trainer has started: before, it would tell what the publisher's query matched (does an
+/// accession exist, did its patient opt out) before any DPO decision.
+pub(super) fn records_progress(
+    store: &JobReader,
+    job: JobId,
+    role: Role,
+) -> ApiResult<serde_json::Value> {
     #[derive(Deserialize)]
     struct Cohort {
         instances: u64,
@@ -107,9 +113,14 @@ pub(super) fn records_progress(store: &JobReader, job: JobId) -> ApiResult<serde
         records_fed: u64,
     }
     let read = |kind: &str| store.artifact(job, kind).map_err(HttpError::internal);
-    let cohort = read(crate::pipeline::artifact::COHORT_SUMMARY)?
-        .and_then(|b| serde_json::from_slice::<Cohort>(&b).ok())
-        .map(|c| c.instances);
+    let shown = role != Role::Publisher || read(crate::pipeline::artifact::STARTED)?.is_some();
+    let cohort = if shown {
+        read(crate::pipeline::artifact::COHORT_SUMMARY)?
+            .and_then(|b| serde_json::from_slice::<Cohort>(&b).ok())
+            .map(|c| c.instances)
+    } else {
+        None
+    };
     let fed = read(crate::pipeline::artifact::MANIFEST)?
         .and_then(|b| serde_json::from_slice::<Run>(&b).ok())
         .map(|r| r.records_fed);
