@@ -605,6 +605,11 @@ impl World {
         }
     }
 
+    /// How many PACS clients the node has made (each cohort build or run makes one).
+    pub fn pacs_calls(&self) -> usize {
+        self.pacs_calls.load(Ordering::SeqCst)
+    }
+
     /// Records a DPO approval of the job's review digest, valid for an hour.
     pub fn approve(&self, job: JobId) {
         let digest = self
