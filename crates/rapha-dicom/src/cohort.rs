@@ -255,10 +255,12 @@ impl<'a> CohortBuilder<'a> {
     }
 }
 
-/// Reads a Part 10 file's header, stopping before the pixel data.
+/// Reads a Part 10 file's header, stopping before the pixel data. The bytes are checked
+/// before they are parsed ([`crate::guard`]): lengths, nesting depth and header count, and a
+/// deflated data set is inflated with a cap first.
 ///
 /// # Errors
-/// [`DicomError::MalformedFile`] for anything dicom-rs cannot parse.
+/// [`DicomError::MalformedFile`] for anything refused or that dicom-rs cannot parse.
 pub fn read_header(path: &Path) -> Result<(Attrs, Option<String>)> {
     use std::io::Read;
     let bad = |reason: String| DicomError::MalformedFile {
@@ -269,6 +271,7 @@ pub fn read_header(path: &Path) -> Result<(Attrs, Option<String>)> {
         path: path.to_owned(),
         source: e,
     };
+    let limits = crate::guard::Limits::default();
     let mut file = std::fs::File::open(path).map_err(io)?;
     let total = usize::try_from(file.metadata().map_err(io)?.len())
         .map_err(|_| bad("file too large".into()))?;
@@ -281,18 +284,15 @@ pub fn read_header(path: &Path) -> Result<(Attrs, Option<String>)> {
             .take((target - buf.len()) as u64)
             .read_to_end(&mut buf)
             .map_err(io)?;
-        let scan = if buf.len() < target {
-            crate::guard::scan_header(&buf, buf.len())
-        } else {
-            crate::guard::scan_header(&buf, total)
-        };
-        match scan.map_err(bad)? {
+        let whole = if buf.len() < target { buf.len() } else { total };
+        let scan = crate::guard::scan_header(&buf, whole, &limits);
+        match scan.map_err(|e| bad(e.to_string()))? {
             crate::guard::Scan::NeedMore if buf.len() < total && buf.len() == target => want *= 4,
             crate::guard::Scan::NeedMore => return Err(bad("file ends inside its header".into())),
             crate::guard::Scan::PixelDataAt(_) | crate::guard::Scan::Complete => break,
         }
     }
-    parse_header(&buf).map_err(bad)
+    header_of(&buf, &limits).map_err(bad)
 }
 
 /// [`read_header`] for bytes in memory (a Part 10 file with or without the preamble).
@@ -300,12 +300,33 @@ pub fn read_header(path: &Path) -> Result<(Attrs, Option<String>)> {
 /// # Errors
 /// Why the bytes are not a parseable DICOM file.
 pub fn read_header_bytes(bytes: &[u8]) -> std::result::Result<(Attrs, Option<String>), String> {
-    crate::guard::check_lengths(bytes)?;
-    parse_header(bytes)
+    let limits = crate::guard::Limits::default();
+    crate::guard::check(
+        &crate::guard::prepare(bytes, &limits).map_err(|e| e.to_string())?,
+        &limits,
+    )
+    .map_err(|e| e.to_string())?;
+    header_of(bytes, &limits)
 }
 
-/// Parses a header whose lengths the guard has checked (the bytes may stop after the PixelData
-/// element's header).
+/// Inflates a deflated data set (with the cap), checks the header structure up to the pixel
+/// data, and parses it. The transfer syntax reported is the one the file names.
+fn header_of(
+    bytes: &[u8],
+    limits: &crate::guard::Limits,
+) -> std::result::Result<(Attrs, Option<String>), String> {
+    let ts = crate::guard::transfer_syntax(bytes).unwrap_or_default();
+    let prepared = crate::guard::prepare(bytes, limits).map_err(|e| e.to_string())?;
+    if let std::borrow::Cow::Owned(inflated) = &prepared {
+        crate::guard::scan_header(inflated, inflated.len(), limits).map_err(|e| e.to_string())?;
+    }
+    let (mut attrs, _) = parse_header(&prepared)?;
+    attrs.set_text(tag::TRANSFER_SYNTAX_UID, "UI", &[ts.as_str()]);
+    Ok((attrs, Some(ts)))
+}
+
+/// Parses a header whose structure the guard has checked (the bytes may stop after the
+/// PixelData element's header).
 fn parse_header(bytes: &[u8]) -> std::result::Result<(Attrs, Option<String>), String> {
     let body = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
         &bytes[128..]
@@ -329,7 +350,6 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<(Attrs, Option<String>), St
     attrs.set_text(tag::TRANSFER_SYNTAX_UID, "UI", &[ts.as_str()]);
     Ok((attrs, Some(ts)))
 }
-
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let rd = std::fs::read_dir(dir).map_err(|e| DicomError::Io {
         path: dir.to_owned(),

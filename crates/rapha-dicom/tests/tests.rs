@@ -3,6 +3,7 @@
 
 mod common;
 mod corpus;
+mod hostile_dicom;
 mod json;
 mod orthanc;
 mod records;
