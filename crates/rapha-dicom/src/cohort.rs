@@ -16,7 +16,7 @@ use rapha_core::{ExclusionCounts, HashedId};
 use serde::{Deserialize, Serialize};
 
 use crate::attrs::{tag, Attrs};
-use crate::client::DicomWebClient;
+use crate::client::{Budget, DicomWebClient};
 use crate::config::DicomConfig;
 use crate::date::Date;
 use crate::exclusion::{reason, LabelTable, OptOuts};
@@ -212,20 +212,25 @@ impl<'a> CohortBuilder<'a> {
     /// Builds the cohort from the PACS: scoped study search, then the series of each study and
     /// their WADO-RS metadata (headers only).
     ///
+    /// The whole build is one [`Budget`] of the config's `[dicom.pacs]` limits: a total
+    /// deadline and a QIDO-RS page allowance, besides each request's own time and size
+    /// limits (the client's).
+    ///
     /// # Errors
-    /// HTTP, status and DICOM JSON errors from the PACS stop the build: a partial cohort is
-    /// never returned as if it were whole.
+    /// HTTP, status and DICOM JSON errors from the PACS, and the limits above, stop the
+    /// build: a partial cohort is never returned as if it were whole.
     pub fn from_dicomweb(&self, client: &DicomWebClient, query: &ScopedQuery) -> Result<Cohort> {
         let mut exclusions = Exclusions::default();
         let mut candidates = Vec::new();
-        let outside = client.for_each_study(query, &mut |study| {
-            for series in client.search_series(&study, query.page_size())? {
+        let budget = Budget::new(&self.config.pacs);
+        let outside = client.for_each_study_within(&budget, query, &mut |study| {
+            for series in client.search_series_within(&budget, &study, query.page_size())? {
                 let Some(series_uid) = series.text(tag::SERIES_INSTANCE_UID).map(str::to_owned)
                 else {
                     exclusions.add(reason::MISSING_IDENTIFIERS);
                     continue;
                 };
-                for inst in client.series_metadata(&study, &series_uid)? {
+                for inst in client.series_metadata_within(Some(&budget), &study, &series_uid)? {
                     let inst_uid = inst
                         .text(tag::SOP_INSTANCE_UID)
                         .unwrap_or_default()

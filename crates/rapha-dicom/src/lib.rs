@@ -37,8 +37,8 @@ pub mod pseudonym;
 pub mod record;
 pub mod scope;
 
-pub use client::{Auth, ClientOptions, DicomWebClient, ScopedStudy};
-pub use config::DicomConfig;
+pub use client::{Auth, Budget, ClientOptions, DicomWebClient, ScopedStudy};
+pub use config::{DicomConfig, PacsLimits};
 pub use error::{DicomError, Result};
 pub use pseudonym::Pseudonymizer;
 pub use record::Record;

@@ -4,6 +4,7 @@
 mod common;
 mod corpus;
 mod hostile_dicom;
+mod hostile_pacs;
 mod json;
 mod orthanc;
 mod records;
