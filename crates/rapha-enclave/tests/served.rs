@@ -310,3 +310,32 @@ fn patient_opted_out_after_approval_is_dropped_when_the_run_starts() {
     let mut again = cohort.entries.clone();
     assert!(drop_opted_out_now(&mut again, &optouts).is_err());
 }
+
+#[test]
+fn deeply_nested_instance_in_orthanc_is_refused_at_fetch_time() {
+    // Orthanc accepts a header nested 30 levels (it crashes itself on ~50) and leaves the deep
+    // sequence out of its DICOMweb metadata, so the cohort holds the instance; the Part 10
+    // object it serves still nests 30 levels, past the node's limit of 16.
+    let ids = [Identity::ct(61), Identity::ct(62)];
+    let Some(orthanc) = rapha_testkit::require!(Orthanc::start()) else {
+        return;
+    };
+    orthanc
+        .upload_bytes(&crafted::deep_part10(&ids[0], 30))
+        .unwrap();
+    orthanc
+        .upload_bytes(&crafted::plain_part10(&ids[1]))
+        .unwrap();
+    let cohort = build(&orthanc, &OptOuts::none());
+    assert_eq!(cohort.entries.len(), 2);
+    let (source, _) = DicomSource::new(&cohort.entries, Some(client(&orthanc)));
+    let e = source
+        .pixels(index_of(&cohort, &ids[0].sop_uid))
+        .expect_err("a 30-level header was parsed");
+    assert!(
+        e.to_string()
+            .ends_with("sequences nested deeper than 16 levels (refused before parsing)"),
+        "{e}"
+    );
+    source.pixels(index_of(&cohort, &ids[1].sop_uid)).unwrap();
+}
