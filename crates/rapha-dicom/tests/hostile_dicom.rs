@@ -178,3 +178,75 @@ fn deeply_nested_dicom_json_is_refused_naming_the_depth_limit() {
     let ok = crafted::deep_json(&Identity::ct(7), 16);
     assert_eq!(rapha_dicom::json::parse_datasets(&ok).unwrap().len(), 1);
 }
+
+#[test]
+fn rle_file_claiming_a_huge_image_is_refused_before_allocating_it() {
+    // ~600 bytes asking for 46 000 x 46 000 16-bit pixels (4 GiB).
+    let bytes = crafted::rle_claiming(&Identity::ct(8), 46_000, 46_000);
+    let (ended, peak) = isolate_measured(
+        concat!(
+            module_path!(),
+            "::rle_file_claiming_a_huge_image_is_refused_before_allocating_it"
+        ),
+        Limits {
+            memory: 1 << 30,
+            ..Limits::default()
+        },
+        || outcome(decode(&bytes, Output::Stored)),
+    );
+    eprintln!("{ended:?}, peak RSS {} MiB", peak.unwrap_or(0) >> 20);
+    assert_eq!(
+        ended,
+        Ended::Returned(
+            "decoded pixel data would take 4232000000 bytes, more than the limit of 536870912"
+                .into()
+        )
+    );
+    // Within the output limit, a frame far too short to expand to its size is refused before
+    // the output is allocated.
+    let short = crafted::rle_claiming(&Identity::ct(8), 8_000, 8_000);
+    assert_eq!(
+        decode(&short, Output::Stored).unwrap_err().to_string(),
+        "malformed DICOM pixel data: RLE frame too short for the image the header describes"
+    );
+}
+
+#[test]
+fn jpeg_frame_claiming_more_pixels_than_the_header_is_refused_before_decoding() {
+    let Some(dir) = crate::common::corpus() else {
+        return;
+    };
+    let mut bytes = std::fs::read(dir.join("SC_rgb_jpeg_dcmtk.dcm")).unwrap();
+    // The baseline frame header (SOF0) of the embedded JPEG: claim 60 000 x 60 000.
+    let pixel_data = bytes
+        .windows(4)
+        .rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00])
+        .unwrap();
+    let sof = pixel_data
+        + bytes[pixel_data..]
+            .windows(2)
+            .position(|w| w == [0xFF, 0xC0])
+            .unwrap();
+    bytes[sof + 5..sof + 7].copy_from_slice(&60_000u16.to_be_bytes());
+    bytes[sof + 7..sof + 9].copy_from_slice(&60_000u16.to_be_bytes());
+    let (ended, peak) = isolate_measured(
+        concat!(
+            module_path!(),
+            "::jpeg_frame_claiming_more_pixels_than_the_header_is_refused_before_decoding"
+        ),
+        Limits {
+            memory: 1 << 30,
+            ..Limits::default()
+        },
+        || outcome(decode(&bytes, Output::Stored)),
+    );
+    eprintln!("{ended:?}, peak RSS {} MiB", peak.unwrap_or(0) >> 20);
+    assert_eq!(
+        ended,
+        Ended::Returned(
+            "malformed DICOM pixel data: a JPEG image in the pixel data claims more rows or \
+             columns than the DICOM header"
+                .into()
+        )
+    );
+}

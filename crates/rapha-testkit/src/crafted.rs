@@ -20,6 +20,8 @@ use std::io::Write;
 
 /// Explicit VR Little Endian.
 pub const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
+/// RLE Lossless.
+pub const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
 /// Deflated Explicit VR Little Endian.
 pub const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 /// CT Image Storage.
@@ -150,6 +152,37 @@ fn pixel_data(d: &mut Vec<u8>) {
     for v in 0..16u16 {
         d.extend_from_slice(&(v * 100).to_le_bytes());
     }
+}
+
+/// An RLE Lossless (1.2.840.10008.1.2.5) instance whose header claims `rows` x `columns`
+/// 16-bit pixels and whose one fragment is a valid RLE header with two segments of a few
+/// bytes: a small file that asks the decoder for `2 * rows * columns` bytes.
+pub fn rle_claiming(id: &Identity, rows: u16, columns: u16) -> Vec<u8> {
+    let mut d = header_elements(id);
+    // Rows (0028,0010) and Columns (0028,0011) are US elements: value after an 8-byte header.
+    for (elem, value) in [(0x10u8, rows), (0x11, columns)] {
+        let tag = [0x28, 0x00, elem, 0x00, b'U', b'S'];
+        if let Some(at) = d.windows(6).position(|w| w == tag) {
+            d[at + 8..at + 10].copy_from_slice(&value.to_le_bytes());
+        }
+    }
+    long_header(&mut d, (0x7FE0, 0x0010), b"OB", u32::MAX);
+    // Empty basic offset table.
+    d.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+    let mut frame = vec![0u8; 64];
+    frame[..4].copy_from_slice(&2u32.to_le_bytes());
+    frame[4..8].copy_from_slice(&64u32.to_le_bytes());
+    frame[8..12].copy_from_slice(&66u32.to_le_bytes());
+    // Each segment: one replicate run of 128 zero bytes.
+    frame.extend_from_slice(&[0x81, 0x00, 0x81, 0x00]);
+    d.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+    // A fragment is a few dozen bytes.
+    d.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+    d.extend_from_slice(&frame);
+    d.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+    let mut out = preamble_and_meta(id, RLE_LOSSLESS);
+    out.extend_from_slice(&d);
+    out
 }
 
 /// An ordinary, valid 4x4 CT instance (explicit VR LE) with this identity.
