@@ -704,7 +704,7 @@ enum DeadlineError {
 
 /// A reader that fails past a byte cap or a deadline (reqwest's own timeout ends a read
 /// blocked on a silent server; this ends a trickle that never blocks long).
-pub struct Bounded<R> {
+struct Bounded<R> {
     inner: R,
     deadline: Instant,
     left: u64,
