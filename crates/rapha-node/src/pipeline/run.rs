@@ -19,20 +19,28 @@ pub struct RunRecord {
 }
 
 impl Node {
-    pub(super) fn step_run(&mut self, job: JobId, req: &JobRequest) -> Result<Step> {
+    /// Under the node lock: the enclave session, the bundle verified again, the cohort. The
+    /// rootfs unpacking, the trainer run and the guard run without it ([`Work`]).
+    pub(super) fn step_run(&mut self, job: JobId, req: &JobRequest) -> Result<Next> {
         let from = JobState::Running;
         let Some(session) = self.sessions.remove(&job) else {
-            return self.end(job, from, Outcome::Failed, "enclave session missing");
+            return self
+                .end(
+                    job,
+                    from,
+                    ReasonCode::NodeRestarted,
+                    "enclave session missing",
+                )
+                .map(Next::Step);
         };
         let vb = match self.bundle(job, req) {
             Ok(vb) => vb,
-            Err(reason) => return self.end(job, from, Outcome::Refused, &reason),
+            Err(reason) => {
+                return self
+                    .end(job, from, ReasonCode::BundleRefused, &reason)
+                    .map(Next::Step)
+            }
         };
-        // Live from here until this step returns (however it ends).
-        let _live = self.live.track(
-            job,
-            std::time::Duration::from_secs(vb.resources().wall_seconds),
-        );
         let dir = self.job_dir(job);
         let rootfs = dir.join("rootfs");
         // The runtime makes its own per-run directory (with the feed's unix socket) under a
@@ -45,37 +53,42 @@ impl Node {
                 std::fs::remove_dir_all(d).map_err(io("cannot clear", d))?;
             }
         }
-        if let Err(e) = vb.unpack_rootfs(&rootfs) {
-            return self.end(
-                job,
-                from,
-                Outcome::Failed,
-                &format!("cannot unpack the trainer: {e}"),
-            );
-        }
         let cohort: StoredCohort = self.need(job, artifact::COHORT)?;
-        let client = match (self.p.pacs)() {
-            Ok(c) => c,
-            Err(e) => return self.end(job, from, Outcome::Failed, &format!("PACS: {e}")),
-        };
-        let (source, ids) = DicomSource::new(&cohort.entries, Some(client));
-        let paths = RunPaths {
-            work_root: &work,
-            rootfs: &rootfs,
-            release_dir: &staged,
-        };
+        let pacs = Arc::clone(&self.p.pacs);
+        let sandbox = Arc::clone(&self.p.sandbox);
         let live = Arc::clone(&self.live);
-        let result = session.run_observed(
-            &self.p.sandbox,
-            &paths,
-            vb.entrypoint(),
-            &source,
-            &ids,
-            &|p| live.update(job, p),
-        );
-        let result = match result {
-            Ok(r) => r,
-            Err(e) => return self.end(job, from, Outcome::Failed, &format!("enclave run: {e}")),
+        let quantum = self.run_quantum;
+        Ok(self.work(Work::new(job, from, move || {
+            let started = std::time::Instant::now();
+            let ran = run_trainer(RunInput {
+                job,
+                session: &session,
+                vb: &vb,
+                entries: &cohort.entries,
+                pacs: &pacs,
+                sandbox: &sandbox,
+                live: &live,
+                paths: RunPaths {
+                    work_root: &work,
+                    rootfs: &rootfs,
+                    release_dir: &staged,
+                },
+            });
+            // The trainer's rootfs is not needed after the run (a crash before this line
+            // leaves it to the start-up clean-up).
+            if let Err(e) = std::fs::remove_dir_all(&rootfs) {
+                tracing::warn!(%job, error = %e, "cannot remove the trainer's rootfs");
+            }
+            wait_for_quantum(started, quantum);
+            Box::new(move |n: &mut Node| n.commit_run(job, ran))
+        })))
+    }
+
+    fn commit_run(&mut self, job: JobId, ran: RunEnd) -> Result<Step> {
+        let from = JobState::Running;
+        let result = match ran {
+            RunEnd::Ran(r) => r,
+            RunEnd::Failed(code, detail) => return self.end(job, from, code, &detail),
         };
         let m = &result.signed.manifest;
         self.p.audit.record(AuditEvent::new(
@@ -136,16 +149,85 @@ impl Node {
                 from,
                 JobState::OutputsGuarded,
                 &[],
-                Some((Outcome::Completed, "completed")),
+                Some((Outcome::Completed, ReasonCode::Completed.as_str())),
             ),
+            // Whatever rule fired, the publisher sees one code; the rules and the names they
+            // fired on (trainer-chosen) are the hospital's detail.
             ManifestOutcome::Rejected => {
-                let reason = format!("output guard refused the outputs: {}", reasons.join("; "));
-                self.end(job, from, Outcome::Refused, &reason)
+                let detail = format!("output guard refused the outputs: {}", reasons.join("; "));
+                self.end(job, from, ReasonCode::OutputGuard, &detail)
             }
             ManifestOutcome::Failed => {
-                let reason = format!("trainer failed: {}", reasons.join("; "));
-                self.end(job, from, Outcome::Failed, &reason)
+                let detail = format!("trainer failed: {}", reasons.join("; "));
+                self.end(job, from, ReasonCode::TrainerFailed, &detail)
             }
         }
+    }
+}
+
+/// How a run's slow part ended.
+enum RunEnd {
+    /// The trainer ran and the guard checked its outputs.
+    Ran(Box<rapha_enclave::session::JobResult>),
+    /// The node could not run it (code and hospital-side detail).
+    Failed(ReasonCode, String),
+}
+
+/// What the run's slow part works with.
+struct RunInput<'a> {
+    job: JobId,
+    session: &'a EnclaveSession,
+    vb: &'a VerifiedBundle,
+    entries: &'a [CohortEntry],
+    pacs: &'a Mutex<PacsConnect>,
+    sandbox: &'a SandboxConfig,
+    live: &'a Arc<LiveRuns>,
+    paths: RunPaths<'a>,
+}
+
+/// Unpacks the trainer and runs it under the enclave runtime (without the node lock).
+fn run_trainer(i: RunInput<'_>) -> RunEnd {
+    let job = i.job;
+    // Live from here until the run ends (however it ends).
+    let _live = i
+        .live
+        .track(job, Duration::from_secs(i.vb.resources().wall_seconds));
+    if let Err(e) = i.vb.unpack_rootfs(i.paths.rootfs) {
+        return RunEnd::Failed(
+            ReasonCode::UnpackFailed,
+            format!("cannot unpack the trainer: {e}"),
+        );
+    }
+    let client = match connect_pacs(i.pacs) {
+        Ok(c) => c,
+        Err(e) => return RunEnd::Failed(ReasonCode::PacsUnavailable, format!("PACS: {e}")),
+    };
+    let (source, ids) = DicomSource::new(i.entries, Some(client));
+    let live = Arc::clone(i.live);
+    match i.session.run_observed(
+        i.sandbox,
+        &i.paths,
+        i.vb.entrypoint(),
+        &source,
+        &ids,
+        &|p| live.update(job, p),
+    ) {
+        Ok(r) => RunEnd::Ran(Box::new(r)),
+        Err(e) => RunEnd::Failed(ReasonCode::EnclaveError, format!("enclave run: {e}")),
+    }
+}
+
+/// Sleeps until a whole number of `quantum`s has passed since `started` (at least one): the
+/// moment a run's end becomes visible then tells no more than its length in quanta.
+fn wait_for_quantum(started: std::time::Instant, quantum: Duration) {
+    if quantum.is_zero() {
+        return;
+    }
+    let q = quantum.as_millis().max(1);
+    let elapsed = started.elapsed().as_millis();
+    let quanta = elapsed.div_ceil(q).max(1);
+    let target = Duration::from_millis(u64::try_from(quanta * q).unwrap_or(u64::MAX));
+    if let Some(rest) = target.checked_sub(started.elapsed()) {
+        std::thread::sleep(rest);
     }
 }
