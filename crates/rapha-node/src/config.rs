@@ -390,17 +390,23 @@ pub struct ApiConfig {
     /// Jobs one publisher may have not yet settled (default 4).
     #[serde(default = "default_max_jobs_in_flight")]
     pub max_jobs_in_flight: u64,
-    /// Bytes of bundles one publisher may keep stored (default 8 GiB).
-    #[serde(default = "default_max_publisher_bundle_bytes")]
-    pub max_publisher_bundle_bytes: u64,
+    /// Bytes of bundles one publisher may keep stored (default four of the largest uploads,
+    /// [`ApiConfig::publisher_bundle_quota`]).
+    #[serde(default)]
+    pub max_publisher_bundle_bytes: Option<u64>,
+}
+
+impl ApiConfig {
+    /// The per-publisher bundle storage quota in force: as configured, else four times
+    /// `max_bundle_bytes` (8 GiB with the defaults).
+    pub fn publisher_bundle_quota(&self) -> u64 {
+        self.max_publisher_bundle_bytes
+            .unwrap_or_else(|| self.max_bundle_bytes.saturating_mul(4))
+    }
 }
 
 fn default_max_jobs_in_flight() -> u64 {
     crate::api::DEFAULT_MAX_JOBS_IN_FLIGHT
-}
-
-fn default_max_publisher_bundle_bytes() -> u64 {
-    crate::api::DEFAULT_MAX_BUNDLE_BYTES
 }
 
 /// The default `[api] max_bundle_bytes`: 2 GiB.
@@ -512,22 +518,23 @@ impl Config {
                     "0 would refuse every job; use at least 1 (default 4)",
                 ));
             }
-            if a.max_publisher_bundle_bytes < a.max_bundle_bytes {
-                return Err(invalid(
-                    "api.max_publisher_bundle_bytes",
-                    format!(
-                        "{} is below api.max_bundle_bytes ({}): a publisher could not store \
-                         one bundle of the largest size accepted",
-                        a.max_publisher_bundle_bytes, a.max_bundle_bytes
-                    ),
-                ));
-            }
             if !(MIN_BUNDLE_BYTES..=MAX_BUNDLE_BYTES).contains(&a.max_bundle_bytes) {
                 return Err(invalid(
                     "api.max_bundle_bytes",
                     format!(
                         "{} is outside 1 MiB ({MIN_BUNDLE_BYTES}) to 64 GiB ({MAX_BUNDLE_BYTES}); \
                          the default is 2 GiB (2147483648)",
+                        a.max_bundle_bytes
+                    ),
+                ));
+            }
+            if a.publisher_bundle_quota() < a.max_bundle_bytes {
+                return Err(invalid(
+                    "api.max_publisher_bundle_bytes",
+                    format!(
+                        "{} is below api.max_bundle_bytes ({}): a publisher could not store \
+                         one bundle of the largest size accepted",
+                        a.publisher_bundle_quota(),
                         a.max_bundle_bytes
                     ),
                 ));

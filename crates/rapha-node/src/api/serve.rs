@@ -75,7 +75,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         .as_ref()
         .map_or_else(super::Quotas::default, |a| super::Quotas {
             max_jobs_in_flight: a.max_jobs_in_flight,
-            max_bundle_bytes: a.max_publisher_bundle_bytes,
+            max_bundle_bytes: a.publisher_bundle_quota(),
         });
     let state = ApiState::new(node, cfg.paths.state_dir.join("jobs.sqlite"), tokens)
         .with_bundle_dir(cfg.paths.data_dir.join("bundles"))

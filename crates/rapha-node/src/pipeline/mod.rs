@@ -931,10 +931,18 @@ impl Node {
     }
 
     fn collect_if_finished(&self, job: JobId) -> Result<()> {
-        if self.p.store.get(job)?.state.is_terminal() {
+        if self.finished(job)? {
             self.collect(job)?;
         }
         Ok(())
+    }
+
+    /// Whether the job needs its working data no more: it is in a final state, and a completed
+    /// job's outputs are released (its staged copy is what the release copies from).
+    fn finished(&self, job: JobId) -> Result<bool> {
+        let row = self.p.store.get(job)?;
+        Ok(row.state.is_terminal()
+            && (row.outcome != Some(Outcome::Completed) || self.release_path(job).exists()))
     }
 
     /// Start-up clean-up: removes the working data of every finished job, of jobs the store
@@ -944,14 +952,12 @@ impl Node {
     /// # Errors
     /// Store or I/O errors.
     pub fn collect_finished(&mut self) -> Result<()> {
-        let live: HashSet<JobId> = self
-            .p
-            .store
-            .states()?
-            .into_iter()
-            .filter(|(_, s)| !s.is_terminal())
-            .map(|(j, _)| j)
-            .collect();
+        let mut live = HashSet::new();
+        for (job, _) in self.p.store.states()? {
+            if !self.finished(job)? {
+                live.insert(job);
+            }
+        }
         let jobs = self.p.work_dir.join("jobs");
         if let Ok(rd) = std::fs::read_dir(&jobs) {
             for e in rd.flatten() {

@@ -231,3 +231,31 @@ fn wait_for_quantum(started: std::time::Instant, quantum: Duration) {
         std::thread::sleep(rest);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_end_waits_for_the_end_of_the_quantum_it_falls_in() {
+        let q = Duration::from_millis(300);
+        // Exited 400 ms after the start: waits until 600 ms (the second quantum's end).
+        let started = std::time::Instant::now()
+            .checked_sub(Duration::from_millis(400))
+            .unwrap();
+        wait_for_quantum(started, q);
+        let e = started.elapsed();
+        assert!(
+            e >= Duration::from_millis(600) && e < Duration::from_millis(750),
+            "{e:?}"
+        );
+        // Exited at once: still waits for one whole quantum.
+        let started = std::time::Instant::now();
+        wait_for_quantum(started, q);
+        assert!(started.elapsed() >= q);
+        // No quantum: no wait.
+        let started = std::time::Instant::now();
+        wait_for_quantum(started, Duration::ZERO);
+        assert!(started.elapsed() < Duration::from_millis(50));
+    }
+}
