@@ -687,7 +687,7 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
-fn honest_job_settles_malicious_job_is_refunded_broad_query_never_reaches_the_pacs() {
+fn honest_job_settles_malicious_job_is_charged_broad_query_never_reaches_the_pacs() {
     let Some(mut w) = world() else { return };
     let tmp = w.tmp.path().to_path_buf();
     let (honest_dir, honest_manifest) =

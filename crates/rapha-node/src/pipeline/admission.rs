@@ -18,28 +18,7 @@ impl Node {
         job: JobId,
         req: &JobRequest,
     ) -> std::result::Result<VerifiedBundle, String> {
-        let dir = self.job_dir(job).join("bundle");
-        verify_bundle(&dir, &self.p.trust)
-            .map_err(|e| format!("bundle refused: {e}"))
-            .and_then(|vb| {
-                if vb.manifest_digest() != req.bundle_manifest {
-                    Err(format!(
-                        "the request names bundle {} but the bundle's manifest is {}",
-                        req.bundle_manifest,
-                        vb.manifest_digest()
-                    ))
-                } else if vb.publisher() != req.publisher || vb.trainer_name() != req.trainer {
-                    Err(format!(
-                        "the request names {}/{} but the bundle is signed as {}/{}",
-                        req.publisher,
-                        req.trainer,
-                        vb.publisher(),
-                        vb.trainer_name()
-                    ))
-                } else {
-                    Ok(vb)
-                }
-            })
+        job_bundle(&self.job_dir(job).join("bundle"), &self.p.trust, req)
     }
 
     pub(super) fn step_verify(&mut self, job: JobId, req: &JobRequest) -> Result<Step> {

@@ -984,6 +984,33 @@ impl Node {
     }
 }
 
+/// Verifies the job's bundle at `dir` against `trust` (signature, trust decision, every blob
+/// hashed) and checks it is the one the request names, signed as its publisher and trainer.
+fn job_bundle(
+    dir: &Path,
+    trust: &TrustStore,
+    req: &JobRequest,
+) -> std::result::Result<VerifiedBundle, String> {
+    let vb = verify_bundle(dir, trust).map_err(|e| format!("bundle refused: {e}"))?;
+    if vb.manifest_digest() != req.bundle_manifest {
+        Err(format!(
+            "the request names bundle {} but the bundle's manifest is {}",
+            req.bundle_manifest,
+            vb.manifest_digest()
+        ))
+    } else if vb.publisher() != req.publisher || vb.trainer_name() != req.trainer {
+        Err(format!(
+            "the request names {}/{} but the bundle is signed as {}/{}",
+            req.publisher,
+            req.trainer,
+            vb.publisher(),
+            vb.trainer_name()
+        ))
+    } else {
+        Ok(vb)
+    }
+}
+
 /// A bundle linked into the node's working directory by [`Node::stage_bundle`], not yet
 /// taken by a job: removed if it is dropped untaken.
 #[derive(Debug)]

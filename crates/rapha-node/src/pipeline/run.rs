@@ -19,8 +19,9 @@ pub struct RunRecord {
 }
 
 impl Node {
-    /// Under the node lock: the enclave session, the bundle verified again, the cohort. The
-    /// rootfs unpacking, the trainer run and the guard run without it ([`Work`]).
+    /// Under the node lock: the enclave session and the cohort. The bundle's verification
+    /// (every blob hashed again), the rootfs unpacking, the trainer run and the guard run
+    /// without it ([`Work`]).
     pub(super) fn step_run(&mut self, job: JobId, req: &JobRequest) -> Result<Next> {
         let from = JobState::Running;
         let Some(session) = self.sessions.remove(&job) else {
@@ -32,14 +33,6 @@ impl Node {
                     "enclave session missing",
                 )
                 .map(Next::Step);
-        };
-        let vb = match self.bundle(job, req) {
-            Ok(vb) => vb,
-            Err(reason) => {
-                return self
-                    .end(job, from, ReasonCode::BundleRefused, &reason)
-                    .map(Next::Step)
-            }
         };
         let dir = self.job_dir(job);
         let rootfs = dir.join("rootfs");
@@ -58,8 +51,18 @@ impl Node {
         let sandbox = Arc::clone(&self.p.sandbox);
         let live = Arc::clone(&self.live);
         let quantum = self.run_quantum;
+        let trust = self.p.trust.clone();
+        let bundle_dir = dir.join("bundle");
+        let req = req.clone();
         Ok(self.work(Work::new(job, from, move || {
             let started = std::time::Instant::now();
+            let vb = match job_bundle(&bundle_dir, &trust, &req) {
+                Ok(vb) => vb,
+                Err(reason) => {
+                    let ran = RunEnd::Failed(ReasonCode::BundleRefused, reason);
+                    return Box::new(move |n: &mut Node| n.commit_run(job, ran));
+                }
+            };
             let ran = run_trainer(RunInput {
                 job,
                 session: &session,
