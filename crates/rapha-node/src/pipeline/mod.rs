@@ -114,6 +114,8 @@ pub enum PipelineError {
     MissingBundle { claimed: Digest, path: PathBuf },
     #[error("job {0}: a step of this job is already running outside the node lock")]
     InFlight(JobId),
+    #[error("job {0}: a step's work panicked; the job stays in its last committed state")]
+    WorkPanicked(JobId),
 }
 
 type Result<T, E = PipelineError> = std::result::Result<T, E>;
@@ -313,8 +315,17 @@ impl Work {
     }
 
     /// Does the slow part (blocking: the network, the trainer). Call it without the node lock.
+    /// A panic in it is caught: its commit then changes nothing but the job's in-flight mark
+    /// (so the job is not stuck), and answers [`PipelineError::WorkPanicked`].
     pub fn run(self) -> Done {
-        let commit = (self.task)();
+        let (job, task) = (self.job, self.task);
+        // What the task shared with the node is read-only or behind its own lock; the node
+        // state it would change is changed only by the commit, which a panic never reaches.
+        let commit =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).unwrap_or_else(|_| {
+                tracing::error!(%job, "a step's work panicked");
+                Box::new(move |_: &mut Node| Err(PipelineError::WorkPanicked(job)))
+            });
         Done {
             job: self.job,
             from: self.from,

@@ -261,4 +261,14 @@ mod tests {
         wait_for_quantum(started, Duration::ZERO);
         assert!(started.elapsed() < Duration::from_millis(50));
     }
+
+    #[test]
+    fn a_panicking_work_is_caught_and_keeps_its_job() {
+        let job = JobId::random();
+        let work = Work::new(job, JobState::Running, || {
+            panic!("the trainer's work broke")
+        });
+        let done = work.run();
+        assert_eq!((done.job, done.from), (job, JobState::Running));
+    }
 }
