@@ -170,6 +170,111 @@ pub fn safetensors_data_start(b: &[u8]) -> usize {
     le64(b, 0).map_or(b.len(), |n| (n as usize).saturating_add(8).min(b.len()))
 }
 
+/// The string literals of a JSON text (keys and values), decoded, each with the offset in
+/// `json` of its first byte after the opening quote. Numbers, `true`, `false` and `null` are
+/// left out: in a checked safetensors header they are shapes and offsets, the file's
+/// structure. A literal that does not decode (`json` is not valid JSON) is returned as its
+/// raw bytes, so nothing is skipped.
+pub fn json_strings(json: &[u8]) -> Vec<(usize, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < json.len() {
+        if json[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let open = i;
+        i += 1;
+        while i < json.len() && json[i] != b'"' {
+            i += if json[i] == b'\\' { 2 } else { 1 };
+        }
+        let end = i.min(json.len());
+        let decoded = json
+            .get(open..=end)
+            .and_then(|lit| serde_json::from_slice::<String>(lit).ok())
+            .map(String::into_bytes);
+        out.push((
+            open + 1,
+            decoded.unwrap_or_else(|| json[open + 1..end].to_vec()),
+        ));
+        i = end + 1;
+    }
+    out
+}
+
+/// The strings of a pickle (protocols 0 to 5): the arguments of its string, bytes, global and
+/// persistent-id opcodes, each with its offset in `b`, and any bytes after `STOP`. `None`
+/// when `b` is not a pickle this reader can walk (an unknown opcode, a truncated argument):
+/// the caller then searches the raw bytes as a whole.
+pub fn pickle_strings(b: &[u8]) -> Option<Vec<(usize, &[u8])>> {
+    let mut out = Vec::new();
+    let mut i = 0usize;
+    let line = |i: usize| -> Option<usize> {
+        let n = b.get(i..)?.iter().position(|&c| c == b'\n')?;
+        Some(n)
+    };
+    loop {
+        let op = *b.get(i)?;
+        i += 1;
+        let mut take = |at: usize, n: usize| -> Option<usize> {
+            let end = at.checked_add(n)?;
+            out.push((at, b.get(at..end)?));
+            Some(end)
+        };
+        i = match op {
+            // No argument.
+            b'(' | b'.' | b'0' | b'1' | b'2' | b'N' | b'R' | b'a' | b'b' | b'd' | b'}' | b'e'
+            | b'l' | b']' | b'o' | b's' | b't' | b')' | b'u' | b'Q' | 0x81 | 0x85 | 0x86 | 0x87
+            | 0x88 | 0x89 | 0x8f | 0x90 | 0x91 | 0x92 | 0x93 | 0x94 | 0x97 | 0x98 => i,
+            // Fixed-size binary arguments (memo indexes, ints, floats, frame lengths).
+            b'h' | b'q' | b'K' | 0x80 | 0x82 => i + 1,
+            b'M' | 0x83 => i + 2,
+            b'J' | b'j' | b'r' | 0x84 => i + 4,
+            b'G' | 0x95 => i + 8,
+            // Long integers: length-prefixed binary.
+            0x8a => i + 1 + usize::from(*b.get(i)?),
+            0x8b => (i + 4).checked_add(le32(b, i)? as usize)?,
+            // Strings and bytes: length-prefixed.
+            0x8c | b'U' | b'C' => take(i + 1, usize::from(*b.get(i)?))?,
+            b'X' | b'T' | b'B' => take(i + 4, le32(b, i)? as usize)?,
+            0x8d | 0x8e | 0x96 => take(i + 8, usize::try_from(le64(b, i)?).ok()?)?,
+            // Protocol 0: newline-terminated numbers and memo keys,
+            b'I' | b'L' | b'F' | b'g' | b'p' => i + line(i)? + 1,
+            // strings and persistent ids,
+            b'S' | b'V' | b'P' => take(i, line(i)?)? + 1,
+            // and module + name pairs.
+            b'c' | b'i' => {
+                let j = take(i, line(i)?)? + 1;
+                take(j, line(j)?)? + 1
+            }
+            _ => return None,
+        };
+        if i > b.len() {
+            return None;
+        }
+        if op == b'.' {
+            // Bytes after STOP are ignored by a loader but are still output bytes.
+            if i < b.len() {
+                out.push((i, &b[i..]));
+            }
+            return Some(out);
+        }
+    }
+}
+
+/// The storage keys of a `torch.save` archive: the `<key>` of each `<dir>/data/<key>` entry.
+/// They are numbers the archive's own layout chose (`0`, `1`, ...), named again in its
+/// `data.pkl`; they are not searched for number-shaped identifiers.
+pub fn torch_storage_keys(entries: &[ZipEntry]) -> std::collections::BTreeSet<Vec<u8>> {
+    entries
+        .iter()
+        .filter_map(|e| {
+            let (dir, key) = e.name.rsplit_once('/')?;
+            (dir == "data" || dir.ends_with("/data")).then(|| key.as_bytes().to_vec())
+        })
+        .collect()
+}
+
 /// Cheap ONNX check: a protobuf `ModelProto` starts with field 1 (`ir_version`, varint).
 ///
 /// # Errors

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::fingerprint::Fingerprints;
 use crate::formats;
-use crate::identifiers::{IdentifierKind, IdentifierSearcher};
+use crate::identifiers::{IdentifierHit, IdentifierKind, IdentifierSearcher, Search};
 
 /// Streams at least this long are searched for identifiers and pixel blocks in parallel.
 pub const PARALLEL_SCAN_BYTES: usize = 4 << 20;
@@ -310,15 +310,38 @@ impl Guard<'_> {
             });
         }
         let mut digest = None;
-        // Text parts are searched for every identifier, binary parts for the longer ones; the
+        // Each part is searched where identifiers can be written in it: text parts for every
+        // identifier, binary parts for the longer ones, and a model file's structure (tensor
+        // shapes and offsets, storage keys) not for numbers (see `crate::identifiers`). The
         // digest is computed beside the search.
         match decl.map(|d| d.kind) {
             Some(OutputKind::Safetensors) if formats::check_safetensors(&bytes).is_ok() => {
                 let split = formats::safetensors_data_start(&bytes);
-                self.scan_stream(name, &bytes[..split], false, rejections);
+                // The header's strings (tensor names, metadata) one by one, its numbers not;
+                // its raw bytes for pixel blocks.
+                let mut hits = Vec::new();
+                for (at, s) in formats::json_strings(&bytes[8..split]) {
+                    merge_hits(&mut hits, 8 + at, self.identifiers.search(&s, Search::Text));
+                }
+                self.report(
+                    name,
+                    hits,
+                    self.fingerprints.find(&bytes[..split]),
+                    rejections,
+                );
                 let (hits, pixel, d) = self.search(&bytes[split..], true, || Digest::of(&bytes));
                 digest = Some(d);
-                self.report(name, hits, pixel, rejections);
+                self.report(
+                    name,
+                    hits.into_iter()
+                        .map(|h| IdentifierHit {
+                            offset: h.offset + split,
+                            ..h
+                        })
+                        .collect(),
+                    pixel,
+                    rejections,
+                );
             }
             Some(OutputKind::Onnx | OutputKind::PytorchZip) => {
                 let (hits, pixel, d) = self.search(&bytes, true, || Digest::of(&bytes));
@@ -331,28 +354,7 @@ impl Guard<'_> {
         if formats::is_zip(&bytes) {
             match formats::read_zip(&bytes, self.total_cap) {
                 Ok(entries) => {
-                    for e in &entries {
-                        let stream = format!(
-                            "{name}!{}",
-                            e.name
-                                .chars()
-                                .filter(|c| !c.is_control())
-                                .take(64)
-                                .collect::<String>()
-                        );
-                        if formats::has_dicm_magic(&e.data)
-                            || formats::looks_like_dicom_dataset(&e.data)
-                        {
-                            rejections.push(Rejection::DicomContent {
-                                name: stream.clone(),
-                                how: "a DICOM object inside a zip entry".into(),
-                            });
-                        }
-                        let binary = !(e.name.ends_with(".pkl")
-                            || e.name.ends_with(".json")
-                            || e.name.ends_with("/version"));
-                        self.scan_stream(&stream, &e.data, binary, rejections);
-                    }
+                    self.scan_zip_entries(name, &entries, rejections);
                     zip_entries = Some(entries);
                 }
                 Err(detail) => rejections.push(Rejection::BadFormat {
@@ -385,6 +387,66 @@ impl Guard<'_> {
         (rejections.len() == before).then(|| digest.unwrap_or_else(|| Digest::of(&bytes)))
     }
 
+    /// Checks each entry of a zip archive: its name (a name the trainer chose, searched like
+    /// text), DICOM content, and its bytes: pickles by their strings, JSON and version files
+    /// as text, anything else (tensor storages) as binary. The archive's storage keys are its
+    /// structure, not searched for numbers.
+    fn scan_zip_entries(
+        &self,
+        name: &str,
+        entries: &[formats::ZipEntry],
+        rejections: &mut Vec<Rejection>,
+    ) {
+        let keys = formats::torch_storage_keys(entries);
+        for (i, e) in entries.iter().enumerate() {
+            let name_hits = self
+                .identifiers
+                .search(e.name.as_bytes(), Search::TextExcept(&keys));
+            // The entry's name labels its findings, unless the name is itself a finding.
+            let stream = if name_hits.is_empty() {
+                format!(
+                    "{name}!{}",
+                    e.name
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .take(64)
+                        .collect::<String>()
+                )
+            } else {
+                format!("{name}!<entry {i}>")
+            };
+            if !name_hits.is_empty() {
+                self.report(&format!("{stream} name"), name_hits, None, rejections);
+            }
+            if formats::has_dicm_magic(&e.data) || formats::looks_like_dicom_dataset(&e.data) {
+                rejections.push(Rejection::DicomContent {
+                    name: stream.clone(),
+                    how: "a DICOM object inside a zip entry".into(),
+                });
+            }
+            if e.name.ends_with(".pkl") {
+                if let Some(strings) = formats::pickle_strings(&e.data) {
+                    // Each string whole (a name glued to an opcode byte is still found), and
+                    // the raw bytes for identifiers that are found anywhere.
+                    let mut hits = self.identifiers.search(&e.data, Search::AnywhereOnly);
+                    for (at, s) in strings {
+                        merge_hits(
+                            &mut hits,
+                            at,
+                            self.identifiers.search(s, Search::TextExcept(&keys)),
+                        );
+                    }
+                    self.report(&stream, hits, self.fingerprints.find(&e.data), rejections);
+                    continue;
+                }
+            }
+            let binary = !(e.name.ends_with(".pkl")
+                || e.name.ends_with(".json")
+                || e.name.ends_with("/version"));
+            self.scan_stream(&stream, &e.data, binary, rejections);
+        }
+    }
+
     /// Searches one byte stream for identifiers and fed pixel blocks.
     /// Identifier and pixel-block search over one stream; `also` (the file digest) runs beside
     /// the pixel search, which has a thread of its own for large streams.
@@ -393,11 +455,7 @@ impl Guard<'_> {
         bytes: &[u8],
         binary: bool,
         also: impl FnOnce() -> T + Send,
-    ) -> (
-        Vec<crate::identifiers::IdentifierHit>,
-        Option<crate::fingerprint::PixelHit>,
-        T,
-    ) {
+    ) -> (Vec<IdentifierHit>, Option<crate::fingerprint::PixelHit>, T) {
         if bytes.len() >= PARALLEL_SCAN_BYTES {
             std::thread::scope(|s| {
                 // The pixel search is the slower one; the identifier search and `also` share
@@ -435,7 +493,7 @@ impl Guard<'_> {
     fn report(
         &self,
         stream: &str,
-        hits: Vec<crate::identifiers::IdentifierHit>,
+        hits: Vec<IdentifierHit>,
         pixel: Option<crate::fingerprint::PixelHit>,
         rejections: &mut Vec<Rejection>,
     ) {
@@ -463,4 +521,20 @@ impl Guard<'_> {
             });
         }
     }
+}
+
+/// Adds `more` (offsets relative to `base`) to `hits`, keeping the first hit of each kind.
+fn merge_hits(hits: &mut Vec<IdentifierHit>, base: usize, more: Vec<IdentifierHit>) {
+    for h in more {
+        let offset = base.saturating_add(h.offset);
+        match hits.iter_mut().find(|x| x.kind == h.kind) {
+            Some(x) if x.offset <= offset => {}
+            Some(x) => x.offset = offset,
+            None => hits.push(IdentifierHit {
+                kind: h.kind,
+                offset,
+            }),
+        }
+    }
+    hits.sort_by_key(|h| h.offset);
 }

@@ -590,3 +590,73 @@ mod prefilter {
         }
     }
 }
+
+/// How a match counts by the identifier's shape (crate::identifiers): model code and log
+/// numbers that merely contain a short name or number pass; the identifier as written is
+/// refused.
+mod shapes {
+    use rapha_enclave::{IdentifierKind, RawIdentifiers};
+
+    fn searcher() -> rapha_enclave::identifiers::IdentifierSearcher {
+        let mut ids = RawIdentifiers::new();
+        ids.add_expanded(["Head", "BLOCK", "4471923", "QX7Z2"]);
+        ids.add(IdentifierKind::PatientName, "Walsh^Bridget");
+        ids.searcher().unwrap()
+    }
+
+    fn found(text: &str) -> bool {
+        !searcher().find_each_kind(text.as_bytes(), false).is_empty()
+    }
+
+    #[test]
+    fn a_name_that_is_a_code_word_is_found_only_as_written() {
+        for honest in [
+            "lm_head.weight",
+            "head.weight",
+            "blocks.0.attn",
+            "mid_block.attentions.0",
+            "freezing the backbone, training the head",
+            "Headroom",
+        ] {
+            assert!(!found(honest), "{honest}");
+        }
+        for leak in [
+            "patient Head",
+            "HEAD",
+            "name=Block.",
+            "BLOCK^X",
+            "Head.weight",
+        ] {
+            assert!(found(leak), "{leak}");
+        }
+    }
+
+    #[test]
+    fn a_number_is_found_only_as_a_whole_number() {
+        for honest in [
+            "loss 0.4471923",
+            "step 44719230",
+            "uid 1.2.4471923.5",
+            "record 9f3e4471923ab0c1d2e3f4a5b6c7d8e9",
+        ] {
+            assert!(!found(honest), "{honest}");
+        }
+        for leak in [
+            "mrn 4471923",
+            "MRN4471923",
+            "[4471923]",
+            "4471923.",
+            "id=4471923,",
+        ] {
+            assert!(found(leak), "{leak}");
+        }
+    }
+
+    #[test]
+    fn a_short_code_is_found_as_a_whole_token_and_a_full_name_anywhere() {
+        assert!(!found("hash a1qx7z2b9"));
+        assert!(found("patient qx7z2 seen"));
+        assert!(found("xxwalsh^bridgetxx"));
+        assert!(found("BRIDGET WALSH"));
+    }
+}
