@@ -304,7 +304,54 @@ pub fn is_zip(b: &[u8]) -> bool {
 /// # Errors
 /// Malformed archive, unsupported compression or zip64, or the budget exceeded.
 pub fn read_zip(b: &[u8], budget: u64) -> Result<Vec<ZipEntry>, String> {
+    let mut shared = u64::MAX;
+    read_zip_within(b, budget, &mut shared, None).map_err(|e| match e {
+        ZipError::Malformed(m) => m,
+        ZipError::Inflate | ZipError::Time => "the guard's budget was used up".into(),
+    })
+}
+
+/// Why [`read_zip_within`] stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ZipError {
+    /// The archive itself is refused (malformed, unsupported, or inflating past its cap).
+    Malformed(String),
+    /// The inflate budget shared by every archive of the output set ran out.
+    Inflate,
+    /// The deadline passed.
+    Time,
+}
+
+impl From<&str> for ZipError {
+    fn from(m: &str) -> Self {
+        Self::Malformed(m.into())
+    }
+}
+
+impl From<String> for ZipError {
+    fn from(m: String) -> Self {
+        Self::Malformed(m)
+    }
+}
+
+/// Inflation happens in steps of this many bytes, with the deadline checked between them.
+const INFLATE_STEP: u64 = 1 << 20;
+
+/// [`read_zip`] within a byte budget shared with other archives (`shared`: what is left of
+/// it, reduced by every entry read, stored or deflated) and a deadline. `cap` bounds this
+/// archive alone: past it the archive is [`ZipError::Malformed`], checked first.
+///
+/// # Errors
+/// As [`read_zip`]; [`ZipError::Inflate`] / [`ZipError::Time`] when the shared budget or the
+/// deadline runs out.
+pub fn read_zip_within(
+    b: &[u8],
+    cap: u64,
+    shared: &mut u64,
+    deadline: Option<std::time::Instant>,
+) -> Result<Vec<ZipEntry>, ZipError> {
     const EOCD: &[u8] = b"PK\x05\x06";
+    let late = || deadline.is_some_and(|d| std::time::Instant::now() >= d);
     let search_from = b.len().saturating_sub(22 + 65535);
     let eocd = (search_from..b.len().saturating_sub(21))
         .rev()
@@ -317,8 +364,11 @@ pub fn read_zip(b: &[u8], budget: u64) -> Result<Vec<ZipEntry>, String> {
     }
     let mut at = cd_off as usize;
     let mut out = Vec::with_capacity(count.min(4096));
-    let mut left = budget;
+    let mut left = cap;
     for _ in 0..count {
+        if late() {
+            return Err(ZipError::Time);
+        }
         if b.get(at..at + 4) != Some(b"PK\x01\x02") {
             return Err("bad central directory entry".into());
         }
@@ -338,7 +388,7 @@ pub fn read_zip(b: &[u8], budget: u64) -> Result<Vec<ZipEntry>, String> {
         let name = String::from_utf8_lossy(name).into_owned();
         at += 46 + nlen + xlen + clen;
         if b.get(local..local + 4) != Some(b"PK\x03\x04") {
-            return Err(format!("entry {name:?} has no local header"));
+            return Err(format!("entry {name:?} has no local header").into());
         }
         let lnlen = le16(b, local + 26).ok_or("truncated local header")? as usize;
         let lxlen = le16(b, local + 28).ok_or("truncated local header")? as usize;
@@ -346,25 +396,46 @@ pub fn read_zip(b: &[u8], budget: u64) -> Result<Vec<ZipEntry>, String> {
         let raw = b
             .get(start..start + csize as usize)
             .ok_or("entry data out of bounds")?;
+        // One more byte than either budget allows tells "over" from "exactly at".
+        let allowed = left.min(*shared);
         let data = match method {
-            0 => raw.to_vec(),
+            0 => raw
+                .get(
+                    ..usize::try_from(allowed.saturating_add(1))
+                        .unwrap_or(usize::MAX)
+                        .min(raw.len()),
+                )
+                .unwrap_or(raw)
+                .to_vec(),
             8 => {
                 let mut d = Vec::new();
-                flate2::read::DeflateDecoder::new(raw)
-                    .take(left.saturating_add(1))
-                    .read_to_end(&mut d)
-                    .map_err(|e| format!("entry {name:?} does not inflate: {e}"))?;
+                let mut inflater = flate2::read::DeflateDecoder::new(raw);
+                loop {
+                    if late() {
+                        return Err(ZipError::Time);
+                    }
+                    let want = (allowed.saturating_add(1) - d.len() as u64).min(INFLATE_STEP);
+                    let n = (&mut inflater)
+                        .take(want)
+                        .read_to_end(&mut d)
+                        .map_err(|e| format!("entry {name:?} does not inflate: {e}"))?;
+                    if n == 0 || d.len() as u64 > allowed {
+                        break;
+                    }
+                }
                 d
             }
             m => {
-                return Err(format!(
-                    "entry {name:?} uses unsupported compression method {m}"
-                ))
+                return Err(
+                    format!("entry {name:?} uses unsupported compression method {m}").into(),
+                )
             }
         };
+        let n = data.len() as u64;
         left = left
-            .checked_sub(data.len() as u64)
+            .checked_sub(n)
             .ok_or("zip entries inflate beyond the output cap")?;
+        *shared = shared.checked_sub(n).ok_or(ZipError::Inflate)?;
         out.push(ZipEntry { name, data });
     }
     Ok(out)

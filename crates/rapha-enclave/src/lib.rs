@@ -47,7 +47,7 @@ pub mod session;
 pub mod split;
 
 pub use error::{EnclaveError, Result};
-pub use guard::{Guard, Rejection, Verdict};
+pub use guard::{Guard, GuardBudget, Rejection, Verdict};
 pub use identifiers::{IdentifierKind, RawIdentifiers};
 pub use record::{Dtype, FeedRecord, MemorySource, Pixels, RecordSource};
 pub use sandbox::{Exit, SandboxConfig};

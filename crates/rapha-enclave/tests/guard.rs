@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rapha_core::{OutputDecl, OutputKind};
 use rapha_enclave::fingerprint::Fingerprints;
-use rapha_enclave::guard::{Guard, LogStream, Rejection};
+use rapha_enclave::guard::{BudgetKind, Guard, GuardBudget, LogStream, Rejection};
 use rapha_enclave::{IdentifierKind, RawIdentifiers};
 
 pub fn safetensors(data: &[u8]) -> Vec<u8> {
@@ -659,4 +659,123 @@ mod shapes {
         assert!(found("xxwalsh^bridgetxx"));
         assert!(found("BRIDGET WALSH"));
     }
+}
+
+/// A trainer that fills `/out` with zip bombs: each archive inflates to just under the output
+/// cap (so each alone is a well-formed archive), 200 of them to 200 times the cap. The guard
+/// stops at its budget instead of inflating and scanning all of them.
+#[test]
+fn many_zip_bombs_are_refused_within_the_guards_budget() {
+    const CAP: u64 = 64 << 20;
+    let bomb = zip(&[(
+        "archive/data.pkl",
+        &vec![0u8; (CAP - (1 << 10)) as usize],
+        true,
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..200 {
+        std::fs::write(dir.path().join(format!("bomb{i}.pt")), &bomb).unwrap();
+    }
+    let decls = decls();
+    let searcher = ids().searcher().unwrap();
+    let fp = Fingerprints::default();
+    let guard = Guard {
+        outputs: &decls,
+        total_cap: CAP,
+        identifiers: &searcher,
+        fingerprints: &fp,
+    };
+    let started = std::time::Instant::now();
+    let v = guard.check(dir.path(), &[]);
+    let took = started.elapsed();
+    eprintln!(
+        "guard on 200 zip bombs of {} KiB (each inflating to ~64 MiB): {took:?}",
+        bomb.len() >> 10
+    );
+    assert!(!v.accepted);
+    assert_eq!(
+        v.rejections.last(),
+        Some(&Rejection::Budget {
+            what: BudgetKind::Inflate,
+            limit: CAP
+        }),
+        "{:?}",
+        v.rejections
+    );
+    assert_eq!(
+        v.rejections.last().unwrap().to_string(),
+        "the guard's inflate budget (67108864 bytes) ran out before the whole output set was \
+         checked"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "the guard took {took:?}"
+    );
+}
+
+fn guard_on<'a>(
+    decls: &'a [OutputDecl],
+    searcher: &'a rapha_enclave::identifiers::IdentifierSearcher,
+    fp: &'a Fingerprints,
+) -> Guard<'a> {
+    Guard {
+        outputs: decls,
+        total_cap: 2 << 20,
+        identifiers: searcher,
+        fingerprints: fp,
+    }
+}
+
+#[test]
+fn searching_past_the_scan_budget_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        safetensors(&[7u8; 4096]),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("metrics.json"), GOOD_METRICS).unwrap();
+    let (decls, searcher, fp) = (decls(), ids().searcher().unwrap(), Fingerprints::default());
+    let guard = guard_on(&decls, &searcher, &fp);
+    let roomy = GuardBudget::for_outputs(2 << 20, 0);
+    assert!(guard.check_within(dir.path(), &[], roomy).accepted);
+    let tight = GuardBudget {
+        scan_bytes: 4096,
+        ..roomy
+    };
+    let v = guard.check_within(dir.path(), &[], tight);
+    assert_eq!(
+        v.rejections,
+        vec![Rejection::Budget {
+            what: BudgetKind::Scan,
+            limit: 4096
+        }]
+    );
+    assert!(!v.accepted);
+}
+
+#[test]
+fn a_guard_past_its_wall_time_refuses_the_set() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("metrics.json"), GOOD_METRICS).unwrap();
+    let (decls, searcher, fp) = (decls(), ids().searcher().unwrap(), Fingerprints::default());
+    let guard = guard_on(&decls, &searcher, &fp);
+    let none_left = GuardBudget {
+        wall: std::time::Duration::ZERO,
+        ..GuardBudget::for_outputs(2 << 20, 0)
+    };
+    let v = guard.check_within(dir.path(), &[], none_left);
+    assert_eq!(
+        v.rejections,
+        vec![Rejection::Budget {
+            what: BudgetKind::Time,
+            limit: 0
+        }]
+    );
+    // A wall time too long to add to the clock is no time limit, not a panic.
+    let endless = GuardBudget {
+        wall: std::time::Duration::MAX,
+        ..GuardBudget::for_outputs(2 << 20, 0)
+    };
+    assert!(guard.check_within(dir.path(), &[], endless).accepted);
 }
