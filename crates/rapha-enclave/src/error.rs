@@ -56,6 +56,17 @@ pub enum EnclaveError {
     FeedFailed(String),
 }
 
+impl EnclaveError {
+    /// The reason code (rapha-core's vocabulary) a job that ended on this error has: the
+    /// feed's own, or the runtime's. The text stays with the hospital.
+    pub const fn reason_code(&self) -> &'static str {
+        match self {
+            Self::FeedFailed(_) => rapha_core::ReasonCode::FeedFailed.as_str(),
+            _ => rapha_core::ReasonCode::EnclaveError.as_str(),
+        }
+    }
+}
+
 /// Result with [`EnclaveError`].
 pub type Result<T, E = EnclaveError> = std::result::Result<T, E>;
 

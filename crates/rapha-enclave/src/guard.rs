@@ -2,8 +2,9 @@
 //!
 //! Runs on `/out` after the trainer has exited — whether it succeeded or not — and on its
 //! captured stdout/stderr. Every check that fails adds a [`Rejection`]; one rejection refuses
-//! everything. Rejections name the file and the rule, never the leaked value, so they can go
-//! into the receipt.
+//! everything. Rejections name the file and the rule, never the leaked value; the names are
+//! the trainer's own choice, so only [`Rejection::rule`] (a fixed vocabulary) goes where the
+//! publisher can read it, and the full rejection to the hospital's audit trail.
 //!
 //! ```text
 //!  /out entry ─▶ name rules ─▶ lstat: regular file, nlink 1 ─▶ declared? size cap
@@ -85,6 +86,64 @@ pub enum Rejection {
     Budget { what: BudgetKind, limit: u64 },
 }
 
+impl Rejection {
+    /// Every rule code [`Rejection::rule`] returns.
+    pub const RULES: [&'static str; 17] = [
+        "dicom-name",
+        "bad-name",
+        "undeclared-output",
+        "not-regular-file",
+        "hard-link",
+        "output-over-cap",
+        "outputs-over-total-cap",
+        "too-many-entries",
+        "dicom-content",
+        "bad-format",
+        "identifier",
+        "pixel-block",
+        "unreadable-output",
+        "log-overflow",
+        "inflate-budget",
+        "scan-budget",
+        "time-budget",
+    ];
+
+    /// The rule that refused the output, from a fixed vocabulary ([`Rejection::RULES`]):
+    /// what may be recorded where the trainer's own strings (file, entry and tensor names,
+    /// offsets, which identifier) must not go. The `Display` text has those details and is
+    /// for the hospital's audit trail only.
+    pub const fn rule(&self) -> &'static str {
+        match self {
+            Self::DicomName { .. } => "dicom-name",
+            Self::BadName { .. } => "bad-name",
+            Self::Undeclared { .. } => "undeclared-output",
+            Self::NotRegular { .. } => "not-regular-file",
+            Self::HardLink { .. } => "hard-link",
+            Self::TooLarge { .. } => "output-over-cap",
+            Self::TotalTooLarge { .. } => "outputs-over-total-cap",
+            Self::TooManyEntries { .. } => "too-many-entries",
+            Self::DicomContent { .. } => "dicom-content",
+            Self::BadFormat { .. } => "bad-format",
+            Self::Identifier { .. } => "identifier",
+            Self::PixelBlock { .. } => "pixel-block",
+            Self::Unreadable { .. } => "unreadable-output",
+            Self::LogOverflow { .. } => "log-overflow",
+            Self::Budget {
+                what: BudgetKind::Inflate,
+                ..
+            } => "inflate-budget",
+            Self::Budget {
+                what: BudgetKind::Scan,
+                ..
+            } => "scan-budget",
+            Self::Budget {
+                what: BudgetKind::Time,
+                ..
+            } => "time-budget",
+        }
+    }
+}
+
 /// Which of the guard's budgets ran out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -161,12 +220,22 @@ pub struct OutputFile {
     pub digest: Digest,
 }
 
-/// The guard's decision on a whole output set.
+/// The guard's decision on a whole output set, in full: for the hospital's audit trail (the
+/// rejections carry trainer-chosen names and offsets; [`Verdict::rules`] does not).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Verdict {
     pub accepted: bool,
     pub files: Vec<OutputFile>,
     pub rejections: Vec<Rejection>,
+}
+
+impl Verdict {
+    /// The rule codes that fired, sorted and without repeats.
+    pub fn rules(&self) -> Vec<&'static str> {
+        let set: std::collections::BTreeSet<&'static str> =
+            self.rejections.iter().map(Rejection::rule).collect();
+        set.into_iter().collect()
+    }
 }
 
 /// What the guard checks against.

@@ -52,6 +52,7 @@ pub use identifiers::{IdentifierKind, RawIdentifiers};
 pub use record::{Dtype, FeedRecord, MemorySource, Pixels, RecordSource};
 pub use sandbox::{Exit, SandboxConfig};
 pub use session::{
-    EnclaveSession, JobResult, JobSpec, ManifestOutcome, OutputManifest, RunPaths, SignedManifest,
+    EnclaveSession, GuardSummary, JobResult, JobSpec, ManifestOutcome, OutputManifest, RunDetails,
+    RunPaths, SignedManifest,
 };
 pub use split::Split;

@@ -53,6 +53,9 @@ pub struct SandboxConfig {
     pub nofile: u64,
     /// cgroup parent path for trainer containers.
     pub cgroup_parent: String,
+    /// Wall time for the output guard, instead of the default of
+    /// [`crate::guard::GuardBudget::for_outputs`].
+    pub guard_wall: Option<Duration>,
 }
 
 impl Default for SandboxConfig {
@@ -64,6 +67,7 @@ impl Default for SandboxConfig {
             tmp_mb: 64,
             nofile: 256,
             cgroup_parent: "/rapha".into(),
+            guard_wall: None,
         }
     }
 }
