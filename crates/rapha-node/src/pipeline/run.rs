@@ -83,7 +83,7 @@ impl Node {
             AuditOutcome::Success,
             format!(
                 "WADO-RS pixels fed to the trainer: {} records, {} bytes",
-                m.records_fed, result.stats.bytes_fed
+                result.details.records_fed, result.stats.bytes_fed
             ),
             ACTOR,
             vec![job_object(job, None)],
@@ -114,8 +114,10 @@ impl Node {
                 bytes: f.size,
             })
             .collect();
-        let mut reasons = m.reasons.clone();
-        reasons.extend(m.guard.rejections.iter().map(|r| format!("{r:?}")));
+        // The hospital-side details (the manifest has only codes); the node helper of issue
+        // 18 decides what of them reaches the publisher.
+        let mut reasons = result.details.reasons.clone();
+        reasons.extend(result.details.rejections().iter().map(|r| format!("{r:?}")));
         let rec = RunRecord {
             outcome: format!("{:?}", m.outcome).to_lowercase(),
             reasons: reasons.clone(),
@@ -126,7 +128,7 @@ impl Node {
             files,
             metrics,
             guard_accepted: m.guard.accepted,
-            records_fed: m.records_fed,
+            records_fed: result.details.records_fed,
         };
         let b = serde_json::to_vec(&rec).unwrap_or_default();
         self.p.store.put_artifact(job, artifact::MANIFEST, &b)?;
@@ -142,8 +144,12 @@ impl Node {
                 let reason = format!("output guard refused the outputs: {}", reasons.join("; "));
                 self.end(job, from, Outcome::Refused, &reason)
             }
-            ManifestOutcome::Failed => {
+            ManifestOutcome::TrainerFailed => {
                 let reason = format!("trainer failed: {}", reasons.join("; "));
+                self.end(job, from, Outcome::Failed, &reason)
+            }
+            _ => {
+                let reason = format!("enclave run: {}", reasons.join("; "));
                 self.end(job, from, Outcome::Failed, &reason)
             }
         }
