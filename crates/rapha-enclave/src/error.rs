@@ -43,6 +43,15 @@ pub enum EnclaveError {
     #[error("the job spec is invalid: {0}")]
     BadSpec(String),
 
+    #[error(transparent)]
+    Limit(#[from] crate::sandbox::LimitError),
+
+    #[error(
+        "could not lock the runtime's memory against swap ({detail}); decoded pixels must never \
+         reach a swap device: run the node with CAP_IPC_LOCK or LimitMEMLOCK=infinity"
+    )]
+    MemoryLock { detail: String },
+
     #[error("record {index} is unavailable: {reason}")]
     RecordUnavailable { index: usize, reason: String },
 

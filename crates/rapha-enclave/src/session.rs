@@ -240,6 +240,15 @@ impl std::fmt::Debug for EnclaveSession {
     }
 }
 
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Unmounts the `/out` tmpfs (discarding every byte in it) when dropped.
 struct OutMount(PathBuf);
 
@@ -278,10 +287,12 @@ fn commitment(ids: impl Iterator<Item = [u8; 32]>) -> Digest {
 }
 
 impl EnclaveSession {
-    /// Hardens this process (no core dumps, not dumpable) and makes the job's key pair.
+    /// Checks the job's limits, hardens this process (no core dumps, not dumpable, memory
+    /// locked against swap) and makes the job's key pair.
     ///
     /// # Errors
-    /// The spec is unusable or the process cannot be hardened.
+    /// The spec or its limits are unusable ([`EnclaveError::Limit`]), or the process cannot be
+    /// hardened ([`EnclaveError::Harden`], [`EnclaveError::MemoryLock`]).
     pub fn new(job: JobSpec) -> Result<Self> {
         if job.validation_percent > 90 {
             return Err(EnclaveError::BadSpec(
@@ -293,7 +304,9 @@ impl EnclaveSession {
                 "the bundle declares no outputs".into(),
             ));
         }
+        sandbox::check_limits(&job.limits)?;
         crate::harden::harden_current_process()?;
+        crate::harden::lock_memory()?;
         let key = SigningKey::generate(&mut rand_core::OsRng);
         Ok(Self {
             job,
@@ -421,8 +434,11 @@ impl EnclaveSession {
                     }
                 }
             });
+            // The feed and the reporter stop however the run ends, a panic included: the scope
+            // waits for them, so a run that panicked would otherwise hang the node.
+            let stop = StopOnDrop(&feed.stop);
             let r = sandbox::run(sandbox_cfg, &launch);
-            feed.stop.store(true, Ordering::Relaxed);
+            drop(stop);
             let served = server.join();
             let _ = reporter.join();
             // A feed that panicked has not handed over the fingerprints of what it fed: the

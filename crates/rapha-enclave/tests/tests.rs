@@ -7,5 +7,6 @@ mod dicom;
 mod feed;
 mod fuzz;
 mod guard;
+mod limits;
 mod metrics;
 mod support;
