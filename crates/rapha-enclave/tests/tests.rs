@@ -9,4 +9,5 @@ mod fuzz;
 mod guard;
 mod limits;
 mod metrics;
+mod served;
 mod support;
