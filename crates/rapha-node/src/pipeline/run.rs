@@ -115,7 +115,7 @@ impl Node {
             format!(
                 "WADO-RS pixels fed to the trainer: {} records, {} bytes; {} cohort entries \
                  dropped (opted out since approval), records refused at fetch time: {:?}",
-                m.records_fed, result.stats.bytes_fed, opted_out, fetch_refusals
+                result.details.records_fed, result.stats.bytes_fed, opted_out, fetch_refusals
             ),
             ACTOR,
             vec![job_object(job, None)],
@@ -146,8 +146,10 @@ impl Node {
                 bytes: f.size,
             })
             .collect();
-        let mut reasons = m.reasons.clone();
-        reasons.extend(m.guard.rejections.iter().map(|r| format!("{r:?}")));
+        // The hospital-side details (the manifest has only codes); the node helper of issue
+        // 18 decides what of them reaches the publisher.
+        let mut reasons = result.details.reasons.clone();
+        reasons.extend(result.details.rejections().iter().map(|r| format!("{r:?}")));
         let rec = RunRecord {
             outcome: format!("{:?}", m.outcome).to_lowercase(),
             reasons: reasons.clone(),
@@ -158,7 +160,7 @@ impl Node {
             files,
             metrics,
             guard_accepted: m.guard.accepted,
-            records_fed: m.records_fed,
+            records_fed: result.details.records_fed,
             opted_out_since_approval: opted_out,
             fetch_refusals,
         };
@@ -178,9 +180,19 @@ impl Node {
                 let detail = format!("output guard refused the outputs: {}", reasons.join("; "));
                 self.end(job, from, ReasonCode::OutputGuard, &detail)
             }
-            ManifestOutcome::Failed => {
+            ManifestOutcome::TrainerFailed => {
                 let detail = format!("trainer failed: {}", reasons.join("; "));
                 self.end(job, from, ReasonCode::TrainerFailed, &detail)
+            }
+            // The node's own failure after launch (the feed, the OCI runtime, I/O): refunded.
+            _ => {
+                let code = if m.reasons.contains(&ReasonCode::FeedFailed.as_str()) {
+                    ReasonCode::FeedFailed
+                } else {
+                    ReasonCode::EnclaveError
+                };
+                let detail = format!("enclave run: {}", reasons.join("; "));
+                self.end(job, from, code, &detail)
             }
         }
     }
