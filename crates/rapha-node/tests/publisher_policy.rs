@@ -299,13 +299,20 @@ fn a_linkage_group_joins_only_the_jobs_that_name_it_and_only_where_allowed() {
     assert_eq!(w.node.run_until_blocked(job).unwrap(), JobState::Settled);
     let row = w.node.store().get(job).unwrap();
     assert_eq!(code(row.reason.as_deref().unwrap()), "admission-refused");
-    assert!(
-        row.reason
-            .as_deref()
+    let admission: serde_json::Value = serde_json::from_slice(
+        &w.node
+            .store()
+            .artifact(job, artifact::ADMISSION)
             .unwrap()
-            .contains("does not allow linkage"),
-        "{:?}",
-        row.reason
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        admission["reasons"],
+        serde_json::json!([
+            "The job asks for its pseudonyms to be linked with the other jobs of group 'fed-run-1'; this hospital does not allow linkage for the publisher 'acme-ai'."
+        ]),
+        "{admission}"
     );
     assert_eq!(w.pacs_calls(), 0);
 }

@@ -21,35 +21,12 @@ impl Node {
         job: JobId,
         req: &JobRequest,
     ) -> std::result::Result<VerifiedBundle, String> {
-        let dir = self.job_dir(job).join("bundle");
-        verify_bundle(&dir, &self.p.trust)
-            .map_err(|e| format!("bundle refused: {e}"))
-            .and_then(|vb| {
-                if vb.manifest_digest() != req.bundle_manifest {
-                    Err(format!(
-                        "the request names bundle {} but the bundle's manifest is {}",
-                        req.bundle_manifest,
-                        vb.manifest_digest()
-                    ))
-                } else if vb.publisher() != req.publisher || vb.trainer_name() != req.trainer {
-                    Err(format!(
-                        "the request names {}/{} but the bundle is signed as {}/{}",
-                        req.publisher,
-                        req.trainer,
-                        vb.publisher(),
-                        vb.trainer_name()
-                    ))
-                } else {
-                    Ok(vb)
-                }
-            })
+        job_bundle(&self.job_dir(job).join("bundle"), &self.p.trust, req)
     }
 
     pub(super) fn step_verify(&mut self, job: JobId, req: &JobRequest) -> Result<Step> {
         match self.bundle(job, req) {
-            Err(reason) => {
-                self.end_with(job, JobState::Received, ReasonCode::BundleRefused, &reason)
-            }
+            Err(reason) => self.end(job, JobState::Received, ReasonCode::BundleRefused, &reason),
             Ok(vb) => {
                 let facts = BundleFacts {
                     publisher: vb.publisher().to_owned(),
@@ -68,18 +45,6 @@ impl Node {
                 )
             }
         }
-    }
-
-    /// Ends the job with a reason code and a detail for the hospital's records (the code
-    /// decides the outcome).
-    pub(super) fn end_with(
-        &mut self,
-        job: JobId,
-        from: JobState,
-        code: ReasonCode,
-        detail: &str,
-    ) -> Result<Step> {
-        self.end(job, from, code.outcome(), &format!("{code}: {detail}"))
     }
 
     /// The resources the trainer runs with: what admission checked and the DPO reviewed,
@@ -135,7 +100,7 @@ impl Node {
         let from = JobState::BundleVerified;
         let vb = match self.bundle(job, req) {
             Ok(vb) => vb,
-            Err(reason) => return self.end_with(job, from, ReasonCode::BundleRefused, &reason),
+            Err(reason) => return self.end(job, from, ReasonCode::BundleRefused, &reason),
         };
         // The trainer's resource requests first: nothing else of a job runs, not even the
         // policy, on requests outside the node's bounds.
@@ -144,7 +109,7 @@ impl Node {
         let out = bounds.check(&requested);
         if !out.is_empty() {
             let detail: Vec<String> = out.iter().map(ToString::to_string).collect();
-            return self.end_with(
+            return self.end(
                 job,
                 from,
                 ReasonCode::ResourcesOutOfRange,
@@ -153,10 +118,10 @@ impl Node {
         }
         // The scope guard next: a query it refuses never reaches the PACS.
         if let Err(e) = ScopedQuery::from_cohort_query(&req.query, &self.p.dicom.scope) {
-            return self.end_with(job, from, ReasonCode::QueryRefused, &e.to_string());
+            return self.end(job, from, ReasonCode::QueryRefused, &e.to_string());
         }
         if let Err(e) = req.pseudonym_scope() {
-            return self.end_with(job, from, ReasonCode::AdmissionRefused, &e.to_string());
+            return self.end(job, from, ReasonCode::AdmissionRefused, &e.to_string());
         }
         let now = now_s();
         let history = self.publisher_history(&req.publisher, now)?;
@@ -166,12 +131,12 @@ impl Node {
         };
         let input = match AdmissionInput::new(req, declared, now, history) {
             Ok(i) => i,
-            Err(e) => return self.end_with(job, from, ReasonCode::QueryRefused, &e.to_string()),
+            Err(e) => return self.end(job, from, ReasonCode::QueryRefused, &e.to_string()),
         };
         let decision = match self.p.policy.admission(&input, &self.p.hospital) {
             Ok(d) => d,
             Err(e) => {
-                return self.end_with(
+                return self.end(
                     job,
                     from,
                     ReasonCode::PolicyError,
@@ -183,7 +148,7 @@ impl Node {
         if !decision.allow {
             let reason = format!("admission policy: {}", decision.reasons.join("; "));
             self.p.store.put_artifact(job, artifact::ADMISSION, &b)?;
-            return self.end_with(job, from, ReasonCode::AdmissionRefused, &reason);
+            return self.end(job, from, ReasonCode::AdmissionRefused, &reason);
         }
         let r = serde_json::to_vec(&ResourceReview { requested, bounds }).unwrap_or_default();
         self.advance_to(

@@ -37,23 +37,21 @@ impl Node {
         let from = JobState::DepositConfirmed;
         let vb = match self.bundle(job, req) {
             Ok(vb) => vb,
-            Err(reason) => return self.end(job, from, Outcome::Refused, &reason),
+            Err(reason) => return self.end(job, from, ReasonCode::BundleRefused, &reason),
         };
         let limits = match self.admitted_resources(job, &vb)? {
             Ok(l) => l,
-            Err(detail) => {
-                return self.end_with(
-                    job,
-                    from,
-                    rapha_core::ReasonCode::ResourcesOutOfRange,
-                    &detail,
-                )
-            }
+            Err(detail) => return self.end(job, from, ReasonCode::ResourcesOutOfRange, &detail),
         };
         let session = match EnclaveSession::new(self.job_spec(req, &vb, limits)) {
             Ok(s) => s,
             Err(e) => {
-                return self.end(job, from, Outcome::Failed, &format!("enclave runtime: {e}"))
+                return self.end(
+                    job,
+                    from,
+                    ReasonCode::EnclaveError,
+                    &format!("enclave runtime: {e}"),
+                )
             }
         };
         let summary: CohortSummary = self.need(job, artifact::COHORT_SUMMARY)?;
@@ -65,7 +63,7 @@ impl Node {
                 return self.end(
                     job,
                     from,
-                    Outcome::Failed,
+                    ReasonCode::AttestationError,
                     &format!("attestation: {reason}"),
                 )
             }
@@ -76,7 +74,7 @@ impl Node {
                 return self.end(
                     job,
                     from,
-                    Outcome::Refused,
+                    ReasonCode::AttestationRefused,
                     &format!("attestation refused: {e}"),
                 )
             }
@@ -87,7 +85,7 @@ impl Node {
                 return self.end(
                     job,
                     from,
-                    Outcome::Refused,
+                    ReasonCode::AttestationRefused,
                     &format!("TPM evidence refused: {e}"),
                 );
             }
@@ -145,7 +143,7 @@ impl Node {
                 return self.end(
                     job,
                     from,
-                    Outcome::Failed,
+                    ReasonCode::PolicyError,
                     &format!("final gate error: {e}"),
                 );
             }
@@ -155,7 +153,7 @@ impl Node {
             self.sessions.remove(&job);
             self.p.store.put_artifact(job, artifact::FINAL, &b)?;
             let reason = format!("final gate: {}", decision.reasons.join("; "));
-            return self.end(job, from, Outcome::Refused, &reason);
+            return self.end(job, from, ReasonCode::FinalGateRefused, &reason);
         }
         self.advance_to(
             job,

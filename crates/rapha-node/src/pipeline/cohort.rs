@@ -1,8 +1,6 @@
 //! Step 3: the cohort, from scoped QIDO-RS metadata only (pseudonymized, exclusions applied),
 //! and its commitment.
 
-use rapha_core::ReasonCode;
-
 use super::*;
 
 /// The stored cohort: entries (with the raw identifiers the guard needs: this artifact never
@@ -50,32 +48,61 @@ pub(super) fn summary_of(
 }
 
 impl Node {
-    pub(super) fn step_cohort(&mut self, job: JobId, req: &JobRequest) -> Result<Step> {
+    /// Under the node lock: the scope check. The QIDO-RS queries run without it ([`Work`]).
+    pub(super) fn step_cohort(&mut self, job: JobId, req: &JobRequest) -> Result<Next> {
         let from = JobState::Admitted;
         let scoped = match ScopedQuery::from_cohort_query(&req.query, &self.p.dicom.scope) {
             Ok(q) => q,
-            Err(e) => return self.end_with(job, from, ReasonCode::QueryRefused, &e.to_string()),
+            Err(e) => {
+                return self
+                    .end(
+                        job,
+                        from,
+                        ReasonCode::QueryRefused,
+                        &format!("query refused: {e}"),
+                    )
+                    .map(Next::Step)
+            }
         };
         // This job's own pseudonyms (or its approved linkage group's): no other job's records
         // join these, so repeated jobs over one list of accessions cannot link pseudonyms to it.
         let pseudonymizer = match req.pseudonym_scope() {
             Ok(scope) => self.p.pseudonymizer.scoped(scope),
             Err(e) => {
-                return self.end_with(job, from, ReasonCode::AdmissionRefused, &e.to_string())
+                return self
+                    .end(job, from, ReasonCode::AdmissionRefused, &e.to_string())
+                    .map(Next::Step)
             }
         };
+        let dicom = Arc::clone(&self.p.dicom);
+        let optouts = Arc::clone(&self.p.optouts);
+        let labels = self.p.labels.clone();
+        let pacs = Arc::clone(&self.p.pacs);
+        let req = req.clone();
+        Ok(self.work(Work::new(job, from, move || {
+            let built = connect_pacs(&pacs).and_then(|client| {
+                let mut b = CohortBuilder::new(&pseudonymizer, &dicom, &optouts);
+                if let Some(l) = &labels {
+                    b = b.with_labels(l);
+                }
+                b.from_dicomweb(&client, &scoped)
+            });
+            Box::new(move |n: &mut Node| n.commit_cohort(job, &req, built))
+        })))
+    }
+
+    fn commit_cohort(
+        &mut self,
+        job: JobId,
+        req: &JobRequest,
+        built: std::result::Result<rapha_dicom::cohort::Cohort, rapha_dicom::DicomError>,
+    ) -> Result<Step> {
+        let from = JobState::Admitted;
         let query_obj = ParticipantObject {
             id_type_code: "query-digest".into(),
             id: req.query.digest().to_hex(),
             detail: None,
         };
-        let built = (self.p.pacs)().and_then(|client| {
-            let mut b = CohortBuilder::new(&pseudonymizer, &self.p.dicom, &self.p.optouts);
-            if let Some(l) = &self.p.labels {
-                b = b.with_labels(l);
-            }
-            b.from_dicomweb(&client, &scoped)
-        });
         let cohort = match built {
             Ok(c) => c,
             Err(e) => {
@@ -86,7 +113,7 @@ impl Node {
                     ACTOR,
                     vec![job_object(job, None), query_obj],
                 ))?;
-                return self.end_with(
+                return self.end(
                     job,
                     from,
                     ReasonCode::PacsUnavailable,
@@ -126,7 +153,7 @@ impl Node {
             || summary.patients < self.p.hospital.min_patients
             || summary.validation_patients < self.p.hospital.min_validation_patients
         {
-            return self.end_with(
+            return self.end(
                 job,
                 from,
                 ReasonCode::CohortEmpty,
