@@ -193,14 +193,25 @@ fn a_file_named_after_pixels_reaches_only_the_audit_trail_the_job_is_charged_and
     assert_eq!(receipt["body"]["outcome"], "violated", "{receipt}");
     assert_eq!(receipt["body"]["reason"], "output-guard", "{receipt}");
     assert!(receipt["body"]["outputs"].is_null(), "{receipt}");
-    // Control: the hospital's audit trail has the detail (the search finds it where it is).
+    // The hospital's audit trail and the DPO's view say which rule fired, naming the file by
+    // the digest of its name: the name itself (pixel bytes) reaches no log either.
+    let audit = audit_text(&tmp);
     assert!(
-        !hex_names(&audit_text(&tmp)).is_empty(),
+        audit.contains("undeclared-output: sha256:"),
         "the audit trail lacks the guard's detail"
     );
-    // The DPO's view of the job has it too; the publisher's has no `detail`.
+    assert!(
+        hex_names(&audit).is_empty(),
+        "pixel bytes reached the audit trail"
+    );
     let dpo_view = get_json(&s, &format!("/v1/jobs/{}", request.job_id), DPO_TOKEN);
-    assert!(!hex_names(&dpo_view.to_string()).is_empty(), "{dpo_view}");
+    let dpo_text = dpo_view.to_string();
+    assert!(
+        dpo_text.contains("undeclared-output: sha256:"),
+        "{dpo_view}"
+    );
+    assert!(hex_names(&dpo_text).is_empty(), "{dpo_view}");
+    // The publisher's view has no `detail`.
     assert!(shown.status.get("detail").is_none(), "{}", shown.status);
 
     // Charged like a completed job: the deposit is not refunded.
@@ -295,10 +306,21 @@ fn zip_entries_named_after_candidate_mrns_do_not_tell_the_publisher_which_one_is
     assert!(!text.contains("offset"), "{text}");
     assert_eq!(shown.status["outcome"], "violated", "{}", shown.status);
     assert_eq!(shown.status["reason"], "output-guard", "{}", shown.status);
-    // Control: the audit trail names the entry that matched.
+    // The hospital's audit trail says which rule fired and where, in the node's words: not
+    // the MRN the trainer wrote into an entry name (the audit trail may leave the PACS
+    // network, and must never carry PHI); the entry is named by its index.
+    let audit = audit_text(&tmp);
     assert!(
-        audit_text(&tmp).contains(&format!("{real}.json")),
+        audit.contains("identifier: a raw patient id in \"model.safetensors\"!\"<entry 23>\""),
         "the audit trail lacks the guard's detail"
+    );
+    let leaked: Vec<&String> = candidates
+        .iter()
+        .filter(|c| audit.contains(c.as_str()))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "trainer-chosen names reached the audit trail: {leaked:?}"
     );
     assert_eq!(
         w.chain.balance(company),
