@@ -546,7 +546,7 @@ fn world() -> Option<World> {
             hospital: key(3).address(),
             payout: key(6).address(),
             confirmations: 1,
-            run_window_secs: 600,
+            settle_margin_secs: 600,
             poll_interval: Duration::from_millis(250),
         },
         &key(5),

@@ -52,7 +52,7 @@ pub fn node(dir: &Path, chain: &Chain) -> Node {
             hospital: chain.hospital,
             payout: chain.payout,
             confirmations: 1,
-            run_window_secs: 600,
+            settle_margin_secs: 600,
             poll_interval: std::time::Duration::from_millis(250),
         },
         &chain.settler,

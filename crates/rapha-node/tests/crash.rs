@@ -95,8 +95,8 @@ fn sigkill_at_every_state_ends_completed_or_failed_exactly_once() {
         )
         .unwrap();
 
-        let payout_before = chain.balance(chain.payout);
-        let company_before = chain.balance(chain.company.address());
+        let payout_before = chain.funds(chain.payout);
+        let company_before = chain.funds(chain.company.address());
         let mut crashes = 0;
         let mut deposited = false;
         let mut state = JobState::Received;
@@ -210,11 +210,11 @@ fn sigkill_at_every_state_ends_completed_or_failed_exactly_once() {
                 "crash at {crash_at}: a failed job released outputs"
             );
             assert_eq!(
-                chain.balance(chain.company.address()),
+                chain.funds(chain.company.address()),
                 company_before,
                 "refund"
             );
-            assert_eq!(chain.balance(chain.payout), payout_before);
+            assert_eq!(chain.funds(chain.payout), payout_before);
         } else {
             assert_eq!(
                 row.outcome,
@@ -229,11 +229,11 @@ fn sigkill_at_every_state_ends_completed_or_failed_exactly_once() {
             names.sort();
             assert_eq!(names, ["metrics.json", "model.safetensors", "receipt.json"]);
             assert_eq!(
-                chain.balance(chain.payout) - payout_before,
+                chain.funds(chain.payout) - payout_before,
                 U256::from(FEE * 7 / 10)
             );
             assert_eq!(
-                company_before - chain.balance(chain.company.address()),
+                company_before - chain.funds(chain.company.address()),
                 U256::from(FEE)
             );
         }

@@ -360,10 +360,13 @@ impl Chain {
         })
     }
 
-    pub fn balance(&self, who: Address) -> U256 {
+    /// USDC `who` holds plus what the escrow owes it: settlements and expiry refunds credit
+    /// the escrow's `owed` (pull payments) until the account withdraws.
+    pub fn funds(&self, who: Address) -> U256 {
         self.rt.block_on(async {
             let p = rapha_settle::network::connect_http(&self.url).unwrap();
-            Escrow::balance_of(&p, self.usdc, who).await.unwrap()
+            let held = Escrow::balance_of(&p, self.usdc, who).await.unwrap();
+            held + Escrow::at(p, self.escrow).owed(who).await.unwrap()
         })
     }
 
@@ -373,7 +376,8 @@ impl Chain {
                 wallet_provider(&self.url, &self.company).unwrap(),
                 self.escrow,
             );
-            let deadline = company.chain_time().await.unwrap() + 3600;
+            // A day: past any test trainer's wall time plus the node's settlement margin.
+            let deadline = company.chain_time().await.unwrap() + 86_400;
             company
                 .approve_and_deposit(job, self.hospital, Usdc::from_base_units(FEE), deadline)
                 .await
@@ -495,7 +499,7 @@ pub fn world_with(studies: usize, seed: u64) -> Option<World> {
             hospital: chain.hospital,
             payout: chain.payout,
             confirmations: 1,
-            run_window_secs: 600,
+            settle_margin_secs: 600,
             poll_interval: std::time::Duration::from_millis(250),
         },
         &chain.settler,
@@ -705,8 +709,8 @@ fn honest_job_settles_malicious_job_is_refunded_broad_query_never_reaches_the_pa
     assert!(!w.node.release_path(broad_id).exists());
 
     // 2. The honest job: end to end to settled, hospital paid 70%, protocol 30%.
-    let payout_before = w.chain.balance(w.chain.payout);
-    let treasury_before = w.chain.balance(w.chain.treasury);
+    let payout_before = w.chain.funds(w.chain.payout);
+    let treasury_before = w.chain.funds(w.chain.treasury);
     let honest = w.request(honest_manifest, w.scoped_query());
     let job = w.node.submit(&honest_dir, honest).unwrap();
     assert_eq!(w.drive(job), JobState::Settled);
@@ -773,18 +777,18 @@ fn honest_job_settles_malicious_job_is_refunded_broad_query_never_reaches_the_pa
         receipt.body["attestation"]
     );
     assert_eq!(
-        w.chain.balance(w.chain.payout) - payout_before,
+        w.chain.funds(w.chain.payout) - payout_before,
         U256::from(FEE * 7 / 10)
     );
     assert_eq!(
-        w.chain.balance(w.chain.treasury) - treasury_before,
+        w.chain.funds(w.chain.treasury) - treasury_before,
         U256::from(FEE * 3 / 10)
     );
 
     // 3. A malicious trainer (copies pixels into its "weights"): the guard refuses, the job
     //    ends refused with a receipt saying why, nothing is released, the depositor refunded.
     let (bad_dir, bad_manifest) = bundle(&tmp, &w.trainer, "bad", "pixel-copy", &w.publisher_key);
-    let company_before = w.chain.balance(w.chain.company.address());
+    let company_before = w.chain.funds(w.chain.company.address());
     let bad = w.request(bad_manifest, w.scoped_query());
     let bad_id = w.node.submit(&bad_dir, bad).unwrap();
     assert_eq!(w.drive(bad_id), JobState::Settled);
@@ -803,7 +807,7 @@ fn honest_job_settles_malicious_job_is_refunded_broad_query_never_reaches_the_pa
         "a refused job released something"
     );
     assert_eq!(
-        w.chain.balance(w.chain.company.address()),
+        w.chain.funds(w.chain.company.address()),
         company_before,
         "the depositor was not refunded in full"
     );
@@ -811,7 +815,7 @@ fn honest_job_settles_malicious_job_is_refunded_broad_query_never_reaches_the_pa
     // 4. A TPM quote over another job's binding, relabelled with this job's binding, is
     //    refused before the trainer runs; the depositor is refunded, nothing released.
     w.forge.store(true, Ordering::SeqCst);
-    let company_before = w.chain.balance(w.chain.company.address());
+    let company_before = w.chain.funds(w.chain.company.address());
     let forged = w.request(honest_manifest, w.scoped_query());
     let forged_id = w.node.submit(&honest_dir, forged).unwrap();
     assert_eq!(w.drive(forged_id), JobState::Settled);
@@ -830,7 +834,7 @@ fn honest_job_settles_malicious_job_is_refunded_broad_query_never_reaches_the_pa
         .collect();
     assert!(!to.contains(&JobState::Running), "{to:?}");
     assert!(!w.node.release_path(forged_id).exists());
-    assert_eq!(w.chain.balance(w.chain.company.address()), company_before);
+    assert_eq!(w.chain.funds(w.chain.company.address()), company_before);
 
     // 5. No planted PHI value in anything that left the hospital, the receipts or the audit log.
     let mut checked = vec![];

@@ -19,3 +19,4 @@ mod node_common;
 mod pipeline_e2e;
 mod policy_config;
 mod production_node;
+mod settlement;

@@ -208,6 +208,8 @@ pub mod artifact {
     pub const RECEIPT: &str = "receipt";
     pub const RELEASE: &str = "release";
     pub const SETTLEMENT: &str = "settlement";
+    /// The trainer's wall time the deposit's deadline is checked against (seconds).
+    pub const RUN_WALL: &str = "run-wall";
 }
 
 const ACTOR: (&str, &str) = ("rapha-node", "application");
@@ -486,6 +488,9 @@ impl Node {
             }
             S::Attested => self.step_final(job, &req),
             S::FinalGatePassed => {
+                if let Some(step) = self.recheck_deposit(job, &req)? {
+                    return Ok(step);
+                }
                 let started = now_ms().to_string();
                 if let Some(d) = self.review_digest(job)? {
                     // The approval can no longer be revoked once the job starts.

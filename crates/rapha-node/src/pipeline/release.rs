@@ -82,14 +82,15 @@ impl Node {
                 Err(e) => return Ok(Step::Blocked(Blocked::Settlement(e))),
             }
         } else {
-            SettleStatus::Done(
-                serde_json::json!({"settled": false, "why": "no deposit was confirmed for this job"}),
-            )
+            SettleStatus::Done {
+                record: serde_json::json!({"settled": false, "paid": false, "why": "no deposit was confirmed for this job"}),
+                paid: false,
+            }
         };
         match status {
             SettleStatus::Pending(w) => Ok(Step::Blocked(Blocked::Settlement(w))),
-            SettleStatus::Done(v) => {
-                let b = serde_json::to_vec(&v).unwrap_or_default();
+            SettleStatus::Done { record, .. } => {
+                let b = serde_json::to_vec(&record).unwrap_or_default();
                 self.advance_to(
                     job,
                     from,
