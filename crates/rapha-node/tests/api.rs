@@ -642,6 +642,10 @@ fn a_job_submitted_through_the_api_runs_in_the_background_and_its_receipt_is_in_
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(status["state"], "settled", "{status}");
+    assert_eq!(
+        status["finished"], true,
+        "a refused job ends settled: {status}"
+    );
     assert_eq!(status["outcome"], "refused", "{status}");
     assert!(
         status["reason"].as_str().unwrap().contains("query"),

@@ -634,7 +634,7 @@ impl World {
         let mut state = JobState::AwaitingDeposit;
         for _ in 0..60 {
             state = self.node.run_until_blocked(job).unwrap();
-            if state == JobState::Settled {
+            if self.node.store().finished(job).unwrap() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(500));
@@ -713,7 +713,7 @@ fn honest_job_settles_malicious_job_is_refunded_broad_query_never_reaches_the_pa
     let treasury_before = w.chain.funds(w.chain.treasury);
     let honest = w.request(honest_manifest, w.scoped_query());
     let job = w.node.submit(&honest_dir, honest).unwrap();
-    assert_eq!(w.drive(job), JobState::Settled);
+    assert_eq!(w.drive(job), JobState::Released);
     let row = w.node.store().get(job).unwrap();
     assert_eq!(row.outcome, Some(Outcome::Completed), "{:?}", row.reason);
     let states: Vec<JobState> = w
@@ -740,8 +740,8 @@ fn honest_job_settles_malicious_job_is_refunded_broad_query_never_reaches_the_pa
             JobState::Running,
             JobState::OutputsGuarded,
             JobState::Receipted,
-            JobState::Released,
             JobState::Settled,
+            JobState::Released,
         ]
     );
     let released = w.node.release_path(job);

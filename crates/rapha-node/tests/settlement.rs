@@ -1,17 +1,22 @@
 //! Payment before release (issue 18, item 2), tried from the depositor's side against the
 //! real node, Orthanc, swtpm, runc and the escrow on anvil: a deposit whose deadline could pass
-//! before the job is settled is refused, at the deposit check and again right before the
-//! trainer starts.
+//! before the job is settled is refused (at the deposit check and again right before the
+//! trainer starts), a completed job's outputs are not released, on disk or through the API,
+//! until its settlement is confirmed on chain, and never if the depositor refunded itself
+//! first.
 
 use std::time::Duration;
 
 use rapha_core::{JobId, Usdc};
+use rapha_node::api::ApiState;
 use rapha_node::pipeline::chain::{ChainPayments, ChainSettings};
 use rapha_node::pipeline::{DepositStatus, Payments};
 use rapha_node::store::JobState;
 use rapha_settle::{wallet_provider, Escrow};
+use reqwest::StatusCode;
 use serde_json::json;
 
+use crate::api::{serve_state, tokens, PUBLISHER_TOKEN};
 use crate::pipeline_e2e::{bundle, world, Chain, FEE};
 
 /// One JSON-RPC call to anvil (test-only methods: time warp, mining control).
@@ -165,7 +170,7 @@ fn deadline_that_would_pass_during_the_run_is_refused_at_start() {
     let mut state = row.state;
     for _ in 0..60 {
         state = w.node.run_until_blocked(job).unwrap();
-        if state == JobState::Settled {
+        if w.node.store().finished(job).unwrap() {
             break;
         }
         std::thread::sleep(Duration::from_millis(500));
@@ -188,6 +193,103 @@ fn deadline_that_would_pass_during_the_run_is_refused_at_start() {
     assert_eq!(w.chain.funds(w.chain.payout), payout_before);
 }
 
+/// The attack's last move, made possible if the node ever released before settling: the job
+/// completes, the depositor lets the deadline pass before the settlement lands and takes the
+/// fee back with `refundExpired`. The node records the settlement as final and unpaid and
+/// never releases the outputs: nothing in `released/`, an audit event, `paid: false`.
+#[test]
+fn completed_job_whose_deposit_was_refunded_by_expiry_is_never_released() {
+    let Some(mut w) = world() else { return };
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle(&tmp, &w.trainer, "expired", "honest", &w.publisher_key);
+    let job = w
+        .node
+        .submit(&dir, w.request(manifest, w.scoped_query()))
+        .unwrap();
+    assert_eq!(
+        w.node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingApproval
+    );
+    approve(&w, job);
+    assert_eq!(
+        w.node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingDeposit
+    );
+    deposit_until(&w.chain, &job, FEE, WALL + MARGIN + 120);
+    // One step at a time up to the receipt: the settlement has not been sent yet.
+    let mut state = JobState::AwaitingDeposit;
+    for _ in 0..80 {
+        w.node.advance(job).unwrap();
+        state = w.node.store().get(job).unwrap().state;
+        if state == JobState::Receipted {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(state, JobState::Receipted);
+    assert_eq!(
+        w.node.store().get(job).unwrap().outcome,
+        Some(rapha_core::Outcome::Completed)
+    );
+    // The depositor's move: past the deadline, the expiry refund.
+    let company_before = w.chain.funds(w.chain.company.address());
+    let payout_before = w.chain.funds(w.chain.payout);
+    anvil(&w.chain, "evm_increaseTime", json!([WALL + MARGIN + 600]));
+    anvil(&w.chain, "evm_mine", json!([]));
+    w.chain.rt.block_on(async {
+        Escrow::at(
+            wallet_provider(&w.chain.url, &w.chain.company).unwrap(),
+            w.chain.escrow,
+        )
+        .refund_expired(&job)
+        .await
+        .unwrap()
+    });
+    for _ in 0..20 {
+        w.node.run_until_blocked(job).unwrap();
+        if w.node.store().finished(job).unwrap() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let row = w.node.store().get(job).unwrap();
+    assert_eq!(row.state, JobState::Settled, "{:?}", row.reason);
+    assert!(w.node.store().finished(job).unwrap());
+    assert!(
+        !w.node.release_path(job).exists(),
+        "outputs released for a job the depositor refunded"
+    );
+    let settlement: serde_json::Value = serde_json::from_slice(
+        &w.node
+            .store()
+            .artifact(job, rapha_node::pipeline::artifact::SETTLEMENT)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(settlement["paid"], false, "{settlement}");
+    assert!(settlement["refunded_by_expiry"].is_string(), "{settlement}");
+    assert!(w
+        .node
+        .store()
+        .artifact(job, rapha_node::pipeline::artifact::WITHHELD)
+        .unwrap()
+        .is_some());
+    let audit = std::fs::read_to_string(w.node.audit_path()).unwrap();
+    assert!(
+        audit.contains("outputs are withheld and will never be released"),
+        "no audit event"
+    );
+    assert_eq!(
+        w.chain.funds(w.chain.company.address()) - company_before,
+        alloy::primitives::U256::from(FEE)
+    );
+    assert_eq!(w.chain.funds(w.chain.payout), payout_before);
+    // Driving the job again changes nothing.
+    assert_eq!(w.node.run_until_blocked(job).unwrap(), JobState::Settled);
+    assert!(!w.node.release_path(job).exists());
+}
+
 fn approve(w: &crate::pipeline_e2e::World, job: JobId) {
     let digest = w.node.review_digest(job).unwrap().unwrap();
     let now = std::time::SystemTime::now()
@@ -196,4 +298,139 @@ fn approve(w: &crate::pipeline_e2e::World, job: JobId) {
         .as_secs();
     let a = w.dpo.approve(digest, now, now + 3600).unwrap();
     w.node.approvals().record(&a).unwrap();
+}
+
+/// Polls the job's status as the publisher until `done(state)`; returns the state.
+fn wait_state(s: &crate::api::Served, job: &str, secs: u64, done: impl Fn(&str) -> bool) -> String {
+    let mut last = String::new();
+    for _ in 0..secs * 4 {
+        let (st, text) = s.call(
+            "get",
+            &format!("/v1/jobs/{job}"),
+            Some(PUBLISHER_TOKEN),
+            None,
+        );
+        assert_eq!(st, StatusCode::OK, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        last = v["state"].as_str().unwrap_or_default().to_owned();
+        if done(&last) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("job {job} stuck in {last}");
+}
+
+/// The attack: outputs released before the settlement is final. Whoever holds the released
+/// weights has no reason to let the settlement land (a fee + 1 deposit, an expiring deadline,
+/// a frozen address all kept it from landing before). While the settlement transaction sits
+/// unmined, nothing may be on disk in `released/` and the outputs route must answer nothing.
+#[test]
+fn outputs_are_not_released_until_the_settlement_is_confirmed() {
+    let Some(w) = world() else { return };
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle(&tmp, &w.trainer, "pending", "honest", &w.publisher_key);
+    let request = w.request(manifest, w.scoped_query());
+    let job = request.job_id;
+    let id = job.to_string();
+    let release_dir = w.node.release_path(job);
+    let (chain, node, dpo) = (w.chain, w.node, w.dpo);
+    let s = serve_state(ApiState::new(node, tmp.join("jobs.sqlite"), tokens()));
+
+    let (st, text) = s.upload(
+        PUBLISHER_TOKEN,
+        rapha_bundle::pack_bundle_to_vec(&dir).unwrap(),
+    );
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    let body = serde_json::to_vec(&json!({ "request": request })).unwrap();
+    let (st, text) = s.call("post", "/v1/jobs", Some(PUBLISHER_TOKEN), Some(&body));
+    assert_eq!(st, StatusCode::ACCEPTED, "{text}");
+    wait_state(&s, &id, 120, |st| st == "awaiting-approval");
+    let (st, text) = s.call(
+        "get",
+        "/v1/approvals/pending",
+        Some(crate::api::DPO_TOKEN),
+        None,
+    );
+    assert_eq!(st, StatusCode::OK, "{text}");
+    let pending: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let digest: rapha_core::Digest = pending["pending"][0]["job_digest"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let approval = dpo.approve(digest, now, now + 3600).unwrap();
+    let (st, text) = s.call(
+        "post",
+        &format!("/v1/jobs/{id}/approve"),
+        Some(crate::api::DPO_TOKEN),
+        Some(&serde_json::to_vec(&approval).unwrap()),
+    );
+    assert_eq!(st, StatusCode::ACCEPTED, "{text}");
+    wait_state(&s, &id, 60, |st| st == "awaiting-deposit");
+
+    // The deposit is mined (one confirmation is all the node asks here); then the chain stops
+    // producing blocks, so the settlement transaction will sit unmined.
+    chain.deposit(&job);
+    anvil(&chain, "evm_setIntervalMining", json!([0]));
+    let at = wait_state(&s, &id, 240, |st| {
+        matches!(st, "receipted" | "released" | "settled")
+    });
+    // Give the node time to do whatever it would do before the settlement confirms.
+    std::thread::sleep(Duration::from_secs(4));
+    let (state_pending, _) = (
+        {
+            let (_, text) = s.call(
+                "get",
+                &format!("/v1/jobs/{id}"),
+                Some(PUBLISHER_TOKEN),
+                None,
+            );
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            v["state"].as_str().unwrap_or_default().to_owned()
+        },
+        at,
+    );
+    let on_disk_pending: Vec<_> = std::fs::read_dir(&release_dir)
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    let (route_status, route_text) = s.call(
+        "get",
+        &format!("/v1/jobs/{id}/outputs"),
+        Some(PUBLISHER_TOKEN),
+        None,
+    );
+    let (file_status, _) = s.get_bytes(
+        &format!("/v1/jobs/{id}/outputs/model.safetensors"),
+        PUBLISHER_TOKEN,
+    );
+
+    // Blocks again: the settlement confirms and the outputs follow.
+    anvil(&chain, "evm_setIntervalMining", json!([1]));
+    let end = wait_state(&s, &id, 120, |st| st == "released" || st == "settled");
+
+    assert!(
+        on_disk_pending.is_empty(),
+        "released/ holds {on_disk_pending:?} while the settlement is unmined"
+    );
+    assert_eq!(
+        route_status,
+        StatusCode::NOT_FOUND,
+        "the outputs route answered while the settlement is unmined: {route_text}"
+    );
+    assert_eq!(file_status, StatusCode::NOT_FOUND);
+    assert_eq!(state_pending, "receipted");
+    assert_eq!(end, "released");
+    let (st, text) = s.call(
+        "get",
+        &format!("/v1/jobs/{id}/outputs"),
+        Some(PUBLISHER_TOKEN),
+        None,
+    );
+    assert_eq!(st, StatusCode::OK, "{text}");
+    assert!(text.contains("model.safetensors"), "{text}");
 }

@@ -18,7 +18,7 @@ pub(super) async fn job_status(
     // not on the blocking pool: a point read of a WAL store never waits for the pipeline's
     // writes and costs less than the hand-off (bench/node.sh: about twice the polls per
     // second, a third of the p99).
-    let (row, records) = state.readers.with(|r| {
+    let (row, records, finished) = state.readers.with(|r| {
         let row = match r.get(job) {
             Ok(row) => row,
             Err(crate::store::StoreError::NotFound(_)) => {
@@ -27,7 +27,8 @@ pub(super) async fn job_status(
             Err(e) => return Err(HttpError::internal(e)),
         };
         let records = records_progress(r, job)?;
-        Ok((row, records))
+        let finished = r.finished(job).map_err(HttpError::internal)?;
+        Ok((row, records, finished))
     })?;
     // A publisher sees only its own jobs (the check of check_owner, on the row just read,
     // before anything of it is returned).
@@ -55,6 +56,8 @@ pub(super) async fn job_status(
     Ok(Json(json!({
         "job_id": row.id.to_string(),
         "state": row.state,
+        // Released (completed and paid) or settled (everything else): nothing more will happen.
+        "finished": finished,
         "progress": { "step": progress, "of": JobState::ALL.len() },
         "records": records,
         "run": run,

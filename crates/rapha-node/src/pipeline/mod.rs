@@ -210,6 +210,8 @@ pub mod artifact {
     pub const SETTLEMENT: &str = "settlement";
     /// The trainer's wall time the deposit's deadline is checked against (seconds).
     pub const RUN_WALL: &str = "run-wall";
+    /// A completed job whose deposit was refunded instead of paid: its outputs never leave.
+    pub const WITHHELD: &str = "withheld";
 }
 
 const ACTOR: (&str, &str) = ("rapha-node", "application");
@@ -506,15 +508,9 @@ impl Node {
             }
             S::Running => self.step_run(job, &req),
             S::OutputsGuarded | S::Refused | S::Failed => self.step_receipt(job, state, &req),
-            S::Receipted => {
-                if row.outcome == Some(Outcome::Completed) {
-                    self.step_release(job)
-                } else {
-                    self.step_settle(job, S::Receipted)
-                }
-            }
-            S::Released => self.step_settle(job, S::Released),
-            S::Settled => Ok(Step::Done),
+            S::Receipted => self.step_settle(job, S::Receipted),
+            S::Settled => self.step_after_settlement(job, row.outcome),
+            S::Released => self.step_after_release(job),
         }
     }
 }
