@@ -7,4 +7,5 @@ mod feed;
 mod fuzz;
 mod guard;
 mod metrics;
+mod served;
 mod support;

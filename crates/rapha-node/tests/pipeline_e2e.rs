@@ -864,3 +864,77 @@ fn honest_job_settles_malicious_job_is_refunded_broad_query_never_reaches_the_pa
         assert!(ids.contains(&code), "no audit event {code} in {ids:?}");
     }
 }
+
+/// Issue 18, item 11: a patient who opts out after the DPO approved the cohort is dropped when
+/// the run starts: none of their records is listed or fed, and the run record counts them.
+#[test]
+fn patient_opted_out_after_approval_is_not_fed_and_is_counted_in_the_run_record() {
+    let Some(mut w) = world() else { return };
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle(&tmp, &w.trainer, "honest", "honest", &w.publisher_key);
+    let job = w
+        .node
+        .submit(&dir, w.request(manifest, w.scoped_query()))
+        .unwrap();
+    assert_eq!(
+        w.node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingApproval
+    );
+    let cohort: serde_json::Value = serde_json::from_slice(
+        &w.node
+            .store()
+            .artifact(job, rapha_node::pipeline::artifact::COHORT)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let entries = cohort["entries"].as_array().unwrap();
+    let patient = entries[0]["approved"]["patient_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let theirs = entries
+        .iter()
+        .filter(|e| e["approved"]["patient_id"] == patient.as_str())
+        .count();
+    w.approve(job);
+
+    // After approval, the patient opts out: the hospital appends them to its list.
+    let list = tmp.join("cohort").join("optouts.csv");
+    let mut text = std::fs::read_to_string(&list).unwrap();
+    text.push_str(&format!("{patient}\n"));
+    std::fs::write(&list, text).unwrap();
+
+    assert_eq!(
+        w.node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingDeposit
+    );
+    w.chain.deposit(&job);
+    let mut state = JobState::AwaitingDeposit;
+    for _ in 0..60 {
+        state = w.node.run_until_blocked(job).unwrap();
+        if state == JobState::Settled {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(state, JobState::Settled);
+    let run: serde_json::Value = serde_json::from_slice(
+        &w.node
+            .store()
+            .artifact(job, rapha_node::pipeline::artifact::MANIFEST)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(run["opted_out_since_approval"], theirs as u64, "{run}");
+    assert_eq!(
+        run["records_fed"],
+        (entries.len() - theirs) as u64,
+        "the honest trainer reads every record it is offered"
+    );
+    assert!(
+        run["fetch_refusals"].as_object().unwrap().is_empty(),
+        "{run}"
+    );
+}

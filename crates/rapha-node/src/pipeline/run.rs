@@ -16,6 +16,13 @@ pub struct RunRecord {
     pub metrics: BTreeMap<String, f64>,
     pub guard_accepted: bool,
     pub records_fed: usize,
+    /// Cohort entries dropped when the run started: their patients opted out after approval.
+    #[serde(default)]
+    pub opted_out_since_approval: u64,
+    /// Records refused at fetch time by reason (the PACS served another object than the
+    /// approved one, or one its own header excludes).
+    #[serde(default)]
+    pub fetch_refusals: rapha_core::ExclusionCounts,
 }
 
 impl Node {
@@ -53,12 +60,24 @@ impl Node {
                 &format!("cannot unpack the trainer: {e}"),
             );
         }
-        let cohort: StoredCohort = self.need(job, artifact::COHORT)?;
+        let mut cohort: StoredCohort = self.need(job, artifact::COHORT)?;
+        // Patients who opted out since the DPO approved the cohort are dropped before any
+        // record is listed or fed (item 11); an unreadable list stops the run.
+        let opted_out =
+            match rapha_dicom::cohort::drop_opted_out_now(&mut cohort.entries, &self.p.optouts) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(%job, error = %e, "cannot re-read the opt-out list");
+                    let why = "the opt-out list could not be re-read when the run started";
+                    return self.end(job, from, Outcome::Failed, why);
+                }
+            };
         let client = match (self.p.pacs)() {
             Ok(c) => c,
             Err(e) => return self.end(job, from, Outcome::Failed, &format!("PACS: {e}")),
         };
         let (source, ids) = DicomSource::new(&cohort.entries, Some(client));
+        let source = source.with_exclusions(self.p.dicom.exclusions.clone());
         let paths = RunPaths {
             work_root: &work,
             rootfs: &rootfs,
@@ -82,8 +101,12 @@ impl Node {
             AuditKind::PacsRetrieve,
             AuditOutcome::Success,
             format!(
-                "WADO-RS pixels fed to the trainer: {} records, {} bytes",
-                m.records_fed, result.stats.bytes_fed
+                "WADO-RS pixels fed to the trainer: {} records, {} bytes; {} cohort entries \
+                 dropped (opted out since approval), records refused at fetch time: {:?}",
+                m.records_fed,
+                result.stats.bytes_fed,
+                opted_out,
+                source.fetch_refusals()
             ),
             ACTOR,
             vec![job_object(job, None)],
@@ -127,6 +150,8 @@ impl Node {
             metrics,
             guard_accepted: m.guard.accepted,
             records_fed: m.records_fed,
+            opted_out_since_approval: opted_out,
+            fetch_refusals: source.fetch_refusals(),
         };
         let b = serde_json::to_vec(&rec).unwrap_or_default();
         self.p.store.put_artifact(job, artifact::MANIFEST, &b)?;
