@@ -511,7 +511,9 @@ pub fn node_from_config(cfg: &Config) -> anyhow::Result<Node> {
         work_dir: cfg.paths.data_dir.join("work"),
         release_dir: cfg.paths.data_dir.join("released"),
     };
-    Ok(Node::new(parts)?)
+    let mut node = Node::new(parts)?;
+    node.set_run_quantum(Duration::from_secs(cfg.trainer.run_quantum_secs));
+    Ok(node)
 }
 
 /// Reads the settlement wallet key (hex, mode 0600 or stricter).

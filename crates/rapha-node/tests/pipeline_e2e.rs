@@ -207,6 +207,8 @@ store = {trust}
 
 [trainer]
 runtime = "{runc}"
+# Runs end as the trainer exits, to the second (the default quantum is 60 s).
+run_quantum_secs = 1
 
 [chain]
 rpc_url = "{rpc}"
@@ -245,6 +247,17 @@ pub fn bundle(
     mode: &str,
     key: &SigningKey,
 ) -> (PathBuf, Digest) {
+    bundle_args(tmp, trainer, name, &[mode], key)
+}
+
+/// Builds and signs a bundle whose entrypoint runs `trainer` with `args`.
+pub fn bundle_args(
+    tmp: &Path,
+    trainer: &Path,
+    name: &str,
+    args: &[&str],
+    key: &SigningKey,
+) -> (PathBuf, Digest) {
     let rootfs = tmp.join(format!("{name}-rootfs"));
     std::fs::create_dir_all(&rootfs).unwrap();
     std::fs::copy(trainer, rootfs.join("trainer")).unwrap();
@@ -252,7 +265,10 @@ pub fn bundle(
     build_image(
         &BuildSpec {
             rootfs,
-            entrypoint: vec!["/trainer".into(), mode.into()],
+            entrypoint: std::iter::once("/trainer")
+                .chain(args.iter().copied())
+                .map(str::to_owned)
+                .collect(),
             env: vec![],
         },
         &layout,
@@ -506,7 +522,7 @@ pub fn world_with(studies: usize, seed: u64) -> Option<World> {
         &tmp.path().join("ledger.sqlite"),
     )
     .unwrap();
-    let node = Node::new(NodeParts {
+    let mut node = Node::new(NodeParts {
         store: JobStore::open(&tmp.path().join("jobs.sqlite")).unwrap(),
         trust,
         policy: Policy::builtin().unwrap(),
@@ -541,6 +557,8 @@ pub fn world_with(studies: usize, seed: u64) -> Option<World> {
         release_dir: tmp.path().join("released"),
     })
     .unwrap();
+    // Runs end as the trainer exits (the publisher-side quantum has its own test).
+    node.set_run_quantum(std::time::Duration::ZERO);
     Some(World {
         tmp,
         _orthanc: orthanc,
@@ -596,7 +614,7 @@ impl World {
     }
 
     /// Drives a job through approval and deposit to its end.
-    fn drive(&mut self, job: JobId) -> JobState {
+    pub fn drive(&mut self, job: JobId) -> JobState {
         assert_eq!(
             self.node.run_until_blocked(job).unwrap(),
             JobState::AwaitingApproval
@@ -673,7 +691,7 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
-fn honest_job_settles_malicious_job_is_refunded_broad_query_never_reaches_the_pacs() {
+fn honest_job_settles_malicious_job_is_charged_broad_query_never_reaches_the_pacs() {
     let Some(mut w) = world() else { return };
     let tmp = w.tmp.path().to_path_buf();
     let (honest_dir, honest_manifest) =
@@ -786,31 +804,38 @@ fn honest_job_settles_malicious_job_is_refunded_broad_query_never_reaches_the_pa
     );
 
     // 3. A malicious trainer (copies pixels into its "weights"): the guard refuses, the job
-    //    ends refused with a receipt saying why, nothing is released, the depositor refunded.
+    //    ends violated with a receipt carrying one code, nothing is released, and (issue 18)
+    //    the fee is charged, not refunded: a refunded refusal would be a free oracle.
     let (bad_dir, bad_manifest) = bundle(&tmp, &w.trainer, "bad", "pixel-copy", &w.publisher_key);
     let company_before = w.chain.funds(w.chain.company.address());
     let bad = w.request(bad_manifest, w.scoped_query());
     let bad_id = w.node.submit(&bad_dir, bad).unwrap();
+    // Settled: escrow v2 pays violations 70/30.
     assert_eq!(w.drive(bad_id), JobState::Settled);
     let row = w.node.store().get(bad_id).unwrap();
-    assert_ne!(row.outcome, Some(Outcome::Completed));
+    assert_eq!(row.outcome, Some(Outcome::Violated), "{:?}", row.reason);
     let reason = row.reason.unwrap();
-    assert!(
-        reason.contains("guard") || reason.contains("trainer"),
-        "{reason}"
-    );
+    assert_eq!(reason, "output-guard");
+    let detail = w.node.ending(bad_id).unwrap().unwrap().detail;
+    assert!(detail.contains("verbatim block"), "{detail}");
     let bad_receipt = w.node.receipt(bad_id).unwrap().unwrap();
     assert_eq!(bad_receipt.body["reason"], reason.as_str());
     assert!(bad_receipt.body["outputs"].is_null());
     assert!(
         !w.node.release_path(bad_id).exists(),
-        "a refused job released something"
+        "a violated job released something"
     );
     assert_eq!(
         w.chain.funds(w.chain.company.address()),
-        company_before,
-        "the depositor was not refunded in full"
+        company_before - U256::from(FEE),
+        "a guard refusal was refunded"
     );
+    // The publisher is suspended until a DPO reviews the violation; reinstated for step 4.
+    assert!(w.node.suspension(PUBLISHER).unwrap().is_some());
+    w.node
+        .reinstate(PUBLISHER, "test-dpo", "reviewed in the end-to-end test")
+        .unwrap()
+        .expect("suspended");
 
     // 4. A TPM quote over another job's binding, relabelled with this job's binding, is
     //    refused before the trainer runs; the depositor is refunded, nothing released.
@@ -822,8 +847,9 @@ fn honest_job_settles_malicious_job_is_refunded_broad_query_never_reaches_the_pa
     w.forge.store(false, Ordering::SeqCst);
     let row = w.node.store().get(forged_id).unwrap();
     assert_eq!(row.outcome, Some(Outcome::Refused));
-    let reason = row.reason.unwrap();
-    assert!(reason.starts_with("TPM evidence refused"), "{reason}");
+    assert_eq!(row.reason.as_deref(), Some("attestation-refused"));
+    let detail = w.node.ending(forged_id).unwrap().unwrap().detail;
+    assert!(detail.starts_with("TPM evidence refused"), "{detail}");
     let to: Vec<JobState> = w
         .node
         .store()

@@ -97,8 +97,9 @@ fn deposit_whose_deadline_falls_before_the_run_could_settle_is_refused() {
     deposit_until(&chain, &job, FEE, WALL + MARGIN - 10);
     let status = p.check_deposit(&request(&chain, job), WALL).unwrap();
     match status {
-        DepositStatus::Refused(reason) => assert!(
-            reason.contains("before the job could run and settle")
+        DepositStatus::Refused { code, reason } => assert!(
+            code == rapha_core::ReasonCode::DepositExpiresTooSoon
+                && reason.contains("before the job could run and settle")
                 && reason.contains(&format!(
                     "{WALL} s wall time + {MARGIN} s settlement margin"
                 )),
@@ -159,10 +160,12 @@ fn deadline_that_would_pass_during_the_run_is_refused_at_start() {
         "the trainer started although the deposit could expire before settlement ({:?})",
         row.reason
     );
-    let reason = row.reason.unwrap();
+    // The publisher sees the code; the hospital the words.
+    assert_eq!(row.reason.as_deref(), Some("deposit-expires-too-soon"));
+    let detail = w.node.ending(job).unwrap().unwrap().detail;
     assert!(
-        reason.starts_with("deposit refused at start: ") && reason.contains("becomes refundable"),
-        "{reason}"
+        detail.starts_with("deposit refused at start: ") && detail.contains("becomes refundable"),
+        "{detail}"
     );
     // Receipted and refunded like any refusal before the run; nothing released.
     let payout_before = w.chain.funds(w.chain.payout);

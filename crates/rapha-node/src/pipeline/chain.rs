@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use alloy::primitives::{Address, B256};
-use rapha_core::{JobId, JobRequest};
+use rapha_core::{JobId, JobRequest, ReasonCode};
 use rapha_receipt::{ReceiptBody, ReceiptFile};
 use rapha_settle::network::connect_http;
 use rapha_settle::{
@@ -127,14 +127,18 @@ impl ChainPayments {
 /// A deposit that can never fund the job, as the refusal the job ends with; other errors
 /// (RPC) leave the job where it is.
 fn refusal(e: SettleError) -> Result<DepositStatus, String> {
-    match e {
+    let code = match e {
+        SettleError::DepositDeadlineTooSoon { .. } => ReasonCode::DepositExpiresTooSoon,
         SettleError::DepositWrongHospital { .. }
         | SettleError::DepositAmountMismatch { .. }
-        | SettleError::DepositDeadlineTooSoon { .. }
         | SettleError::DepositClosed { .. }
-        | SettleError::NoDeposit(_) => Ok(DepositStatus::Refused(e.to_string())),
-        e => Err(e.to_string()),
-    }
+        | SettleError::NoDeposit(_) => ReasonCode::DepositRefused,
+        e => return Err(e.to_string()),
+    };
+    Ok(DepositStatus::Refused {
+        code,
+        reason: e.to_string(),
+    })
 }
 
 impl Payments for ChainPayments {

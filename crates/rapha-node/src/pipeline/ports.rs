@@ -56,9 +56,11 @@ pub enum DepositStatus {
     Confirmed(serde_json::Value),
     /// Not yet (no deposit, too few confirmations): the job stays in `awaiting-deposit`.
     Waiting(String),
-    /// A deposit that can never fund this job (not exactly the fee, wrong hospital, closed,
-    /// refundable before the job could run and settle): the job is refused.
-    Refused(String),
+    /// A deposit that can never fund this job: the job is refused with `code`
+    /// (`deposit-expires-too-soon` when it is refundable before the job could run and settle,
+    /// `deposit-refused` when it is not exactly the fee, names another hospital or is closed)
+    /// and `reason` in words for the hospital.
+    Refused { code: ReasonCode, reason: String },
 }
 
 /// Result of one settlement step.

@@ -57,7 +57,10 @@ impl Node {
             schema: rapha_receipt::body::SCHEMA.to_owned(),
             job_id: job,
             outcome,
-            reason: row.reason.unwrap_or_else(|| "completed".into()),
+            // The code only: what happened in words is the hospital's (`ending` artifact).
+            reason: row
+                .reason
+                .unwrap_or_else(|| ReasonCode::Completed.as_str().into()),
             node: NodeIdentity {
                 address: self.p.node_key.address(),
                 name: self.p.node_name.clone(),
@@ -105,10 +108,11 @@ impl Node {
                 terms.payout,
                 req.fee,
             ),
+            // Whole minutes: no finer timing of the run reaches the publisher.
             timestamps: Timestamps {
-                submitted_ms: row.created_at.saturating_mul(1000),
-                started_ms: started,
-                finished_ms: now_ms(),
+                submitted_ms: to_minute_ms(row.created_at.saturating_mul(1000)),
+                started_ms: started.map(to_minute_ms),
+                finished_ms: to_minute_ms(now_ms()),
             },
         })
     }
@@ -133,8 +137,13 @@ impl Node {
                 b
             }
         };
-        let mut file =
-            rapha_receipt::issue(&body, &self.p.node_key, &mut self.p.receipts, now_ms())?;
+        // The log head's timestamp in whole minutes too.
+        let mut file = rapha_receipt::issue(
+            &body,
+            &self.p.node_key,
+            &mut self.p.receipts,
+            to_minute_ms(now_ms()),
+        )?;
         // The decoded copy as the typed body serialises it: a whole-number metric (an AUC of
         // 1.0) stays a float in the copy, as the verifier rebuilds it from the typed body.
         if let Ok(v) = serde_json::to_value(&body) {

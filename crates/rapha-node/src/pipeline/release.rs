@@ -37,9 +37,9 @@ impl Node {
     }
 
     /// A job in `released`: done, unless a v1 store released it before settling.
-    pub(super) fn step_after_release(&mut self, job: JobId) -> Result<Step> {
+    pub(super) fn step_after_release(&mut self, job: JobId) -> Result<Next> {
         if self.p.store.artifact(job, artifact::SETTLEMENT)?.is_some() {
-            return Ok(Step::Done);
+            return Ok(Next::Step(Step::Done));
         }
         self.step_settle(job, JobState::Released)
     }
@@ -120,28 +120,44 @@ impl Node {
         )
     }
 
-    pub(super) fn step_settle(&mut self, job: JobId, from: JobState) -> Result<Step> {
+    /// The settlement talks to the chain without the node lock ([`Work`]).
+    /// The settlement talks to the chain without the node lock ([`Work`]).
+    pub(super) fn step_settle(&mut self, job: JobId, from: JobState) -> Result<Next> {
         let receipt = self.receipt(job)?.ok_or_else(|| PipelineError::Artifact {
             job,
             kind: artifact::RECEIPT,
             detail: "receipted job without a receipt".into(),
         })?;
         let deposited = self.p.store.artifact(job, artifact::DEPOSIT)?.is_some();
-        let status = if deposited {
-            match self.p.payments.settle(job, &receipt) {
-                Ok(s) => s,
-                Err(e) => return Ok(Step::Blocked(Blocked::Settlement(e))),
-            }
-        } else {
-            SettleStatus::Done {
+        if !deposited {
+            let status = SettleStatus::Done {
                 record: serde_json::json!({"settled": false, "paid": false, "why": "no deposit was confirmed for this job"}),
                 paid: false,
-            }
+            };
+            return self.commit_settle(job, from, Ok(status)).map(Next::Step);
+        }
+        let payments = self.p.payments.clone();
+        Ok(self.work(Work::new(job, from, move || {
+            let settled = payments.with(|p| p.settle(job, &receipt));
+            Box::new(move |n: &mut Node| n.commit_settle(job, from, settled))
+        })))
+    }
+
+    fn commit_settle(
+        &mut self,
+        job: JobId,
+        from: JobState,
+        settled: std::result::Result<SettleStatus, String>,
+    ) -> Result<Step> {
+        let status = match settled {
+            Ok(s) => s,
+            Err(e) => return Ok(Step::Blocked(Blocked::Settlement(e))),
         };
         let (record, paid) = match status {
             SettleStatus::Pending(w) => return Ok(Step::Blocked(Blocked::Settlement(w))),
             SettleStatus::Done { record, paid } => (record, paid),
         };
+        let deposited = self.p.store.artifact(job, artifact::DEPOSIT)?.is_some();
         let outcome = self.p.store.get(job)?.outcome;
         let b = serde_json::to_vec(&record).unwrap_or_default();
         let mut artifacts: Vec<(&str, &[u8])> = vec![(artifact::SETTLEMENT, &b)];
