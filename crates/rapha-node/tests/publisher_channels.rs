@@ -138,10 +138,8 @@ pub fn run_to_receipt(
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     let receipt = receipt.unwrap_or_else(|| panic!("job {job} issued no receipt"));
-    // Give the settlement (if the escrow takes it) a moment, then read what the status says.
-    let status = wait_status(s, &job, 60, |v| {
-        v["state"] == "settled" || v["state"] == "receipted"
-    });
+    // Escrow v2 settles every outcome (a violation 70/30): wait for it, then read the status.
+    let status = wait_status(s, &job, 60, |v| v["finished"] == true);
     Shown { status, receipt }
 }
 
@@ -175,7 +173,7 @@ fn a_file_named_after_pixels_reaches_only_the_audit_trail_the_job_is_charged_and
     let node = w.node;
     let s = serve_state(ApiState::new(node, tmp.join("jobs.sqlite"), tokens()));
     let company = w.chain.company.address();
-    let before = w.chain.balance(company);
+    let before = w.chain.funds(company);
 
     let shown = run_to_receipt(&s, &w.chain, &dpo, &dir, &request);
 
@@ -216,7 +214,7 @@ fn a_file_named_after_pixels_reaches_only_the_audit_trail_the_job_is_charged_and
 
     // Charged like a completed job: the deposit is not refunded.
     assert_eq!(
-        w.chain.balance(company),
+        w.chain.funds(company),
         before - alloy::primitives::U256::from(FEE),
         "a guard refusal was refunded"
     );
@@ -287,7 +285,7 @@ fn zip_entries_named_after_candidate_mrns_do_not_tell_the_publisher_which_one_is
     let node = w.node;
     let s = serve_state(ApiState::new(node, tmp.join("jobs.sqlite"), tokens()));
     let company = w.chain.company.address();
-    let before = w.chain.balance(company);
+    let before = w.chain.funds(company);
 
     let shown = run_to_receipt(&s, &w.chain, &dpo, &dir, &request);
 
@@ -323,7 +321,7 @@ fn zip_entries_named_after_candidate_mrns_do_not_tell_the_publisher_which_one_is
         "trainer-chosen names reached the audit trail: {leaked:?}"
     );
     assert_eq!(
-        w.chain.balance(company),
+        w.chain.funds(company),
         before - alloy::primitives::U256::from(FEE),
         "the oracle query was refunded"
     );

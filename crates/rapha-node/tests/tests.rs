@@ -21,3 +21,4 @@ mod pipeline_e2e;
 mod policy_config;
 mod production_node;
 mod publisher_channels;
+mod settlement;
