@@ -31,3 +31,7 @@ cp "$here/v1gen.rs" "$wt/crates/rapha-demo/examples/v1gen.rs"
 "$CARGO_TARGET_DIR/debug/examples/v1gen" "$out" "$HOME/.cache/rapha/reference-trainer" \
     "$work/hostile-rootfs" "$work/exit-rootfs"
 rm -f "$wt/crates/rapha-demo/examples/v1gen.rs"
+# The receipts verify with that commit's verifier (run on the copied testdata/v1).
+cp "$here/verify_v1.rs" "$wt/crates/rapha-demo/examples/verify_v1.rs"
+(cd "$wt" && cargo run -q --locked -p rapha-demo --example verify_v1 -- "$here/..")
+rm -f "$wt/crates/rapha-demo/examples/verify_v1.rs"
