@@ -1,6 +1,55 @@
 //! Step 10: the receipt, signed and appended to the transparency log.
 
 use super::*;
+use rapha_core::ReasonCode;
+use rapha_receipt::body::to_minute;
+
+/// The v2 receipt's reason code for an ending: the code itself when the job store holds one,
+/// else the code of the words the node recorded before codes existed (a job in flight across
+/// the upgrade), else the outcome's most general code. Only codes of `outcome` are chosen: the
+/// verifier refuses any other.
+fn reason_code(outcome: Outcome, recorded: Option<&str>) -> ReasonCode {
+    use ReasonCode as C;
+    let text = recorded.unwrap_or_default();
+    if let Some(c) = ReasonCode::parse(text).filter(|c| c.outcome() == outcome) {
+        return c;
+    }
+    const BY_WORDS: &[(&str, ReasonCode)] = &[
+        ("bundle refused", C::BundleRefused),
+        ("the request names", C::BundleRefused),
+        ("query refused", C::QueryRefused),
+        ("admission policy error", C::PolicyError),
+        ("admission policy", C::AdmissionRefused),
+        ("the query matched no usable instance", C::CohortEmpty),
+        ("rejected by the DPO", C::DpoRejected),
+        ("deposit refused", C::DepositRefused),
+        ("attestation refused", C::AttestationRefused),
+        ("TPM evidence refused", C::AttestationRefused),
+        ("final gate error", C::PolicyError),
+        ("final gate", C::FinalGateRefused),
+        ("the node stopped while", C::NodeRestarted),
+        ("cohort query failed", C::PacsUnavailable),
+        ("PACS", C::PacsUnavailable),
+        ("attestation", C::AttestationError),
+        ("cannot unpack", C::UnpackFailed),
+        ("enclave", C::EnclaveError),
+        ("output guard refused", C::OutputGuard),
+        ("trainer failed", C::TrainerFailed),
+    ];
+    if let Some((_, c)) = BY_WORDS
+        .iter()
+        .find(|(w, c)| text.starts_with(w) && c.outcome() == outcome)
+    {
+        return *c;
+    }
+    match outcome {
+        Outcome::Completed => C::Completed,
+        Outcome::Refused => C::AdmissionRefused,
+        Outcome::Violated => C::OutputGuard,
+        Outcome::TrainerFailed => C::TrainerFailed,
+        _ => C::EnclaveError,
+    }
+}
 
 impl Node {
     pub(super) fn receipt_body(&self, job: JobId, req: &JobRequest) -> Result<ReceiptBody> {
@@ -57,7 +106,9 @@ impl Node {
             schema: rapha_receipt::body::SCHEMA.to_owned(),
             job_id: job,
             outcome,
-            reason: row.reason.unwrap_or_else(|| "completed".into()),
+            reason: reason_code(outcome, row.reason.as_deref())
+                .as_str()
+                .to_owned(),
             node: NodeIdentity {
                 address: self.p.node_key.address(),
                 name: self.p.node_name.clone(),
@@ -105,10 +156,11 @@ impl Node {
                 terms.payout,
                 req.fee,
             ),
+            // Whole minutes (receipt v2): the trainer's timing reaches the publisher no finer.
             timestamps: Timestamps {
-                submitted_ms: row.created_at.saturating_mul(1000),
-                started_ms: started,
-                finished_ms: now_ms(),
+                submitted_ms: to_minute(row.created_at.saturating_mul(1000)),
+                started_ms: started.map(to_minute),
+                finished_ms: to_minute(now_ms()),
             },
         })
     }
@@ -133,8 +185,13 @@ impl Node {
                 b
             }
         };
-        let mut file =
-            rapha_receipt::issue(&body, &self.p.node_key, &mut self.p.receipts, now_ms())?;
+        // The signed head's time is in the receipt too: whole minutes, as the body's.
+        let mut file = rapha_receipt::issue(
+            &body,
+            &self.p.node_key,
+            &mut self.p.receipts,
+            to_minute(now_ms()),
+        )?;
         // The decoded copy as the typed body serialises it: a whole-number metric (an AUC of
         // 1.0) stays a float in the copy, as the verifier rebuilds it from the typed body.
         if let Ok(v) = serde_json::to_value(&body) {
