@@ -294,3 +294,23 @@ fn canonical_bytes_match_the_independent_rfc8785_package() {
     // 2^53, 2^53 + 1, -2^53, -2^53 - 1, u64::MAX, i64::MIN: refused by both.
     assert_eq!(refused, 6);
 }
+
+/// `testdata/v1` is what the pre-issue-18 code wrote; it is never regenerated or edited
+/// (`testdata/v1/SHA256SUMS`, written once with the fixtures).
+#[test]
+fn v1_fixtures_are_byte_for_byte_as_written() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/v1");
+    let sums = std::fs::read_to_string(root.join("SHA256SUMS")).unwrap();
+    let mut n = 0;
+    for line in sums.lines() {
+        let (want, path) = line.split_once("  ").unwrap();
+        let got = rapha_core::Digest::of(&std::fs::read(root.join(path)).unwrap());
+        assert_eq!(
+            got.to_hex(),
+            want,
+            "{path} changed: the v1 fixtures must never change"
+        );
+        n += 1;
+    }
+    assert_eq!(n, 70);
+}
