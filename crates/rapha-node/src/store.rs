@@ -250,7 +250,10 @@ impl JobStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        rapha_migrate::sqlite::open(&mut conn, path, &SCHEMA)?;
+        let opened = rapha_migrate::sqlite::open(&mut conn, path, &SCHEMA)?;
+        if opened.changed() {
+            tracing::info!(store = SCHEMA.store, path = %path.display(), from = opened.found, to = opened.now, "store version migrated");
+        }
         Ok(Self { conn })
     }
 

@@ -162,7 +162,10 @@ impl ReceiptLog {
             .map_err(store)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(store)?;
-        rapha_migrate::sqlite::open(&mut conn, path, &SCHEMA)?;
+        let opened = rapha_migrate::sqlite::open(&mut conn, path, &SCHEMA)?;
+        if opened.changed() {
+            tracing::info!(store = SCHEMA.store, path = %path.display(), from = opened.found, to = opened.now, "store version migrated");
+        }
         Self::load(conn, path)
     }
 
