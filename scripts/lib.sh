@@ -11,6 +11,7 @@ export RAPHA_SOLCJS="${RAPHA_SOLCJS:-$RAPHA_CACHE/npm/node_modules/solc/solc.js}
 export RAPHA_NODE_MODULES="${RAPHA_NODE_MODULES:-$RAPHA_CACHE/npm/node_modules}"
 export RAPHA_PYTHON="${RAPHA_PYTHON:-$RAPHA_CACHE/venv/bin/python}"
 export RAPHA_PYDICOM_CORPUS="${RAPHA_PYDICOM_CORPUS:-$RAPHA_CACHE/pydicom-corpus}"
+export RAPHA_MODEL_CORPUS="${RAPHA_MODEL_CORPUS:-$RAPHA_CACHE/model-corpus}"
 mkdir -p "$RAPHA_CACHE"
 
 step() { printf '\n==> %s\n' "$*"; }
@@ -23,9 +24,11 @@ as_root() {
 # Debian packages the real components need: Orthanc + DICOMweb (PACS), swtpm + tpm2-tools
 # (TPM), libtss2-dev (tss-esapi), runc (trainer isolation), iproute2 (test hosts), socat (TLS
 # front of the test Orthanc: Debian's Orthanc crashes on its own HTTPS), openssl (test certs),
-# skopeo (a real OCI tool that reads our image layouts and writes oci-archives for the tests).
+# skopeo (a real OCI tool that reads our image layouts and writes oci-archives for the tests),
+# python3-torch (writes the output guard's corpus of real model files; Debian has no
+# safetensors package, so scripts/model_corpus.py writes that layout itself).
 DEBIAN_PACKAGES=(orthanc orthanc-dicomweb swtpm swtpm-tools tpm2-tools libtss2-dev runc iproute2
-    pkg-config socat openssl skopeo)
+    pkg-config socat openssl skopeo python3-torch)
 
 install_debian_packages() {
     local missing=()
@@ -105,10 +108,27 @@ PY
     touch "$RAPHA_PYDICOM_CORPUS/.complete"
 }
 
+# Honest model files (safetensors and torch.save archives of ResNet-18, ViT, GPT-2, BERT and
+# two UNets, small widths) that the output guard must pass whatever the cohort's names are.
+# Regenerated only when scripts/model_corpus.py changes. Debian's python3, not the venv: that
+# is where python3-torch is.
+generate_model_corpus() {
+    local want
+    want="$(sha256sum "$RAPHA_ROOT/scripts/model_corpus.py" | cut -d' ' -f1)"
+    if [ -f "$RAPHA_MODEL_CORPUS/.complete" ] && [ "$(cat "$RAPHA_MODEL_CORPUS/.complete")" = "$want" ]; then
+        note "model corpus: present ($(find "$RAPHA_MODEL_CORPUS" -type f ! -name .complete | wc -l) files)"
+        return
+    fi
+    rm -rf "$RAPHA_MODEL_CORPUS"
+    /usr/bin/python3 "$RAPHA_ROOT/scripts/model_corpus.py" "$RAPHA_MODEL_CORPUS"
+    echo "$want" >"$RAPHA_MODEL_CORPUS/.complete"
+}
+
 install_all() {
     step "Installing what the real components need (idempotent)"
     install_debian_packages
     install_npm_packages
     install_python_packages
     fetch_pydicom_corpus
+    generate_model_corpus
 }

@@ -483,6 +483,9 @@ impl Status {
         }
         if let Some(r) = self.reason.as_deref().filter(|r| !r.is_empty()) {
             s.push_str(&format!(": {r}"));
+            if let Some(why) = explain(r) {
+                s.push_str(&format!(" ({why})"));
+            }
         }
         if let Some(hint) = self.hint() {
             s.push_str(&format!(" — {hint}"));
@@ -494,7 +497,7 @@ impl Status {
         match self.state.as_str() {
             "awaiting-approval" => Some("waiting for the hospital's DPO to review the cohort"),
             "awaiting-deposit" => Some("waiting for your deposit (rapha job deposit)"),
-            "running" => Some("the trainer is running"),
+            "running" => Some("the trainer is running (its end is shown on a whole minute)"),
             _ => None,
         }
     }
@@ -530,6 +533,36 @@ impl Status {
             _ => Ok(()),
         }
     }
+}
+
+/// What a reason code means for the AI company, from the fixed vocabulary the node answers
+/// with (`rapha_core::ReasonCode`): the node never sends more (no file names, exit statuses
+/// or which rule of the guard fired), so neither does the CLI.
+fn explain(code: &str) -> Option<&'static str> {
+    use rapha_core::ReasonCode as R;
+    let code = R::parse(code)?;
+    Some(match code {
+        R::Completed => "the outputs passed the output guard",
+        R::OutputGuard => {
+            "the hospital's output guard refused the outputs: nothing is released, the fee is \
+             charged, and your publisher is suspended until the hospital's DPO reviews the job"
+        }
+        R::TrainerFailed => {
+            "the trainer failed (exit status, memory or wall time): nothing is released, the \
+             fee is charged"
+        }
+        R::PublisherSuspended => {
+            "your publisher is suspended after an earlier output-guard violation; the hospital's \
+             DPO lifts it after review (refunded)"
+        }
+        R::QuotaExceeded => "your publisher is at its quota on this node (refunded)",
+        R::DpoRejected => "the hospital's DPO rejected the job (refunded)",
+        _ => match code.outcome() {
+            Outcome::Refused => "refused before the trainer ran (refunded)",
+            Outcome::Failed => "the node failed, not the trainer (refunded)",
+            _ => return None,
+        },
+    })
 }
 
 fn get_status(client: &NodeClient, job: JobId) -> Result<Status, Failure> {
@@ -949,13 +982,25 @@ mod tests {
         st.outcome = Some("completed".into());
         assert!(st.ended().is_ok());
         st.outcome = Some("refused".into());
-        st.reason = Some("query too broad".into());
+        st.reason = Some("query-refused".into());
         let err = st.ended().unwrap_err();
         assert_eq!(
             crate::exit::classify(&err).0,
             crate::exit::JOB_NOT_COMPLETED
         );
-        assert!(err.to_string().ends_with("ended refused: query too broad"));
+        assert!(err.to_string().ends_with("ended refused: query-refused"));
+        st.outcome = Some("violated".into());
+        st.reason = Some("output-guard".into());
+        assert!(st.ended().is_err(), "a violated job is not a success");
+        assert!(
+            st.line()
+                .contains("output-guard (the hospital's output guard refused the outputs"),
+            "{}",
+            st.line()
+        );
+        // A reason outside the vocabulary is printed as sent, never explained.
+        st.reason = Some("something else".into());
+        assert!(st.line().ends_with(": something else"), "{}", st.line());
         let mut running = status("refused", 12);
         running.outcome = Some("refused".into());
         assert!(running.ended().is_ok(), "not settled yet: still watched");

@@ -555,7 +555,7 @@ fn world() -> Option<World> {
     .unwrap();
     let pacs = orthanc.dicomweb_url();
     let release_dir = state.join("released");
-    let node = Node::new(NodeParts {
+    let mut node = Node::new(NodeParts {
         store: JobStore::open(&state.join("jobs.sqlite")).unwrap(),
         trust: TrustStore::open(&trust).unwrap(),
         policy: Policy::builtin().unwrap(),
@@ -612,6 +612,8 @@ fn world() -> Option<World> {
         release_dir: release_dir.clone(),
     })
     .unwrap();
+    // Runs end as the trainer exits (the node's quantum is tested in rapha-node).
+    node.set_run_quantum(std::time::Duration::ZERO);
     let tokens = Tokens::parse(&format!(
         "publisher {PUBLISHER_TOKEN} {PUBLISHER}\ndpo {DPO_TOKEN}\n"
     ))

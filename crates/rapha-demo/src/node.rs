@@ -157,5 +157,9 @@ pub fn build(
         work_dir: state.join("work"),
         release_dir: state.join("released"),
     };
-    Ok(Node::new(parts)?)
+    let mut node = Node::new(parts)?;
+    // The demo times the pipeline: a run's end is committed as the trainer exits, not on the
+    // whole minute a production node waits for (what the publisher could time).
+    node.set_run_quantum(std::time::Duration::ZERO);
+    Ok(node)
 }

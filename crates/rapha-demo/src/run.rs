@@ -25,13 +25,14 @@ use crate::pacs::DemoPacs;
 #[command(after_help = "Examples:
   rapha-demo run                          the main job: reference trainer, 120 studies
   rapha-demo run --hostile-example        a trainer that copies fed pixels into its weights:
-                                          refused by the output guard, nothing released,
-                                          deposit refunded, exit 3
+                                          refused by the output guard (violated), nothing
+                                          released, fee charged, exit 3
   rapha-demo run --hostile-example renamed-dicom
   rapha-demo run --trainer-rootfs DIR --entrypoint /train    your own static trainer
 
 Exit codes: 0 completed and the receipt verifies; 3 refused (reason printed, deposit
-refunded); 1 anything else, including steps that did not run.")]
+refunded) or violated (outputs refused by the guard, fee charged); 1 anything else,
+including steps that did not run.")]
 pub struct RunArgs {
     /// Synthetic studies to generate.
     #[arg(long, default_value_t = 120)]
@@ -49,8 +50,8 @@ pub struct RunArgs {
     pub trainer_rootfs: Option<PathBuf>,
     /// Run the hostile example trainer instead (source in crates/rapha-demo/hostile-trainer;
     /// built on first use, or taken from $RAPHA_DEMO_HOSTILE_TRAINER): it trains like any
-    /// trainer, then tries to smuggle fed images out. The output guard refuses the job,
-    /// nothing is released, the deposit is refunded, exit code 3.
+    /// trainer, then tries to smuggle fed images out. The output guard refuses the job
+    /// (violated), nothing is released, the fee is charged, exit code 3.
     #[arg(long, value_enum, num_args = 0..=1, default_missing_value = "pixels-in-weights",
           value_name = "ATTACK")]
     pub hostile_example: Option<crate::hostile::Attack>,
@@ -70,7 +71,7 @@ pub struct RunArgs {
 /// Exit code of a refused job.
 pub const EXIT_REFUSED: i32 = 3;
 
-/// Prefix of the node's reason when the output guard refused a job's outputs.
+/// Prefix of the node's hospital-side detail when the output guard refused a job's outputs.
 const GUARD_REFUSED: &str = "output guard refused the outputs: ";
 
 /// What happened to each step, for the closing summary. Progress lines go to stdout, or to
@@ -169,9 +170,13 @@ impl Drop for Ticker {
 #[derive(Debug, Default, Serialize)]
 pub struct Summary {
     pub job_id: String,
-    /// `completed`, `refused` or `failed`.
+    /// `completed`, `refused`, `failed`, `violated` or `trainer-failed`.
     pub outcome: String,
+    /// The reason code (all the AI company sees).
     pub reason: String,
+    /// What happened, in words: the hospital's side of the ending (the demo is the
+    /// hospital's console), empty for a completed job.
+    pub detail: String,
     pub exit_code: i32,
     pub trainer: String,
     /// The hostile example's attack, when `--hostile-example` ran.
@@ -667,7 +672,8 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<Summary> {
             instance_retrievals: c.retrievals.load(Ordering::Relaxed),
         }
     };
-    let guard = match (&body.outputs, body.reason.strip_prefix(GUARD_REFUSED)) {
+    let detail = node.ending(job)?.map(|e| e.detail).unwrap_or_default();
+    let guard = match (&body.outputs, detail.strip_prefix(GUARD_REFUSED)) {
         (Some(o), _) => GuardFigures {
             verdict: o.guard_verdict.clone(),
             rules: Vec::new(),
@@ -691,7 +697,7 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<Summary> {
     let exit_code = match body.outcome {
         _ if phi_found => 1,
         Outcome::Completed if receipt_ok => 0,
-        Outcome::Refused => EXIT_REFUSED,
+        Outcome::Refused | Outcome::Violated => EXIT_REFUSED,
         _ => 1,
     };
     let running_seconds = states
@@ -702,6 +708,7 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<Summary> {
         job_id: job.to_string(),
         outcome: outcome.into(),
         reason: body.reason.clone(),
+        detail: detail.clone(),
         exit_code,
         trainer: body.trainer.clone(),
         hostile_attack: args.hostile_example.map(|a| a.arg().to_owned()),
@@ -747,7 +754,7 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<Summary> {
 /// How often the demo asks the node again while it waits for the chain.
 const POLL: Duration = Duration::from_millis(100);
 
-/// The output guard's findings, from the receipt's reason: the guard's sentences, then each
+/// The output guard's findings, from the job's ending detail: the guard's sentences, then each
 /// rejection as `Rule { field: .. }`, all joined by `"; "`. Each rule is paired with its
 /// sentence when there is one per rule.
 fn guard_rules(findings: &str) -> Vec<GuardRule> {
@@ -788,7 +795,7 @@ fn rule_words(rule: &str) -> &'static str {
         "BadFormat" => "an output that is not valid in its declared format",
         "TooLarge" | "TotalTooLarge" => "outputs over their declared size cap",
         "NotRegular" | "HardLink" => "an output that is not a single regular file",
-        _ => "see the receipt's reason",
+        _ => "see the job's ending in the audit trail",
     }
 }
 
@@ -900,11 +907,12 @@ fn print_summary(s: &Summary) {
         rules.dedup();
         println!(
             "job REFUSED: the output guard refused the trainer's outputs ({}); nothing was \
-             released; deposit refunded",
+             released; outcome violated: the fee is charged and the publisher suspended until \
+             the DPO reviews it",
             rules.join(", ")
         );
     } else if s.outcome == "refused" {
-        println!("job REFUSED: {} (deposit refunded)", s.reason);
+        println!("job REFUSED: {} (deposit refunded)", s.detail);
     }
 }
 

@@ -179,7 +179,9 @@ fn demo_job_on_a_cohort_below_the_minimum_is_refused_with_exit_3_and_refunded() 
     );
     let r = verified_receipt(&out);
     assert_eq!(r.body.outcome, rapha_core::Outcome::Refused);
-    assert!(r.body.reason.contains("patients"), "{}", r.body.reason);
+    // The receipt carries the code; the gate's words are the hospital's (issue 18).
+    assert_eq!(r.body.reason, "final-gate-refused");
+    assert!(stdout.contains("patients"), "{stdout}");
     assert_eq!(
         std::fs::read_dir(out.join("released")).unwrap().count(),
         0,
@@ -227,9 +229,10 @@ fn demo_runs_a_user_trainer_from_trainer_rootfs_signed_with_the_dev_key() {
 
 /// `--hostile-example`: a trainer that trains like any other, then hides the raw pixel bytes
 /// of fed records in its weights. The output guard refuses the whole output set, the summary
-/// names the rule that fired, nothing is released, the deposit is refunded, exit code 3.
+/// (the hospital's console) names the rule that fired, nothing is released, and the job is
+/// `violated`: the fee is charged (issue 18), exit code 3.
 #[test]
-fn hostile_example_is_refused_by_the_output_guard_nothing_released_and_refunded() {
+fn hostile_example_is_refused_by_the_output_guard_nothing_released_and_charged() {
     let Some(rootfs) = ready() else { return };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
@@ -238,9 +241,10 @@ fn hostile_example_is_refused_by_the_output_guard_nothing_released_and_refunded(
         &out,
         &["--studies", "40", "--hostile-example", "--json"],
     );
-    assert_eq!(o.status.code(), Some(3), "a refused job exits 3");
+    assert_eq!(o.status.code(), Some(3), "a violated job exits 3");
     let s: serde_json::Value = serde_json::from_slice(&o.stdout).expect("--json prints JSON");
-    assert_eq!(s["outcome"], "refused");
+    assert_eq!(s["outcome"], "violated");
+    assert_eq!(s["reason"], "output-guard");
     assert_eq!(s["exit_code"], 3);
     assert_eq!(s["trainer"], "hostile-example");
     assert_eq!(s["hostile_attack"], "pixels-in-weights");
@@ -265,21 +269,24 @@ fn hostile_example_is_refused_by_the_output_guard_nothing_released_and_refunded(
         0,
         "nothing left the hospital"
     );
-    assert_eq!(s["payment"]["refunded"], true);
-    assert_eq!(s["payment"]["company_delta"], 0);
-    assert_eq!(s["payment"]["hospital_payout_delta"], 0);
-    assert_eq!(s["payment"]["treasury_delta"], 0);
+    assert_eq!(s["payment"]["refunded"], false);
+    assert_eq!(
+        s["payment"]["hospital_payout_delta"], s["payment"]["hospital_share"],
+        "{s}"
+    );
+    assert_eq!(
+        s["payment"]["treasury_delta"], s["payment"]["protocol_share"],
+        "{s}"
+    );
     // The trainer ran: the guard judged real outputs, not a job that never started.
     assert!(s["timings"]["running_seconds"].as_f64().is_some(), "{s}");
     let r = verified_receipt(&out);
-    assert_eq!(r.body.outcome, rapha_core::Outcome::Refused);
+    assert_eq!(r.body.outcome, rapha_core::Outcome::Violated);
+    // What the AI company's receipt says: one code, no rule, no name, no offset.
+    assert_eq!(r.body.reason, "output-guard");
     assert!(
-        r.body
-            .reason
-            .starts_with("output guard refused the outputs: ")
-            && r.body.reason.contains("PixelBlock {"),
-        "{}",
-        r.body.reason
+        s["detail"].as_str().unwrap().contains("PixelBlock {"),
+        "the hospital's detail names the rule: {s}"
     );
     assert_no_phi(&out);
 }
@@ -294,7 +301,7 @@ fn hostile_example_renamed_dicom_is_refused_and_the_text_summary_says_why() {
         &out,
         &["--studies", "40", "--hostile-example", "renamed-dicom"],
     );
-    assert_eq!(o.status.code(), Some(3), "a refused job exits 3");
+    assert_eq!(o.status.code(), Some(3), "a violated job exits 3");
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(
         stdout.contains("output guard: REFUSED the whole output set"),
@@ -307,8 +314,8 @@ fn hostile_example_renamed_dicom_is_refused_and_the_text_summary_says_why() {
     assert!(stdout.contains("released to "), "{stdout}");
     assert!(stdout.contains(": []"), "nothing released: {stdout}");
     assert!(
-        stdout.contains("(deposit refunded in full)"),
-        "refund settled on chain: {stdout}"
+        !stdout.contains("(deposit refunded in full)"),
+        "a guard refusal is charged, not refunded: {stdout}"
     );
     assert!(
         stdout

@@ -5,16 +5,25 @@
 //! [`ScopedStudy`], which only a scoped study search returns, so nothing here can list the
 //! whole PACS. Error messages carry the PACS base URL, never the request path (which holds
 //! UIDs).
+//!
+//! A slow or hostile PACS is bounded ([`PacsLimits`]): every request has a deadline from
+//! connecting to its last byte and a cap on the bytes of its answer; a cohort build has a
+//! total deadline and a page allowance ([`Budget`]), and a QIDO-RS page that brings no result
+//! the loop has not already seen ends the paging with [`DicomError::PagingStalled`] (a PACS
+//! that ignores `offset` would otherwise page forever).
 
+use std::cell::Cell;
+use std::collections::HashSet;
 use std::io::Read;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client, Response};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT, CONTENT_TYPE};
 use zeroize::Zeroizing;
 
-use crate::attrs::{tag, Attrs};
+use crate::attrs::{tag, Attrs, TagU32};
+use crate::config::PacsLimits;
 use crate::date::Date;
 use crate::json::parse_datasets;
 use crate::multipart::{boundary_of, FirstPart};
@@ -39,7 +48,9 @@ pub struct ClientOptions {
     pub auth: Option<Auth>,
     /// PEM file with the hospital's CA certificate(s), added to the web PKI roots.
     pub ca_pem: Option<PathBuf>,
-    /// Per-request timeout (connect + whole response for QIDO; connect only for WADO streams).
+    /// Connect timeout. A whole request (connect to last byte) is bounded by
+    /// [`PacsLimits::request_timeout_seconds`] ([`DicomWebClient::with_limits`]), and never
+    /// takes longer than this plus that.
     pub timeout: Duration,
 }
 
@@ -50,7 +61,7 @@ impl ClientOptions {
             base_url: base_url.into(),
             auth: None,
             ca_pem: None,
-            timeout: Duration::from_secs(60),
+            timeout: Duration::from_secs(PacsLimits::default().connect_timeout_seconds),
         }
     }
 }
@@ -70,10 +81,53 @@ impl ScopedStudy {
     }
 }
 
+/// What one cohort build may still spend on the PACS: a deadline for all its requests and an
+/// allowance of QIDO-RS pages. Every client method that takes one charges it.
+#[derive(Debug)]
+pub struct Budget {
+    deadline: Instant,
+    deadline_seconds: u64,
+    pages_left: Cell<u64>,
+    max_pages: u64,
+}
+
+impl Budget {
+    /// A fresh budget from the limits, starting now.
+    pub fn new(limits: &PacsLimits) -> Self {
+        Self {
+            deadline: Instant::now() + Duration::from_secs(limits.cohort_deadline_seconds),
+            deadline_seconds: limits.cohort_deadline_seconds,
+            pages_left: Cell::new(limits.max_pages),
+            max_pages: limits.max_pages,
+        }
+    }
+
+    fn check_time(&self) -> Result<()> {
+        if Instant::now() >= self.deadline {
+            return Err(DicomError::CohortDeadline {
+                seconds: self.deadline_seconds,
+            });
+        }
+        Ok(())
+    }
+
+    fn take_page(&self) -> Result<()> {
+        let left = self.pages_left.get();
+        if left == 0 {
+            return Err(DicomError::TooManyPages {
+                limit: self.max_pages,
+            });
+        }
+        self.pages_left.set(left - 1);
+        Ok(())
+    }
+}
+
 /// A DICOMweb client.
 pub struct DicomWebClient {
     http: Client,
     base: String,
+    limits: PacsLimits,
 }
 
 impl std::fmt::Debug for DicomWebClient {
@@ -125,6 +179,7 @@ impl DicomWebClient {
         let mut builder = Client::builder()
             .default_headers(headers)
             .connect_timeout(opts.timeout)
+            // Each request sets its own timeout (its share of the deadline that applies).
             .timeout(None::<Duration>)
             .redirect(reqwest::redirect::Policy::none())
             .https_only(base.starts_with("https://"));
@@ -148,7 +203,23 @@ impl DicomWebClient {
         let http = builder
             .build()
             .map_err(|e| DicomError::ClientConfig(format!("cannot build the HTTP client: {e}")))?;
-        Ok(Self { http, base })
+        Ok(Self {
+            http,
+            base,
+            limits: PacsLimits::default(),
+        })
+    }
+
+    /// Sets the request time, response size and paging limits (the hospital's `[dicom.pacs]`).
+    #[must_use]
+    pub fn with_limits(mut self, limits: PacsLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &PacsLimits {
+        &self.limits
     }
 
     /// The DICOMweb root this client talks to.
@@ -156,24 +227,66 @@ impl DicomWebClient {
         &self.base
     }
 
+    /// The deadline of a request starting now: its own limit, or the budget's deadline if
+    /// that comes first.
+    fn request_deadline(&self, budget: Option<&Budget>) -> Result<Deadline> {
+        if let Some(b) = budget {
+            b.check_time()?;
+        }
+        let own = Instant::now() + Duration::from_secs(self.limits.request_timeout_seconds);
+        Ok(match budget {
+            Some(b) if b.deadline < own => Deadline {
+                at: b.deadline,
+                error: DeadlineError::Cohort(b.deadline_seconds),
+            },
+            _ => Deadline {
+                at: own,
+                error: DeadlineError::Request(self.limits.request_timeout_seconds),
+            },
+        })
+    }
+
+    fn deadline_error(&self, d: &Deadline, what: &'static str) -> DicomError {
+        match d.error {
+            DeadlineError::Cohort(seconds) => DicomError::CohortDeadline { seconds },
+            DeadlineError::Request(seconds) => DicomError::Timeout {
+                base: self.base.clone(),
+                what,
+                seconds,
+            },
+        }
+    }
+
     fn get(
         &self,
+        deadline: &Deadline,
         path: &str,
         params: &[(&str, String)],
         accept: &'static str,
         what: &'static str,
     ) -> Result<Response> {
         let url = format!("{}/{}", self.base, path);
+        let left = deadline.at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(self.deadline_error(deadline, what));
+        }
         let resp = self
             .http
             .get(&url)
             .query(params)
             .header(ACCEPT, accept)
+            .timeout(left)
             .send()
-            .map_err(|e| DicomError::Http {
-                base: self.base.clone(),
-                what,
-                source: e.without_url(),
+            .map_err(|e| {
+                if e.is_timeout() || Instant::now() >= deadline.at {
+                    self.deadline_error(deadline, what)
+                } else {
+                    DicomError::Http {
+                        base: self.base.clone(),
+                        what,
+                        source: e.without_url(),
+                    }
+                }
             })?;
         let status = resp.status();
         if !status.is_success() {
@@ -186,21 +299,56 @@ impl DicomWebClient {
         Ok(resp)
     }
 
+    /// Reads a whole answer, at most `limit` bytes, before the deadline.
+    fn read_body(
+        &self,
+        resp: Response,
+        deadline: &Deadline,
+        limit: u64,
+        setting: &'static str,
+        what: &'static str,
+    ) -> Result<Vec<u8>> {
+        let too_large = || DicomError::ResponseTooLarge {
+            base: self.base.clone(),
+            what,
+            limit,
+            setting,
+        };
+        if resp.content_length().is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        let mut bounded = Bounded::new(resp, deadline.at, limit);
+        match bounded.read_to_end(&mut body) {
+            Ok(_) => Ok(body),
+            Err(_) if bounded.over_limit => Err(too_large()),
+            Err(_) if bounded.past_deadline() => Err(self.deadline_error(deadline, what)),
+            Err(e) => Err(DicomError::Multipart(format!(
+                "the answer to {what} broke off: {}",
+                e.kind()
+            ))),
+        }
+    }
+
     fn get_json(
         &self,
+        budget: Option<&Budget>,
         path: &str,
         params: &[(&str, String)],
         what: &'static str,
     ) -> Result<Vec<Attrs>> {
-        let resp = self.get(path, params, "application/dicom+json", what)?;
+        let deadline = self.request_deadline(budget)?;
+        let resp = self.get(&deadline, path, params, "application/dicom+json", what)?;
         if resp.status() == reqwest::StatusCode::NO_CONTENT {
             return Ok(Vec::new());
         }
-        let body = resp.bytes().map_err(|e| DicomError::Http {
-            base: self.base.clone(),
+        let body = self.read_body(
+            resp,
+            &deadline,
+            self.limits.max_response_bytes,
+            "max_response_bytes",
             what,
-            source: e.without_url(),
-        })?;
+        )?;
         if body.iter().all(u8::is_ascii_whitespace) {
             // Some servers answer an empty match with 200 and no body.
             return Ok(Vec::new());
@@ -210,24 +358,45 @@ impl DicomWebClient {
 
     /// Pages through a QIDO-RS search, calling `each` per dataset until the results are
     /// exhausted or `max` datasets were seen. Each page is dropped before the next is fetched.
+    /// Every page is charged to `budget`; a page with results none of which has a `key` the
+    /// loop has not seen yet ends the loop with [`DicomError::PagingStalled`].
+    #[allow(clippy::too_many_arguments)] // one private helper; the arguments are the search
     fn paged(
         &self,
+        budget: &Budget,
         path: &str,
         params: &[(&'static str, String)],
         page: u32,
         max: u64,
+        key: TagU32,
         what: &'static str,
         each: &mut dyn FnMut(Attrs) -> Result<bool>,
     ) -> Result<u64> {
         let mut offset: u64 = 0;
         let mut seen: u64 = 0;
+        let mut keys: HashSet<String> = HashSet::new();
+        let mut pages: u64 = 0;
         loop {
+            budget.take_page()?;
+            pages += 1;
             let want = u64::from(page).min(max - seen);
             let mut p: Vec<(&str, String)> = params.iter().map(|(k, v)| (*k, v.clone())).collect();
             p.push(("limit", want.to_string()));
             p.push(("offset", offset.to_string()));
-            let items = self.get_json(path, &p, what)?;
+            let items = self.get_json(Some(budget), path, &p, what)?;
             let n = items.len() as u64;
+            let fresh = items
+                .iter()
+                .filter_map(|a| a.text(key))
+                .filter(|k| keys.insert((*k).to_owned()))
+                .count();
+            if n > 0 && fresh == 0 {
+                return Err(DicomError::PagingStalled {
+                    base: self.base.clone(),
+                    what,
+                    page: pages,
+                });
+            }
             for item in items {
                 seen += 1;
                 if !each(item)? {
@@ -250,9 +419,23 @@ impl DicomWebClient {
     /// returned.
     ///
     /// # Errors
-    /// HTTP, status and DICOM JSON errors; an error from `each` stops the search.
+    /// HTTP, status and DICOM JSON errors, the limits of [`PacsLimits`]; an error from `each`
+    /// stops the search.
     pub fn for_each_study(
         &self,
+        query: &ScopedQuery,
+        each: &mut dyn FnMut(ScopedStudy) -> Result<()>,
+    ) -> Result<u64> {
+        self.for_each_study_within(&Budget::new(&self.limits), query, each)
+    }
+
+    /// [`DicomWebClient::for_each_study`] charged to a cohort build's `budget`.
+    ///
+    /// # Errors
+    /// As [`DicomWebClient::for_each_study`].
+    pub fn for_each_study_within(
+        &self,
+        budget: &Budget,
         query: &ScopedQuery,
         each: &mut dyn FnMut(ScopedStudy) -> Result<()>,
     ) -> Result<u64> {
@@ -266,10 +449,12 @@ impl DicomWebClient {
             }
             let remaining = limit - delivered;
             self.paged(
+                budget,
                 "studies",
                 &params,
                 query.page_size(),
                 remaining,
+                tag::STUDY_INSTANCE_UID,
                 "QIDO-RS study search",
                 &mut |attrs| {
                     let Some(uid) = attrs
@@ -322,14 +507,29 @@ impl DicomWebClient {
     /// QIDO-RS series of one scoped study (paged).
     ///
     /// # Errors
-    /// HTTP, status and DICOM JSON errors.
+    /// HTTP, status and DICOM JSON errors, the limits of [`PacsLimits`].
     pub fn search_series(&self, study: &ScopedStudy, page: u32) -> Result<Vec<Attrs>> {
+        self.search_series_within(&Budget::new(&self.limits), study, page)
+    }
+
+    /// [`DicomWebClient::search_series`] charged to a cohort build's `budget`.
+    ///
+    /// # Errors
+    /// As [`DicomWebClient::search_series`].
+    pub fn search_series_within(
+        &self,
+        budget: &Budget,
+        study: &ScopedStudy,
+        page: u32,
+    ) -> Result<Vec<Attrs>> {
         let mut out = Vec::new();
         self.paged(
+            budget,
             &format!("studies/{}/series", study.uid),
             &[],
             page.max(1),
             u64::MAX,
+            tag::SERIES_INSTANCE_UID,
             "QIDO-RS series search",
             &mut |a| {
                 out.push(a);
@@ -342,7 +542,8 @@ impl DicomWebClient {
     /// QIDO-RS instances of one series of a scoped study (paged).
     ///
     /// # Errors
-    /// HTTP, status and DICOM JSON errors; [`DicomError::ClientConfig`] for a malformed UID.
+    /// HTTP, status and DICOM JSON errors, the limits of [`PacsLimits`];
+    /// [`DicomError::ClientConfig`] for a malformed UID.
     pub fn search_instances(
         &self,
         study: &ScopedStudy,
@@ -356,10 +557,12 @@ impl DicomWebClient {
         }
         let mut out = Vec::new();
         self.paged(
+            &Budget::new(&self.limits),
             &format!("studies/{}/series/{series_uid}/instances", study.uid),
             &[],
             page.max(1),
             u64::MAX,
+            tag::SOP_INSTANCE_UID,
             "QIDO-RS instance search",
             &mut |a| {
                 out.push(a);
@@ -372,14 +575,30 @@ impl DicomWebClient {
     /// WADO-RS metadata of one series (headers of all its instances, no pixel data).
     ///
     /// # Errors
-    /// HTTP, status and DICOM JSON errors; [`DicomError::ClientConfig`] for a malformed UID.
+    /// HTTP, status and DICOM JSON errors, the limits of [`PacsLimits`];
+    /// [`DicomError::ClientConfig`] for a malformed UID.
     pub fn series_metadata(&self, study: &ScopedStudy, series_uid: &str) -> Result<Vec<Attrs>> {
+        self.series_metadata_within(None, study, series_uid)
+    }
+
+    /// [`DicomWebClient::series_metadata`] within a cohort build's `budget` (its deadline;
+    /// metadata is not paged).
+    ///
+    /// # Errors
+    /// As [`DicomWebClient::series_metadata`].
+    pub fn series_metadata_within(
+        &self,
+        budget: Option<&Budget>,
+        study: &ScopedStudy,
+        series_uid: &str,
+    ) -> Result<Vec<Attrs>> {
         if !is_uid(series_uid) {
             return Err(DicomError::ClientConfig(
                 "series UID is not a DICOM UID".into(),
             ));
         }
         self.get_json(
+            budget,
             &format!("studies/{}/series/{series_uid}/metadata", study.uid),
             &[],
             "WADO-RS series metadata",
@@ -387,7 +606,8 @@ impl DicomWebClient {
     }
 
     /// WADO-RS retrieval of one instance as a Part 10 stream
-    /// (`multipart/related; type="application/dicom"`), read as it arrives.
+    /// (`multipart/related; type="application/dicom"`), read as it arrives. The stream fails
+    /// (an I/O error) past [`PacsLimits::max_instance_bytes`] or the request's deadline.
     ///
     /// # Errors
     /// [`DicomError::ClientConfig`] for a malformed UID, HTTP errors, and
@@ -398,12 +618,59 @@ impl DicomWebClient {
         series: &str,
         instance: &str,
     ) -> Result<impl Read> {
+        let (part, _) = self.open_instance(study, series, instance)?;
+        Ok(part)
+    }
+
+    /// WADO-RS retrieval of one instance, read whole: at most
+    /// [`PacsLimits::max_instance_bytes`], within the request's deadline.
+    ///
+    /// # Errors
+    /// As [`DicomWebClient::retrieve_instance`], and [`DicomError::ResponseTooLarge`],
+    /// [`DicomError::Timeout`] or [`DicomError::Multipart`] when the stream fails.
+    pub fn retrieve_instance_bytes(
+        &self,
+        study: &str,
+        series: &str,
+        instance: &str,
+    ) -> Result<Vec<u8>> {
+        const WHAT: &str = "WADO-RS instance retrieval";
+        let (mut part, deadline) = self.open_instance(study, series, instance)?;
+        let mut bytes = Vec::new();
+        match part.read_to_end(&mut bytes) {
+            Ok(_) => Ok(bytes),
+            Err(e) => {
+                let (over, late) = (part.get_ref().over_limit, part.get_ref().past_deadline());
+                Err(if over {
+                    DicomError::ResponseTooLarge {
+                        base: self.base.clone(),
+                        what: WHAT,
+                        limit: self.limits.max_instance_bytes,
+                        setting: "max_instance_bytes",
+                    }
+                } else if late {
+                    self.deadline_error(&deadline, WHAT)
+                } else {
+                    DicomError::Multipart(e.to_string())
+                })
+            }
+        }
+    }
+
+    fn open_instance(
+        &self,
+        study: &str,
+        series: &str,
+        instance: &str,
+    ) -> Result<(FirstPart<Bounded<Response>>, Deadline)> {
         if ![study, series, instance].iter().all(|u| is_uid(u)) {
             return Err(DicomError::ClientConfig(
                 "study, series and instance must be DICOM UIDs".into(),
             ));
         }
+        let deadline = self.request_deadline(None)?;
         let resp = self.get(
+            &deadline,
             &format!("studies/{study}/series/{series}/instances/{instance}"),
             &[],
             "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
@@ -416,6 +683,69 @@ impl DicomWebClient {
             .unwrap_or("")
             .to_owned();
         let boundary = boundary_of(&ct).map_err(DicomError::Multipart)?;
-        Ok(FirstPart::new(resp, &boundary))
+        // The multipart framing around the part is small; the part itself is what is capped.
+        let cap = self.limits.max_instance_bytes.saturating_add(64 * 1024);
+        let body = Bounded::new(resp, deadline.at, cap);
+        Ok((FirstPart::new(body, &boundary), deadline))
+    }
+}
+
+/// When a request must be done, and which limit that is.
+struct Deadline {
+    at: Instant,
+    error: DeadlineError,
+}
+
+#[derive(Clone, Copy)]
+enum DeadlineError {
+    Request(u64),
+    Cohort(u64),
+}
+
+/// A reader that fails past a byte cap or a deadline (reqwest's own timeout ends a read
+/// blocked on a silent server; this ends a trickle that never blocks long).
+struct Bounded<R> {
+    inner: R,
+    deadline: Instant,
+    left: u64,
+    over_limit: bool,
+}
+
+impl<R> Bounded<R> {
+    fn new(inner: R, deadline: Instant, cap: u64) -> Self {
+        Self {
+            inner,
+            deadline,
+            left: cap,
+            over_limit: false,
+        }
+    }
+
+    fn past_deadline(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.past_deadline() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the PACS did not finish the answer before its deadline",
+            ));
+        }
+        // One byte past the cap tells "exactly at the cap" from "over it".
+        let room = usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX);
+        let want = buf.len().min(room);
+        let n = self.inner.read(&mut buf[..want])?;
+        if n as u64 > self.left {
+            self.over_limit = true;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the PACS sent more bytes than the limit",
+            ));
+        }
+        self.left -= n as u64;
+        Ok(n)
     }
 }

@@ -16,10 +16,10 @@ use rapha_core::{ExclusionCounts, HashedId};
 use serde::{Deserialize, Serialize};
 
 use crate::attrs::{tag, Attrs};
-use crate::client::DicomWebClient;
+use crate::client::{Budget, DicomWebClient};
 use crate::config::DicomConfig;
 use crate::date::Date;
-use crate::exclusion::{reason, LabelTable, OptOuts};
+use crate::exclusion::{reason, ExclusionPolicy, LabelTable, OptOuts};
 use crate::pseudonym::Pseudonymizer;
 use crate::record::{extract, Record};
 use crate::scope::ScopedQuery;
@@ -37,14 +37,215 @@ pub enum InstanceSource {
     File(PathBuf),
 }
 
-/// One kept instance. `source` and `raw_identifiers` stay on the node: the runtime uses the
-/// first to fetch pixels and gives the second to the output guard; only `record` goes to the
-/// trainer.
+/// One kept instance. `source`, `raw_identifiers` and `approved` stay on the node: the runtime
+/// uses the first to fetch pixels, gives the second to the output guard, and checks the
+/// object the PACS serves against the third; only `record` goes to the trainer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CohortEntry {
     pub record: Record,
     pub source: InstanceSource,
     pub raw_identifiers: Vec<String>,
+    /// Who and what the approved instance is (absent in cohorts stored before fetch-time
+    /// checks existed; see [`CohortEntry::approved`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<ApprovedInstance>,
+}
+
+/// The identity of an approved instance, raw (node-side only, like `raw_identifiers`): what
+/// the object served at fetch time must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovedInstance {
+    pub patient_id: String,
+    pub study_uid: String,
+    pub series_uid: String,
+    pub sop_instance_uid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sop_class_uid: Option<String>,
+    pub modality: String,
+}
+
+impl ApprovedInstance {
+    /// The identity an instance's header states (`None` when an identifier is missing).
+    pub fn of(attrs: &Attrs) -> Option<Self> {
+        let need = |t| attrs.text(t).map(str::to_owned);
+        Some(Self {
+            patient_id: need(tag::PATIENT_ID)?,
+            study_uid: need(tag::STUDY_INSTANCE_UID)?,
+            series_uid: need(tag::SERIES_INSTANCE_UID)?,
+            sop_instance_uid: need(tag::SOP_INSTANCE_UID)?,
+            sop_class_uid: need(tag::SOP_CLASS_UID),
+            modality: need(tag::MODALITY)?,
+        })
+    }
+}
+
+impl CohortEntry {
+    /// The approved identity: stored with the entry, or for an entry stored without one, what
+    /// its source and record still say (the DICOMweb UIDs, the SOP class and modality; the
+    /// patient is then checked against the entry's raw identifiers).
+    pub fn approved(&self) -> ApprovedInstance {
+        if let Some(a) = &self.approved {
+            return a.clone();
+        }
+        let (study_uid, series_uid, sop_instance_uid) = match &self.source {
+            InstanceSource::DicomWeb {
+                study_uid,
+                series_uid,
+                instance_uid,
+            } => (study_uid.clone(), series_uid.clone(), instance_uid.clone()),
+            InstanceSource::File(_) => Default::default(),
+        };
+        ApprovedInstance {
+            patient_id: String::new(),
+            study_uid,
+            series_uid,
+            sop_instance_uid,
+            sop_class_uid: self.record.sop_class_uid.clone(),
+            modality: self.record.modality.clone(),
+        }
+    }
+
+    /// Whether this entry's patient is on `optouts` (by the stored PatientID; for an entry
+    /// stored without one, by any of its raw identifiers, which include the PatientID).
+    pub fn opted_out(&self, optouts: &OptOuts) -> bool {
+        match &self.approved {
+            Some(a) => optouts.contains(&a.patient_id),
+            None => self.raw_identifiers.iter().any(|r| optouts.contains(r)),
+        }
+    }
+}
+
+/// An identity field of a served object that must be the approved instance's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Identity {
+    SopInstance,
+    Series,
+    Study,
+    Patient,
+    SopClass,
+    Modality,
+}
+
+impl Identity {
+    /// Its name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SopInstance => "SOP instance",
+            Self::Series => "series",
+            Self::Study => "study",
+            Self::Patient => "patient",
+            Self::SopClass => "SOP class",
+            Self::Modality => "modality",
+        }
+    }
+
+    /// The counted reason of a mismatch.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::SopInstance => reason::SERVED_INSTANCE_MISMATCH,
+            Self::Series => reason::SERVED_SERIES_MISMATCH,
+            Self::Study => reason::SERVED_STUDY_MISMATCH,
+            Self::Patient => reason::SERVED_PATIENT_MISMATCH,
+            Self::SopClass => reason::SERVED_SOP_CLASS_MISMATCH,
+            Self::Modality => reason::SERVED_MODALITY_MISMATCH,
+        }
+    }
+}
+
+/// Why an object served at fetch time was refused: it is not the approved instance, or its own
+/// header now meets an exclusion rule. [`FetchRefusal::reason`] is the counted reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchRefusal {
+    /// The served object's identity differs from the approved instance's (never the values).
+    #[error("the PACS served an object whose {} is not the approved instance's", .0.name())]
+    Mismatch(Identity),
+    /// The served object's own header meets an exclusion rule (burned-in annotation, at-risk
+    /// modality or SOP class, video).
+    #[error("the served object is excluded by its own header: {reason}")]
+    Excluded { reason: &'static str },
+}
+
+impl FetchRefusal {
+    /// The counted reason (`served-…-mismatch`, or the exclusion reason).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Mismatch(what) => what.reason(),
+            Self::Excluded { reason } => reason,
+        }
+    }
+}
+
+/// Checks the header of an object served at fetch time against the approved cohort entry:
+/// SOP instance, series, study, patient, SOP class and modality must be the approved ones,
+/// and the exclusion rules (`policy`, with the served transfer syntax) applied to the served
+/// header must pass. Runs before any pixel of the object is decoded.
+///
+/// # Errors
+/// The first [`FetchRefusal`].
+pub fn verify_served(
+    entry: &CohortEntry,
+    served: &Attrs,
+    transfer_syntax: Option<&str>,
+    policy: &ExclusionPolicy,
+) -> std::result::Result<(), FetchRefusal> {
+    let a = entry.approved();
+    let same = |t: crate::attrs::TagU32, want: &str| {
+        served.text(t).map(crate::attrs::trim_dicom) == Some(crate::attrs::trim_dicom(want))
+    };
+    let mismatch = |what| Err(FetchRefusal::Mismatch(what));
+    if !same(tag::SOP_INSTANCE_UID, &a.sop_instance_uid) && !a.sop_instance_uid.is_empty() {
+        return mismatch(Identity::SopInstance);
+    }
+    if !same(tag::SERIES_INSTANCE_UID, &a.series_uid) && !a.series_uid.is_empty() {
+        return mismatch(Identity::Series);
+    }
+    if !same(tag::STUDY_INSTANCE_UID, &a.study_uid) && !a.study_uid.is_empty() {
+        return mismatch(Identity::Study);
+    }
+    let patient_ok = match &entry.approved {
+        Some(a) => same(tag::PATIENT_ID, &a.patient_id),
+        None => served
+            .text(tag::PATIENT_ID)
+            .is_some_and(|p| entry.raw_identifiers.iter().any(|r| r == p)),
+    };
+    if !patient_ok {
+        return mismatch(Identity::Patient);
+    }
+    let class_ok = match &a.sop_class_uid {
+        Some(c) => same(tag::SOP_CLASS_UID, c),
+        None => served.text(tag::SOP_CLASS_UID).is_none(),
+    };
+    if !class_ok {
+        return mismatch(Identity::SopClass);
+    }
+    if !same(tag::MODALITY, &a.modality) {
+        return mismatch(Identity::Modality);
+    }
+    if let Some(reason) = policy.check(served, transfer_syntax) {
+        return Err(FetchRefusal::Excluded { reason });
+    }
+    Ok(())
+}
+
+/// Drops the entries of patients on `optouts`. Returns how many entries were dropped.
+pub fn drop_opted_out(entries: &mut Vec<CohortEntry>, optouts: &OptOuts) -> u64 {
+    let before = entries.len();
+    entries.retain(|e| !e.opted_out(optouts));
+    (before - entries.len()) as u64
+}
+
+/// What the node calls when a run starts: re-reads the opt-out list from its file (a patient
+/// may have opted out after the DPO approved the cohort) and drops the entries of every patient
+/// on it, before any record is listed or fed. Returns how many entries were dropped.
+///
+/// # Errors
+/// [`DicomError::ListFile`] when the list cannot be re-read: the run must not start on a list
+/// it could not check.
+pub fn drop_opted_out_now(entries: &mut Vec<CohortEntry>, optouts: &OptOuts) -> Result<u64> {
+    let current = optouts.reload()?;
+    Ok(drop_opted_out(entries, &current))
 }
 
 /// Exclusion counts by reason. Never names a patient.
@@ -150,6 +351,7 @@ impl<'a> CohortBuilder<'a> {
                 record,
                 source,
                 raw_identifiers: ex.raw_identifiers,
+                approved: ApprovedInstance::of(attrs),
             },
             study_date: ex.study_date,
         })
@@ -212,20 +414,25 @@ impl<'a> CohortBuilder<'a> {
     /// Builds the cohort from the PACS: scoped study search, then the series of each study and
     /// their WADO-RS metadata (headers only).
     ///
+    /// The whole build is one [`Budget`] of the config's `[dicom.pacs]` limits: a total
+    /// deadline and a QIDO-RS page allowance, besides each request's own time and size
+    /// limits (the client's).
+    ///
     /// # Errors
-    /// HTTP, status and DICOM JSON errors from the PACS stop the build: a partial cohort is
-    /// never returned as if it were whole.
+    /// HTTP, status and DICOM JSON errors from the PACS, and the limits above, stop the
+    /// build: a partial cohort is never returned as if it were whole.
     pub fn from_dicomweb(&self, client: &DicomWebClient, query: &ScopedQuery) -> Result<Cohort> {
         let mut exclusions = Exclusions::default();
         let mut candidates = Vec::new();
-        let outside = client.for_each_study(query, &mut |study| {
-            for series in client.search_series(&study, query.page_size())? {
+        let budget = Budget::new(&self.config.pacs);
+        let outside = client.for_each_study_within(&budget, query, &mut |study| {
+            for series in client.search_series_within(&budget, &study, query.page_size())? {
                 let Some(series_uid) = series.text(tag::SERIES_INSTANCE_UID).map(str::to_owned)
                 else {
                     exclusions.add(reason::MISSING_IDENTIFIERS);
                     continue;
                 };
-                for inst in client.series_metadata(&study, &series_uid)? {
+                for inst in client.series_metadata_within(Some(&budget), &study, &series_uid)? {
                     let inst_uid = inst
                         .text(tag::SOP_INSTANCE_UID)
                         .unwrap_or_default()
@@ -255,10 +462,12 @@ impl<'a> CohortBuilder<'a> {
     }
 }
 
-/// Reads a Part 10 file's header, stopping before the pixel data.
+/// Reads a Part 10 file's header, stopping before the pixel data. The bytes are checked
+/// before they are parsed ([`crate::guard`]): lengths, nesting depth and header count, and a
+/// deflated data set is inflated with a cap first.
 ///
 /// # Errors
-/// [`DicomError::MalformedFile`] for anything dicom-rs cannot parse.
+/// [`DicomError::MalformedFile`] for anything refused or that dicom-rs cannot parse.
 pub fn read_header(path: &Path) -> Result<(Attrs, Option<String>)> {
     use std::io::Read;
     let bad = |reason: String| DicomError::MalformedFile {
@@ -269,6 +478,7 @@ pub fn read_header(path: &Path) -> Result<(Attrs, Option<String>)> {
         path: path.to_owned(),
         source: e,
     };
+    let limits = crate::guard::Limits::default();
     let mut file = std::fs::File::open(path).map_err(io)?;
     let total = usize::try_from(file.metadata().map_err(io)?.len())
         .map_err(|_| bad("file too large".into()))?;
@@ -281,18 +491,15 @@ pub fn read_header(path: &Path) -> Result<(Attrs, Option<String>)> {
             .take((target - buf.len()) as u64)
             .read_to_end(&mut buf)
             .map_err(io)?;
-        let scan = if buf.len() < target {
-            crate::guard::scan_header(&buf, buf.len())
-        } else {
-            crate::guard::scan_header(&buf, total)
-        };
-        match scan.map_err(bad)? {
+        let whole = if buf.len() < target { buf.len() } else { total };
+        let scan = crate::guard::scan_header(&buf, whole, &limits);
+        match scan.map_err(|e| bad(e.to_string()))? {
             crate::guard::Scan::NeedMore if buf.len() < total && buf.len() == target => want *= 4,
             crate::guard::Scan::NeedMore => return Err(bad("file ends inside its header".into())),
             crate::guard::Scan::PixelDataAt(_) | crate::guard::Scan::Complete => break,
         }
     }
-    parse_header(&buf).map_err(bad)
+    header_of(&buf, &limits).map_err(bad)
 }
 
 /// [`read_header`] for bytes in memory (a Part 10 file with or without the preamble).
@@ -300,12 +507,33 @@ pub fn read_header(path: &Path) -> Result<(Attrs, Option<String>)> {
 /// # Errors
 /// Why the bytes are not a parseable DICOM file.
 pub fn read_header_bytes(bytes: &[u8]) -> std::result::Result<(Attrs, Option<String>), String> {
-    crate::guard::check_lengths(bytes)?;
-    parse_header(bytes)
+    let limits = crate::guard::Limits::default();
+    crate::guard::check(
+        &crate::guard::prepare(bytes, &limits).map_err(|e| e.to_string())?,
+        &limits,
+    )
+    .map_err(|e| e.to_string())?;
+    header_of(bytes, &limits)
 }
 
-/// Parses a header whose lengths the guard has checked (the bytes may stop after the PixelData
-/// element's header).
+/// Inflates a deflated data set (with the cap), checks the header structure up to the pixel
+/// data, and parses it. The transfer syntax reported is the one the file names.
+fn header_of(
+    bytes: &[u8],
+    limits: &crate::guard::Limits,
+) -> std::result::Result<(Attrs, Option<String>), String> {
+    let ts = crate::guard::transfer_syntax(bytes).unwrap_or_default();
+    let prepared = crate::guard::prepare(bytes, limits).map_err(|e| e.to_string())?;
+    if let std::borrow::Cow::Owned(inflated) = &prepared {
+        crate::guard::scan_header(inflated, inflated.len(), limits).map_err(|e| e.to_string())?;
+    }
+    let (mut attrs, _) = parse_header(&prepared)?;
+    attrs.set_text(tag::TRANSFER_SYNTAX_UID, "UI", &[ts.as_str()]);
+    Ok((attrs, Some(ts)))
+}
+
+/// Parses a header whose structure the guard has checked (the bytes may stop after the
+/// PixelData element's header).
 fn parse_header(bytes: &[u8]) -> std::result::Result<(Attrs, Option<String>), String> {
     let body = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
         &bytes[128..]
@@ -329,7 +557,6 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<(Attrs, Option<String>), St
     attrs.set_text(tag::TRANSFER_SYNTAX_UID, "UI", &[ts.as_str()]);
     Ok((attrs, Some(ts)))
 }
-
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let rd = std::fs::read_dir(dir).map_err(|e| DicomError::Io {
         path: dir.to_owned(),

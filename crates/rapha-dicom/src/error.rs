@@ -26,6 +26,46 @@ pub enum DicomError {
         #[source]
         source: reqwest::Error,
     },
+    /// The PACS did not finish answering within the request's time limit.
+    #[error(
+        "the PACS at {base} did not finish answering {what} within {seconds} s \
+         (dicom.pacs.request_timeout_seconds)"
+    )]
+    Timeout {
+        base: String,
+        what: &'static str,
+        seconds: u64,
+    },
+    /// The PACS sent more bytes than the limit for this kind of answer.
+    #[error("the PACS at {base} sent more than {limit} bytes for {what} (dicom.pacs.{setting})")]
+    ResponseTooLarge {
+        base: String,
+        what: &'static str,
+        limit: u64,
+        setting: &'static str,
+    },
+    /// The cohort build as a whole ran past its deadline.
+    #[error(
+        "the cohort build did not finish within its deadline of {seconds} s \
+         (dicom.pacs.cohort_deadline_seconds); no partial cohort is kept"
+    )]
+    CohortDeadline { seconds: u64 },
+    /// The cohort build needed more QIDO-RS pages than allowed.
+    #[error(
+        "the cohort build needed more than {limit} QIDO-RS pages (dicom.pacs.max_pages); \
+         no partial cohort is kept"
+    )]
+    TooManyPages { limit: u64 },
+    /// A QIDO-RS page brought nothing new: the PACS ignores `offset` or repeats itself.
+    #[error(
+        "the PACS at {base} answered page {page} of a {what} with no result it had not sent \
+         before (it ignores offset or repeats pages); paging stopped"
+    )]
+    PagingStalled {
+        base: String,
+        what: &'static str,
+        page: u64,
+    },
     /// The PACS answered with a non-success status.
     #[error("the PACS at {base} answered HTTP {status} to {what}")]
     HttpStatus {

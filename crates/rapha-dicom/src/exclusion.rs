@@ -25,6 +25,13 @@ pub mod reason {
     pub const NOT_AN_IMAGE: &str = "not-an-image";
     pub const OUTSIDE_SCOPE: &str = "outside-scope";
     pub const RETRIEVE_FAILED: &str = "retrieve-failed";
+    /// At fetch time, the PACS served an object that is not the approved instance.
+    pub const SERVED_INSTANCE_MISMATCH: &str = "served-instance-mismatch";
+    pub const SERVED_SERIES_MISMATCH: &str = "served-series-mismatch";
+    pub const SERVED_STUDY_MISMATCH: &str = "served-study-mismatch";
+    pub const SERVED_PATIENT_MISMATCH: &str = "served-patient-mismatch";
+    pub const SERVED_SOP_CLASS_MISMATCH: &str = "served-sop-class-mismatch";
+    pub const SERVED_MODALITY_MISMATCH: &str = "served-modality-mismatch";
 }
 
 /// Modalities excluded by default: burned-in text is routine in them.
@@ -135,6 +142,8 @@ impl ExclusionPolicy {
 #[derive(Clone, Debug, Default)]
 pub struct OptOuts {
     ids: HashSet<String>,
+    /// The file it was read from, for [`OptOuts::reload`].
+    source: Option<std::path::PathBuf>,
 }
 
 impl OptOuts {
@@ -151,6 +160,7 @@ impl OptOuts {
                 .map(|s| s.as_ref().trim().to_owned())
                 .filter(|s| !s.is_empty())
                 .collect(),
+            source: None,
         }
     }
 
@@ -175,7 +185,21 @@ impl OptOuts {
                     || (*i == 0 && l.eq_ignore_ascii_case("PatientID")))
             })
             .map(|(_, l)| l.to_owned());
-        Ok(Self::from_ids(ids))
+        let mut list = Self::from_ids(ids);
+        list.source = Some(path.to_owned());
+        Ok(list)
+    }
+
+    /// The list as its file says now (a patient may have opted out since it was loaded). A
+    /// list not read from a file is returned as it is.
+    ///
+    /// # Errors
+    /// As [`OptOuts::load`]: an unreadable list is an error, never an empty list.
+    pub fn reload(&self) -> Result<Self> {
+        match &self.source {
+            Some(path) => Self::load(path),
+            None => Ok(self.clone()),
+        }
     }
 
     /// Whether `patient_id` opted out.

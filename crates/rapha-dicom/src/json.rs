@@ -11,8 +11,14 @@ use serde_json::{Map, Value};
 
 use crate::attrs::{Attr, AttrValue, Attrs, TagU32};
 
-/// Maximum nesting of sequences accepted (far deeper than any real IOD).
-pub const MAX_DEPTH: usize = 16;
+/// Maximum nesting of sequences accepted (far deeper than any real IOD); the same bound as
+/// for Part 10 headers.
+pub const MAX_DEPTH: usize = crate::guard::MAX_DEPTH;
+
+/// JSON nesting a document within [`MAX_DEPTH`] can reach: the array of datasets, then per
+/// sequence level a dataset object, an element object and a `Value` array, and at the
+/// deepest level a person-name object inside a `Value` array.
+const MAX_JSON_NESTING: usize = 3 * MAX_DEPTH + 5;
 
 /// Where in the document the problem is (e.g. `[2].00081115[0].00081155`) and what it is.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,7 +58,7 @@ pub enum JsonErrorKind {
     BadPersonName,
     #[error("attribute tag value must be 8 hexadecimal digits")]
     BadAttributeTag,
-    #[error("sequences nested deeper than {MAX_DEPTH}")]
+    #[error("sequences nested deeper than {MAX_DEPTH} levels (refused before parsing)")]
     TooDeep,
 }
 
@@ -67,6 +73,7 @@ const KNOWN_VRS: [&str; 34] = [
 /// # Errors
 /// [`JsonError`] locating the first violation of PS3.18 Annex F.
 pub fn parse_datasets(bytes: &[u8]) -> Result<Vec<Attrs>, JsonError> {
+    check_nesting(bytes)?;
     let v: Value = serde_json::from_slice(bytes).map_err(|e| JsonError {
         at: "document".into(),
         kind: JsonErrorKind::Syntax(e.to_string()),
@@ -89,11 +96,45 @@ pub fn parse_datasets(bytes: &[u8]) -> Result<Vec<Attrs>, JsonError> {
 /// # Errors
 /// [`JsonError`] as for [`parse_datasets`].
 pub fn parse_dataset(bytes: &[u8]) -> Result<Attrs, JsonError> {
+    check_nesting(bytes)?;
     let v: Value = serde_json::from_slice(bytes).map_err(|e| JsonError {
         at: "document".into(),
         kind: JsonErrorKind::Syntax(e.to_string()),
     })?;
     dataset(&v, "", 0)
+}
+
+/// Refuses a document nested deeper than any DICOM JSON within [`MAX_DEPTH`] can be, before
+/// the JSON parser (recursive) sees it. One pass, no allocation; brackets inside strings do
+/// not count.
+fn check_nesting(bytes: &[u8]) -> Result<(), JsonError> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_NESTING {
+                    return Err(JsonError {
+                        at: "document".into(),
+                        kind: JsonErrorKind::TooDeep,
+                    });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn err(at: &str, kind: JsonErrorKind) -> JsonError {

@@ -15,11 +15,17 @@
 //!  cohort::CohortBuilder: exclusion::ExclusionPolicy, OptOuts ─▶ record::extract ─▶ Record
 //!                          (Pseudonymizer over rapha_core::HashedId)
 //!
-//!  enclave runtime only: DicomWebClient::retrieve_instance (WADO-RS, streamed) ─▶ pixels::decode
+//!  enclave runtime only: DicomWebClient::retrieve_instance_bytes (WADO-RS) ─▶ pixels::Instance
+//!    (guard: inflate with a cap, lengths, depth ≤ 16) ─▶ cohort::verify_served ─▶ decode
 //! ```
 //!
 //! The trainer sees [`Record`]s and decoded pixels, never a DICOM object. Everything the PACS
-//! or a file says is outside input: parsers return typed errors and never panic on it.
+//! or a file says is outside input: parsers return typed errors and never panic on it, within
+//! bounded memory and time ([`guard`], [`pixels::DecodeLimits`], the JSON nesting check), and
+//! the conversation with the PACS is bounded too ([`PacsLimits`]: per-request deadline and
+//! size cap, per-build deadline and page allowance, a paging loop that stops when a page
+//! brings nothing new). At fetch time the served object must be the approved one
+//! ([`cohort::verify_served`]).
 
 pub mod attrs;
 pub mod client;
@@ -37,8 +43,8 @@ pub mod pseudonym;
 pub mod record;
 pub mod scope;
 
-pub use client::{Auth, ClientOptions, DicomWebClient, ScopedStudy};
-pub use config::DicomConfig;
+pub use client::{Auth, Budget, ClientOptions, DicomWebClient, ScopedStudy};
+pub use config::{DicomConfig, PacsLimits};
 pub use error::{DicomError, Result};
 pub use pseudonym::Pseudonymizer;
 pub use record::Record;

@@ -71,6 +71,11 @@ impl<R: Read> FirstPart<R> {
         }
     }
 
+    /// The wrapped reader.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
     fn fill(&mut self) -> io::Result<usize> {
         if self.start > 0 && self.start >= self.buf.len() / 2 {
             self.buf.drain(..self.start);

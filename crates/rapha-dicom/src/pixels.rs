@@ -7,6 +7,15 @@
 //! (14, 14 SV1) via dicom-pixeldata / jpeg-decoder. JPEG extended with 12-bit precision,
 //! JPEG-LS, JPEG 2000, HTJ2K, JPEG XL and video are reported as [`PixelError::Unsupported`]:
 //! their decoders need a C/C++ library build (CharLS, OpenJPEG) that this crate does not pull in.
+//!
+//! Every object is outside input and every entry point ([`decode`], [`decode_with`],
+//! [`Instance::open`]) fails with a typed error in memory and time bounded by its input and
+//! [`DecodeLimits`]: a deflated data set is inflated with a cap before anything else, the
+//! structure (lengths, nesting depth, header count) is checked before dicom-rs parses it
+//! ([`crate::guard`]), the decoded size is checked against [`DecodeLimits::max_output_bytes`]
+//! before a buffer is allocated, an RLE frame must be able to expand to its size, and a JPEG
+//! frame's own dimensions may not exceed the header's (the JPEG decoder sizes its buffers
+//! from them).
 
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
@@ -14,6 +23,31 @@ use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 use serde::{Deserialize, Serialize};
+
+use crate::attrs::{tag, Attrs};
+use crate::guard::{self, StructureError};
+
+/// Largest decoded pixel buffer accepted by default (bytes): the trainer protocol's largest
+/// payload, so nothing larger could be fed anyway.
+pub const MAX_OUTPUT_BYTES: usize = 512 << 20;
+
+/// Bounds on what decoding one object may cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Inflation cap, nesting depth and header count, checked before parsing.
+    pub structure: guard::Limits,
+    /// Largest decoded pixel buffer, checked before it is allocated.
+    pub max_output_bytes: usize,
+}
+
+impl Default for DecodeLimits {
+    fn default() -> Self {
+        Self {
+            structure: guard::Limits::default(),
+            max_output_bytes: MAX_OUTPUT_BYTES,
+        }
+    }
+}
 
 /// Why pixels could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,6 +59,22 @@ pub enum PixelError {
     /// The object or its pixel data is broken.
     #[error("malformed DICOM pixel data: {0}")]
     Malformed(String),
+    /// The object was refused before parsing: nested too deep, too many headers, a deflate
+    /// bomb. (A length that runs past the end is [`PixelError::Malformed`].)
+    #[error("DICOM object refused: {0}")]
+    Structure(StructureError),
+    /// The decoded pixels would be larger than the limit.
+    #[error("decoded pixel data would take {bytes} bytes, more than the limit of {limit}")]
+    TooLarge { bytes: u128, limit: usize },
+}
+
+impl From<StructureError> for PixelError {
+    fn from(e: StructureError) -> Self {
+        match e {
+            StructureError::Malformed(m) => Self::Malformed(m),
+            other => Self::Structure(other),
+        }
+    }
 }
 
 /// What numbers the caller wants.
@@ -105,30 +155,103 @@ impl Pixels {
     }
 }
 
-/// Decodes a Part 10 byte buffer (with or without the 128-byte preamble).
+/// Decodes a Part 10 byte buffer (with or without the 128-byte preamble) within the default
+/// [`DecodeLimits`].
 ///
 /// # Errors
 /// [`PixelError::Unsupported`] for a transfer syntax without a decoder here,
-/// [`PixelError::Malformed`] for anything broken.
+/// [`PixelError::Structure`] for an object refused before parsing, [`PixelError::TooLarge`]
+/// for pixels past the output limit, [`PixelError::Malformed`] for anything else broken.
 pub fn decode(bytes: &[u8], output: Output) -> Result<Pixels, PixelError> {
-    crate::guard::check_lengths(bytes).map_err(PixelError::Malformed)?;
-    let body = if bytes.len() >= 132 && &bytes[128..132] == b"DICM" {
-        &bytes[128..]
-    } else {
-        bytes
-    };
-    let obj = OpenFileOptions::new()
-        .read_preamble(dicom_object::file::ReadPreamble::Never)
-        .from_reader(body)
-        .map_err(|e| PixelError::Malformed(e.to_string()))?;
-    decode_object(&obj, output)
+    decode_with(bytes, output, &DecodeLimits::default())
 }
 
-/// Decodes the pixel data of an opened object.
+/// [`decode`] within `limits`.
 ///
 /// # Errors
 /// As [`decode`].
-pub fn decode_object(obj: &DefaultDicomObject, output: Output) -> Result<Pixels, PixelError> {
+pub fn decode_with(
+    bytes: &[u8],
+    output: Output,
+    limits: &DecodeLimits,
+) -> Result<Pixels, PixelError> {
+    Instance::open(bytes, limits)?.decode(output)
+}
+
+/// A Part 10 object parsed within [`DecodeLimits`]: its header can be checked before its
+/// pixels are decoded (the enclave runtime checks a served object against the approved one
+/// first).
+pub struct Instance {
+    obj: DefaultDicomObject,
+    transfer_syntax: String,
+    limits: DecodeLimits,
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("transfer_syntax", &self.transfer_syntax)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Instance {
+    /// Inflates (if deflated, with a cap), checks the structure, then parses.
+    ///
+    /// # Errors
+    /// [`PixelError::Structure`] or [`PixelError::Malformed`].
+    pub fn open(bytes: &[u8], limits: &DecodeLimits) -> Result<Self, PixelError> {
+        let transfer_syntax = guard::transfer_syntax(bytes).unwrap_or_default();
+        let prepared = guard::prepare(bytes, &limits.structure)?;
+        guard::check(&prepared, &limits.structure)?;
+        let body = if prepared.len() >= 132 && &prepared[128..132] == b"DICM" {
+            &prepared[128..]
+        } else {
+            &prepared[..]
+        };
+        // The guard has bounded lengths, depth and size; a parser panic is still an error.
+        let obj = std::panic::catch_unwind(|| {
+            OpenFileOptions::new()
+                .read_preamble(dicom_object::file::ReadPreamble::Never)
+                .from_reader(body)
+        })
+        .map_err(|_| PixelError::Malformed("the parser rejected the object".into()))?
+        .map_err(|e| PixelError::Malformed(e.to_string()))?;
+        Ok(Self {
+            obj,
+            transfer_syntax,
+            limits: *limits,
+        })
+    }
+
+    /// The transfer syntax the object was served in (a deflated one stays named as such).
+    pub fn transfer_syntax(&self) -> &str {
+        &self.transfer_syntax
+    }
+
+    /// The header (binary values and pixel data are not copied), with the served transfer
+    /// syntax at (0002,0010).
+    pub fn attrs(&self) -> Attrs {
+        let mut a = Attrs::from_object(&self.obj);
+        a.set_text(tag::TRANSFER_SYNTAX_UID, "UI", &[&self.transfer_syntax]);
+        a
+    }
+
+    /// Decodes the pixel data.
+    ///
+    /// # Errors
+    /// As [`decode`].
+    pub fn decode(&self, output: Output) -> Result<Pixels, PixelError> {
+        decode_object(&self.obj, output, &self.limits)
+    }
+}
+
+/// Decodes the pixel data of an object [`Instance::open`] parsed.
+fn decode_object(
+    obj: &DefaultDicomObject,
+    output: Output,
+    limits: &DecodeLimits,
+) -> Result<Pixels, PixelError> {
     let ts = obj
         .meta()
         .transfer_syntax()
@@ -142,6 +265,7 @@ pub fn decode_object(obj: &DefaultDicomObject, output: Output) -> Result<Pixels,
         return Err(PixelError::Malformed("no PixelData element".into()));
     }
     let hdr = Header::read(obj)?;
+    hdr.check_output(output, limits.max_output_bytes)?;
     if matches!(
         ts.as_str(),
         "1.2.840.10008.1.2"
@@ -159,6 +283,9 @@ pub fn decode_object(obj: &DefaultDicomObject, output: Output) -> Result<Pixels,
             "{ts} with 12-bit precision"
         )));
     }
+    if ts.starts_with("1.2.840.10008.1.2.4.") {
+        check_jpeg_frames(obj, &hdr)?;
+    }
     // dicom-pixeldata may panic on some hostile inputs (arithmetic on header values); a
     // malformed file must never take the job down, so a panic becomes a typed error.
     let result =
@@ -168,6 +295,115 @@ pub fn decode_object(obj: &DefaultDicomObject, output: Output) -> Result<Pixels,
         Err(_) => Err(PixelError::Malformed(
             "pixel data decoder rejected the data".into(),
         )),
+    }
+}
+
+/// The JPEG decoder sizes its buffers from each image's own frame header (SOF), not from the
+/// DICOM header: an image that claims more rows, columns or components than the DICOM header
+/// is refused before it is decoded. Every SOI in the fragments is followed to its first SOF
+/// (the decoder can be made to start at any of them), skipping marker segments by length as
+/// the decoder does.
+fn check_jpeg_frames(obj: &DefaultDicomObject, h: &Header) -> Result<(), PixelError> {
+    use dicom_core::value::Value;
+    let elem = obj
+        .element(tags::PIXEL_DATA)
+        .map_err(|e| PixelError::Malformed(e.to_string()))?;
+    let Value::PixelSequence(seq) = elem.value() else {
+        return Err(PixelError::Malformed(
+            "JPEG PixelData is not encapsulated".into(),
+        ));
+    };
+    let data: Vec<u8> = seq.fragments().concat();
+    let too_big = |what: &str| {
+        PixelError::Malformed(format!(
+            "a JPEG image in the pixel data claims {what} than the DICOM header"
+        ))
+    };
+    // Walks from false SOIs inside marker segments could share their tails: the total work
+    // is capped at a few passes over the data (a real file needs about one).
+    let mut budget = 4 * data.len() + 4096;
+    let mut i = 0;
+    while let Some(at) = find_pair(&data, i, 0xD8) {
+        i = at + 2;
+        if let Some((rows, cols, comps)) = first_sof(&data, i, &mut budget)? {
+            if rows == 0 || cols == 0 {
+                return Err(PixelError::Malformed(
+                    "a JPEG image in the pixel data has no rows or columns".into(),
+                ));
+            }
+            if u32::from(rows) > h.rows || u32::from(cols) > h.columns {
+                return Err(too_big("more rows or columns"));
+            }
+            if u16::from(comps) > h.samples {
+                return Err(too_big("more components"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The next `FF <second>` at or after `from`.
+fn find_pair(data: &[u8], from: usize, second: u8) -> Option<usize> {
+    data.get(from..)?
+        .windows(2)
+        .position(|w| w[0] == 0xFF && w[1] == second)
+        .map(|p| from + p)
+}
+
+/// Height, width and component count of the first frame header after an SOI at `i`, reading
+/// markers as the decoder does (skip to FF, skip fill bytes, marker segments by their length);
+/// `None` where the decoder would fail before reaching a frame header. Each byte examined
+/// costs one unit of `budget`.
+fn first_sof(
+    data: &[u8],
+    mut i: usize,
+    budget: &mut usize,
+) -> Result<Option<(u16, u16, u8)>, PixelError> {
+    let mut spend = |n: usize| -> Result<(), PixelError> {
+        *budget = budget.checked_sub(n).ok_or_else(|| {
+            PixelError::Malformed("JPEG marker structure too convoluted to check".into())
+        })?;
+        Ok(())
+    };
+    loop {
+        let Some(ff) = data
+            .get(i..)
+            .and_then(|d| d.iter().position(|b| *b == 0xFF))
+        else {
+            return Ok(None);
+        };
+        spend(ff + 1)?;
+        i += ff + 1;
+        while data.get(i) == Some(&0xFF) {
+            spend(1)?;
+            i += 1;
+        }
+        let Some(&m) = data.get(i) else {
+            return Ok(None);
+        };
+        i += 1;
+        match m {
+            // A stuffed zero is no marker: keep looking.
+            0x00 => continue,
+            0xC0..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => {
+                let Some(seg) = data.get(i..i + 8) else {
+                    return Ok(None);
+                };
+                let rows = u16::from_be_bytes([seg[3], seg[4]]);
+                let cols = u16::from_be_bytes([seg[5], seg[6]]);
+                return Ok(Some((rows, cols, seg[7])));
+            }
+            // Tables, restart interval, application data and comments: skipped by length.
+            0xC4 | 0xCC | 0xDB | 0xDD | 0xE0..=0xEF | 0xFE => {
+                let Some(len) = data.get(i..i + 2) else {
+                    return Ok(None);
+                };
+                spend(2)?;
+                i += usize::from(u16::from_be_bytes([len[0], len[1]]));
+            }
+            // Anything else before a frame header is an error in the decoder.
+            _ => return Ok(None),
+        }
     }
 }
 
@@ -305,6 +541,28 @@ impl Header {
 
     fn bytes_per_sample(&self) -> usize {
         usize::from(self.bits_allocated.div_ceil(8))
+    }
+
+    /// Refuses, before any buffer is allocated, pixels whose decoded form would pass `limit`.
+    fn check_output(&self, output: Output, limit: usize) -> Result<(), PixelError> {
+        let per_sample: u128 = match output {
+            Output::Rescaled => 4,
+            Output::Stored => match self.bits_allocated {
+                0..=8 => 1,
+                9..=16 => 2,
+                _ => 4,
+            },
+        };
+        let samples = u128::from(self.rows)
+            * u128::from(self.columns)
+            * u128::from(self.frames)
+            * u128::from(self.samples);
+        // The decoders also hold the stored bytes while producing the output.
+        let bytes = samples * per_sample.max(self.bytes_per_sample() as u128);
+        if bytes > limit as u128 {
+            return Err(PixelError::TooLarge { bytes, limit });
+        }
+        Ok(())
     }
 
     fn finish(&self, le: &[u8], output: Output) -> Result<Pixels, PixelError> {
@@ -459,6 +717,15 @@ fn rle(obj: &DefaultDicomObject, h: &Header, output: Output) -> Result<Pixels, P
     let spp = usize::from(h.samples);
     let ppf = h.pixels_per_frame();
     let segments = spp * bps;
+    // PackBits expands two input bytes to at most 128: a frame that cannot hold its pixels is
+    // refused before the output is allocated.
+    for data in &per_frame {
+        if (ppf as u128) * (segments as u128) > 64 * data.len() as u128 {
+            return Err(PixelError::Malformed(
+                "RLE frame too short for the image the header describes".into(),
+            ));
+        }
+    }
     if spp == 1 && bps <= 2 && output == Output::Stored && !(h.signed && h.bits_stored < 16) {
         return rle_mono(&per_frame, h, bps);
     }

@@ -128,6 +128,11 @@ fn malformed_dicom_json_gives_typed_errors() {
 /// the malformed test above.
 fn seeds() -> Vec<Vec<u8>> {
     let mut v = vec![GOOD.as_bytes().to_vec(), b"[]".to_vec(), b"[{}]".to_vec()];
+    // Nesting at the limit and one level past it, so mutations probe the depth bound.
+    let id = rapha_testkit::crafted::Identity::ct(1);
+    for depth in [16, 17] {
+        v.push(rapha_testkit::crafted::deep_json(&id, depth));
+    }
     for dir in [concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/json")] {
         if let Ok(rd) = std::fs::read_dir(dir) {
             for e in rd.flatten() {
@@ -172,6 +177,21 @@ fn part10_seeds() -> Vec<Vec<u8>> {
     let p = dir.path().join("seed.dcm");
     crate::common::write_instance(&p, &crate::common::Inst::ct(1));
     let mut v = vec![std::fs::read(&p).unwrap()];
+    // Crafted objects at the structural bounds: nesting at and past the depth limit (plain and
+    // deflated), a deflated data set, and a deflated false length claim.
+    use rapha_testkit::crafted::{self, Identity};
+    let id = Identity::ct(2);
+    v.push(crafted::deep_part10(&id, 16));
+    v.push(crafted::deep_part10(&id, 17));
+    v.push(crafted::deflated(
+        &id,
+        &crafted::deep_dataset_bytes(&id, 17),
+    ));
+    v.push(crafted::deflated(&id, &crafted::deep_dataset_bytes(&id, 3)));
+    v.push(crafted::deflated(
+        &id,
+        &crafted::huge_length_claim(&id, 0x6000_0000),
+    ));
     if let Some(c) = std::env::var_os("RAPHA_PYDICOM_CORPUS") {
         for name in [
             "CT_small.dcm",

@@ -3,6 +3,8 @@
 
 mod common;
 mod corpus;
+mod hostile_dicom;
+mod hostile_pacs;
 mod json;
 mod orthanc;
 mod records;

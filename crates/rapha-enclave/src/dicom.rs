@@ -6,12 +6,24 @@
 //! is the [`FeedRecord`] built here: hashed ids, the label (the feed strips it from
 //! validation records), the modality and the allow-listed attributes of `rapha_dicom::Record`
 //! — never the instance source, the raw identifiers or any path.
+//!
+//! What is fetched must be what was approved (**I3**, **I1**). Before any pixel of a fetched
+//! object is decoded, its header is checked against the approved cohort entry
+//! ([`rapha_dicom::cohort::verify_served`]): SOP instance, series, study, patient, SOP class
+//! and modality must be the approved ones, and the exclusion rules (burned-in annotation,
+//! at-risk modality or SOP class, video) are applied to the served header itself. A refused
+//! record answers `unavailable` for the rest of the job and is counted by reason
+//! ([`DicomSource::fetch_refusals`]); the run goes on. Fetching and parsing are bounded
+//! (`[dicom.pacs]` limits on the client, [`DecodeLimits`] on the bytes).
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::sync::Mutex;
 
-use rapha_dicom::cohort::{CohortEntry, InstanceSource};
-use rapha_dicom::pixels::{self, Output, Samples};
+use rapha_core::ExclusionCounts;
+use rapha_dicom::cohort::{verify_served, CohortEntry, InstanceSource};
+use rapha_dicom::exclusion::ExclusionPolicy;
+use rapha_dicom::pixels::{DecodeLimits, Instance, Output, Samples};
 use rapha_dicom::DicomWebClient;
 
 use crate::error::{EnclaveError, Result};
@@ -39,8 +51,12 @@ const NOT_ATTRIBUTES: [&str; 11] = [
 /// Records of a rapha-dicom cohort, fetched on demand.
 pub struct DicomSource {
     records: Vec<FeedRecord>,
-    sources: Vec<InstanceSource>,
+    entries: Vec<CohortEntry>,
     client: Option<DicomWebClient>,
+    exclusions: ExclusionPolicy,
+    limits: DecodeLimits,
+    /// Records refused at fetch time, with the reason: they stay refused for the job.
+    refused: Mutex<BTreeMap<usize, &'static str>>,
 }
 
 impl std::fmt::Debug for DicomSource {
@@ -66,11 +82,12 @@ fn dtype_of(r: &rapha_dicom::Record) -> Dtype {
 
 impl DicomSource {
     /// Builds the source and the guard's identifier set from the cohort's entries. `client`
-    /// is needed when any entry is served over DICOMweb.
+    /// is needed when any entry is served over DICOMweb. Served objects are checked against the
+    /// default (strictest) exclusion policy until [`DicomSource::with_exclusions`] sets the
+    /// hospital's.
     pub fn new(entries: &[CohortEntry], client: Option<DicomWebClient>) -> (Self, RawIdentifiers) {
         let mut ids = RawIdentifiers::new();
         let mut records = Vec::with_capacity(entries.len());
-        let mut sources = Vec::with_capacity(entries.len());
         for e in entries {
             ids.add_expanded(e.raw_identifiers.iter().map(String::as_str));
             let r = &e.record;
@@ -99,22 +116,51 @@ impl DicomSource {
                 ],
                 attributes,
             });
-            sources.push(e.source.clone());
         }
         (
             Self {
                 records,
-                sources,
+                entries: entries.to_vec(),
                 client,
+                exclusions: ExclusionPolicy::default(),
+                limits: DecodeLimits {
+                    max_output_bytes: crate::protocol::MAX_PAYLOAD,
+                    ..DecodeLimits::default()
+                },
+                refused: Mutex::new(BTreeMap::new()),
             },
             ids,
         )
     }
 
+    /// Applies the hospital's exclusion policy (`[dicom.exclusions]`, the one the cohort was
+    /// built with) to served objects.
+    #[must_use]
+    pub fn with_exclusions(mut self, policy: ExclusionPolicy) -> Self {
+        self.exclusions = policy;
+        self
+    }
+
+    /// Records refused at fetch time so far, counted once per record by reason
+    /// (`served-instance-mismatch`, `burned-in-annotation`, …). Never names a patient.
+    pub fn fetch_refusals(&self) -> ExclusionCounts {
+        let mut counts = ExclusionCounts::new();
+        for reason in self.refused_map().values() {
+            *counts.entry((*reason).to_owned()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    fn refused_map(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, &'static str>> {
+        // Every update is one insert: a poisoned map is still whole.
+        self.refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn fetch_bytes(&self, index: usize) -> Result<Vec<u8>> {
         let unavailable = |reason: String| EnclaveError::RecordUnavailable { index, reason };
-        let mut bytes = Vec::new();
-        match self.sources.get(index) {
+        match self.entries.get(index).map(|e| &e.source) {
             Some(InstanceSource::DicomWeb {
                 study_uid,
                 series_uid,
@@ -125,20 +171,23 @@ impl DicomSource {
                     .as_ref()
                     .ok_or_else(|| unavailable("no DICOMweb client configured".into()))?;
                 client
-                    .retrieve_instance(study_uid, series_uid, instance_uid)
-                    .map_err(|e| unavailable(e.to_string()))?
-                    .take(MAX_INSTANCE_BYTES)
-                    .read_to_end(&mut bytes)
-                    .map_err(|e| unavailable(e.to_string()))?;
+                    .retrieve_instance_bytes(study_uid, series_uid, instance_uid)
+                    .map_err(|e| unavailable(e.to_string()))
             }
             Some(InstanceSource::File(path)) => {
+                let mut bytes = Vec::new();
                 std::fs::File::open(path)
-                    .and_then(|f| f.take(MAX_INSTANCE_BYTES).read_to_end(&mut bytes))
+                    .and_then(|f| f.take(MAX_INSTANCE_BYTES + 1).read_to_end(&mut bytes))
                     .map_err(|e| unavailable(format!("read failed: {}", e.kind())))?;
+                if bytes.len() as u64 > MAX_INSTANCE_BYTES {
+                    return Err(unavailable(format!(
+                        "the file is larger than {MAX_INSTANCE_BYTES} bytes"
+                    )));
+                }
+                Ok(bytes)
             }
-            None => return Err(unavailable("no such record".into())),
+            None => Err(unavailable("no such record".into())),
         }
-        Ok(bytes)
     }
 }
 
@@ -159,13 +208,37 @@ impl RecordSource for DicomSource {
     }
 
     fn pixels(&self, index: usize) -> Result<Pixels> {
+        let unavailable = |reason: String| EnclaveError::RecordUnavailable { index, reason };
+        if let Some(reason) = self.refused_map().get(&index) {
+            return Err(unavailable(format!("refused at fetch time ({reason})")));
+        }
+        let entry = self
+            .entries
+            .get(index)
+            .ok_or_else(|| unavailable("no such record".into()))?;
         let bytes = self.fetch_bytes(index)?;
-        let px = pixels::decode(&bytes, Output::Stored).map_err(|e| {
-            EnclaveError::RecordUnavailable {
-                index,
-                reason: e.to_string(),
-            }
-        })?;
+        let instance =
+            Instance::open(&bytes, &self.limits).map_err(|e| unavailable(e.to_string()))?;
+        drop(bytes);
+        // The served object must be the approved one, and pass the exclusion rules on its own
+        // header, before a single pixel is decoded.
+        if let Err(refusal) = verify_served(
+            entry,
+            &instance.attrs(),
+            Some(instance.transfer_syntax()),
+            &self.exclusions,
+        ) {
+            tracing::warn!(
+                record = %entry.record.instance,
+                reason = refusal.reason(),
+                "the PACS served an object that is not the approved one; record refused"
+            );
+            self.refused_map().insert(index, refusal.reason());
+            return Err(unavailable(refusal.to_string()));
+        }
+        let px = instance
+            .decode(Output::Stored)
+            .map_err(|e| unavailable(e.to_string()))?;
         let shape = [
             px.frames,
             px.rows,

@@ -43,6 +43,15 @@ pub enum EnclaveError {
     #[error("the job spec is invalid: {0}")]
     BadSpec(String),
 
+    #[error(transparent)]
+    Limit(#[from] crate::sandbox::LimitError),
+
+    #[error(
+        "could not lock the runtime's memory against swap ({detail}); decoded pixels must never \
+         reach a swap device: run the node with CAP_IPC_LOCK or LimitMEMLOCK=infinity"
+    )]
+    MemoryLock { detail: String },
+
     #[error("record {index} is unavailable: {reason}")]
     RecordUnavailable { index: usize, reason: String },
 
@@ -54,6 +63,17 @@ pub enum EnclaveError {
          nothing is released"
     )]
     FeedFailed(String),
+}
+
+impl EnclaveError {
+    /// The reason code (rapha-core's vocabulary) a job that ended on this error has: the
+    /// feed's own, or the runtime's. The text stays with the hospital.
+    pub const fn reason_code(&self) -> &'static str {
+        match self {
+            Self::FeedFailed(_) => rapha_core::ReasonCode::FeedFailed.as_str(),
+            _ => rapha_core::ReasonCode::EnclaveError.as_str(),
+        }
+    }
 }
 
 /// Result with [`EnclaveError`].

@@ -170,6 +170,111 @@ pub fn safetensors_data_start(b: &[u8]) -> usize {
     le64(b, 0).map_or(b.len(), |n| (n as usize).saturating_add(8).min(b.len()))
 }
 
+/// The string literals of a JSON text (keys and values), decoded, each with the offset in
+/// `json` of its first byte after the opening quote. Numbers, `true`, `false` and `null` are
+/// left out: in a checked safetensors header they are shapes and offsets, the file's
+/// structure. A literal that does not decode (`json` is not valid JSON) is returned as its
+/// raw bytes, so nothing is skipped.
+pub fn json_strings(json: &[u8]) -> Vec<(usize, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < json.len() {
+        if json[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let open = i;
+        i += 1;
+        while i < json.len() && json[i] != b'"' {
+            i += if json[i] == b'\\' { 2 } else { 1 };
+        }
+        let end = i.min(json.len());
+        let decoded = json
+            .get(open..=end)
+            .and_then(|lit| serde_json::from_slice::<String>(lit).ok())
+            .map(String::into_bytes);
+        out.push((
+            open + 1,
+            decoded.unwrap_or_else(|| json[open + 1..end].to_vec()),
+        ));
+        i = end + 1;
+    }
+    out
+}
+
+/// The strings of a pickle (protocols 0 to 5): the arguments of its string, bytes, global and
+/// persistent-id opcodes, each with its offset in `b`, and any bytes after `STOP`. `None`
+/// when `b` is not a pickle this reader can walk (an unknown opcode, a truncated argument):
+/// the caller then searches the raw bytes as a whole.
+pub fn pickle_strings(b: &[u8]) -> Option<Vec<(usize, &[u8])>> {
+    let mut out = Vec::new();
+    let mut i = 0usize;
+    let line = |i: usize| -> Option<usize> {
+        let n = b.get(i..)?.iter().position(|&c| c == b'\n')?;
+        Some(n)
+    };
+    loop {
+        let op = *b.get(i)?;
+        i += 1;
+        let mut take = |at: usize, n: usize| -> Option<usize> {
+            let end = at.checked_add(n)?;
+            out.push((at, b.get(at..end)?));
+            Some(end)
+        };
+        i = match op {
+            // No argument.
+            b'(' | b'.' | b'0' | b'1' | b'2' | b'N' | b'R' | b'a' | b'b' | b'd' | b'}' | b'e'
+            | b'l' | b']' | b'o' | b's' | b't' | b')' | b'u' | b'Q' | 0x81 | 0x85 | 0x86 | 0x87
+            | 0x88 | 0x89 | 0x8f | 0x90 | 0x91 | 0x92 | 0x93 | 0x94 | 0x97 | 0x98 => i,
+            // Fixed-size binary arguments (memo indexes, ints, floats, frame lengths).
+            b'h' | b'q' | b'K' | 0x80 | 0x82 => i + 1,
+            b'M' | 0x83 => i + 2,
+            b'J' | b'j' | b'r' | 0x84 => i + 4,
+            b'G' | 0x95 => i + 8,
+            // Long integers: length-prefixed binary.
+            0x8a => i + 1 + usize::from(*b.get(i)?),
+            0x8b => (i + 4).checked_add(le32(b, i)? as usize)?,
+            // Strings and bytes: length-prefixed.
+            0x8c | b'U' | b'C' => take(i + 1, usize::from(*b.get(i)?))?,
+            b'X' | b'T' | b'B' => take(i + 4, le32(b, i)? as usize)?,
+            0x8d | 0x8e | 0x96 => take(i + 8, usize::try_from(le64(b, i)?).ok()?)?,
+            // Protocol 0: newline-terminated numbers and memo keys,
+            b'I' | b'L' | b'F' | b'g' | b'p' => i + line(i)? + 1,
+            // strings and persistent ids,
+            b'S' | b'V' | b'P' => take(i, line(i)?)? + 1,
+            // and module + name pairs.
+            b'c' | b'i' => {
+                let j = take(i, line(i)?)? + 1;
+                take(j, line(j)?)? + 1
+            }
+            _ => return None,
+        };
+        if i > b.len() {
+            return None;
+        }
+        if op == b'.' {
+            // Bytes after STOP are ignored by a loader but are still output bytes.
+            if i < b.len() {
+                out.push((i, &b[i..]));
+            }
+            return Some(out);
+        }
+    }
+}
+
+/// The storage keys of a `torch.save` archive: the `<key>` of each `<dir>/data/<key>` entry.
+/// They are numbers the archive's own layout chose (`0`, `1`, ...), named again in its
+/// `data.pkl`; they are not searched for number-shaped identifiers.
+pub fn torch_storage_keys(entries: &[ZipEntry]) -> std::collections::BTreeSet<Vec<u8>> {
+    entries
+        .iter()
+        .filter_map(|e| {
+            let (dir, key) = e.name.rsplit_once('/')?;
+            (dir == "data" || dir.ends_with("/data")).then(|| key.as_bytes().to_vec())
+        })
+        .collect()
+}
+
 /// Cheap ONNX check: a protobuf `ModelProto` starts with field 1 (`ir_version`, varint).
 ///
 /// # Errors
@@ -199,7 +304,54 @@ pub fn is_zip(b: &[u8]) -> bool {
 /// # Errors
 /// Malformed archive, unsupported compression or zip64, or the budget exceeded.
 pub fn read_zip(b: &[u8], budget: u64) -> Result<Vec<ZipEntry>, String> {
+    let mut shared = u64::MAX;
+    read_zip_within(b, budget, &mut shared, None).map_err(|e| match e {
+        ZipError::Malformed(m) => m,
+        ZipError::Inflate | ZipError::Time => "the guard's budget was used up".into(),
+    })
+}
+
+/// Why [`read_zip_within`] stopped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ZipError {
+    /// The archive itself is refused (malformed, unsupported, or inflating past its cap).
+    Malformed(String),
+    /// The inflate budget shared by every archive of the output set ran out.
+    Inflate,
+    /// The deadline passed.
+    Time,
+}
+
+impl From<&str> for ZipError {
+    fn from(m: &str) -> Self {
+        Self::Malformed(m.into())
+    }
+}
+
+impl From<String> for ZipError {
+    fn from(m: String) -> Self {
+        Self::Malformed(m)
+    }
+}
+
+/// Inflation happens in steps of this many bytes, with the deadline checked between them.
+const INFLATE_STEP: u64 = 1 << 20;
+
+/// [`read_zip`] within a byte budget shared with other archives (`shared`: what is left of
+/// it, reduced by every entry read, stored or deflated) and a deadline. `cap` bounds this
+/// archive alone: past it the archive is [`ZipError::Malformed`], checked first.
+///
+/// # Errors
+/// As [`read_zip`]; [`ZipError::Inflate`] / [`ZipError::Time`] when the shared budget or the
+/// deadline runs out.
+pub fn read_zip_within(
+    b: &[u8],
+    cap: u64,
+    shared: &mut u64,
+    deadline: Option<std::time::Instant>,
+) -> Result<Vec<ZipEntry>, ZipError> {
     const EOCD: &[u8] = b"PK\x05\x06";
+    let late = || deadline.is_some_and(|d| std::time::Instant::now() >= d);
     let search_from = b.len().saturating_sub(22 + 65535);
     let eocd = (search_from..b.len().saturating_sub(21))
         .rev()
@@ -212,8 +364,11 @@ pub fn read_zip(b: &[u8], budget: u64) -> Result<Vec<ZipEntry>, String> {
     }
     let mut at = cd_off as usize;
     let mut out = Vec::with_capacity(count.min(4096));
-    let mut left = budget;
+    let mut left = cap;
     for _ in 0..count {
+        if late() {
+            return Err(ZipError::Time);
+        }
         if b.get(at..at + 4) != Some(b"PK\x01\x02") {
             return Err("bad central directory entry".into());
         }
@@ -233,7 +388,7 @@ pub fn read_zip(b: &[u8], budget: u64) -> Result<Vec<ZipEntry>, String> {
         let name = String::from_utf8_lossy(name).into_owned();
         at += 46 + nlen + xlen + clen;
         if b.get(local..local + 4) != Some(b"PK\x03\x04") {
-            return Err(format!("entry {name:?} has no local header"));
+            return Err(format!("entry {name:?} has no local header").into());
         }
         let lnlen = le16(b, local + 26).ok_or("truncated local header")? as usize;
         let lxlen = le16(b, local + 28).ok_or("truncated local header")? as usize;
@@ -241,25 +396,46 @@ pub fn read_zip(b: &[u8], budget: u64) -> Result<Vec<ZipEntry>, String> {
         let raw = b
             .get(start..start + csize as usize)
             .ok_or("entry data out of bounds")?;
+        // One more byte than either budget allows tells "over" from "exactly at".
+        let allowed = left.min(*shared);
         let data = match method {
-            0 => raw.to_vec(),
+            0 => raw
+                .get(
+                    ..usize::try_from(allowed.saturating_add(1))
+                        .unwrap_or(usize::MAX)
+                        .min(raw.len()),
+                )
+                .unwrap_or(raw)
+                .to_vec(),
             8 => {
                 let mut d = Vec::new();
-                flate2::read::DeflateDecoder::new(raw)
-                    .take(left.saturating_add(1))
-                    .read_to_end(&mut d)
-                    .map_err(|e| format!("entry {name:?} does not inflate: {e}"))?;
+                let mut inflater = flate2::read::DeflateDecoder::new(raw);
+                loop {
+                    if late() {
+                        return Err(ZipError::Time);
+                    }
+                    let want = (allowed.saturating_add(1) - d.len() as u64).min(INFLATE_STEP);
+                    let n = (&mut inflater)
+                        .take(want)
+                        .read_to_end(&mut d)
+                        .map_err(|e| format!("entry {name:?} does not inflate: {e}"))?;
+                    if n == 0 || d.len() as u64 > allowed {
+                        break;
+                    }
+                }
                 d
             }
             m => {
-                return Err(format!(
-                    "entry {name:?} uses unsupported compression method {m}"
-                ))
+                return Err(
+                    format!("entry {name:?} uses unsupported compression method {m}").into(),
+                )
             }
         };
+        let n = data.len() as u64;
         left = left
-            .checked_sub(data.len() as u64)
+            .checked_sub(n)
             .ok_or("zip entries inflate beyond the output cap")?;
+        *shared = shared.checked_sub(n).ok_or(ZipError::Inflate)?;
         out.push(ZipEntry { name, data });
     }
     Ok(out)

@@ -12,8 +12,11 @@ pub fn output_formats(data: &[u8]) {
     let _ = formats::check_safetensors(data);
     let _ = formats::check_onnx(data);
     let _ = formats::check_metrics_json(data);
+    let _ = formats::json_strings(data);
+    let _ = formats::pickle_strings(data);
     if let Ok(entries) = formats::read_zip(data, 1 << 20) {
         let _ = formats::check_pytorch_entries(&entries);
+        let _ = formats::torch_storage_keys(&entries);
     }
 }
 

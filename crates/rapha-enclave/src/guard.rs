@@ -2,27 +2,34 @@
 //!
 //! Runs on `/out` after the trainer has exited — whether it succeeded or not — and on its
 //! captured stdout/stderr. Every check that fails adds a [`Rejection`]; one rejection refuses
-//! everything. Rejections name the file and the rule, never the leaked value, so they can go
-//! into the receipt.
+//! everything. Rejections name the file and the rule, never the leaked value; the names are
+//! the trainer's own choice, so only [`Rejection::rule`] (a fixed vocabulary) goes where the
+//! publisher can read it, and the full rejection to the hospital's audit trail.
 //!
 //! ```text
 //!  /out entry ─▶ name rules ─▶ lstat: regular file, nlink 1 ─▶ declared? size cap
 //!            ─▶ bytes: DICM@128 / dataset sniff ─▶ kind check (safetensors, onnx, zip, metrics)
 //!            ─▶ streams (file + inflated zip entries + logs): identifiers, fed pixel blocks
 //! ```
+//!
+//! The guard's own work is bounded ([`GuardBudget`]): bytes inflated from zip entries and
+//! bytes searched, across every file, entry and log of the set, and wall time. A trainer can
+//! make any of them large (hundreds of zip bombs, each under the output cap); past its budget
+//! the guard stops and refuses the set with that budget's rule.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use rapha_core::{Digest, OutputDecl, OutputKind};
 use serde::Serialize;
 
 use crate::fingerprint::Fingerprints;
 use crate::formats;
-use crate::identifiers::{IdentifierKind, IdentifierSearcher};
+use crate::identifiers::{IdentifierHit, IdentifierKind, IdentifierSearcher, Search};
 
 /// Streams at least this long are searched for identifiers and pixel blocks in parallel.
 pub const PARALLEL_SCAN_BYTES: usize = 4 << 20;
@@ -71,6 +78,137 @@ pub enum Rejection {
     Unreadable { name: String, detail: String },
     #[error("{stream} exceeded its capture cap of {cap} bytes")]
     LogOverflow { stream: String, cap: usize },
+    #[error(
+        "the guard's {} budget ({limit} {}) ran out before the whole output set was checked",
+        what.label(),
+        what.unit()
+    )]
+    Budget { what: BudgetKind, limit: u64 },
+}
+
+impl Rejection {
+    /// Every rule code [`Rejection::rule`] returns.
+    pub const RULES: [&'static str; 17] = [
+        "dicom-name",
+        "bad-name",
+        "undeclared-output",
+        "not-regular-file",
+        "hard-link",
+        "output-over-cap",
+        "outputs-over-total-cap",
+        "too-many-entries",
+        "dicom-content",
+        "bad-format",
+        "identifier",
+        "pixel-block",
+        "unreadable-output",
+        "log-overflow",
+        "inflate-budget",
+        "scan-budget",
+        "time-budget",
+    ];
+
+    /// The rule that refused the output, from a fixed vocabulary ([`Rejection::RULES`]):
+    /// what may be recorded where the trainer's own strings (file, entry and tensor names,
+    /// offsets, which identifier) must not go. The `Display` text has those details and is
+    /// for the hospital's audit trail only.
+    pub const fn rule(&self) -> &'static str {
+        match self {
+            Self::DicomName { .. } => "dicom-name",
+            Self::BadName { .. } => "bad-name",
+            Self::Undeclared { .. } => "undeclared-output",
+            Self::NotRegular { .. } => "not-regular-file",
+            Self::HardLink { .. } => "hard-link",
+            Self::TooLarge { .. } => "output-over-cap",
+            Self::TotalTooLarge { .. } => "outputs-over-total-cap",
+            Self::TooManyEntries { .. } => "too-many-entries",
+            Self::DicomContent { .. } => "dicom-content",
+            Self::BadFormat { .. } => "bad-format",
+            Self::Identifier { .. } => "identifier",
+            Self::PixelBlock { .. } => "pixel-block",
+            Self::Unreadable { .. } => "unreadable-output",
+            Self::LogOverflow { .. } => "log-overflow",
+            Self::Budget {
+                what: BudgetKind::Inflate,
+                ..
+            } => "inflate-budget",
+            Self::Budget {
+                what: BudgetKind::Scan,
+                ..
+            } => "scan-budget",
+            Self::Budget {
+                what: BudgetKind::Time,
+                ..
+            } => "time-budget",
+        }
+    }
+}
+
+/// Which of the guard's budgets ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum BudgetKind {
+    /// Bytes inflated from zip entries.
+    Inflate,
+    /// Bytes searched for identifiers and pixel blocks.
+    Scan,
+    /// Wall time.
+    Time,
+}
+
+impl BudgetKind {
+    const fn label(self) -> &'static str {
+        match self {
+            Self::Inflate => "inflate",
+            Self::Scan => "scan",
+            Self::Time => "time",
+        }
+    }
+
+    const fn unit(self) -> &'static str {
+        match self {
+            Self::Inflate | Self::Scan => "bytes",
+            Self::Time => "seconds",
+        }
+    }
+}
+
+/// Bounds on the guard's work over one output set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GuardBudget {
+    /// Bytes read out of zip entries (stored or deflated), across every archive.
+    pub inflate_bytes: u64,
+    /// Bytes searched for identifiers and pixel blocks, across every stream.
+    pub scan_bytes: u64,
+    /// Wall time for the whole check.
+    pub wall: Duration,
+}
+
+impl GuardBudget {
+    /// The slowest rate the time budget allows for scanning (the guard scans ~700 MB/s on
+    /// a quiet machine in a release build, docs/performance.md), so an honest set is never
+    /// stopped by a busy node.
+    pub const MIN_SCAN_RATE: u64 = 16 << 20;
+    /// Time allowed on top of the scan itself (opening files, parsing headers).
+    pub const BASE_WALL: Duration = Duration::from_secs(30);
+
+    /// The budget for an output set under `total_cap` with `log_bytes` of captured logs:
+    /// an honest set inflates at most its own size (torch archives are stored, not
+    /// compressed) and is searched about three times over at most (the file, its zip entries,
+    /// a pickle's strings).
+    pub fn for_outputs(total_cap: u64, log_bytes: u64) -> Self {
+        let scan_bytes = total_cap
+            .saturating_mul(3)
+            .saturating_add(log_bytes)
+            .saturating_add(1 << 20);
+        Self {
+            inflate_bytes: total_cap.max(1 << 20),
+            scan_bytes,
+            wall: Self::BASE_WALL
+                .saturating_add(Duration::from_secs(scan_bytes / Self::MIN_SCAN_RATE)),
+        }
+    }
 }
 
 /// An accepted output file.
@@ -82,12 +220,22 @@ pub struct OutputFile {
     pub digest: Digest,
 }
 
-/// The guard's decision on a whole output set.
+/// The guard's decision on a whole output set, in full: for the hospital's audit trail (the
+/// rejections carry trainer-chosen names and offsets; [`Verdict::rules`] does not).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Verdict {
     pub accepted: bool,
     pub files: Vec<OutputFile>,
     pub rejections: Vec<Rejection>,
+}
+
+impl Verdict {
+    /// The rule codes that fired, sorted and without repeats.
+    pub fn rules(&self) -> Vec<&'static str> {
+        let set: std::collections::BTreeSet<&'static str> =
+            self.rejections.iter().map(Rejection::rule).collect();
+        set.into_iter().collect()
+    }
 }
 
 /// What the guard checks against.
@@ -139,12 +287,103 @@ fn is_dicom_name(name: &str) -> bool {
     lower.ends_with(".dcm") || lower.ends_with(".dicom")
 }
 
+/// Work done so far against the budget.
+struct Work {
+    budget: GuardBudget,
+    deadline: Option<Instant>,
+    inflate_left: u64,
+    scanned: u64,
+}
+
+/// The budget that ran out (the check stops there).
+type Spent<T = ()> = Result<T, Rejection>;
+
+impl Work {
+    fn new(budget: GuardBudget) -> Self {
+        Self {
+            budget,
+            // A wall too long to represent is no limit on time; the byte budgets still hold.
+            deadline: Instant::now().checked_add(budget.wall),
+            inflate_left: budget.inflate_bytes,
+            scanned: 0,
+        }
+    }
+
+    fn out_of_time(&self) -> Rejection {
+        Rejection::Budget {
+            what: BudgetKind::Time,
+            limit: self.budget.wall.as_secs(),
+        }
+    }
+
+    fn time(&self) -> Spent {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return Err(self.out_of_time());
+        }
+        Ok(())
+    }
+
+    /// Accounts for searching `n` more bytes.
+    fn scan(&mut self, n: usize) -> Spent {
+        self.time()?;
+        self.scanned = self.scanned.saturating_add(n as u64);
+        if self.scanned > self.budget.scan_bytes {
+            return Err(Rejection::Budget {
+                what: BudgetKind::Scan,
+                limit: self.budget.scan_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
 impl Guard<'_> {
-    /// Checks the output directory and the logs; the whole set is accepted only if nothing
-    /// is rejected.
+    /// Checks the output directory and the logs within [`GuardBudget::for_outputs`]; the
+    /// whole set is accepted only if nothing is rejected.
     pub fn check(&self, out_dir: &Path, logs: &[LogStream<'_>]) -> Verdict {
+        let log_bytes = logs.iter().map(|l| l.bytes.len() as u64).sum();
+        self.check_within(
+            out_dir,
+            logs,
+            GuardBudget::for_outputs(self.total_cap, log_bytes),
+        )
+    }
+
+    /// [`Guard::check`] within `budget`: when a budget runs out the check stops, and the set
+    /// is refused with a [`Rejection::Budget`] next to what was found until then.
+    pub fn check_within(
+        &self,
+        out_dir: &Path,
+        logs: &[LogStream<'_>],
+        budget: GuardBudget,
+    ) -> Verdict {
         let mut rejections = Vec::new();
         let mut files = Vec::new();
+        let mut work = Work::new(budget);
+        if let Err(spent) = self.check_all(out_dir, logs, &mut work, &mut files, &mut rejections) {
+            tracing::warn!(
+                scanned = work.scanned,
+                inflated = budget.inflate_bytes - work.inflate_left,
+                "the output guard stopped at its budget"
+            );
+            rejections.push(spent);
+        }
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        Verdict {
+            accepted: rejections.is_empty(),
+            files,
+            rejections,
+        }
+    }
+
+    fn check_all(
+        &self,
+        out_dir: &Path,
+        logs: &[LogStream<'_>],
+        work: &mut Work,
+        files: &mut Vec<OutputFile>,
+        rejections: &mut Vec<Rejection>,
+    ) -> Spent {
         let mut total = 0u64;
         let decls: BTreeMap<&str, &OutputDecl> =
             self.outputs.iter().map(|d| (d.name.as_str(), d)).collect();
@@ -156,14 +395,11 @@ impl Guard<'_> {
                     name: "/out".into(),
                     detail: e.to_string(),
                 });
-                return Verdict {
-                    accepted: false,
-                    files,
-                    rejections,
-                };
+                return Ok(());
             }
         };
         for (n, entry) in entries.enumerate() {
+            work.time()?;
             if n >= MAX_ENTRIES {
                 rejections.push(Rejection::TooManyEntries { max: MAX_ENTRIES });
                 break;
@@ -223,7 +459,7 @@ impl Guard<'_> {
             let Some(decl) = decls.get(name.as_str()) else {
                 rejections.push(Rejection::Undeclared { name: name.clone() });
                 // Still scanned below: an undeclared file's content is evidence too.
-                self.scan_file(&entry.path(), &name, None, meta.len(), &mut rejections);
+                self.scan_file(&entry.path(), &name, None, meta.len(), work, rejections)?;
                 continue;
             };
             total = total.saturating_add(meta.len());
@@ -240,8 +476,9 @@ impl Guard<'_> {
                 &name,
                 Some(decl),
                 meta.len(),
-                &mut rejections,
-            ) {
+                work,
+                rejections,
+            )? {
                 files.push(OutputFile {
                     name,
                     kind: decl.kind,
@@ -263,14 +500,9 @@ impl Guard<'_> {
                     cap: log.cap,
                 });
             }
-            self.scan_stream(log.name, log.bytes, false, &mut rejections);
+            self.scan_stream(log.name, log.bytes, false, work, rejections)?;
         }
-        files.sort_by(|a, b| a.name.cmp(&b.name));
-        Verdict {
-            accepted: rejections.is_empty(),
-            files,
-            rejections,
-        }
+        Ok(())
     }
 
     /// Reads one file (no symlink following, never blocking on a FIFO) and checks its bytes.
@@ -280,8 +512,9 @@ impl Guard<'_> {
         name: &str,
         decl: Option<&OutputDecl>,
         size: u64,
+        work: &mut Work,
         rejections: &mut Vec<Rejection>,
-    ) -> Option<Digest> {
+    ) -> Spent<Option<Digest>> {
         // Undeclared files are read only up to the total cap: enough to find leaks, bounded.
         let limit = decl.map_or(self.total_cap, |d| d.max_bytes).min(size);
         let opened = fs::OpenOptions::new()
@@ -295,7 +528,7 @@ impl Guard<'_> {
                 name: name.into(),
                 detail: e.to_string(),
             });
-            return None;
+            return Ok(None);
         }
         let before = rejections.len();
         if formats::has_dicm_magic(&bytes) {
@@ -310,56 +543,76 @@ impl Guard<'_> {
             });
         }
         let mut digest = None;
-        // Text parts are searched for every identifier, binary parts for the longer ones; the
+        // Each part is searched where identifiers can be written in it: text parts for every
+        // identifier, binary parts for the longer ones, and a model file's structure (tensor
+        // shapes and offsets, storage keys) not for numbers (see `crate::identifiers`). The
         // digest is computed beside the search.
         match decl.map(|d| d.kind) {
             Some(OutputKind::Safetensors) if formats::check_safetensors(&bytes).is_ok() => {
                 let split = formats::safetensors_data_start(&bytes);
-                self.scan_stream(name, &bytes[..split], false, rejections);
+                // The header's strings (tensor names, metadata) one by one, its numbers not;
+                // its raw bytes for pixel blocks.
+                work.scan(split)?;
+                let mut hits = Vec::new();
+                for (at, s) in formats::json_strings(&bytes[8..split]) {
+                    merge_hits(&mut hits, 8 + at, self.identifiers.search(&s, Search::Text));
+                }
+                self.report(
+                    name,
+                    hits,
+                    self.fingerprints.find(&bytes[..split]),
+                    rejections,
+                );
+                work.scan(bytes.len() - split)?;
                 let (hits, pixel, d) = self.search(&bytes[split..], true, || Digest::of(&bytes));
                 digest = Some(d);
-                self.report(name, hits, pixel, rejections);
+                self.report(
+                    name,
+                    hits.into_iter()
+                        .map(|h| IdentifierHit {
+                            offset: h.offset + split,
+                            ..h
+                        })
+                        .collect(),
+                    pixel,
+                    rejections,
+                );
             }
             Some(OutputKind::Onnx | OutputKind::PytorchZip) => {
+                work.scan(bytes.len())?;
                 let (hits, pixel, d) = self.search(&bytes, true, || Digest::of(&bytes));
                 digest = Some(d);
                 self.report(name, hits, pixel, rejections);
             }
-            _ => self.scan_stream(name, &bytes, false, rejections),
+            _ => self.scan_stream(name, &bytes, false, work, rejections)?,
         }
         let mut zip_entries = None;
         if formats::is_zip(&bytes) {
-            match formats::read_zip(&bytes, self.total_cap) {
+            let read = formats::read_zip_within(
+                &bytes,
+                self.total_cap,
+                &mut work.inflate_left,
+                work.deadline,
+            );
+            match read {
                 Ok(entries) => {
-                    for e in &entries {
-                        let stream = format!(
-                            "{name}!{}",
-                            e.name
-                                .chars()
-                                .filter(|c| !c.is_control())
-                                .take(64)
-                                .collect::<String>()
-                        );
-                        if formats::has_dicm_magic(&e.data)
-                            || formats::looks_like_dicom_dataset(&e.data)
-                        {
-                            rejections.push(Rejection::DicomContent {
-                                name: stream.clone(),
-                                how: "a DICOM object inside a zip entry".into(),
-                            });
-                        }
-                        let binary = !(e.name.ends_with(".pkl")
-                            || e.name.ends_with(".json")
-                            || e.name.ends_with("/version"));
-                        self.scan_stream(&stream, &e.data, binary, rejections);
-                    }
+                    self.scan_zip_entries(name, &entries, work, rejections)?;
                     zip_entries = Some(entries);
                 }
-                Err(detail) => rejections.push(Rejection::BadFormat {
-                    name: name.into(),
-                    kind: decl.map_or(OutputKind::PytorchZip, |d| d.kind),
-                    detail,
-                }),
+                Err(formats::ZipError::Malformed(detail)) => {
+                    rejections.push(Rejection::BadFormat {
+                        name: name.into(),
+                        kind: decl.map_or(OutputKind::PytorchZip, |d| d.kind),
+                        detail,
+                    })
+                }
+                Err(formats::ZipError::Inflate) => {
+                    return Err(Rejection::Budget {
+                        what: BudgetKind::Inflate,
+                        limit: work.budget.inflate_bytes,
+                    })
+                }
+                Err(formats::ZipError::Time) => return Err(work.out_of_time()),
             }
         }
         if let Some(decl) = decl {
@@ -382,7 +635,72 @@ impl Guard<'_> {
                 });
             }
         }
-        (rejections.len() == before).then(|| digest.unwrap_or_else(|| Digest::of(&bytes)))
+        Ok((rejections.len() == before).then(|| digest.unwrap_or_else(|| Digest::of(&bytes))))
+    }
+
+    /// Checks each entry of a zip archive: its name (a name the trainer chose, searched like
+    /// text), DICOM content, and its bytes: pickles by their strings, JSON and version files
+    /// as text, anything else (tensor storages) as binary. The archive's storage keys are its
+    /// structure, not searched for numbers.
+    fn scan_zip_entries(
+        &self,
+        name: &str,
+        entries: &[formats::ZipEntry],
+        work: &mut Work,
+        rejections: &mut Vec<Rejection>,
+    ) -> Spent {
+        let keys = formats::torch_storage_keys(entries);
+        for (i, e) in entries.iter().enumerate() {
+            work.scan(e.name.len())?;
+            let name_hits = self
+                .identifiers
+                .search(e.name.as_bytes(), Search::TextExcept(&keys));
+            // The entry's name labels its findings, unless the name is itself a finding.
+            let stream = if name_hits.is_empty() {
+                format!(
+                    "{name}!{}",
+                    e.name
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .take(64)
+                        .collect::<String>()
+                )
+            } else {
+                format!("{name}!<entry {i}>")
+            };
+            if !name_hits.is_empty() {
+                self.report(&format!("{stream} name"), name_hits, None, rejections);
+            }
+            if formats::has_dicm_magic(&e.data) || formats::looks_like_dicom_dataset(&e.data) {
+                rejections.push(Rejection::DicomContent {
+                    name: stream.clone(),
+                    how: "a DICOM object inside a zip entry".into(),
+                });
+            }
+            if e.name.ends_with(".pkl") {
+                if let Some(strings) = formats::pickle_strings(&e.data) {
+                    // Each string whole (a name glued to an opcode byte is still found), and
+                    // the raw bytes for identifiers that are found anywhere.
+                    work.scan(e.data.len())?;
+                    work.scan(strings.iter().map(|(_, s)| s.len()).sum())?;
+                    let mut hits = self.identifiers.search(&e.data, Search::AnywhereOnly);
+                    for (at, s) in strings {
+                        merge_hits(
+                            &mut hits,
+                            at,
+                            self.identifiers.search(s, Search::TextExcept(&keys)),
+                        );
+                    }
+                    self.report(&stream, hits, self.fingerprints.find(&e.data), rejections);
+                    continue;
+                }
+            }
+            let binary = !(e.name.ends_with(".pkl")
+                || e.name.ends_with(".json")
+                || e.name.ends_with("/version"));
+            self.scan_stream(&stream, &e.data, binary, work, rejections)?;
+        }
+        Ok(())
     }
 
     /// Searches one byte stream for identifiers and fed pixel blocks.
@@ -393,11 +711,7 @@ impl Guard<'_> {
         bytes: &[u8],
         binary: bool,
         also: impl FnOnce() -> T + Send,
-    ) -> (
-        Vec<crate::identifiers::IdentifierHit>,
-        Option<crate::fingerprint::PixelHit>,
-        T,
-    ) {
+    ) -> (Vec<IdentifierHit>, Option<crate::fingerprint::PixelHit>, T) {
         if bytes.len() >= PARALLEL_SCAN_BYTES {
             std::thread::scope(|s| {
                 // The pixel search is the slower one; the identifier search and `also` share
@@ -426,16 +740,19 @@ impl Guard<'_> {
         stream: &str,
         bytes: &[u8],
         binary: bool,
+        work: &mut Work,
         rejections: &mut Vec<Rejection>,
-    ) {
+    ) -> Spent {
+        work.scan(bytes.len())?;
         let (hits, pixel, ()) = self.search(bytes, binary, || ());
         self.report(stream, hits, pixel, rejections);
+        Ok(())
     }
 
     fn report(
         &self,
         stream: &str,
-        hits: Vec<crate::identifiers::IdentifierHit>,
+        hits: Vec<IdentifierHit>,
         pixel: Option<crate::fingerprint::PixelHit>,
         rejections: &mut Vec<Rejection>,
     ) {
@@ -463,4 +780,20 @@ impl Guard<'_> {
             });
         }
     }
+}
+
+/// Adds `more` (offsets relative to `base`) to `hits`, keeping the first hit of each kind.
+fn merge_hits(hits: &mut Vec<IdentifierHit>, base: usize, more: Vec<IdentifierHit>) {
+    for h in more {
+        let offset = base.saturating_add(h.offset);
+        match hits.iter_mut().find(|x| x.kind == h.kind) {
+            Some(x) if x.offset <= offset => {}
+            Some(x) => x.offset = offset,
+            None => hits.push(IdentifierHit {
+                kind: h.kind,
+                offset,
+            }),
+        }
+    }
+    hits.sort_by_key(|h| h.offset);
 }

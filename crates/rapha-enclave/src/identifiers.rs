@@ -6,6 +6,21 @@
 //! the whole output set is refused. One Aho-Corasick automaton searches all of them at once,
 //! ASCII case-insensitively. Birth dates are expanded to common written formats.
 //! The values themselves never appear in a verdict: only their kind.
+//!
+//! How a match counts depends on the identifier's shape ([`Shape`]), so that a patient named
+//! Head or Block, or a four-digit StudyID, does not refuse `lm_head`, `blocks.0` or a step
+//! count, while everything that identifies someone is still found wherever it is written:
+//!
+//! | shape | example | counts when |
+//! |---|---|---|
+//! | anything with a separator or non-ASCII, or letters and digits of 8+ bytes | `Walsh^Bridget`, `1961-04-07`, a UID, `MRN4471923` | found anywhere, any case |
+//! | letters and digits, shorter than 8 | `QX7Z2` | a whole token, any case |
+//! | digits only | `4471923`, `19610407` | a whole number: not inside a longer number, a decimal fraction or a hex digest |
+//! | letters only | `Head`, `WALSH` | a whole word, written as the hospital wrote it, in upper case or in title case (`lm_head`, `head.weight` are code, not a name) |
+//!
+//! A token is a run of ASCII letters, digits and `_`. The guard decides *where* to look
+//! (`crate::guard`): numbers that are a model file's structure (safetensors shapes and
+//! offsets, torch storage keys) are not searched.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use serde::Serialize;
@@ -47,6 +62,45 @@ impl IdentifierKind {
             Self::BirthDate => "birth date",
             Self::Other => "identifier",
             Self::DicomMagic => "DICOM file meta header",
+        }
+    }
+}
+
+/// Mixed letters and digits at least this long are found anywhere (shorter ones as whole
+/// tokens: a hex digest printed in a log holds every short letter-digit string by chance).
+pub const ANYWHERE_CODE_LEN: usize = 8;
+
+/// How an identifier is matched (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Shape {
+    /// Separators, non-ASCII, or letters and digits of [`ANYWHERE_CODE_LEN`]+ bytes.
+    Anywhere,
+    /// Letters and digits, shorter than [`ANYWHERE_CODE_LEN`]: a whole token, any case.
+    Code,
+    /// Digits only: a whole number.
+    Number,
+    /// Letters only: a whole word, as written, upper case or title case.
+    Word,
+}
+
+impl Shape {
+    /// The shape of an identifier value.
+    pub fn of(v: &[u8]) -> Self {
+        let letters = v.iter().any(u8::is_ascii_alphabetic);
+        let digits = v.iter().any(u8::is_ascii_digit);
+        if !v.iter().all(u8::is_ascii_alphanumeric) {
+            Self::Anywhere
+        } else if letters && digits {
+            if v.len() >= ANYWHERE_CODE_LEN {
+                Self::Anywhere
+            } else {
+                Self::Code
+            }
+        } else if digits {
+            Self::Number
+        } else {
+            Self::Word
         }
     }
 }
@@ -131,16 +185,14 @@ impl RawIdentifiers {
     /// # Errors
     /// Only if the automaton cannot be built (pattern set too large).
     pub fn searcher(&self) -> Result<IdentifierSearcher, aho_corasick::BuildError> {
-        let mut kinds = vec![IdentifierKind::DicomMagic];
-        let mut patterns: Vec<&[u8]> = vec![b"DICM\x02\x00"];
+        let mut patterns = vec![Pattern::new(IdentifierKind::DicomMagic, b"DICM\x02\x00")];
         let mut skipped = 0;
         for (kind, v) in &self.entries {
             if v.len() < MIN_IDENTIFIER_LEN {
                 skipped += 1;
                 continue;
             }
-            kinds.push(*kind);
-            patterns.push(v.as_bytes());
+            patterns.push(Pattern::new(*kind, v.as_bytes()));
         }
         let build = |pats: &[&[u8]]| {
             // A full DFA: thousands of patterns defeat the prefilters, and the NFA walk is
@@ -153,26 +205,146 @@ impl RawIdentifiers {
                 .start_kind(aho_corasick::StartKind::Both)
                 .build(pats)
         };
-        let ac = build(&patterns)?;
-        let mut binary_kinds = Vec::new();
-        let mut binary_patterns: Vec<&[u8]> = Vec::new();
-        for (k, p) in kinds.iter().zip(&patterns) {
-            if p.len() >= MIN_BINARY_IDENTIFIER_LEN {
-                binary_kinds.push(*k);
-                binary_patterns.push(p);
-            }
-        }
-        let ac_binary = build(&binary_patterns)?;
-        let prefilter = Prefilter::new(&binary_patterns);
+        let all: Vec<&[u8]> = patterns.iter().map(|p| p.value.as_slice()).collect();
+        let ac = build(&all)?;
+        let binary: Vec<usize> = (0..patterns.len())
+            .filter(|&i| patterns[i].value.len() >= MIN_BINARY_IDENTIFIER_LEN)
+            .collect();
+        let binary_values: Vec<&[u8]> = binary.iter().map(|&i| all[i]).collect();
+        let ac_binary = build(&binary_values)?;
+        let prefilter = Prefilter::new(&binary_values);
         Ok(IdentifierSearcher {
             ac,
-            kinds,
+            patterns,
             ac_binary,
-            binary_kinds,
+            binary,
             prefilter,
             skipped,
         })
     }
+}
+
+/// One searched identifier: its kind, value and how a match counts.
+struct Pattern {
+    kind: IdentifierKind,
+    shape: Shape,
+    value: Vec<u8>,
+    /// [`Shape::Word`]: the spellings that count (as written, upper case, title case).
+    spellings: Vec<Vec<u8>>,
+}
+
+impl Drop for Pattern {
+    fn drop(&mut self) {
+        self.value.zeroize();
+        for s in &mut self.spellings {
+            s.zeroize();
+        }
+    }
+}
+
+/// A byte of a token: an ASCII letter, digit or `_` (code identifiers are made of these).
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// Hex characters in a row that make a digest (a SHA-256 in hex is 64; 16 is a 64-bit id).
+const HEX_DIGEST_LEN: usize = 16;
+
+/// Whether `hay[start..end]` lies in a run of at least [`HEX_DIGEST_LEN`] hex characters
+/// with a letter among them (looking at most 64 bytes to each side: bounded work per match).
+fn in_hex_digest(hay: &[u8], start: usize, end: usize) -> bool {
+    let left = hay[..start]
+        .iter()
+        .rev()
+        .take(4 * HEX_DIGEST_LEN)
+        .take_while(|b| b.is_ascii_hexdigit())
+        .count();
+    let right = hay[end..]
+        .iter()
+        .take(4 * HEX_DIGEST_LEN)
+        .take_while(|b| b.is_ascii_hexdigit())
+        .count();
+    let run = &hay[start - left..end + right];
+    run.len() >= HEX_DIGEST_LEN && run.iter().any(u8::is_ascii_alphabetic)
+}
+
+impl Pattern {
+    fn new(kind: IdentifierKind, value: &[u8]) -> Self {
+        let shape = if kind == IdentifierKind::DicomMagic {
+            Shape::Anywhere
+        } else {
+            Shape::of(value)
+        };
+        let spellings = if shape == Shape::Word {
+            let upper = value.to_ascii_uppercase();
+            let mut title = value.to_ascii_lowercase();
+            if let Some(c) = title.first_mut() {
+                c.make_ascii_uppercase();
+            }
+            vec![value.to_vec(), upper, title]
+        } else {
+            Vec::new()
+        };
+        Self {
+            kind,
+            shape,
+            value: value.to_vec(),
+            spellings,
+        }
+    }
+
+    /// Whether a case-insensitive match at `hay[start..end]` counts for this identifier.
+    fn counts(&self, hay: &[u8], start: usize, end: usize) -> bool {
+        let before = start.checked_sub(1).and_then(|i| hay.get(i)).copied();
+        let after = hay.get(end).copied();
+        let whole_token =
+            || !before.is_some_and(is_token_byte) && !after.is_some_and(is_token_byte);
+        match self.shape {
+            Shape::Anywhere => true,
+            Shape::Code => whole_token(),
+            Shape::Number => {
+                // Not part of a longer number (4471923 in 44719230), not the digits of a
+                // decimal fraction or a dotted number (0.4471923, 1.2.4471923): a '.' between
+                // digits joins them. Letters may touch it (MRN4471923), but not as part of a
+                // hex digest a log printed (every short number is in one by chance).
+                let digit_before = before.is_some_and(|b| b.is_ascii_digit());
+                let digit_after = after.is_some_and(|b| b.is_ascii_digit());
+                let dot_before = before == Some(b'.')
+                    && start
+                        .checked_sub(2)
+                        .and_then(|i| hay.get(i))
+                        .is_some_and(u8::is_ascii_digit);
+                let dot_after =
+                    after == Some(b'.') && hay.get(end + 1).is_some_and(u8::is_ascii_digit);
+                !digit_before
+                    && !digit_after
+                    && !dot_before
+                    && !dot_after
+                    && !in_hex_digest(hay, start, end)
+            }
+            Shape::Word => {
+                whole_token()
+                    && hay
+                        .get(start..end)
+                        .is_some_and(|m| self.spellings.iter().any(|s| s == m))
+            }
+        }
+    }
+}
+
+/// Which identifiers a search looks for, and which numbers it leaves alone.
+#[derive(Clone, Copy, Debug)]
+pub enum Search<'a> {
+    /// Every identifier, as a whole or as its shape allows (logs, metrics, names, text).
+    Text,
+    /// Identifiers of at least [`MIN_BINARY_IDENTIFIER_LEN`] bytes (tensor data, ONNX).
+    Binary,
+    /// Every identifier, except [`Shape::Number`] matches that are one of these structural
+    /// numbers (a torch archive's storage keys).
+    TextExcept(&'a std::collections::BTreeSet<Vec<u8>>),
+    /// Only [`Shape::Anywhere`] identifiers (the raw bytes of a pickle, whose strings are
+    /// searched one by one as [`Search::Text`]).
+    AnywhereOnly,
 }
 
 /// Common written forms of a DICOM DA birth date `YYYYMMDD`.
@@ -200,9 +372,10 @@ fn birth_date_variants(v: &str) -> Vec<String> {
 /// A compiled multi-pattern search over the cohort's identifiers.
 pub struct IdentifierSearcher {
     ac: AhoCorasick,
-    kinds: Vec<IdentifierKind>,
+    patterns: Vec<Pattern>,
     ac_binary: AhoCorasick,
-    binary_kinds: Vec<IdentifierKind>,
+    /// Index into `patterns` of each `ac_binary` pattern.
+    binary: Vec<usize>,
     prefilter: Prefilter,
     skipped: usize,
 }
@@ -210,7 +383,7 @@ pub struct IdentifierSearcher {
 impl std::fmt::Debug for IdentifierSearcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdentifierSearcher")
-            .field("patterns", &self.kinds.len())
+            .field("patterns", &self.patterns.len())
             .field("skipped_short", &self.skipped)
             .finish()
     }
@@ -312,61 +485,75 @@ pub struct IdentifierHit {
 }
 
 impl IdentifierSearcher {
-    /// The first identifier found in `bytes`.
+    /// The first identifier found in `bytes` ([`Search::Text`]).
     pub fn find(&self, bytes: &[u8]) -> Option<IdentifierHit> {
-        let m = self.ac.find(bytes)?;
-        let kind = self
-            .kinds
-            .get(m.pattern().as_usize())
-            .copied()
-            .unwrap_or(IdentifierKind::Other);
-        Some(IdentifierHit {
-            kind,
-            offset: m.start(),
-        })
+        self.search(bytes, Search::Text).into_iter().next()
     }
 
     /// The first hit of each identifier kind found in `bytes`, in order of appearance.
     /// `binary` streams are searched for identifiers of at least
     /// [`MIN_BINARY_IDENTIFIER_LEN`] bytes only.
     pub fn find_each_kind(&self, bytes: &[u8], binary: bool) -> Vec<IdentifierHit> {
+        self.search(bytes, if binary { Search::Binary } else { Search::Text })
+    }
+
+    /// The first hit of each identifier kind found in `bytes` by `how`, in order of
+    /// appearance.
+    pub fn search(&self, bytes: &[u8], how: Search<'_>) -> Vec<IdentifierHit> {
         let mut out: Vec<IdentifierHit> = Vec::new();
-        let mut push = |kind: IdentifierKind, offset: usize| {
-            if !out.iter().any(|h| h.kind == kind) {
-                out.push(IdentifierHit { kind, offset });
-            }
+        let mut push = |p: &Pattern, offset: usize| match out.iter_mut().find(|h| h.kind == p.kind)
+        {
+            Some(h) if h.offset <= offset => {}
+            Some(h) => h.offset = offset,
+            None => out.push(IdentifierHit {
+                kind: p.kind,
+                offset,
+            }),
         };
-        if !binary {
-            for m in self.ac.find_iter(bytes) {
-                push(
-                    self.kinds
-                        .get(m.pattern().as_usize())
-                        .copied()
-                        .unwrap_or(IdentifierKind::Other),
-                    m.start(),
-                );
+        let structural = |p: &Pattern, m: &[u8]| match how {
+            Search::TextExcept(numbers) => p.shape == Shape::Number && numbers.contains(m),
+            _ => false,
+        };
+        if !matches!(how, Search::Binary) {
+            // Overlapping: a match that does not count (`head` in `lm_head`) must not hide
+            // one that does, starting inside it.
+            for m in self.ac.find_overlapping_iter(bytes) {
+                let Some(p) = self.patterns.get(m.pattern().as_usize()) else {
+                    continue;
+                };
+                if matches!(how, Search::AnywhereOnly) && p.shape != Shape::Anywhere {
+                    continue;
+                }
+                if p.counts(bytes, m.start(), m.end()) && !structural(p, &bytes[m.start()..m.end()])
+                {
+                    push(p, m.start());
+                }
             }
-            return out;
+        } else {
+            // Binary streams: every pattern is at least MIN_BINARY_IDENTIFIER_LEN long, so a
+            // 6-byte prefix filter finds the few candidate offsets at memory speed, and the
+            // automaton confirms each candidate on a short slice.
+            self.prefilter.candidates(bytes, |start| {
+                let end = start
+                    .saturating_add(self.prefilter.max_len)
+                    .min(bytes.len());
+                for m in self.ac_binary.find_overlapping_iter(&bytes[start..end]) {
+                    if m.start() != 0 {
+                        continue;
+                    }
+                    let Some(p) = self
+                        .binary
+                        .get(m.pattern().as_usize())
+                        .and_then(|&i| self.patterns.get(i))
+                    else {
+                        continue;
+                    };
+                    if p.counts(bytes, start, start + m.end()) {
+                        push(p, start);
+                    }
+                }
+            });
         }
-        // Binary streams: every pattern is at least MIN_BINARY_IDENTIFIER_LEN long, so a
-        // 6-byte prefix filter finds the few candidate offsets at memory speed, and the
-        // automaton confirms each candidate on a short slice.
-        self.prefilter.candidates(bytes, |start| {
-            let end = start
-                .saturating_add(self.prefilter.max_len)
-                .min(bytes.len());
-            let input =
-                aho_corasick::Input::new(&bytes[start..end]).anchored(aho_corasick::Anchored::Yes);
-            if let Ok(Some(m)) = self.ac_binary.try_find(input) {
-                push(
-                    self.binary_kinds
-                        .get(m.pattern().as_usize())
-                        .copied()
-                        .unwrap_or(IdentifierKind::Other),
-                    start,
-                );
-            }
-        });
         out.sort_by_key(|h| h.offset);
         out
     }

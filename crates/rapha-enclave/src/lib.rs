@@ -27,8 +27,9 @@
 //! Pixel spill: none. Pixels are decoded into memory per fetch and written to the socket;
 //! records a trainer fetches again (later epochs) are kept decoded in this process's memory
 //! for the job (bounded, see `feed::PIXEL_CACHE_BYTES`). Nothing is cached on disk, so there
-//! is no at-rest copy to encrypt. The trainer's
-//! `/out` is a RAM-backed tmpfs that is unmounted (discarded) after the guard has run.
+//! is no at-rest copy to encrypt, and the process's memory is locked against swap
+//! ([`harden::lock_memory`]). The trainer's `/out` is a RAM-backed tmpfs that is unmounted
+//! (discarded) after the guard has run; the trainer's cgroup cannot swap.
 
 pub mod dicom;
 mod error;
@@ -47,11 +48,12 @@ pub mod session;
 pub mod split;
 
 pub use error::{EnclaveError, Result};
-pub use guard::{Guard, Rejection, Verdict};
+pub use guard::{Guard, GuardBudget, Rejection, Verdict};
 pub use identifiers::{IdentifierKind, RawIdentifiers};
 pub use record::{Dtype, FeedRecord, MemorySource, Pixels, RecordSource};
 pub use sandbox::{Exit, SandboxConfig};
 pub use session::{
-    EnclaveSession, JobResult, JobSpec, ManifestOutcome, OutputManifest, RunPaths, SignedManifest,
+    EnclaveSession, GuardSummary, JobResult, JobSpec, ManifestOutcome, OutputManifest, RunDetails,
+    RunPaths, SignedManifest,
 };
 pub use split::Split;

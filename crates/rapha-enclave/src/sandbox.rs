@@ -15,8 +15,11 @@
 //!   socket's directory read-only at `/rapha`, the host-side size-limited tmpfs at `/out`,
 //!   a size-limited `/tmp`; nothing else of the host, so the HMAC key, node keys and PACS
 //!   paths do not exist inside;
-//! - rlimits `RLIMIT_CORE = 0` and `RLIMIT_NOFILE`; cgroup limits on memory (no swap),
-//!   pids and CPU; a wall-time limit enforced by killing the container;
+//! - rlimits `RLIMIT_CORE = 0` and `RLIMIT_NOFILE`; cgroup limits on memory (no swap:
+//!   the memory+swap limit equals the memory limit, so cgroup v2 `memory.swap.max` is 0),
+//!   pids and CPU; a wall-time limit enforced by killing the container. Limits the OCI
+//!   runtime would read as "none" (0 memory, 0 pids, a 0 MiB `/tmp`) or that do not fit its
+//!   arithmetic are refused ([`check_limits`]), never passed on;
 //! - stdout/stderr captured up to a cap (the guard scans them).
 //!
 //! Teardown (`kill`, `delete --force`) runs on every path, including errors and timeouts.
@@ -38,6 +41,66 @@ pub const TRAINER_UID: u32 = 65532;
 /// Default cap on each captured log stream.
 pub const DEFAULT_LOG_CAP: usize = 64 << 10;
 
+/// Largest memory limit in MiB: its bytes must fit the OCI runtime's signed 64-bit limit.
+pub const MAX_MEMORY_MB: u64 = (i64::MAX as u64) >> 20;
+/// Longest wall time the runtime enforces (a year): past it a deadline is no deadline, and
+/// near 2^64 seconds it cannot even be computed. The node's configuration bounds it far
+/// lower; this is the runtime's own floor of sanity.
+pub const MAX_WALL_SECONDS: u64 = 366 * 24 * 3600;
+
+/// A resource limit the runtime refuses to pass to the OCI runtime.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitError {
+    #[error(
+        "the trainer's {what} limit is 0, which the OCI runtime reads as no limit at all; \
+         at least {min} is required"
+    )]
+    Zero { what: &'static str, min: u64 },
+    #[error(
+        "the trainer's {what} limit of {value} is over the most this runtime enforces ({max})"
+    )]
+    TooLarge {
+        what: &'static str,
+        value: u64,
+        max: u64,
+    },
+}
+
+/// Checks a job's resource limits: none may be 0 (read as "unlimited" by runc for memory and
+/// pids) and none may overflow the arithmetic that turns it into a cgroup value or a deadline.
+///
+/// # Errors
+/// The first limit out of range.
+pub fn check_limits(limits: &ResourceLimits) -> Result<(), LimitError> {
+    let at_least_one = |what, v: u64| {
+        if v == 0 {
+            Err(LimitError::Zero { what, min: 1 })
+        } else {
+            Ok(())
+        }
+    };
+    at_least_one("memory (MiB)", limits.memory_mb)?;
+    at_least_one("pids", u64::from(limits.pids))?;
+    at_least_one("CPU", u64::from(limits.cpus))?;
+    at_least_one("wall time (s)", limits.wall_seconds)?;
+    if limits.memory_mb > MAX_MEMORY_MB {
+        return Err(LimitError::TooLarge {
+            what: "memory (MiB)",
+            value: limits.memory_mb,
+            max: MAX_MEMORY_MB,
+        });
+    }
+    if limits.wall_seconds > MAX_WALL_SECONDS {
+        return Err(LimitError::TooLarge {
+            what: "wall time (s)",
+            value: limits.wall_seconds,
+            max: MAX_WALL_SECONDS,
+        });
+    }
+    Ok(())
+}
+
 /// How the node runs trainers.
 #[derive(Clone, Debug)]
 pub struct SandboxConfig {
@@ -53,6 +116,9 @@ pub struct SandboxConfig {
     pub nofile: u64,
     /// cgroup parent path for trainer containers.
     pub cgroup_parent: String,
+    /// Wall time for the output guard, instead of the default of
+    /// [`crate::guard::GuardBudget::for_outputs`].
+    pub guard_wall: Option<Duration>,
 }
 
 impl Default for SandboxConfig {
@@ -64,6 +130,7 @@ impl Default for SandboxConfig {
             tmp_mb: 64,
             nofile: 256,
             cgroup_parent: "/rapha".into(),
+            guard_wall: None,
         }
     }
 }
@@ -226,6 +293,7 @@ pub fn seccomp_profile() -> Value {
 
 /// The OCI runtime spec for one trainer run.
 pub fn oci_spec(cfg: &SandboxConfig, spec: &LaunchSpec<'_>) -> Value {
+    // Within i64 for every limit [`check_limits`] accepts; saturating all the same.
     let mem = spec.limits.memory_mb.saturating_mul(1 << 20);
     let env = [
         "PATH=/usr/local/bin:/usr/bin:/bin".to_string(),
@@ -277,7 +345,7 @@ pub fn oci_spec(cfg: &SandboxConfig, spec: &LaunchSpec<'_>) -> Value {
                 "devices": [{"allow": false, "access": "rwm"}],
                 "memory": {"limit": mem, "swap": mem},
                 "pids": {"limit": spec.limits.pids},
-                "cpu": {"quota": i64::from(spec.limits.cpus.max(1)) * 100_000, "period": 100_000},
+                "cpu": {"quota": i64::from(spec.limits.cpus.max(1)).saturating_mul(100_000), "period": 100_000},
             },
             "seccomp": seccomp_profile(),
             "maskedPaths": [
@@ -322,6 +390,28 @@ pub fn run(cfg: &SandboxConfig, spec: &LaunchSpec<'_>) -> Result<RunResult> {
     if spec.entrypoint.is_empty() {
         return Err(EnclaveError::NoEntrypoint);
     }
+    check_limits(spec.limits)?;
+    if cfg.tmp_mb == 0 {
+        // tmpfs reads size=0 as "no limit": the trainer could fill the node's memory.
+        return Err(LimitError::Zero {
+            what: "/tmp size (MiB)",
+            min: 1,
+        }
+        .into());
+    }
+    let wall = spec
+        .wall
+        .min(Duration::from_secs(spec.limits.wall_seconds.max(1)));
+    // The deadline is computed before anything starts: an unrepresentable one refuses the
+    // run instead of panicking with a container already running.
+    let Some(deadline) = Instant::now().checked_add(wall) else {
+        return Err(LimitError::TooLarge {
+            what: "wall time (s)",
+            value: wall.as_secs(),
+            max: MAX_WALL_SECONDS,
+        }
+        .into());
+    };
     if !spec.rootfs.is_dir() {
         return Err(EnclaveError::NoRootfs(spec.rootfs.to_path_buf()));
     }
@@ -357,10 +447,8 @@ pub fn run(cfg: &SandboxConfig, spec: &LaunchSpec<'_>) -> Result<RunResult> {
     let out = child.stdout.take().map(|s| capture(s, cfg.log_cap));
     let err = child.stderr.take().map(|s| capture(s, cfg.log_cap));
 
-    let wall = spec
-        .wall
-        .min(Duration::from_secs(spec.limits.wall_seconds.max(1)));
-    let status = wait_until(&mut child, started + wall);
+    // The deadline counts from before the runtime was started (a few ms earlier).
+    let status = wait_until(&mut child, deadline);
     let exit = match status {
         Some(st) => classify(st),
         None => {

@@ -25,7 +25,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{io, EnclaveError, Result};
 use crate::feed::{self, Feed, FeedState, SelfReported};
-use crate::guard::{Guard, LogStream, Verdict, MAX_ENTRIES};
+use crate::guard::{Guard, GuardBudget, LogStream, Rejection, Verdict, MAX_ENTRIES};
 use crate::identifiers::RawIdentifiers;
 use crate::metrics::{self, ValidationMetrics, Withheld};
 use crate::record::RecordSource;
@@ -34,8 +34,9 @@ use crate::split::{split_records, Split};
 
 /// What this runtime reports as its confinement when it runs as an ordinary process.
 pub const CONFINEMENT_DEVELOPMENT: &str = "none-development";
-/// Manifest format version.
-pub const MANIFEST_VERSION: u32 = 1;
+/// Manifest format version (2: rule codes instead of the guard's texts; trainer-chosen
+/// fields only for completed jobs; no exit status).
+pub const MANIFEST_VERSION: u32 = 2;
 
 /// What the node tells the runtime about the job.
 #[derive(Clone, Debug)]
@@ -56,17 +57,43 @@ pub struct JobSpec {
 
 /// The job's outcome as the manifest states it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum ManifestOutcome {
     /// Trainer exited 0 and the guard accepted everything: outputs released.
     Completed,
-    /// Trainer exited 0 but the guard refused the output set.
+    /// Trainer exited 0 but the guard refused the output set (issue 18: `violated`).
     Rejected,
-    /// The trainer did not exit cleanly (error status, signal, memory, time).
+    /// The trainer did not exit cleanly: an error status, a signal (the memory limit
+    /// included) or its wall time. Its choice, after it saw data (charged).
+    TrainerFailed,
+    /// The node failed after the run began (the record feed, the OCI runtime, I/O): nothing
+    /// is released and the trainer is not to blame (refunded).
     Failed,
 }
 
+impl ManifestOutcome {
+    /// The reason code of a trainer failure.
+    pub const TRAINER_FAILED: &'static str = rapha_core::ReasonCode::TrainerFailed.as_str();
+}
+
+/// The guard's verdict as the manifest states it: whether the outputs were accepted for
+/// release, and the files released (completed jobs only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GuardSummary {
+    pub accepted: bool,
+    pub files: Vec<crate::guard::OutputFile>,
+}
+
 /// The output manifest the runtime signs with its per-job key.
+///
+/// It may reach the publisher, so it carries nothing the trainer chose beyond the outcome
+/// itself: reasons are codes from a fixed vocabulary ([`Rejection::rule`], `trainer-failed`,
+/// `feed-failed`, `enclave-error`); what the trainer fed itself on, its outputs' sizes and
+/// digests and the node-computed metrics appear only when the job completed (then the outputs
+/// themselves leave). Everything else is in [`JobResult::details`], for the hospital.
+///
+/// [`Rejection::rule`]: crate::guard::Rejection::rule
 #[derive(Clone, Debug, Serialize)]
 pub struct OutputManifest {
     pub version: u32,
@@ -75,22 +102,46 @@ pub struct OutputManifest {
     /// Hex Ed25519 public key of this job's runtime key (bound into the attestation).
     pub enclave_public_key: String,
     pub outcome: ManifestOutcome,
-    /// Why the job did not complete (empty when completed).
-    pub reasons: Vec<String>,
-    pub trainer_exit: Exit,
-    pub guard: Verdict,
+    /// Why the job did not complete, as codes (empty when completed): the guard's rules,
+    /// sorted and without repeats, for a refusal.
+    pub reasons: Vec<&'static str>,
+    pub guard: GuardSummary,
     /// Node-computed validation metrics (completed jobs only).
     pub metrics: Option<ValidationMetrics>,
     pub metrics_withheld: Option<Withheld>,
-    /// What the trainer reported about itself. Not the job's metrics.
-    pub self_reported: Option<SelfReported>,
     /// Merkle root over the sorted hashed instance ids offered to the trainer.
     pub cohort_root: Digest,
-    /// Merkle root over the sorted hashed instance ids actually fed to the trainer.
-    pub fed_root: Digest,
-    pub records_fed: usize,
+    /// Merkle root over the sorted hashed instance ids actually fed to the trainer (completed
+    /// jobs only: which records a trainer fetched is its choice).
+    pub fed_root: Option<Digest>,
+    /// Distinct records fed (completed jobs only, as `fed_root`).
+    pub records_fed: Option<usize>,
     pub validation_records: usize,
     pub validation_patients: usize,
+}
+
+/// The whole story of a run, trainer-chosen details included, for the hospital's audit trail
+/// and the DPO's review. Never shown to the publisher.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunDetails {
+    /// How the trainer ended (`None` when the node failed before it could tell).
+    pub trainer_exit: Option<Exit>,
+    /// The guard's full verdict (`None` when the guard did not run).
+    pub verdict: Option<Verdict>,
+    /// Everything that kept the job from completing, in words a hospital admin can act on.
+    pub reasons: Vec<String>,
+    /// Distinct records fed, and their commitment.
+    pub records_fed: usize,
+    pub fed_root: Digest,
+    /// What the trainer reported about itself. Not the job's metrics.
+    pub self_reported: Option<SelfReported>,
+}
+
+impl RunDetails {
+    /// The guard's rejections (none when it accepted or did not run).
+    pub fn rejections(&self) -> &[Rejection] {
+        self.verdict.as_ref().map_or(&[], |v| &v.rejections)
+    }
 }
 
 /// A manifest with its canonical bytes and signature.
@@ -127,6 +178,8 @@ pub struct RunStats {
 #[derive(Debug)]
 pub struct JobResult {
     pub signed: SignedManifest,
+    /// The details behind the manifest's codes, for the hospital only.
+    pub details: RunDetails,
     /// Files copied to the release directory (completed jobs only).
     pub released: Vec<PathBuf>,
     /// Captured stdout/stderr. The node may show them only when `logs_releasable`.
@@ -187,6 +240,15 @@ impl std::fmt::Debug for EnclaveSession {
     }
 }
 
+/// Sets its flag when dropped.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Unmounts the `/out` tmpfs (discarding every byte in it) when dropped.
 struct OutMount(PathBuf);
 
@@ -225,10 +287,12 @@ fn commitment(ids: impl Iterator<Item = [u8; 32]>) -> Digest {
 }
 
 impl EnclaveSession {
-    /// Hardens this process (no core dumps, not dumpable) and makes the job's key pair.
+    /// Checks the job's limits, hardens this process (no core dumps, not dumpable, memory
+    /// locked against swap) and makes the job's key pair.
     ///
     /// # Errors
-    /// The spec is unusable or the process cannot be hardened.
+    /// The spec or its limits are unusable ([`EnclaveError::Limit`]), or the process cannot be
+    /// hardened ([`EnclaveError::Harden`], [`EnclaveError::MemoryLock`]).
     pub fn new(job: JobSpec) -> Result<Self> {
         if job.validation_percent > 90 {
             return Err(EnclaveError::BadSpec(
@@ -240,7 +304,9 @@ impl EnclaveSession {
                 "the bundle declares no outputs".into(),
             ));
         }
+        sandbox::check_limits(&job.limits)?;
         crate::harden::harden_current_process()?;
+        crate::harden::lock_memory()?;
         let key = SigningKey::generate(&mut rand_core::OsRng);
         Ok(Self {
             job,
@@ -368,8 +434,11 @@ impl EnclaveSession {
                     }
                 }
             });
+            // The feed and the reporter stop however the run ends, a panic included: the scope
+            // waits for them, so a run that panicked would otherwise hang the node.
+            let stop = StopOnDrop(&feed.stop);
             let r = sandbox::run(sandbox_cfg, &launch);
-            feed.stop.store(true, Ordering::Relaxed);
+            drop(stop);
             let served = server.join();
             let _ = reporter.join();
             // A feed that panicked has not handed over the fingerprints of what it fed: the
@@ -383,11 +452,25 @@ impl EnclaveSession {
                 return Err(EnclaveError::FeedFailed(what));
             }
             r
-        })?;
+        });
+        let cohort_root = commitment(records.iter().map(|r| *r.instance.as_bytes()));
         let state = feed
             .state
             .into_inner()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fed_root = commitment(
+            state
+                .fed
+                .iter()
+                .filter_map(|&i| records.get(i))
+                .map(|r| *r.instance.as_bytes()),
+        );
+        let run = match run {
+            Ok(r) => r,
+            // The node failed after the run began: signed as such, nothing released, the
+            // details for the hospital (`out_mount` discards whatever the trainer wrote).
+            Err(e) => return self.node_failure(&e, records, &splits, cohort_root, &state),
+        };
         observer(&progress(&state, true));
 
         // Guard: outputs and logs, against identifiers and fed pixel fingerprints.
@@ -414,36 +497,34 @@ impl EnclaveSession {
                 cap: sandbox_cfg.log_cap,
             },
         ];
-        let verdict = guard.check(&out_dir, &logs);
-
-        let cohort_root = commitment(records.iter().map(|r| *r.instance.as_bytes()));
-        let fed_root = commitment(
-            state
-                .fed
-                .iter()
-                .filter_map(|&i| records.get(i))
-                .map(|r| *r.instance.as_bytes()),
-        );
-
-        let mut reasons = Vec::new();
-        let outcome = if !run.exit.success() {
-            reasons.push(describe_exit(&run.exit));
-            ManifestOutcome::Failed
-        } else if !verdict.accepted {
-            reasons.extend(verdict.rejections.iter().map(ToString::to_string));
-            ManifestOutcome::Rejected
-        } else {
-            ManifestOutcome::Completed
-        };
-        if outcome == ManifestOutcome::Failed && !verdict.accepted {
-            reasons.extend(verdict.rejections.iter().map(ToString::to_string));
+        let log_bytes = (run.stdout.bytes.len() + run.stderr.bytes.len()) as u64;
+        let mut budget = GuardBudget::for_outputs(self.job.total_output_cap, log_bytes);
+        if let Some(wall) = sandbox_cfg.guard_wall {
+            budget.wall = wall;
         }
+        let verdict = guard.check_within(&out_dir, &logs, budget);
+
+        let mut details_reasons = Vec::new();
+        let (outcome, reasons) = if !run.exit.success() {
+            details_reasons.push(describe_exit(&run.exit));
+            details_reasons.extend(verdict.rejections.iter().map(ToString::to_string));
+            (
+                ManifestOutcome::TrainerFailed,
+                vec![ManifestOutcome::TRAINER_FAILED],
+            )
+        } else if !verdict.accepted {
+            details_reasons.extend(verdict.rejections.iter().map(ToString::to_string));
+            (ManifestOutcome::Rejected, verdict.rules())
+        } else {
+            (ManifestOutcome::Completed, Vec::new())
+        };
+        let completed = outcome == ManifestOutcome::Completed;
 
         let val_idx: Vec<usize> = (0..records.len())
             .filter(|&i| splits[i] == Split::Validation)
             .collect();
         let val_patients: BTreeSet<_> = val_idx.iter().map(|&i| records[i].patient).collect();
-        let (metrics, withheld) = if outcome == ManifestOutcome::Completed {
+        let (metrics, withheld) = if completed {
             let labelled: Vec<usize> = val_idx
                 .iter()
                 .copied()
@@ -472,7 +553,7 @@ impl EnclaveSession {
         };
 
         let mut released = Vec::new();
-        if outcome == ManifestOutcome::Completed {
+        if completed {
             fs::create_dir_all(paths.release_dir)
                 .map_err(io("create the release directory", paths.release_dir))?;
             for f in &verdict.files {
@@ -498,33 +579,38 @@ impl EnclaveSession {
             enclave_public_key: hex::encode(self.public_key()),
             outcome,
             reasons,
-            trainer_exit: run.exit.clone(),
-            guard: verdict,
+            guard: GuardSummary {
+                accepted: completed,
+                files: if completed {
+                    verdict.files.clone()
+                } else {
+                    Vec::new()
+                },
+            },
             metrics,
             metrics_withheld: withheld,
-            self_reported: state.self_reported.clone(),
             cohort_root,
-            fed_root,
-            records_fed: state.fed.len(),
+            fed_root: completed.then_some(fed_root),
+            records_fed: completed.then_some(state.fed.len()),
             validation_records: val_idx.len(),
             validation_patients: val_patients.len(),
         };
-        let bytes = serde_json::to_vec(&manifest)
-            .map_err(|_| EnclaveError::Serialise("the output manifest"))?;
-        let signature = self.key.sign(&bytes).to_bytes();
-        let logs_releasable = outcome == ManifestOutcome::Completed;
+        let signed = self.sign(manifest)?;
         tracing::info!(job = %self.job.job_id, outcome = ?outcome, records_fed = state.fed.len(), "enclave run finished");
         Ok(JobResult {
-            signed: SignedManifest {
-                manifest,
-                bytes,
-                signature,
-                public_key: self.public_key(),
+            signed,
+            details: RunDetails {
+                trainer_exit: Some(run.exit.clone()),
+                verdict: Some(verdict),
+                reasons: details_reasons,
+                records_fed: state.fed.len(),
+                fed_root,
+                self_reported: state.self_reported.clone(),
             },
             released,
             stdout: run.stdout.bytes,
             stderr: run.stderr.bytes,
-            logs_releasable,
+            logs_releasable: completed,
             stats: RunStats {
                 elapsed: run.elapsed,
                 first_fetch_after_launch: state
@@ -534,6 +620,76 @@ impl EnclaveSession {
                 fetches: state.records_fed,
                 protocol_errors: state.protocol_errors,
             },
+        })
+    }
+
+    fn sign(&self, manifest: OutputManifest) -> Result<SignedManifest> {
+        let bytes = serde_json::to_vec(&manifest)
+            .map_err(|_| EnclaveError::Serialise("the output manifest"))?;
+        let signature = self.key.sign(&bytes).to_bytes();
+        Ok(SignedManifest {
+            manifest,
+            bytes,
+            signature,
+            public_key: self.public_key(),
+        })
+    }
+
+    /// The signed result of a run the node failed after it began: outcome
+    /// [`ManifestOutcome::Failed`] with the error's reason code; its text in the details.
+    fn node_failure(
+        &self,
+        error: &EnclaveError,
+        records: &[crate::record::FeedRecord],
+        splits: &[Split],
+        cohort_root: Digest,
+        state: &FeedState,
+    ) -> Result<JobResult> {
+        tracing::error!(job = %self.job.job_id, error = %error, "the enclave run failed on the node's side");
+        let val_idx: Vec<usize> = (0..records.len())
+            .filter(|&i| splits.get(i) == Some(&Split::Validation))
+            .collect();
+        let val_patients: BTreeSet<_> = val_idx.iter().map(|&i| records[i].patient).collect();
+        let manifest = OutputManifest {
+            version: MANIFEST_VERSION,
+            job: self.job.job_id,
+            confinement: self.confinement,
+            enclave_public_key: hex::encode(self.public_key()),
+            outcome: ManifestOutcome::Failed,
+            reasons: vec![error.reason_code()],
+            guard: GuardSummary {
+                accepted: false,
+                files: Vec::new(),
+            },
+            metrics: None,
+            metrics_withheld: None,
+            cohort_root,
+            fed_root: None,
+            records_fed: None,
+            validation_records: val_idx.len(),
+            validation_patients: val_patients.len(),
+        };
+        Ok(JobResult {
+            signed: self.sign(manifest)?,
+            details: RunDetails {
+                trainer_exit: None,
+                verdict: None,
+                reasons: vec![error.to_string()],
+                records_fed: state.fed.len(),
+                fed_root: commitment(
+                    state
+                        .fed
+                        .iter()
+                        .filter_map(|&i| records.get(i))
+                        .map(|r| *r.instance.as_bytes()),
+                ),
+                self_reported: state.self_reported.clone(),
+            },
+            released: Vec::new(),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            logs_releasable: false,
+            stats: RunStats::default(),
         })
     }
 }

@@ -228,6 +228,7 @@ int main(int argc, char **argv) {
         snprintf(path, sizeof path, "/proc/%s/environ", arg);
         return blocked("open(/proc/<host pid>/environ)", open(path, O_RDONLY));
     }
+    if (!strcmp(mode, "exit")) { hello(); write_weights(); write_metrics(); return atoi(arg); }
     if (!strcmp(mode, "name")) { char p[512]; snprintf(p, sizeof p, "/out/%s", arg); write_weights(); write_safetensors(p, "abcd", 4); return 0; }
     if (!strcmp(mode, "renamed-dicom")) {
         unsigned char f[200] = {0};

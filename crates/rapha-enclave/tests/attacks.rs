@@ -22,20 +22,20 @@ fn attack(args: &[&str]) -> Option<Run> {
     Some(run)
 }
 
-/// The trainer saw its attempt fail (exit 3 = "blocked, giving up") and the job failed.
+/// The trainer saw its attempt fail (exit 3 = "blocked, giving up") and the job failed: the
+/// manifest says `trainer-failed`, the status is in the hospital's details only.
 fn assert_blocked_inside(run: &Run, line: &str) {
     let m = &run.result.signed.manifest;
-    assert_eq!(m.outcome, ManifestOutcome::Failed);
+    let d = &run.result.details;
+    assert_eq!(m.outcome, ManifestOutcome::TrainerFailed);
     assert_eq!(
-        m.trainer_exit,
-        Exit::Exited { code: 3 },
+        d.trainer_exit,
+        Some(Exit::Exited { code: 3 }),
         "stdout: {}",
         run.stdout()
     );
-    assert_eq!(
-        m.reasons,
-        vec!["the trainer exited with status 3".to_string()]
-    );
+    assert_eq!(m.reasons, ["trainer-failed"]);
+    assert_eq!(d.reasons, ["the trainer exited with status 3"]);
     assert!(
         run.stdout().contains(line),
         "expected {line:?} in stdout: {}",
@@ -58,7 +58,12 @@ fn assert_rejected_for(run: &Run, pred: impl Fn(&Rejection) -> bool) {
         "rejections: {:?}",
         run.rejections()
     );
-    assert_eq!(m.reasons.len(), run.rejections().len());
+    // The manifest has the rules' codes only; the details have every rejection in words.
+    let mut rules: Vec<&str> = run.rejections().iter().map(Rejection::rule).collect();
+    rules.sort_unstable();
+    rules.dedup();
+    assert_eq!(m.reasons, rules);
+    assert_eq!(run.result.details.reasons.len(), run.rejections().len());
 }
 
 #[test]
@@ -76,9 +81,9 @@ fn honest_trainer_is_released_with_node_computed_metrics() {
     );
     assert!(m.guard.accepted);
     assert_eq!(m.confinement, "none-development");
-    assert_eq!(m.records_fed, 40);
-    assert_ne!(m.fed_root, rapha_core::merkle::empty_root());
-    assert_eq!(m.fed_root, m.cohort_root, "every record was fed");
+    assert_eq!(m.records_fed, Some(40));
+    assert_ne!(m.fed_root, Some(rapha_core::merkle::empty_root()));
+    assert_eq!(m.fed_root, Some(m.cohort_root), "every record was fed");
     let metrics = m.metrics.as_ref().expect("metrics released");
     assert_eq!(metrics.patients, m.validation_patients);
     assert_eq!(metrics.n, m.validation_records);
@@ -88,8 +93,9 @@ fn honest_trainer_is_released_with_node_computed_metrics() {
         metrics.auc
     );
     assert!(metrics.auc_ci95[0] <= metrics.auc && metrics.auc <= metrics.auc_ci95[1]);
-    // Self-reported figures are kept apart, labelled as such, and not the job's metrics.
-    assert_eq!(m.self_reported.as_ref().unwrap().metrics["accuracy"], 0.99);
+    // Self-reported figures are kept apart (hospital-side details), not the job's metrics.
+    let self_reported = run.result.details.self_reported.as_ref().unwrap();
+    assert_eq!(self_reported.metrics["accuracy"], 0.99);
     let names: Vec<_> = run
         .result
         .released
@@ -258,15 +264,15 @@ fn memory_fill_is_stopped_by_the_memory_limit() {
         return;
     };
     let m = &run.result.signed.manifest;
-    assert_eq!(m.outcome, ManifestOutcome::Failed);
+    assert_eq!(m.outcome, ManifestOutcome::TrainerFailed);
     // The cgroup's OOM killer (SIGKILL), or malloc failing first under the limit.
+    let exit = &run.result.details.trainer_exit;
     assert!(
         matches!(
-            m.trainer_exit,
-            Exit::Signaled { signal: 9 } | Exit::Exited { code: 3 }
+            exit,
+            Some(Exit::Signaled { signal: 9 } | Exit::Exited { code: 3 })
         ),
-        "{:?}",
-        m.trainer_exit
+        "{exit:?}"
     );
 }
 
@@ -280,8 +286,10 @@ fn fork_bomb_hits_the_pids_limit_and_is_killed() {
         job_spec(Duration::from_millis(1500)),
     );
     run.assert_nothing_released();
-    let m = &run.result.signed.manifest;
-    assert_eq!(m.trainer_exit, Exit::TimedOut { seconds: 1 });
+    assert_eq!(
+        run.result.details.trainer_exit,
+        Some(Exit::TimedOut { seconds: 1 })
+    );
     assert!(
         run.stdout()
             .contains("fork failed: Resource temporarily unavailable"),
@@ -301,9 +309,11 @@ fn trainer_that_never_exits_is_killed_at_the_wall_time_limit() {
     );
     run.assert_nothing_released();
     let m = &run.result.signed.manifest;
-    assert_eq!(m.outcome, ManifestOutcome::Failed);
-    assert_eq!(m.trainer_exit, Exit::TimedOut { seconds: 1 });
-    assert!(m.reasons[0].contains("wall-time limit"), "{:?}", m.reasons);
+    let d = &run.result.details;
+    assert_eq!(m.outcome, ManifestOutcome::TrainerFailed);
+    assert_eq!(m.reasons, ["trainer-failed"]);
+    assert_eq!(d.trainer_exit, Some(Exit::TimedOut { seconds: 1 }));
+    assert!(d.reasons[0].contains("wall-time limit"), "{:?}", d.reasons);
 }
 
 #[test]
@@ -350,7 +360,7 @@ fn fed_pixel_bytes_copied_into_weights_are_rejected() {
     let Some(run) = attack(&["pixel-copy"]) else {
         return;
     };
-    assert_eq!(run.result.signed.manifest.records_fed, 1);
+    assert_eq!(run.result.details.records_fed, 1);
     assert_rejected_for(
         &run,
         |r| matches!(r, Rejection::PixelBlock { stream, .. } if stream == "model.safetensors"),
@@ -425,9 +435,14 @@ fn core_dump_after_reading_records_is_impossible() {
         return;
     };
     let m = &run.result.signed.manifest;
-    assert_eq!(m.outcome, ManifestOutcome::Failed);
-    assert_eq!(m.trainer_exit, Exit::Signaled { signal: 11 });
-    assert_eq!(m.records_fed, 1);
+    assert_eq!(m.outcome, ManifestOutcome::TrainerFailed);
+    assert_eq!(
+        run.result.details.trainer_exit,
+        Some(Exit::Signaled { signal: 11 })
+    );
+    assert_eq!(run.result.details.records_fed, 1);
+    // What a trainer that did not complete fed itself on is not in its manifest.
+    assert_eq!(m.records_fed, None);
     let out = run.stdout();
     assert!(
         out.contains("setrlimit(RLIMIT_CORE, unlimited) ret=-1 errno=1"),
@@ -476,8 +491,8 @@ fn container_cgroup_and_processes_exist_during_the_run_and_not_after() {
         let run = run_trainer(bin, &["never-exit"], &cohort, spec); // asserts host clean after
         done.store(true, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(
-            run.result.signed.manifest.trainer_exit,
-            Exit::TimedOut { seconds: 1 }
+            run.result.details.trainer_exit,
+            Some(Exit::TimedOut { seconds: 1 })
         );
     });
     assert!(
@@ -488,4 +503,86 @@ fn container_cgroup_and_processes_exist_during_the_run_and_not_after() {
         seen_proc.load(std::sync::atomic::Ordering::Relaxed),
         "the trainer process was never seen"
     );
+}
+
+/// The manifest the runtime signs can reach the publisher: a refusal must not carry the
+/// names the trainer chose (here an undeclared file named like hex-encoded pixels), only the
+/// rule that fired. The name stays in the hospital-side details.
+#[test]
+fn refusal_manifest_names_the_rule_not_the_trainers_file_name() {
+    let Some(run) = attack(&["name", "deadbeefcafe0123.bin"]) else {
+        return;
+    };
+    let signed = String::from_utf8_lossy(&run.result.signed.bytes).into_owned();
+    assert!(
+        !signed.contains("deadbeefcafe0123"),
+        "the signed manifest carries the trainer's file name: {signed}"
+    );
+    assert_eq!(run.result.signed.manifest.reasons, ["undeclared-output"]);
+}
+
+/// Two trainers that differ only in their exit status get manifests that differ only in the
+/// job's own identity: the status is not a channel to the publisher.
+#[test]
+fn manifest_of_a_failed_trainer_does_not_carry_its_exit_status() {
+    let Some(bin) = require_sandbox() else { return };
+    let cohort = cohort(6, 9);
+    let publishable = |code: &str| {
+        let run = run_trainer(bin, &["exit", code], &cohort, job_spec(SHORT));
+        run.assert_nothing_released();
+        let mut v: serde_json::Value = serde_json::from_slice(&run.result.signed.bytes).unwrap();
+        let m = v.as_object_mut().unwrap();
+        m.remove("job");
+        m.remove("enclave_public_key");
+        v
+    };
+    assert_eq!(publishable("77"), publishable("78"));
+}
+
+/// The node's own failure after the run began (here the OCI runtime cannot be started) is
+/// `failed`, signed with its reason code, never `trainer-failed`: the trainer is not charged
+/// for the node.
+#[test]
+fn a_runtime_that_cannot_start_is_the_nodes_failure_not_the_trainers() {
+    let Some(bin) = require_sandbox() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir(&rootfs).unwrap();
+    std::fs::copy(bin, rootfs.join("trainer")).unwrap();
+    let release = tempfile::tempdir().unwrap();
+    let session = rapha_enclave::EnclaveSession::new(job_spec(SHORT)).unwrap();
+    let cfg = rapha_enclave::SandboxConfig {
+        runtime: "/nonexistent/runc".into(),
+        ..sandbox_config(dir.path())
+    };
+    let cohort = cohort(4, 10);
+    let paths = rapha_enclave::RunPaths {
+        work_root: &dir.path().join("work"),
+        rootfs: &rootfs,
+        release_dir: release.path(),
+    };
+    let r = session
+        .run(
+            &cfg,
+            &paths,
+            &["/trainer".into(), "honest".into()],
+            &cohort.source,
+            &cohort.identifiers(),
+        )
+        .unwrap();
+    let m = &r.signed.manifest;
+    assert_eq!(m.outcome, ManifestOutcome::Failed);
+    assert_eq!(m.reasons, ["enclave-error"]);
+    assert!(r.released.is_empty() && !m.guard.accepted);
+    assert_eq!(r.details.trainer_exit, None);
+    assert!(
+        r.details.reasons[0].starts_with("could not start the OCI runtime \"/nonexistent/runc\""),
+        "{:?}",
+        r.details.reasons
+    );
+    assert!(SignedManifest::verify(
+        &r.signed.bytes,
+        &r.signed.signature,
+        &session.public_key()
+    ));
 }

@@ -95,7 +95,7 @@ fn honest_trainer_reads_every_record_of_a_dicom_cohort() {
         m.reasons,
         String::from_utf8_lossy(&r.stderr)
     );
-    assert_eq!(m.records_fed, cohort.entries.len());
+    assert_eq!(m.records_fed, Some(cohort.entries.len()));
     assert!(m.metrics.is_some() || m.metrics_withheld.is_some());
     assert_eq!(r.released.len(), 2);
 }
@@ -122,12 +122,12 @@ fn planted_phi_of_a_dicom_cohort_is_caught_in_trainer_logs() {
     assert_eq!(m.outcome, ManifestOutcome::Rejected);
     assert!(r.released.is_empty() && !r.logs_releasable);
     assert!(
-        m.guard
-            .rejections
+        r.details
+            .rejections()
             .iter()
             .any(|x| matches!(x, Rejection::Identifier { stream, .. } if stream == "stderr")),
         "{:?}",
-        m.guard.rejections
+        r.details.rejections()
     );
     assert!(!String::from_utf8_lossy(&r.signed.bytes).contains(planted.as_str()));
 }
@@ -192,8 +192,8 @@ fn honest_trainer_is_fed_over_wado_rs_from_orthanc() {
         m.reasons,
         String::from_utf8_lossy(&r.stderr)
     );
-    assert_eq!(m.records_fed, cohort.entries.len());
-    assert_eq!(m.fed_root, m.cohort_root);
+    assert_eq!(m.records_fed, Some(cohort.entries.len()));
+    assert_eq!(m.fed_root, Some(m.cohort_root));
 
     // Without a DICOMweb client the same records are unavailable, not fetched some other way.
     let (no_client, _) = DicomSource::new(&cohort.entries, None);

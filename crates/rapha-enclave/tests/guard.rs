@@ -6,7 +6,7 @@ use std::path::Path;
 
 use rapha_core::{OutputDecl, OutputKind};
 use rapha_enclave::fingerprint::Fingerprints;
-use rapha_enclave::guard::{Guard, LogStream, Rejection};
+use rapha_enclave::guard::{BudgetKind, Guard, GuardBudget, LogStream, Rejection};
 use rapha_enclave::{IdentifierKind, RawIdentifiers};
 
 pub fn safetensors(data: &[u8]) -> Vec<u8> {
@@ -589,4 +589,193 @@ mod prefilter {
             prop_assert!(binary[0].offset <= at);
         }
     }
+}
+
+/// How a match counts by the identifier's shape (crate::identifiers): model code and log
+/// numbers that merely contain a short name or number pass; the identifier as written is
+/// refused.
+mod shapes {
+    use rapha_enclave::{IdentifierKind, RawIdentifiers};
+
+    fn searcher() -> rapha_enclave::identifiers::IdentifierSearcher {
+        let mut ids = RawIdentifiers::new();
+        ids.add_expanded(["Head", "BLOCK", "4471923", "QX7Z2"]);
+        ids.add(IdentifierKind::PatientName, "Walsh^Bridget");
+        ids.searcher().unwrap()
+    }
+
+    fn found(text: &str) -> bool {
+        !searcher().find_each_kind(text.as_bytes(), false).is_empty()
+    }
+
+    #[test]
+    fn a_name_that_is_a_code_word_is_found_only_as_written() {
+        for honest in [
+            "lm_head.weight",
+            "head.weight",
+            "blocks.0.attn",
+            "mid_block.attentions.0",
+            "freezing the backbone, training the head",
+            "Headroom",
+        ] {
+            assert!(!found(honest), "{honest}");
+        }
+        for leak in [
+            "patient Head",
+            "HEAD",
+            "name=Block.",
+            "BLOCK^X",
+            "Head.weight",
+        ] {
+            assert!(found(leak), "{leak}");
+        }
+    }
+
+    #[test]
+    fn a_number_is_found_only_as_a_whole_number() {
+        for honest in [
+            "loss 0.4471923",
+            "step 44719230",
+            "uid 1.2.4471923.5",
+            "record 9f3e4471923ab0c1d2e3f4a5b6c7d8e9",
+        ] {
+            assert!(!found(honest), "{honest}");
+        }
+        for leak in [
+            "mrn 4471923",
+            "MRN4471923",
+            "[4471923]",
+            "4471923.",
+            "id=4471923,",
+        ] {
+            assert!(found(leak), "{leak}");
+        }
+    }
+
+    #[test]
+    fn a_short_code_is_found_as_a_whole_token_and_a_full_name_anywhere() {
+        assert!(!found("hash a1qx7z2b9"));
+        assert!(found("patient qx7z2 seen"));
+        assert!(found("xxwalsh^bridgetxx"));
+        assert!(found("BRIDGET WALSH"));
+    }
+}
+
+/// A trainer that fills `/out` with zip bombs: each archive inflates to just under the output
+/// cap (so each alone is a well-formed archive), 200 of them to 200 times the cap. The guard
+/// stops at its budget instead of inflating and scanning all of them.
+#[test]
+fn many_zip_bombs_are_refused_within_the_guards_budget() {
+    const CAP: u64 = 64 << 20;
+    let bomb = zip(&[(
+        "archive/data.pkl",
+        &vec![0u8; (CAP - (1 << 10)) as usize],
+        true,
+    )]);
+    let dir = tempfile::tempdir().unwrap();
+    for i in 0..200 {
+        std::fs::write(dir.path().join(format!("bomb{i}.pt")), &bomb).unwrap();
+    }
+    let decls = decls();
+    let searcher = ids().searcher().unwrap();
+    let fp = Fingerprints::default();
+    let guard = Guard {
+        outputs: &decls,
+        total_cap: CAP,
+        identifiers: &searcher,
+        fingerprints: &fp,
+    };
+    let started = std::time::Instant::now();
+    let v = guard.check(dir.path(), &[]);
+    let took = started.elapsed();
+    eprintln!(
+        "guard on 200 zip bombs of {} KiB (each inflating to ~64 MiB): {took:?}",
+        bomb.len() >> 10
+    );
+    assert!(!v.accepted);
+    assert_eq!(
+        v.rejections.last(),
+        Some(&Rejection::Budget {
+            what: BudgetKind::Inflate,
+            limit: CAP
+        }),
+        "{:?}",
+        v.rejections
+    );
+    assert_eq!(
+        v.rejections.last().unwrap().to_string(),
+        "the guard's inflate budget (67108864 bytes) ran out before the whole output set was \
+         checked"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "the guard took {took:?}"
+    );
+}
+
+fn guard_on<'a>(
+    decls: &'a [OutputDecl],
+    searcher: &'a rapha_enclave::identifiers::IdentifierSearcher,
+    fp: &'a Fingerprints,
+) -> Guard<'a> {
+    Guard {
+        outputs: decls,
+        total_cap: 2 << 20,
+        identifiers: searcher,
+        fingerprints: fp,
+    }
+}
+
+#[test]
+fn searching_past_the_scan_budget_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        safetensors(&[7u8; 4096]),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("metrics.json"), GOOD_METRICS).unwrap();
+    let (decls, searcher, fp) = (decls(), ids().searcher().unwrap(), Fingerprints::default());
+    let guard = guard_on(&decls, &searcher, &fp);
+    let roomy = GuardBudget::for_outputs(2 << 20, 0);
+    assert!(guard.check_within(dir.path(), &[], roomy).accepted);
+    let tight = GuardBudget {
+        scan_bytes: 4096,
+        ..roomy
+    };
+    let v = guard.check_within(dir.path(), &[], tight);
+    assert_eq!(
+        v.rejections,
+        vec![Rejection::Budget {
+            what: BudgetKind::Scan,
+            limit: 4096
+        }]
+    );
+    assert!(!v.accepted);
+}
+
+#[test]
+fn a_guard_past_its_wall_time_refuses_the_set() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("metrics.json"), GOOD_METRICS).unwrap();
+    let (decls, searcher, fp) = (decls(), ids().searcher().unwrap(), Fingerprints::default());
+    let guard = guard_on(&decls, &searcher, &fp);
+    let none_left = GuardBudget {
+        wall: std::time::Duration::ZERO,
+        ..GuardBudget::for_outputs(2 << 20, 0)
+    };
+    let v = guard.check_within(dir.path(), &[], none_left);
+    assert_eq!(
+        v.rejections,
+        vec![Rejection::Budget {
+            what: BudgetKind::Time,
+            limit: 0
+        }]
+    );
+    // A wall time too long to add to the clock is no time limit, not a panic.
+    let endless = GuardBudget {
+        wall: std::time::Duration::MAX,
+        ..GuardBudget::for_outputs(2 << 20, 0)
+    };
+    assert!(guard.check_within(dir.path(), &[], endless).accepted);
 }

@@ -188,8 +188,9 @@ impl Run {
     pub fn stdout(&self) -> String {
         String::from_utf8_lossy(&self.result.stdout).into_owned()
     }
+    /// The guard's rejections, in full (hospital-side details).
     pub fn rejections(&self) -> &[rapha_enclave::Rejection] {
-        &self.result.signed.manifest.guard.rejections
+        self.result.details.rejections()
     }
     /// Nothing was released: no files, no metrics, outcome not completed, logs withheld.
     pub fn assert_nothing_released(&self) {

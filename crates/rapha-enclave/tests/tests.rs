@@ -2,9 +2,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
 
 mod attacks;
+mod corpus;
 mod dicom;
 mod feed;
 mod fuzz;
 mod guard;
+mod limits;
 mod metrics;
+mod served;
 mod support;

@@ -102,6 +102,7 @@ fn preview(args: &PreviewArgs) -> anyhow::Result<()> {
             let scoped = ScopedQuery::parse(q, &config.scope)?;
             let mut opts = ClientOptions::new(url.clone());
             opts.ca_pem = args.ca_file.clone();
+            opts.timeout = std::time::Duration::from_secs(config.pacs.connect_timeout_seconds);
             if let Some(f) = &args.bearer_token_file {
                 rapha_core::check_private_mode(f).map_err(|_| {
                     anyhow::anyhow!(
@@ -112,7 +113,7 @@ fn preview(args: &PreviewArgs) -> anyhow::Result<()> {
                 let token = Zeroizing::new(std::fs::read_to_string(f)?.trim().to_owned());
                 opts.auth = Some(Auth::Bearer(token));
             }
-            let client = DicomWebClient::new(opts)?;
+            let client = DicomWebClient::new(opts)?.with_limits(config.pacs.clone());
             builder.from_dicomweb(&client, &scoped)?
         }
         _ => bail!("give either --dicom-dir DIR, or --dicomweb URL with --query 'QIDO params'"),

@@ -320,6 +320,14 @@ pub struct TrainerConfig {
     /// Extra global options passed to the runtime before its subcommand.
     #[serde(default)]
     pub runtime_args: Vec<String>,
+    /// A run's end is committed on a whole number of these seconds after its start, so the
+    /// publisher learns its trainer's run length in such steps only (default 60; 1 to 3600).
+    #[serde(default = "default_run_quantum_secs")]
+    pub run_quantum_secs: u64,
+}
+
+fn default_run_quantum_secs() -> u64 {
+    crate::pipeline::RUN_QUANTUM.as_secs()
 }
 
 /// `[chain]`: settlement.
@@ -379,6 +387,26 @@ pub struct ApiConfig {
     /// largest unpacked total in it. Uploads are staged under `paths.data_dir/bundles`.
     #[serde(default = "default_max_bundle_bytes")]
     pub max_bundle_bytes: u64,
+    /// Jobs one publisher may have not yet settled (default 4).
+    #[serde(default = "default_max_jobs_in_flight")]
+    pub max_jobs_in_flight: u64,
+    /// Bytes of bundles one publisher may keep stored (default four of the largest uploads,
+    /// [`ApiConfig::publisher_bundle_quota`]).
+    #[serde(default)]
+    pub max_publisher_bundle_bytes: Option<u64>,
+}
+
+impl ApiConfig {
+    /// The per-publisher bundle storage quota in force: as configured, else four times
+    /// `max_bundle_bytes` (8 GiB with the defaults).
+    pub fn publisher_bundle_quota(&self) -> u64 {
+        self.max_publisher_bundle_bytes
+            .unwrap_or_else(|| self.max_bundle_bytes.saturating_mul(4))
+    }
+}
+
+fn default_max_jobs_in_flight() -> u64 {
+    crate::api::DEFAULT_MAX_JOBS_IN_FLIGHT
 }
 
 /// The default `[api] max_bundle_bytes`: 2 GiB.
@@ -473,13 +501,40 @@ impl Config {
                 ));
             }
         }
+        if !(1..=3600).contains(&self.trainer.run_quantum_secs) {
+            return Err(invalid(
+                "trainer.run_quantum_secs",
+                format!(
+                    "{} is outside 1 to 3600 s; a run's end is shown to the publisher on this \
+                     step (default 60)",
+                    self.trainer.run_quantum_secs
+                ),
+            ));
+        }
         if let Some(a) = &self.api {
+            if a.max_jobs_in_flight == 0 {
+                return Err(invalid(
+                    "api.max_jobs_in_flight",
+                    "0 would refuse every job; use at least 1 (default 4)",
+                ));
+            }
             if !(MIN_BUNDLE_BYTES..=MAX_BUNDLE_BYTES).contains(&a.max_bundle_bytes) {
                 return Err(invalid(
                     "api.max_bundle_bytes",
                     format!(
                         "{} is outside 1 MiB ({MIN_BUNDLE_BYTES}) to 64 GiB ({MAX_BUNDLE_BYTES}); \
                          the default is 2 GiB (2147483648)",
+                        a.max_bundle_bytes
+                    ),
+                ));
+            }
+            if a.publisher_bundle_quota() < a.max_bundle_bytes {
+                return Err(invalid(
+                    "api.max_publisher_bundle_bytes",
+                    format!(
+                        "{} is below api.max_bundle_bytes ({}): a publisher could not store \
+                         one bundle of the largest size accepted",
+                        a.publisher_bundle_quota(),
                         a.max_bundle_bytes
                     ),
                 ));

@@ -24,3 +24,4 @@ pub mod doctor;
 pub mod init;
 pub mod keygen;
 pub mod policy_cmd;
+pub mod publishers;

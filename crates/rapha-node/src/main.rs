@@ -34,6 +34,8 @@ enum Command {
     Approve(rapha_node::approvals::ApproveArgs),
     /// DPO approvals: list, revoke (until the job starts).
     Approvals(rapha_node::approvals::ApprovalsArgs),
+    /// DPO: publishers suspended after an output-guard violation (list, reinstate).
+    Publishers(rapha_node::publishers::PublishersArgs),
     /// Policy tools: `policy test` runs the Rego unit tests.
     Policy(rapha_node::policy_cmd::PolicyArgs),
     /// DPO: preview the records a trainer would see for a query or a directory.
@@ -55,6 +57,7 @@ fn main() -> anyhow::Result<()> {
         Command::Keygen(args) => rapha_node::keygen::run(&args),
         Command::Approve(args) => rapha_node::approvals::approve(&args),
         Command::Approvals(args) => rapha_node::approvals::approvals(&args),
+        Command::Publishers(args) => rapha_node::publishers::run(&args),
         Command::Policy(args) => exit_unless(rapha_node::policy_cmd::run(&args)?),
         Command::Cohort(cmd) => cohort::run(cmd),
         Command::RunJob(args) => rapha_node::run_job::run(&args),

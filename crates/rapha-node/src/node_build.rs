@@ -444,6 +444,7 @@ pub fn node_from_config(cfg: &Config) -> anyhow::Result<Node> {
     };
     let url = endpoint.url.clone();
     let ca = endpoint.ca_file.clone();
+    let pacs_limits = cfg.dicom.clone().unwrap_or_default().pacs;
     let dpo_keys = cfg
         .keys
         .dpo_public_keys
@@ -486,7 +487,8 @@ pub fn node_from_config(cfg: &Config) -> anyhow::Result<Node> {
         pacs: Box::new(move || {
             let mut o = ClientOptions::new(url.clone());
             o.ca_pem.clone_from(&ca);
-            DicomWebClient::new(o)
+            o.timeout = std::time::Duration::from_secs(pacs_limits.connect_timeout_seconds);
+            DicomWebClient::new(o).map(|c| c.with_limits(pacs_limits.clone()))
         }),
         approvals: ApprovalStore::open(&cfg.approvals_dir())?,
         dpo_keys,
@@ -508,7 +510,9 @@ pub fn node_from_config(cfg: &Config) -> anyhow::Result<Node> {
         work_dir: cfg.paths.data_dir.join("work"),
         release_dir: cfg.paths.data_dir.join("released"),
     };
-    Ok(Node::new(parts)?)
+    let mut node = Node::new(parts)?;
+    node.set_run_quantum(Duration::from_secs(cfg.trainer.run_quantum_secs));
+    Ok(node)
 }
 
 /// Reads the settlement wallet key (hex, mode 0600 or stricter).

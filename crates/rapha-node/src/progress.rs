@@ -1,6 +1,7 @@
 //! Live progress of the jobs whose trainer is running: written by the pipeline from the
 //! enclave runtime's reports (about every 500 ms), read by the API's status and metrics
-//! routes without the node lock (which the run step holds for the whole run).
+//! routes without the node lock. The feed counts and the trainer's self-reported figures are
+//! numbers the trainer chooses: the API shows them to the hospital's roles only.
 //!
 //! Memory only: a run belongs to the process that started it, and a restart fails the job
 //! (its enclave session is gone), so nothing here needs to survive one.

@@ -36,6 +36,12 @@ pub const DPO_TOKEN: &str = "dpo-0123456789abcdef0123456789abcdef";
 pub const ADMIN_TOKEN: &str = "adm-0123456789abcdef0123456789abcdef";
 
 pub fn node(dir: &Path, chain: &Chain) -> Node {
+    let mut node = node_parts(dir, chain);
+    node.set_run_quantum(std::time::Duration::ZERO);
+    node
+}
+
+fn node_parts(dir: &Path, chain: &Chain) -> Node {
     std::fs::create_dir_all(dir.join("trust")).unwrap();
     TrustStore::add(
         &dir.join("trust"),
@@ -229,6 +235,8 @@ fn allowed(method: &str, path: &str) -> &'static [&'static str] {
         ("get", "/v1/log/head" | "/v1/log/inclusion" | "/v1/log/consistency") => {
             &["publisher", "dpo", "admin"]
         }
+        ("get", "/v1/publishers/suspended") => &["dpo", "admin"],
+        ("post", "/v1/publishers/{name}/reinstate") => &["dpo"],
         other => panic!("route {other:?} has no expected roles in this test"),
     }
 }

@@ -265,11 +265,9 @@ fn uploaded_bundle_is_verified_stored_once_by_digest_and_named_by_jobs() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(status["state"], "settled", "{status}");
-    // Refused before a cohort was built: no record counts.
-    assert_eq!(
-        status["records"],
-        serde_json::json!({"cohort": null, "fed": null})
-    );
+    // Refused before a cohort was built: no record counts (and the publisher is never shown
+    // a feed count, issue 18).
+    assert_eq!(status["records"], serde_json::json!({"cohort": null}));
 
     // Uploads are audited: the stored bundle by digest, the refusals by code.
     let audit = tmp.path().join("audit.jsonl");

@@ -188,3 +188,66 @@ fn preview_over_dicomweb_matches_the_directory() {
     assert!(!a.is_empty());
     assert_eq!(a, b);
 }
+
+/// Issue 18, item 4: a ~720 KB file of 20 000 nested sequences aborted `cohort preview` (stack
+/// overflow in the DICOM parser). It is now counted as malformed and the preview goes on.
+#[test]
+fn preview_survives_a_deeply_nested_file_and_counts_it_malformed() {
+    use rapha_testkit::crafted::{deep_part10, plain_part10, Identity};
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("hmac.key");
+    write_key(&key, 32, 0o600);
+    let files = dir.path().join("dicom");
+    std::fs::create_dir(&files).unwrap();
+    std::fs::write(files.join("a.dcm"), plain_part10(&Identity::ct(1))).unwrap();
+    let deep = deep_part10(&Identity::ct(2), 20_000);
+    assert!(deep.len() > 700_000);
+    std::fs::write(files.join("b.dcm"), deep).unwrap();
+    let o = node(&[
+        "cohort",
+        "preview",
+        "--key",
+        key.to_str().unwrap(),
+        "--dicom-dir",
+        files.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
+    let summary: serde_json::Value =
+        serde_json::from_str(stderr(&o).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["kept"], 1, "{summary}");
+    assert_eq!(summary["excluded"]["malformed"], 1, "{summary}");
+}
+
+/// The same file through a real PACS: Orthanc crashes on ~50 nested levels but accepts 30, and
+/// its DICOMweb metadata leaves the deep sequence out, so what the preview (and the cohort)
+/// reads is an ordinary header. The Part 10 object it serves over WADO-RS still nests 30
+/// levels: the enclave runtime refuses it at fetch time (rapha-enclave's
+/// `deeply_nested_instance_in_orthanc_is_refused_at_fetch_time`).
+#[test]
+fn preview_over_dicomweb_of_a_deeply_nested_instance_reads_orthancs_metadata() {
+    use rapha_testkit::crafted::{deep_part10, plain_part10, Identity};
+    let Some(orthanc) = rapha_testkit::require!(Orthanc::start()) else {
+        return;
+    };
+    orthanc
+        .upload_bytes(&plain_part10(&Identity::ct(3)))
+        .unwrap();
+    orthanc
+        .upload_bytes(&deep_part10(&Identity::ct(4), 30))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("hmac.key");
+    write_key(&key, 32, 0o600);
+    let o = node(&[
+        "cohort",
+        "preview",
+        "--key",
+        key.to_str().unwrap(),
+        "--dicomweb",
+        &orthanc.dicomweb_url(),
+        "--query",
+        "StudyDate=20240105-20240105&ModalitiesInStudy=CT&limit=10",
+    ]);
+    assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 2);
+}

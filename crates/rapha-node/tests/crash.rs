@@ -200,8 +200,9 @@ fn sigkill_at_every_state_ends_completed_or_failed_exactly_once() {
         );
         if key_lost {
             assert_eq!(row.outcome, Some(Outcome::Failed), "crash at {crash_at}");
-            assert!(
-                row.reason.as_deref().unwrap_or("").contains("not re-run"),
+            assert_eq!(
+                row.reason.as_deref(),
+                Some("node-restarted"),
                 "{:?}",
                 row.reason
             );

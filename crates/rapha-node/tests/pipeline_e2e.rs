@@ -207,6 +207,8 @@ store = {trust}
 
 [trainer]
 runtime = "{runc}"
+# Runs end as the trainer exits, to the second (the default quantum is 60 s).
+run_quantum_secs = 1
 
 [chain]
 rpc_url = "{rpc}"
@@ -245,6 +247,17 @@ pub fn bundle(
     mode: &str,
     key: &SigningKey,
 ) -> (PathBuf, Digest) {
+    bundle_args(tmp, trainer, name, &[mode], key)
+}
+
+/// Builds and signs a bundle whose entrypoint runs `trainer` with `args`.
+pub fn bundle_args(
+    tmp: &Path,
+    trainer: &Path,
+    name: &str,
+    args: &[&str],
+    key: &SigningKey,
+) -> (PathBuf, Digest) {
     let rootfs = tmp.join(format!("{name}-rootfs"));
     std::fs::create_dir_all(&rootfs).unwrap();
     std::fs::copy(trainer, rootfs.join("trainer")).unwrap();
@@ -252,7 +265,10 @@ pub fn bundle(
     build_image(
         &BuildSpec {
             rootfs,
-            entrypoint: vec!["/trainer".into(), mode.into()],
+            entrypoint: std::iter::once("/trainer")
+                .chain(args.iter().copied())
+                .map(str::to_owned)
+                .collect(),
             env: vec![],
         },
         &layout,
@@ -502,7 +518,7 @@ pub fn world_with(studies: usize, seed: u64) -> Option<World> {
         &tmp.path().join("ledger.sqlite"),
     )
     .unwrap();
-    let node = Node::new(NodeParts {
+    let mut node = Node::new(NodeParts {
         store: JobStore::open(&tmp.path().join("jobs.sqlite")).unwrap(),
         trust,
         policy: Policy::builtin().unwrap(),
@@ -537,6 +553,8 @@ pub fn world_with(studies: usize, seed: u64) -> Option<World> {
         release_dir: tmp.path().join("released"),
     })
     .unwrap();
+    // Runs end as the trainer exits (the publisher-side quantum has its own test).
+    node.set_run_quantum(std::time::Duration::ZERO);
     Some(World {
         tmp,
         _orthanc: orthanc,
@@ -592,7 +610,7 @@ impl World {
     }
 
     /// Drives a job through approval and deposit to its end.
-    fn drive(&mut self, job: JobId) -> JobState {
+    pub fn drive(&mut self, job: JobId) -> JobState {
         assert_eq!(
             self.node.run_until_blocked(job).unwrap(),
             JobState::AwaitingApproval
@@ -669,7 +687,7 @@ pub fn all_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
-fn honest_job_settles_malicious_job_is_refunded_broad_query_never_reaches_the_pacs() {
+fn honest_job_settles_malicious_job_is_charged_broad_query_never_reaches_the_pacs() {
     let Some(mut w) = world() else { return };
     let tmp = w.tmp.path().to_path_buf();
     let (honest_dir, honest_manifest) =
@@ -782,31 +800,43 @@ fn honest_job_settles_malicious_job_is_refunded_broad_query_never_reaches_the_pa
     );
 
     // 3. A malicious trainer (copies pixels into its "weights"): the guard refuses, the job
-    //    ends refused with a receipt saying why, nothing is released, the depositor refunded.
+    //    ends violated with a receipt carrying one code, nothing is released, and (issue 18)
+    //    the fee is charged, not refunded: a refunded refusal would be a free oracle.
     let (bad_dir, bad_manifest) = bundle(&tmp, &w.trainer, "bad", "pixel-copy", &w.publisher_key);
     let company_before = w.chain.balance(w.chain.company.address());
     let bad = w.request(bad_manifest, w.scoped_query());
     let bad_id = w.node.submit(&bad_dir, bad).unwrap();
-    assert_eq!(w.drive(bad_id), JobState::Settled);
-    let row = w.node.store().get(bad_id).unwrap();
-    assert_ne!(row.outcome, Some(Outcome::Completed));
-    let reason = row.reason.unwrap();
+    // Settled once the escrow pays violations (escrow v2); an escrow that knows only outcomes
+    // 1 to 3 refuses the settlement and the job waits in `receipted`.
+    let end = w.drive(bad_id);
     assert!(
-        reason.contains("guard") || reason.contains("trainer"),
-        "{reason}"
+        matches!(end, JobState::Settled | JobState::Receipted),
+        "{end}"
     );
+    let row = w.node.store().get(bad_id).unwrap();
+    assert_eq!(row.outcome, Some(Outcome::Violated), "{:?}", row.reason);
+    let reason = row.reason.unwrap();
+    assert_eq!(reason, "output-guard");
+    let detail = w.node.ending(bad_id).unwrap().unwrap().detail;
+    assert!(detail.contains("verbatim block"), "{detail}");
     let bad_receipt = w.node.receipt(bad_id).unwrap().unwrap();
     assert_eq!(bad_receipt.body["reason"], reason.as_str());
     assert!(bad_receipt.body["outputs"].is_null());
     assert!(
         !w.node.release_path(bad_id).exists(),
-        "a refused job released something"
+        "a violated job released something"
     );
     assert_eq!(
         w.chain.balance(w.chain.company.address()),
-        company_before,
-        "the depositor was not refunded in full"
+        company_before - U256::from(FEE),
+        "a guard refusal was refunded"
     );
+    // The publisher is suspended until a DPO reviews the violation; reinstated for step 4.
+    assert!(w.node.suspension(PUBLISHER).unwrap().is_some());
+    w.node
+        .reinstate(PUBLISHER, "test-dpo", "reviewed in the end-to-end test")
+        .unwrap()
+        .expect("suspended");
 
     // 4. A TPM quote over another job's binding, relabelled with this job's binding, is
     //    refused before the trainer runs; the depositor is refunded, nothing released.
@@ -818,8 +848,9 @@ fn honest_job_settles_malicious_job_is_refunded_broad_query_never_reaches_the_pa
     w.forge.store(false, Ordering::SeqCst);
     let row = w.node.store().get(forged_id).unwrap();
     assert_eq!(row.outcome, Some(Outcome::Refused));
-    let reason = row.reason.unwrap();
-    assert!(reason.starts_with("TPM evidence refused"), "{reason}");
+    assert_eq!(row.reason.as_deref(), Some("attestation-refused"));
+    let detail = w.node.ending(forged_id).unwrap().unwrap().detail;
+    assert!(detail.starts_with("TPM evidence refused"), "{detail}");
     let to: Vec<JobState> = w
         .node
         .store()
@@ -859,4 +890,78 @@ fn honest_job_settles_malicious_job_is_refunded_broad_query_never_reaches_the_pa
     for code in ["110112", "110103", "110110", "110113", "110106"] {
         assert!(ids.contains(&code), "no audit event {code} in {ids:?}");
     }
+}
+
+/// Issue 18, item 11: a patient who opts out after the DPO approved the cohort is dropped when
+/// the run starts: none of their records is listed or fed, and the run record counts them.
+#[test]
+fn patient_opted_out_after_approval_is_not_fed_and_is_counted_in_the_run_record() {
+    let Some(mut w) = world() else { return };
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle(&tmp, &w.trainer, "honest", "honest", &w.publisher_key);
+    let job = w
+        .node
+        .submit(&dir, w.request(manifest, w.scoped_query()))
+        .unwrap();
+    assert_eq!(
+        w.node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingApproval
+    );
+    let cohort: serde_json::Value = serde_json::from_slice(
+        &w.node
+            .store()
+            .artifact(job, rapha_node::pipeline::artifact::COHORT)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let entries = cohort["entries"].as_array().unwrap();
+    let patient = entries[0]["approved"]["patient_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let theirs = entries
+        .iter()
+        .filter(|e| e["approved"]["patient_id"] == patient.as_str())
+        .count();
+    w.approve(job);
+
+    // After approval, the patient opts out: the hospital appends them to its list.
+    let list = tmp.join("cohort").join("optouts.csv");
+    let mut text = std::fs::read_to_string(&list).unwrap();
+    text.push_str(&format!("{patient}\n"));
+    std::fs::write(&list, text).unwrap();
+
+    assert_eq!(
+        w.node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingDeposit
+    );
+    w.chain.deposit(&job);
+    let mut state = JobState::AwaitingDeposit;
+    for _ in 0..60 {
+        state = w.node.run_until_blocked(job).unwrap();
+        if state == JobState::Settled {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert_eq!(state, JobState::Settled);
+    let run: serde_json::Value = serde_json::from_slice(
+        &w.node
+            .store()
+            .artifact(job, rapha_node::pipeline::artifact::MANIFEST)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(run["opted_out_since_approval"], theirs as u64, "{run}");
+    assert_eq!(
+        run["records_fed"],
+        (entries.len() - theirs) as u64,
+        "the honest trainer reads every record it is offered"
+    );
+    assert!(
+        run["fetch_refusals"].as_object().unwrap().is_empty(),
+        "{run}"
+    );
 }

@@ -360,11 +360,18 @@ max_bundle_bytes = 1048576"#,
             .expect("a refused job has a receipt");
         assert_eq!(receipt.body["outcome"], "refused", "{}", receipt.body);
         assert_eq!(receipt.body["reason"], reason.as_str());
+        // The code is all the publisher sees; the words are the hospital's (issue 18).
+        assert_eq!(reason, "attestation-refused");
+        let detail = node
+            .ending(job)
+            .unwrap()
+            .expect("an ending is stored")
+            .detail;
         assert!(!node.release_path(job).exists());
         // The depositor has the whole fee back; the hospital got nothing.
         assert_eq!(chain.balance(chain.company.address()), company_before);
         assert_eq!(chain.balance(chain.payout), payout_before);
-        reason
+        detail
     };
     assert_eq!(
         refused_at_attestation(new_request()),

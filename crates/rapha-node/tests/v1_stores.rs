@@ -1,5 +1,6 @@
 //! The stores written before issue 18 (`testdata/v1`, by commit 665d500) open with today's
-//! node: each is stamped version 1 and keeps every row; a job waiting for approval there is
+//! node: each is taken as version 1 and migrated forward (the job store to version 2, which
+//! adds the suspensions table) or stamped, keeping every row; a job waiting for approval there is
 //! approved with its v1 job digest and moves on; a store newer than the node is refused with
 //! the store, its version and ours named; a reader never reads an unmigrated store.
 
@@ -62,14 +63,26 @@ fn set_user_version(path: &Path, v: i64) {
 }
 
 #[test]
-fn v1_job_store_opens_as_version_1_with_a_job_in_every_state() {
+fn v1_job_store_migrates_to_version_2_with_a_job_in_every_state() {
     let state = copy_state();
     let path = state.path().join("jobs.sqlite");
     assert_eq!(user_version(&path), 0, "written before versions");
-    // Unversioned is version 1, today's layout: a reader may read it as it is.
-    JobReader::open(&path).unwrap();
+    // A reader must not read it before a writer migrated it.
+    let err = JobReader::open(&path).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            StoreError::Version(rapha_migrate::VersionError::NotMigrated {
+                found: 0,
+                supported: 2,
+                ..
+            })
+        ),
+        "{err}"
+    );
     let store = JobStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 1);
+    assert_eq!(user_version(&path), 2);
+    JobReader::open(&path).unwrap();
     let f = fixture();
     for s in JobState::ALL {
         let id = f["jobs"][s.as_str()].as_str().unwrap().parse().unwrap();
@@ -77,14 +90,16 @@ fn v1_job_store_opens_as_version_1_with_a_job_in_every_state() {
     }
     let unsettled = store.unfinished().unwrap().len();
     assert_eq!(unsettled, 16, "every state but settled");
+    // The migration added the suspensions table, empty.
+    assert!(store.suspension("example-ai").unwrap().is_none());
     drop(store);
     // A reader refuses a store newer than the node.
-    set_user_version(&path, 2);
+    set_user_version(&path, 3);
     let err = JobReader::open(&path).unwrap_err();
     assert!(
         matches!(
             &err,
-            StoreError::Version(rapha_migrate::VersionError::TooNew { found: 2, .. })
+            StoreError::Version(rapha_migrate::VersionError::TooNew { found: 3, .. })
         ),
         "{err}"
     );
@@ -98,7 +113,7 @@ fn every_v1_store_newer_than_the_node_is_refused_by_name() {
     let err = JobStore::open(&jobs).unwrap_err().to_string();
     assert!(
         err.starts_with("the job store at ")
-            && err.contains("is version 99, newer than this node supports (version 1)"),
+            && err.contains("is version 99, newer than this node supports (version 2)"),
         "{err}"
     );
     let log = state.path().join("receipts.log");

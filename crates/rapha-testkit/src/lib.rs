@@ -3,12 +3,21 @@
 //! - `services`: starts real Orthanc + DICOMweb, swtpm and anvil on free loopback ports for a
 //!   test, with readiness checks, and tears them down (logs kept on failure);
 //! - `cohort`: the synthetic DICOM cohort generator, with PHI planted everywhere a real study
-//!   has it, burned-in text, a learnable lesion signal, labels and opt-outs.
+//!   has it, burned-in text, a learnable lesion signal, labels and opt-outs;
+//! - `crafted`: hostile DICOM a PACS could serve (deep nesting in Part 10 and DICOM JSON,
+//!   deflate bombs, false length claims), built byte by byte;
+//! - `hostile`: a hostile DICOMweb server on loopback (silent, trickling, endless, ignoring
+//!   `offset`), the adversary of the PACS-client tests;
+//! - `victim`: runs code under attack in a child process with a memory cap and a timeout, so
+//!   a crash or a hang is an outcome the test reports rather than the end of the test binary.
 //!
 //! It also carries small statistics helpers for tests ([`auc`]).
 
 pub mod cohort;
+pub mod crafted;
+pub mod hostile;
 pub mod services;
 mod stats;
+pub mod victim;
 
 pub use stats::auc;

@@ -199,7 +199,7 @@ fn completed_auc(r: &JobResult) -> f64 {
         m.reasons,
         String::from_utf8_lossy(&r.stderr)
     );
-    assert!(m.guard.accepted, "guard: {:?}", m.guard.rejections);
+    assert!(m.guard.accepted, "guard: {:?}", r.details.rejections());
     m.metrics
         .as_ref()
         .unwrap_or_else(|| panic!("metrics withheld: {:?}", m.metrics_withheld))
@@ -250,7 +250,7 @@ fn reference_trainer_learns_the_lesion_signal() {
     let m = &r.signed.manifest;
     eprintln!(
         "FIGURES reference trainer: {} records fed, node AUC {} (95% CI {:?}), accuracy {}, {} validation patients, wall {:.1}s",
-        m.records_fed,
+        r.details.records_fed,
         auc,
         m.metrics.as_ref().map(|x| x.auc_ci95),
         m.metrics.as_ref().map_or(0.0, |x| x.accuracy),

@@ -138,6 +138,14 @@ impl BundleStore {
         dir.join(ENVELOPE_FILE).is_file().then_some(dir)
     }
 
+    /// Bytes of every bundle `publisher` has stored (its quota's use).
+    pub fn publisher_bytes(&self, publisher: &str) -> u64 {
+        if rapha_bundle::trust::check_name(publisher).is_err() {
+            return 0;
+        }
+        tree_bytes(&self.root.join(publisher))
+    }
+
     fn bundle_dir(&self, publisher: &str, manifest: &Digest) -> PathBuf {
         self.root
             .join(publisher)
@@ -220,6 +228,20 @@ impl BundleStore {
         sync_dir(&parent)?;
         Ok(true)
     }
+}
+
+/// Bytes of the regular files under `dir` (links not followed).
+fn tree_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => tree_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }
 
 /// Makes a rename in `dir` durable.

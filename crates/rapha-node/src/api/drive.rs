@@ -20,12 +20,9 @@ pub(super) fn drive(state: &ApiState, job: JobId) {
     let node = Arc::clone(&state.node);
     let driving = Arc::clone(&state.driving);
     tokio::task::spawn_blocking(move || loop {
-        match node.lock() {
-            Ok(mut n) => match n.run_until_blocked(job) {
-                Ok(s) => tracing::debug!(%job, state = s.as_str(), "job waits"),
-                Err(e) => tracing::error!(%job, error = %e, "job step failed"),
-            },
-            Err(_) => tracing::error!(%job, "node lock poisoned; job not driven"),
+        match run_until_blocked(&node, job) {
+            Ok(()) => tracing::debug!(%job, "job waits"),
+            Err(e) => tracing::error!(%job, error = %e, "job step failed"),
         }
         let Ok(mut d) = driving.lock() else { return };
         match d.get_mut(&job) {
@@ -36,6 +33,28 @@ pub(super) fn drive(state: &ApiState, job: JobId) {
             }
         }
     });
+}
+
+/// Advances `job` until it waits for something outside the node. Each step is prepared under
+/// the node lock; a step's slow part ([`crate::pipeline::Work`]: the PACS, the trainer, the chain) runs with the
+/// lock released, and its result is committed under the lock again. Between steps the lock is
+/// released too, so approvals, rejections and other jobs' steps get the node in between.
+fn run_until_blocked(node: &Mutex<Node>, job: JobId) -> Result<(), String> {
+    let lock = || node.lock().map_err(|_| "node lock poisoned".to_owned());
+    loop {
+        let next = lock()?.prepare(job).map_err(|e| e.to_string())?;
+        let step = match next {
+            PipelineNext::Step(step) => step,
+            PipelineNext::InFlight => return Ok(()),
+            PipelineNext::Work(work) => {
+                let done = work.run();
+                lock()?.commit(done).map_err(|e| e.to_string())?
+            }
+        };
+        if !matches!(step, Step::Moved(_)) {
+            return Ok(());
+        }
+    }
 }
 
 /// How often `serve` re-drives unfinished jobs: a deposit or a settlement confirms on the

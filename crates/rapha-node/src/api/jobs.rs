@@ -18,7 +18,8 @@ pub(super) async fn job_status(
     // not on the blocking pool: a point read of a WAL store never waits for the pipeline's
     // writes and costs less than the hand-off (bench/node.sh: about twice the polls per
     // second, a third of the p99).
-    let (row, records) = state.readers.with(|r| {
+    let hospital = caller.role != Role::Publisher;
+    let (row, records, ending) = state.readers.with(|r| {
         let row = match r.get(job) {
             Ok(row) => row,
             Err(crate::store::StoreError::NotFound(_)) => {
@@ -26,8 +27,13 @@ pub(super) async fn job_status(
             }
             Err(e) => return Err(HttpError::internal(e)),
         };
-        let records = records_progress(r, job)?;
-        Ok((row, records))
+        let records = records_progress(r, job, hospital)?;
+        let ending = if hospital {
+            ending_detail(r, job)?
+        } else {
+            None
+        };
+        Ok((row, records, ending))
     })?;
     // A publisher sees only its own jobs (the check of check_owner, on the row just read,
     // before anything of it is returned).
@@ -46,12 +52,27 @@ pub(super) async fn job_status(
     let run = (row.state == JobState::Running)
         .then(|| state.live.get(job))
         .flatten();
-    if let Some(r) = &run {
+    if let (Some(r), true) = (&run, hospital) {
         // While the trainer runs, the distinct records fed so far (the final figure is the
         // signed manifest's, read above once the run has ended).
         records["fed"] = json!(r.progress.distinct_fed);
     }
     let run = run.map(|r| run_json(&r, caller.role));
+    if !hospital {
+        // The publisher's view: state, the reason code and whole minutes. No live counter
+        // (what the trainer fetches is its choice) and no time finer than a minute.
+        return Ok(Json(json!({
+            "job_id": row.id.to_string(),
+            "state": row.state,
+            "progress": { "step": progress, "of": JobState::ALL.len() },
+            "records": records,
+            "run": run,
+            "outcome": row.outcome,
+            "reason": row.reason,
+            "created_at": minute(row.created_at),
+            "updated_at": minute(row.updated_at),
+        })));
+    }
     Ok(Json(json!({
         "job_id": row.id.to_string(),
         "state": row.state,
@@ -60,44 +81,64 @@ pub(super) async fn job_status(
         "run": run,
         "outcome": row.outcome,
         "reason": row.reason,
+        "detail": ending,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
     })))
 }
 
+/// Unix seconds truncated to the minute.
+fn minute(secs: u64) -> u64 {
+    secs - secs % 60
+}
+
+/// What happened, in words, when the job ended (hospital roles only): may hold trainer-chosen
+/// text.
+fn ending_detail(r: &JobReader, job: JobId) -> ApiResult<Option<String>> {
+    Ok(r.artifact(job, crate::pipeline::artifact::ENDING)
+        .map_err(HttpError::internal)?
+        .and_then(|b| serde_json::from_slice::<crate::pipeline::Ending>(&b).ok())
+        .map(|e| e.detail))
+}
+
 /// A running trainer's progress as `GET /v1/jobs/{id}` shows it: numbers only.
 ///
-/// The publisher sees what the node measured and bounds (distinct records fed, elapsed time,
-/// the wall-time limit). The fetch count and the trainer's self-reported figures are numbers a
-/// trainer chooses while it runs: shown to the publisher they would be a channel out of the
-/// hospital that bypasses the output guard (I4), so only the hospital's roles see them.
+/// The publisher sees the elapsed time in whole minutes and the wall-time limit its own bundle
+/// set. Every count of the feed (distinct records fed, fetches) and the trainer's
+/// self-reported figures are numbers the trainer chooses while it runs: shown to the publisher
+/// they would be a channel out of the hospital that bypasses the output guard (I4), so only
+/// the hospital's roles see them.
 pub(super) fn run_json(run: &LiveRun, role: Role) -> serde_json::Value {
     let p = &run.progress;
-    let mut v = json!({
+    if role == Role::Publisher {
+        return json!({
+            "elapsed_minutes": run.elapsed_secs() / 60,
+            "wall_limit_secs": p.wall_limit.as_secs(),
+        });
+    }
+    json!({
         "distinct_records_fed": p.distinct_fed,
         "elapsed_secs": run.elapsed_secs(),
         "wall_limit_secs": p.wall_limit.as_secs(),
-    });
-    if role != Role::Publisher {
-        v["records_fetched"] = json!(p.fetches);
-        v["self_reported"] = p
-            .self_reported
-            .as_ref()
-            .map_or(serde_json::Value::Null, |s| {
-                // Numbers only: never a string the trainer wrote (metric names included).
-                json!({
-                    "epoch": s.epoch,
-                    "step": s.step,
-                    "loss": s.loss.filter(|l| l.is_finite()),
-                })
-            });
-    }
-    v
+        "records_fetched": p.fetches,
+        "self_reported": p.self_reported.as_ref().map_or(serde_json::Value::Null, |s| {
+            // Numbers only: never a string the trainer wrote (metric names included).
+            json!({
+                "epoch": s.epoch,
+                "step": s.step,
+                "loss": s.loss.filter(|l| l.is_finite()),
+            })
+        }),
+    })
 }
 
-/// Instances in the built cohort and instances fed to the trainer (null until known), from the
-/// pipeline's stored artifacts: counts only.
-pub(super) fn records_progress(store: &JobReader, job: JobId) -> ApiResult<serde_json::Value> {
+/// Instances in the built cohort and (hospital roles only) instances fed to the trainer (null
+/// until known), from the pipeline's stored artifacts: counts only.
+pub(super) fn records_progress(
+    store: &JobReader,
+    job: JobId,
+    hospital: bool,
+) -> ApiResult<serde_json::Value> {
     #[derive(Deserialize)]
     struct Cohort {
         instances: u64,
@@ -110,6 +151,9 @@ pub(super) fn records_progress(store: &JobReader, job: JobId) -> ApiResult<serde
     let cohort = read(crate::pipeline::artifact::COHORT_SUMMARY)?
         .and_then(|b| serde_json::from_slice::<Cohort>(&b).ok())
         .map(|c| c.instances);
+    if !hospital {
+        return Ok(json!({ "cohort": cohort }));
+    }
     let fed = read(crate::pipeline::artifact::MANIFEST)?
         .and_then(|b| serde_json::from_slice::<Run>(&b).ok())
         .map(|r| r.records_fed);
@@ -155,8 +199,39 @@ pub(super) async fn submit(
     let role = caller.role;
     let node = Arc::clone(&state.node);
     let store = Arc::clone(&state.bundles);
+    let readers = Arc::clone(&state.readers);
+    let quotas = state.quotas;
+    let work_dir = Arc::clone(&state.work_dir);
+    let st = state.clone();
     let job = blocking(move || {
         let request = &body.request;
+        // A suspended publisher, or one at its quota, is refused before anything is stored.
+        let suspended = readers.with(|r| {
+            r.suspension(&request.publisher)
+                .map_err(HttpError::internal)
+        })?;
+        if suspended.is_some() {
+            audit_later(
+                &st,
+                AuditEvent::new(
+                    AuditKind::Refusal,
+                    AuditOutcome::MinorFailure,
+                    format!(
+                        "job submission refused: publisher {:?} is suspended",
+                        request.publisher
+                    ),
+                    ("api-client", role.as_str()),
+                    vec![crate::audit::job_object(request.job_id, None)],
+                ),
+            );
+            return Err(HttpError::new(
+                StatusCode::FORBIDDEN,
+                ReasonCode::PublisherSuspended.as_str(),
+                "this publisher is suspended until the hospital's DPO reviews an earlier job; \
+                 nothing was submitted",
+            ));
+        }
+
         let bundle_dir = store
             .find(&request.publisher, &request.bundle_manifest)
             .ok_or_else(|| {
@@ -171,7 +246,25 @@ pub(super) async fn submit(
                     ),
                 )
             })?;
+        // Linked (not copied) into the node's working directory without the node lock.
+        let staged = Node::stage_bundle(&work_dir, &bundle_dir).map_err(HttpError::internal)?;
         let mut n = lock_node(&node)?;
+        // Counted under the node lock, so concurrent submissions cannot pass it together.
+        let in_flight = n
+            .store()
+            .in_flight(&request.publisher)
+            .map_err(HttpError::internal)?;
+        if in_flight >= quotas.max_jobs_in_flight {
+            return Err(HttpError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                ReasonCode::QuotaExceeded.as_str(),
+                format!(
+                    "this publisher has {in_flight} jobs in flight, the node's quota is {}; \
+                     submit again when one has settled",
+                    quotas.max_jobs_in_flight
+                ),
+            ));
+        }
         n.audit(AuditEvent::new(
             AuditKind::AdminAction,
             AuditOutcome::Success,
@@ -180,7 +273,7 @@ pub(super) async fn submit(
             vec![crate::audit::job_object(body.request.job_id, None)],
         ))
         .map_err(HttpError::internal)?;
-        n.submit(&bundle_dir, body.request).map_err(|e| {
+        n.submit_staged(staged, body.request).map_err(|e| {
             HttpError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "submit-refused",

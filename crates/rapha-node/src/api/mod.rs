@@ -23,7 +23,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rapha_core::{JobId, JobRequest};
+use rapha_core::{JobId, JobRequest, ReasonCode};
 use serde::Deserialize;
 use serde_json::json;
 use subtle::ConstantTimeEq;
@@ -31,7 +31,7 @@ use tokio::io::AsyncWriteExt as _;
 use zeroize::Zeroizing;
 
 use crate::audit::{AuditEvent, AuditKind, AuditOutcome};
-use crate::pipeline::Node;
+use crate::pipeline::{Next as PipelineNext, Node, Step};
 use crate::progress::{LiveRun, LiveRuns};
 use crate::store::{JobReader, JobState, JobStore};
 
@@ -45,6 +45,7 @@ mod jobs;
 mod log;
 mod ops;
 mod outputs;
+mod publishers;
 mod upload;
 
 pub use approvals::MAX_REASON;
@@ -82,6 +83,32 @@ pub const BUNDLE_MAX_ENTRIES: u64 = 1024;
 /// [`BUNDLE_BODY_LIMIT`] to the state directory before it is verified).
 pub const MAX_CONCURRENT_UPLOADS: usize = 2;
 
+/// Per-publisher quotas: what one authenticated publisher may hold of the node at once.
+/// Submissions and uploads past them are refused with `quota-exceeded` before anything is
+/// stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quotas {
+    /// Jobs not yet settled.
+    pub max_jobs_in_flight: u64,
+    /// Bytes of the publisher's bundles in the bundle store.
+    pub max_bundle_bytes: u64,
+}
+
+/// Default jobs in flight per publisher.
+pub const DEFAULT_MAX_JOBS_IN_FLIGHT: u64 = 4;
+
+/// Default bytes of stored bundles per publisher (four of the largest uploads).
+pub const DEFAULT_MAX_BUNDLE_BYTES: u64 = 4 * BUNDLE_BODY_LIMIT;
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            max_jobs_in_flight: DEFAULT_MAX_JOBS_IN_FLIGHT,
+            max_bundle_bytes: DEFAULT_MAX_BUNDLE_BYTES,
+        }
+    }
+}
+
 /// Shared state of the API.
 #[derive(Clone)]
 pub struct ApiState {
@@ -102,6 +129,10 @@ pub struct ApiState {
     /// Refused calls on their way to the audit trail (one writer thread, bounded queue, so
     /// a flood of bad tokens cannot pile up blocking tasks).
     denials: std::sync::mpsc::SyncSender<AuditEvent>,
+    quotas: Quotas,
+    /// The node's working directory (submissions link their bundle under it before they take
+    /// the node lock).
+    work_dir: Arc<PathBuf>,
 }
 
 /// Refusals queued for the audit writer at most.
@@ -122,6 +153,7 @@ impl ApiState {
             node.trust().dir().to_owned(),
         ));
         let live = node.live();
+        let work_dir = Arc::new(node.work_dir().to_owned());
         let receipt_log = Arc::new(node.receipt_log().path().to_owned());
         let node = Arc::new(Mutex::new(node));
         let (denials, queue) = std::sync::mpsc::sync_channel::<AuditEvent>(DENIAL_QUEUE);
@@ -151,7 +183,16 @@ impl ApiState {
             uploads: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS)),
             driving: Arc::default(),
             denials,
+            quotas: Quotas::default(),
+            work_dir,
         }
+    }
+
+    /// Sets the per-publisher quotas (default [`Quotas::default`]).
+    #[must_use]
+    pub fn with_quotas(mut self, quotas: Quotas) -> Self {
+        self.quotas = quotas;
+        self
     }
 
     /// Sets the largest bundle upload accepted (default [`BUNDLE_BODY_LIMIT`]).
@@ -344,6 +385,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/log/head"),
     ("get", "/v1/log/inclusion"),
     ("get", "/v1/log/consistency"),
+    ("get", "/v1/publishers/suspended"),
+    ("post", "/v1/publishers/{name}/reinstate"),
 ];
 
 /// Times a request out with a typed error.
@@ -390,6 +433,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/log/head", get(log_head))
         .route("/v1/log/inclusion", get(log_inclusion))
         .route("/v1/log/consistency", get(log_consistency))
+        .route("/v1/publishers/suspended", get(publishers::suspended))
+        .route(
+            "/v1/publishers/{name}/reinstate",
+            post(publishers::reinstate),
+        )
         .layer(axum::middleware::from_fn(timeout))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
         .merge(uploads)

@@ -70,9 +70,17 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             a.max_bundle_bytes
         });
     // Uploads (up to max_bundle_bytes each) go to the bulk data disk, not the state disk.
+    let quotas = cfg
+        .api
+        .as_ref()
+        .map_or_else(super::Quotas::default, |a| super::Quotas {
+            max_jobs_in_flight: a.max_jobs_in_flight,
+            max_bundle_bytes: a.publisher_bundle_quota(),
+        });
     let state = ApiState::new(node, cfg.paths.state_dir.join("jobs.sqlite"), tokens)
         .with_bundle_dir(cfg.paths.data_dir.join("bundles"))
-        .with_bundle_limit(max_bundle);
+        .with_bundle_limit(max_bundle)
+        .with_quotas(quotas);
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)

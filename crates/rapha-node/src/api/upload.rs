@@ -40,6 +40,28 @@ pub(super) async fn upload_bundle(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
+    // A publisher's stored bundles count against its quota: the upload may add at most what
+    // is left of it, checked before a byte is received.
+    let limit = match caller.publisher.clone() {
+        None => limit,
+        Some(publisher) => {
+            let store = Arc::clone(&state.bundles);
+            let stored = blocking(move || Ok(store.publisher_bytes(&publisher))).await?;
+            let left = state.quotas.max_bundle_bytes.saturating_sub(stored);
+            if left == 0 || declared.is_some_and(|n| n > left) {
+                return Err(HttpError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ReasonCode::QuotaExceeded.as_str(),
+                    format!(
+                        "this publisher's stored bundles hold {stored} bytes of its quota of {}; \
+                         nothing was stored",
+                        state.quotas.max_bundle_bytes
+                    ),
+                ));
+            }
+            limit.min(left)
+        }
+    };
     let _permit = Arc::clone(&state.uploads)
         .try_acquire_owned()
         .map_err(|_| {

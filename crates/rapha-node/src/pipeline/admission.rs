@@ -18,33 +18,12 @@ impl Node {
         job: JobId,
         req: &JobRequest,
     ) -> std::result::Result<VerifiedBundle, String> {
-        let dir = self.job_dir(job).join("bundle");
-        verify_bundle(&dir, &self.p.trust)
-            .map_err(|e| format!("bundle refused: {e}"))
-            .and_then(|vb| {
-                if vb.manifest_digest() != req.bundle_manifest {
-                    Err(format!(
-                        "the request names bundle {} but the bundle's manifest is {}",
-                        req.bundle_manifest,
-                        vb.manifest_digest()
-                    ))
-                } else if vb.publisher() != req.publisher || vb.trainer_name() != req.trainer {
-                    Err(format!(
-                        "the request names {}/{} but the bundle is signed as {}/{}",
-                        req.publisher,
-                        req.trainer,
-                        vb.publisher(),
-                        vb.trainer_name()
-                    ))
-                } else {
-                    Ok(vb)
-                }
-            })
+        job_bundle(&self.job_dir(job).join("bundle"), &self.p.trust, req)
     }
 
     pub(super) fn step_verify(&mut self, job: JobId, req: &JobRequest) -> Result<Step> {
         match self.bundle(job, req) {
-            Err(reason) => self.end(job, JobState::Received, Outcome::Refused, &reason),
+            Err(reason) => self.end(job, JobState::Received, ReasonCode::BundleRefused, &reason),
             Ok(vb) => {
                 let facts = BundleFacts {
                     publisher: vb.publisher().to_owned(),
@@ -69,15 +48,27 @@ impl Node {
         let from = JobState::BundleVerified;
         let vb = match self.bundle(job, req) {
             Ok(vb) => vb,
-            Err(reason) => return self.end(job, from, Outcome::Refused, &reason),
+            Err(reason) => return self.end(job, from, ReasonCode::BundleRefused, &reason),
         };
         // The scope guard first: a query it refuses never reaches the PACS.
         if let Err(e) = ScopedQuery::from_cohort_query(&req.query, &self.p.dicom.scope) {
-            return self.end(job, from, Outcome::Refused, &format!("query refused: {e}"));
+            return self.end(
+                job,
+                from,
+                ReasonCode::QueryRefused,
+                &format!("query refused: {e}"),
+            );
         }
         let input = match AdmissionInput::new(req, vb.outputs(), now_s(), Vec::new()) {
             Ok(i) => i,
-            Err(e) => return self.end(job, from, Outcome::Refused, &format!("query refused: {e}")),
+            Err(e) => {
+                return self.end(
+                    job,
+                    from,
+                    ReasonCode::QueryRefused,
+                    &format!("query refused: {e}"),
+                )
+            }
         };
         let decision = match self.p.policy.admission(&input, &self.p.hospital) {
             Ok(d) => d,
@@ -85,7 +76,7 @@ impl Node {
                 return self.end(
                     job,
                     from,
-                    Outcome::Failed,
+                    ReasonCode::PolicyError,
                     &format!("admission policy error: {e}"),
                 )
             }
@@ -94,7 +85,7 @@ impl Node {
         if !decision.allow {
             let reason = format!("admission policy: {}", decision.reasons.join("; "));
             self.p.store.put_artifact(job, artifact::ADMISSION, &b)?;
-            return self.end(job, from, Outcome::Refused, &reason);
+            return self.end(job, from, ReasonCode::AdmissionRefused, &reason);
         }
         self.advance_to(
             job,

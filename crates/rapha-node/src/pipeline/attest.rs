@@ -32,12 +32,17 @@ impl Node {
         let from = JobState::DepositConfirmed;
         let vb = match self.bundle(job, req) {
             Ok(vb) => vb,
-            Err(reason) => return self.end(job, from, Outcome::Refused, &reason),
+            Err(reason) => return self.end(job, from, ReasonCode::BundleRefused, &reason),
         };
         let session = match EnclaveSession::new(self.job_spec(req, &vb)) {
             Ok(s) => s,
             Err(e) => {
-                return self.end(job, from, Outcome::Failed, &format!("enclave runtime: {e}"))
+                return self.end(
+                    job,
+                    from,
+                    ReasonCode::EnclaveError,
+                    &format!("enclave runtime: {e}"),
+                )
             }
         };
         let summary: CohortSummary = self.need(job, artifact::COHORT_SUMMARY)?;
@@ -49,7 +54,7 @@ impl Node {
                 return self.end(
                     job,
                     from,
-                    Outcome::Failed,
+                    ReasonCode::AttestationError,
                     &format!("attestation: {reason}"),
                 )
             }
@@ -60,7 +65,7 @@ impl Node {
                 return self.end(
                     job,
                     from,
-                    Outcome::Refused,
+                    ReasonCode::AttestationRefused,
                     &format!("attestation refused: {e}"),
                 )
             }
@@ -71,7 +76,7 @@ impl Node {
                 return self.end(
                     job,
                     from,
-                    Outcome::Refused,
+                    ReasonCode::AttestationRefused,
                     &format!("TPM evidence refused: {e}"),
                 );
             }
@@ -118,7 +123,12 @@ impl Node {
             Ok(d) => d,
             Err(e) => {
                 self.sessions.remove(&job);
-                return self.end(job, from, Outcome::Refused, &format!("final gate: {e}"));
+                return self.end(
+                    job,
+                    from,
+                    ReasonCode::FinalGateRefused,
+                    &format!("final gate: {e}"),
+                );
             }
         };
         let input = FinalInput {
@@ -143,7 +153,7 @@ impl Node {
                 return self.end(
                     job,
                     from,
-                    Outcome::Failed,
+                    ReasonCode::PolicyError,
                     &format!("final gate error: {e}"),
                 );
             }
@@ -153,7 +163,7 @@ impl Node {
             self.sessions.remove(&job);
             self.p.store.put_artifact(job, artifact::FINAL, &b)?;
             let reason = format!("final gate: {}", decision.reasons.join("; "));
-            return self.end(job, from, Outcome::Refused, &reason);
+            return self.end(job, from, ReasonCode::FinalGateRefused, &reason);
         }
         self.advance_to(
             job,

@@ -48,25 +48,53 @@ pub(super) fn summary_of(
 }
 
 impl Node {
-    pub(super) fn step_cohort(&mut self, job: JobId, req: &JobRequest) -> Result<Step> {
+    /// Under the node lock: the scope check. The QIDO-RS queries run without it ([`Work`]).
+    pub(super) fn step_cohort(&mut self, job: JobId, req: &JobRequest) -> Result<Next> {
         let from = JobState::Admitted;
         let scoped = match ScopedQuery::from_cohort_query(&req.query, &self.p.dicom.scope) {
             Ok(q) => q,
-            Err(e) => return self.end(job, from, Outcome::Refused, &format!("query refused: {e}")),
+            Err(e) => {
+                return self
+                    .end(
+                        job,
+                        from,
+                        ReasonCode::QueryRefused,
+                        &format!("query refused: {e}"),
+                    )
+                    .map(Next::Step)
+            }
         };
+        let pseudonymizer = Arc::clone(&self.p.pseudonymizer);
+        let dicom = Arc::clone(&self.p.dicom);
+        let optouts = Arc::clone(&self.p.optouts);
+        let labels = self.p.labels.clone();
+        let pacs = Arc::clone(&self.p.pacs);
+        let req = req.clone();
+        Ok(self.work(Work::new(job, from, move || {
+            let built = connect_pacs(&pacs).and_then(|client| {
+                let mut b = CohortBuilder::new(&pseudonymizer, &dicom, &optouts);
+                if let Some(l) = &labels {
+                    b = b.with_labels(l);
+                }
+                b.from_dicomweb(&client, &scoped)
+            });
+            Box::new(move |n: &mut Node| n.commit_cohort(job, &req, built))
+        })))
+    }
+
+    fn commit_cohort(
+        &mut self,
+        job: JobId,
+        req: &JobRequest,
+        built: std::result::Result<rapha_dicom::cohort::Cohort, rapha_dicom::DicomError>,
+    ) -> Result<Step> {
+        let from = JobState::Admitted;
         let query_digest = Digest::of(&serde_json::to_vec(&req.query).unwrap_or_default());
         let query_obj = ParticipantObject {
             id_type_code: "query-digest".into(),
             id: query_digest.to_hex(),
             detail: None,
         };
-        let built = (self.p.pacs)().and_then(|client| {
-            let mut b = CohortBuilder::new(&self.p.pseudonymizer, &self.p.dicom, &self.p.optouts);
-            if let Some(l) = &self.p.labels {
-                b = b.with_labels(l);
-            }
-            b.from_dicomweb(&client, &scoped)
-        });
         let cohort = match built {
             Ok(c) => c,
             Err(e) => {
@@ -80,7 +108,7 @@ impl Node {
                 return self.end(
                     job,
                     from,
-                    Outcome::Failed,
+                    ReasonCode::PacsUnavailable,
                     &format!("cohort query failed: {e}"),
                 );
             }
@@ -113,7 +141,7 @@ impl Node {
             return self.end(
                 job,
                 from,
-                Outcome::Refused,
+                ReasonCode::CohortEmpty,
                 "the query matched no usable instance",
             );
         }

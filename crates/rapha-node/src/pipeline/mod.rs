@@ -11,6 +11,26 @@
 //! The per-job enclave key exists only in this process's memory. A job found in `attested`,
 //! `final-gate-passed` or `running` by a process that does not hold its session (after a
 //! crash) is failed with a reason, receipted and refunded: never run a second time silently.
+//!
+//! # The node lock
+//!
+//! A step that waits on the network or runs long (the cohort build, the trainer run and its
+//! guard, the deposit check and the settlement) does not hold the node while it waits. It is
+//! split in three: [`Node::prepare`] reads what it needs under the node lock and hands out a
+//! [`Work`]; [`Work::run`] does the slow part without the node; [`Node::commit`] applies the
+//! result under the lock again, after checking that the job is still in the state the work
+//! was prepared from (and the store's transition is a compare-and-swap on that state). Every
+//! other step is quick and runs whole under the lock. [`Node::advance`] does all three in one
+//! call, for callers that own the node alone (`run-job`, the demo, tests).
+//!
+//! # What the publisher sees of an ending
+//!
+//! A job ends with a [`ReasonCode`] from a fixed vocabulary: the job's `reason` column, the
+//! receipt and the publisher's API views carry only the code. What happened in words (which
+//! rule of the guard fired on which file, the trainer's exit status, a PACS error) is the
+//! hospital's: it goes to the audit trail and to the `ending` artifact the DPO and admin views
+//! show. A refusal by the output guard is `violated`: charged like a completed job, and the
+//! publisher (all its keys) is suspended until a DPO reinstates it.
 
 mod admission;
 mod attest;
@@ -30,15 +50,15 @@ use cohort::StoredCohort;
 pub use ports::*;
 pub use run::RunRecord;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rapha_attest::tpm::{TpmAttester, TpmVerifier};
 use rapha_attest::{AttestationLevel, Evidence, EvidenceVerifier};
 use rapha_bundle::{verify_bundle, TrustStore, VerifiedBundle};
-use rapha_core::{merkle, Digest, JobId, JobRequest, Outcome};
+use rapha_core::{merkle, Digest, JobId, JobRequest, Outcome, ReasonCode};
 use rapha_dicom::cohort::{CohortBuilder, CohortEntry};
 use rapha_dicom::exclusion::{LabelTable, OptOuts};
 use rapha_dicom::{DicomConfig, DicomWebClient, Pseudonymizer, ScopedQuery};
@@ -92,6 +112,10 @@ pub enum PipelineError {
     },
     #[error("job request is for bundle {claimed} but the bundle directory is missing: {path}")]
     MissingBundle { claimed: Digest, path: PathBuf },
+    #[error("job {0}: a step of this job is already running outside the node lock")]
+    InFlight(JobId),
+    #[error("job {0}: a step's work panicked; the job stays in its last committed state")]
+    WorkPanicked(JobId),
 }
 
 type Result<T, E = PipelineError> = std::result::Result<T, E>;
@@ -114,6 +138,18 @@ fn now_ms() -> u64 {
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
+
+/// `ms` truncated to the whole minute: every time the publisher is shown (receipt, status)
+/// has minute resolution, so it carries no finer timing the trainer chose.
+pub fn to_minute_ms(ms: u64) -> u64 {
+    ms - ms % 60_000
+}
+
+/// How long after its start a run's end is committed at the earliest: the run's end (and
+/// everything that follows it and the publisher can observe, its state, receipt, log and
+/// settlement) happens on a whole multiple of this after the start, whenever the trainer
+/// exited within it.
+pub const RUN_QUANTUM: Duration = Duration::from_secs(60);
 
 /// Everything a [`Node`] is built from. The binary fills it from the configuration file; the
 /// demo and the tests fill it directly.
@@ -172,14 +208,171 @@ pub enum Blocked {
 /// its fault-injection environment variable; the library never exits by itself.
 pub type AfterCommit = Box<dyn Fn(JobId, JobState) + Send>;
 
+/// [`NodeParts`] as the node keeps them: what a step's slow part uses without the node lock
+/// is shared ([`Arc`]), the rest is the node's own.
+struct Parts {
+    store: JobStore,
+    trust: TrustStore,
+    policy: Policy,
+    hospital: HospitalPolicy,
+    pseudonymizer: Arc<Pseudonymizer>,
+    dicom: Arc<DicomConfig>,
+    optouts: Arc<OptOuts>,
+    labels: Option<Arc<LabelTable>>,
+    pacs: Arc<Mutex<PacsConnect>>,
+    approvals: ApprovalStore,
+    dpo_keys: Vec<DpoPublicKey>,
+    evidence: Box<dyn EvidenceProvider>,
+    verifier: EvidenceVerifier,
+    tpm_verifier: Option<TpmVerifier>,
+    sandbox: Arc<SandboxConfig>,
+    min_validation_patients: usize,
+    node_key: NodeKey,
+    node_name: String,
+    receipts: ReceiptLog,
+    payments: SharedPayments,
+    audit: AuditLog,
+    work_dir: PathBuf,
+    release_dir: PathBuf,
+}
+
+/// The escrow, used by the deposit and settlement steps without the node lock (one RPC
+/// conversation at a time).
+#[derive(Clone)]
+pub(crate) struct SharedPayments(Arc<Mutex<Box<dyn Payments>>>);
+
+impl SharedPayments {
+    /// Runs `f` on the payments backend. A panic in an earlier call leaves the backend as
+    /// usable as any RPC failure does (its state is the chain's and the ledger's).
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut dyn Payments) -> T) -> T {
+        let mut guard = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(guard.as_mut())
+    }
+
+    fn terms(&self) -> PaymentTerms {
+        self.with(|p| p.terms())
+    }
+}
+
+/// Opens a DICOMweb client through the node's connector (shared with work outside the lock).
+fn connect_pacs(
+    pacs: &Mutex<PacsConnect>,
+) -> std::result::Result<DicomWebClient, rapha_dicom::DicomError> {
+    // The connector is a plain function: a panic in it leaves nothing half-changed.
+    let connect = pacs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    (*connect)()
+}
+
 /// The hospital node's job pipeline.
 pub struct Node {
-    p: NodeParts,
+    p: Parts,
     /// Live enclave sessions (their private keys), by job: lost with the process.
     sessions: HashMap<JobId, EnclaveSession>,
     after_commit: Option<AfterCommit>,
     /// Progress of running trainers, shared with the API (read without the node lock).
     live: Arc<LiveRuns>,
+    /// Jobs whose step runs outside the node lock now ([`Work`] handed out, not committed).
+    in_flight: HashSet<JobId>,
+    /// See [`RUN_QUANTUM`].
+    run_quantum: Duration,
+}
+
+/// A step's slow part, handed out by [`Node::prepare`] under the node lock and run by
+/// [`Work::run`] without it.
+pub struct Work {
+    job: JobId,
+    from: JobState,
+    task: Box<dyn FnOnce() -> Commit + Send>,
+}
+
+/// What a step's slow part produced, applied to the node by [`Node::commit`].
+pub type Commit = Box<dyn FnOnce(&mut Node) -> Result<Step> + Send>;
+
+/// A [`Work`] that has run: commit it with [`Node::commit`].
+pub struct Done {
+    job: JobId,
+    from: JobState,
+    commit: Commit,
+}
+
+impl Work {
+    fn new(job: JobId, from: JobState, task: impl FnOnce() -> Commit + Send + 'static) -> Self {
+        Self {
+            job,
+            from,
+            task: Box::new(task),
+        }
+    }
+
+    /// The job this work belongs to.
+    pub fn job(&self) -> JobId {
+        self.job
+    }
+
+    /// Does the slow part (blocking: the network, the trainer). Call it without the node lock.
+    /// A panic in it is caught: its commit then changes nothing but the job's in-flight mark
+    /// (so the job is not stuck), and answers [`PipelineError::WorkPanicked`].
+    pub fn run(self) -> Done {
+        let (job, task) = (self.job, self.task);
+        // What the task shared with the node is read-only or behind its own lock; the node
+        // state it would change is changed only by the commit, which a panic never reaches.
+        let commit =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(task)).unwrap_or_else(|_| {
+                tracing::error!(%job, "a step's work panicked");
+                Box::new(move |_: &mut Node| Err(PipelineError::WorkPanicked(job)))
+            });
+        Done {
+            job: self.job,
+            from: self.from,
+            commit,
+        }
+    }
+}
+
+impl std::fmt::Debug for Work {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Work")
+            .field("job", &self.job)
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Node::prepare`] hands out.
+#[derive(Debug)]
+pub enum Next {
+    /// The step ran whole under the lock.
+    Step(Step),
+    /// The step's slow part, to run without the node lock, then [`Node::commit`].
+    Work(Work),
+    /// A step of this job is running outside the lock already (another worker's).
+    InFlight,
+}
+
+/// The result of a commit whose job another worker moved meanwhile: nothing applied.
+fn moved_meanwhile(job: JobId, expected: JobState, actual: JobState) -> PipelineError {
+    PipelineError::Store(StoreError::Conflict {
+        job,
+        expected,
+        actual,
+    })
+}
+
+/// The hospital-side record of how a job ended (artifact [`artifact::ENDING`]): the code the
+/// publisher sees, and what happened in words for the DPO and the admin.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Ending {
+    pub code: ReasonCode,
+    /// The state the job ended in.
+    pub from: JobState,
+    /// What happened: may hold trainer-chosen text (file and entry names, exit status).
+    /// Never shown to the publisher.
+    pub detail: String,
 }
 
 impl std::fmt::Debug for Node {
@@ -208,6 +401,8 @@ pub mod artifact {
     pub const RECEIPT: &str = "receipt";
     pub const RELEASE: &str = "release";
     pub const SETTLEMENT: &str = "settlement";
+    /// How the job ended, hospital-side ([`super::Ending`]).
+    pub const ENDING: &str = "ending";
 }
 
 const ACTOR: (&str, &str) = ("rapha-node", "application");
@@ -221,12 +416,45 @@ impl Node {
         for d in [&parts.work_dir, &parts.release_dir] {
             std::fs::create_dir_all(d).map_err(io("cannot create directory", d))?;
         }
+        let p = Parts {
+            store: parts.store,
+            trust: parts.trust,
+            policy: parts.policy,
+            hospital: parts.hospital,
+            pseudonymizer: Arc::new(parts.pseudonymizer),
+            dicom: Arc::new(parts.dicom),
+            optouts: Arc::new(parts.optouts),
+            labels: parts.labels.map(Arc::new),
+            pacs: Arc::new(Mutex::new(parts.pacs)),
+            approvals: parts.approvals,
+            dpo_keys: parts.dpo_keys,
+            evidence: parts.evidence,
+            verifier: parts.verifier,
+            tpm_verifier: parts.tpm_verifier,
+            sandbox: Arc::new(parts.sandbox),
+            min_validation_patients: parts.min_validation_patients,
+            node_key: parts.node_key,
+            node_name: parts.node_name,
+            receipts: parts.receipts,
+            payments: SharedPayments(Arc::new(Mutex::new(parts.payments))),
+            audit: parts.audit,
+            work_dir: parts.work_dir,
+            release_dir: parts.release_dir,
+        };
         Ok(Self {
-            p: parts,
+            p,
             sessions: HashMap::new(),
             after_commit: None,
             live: Arc::default(),
+            in_flight: HashSet::new(),
+            run_quantum: RUN_QUANTUM,
         })
+    }
+
+    /// Sets the run quantum ([`RUN_QUANTUM`] by default; `Duration::ZERO` commits a run's end
+    /// as soon as the trainer exits, for tests and demonstrations that time the pipeline).
+    pub fn set_run_quantum(&mut self, quantum: Duration) {
+        self.run_quantum = quantum;
     }
 
     /// Installs a hook called after every committed transition.
@@ -268,6 +496,11 @@ impl Node {
         self.p.work_dir.join("jobs").join(job.to_string())
     }
 
+    /// The node's working directory (per-job data under `jobs/`, runs under `run/`).
+    pub fn work_dir(&self) -> &Path {
+        &self.p.work_dir
+    }
+
     /// The trust store bundles are verified against.
     pub fn trust(&self) -> &TrustStore {
         &self.p.trust
@@ -299,6 +532,14 @@ impl Node {
                 })
             })
             .transpose()
+    }
+
+    /// How the job ended, hospital-side (code and detail), once it ended before completing.
+    ///
+    /// # Errors
+    /// Store errors or an unreadable stored ending.
+    pub fn ending(&self, job: JobId) -> Result<Option<Ending>> {
+        self.opt(job, artifact::ENDING)
     }
 
     /// The job digest a DPO approves (once the review was submitted).
@@ -372,21 +613,54 @@ impl Node {
         }
     }
 
-    /// Receives a job: copies the bundle directory into the job's working directory (the
-    /// submitter's copy may go away) and records the request in `received`.
+    /// Receives a job: links the bundle into the job's working directory (the submitter's
+    /// copy may go away) and records the request in `received`. [`Node::stage_bundle`] then
+    /// [`Node::submit_staged`] do the same with the linking outside the node lock.
     ///
     /// # Errors
-    /// [`StoreError::Duplicate`] for a job id already known; I/O errors copying the bundle.
+    /// [`StoreError::Duplicate`] for a job id already known; I/O errors linking the bundle.
     pub fn submit(&mut self, bundle_dir: &Path, request: JobRequest) -> Result<JobId> {
+        let staged = Self::stage_bundle(&self.p.work_dir, bundle_dir)?;
+        self.submit_staged(staged, request)
+    }
+
+    /// Links (hard links; a copy across file systems) the bundle at `bundle_dir` into a fresh
+    /// staging directory under the node's working directory `work_dir`. Needs no node lock: the
+    /// staging directory is this call's own, and the pipeline verifies the bundle again.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn stage_bundle(work_dir: &Path, bundle_dir: &Path) -> Result<StagedBundle> {
+        let jobs = work_dir.join("jobs");
+        std::fs::create_dir_all(&jobs).map_err(io("cannot create", &jobs))?;
+        let dir = jobs.join(format!(".incoming-{}", JobId::random()));
+        link_dir(bundle_dir, &dir)?;
+        Ok(StagedBundle { dir: Some(dir) })
+    }
+
+    /// Receives a job whose bundle [`Node::stage_bundle`] staged: moves it into the job's
+    /// working directory and records the request in `received`.
+    ///
+    /// # Errors
+    /// [`StoreError::Duplicate`] for a job id already known; I/O errors.
+    pub fn submit_staged(
+        &mut self,
+        mut staged: StagedBundle,
+        request: JobRequest,
+    ) -> Result<JobId> {
         let job = request.job_id;
         if self.p.store.get(job).is_ok() {
             return Err(StoreError::Duplicate(job).into());
         }
-        let dest = self.job_dir(job).join("bundle");
+        let dir = self.job_dir(job);
+        let dest = dir.join("bundle");
         if dest.exists() {
             std::fs::remove_dir_all(&dest).map_err(io("cannot clear", &dest))?;
         }
-        copy_dir(bundle_dir, &dest)?;
+        std::fs::create_dir_all(&dir).map_err(io("cannot create", &dir))?;
+        if let Some(from) = staged.dir.take() {
+            std::fs::rename(&from, &dest).map_err(io("cannot move the staged bundle", &from))?;
+        }
         self.p.store.insert(&request)?;
         tracing::info!(%job, "job received");
         self.committed(job, JobState::Received);
@@ -413,27 +687,110 @@ impl Node {
         Ok(Step::Moved(to))
     }
 
-    /// Ends the job as refused or failed (it still gets a receipt and a refund), with an
-    /// audit event.
-    fn end(&mut self, job: JobId, from: JobState, outcome: Outcome, reason: &str) -> Result<Step> {
+    /// Ends the job before its outputs are guarded: with `code` (all the publisher sees) and
+    /// `detail` (what happened, for the audit trail and the DPO and admin views only). It still
+    /// gets a receipt and a settlement: refunded for `refused` and `failed` codes, charged for
+    /// `violated` and `trainer-failed`. A violation suspends the publisher first (a crash
+    /// between the two leaves it suspended: fail closed).
+    fn end(&mut self, job: JobId, from: JobState, code: ReasonCode, detail: &str) -> Result<Step> {
+        let outcome = code.outcome();
+        // `refused` before the trainer ran; every ending after it (or of the node) is `failed`
+        // as a state, the outcome telling which.
         let to = if outcome == Outcome::Refused {
             JobState::Refused
         } else {
             JobState::Failed
         };
-        let (ind, what) = if outcome == Outcome::Refused {
-            (AuditOutcome::MinorFailure, "refused")
-        } else {
-            (AuditOutcome::SeriousFailure, "failed")
+        let ind = match outcome {
+            Outcome::Refused => AuditOutcome::MinorFailure,
+            _ => AuditOutcome::SeriousFailure,
         };
+        if outcome == Outcome::Violated {
+            let publisher = self.p.store.get(job)?.request.publisher;
+            self.p.store.suspend(&publisher, job)?;
+            self.p.audit.record(AuditEvent::new(
+                AuditKind::AdminAction,
+                AuditOutcome::SeriousFailure,
+                format!(
+                    "publisher {publisher:?} suspended (all its keys) until a DPO reviews the \
+                     violation of job {job}"
+                ),
+                ACTOR,
+                vec![job_object(job, None)],
+            ))?;
+        }
         self.p.audit.record(AuditEvent::new(
             AuditKind::Refusal,
             ind,
-            format!("job {what} in {from}: {reason}"),
+            format!("job {outcome} ({code}) in {from}: {detail}"),
             ACTOR,
             vec![job_object(job, None)],
         ))?;
-        self.advance_to(job, from, to, &[], Some((outcome, reason)))
+        let ending = Ending {
+            code,
+            from,
+            detail: detail.to_owned(),
+        };
+        let e = serde_json::to_vec(&ending).unwrap_or_default();
+        self.advance_to(
+            job,
+            from,
+            to,
+            &[(artifact::ENDING, &e)],
+            Some((outcome, code.as_str())),
+        )
+    }
+
+    /// Refuses the job if its publisher is suspended (admission and the final gate).
+    fn suspended(&mut self, job: JobId, from: JobState, req: &JobRequest) -> Result<Option<Step>> {
+        let Some(s) = self.p.store.suspension(&req.publisher)? else {
+            return Ok(None);
+        };
+        if from == JobState::Attested {
+            self.sessions.remove(&job);
+        }
+        let detail = format!(
+            "publisher {:?} is suspended since the output guard refused job {} ({})",
+            s.publisher, s.job_id, s.since
+        );
+        self.end(job, from, ReasonCode::PublisherSuspended, &detail)
+            .map(Some)
+    }
+
+    /// A publisher's suspension, if it is suspended.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn suspension(&self, publisher: &str) -> Result<Option<crate::store::Suspension>> {
+        Ok(self.p.store.suspension(publisher)?)
+    }
+
+    /// Lifts `publisher`'s suspension after a DPO's review, with the DPO's `reason`, audited.
+    /// Returns the suspension lifted, `None` if the publisher was not suspended.
+    ///
+    /// # Errors
+    /// Store or audit errors.
+    pub fn reinstate(
+        &mut self,
+        publisher: &str,
+        dpo: &str,
+        reason: &str,
+    ) -> Result<Option<crate::store::Suspension>> {
+        let Some(s) = self.p.store.suspension(publisher)? else {
+            return Ok(None);
+        };
+        // Audited before it takes effect: a reinstatement the trail does not show never happens.
+        self.p.audit.record(AuditEvent::new(
+            AuditKind::DpoAction,
+            AuditOutcome::Success,
+            format!(
+                "publisher {publisher:?} reinstated after review of job {}: {reason}",
+                s.job_id
+            ),
+            (dpo, "dpo"),
+            vec![job_object(s.job_id, None)],
+        ))?;
+        Ok(self.p.store.reinstate(publisher)?)
     }
 
     /// Start-up: resumes every unfinished job as far as it can go, and fails those whose
@@ -442,6 +799,7 @@ impl Node {
     /// # Errors
     /// Infrastructure errors (store, audit, receipt log).
     pub fn resume_all(&mut self) -> Result<Vec<(JobId, JobState)>> {
+        self.collect_finished()?;
         let mut out = Vec::new();
         for row in self.p.store.unfinished()? {
             let state = self.run_until_blocked(row.id)?;
@@ -463,23 +821,77 @@ impl Node {
         }
     }
 
-    /// Executes the job's next step.
+    /// Executes the job's next step, its slow part included (holding the node throughout:
+    /// for callers that own the node alone).
     ///
     /// # Errors
     /// Infrastructure errors; the job stays in its last committed state.
     pub fn advance(&mut self, job: JobId) -> Result<Step> {
+        match self.prepare(job)? {
+            Next::Step(s) => Ok(s),
+            Next::Work(w) => {
+                let done = w.run();
+                self.commit(done)
+            }
+            Next::InFlight => Err(PipelineError::InFlight(job)),
+        }
+    }
+
+    /// Applies the result of a [`Work`] (under the node lock), if its job is still where the
+    /// work was prepared from.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] if the job moved meanwhile (nothing applied); the commit's own
+    /// infrastructure errors.
+    pub fn commit(&mut self, done: Done) -> Result<Step> {
+        self.in_flight.remove(&done.job);
+        let actual = self.p.store.get(done.job)?.state;
+        if actual != done.from {
+            return Err(moved_meanwhile(done.job, done.from, actual));
+        }
+        let step = (done.commit)(self)?;
+        self.collect_if_finished(done.job)?;
+        Ok(step)
+    }
+
+    /// Hands out `work` for `job` (marked in flight until its commit).
+    fn work(&mut self, work: Work) -> Next {
+        self.in_flight.insert(work.job);
+        Next::Work(work)
+    }
+
+    /// The job's next step: done here when it is quick, handed out as [`Work`] when it waits
+    /// on the network or runs long.
+    ///
+    /// # Errors
+    /// Infrastructure errors; the job stays in its last committed state.
+    pub fn prepare(&mut self, job: JobId) -> Result<Next> {
+        if self.in_flight.contains(&job) {
+            return Ok(Next::InFlight);
+        }
+        let next = self.prepare_step(job)?;
+        if matches!(next, Next::Step(Step::Moved(_))) {
+            self.collect_if_finished(job)?;
+        }
+        Ok(next)
+    }
+
+    fn prepare_step(&mut self, job: JobId) -> Result<Next> {
         let row = self.p.store.get(job)?;
         let state = row.state;
         let req = row.request;
         use JobState as S;
-        match state {
+        let step = match state {
             S::Received => self.step_verify(job, &req),
-            S::BundleVerified => self.step_admit(job, &req),
-            S::Admitted => self.step_cohort(job, &req),
+            S::BundleVerified => match self.suspended(job, state, &req)? {
+                Some(step) => Ok(step),
+                None => self.step_admit(job, &req),
+            },
+            S::Admitted => return self.step_cohort(job, &req),
             S::CohortBuilt => self.step_review(job, &req),
             S::AwaitingApproval => self.step_approval(job),
             S::Approved => self.advance_to(job, S::Approved, S::AwaitingDeposit, &[], None),
-            S::AwaitingDeposit => self.step_deposit(job, &req),
+            S::AwaitingDeposit => return self.step_deposit(job, &req),
             S::DepositConfirmed => self.step_attest(job, &req),
             S::Attested | S::FinalGatePassed | S::Running
                 if !self.sessions.contains_key(&job) =>
@@ -487,11 +899,14 @@ impl Node {
                 self.end(
                     job,
                     state,
-                    Outcome::Failed,
+                    ReasonCode::NodeRestarted,
                     "the node stopped while this job's enclave key was live; the job was not re-run (no outputs released, deposit refunded)",
                 )
             }
-            S::Attested => self.step_final(job, &req),
+            S::Attested => match self.suspended(job, state, &req)? {
+                Some(step) => Ok(step),
+                None => self.step_final(job, &req),
+            },
             S::FinalGatePassed => {
                 let started = now_ms().to_string();
                 if let Some(d) = self.review_digest(job)? {
@@ -506,22 +921,135 @@ impl Node {
                     None,
                 )
             }
-            S::Running => self.step_run(job, &req),
+            S::Running => return self.step_run(job, &req),
             S::OutputsGuarded | S::Refused | S::Failed => self.step_receipt(job, state, &req),
             S::Receipted => {
                 if row.outcome == Some(Outcome::Completed) {
                     self.step_release(job)
                 } else {
-                    self.step_settle(job, S::Receipted)
+                    return self.step_settle(job, S::Receipted);
                 }
             }
-            S::Released => self.step_settle(job, S::Released),
+            S::Released => return self.step_settle(job, S::Released),
             S::Settled => Ok(Step::Done),
+        };
+        step.map(Next::Step)
+    }
+
+    /// Removes a finished job's working data: the trainer's rootfs, the job's link to its
+    /// bundle, its staged outputs and its run directory. Kept: the job store (its artifacts,
+    /// the receipt among them), the receipt log, the audit trail and the released outputs.
+    fn collect(&self, job: JobId) -> Result<()> {
+        let dir = self.job_dir(job);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io("cannot remove finished job data", &dir))?;
+            tracing::info!(%job, "finished job's working data removed");
+        }
+        Ok(())
+    }
+
+    fn collect_if_finished(&self, job: JobId) -> Result<()> {
+        if self.finished(job)? {
+            self.collect(job)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the job needs its working data no more: it is in a final state, and a completed
+    /// job's outputs are released (its staged copy is what the release copies from).
+    fn finished(&self, job: JobId) -> Result<bool> {
+        let row = self.p.store.get(job)?;
+        Ok(row.state.is_terminal()
+            && (row.outcome != Some(Outcome::Completed) || self.release_path(job).exists()))
+    }
+
+    /// Start-up clean-up: removes the working data of every finished job, of jobs the store
+    /// does not know (a submission a crash interrupted), staged bundles and the per-run
+    /// directories of runs that died with an earlier process.
+    ///
+    /// # Errors
+    /// Store or I/O errors.
+    pub fn collect_finished(&mut self) -> Result<()> {
+        let mut live = HashSet::new();
+        for (job, _) in self.p.store.states()? {
+            if !self.finished(job)? {
+                live.insert(job);
+            }
+        }
+        let jobs = self.p.work_dir.join("jobs");
+        if let Ok(rd) = std::fs::read_dir(&jobs) {
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let keep = name
+                    .to_str()
+                    .and_then(|n| n.parse::<JobId>().ok())
+                    .is_some_and(|j| live.contains(&j));
+                if !keep {
+                    let path = e.path();
+                    std::fs::remove_dir_all(&path)
+                        .map_err(io("cannot remove finished job data", &path))?;
+                }
+            }
+        }
+        // No run outlives its process: every per-run directory here is a dead run's.
+        if self.sessions.is_empty() && self.in_flight.is_empty() {
+            let runs = self.p.work_dir.join("run");
+            if runs.exists() {
+                std::fs::remove_dir_all(&runs).map_err(io("cannot remove", &runs))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Verifies the job's bundle at `dir` against `trust` (signature, trust decision, every blob
+/// hashed) and checks it is the one the request names, signed as its publisher and trainer.
+fn job_bundle(
+    dir: &Path,
+    trust: &TrustStore,
+    req: &JobRequest,
+) -> std::result::Result<VerifiedBundle, String> {
+    let vb = verify_bundle(dir, trust).map_err(|e| format!("bundle refused: {e}"))?;
+    if vb.manifest_digest() != req.bundle_manifest {
+        Err(format!(
+            "the request names bundle {} but the bundle's manifest is {}",
+            req.bundle_manifest,
+            vb.manifest_digest()
+        ))
+    } else if vb.publisher() != req.publisher || vb.trainer_name() != req.trainer {
+        Err(format!(
+            "the request names {}/{} but the bundle is signed as {}/{}",
+            req.publisher,
+            req.trainer,
+            vb.publisher(),
+            vb.trainer_name()
+        ))
+    } else {
+        Ok(vb)
+    }
+}
+
+/// A bundle linked into the node's working directory by [`Node::stage_bundle`], not yet
+/// taken by a job: removed if it is dropped untaken.
+#[derive(Debug)]
+pub struct StagedBundle {
+    dir: Option<PathBuf>,
+}
+
+impl Drop for StagedBundle {
+    fn drop(&mut self) {
+        if let Some(d) = self.dir.take() {
+            if let Err(e) = std::fs::remove_dir_all(&d) {
+                tracing::warn!(path = %d.display(), error = %e, "cannot remove a staged bundle");
+            }
         }
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+/// Mirrors the directory tree `from` at `to` with hard links to its files (no bytes copied;
+/// a copy where `to` is on another file system). Links share the stored files, which are
+/// never written in place (the bundle store replaces a bundle by renaming directories).
+fn link_dir(from: &Path, to: &Path) -> Result<()> {
     std::fs::create_dir_all(to).map_err(io("cannot create", to))?;
     let rd = std::fs::read_dir(from).map_err(|_| PipelineError::MissingBundle {
         claimed: Digest::of(b""),
@@ -532,8 +1060,8 @@ fn copy_dir(from: &Path, to: &Path) -> Result<()> {
         let ty = e.file_type().map_err(io("cannot stat", &e.path()))?;
         let dest = to.join(e.file_name());
         if ty.is_dir() {
-            copy_dir(&e.path(), &dest)?;
-        } else if ty.is_file() {
+            link_dir(&e.path(), &dest)?;
+        } else if ty.is_file() && std::fs::hard_link(e.path(), &dest).is_err() {
             std::fs::copy(e.path(), &dest).map_err(io("cannot copy", &e.path()))?;
         }
     }

@@ -2,7 +2,6 @@
 
 use super::*;
 use rapha_core::ReasonCode;
-use rapha_receipt::body::to_minute;
 
 /// The v2 receipt's reason code for an ending: the code itself when the job store holds one,
 /// else the code of the words the node recorded before codes existed (a job in flight across
@@ -106,6 +105,9 @@ impl Node {
             schema: rapha_receipt::body::SCHEMA.to_owned(),
             job_id: job,
             outcome,
+            // The code only: what happened in words is the hospital's (`ending` artifact). A job
+            // that ended before codes existed (in flight across the upgrade) has words here:
+            // `reason_code` maps them to their code.
             reason: reason_code(outcome, row.reason.as_deref())
                 .as_str()
                 .to_owned(),
@@ -156,11 +158,11 @@ impl Node {
                 terms.payout,
                 req.fee,
             ),
-            // Whole minutes (receipt v2): the trainer's timing reaches the publisher no finer.
+            // Whole minutes: no finer timing of the run reaches the publisher.
             timestamps: Timestamps {
-                submitted_ms: to_minute(row.created_at.saturating_mul(1000)),
-                started_ms: started.map(to_minute),
-                finished_ms: to_minute(now_ms()),
+                submitted_ms: to_minute_ms(row.created_at.saturating_mul(1000)),
+                started_ms: started.map(to_minute_ms),
+                finished_ms: to_minute_ms(now_ms()),
             },
         })
     }
@@ -185,12 +187,12 @@ impl Node {
                 b
             }
         };
-        // The signed head's time is in the receipt too: whole minutes, as the body's.
+        // The log head's timestamp in whole minutes too.
         let mut file = rapha_receipt::issue(
             &body,
             &self.p.node_key,
             &mut self.p.receipts,
-            to_minute(now_ms()),
+            to_minute_ms(now_ms()),
         )?;
         // The decoded copy as the typed body serialises it: a whole-number metric (an AUC of
         // 1.0) stays a float in the copy, as the verifier rebuilds it from the typed body.

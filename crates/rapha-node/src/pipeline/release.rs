@@ -69,22 +69,36 @@ impl Node {
         )
     }
 
-    pub(super) fn step_settle(&mut self, job: JobId, from: JobState) -> Result<Step> {
+    /// The settlement talks to the chain without the node lock ([`Work`]).
+    pub(super) fn step_settle(&mut self, job: JobId, from: JobState) -> Result<Next> {
         let receipt = self.receipt(job)?.ok_or_else(|| PipelineError::Artifact {
             job,
             kind: artifact::RECEIPT,
             detail: "receipted job without a receipt".into(),
         })?;
         let deposited = self.p.store.artifact(job, artifact::DEPOSIT)?.is_some();
-        let status = if deposited {
-            match self.p.payments.settle(job, &receipt) {
-                Ok(s) => s,
-                Err(e) => return Ok(Step::Blocked(Blocked::Settlement(e))),
-            }
-        } else {
-            SettleStatus::Done(
+        if !deposited {
+            let status = SettleStatus::Done(
                 serde_json::json!({"settled": false, "why": "no deposit was confirmed for this job"}),
-            )
+            );
+            return self.commit_settle(job, from, Ok(status)).map(Next::Step);
+        }
+        let payments = self.p.payments.clone();
+        Ok(self.work(Work::new(job, from, move || {
+            let settled = payments.with(|p| p.settle(job, &receipt));
+            Box::new(move |n: &mut Node| n.commit_settle(job, from, settled))
+        })))
+    }
+
+    fn commit_settle(
+        &mut self,
+        job: JobId,
+        from: JobState,
+        settled: std::result::Result<SettleStatus, String>,
+    ) -> Result<Step> {
+        let status = match settled {
+            Ok(s) => s,
+            Err(e) => return Ok(Step::Blocked(Blocked::Settlement(e))),
         };
         match status {
             SettleStatus::Pending(w) => Ok(Step::Blocked(Blocked::Settlement(w))),

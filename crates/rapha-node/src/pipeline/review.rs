@@ -16,7 +16,7 @@ impl Node {
         self.end(
             job,
             JobState::AwaitingApproval,
-            Outcome::Refused,
+            ReasonCode::DpoRejected,
             &format!("rejected by the DPO: {reason}"),
         )?;
         Ok(true)

@@ -16,23 +16,31 @@ pub struct RunRecord {
     pub metrics: BTreeMap<String, f64>,
     pub guard_accepted: bool,
     pub records_fed: usize,
+    /// Cohort entries dropped when the run started: their patients opted out after approval.
+    #[serde(default)]
+    pub opted_out_since_approval: u64,
+    /// Records refused at fetch time by reason (the PACS served another object than the
+    /// approved one, or one its own header excludes).
+    #[serde(default)]
+    pub fetch_refusals: rapha_core::ExclusionCounts,
 }
 
 impl Node {
-    pub(super) fn step_run(&mut self, job: JobId, req: &JobRequest) -> Result<Step> {
+    /// Under the node lock: the enclave session and the cohort. The bundle's verification
+    /// (every blob hashed again), the rootfs unpacking, the trainer run and the guard run
+    /// without it ([`Work`]).
+    pub(super) fn step_run(&mut self, job: JobId, req: &JobRequest) -> Result<Next> {
         let from = JobState::Running;
         let Some(session) = self.sessions.remove(&job) else {
-            return self.end(job, from, Outcome::Failed, "enclave session missing");
+            return self
+                .end(
+                    job,
+                    from,
+                    ReasonCode::NodeRestarted,
+                    "enclave session missing",
+                )
+                .map(Next::Step);
         };
-        let vb = match self.bundle(job, req) {
-            Ok(vb) => vb,
-            Err(reason) => return self.end(job, from, Outcome::Refused, &reason),
-        };
-        // Live from here until this step returns (however it ends).
-        let _live = self.live.track(
-            job,
-            std::time::Duration::from_secs(vb.resources().wall_seconds),
-        );
         let dir = self.job_dir(job);
         let rootfs = dir.join("rootfs");
         // The runtime makes its own per-run directory (with the feed's unix socket) under a
@@ -45,45 +53,69 @@ impl Node {
                 std::fs::remove_dir_all(d).map_err(io("cannot clear", d))?;
             }
         }
-        if let Err(e) = vb.unpack_rootfs(&rootfs) {
-            return self.end(
-                job,
-                from,
-                Outcome::Failed,
-                &format!("cannot unpack the trainer: {e}"),
-            );
-        }
         let cohort: StoredCohort = self.need(job, artifact::COHORT)?;
-        let client = match (self.p.pacs)() {
-            Ok(c) => c,
-            Err(e) => return self.end(job, from, Outcome::Failed, &format!("PACS: {e}")),
-        };
-        let (source, ids) = DicomSource::new(&cohort.entries, Some(client));
-        let paths = RunPaths {
-            work_root: &work,
-            rootfs: &rootfs,
-            release_dir: &staged,
-        };
+        let optouts = Arc::clone(&self.p.optouts);
+        let dicom = Arc::clone(&self.p.dicom);
+        let pacs = Arc::clone(&self.p.pacs);
+        let sandbox = Arc::clone(&self.p.sandbox);
         let live = Arc::clone(&self.live);
-        let result = session.run_observed(
-            &self.p.sandbox,
-            &paths,
-            vb.entrypoint(),
-            &source,
-            &ids,
-            &|p| live.update(job, p),
-        );
-        let result = match result {
-            Ok(r) => r,
-            Err(e) => return self.end(job, from, Outcome::Failed, &format!("enclave run: {e}")),
+        let quantum = self.run_quantum;
+        let trust = self.p.trust.clone();
+        let bundle_dir = dir.join("bundle");
+        let req = req.clone();
+        Ok(self.work(Work::new(job, from, move || {
+            let started = std::time::Instant::now();
+            let vb = match job_bundle(&bundle_dir, &trust, &req) {
+                Ok(vb) => vb,
+                Err(reason) => {
+                    let ran = RunEnd::Failed(ReasonCode::BundleRefused, reason);
+                    return Box::new(move |n: &mut Node| n.commit_run(job, ran));
+                }
+            };
+            let ran = run_trainer(RunInput {
+                job,
+                session: &session,
+                vb: &vb,
+                entries: cohort.entries,
+                optouts: &optouts,
+                dicom: &dicom,
+                pacs: &pacs,
+                sandbox: &sandbox,
+                live: &live,
+                paths: RunPaths {
+                    work_root: &work,
+                    rootfs: &rootfs,
+                    release_dir: &staged,
+                },
+            });
+            // The trainer's rootfs is not needed after the run (a crash before this line
+            // leaves it to the start-up clean-up).
+            if let Err(e) = std::fs::remove_dir_all(&rootfs) {
+                tracing::warn!(%job, error = %e, "cannot remove the trainer's rootfs");
+            }
+            wait_for_quantum(started, quantum);
+            Box::new(move |n: &mut Node| n.commit_run(job, ran))
+        })))
+    }
+
+    fn commit_run(&mut self, job: JobId, ran: RunEnd) -> Result<Step> {
+        let from = JobState::Running;
+        let Ran {
+            result,
+            opted_out,
+            fetch_refusals,
+        } = match ran {
+            RunEnd::Ran(r) => *r,
+            RunEnd::Failed(code, detail) => return self.end(job, from, code, &detail),
         };
         let m = &result.signed.manifest;
         self.p.audit.record(AuditEvent::new(
             AuditKind::PacsRetrieve,
             AuditOutcome::Success,
             format!(
-                "WADO-RS pixels fed to the trainer: {} records, {} bytes",
-                m.records_fed, result.stats.bytes_fed
+                "WADO-RS pixels fed to the trainer: {} records, {} bytes; {} cohort entries \
+                 dropped (opted out since approval), records refused at fetch time: {:?}",
+                result.details.records_fed, result.stats.bytes_fed, opted_out, fetch_refusals
             ),
             ACTOR,
             vec![job_object(job, None)],
@@ -114,8 +146,10 @@ impl Node {
                 bytes: f.size,
             })
             .collect();
-        let mut reasons = m.reasons.clone();
-        reasons.extend(m.guard.rejections.iter().map(|r| format!("{r:?}")));
+        // The hospital-side details (the manifest has only codes); the node helper of issue
+        // 18 decides what of them reaches the publisher.
+        let mut reasons = result.details.reasons.clone();
+        reasons.extend(result.details.rejections().iter().map(|r| format!("{r:?}")));
         let rec = RunRecord {
             outcome: format!("{:?}", m.outcome).to_lowercase(),
             reasons: reasons.clone(),
@@ -126,7 +160,9 @@ impl Node {
             files,
             metrics,
             guard_accepted: m.guard.accepted,
-            records_fed: m.records_fed,
+            records_fed: result.details.records_fed,
+            opted_out_since_approval: opted_out,
+            fetch_refusals,
         };
         let b = serde_json::to_vec(&rec).unwrap_or_default();
         self.p.store.put_artifact(job, artifact::MANIFEST, &b)?;
@@ -136,16 +172,161 @@ impl Node {
                 from,
                 JobState::OutputsGuarded,
                 &[],
-                Some((Outcome::Completed, "completed")),
+                Some((Outcome::Completed, ReasonCode::Completed.as_str())),
             ),
+            // Whatever rule fired, the publisher sees one code; the rules and the names they
+            // fired on (trainer-chosen) are the hospital's detail.
             ManifestOutcome::Rejected => {
-                let reason = format!("output guard refused the outputs: {}", reasons.join("; "));
-                self.end(job, from, Outcome::Refused, &reason)
+                let detail = format!("output guard refused the outputs: {}", reasons.join("; "));
+                self.end(job, from, ReasonCode::OutputGuard, &detail)
             }
-            ManifestOutcome::Failed => {
-                let reason = format!("trainer failed: {}", reasons.join("; "));
-                self.end(job, from, Outcome::Failed, &reason)
+            ManifestOutcome::TrainerFailed => {
+                let detail = format!("trainer failed: {}", reasons.join("; "));
+                self.end(job, from, ReasonCode::TrainerFailed, &detail)
+            }
+            // The node's own failure after launch (the feed, the OCI runtime, I/O): refunded.
+            _ => {
+                let code = if m.reasons.contains(&ReasonCode::FeedFailed.as_str()) {
+                    ReasonCode::FeedFailed
+                } else {
+                    ReasonCode::EnclaveError
+                };
+                let detail = format!("enclave run: {}", reasons.join("; "));
+                self.end(job, from, code, &detail)
             }
         }
+    }
+}
+
+/// A run that happened: the enclave's result and what was kept from the trainer.
+struct Ran {
+    result: rapha_enclave::session::JobResult,
+    /// Cohort entries dropped at the start: opted out since approval.
+    opted_out: u64,
+    /// Records refused at fetch time, by reason.
+    fetch_refusals: rapha_core::ExclusionCounts,
+}
+
+/// How a run's slow part ended.
+enum RunEnd {
+    /// The trainer ran and the guard checked its outputs.
+    Ran(Box<Ran>),
+    /// The node could not run it (code and hospital-side detail).
+    Failed(ReasonCode, String),
+}
+
+/// What the run's slow part works with.
+struct RunInput<'a> {
+    job: JobId,
+    session: &'a EnclaveSession,
+    vb: &'a VerifiedBundle,
+    entries: Vec<CohortEntry>,
+    optouts: &'a OptOuts,
+    dicom: &'a DicomConfig,
+    pacs: &'a Mutex<PacsConnect>,
+    sandbox: &'a SandboxConfig,
+    live: &'a Arc<LiveRuns>,
+    paths: RunPaths<'a>,
+}
+
+/// Unpacks the trainer and runs it under the enclave runtime (without the node lock).
+fn run_trainer(i: RunInput<'_>) -> RunEnd {
+    let job = i.job;
+    // Live from here until the run ends (however it ends).
+    let _live = i
+        .live
+        .track(job, Duration::from_secs(i.vb.resources().wall_seconds));
+    if let Err(e) = i.vb.unpack_rootfs(i.paths.rootfs) {
+        return RunEnd::Failed(
+            ReasonCode::UnpackFailed,
+            format!("cannot unpack the trainer: {e}"),
+        );
+    }
+    // Patients who opted out since the DPO approved the cohort are dropped before any record
+    // is listed or fed (item 11); an unreadable list stops the run.
+    let mut entries = i.entries;
+    let opted_out = match rapha_dicom::cohort::drop_opted_out_now(&mut entries, i.optouts) {
+        Ok(n) => n,
+        Err(e) => {
+            return RunEnd::Failed(
+                ReasonCode::EnclaveError,
+                format!("the opt-out list could not be re-read when the run started: {e}"),
+            )
+        }
+    };
+    let client = match connect_pacs(i.pacs) {
+        Ok(c) => c,
+        Err(e) => return RunEnd::Failed(ReasonCode::PacsUnavailable, format!("PACS: {e}")),
+    };
+    let (source, ids) = DicomSource::new(&entries, Some(client));
+    let source = source.with_exclusions(i.dicom.exclusions.clone());
+    let live = Arc::clone(i.live);
+    match i.session.run_observed(
+        i.sandbox,
+        &i.paths,
+        i.vb.entrypoint(),
+        &source,
+        &ids,
+        &|p| live.update(job, p),
+    ) {
+        Ok(result) => RunEnd::Ran(Box::new(Ran {
+            result,
+            opted_out,
+            fetch_refusals: source.fetch_refusals(),
+        })),
+        Err(e) => RunEnd::Failed(ReasonCode::EnclaveError, format!("enclave run: {e}")),
+    }
+}
+
+/// Sleeps until a whole number of `quantum`s has passed since `started` (at least one): the
+/// moment a run's end becomes visible then tells no more than its length in quanta.
+fn wait_for_quantum(started: std::time::Instant, quantum: Duration) {
+    if quantum.is_zero() {
+        return;
+    }
+    let q = quantum.as_millis().max(1);
+    let elapsed = started.elapsed().as_millis();
+    let quanta = elapsed.div_ceil(q).max(1);
+    let target = Duration::from_millis(u64::try_from(quanta * q).unwrap_or(u64::MAX));
+    if let Some(rest) = target.checked_sub(started.elapsed()) {
+        std::thread::sleep(rest);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_end_waits_for_the_end_of_the_quantum_it_falls_in() {
+        let q = Duration::from_millis(300);
+        // Exited 400 ms after the start: waits until 600 ms (the second quantum's end).
+        let started = std::time::Instant::now()
+            .checked_sub(Duration::from_millis(400))
+            .unwrap();
+        wait_for_quantum(started, q);
+        let e = started.elapsed();
+        assert!(
+            e >= Duration::from_millis(600) && e < Duration::from_millis(750),
+            "{e:?}"
+        );
+        // Exited at once: still waits for one whole quantum.
+        let started = std::time::Instant::now();
+        wait_for_quantum(started, q);
+        assert!(started.elapsed() >= q);
+        // No quantum: no wait.
+        let started = std::time::Instant::now();
+        wait_for_quantum(started, Duration::ZERO);
+        assert!(started.elapsed() < Duration::from_millis(50));
+    }
+
+    #[test]
+    fn a_panicking_work_is_caught_and_keeps_its_job() {
+        let job = JobId::random();
+        let work = Work::new(job, JobState::Running, || {
+            panic!("the trainer's work broke")
+        });
+        let done = work.run();
+        assert_eq!((done.job, done.from), (job, JobState::Running));
     }
 }

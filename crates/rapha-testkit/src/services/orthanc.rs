@@ -215,6 +215,52 @@ impl Orthanc {
         with_http(self.tls(), |c| upload(c, &url, path))
     }
 
+    /// `POST /instances` of Part 10 bytes held in memory; returns Orthanc's instance id.
+    pub fn upload_bytes(&self, bytes: &[u8]) -> Result<String, HarnessError> {
+        let url = format!("{}/instances", self.base_url());
+        let body = bytes.to_vec();
+        with_http(self.tls(), |c| {
+            post_instance(c, &url, body, Path::new("<memory>"))
+        })
+    }
+
+    /// `DELETE /instances/{id}`: removes one instance (by Orthanc id) from the PACS.
+    pub fn delete_instance(&self, orthanc_id: &str) -> Result<(), HarnessError> {
+        let url = format!("{}/instances/{orthanc_id}", self.base_url());
+        with_http(self.tls(), |c| {
+            let r = c
+                .delete(&url)
+                .send()
+                .map_err(|e| HarnessError::http(format!("DELETE {url}"), e))?;
+            if !r.status().is_success() {
+                return Err(HarnessError::http(format!("DELETE {url}"), r.status()));
+            }
+            Ok(())
+        })
+    }
+
+    /// Orthanc's id of the instance with this SOP Instance UID (`POST /tools/lookup`).
+    pub fn instance_id(&self, sop_instance_uid: &str) -> Result<Option<String>, HarnessError> {
+        let url = format!("{}/tools/lookup", self.base_url());
+        let body = sop_instance_uid.to_owned();
+        with_http(self.tls(), |c| {
+            let r = c
+                .post(&url)
+                .body(body)
+                .send()
+                .map_err(|e| HarnessError::http(format!("POST {url}"), e))?;
+            let v: serde_json::Value = r
+                .json()
+                .map_err(|e| HarnessError::http(format!("POST {url}"), e))?;
+            Ok(v.as_array().and_then(|hits| {
+                hits.iter()
+                    .find(|h| h["Type"] == "Instance")
+                    .and_then(|h| h["ID"].as_str())
+                    .map(str::to_owned)
+            }))
+        })
+    }
+
     /// Uploads every regular file under `dir` (recursively, in name order); returns
     /// (accepted, rejected). Transport failures are errors, not rejections.
     pub fn upload_dir(&self, dir: &Path) -> Result<(usize, usize), HarnessError> {
@@ -288,7 +334,15 @@ fn read(path: &Path) -> Result<Vec<u8>, HarnessError> {
 }
 
 fn upload(c: &reqwest::blocking::Client, url: &str, path: &Path) -> Result<String, HarnessError> {
-    let body = read(path)?;
+    post_instance(c, url, read(path)?, path)
+}
+
+fn post_instance(
+    c: &reqwest::blocking::Client,
+    url: &str,
+    body: Vec<u8>,
+    path: &Path,
+) -> Result<String, HarnessError> {
     let what = || format!("POST {url} ({})", path.display());
     let r = c
         .post(url)

@@ -1,0 +1,380 @@
+//! Issue 18, item 1, from the publisher's side: a hostile trainer tries to carry data out
+//! through what the node shows its publisher about a refused job (status, receipt), or to use
+//! the guard's refusal as an identifier oracle. Driven through the HTTP API of a node over the
+//! real components (Orthanc + DICOMweb, swtpm, anvil, runc), with the trainer of
+//! `publisher_trainer.c`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use rapha_core::{Digest, JobRequest};
+use rapha_node::api::ApiState;
+use reqwest::StatusCode;
+
+use crate::api::{error_code, serve_state, tokens, Served, DPO_TOKEN, PUBLISHER_TOKEN};
+use crate::pipeline_e2e::{bundle_args, world, Chain, FEE, PUBLISHER};
+
+/// `publisher_trainer.c`, compiled once (static, for the trainer's empty rootfs).
+pub fn publisher_trainer() -> Option<PathBuf> {
+    static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!(
+            "rapha-node-publisher-trainer-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).ok()?;
+        let out = dir.join("trainer");
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/publisher_trainer.c");
+        let ok = Command::new("gcc")
+            .args(["-static", "-O1", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "gcc -static could not build {}", src.display());
+        Some(out)
+    })
+    .clone()
+}
+
+pub fn get_json(s: &Served, path: &str, token: &str) -> serde_json::Value {
+    let (st, text) = s.call("get", path, Some(token), None);
+    assert_eq!(st, StatusCode::OK, "{path}: {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Polls the job's status as the publisher until `done` holds; returns that status.
+pub fn wait_status(
+    s: &Served,
+    job: &str,
+    seconds: u64,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let mut last = serde_json::Value::Null;
+    for _ in 0..seconds * 4 {
+        last = get_json(s, &format!("/v1/jobs/{job}"), PUBLISHER_TOKEN);
+        if done(&last) {
+            return last;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    panic!("job {job} did not get there: {last}");
+}
+
+/// Uploads the bundle and submits `request` as the publisher: (status, body) of the submit.
+pub fn submit(s: &Served, bundle_dir: &Path, request: &JobRequest) -> (StatusCode, String) {
+    let (st, text) = s.upload(
+        PUBLISHER_TOKEN,
+        rapha_bundle::pack_bundle_to_vec(bundle_dir).unwrap(),
+    );
+    assert!(st == StatusCode::CREATED || st == StatusCode::OK, "{text}");
+    let body = serde_json::to_vec(&serde_json::json!({ "request": request })).unwrap();
+    s.call("post", "/v1/jobs", Some(PUBLISHER_TOKEN), Some(&body))
+}
+
+/// Approves the job as the DPO through the API (its cohort must be under review).
+pub fn approve(s: &Served, w: &Dpo<'_>, job: &str) {
+    wait_status(s, job, 120, |v| v["state"] == "awaiting-approval");
+    let pending = get_json(s, "/v1/approvals/pending", DPO_TOKEN);
+    let review = pending["pending"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["job_id"] == job)
+        .unwrap_or_else(|| panic!("job {job} not pending: {pending}"))
+        .clone();
+    let digest: Digest = review["job_digest"].as_str().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let approval = w.0.approve(digest, now, now + 3600).unwrap();
+    let (st, text) = s.call(
+        "post",
+        &format!("/v1/jobs/{job}/approve"),
+        Some(DPO_TOKEN),
+        Some(&serde_json::to_vec(&approval).unwrap()),
+    );
+    assert_eq!(st, StatusCode::ACCEPTED, "{text}");
+}
+
+/// The DPO's signing key, kept when the world's node moves into the API.
+pub struct Dpo<'a>(pub &'a rapha_policy::DpoSigningKey);
+
+/// What the publisher was shown of a job that ran: its final status and its receipt.
+pub struct Shown {
+    pub status: serde_json::Value,
+    pub receipt: String,
+}
+
+/// Runs `request` through approval and deposit until its receipt is issued, as the publisher
+/// sees it.
+pub fn run_to_receipt(
+    s: &Served,
+    chain: &Chain,
+    dpo: &Dpo<'_>,
+    bundle_dir: &Path,
+    request: &JobRequest,
+) -> Shown {
+    let job = request.job_id.to_string();
+    let (st, text) = submit(s, bundle_dir, request);
+    assert_eq!(st, StatusCode::ACCEPTED, "{text}");
+    approve(s, dpo, &job);
+    wait_status(s, &job, 60, |v| v["state"] == "awaiting-deposit");
+    chain.deposit(&request.job_id);
+    let mut receipt = None;
+    for _ in 0..240 * 4 {
+        let (st, text) = s.call(
+            "get",
+            &format!("/v1/jobs/{job}/receipt"),
+            Some(PUBLISHER_TOKEN),
+            None,
+        );
+        if st == StatusCode::OK {
+            receipt = Some(text);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let receipt = receipt.unwrap_or_else(|| panic!("job {job} issued no receipt"));
+    // Give the settlement (if the escrow takes it) a moment, then read what the status says.
+    let status = wait_status(s, &job, 60, |v| {
+        v["state"] == "settled" || v["state"] == "receipted"
+    });
+    Shown { status, receipt }
+}
+
+fn hex_names(text: &str) -> Vec<String> {
+    text.match_indices("px-")
+        .map(|(i, _)| text[i..].chars().take(35).collect())
+        .collect()
+}
+
+/// Publisher-visible bytes: the status JSON and the receipt.
+fn shown_text(shown: &Shown) -> String {
+    format!("{}\n{}", shown.status, shown.receipt)
+}
+
+fn audit_text(tmp: &Path) -> String {
+    std::fs::read_to_string(tmp.join("audit.jsonl")).unwrap()
+}
+
+#[test]
+fn a_file_named_after_pixels_reaches_only_the_audit_trail_the_job_is_charged_and_the_publisher_suspended(
+) {
+    let Some(trainer) = publisher_trainer() else {
+        return;
+    };
+    let Some(w) = world() else { return };
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle_args(&tmp, &trainer, "hex", &["hex-name"], &w.publisher_key);
+    let request = w.request(manifest, w.scoped_query());
+    let dpo = Dpo(&w.dpo);
+    let next = w.request(manifest, w.scoped_query());
+    let node = w.node;
+    let s = serve_state(ApiState::new(node, tmp.join("jobs.sqlite"), tokens()));
+    let company = w.chain.company.address();
+    let before = w.chain.balance(company);
+
+    let shown = run_to_receipt(&s, &w.chain, &dpo, &dir, &request);
+
+    // The trainer named a file after 16 pixel bytes: none of it reaches the publisher.
+    let leaked = hex_names(&shown_text(&shown));
+    assert!(
+        leaked.is_empty(),
+        "trainer-chosen bytes reached the publisher: {leaked:?}\nstatus: {}\nreceipt: {}",
+        shown.status,
+        shown.receipt
+    );
+    assert_eq!(shown.status["outcome"], "violated", "{}", shown.status);
+    assert_eq!(shown.status["reason"], "output-guard", "{}", shown.status);
+    let receipt: serde_json::Value = serde_json::from_str(&shown.receipt).unwrap();
+    assert_eq!(receipt["body"]["outcome"], "violated", "{receipt}");
+    assert_eq!(receipt["body"]["reason"], "output-guard", "{receipt}");
+    assert!(receipt["body"]["outputs"].is_null(), "{receipt}");
+    // Control: the hospital's audit trail has the detail (the search finds it where it is).
+    assert!(
+        !hex_names(&audit_text(&tmp)).is_empty(),
+        "the audit trail lacks the guard's detail"
+    );
+    // The DPO's view of the job has it too; the publisher's has no `detail`.
+    let dpo_view = get_json(&s, &format!("/v1/jobs/{}", request.job_id), DPO_TOKEN);
+    assert!(!hex_names(&dpo_view.to_string()).is_empty(), "{dpo_view}");
+    assert!(shown.status.get("detail").is_none(), "{}", shown.status);
+
+    // Charged like a completed job: the deposit is not refunded.
+    assert_eq!(
+        w.chain.balance(company),
+        before - alloy::primitives::U256::from(FEE),
+        "a guard refusal was refunded"
+    );
+
+    // The publisher is suspended: its next job is refused before anything is stored.
+    let (st, text) = submit(&s, &dir, &next);
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::FORBIDDEN, "publisher-suspended"),
+        "{text}"
+    );
+    let suspended = get_json(&s, "/v1/publishers/suspended", DPO_TOKEN);
+    assert_eq!(
+        suspended["suspended"][0]["publisher"], PUBLISHER,
+        "{suspended}"
+    );
+    assert_eq!(
+        suspended["suspended"][0]["job_id"],
+        request.job_id.to_string(),
+        "{suspended}"
+    );
+    // Only a DPO lifts it, with a reason; the lifting is audited.
+    let path = format!("/v1/publishers/{PUBLISHER}/reinstate");
+    let reason = br#"{"reason":"reviewed the violation with the publisher"}"#;
+    let (st, _) = s.call("post", &path, Some(PUBLISHER_TOKEN), Some(reason));
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, text) = s.call("post", &path, Some(DPO_TOKEN), Some(br#"{"reason":""}"#));
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::BAD_REQUEST, "bad-reason")
+    );
+    let (st, text) = s.call("post", &path, Some(DPO_TOKEN), Some(reason));
+    assert_eq!(st, StatusCode::OK, "{text}");
+    assert!(audit_text(&tmp).contains("reviewed the violation with the publisher"));
+    let (st, text) = s.call("post", &path, Some(DPO_TOKEN), Some(reason));
+    assert_eq!(
+        (st, error_code(&text).as_str()),
+        (StatusCode::CONFLICT, "not-suspended"),
+        "{text}"
+    );
+    let (st, text) = submit(&s, &dir, &next);
+    assert_eq!(st, StatusCode::ACCEPTED, "{text}");
+}
+
+#[test]
+fn zip_entries_named_after_candidate_mrns_do_not_tell_the_publisher_which_one_is_real() {
+    let Some(trainer) = publisher_trainer() else {
+        return;
+    };
+    let Some(w) = world() else { return };
+    let tmp = w.tmp.path().to_path_buf();
+    // One real MRN of a patient in the job's cohort among candidates that are no one's.
+    let real = w
+        .manifest
+        .studies
+        .iter()
+        .find(|st| st.label.is_some() && !w.manifest.opted_out_patients.contains(&st.patient_id))
+        .unwrap()
+        .patient_id
+        .clone();
+    let mut candidates: Vec<String> = (0..40).map(|i| format!("MRN9{i:03}{:05}", i * 7)).collect();
+    candidates.insert(23, real.clone());
+    let mut args = vec!["mrn-zip"];
+    args.extend(candidates.iter().map(String::as_str));
+    let (dir, manifest) = bundle_args(&tmp, &trainer, "mrn", &args, &w.publisher_key);
+    let request = w.request(manifest, w.scoped_query());
+    let dpo = Dpo(&w.dpo);
+    let node = w.node;
+    let s = serve_state(ApiState::new(node, tmp.join("jobs.sqlite"), tokens()));
+    let company = w.chain.company.address();
+    let before = w.chain.balance(company);
+
+    let shown = run_to_receipt(&s, &w.chain, &dpo, &dir, &request);
+
+    let text = shown_text(&shown);
+    let named: Vec<&String> = candidates
+        .iter()
+        .filter(|c| text.contains(c.as_str()))
+        .collect();
+    assert!(
+        named.is_empty(),
+        "the publisher was shown which candidate is real: {named:?}\nstatus: {}\nreceipt: {}",
+        shown.status,
+        shown.receipt
+    );
+    // Nor where in the file it matched: no offset, no entry, no rule detail.
+    assert!(!text.contains("offset"), "{text}");
+    assert_eq!(shown.status["outcome"], "violated", "{}", shown.status);
+    assert_eq!(shown.status["reason"], "output-guard", "{}", shown.status);
+    // Control: the audit trail names the entry that matched.
+    assert!(
+        audit_text(&tmp).contains(&format!("{real}.json")),
+        "the audit trail lacks the guard's detail"
+    );
+    assert_eq!(
+        w.chain.balance(company),
+        before - alloy::primitives::U256::from(FEE),
+        "the oracle query was refunded"
+    );
+}
+
+#[test]
+fn a_dpo_lists_and_reinstates_a_suspended_publisher_from_the_console() {
+    use crate::node_common::{node, stderr, stdout, ConfigSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ConfigSpec::under(dir.path());
+    let config = spec.write(&dir.path().join("node.toml"));
+    let config = config.to_str().unwrap();
+    std::fs::create_dir_all(&spec.state_dir).unwrap();
+    let job = rapha_core::JobId::random();
+    rapha_node::store::JobStore::open(&spec.state_dir.join("jobs.sqlite"))
+        .unwrap()
+        .suspend(PUBLISHER, job)
+        .unwrap();
+
+    let out = node(&["publishers", "list", "--config", config]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("{PUBLISHER}  suspended since"))
+            && stdout(&out).contains(&job.to_string()),
+        "{}",
+        stdout(&out)
+    );
+    let out = node(&[
+        "publishers",
+        "reinstate",
+        PUBLISHER,
+        "--reason",
+        " ",
+        "--config",
+        config,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("needs a --reason"),
+        "{}",
+        stderr(&out)
+    );
+    let reason = "reviewed the violation; the publisher rebuilt its trainer";
+    let out = node(&[
+        "publishers",
+        "reinstate",
+        PUBLISHER,
+        "--reason",
+        reason,
+        "--config",
+        config,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let audit = std::fs::read_to_string(spec.state_dir.join("audit.jsonl")).unwrap();
+    assert!(
+        audit.contains(reason) && audit.contains(&job.to_string()),
+        "{audit}"
+    );
+    let store = rapha_node::store::JobStore::open(&spec.state_dir.join("jobs.sqlite")).unwrap();
+    assert_eq!(store.suspension(PUBLISHER).unwrap(), None);
+    let out = node(&[
+        "publishers",
+        "reinstate",
+        PUBLISHER,
+        "--reason",
+        reason,
+        "--config",
+        config,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is not suspended"),
+        "{}",
+        stderr(&out)
+    );
+}
