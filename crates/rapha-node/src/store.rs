@@ -159,6 +159,8 @@ const FINISHED: &str = "(state = 'released' AND EXISTS (SELECT 1 FROM artifacts 
 pub enum StoreError {
     #[error("job store database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Version(#[from] rapha_migrate::VersionError),
     #[error("job {0} not found")]
     NotFound(JobId),
     #[error("job {0} already exists")]
@@ -204,6 +206,43 @@ pub struct Transition {
     pub at: u64,
 }
 
+/// The job store's schema history (`PRAGMA user_version`, `rapha_migrate`): version 1 is the
+/// layout of the first release (a store written before versions existed is version 1). A
+/// schema change is a new function appended to `migrations`, never an edit of `SCHEMA_V1`.
+pub const SCHEMA: rapha_migrate::sqlite::Schema = rapha_migrate::sqlite::Schema {
+    store: "job store",
+    create_v1: SCHEMA_V1,
+    migrations: &[add_suspensions],
+};
+
+/// Version 2: publishers suspended after a violation (issue 18).
+fn add_suspensions(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(SUSPENSIONS_SCHEMA)
+}
+
+const SCHEMA_V1: &str = "CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    request TEXT NOT NULL,
+    outcome TEXT,
+    reason TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS transitions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    kind TEXT NOT NULL,
+    bytes BLOB NOT NULL,
+    PRIMARY KEY (job_id, kind)
+);";
+
 /// The SQLite job store.
 pub struct JobStore {
     conn: Connection,
@@ -223,41 +262,22 @@ fn now() -> u64 {
 }
 
 impl JobStore {
-    /// Opens (creating if needed) the store at `path`.
+    /// Opens (creating if needed) the store at `path` and migrates it to [`SCHEMA`]'s version
+    /// in one transaction.
     ///
     /// # Errors
-    /// [`StoreError::Sqlite`] if the database cannot be opened or migrated.
+    /// [`StoreError::Version`] for a store newer than this node or a migration that failed
+    /// (the store is left as it was); [`StoreError::Sqlite`] if the database cannot be opened.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS jobs (
-                 id TEXT PRIMARY KEY,
-                 state TEXT NOT NULL,
-                 request TEXT NOT NULL,
-                 outcome TEXT,
-                 reason TEXT,
-                 created_at INTEGER NOT NULL,
-                 updated_at INTEGER NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS transitions (
-                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                 job_id TEXT NOT NULL REFERENCES jobs(id),
-                 from_state TEXT,
-                 to_state TEXT NOT NULL,
-                 at INTEGER NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS artifacts (
-                 job_id TEXT NOT NULL REFERENCES jobs(id),
-                 kind TEXT NOT NULL,
-                 bytes BLOB NOT NULL,
-                 PRIMARY KEY (job_id, kind)
-             );",
-        )?;
-        conn.execute_batch(SUSPENSIONS_SCHEMA)?;
+        let opened = rapha_migrate::sqlite::open(&mut conn, path, &SCHEMA)?;
+        if opened.changed() {
+            tracing::info!(store = SCHEMA.store, path = %path.display(), from = opened.found, to = opened.now, "store version migrated");
+        }
         Ok(Self { conn })
     }
 
@@ -467,8 +487,7 @@ impl JobStore {
 }
 
 /// Publishers suspended after a violation (issue 18): one row per suspended publisher, kept
-/// until a DPO reinstates it. A separate block so that it can become its own versioned
-/// migration.
+/// until a DPO reinstates it. Job store version 2 ([`SCHEMA`]'s first migration).
 const SUSPENSIONS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS suspensions (
      publisher TEXT PRIMARY KEY,
      job_id TEXT NOT NULL,
@@ -629,6 +648,7 @@ impl JobReader {
         // A WAL reader waits only in rare cases (recovery of the WAL index); the API reads on
         // its request threads, so such a wait stays short and ends in an error.
         conn.busy_timeout(std::time::Duration::from_secs(1))?;
+        rapha_migrate::sqlite::check(&conn, path, &SCHEMA)?;
         Ok(Self { conn })
     }
 

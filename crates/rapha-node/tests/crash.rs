@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use alloy::primitives::U256;
-use rapha_core::{CohortQuery, Digest, JobId, JobRequest, Outcome, Usdc};
+use rapha_core::{CohortQuery, JobId, JobRequest, Outcome, Usdc};
 use rapha_node::pipeline::artifact;
 use rapha_node::store::{JobState, JobStore};
 use rapha_policy::ApprovalStore;
@@ -140,7 +140,9 @@ fn sigkill_at_every_state_ends_completed_or_failed_exactly_once() {
             match state {
                 JobState::AwaitingApproval => {
                     if let Some(b) = store.artifact(job, artifact::REVIEW).unwrap() {
-                        let digest: Digest = serde_json::from_slice(&b).unwrap();
+                        let digest = serde_json::from_slice::<rapha_policy::JobDigestRef>(&b)
+                            .unwrap()
+                            .job_digest;
                         let approvals = ApprovalStore::open(&dir.join("state/approvals")).unwrap();
                         if approvals.get(&digest).unwrap().is_none() {
                             let now = std::time::SystemTime::now()

@@ -61,6 +61,8 @@ pub enum SettleError {
     DepositClosed { job: JobId, status: JobStatus },
     #[error("settlement ledger: {0}")]
     Ledger(#[from] rusqlite::Error),
+    #[error(transparent)]
+    StoreVersion(#[from] rapha_migrate::VersionError),
     #[error("settlement ledger holds no row for job {0}")]
     NotInLedger(JobId),
     #[error("settlement ledger row for job {job} is {state}; cannot {action}")]

@@ -29,13 +29,22 @@ pub(super) async fn pending_approvals(
             else {
                 continue;
             };
-            let review = rapha_policy::ReviewRequest {
-                cohort: serde_json::from_slice(&bytes).map_err(HttpError::internal)?,
-                job: row.request,
-            };
+            let mut review = rapha_policy::ReviewRequest::new(
+                row.request,
+                serde_json::from_slice(&bytes).map_err(HttpError::internal)?,
+            );
+            // The version the job was reviewed under (v1 for a job in flight across the upgrade).
+            if let Some(r) = store
+                .artifact(row.id, crate::pipeline::artifact::REVIEW)
+                .map_err(HttpError::internal)?
+            {
+                let r: rapha_policy::JobDigestRef =
+                    serde_json::from_slice(&r).map_err(HttpError::internal)?;
+                review.digest_version = r.digest_version;
+            }
             out.push(json!({
                 "job_id": row.id.to_string(),
-                "job_digest": review.job_digest(),
+                "job_digest": review.job_digest().map_err(HttpError::internal)?,
                 "publisher": review.job.publisher,
                 "trainer": review.job.trainer,
                 "cohort": review.cohort,

@@ -546,15 +546,21 @@ impl Node {
         self.opt(job, artifact::ENDING)
     }
 
-    /// The job digest a DPO approves (once the cohort is built).
+    /// The job digest a DPO approves (once the review was submitted).
     ///
     /// # Errors
     /// Store errors.
     pub fn review_digest(&self, job: JobId) -> Result<Option<Digest>> {
-        let Some(b) = self.p.store.artifact(job, artifact::REVIEW)? else {
-            return Ok(None);
-        };
-        Ok(serde_json::from_slice(&b).ok())
+        Ok(self.review_ref(job)?.map(|r| r.job_digest))
+    }
+
+    /// The job digest a DPO approves and its version, as recorded when the review was
+    /// submitted (a job reviewed before versions existed uses v1).
+    ///
+    /// # Errors
+    /// Store errors, or an unreadable `review` artifact.
+    pub fn review_ref(&self, job: JobId) -> Result<Option<rapha_policy::JobDigestRef>> {
+        self.opt(job, artifact::REVIEW)
     }
 
     /// The DPO's view: job and cohort summary (no identifiers).
@@ -567,10 +573,11 @@ impl Node {
         };
         let cohort: CohortSummary = self.load(job, artifact::COHORT_SUMMARY, &b)?;
         let row = self.p.store.get(job)?;
-        Ok(Some(ReviewRequest {
-            job: row.request,
-            cohort,
-        }))
+        let mut review = ReviewRequest::new(row.request, cohort);
+        if let Some(r) = self.review_ref(job)? {
+            review.digest_version = r.digest_version;
+        }
+        Ok(Some(review))
     }
 
     fn load<T: for<'de> Deserialize<'de>>(

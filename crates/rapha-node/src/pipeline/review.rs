@@ -24,10 +24,7 @@ impl Node {
 
     pub(super) fn step_review(&mut self, job: JobId, req: &JobRequest) -> Result<Step> {
         let cohort: CohortSummary = self.need(job, artifact::COHORT_SUMMARY)?;
-        let review = ReviewRequest {
-            job: req.clone(),
-            cohort,
-        };
+        let review = ReviewRequest::new(req.clone(), cohort);
         let digest = self.p.approvals.submit(&review)?;
         self.p.audit.record(AuditEvent::new(
             AuditKind::DpoAction,
@@ -43,7 +40,12 @@ impl Node {
                 },
             ],
         ))?;
-        let d = serde_json::to_vec(&digest).unwrap_or_default();
+        // The version is recorded with the digest: the job keeps it until it ends.
+        let d = serde_json::to_vec(&rapha_policy::JobDigestRef {
+            job_digest: digest,
+            digest_version: review.digest_version,
+        })
+        .unwrap_or_default();
         self.advance_to(
             job,
             JobState::CohortBuilt,
@@ -68,7 +70,9 @@ impl Node {
     }
 
     pub(super) fn step_approval(&mut self, job: JobId) -> Result<Step> {
-        let digest: Digest = self.need(job, artifact::REVIEW)?;
+        let digest = self
+            .need::<rapha_policy::JobDigestRef>(job, artifact::REVIEW)?
+            .job_digest;
         let Some((facts, rec)) = self.approval_facts(job)? else {
             return Ok(Step::Blocked(Blocked::Approval { job_digest: digest }));
         };
