@@ -7,25 +7,38 @@ import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
-/// @title Rapha escrow: a job's USDC fee moves exactly once (invariant I7).
-/// @notice The AI company deposits the fee for a job id, naming the hospital. The hospital's
-/// node signs an EIP-712 `Settlement` for the job's receipt; anyone may submit it. A completed
-/// job pays the hospital fee * 70 / 100 (rounded down) and the treasury the rest; a refused or
-/// failed job refunds the depositor in full. A job nobody settled is refundable after its
-/// deadline. Each settlement anchors the node's receipt-log size and root; a smaller size
-/// (or the same size with another root) would rewrite the log's history and is refused.
-/// Not upgradeable: no proxy, no owner, no admin function; token and treasury are immutable.
+/// @title Rapha escrow v2: a job's USDC fee moves exactly once (invariant I7).
+/// @notice The AI company deposits the exact fee for a job id, naming the hospital (one call
+/// per job, or `depositBatch` for several, e.g. the rounds of a federated run, with one token
+/// transfer). The hospital's node signs an EIP-712 `Settlement` for the job's receipt; anyone
+/// may submit it. Outcomes the trainer could choose after seeing data are charged like a
+/// completed job: completed (1), violated (4) and trainer-failed (5) credit the hospital's
+/// payout fee * 70 / 100 (rounded down) and the treasury the rest; refused (2) and failed (3)
+/// credit the depositor in full. A job nobody settled is refundable (credited to its depositor)
+/// after its deadline.
+///
+/// Pull payments: `settle` and `refundExpired` never move tokens; they credit `owed`, and each
+/// account takes what it is owed with `withdraw()`. A token-blacklisted payout, treasury or
+/// depositor can therefore only freeze its own money, never another party's settlement.
+///
+/// Each settlement anchors the node's receipt-log size and root; a smaller size (or the same
+/// size with another root) would rewrite the log's history and is refused. Not upgradeable:
+/// no proxy, no owner, no admin function; token and treasury are immutable.
 contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
     bytes32 public constant SETTLEMENT_TYPEHASH = keccak256(
         "Settlement(bytes32 jobId,uint8 outcome,bytes32 receiptDigest,address payout,uint256 fee,address token,uint64 logSize,bytes32 logRoot)"
     );
+    /// The interface version: 2 = five outcomes, pull payments, batch deposits.
+    uint8 public constant ESCROW_VERSION = 2;
     uint256 public constant HOSPITAL_PERCENT = 70;
 
     uint8 public constant OUTCOME_COMPLETED = 1;
     uint8 public constant OUTCOME_REFUSED = 2;
     uint8 public constant OUTCOME_FAILED = 3;
+    uint8 public constant OUTCOME_VIOLATED = 4;
+    uint8 public constant OUTCOME_TRAINER_FAILED = 5;
 
     enum Status {
         None,
@@ -41,6 +54,14 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
         address hospital;
         uint64 deadline;
         Status status;
+    }
+
+    /// One job of a `depositBatch`.
+    struct JobDeposit {
+        bytes32 jobId;
+        address hospital;
+        uint256 amount;
+        uint64 deadline;
     }
 
     /// The signed settlement; field order and types are the EIP-712 type string's.
@@ -70,6 +91,9 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
     IERC20 public immutable usdc;
     address public immutable treasury;
 
+    /// USDC base units each account may withdraw.
+    mapping(address account => uint256) public owed;
+
     mapping(bytes32 jobId => Job) private _jobs;
     mapping(address hospital => Hospital) private _hospitals;
     mapping(address node => Anchor) private _anchors;
@@ -89,6 +113,8 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
     );
     event Refunded(bytes32 indexed jobId, address indexed depositor, uint256 amount);
     event LogAnchored(address indexed node, bytes32 indexed jobId, uint64 logSize, bytes32 logRoot);
+    event Credited(address indexed account, bytes32 indexed jobId, uint256 amount);
+    event Withdrawn(address indexed account, uint256 amount);
 
     error ZeroAddress();
     error ZeroAmount();
@@ -96,6 +122,7 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
     error HospitalNotRegistered(address hospital);
     error JobExists(bytes32 jobId);
     error DeadlineInPast(uint64 deadline);
+    error EmptyBatch();
     error JobNotOpen(bytes32 jobId, Status status);
     error BadOutcome(uint8 outcome);
     error WrongToken(address token);
@@ -105,6 +132,7 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
     error UnauthorizedSigner(address recovered, address registered);
     error LogRewrite(address node, uint64 anchoredSize, uint64 size);
     error DeadlineNotReached(uint64 deadline);
+    error NothingOwed(address account);
 
     constructor(IERC20 token, address treasury_) EIP712("Rapha", "1") {
         if (address(token) == address(0) || treasury_ == address(0)) revert ZeroAddress();
@@ -113,15 +141,37 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
     }
 
     /// @notice Called by a hospital's account: names the node key that signs its settlements
-    /// and the address that receives its share. May be called again to rotate either.
+    /// and the address that is credited its share. May be called again to rotate either.
     function registerHospital(address signer, address payout) external {
         if (signer == address(0) || payout == address(0)) revert ZeroAddress();
         _hospitals[msg.sender] = Hospital(signer, payout);
         emit HospitalRegistered(msg.sender, signer, payout);
     }
 
-    /// @notice Deposits `amount` USDC base units (approved beforehand) for `jobId`.
+    /// @notice Deposits `amount` USDC base units (approved beforehand) for `jobId`. The node
+    /// runs the job only if `amount` is exactly the agreed fee and `deadline` leaves time to
+    /// run and settle it; any other deposit comes back through `refundExpired`.
     function deposit(bytes32 jobId, address hospital, uint256 amount, uint64 deadline) external nonReentrant {
+        _open(jobId, hospital, amount, deadline);
+        usdc.safeTransferFrom(msg.sender, address(this), amount);
+    }
+
+    /// @notice Deposits for several jobs (each with its own hospital, amount and deadline) with
+    /// one token transfer of their sum: the rounds of a federated run, one job id per round and
+    /// site. All or nothing.
+    function depositBatch(JobDeposit[] calldata deposits) external nonReentrant {
+        uint256 n = deposits.length;
+        if (n == 0) revert EmptyBatch();
+        uint256 total;
+        for (uint256 i; i < n; ++i) {
+            JobDeposit calldata d = deposits[i];
+            _open(d.jobId, d.hospital, d.amount, d.deadline);
+            total += d.amount;
+        }
+        usdc.safeTransferFrom(msg.sender, address(this), total);
+    }
+
+    function _open(bytes32 jobId, address hospital, uint256 amount, uint64 deadline) private {
         if (amount == 0) revert ZeroAmount();
         if (amount > type(uint96).max) revert AmountTooLarge(amount);
         if (_hospitals[hospital].payout == address(0)) revert HospitalNotRegistered(hospital);
@@ -135,19 +185,17 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
         job.deadline = deadline;
         job.status = Status.Deposited;
         emit Deposited(jobId, msg.sender, hospital, amount, deadline);
-
-        usdc.safeTransferFrom(msg.sender, address(this), amount);
     }
 
     /// @notice Settles a job with its node's signature (65 bytes r || s || v) over the
-    /// EIP-712 `Settlement`. Anyone may submit it; the money goes only where the signed and
-    /// registered data say.
+    /// EIP-712 `Settlement`. Anyone may submit it; the money is credited only where the signed
+    /// and registered data say. Moves no tokens.
     function settle(Settlement calldata s, bytes calldata signature) external nonReentrant {
         Job storage job = _jobs[s.jobId];
         Status status = job.status;
         if (status != Status.Deposited) revert JobNotOpen(s.jobId, status);
         uint8 outcome = s.outcome;
-        if (outcome < OUTCOME_COMPLETED || outcome > OUTCOME_FAILED) revert BadOutcome(outcome);
+        if (outcome < OUTCOME_COMPLETED || outcome > OUTCOME_TRAINER_FAILED) revert BadOutcome(outcome);
         if (s.token != address(usdc)) revert WrongToken(s.token);
         uint256 amount = job.amount;
         if (s.fee != amount) revert FeeMismatch(s.fee, amount);
@@ -164,31 +212,29 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
         {
             revert LogRewrite(node, anchor.size, s.logSize);
         }
-
-        // Effects before any token moves (checks-effects-interactions).
         if (s.logSize != anchor.size || rootPrefix != anchor.rootPrefix) {
             _anchors[node] = Anchor(s.logSize, rootPrefix);
         }
         emit LogAnchored(node, s.jobId, s.logSize, s.logRoot);
 
-        if (outcome == OUTCOME_COMPLETED) {
-            job.status = Status.Paid;
-            uint256 toHospital = amount * HOSPITAL_PERCENT / 100;
-            uint256 toTreasury = amount - toHospital;
-            emit Settled(s.jobId, outcome, s.receiptDigest, node, toHospital, toTreasury, 0);
-            if (toHospital != 0) usdc.safeTransfer(h.payout, toHospital);
-            usdc.safeTransfer(treasury, toTreasury);
-        } else {
+        if (outcome == OUTCOME_REFUSED || outcome == OUTCOME_FAILED) {
             job.status = Status.Refunded;
             address depositor = job.depositor;
             emit Settled(s.jobId, outcome, s.receiptDigest, node, 0, 0, amount);
             emit Refunded(s.jobId, depositor, amount);
-            usdc.safeTransfer(depositor, amount);
+            _credit(depositor, s.jobId, amount);
+        } else {
+            job.status = Status.Paid;
+            uint256 toHospital = amount * HOSPITAL_PERCENT / 100;
+            uint256 toTreasury = amount - toHospital;
+            emit Settled(s.jobId, outcome, s.receiptDigest, node, toHospital, toTreasury, 0);
+            _credit(h.payout, s.jobId, toHospital);
+            _credit(treasury, s.jobId, toTreasury);
         }
     }
 
-    /// @notice Refunds the depositor of a job nobody settled once its deadline has passed.
-    /// Anyone may call it; the money goes only to the depositor.
+    /// @notice Credits the depositor of a job nobody settled once its deadline has passed.
+    /// Anyone may call it; the money is credited only to the depositor. Moves no tokens.
     function refundExpired(bytes32 jobId) external nonReentrant {
         Job storage job = _jobs[jobId];
         Status status = job.status;
@@ -199,7 +245,22 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
         address depositor = job.depositor;
         uint256 amount = job.amount;
         emit Refunded(jobId, depositor, amount);
-        usdc.safeTransfer(depositor, amount);
+        _credit(depositor, jobId, amount);
+    }
+
+    /// @notice Sends the caller everything it is owed.
+    function withdraw() external nonReentrant {
+        uint256 amount = owed[msg.sender];
+        if (amount == 0) revert NothingOwed(msg.sender);
+        owed[msg.sender] = 0;
+        emit Withdrawn(msg.sender, amount);
+        usdc.safeTransfer(msg.sender, amount);
+    }
+
+    function _credit(address account, bytes32 jobId, uint256 amount) private {
+        if (amount == 0) return;
+        owed[account] += amount;
+        emit Credited(account, jobId, amount);
     }
 
     function jobOf(bytes32 jobId) external view returns (Job memory) {

@@ -3,7 +3,7 @@
 //! ```text
 //!  submit ──► POST /v1/bundles (the signed bundle, as a strict tar) ──► POST /v1/jobs
 //!  deposit ──► the escrow on chain (see deposit.rs)
-//!  status [--watch] ──► GET /v1/jobs/{id} until settled
+//!  status [--watch] ──► GET /v1/jobs/{id} until finished
 //!  fetch ──► GET receipt ──► verify offline (verify.rs) ──► GET every output, sha256 against
 //!            the receipt ──► temp name, fsync, rename into --out
 //! ```
@@ -35,7 +35,7 @@ pub enum JobCommand {
     /// Approve and deposit a job's fee in USDC into the escrow, naming the hospital.
     #[command(after_help = exit::help())]
     Deposit(DepositArgs),
-    /// Show a job's state and progress; with --watch, follow it until it is settled.
+    /// Show a job's state and progress; with --watch, follow it until it is finished.
     #[command(after_help = exit::help())]
     Status(StatusArgs),
     /// Download a job's receipt and released outputs, verify them, write them to --out.
@@ -419,13 +419,13 @@ pub struct StatusArgs {
     pub job: JobId,
     #[command(flatten)]
     pub node: NodeArgs,
-    /// Poll until the job is settled; exit 3 if it ended refused or failed.
+    /// Poll until the job is finished; exit 3 if it ended refused or failed.
     #[arg(long)]
     pub watch: bool,
     /// Seconds between polls with --watch (0.1 to 3600).
     #[arg(long, value_name = "SECS", default_value = "2", value_parser = poll_interval)]
     pub interval: Duration,
-    /// Give up watching after this many seconds (exit 1); default: watch until settled.
+    /// Give up watching after this many seconds (exit 1); default: watch until finished.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
     /// Print the result as JSON.
@@ -443,6 +443,7 @@ struct Status {
     outcome: Option<String>,
     reason: Option<String>,
     records: Value,
+    finished: Option<bool>,
 }
 
 impl Status {
@@ -461,13 +462,14 @@ impl Status {
             outcome: v["outcome"].as_str().map(str::to_owned),
             reason: v["reason"].as_str().map(str::to_owned),
             records: v.get("records").cloned().unwrap_or(Value::Null),
+            finished: v["finished"].as_bool(),
         })
     }
 
-    /// Settled is the only terminal state (refused and failed jobs are receipted and settled
-    /// with a refund too).
+    /// The node says whether the job is at its end (released when completed and paid,
+    /// settled otherwise); a node from before that field ends every job at settled.
     fn terminal(&self) -> bool {
-        self.state == "settled"
+        self.finished.unwrap_or(self.state == "settled")
     }
 
     fn json(&self) -> Value {
@@ -965,6 +967,7 @@ mod tests {
             outcome: None,
             reason: None,
             records: Value::Null,
+            finished: None,
         }
     }
 

@@ -1,6 +1,8 @@
 //! `rapha verify RECEIPT`: offline verification of a receipt and its place in the node's
 //! transparency log (**I6**), as an auditor, the AI company or the hospital runs it.
-//! `rapha job fetch` calls [`check`] on the receipt it downloads.
+//! `rapha job fetch` calls [`check`] on the receipt it downloads. Both receipt schemas verify:
+//! `rapha-receipt/2` (reason codes, minute times) and `rapha-receipt/1` (receipts written before
+//! issue 18), with the same exit codes.
 //!
 //! Exit codes are the CLI's shared table (`crate::exit`, also in `docs/receipts.md`): 0
 //! verified, 1 a file could not be read or bad arguments, 4 invalid signature, 6 malformed
@@ -125,6 +127,7 @@ pub fn json_summary(v: &VerifiedReceipt) -> serde_json::Value {
         "job_id": v.body.job_id,
         "outcome": v.body.outcome,
         "reason": v.body.reason,
+        "schema": v.body.schema,
         "signer": v.signer,
         "signer_pinned": v.signer_pinned,
         "receipt_digest": v.receipt_digest,
@@ -148,6 +151,7 @@ pub fn human_summary(v: &VerifiedReceipt) -> String {
     if !b.reason.is_empty() {
         let _ = writeln!(s, "  reason       {}", b.reason);
     }
+    let _ = writeln!(s, "  schema       {}", b.schema);
     let pin = if v.signer_pinned {
         "matches --node-address"
     } else {
@@ -233,7 +237,7 @@ pub fn human_summary(v: &VerifiedReceipt) -> String {
         }
     }
     let p = &b.payment;
-    if b.outcome == rapha_core::Outcome::Completed {
+    if b.outcome.charged() {
         let _ = writeln!(
             s,
             "  payout       fee {} USDC: hospital {} to {}, protocol {} (chain {}, token {}, escrow {})",

@@ -546,7 +546,7 @@ fn world() -> Option<World> {
             hospital: key(3).address(),
             payout: key(6).address(),
             confirmations: 1,
-            run_window_secs: 600,
+            settle_margin_secs: 600,
             poll_interval: Duration::from_millis(250),
         },
         &key(5),
@@ -897,18 +897,18 @@ fn a_job_goes_from_submit_to_verified_outputs_through_the_cli_alone() {
     let v = json(&out);
     assert_eq!(
         (v["state"].as_str(), v["outcome"].as_str()),
-        (Some("settled"), Some("completed")),
+        (Some("released"), Some("completed")),
         "{v}"
     );
     assert_eq!(
         v["progress"]["step"],
         v["progress"]["of"].as_u64().unwrap() - 1
     );
-    // Not a TTY: plain lines, one per state seen, ending with the settled one.
+    // Not a TTY: plain lines, one per state seen, ending with the released one.
     let err = stderr(&out);
     assert!(!err.contains('\r'), "{err}");
     assert!(
-        err.lines().last().unwrap().contains("settled (step"),
+        err.lines().last().unwrap().contains("released (step"),
         "{err}"
     );
 
@@ -927,7 +927,7 @@ fn a_job_goes_from_submit_to_verified_outputs_through_the_cli_alone() {
     assert_eq!(code(&tty), 0, "{}", stderr(&tty));
     let shown = stdout(&tty);
     assert!(
-        shown.contains("\r\x1b[2K[########################] 17/17 settled"),
+        shown.contains("\r\x1b[2K[########################] 17/17 released"),
         "{shown:?}"
     );
 

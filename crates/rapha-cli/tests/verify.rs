@@ -284,3 +284,37 @@ fn malformed_input_exits_6_and_unreadable_file_exits_1() {
     let missing = node.dir.path().join("missing.json");
     assert_eq!(code(&rapha(&["verify", s(&missing)])), 1);
 }
+
+/// The receipts written before issue 18 (`testdata/v1`, schema `rapha-receipt/1`) verify with
+/// today's `rapha verify`, exit code 0, pinned to their node; an edited copy still exits with
+/// the documented code of its class.
+#[test]
+fn v1_fixture_receipts_verify_with_todays_cli() {
+    let v1 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/v1");
+    let fixture: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(v1.join("fixture.json")).unwrap()).unwrap();
+    let node = fixture["node"]["address"].as_str().unwrap();
+    for outcome in ["completed", "refused", "failed"] {
+        let receipt = v1.join(format!("receipts/{outcome}.json"));
+        let o = rapha(&["verify", receipt.to_str().unwrap(), "--node-address", node]);
+        assert_eq!(code(&o), 0, "{outcome}: {}", stderr(&o));
+        let out = stdout(&o);
+        assert!(out.contains(&format!("outcome {outcome}")), "{out}");
+        assert!(out.contains("schema       rapha-receipt/1"), "{out}");
+        assert!(out.contains("matches --node-address"), "{out}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut file: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(v1.join("receipts/completed.json")).unwrap())
+            .unwrap();
+    file["body"]["reason"] = "edited".into();
+    let edited = dir.path().join("edited.json");
+    std::fs::write(&edited, serde_json::to_vec(&file).unwrap()).unwrap();
+    let o = rapha(&["verify", edited.to_str().unwrap(), "--node-address", node]);
+    assert_eq!(
+        code(&o),
+        6,
+        "an edited human copy is malformed: {}",
+        stderr(&o)
+    );
+}

@@ -13,6 +13,8 @@
 //!   print it, and [`HmacKey::load`] refuses files that are group- or world-readable.
 //! - [`Usdc`] is an amount in integer base units (6 decimals); [`FeeSplit`] is the one place
 //!   the 70/30 split is computed (**I7**).
+//! - [`jcs`] is the one RFC 8785 canonical JSON of everything signed or hashed as JSON
+//!   (receipt bodies, policy input digests, the job digest a DPO approves).
 //! - [`merkle`] implements RFC 9162 §2.1: leaf and node hashes, tree roots, inclusion and
 //!   consistency proofs. The cohort commitment and the receipt log (**I6**) share it.
 //!
@@ -26,6 +28,7 @@
 mod digest;
 mod error;
 mod ids;
+pub mod jcs;
 mod job;
 pub mod merkle;
 mod money;

@@ -22,6 +22,7 @@ pub struct Chain {
     pub payout: Address,
     pub company: WalletKey,
     pub treasury: Address,
+    treasury_key: WalletKey,
 }
 
 fn key(accounts: &[(String, String)], i: usize) -> Result<WalletKey> {
@@ -51,7 +52,8 @@ impl Chain {
         let deployer = key(&accounts, 0)?;
         let hospital = key(&accounts, 1)?;
         let company = key(&accounts, 2)?;
-        let treasury = key(&accounts, 3)?.address();
+        let treasury_key = key(&accounts, 3)?;
+        let treasury = treasury_key.address();
         let payout = hospital.address();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -80,6 +82,7 @@ impl Chain {
             payout,
             company,
             treasury,
+            treasury_key,
         }))
     }
 
@@ -106,6 +109,35 @@ impl Chain {
             "tx {} in block {}",
             done.deposit.tx, done.deposit.block
         ))
+    }
+
+    /// The escrow credits settlements and refunds (pull payments): the hospital's payout, the
+    /// treasury and the AI company each take what they are owed. Returns the withdrawals made.
+    pub fn withdraw_all(&self) -> Result<Vec<String>> {
+        let mut done = Vec::new();
+        for (who, key) in [
+            ("hospital payout", &self.hospital),
+            ("treasury", &self.treasury_key),
+            ("AI company", &self.company),
+        ] {
+            let escrow = Escrow::at(
+                wallet_provider(&self.rpc, key).map_err(|e| anyhow!("{e}"))?,
+                self.escrow,
+            );
+            let owed = self
+                .rt
+                .block_on(escrow.owed(key.address()))
+                .map_err(|e| anyhow!("owed: {e}"))?;
+            if owed.is_zero() {
+                continue;
+            }
+            let mined = self
+                .rt
+                .block_on(escrow.withdraw())
+                .map_err(|e| anyhow!("withdraw: {e}"))?;
+            done.push(format!("{who} withdrew {owed} base units: tx {}", mined.tx));
+        }
+        Ok(done)
     }
 
     /// USDC balance in base units.

@@ -120,7 +120,7 @@ pub fn build(
             hospital: chain.hospital.address(),
             payout: chain.payout,
             confirmations: 1,
-            run_window_secs: 600,
+            settle_margin_secs: 3600,
             // A local anvil answers in microseconds; polling it often costs nothing.
             poll_interval: Duration::from_millis(100),
         },

@@ -641,6 +641,9 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<Summary> {
         }
     }
     released_names.sort();
+    for w in chain.withdraw_all()? {
+        steps.ok("escrow withdrawal", w);
+    }
     let after = (
         chain.balance(chain.payout)?,
         chain.balance(chain.treasury)?,

@@ -144,6 +144,73 @@ impl Rejection {
     }
 }
 
+impl Rejection {
+    /// The rejection as one line for the hospital's audit trail and the DPO's view: the rule,
+    /// and where it fired, named by the node (a declared output's name, a captured log stream,
+    /// a zip entry's index) or by the SHA-256 prefix of a name the trainer chose, never by the
+    /// trainer's bytes: a file or entry name can carry an identifier or pixel values, and the
+    /// audit trail may be shipped to an audit repository outside the PACS network. Parser
+    /// details, which can quote a file's content, are withheld.
+    pub fn audit_line(&self, outputs: &[OutputDecl]) -> String {
+        let named = |n: &str| audit_name(n, outputs);
+        let rule = self.rule();
+        match self {
+            Self::DicomName { name }
+            | Self::Undeclared { name }
+            | Self::NotRegular { name, .. }
+            | Self::HardLink { name, .. }
+            | Self::TooLarge { name, .. }
+            | Self::Unreadable { name, .. } => format!("{rule}: {}", named(name)),
+            Self::BadName { .. } => format!("{rule}: a name that is not clean UTF-8"),
+            Self::TotalTooLarge { size, cap } => format!("{rule}: {size} bytes, cap {cap}"),
+            Self::TooManyEntries { max } => format!("{rule}: more than {max}"),
+            Self::DicomContent { name, how } => format!("{rule}: {} ({how})", named(name)),
+            Self::BadFormat { name, kind, .. } => {
+                format!("{rule}: {} is not a valid {kind:?} file", named(name))
+            }
+            Self::Identifier {
+                stream,
+                kind,
+                offset,
+            } => format!(
+                "{rule}: a raw {} in {} at offset {offset}",
+                kind.label(),
+                named(stream)
+            ),
+            Self::PixelBlock { stream, offset } => {
+                format!("{rule}: {} at offset {offset}", named(stream))
+            }
+            Self::LogOverflow { stream, cap } => {
+                format!("{rule}: {} over {cap} bytes", named(stream))
+            }
+            Self::Budget { limit, what } => format!("{rule}: {limit} {}", what.unit()),
+        }
+    }
+}
+
+/// A place in the output set as the audit trail shows it: `file!entry!...` with each part a
+/// declared output name, a log stream, a node-made `<entry N>` label, or `sha256:<16 hex>` of
+/// what the trainer chose.
+fn audit_name(stream: &str, outputs: &[OutputDecl]) -> String {
+    stream
+        .split('!')
+        .enumerate()
+        .map(|(i, part)| {
+            let node_made = (i == 0
+                && (outputs.iter().any(|d| d.name == part)
+                    || part == "stdout"
+                    || part == "stderr"))
+                || (i > 0 && part.starts_with("<entry ") && part.ends_with('>'));
+            if node_made {
+                format!("{part:?}")
+            } else {
+                format!("sha256:{}", &Digest::of(part.as_bytes()).to_hex()[..16])
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("!")
+}
+
 /// Which of the guard's budgets ran out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -779,3 +779,60 @@ fn a_guard_past_its_wall_time_refuses_the_set() {
     };
     assert!(guard.check_within(dir.path(), &[], endless).accepted);
 }
+
+#[test]
+fn audit_lines_name_places_by_the_node_or_by_digest_never_by_trainer_bytes() {
+    // A trainer names files and zip entries after an MRN and hex-encoded pixels, hoping the
+    // hospital's audit trail (which may be shipped to an audit repository) carries them out.
+    let planted = ["MRN000091171", "00c8ff1a2b3c4d5e"];
+    let rejections = [
+        Rejection::Undeclared {
+            name: format!("px-{}.bin", planted[1]),
+        },
+        Rejection::Identifier {
+            stream: format!("model.pt!{}.json", planted[0]),
+            kind: IdentifierKind::PatientId,
+            offset: 7,
+        },
+        Rejection::PixelBlock {
+            stream: "model.safetensors".into(),
+            offset: 4096,
+        },
+        Rejection::BadFormat {
+            name: "model.onnx".into(),
+            kind: OutputKind::Onnx,
+            detail: format!("unexpected tensor {}", planted[0]),
+        },
+        Rejection::LogOverflow {
+            stream: "stderr".into(),
+            cap: 65536,
+        },
+    ];
+    let lines: Vec<String> = rejections.iter().map(|r| r.audit_line(&decls())).collect();
+    for (line, r) in lines.iter().zip(&rejections) {
+        assert!(line.starts_with(r.rule()), "{line}");
+        for p in planted {
+            assert!(!line.contains(p), "trainer bytes in the audit line: {line}");
+        }
+    }
+    let undeclared = format!("px-{}.bin", planted[1]);
+    let digest = rapha_core::Digest::of(undeclared.as_bytes()).to_hex();
+    assert_eq!(
+        lines[0],
+        format!("undeclared-output: sha256:{}", &digest[..16])
+    );
+    assert!(
+        lines[1].starts_with("identifier: a raw patient id in \"model.pt\"!sha256:"),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(
+        lines[2],
+        "pixel-block: \"model.safetensors\" at offset 4096"
+    );
+    assert_eq!(
+        lines[3],
+        "bad-format: \"model.onnx\" is not a valid Onnx file"
+    );
+    assert_eq!(lines[4], "log-overflow: \"stderr\" over 65536 bytes");
+}

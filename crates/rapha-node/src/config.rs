@@ -372,13 +372,16 @@ pub struct SettlementConfig {
     pub hospital_address: String,
     /// The payout account registered for the hospital (0x address): receives its 70%.
     pub payout_address: String,
-    /// Seconds a deposit must stay non-refundable after the node checks it.
-    #[serde(default = "default_run_window_secs")]
-    pub run_window_secs: u64,
+    /// Seconds kept after the trainer's wall time for guard, receipt, settlement and its
+    /// confirmations: a deposit is accepted, and its trainer started, only if its refund
+    /// deadline is at least chain time + wall time + this. (`run_window_secs`, its name
+    /// before the wall time counted separately, is read as this.)
+    #[serde(default = "default_settle_margin_secs", alias = "run_window_secs")]
+    pub settle_margin_secs: u64,
 }
 
-fn default_run_window_secs() -> u64 {
-    600
+fn default_settle_margin_secs() -> u64 {
+    3600
 }
 
 /// `[api]`: where `rapha-node serve` listens and whom it lets in.
@@ -501,10 +504,10 @@ impl Config {
         if let Some(s) = &self.settlement {
             parse_address("settlement.hospital_address", &s.hospital_address)?;
             parse_address("settlement.payout_address", &s.payout_address)?;
-            if s.run_window_secs == 0 {
+            if s.settle_margin_secs == 0 {
                 return Err(invalid(
-                    "settlement.run_window_secs",
-                    "0 leaves the depositor free to withdraw while the trainer runs; use the time a job needs (default 600)",
+                    "settlement.settle_margin_secs",
+                    "0 leaves the depositor free to take the fee back before the settlement lands; use the time guard, receipt and settlement confirmations need (default 3600)",
                 ));
             }
         }

@@ -647,11 +647,11 @@ fn check_settlement(config: &Config) -> Outcome {
         }
     }
     Ok(format!(
-        "settler {} (key mode 0600), hospital {}, payout {}, run window {} s",
+        "settler {} (key mode 0600), hospital {}, payout {}, settlement margin {} s",
         key.address(),
         s.hospital_address,
         s.payout_address,
-        s.run_window_secs
+        s.settle_margin_secs
     ))
 }
 

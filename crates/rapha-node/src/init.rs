@@ -150,7 +150,7 @@ confirmations = 12
 settler_key_file = "/etc/rapha/keys/settler.key"   # rapha-node keygen --settler --out ...
 hospital_address = "0x0000000000000000000000000000000000000000"   # REPLACE-ME
 payout_address = "0x0000000000000000000000000000000000000000"     # REPLACE-ME
-run_window_secs = 600
+settle_margin_secs = 3600   # deposit deadline >= chain time + trainer wall time + this
 
 [api]
 listen = "127.0.0.1:8420"

@@ -1,7 +1,7 @@
 //! One way to build a [`Node`] from its configuration, used by `run-job` and `serve` alike.
 //!
 //! ```text
-//!  Config ──(CLI overrides: --hospital, --payout, --settler-key-file, --run-window-secs)──┐
+//!  Config ──(CLI overrides: --hospital, --payout, --settler-key-file, --settle-margin-secs)─┐
 //!                                                                                          v
 //!  mode = "demo"        no evidence + development verifier (receipt: "none-development")
 //!  mode = "production"  TPM quote (configured TCTI, AK enrolled once and kept in ak_file)
@@ -77,9 +77,10 @@ pub struct SettlementOverrides {
     /// Overrides settlement.settler_key_file: hex key that pays gas for settlements (0600).
     #[arg(long)]
     pub settler_key_file: Option<PathBuf>,
-    /// Overrides settlement.run_window_secs: seconds a deposit stays non-refundable.
-    #[arg(long)]
-    pub run_window_secs: Option<u64>,
+    /// Overrides settlement.settle_margin_secs: seconds kept after the trainer's wall time
+    /// before a deposit may become refundable.
+    #[arg(long, alias = "run-window-secs")]
+    pub settle_margin_secs: Option<u64>,
 }
 
 impl SettlementOverrides {
@@ -120,15 +121,15 @@ impl SettlementOverrides {
             parse_address(flag, v)
                 .map_err(|(field, message)| BuildError::Invalid { field, message })?;
         }
-        let run_window_secs = self
-            .run_window_secs
-            .or_else(|| base.as_ref().map(|s| s.run_window_secs))
-            .unwrap_or(600);
+        let settle_margin_secs = self
+            .settle_margin_secs
+            .or_else(|| base.as_ref().map(|s| s.settle_margin_secs))
+            .unwrap_or(3600);
         cfg.settlement = Some(SettlementConfig {
             settler_key_file,
             hospital_address: hospital,
             payout_address: payout,
-            run_window_secs,
+            settle_margin_secs,
         });
         Ok(())
     }
@@ -463,7 +464,7 @@ pub fn node_from_config(cfg: &Config) -> anyhow::Result<Node> {
             hospital: addr("settlement.hospital_address", &settlement.hospital_address)?,
             payout: addr("settlement.payout_address", &settlement.payout_address)?,
             confirmations: cfg.chain.confirmations,
-            run_window_secs: settlement.run_window_secs,
+            settle_margin_secs: settlement.settle_margin_secs,
             poll_interval: Duration::from_millis(250),
         },
         &settler,

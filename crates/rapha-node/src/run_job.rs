@@ -22,7 +22,7 @@ use crate::node_build::{node_from_config, SettlementOverrides};
 #[derive(Debug, Args)]
 #[command(
     after_help = "Read from the configuration file: everything, including [settlement] \
-(hospital_address, payout_address, settler_key_file, run_window_secs) and [attestation]. \
+(hospital_address, payout_address, settler_key_file, settle_margin_secs) and [attestation]. \
 The settlement flags above override the configuration for this run only."
 )]
 pub struct RunJobArgs {

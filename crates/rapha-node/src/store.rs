@@ -19,6 +19,13 @@ use serde::{Deserialize, Serialize};
 ///
 /// `Refused` and `Failed` are entered with a reason from any state before `Receipted`; such a
 /// job still gets a receipt and, if a deposit was confirmed, a refund settlement.
+///
+/// Money before outputs: every job goes `Receipted -> Settled` once its settlement is
+/// confirmed on chain; only a completed job the escrow shows paid then goes
+/// `Settled -> Released`. A job's last state is therefore `Released` (completed and paid) or
+/// `Settled` (every other outcome, and a completed job whose deposit was refunded instead of
+/// paid). Stores written before this order may hold a completed job in `Released` that was
+/// released before settling; it continues `Released -> Settled`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum JobState {
@@ -37,8 +44,8 @@ pub enum JobState {
     Refused,
     Failed,
     Receipted,
-    Released,
     Settled,
+    Released,
 }
 
 impl JobState {
@@ -59,8 +66,8 @@ impl JobState {
         Self::Refused,
         Self::Failed,
         Self::Receipted,
-        Self::Released,
         Self::Settled,
+        Self::Released,
     ];
 
     /// The name stored in the database and shown in the API.
@@ -86,9 +93,11 @@ impl JobState {
         }
     }
 
-    /// Whether the job needs no more work from the node.
+    /// Whether the job can be at its end in this state: `Settled` or `Released`. Whether it
+    /// is (a settled completed job may still await its release, a v1 released job its
+    /// settlement) depends on its outcome and artifacts: [`JobStore::unfinished`] decides.
     pub const fn is_terminal(self) -> bool {
-        matches!(self, Self::Settled)
+        matches!(self, Self::Settled | Self::Released)
     }
 
     /// Whether `self -> to` is an edge of the state machine.
@@ -111,7 +120,9 @@ impl JobState {
             | (FinalGatePassed, Running)
             | (Running, OutputsGuarded)
             | (OutputsGuarded | Refused | Failed, Receipted)
-            | (Receipted, Released | Settled)
+            | (Receipted, Settled)
+            | (Settled, Released)
+            // Stores from before the money-first order released a completed job first.
             | (Released, Settled) => true,
             _ => false,
         }
@@ -134,12 +145,22 @@ impl FromStr for JobState {
     }
 }
 
+/// SQL condition on a `jobs` row: the node has no more work for it (see
+/// [`JobStore::unfinished`]). Artifact kinds are the pipeline's `settlement`, `release` and
+/// `withheld`.
+const FINISHED: &str = "(state = 'released' AND EXISTS (SELECT 1 FROM artifacts a
+        WHERE a.job_id = jobs.id AND a.kind = 'settlement'))
+    OR (state = 'settled' AND (outcome IS NOT 'completed' OR EXISTS (SELECT 1 FROM artifacts a
+        WHERE a.job_id = jobs.id AND a.kind IN ('release', 'withheld'))))";
+
 /// Errors of the job store.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     #[error("job store database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Version(#[from] rapha_migrate::VersionError),
     #[error("job {0} not found")]
     NotFound(JobId),
     #[error("job {0} already exists")]
@@ -185,6 +206,43 @@ pub struct Transition {
     pub at: u64,
 }
 
+/// The job store's schema history (`PRAGMA user_version`, `rapha_migrate`): version 1 is the
+/// layout of the first release (a store written before versions existed is version 1). A
+/// schema change is a new function appended to `migrations`, never an edit of `SCHEMA_V1`.
+pub const SCHEMA: rapha_migrate::sqlite::Schema = rapha_migrate::sqlite::Schema {
+    store: "job store",
+    create_v1: SCHEMA_V1,
+    migrations: &[add_suspensions],
+};
+
+/// Version 2: publishers suspended after a violation (issue 18).
+fn add_suspensions(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(SUSPENSIONS_SCHEMA)
+}
+
+const SCHEMA_V1: &str = "CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    request TEXT NOT NULL,
+    outcome TEXT,
+    reason TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS transitions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    from_state TEXT,
+    to_state TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS artifacts (
+    job_id TEXT NOT NULL REFERENCES jobs(id),
+    kind TEXT NOT NULL,
+    bytes BLOB NOT NULL,
+    PRIMARY KEY (job_id, kind)
+);";
+
 /// The SQLite job store.
 pub struct JobStore {
     conn: Connection,
@@ -204,41 +262,22 @@ fn now() -> u64 {
 }
 
 impl JobStore {
-    /// Opens (creating if needed) the store at `path`.
+    /// Opens (creating if needed) the store at `path` and migrates it to [`SCHEMA`]'s version
+    /// in one transaction.
     ///
     /// # Errors
-    /// [`StoreError::Sqlite`] if the database cannot be opened or migrated.
+    /// [`StoreError::Version`] for a store newer than this node or a migration that failed
+    /// (the store is left as it was); [`StoreError::Sqlite`] if the database cannot be opened.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS jobs (
-                 id TEXT PRIMARY KEY,
-                 state TEXT NOT NULL,
-                 request TEXT NOT NULL,
-                 outcome TEXT,
-                 reason TEXT,
-                 created_at INTEGER NOT NULL,
-                 updated_at INTEGER NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS transitions (
-                 seq INTEGER PRIMARY KEY AUTOINCREMENT,
-                 job_id TEXT NOT NULL REFERENCES jobs(id),
-                 from_state TEXT,
-                 to_state TEXT NOT NULL,
-                 at INTEGER NOT NULL
-             );
-             CREATE TABLE IF NOT EXISTS artifacts (
-                 job_id TEXT NOT NULL REFERENCES jobs(id),
-                 kind TEXT NOT NULL,
-                 bytes BLOB NOT NULL,
-                 PRIMARY KEY (job_id, kind)
-             );",
-        )?;
-        conn.execute_batch(SUSPENSIONS_SCHEMA)?;
+        let opened = rapha_migrate::sqlite::open(&mut conn, path, &SCHEMA)?;
+        if opened.changed() {
+            tracing::info!(store = SCHEMA.store, path = %path.display(), from = opened.found, to = opened.now, "store version migrated");
+        }
         Ok(Self { conn })
     }
 
@@ -370,16 +409,18 @@ impl JobStore {
         artifact_bytes(&self.conn, job, kind)
     }
 
-    /// Every job not yet settled, oldest first: what start-up must resume or fail.
+    /// Every job the node still has work for, oldest first: what start-up must resume or
+    /// fail. A job is finished in `Released` once settled, and in `Settled` unless it is a
+    /// completed job whose release (or its withholding) is not yet recorded.
     ///
     /// # Errors
     /// [`StoreError::Sqlite`] on database failure.
     pub fn unfinished(&self) -> Result<Vec<JobRow>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id FROM jobs WHERE state != ?1 ORDER BY created_at, id")?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT id FROM jobs WHERE NOT ({FINISHED}) ORDER BY created_at, id"
+        ))?;
         let ids: Vec<String> = stmt
-            .query_map([JobState::Settled.as_str()], |r| r.get(0))?
+            .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         ids.iter()
             .map(|id| {
@@ -389,6 +430,15 @@ impl JobStore {
                 self.get(id)
             })
             .collect()
+    }
+
+    /// Whether the node has no more work for `job` (the complement of
+    /// [`JobStore::unfinished`]): what a client waiting for the job's end polls for.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown job, [`StoreError::Sqlite`] on database failure.
+    pub fn finished(&self, job: JobId) -> Result<bool> {
+        job_finished(&self.conn, job)
     }
 
     /// Count of jobs per state, for `/metrics`.
@@ -464,8 +514,7 @@ impl JobStore {
 }
 
 /// Publishers suspended after a violation (issue 18): one row per suspended publisher, kept
-/// until a DPO reinstates it. A separate block so that it can become its own versioned
-/// migration.
+/// until a DPO reinstates it. Job store version 2 ([`SCHEMA`]'s first migration).
 const SUSPENSIONS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS suspensions (
      publisher TEXT PRIMARY KEY,
      job_id TEXT NOT NULL,
@@ -541,7 +590,7 @@ impl JobStore {
         Ok(out)
     }
 
-    /// Jobs of `publisher` not yet settled (its jobs in flight).
+    /// Jobs of `publisher` not yet finished (its jobs in flight; see [`JobStore::unfinished`]).
     ///
     /// # Errors
     /// [`StoreError::Sqlite`] on database failure.
@@ -594,10 +643,10 @@ fn suspension_of(conn: &Connection, publisher: &str) -> Result<Option<Suspension
 
 fn in_flight_of(conn: &Connection, publisher: &str) -> Result<u64> {
     Ok(conn
-        .prepare_cached(
-            "SELECT COUNT(*) FROM jobs WHERE state != ?1 AND json_extract(request, '$.publisher') = ?2",
-        )?
-        .query_row(params![JobState::Settled.as_str(), publisher], |r| r.get(0))?)
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM jobs WHERE NOT ({FINISHED}) AND json_extract(request, '$.publisher') = ?1"
+        ))?
+        .query_row(params![publisher], |r| r.get(0))?)
 }
 
 /// A read-only connection to the job store, for the API's status reads: under WAL a reader
@@ -626,6 +675,7 @@ impl JobReader {
         // A WAL reader waits only in rare cases (recovery of the WAL index); the API reads on
         // its request threads, so such a wait stays short and ends in an error.
         conn.busy_timeout(std::time::Duration::from_secs(1))?;
+        rapha_migrate::sqlite::check(&conn, path, &SCHEMA)?;
         Ok(Self { conn })
     }
 
@@ -661,6 +711,21 @@ impl JobReader {
     pub fn in_flight(&self, publisher: &str) -> Result<u64> {
         in_flight_of(&self.conn, publisher)
     }
+
+    /// Whether the node has no more work for `job`, as [`JobStore::finished`].
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown job.
+    pub fn finished(&self, job: JobId) -> Result<bool> {
+        job_finished(&self.conn, job)
+    }
+}
+
+fn job_finished(conn: &Connection, job: JobId) -> Result<bool> {
+    conn.prepare_cached(&format!("SELECT {FINISHED} FROM jobs WHERE id = ?1"))?
+        .query_row([job.to_string()], |r| r.get::<_, bool>(0))
+        .optional()?
+        .ok_or(StoreError::NotFound(job))
 }
 
 fn artifact_bytes(conn: &Connection, job: JobId, kind: &str) -> Result<Option<Vec<u8>>> {
@@ -799,22 +864,124 @@ mod tests {
                 JobState::Running,
                 JobState::OutputsGuarded,
                 JobState::Receipted,
-                JobState::Released,
                 JobState::Settled,
+                JobState::Released,
             ];
             for w in path.windows(2) {
-                s.advance(id, w[0], w[1], &[(w[1].as_str(), b"x")], None)
+                let ending =
+                    (w[1] == JobState::OutputsGuarded).then_some((Outcome::Completed, "completed"));
+                s.advance(id, w[0], w[1], &[(w[1].as_str(), b"x")], ending)
                     .unwrap();
             }
         }
         let s = JobStore::open(&path).unwrap();
-        assert_eq!(s.get(id).unwrap().state, JobState::Settled);
+        assert_eq!(s.get(id).unwrap().state, JobState::Released);
         assert_eq!(s.transitions(id).unwrap().len(), 15);
-        assert!(s.unfinished().unwrap().is_empty());
         assert_eq!(
             s.artifact(id, "released").unwrap().as_deref(),
             Some(&b"x"[..])
         );
+    }
+
+    /// Money before outputs: a completed job is released only from `settled`; a settled job is
+    /// finished unless it is a completed one whose release (or withholding) is not recorded; a
+    /// v1 job released before settling still has its settlement to do.
+    #[test]
+    fn a_settled_completed_job_is_unfinished_until_released_or_withheld() {
+        assert!(!JobState::Receipted.may_advance_to(JobState::Released));
+        assert!(JobState::Receipted.may_advance_to(JobState::Settled));
+        assert!(JobState::Settled.may_advance_to(JobState::Released));
+        assert!(JobState::Released.may_advance_to(JobState::Settled));
+        assert!(JobState::Settled.is_terminal() && JobState::Released.is_terminal());
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = JobStore::open(&dir.path().join("jobs.db")).unwrap();
+        let to_receipted = |s: &mut JobStore, outcome: Outcome| {
+            let req = request();
+            let id = req.job_id;
+            s.insert(&req).unwrap();
+            s.advance(
+                id,
+                JobState::Received,
+                JobState::Failed,
+                &[],
+                Some((outcome, "x")),
+            )
+            .unwrap();
+            s.advance(id, JobState::Failed, JobState::Receipted, &[], None)
+                .unwrap();
+            id
+        };
+        let unfinished = |s: &JobStore| -> Vec<JobId> {
+            s.unfinished().unwrap().into_iter().map(|r| r.id).collect()
+        };
+
+        let done = to_receipted(&mut s, Outcome::Failed);
+        s.advance(
+            done,
+            JobState::Receipted,
+            JobState::Settled,
+            &[("settlement", b"{}")],
+            None,
+        )
+        .unwrap();
+        assert!(s.finished(done).unwrap(), "a settled refund is finished");
+
+        let paid = to_receipted(&mut s, Outcome::Completed);
+        s.advance(
+            paid,
+            JobState::Receipted,
+            JobState::Settled,
+            &[("settlement", b"{}")],
+            None,
+        )
+        .unwrap();
+        assert!(!s.finished(paid).unwrap());
+        assert_eq!(unfinished(&s), [paid], "a paid job awaits its release");
+        s.advance(
+            paid,
+            JobState::Settled,
+            JobState::Released,
+            &[("release", b"[]")],
+            None,
+        )
+        .unwrap();
+        assert!(s.finished(paid).unwrap());
+
+        let unpaid = to_receipted(&mut s, Outcome::Completed);
+        s.advance(
+            unpaid,
+            JobState::Receipted,
+            JobState::Settled,
+            &[("settlement", b"{}"), ("withheld", b"{}")],
+            None,
+        )
+        .unwrap();
+        assert!(s.finished(unpaid).unwrap(), "withheld for good");
+
+        // A v1 store: released first, settled after.
+        let v1 = to_receipted(&mut s, Outcome::Completed);
+        s.conn
+            .execute(
+                "UPDATE jobs SET state = 'released' WHERE id = ?1",
+                [v1.to_string()],
+            )
+            .unwrap();
+        s.put_artifact(v1, "release", b"[]").unwrap();
+        assert_eq!(unfinished(&s), [v1], "released, not yet settled");
+        s.advance(
+            v1,
+            JobState::Released,
+            JobState::Settled,
+            &[("settlement", b"{}")],
+            None,
+        )
+        .unwrap();
+        assert!(s.finished(v1).unwrap() && unfinished(&s).is_empty());
+        assert!(matches!(
+            s.finished(JobId::random()).unwrap_err(),
+            StoreError::NotFound(_)
+        ));
     }
 
     #[test]
@@ -864,10 +1031,12 @@ mod tests {
             .advance(req.job_id, JobState::Received, JobState::Running, &[], None)
             .unwrap_err();
         assert!(matches!(err, StoreError::IllegalTransition { .. }));
-        // A settled job cannot be refused after the fact, nor released without a receipt.
+        // A settled job cannot be refused after the fact, nor released without a receipt and
+        // its settlement.
         assert!(!JobState::Settled.may_advance_to(JobState::Refused));
         assert!(!JobState::OutputsGuarded.may_advance_to(JobState::Released));
         assert!(!JobState::Refused.may_advance_to(JobState::Released));
+        assert!(!JobState::Receipted.may_advance_to(JobState::Released));
     }
 
     #[test]

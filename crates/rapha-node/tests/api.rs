@@ -58,7 +58,7 @@ fn node_parts(dir: &Path, chain: &Chain) -> Node {
             hospital: chain.hospital,
             payout: chain.payout,
             confirmations: 1,
-            run_window_secs: 600,
+            settle_margin_secs: 600,
             poll_interval: std::time::Duration::from_millis(250),
         },
         &chain.settler,
@@ -653,6 +653,10 @@ fn a_job_submitted_through_the_api_runs_in_the_background_and_its_receipt_is_in_
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(status["state"], "settled", "{status}");
+    assert_eq!(
+        status["finished"], true,
+        "a refused job ends settled: {status}"
+    );
     assert_eq!(status["outcome"], "refused", "{status}");
     assert!(
         status["reason"].as_str().unwrap().contains("query"),

@@ -313,7 +313,7 @@ fn a_running_job_shows_live_progress_and_the_reference_trainer_meets_its_auc_tar
         "no poll saw the job running with live progress; last: {last}"
     );
     let final_status = {
-        wait_for(&s, &job, "settled", 240);
+        wait_for(&s, &job, "released", 240);
         get_json(&s, &status, ADMIN_TOKEN)
     };
     assert_eq!(final_status["outcome"], "completed", "{final_status}");

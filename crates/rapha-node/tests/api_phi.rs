@@ -29,7 +29,7 @@ fn wait_for(s: &Served, job: &str, want: &str, seconds: u64) -> Vec<u8> {
         if v["state"] == want {
             return last;
         }
-        assert_ne!(v["state"], "settled", "settled before {want}: {v}");
+        assert_ne!(v["finished"], true, "finished before {want}: {v}");
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     panic!(
@@ -108,7 +108,7 @@ fn no_planted_phi_value_in_any_api_response_for_a_completed_job() {
     // The deposit confirms on the chain; nothing calls the API: the node's own re-drive
     // notices it and runs the job to the end.
     w.chain.deposit(&request.job_id);
-    let done = wait_for(&s, &job, "settled", 240);
+    let done = wait_for(&s, &job, "released", 240);
     let status: serde_json::Value = serde_json::from_slice(&done).unwrap();
     assert_eq!(status["outcome"], "completed", "{status}");
     let cohort = status["records"]["cohort"].as_u64().unwrap();
@@ -119,7 +119,7 @@ fn no_planted_phi_value_in_any_api_response_for_a_completed_job() {
     let admin: serde_json::Value = serde_json::from_str(&admin).unwrap();
     let fed = admin["records"]["fed"].as_u64().unwrap();
     assert!(cohort > 0 && fed > 0 && fed <= cohort, "{admin}");
-    answers.push(("status settled".into(), done));
+    answers.push(("status released".into(), done));
 
     let mut get = |what: &str, path: &str, token: &str| {
         let (st, bytes) = s.get_bytes(path, token);
@@ -174,7 +174,7 @@ fn no_planted_phi_value_in_any_api_response_for_a_completed_job() {
         PUBLISHER_TOKEN,
     );
     let metrics = get("metrics", "/metrics", ADMIN_TOKEN);
-    assert!(String::from_utf8_lossy(&metrics).contains("rapha_jobs{state=\"settled\"} 1"));
+    assert!(String::from_utf8_lossy(&metrics).contains("rapha_jobs{state=\"released\"} 1"));
 
     for (what, bytes) in &answers {
         let found = phi_in(&phi, bytes);

@@ -46,6 +46,7 @@ fn review() -> ReviewRequest {
             modalities: [("CR".to_owned(), 240)].into(),
             exclusions: [("burned-in-annotation".to_owned(), 4)].into(),
         },
+        digest_version: rapha_policy::JobDigestVersion::CURRENT,
         resources: None,
     }
 }

@@ -252,9 +252,9 @@ fn malformed_settlement_attestation_and_chain_values_are_refused_naming_the_key(
             "is not an account address",
         ),
         (
-            b.replace("[settlement]", "[settlement]\nrun_window_secs = 0"),
-            "settlement.run_window_secs",
-            "withdraw while the trainer runs",
+            b.replace("[settlement]", "[settlement]\nsettle_margin_secs = 0"),
+            "settlement.settle_margin_secs",
+            "take the fee back before the settlement lands",
         ),
         (
             b.replace(
@@ -347,7 +347,16 @@ fn settlement_and_api_sections_are_optional_to_parse_and_resolve_relative_paths(
     let config = Config::load(&path).unwrap();
     let s = config.settlement.unwrap();
     assert_eq!(s.settler_key_file, dir.path().join("keys/settler.key"));
-    assert_eq!(s.run_window_secs, 600);
+    assert_eq!(
+        s.settle_margin_secs, 3600,
+        "default: an hour after the wall time"
+    );
+    // The key's name before the wall time counted separately is read as the margin.
+    let old = Config::parse(&base().replace("[settlement]", "[settlement]\nrun_window_secs = 900"))
+        .unwrap()
+        .settlement
+        .unwrap();
+    assert_eq!(old.settle_margin_secs, 900);
     let api = config.api.unwrap();
     assert_eq!(api.tokens_file, dir.path().join("tokens"));
     assert_eq!(api.listen.to_string(), "127.0.0.1:8420");

@@ -402,10 +402,13 @@ impl Chain {
         })
     }
 
-    pub fn balance(&self, who: Address) -> U256 {
+    /// USDC `who` holds plus what the escrow owes it: settlements and expiry refunds credit
+    /// the escrow's `owed` (pull payments) until the account withdraws.
+    pub fn funds(&self, who: Address) -> U256 {
         self.rt.block_on(async {
             let p = rapha_settle::network::connect_http(&self.url).unwrap();
-            Escrow::balance_of(&p, self.usdc, who).await.unwrap()
+            let held = Escrow::balance_of(&p, self.usdc, who).await.unwrap();
+            held + Escrow::at(p, self.escrow).owed(who).await.unwrap()
         })
     }
 
@@ -415,7 +418,8 @@ impl Chain {
                 wallet_provider(&self.url, &self.company).unwrap(),
                 self.escrow,
             );
-            let deadline = company.chain_time().await.unwrap() + 3600;
+            // A day: past any test trainer's wall time plus the node's settlement margin.
+            let deadline = company.chain_time().await.unwrap() + 86_400;
             company
                 .approve_and_deposit(job, self.hospital, Usdc::from_base_units(FEE), deadline)
                 .await
@@ -549,7 +553,7 @@ pub fn world_with_policy(
             hospital: chain.hospital,
             payout: chain.payout,
             confirmations: 1,
-            run_window_secs: 600,
+            settle_margin_secs: 600,
             poll_interval: std::time::Duration::from_millis(250),
         },
         &chain.settler,
@@ -693,7 +697,7 @@ impl World {
         let mut state = JobState::AwaitingDeposit;
         for _ in 0..60 {
             state = self.node.run_until_blocked(job).unwrap();
-            if state == JobState::Settled {
+            if self.node.store().finished(job).unwrap() {
                 break;
             }
             std::thread::sleep(std::time::Duration::from_millis(500));
@@ -768,11 +772,11 @@ fn honest_job_settles_malicious_job_is_charged_broad_query_never_reaches_the_pac
     assert!(!w.node.release_path(broad_id).exists());
 
     // 2. The honest job: end to end to settled, hospital paid 70%, protocol 30%.
-    let payout_before = w.chain.balance(w.chain.payout);
-    let treasury_before = w.chain.balance(w.chain.treasury);
+    let payout_before = w.chain.funds(w.chain.payout);
+    let treasury_before = w.chain.funds(w.chain.treasury);
     let honest = w.request(honest_manifest, w.scoped_query());
     let job = w.node.submit(&honest_dir, honest).unwrap();
-    assert_eq!(w.drive(job), JobState::Settled);
+    assert_eq!(w.drive(job), JobState::Released);
     let row = w.node.store().get(job).unwrap();
     assert_eq!(row.outcome, Some(Outcome::Completed), "{:?}", row.reason);
     let states: Vec<JobState> = w
@@ -799,8 +803,8 @@ fn honest_job_settles_malicious_job_is_charged_broad_query_never_reaches_the_pac
             JobState::Running,
             JobState::OutputsGuarded,
             JobState::Receipted,
-            JobState::Released,
             JobState::Settled,
+            JobState::Released,
         ]
     );
     let released = w.node.release_path(job);
@@ -836,11 +840,11 @@ fn honest_job_settles_malicious_job_is_charged_broad_query_never_reaches_the_pac
         receipt.body["attestation"]
     );
     assert_eq!(
-        w.chain.balance(w.chain.payout) - payout_before,
+        w.chain.funds(w.chain.payout) - payout_before,
         U256::from(FEE * 7 / 10)
     );
     assert_eq!(
-        w.chain.balance(w.chain.treasury) - treasury_before,
+        w.chain.funds(w.chain.treasury) - treasury_before,
         U256::from(FEE * 3 / 10)
     );
 
@@ -848,16 +852,11 @@ fn honest_job_settles_malicious_job_is_charged_broad_query_never_reaches_the_pac
     //    ends violated with a receipt carrying one code, nothing is released, and (issue 18)
     //    the fee is charged, not refunded: a refunded refusal would be a free oracle.
     let (bad_dir, bad_manifest) = bundle(&tmp, &w.trainer, "bad", "pixel-copy", &w.publisher_key);
-    let company_before = w.chain.balance(w.chain.company.address());
+    let company_before = w.chain.funds(w.chain.company.address());
     let bad = w.request(bad_manifest, w.scoped_query());
     let bad_id = w.node.submit(&bad_dir, bad).unwrap();
-    // Settled once the escrow pays violations (escrow v2); an escrow that knows only outcomes
-    // 1 to 3 refuses the settlement and the job waits in `receipted`.
-    let end = w.drive(bad_id);
-    assert!(
-        matches!(end, JobState::Settled | JobState::Receipted),
-        "{end}"
-    );
+    // Settled: escrow v2 pays violations 70/30.
+    assert_eq!(w.drive(bad_id), JobState::Settled);
     let row = w.node.store().get(bad_id).unwrap();
     assert_eq!(row.outcome, Some(Outcome::Violated), "{:?}", row.reason);
     let reason = row.reason.unwrap();
@@ -872,7 +871,7 @@ fn honest_job_settles_malicious_job_is_charged_broad_query_never_reaches_the_pac
         "a violated job released something"
     );
     assert_eq!(
-        w.chain.balance(w.chain.company.address()),
+        w.chain.funds(w.chain.company.address()),
         company_before - U256::from(FEE),
         "a guard refusal was refunded"
     );
@@ -886,7 +885,7 @@ fn honest_job_settles_malicious_job_is_charged_broad_query_never_reaches_the_pac
     // 4. A TPM quote over another job's binding, relabelled with this job's binding, is
     //    refused before the trainer runs; the depositor is refunded, nothing released.
     w.forge.store(true, Ordering::SeqCst);
-    let company_before = w.chain.balance(w.chain.company.address());
+    let company_before = w.chain.funds(w.chain.company.address());
     let forged = w.request(honest_manifest, w.scoped_query());
     let forged_id = w.node.submit(&honest_dir, forged).unwrap();
     assert_eq!(w.drive(forged_id), JobState::Settled);
@@ -906,7 +905,7 @@ fn honest_job_settles_malicious_job_is_charged_broad_query_never_reaches_the_pac
         .collect();
     assert!(!to.contains(&JobState::Running), "{to:?}");
     assert!(!w.node.release_path(forged_id).exists());
-    assert_eq!(w.chain.balance(w.chain.company.address()), company_before);
+    assert_eq!(w.chain.funds(w.chain.company.address()), company_before);
 
     // 5. No planted PHI value in anything that left the hospital, the receipts or the audit log.
     let mut checked = vec![];
@@ -985,12 +984,13 @@ fn patient_opted_out_after_approval_is_not_fed_and_is_counted_in_the_run_record(
     let mut state = JobState::AwaitingDeposit;
     for _ in 0..60 {
         state = w.node.run_until_blocked(job).unwrap();
-        if state == JobState::Settled {
+        if w.node.store().finished(job).unwrap() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
-    assert_eq!(state, JobState::Settled);
+    // Completed, settled, then released.
+    assert_eq!(state, JobState::Released);
     let run: serde_json::Value = serde_json::from_slice(
         &w.node
             .store()

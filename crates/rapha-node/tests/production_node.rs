@@ -261,7 +261,7 @@ mrenclave = ["{mrenclave}"]"#,
 settler_key_file = "settler.key"
 hospital_address = "{hospital}"
 payout_address = "{payout}"
-run_window_secs = 600
+settle_margin_secs = 600
 
 [api]
 listen = "127.0.0.1:{port}"
@@ -329,8 +329,8 @@ max_bundle_bytes = 1048576"#,
             node.run_until_blocked(job).unwrap(),
             JobState::AwaitingDeposit
         );
-        let company_before = chain.balance(chain.company.address());
-        let payout_before = chain.balance(chain.payout);
+        let company_before = chain.funds(chain.company.address());
+        let payout_before = chain.funds(chain.payout);
         chain.deposit(&job);
         let mut state = JobState::AwaitingDeposit;
         for _ in 0..60 {
@@ -370,8 +370,8 @@ max_bundle_bytes = 1048576"#,
             .detail;
         assert!(!node.release_path(job).exists());
         // The depositor has the whole fee back; the hospital got nothing.
-        assert_eq!(chain.balance(chain.company.address()), company_before);
-        assert_eq!(chain.balance(chain.payout), payout_before);
+        assert_eq!(chain.funds(chain.company.address()), company_before);
+        assert_eq!(chain.funds(chain.payout), payout_before);
         detail
     };
     assert_eq!(
@@ -501,7 +501,7 @@ fn settlement_flags_override_the_configuration_and_nothing_missing_goes_unnotice
     let mut cfg = Config::parse(&text).unwrap();
     SettlementOverrides {
         payout: Some("0x00000000000000000000000000000000000000c3".into()),
-        run_window_secs: Some(900),
+        settle_margin_secs: Some(900),
         ..SettlementOverrides::default()
     }
     .apply(&mut cfg)
@@ -512,7 +512,7 @@ fn settlement_flags_override_the_configuration_and_nothing_missing_goes_unnotice
         "0x00000000000000000000000000000000000000c3"
     );
     assert_eq!(s.hospital_address, spec.hospital);
-    assert_eq!(s.run_window_secs, 900);
+    assert_eq!(s.settle_margin_secs, 900);
 
     // A flag that is not an address is refused naming the flag.
     let mut cfg = Config::parse(&text).unwrap();

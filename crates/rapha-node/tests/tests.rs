@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
 
 mod trust;
+mod v1_stores;
 
 mod api;
 mod api_bundles;
@@ -22,3 +23,4 @@ mod policy_config;
 mod production_node;
 mod publisher_channels;
 mod publisher_policy;
+mod settlement;

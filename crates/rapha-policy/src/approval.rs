@@ -22,12 +22,78 @@ const APPROVAL_CONTEXT: &[u8] = b"rapha-dpo-approval-v1\0";
 /// Domain separation of job digests.
 const JOB_CONTEXT: &[u8] = b"rapha-job-v1\0";
 
-/// What the DPO reviews and approves: the job and a summary of the cohort it would train on.
+/// Which job digest an approval signs. Stored with each review (`digest_version`), so a job keeps
+/// the version it was reviewed under: an approval of a v1 digest for a job in flight when the
+/// node was upgraded is still honoured. New reviews use [`JobDigestVersion::CURRENT`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum JobDigestVersion {
+    /// `SHA-256("rapha-job-v1" 0x00 ‖ SHA-256(request as serde_json writes it) ‖ commitment)`:
+    /// the digest of the first release; only Rapha's own serialisation recomputes it.
+    V1,
+    /// SHA-256 of the RFC 8785 (JCS) bytes of
+    /// `{"cohort": "<commitment hex>", "request": <request>, "version": "rapha-job/2"}`: any
+    /// JCS library recomputes it from the request and the commitment.
+    V2,
+}
+
+impl JobDigestVersion {
+    /// The version new reviews use.
+    pub const CURRENT: Self = Self::V2;
+
+    /// The version's number as stored (1, 2).
+    pub const fn number(self) -> u8 {
+        match self {
+            Self::V1 => 1,
+            Self::V2 => 2,
+        }
+    }
+
+    /// The digest of `job` over `cohort_commitment` in this version.
+    ///
+    /// # Errors
+    /// [`PolicyError::NotCanonical`] (v2 only) for a request with no RFC 8785 form (an integer
+    /// past 2^53 - 1); admission refuses such a request before any review.
+    pub fn digest(self, job: &JobRequest, cohort_commitment: &Digest) -> Result<Digest> {
+        match self {
+            Self::V1 => Ok(job_digest_v1(job, cohort_commitment)),
+            Self::V2 => job_digest_v2(job, cohort_commitment),
+        }
+    }
+
+    fn v1() -> Self {
+        Self::V1
+    }
+}
+
+impl Serialize for JobDigestVersion {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_u8(self.number())
+    }
+}
+
+impl<'de> Deserialize<'de> for JobDigestVersion {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        match u64::deserialize(d)? {
+            1 => Ok(Self::V1),
+            2 => Ok(Self::V2),
+            n => Err(serde::de::Error::custom(format!(
+                "job digest version {n} is newer than this node supports (versions 1 and 2)"
+            ))),
+        }
+    }
+}
+
+/// What the DPO reviews and approves: the job and a summary of the cohort it would train on,
+/// and which job digest the approval signs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewRequest {
     pub job: JobRequest,
     pub cohort: CohortSummary,
+    /// Absent in reviews written before versions: those are [`JobDigestVersion::V1`].
+    #[serde(default = "JobDigestVersion::v1")]
+    pub digest_version: JobDigestVersion,
     /// The resources the trainer's bundle requests and the node's bounds they were checked
     /// against. Absent from reviews recorded before they were shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -43,19 +109,97 @@ pub struct ResourceReview {
 }
 
 impl ReviewRequest {
-    /// The digest an approval is bound to: see [`job_digest`].
-    pub fn job_digest(&self) -> Digest {
-        job_digest(&self.job, &self.cohort.commitment)
+    /// A review of `job` over `cohort` under the current job digest version.
+    pub fn new(job: JobRequest, cohort: CohortSummary) -> Self {
+        Self {
+            job,
+            cohort,
+            digest_version: JobDigestVersion::CURRENT,
+            resources: None,
+        }
+    }
+
+    /// The digest an approval is bound to, in the review's version.
+    ///
+    /// # Errors
+    /// As [`JobDigestVersion::digest`].
+    pub fn job_digest(&self) -> Result<Digest> {
+        self.digest_version
+            .digest(&self.job, &self.cohort.commitment)
     }
 }
 
-/// `SHA-256("rapha-job-v1" 0x00 request-digest cohort-commitment)`.
-pub fn job_digest(job: &JobRequest, cohort_commitment: &Digest) -> Digest {
+/// The job digest new reviews use ([`JobDigestVersion::CURRENT`]).
+///
+/// # Errors
+/// As [`JobDigestVersion::digest`].
+pub fn job_digest(job: &JobRequest, cohort_commitment: &Digest) -> Result<Digest> {
+    JobDigestVersion::CURRENT.digest(job, cohort_commitment)
+}
+
+/// Job digest v1: `SHA-256("rapha-job-v1" 0x00 request-digest cohort-commitment)`.
+pub fn job_digest_v1(job: &JobRequest, cohort_commitment: &Digest) -> Digest {
     let mut h = Digest::hasher();
     h.update(JOB_CONTEXT);
     h.update(job.digest().as_bytes());
     h.update(cohort_commitment.as_bytes());
     h.finish()
+}
+
+/// Job digest v2: SHA-256 of the RFC 8785 bytes of
+/// `{"cohort": "<commitment hex>", "request": <request as JSON>, "version": "rapha-job/2"}`.
+///
+/// # Errors
+/// [`PolicyError::NotCanonical`] for a request with no RFC 8785 form.
+pub fn job_digest_v2(job: &JobRequest, cohort_commitment: &Digest) -> Result<Digest> {
+    let doc = serde_json::json!({
+        "cohort": cohort_commitment.to_hex(),
+        "request": job,
+        "version": JOB_DIGEST_V2,
+    });
+    rapha_core::jcs::digest_of(&doc).map_err(|e| PolicyError::NotCanonical {
+        job: job.job_id,
+        reason: e.to_string(),
+    })
+}
+
+/// The `version` member of the v2 job digest document.
+pub const JOB_DIGEST_V2: &str = "rapha-job/2";
+
+/// Which job digest a job uses, as the node records it in its job store when it submits the
+/// review (the `review` artifact). Reads both forms: a bare digest string (what nodes wrote
+/// before versions: v1) and `{"job_digest": …, "digest_version": n}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct JobDigestRef {
+    pub job_digest: Digest,
+    pub digest_version: JobDigestVersion,
+}
+
+impl<'de> Deserialize<'de> for JobDigestRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Tagged {
+            job_digest: Digest,
+            digest_version: JobDigestVersion,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Stored {
+            Bare(Digest),
+            Tagged(Tagged),
+        }
+        Ok(match Stored::deserialize(d)? {
+            Stored::Bare(job_digest) => Self {
+                job_digest,
+                digest_version: JobDigestVersion::V1,
+            },
+            Stored::Tagged(t) => Self {
+                job_digest: t.job_digest,
+                digest_version: t.digest_version,
+            },
+        })
+    }
 }
 
 /// Cohort summary shown to the DPO. Counts only; never an identifier.

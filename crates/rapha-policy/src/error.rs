@@ -54,6 +54,13 @@ pub enum PolicyError {
     },
     #[error("approval store file {path} is corrupt: {message}")]
     StoreCorrupt { path: PathBuf, message: String },
+    #[error(transparent)]
+    StoreVersion(#[from] rapha_migrate::VersionError),
+    #[error("job {job}: the request has no canonical JSON form, so no job digest: {reason}")]
+    NotCanonical {
+        job: rapha_core::JobId,
+        reason: String,
+    },
 }
 
 /// Result with [`PolicyError`].

@@ -10,7 +10,6 @@ use rapha_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::approval::{ApprovalRecord, DpoPublicKey};
-use crate::canonical::canonical_json;
 use crate::error::{PolicyError, Result};
 
 /// The default policy shipped with Rapha (`policy/rapha.rego`).
@@ -52,8 +51,9 @@ pub struct Decision {
 }
 
 /// `SHA-256("rapha-policy-decision-v1" 0x00 gate 0x00 SHA-256(policy source)
-/// SHA-256(canonical input JSON) SHA-256(canonical data JSON))`, where canonical JSON has object
-/// keys sorted and no whitespace. An auditor holding the policy, input and data recomputes it.
+/// SHA-256(canonical input JSON) SHA-256(canonical data JSON))`, where canonical JSON is RFC 8785
+/// (`rapha_core::jcs`). An auditor holding the policy, input and data recomputes it with any
+/// RFC 8785 library.
 pub fn decision_digest(gate: Gate, policy: &Digest, input: &Digest, data: &Digest) -> Digest {
     let mut h = Digest::hasher();
     h.update(b"rapha-policy-decision-v1\0");
@@ -471,8 +471,13 @@ impl Policy {
             gate: gate.rule(),
             message,
         };
-        let input_bytes = canonical_json(input);
-        let data_bytes = canonical_json(data);
+        // A value with no canonical form (an integer past 2^53 - 1) is refused, never rounded.
+        let canonical = |what: &str, v: &serde_json::Value| {
+            rapha_core::jcs::to_vec(v)
+                .map_err(|e| eval(format!("the {what} has no canonical JSON form: {e}")))
+        };
+        let input_bytes = canonical("input", input)?;
+        let data_bytes = canonical("hospital data", data)?;
         let mut engine = self.engine.clone();
         let to_value = |bytes: &[u8]| {
             std::str::from_utf8(bytes)

@@ -13,12 +13,12 @@
 //! the receipt proves what was decided on what (**I6**).
 //!
 //! DPO approvals are Ed25519 signatures over a job digest that covers the job request and the
-//! cohort commitment ([`job_digest`]); the [`ApprovalStore`] lets the DPO revoke an approval
+//! cohort commitment ([`job_digest`]: v2, SHA-256 of RFC 8785 JSON any JCS library recomputes;
+//! v1 digests of jobs reviewed before still verify, see [`JobDigestVersion`]); the [`ApprovalStore`] lets the DPO revoke an approval
 //! until the job starts, and never after. Development keys carry [`DEV_KEY_PREFIX`] so that a
 //! production node refuses them (**I8**).
 
 mod approval;
-mod canonical;
 mod error;
 mod gate;
 mod keys;
@@ -26,10 +26,10 @@ mod rego_tests;
 mod store;
 
 pub use approval::{
-    job_digest, Approval, ApprovalRecord, CohortSummary, DpoPublicKey, DpoSigningKey,
-    ResourceReview, ReviewRequest,
+    job_digest, job_digest_v1, job_digest_v2, Approval, ApprovalRecord, CohortSummary,
+    DpoPublicKey, DpoSigningKey, JobDigestRef, JobDigestVersion, ResourceReview, ReviewRequest,
+    JOB_DIGEST_V2,
 };
-pub use canonical::canonical_json;
 pub use error::{PolicyError, Result};
 pub use gate::{
     date_range_days, decision_digest, AdmissionInput, ApprovalFacts, AttestationFacts, CohortFacts,

@@ -7,6 +7,8 @@
 //!   D.review.json     the ReviewRequest the node submitted at step 4
 //!   D.approval.json   the DPO's signed Approval
 //!   D.state           created exactly once, with O_EXCL: "revoked <unix>" or "started <unix>"
+//!   store-version     the store's version (see [`SCHEMA`]); absent in a store from before
+//!                     versions, which is version 1 and gets the file on open
 //! ```
 //!
 //! Revocation and job start race for `D.state`; the file system decides which came first, so a
@@ -22,6 +24,13 @@ use serde::Serialize;
 
 use crate::approval::{Approval, ApprovalRecord, ReviewRequest};
 use crate::error::{PolicyError, Result};
+
+/// The approval store's version history (`store-version` file, `rapha_migrate::dir`): version 1
+/// is the layout above; a store written before versions existed is version 1.
+pub const SCHEMA: rapha_migrate::dir::Schema = rapha_migrate::dir::Schema {
+    store: "approval store",
+    migrations: &[],
+};
 
 /// File-backed approval store.
 #[derive(Clone, Debug)]
@@ -44,15 +53,17 @@ enum State {
 }
 
 impl ApprovalStore {
-    /// Opens (creating if needed) the store at `dir`.
+    /// Opens (creating if needed) the store at `dir`, bringing it to [`SCHEMA`]'s version.
     ///
     /// # Errors
-    /// [`PolicyError::StoreIo`].
+    /// [`PolicyError::StoreIo`]; [`PolicyError::StoreVersion`] for a store newer than this code
+    /// or a migration that failed.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|source| PolicyError::StoreIo {
             path: dir.to_owned(),
             source,
         })?;
+        rapha_migrate::dir::open(dir, &SCHEMA)?;
         Ok(Self {
             dir: dir.to_owned(),
         })
@@ -71,7 +82,7 @@ impl ApprovalStore {
     /// # Errors
     /// [`PolicyError::StoreIo`].
     pub fn submit(&self, review: &ReviewRequest) -> Result<Digest> {
-        let digest = review.job_digest();
+        let digest = review.job_digest()?;
         write_json_atomic(&self.path(&digest, "review.json"), review)?;
         Ok(digest)
     }
@@ -84,7 +95,7 @@ impl ApprovalStore {
         let review: ReviewRequest = read_json(&self.path(digest, "review.json"))?
             .ok_or(PolicyError::UnknownJob(*digest))?;
         // A review file whose content does not hash to its name was edited: refuse it.
-        if review.job_digest() != *digest {
+        if review.job_digest().ok() != Some(*digest) {
             return Err(PolicyError::StoreCorrupt {
                 path: self.path(digest, "review.json"),
                 message: "its job and cohort do not match the digest in its name".to_owned(),

@@ -11,9 +11,9 @@ use rapha_policy::{
 use crate::common::{request, NOW};
 
 fn review(commitment: &[u8]) -> ReviewRequest {
-    ReviewRequest {
-        job: request(),
-        cohort: CohortSummary {
+    ReviewRequest::new(
+        request(),
+        CohortSummary {
             commitment: Digest::of(commitment),
             patients: 80,
             train_patients: 64,
@@ -23,8 +23,7 @@ fn review(commitment: &[u8]) -> ReviewRequest {
             modalities: [("CR".to_owned(), 200)].into(),
             exclusions: [("opted-out".to_owned(), 3)].into(),
         },
-        resources: None,
-    }
+    )
 }
 
 #[test]

@@ -56,8 +56,8 @@ fn decision_digest_binds_policy_input_and_data() {
     let expected = decision_digest(
         Gate::Admission,
         &p.digest(),
-        &Digest::of(&rapha_policy::canonical_json(&input)),
-        &Digest::of(&rapha_policy::canonical_json(&hospital().data_json())),
+        &rapha_core::jcs::digest_of(&input).unwrap(),
+        &rapha_core::jcs::digest_of(&hospital().data_json()).unwrap(),
     );
     assert_eq!(base.digest, expected);
     // A changed input, data or policy gives a different digest, even with the same verdict.
@@ -242,20 +242,15 @@ fn approval_of_a_changed_cohort_does_not_carry_over() {
         modalities: Default::default(),
         exclusions: Default::default(),
     };
-    let reviewed = ReviewRequest {
-        job: request(),
-        cohort: cohort(Digest::of(b"cohort A")),
-        resources: None,
-    };
-    let changed = ReviewRequest {
-        job: request(),
-        cohort: cohort(Digest::of(b"cohort B")),
-        resources: None,
-    };
-    assert_ne!(reviewed.job_digest(), changed.job_digest());
-    let record = approved_record(&dpo, reviewed.job_digest(), NOW + 60);
+    let reviewed = ReviewRequest::new(request(), cohort(Digest::of(b"cohort A")));
+    let changed = ReviewRequest::new(request(), cohort(Digest::of(b"cohort B")));
+    assert_ne!(
+        reviewed.job_digest().unwrap(),
+        changed.job_digest().unwrap()
+    );
+    let record = approved_record(&dpo, reviewed.job_digest().unwrap(), NOW + 60);
     let mut input = final_input();
-    input.job_digest = changed.job_digest();
+    input.job_digest = changed.job_digest().unwrap();
     input.approval = Some(ApprovalFacts::of(&record, &[dpo.public()]));
     let d = p.final_gate(&input, &hospital()).unwrap();
     assert_eq!(
@@ -269,9 +264,9 @@ fn revoked_approval_in_the_store_is_refused_by_the_final_gate() {
     let p = Policy::builtin().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = ApprovalStore::open(dir.path()).unwrap();
-    let review = ReviewRequest {
-        job: request(),
-        cohort: CohortSummary {
+    let review = ReviewRequest::new(
+        request(),
+        CohortSummary {
             commitment: Digest::of(b"c"),
             patients: 120,
             train_patients: 96,
@@ -281,8 +276,7 @@ fn revoked_approval_in_the_store_is_refused_by_the_final_gate() {
             modalities: Default::default(),
             exclusions: Default::default(),
         },
-        resources: None,
-    };
+    );
     let digest = store.submit(&review).unwrap();
     let dpo = DpoSigningKey::generate();
     store

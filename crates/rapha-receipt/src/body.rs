@@ -1,4 +1,15 @@
-//! The receipt body, schema `rapha-receipt/1` (documented in `docs/receipts.md`).
+//! The receipt body, schemas `rapha-receipt/2` (written now) and `rapha-receipt/1` (written
+//! before issue 18, still verified), documented in `docs/receipts.md`.
+//!
+//! | | `rapha-receipt/1` | `rapha-receipt/2` |
+//! |---|---|---|
+//! | `outcome` | completed, refused, failed | also violated, trainer-failed |
+//! | `reason` | free text | one code of `rapha_core::ReasonCode`, of the outcome's codes |
+//! | `timestamps` | milliseconds | whole minutes (in milliseconds) |
+//! | `outputs` | completed jobs | completed jobs only (checked) |
+//!
+//! Nothing in a v2 body is chosen by the trainer after it saw data except what a completed job
+//! releases on purpose (its declared files' digests and sizes, the node-computed metrics).
 //!
 //! Plain data only (digests, strings, numbers), so the crates that fill it (policy, attest,
 //! enclave, node) need not be dependencies of this one and an auditor reads one small crate.
@@ -6,25 +17,37 @@
 
 use std::collections::BTreeMap;
 
-use rapha_core::{Digest, ExclusionCounts, FeeSplit, JobId, Outcome, Usdc};
+use rapha_core::{Digest, ExclusionCounts, FeeSplit, JobId, Outcome, ReasonCode, Usdc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ReceiptError, Result};
 use crate::{jcs, Address};
 
-/// The schema identifier this crate writes and reads.
-pub const SCHEMA: &str = "rapha-receipt/1";
+/// The first schema (before issue 18): still read and verified, never written for a new job.
+pub const SCHEMA_V1: &str = "rapha-receipt/1";
+/// The schema of receipts written now.
+pub const SCHEMA_V2: &str = "rapha-receipt/2";
+/// The schema new receipts use ([`SCHEMA_V2`]).
+pub const SCHEMA: &str = SCHEMA_V2;
+/// One minute in milliseconds: v2 timestamps are multiples of it.
+pub const MINUTE_MS: u64 = 60_000;
+
+/// `ms` truncated to the whole minute, as v2 receipts carry times.
+pub const fn to_minute(ms: u64) -> u64 {
+    ms - ms % MINUTE_MS
+}
 
 /// What one job (completed, refused or failed) proves. Serialised once to RFC 8785 canonical
 /// JSON; those bytes are signed, logged and hashed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiptBody {
-    /// Always [`SCHEMA`].
+    /// [`SCHEMA_V2`] (or [`SCHEMA_V1`] for a receipt written before issue 18).
     pub schema: String,
     pub job_id: JobId,
     pub outcome: Outcome,
-    /// Why the job was refused or failed; for a completed job a short summary (may be empty).
+    /// v2: a code of `rapha_core::ReasonCode` (see [`ReceiptBody::reason_code`]) that belongs
+    /// to `outcome`; v1: why the job was refused or failed, in words.
     pub reason: String,
     pub node: NodeIdentity,
     /// Publisher name as in the hospital's trust store.
@@ -187,7 +210,8 @@ impl Payment {
     }
 }
 
-/// Unix times in milliseconds.
+/// Unix times in milliseconds; in v2 each a whole minute ([`to_minute`]), so the trainer's
+/// timing reaches the publisher only at that resolution.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Timestamps {
@@ -233,19 +257,45 @@ impl ReceiptBody {
         jcs::to_vec_of(self)
     }
 
+    /// The reason as a code of the fixed vocabulary: always `Some` for a v2 body that passed
+    /// [`ReceiptBody::check`]; for a v1 body only when its text happens to be a code.
+    pub fn reason_code(&self) -> Option<ReasonCode> {
+        ReasonCode::parse(&self.reason)
+    }
+
+    /// Whether the body is of the first schema (before issue 18).
+    pub fn is_v1(&self) -> bool {
+        self.schema == SCHEMA_V1
+    }
+
     /// Checks what the schema alone cannot: the schema id, finite metrics, the fee split of
-    /// **I7**, and that the cohort counts add up.
+    /// **I7**, that the cohort counts add up, and for v2 that the reason is a code of the
+    /// outcome, the times whole minutes and outputs only on a completed job.
     ///
     /// # Errors
     /// [`ReceiptError::UnsupportedSchema`], [`ReceiptError::InconsistentBody`].
     pub fn check(&self) -> Result<()> {
-        if self.schema != SCHEMA {
-            return Err(ReceiptError::UnsupportedSchema {
-                found: self.schema.chars().take(60).collect(),
-                expected: SCHEMA,
-            });
-        }
         let bad = |s: String| Err(ReceiptError::InconsistentBody(s));
+        match self.schema.as_str() {
+            SCHEMA_V1 => {
+                if !matches!(
+                    self.outcome,
+                    Outcome::Completed | Outcome::Refused | Outcome::Failed
+                ) {
+                    return bad(format!(
+                        "outcome {} does not exist in schema {SCHEMA_V1}",
+                        self.outcome
+                    ));
+                }
+            }
+            SCHEMA_V2 => self.check_v2()?,
+            other => {
+                return Err(ReceiptError::UnsupportedSchema {
+                    found: other.chars().take(60).collect(),
+                    expected: "rapha-receipt/1 or rapha-receipt/2",
+                })
+            }
+        }
         let p = &self.payment;
         let split = FeeSplit::of(p.fee);
         if p.hospital_share != split.hospital || p.protocol_share != split.protocol {
@@ -270,6 +320,40 @@ impl ReceiptBody {
             if let Some((k, _)) = o.metrics.iter().find(|(_, v)| !v.is_finite()) {
                 return bad(format!("metric {k:?} is not a finite number"));
             }
+        }
+        Ok(())
+    }
+
+    fn check_v2(&self) -> Result<()> {
+        let bad = |s: String| Err(ReceiptError::InconsistentBody(s));
+        let Some(code) = self.reason_code() else {
+            return bad(format!(
+                "reason {:?} is not a code of the fixed vocabulary",
+                self.reason.chars().take(60).collect::<String>()
+            ));
+        };
+        if code.outcome() != self.outcome {
+            return bad(format!(
+                "reason {code} belongs to outcome {}, not {}",
+                code.outcome(),
+                self.outcome
+            ));
+        }
+        let t = &self.timestamps;
+        for (name, ms) in [
+            ("submitted_ms", Some(t.submitted_ms)),
+            ("started_ms", t.started_ms),
+            ("finished_ms", Some(t.finished_ms)),
+        ] {
+            if let Some(ms) = ms.filter(|ms| ms % MINUTE_MS != 0) {
+                return bad(format!("{name} {ms} is not a whole minute"));
+            }
+        }
+        if self.outputs.is_some() && self.outcome != Outcome::Completed {
+            return bad(format!(
+                "a {} job releases nothing, but the body lists outputs",
+                self.outcome
+            ));
         }
         Ok(())
     }

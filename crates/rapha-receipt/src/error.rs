@@ -90,6 +90,8 @@ pub enum ReceiptError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error(transparent)]
+    Version(#[from] rapha_migrate::VersionError),
     #[error("receipt log {path} is damaged: {reason}; restore it from backup, do not truncate it")]
     Corrupt { path: PathBuf, reason: String },
     #[error("receipt log request refused: {0}")]
@@ -134,6 +136,7 @@ impl ReceiptError {
             | Self::KeyFormat { .. }
             | Self::Signing(_)
             | Self::Store { .. }
+            | Self::Version(_)
             | Self::Corrupt { .. }
             | Self::LogRequest(_) => ErrorClass::Local,
         }

@@ -122,7 +122,15 @@ impl std::fmt::Debug for ReceiptLog {
     }
 }
 
-const SCHEMA_SQL: &str = "
+/// The log's schema history (`PRAGMA user_version`, `rapha_migrate`): version 1 is the layout
+/// of the first release; a log written before versions existed is version 1.
+pub const SCHEMA: rapha_migrate::sqlite::Schema = rapha_migrate::sqlite::Schema {
+    store: "receipt log",
+    create_v1: SCHEMA_V1,
+    migrations: &[],
+};
+
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS leaves(idx INTEGER PRIMARY KEY, hash BLOB NOT NULL, data BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS leaves_by_hash ON leaves(hash);
 CREATE TABLE IF NOT EXISTS nodes(level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
@@ -149,12 +157,15 @@ impl ReceiptLog {
             path: path.to_owned(),
             source,
         };
-        let conn = Connection::open(path).map_err(store)?;
+        let mut conn = Connection::open(path).map_err(store)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(store)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(store)?;
-        conn.execute_batch(SCHEMA_SQL).map_err(store)?;
+        let opened = rapha_migrate::sqlite::open(&mut conn, path, &SCHEMA)?;
+        if opened.changed() {
+            tracing::info!(store = SCHEMA.store, path = %path.display(), from = opened.found, to = opened.now, "store version migrated");
+        }
         Self::load(conn, path)
     }
 
@@ -179,6 +190,7 @@ impl ReceiptLog {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(store)?;
         conn.execute_batch("BEGIN DEFERRED").map_err(store)?;
+        rapha_migrate::sqlite::check(&conn, path, &SCHEMA)?;
         let log = Self::load(conn, path)?;
         log.conn.execute_batch("COMMIT").map_err(store)?;
         Ok(log)

@@ -33,7 +33,7 @@ pub fn sample_body(node: Address, job: u8) -> ReceiptBody {
         schema: SCHEMA.to_owned(),
         job_id: JobId::from_bytes([job; 16]),
         outcome: Outcome::Completed,
-        reason: "trained 3 epochs".to_owned(),
+        reason: "completed".to_owned(),
         node: NodeIdentity {
             address: node,
             name: "st-elsewhere-radiology-1".to_owned(),
@@ -108,7 +108,7 @@ pub fn sample_body(node: Address, job: u8) -> ReceiptBody {
         ),
         timestamps: Timestamps {
             submitted_ms: 1_764_000_000_000,
-            started_ms: Some(1_764_000_100_000),
+            started_ms: Some(1_764_000_120_000),
             finished_ms: 1_764_000_900_000,
         },
         confinement: "runc".to_owned(),

@@ -182,7 +182,8 @@ fn each_body_field_edited_is_refused() {
         }
     }
     // Exactly these edits are caught before the signature: the schema id, the tagged
-    // attestation, and the sums that must add up (cohort counts, the 70/30 split).
+    // attestation, the sums that must add up (cohort counts, the 70/30 split), and what v2
+    // ties together (the reason is a code of the outcome, times are whole minutes).
     assert_eq!(
         before_signature,
         [
@@ -190,10 +191,15 @@ fn each_body_field_edited_is_refused() {
             "/cohort/by_modality/CR",
             "/cohort/by_modality/DX",
             "/cohort/instances",
+            "/outcome",
             "/payment/fee",
             "/payment/hospital_share",
             "/payment/protocol_share",
-            "/schema"
+            "/reason",
+            "/schema",
+            "/timestamps/finished_ms",
+            "/timestamps/started_ms",
+            "/timestamps/submitted_ms"
         ]
     );
     assert_eq!(by_signature + before_signature.len(), paths.len());
@@ -429,7 +435,7 @@ fn refused_job_gets_a_receipt_too() {
     let mut f = fixture();
     let mut body = sample_body(f.key.address(), 42);
     body.outcome = rapha_core::Outcome::Refused;
-    body.reason = "admission policy: publisher not in trust store".into();
+    body.reason = "admission-refused".into();
     body.policy.admission.allow = false;
     body.policy.final_gate = None;
     body.dpo_approval = None;

@@ -8,3 +8,4 @@ mod fuzz;
 mod jcs;
 mod log;
 mod tamper;
+mod versions;

@@ -42,23 +42,27 @@ pub enum SettleError {
         actual: Address,
     },
     #[error(
-        "the deposit for job {job} is {deposited} USDC base units, below the agreed fee of {fee}"
+        "the deposit for job {job} is {deposited} USDC base units, not the agreed fee of exactly {fee}; the escrow settles only the exact fee, so this deposit can never pay for the job (the depositor gets it back after its deadline)"
     )]
-    DepositTooSmall {
+    DepositAmountMismatch {
         job: JobId,
         deposited: u64,
         fee: u64,
     },
-    #[error("the deposit for job {job} expires at unix time {deadline}, too soon to run the job (need at least {needed})")]
+    #[error("the deposit for job {job} becomes refundable at unix time {deadline}, before the job could run and settle (need at least {needed}: chain time + {wall} s wall time + {margin} s settlement margin)")]
     DepositDeadlineTooSoon {
         job: JobId,
         deadline: u64,
         needed: u64,
+        wall: u64,
+        margin: u64,
     },
     #[error("the escrow for job {job} is already closed ({status}); it cannot fund a new run")]
     DepositClosed { job: JobId, status: JobStatus },
     #[error("settlement ledger: {0}")]
     Ledger(#[from] rusqlite::Error),
+    #[error(transparent)]
+    StoreVersion(#[from] rapha_migrate::VersionError),
     #[error("settlement ledger holds no row for job {0}")]
     NotInLedger(JobId),
     #[error("settlement ledger row for job {job} is {state}; cannot {action}")]
@@ -69,10 +73,14 @@ pub enum SettleError {
     },
     #[error("settlement ledger row for job {0} is corrupt: {1}")]
     CorruptLedger(JobId, String),
+    #[error("the escrow refused the settlement of job {job} for good: {reason}; check the hospital's registered signer and payout")]
+    SettlementFailed { job: JobId, reason: String },
     #[error("the signed settlement for job {signed} was handed in for job {job}")]
     SettlementForOtherJob { job: JobId, signed: JobId },
     #[error("signed settlement is malformed: {0}")]
     BadSettlement(String),
+    #[error("the contract at {escrow} is not a Rapha escrow v2 (it reports version {found:?}); point the node at the v2 escrow")]
+    WrongEscrowVersion { escrow: Address, found: Option<u8> },
     #[error("contract artifact: {0}")]
     Deploy(String),
 }
@@ -111,7 +119,7 @@ impl std::fmt::Display for EscrowRefusal {
                 e.signed, e.registered
             ),
             E::WrongToken(e) => write!(f, "signed token {} is not the escrow's USDC", e.token),
-            E::BadOutcome(e) => write!(f, "outcome code {} is not 1, 2 or 3", e.outcome),
+            E::BadOutcome(e) => write!(f, "outcome code {} is not one of 1 to 5", e.outcome),
             E::LogRewrite(e) => write!(
                 f,
                 "log of node {} is anchored at size {}; size {} would rewrite its history",
@@ -124,6 +132,8 @@ impl std::fmt::Display for EscrowRefusal {
             E::ZeroAmount(_) => f.write_str("amount is zero"),
             E::AmountTooLarge(e) => write!(f, "amount {} is too large", e.amount),
             E::ZeroAddress(_) => f.write_str("zero address"),
+            E::EmptyBatch(_) => f.write_str("a batch deposit needs at least one job"),
+            E::NothingOwed(e) => write!(f, "the escrow owes {} nothing", e.account),
             other => write!(f, "{other:?}"),
         }
     }

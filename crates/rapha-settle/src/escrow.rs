@@ -1,5 +1,5 @@
-//! Calls to the escrow contract: deploy (tests, staging), register, deposit, settle, refund,
-//! and reading a job's status.
+//! Calls to the escrow contract: deploy (tests, staging), register, deposit (one job or a
+//! batch), settle, refund, withdraw, and reading a job's status and what the escrow owes.
 
 use alloy::network::EthereumWallet;
 use alloy::primitives::{Address, B256, U256};
@@ -64,6 +64,19 @@ pub fn wallet_provider(rpc_url: &str, key: &WalletKey) -> Result<DynProvider> {
         .wallet(wallet)
         .connect_http(url)
         .erased())
+}
+
+/// The escrow interface this crate speaks: outcomes 1 to 5, pull payments, batch deposits.
+pub const ESCROW_VERSION: u8 = 2;
+
+/// One job of a batch deposit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchDeposit {
+    pub job: JobId,
+    pub hospital: Address,
+    pub fee: Usdc,
+    /// Unix time after which the depositor may take this job's deposit back if unsettled.
+    pub deadline: u64,
 }
 
 /// A mined transaction.
@@ -206,6 +219,20 @@ impl Escrow {
         .await
     }
 
+    /// Blacklists `account` in the test-only token, as Circle may freeze an address in USDC:
+    /// transfers from or to it revert from then on.
+    ///
+    /// # Errors
+    /// RPC failures.
+    pub async fn blacklist_mock_usdc(
+        provider: DynProvider,
+        token: Address,
+        account: Address,
+    ) -> Result<Mined> {
+        let c = MockUSDC::new(token, provider);
+        mined(c.blacklist(account).send().await, "blacklist").await
+    }
+
     /// USDC balance of `account` in base units.
     ///
     /// # Errors
@@ -290,6 +317,75 @@ impl Escrow {
         )
         .await?;
         Ok((approve, deposit))
+    }
+
+    /// Approves the escrow for the sum of `jobs` and deposits them all with one token
+    /// transfer (`depositBatch`): the rounds of a federated run, one job id per round and site.
+    /// Returns (approve, deposit).
+    ///
+    /// # Errors
+    /// A refusal (empty batch, unregistered hospital, a job that exists, a deadline past) or
+    /// RPC failure; nothing is deposited then.
+    pub async fn approve_and_deposit_batch(&self, jobs: &[BatchDeposit]) -> Result<(Mined, Mined)> {
+        let token = self.token().await?;
+        let total = jobs
+            .iter()
+            .fold(U256::ZERO, |sum, j| sum + U256::from(j.fee.base_units()));
+        let erc20 = IERC20::new(token, self.provider.clone());
+        let approve = mined(erc20.approve(self.address, total).send().await, "approve").await?;
+        let items: Vec<RaphaEscrow::JobDeposit> = jobs
+            .iter()
+            .map(|j| RaphaEscrow::JobDeposit {
+                jobId: job_key(&j.job),
+                hospital: j.hospital,
+                amount: U256::from(j.fee.base_units()),
+                deadline: j.deadline,
+            })
+            .collect();
+        let deposit = mined(
+            self.contract().depositBatch(items).send().await,
+            "depositBatch",
+        )
+        .await?;
+        Ok((approve, deposit))
+    }
+
+    /// USDC base units the escrow owes `account` (credited by settlements and expiry
+    /// refunds, not yet withdrawn).
+    ///
+    /// # Errors
+    /// RPC failures.
+    pub async fn owed(&self, account: Address) -> Result<U256> {
+        self.contract()
+            .owed(account)
+            .call()
+            .await
+            .map_err(contract_error("owed"))
+    }
+
+    /// Sends the caller (the provider's wallet) everything the escrow owes it.
+    ///
+    /// # Errors
+    /// [`crate::bindings::RaphaEscrow::NothingOwed`] as a refusal, the token's own revert
+    /// (e.g. a blacklisted account) as [`SettleError::Rpc`], or RPC failure.
+    pub async fn withdraw(&self) -> Result<Mined> {
+        mined(self.contract().withdraw().send().await, "withdraw").await
+    }
+
+    /// The escrow's interface version; this crate speaks [`ESCROW_VERSION`] only.
+    ///
+    /// # Errors
+    /// [`SettleError::WrongEscrowVersion`] for another version or a contract without one (the
+    /// v1 escrow pushed payments and knew three outcomes), or RPC failure.
+    pub async fn check_version(&self) -> Result<()> {
+        let found = self.contract().ESCROW_VERSION().call().await.ok();
+        if found == Some(ESCROW_VERSION) {
+            return Ok(());
+        }
+        Err(SettleError::WrongEscrowVersion {
+            escrow: self.address,
+            found,
+        })
     }
 
     /// The job as the escrow stores it (status `None` when no deposit exists).

@@ -74,7 +74,15 @@ impl std::fmt::Debug for Ledger {
     }
 }
 
-const SCHEMA: &str = "
+/// The ledger's schema history (`PRAGMA user_version`, `rapha_migrate`): version 1 is the layout
+/// of the first release; a ledger written before versions existed is version 1.
+pub const SCHEMA: rapha_migrate::sqlite::Schema = rapha_migrate::sqlite::Schema {
+    store: "settlement ledger",
+    create_v1: SCHEMA_V1,
+    migrations: &[],
+};
+
+const SCHEMA_V1: &str = "
 CREATE TABLE IF NOT EXISTS settlements (
     job_id        TEXT PRIMARY KEY,
     state         TEXT NOT NULL CHECK (state IN ('pending', 'submitted', 'confirmed', 'failed')),
@@ -110,17 +118,19 @@ fn hash_col(s: Option<String>, job: &JobId) -> Result<B256> {
 }
 
 impl Ledger {
-    /// Opens (creating if needed) the ledger at `path`.
+    /// Opens (creating if needed) the ledger at `path`, migrating it to [`SCHEMA`]'s version in
+    /// one transaction.
     ///
     /// # Errors
+    /// [`SettleError::StoreVersion`] for a ledger newer than this code or a failed migration;
     /// SQLite failures.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path)?;
+        let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        rapha_migrate::sqlite::open(&mut conn, path, &SCHEMA)?;
         Ok(Self { conn })
     }
 

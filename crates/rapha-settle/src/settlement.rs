@@ -1,7 +1,9 @@
 //! The EIP-712 `Settlement` a node signs and the escrow verifies.
 //!
 //! Domain `EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)`
-//! with name "Rapha", version "1", the chain id and the escrow's address; the struct is
+//! with name "Rapha", version "1", the chain id and the escrow's address (escrow v2 keeps the
+//! domain: it binds the contract's address, so a v1 escrow's signature is no use on v2); the
+//! struct is
 //! `Settlement(bytes32 jobId,uint8 outcome,bytes32 receiptDigest,address payout,uint256 fee,
 //! address token,uint64 logSize,bytes32 logRoot)`. The signature is 65 bytes r || s || v with
 //! v in {27, 28}.

@@ -18,6 +18,7 @@
 //! at most once, so even a mistake here could not pay twice; the ledger makes sure the node
 //! also never loses track.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use alloy::eips::eip2718::{Decodable2718, Encodable2718};
@@ -58,6 +59,33 @@ impl Default for SettlerConfig {
     }
 }
 
+/// Where a job's settlement stands after one [`Settler::poll`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Not final yet: the ledger's state (pending, submitted, or confirmed but not deep
+    /// enough). Poll again.
+    Pending(LedgerState),
+    /// The money has moved on chain and never moves again.
+    Final(Finality),
+}
+
+/// How a job's money moved, for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Finality {
+    /// A settlement (the node's or anyone's: the escrow checked the node's signature) is on
+    /// chain under `tx`, at least the configured confirmations deep. `status` is the escrow's:
+    /// `Paid` for a charged outcome (70/30 credited), `Refunded` for a refund.
+    Settled {
+        tx: B256,
+        block: u64,
+        confirmations: u64,
+        status: JobStatus,
+    },
+    /// Nobody settled before the deadline and the deposit was credited back to the depositor
+    /// by `refundExpired` (`tx`): no settlement of this job can ever land, nothing is paid.
+    RefundedByExpiry { tx: B256 },
+}
+
 /// Where the chain says a job's money went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum OnChain {
@@ -84,6 +112,9 @@ pub struct Settler {
     from: Address,
     chain_id: u64,
     cfg: SettlerConfig,
+    /// When this process last sent each job's transaction (a job absent here has not been
+    /// sent by this process: its recorded bytes are re-sent once after a restart).
+    sent: HashMap<JobId, Instant>,
 }
 
 impl std::fmt::Debug for Settler {
@@ -126,6 +157,7 @@ impl Settler {
             from: key.address(),
             chain_id,
             cfg,
+            sent: HashMap::new(),
         })
     }
 
@@ -133,56 +165,122 @@ impl Settler {
         &self.ledger
     }
 
-    /// Settles `job` and returns when the ledger says `confirmed` or `failed`. Safe to call
-    /// again for the same job at any time (after a crash, twice in a row): it continues from
-    /// the ledger and the chain, never from scratch.
+    /// Settles `job` and returns when the ledger says `confirmed` (deep enough) or `failed`.
+    /// Safe to call again for the same job at any time (after a crash, twice in a row): it
+    /// continues from the ledger and the chain, never from scratch. [`Settler::poll`] does the
+    /// same one step at a time, for a caller that must not wait.
     ///
     /// # Errors
     /// RPC or ledger failures (the row keeps its state; call again).
     pub async fn settle(&mut self, job: &JobId, signed: &SignedSettlement) -> Result<LedgerState> {
         self.ledger.enqueue(job, signed)?;
-        let mut last_send = Instant::now();
-        let mut sent_this_run = false;
         loop {
-            let row = self
-                .ledger
-                .get(job)?
-                .ok_or(SettleError::NotInLedger(*job))?;
-            match row.state {
-                LedgerState::Confirmed { confirmations, .. }
-                    if confirmations >= self.cfg.confirmations =>
-                {
-                    return Ok(row.state)
-                }
-                LedgerState::Failed { .. } => return Ok(row.state),
-                LedgerState::Pending => {
-                    if self.resolve_from_chain(&row).await? {
-                        continue;
-                    }
-                    if self.prepare(job).await?.is_some() {
-                        self.broadcast(job).await?;
-                        last_send = Instant::now();
-                        sent_this_run = true;
-                        continue;
-                    }
-                }
-                LedgerState::Submitted { .. } | LedgerState::Confirmed { .. } => {
-                    let in_flight = self.check(job).await?;
-                    if in_flight {
-                        if !sent_this_run {
-                            // First look after a restart: make sure the chain has our bytes.
-                            self.broadcast(job).await?;
-                            last_send = Instant::now();
-                            sent_this_run = true;
-                        } else if last_send.elapsed() >= self.cfg.stuck_after {
-                            self.bump(job).await?;
-                            last_send = Instant::now();
-                        }
-                    }
-                }
+            let state = self.step(job).await?;
+            if self.is_final(&state) {
+                return Ok(state);
             }
             tokio::time::sleep(self.cfg.poll_interval).await;
         }
+    }
+
+    /// One step of [`Settler::settle`] without waiting: enqueues the settlement, signs,
+    /// records and sends its transaction, follows it on chain, re-sends or replaces it, and
+    /// says where the job's money stands. Call it again (every poll interval) until it returns
+    /// [`Progress::Final`].
+    ///
+    /// # Errors
+    /// [`SettleError::SettlementFailed`] when the escrow refused the settlement for good (a
+    /// signer or payout the hospital no longer has registered, a log rewrite): the node's
+    /// operator must act. RPC or ledger failures (the row keeps its state; call again).
+    pub async fn poll(&mut self, job: &JobId, signed: &SignedSettlement) -> Result<Progress> {
+        self.ledger.enqueue(job, signed)?;
+        let state = self.step(job).await?;
+        match state {
+            LedgerState::Confirmed {
+                tx,
+                block,
+                confirmations,
+            } if confirmations >= self.cfg.confirmations => {
+                let status = self.escrow.job(job).await?.status;
+                Ok(Progress::Final(Finality::Settled {
+                    tx,
+                    block,
+                    confirmations,
+                    status,
+                }))
+            }
+            LedgerState::Failed { reason } => match self.on_chain(job).await? {
+                OnChain::RefundedExpired { tx } => {
+                    Ok(Progress::Final(Finality::RefundedByExpiry { tx }))
+                }
+                OnChain::Settled { tx, block } => {
+                    let confirmations = self.depth(block).await?;
+                    let status = self.escrow.job(job).await?.status;
+                    Ok(Progress::Final(Finality::Settled {
+                        tx,
+                        block,
+                        confirmations,
+                        status,
+                    }))
+                }
+                OnChain::Open | OnChain::ClosedNoEvent => {
+                    Err(SettleError::SettlementFailed { job: *job, reason })
+                }
+            },
+            other => Ok(Progress::Pending(other)),
+        }
+    }
+
+    fn is_final(&self, state: &LedgerState) -> bool {
+        match state {
+            LedgerState::Confirmed { confirmations, .. } => {
+                *confirmations >= self.cfg.confirmations
+            }
+            LedgerState::Failed { .. } => true,
+            LedgerState::Pending | LedgerState::Submitted { .. } => false,
+        }
+    }
+
+    /// One pass over the job's ledger row and the chain; returns the row's state afterwards.
+    async fn step(&mut self, job: &JobId) -> Result<LedgerState> {
+        let row = self
+            .ledger
+            .get(job)?
+            .ok_or(SettleError::NotInLedger(*job))?;
+        if self.is_final(&row.state) {
+            return Ok(row.state);
+        }
+        match row.state {
+            LedgerState::Pending => {
+                if !self.resolve_from_chain(&row).await? && self.prepare(job).await?.is_some() {
+                    self.broadcast(job).await?;
+                    self.sent.insert(*job, Instant::now());
+                }
+            }
+            LedgerState::Submitted { .. } | LedgerState::Confirmed { .. } => {
+                if self.check(job).await? {
+                    match self.sent.get(job) {
+                        // First look in this process (after a restart): make sure the chain
+                        // has our bytes.
+                        None => {
+                            self.broadcast(job).await?;
+                            self.sent.insert(*job, Instant::now());
+                        }
+                        Some(at) if at.elapsed() >= self.cfg.stuck_after => {
+                            self.bump(job).await?;
+                            self.sent.insert(*job, Instant::now());
+                        }
+                        Some(_) => {}
+                    }
+                }
+            }
+            LedgerState::Failed { .. } => {}
+        }
+        Ok(self
+            .ledger
+            .get(job)?
+            .ok_or(SettleError::NotInLedger(*job))?
+            .state)
     }
 
     /// After a restart: brings every open ledger row up to date with the chain without

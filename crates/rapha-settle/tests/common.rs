@@ -122,6 +122,45 @@ impl Fx {
             .unwrap()
     }
 
+    /// What the escrow owes `who` (credited, not yet withdrawn).
+    pub async fn owed(&self, who: Address) -> U256 {
+        self.company.owed(who).await.unwrap()
+    }
+
+    /// `who`'s view of the escrow (its wallet pays): dev account `i`.
+    pub fn as_account(&self, i: usize) -> Escrow {
+        Escrow::at(
+            wallet_provider(&self.url, &self.key(i)).unwrap(),
+            self.escrow(),
+        )
+    }
+
+    /// Freezes `who` in the mock USDC, as Circle can in USDC.
+    pub async fn blacklist(&self, who: Address) {
+        Escrow::blacklist_mock_usdc(
+            wallet_provider(&self.url, &self.key(0)).unwrap(),
+            self.usdc,
+            who,
+        )
+        .await
+        .unwrap();
+    }
+
+    /// Lifts a freeze put on `who` by [`Fx::blacklist`].
+    pub async fn unblacklist(&self, who: Address) {
+        rapha_settle::bindings::MockUSDC::new(
+            self.usdc,
+            wallet_provider(&self.url, &self.key(0)).unwrap(),
+        )
+        .unBlacklist(who)
+        .send()
+        .await
+        .unwrap()
+        .get_receipt()
+        .await
+        .unwrap();
+    }
+
     pub async fn now(&self) -> u64 {
         self.company.chain_time().await.unwrap()
     }

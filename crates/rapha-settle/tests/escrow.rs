@@ -1,10 +1,15 @@
-//! The escrow contract on anvil: exact split, refunds, exactly-once, forged settlements,
-//! deadline refunds and log anchoring.
+//! The escrow contract (v2) on anvil: exact split credited and withdrawn, refunds, the charged
+//! outcomes, exactly-once, forged settlements, deadline refunds, log anchoring, pull payments
+//! against frozen (blacklisted) addresses, and batch deposits.
 
 use alloy::primitives::{Address, B256, U256};
+use alloy::providers::Provider;
+use alloy::signers::SignerSync;
+use alloy::sol_types::SolStruct;
 use rapha_core::{FeeSplit, JobId, Outcome, Usdc};
+use rapha_settle::bindings::RaphaEscrow;
 use rapha_settle::bindings::RaphaEscrow::RaphaEscrowErrors as E;
-use rapha_settle::JobStatus;
+use rapha_settle::{BatchDeposit, JobStatus};
 
 use crate::common::{refusal, sign_with, Fx};
 
@@ -13,8 +18,10 @@ fn u(v: u64) -> U256 {
 }
 
 #[tokio::test]
-async fn completed_job_pays_70_percent_rounded_down_and_treasury_the_rest_to_the_base_unit() {
+async fn completed_job_credits_70_percent_rounded_down_and_treasury_the_rest_to_the_base_unit() {
     let Some(fx) = Fx::start().await else { return };
+    let payout = fx.as_account(6);
+    let treasury = fx.as_account(1);
     let mut log_size = 0;
     for fee in [1u64, 7, 999_999_999] {
         let job = JobId::random();
@@ -50,6 +57,16 @@ async fn completed_job_pays_70_percent_rounded_down_and_treasury_the_rest_to_the
         let split = FeeSplit::of(Usdc::from_base_units(fee));
         let expected_hospital = fee * 70 / 100;
         assert_eq!(split.hospital.base_units(), expected_hospital);
+        // Settlement credits; no token moves until each party withdraws.
+        assert_eq!(fx.owed(fx.payout).await, u(expected_hospital));
+        assert_eq!(fx.owed(fx.treasury).await, u(fee - expected_hospital));
+        assert_eq!(fx.balance(fx.escrow()).await, u(fee));
+        assert_eq!(fx.company.job(&job).await.unwrap().status, JobStatus::Paid);
+        if expected_hospital > 0 {
+            let w = payout.withdraw().await.unwrap();
+            eprintln!("gas withdraw {}", w.gas_used);
+        }
+        treasury.withdraw().await.unwrap();
         assert_eq!(fx.balance(fx.payout).await - p0, u(expected_hospital));
         assert_eq!(
             fx.balance(fx.treasury).await - t0,
@@ -57,10 +74,55 @@ async fn completed_job_pays_70_percent_rounded_down_and_treasury_the_rest_to_the
         );
         assert_eq!(c0 - fx.balance(fx.company_addr).await, u(fee));
         assert_eq!(
+            (fx.owed(fx.payout).await, fx.owed(fx.treasury).await),
+            (U256::ZERO, U256::ZERO)
+        );
+        assert_eq!(
             fx.balance(fx.escrow()).await,
             U256::ZERO,
             "nothing left in escrow"
         );
+    }
+}
+
+#[tokio::test]
+async fn violated_and_trainer_failed_outcomes_are_charged_like_a_completed_job() {
+    let Some(fx) = Fx::start().await else { return };
+    for (i, outcome) in [Outcome::Violated, Outcome::TrainerFailed]
+        .into_iter()
+        .enumerate()
+    {
+        let job = JobId::random();
+        let fee = 120_000_007;
+        let (p0, t0, c0) = (
+            fx.owed(fx.payout).await,
+            fx.owed(fx.treasury).await,
+            fx.owed(fx.company_addr).await,
+        );
+        fx.deposit(&job, fee).await;
+        let settled = fx
+            .anyone
+            .settle(&fx.sign(fx.fields(&job, outcome, fee, i as u64 + 1)))
+            .await
+            .unwrap();
+        // The second settles onto credits not yet withdrawn (the steady state of an account
+        // that withdraws now and then).
+        eprintln!(
+            "gas settle {outcome} (credits {}) {}",
+            if i == 0 { "new" } else { "existing" },
+            settled.gas_used
+        );
+        assert_eq!(
+            fx.owed(fx.payout).await - p0,
+            u(fee * 70 / 100),
+            "{outcome}"
+        );
+        assert_eq!(
+            fx.owed(fx.treasury).await - t0,
+            u(fee - fee * 70 / 100),
+            "{outcome}"
+        );
+        assert_eq!(fx.owed(fx.company_addr).await, c0, "{outcome}: no refund");
         assert_eq!(fx.company.job(&job).await.unwrap().status, JobStatus::Paid);
     }
 }
@@ -73,8 +135,8 @@ async fn refused_and_failed_outcomes_refund_the_depositor_in_full_and_pay_the_ho
         let fee = 120_000_007;
         let (c0, p0, t0) = (
             fx.balance(fx.company_addr).await,
-            fx.balance(fx.payout).await,
-            fx.balance(fx.treasury).await,
+            fx.owed(fx.payout).await,
+            fx.owed(fx.treasury).await,
         );
         fx.deposit(&job, fee).await;
         assert_eq!(c0 - fx.balance(fx.company_addr).await, u(fee));
@@ -82,17 +144,25 @@ async fn refused_and_failed_outcomes_refund_the_depositor_in_full_and_pay_the_ho
             .settle(&fx.sign(fx.fields(&job, outcome, fee, i as u64 + 1)))
             .await
             .unwrap();
+        assert_eq!(fx.owed(fx.company_addr).await, u(fee), "refund credited");
+        assert_eq!(fx.owed(fx.payout).await, p0, "hospital paid nothing");
+        assert_eq!(fx.owed(fx.treasury).await, t0, "treasury paid nothing");
+        assert_eq!(
+            fx.company.job(&job).await.unwrap().status,
+            JobStatus::Refunded
+        );
+        fx.company.withdraw().await.unwrap();
         assert_eq!(
             fx.balance(fx.company_addr).await,
             c0,
             "depositor refunded to the base unit"
         );
-        assert_eq!(fx.balance(fx.payout).await, p0, "hospital paid nothing");
-        assert_eq!(fx.balance(fx.treasury).await, t0, "treasury paid nothing");
-        assert_eq!(
-            fx.company.job(&job).await.unwrap().status,
-            JobStatus::Refunded
-        );
+        assert_eq!(fx.owed(fx.company_addr).await, U256::ZERO);
+    }
+    // Nothing is owed any more: a second withdrawal is refused and moves nothing.
+    match refusal(fx.company.withdraw().await.unwrap_err()) {
+        E::NothingOwed(e) => assert_eq!(e.account, fx.company_addr),
+        other => panic!("{other:?}"),
     }
 }
 
@@ -104,9 +174,9 @@ async fn a_second_settlement_of_the_same_job_is_refused_and_moves_no_money() {
     let signed = fx.sign(fx.fields(&job, Outcome::Completed, 1_000_000, 1));
     fx.anyone.settle(&signed).await.unwrap();
     let before = (
-        fx.balance(fx.payout).await,
-        fx.balance(fx.treasury).await,
-        fx.balance(fx.company_addr).await,
+        fx.owed(fx.payout).await,
+        fx.owed(fx.treasury).await,
+        fx.owed(fx.company_addr).await,
     );
 
     let again = refusal(fx.anyone.settle(&signed).await.unwrap_err());
@@ -121,9 +191,9 @@ async fn a_second_settlement_of_the_same_job_is_refused_and_moves_no_money() {
         E::JobNotOpen(_)
     ));
     let after = (
-        fx.balance(fx.payout).await,
-        fx.balance(fx.treasury).await,
-        fx.balance(fx.company_addr).await,
+        fx.owed(fx.payout).await,
+        fx.owed(fx.treasury).await,
+        fx.owed(fx.company_addr).await,
     );
     assert_eq!(before, after);
 }
@@ -208,7 +278,7 @@ async fn forged_settlements_are_refused_and_the_honest_one_then_settles() {
     ));
 
     assert_eq!(
-        fx.balance(fx.payout).await,
+        fx.owed(fx.payout).await,
         U256::ZERO,
         "no forged settlement paid anything"
     );
@@ -217,7 +287,7 @@ async fn forged_settlements_are_refused_and_the_honest_one_then_settles() {
         JobStatus::Deposited
     );
     fx.anyone.settle(&fx.sign(honest)).await.unwrap();
-    assert_eq!(fx.balance(fx.payout).await, u(fee * 70 / 100));
+    assert_eq!(fx.owed(fx.payout).await, u(fee * 70 / 100));
 }
 
 async fn assert_unauthorized(fx: &Fx, s: &rapha_settle::SignedSettlement, node: Address) {
@@ -252,8 +322,9 @@ async fn expired_deposit_is_refundable_only_after_its_deadline() {
     assert_eq!(fx.balance(fx.escrow()).await, u(fee));
 
     fx.warp(601).await;
-    fx.anyone.refund_expired(&job).await.unwrap();
-    assert_eq!(fx.balance(fx.company_addr).await, c0, "refunded in full");
+    let refunded = fx.anyone.refund_expired(&job).await.unwrap();
+    eprintln!("gas refundExpired {}", refunded.gas_used);
+    assert_eq!(fx.owed(fx.company_addr).await, u(fee), "credited in full");
     assert_eq!(
         fx.company.job(&job).await.unwrap().status,
         JobStatus::Refunded
@@ -268,7 +339,9 @@ async fn expired_deposit_is_refundable_only_after_its_deadline() {
         refusal(fx.anyone.settle(&late).await.unwrap_err()),
         E::JobNotOpen(_)
     ));
-    assert_eq!(fx.balance(fx.payout).await, U256::ZERO);
+    assert_eq!(fx.owed(fx.payout).await, U256::ZERO);
+    fx.company.withdraw().await.unwrap();
+    assert_eq!(fx.balance(fx.company_addr).await, c0, "refunded in full");
 }
 
 #[tokio::test]
@@ -336,4 +409,232 @@ async fn deposits_for_unregistered_hospitals_or_twice_for_one_job_are_refused() 
         .unwrap_err();
     assert!(matches!(refusal(err), E::JobExists(_)));
     assert_eq!(fx.balance(fx.escrow()).await, u(5));
+}
+
+/// The attack: one party's address is (or becomes) frozen by the token's issuer. A settlement
+/// that pushed USDC to it reverted as a whole, so nobody was paid and the depositor took the
+/// fee back at expiry. Now each frozen address (payout, treasury, depositor in turn) only
+/// freezes its own credit: the settlement lands and every other party withdraws.
+#[tokio::test]
+async fn a_blacklisted_payout_treasury_or_depositor_blocks_only_its_own_withdrawal() {
+    let Some(fx) = Fx::start().await else { return };
+    let fee = 1_000_000;
+    let payout = fx.as_account(6);
+    let treasury = fx.as_account(1);
+
+    // 1. The payout is frozen: the completed job still settles; the treasury withdraws.
+    let job = JobId::random();
+    fx.deposit(&job, fee).await;
+    fx.blacklist(fx.payout).await;
+    let t0 = fx.balance(fx.treasury).await;
+    fx.anyone
+        .settle(&fx.sign(fx.fields(&job, Outcome::Completed, fee, 1)))
+        .await
+        .unwrap();
+    assert_eq!(fx.company.job(&job).await.unwrap().status, JobStatus::Paid);
+    treasury.withdraw().await.unwrap();
+    assert_eq!(fx.balance(fx.treasury).await - t0, u(fee - fee * 70 / 100));
+    // The frozen payout's own withdrawal is the only thing that fails, and it keeps its credit.
+    let err = payout.withdraw().await.unwrap_err();
+    assert!(err.to_string().contains("execution reverted"), "{err}");
+    assert_eq!(fx.owed(fx.payout).await, u(fee * 70 / 100));
+
+    // 2. The treasury is frozen: the next job settles; the payout (unfrozen again) withdraws.
+    fx.unblacklist(fx.payout).await;
+    let job = JobId::random();
+    fx.deposit(&job, fee).await;
+    fx.blacklist(fx.treasury).await;
+    let p0 = fx.balance(fx.payout).await;
+    fx.anyone
+        .settle(&fx.sign(fx.fields(&job, Outcome::Violated, fee, 2)))
+        .await
+        .unwrap();
+    payout.withdraw().await.unwrap();
+    assert_eq!(fx.balance(fx.payout).await - p0, u(2 * (fee * 70 / 100)));
+    assert!(treasury.withdraw().await.is_err());
+    assert_eq!(fx.owed(fx.treasury).await, u(fee - fee * 70 / 100));
+    fx.unblacklist(fx.treasury).await;
+
+    // 3. The depositor is frozen after depositing: a refund outcome still settles; another
+    //    job's settlement and the hospital's withdrawal go through.
+    let (refunded, paid) = (JobId::random(), JobId::random());
+    fx.deposit(&refunded, fee).await;
+    fx.deposit(&paid, fee).await;
+    fx.blacklist(fx.company_addr).await;
+    fx.anyone
+        .settle(&fx.sign(fx.fields(&refunded, Outcome::Refused, fee, 3)))
+        .await
+        .unwrap();
+    fx.anyone
+        .settle(&fx.sign(fx.fields(&paid, Outcome::Completed, fee, 4)))
+        .await
+        .unwrap();
+    assert_eq!(fx.owed(fx.company_addr).await, u(fee));
+    assert!(fx.company.withdraw().await.is_err());
+    let p0 = fx.balance(fx.payout).await;
+    payout.withdraw().await.unwrap();
+    assert_eq!(fx.balance(fx.payout).await - p0, u(fee * 70 / 100));
+    treasury.withdraw().await.unwrap();
+    assert_eq!(
+        fx.balance(fx.escrow()).await,
+        u(fee),
+        "the escrow still holds exactly the frozen depositor's refund"
+    );
+}
+
+/// One `transferFrom` funds several jobs (the rounds of a federated run, each round at each
+/// site its own job id), each with its own hospital, amount and deadline; each then settles
+/// on its own. A batch with a repeated or existing job id deposits nothing at all.
+#[tokio::test]
+async fn batch_deposit_funds_each_job_with_one_transfer_all_or_nothing() {
+    let Some(fx) = Fx::start().await else { return };
+    // A second hospital (dev account 8 registers itself with the same node key, payout 9).
+    let second = fx.as_account(8);
+    second
+        .register_hospital(fx.node.address(), fx.key(9).address())
+        .await
+        .unwrap();
+    let now = fx.now().await;
+    let jobs: Vec<BatchDeposit> = (0..4u64)
+        .map(|i| BatchDeposit {
+            job: JobId::random(),
+            hospital: if i % 2 == 0 {
+                fx.hospital
+            } else {
+                fx.key(8).address()
+            },
+            fee: Usdc::from_base_units(1_000_000 + i),
+            deadline: now + 3600 * (i + 1),
+        })
+        .collect();
+    let total: u64 = jobs.iter().map(|j| j.fee.base_units()).sum();
+    let c0 = fx.balance(fx.company_addr).await;
+    let (_, mined) = fx.company.approve_and_deposit_batch(&jobs).await.unwrap();
+    let single = {
+        let j = JobId::random();
+        let deadline = fx.now().await + 3600;
+        let (_, d) = fx
+            .company
+            .approve_and_deposit(&j, fx.hospital, Usdc::from_base_units(1_000_000), deadline)
+            .await
+            .unwrap();
+        d.gas_used
+    };
+    eprintln!(
+        "gas depositBatch of {}: {} ({} per job; single deposit {single})",
+        jobs.len(),
+        mined.gas_used,
+        mined.gas_used / jobs.len() as u64
+    );
+    assert_eq!(c0 - fx.balance(fx.company_addr).await, u(total + 1_000_000));
+    // One Transfer event into the escrow for the whole batch.
+    let receipt = fx
+        .read
+        .get_transaction_receipt(mined.tx)
+        .await
+        .unwrap()
+        .unwrap();
+    let transfers = receipt
+        .inner
+        .logs()
+        .iter()
+        .filter(|l| l.address() == fx.usdc)
+        .count();
+    assert_eq!(transfers, 1, "one token transfer for the batch");
+    for j in &jobs {
+        let onchain = fx.company.job(&j.job).await.unwrap();
+        assert_eq!(
+            (
+                onchain.status,
+                onchain.hospital,
+                onchain.amount,
+                onchain.deadline,
+                onchain.depositor
+            ),
+            (
+                JobStatus::Deposited,
+                j.hospital,
+                j.fee,
+                j.deadline,
+                fx.company_addr
+            )
+        );
+    }
+    // Each settles on its own, at its own hospital.
+    for (i, j) in jobs.iter().enumerate() {
+        let mut f = fx.fields(
+            &j.job,
+            Outcome::Completed,
+            j.fee.base_units(),
+            10 + i as u64,
+        );
+        if j.hospital != fx.hospital {
+            f.payout = fx.key(9).address();
+        }
+        fx.anyone.settle(&fx.sign(f)).await.unwrap();
+    }
+    assert_eq!(
+        fx.owed(fx.key(9).address()).await,
+        u((1_000_001u64 * 70 / 100) + (1_000_003u64 * 70 / 100))
+    );
+
+    // All or nothing: a batch that repeats a job id, or names one already deposited.
+    let fresh = JobId::random();
+    let now = fx.now().await;
+    let item = |job| BatchDeposit {
+        job,
+        hospital: fx.hospital,
+        fee: Usdc::from_base_units(5),
+        deadline: now + 3600,
+    };
+    let escrow_before = fx.balance(fx.escrow()).await;
+    for bad in [
+        vec![item(fresh), item(fresh)],
+        vec![item(fresh), item(jobs[0].job)],
+    ] {
+        let err = fx
+            .company
+            .approve_and_deposit_batch(&bad)
+            .await
+            .unwrap_err();
+        assert!(matches!(refusal(err), E::JobExists(_)));
+    }
+    assert_eq!(
+        fx.company.job(&fresh).await.unwrap().status,
+        JobStatus::None
+    );
+    assert_eq!(fx.balance(fx.escrow()).await, escrow_before);
+    let err = fx.company.approve_and_deposit_batch(&[]).await.unwrap_err();
+    assert!(matches!(refusal(err), E::EmptyBatch(_)));
+}
+
+/// Outcome codes outside 1..5, correctly signed by the node key, are refused.
+#[tokio::test]
+async fn an_outcome_code_outside_one_to_five_is_refused() {
+    let Some(fx) = Fx::start().await else { return };
+    let job = JobId::random();
+    fx.deposit(&job, 10).await;
+    for code in [0u8, 6, 255] {
+        let mut s = fx.fields(&job, Outcome::Completed, 10, 1).to_sol();
+        s.outcome = code;
+        let digest =
+            s.eip712_signing_hash(&rapha_settle::settlement::domain(fx.chain_id, fx.escrow()));
+        let sig = fx.node.signer().sign_hash_sync(&digest).unwrap();
+        let err = RaphaEscrow::new(fx.escrow(), fx.anyone.provider().clone())
+            .settle(s, sig.as_bytes().to_vec().into())
+            .call()
+            .await
+            .unwrap_err();
+        let refusal = err
+            .as_decoded_interface_error::<E>()
+            .unwrap_or_else(|| panic!("{err}"));
+        assert!(
+            matches!(refusal, E::BadOutcome(ref e) if e.outcome == code),
+            "{refusal:?}"
+        );
+    }
+    assert_eq!(
+        fx.company.job(&job).await.unwrap().status,
+        JobStatus::Deposited
+    );
 }

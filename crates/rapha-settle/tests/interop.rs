@@ -63,8 +63,8 @@ async fn a_rapha_receipt_signature_settles_on_chain_and_all_three_digests_agree(
         signature: sig.0.to_vec().into(),
     };
     fx.anyone.settle(&signed).await.unwrap();
-    assert_eq!(fx.balance(fx.payout).await, U256::from(84_000_000u64));
-    assert_eq!(fx.balance(fx.treasury).await, U256::from(36_000_000u64));
+    assert_eq!(fx.owed(fx.payout).await, U256::from(84_000_000u64));
+    assert_eq!(fx.owed(fx.treasury).await, U256::from(36_000_000u64));
 }
 
 #[tokio::test]

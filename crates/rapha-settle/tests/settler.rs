@@ -10,7 +10,7 @@ use alloy::primitives::{B256, U256};
 use alloy::providers::Provider;
 use rapha_core::{JobId, Outcome};
 use rapha_settle::network::connect_http;
-use rapha_settle::{Ledger, LedgerState, Settler, SettlerConfig};
+use rapha_settle::{Finality, Ledger, LedgerState, Progress, Settler, SettlerConfig};
 
 use crate::common::{sign_with, Fx};
 
@@ -71,14 +71,14 @@ async fn node_settles_once_and_settling_again_sends_nothing() {
         tx,
         "the recorded hash is the mined one"
     );
-    assert_eq!(fx.balance(fx.payout).await, U256::from(699_999_999u64));
+    assert_eq!(fx.owed(fx.payout).await, U256::from(699_999_999u64));
     assert_eq!(node_nonce(&fx).await, 1);
 
     let again = timeout(s.settle(&job, &signed)).await.unwrap();
     assert!(matches!(again, LedgerState::Confirmed { tx: t, .. } if t == tx));
     assert!(s.reconcile().await.unwrap().is_empty(), "nothing left open");
     assert_eq!(node_nonce(&fx).await, 1, "no second transaction");
-    assert_eq!(fx.balance(fx.payout).await, U256::from(699_999_999u64));
+    assert_eq!(fx.owed(fx.payout).await, U256::from(699_999_999u64));
 }
 
 #[tokio::test]
@@ -97,7 +97,7 @@ async fn settlement_already_on_chain_from_anyone_is_recorded_without_sending() {
         "{state:?}"
     );
     assert_eq!(node_nonce(&fx).await, 0, "the node sent nothing");
-    assert_eq!(fx.balance(fx.payout).await, U256::from(7_000_000u64));
+    assert_eq!(fx.owed(fx.payout).await, U256::from(7_000_000u64));
 }
 
 #[tokio::test]
@@ -169,7 +169,7 @@ async fn stuck_transaction_is_replaced_at_the_same_nonce_with_a_higher_fee() {
         "the stuck one never mined"
     );
     assert_eq!(node_nonce(&fx).await, 1);
-    assert_eq!(fx.balance(fx.payout).await, U256::from(700_000u64));
+    assert_eq!(fx.owed(fx.payout).await, U256::from(700_000u64));
 }
 
 #[tokio::test]
@@ -243,8 +243,8 @@ async fn node_sigkilled_after_broadcast_reconciles_on_restart_and_pays_nothing_t
         1,
         "exactly one transaction from the node"
     );
-    assert_eq!(fx.balance(fx.payout).await, U256::from(4u64));
-    assert_eq!(fx.balance(fx.treasury).await, U256::from(3u64));
+    assert_eq!(fx.owed(fx.payout).await, U256::from(4u64));
+    assert_eq!(fx.owed(fx.treasury).await, U256::from(3u64));
 }
 
 #[tokio::test]
@@ -312,8 +312,8 @@ async fn anvil_restarted_from_its_state_file_mid_job_keeps_the_deposit_and_settl
     };
     assert_eq!(mined, tx, "the recorded transaction, not a new one");
     assert_eq!(node_nonce(&fx).await, 1);
-    assert_eq!(fx.balance(fx.payout).await, U256::from(699_999_999u64));
-    assert_eq!(fx.balance(fx.treasury).await, U256::from(300_000_000u64));
+    assert_eq!(fx.owed(fx.payout).await, U256::from(699_999_999u64));
+    assert_eq!(fx.owed(fx.treasury).await, U256::from(300_000_000u64));
 }
 
 #[tokio::test]
@@ -323,7 +323,7 @@ async fn settle_replaces_a_transaction_unmined_past_stuck_after_on_its_own() {
     let job = JobId::random();
     fx.deposit(&job, 3_000_000).await;
     let signed = fx.sign(fx.fields(&job, Outcome::Failed, 3_000_000, 1));
-    let c0 = fx.balance(fx.company_addr).await;
+    let c0 = fx.owed(fx.company_addr).await;
     let mut s = Settler::new(
         Ledger::open(&dir.path().join("l.db")).unwrap(),
         connect_http(&fx.url).unwrap(),
@@ -369,8 +369,99 @@ async fn settle_replaces_a_transaction_unmined_past_stuck_after_on_its_own() {
     );
     assert_eq!(node_nonce(&fx).await, 1, "only one of them mined");
     assert_eq!(
-        fx.balance(fx.company_addr).await - c0,
+        fx.owed(fx.company_addr).await - c0,
         U256::from(3_000_000u64),
         "refunded once"
     );
+}
+
+/// `poll` never waits: it reports the settlement pending while its transaction is unmined or
+/// not deep enough, and final (with the escrow's status) once it is.
+#[tokio::test]
+async fn poll_reports_pending_until_confirmed_then_final_with_the_escrow_status() {
+    let Some(fx) = Fx::start().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let job = JobId::random();
+    fx.deposit(&job, 5_000_000).await;
+    let signed = fx.sign(fx.fields(&job, Outcome::TrainerFailed, 5_000_000, 1));
+    let mut s = settler(&fx, &dir.path().join("l.db")).await;
+    let first = s.poll(&job, &signed).await.unwrap();
+    assert!(
+        matches!(first, Progress::Pending(LedgerState::Submitted { .. })),
+        "{first:?}"
+    );
+    let last = timeout(async {
+        loop {
+            match s.poll(&job, &signed).await.unwrap() {
+                Progress::Final(f) => break f,
+                Progress::Pending(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    })
+    .await;
+    match last {
+        Finality::Settled {
+            status,
+            confirmations,
+            ..
+        } => {
+            assert_eq!(status, rapha_settle::JobStatus::Paid);
+            assert!(confirmations >= 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fx.owed(fx.payout).await, U256::from(3_500_000u64));
+    assert_eq!(node_nonce(&fx).await, 1);
+
+    // A settlement the escrow refuses for good is an error for the operator, not a retry.
+    let other = JobId::random();
+    fx.deposit(&other, 10).await;
+    let forged = sign_with(
+        &fx.key(7),
+        fx.fields(&other, Outcome::Completed, 10, 2),
+        fx.chain_id,
+        fx.escrow(),
+    );
+    let err = s.poll(&other, &forged).await.unwrap_err();
+    assert!(
+        matches!(err, rapha_settle::SettleError::SettlementFailed { ref reason, .. } if reason.contains("registered node signer")),
+        "{err}"
+    );
+}
+
+/// The attack's last step: the depositor lets the deadline pass and refunds itself before the
+/// node's settlement lands. The settler reports this once, as final and unpaid, instead of
+/// retrying forever; nothing is sent.
+#[tokio::test]
+async fn settlement_after_an_expiry_refund_is_final_and_unpaid() {
+    let Some(fx) = Fx::start().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let job = JobId::random();
+    let deadline = fx.now().await + 600;
+    fx.company
+        .approve_and_deposit(
+            &job,
+            fx.hospital,
+            rapha_core::Usdc::from_base_units(9),
+            deadline,
+        )
+        .await
+        .unwrap();
+    fx.warp(601).await;
+    let refund = fx.company.refund_expired(&job).await.unwrap();
+    let signed = fx.sign(fx.fields(&job, Outcome::Completed, 9, 1));
+    let mut s = settler(&fx, &dir.path().join("l.db")).await;
+    for _ in 0..2 {
+        let p = timeout(s.poll(&job, &signed)).await.unwrap();
+        assert_eq!(
+            p,
+            Progress::Final(Finality::RefundedByExpiry { tx: refund.tx })
+        );
+    }
+    assert!(matches!(
+        s.ledger().get(&job).unwrap().unwrap().state,
+        LedgerState::Failed { .. }
+    ));
+    assert_eq!(node_nonce(&fx).await, 0, "nothing sent");
+    assert_eq!(fx.owed(fx.payout).await, U256::ZERO);
 }

@@ -31,7 +31,7 @@ pub(super) async fn pending_approvals(
             };
             out.push(json!({
                 "job_id": id.to_string(),
-                "job_digest": review.job_digest(),
+                "job_digest": review.job_digest().map_err(HttpError::internal)?,
                 "publisher": review.job.publisher,
                 "trainer": review.job.trainer,
                 "linkage": review.job.linkage,

@@ -19,7 +19,9 @@ pub(super) async fn job_status(
     // writes and costs less than the hand-off (bench/node.sh: about twice the polls per
     // second, a third of the p99).
     let hospital = caller.role != Role::Publisher;
-    let (row, records, ending) = state.readers.with(|r| {
+    // `finished`: released (completed and paid) or settled (everything else), nothing more
+    // will happen to the job.
+    let (row, records, ending, finished) = state.readers.with(|r| {
         let row = match r.get(job) {
             Ok(row) => row,
             Err(crate::store::StoreError::NotFound(_)) => {
@@ -33,7 +35,8 @@ pub(super) async fn job_status(
         } else {
             None
         };
-        Ok((row, records, ending))
+        let finished = r.finished(job).map_err(HttpError::internal)?;
+        Ok((row, records, ending, finished))
     })?;
     // A publisher sees only its own jobs (the check of check_owner, on the row just read,
     // before anything of it is returned).
@@ -64,6 +67,7 @@ pub(super) async fn job_status(
         return Ok(Json(json!({
             "job_id": row.id.to_string(),
             "state": row.state,
+            "finished": finished,
             "progress": { "step": progress, "of": JobState::ALL.len() },
             "records": records,
             "run": run,
@@ -76,6 +80,7 @@ pub(super) async fn job_status(
     Ok(Json(json!({
         "job_id": row.id.to_string(),
         "state": row.state,
+        "finished": finished,
         "progress": { "step": progress, "of": JobState::ALL.len() },
         "records": records,
         "run": run,

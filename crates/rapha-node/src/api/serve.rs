@@ -17,7 +17,7 @@ use crate::node_build::{node_from_config, SettlementOverrides};
 Read from the configuration file: everything. `serve --config FILE` alone starts a node:
   [api]         listen (default 127.0.0.1:8420), tokens_file, max_bundle_bytes (default
                 2 GiB; uploads are stored under paths.data_dir/bundles)
-  [settlement]  hospital_address, payout_address, settler_key_file, run_window_secs
+  [settlement]  hospital_address, payout_address, settler_key_file, settle_margin_secs
   [attestation] production: TPM (tcti, vendor_root_ca, expected_pcrs, ak_file) and SGX
                 (quote_source, collateral_file, mrenclave/mrsigner)
 The flags above override the configuration for this run only.")]

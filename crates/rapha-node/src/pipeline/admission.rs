@@ -161,9 +161,9 @@ impl Node {
     }
 }
 
-/// What the DPO reviews for `job`: its request, its cohort summary, and the resources its
-/// bundle requests with the bounds they were checked against. `None` before the cohort is
-/// built.
+/// What the DPO reviews for `job`: its request, its cohort summary, the resources its bundle
+/// requests with the bounds they were checked against, and (once reviewed) the job digest
+/// version it was reviewed under. `None` before the cohort is built.
 ///
 /// # Errors
 /// Store errors, or a stored artifact that does not parse.
@@ -187,9 +187,12 @@ pub fn review_request(
         .artifact(job, artifact::RESOURCES)?
         .map(|b| parse(job, artifact::RESOURCES, &b))
         .transpose()?;
-    Ok(Some(ReviewRequest {
-        job: request,
-        cohort,
-        resources,
-    }))
+    let mut review = ReviewRequest::new(request, cohort);
+    review.resources = resources;
+    // The version the job was reviewed under (v1 for a job in flight across the upgrade).
+    if let Some(r) = store.artifact(job, artifact::REVIEW)? {
+        let r: rapha_policy::JobDigestRef = parse(job, artifact::REVIEW, &r)?;
+        review.digest_version = r.digest_version;
+    }
+    Ok(Some(review))
 }

@@ -121,8 +121,27 @@ impl Node {
         let summary: CohortSummary = self.need(job, artifact::COHORT_SUMMARY)?;
         let approval = self.approval_facts(job)?.map(|(f, _)| f);
         let att: Option<AttestationRecord> = self.opt(job, artifact::ATTESTATION)?;
+        // The digest in the version the job was reviewed under (v1 for a job in flight across
+        // the upgrade that introduced v2).
+        let version = self
+            .review_ref(job)?
+            .map_or(rapha_policy::JobDigestVersion::CURRENT, |r| {
+                r.digest_version
+            });
+        let job_digest = match version.digest(req, &summary.commitment) {
+            Ok(d) => d,
+            Err(e) => {
+                self.sessions.remove(&job);
+                return self.end(
+                    job,
+                    from,
+                    ReasonCode::FinalGateRefused,
+                    &format!("final gate: {e}"),
+                );
+            }
+        };
         let input = FinalInput {
-            job_digest: rapha_policy::job_digest(req, &summary.commitment),
+            job_digest,
             now: now_s(),
             approval,
             attestation: AttestationFacts {

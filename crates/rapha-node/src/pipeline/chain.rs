@@ -1,16 +1,18 @@
-//! [`Payments`] on a chain through rapha-settle: the deposit check reads the escrow, the
-//! settlement goes through the [`Settler`] and its SQLite ledger (idempotent across crashes).
+//! [`Payments`] on a chain through rapha-settle: the deposit checks read the escrow (exact fee,
+//! deadline rule, confirmations), the settlement goes through the [`Settler`] and its SQLite
+//! ledger (idempotent across crashes), one non-blocking step per call.
 
 use std::path::Path;
 use std::time::Duration;
 
 use alloy::primitives::{Address, B256};
-use rapha_core::{JobId, JobRequest};
+use rapha_core::{JobId, JobRequest, ReasonCode};
 use rapha_receipt::{ReceiptBody, ReceiptFile};
 use rapha_settle::network::connect_http;
 use rapha_settle::{
-    check_deposit, DepositCheck, DepositRequirement, Escrow, Ledger, LedgerState, SettleError,
-    SettlementFields, Settler, SettlerConfig, SignedSettlement, WalletKey,
+    check_deposit, recheck_deposit, DepositCheck, DepositRequirement, Escrow, Finality, JobStatus,
+    Ledger, Progress, SettleError, SettlementFields, Settler, SettlerConfig, SignedSettlement,
+    WalletKey,
 };
 
 use super::{DepositStatus, PaymentTerms, Payments, SettleStatus};
@@ -22,7 +24,7 @@ pub struct ChainPayments {
     settler: Settler,
     hospital: Address,
     confirmations: u64,
-    run_window_secs: u64,
+    settle_margin_secs: u64,
     terms: PaymentTerms,
 }
 
@@ -45,8 +47,10 @@ pub struct ChainSettings {
     pub payout: Address,
     /// Blocks a deposit and a settlement must be buried under.
     pub confirmations: u64,
-    /// A deposit must stay non-refundable for at least this long after it is checked.
-    pub run_window_secs: u64,
+    /// Seconds kept for guard, receipt and settlement after the trainer's wall time: a deposit
+    /// is accepted (and the trainer started) only if its refund deadline is at least chain
+    /// time + wall time + this.
+    pub settle_margin_secs: u64,
     /// Pause between chain checks while settling.
     pub poll_interval: Duration,
 }
@@ -69,6 +73,7 @@ impl ChainPayments {
             .block_on(async {
                 let provider = connect_http(&s.rpc_url)?;
                 let escrow = Escrow::at(provider.clone(), s.escrow);
+                escrow.check_version().await?;
                 let token = escrow.token().await?;
                 let settler = Settler::new(
                     Ledger::open(ledger)?,
@@ -96,7 +101,7 @@ impl ChainPayments {
             settler,
             hospital: s.hospital,
             confirmations: s.confirmations,
-            run_window_secs: s.run_window_secs,
+            settle_margin_secs: s.settle_margin_secs,
             terms: PaymentTerms {
                 chain_id,
                 escrow: addr(s.escrow),
@@ -107,45 +112,86 @@ impl ChainPayments {
     }
 }
 
+impl ChainPayments {
+    fn requirement(&self, request: &JobRequest, wall_secs: u64) -> DepositRequirement {
+        DepositRequirement {
+            hospital: self.hospital,
+            fee: request.fee,
+            confirmations: self.confirmations,
+            wall_secs,
+            settle_margin_secs: self.settle_margin_secs,
+        }
+    }
+}
+
+/// A deposit that can never fund the job, as the refusal the job ends with; other errors
+/// (RPC) leave the job where it is.
+fn refusal(e: SettleError) -> Result<DepositStatus, String> {
+    let code = match e {
+        SettleError::DepositDeadlineTooSoon { .. } => ReasonCode::DepositExpiresTooSoon,
+        SettleError::DepositWrongHospital { .. }
+        | SettleError::DepositAmountMismatch { .. }
+        | SettleError::DepositClosed { .. }
+        | SettleError::NoDeposit(_) => ReasonCode::DepositRefused,
+        e => return Err(e.to_string()),
+    };
+    Ok(DepositStatus::Refused {
+        code,
+        reason: e.to_string(),
+    })
+}
+
 impl Payments for ChainPayments {
     fn terms(&self) -> PaymentTerms {
         self.terms
     }
 
-    fn check_deposit(&mut self, request: &JobRequest) -> Result<DepositStatus, String> {
+    fn check_deposit(
+        &mut self,
+        request: &JobRequest,
+        wall_secs: u64,
+    ) -> Result<DepositStatus, String> {
+        let req = self.requirement(request, wall_secs);
         let escrow = &self.escrow;
-        let hospital = self.hospital;
-        let confirmations = self.confirmations;
-        let window = self.run_window_secs;
         let job = request.job_id;
-        let fee = request.fee;
-        let r = self.rt.block_on(async move {
-            let now = escrow.chain_time().await?;
-            let req = DepositRequirement {
-                hospital,
-                fee,
-                confirmations,
-                not_refundable_before: now + window,
-            };
-            check_deposit(escrow, &job, &req).await
-        });
-        match r {
+        match self
+            .rt
+            .block_on(async move { check_deposit(escrow, &job, &req).await })
+        {
             Ok(DepositCheck::Confirmed(c)) => Ok(DepositStatus::Confirmed(serde_json::json!({
                 "depositor": c.depositor.to_string(),
                 "amount_base_units": c.amount.base_units(),
                 "deadline": c.deadline,
+                "checked_at": c.checked_at,
+                "wall_secs": wall_secs,
+                "settle_margin_secs": req.settle_margin_secs,
                 "tx": c.tx.to_string(),
                 "block": c.block,
                 "confirmations": c.confirmations,
             }))),
-            Ok(DepositCheck::Awaiting(a)) => Ok(DepositStatus::Waiting(format!("{a:?}"))),
-            Err(
-                e @ (SettleError::DepositWrongHospital { .. }
-                | SettleError::DepositTooSmall { .. }
-                | SettleError::DepositDeadlineTooSoon { .. }
-                | SettleError::DepositClosed { .. }),
-            ) => Ok(DepositStatus::Refused(e.to_string())),
-            Err(e) => Err(e.to_string()),
+            Ok(DepositCheck::Awaiting(a)) => Ok(DepositStatus::Waiting(a.to_string())),
+            Err(e) => refusal(e),
+        }
+    }
+
+    fn recheck_deposit(
+        &mut self,
+        request: &JobRequest,
+        wall_secs: u64,
+    ) -> Result<DepositStatus, String> {
+        let req = self.requirement(request, wall_secs);
+        let escrow = &self.escrow;
+        let job = request.job_id;
+        match self
+            .rt
+            .block_on(async move { recheck_deposit(escrow, &job, &req).await })
+        {
+            Ok(j) => Ok(DepositStatus::Confirmed(serde_json::json!({
+                "deadline": j.deadline,
+                "wall_secs": wall_secs,
+                "settle_margin_secs": req.settle_margin_secs,
+            }))),
+            Err(e) => refusal(e),
         }
     }
 
@@ -168,23 +214,40 @@ impl Payments for ChainPayments {
             signature: receipt.signature.0.to_vec().into(),
         };
         let settler = &mut self.settler;
-        let state = self
+        let progress = self
             .rt
-            .block_on(async move { settler.settle(&job, &signed).await })
+            .block_on(async move { settler.poll(&job, &signed).await })
             .map_err(|e| e.to_string())?;
-        match state {
-            LedgerState::Confirmed {
+        match progress {
+            Progress::Final(Finality::Settled {
                 tx,
                 block,
                 confirmations,
-            } => Ok(SettleStatus::Done(serde_json::json!({
-                "outcome": body.outcome,
-                "tx": tx.to_string(),
-                "block": block,
-                "confirmations": confirmations,
-            }))),
-            LedgerState::Failed { reason } => Err(format!("settlement failed: {reason}")),
-            other => Ok(SettleStatus::Pending(format!("{other:?}"))),
+                status,
+            }) => {
+                let paid = status == JobStatus::Paid;
+                Ok(SettleStatus::Done {
+                    record: serde_json::json!({
+                        "outcome": body.outcome,
+                        "tx": tx.to_string(),
+                        "block": block,
+                        "confirmations": confirmations,
+                        "escrow_status": status,
+                        "paid": paid,
+                    }),
+                    paid,
+                })
+            }
+            Progress::Final(Finality::RefundedByExpiry { tx }) => Ok(SettleStatus::Done {
+                record: serde_json::json!({
+                    "outcome": body.outcome,
+                    "escrow_status": JobStatus::Refunded,
+                    "refunded_by_expiry": tx.to_string(),
+                    "paid": false,
+                }),
+                paid: false,
+            }),
+            Progress::Pending(state) => Ok(SettleStatus::Pending(format!("{state:?}"))),
         }
     }
 }

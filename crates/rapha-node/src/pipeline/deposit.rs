@@ -1,15 +1,38 @@
-//! Step 5: the escrow deposit for the job, confirmed on chain.
+//! Step 5: the escrow deposit for the job, confirmed on chain: exactly the fee, and refundable
+//! no earlier than the job could run and settle. Checked again right before the trainer starts
+//! (`final-gate-passed -> running`).
+//!
+//! Both checks talk to the chain without the node lock ([`Work`]). The deadline rule needs the
+//! trainer's wall time, which the signed bundle declares: the first deposit check verifies the
+//! bundle (off the lock: every blob is hashed) and keeps the wall time as the `run-wall`
+//! artifact for every later check.
 
 use super::*;
 
+/// The trainer's wall time, or the bundle's refusal.
+type Wall = std::result::Result<u64, String>;
+
 impl Node {
-    /// The deposit check talks to the chain without the node lock ([`Work`]).
+    /// What the deposit checks need to find the job's wall time without the node lock: the
+    /// kept `run-wall` artifact, or the bundle to verify.
+    fn wall_source(&self, job: JobId, req: &JobRequest) -> Result<impl FnOnce() -> Wall + Send> {
+        let kept: Option<u64> = self.opt(job, artifact::RUN_WALL)?;
+        let trust = self.p.trust.clone();
+        let bundle_dir = self.job_dir(job).join("bundle");
+        let req = req.clone();
+        Ok(move || match kept {
+            Some(wall) => Ok(wall),
+            None => job_bundle(&bundle_dir, &trust, &req).map(|vb| vb.resources().wall_seconds),
+        })
+    }
+
     pub(super) fn step_deposit(&mut self, job: JobId, req: &JobRequest) -> Result<Next> {
         let from = JobState::AwaitingDeposit;
+        let wall = self.wall_source(job, req)?;
         let payments = self.p.payments.clone();
         let req = req.clone();
         Ok(self.work(Work::new(job, from, move || {
-            let checked = payments.with(|p| p.check_deposit(&req));
+            let checked = wall().map(|wall| (wall, payments.with(|p| p.check_deposit(&req, wall))));
             Box::new(move |n: &mut Node| n.commit_deposit(job, checked))
         })))
     }
@@ -17,25 +40,90 @@ impl Node {
     fn commit_deposit(
         &mut self,
         job: JobId,
-        checked: std::result::Result<DepositStatus, String>,
+        checked: std::result::Result<(u64, std::result::Result<DepositStatus, String>), String>,
     ) -> Result<Step> {
         let from = JobState::AwaitingDeposit;
+        let (wall, checked) = match checked {
+            Ok(c) => c,
+            Err(reason) => return self.end(job, from, ReasonCode::BundleRefused, &reason),
+        };
+        let wall_bytes = wall.to_string();
         match checked {
-            Err(e) => Ok(Step::Blocked(Blocked::Deposit(e))),
-            Ok(DepositStatus::Waiting(w)) => Ok(Step::Blocked(Blocked::Deposit(w))),
-            Ok(DepositStatus::Refused(reason)) => self.end(
-                job,
-                from,
-                ReasonCode::DepositRefused,
-                &format!("deposit refused: {reason}"),
-            ),
+            Err(e) | Ok(DepositStatus::Waiting(e)) => {
+                // Kept for the next check: the bundle is verified once.
+                self.p
+                    .store
+                    .put_artifact(job, artifact::RUN_WALL, wall_bytes.as_bytes())?;
+                Ok(Step::Blocked(Blocked::Deposit(e)))
+            }
+            Ok(DepositStatus::Refused { code, reason }) => {
+                self.end(job, from, code, &format!("deposit refused: {reason}"))
+            }
             Ok(DepositStatus::Confirmed(rec)) => {
                 let b = serde_json::to_vec(&rec).unwrap_or_default();
                 self.advance_to(
                     job,
                     from,
                     JobState::DepositConfirmed,
-                    &[(artifact::DEPOSIT, &b)],
+                    &[
+                        (artifact::DEPOSIT, &b),
+                        (artifact::RUN_WALL, wall_bytes.as_bytes()),
+                    ],
+                    None,
+                )
+            }
+        }
+    }
+
+    /// `final-gate-passed -> running`: the deposit must still satisfy the deadline rule at the
+    /// chain's time now, or the trainer never starts (the job is refused and refunded).
+    pub(super) fn step_start(&mut self, job: JobId, req: &JobRequest) -> Result<Next> {
+        let from = JobState::FinalGatePassed;
+        let wall = self.wall_source(job, req)?;
+        let payments = self.p.payments.clone();
+        let req = req.clone();
+        Ok(self.work(Work::new(job, from, move || {
+            let checked = wall().map(|wall| payments.with(|p| p.recheck_deposit(&req, wall)));
+            Box::new(move |n: &mut Node| n.commit_start(job, checked))
+        })))
+    }
+
+    fn commit_start(
+        &mut self,
+        job: JobId,
+        checked: std::result::Result<std::result::Result<DepositStatus, String>, String>,
+    ) -> Result<Step> {
+        let from = JobState::FinalGatePassed;
+        let checked = match checked {
+            Ok(c) => c,
+            Err(reason) => {
+                self.sessions.remove(&job);
+                return self.end(job, from, ReasonCode::BundleRefused, &reason);
+            }
+        };
+        match checked {
+            // The session stays: the trainer starts once the chain answers.
+            Err(e) | Ok(DepositStatus::Waiting(e)) => Ok(Step::Blocked(Blocked::Deposit(e))),
+            Ok(DepositStatus::Refused { code, reason }) => {
+                self.sessions.remove(&job);
+                self.end(
+                    job,
+                    from,
+                    code,
+                    &format!("deposit refused at start: {reason}"),
+                )
+            }
+            Ok(DepositStatus::Confirmed(_)) => {
+                let started = now_ms().to_string();
+                if let Some(d) = self.review_digest(job)? {
+                    // The approval can no longer be revoked once the job starts.
+                    self.p.approvals.mark_started(&d, now_s())?;
+                }
+                self.advance_to(
+                    job,
+                    from,
+                    JobState::Running,
+                    &[(artifact::STARTED, started.as_bytes())],
                     None,
                 )
             }

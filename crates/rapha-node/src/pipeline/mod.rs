@@ -15,7 +15,7 @@
 //! # The node lock
 //!
 //! A step that waits on the network or runs long (the cohort build, the trainer run and its
-//! guard, the deposit check and the settlement) does not hold the node while it waits. It is
+//! guard, the deposit checks and the settlement) does not hold the node while it waits. It is
 //! split in three: [`Node::prepare`] reads what it needs under the node lock and hands out a
 //! [`Work`]; [`Work::run`] does the slow part without the node; [`Node::commit`] applies the
 //! result under the lock again, after checking that the job is still in the state the work
@@ -189,7 +189,7 @@ pub enum Step {
     Moved(JobState),
     /// The job waits for something outside the node.
     Blocked(Blocked),
-    /// The job is settled: nothing more to do.
+    /// The job is finished (released, or settled): nothing more to do.
     Done,
 }
 
@@ -405,6 +405,10 @@ pub mod artifact {
     pub const SETTLEMENT: &str = "settlement";
     /// How the job ended, hospital-side ([`super::Ending`]).
     pub const ENDING: &str = "ending";
+    /// The trainer's wall time the deposit's deadline is checked against (seconds).
+    pub const RUN_WALL: &str = "run-wall";
+    /// A completed job whose deposit was refunded instead of paid: its outputs never leave.
+    pub const WITHHELD: &str = "withheld";
 }
 
 const ACTOR: (&str, &str) = ("rapha-node", "application");
@@ -544,15 +548,21 @@ impl Node {
         self.opt(job, artifact::ENDING)
     }
 
-    /// The job digest a DPO approves (once the cohort is built).
+    /// The job digest a DPO approves (once the review was submitted).
     ///
     /// # Errors
     /// Store errors.
     pub fn review_digest(&self, job: JobId) -> Result<Option<Digest>> {
-        let Some(b) = self.p.store.artifact(job, artifact::REVIEW)? else {
-            return Ok(None);
-        };
-        Ok(serde_json::from_slice(&b).ok())
+        Ok(self.review_ref(job)?.map(|r| r.job_digest))
+    }
+
+    /// The job digest a DPO approves and its version, as recorded when the review was
+    /// submitted (a job reviewed before versions existed uses v1).
+    ///
+    /// # Errors
+    /// Store errors, or an unreadable `review` artifact.
+    pub fn review_ref(&self, job: JobId) -> Result<Option<rapha_policy::JobDigestRef>> {
+        self.opt(job, artifact::REVIEW)
     }
 
     /// The DPO's view: job and cohort summary (no identifiers).
@@ -795,7 +805,7 @@ impl Node {
         Ok(out)
     }
 
-    /// Advances `job` until it is settled or waits for something outside the node.
+    /// Advances `job` until it is finished or waits for something outside the node.
     ///
     /// # Errors
     /// Infrastructure errors; the job stays in its last committed state.
@@ -894,31 +904,12 @@ impl Node {
                 Some(step) => Ok(step),
                 None => self.step_final(job, &req),
             },
-            S::FinalGatePassed => {
-                let started = now_ms().to_string();
-                if let Some(d) = self.review_digest(job)? {
-                    // The approval can no longer be revoked once the job starts.
-                    self.p.approvals.mark_started(&d, now_s())?;
-                }
-                self.advance_to(
-                    job,
-                    S::FinalGatePassed,
-                    S::Running,
-                    &[(artifact::STARTED, started.as_bytes())],
-                    None,
-                )
-            }
+            S::FinalGatePassed => return self.step_start(job, &req),
             S::Running => return self.step_run(job, &req),
             S::OutputsGuarded | S::Refused | S::Failed => self.step_receipt(job, state, &req),
-            S::Receipted => {
-                if row.outcome == Some(Outcome::Completed) {
-                    self.step_release(job)
-                } else {
-                    return self.step_settle(job, S::Receipted);
-                }
-            }
-            S::Released => return self.step_settle(job, S::Released),
-            S::Settled => Ok(Step::Done),
+            S::Receipted => return self.step_settle(job, S::Receipted),
+            S::Settled => self.step_after_settlement(job, row.outcome),
+            S::Released => return self.step_after_release(job),
         };
         step.map(Next::Step)
     }
@@ -942,12 +933,11 @@ impl Node {
         Ok(())
     }
 
-    /// Whether the job needs its working data no more: it is in a final state, and a completed
-    /// job's outputs are released (its staged copy is what the release copies from).
+    /// Whether the job needs its working data no more: the node has no more work for it
+    /// ([`JobStore::finished`]: a completed job only once released, or withheld for good, its
+    /// staged copy being what the release copies from).
     fn finished(&self, job: JobId) -> Result<bool> {
-        let row = self.p.store.get(job)?;
-        Ok(row.state.is_terminal()
-            && (row.outcome != Some(Outcome::Completed) || self.release_path(job).exists()))
+        Ok(self.p.store.finished(job)?)
     }
 
     /// Start-up clean-up: removes the working data of every finished job, of jobs the store

@@ -56,32 +56,63 @@ pub enum DepositStatus {
     Confirmed(serde_json::Value),
     /// Not yet (no deposit, too few confirmations): the job stays in `awaiting-deposit`.
     Waiting(String),
-    /// A deposit that can never fund this job (too small, wrong hospital, closed).
-    Refused(String),
+    /// A deposit that can never fund this job: the job is refused with `code`
+    /// (`deposit-expires-too-soon` when it is refundable before the job could run and settle,
+    /// `deposit-refused` when it is not exactly the fee, names another hospital or is closed)
+    /// and `reason` in words for the hospital.
+    Refused { code: ReasonCode, reason: String },
 }
 
-/// Result of one settlement attempt.
+/// Result of one settlement step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SettleStatus {
-    /// Settled on chain (or nothing was ever deposited): the job may be marked settled.
-    Done(serde_json::Value),
-    /// Sent, not yet confirmed: try again later.
+    /// The money moved on chain for good (or nothing was ever deposited): the job may be
+    /// marked settled, with `record` as its settlement artifact. `paid` is true only when the
+    /// escrow shows the job paid (the 70/30 split credited): the one case in which a completed
+    /// job's outputs are released. A completed job found refunded (the deposit expired before
+    /// the settlement landed) is settled unpaid and never released.
+    Done {
+        record: serde_json::Value,
+        paid: bool,
+    },
+    /// Sent or being sent, not yet confirmed: try again later.
     Pending(String),
 }
 
 /// The escrow side of the node (rapha-settle on a chain: [`chain::ChainPayments`]).
+///
+/// Both deposit checks apply the escrow's own rules: the deposit names this hospital, is
+/// still open, is **exactly** the request's fee (the escrow settles nothing else), and its
+/// refund deadline is at least chain time + `wall_secs` (the job's trainer wall time) + the
+/// node's settlement margin, so the depositor cannot take the money back before the node
+/// has had time to run the job and settle it.
 pub trait Payments: Send {
     fn terms(&self) -> PaymentTerms;
-    /// Checks the deposit for `request`.
+    /// Checks the deposit for `request` (step 5).
     ///
     /// # Errors
     /// RPC failures (the job stays where it is).
-    fn check_deposit(&mut self, request: &JobRequest)
-        -> std::result::Result<DepositStatus, String>;
-    /// Submits (or continues submitting) the receipt's settlement. Must be idempotent.
+    fn check_deposit(
+        &mut self,
+        request: &JobRequest,
+        wall_secs: u64,
+    ) -> std::result::Result<DepositStatus, String>;
+    /// Checks the confirmed deposit again against the chain's time right before the trainer
+    /// starts: `Confirmed` lets it start, `Refused` ends the job refused (refunded).
     ///
     /// # Errors
-    /// RPC or ledger failures (the job stays where it is).
+    /// RPC failures (the job stays where it is; the trainer does not start).
+    fn recheck_deposit(
+        &mut self,
+        request: &JobRequest,
+        wall_secs: u64,
+    ) -> std::result::Result<DepositStatus, String>;
+    /// Submits (or continues submitting) the receipt's settlement, one step per call without
+    /// waiting for confirmations. Must be idempotent.
+    ///
+    /// # Errors
+    /// RPC or ledger failures, or a settlement the escrow refused for good (the job stays
+    /// where it is).
     fn settle(
         &mut self,
         job: JobId,

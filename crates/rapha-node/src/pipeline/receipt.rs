@@ -1,6 +1,54 @@
 //! Step 10: the receipt, signed and appended to the transparency log.
 
 use super::*;
+use rapha_core::ReasonCode;
+
+/// The v2 receipt's reason code for an ending: the code itself when the job store holds one,
+/// else the code of the words the node recorded before codes existed (a job in flight across
+/// the upgrade), else the outcome's most general code. Only codes of `outcome` are chosen: the
+/// verifier refuses any other.
+fn reason_code(outcome: Outcome, recorded: Option<&str>) -> ReasonCode {
+    use ReasonCode as C;
+    let text = recorded.unwrap_or_default();
+    if let Some(c) = ReasonCode::parse(text).filter(|c| c.outcome() == outcome) {
+        return c;
+    }
+    const BY_WORDS: &[(&str, ReasonCode)] = &[
+        ("bundle refused", C::BundleRefused),
+        ("the request names", C::BundleRefused),
+        ("query refused", C::QueryRefused),
+        ("admission policy error", C::PolicyError),
+        ("admission policy", C::AdmissionRefused),
+        ("the query matched no usable instance", C::CohortEmpty),
+        ("rejected by the DPO", C::DpoRejected),
+        ("deposit refused", C::DepositRefused),
+        ("attestation refused", C::AttestationRefused),
+        ("TPM evidence refused", C::AttestationRefused),
+        ("final gate error", C::PolicyError),
+        ("final gate", C::FinalGateRefused),
+        ("the node stopped while", C::NodeRestarted),
+        ("cohort query failed", C::PacsUnavailable),
+        ("PACS", C::PacsUnavailable),
+        ("attestation", C::AttestationError),
+        ("cannot unpack", C::UnpackFailed),
+        ("enclave", C::EnclaveError),
+        ("output guard refused", C::OutputGuard),
+        ("trainer failed", C::TrainerFailed),
+    ];
+    if let Some((_, c)) = BY_WORDS
+        .iter()
+        .find(|(w, c)| text.starts_with(w) && c.outcome() == outcome)
+    {
+        return *c;
+    }
+    match outcome {
+        Outcome::Completed => C::Completed,
+        Outcome::Refused => C::AdmissionRefused,
+        Outcome::Violated => C::OutputGuard,
+        Outcome::TrainerFailed => C::TrainerFailed,
+        _ => C::EnclaveError,
+    }
+}
 
 impl Node {
     pub(super) fn receipt_body(&self, job: JobId, req: &JobRequest) -> Result<ReceiptBody> {
@@ -57,10 +105,12 @@ impl Node {
             schema: rapha_receipt::body::SCHEMA.to_owned(),
             job_id: job,
             outcome,
-            // The code only: what happened in words is the hospital's (`ending` artifact).
-            reason: row
-                .reason
-                .unwrap_or_else(|| ReasonCode::Completed.as_str().into()),
+            // The code only: what happened in words is the hospital's (`ending` artifact). A job
+            // that ended before codes existed (in flight across the upgrade) has words here:
+            // `reason_code` maps them to their code.
+            reason: reason_code(outcome, row.reason.as_deref())
+                .as_str()
+                .to_owned(),
             node: NodeIdentity {
                 address: self.p.node_key.address(),
                 name: self.p.node_name.clone(),

@@ -1,10 +1,61 @@
-//! Steps 11–12: release of a completed job's outputs, and settlement on chain.
+//! Steps 11–12 (in the order money first): settlement on chain, then the release of a
+//! completed job's outputs, only once the settlement is confirmed and the escrow shows the job
+//! paid.
+//!
+//! ```text
+//!  receipted --settle (confirmed)--> settled --paid, completed--> released
+//!                                      |
+//!                                      +-- every other outcome, or a completed job whose
+//!                                          deposit was refunded by expiry: ends here
+//! ```
+//!
+//! Stores written before this order (v1) may hold a completed job in `released` without a
+//! settlement: it continues to `settled` as it always did.
 
 use super::*;
 
+/// The settlement artifact's view the release step needs.
+#[derive(Deserialize)]
+struct SettlementRecord {
+    #[serde(default)]
+    paid: bool,
+}
+
 impl Node {
-    pub(super) fn step_release(&mut self, job: JobId) -> Result<Step> {
-        let from = JobState::Receipted;
+    /// A settled job: releases a completed, paid job's outputs; every other job is done.
+    pub(super) fn step_after_settlement(
+        &mut self,
+        job: JobId,
+        outcome: Option<Outcome>,
+    ) -> Result<Step> {
+        let decided = self.p.store.artifact(job, artifact::RELEASE)?.is_some()
+            || self.p.store.artifact(job, artifact::WITHHELD)?.is_some();
+        if outcome != Some(Outcome::Completed) || decided {
+            return Ok(Step::Done);
+        }
+        self.step_release(job)
+    }
+
+    /// A job in `released`: done, unless a v1 store released it before settling.
+    pub(super) fn step_after_release(&mut self, job: JobId) -> Result<Next> {
+        if self.p.store.artifact(job, artifact::SETTLEMENT)?.is_some() {
+            return Ok(Next::Step(Step::Done));
+        }
+        self.step_settle(job, JobState::Released)
+    }
+
+    fn step_release(&mut self, job: JobId) -> Result<Step> {
+        let from = JobState::Settled;
+        let settlement: SettlementRecord = self.need(job, artifact::SETTLEMENT)?;
+        if !settlement.paid {
+            // step_settle withholds an unpaid completed job's outputs in the same transaction
+            // that settles it; reaching here unpaid means the store was edited.
+            return Err(PipelineError::Artifact {
+                job,
+                kind: artifact::SETTLEMENT,
+                detail: "a completed job settled unpaid has no withheld record".into(),
+            });
+        }
         let run: RunRecord = self.need(job, artifact::MANIFEST)?;
         let staged = self.job_dir(job).join("staged");
         let dest = self.release_path(job);
@@ -70,6 +121,7 @@ impl Node {
     }
 
     /// The settlement talks to the chain without the node lock ([`Work`]).
+    /// The settlement talks to the chain without the node lock ([`Work`]).
     pub(super) fn step_settle(&mut self, job: JobId, from: JobState) -> Result<Next> {
         let receipt = self.receipt(job)?.ok_or_else(|| PipelineError::Artifact {
             job,
@@ -78,9 +130,10 @@ impl Node {
         })?;
         let deposited = self.p.store.artifact(job, artifact::DEPOSIT)?.is_some();
         if !deposited {
-            let status = SettleStatus::Done(
-                serde_json::json!({"settled": false, "why": "no deposit was confirmed for this job"}),
-            );
+            let status = SettleStatus::Done {
+                record: serde_json::json!({"settled": false, "paid": false, "why": "no deposit was confirmed for this job"}),
+                paid: false,
+            };
             return self.commit_settle(job, from, Ok(status)).map(Next::Step);
         }
         let payments = self.p.payments.clone();
@@ -100,18 +153,38 @@ impl Node {
             Ok(s) => s,
             Err(e) => return Ok(Step::Blocked(Blocked::Settlement(e))),
         };
-        match status {
-            SettleStatus::Pending(w) => Ok(Step::Blocked(Blocked::Settlement(w))),
-            SettleStatus::Done(v) => {
-                let b = serde_json::to_vec(&v).unwrap_or_default();
-                self.advance_to(
-                    job,
-                    from,
-                    JobState::Settled,
-                    &[(artifact::SETTLEMENT, &b)],
-                    None,
-                )
-            }
+        let (record, paid) = match status {
+            SettleStatus::Pending(w) => return Ok(Step::Blocked(Blocked::Settlement(w))),
+            SettleStatus::Done { record, paid } => (record, paid),
+        };
+        let deposited = self.p.store.artifact(job, artifact::DEPOSIT)?.is_some();
+        let outcome = self.p.store.get(job)?.outcome;
+        let b = serde_json::to_vec(&record).unwrap_or_default();
+        let mut artifacts: Vec<(&str, &[u8])> = vec![(artifact::SETTLEMENT, &b)];
+        let unpaid = deposited && !paid && outcome.is_some_and(Outcome::charged);
+        let withheld = serde_json::to_vec(&serde_json::json!({
+            "released": false,
+            "why": "the deposit was refunded to the depositor before the settlement landed",
+        }))
+        .unwrap_or_default();
+        if unpaid {
+            let what = if from == JobState::Receipted && outcome == Some(Outcome::Completed) {
+                artifacts.push((artifact::WITHHELD, &withheld));
+                "its outputs are withheld and will never be released"
+            } else {
+                "the hospital was not paid"
+            };
+            self.p.audit.record(AuditEvent::new(
+                AuditKind::Refusal,
+                AuditOutcome::SeriousFailure,
+                format!(
+                    "the escrow shows the deposit of this {} job refunded to the depositor, not paid: {what}",
+                    outcome.map_or("unknown", Outcome::as_str)
+                ),
+                ACTOR,
+                vec![job_object(job, None)],
+            ))?;
         }
+        self.advance_to(job, from, JobState::Settled, &artifacts, None)
     }
 }

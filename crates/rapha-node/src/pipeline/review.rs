@@ -45,7 +45,12 @@ impl Node {
                 },
             ],
         ))?;
-        let d = serde_json::to_vec(&digest).unwrap_or_default();
+        // The version is recorded with the digest: the job keeps it until it ends.
+        let d = serde_json::to_vec(&rapha_policy::JobDigestRef {
+            job_digest: digest,
+            digest_version: review.digest_version,
+        })
+        .unwrap_or_default();
         self.advance_to(
             job,
             JobState::CohortBuilt,
@@ -70,7 +75,9 @@ impl Node {
     }
 
     pub(super) fn step_approval(&mut self, job: JobId) -> Result<Step> {
-        let digest: Digest = self.need(job, artifact::REVIEW)?;
+        let digest = self
+            .need::<rapha_policy::JobDigestRef>(job, artifact::REVIEW)?
+            .job_digest;
         let Some((facts, rec)) = self.approval_facts(job)? else {
             return Ok(Step::Blocked(Blocked::Approval { job_digest: digest }));
         };

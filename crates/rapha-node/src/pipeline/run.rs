@@ -104,6 +104,7 @@ impl Node {
             result,
             opted_out,
             fetch_refusals,
+            guard_lines,
         } = match ran {
             RunEnd::Ran(r) => *r,
             RunEnd::Failed(code, detail) => return self.end(job, from, code, &detail),
@@ -149,7 +150,7 @@ impl Node {
         // The hospital-side details (the manifest has only codes); the node helper of issue
         // 18 decides what of them reaches the publisher.
         let mut reasons = result.details.reasons.clone();
-        reasons.extend(result.details.rejections().iter().map(|r| format!("{r:?}")));
+        reasons.extend(guard_lines);
         let rec = RunRecord {
             outcome: format!("{:?}", m.outcome).to_lowercase(),
             reasons: reasons.clone(),
@@ -205,6 +206,8 @@ struct Ran {
     opted_out: u64,
     /// Records refused at fetch time, by reason.
     fetch_refusals: rapha_core::ExclusionCounts,
+    /// The guard's rejections as the audit trail shows them (no trainer-chosen bytes).
+    guard_lines: Vec<String>,
 }
 
 /// How a run's slow part ended.
@@ -270,6 +273,12 @@ fn run_trainer(i: RunInput<'_>) -> RunEnd {
         &|p| live.update(job, p),
     ) {
         Ok(result) => RunEnd::Ran(Box::new(Ran {
+            guard_lines: result
+                .details
+                .rejections()
+                .iter()
+                .map(|r| r.audit_line(i.vb.outputs()))
+                .collect(),
             result,
             opted_out,
             fetch_refusals: source.fetch_refusals(),

@@ -1,14 +1,17 @@
-//! `rapha-settle-worker`: submits one signed settlement through the node's ledger, or
-//! reconciles the ledger with the chain after a restart. An operator's tool (and the process
-//! the crash tests SIGKILL mid-settlement).
+//! `rapha-settle-worker`: submits one signed settlement through the node's ledger, reconciles
+//! the ledger with the chain after a restart, or withdraws what the escrow owes an account. An
+//! operator's tool (and the process the crash tests SIGKILL mid-settlement).
 //!
 //! ```text
 //! rapha-settle-worker settle    --ledger DB --rpc URL --escrow ADDR --key-env VAR --settlement FILE [--confirmations N]
 //! rapha-settle-worker reconcile --ledger DB --rpc URL --escrow ADDR --key-env VAR
+//! rapha-settle-worker withdraw  --rpc URL --escrow ADDR --key-env VAR
 //! ```
 //! The wallet key is read from the environment variable named by `--key-env`, never from the
 //! command line. Progress is printed one line per step: `recorded TX`, `broadcast TX`,
-//! `confirmed TX N`, `failed REASON`, `open JOB STATE`.
+//! `confirmed TX N`, `failed REASON`, `open JOB STATE`, `withdrawn TX AMOUNT`, `owed nothing`.
+//! `withdraw` is how the hospital's payout, the treasury or a refunded depositor takes its
+//! money: settlements and expiry refunds only credit it in the escrow.
 
 #![allow(clippy::print_stderr)] // a binary reports to its operator
 
@@ -19,14 +22,15 @@ use std::process::ExitCode;
 
 use rapha_settle::network::connect_http;
 use rapha_settle::{
-    Ledger, LedgerState, SettleError, Settler, SettlerConfig, SignedSettlement, WalletKey,
+    wallet_provider, Escrow, Ledger, LedgerState, SettleError, Settler, SettlerConfig,
+    SignedSettlement, WalletKey,
 };
 use zeroize::Zeroizing;
 
 fn usage() -> ExitCode {
     eprintln!(
         "usage: rapha-settle-worker settle|reconcile --ledger DB --rpc URL --escrow ADDR --key-env VAR \
-         [--settlement FILE] [--confirmations N]"
+         [--settlement FILE] [--confirmations N]\n       rapha-settle-worker withdraw --rpc URL --escrow ADDR --key-env VAR"
     );
     ExitCode::from(2)
 }
@@ -63,8 +67,7 @@ async fn main() -> ExitCode {
 
 async fn run(cmd: &str, opts: &HashMap<String, String>) -> Result<ExitCode, SettleError> {
     let get = |k: &str| opts.get(k).cloned();
-    let (Some(ledger), Some(rpc), Some(escrow), Some(key_env)) =
-        (get("ledger"), get("rpc"), get("escrow"), get("key-env"))
+    let (Some(rpc), Some(escrow), Some(key_env)) = (get("rpc"), get("escrow"), get("key-env"))
     else {
         return Ok(usage());
     };
@@ -73,6 +76,20 @@ async fn run(cmd: &str, opts: &HashMap<String, String>) -> Result<ExitCode, Sett
         .map_err(|_| SettleError::Deploy(format!("bad escrow address {escrow:?}")))?;
     let key_hex = Zeroizing::new(std::env::var(&key_env).map_err(|_| SettleError::BadKey)?);
     let key = WalletKey::from_hex(&key_hex)?;
+    if cmd == "withdraw" {
+        let escrow = Escrow::at(wallet_provider(&rpc, &key)?, escrow);
+        let owed = escrow.owed(key.address()).await?;
+        if owed.is_zero() {
+            say("owed nothing");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let mined = escrow.withdraw().await?;
+        say(&format!("withdrawn {} {owed}", mined.tx));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(ledger) = get("ledger") else {
+        return Ok(usage());
+    };
     let mut cfg = SettlerConfig::default();
     if let Some(n) = get("confirmations") {
         cfg.confirmations = n

@@ -1,0 +1,440 @@
+//! Payment before release (issue 18, item 2), tried from the depositor's side against the
+//! real node, Orthanc, swtpm, runc and the escrow on anvil: a deposit whose deadline could pass
+//! before the job is settled is refused (at the deposit check and again right before the
+//! trainer starts), a completed job's outputs are not released, on disk or through the API,
+//! until its settlement is confirmed on chain, and never if the depositor refunded itself
+//! first.
+
+use std::time::Duration;
+
+use rapha_core::{JobId, Usdc};
+use rapha_node::api::ApiState;
+use rapha_node::pipeline::chain::{ChainPayments, ChainSettings};
+use rapha_node::pipeline::{DepositStatus, Payments};
+use rapha_node::store::JobState;
+use rapha_settle::{wallet_provider, Escrow};
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::api::{serve_state, tokens, PUBLISHER_TOKEN};
+use crate::pipeline_e2e::{bundle, world, Chain, FEE};
+
+/// One JSON-RPC call to anvil (test-only methods: time warp, mining control).
+fn anvil(chain: &Chain, method: &str, params: serde_json::Value) -> serde_json::Value {
+    let v: serde_json::Value = reqwest::blocking::Client::new()
+        .post(&chain.url)
+        .json(&json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params }))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(v.get("error").is_none(), "{method}: {v}");
+    v["result"].clone()
+}
+
+/// The company deposits `amount` for `job` with the refund deadline `deadline_in` seconds
+/// after the chain's latest block.
+fn deposit_until(chain: &Chain, job: &JobId, amount: u64, deadline_in: u64) {
+    chain.rt.block_on(async {
+        let company = Escrow::at(
+            wallet_provider(&chain.url, &chain.company).unwrap(),
+            chain.escrow,
+        );
+        let deadline = company.chain_time().await.unwrap() + deadline_in;
+        company
+            .approve_and_deposit(job, chain.hospital, Usdc::from_base_units(amount), deadline)
+            .await
+            .unwrap();
+    });
+}
+
+const MARGIN: u64 = 600;
+/// The test bundles' `wall_seconds`.
+const WALL: u64 = 120;
+
+fn payments(chain: &Chain, ledger: &std::path::Path) -> ChainPayments {
+    ChainPayments::connect(
+        &ChainSettings {
+            rpc_url: chain.url.clone(),
+            escrow: chain.escrow,
+            hospital: chain.hospital,
+            payout: chain.payout,
+            confirmations: 1,
+            settle_margin_secs: MARGIN,
+            poll_interval: Duration::from_millis(250),
+        },
+        &chain.settler,
+        ledger,
+    )
+    .unwrap()
+}
+
+fn request(chain: &Chain, job: JobId) -> rapha_core::JobRequest {
+    rapha_core::JobRequest {
+        job_id: job,
+        publisher: crate::pipeline_e2e::PUBLISHER.into(),
+        trainer: crate::pipeline_e2e::TRAINER.into(),
+        bundle_manifest: rapha_core::Digest::of(b"bundle"),
+        query: rapha_core::CohortQuery::default(),
+        requested_fields: vec![],
+        validation_percent: 50,
+        fee: Usdc::from_base_units(FEE),
+        chain_id: 137,
+        depositor: chain.company.address().to_string(),
+        linkage: None,
+    }
+}
+
+/// The attack: a deposit whose refund deadline falls inside the trainer's wall time plus the
+/// time settlement needs. The depositor calls `refundExpired` as soon as the deadline passes,
+/// while (or right after) the trainer runs, and the node's settlement can no longer land.
+#[test]
+fn deposit_whose_deadline_falls_before_the_run_could_settle_is_refused() {
+    let Some(chain) = Chain::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = payments(&chain, &tmp.path().join("ledger.sqlite"));
+    let job = JobId::random();
+    // Past the old fixed run window, short of wall time + margin.
+    deposit_until(&chain, &job, FEE, WALL + MARGIN - 10);
+    let status = p.check_deposit(&request(&chain, job), WALL).unwrap();
+    match status {
+        DepositStatus::Refused { code, reason } => assert!(
+            code == rapha_core::ReasonCode::DepositExpiresTooSoon
+                && reason.contains("before the job could run and settle")
+                && reason.contains(&format!(
+                    "{WALL} s wall time + {MARGIN} s settlement margin"
+                )),
+            "{reason}"
+        ),
+        other => {
+            panic!("the node accepted a deposit refundable before the run could settle: {other:?}")
+        }
+    }
+    // With the deadline far enough out, the same check confirms it.
+    let ok = JobId::random();
+    deposit_until(&chain, &ok, FEE, WALL + MARGIN + 60);
+    let status = p.check_deposit(&request(&chain, ok), WALL).unwrap();
+    assert!(matches!(status, DepositStatus::Confirmed(_)), "{status:?}");
+}
+
+/// The attack: a deposit that satisfies the deadline rule when it is checked, but the job
+/// then waits (attestation, a busy node) until the rule no longer holds when the trainer would
+/// start. Started anyway, the run could end after the depositor may refund itself.
+#[test]
+fn deadline_that_would_pass_during_the_run_is_refused_at_start() {
+    let Some(mut w) = world() else { return };
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle(&tmp, &w.trainer, "late", "honest", &w.publisher_key);
+    let job = w
+        .node
+        .submit(&dir, w.request(manifest, w.scoped_query()))
+        .unwrap();
+    assert_eq!(
+        w.node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingApproval
+    );
+    approve(&w, job);
+    assert_eq!(
+        w.node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingDeposit
+    );
+    // The rule holds with two minutes to spare when the deposit is checked.
+    deposit_until(&w.chain, &job, FEE, WALL + MARGIN + 120);
+    let mut state = JobState::AwaitingDeposit;
+    for _ in 0..40 {
+        w.node.advance(job).unwrap();
+        state = w.node.store().get(job).unwrap().state;
+        if state == JobState::FinalGatePassed {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(state, JobState::FinalGatePassed);
+    // Three minutes pass on chain before the trainer would start.
+    anvil(&w.chain, "evm_increaseTime", json!([180]));
+    anvil(&w.chain, "evm_mine", json!([]));
+    w.node.advance(job).unwrap();
+    let row = w.node.store().get(job).unwrap();
+    assert_eq!(
+        row.state,
+        JobState::Refused,
+        "the trainer started although the deposit could expire before settlement ({:?})",
+        row.reason
+    );
+    // The publisher sees the code; the hospital the words.
+    assert_eq!(row.reason.as_deref(), Some("deposit-expires-too-soon"));
+    let detail = w.node.ending(job).unwrap().unwrap().detail;
+    assert!(
+        detail.starts_with("deposit refused at start: ") && detail.contains("becomes refundable"),
+        "{detail}"
+    );
+    // Receipted and refunded like any refusal before the run; nothing released.
+    let payout_before = w.chain.funds(w.chain.payout);
+    let company_before = w.chain.funds(w.chain.company.address());
+    let mut state = row.state;
+    for _ in 0..60 {
+        state = w.node.run_until_blocked(job).unwrap();
+        if w.node.store().finished(job).unwrap() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(state, JobState::Settled);
+    let to: Vec<JobState> = w
+        .node
+        .store()
+        .transitions(job)
+        .unwrap()
+        .iter()
+        .map(|t| t.to)
+        .collect();
+    assert!(!to.contains(&JobState::Running), "{to:?}");
+    assert!(!w.node.release_path(job).exists());
+    assert_eq!(
+        w.chain.funds(w.chain.company.address()) - company_before,
+        alloy::primitives::U256::from(FEE)
+    );
+    assert_eq!(w.chain.funds(w.chain.payout), payout_before);
+}
+
+/// The attack's last move, made possible if the node ever released before settling: the job
+/// completes, the depositor lets the deadline pass before the settlement lands and takes the
+/// fee back with `refundExpired`. The node records the settlement as final and unpaid and
+/// never releases the outputs: nothing in `released/`, an audit event, `paid: false`.
+#[test]
+fn completed_job_whose_deposit_was_refunded_by_expiry_is_never_released() {
+    let Some(mut w) = world() else { return };
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle(&tmp, &w.trainer, "expired", "honest", &w.publisher_key);
+    let job = w
+        .node
+        .submit(&dir, w.request(manifest, w.scoped_query()))
+        .unwrap();
+    assert_eq!(
+        w.node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingApproval
+    );
+    approve(&w, job);
+    assert_eq!(
+        w.node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingDeposit
+    );
+    deposit_until(&w.chain, &job, FEE, WALL + MARGIN + 120);
+    // One step at a time up to the receipt: the settlement has not been sent yet.
+    let mut state = JobState::AwaitingDeposit;
+    for _ in 0..80 {
+        w.node.advance(job).unwrap();
+        state = w.node.store().get(job).unwrap().state;
+        if state == JobState::Receipted {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(state, JobState::Receipted);
+    assert_eq!(
+        w.node.store().get(job).unwrap().outcome,
+        Some(rapha_core::Outcome::Completed)
+    );
+    // The depositor's move: past the deadline, the expiry refund.
+    let company_before = w.chain.funds(w.chain.company.address());
+    let payout_before = w.chain.funds(w.chain.payout);
+    anvil(&w.chain, "evm_increaseTime", json!([WALL + MARGIN + 600]));
+    anvil(&w.chain, "evm_mine", json!([]));
+    w.chain.rt.block_on(async {
+        Escrow::at(
+            wallet_provider(&w.chain.url, &w.chain.company).unwrap(),
+            w.chain.escrow,
+        )
+        .refund_expired(&job)
+        .await
+        .unwrap()
+    });
+    for _ in 0..20 {
+        w.node.run_until_blocked(job).unwrap();
+        if w.node.store().finished(job).unwrap() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let row = w.node.store().get(job).unwrap();
+    assert_eq!(row.state, JobState::Settled, "{:?}", row.reason);
+    assert!(w.node.store().finished(job).unwrap());
+    assert!(
+        !w.node.release_path(job).exists(),
+        "outputs released for a job the depositor refunded"
+    );
+    let settlement: serde_json::Value = serde_json::from_slice(
+        &w.node
+            .store()
+            .artifact(job, rapha_node::pipeline::artifact::SETTLEMENT)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(settlement["paid"], false, "{settlement}");
+    assert!(settlement["refunded_by_expiry"].is_string(), "{settlement}");
+    assert!(w
+        .node
+        .store()
+        .artifact(job, rapha_node::pipeline::artifact::WITHHELD)
+        .unwrap()
+        .is_some());
+    let audit = std::fs::read_to_string(w.node.audit_path()).unwrap();
+    assert!(
+        audit.contains("outputs are withheld and will never be released"),
+        "no audit event"
+    );
+    assert_eq!(
+        w.chain.funds(w.chain.company.address()) - company_before,
+        alloy::primitives::U256::from(FEE)
+    );
+    assert_eq!(w.chain.funds(w.chain.payout), payout_before);
+    // Driving the job again changes nothing.
+    assert_eq!(w.node.run_until_blocked(job).unwrap(), JobState::Settled);
+    assert!(!w.node.release_path(job).exists());
+}
+
+fn approve(w: &crate::pipeline_e2e::World, job: JobId) {
+    let digest = w.node.review_digest(job).unwrap().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let a = w.dpo.approve(digest, now, now + 3600).unwrap();
+    w.node.approvals().record(&a).unwrap();
+}
+
+/// Polls the job's status as the publisher until `done(state)`; returns the state.
+fn wait_state(s: &crate::api::Served, job: &str, secs: u64, done: impl Fn(&str) -> bool) -> String {
+    let mut last = String::new();
+    for _ in 0..secs * 4 {
+        let (st, text) = s.call(
+            "get",
+            &format!("/v1/jobs/{job}"),
+            Some(PUBLISHER_TOKEN),
+            None,
+        );
+        assert_eq!(st, StatusCode::OK, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        last = v["state"].as_str().unwrap_or_default().to_owned();
+        if done(&last) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("job {job} stuck in {last}");
+}
+
+/// The attack: outputs released before the settlement is final. Whoever holds the released
+/// weights has no reason to let the settlement land (a fee + 1 deposit, an expiring deadline,
+/// a frozen address all kept it from landing before). While the settlement transaction sits
+/// unmined, nothing may be on disk in `released/` and the outputs route must answer nothing.
+#[test]
+fn outputs_are_not_released_until_the_settlement_is_confirmed() {
+    let Some(w) = world() else { return };
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle(&tmp, &w.trainer, "pending", "honest", &w.publisher_key);
+    let request = w.request(manifest, w.scoped_query());
+    let job = request.job_id;
+    let id = job.to_string();
+    let release_dir = w.node.release_path(job);
+    let (chain, node, dpo) = (w.chain, w.node, w.dpo);
+    let s = serve_state(ApiState::new(node, tmp.join("jobs.sqlite"), tokens()));
+
+    let (st, text) = s.upload(
+        PUBLISHER_TOKEN,
+        rapha_bundle::pack_bundle_to_vec(&dir).unwrap(),
+    );
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+    let body = serde_json::to_vec(&json!({ "request": request })).unwrap();
+    let (st, text) = s.call("post", "/v1/jobs", Some(PUBLISHER_TOKEN), Some(&body));
+    assert_eq!(st, StatusCode::ACCEPTED, "{text}");
+    wait_state(&s, &id, 120, |st| st == "awaiting-approval");
+    let (st, text) = s.call(
+        "get",
+        "/v1/approvals/pending",
+        Some(crate::api::DPO_TOKEN),
+        None,
+    );
+    assert_eq!(st, StatusCode::OK, "{text}");
+    let pending: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let digest: rapha_core::Digest = pending["pending"][0]["job_digest"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let approval = dpo.approve(digest, now, now + 3600).unwrap();
+    let (st, text) = s.call(
+        "post",
+        &format!("/v1/jobs/{id}/approve"),
+        Some(crate::api::DPO_TOKEN),
+        Some(&serde_json::to_vec(&approval).unwrap()),
+    );
+    assert_eq!(st, StatusCode::ACCEPTED, "{text}");
+    wait_state(&s, &id, 60, |st| st == "awaiting-deposit");
+
+    // The deposit is mined (one confirmation is all the node asks here); then the chain stops
+    // producing blocks, so the settlement transaction will sit unmined.
+    chain.deposit(&job);
+    anvil(&chain, "evm_setIntervalMining", json!([0]));
+    let at = wait_state(&s, &id, 240, |st| {
+        matches!(st, "receipted" | "released" | "settled")
+    });
+    // Give the node time to do whatever it would do before the settlement confirms.
+    std::thread::sleep(Duration::from_secs(4));
+    let (state_pending, _) = (
+        {
+            let (_, text) = s.call(
+                "get",
+                &format!("/v1/jobs/{id}"),
+                Some(PUBLISHER_TOKEN),
+                None,
+            );
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            v["state"].as_str().unwrap_or_default().to_owned()
+        },
+        at,
+    );
+    let on_disk_pending: Vec<_> = std::fs::read_dir(&release_dir)
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    let (route_status, route_text) = s.call(
+        "get",
+        &format!("/v1/jobs/{id}/outputs"),
+        Some(PUBLISHER_TOKEN),
+        None,
+    );
+    let (file_status, _) = s.get_bytes(
+        &format!("/v1/jobs/{id}/outputs/model.safetensors"),
+        PUBLISHER_TOKEN,
+    );
+
+    // Blocks again: the settlement confirms and the outputs follow.
+    anvil(&chain, "evm_setIntervalMining", json!([1]));
+    let end = wait_state(&s, &id, 120, |st| st == "released" || st == "settled");
+
+    assert!(
+        on_disk_pending.is_empty(),
+        "released/ holds {on_disk_pending:?} while the settlement is unmined"
+    );
+    assert_eq!(
+        route_status,
+        StatusCode::NOT_FOUND,
+        "the outputs route answered while the settlement is unmined: {route_text}"
+    );
+    assert_eq!(file_status, StatusCode::NOT_FOUND);
+    assert_eq!(state_pending, "receipted");
+    assert_eq!(end, "released");
+    let (st, text) = s.call(
+        "get",
+        &format!("/v1/jobs/{id}/outputs"),
+        Some(PUBLISHER_TOKEN),
+        None,
+    );
+    assert_eq!(st, StatusCode::OK, "{text}");
+    assert!(text.contains("model.safetensors"), "{text}");
+}
