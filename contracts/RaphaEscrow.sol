@@ -10,27 +10,33 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 /// @title Rapha escrow v2: a job's USDC fee moves exactly once (invariant I7).
 /// @notice The AI company deposits the exact fee for a job id, naming the hospital (one call
 /// per job, or `depositBatch` for several, e.g. the rounds of a federated run, with one token
-/// transfer). The hospital's node signs an EIP-712 `Settlement` for the job's receipt; anyone
-/// may submit it. Outcomes the trainer could choose after seeing data are charged like a
-/// completed job: completed (1), violated (4) and trainer-failed (5) credit the hospital's
-/// payout fee * 70 / 100 (rounded down) and the treasury the rest; refused (2) and failed (3)
-/// credit the depositor in full. A job nobody settled is refundable (credited to its depositor)
-/// after its deadline.
+/// transfer). A deposit lives under its depositor and job id together
+/// (`jobKey(depositor, jobId)`): nobody can take another account's place for a job id, so a
+/// front-run deposit for the same id cannot block the real one, and a job id one account funded
+/// is nothing to anyone else. The hospital's node signs an EIP-712 `Settlement` naming the job
+/// id and the depositor when it settles the job; anyone may submit it. Outcomes the trainer
+/// could choose after seeing data are charged like a completed job: completed (1), violated
+/// (4) and trainer-failed (5) credit the hospital's payout fee * 70 / 100 (rounded down) and
+/// the treasury the rest; refused (2) and failed (3) credit the depositor in full. A job nobody
+/// settled is refundable (credited to its depositor) after its deadline.
 ///
 /// Pull payments: `settle` and `refundExpired` never move tokens; they credit `owed`, and each
 /// account takes what it is owed with `withdraw()`. A token-blacklisted payout, treasury or
 /// depositor can therefore only freeze its own money, never another party's settlement.
 ///
 /// Each settlement anchors the node's receipt-log size and root; a smaller size (or the same
-/// size with another root) would rewrite the log's history and is refused. Not upgradeable:
-/// no proxy, no owner, no admin function; token and treasury are immutable.
+/// size with another root) would rewrite the log's history and is refused. The node signs each
+/// settlement when it submits it, over its log's head at that moment, so its own settlements
+/// never go below the anchor. Not upgradeable: no proxy, no owner, no admin function; token
+/// and treasury are immutable.
 contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
     using SafeERC20 for IERC20;
 
     bytes32 public constant SETTLEMENT_TYPEHASH = keccak256(
-        "Settlement(bytes32 jobId,uint8 outcome,bytes32 receiptDigest,address payout,uint256 fee,address token,uint64 logSize,bytes32 logRoot)"
+        "Settlement(bytes32 jobId,address depositor,uint8 outcome,bytes32 receiptDigest,address payout,uint256 fee,address token,uint64 logSize,bytes32 logRoot)"
     );
-    /// The interface version: 2 = five outcomes, pull payments, batch deposits.
+    /// The interface version: 2 = five outcomes, pull payments, batch deposits, deposits keyed
+    /// by depositor and job id.
     uint8 public constant ESCROW_VERSION = 2;
     uint256 public constant HOSPITAL_PERCENT = 70;
 
@@ -67,6 +73,7 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
     /// The signed settlement; field order and types are the EIP-712 type string's.
     struct Settlement {
         bytes32 jobId;
+        address depositor;
         uint8 outcome;
         bytes32 receiptDigest;
         address payout;
@@ -94,7 +101,7 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
     /// USDC base units each account may withdraw.
     mapping(address account => uint256) public owed;
 
-    mapping(bytes32 jobId => Job) private _jobs;
+    mapping(bytes32 key => Job) private _jobs;
     mapping(address hospital => Hospital) private _hospitals;
     mapping(address node => Anchor) private _anchors;
 
@@ -104,6 +111,7 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
     );
     event Settled(
         bytes32 indexed jobId,
+        address indexed depositor,
         uint8 outcome,
         bytes32 receiptDigest,
         address indexed node,
@@ -120,7 +128,7 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
     error ZeroAmount();
     error AmountTooLarge(uint256 amount);
     error HospitalNotRegistered(address hospital);
-    error JobExists(bytes32 jobId);
+    error JobExists(address depositor, bytes32 jobId);
     error DeadlineInPast(uint64 deadline);
     error EmptyBatch();
     error JobNotOpen(bytes32 jobId, Status status);
@@ -134,7 +142,9 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
     error DeadlineNotReached(uint64 deadline);
     error NothingOwed(address account);
 
-    constructor(IERC20 token, address treasury_) EIP712("Rapha", "1") {
+    /// Domain version "2": a receipt's own signature (domain version "1", the settlement type
+    /// without the depositor) proves the receipt and never settles anything here.
+    constructor(IERC20 token, address treasury_) EIP712("Rapha", "2") {
         if (address(token) == address(0) || treasury_ == address(0)) revert ZeroAddress();
         usdc = token;
         treasury = treasury_;
@@ -148,9 +158,11 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
         emit HospitalRegistered(msg.sender, signer, payout);
     }
 
-    /// @notice Deposits `amount` USDC base units (approved beforehand) for `jobId`. The node
-    /// runs the job only if `amount` is exactly the agreed fee and `deadline` leaves time to
-    /// run and settle it; any other deposit comes back through `refundExpired`.
+    /// @notice Deposits `amount` USDC base units (approved beforehand) for `jobId`, as the
+    /// caller's deposit. The node runs the job only if the caller is an account the hospital
+    /// lets the job's publisher pay from and the request names, `amount` is exactly the agreed
+    /// fee and `deadline` leaves time to run and settle it; any other deposit comes back
+    /// through `refundExpired`.
     function deposit(bytes32 jobId, address hospital, uint256 amount, uint64 deadline) external nonReentrant {
         _open(jobId, hospital, amount, deadline);
         usdc.safeTransferFrom(msg.sender, address(this), amount);
@@ -171,13 +183,19 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
         usdc.safeTransferFrom(msg.sender, address(this), total);
     }
 
+    /// @notice Where the deposit of `depositor` for `jobId` lives: each account has its own
+    /// place for each job id.
+    function jobKey(address depositor, bytes32 jobId) public pure returns (bytes32) {
+        return keccak256(abi.encode(depositor, jobId));
+    }
+
     function _open(bytes32 jobId, address hospital, uint256 amount, uint64 deadline) private {
         if (amount == 0) revert ZeroAmount();
         if (amount > type(uint96).max) revert AmountTooLarge(amount);
         if (_hospitals[hospital].payout == address(0)) revert HospitalNotRegistered(hospital);
         if (deadline <= block.timestamp) revert DeadlineInPast(deadline);
-        Job storage job = _jobs[jobId];
-        if (job.status != Status.None) revert JobExists(jobId);
+        Job storage job = _jobs[jobKey(msg.sender, jobId)];
+        if (job.status != Status.None) revert JobExists(msg.sender, jobId);
 
         job.depositor = msg.sender;
         job.amount = uint96(amount);
@@ -187,11 +205,11 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
         emit Deposited(jobId, msg.sender, hospital, amount, deadline);
     }
 
-    /// @notice Settles a job with its node's signature (65 bytes r || s || v) over the
-    /// EIP-712 `Settlement`. Anyone may submit it; the money is credited only where the signed
-    /// and registered data say. Moves no tokens.
+    /// @notice Settles the deposit of `s.depositor` for `s.jobId` with its node's signature
+    /// (65 bytes r || s || v) over the EIP-712 `Settlement`. Anyone may submit it; the money is
+    /// credited only where the signed and registered data say. Moves no tokens.
     function settle(Settlement calldata s, bytes calldata signature) external nonReentrant {
-        Job storage job = _jobs[s.jobId];
+        Job storage job = _jobs[jobKey(s.depositor, s.jobId)];
         Status status = job.status;
         if (status != Status.Deposited) revert JobNotOpen(s.jobId, status);
         uint8 outcome = s.outcome;
@@ -219,30 +237,29 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
 
         if (outcome == OUTCOME_REFUSED || outcome == OUTCOME_FAILED) {
             job.status = Status.Refunded;
-            address depositor = job.depositor;
-            emit Settled(s.jobId, outcome, s.receiptDigest, node, 0, 0, amount);
-            emit Refunded(s.jobId, depositor, amount);
-            _credit(depositor, s.jobId, amount);
+            emit Settled(s.jobId, s.depositor, outcome, s.receiptDigest, node, 0, 0, amount);
+            emit Refunded(s.jobId, s.depositor, amount);
+            _credit(s.depositor, s.jobId, amount);
         } else {
             job.status = Status.Paid;
             uint256 toHospital = amount * HOSPITAL_PERCENT / 100;
             uint256 toTreasury = amount - toHospital;
-            emit Settled(s.jobId, outcome, s.receiptDigest, node, toHospital, toTreasury, 0);
+            emit Settled(s.jobId, s.depositor, outcome, s.receiptDigest, node, toHospital, toTreasury, 0);
             _credit(h.payout, s.jobId, toHospital);
             _credit(treasury, s.jobId, toTreasury);
         }
     }
 
-    /// @notice Credits the depositor of a job nobody settled once its deadline has passed.
-    /// Anyone may call it; the money is credited only to the depositor. Moves no tokens.
-    function refundExpired(bytes32 jobId) external nonReentrant {
-        Job storage job = _jobs[jobId];
+    /// @notice Credits `depositor` its deposit for `jobId` once the deadline has passed and
+    /// nobody settled it. Anyone may call it; the money is credited only to the depositor.
+    /// Moves no tokens.
+    function refundExpired(address depositor, bytes32 jobId) external nonReentrant {
+        Job storage job = _jobs[jobKey(depositor, jobId)];
         Status status = job.status;
         if (status != Status.Deposited) revert JobNotOpen(jobId, status);
         uint64 deadline = job.deadline;
         if (block.timestamp <= deadline) revert DeadlineNotReached(deadline);
         job.status = Status.Refunded;
-        address depositor = job.depositor;
         uint256 amount = job.amount;
         emit Refunded(jobId, depositor, amount);
         _credit(depositor, jobId, amount);
@@ -263,8 +280,9 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
         emit Credited(account, jobId, amount);
     }
 
-    function jobOf(bytes32 jobId) external view returns (Job memory) {
-        return _jobs[jobId];
+    /// @notice The deposit of `depositor` for `jobId` (status `None` if it made none).
+    function jobOf(address depositor, bytes32 jobId) external view returns (Job memory) {
+        return _jobs[jobKey(depositor, jobId)];
     }
 
     function hospitalOf(address account) external view returns (Hospital memory) {

@@ -87,7 +87,7 @@ fn job_deposit_pays_the_exact_fee_into_escrow_and_refuses_what_it_must() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("deposited 120.000000 USDC"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("non-production"));
-    let onchain = rt.block_on(escrow.job(&job)).unwrap();
+    let onchain = rt.block_on(escrow.job(key(2).address(), &job)).unwrap();
     assert_eq!(onchain.amount.base_units(), 120_000_000);
     assert_eq!(onchain.hospital, hospital);
     assert_eq!(onchain.depositor, key(2).address());

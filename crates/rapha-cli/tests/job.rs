@@ -545,6 +545,11 @@ fn world() -> Option<World> {
             escrow: market.escrow,
             hospital: key(3).address(),
             payout: key(6).address(),
+            // The AI company pays from account 2.
+            depositors: std::collections::BTreeMap::from([(
+                PUBLISHER.to_owned(),
+                vec![key(2).address()],
+            )]),
             confirmations: 1,
             settle_margin_secs: 600,
             poll_interval: Duration::from_millis(250),

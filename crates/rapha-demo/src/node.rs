@@ -119,6 +119,8 @@ pub fn build(
             escrow: chain.escrow,
             hospital: chain.hospital.address(),
             payout: chain.payout,
+            // The demo's publisher pays from the AI company's account.
+            depositors: BTreeMap::from([(publisher.to_owned(), vec![chain.company.address()])]),
             confirmations: 1,
             settle_margin_secs: 3600,
             // A local anvil answers in microseconds; polling it often costs nothing.

@@ -55,6 +55,11 @@ pub struct Config {
     /// `--hospital`, `--payout` and `--settler-key-file` flags of `run-job`/`serve` override it.
     #[serde(default)]
     pub settlement: Option<SettlementConfig>,
+    /// `[depositors]`: publisher name (as in the trust store) to the accounts (0x addresses)
+    /// it may pay its jobs' escrow deposits from. A job runs only on a deposit from the
+    /// account its request names, and only if that account is listed for its publisher.
+    #[serde(default)]
+    pub depositors: BTreeMap<String, Vec<String>>,
     /// The HTTP API of `rapha-node serve`.
     #[serde(default)]
     pub api: Option<ApiConfig>,
@@ -554,6 +559,17 @@ impl Config {
             .limits
             .validate()
             .map_err(|(key, message)| invalid(&format!("trainer.limits.{key}"), message))?;
+        for (publisher, accounts) in &self.depositors {
+            if rapha_bundle::trust::check_name(publisher).is_err() {
+                return Err(invalid(
+                    &format!("depositors.{publisher}"),
+                    format!("{publisher:?} is not a publisher name as the trust store writes them (a-z, 0-9, '.', '_', '-')"),
+                ));
+            }
+            for (i, a) in accounts.iter().enumerate() {
+                parse_address(&format!("depositors.{publisher}[{i}]"), a)?;
+            }
+        }
         for (i, p) in self.policy.allow_linkage.iter().enumerate() {
             if rapha_bundle::trust::check_name(p).is_err() {
                 return Err(invalid(
@@ -654,6 +670,26 @@ impl Config {
         }
         fix(&mut self.paths.data_dir);
         fix(&mut self.paths.state_dir);
+    }
+
+    /// `[depositors]`, parsed: the accounts each publisher may pay from.
+    ///
+    /// # Errors
+    /// `(key path, message)` for an entry that is not an account address.
+    pub fn depositor_accounts(
+        &self,
+    ) -> Result<BTreeMap<String, Vec<alloy::primitives::Address>>, (String, String)> {
+        self.depositors
+            .iter()
+            .map(|(publisher, accounts)| {
+                let parsed = accounts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| parse_address(&format!("depositors.{publisher}[{i}]"), a))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok((publisher.clone(), parsed))
+            })
+            .collect()
     }
 
     /// Directory of the policy's Rego unit tests.

@@ -152,6 +152,11 @@ hospital_address = "0x0000000000000000000000000000000000000000"   # REPLACE-ME
 payout_address = "0x0000000000000000000000000000000000000000"     # REPLACE-ME
 settle_margin_secs = 3600   # deposit deadline >= chain time + trainer wall time + this
 
+# The accounts each trusted publisher pays its escrow deposits from (ask the company); a job
+# naming any other depositor is refused at the deposit step.
+[depositors]
+# acme-ai = ["0x0000000000000000000000000000000000000000"]   # REPLACE-ME
+
 [api]
 listen = "127.0.0.1:8420"
 tokens_file = "/etc/rapha/api-tokens"           # "<publisher|dpo|admin> <token>" per line, 0600

@@ -463,6 +463,9 @@ pub fn node_from_config(cfg: &Config) -> anyhow::Result<Node> {
             escrow: addr("chain.escrow_address", &cfg.chain.escrow_address)?,
             hospital: addr("settlement.hospital_address", &settlement.hospital_address)?,
             payout: addr("settlement.payout_address", &settlement.payout_address)?,
+            depositors: cfg
+                .depositor_accounts()
+                .map_err(|(field, message)| BuildError::Invalid { field, message })?,
             confirmations: cfg.chain.confirmations,
             settle_margin_secs: settlement.settle_margin_secs,
             poll_interval: Duration::from_millis(250),

@@ -57,6 +57,7 @@ fn node_parts(dir: &Path, chain: &Chain) -> Node {
             escrow: chain.escrow,
             hospital: chain.hospital,
             payout: chain.payout,
+            depositors: chain.depositors(),
             confirmations: 1,
             settle_margin_secs: 600,
             poll_interval: std::time::Duration::from_millis(250),

@@ -34,6 +34,11 @@ use rapha_testkit::cohort::{generate, CohortManifest, CohortSpec};
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc, Swtpm};
 
 pub const PUBLISHER: &str = "acme-ai";
+/// A second publisher the world's trust store knows (a test adds it to the hospital's policy
+/// when it needs two companies).
+pub const OTHER_PUBLISHER: &str = "beta-labs";
+/// The dev account [`OTHER_PUBLISHER`] pays from.
+pub const OTHER_COMPANY: usize = 7;
 pub const TRAINER: &str = "tiny-trainer";
 pub const FEE: u64 = 120_000_000; // 120.00 USDC
 
@@ -274,7 +279,31 @@ pub fn bundle_with(
     bundle_args_with(tmp, trainer, name, &[mode], key, resources)
 }
 
+/// [`bundle`] of another publisher: `publisher` is the name the signed statement gives.
+pub fn bundle_of(
+    publisher: &str,
+    tmp: &Path,
+    trainer: &Path,
+    name: &str,
+    mode: &str,
+    key: &SigningKey,
+) -> (PathBuf, Digest) {
+    bundle_for(publisher, tmp, trainer, name, &[mode], key, |_| {})
+}
+
 fn bundle_args_with(
+    tmp: &Path,
+    trainer: &Path,
+    name: &str,
+    args: &[&str],
+    key: &SigningKey,
+    resources: impl FnOnce(&mut rapha_core::ResourceLimits),
+) -> (PathBuf, Digest) {
+    bundle_for(PUBLISHER, tmp, trainer, name, args, key, resources)
+}
+
+fn bundle_for(
+    publisher: &str,
     tmp: &Path,
     trainer: &Path,
     name: &str,
@@ -300,7 +329,7 @@ fn bundle_args_with(
     .unwrap();
     let spec = TrainerSpec::from_toml(&format!(
         r#"
-publisher = "{PUBLISHER}"
+publisher = "{publisher}"
 name = "{TRAINER}"
 version = "0.1.0"
 
@@ -412,6 +441,33 @@ impl Chain {
         })
     }
 
+    /// The dev account `i`'s wallet key (0 deployed the market; 2 is the company).
+    pub fn key(&self, i: usize) -> WalletKey {
+        WalletKey::from_hex(&self.keys[i]).unwrap()
+    }
+
+    /// The node's `[depositors]`: [`PUBLISHER`] pays from the company's account,
+    /// [`OTHER_PUBLISHER`] from account [`OTHER_COMPANY`].
+    pub fn depositors(&self) -> std::collections::BTreeMap<String, Vec<Address>> {
+        std::collections::BTreeMap::from([
+            (PUBLISHER.to_owned(), vec![self.company.address()]),
+            (
+                OTHER_PUBLISHER.to_owned(),
+                vec![self.key(OTHER_COMPANY).address()],
+            ),
+        ])
+    }
+
+    /// Mints `amount` base units of the mock USDC to `to`.
+    pub fn mint(&self, to: Address, amount: u64) {
+        self.rt.block_on(async {
+            let deployer = wallet_provider(&self.url, &self.key(0)).unwrap();
+            Escrow::mint_mock_usdc(deployer, self.usdc, to, Usdc::from_base_units(amount))
+                .await
+                .unwrap();
+        });
+    }
+
     pub fn deposit(&self, job: &JobId) {
         self.rt.block_on(async {
             let company = Escrow::at(
@@ -442,6 +498,9 @@ pub struct World {
     forge: Arc<AtomicBool>,
     pub dpo: DpoSigningKey,
     pub publisher_key: SigningKey,
+    /// [`OTHER_PUBLISHER`]'s bundle key (trusted; not in the hospital's policy unless a test
+    /// puts it there).
+    pub other_publisher_key: SigningKey,
     pub trainer: PathBuf,
 }
 
@@ -502,6 +561,15 @@ pub fn world_with_policy(
         None,
     )
     .unwrap();
+    let other_publisher_key = SigningKey::ed25519_from_seed(&[8; 32]);
+    TrustStore::add(
+        &tmp.path().join("trust"),
+        OTHER_PUBLISHER,
+        &other_publisher_key.public_key(),
+        &[TRAINER.into()],
+        None,
+    )
+    .unwrap();
     let trust = TrustStore::open(&tmp.path().join("trust")).unwrap();
     let mut hospital = HospitalPolicy {
         mode: Mode::Demo,
@@ -552,6 +620,7 @@ pub fn world_with_policy(
             escrow: chain.escrow,
             hospital: chain.hospital,
             payout: chain.payout,
+            depositors: chain.depositors(),
             confirmations: 1,
             settle_margin_secs: 600,
             poll_interval: std::time::Duration::from_millis(250),
@@ -609,6 +678,7 @@ pub fn world_with_policy(
         forge,
         dpo,
         publisher_key,
+        other_publisher_key,
         trainer,
     })
 }

@@ -59,6 +59,7 @@ fn payments(chain: &Chain, ledger: &std::path::Path) -> ChainPayments {
             escrow: chain.escrow,
             hospital: chain.hospital,
             payout: chain.payout,
+            depositors: chain.depositors(),
             confirmations: 1,
             settle_margin_secs: MARGIN,
             poll_interval: Duration::from_millis(250),
@@ -245,7 +246,7 @@ fn completed_job_whose_deposit_was_refunded_by_expiry_is_never_released() {
             wallet_provider(&w.chain.url, &w.chain.company).unwrap(),
             w.chain.escrow,
         )
-        .refund_expired(&job)
+        .refund_expired(w.chain.company.address(), &job)
         .await
         .unwrap()
     });
@@ -437,4 +438,339 @@ fn outputs_are_not_released_until_the_settlement_is_confirmed() {
     );
     assert_eq!(st, StatusCode::OK, "{text}");
     assert!(text.contains("model.safetensors"), "{text}");
+}
+
+/// Advances `job` one step at a time (as the API's drive does) until it is in `target` or
+/// `tries` steps have passed; returns the state it is in.
+fn advance_until(w: &mut crate::pipeline_e2e::World, job: JobId, target: JobState) -> JobState {
+    let mut state = w.node.store().get(job).unwrap().state;
+    for _ in 0..120 {
+        if state == target {
+            break;
+        }
+        w.node.advance(job).unwrap();
+        state = w.node.store().get(job).unwrap().state;
+        if state != target {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    state
+}
+
+/// An honest job of the company's, approved, deposited (refundable after `deadline_in` s) and
+/// run to its receipt; its settlement not yet sent.
+fn receipted_job(w: &mut crate::pipeline_e2e::World, name: &str, deadline_in: u64) -> JobId {
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle(&tmp, &w.trainer, name, "honest", &w.publisher_key);
+    let job = w
+        .node
+        .submit(&dir, w.request(manifest, w.scoped_query()))
+        .unwrap();
+    assert_eq!(
+        w.node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingApproval
+    );
+    approve(w, job);
+    assert_eq!(
+        w.node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingDeposit
+    );
+    deposit_until(&w.chain, &job, FEE, deadline_in);
+    assert_eq!(
+        advance_until(w, job, JobState::Receipted),
+        JobState::Receipted
+    );
+    job
+}
+
+/// Drives `job` until it is finished or `secs` pass; returns the state it ends in.
+fn drive_to_end(w: &mut crate::pipeline_e2e::World, job: JobId, secs: u64) -> JobState {
+    let mut state = w.node.store().get(job).unwrap().state;
+    for _ in 0..secs * 2 {
+        state = w.node.run_until_blocked(job).unwrap();
+        if w.node.store().finished(job).unwrap() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    state
+}
+
+/// After the deposit's deadline: the escrow must refuse to refund `job` by expiry, because it
+/// was settled. Returns the refusal in words (or panics naming the refund).
+fn expiry_refund_refused(w: &crate::pipeline_e2e::World, job: JobId, why: &str) -> String {
+    anvil(&w.chain, "evm_increaseTime", json!([WALL + MARGIN + 3600]));
+    anvil(&w.chain, "evm_mine", json!([]));
+    let refund = w.chain.rt.block_on(async {
+        Escrow::at(
+            wallet_provider(&w.chain.url, &w.chain.company).unwrap(),
+            w.chain.escrow,
+        )
+        .refund_expired(w.chain.company.address(), &job)
+        .await
+    });
+    match refund {
+        Ok(mined) => panic!(
+            "{why}: the depositor took the job's fee back by expiry in {} ({:?})",
+            mined.tx,
+            w.node.store().get(job).unwrap().state
+        ),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The attack (publisher review, finding 1): the publisher lets its probe job P run and be
+/// receipted, then at once submits a throwaway job Q that is refused for free (its trainer name
+/// does not match the bundle), so Q is receipted at a larger log size. It deposits exactly Q's
+/// fee for Q and settles Q itself with the node's signature from Q's receipt, before the node
+/// settles P: the escrow anchors the node's log at Q's size, and P's settlement, signed once at
+/// P's smaller size, would revert (`LogRewrite`) until P's deadline lets the publisher take
+/// P's fee back. The node must still settle P, charged, and the expiry refund must find P paid.
+#[test]
+fn later_receipt_settled_first_cannot_make_an_earlier_charged_job_refundable() {
+    let Some(mut w) = world() else { return };
+    let p = receipted_job(&mut w, "probe", WALL + MARGIN + 120);
+    let p_receipt = w.node.receipt(p).unwrap().unwrap();
+
+    // Q: refused before anything runs, receipted later than P.
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle(&tmp, &w.trainer, "throwaway", "honest", &w.publisher_key);
+    let mut q_request = w.request(manifest, w.scoped_query());
+    q_request.trainer = "not-this-bundles-trainer".into();
+    let q = w.node.submit(&dir, q_request).unwrap();
+    assert_eq!(
+        advance_until(&mut w, q, JobState::Receipted),
+        JobState::Receipted
+    );
+    let q_receipt = w.node.receipt(q).unwrap().unwrap();
+    assert!(q_receipt.log_at_signing.tree_size > p_receipt.log_at_signing.tree_size);
+
+    // The publisher's move: deposit Q's fee for Q and settle Q with Q's receipt signature.
+    deposit_until(&w.chain, &q, FEE, 86_400);
+    let body: rapha_receipt::ReceiptBody = serde_json::from_value(q_receipt.body.clone()).unwrap();
+    let pay = &body.payment;
+    let q_settlement = rapha_settle::SignedSettlement {
+        fields: rapha_settle::SettlementFields {
+            job_id: q,
+            depositor: w.chain.company.address(),
+            outcome: body.outcome,
+            receipt_digest: alloy::primitives::B256::from(*q_receipt.receipt_digest.as_bytes()),
+            payout: alloy::primitives::Address::from(pay.payout.0),
+            fee: pay.fee,
+            token: alloy::primitives::Address::from(pay.token.0),
+            log_size: q_receipt.log_at_signing.tree_size,
+            log_root: alloy::primitives::B256::from(*q_receipt.log_at_signing.root_hash.as_bytes()),
+        },
+        signature: q_receipt.signature.0.to_vec().into(),
+    };
+    let front_run = w.chain.rt.block_on(async {
+        Escrow::at(
+            wallet_provider(&w.chain.url, &w.chain.company).unwrap(),
+            w.chain.escrow,
+        )
+        .settle(&q_settlement)
+        .await
+    });
+    eprintln!("the publisher's settlement of Q: {front_run:?}");
+
+    // The node settles P now.
+    let payout_before = w.chain.funds(w.chain.payout);
+    let end = drive_to_end(&mut w, p, 60);
+    let row = w.node.store().get(p).unwrap();
+    let refusal = expiry_refund_refused(&w, p, "P's settlement did not land");
+    assert!(
+        refusal.contains("not open for settlement (status paid)"),
+        "{refusal}"
+    );
+    assert_eq!(end, JobState::Released, "{:?}", row.reason);
+    assert_eq!(
+        w.chain.funds(w.chain.payout) - payout_before,
+        alloy::primitives::U256::from(FEE * 70 / 100)
+    );
+}
+
+/// The same revert without an attacker: two deposited jobs receipted one after the other and
+/// settled in the other order (each job is driven on its own). The earlier one must still
+/// settle, charged.
+#[test]
+fn jobs_receipted_in_one_order_and_settled_in_the_other_are_both_paid() {
+    let Some(mut w) = world() else { return };
+    let first = receipted_job(&mut w, "first", 86_400);
+    let second = receipted_job(&mut w, "second", 86_400);
+    let payout_before = w.chain.funds(w.chain.payout);
+    assert_eq!(drive_to_end(&mut w, second, 60), JobState::Released);
+    let end = drive_to_end(&mut w, first, 60);
+    let row = w.node.store().get(first).unwrap();
+    assert_eq!(end, JobState::Released, "{:?}", row.reason);
+    assert_eq!(
+        w.chain.funds(w.chain.payout) - payout_before,
+        alloy::primitives::U256::from(2 * (FEE * 70 / 100))
+    );
+}
+
+/// Deposits `amount` for `job` from `from`'s account, refundable `deadline_in` s after the
+/// latest block; the escrow's answer.
+fn try_deposit(
+    chain: &Chain,
+    from: &rapha_settle::WalletKey,
+    job: &JobId,
+    amount: u64,
+    deadline_in: u64,
+) -> Result<(), String> {
+    chain.rt.block_on(async {
+        let escrow = Escrow::at(wallet_provider(&chain.url, from).unwrap(), chain.escrow);
+        let deadline = escrow.chain_time().await.unwrap() + deadline_in;
+        escrow
+            .approve_and_deposit(job, chain.hospital, Usdc::from_base_units(amount), deadline)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// The world with [`crate::pipeline_e2e::OTHER_PUBLISHER`] trusted by the hospital's policy
+/// too (same trainer name).
+fn world_of_two() -> Option<crate::pipeline_e2e::World> {
+    crate::pipeline_e2e::world_with_policy(20, 12, |h| {
+        h.publishers.insert(
+            crate::pipeline_e2e::OTHER_PUBLISHER.to_owned(),
+            rapha_policy::PublisherTrust {
+                trainers: vec![crate::pipeline_e2e::TRAINER.into()],
+            },
+        );
+    })
+}
+
+/// The attack (publisher review, finding 2): company A pre-funds the rounds of a federated run
+/// with `depositBatch`; the job ids are public in the escrow's `Deposited` events. Company B,
+/// trusted by the same hospital, submits its own job under one of those ids and names A's
+/// account as the depositor, so that the deposit the node finds is A's: right hospital, exact
+/// fee, far deadline. The node must refuse B's job at the deposit step, and B naming its own
+/// account finds no deposit of A's for it.
+#[test]
+fn job_naming_another_publishers_prefunded_job_id_is_refused_at_the_deposit_step() {
+    use crate::pipeline_e2e::{bundle_of, OTHER_PUBLISHER};
+    let Some(mut w) = world_of_two() else { return };
+    let rounds = [JobId::random(), JobId::random()];
+    w.chain.rt.block_on(async {
+        let company = Escrow::at(
+            wallet_provider(&w.chain.url, &w.chain.company).unwrap(),
+            w.chain.escrow,
+        );
+        let deadline = company.chain_time().await.unwrap() + 86_400;
+        let batch: Vec<rapha_settle::BatchDeposit> = rounds
+            .iter()
+            .map(|job| rapha_settle::BatchDeposit {
+                job: *job,
+                hospital: w.chain.hospital,
+                fee: Usdc::from_base_units(FEE),
+                deadline,
+            })
+            .collect();
+        company.approve_and_deposit_batch(&batch).await.unwrap();
+    });
+
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle_of(
+        OTHER_PUBLISHER,
+        &tmp,
+        &w.trainer,
+        "beta",
+        "honest",
+        &w.other_publisher_key,
+    );
+    let b_account = w.chain.key(crate::pipeline_e2e::OTHER_COMPANY).address();
+    let mut jobs = vec![];
+    for (round, depositor) in [
+        (rounds[0], w.chain.company.address()),
+        (rounds[1], b_account),
+    ] {
+        let mut request = w.request(manifest, w.scoped_query());
+        request.job_id = round;
+        request.publisher = OTHER_PUBLISHER.into();
+        request.depositor = depositor.to_string();
+        let job = w.node.submit(&dir, request).unwrap();
+        assert_eq!(
+            w.node.run_until_blocked(job).unwrap(),
+            JobState::AwaitingApproval
+        );
+        approve(&w, job);
+        // Step by step: the deposit is already there, so the next step after this is the
+        // deposit check.
+        assert_eq!(
+            advance_until(&mut w, job, JobState::AwaitingDeposit),
+            JobState::AwaitingDeposit
+        );
+        jobs.push(job);
+    }
+
+    // Naming A's account: refused at the deposit step, with the code the publisher sees and
+    // the words the hospital reads.
+    let step = w.node.advance(jobs[0]).unwrap();
+    let row = w.node.store().get(jobs[0]).unwrap();
+    assert_eq!(
+        row.state,
+        JobState::Refused,
+        "B's job ran on A's deposit ({step:?})"
+    );
+    assert_eq!(row.reason.as_deref(), Some("deposit-refused"));
+    let detail = w.node.ending(jobs[0]).unwrap().unwrap().detail;
+    assert!(
+        detail.contains(&format!(
+            "{} is not an account this hospital lets publisher {OTHER_PUBLISHER} pay from",
+            w.chain.company.address()
+        )),
+        "{detail}"
+    );
+    // Naming its own account: A's deposit is not B's; B's job waits for B's own.
+    let step = w.node.advance(jobs[1]).unwrap();
+    assert_eq!(
+        step,
+        rapha_node::pipeline::Step::Blocked(rapha_node::pipeline::Blocked::Deposit(
+            "no deposit in escrow for this job yet".into()
+        ))
+    );
+    assert_eq!(
+        w.node.store().get(jobs[1]).unwrap().state,
+        JobState::AwaitingDeposit
+    );
+}
+
+/// The attack (publisher review, finding 2, griefing): anyone watching the mempool sees the
+/// victim's `deposit(J, H, F, d)` and front-runs it with `deposit(J, H, F + 1, now + 5)`. The
+/// victim's deposit must still go through and its approved job run and be paid; the attacker's
+/// deposit comes back to the attacker only.
+#[test]
+fn front_run_deposit_for_a_victims_job_id_does_not_block_the_victims_deposit() {
+    let Some(mut w) = world() else { return };
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle(&tmp, &w.trainer, "victim", "honest", &w.publisher_key);
+    let job = w
+        .node
+        .submit(&dir, w.request(manifest, w.scoped_query()))
+        .unwrap();
+    assert_eq!(
+        w.node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingApproval
+    );
+    approve(&w, job);
+    assert_eq!(
+        w.node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingDeposit
+    );
+
+    let attacker = w.chain.key(8);
+    w.chain.mint(attacker.address(), FEE + 1);
+    try_deposit(&w.chain, &attacker, &job, FEE + 1, 5).unwrap();
+    let victim = try_deposit(&w.chain, &w.chain.company, &job, FEE, 86_400);
+    assert_eq!(victim, Ok(()), "the victim's deposit was blocked");
+
+    let payout_before = w.chain.funds(w.chain.payout);
+    let end = drive_to_end(&mut w, job, 120);
+    let row = w.node.store().get(job).unwrap();
+    assert_eq!(end, JobState::Released, "{:?}", row.reason);
+    assert_eq!(
+        w.chain.funds(w.chain.payout) - payout_before,
+        alloy::primitives::U256::from(FEE * 70 / 100)
+    );
 }

@@ -200,8 +200,9 @@ impl Payments for NoChain {
     }
     fn settle(
         &mut self,
-        _: rapha_core::JobId,
+        _: &JobRequest,
         _: &rapha_receipt::ReceiptFile,
+        _: &rapha_node::pipeline::SettlementSigner,
     ) -> Result<SettleStatus, String> {
         panic!("the steps under test do not settle")
     }

@@ -11,6 +11,16 @@
 //! signature = r || s || v, 65 bytes, low s, v in {27, 28}
 //! ```
 //!
+//! A receipt's signature is that message over the log size right after the receipt's leaf. It
+//! proves the receipt; the escrow (v2) takes another one, which the node signs when it settles
+//! the job, over its log head then (see `docs/settlement.md`):
+//!
+//! ```text
+//!   name "Rapha", version "2", same chainId and verifyingContract
+//! Settlement(bytes32 jobId,address depositor,uint8 outcome,bytes32 receiptDigest,
+//!            address payout,uint256 fee,address token,uint64 logSize,bytes32 logRoot)
+//! ```
+//!
 //! Signed tree heads use a chain-independent domain `EIP712Domain(string name,string version)`
 //! with name "Rapha Receipt Log", version "1", and the type
 //! `TreeHead(uint64 treeSize,bytes32 rootHash,uint64 timestamp)` (timestamp in Unix ms).
@@ -32,8 +42,10 @@ use crate::Address;
 
 /// EIP-712 domain name of settlement signatures.
 pub const DOMAIN_NAME: &str = "Rapha";
-/// EIP-712 domain version of settlement signatures.
+/// EIP-712 domain version of receipt signatures.
 pub const DOMAIN_VERSION: &str = "1";
+/// EIP-712 domain version of the settlements the escrow takes.
+pub const ESCROW_DOMAIN_VERSION: &str = "2";
 /// EIP-712 domain name of signed tree heads.
 pub const LOG_DOMAIN_NAME: &str = "Rapha Receipt Log";
 /// EIP-712 domain version of signed tree heads.
@@ -45,6 +57,11 @@ pub const DOMAIN_TYPE: &str =
 /// The settlement type string.
 pub const SETTLEMENT_TYPE: &str = "Settlement(bytes32 jobId,uint8 outcome,bytes32 receiptDigest,\
 address payout,uint256 fee,address token,uint64 logSize,bytes32 logRoot)";
+/// The type string of the settlements the escrow takes: a receipt's, plus the account whose
+/// deposit it settles.
+pub const ESCROW_SETTLEMENT_TYPE: &str = "Settlement(bytes32 jobId,address depositor,\
+uint8 outcome,bytes32 receiptDigest,address payout,uint256 fee,address token,uint64 logSize,\
+bytes32 logRoot)";
 /// The domain type string of signed tree heads.
 pub const LOG_DOMAIN_TYPE: &str = "EIP712Domain(string name,string version)";
 /// The tree-head type string.
@@ -77,12 +94,21 @@ pub struct SettlementDomain {
 }
 
 impl SettlementDomain {
-    /// `hashStruct(EIP712Domain)`.
+    /// `hashStruct(EIP712Domain)` of receipt signatures (version "1").
     pub fn separator(&self) -> [u8; 32] {
+        self.separator_of(DOMAIN_VERSION)
+    }
+
+    /// `hashStruct(EIP712Domain)` of the escrow's settlements (version "2").
+    pub fn escrow_separator(&self) -> [u8; 32] {
+        self.separator_of(ESCROW_DOMAIN_VERSION)
+    }
+
+    fn separator_of(&self, version: &str) -> [u8; 32] {
         hash_words(&[
             keccak(DOMAIN_TYPE.as_bytes()),
             keccak(DOMAIN_NAME.as_bytes()),
-            keccak(DOMAIN_VERSION.as_bytes()),
+            keccak(version.as_bytes()),
             word_u64(self.chain_id),
             self.verifying_contract.to_word(),
         ])
@@ -127,6 +153,53 @@ impl Settlement {
     }
 }
 
+/// The settlement the escrow takes ([`ESCROW_SETTLEMENT_TYPE`]): a receipt's settlement
+/// message, the depositor whose deposit it settles, and the log head the node signed it at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EscrowSettlement {
+    /// `JobId::to_bytes32()`.
+    pub job_id: [u8; 32],
+    /// The account whose deposit for the job this settles.
+    pub depositor: Address,
+    /// `Outcome::code()`, 1 to 5.
+    pub outcome: u8,
+    /// SHA-256 of the canonical receipt body bytes.
+    pub receipt_digest: [u8; 32],
+    /// The hospital's payout address.
+    pub payout: Address,
+    /// Fee in USDC base units.
+    pub fee: u64,
+    /// The USDC token contract.
+    pub token: Address,
+    /// Receipt log size when the node signed the settlement.
+    pub log_size: u64,
+    /// Receipt log root (RFC 9162) at `log_size`.
+    pub log_root: [u8; 32],
+}
+
+impl EscrowSettlement {
+    /// `hashStruct(Settlement)` of the escrow's type.
+    pub fn hash_struct(&self) -> [u8; 32] {
+        hash_words(&[
+            keccak(ESCROW_SETTLEMENT_TYPE.as_bytes()),
+            self.job_id,
+            self.depositor.to_word(),
+            word_u64(u64::from(self.outcome)),
+            self.receipt_digest,
+            self.payout.to_word(),
+            word_u64(self.fee),
+            self.token.to_word(),
+            word_u64(self.log_size),
+            self.log_root,
+        ])
+    }
+}
+
+/// The EIP-712 digest a node signs for a settlement the escrow takes.
+pub fn escrow_settlement_digest(domain: &SettlementDomain, s: &EscrowSettlement) -> [u8; 32] {
+    typed_digest(&domain.escrow_separator(), &s.hash_struct())
+}
+
 fn typed_digest(separator: &[u8; 32], struct_hash: &[u8; 32]) -> [u8; 32] {
     let mut h = Keccak256::new();
     h.update([0x19, 0x01]);
@@ -135,7 +208,8 @@ fn typed_digest(separator: &[u8; 32], struct_hash: &[u8; 32]) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// The EIP-712 digest a node signs for a receipt and the escrow recomputes.
+/// The EIP-712 digest a node signs for a receipt (its proof; the escrow takes
+/// [`escrow_settlement_digest`]).
 pub fn settlement_digest(domain: &SettlementDomain, s: &Settlement) -> [u8; 32] {
     typed_digest(&domain.separator(), &s.hash_struct())
 }

@@ -4,8 +4,10 @@
 //! receipt whose body is serialised once to RFC 8785 canonical JSON ([`jcs`]); those bytes are
 //! appended as a leaf of an append-only RFC 9162 Merkle log ([`ReceiptLog`], SQLite, every
 //! acknowledged append durable), and the node key signs an EIP-712 `Settlement` message over
-//! the job id, outcome, body digest, payment terms and the log head right after the append —
-//! the message the escrow checks with `ecrecover` before it pays (**I7**). Signed tree heads use
+//! the job id, outcome, body digest, payment terms and the log head right after the append:
+//! the receipt's proof. When the node settles the job it signs the escrow's own settlement
+//! ([`sign_escrow_settlement`], **I7**: the same terms, the depositor, and the log head at
+//! that moment), which the escrow checks with `ecrecover` before it pays. Signed tree heads use
 //! the same key.
 //!
 //! ```text
@@ -30,11 +32,14 @@ mod receipt;
 
 pub use address::Address;
 pub use body::ReceiptBody;
-pub use eip712::{recover_signer, settlement_digest, Settlement, SettlementDomain, Signature};
+pub use eip712::{
+    escrow_settlement_digest, recover_signer, settlement_digest, EscrowSettlement, Settlement,
+    SettlementDomain, Signature,
+};
 pub use error::{ErrorClass, ReceiptError, Result};
 pub use key::NodeKey;
 pub use log::{Appended, ReceiptLog, SignedTreeHead};
 pub use receipt::{
-    issue, settlement_for, verify, verify_file, Consistency, Inclusion, LogPosition, ReceiptFile,
-    VerifiedReceipt, Verifier, VerifyOptions, FILE_FORMAT,
+    issue, settlement_for, sign_escrow_settlement, verify, verify_file, Consistency, Inclusion,
+    LogPosition, ReceiptFile, VerifiedReceipt, Verifier, VerifyOptions, FILE_FORMAT,
 };

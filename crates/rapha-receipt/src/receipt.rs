@@ -16,7 +16,10 @@ use rapha_core::Digest;
 use serde::{Deserialize, Serialize};
 
 use crate::body::ReceiptBody;
-use crate::eip712::{recover_signer, settlement_digest, Settlement, SettlementDomain, Signature};
+use crate::eip712::{
+    escrow_settlement_digest, recover_signer, settlement_digest, EscrowSettlement, Settlement,
+    SettlementDomain, Signature,
+};
 use crate::error::{ReceiptError, Result};
 use crate::log::{ReceiptLog, SignedTreeHead};
 use crate::{Address, NodeKey};
@@ -180,6 +183,67 @@ pub fn issue(
     file.prove_at(log, sth, &[])?;
     tracing::info!(job = %body.job_id, outcome = ?body.outcome, leaf = appended.index, "receipt issued");
     Ok(file)
+}
+
+/// Signs the settlement the escrow takes for a receipt this node issued into `log`, over the
+/// log's head now: the receipt's job, outcome, digest and payment terms, `depositor` (whose
+/// deposit for the job it settles), and the log's current size and root. The head is never
+/// below the receipt's own position, nor below a head this node signed any settlement at
+/// before, so the escrow's anchor never refuses it as a rewrite. The receipt's own signature
+/// is left as it is: it stays the receipt's proof.
+///
+/// # Errors
+/// [`ReceiptError::Malformed`] for a body that is not canonical or a digest that is not its
+/// SHA-256, [`ReceiptError::InconsistentBody`] for a receipt of another node key,
+/// [`ReceiptError::NotInLog`] when the log does not hold the receipt's signed position;
+/// storage and signing errors.
+pub fn sign_escrow_settlement(
+    file: &ReceiptFile,
+    depositor: Address,
+    key: &NodeKey,
+    log: &ReceiptLog,
+) -> Result<(EscrowSettlement, Signature)> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(file.body_b64.as_bytes())
+        .map_err(|e| ReceiptError::Malformed(format!("body_b64 is not base64: {e}")))?;
+    let (body, _) = ReceiptBody::parse_canonical(&bytes)?;
+    let receipt_digest = Digest::of(&bytes);
+    if receipt_digest != file.receipt_digest {
+        return Err(ReceiptError::Malformed(
+            "receipt_digest is not the SHA-256 of the body bytes".into(),
+        ));
+    }
+    if body.node.address != key.address() {
+        return Err(ReceiptError::InconsistentBody(format!(
+            "the receipt names node {} but the signing key is {}",
+            body.node.address,
+            key.address()
+        )));
+    }
+    let at = &file.log_at_signing;
+    if at.tree_size > log.size() || log.root_at(at.tree_size)? != at.root_hash {
+        return Err(ReceiptError::NotInLog(format!(
+            "the receipt was signed at log size {} with root {}, which this log (size {}) does \
+             not hold",
+            at.tree_size,
+            at.root_hash,
+            log.size()
+        )));
+    }
+    let (domain, receipt_msg) = settlement_for(&body, &receipt_digest, at);
+    let msg = EscrowSettlement {
+        job_id: receipt_msg.job_id,
+        depositor,
+        outcome: receipt_msg.outcome,
+        receipt_digest: receipt_msg.receipt_digest,
+        payout: receipt_msg.payout,
+        fee: receipt_msg.fee,
+        token: receipt_msg.token,
+        log_size: log.size(),
+        log_root: *log.root().as_bytes(),
+    };
+    let signature = key.sign(&escrow_settlement_digest(&domain, &msg))?;
+    Ok((msg, signature))
 }
 
 impl ReceiptFile {

@@ -4,6 +4,7 @@
 mod common;
 mod crash;
 mod eip712;
+mod escrow_settlement;
 mod fuzz;
 mod jcs;
 mod log;

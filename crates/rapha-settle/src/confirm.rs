@@ -2,6 +2,9 @@
 //! deposit is confirmed in escrow), made with exactly the escrow's own rules so that a deposit
 //! the node accepts can always be settled:
 //!
+//! - the deposit is the one the job's request names: its depositor's own deposit for the job
+//!   id (the escrow keeps each account's deposit for an id apart, so another account's deposit
+//!   for the same id, a front-run or another company's prepaid round, is not this job's);
 //! - the deposit names this hospital and is still open (`Deposited`);
 //! - its amount is **exactly** the agreed fee (the escrow settles only `fee == amount`: a
 //!   deposit of fee + 1 would make every settlement revert and come back to the depositor at
@@ -29,6 +32,9 @@ use crate::settlement::job_key;
 /// What the node requires of a job's deposit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DepositRequirement {
+    /// The account the job's request names as paying, already checked to be one the hospital
+    /// lets the job's publisher pay from. Only this account's deposit for the job counts.
+    pub depositor: Address,
     /// This hospital's registered account.
     pub hospital: Address,
     /// The fee agreed in the job request; the deposit must be exactly this.
@@ -93,6 +99,14 @@ impl std::fmt::Display for Awaiting {
 
 /// Checks an open deposit against everything but its confirmations, at chain time `now`.
 fn check_terms(job: &JobId, onchain: &EscrowJob, req: &DepositRequirement, now: u64) -> Result<()> {
+    // The escrow keys deposits by depositor; a different one here means another contract.
+    if onchain.depositor != req.depositor {
+        return Err(SettleError::DepositWrongDepositor {
+            job: *job,
+            expected: req.depositor,
+            actual: onchain.depositor,
+        });
+    }
     if onchain.hospital != req.hospital {
         return Err(SettleError::DepositWrongHospital {
             job: *job,
@@ -122,8 +136,8 @@ fn check_terms(job: &JobId, onchain: &EscrowJob, req: &DepositRequirement, now: 
 
 /// Reads the job and refuses one that can never fund a run (closed); `None` if nothing is
 /// deposited yet.
-async fn open_job(escrow: &Escrow, job: &JobId) -> Result<Option<EscrowJob>> {
-    let onchain = escrow.job(job).await?;
+async fn open_job(escrow: &Escrow, depositor: Address, job: &JobId) -> Result<Option<EscrowJob>> {
+    let onchain = escrow.job(depositor, job).await?;
     match onchain.status {
         JobStatus::None => Ok(None),
         JobStatus::Deposited => Ok(Some(onchain)),
@@ -131,7 +145,7 @@ async fn open_job(escrow: &Escrow, job: &JobId) -> Result<Option<EscrowJob>> {
     }
 }
 
-/// Checks the deposit for `job` against `req` at the latest block's time.
+/// Checks `req.depositor`'s deposit for `job` against `req` at the latest block's time.
 ///
 /// # Errors
 /// A deposit that can never fund this job: [`SettleError::DepositWrongHospital`],
@@ -142,7 +156,7 @@ pub async fn check_deposit(
     job: &JobId,
     req: &DepositRequirement,
 ) -> Result<DepositCheck> {
-    let Some(onchain) = open_job(escrow, job).await? else {
+    let Some(onchain) = open_job(escrow, req.depositor, job).await? else {
         return Ok(DepositCheck::Awaiting(Awaiting::NoDeposit));
     };
     let now = escrow.chain_time().await?;
@@ -152,6 +166,7 @@ pub async fn check_deposit(
         .address(escrow.address())
         .event_signature(RaphaEscrow::Deposited::SIGNATURE_HASH)
         .topic1(job_key(job))
+        .topic2(req.depositor.into_word())
         .from_block(0);
     let logs = provider
         .get_logs(&filter)
@@ -199,7 +214,7 @@ pub async fn recheck_deposit(
     job: &JobId,
     req: &DepositRequirement,
 ) -> Result<EscrowJob> {
-    let onchain = open_job(escrow, job)
+    let onchain = open_job(escrow, req.depositor, job)
         .await?
         .ok_or(SettleError::NoDeposit(*job))?;
     let now = escrow.chain_time().await?;

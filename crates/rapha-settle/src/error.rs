@@ -35,6 +35,12 @@ pub enum SettleError {
     Reverted { tx: B256 },
     #[error("no deposit in escrow for job {0}")]
     NoDeposit(JobId),
+    #[error("the escrow returned the deposit of {actual} for job {job} when asked for {expected}'s; check chain.escrow_address names a Rapha escrow v2")]
+    DepositWrongDepositor {
+        job: JobId,
+        expected: Address,
+        actual: Address,
+    },
     #[error("the deposit for job {job} names hospital {actual}, not this hospital {expected}")]
     DepositWrongHospital {
         job: JobId,
@@ -75,6 +81,10 @@ pub enum SettleError {
     CorruptLedger(JobId, String),
     #[error("the escrow refused the settlement of job {job} for good: {reason}; check the hospital's registered signer and payout")]
     SettlementFailed { job: JobId, reason: String },
+    #[error("cannot sign the settlement of job {job}: {reason}")]
+    Signer { job: JobId, reason: String },
+    #[error("the settlement signed for job {job} is not this job's: {what} differs from the one recorded")]
+    SignedOtherSettlement { job: JobId, what: &'static str },
     #[error("the signed settlement for job {signed} was handed in for job {job}")]
     SettlementForOtherJob { job: JobId, signed: JobId },
     #[error("signed settlement is malformed: {0}")]
@@ -127,7 +137,11 @@ impl std::fmt::Display for EscrowRefusal {
             ),
             E::DeadlineNotReached(e) => write!(f, "deadline {} not reached yet", e.deadline),
             E::DeadlineInPast(e) => write!(f, "deadline {} is in the past", e.deadline),
-            E::JobExists(_) => f.write_str("a deposit for this job id already exists"),
+            E::JobExists(e) => write!(
+                f,
+                "{} already has a deposit for job id {}",
+                e.depositor, e.jobId
+            ),
             E::HospitalNotRegistered(e) => write!(f, "hospital {} is not registered", e.hospital),
             E::ZeroAmount(_) => f.write_str("amount is zero"),
             E::AmountTooLarge(e) => write!(f, "amount {} is too large", e.amount),

@@ -292,7 +292,8 @@ impl Escrow {
         .await
     }
 
-    /// Approves the escrow for `fee` and deposits it for `job`, naming `hospital`.
+    /// Approves the escrow for `fee` and deposits it for `job`, naming `hospital`, as the
+    /// wallet's own deposit (the escrow keeps it under this account and `job`).
     /// Returns (approve, deposit).
     ///
     /// # Errors
@@ -388,14 +389,16 @@ impl Escrow {
         })
     }
 
-    /// The job as the escrow stores it (status `None` when no deposit exists).
+    /// `depositor`'s deposit for `job` as the escrow stores it (status `None` when that
+    /// account deposited nothing for this job id; another account's deposit for the same id is
+    /// not this one).
     ///
     /// # Errors
     /// RPC failures.
-    pub async fn job(&self, job: &JobId) -> Result<EscrowJob> {
+    pub async fn job(&self, depositor: Address, job: &JobId) -> Result<EscrowJob> {
         let j = self
             .contract()
-            .jobOf(job_key(job))
+            .jobOf(depositor, job_key(job))
             .call()
             .await
             .map_err(contract_error("jobOf"))?;
@@ -424,13 +427,16 @@ impl Escrow {
         .await
     }
 
-    /// Refunds the depositor of an unsettled job after its deadline.
+    /// Credits `depositor` its unsettled deposit for `job` after the deadline.
     ///
     /// # Errors
     /// [`crate::bindings::RaphaEscrow::DeadlineNotReached`] as a refusal, or RPC failure.
-    pub async fn refund_expired(&self, job: &JobId) -> Result<Mined> {
+    pub async fn refund_expired(&self, depositor: Address, job: &JobId) -> Result<Mined> {
         mined(
-            self.contract().refundExpired(job_key(job)).send().await,
+            self.contract()
+                .refundExpired(depositor, job_key(job))
+                .send()
+                .await,
             "refundExpired",
         )
         .await

@@ -283,12 +283,63 @@ impl Ledger {
         Ok(n.and_then(|n| u64::try_from(n).ok()))
     }
 
+    /// Jobs whose settlement transaction is in flight (rows `submitted`), oldest first.
+    ///
+    /// # Errors
+    /// SQLite failures or a corrupt row.
+    pub fn submitted_jobs(&self) -> Result<Vec<JobId>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT job_id FROM settlements WHERE state = 'submitted' ORDER BY rowid")?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        ids.into_iter()
+            .map(|id| {
+                id.parse().map_err(|_| {
+                    SettleError::CorruptLedger(
+                        JobId::from_bytes([0; 16]),
+                        format!("bad job id {id:?}"),
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// Records a signed transaction for `job` and moves the row to `submitted`, in one
     /// committed SQLite transaction. Call this BEFORE broadcasting `attempt.raw`.
     ///
     /// # Errors
     /// [`SettleError::BadTransition`] from `confirmed`/`failed`, or SQLite failures.
     pub fn record_attempt(&mut self, job: &JobId, attempt: &Attempt) -> Result<()> {
+        self.record_attempt_with(job, attempt, None)
+    }
+
+    /// [`Ledger::record_attempt`] for a transaction that carries `settlement`, a signature made
+    /// for this attempt (over the node's log head when it was sent): the row keeps it from now
+    /// on, in the same committed SQLite transaction.
+    ///
+    /// # Errors
+    /// As [`Ledger::record_attempt`]; [`SettleError::SettlementForOtherJob`].
+    pub fn record_attempt_with(
+        &mut self,
+        job: &JobId,
+        attempt: &Attempt,
+        settlement: Option<&SignedSettlement>,
+    ) -> Result<()> {
+        let settlement = match settlement {
+            Some(s) if s.fields.job_id != *job => {
+                return Err(SettleError::SettlementForOtherJob {
+                    job: *job,
+                    signed: s.fields.job_id,
+                })
+            }
+            Some(s) => Some(
+                serde_json::to_string(s)
+                    .map_err(|e| SettleError::CorruptLedger(*job, e.to_string()))?,
+            ),
+            None => None,
+        };
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -329,8 +380,14 @@ impl Ledger {
             ],
         )?;
         tx.execute(
-            "UPDATE settlements SET state = 'submitted', tx_hash = ?2, nonce = ?3 WHERE job_id = ?1",
-            params![job.to_string(), attempt.tx.to_string(), to_i64(attempt.nonce)],
+            "UPDATE settlements SET state = 'submitted', tx_hash = ?2, nonce = ?3,
+                 settlement = COALESCE(?4, settlement) WHERE job_id = ?1",
+            params![
+                job.to_string(),
+                attempt.tx.to_string(),
+                to_i64(attempt.nonce),
+                settlement
+            ],
         )?;
         tx.commit()?;
         Ok(())
@@ -368,7 +425,8 @@ impl Ledger {
     }
 
     /// Back to `pending` after every recorded attempt was found dropped (its nonce taken by
-    /// another transaction and the job still open on chain). Attempts stay recorded.
+    /// another transaction and the job still open on chain), or the latest one mined and
+    /// reverted while the job is still open. Attempts stay recorded.
     ///
     /// # Errors
     /// [`SettleError::BadTransition`] unless `submitted`, or SQLite failures.

@@ -1,12 +1,16 @@
 //! The EIP-712 `Settlement` a node signs and the escrow verifies.
 //!
 //! Domain `EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)`
-//! with name "Rapha", version "1", the chain id and the escrow's address (escrow v2 keeps the
-//! domain: it binds the contract's address, so a v1 escrow's signature is no use on v2); the
-//! struct is
-//! `Settlement(bytes32 jobId,uint8 outcome,bytes32 receiptDigest,address payout,uint256 fee,
-//! address token,uint64 logSize,bytes32 logRoot)`. The signature is 65 bytes r || s || v with
-//! v in {27, 28}.
+//! with name "Rapha", version "2", the chain id and the escrow's address; the struct is
+//! `Settlement(bytes32 jobId,address depositor,uint8 outcome,bytes32 receiptDigest,
+//! address payout,uint256 fee,address token,uint64 logSize,bytes32 logRoot)`. The signature is
+//! 65 bytes r || s || v with v in {27, 28}.
+//!
+//! The node signs it when it sends the settlement, over its receipt log's head at that moment
+//! ([`crate::SignAtHead`]). A receipt's own signature (domain version "1", the struct without
+//! the depositor, over the log size right after the receipt's leaf) proves the receipt and
+//! settles nothing: were it accepted, anyone holding a later receipt could anchor the log past
+//! an earlier receipt's size and make that receipt's settlement a log rewrite.
 
 use alloy::primitives::{Address, Bytes, B256, U256};
 use alloy::sol_types::{Eip712Domain, SolStruct};
@@ -17,12 +21,17 @@ use crate::bindings::RaphaEscrow;
 
 /// EIP-712 domain name and version the escrow contract is built with.
 pub const DOMAIN_NAME: &str = "Rapha";
-pub const DOMAIN_VERSION: &str = "1";
+pub const DOMAIN_VERSION: &str = "2";
 
 /// The fields of one settlement, in Rapha's own types.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SettlementFields {
     pub job_id: JobId,
+    /// The account whose deposit for `job_id` this settles (the escrow keeps each account's
+    /// deposit for a job id apart). Absent in ledger rows written before it existed, which
+    /// read as the zero address and settle nothing.
+    #[serde(default)]
+    pub depositor: Address,
     pub outcome: Outcome,
     pub receipt_digest: B256,
     pub payout: Address,
@@ -44,6 +53,7 @@ impl SettlementFields {
     pub fn to_sol(&self) -> RaphaEscrow::Settlement {
         RaphaEscrow::Settlement {
             jobId: B256::from(self.job_id.to_bytes32()),
+            depositor: self.depositor,
             outcome: self.outcome.code(),
             receiptDigest: self.receipt_digest,
             payout: self.payout,
@@ -76,6 +86,15 @@ pub fn job_key(job: &JobId) -> B256 {
     B256::from(job.to_bytes32())
 }
 
+/// Where the escrow keeps `depositor`'s deposit for `job`: `keccak256(abi.encode(depositor,
+/// jobId))`, as the contract's `jobKey` computes it.
+pub fn escrow_key(depositor: Address, job: &JobId) -> B256 {
+    let mut words = [0u8; 64];
+    words[12..32].copy_from_slice(depositor.as_slice());
+    words[32..].copy_from_slice(&job.to_bytes32());
+    alloy::primitives::keccak256(words)
+}
+
 impl SignedSettlement {
     /// Parses a signed settlement handed to the node or the worker as JSON (outside input):
     /// well-formed fields and a 65-byte signature with v in {27, 28}. Whether the signature
@@ -89,6 +108,11 @@ impl SignedSettlement {
         if s.signature.len() != 65 || !matches!(s.signature[64], 27 | 28) {
             return Err(crate::SettleError::BadSettlement(
                 "signature must be 65 bytes r || s || v with v 27 or 28".into(),
+            ));
+        }
+        if s.fields.depositor == Address::ZERO {
+            return Err(crate::SettleError::BadSettlement(
+                "depositor must name the account whose deposit is settled".into(),
             ));
         }
         Ok(s)

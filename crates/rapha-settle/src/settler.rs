@@ -10,7 +10,20 @@
 //! ```
 //!
 //! The transaction is signed locally and written to the ledger before it is sent, so whatever
-//! may be on the chain is in the ledger. On restart, [`Settler::reconcile`] reads the chain —
+//! may be on the chain is in the ledger.
+//!
+//! # One ordered path, signed at the head
+//!
+//! The escrow refuses a settlement whose log size is below the node's anchored one
+//! (`LogRewrite`). The node's settlements go through [`Settler::poll_at_head`], which signs each
+//! one only when it is about to send it, over the receipt log's head at that moment
+//! ([`SignAtHead`]), and sends it only while no other settlement transaction of this settler is
+//! in flight. Every settlement the escrow has seen from the node was therefore signed at a
+//! head no larger than the one signed now, whatever order jobs were receipted or driven in, and
+//! nobody can land a larger one first by copying a later settlement out of the mempool: there
+//! is none until this one is mined. A transaction that reverts while its job is still open
+//! goes back to `pending` and is signed again at the newest head (at most
+//! [`MAX_SETTLEMENT_ROUNDS`] times). On restart, [`Settler::reconcile`] reads the chain —
 //! the escrow's status for the job, its `Settled`/`Refunded` events and the receipts of every
 //! recorded attempt — and only then acts: it waits for a mined attempt, re-sends a recorded
 //! one the chain never saw (same bytes, same hash), or starts over only once the nonce is
@@ -34,6 +47,23 @@ use crate::error::{EscrowRefusal, JobStatus, Result, SettleError};
 use crate::escrow::{Escrow, WalletKey};
 use crate::ledger::{Attempt, Ledger, LedgerRow, LedgerState};
 use crate::settlement::{job_key, SignedSettlement};
+
+/// Signs a job's settlement at the moment the settler sends it.
+pub trait SignAtHead {
+    /// The job's settlement (always the same job, depositor, outcome, receipt and terms),
+    /// signed now by the node key over the receipt log's current head. A head is never below a
+    /// size the node signed before, so the escrow's anchor never refuses it as a rewrite.
+    ///
+    /// # Errors
+    /// [`SettleError::Signer`] when the log or the key cannot be read (the row stays as it is;
+    /// the next poll tries again).
+    fn sign_at_head(&self) -> Result<SignedSettlement>;
+}
+
+/// How many times a job's settlement is signed and sent afresh (after a transaction that
+/// reverted while the job stayed open, or whose nonce another transaction took) before the
+/// settler gives up and the operator must look.
+pub const MAX_SETTLEMENT_ROUNDS: usize = 8;
 
 /// How the settler waits and bumps.
 #[derive(Clone, Copy, Debug)]
@@ -175,7 +205,7 @@ impl Settler {
     pub async fn settle(&mut self, job: &JobId, signed: &SignedSettlement) -> Result<LedgerState> {
         self.ledger.enqueue(job, signed)?;
         loop {
-            let state = self.step(job).await?;
+            let state = self.step(job, None).await?;
             if self.is_final(&state) {
                 return Ok(state);
             }
@@ -194,14 +224,36 @@ impl Settler {
     /// operator must act. RPC or ledger failures (the row keeps its state; call again).
     pub async fn poll(&mut self, job: &JobId, signed: &SignedSettlement) -> Result<Progress> {
         self.ledger.enqueue(job, signed)?;
-        let state = self.step(job).await?;
+        let state = self.step(job, None).await?;
+        self.progress(job, state).await
+    }
+
+    /// [`Settler::poll`] for the node: the settlement is signed by `signer` each time a
+    /// transaction for it is about to be sent, over the receipt log's head then, and sent only
+    /// while no other settlement transaction of this settler is in flight (see the module
+    /// documentation). While it waits its turn, the job's state stays `pending`.
+    ///
+    /// # Errors
+    /// As [`Settler::poll`]; [`SettleError::Signer`] when the settlement cannot be signed now;
+    /// [`SettleError::SignedOtherSettlement`] when `signer` signs other terms than it signed
+    /// for this job before.
+    pub async fn poll_at_head(&mut self, job: &JobId, signer: &dyn SignAtHead) -> Result<Progress> {
+        if self.ledger.get(job)?.is_none() {
+            self.ledger.enqueue(job, &signer.sign_at_head()?)?;
+        }
+        let state = self.step(job, Some(signer)).await?;
+        self.progress(job, state).await
+    }
+
+    /// Where the job's money stands after a step that left its row in `state`.
+    async fn progress(&mut self, job: &JobId, state: LedgerState) -> Result<Progress> {
         match state {
             LedgerState::Confirmed {
                 tx,
                 block,
                 confirmations,
             } if confirmations >= self.cfg.confirmations => {
-                let status = self.escrow.job(job).await?.status;
+                let status = self.escrow.job(self.depositor(job)?, job).await?.status;
                 Ok(Progress::Final(Finality::Settled {
                     tx,
                     block,
@@ -215,7 +267,7 @@ impl Settler {
                 }
                 OnChain::Settled { tx, block } => {
                     let confirmations = self.depth(block).await?;
-                    let status = self.escrow.job(job).await?.status;
+                    let status = self.escrow.job(self.depositor(job)?, job).await?.status;
                     Ok(Progress::Final(Finality::Settled {
                         tx,
                         block,
@@ -242,7 +294,7 @@ impl Settler {
     }
 
     /// One pass over the job's ledger row and the chain; returns the row's state afterwards.
-    async fn step(&mut self, job: &JobId) -> Result<LedgerState> {
+    async fn step(&mut self, job: &JobId, signer: Option<&dyn SignAtHead>) -> Result<LedgerState> {
         let row = self
             .ledger
             .get(job)?
@@ -252,7 +304,9 @@ impl Settler {
         }
         match row.state {
             LedgerState::Pending => {
-                if !self.resolve_from_chain(&row).await? && self.prepare(job).await?.is_some() {
+                if !self.resolve_from_chain(&row).await?
+                    && self.prepare_with(job, signer).await?.is_some()
+                {
                     self.broadcast(job).await?;
                     self.sent.insert(*job, Instant::now());
                 }
@@ -343,20 +397,32 @@ impl Settler {
         Ok(if head >= block { head - block + 1 } else { 0 })
     }
 
+    /// The depositor whose deposit the job's settlement settles.
+    fn depositor(&self, job: &JobId) -> Result<Address> {
+        Ok(self
+            .ledger
+            .get(job)?
+            .ok_or(SettleError::NotInLedger(*job))?
+            .settlement
+            .fields
+            .depositor)
+    }
+
     async fn on_chain(&self, job: &JobId) -> Result<OnChain> {
-        let status = self.escrow.job(job).await?.status;
+        let depositor = self.depositor(job)?;
+        let status = self.escrow.job(depositor, job).await?.status;
         if !status.is_closed() {
             return Ok(OnChain::Open);
         }
         let settled = self
-            .find_event(job, RaphaEscrow::Settled::SIGNATURE_HASH)
+            .find_event(job, depositor, RaphaEscrow::Settled::SIGNATURE_HASH)
             .await?;
         if let Some((tx, block)) = settled {
             return Ok(OnChain::Settled { tx, block });
         }
         if status == JobStatus::Refunded {
             if let Some((tx, _)) = self
-                .find_event(job, RaphaEscrow::Refunded::SIGNATURE_HASH)
+                .find_event(job, depositor, RaphaEscrow::Refunded::SIGNATURE_HASH)
                 .await?
             {
                 return Ok(OnChain::RefundedExpired { tx });
@@ -365,11 +431,19 @@ impl Settler {
         Ok(OnChain::ClosedNoEvent)
     }
 
-    async fn find_event(&self, job: &JobId, signature: B256) -> Result<Option<(B256, u64)>> {
+    /// The first `Settled` or `Refunded` event of `depositor`'s deposit for `job` (both events
+    /// index the job id, then the depositor).
+    async fn find_event(
+        &self,
+        job: &JobId,
+        depositor: Address,
+        signature: B256,
+    ) -> Result<Option<(B256, u64)>> {
         let filter = Filter::new()
             .address(self.escrow.address())
             .event_signature(signature)
             .topic1(job_key(job))
+            .topic2(depositor.into_word())
             .from_block(0);
         let logs = self
             .provider
@@ -388,6 +462,60 @@ impl Settler {
     /// # Errors
     /// RPC or ledger failures.
     pub async fn prepare(&mut self, job: &JobId) -> Result<Option<Attempt>> {
+        self.prepare_with(job, None).await
+    }
+
+    /// Another job whose settlement transaction may still be mined, if any (each is looked
+    /// at on chain first, so a mined one no longer counts).
+    async fn other_in_flight(&mut self, job: &JobId) -> Result<Option<JobId>> {
+        for other in self.ledger.submitted_jobs()? {
+            if other != *job && self.check(&other).await? {
+                return Ok(Some(other));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The settlement to send for a pending row: the recorded one, or with `signer` one
+    /// signed now over the log's head (the same terms, checked). `None`: another settlement
+    /// is in flight, this one waits its turn.
+    async fn settlement_to_send(
+        &mut self,
+        row: &LedgerRow,
+        signer: Option<&dyn SignAtHead>,
+    ) -> Result<Option<SignedSettlement>> {
+        let Some(signer) = signer else {
+            return Ok(Some(row.settlement.clone()));
+        };
+        if let Some(other) = self.other_in_flight(&row.job).await? {
+            tracing::info!(job = %row.job, waiting_for = %other, "settlement waits for the one in flight");
+            return Ok(None);
+        }
+        let fresh = signer.sign_at_head()?;
+        let (a, b) = (&fresh.fields, &row.settlement.fields);
+        let differs = [
+            (a.job_id != b.job_id, "the job id"),
+            (a.depositor != b.depositor, "the depositor"),
+            (a.outcome != b.outcome, "the outcome"),
+            (a.receipt_digest != b.receipt_digest, "the receipt digest"),
+            (a.payout != b.payout, "the payout"),
+            (a.fee != b.fee, "the fee"),
+            (a.token != b.token, "the token"),
+            (a.log_size < b.log_size, "the log size (smaller)"),
+        ];
+        if let Some((_, what)) = differs.iter().find(|(d, _)| *d) {
+            return Err(SettleError::SignedOtherSettlement { job: row.job, what });
+        }
+        Ok(Some(fresh))
+    }
+
+    /// [`Settler::prepare`], with the settlement signed now by `signer` when one is given
+    /// (and only while no other settlement transaction is in flight: `None` until then).
+    async fn prepare_with(
+        &mut self,
+        job: &JobId,
+        signer: Option<&dyn SignAtHead>,
+    ) -> Result<Option<Attempt>> {
         let row = self
             .ledger
             .get(job)?
@@ -402,9 +530,24 @@ impl Settler {
         if self.resolve_from_chain(&row).await? {
             return Ok(None);
         }
+        let mut rounds: Vec<u64> = self.ledger.attempts(job)?.iter().map(|a| a.nonce).collect();
+        rounds.dedup();
+        if rounds.len() >= MAX_SETTLEMENT_ROUNDS {
+            let reason = format!(
+                "{} settlement transactions were sent and none landed (reverted, or their nonce \
+                 taken) while the job stayed open",
+                rounds.len()
+            );
+            tracing::error!(job = %job, %reason, "settlement given up");
+            self.ledger.mark_failed(job, &reason)?;
+            return Ok(None);
+        }
+        let Some(settlement) = self.settlement_to_send(&row, signer).await? else {
+            return Ok(None);
+        };
         let input = RaphaEscrow::settleCall {
-            s: row.settlement.fields.to_sol(),
-            signature: row.settlement.signature.clone(),
+            s: settlement.fields.to_sol(),
+            signature: settlement.signature.clone(),
         }
         .abi_encode();
         let call = TransactionRequest::default()
@@ -419,6 +562,20 @@ impl Settler {
                     .and_then(|r| r.as_decoded_interface_error::<RaphaEscrow::RaphaEscrowErrors>());
                 return match refusal {
                     Some(RaphaEscrow::RaphaEscrowErrors::JobNotOpen(_)) => Ok(None),
+                    // Signed at the newest head and still below the anchor: the chain has seen
+                    // a larger log from this node key than the log the node holds.
+                    Some(RaphaEscrow::RaphaEscrowErrors::LogRewrite(e)) if signer.is_some() => {
+                        let reason = format!(
+                            "the escrow has anchored this node's receipt log at size {}, but the \
+                             node's log head is size {}: the receipt log is behind what the node \
+                             signed before (restored from an old backup?) or another node signs \
+                             with the same key",
+                            e.anchoredSize, e.size
+                        );
+                        tracing::error!(job = %job, %reason, "escrow refuses the settlement");
+                        self.ledger.mark_failed(job, &reason)?;
+                        Ok(None)
+                    }
                     Some(r) => {
                         let reason = SettleError::Refused(EscrowRefusal(r)).to_string();
                         tracing::warn!(job = %job, %reason, "escrow refuses the settlement");
@@ -456,8 +613,9 @@ impl Settler {
                 fees.max_priority_fee_per_gas,
             )
             .await?;
-        self.ledger.record_attempt(job, &attempt)?;
-        tracing::info!(job = %job, tx = %attempt.tx, nonce, "settlement transaction recorded");
+        let signed_now = signer.is_some().then_some(&settlement);
+        self.ledger.record_attempt_with(job, &attempt, signed_now)?;
+        tracing::info!(job = %job, tx = %attempt.tx, nonce, log_size = settlement.fields.log_size, "settlement transaction recorded");
         Ok(Some(attempt))
     }
 
@@ -595,7 +753,11 @@ impl Settler {
             .await
             .map_err(crate::rpc("eth_getTransactionCount"))?;
         let attempts = self.ledger.attempts(job)?;
-        for a in &attempts {
+        // Only the latest round (its nonce; replacements share it) can still decide anything:
+        // an earlier round's transaction that reverted was already dealt with.
+        let latest_nonce = attempts.last().map(|a| a.nonce);
+        let mut reverted = None;
+        for a in attempts.iter().rev() {
             let receipt = self
                 .provider
                 .get_transaction_receipt(a.tx)
@@ -609,6 +771,11 @@ impl Settler {
                     .mark_confirmed(job, a.tx, block, confirmations)?;
                 return Ok(false);
             }
+            if reverted.is_none() && Some(a.nonce) == latest_nonce {
+                reverted = Some(a.tx);
+            }
+        }
+        if let Some(ours) = reverted {
             // Ours reverted: someone else's settlement may have landed first.
             return match self.on_chain(job).await? {
                 OnChain::Settled { tx, block } => {
@@ -623,9 +790,16 @@ impl Settler {
                     )?;
                     Ok(false)
                 }
-                OnChain::Open | OnChain::ClosedNoEvent => {
-                    self.ledger
-                        .mark_failed(job, &format!("settlement transaction {} reverted", a.tx))?;
+                // The chain has not indexed the event that closed it yet: look again.
+                OnChain::ClosedNoEvent => Ok(false),
+                OnChain::Open => {
+                    if matches!(row.state, LedgerState::Submitted { .. }) {
+                        // Still open: sign and send again (a settlement landed first with a
+                        // larger log size, or the chain refused it for a passing reason). The
+                        // next prepare asks the escrow first and gives up on a lasting refusal.
+                        tracing::warn!(job = %job, tx = %ours, "settlement transaction reverted with the job still open; it is signed and sent again");
+                        self.ledger.mark_dropped(job)?;
+                    }
                     Ok(false)
                 }
             };

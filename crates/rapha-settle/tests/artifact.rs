@@ -48,6 +48,10 @@ fn binding_type_hash_is_the_shared_settlement_type() {
     use rapha_settle::bindings::RaphaEscrow::Settlement;
     assert_eq!(
         Settlement::eip712_encode_type(),
-        "Settlement(bytes32 jobId,uint8 outcome,bytes32 receiptDigest,address payout,uint256 fee,address token,uint64 logSize,bytes32 logRoot)"
+        rapha_receipt::eip712::ESCROW_SETTLEMENT_TYPE
+    );
+    assert_eq!(
+        Settlement::eip712_encode_type(),
+        "Settlement(bytes32 jobId,address depositor,uint8 outcome,bytes32 receiptDigest,address payout,uint256 fee,address token,uint64 logSize,bytes32 logRoot)"
     );
 }

@@ -184,6 +184,7 @@ impl Fx {
     ) -> SettlementFields {
         SettlementFields {
             job_id: *job,
+            depositor: self.company_addr,
             outcome,
             receipt_digest: B256::repeat_byte(0xd1),
             payout: self.payout,

@@ -15,6 +15,7 @@ use crate::common::{refusal, Fx};
 /// one-hour deadline satisfies it.
 fn req(fx: &Fx, fee: u64, confirmations: u64) -> DepositRequirement {
     DepositRequirement {
+        depositor: fx.company_addr,
         hospital: fx.hospital,
         fee: Usdc::from_base_units(fee),
         confirmations,
@@ -72,7 +73,12 @@ async fn deposit_for_another_hospital_or_expiring_too_soon_is_refused() {
     );
 
     // The deposit's deadline is an hour ahead; a two-hour trainer cannot run and settle.
-    let deadline = fx.company.job(&job).await.unwrap().deadline;
+    let deadline = fx
+        .company
+        .job(fx.company_addr, &job)
+        .await
+        .unwrap()
+        .deadline;
     let mut long = req(&fx, 1_000_000, 1);
     long.wall_secs = 7200;
     let err = check_deposit(&node_view, &job, &long).await.unwrap_err();
@@ -134,7 +140,10 @@ async fn deposit_of_fee_plus_one_is_refused_before_the_run() {
     // Recoverable through expiry, in full.
     fx.warp(3601).await;
     for job in &jobs {
-        fx.anyone.refund_expired(job).await.unwrap();
+        fx.anyone
+            .refund_expired(fx.company_addr, job)
+            .await
+            .unwrap();
     }
     assert_eq!(
         fx.owed(fx.company_addr).await,

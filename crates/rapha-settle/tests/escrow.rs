@@ -61,7 +61,10 @@ async fn completed_job_credits_70_percent_rounded_down_and_treasury_the_rest_to_
         assert_eq!(fx.owed(fx.payout).await, u(expected_hospital));
         assert_eq!(fx.owed(fx.treasury).await, u(fee - expected_hospital));
         assert_eq!(fx.balance(fx.escrow()).await, u(fee));
-        assert_eq!(fx.company.job(&job).await.unwrap().status, JobStatus::Paid);
+        assert_eq!(
+            fx.company.job(fx.company_addr, &job).await.unwrap().status,
+            JobStatus::Paid
+        );
         if expected_hospital > 0 {
             let w = payout.withdraw().await.unwrap();
             eprintln!("gas withdraw {}", w.gas_used);
@@ -123,7 +126,10 @@ async fn violated_and_trainer_failed_outcomes_are_charged_like_a_completed_job()
             "{outcome}"
         );
         assert_eq!(fx.owed(fx.company_addr).await, c0, "{outcome}: no refund");
-        assert_eq!(fx.company.job(&job).await.unwrap().status, JobStatus::Paid);
+        assert_eq!(
+            fx.company.job(fx.company_addr, &job).await.unwrap().status,
+            JobStatus::Paid
+        );
     }
 }
 
@@ -148,7 +154,7 @@ async fn refused_and_failed_outcomes_refund_the_depositor_in_full_and_pay_the_ho
         assert_eq!(fx.owed(fx.payout).await, p0, "hospital paid nothing");
         assert_eq!(fx.owed(fx.treasury).await, t0, "treasury paid nothing");
         assert_eq!(
-            fx.company.job(&job).await.unwrap().status,
+            fx.company.job(fx.company_addr, &job).await.unwrap().status,
             JobStatus::Refunded
         );
         fx.company.withdraw().await.unwrap();
@@ -283,7 +289,7 @@ async fn forged_settlements_are_refused_and_the_honest_one_then_settles() {
         "no forged settlement paid anything"
     );
     assert_eq!(
-        fx.company.job(&job).await.unwrap().status,
+        fx.company.job(fx.company_addr, &job).await.unwrap().status,
         JobStatus::Deposited
     );
     fx.anyone.settle(&fx.sign(honest)).await.unwrap();
@@ -315,23 +321,37 @@ async fn expired_deposit_is_refundable_only_after_its_deadline() {
         .await
         .unwrap();
 
-    match refusal(fx.anyone.refund_expired(&job).await.unwrap_err()) {
+    match refusal(
+        fx.anyone
+            .refund_expired(fx.company_addr, &job)
+            .await
+            .unwrap_err(),
+    ) {
         E::DeadlineNotReached(e) => assert_eq!(e.deadline, deadline),
         other => panic!("{other:?}"),
     }
     assert_eq!(fx.balance(fx.escrow()).await, u(fee));
 
     fx.warp(601).await;
-    let refunded = fx.anyone.refund_expired(&job).await.unwrap();
+    let refunded = fx
+        .anyone
+        .refund_expired(fx.company_addr, &job)
+        .await
+        .unwrap();
     eprintln!("gas refundExpired {}", refunded.gas_used);
     assert_eq!(fx.owed(fx.company_addr).await, u(fee), "credited in full");
     assert_eq!(
-        fx.company.job(&job).await.unwrap().status,
+        fx.company.job(fx.company_addr, &job).await.unwrap().status,
         JobStatus::Refunded
     );
     // Neither a second refund nor a late settlement moves money again.
     assert!(matches!(
-        refusal(fx.anyone.refund_expired(&job).await.unwrap_err()),
+        refusal(
+            fx.anyone
+                .refund_expired(fx.company_addr, &job)
+                .await
+                .unwrap_err()
+        ),
         E::JobNotOpen(_)
     ));
     let late = fx.sign(fx.fields(&job, Outcome::Completed, fee, 1));
@@ -431,7 +451,10 @@ async fn a_blacklisted_payout_treasury_or_depositor_blocks_only_its_own_withdraw
         .settle(&fx.sign(fx.fields(&job, Outcome::Completed, fee, 1)))
         .await
         .unwrap();
-    assert_eq!(fx.company.job(&job).await.unwrap().status, JobStatus::Paid);
+    assert_eq!(
+        fx.company.job(fx.company_addr, &job).await.unwrap().status,
+        JobStatus::Paid
+    );
     treasury.withdraw().await.unwrap();
     assert_eq!(fx.balance(fx.treasury).await - t0, u(fee - fee * 70 / 100));
     // The frozen payout's own withdrawal is the only thing that fails, and it keeps its credit.
@@ -542,7 +565,7 @@ async fn batch_deposit_funds_each_job_with_one_transfer_all_or_nothing() {
         .count();
     assert_eq!(transfers, 1, "one token transfer for the batch");
     for j in &jobs {
-        let onchain = fx.company.job(&j.job).await.unwrap();
+        let onchain = fx.company.job(fx.company_addr, &j.job).await.unwrap();
         assert_eq!(
             (
                 onchain.status,
@@ -600,7 +623,11 @@ async fn batch_deposit_funds_each_job_with_one_transfer_all_or_nothing() {
         assert!(matches!(refusal(err), E::JobExists(_)));
     }
     assert_eq!(
-        fx.company.job(&fresh).await.unwrap().status,
+        fx.company
+            .job(fx.company_addr, &fresh)
+            .await
+            .unwrap()
+            .status,
         JobStatus::None
     );
     assert_eq!(fx.balance(fx.escrow()).await, escrow_before);
@@ -634,7 +661,90 @@ async fn an_outcome_code_outside_one_to_five_is_refused() {
         );
     }
     assert_eq!(
-        fx.company.job(&job).await.unwrap().status,
+        fx.company.job(fx.company_addr, &job).await.unwrap().status,
         JobStatus::Deposited
     );
+}
+
+/// The griefing attack of the publisher review (finding 2) at the contract: an attacker sees the
+/// company's `deposit(J, H, F, d)` in the mempool and front-runs it with
+/// `deposit(J, H, F + 1, now + 5)`. The escrow keeps each account's deposit for a job id apart:
+/// the company's deposit still goes through, its settlement (naming the company) pays from the
+/// company's deposit only, the attacker's comes back to the attacker alone, and a settlement
+/// naming the attacker's deposit under the company's terms is refused.
+#[tokio::test]
+async fn a_front_run_deposit_for_the_same_job_id_is_the_attackers_own_and_blocks_nothing() {
+    let Some(fx) = Fx::start().await else { return };
+    let attacker_key = fx.key(8);
+    let attacker = fx.as_account(8);
+    rapha_settle::Escrow::mint_mock_usdc(
+        rapha_settle::wallet_provider(&fx.url, &fx.key(0)).unwrap(),
+        fx.usdc,
+        attacker_key.address(),
+        Usdc::from_base_units(10_000_000),
+    )
+    .await
+    .unwrap();
+    let job = JobId::random();
+    let fee = 5_000_000;
+    let now = fx.now().await;
+    let (_, front) = attacker
+        .approve_and_deposit(&job, fx.hospital, Usdc::from_base_units(fee + 1), now + 5)
+        .await
+        .unwrap();
+    eprintln!("gas deposit (front-run, same job id) {}", front.gas_used);
+
+    // The victim's deposit is not blocked.
+    fx.deposit(&job, fee).await;
+    let mine = fx.company.job(fx.company_addr, &job).await.unwrap();
+    let theirs = fx.company.job(attacker_key.address(), &job).await.unwrap();
+    assert_eq!(
+        (mine.status, mine.depositor, mine.amount.base_units()),
+        (JobStatus::Deposited, fx.company_addr, fee)
+    );
+    assert_eq!(
+        (theirs.status, theirs.depositor, theirs.amount.base_units()),
+        (JobStatus::Deposited, attacker_key.address(), fee + 1)
+    );
+    // A second deposit by the same account for the same id is still refused.
+    match refusal(
+        attacker
+            .approve_and_deposit(&job, fx.hospital, Usdc::from_base_units(1), now + 3600)
+            .await
+            .unwrap_err(),
+    ) {
+        E::JobExists(e) => assert_eq!(
+            (e.depositor, e.jobId),
+            (attacker_key.address(), B256::from(job.to_bytes32()))
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    // The node's settlement of the company's job, pointed at the attacker's deposit: refused.
+    let mut wrong = fx.fields(&job, Outcome::Completed, fee, 1);
+    wrong.depositor = attacker_key.address();
+    assert!(matches!(
+        refusal(fx.anyone.settle(&fx.sign(wrong)).await.unwrap_err()),
+        E::FeeMismatch(_)
+    ));
+    // The company's own settlement pays from the company's deposit.
+    let p0 = fx.owed(fx.payout).await;
+    fx.anyone
+        .settle(&fx.sign(fx.fields(&job, Outcome::Completed, fee, 1)))
+        .await
+        .unwrap();
+    assert_eq!(fx.owed(fx.payout).await - p0, U256::from(fee * 70 / 100));
+    assert_eq!(
+        fx.company.job(fx.company_addr, &job).await.unwrap().status,
+        JobStatus::Paid
+    );
+    // The attacker's deposit comes back only to the attacker, by expiry.
+    fx.warp(10).await;
+    let c0 = fx.owed(fx.company_addr).await;
+    fx.anyone
+        .refund_expired(attacker_key.address(), &job)
+        .await
+        .unwrap();
+    assert_eq!(fx.owed(attacker_key.address()).await, U256::from(fee + 1));
+    assert_eq!(fx.owed(fx.company_addr).await, c0);
 }

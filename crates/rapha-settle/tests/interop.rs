@@ -11,7 +11,8 @@ use rapha_settle::{deposit_for_job, DepositOrder, SettleError, SignedSettlement,
 use crate::common::Fx;
 
 #[tokio::test]
-async fn a_rapha_receipt_signature_settles_on_chain_and_all_three_digests_agree() {
+async fn the_escrow_settlement_rapha_receipt_signs_settles_the_three_digests_agree_and_a_receipt_signature_is_refused(
+) {
     let Some(fx) = Fx::start().await else { return };
     let job = JobId::random();
     let fee = 120_000_000;
@@ -30,8 +31,9 @@ async fn a_rapha_receipt_signature_settles_on_chain_and_all_three_digests_agree(
         chain_id: fx.chain_id,
         verifying_contract: rapha_receipt::Address(fx.escrow().0 .0),
     };
-    let msg = rapha_receipt::Settlement {
+    let msg = rapha_receipt::EscrowSettlement {
         job_id: job.to_bytes32(),
+        depositor: rapha_receipt::Address(fields.depositor.0 .0),
         outcome: Outcome::Completed.code(),
         receipt_digest: fields.receipt_digest.0,
         payout: rapha_receipt::Address(fields.payout.0 .0),
@@ -40,7 +42,7 @@ async fn a_rapha_receipt_signature_settles_on_chain_and_all_three_digests_agree(
         log_size: fields.log_size,
         log_root: fields.log_root.0,
     };
-    let receipt_digest = rapha_receipt::settlement_digest(&domain, &msg);
+    let receipt_digest = rapha_receipt::escrow_settlement_digest(&domain, &msg);
     let alloy_digest = fields.signing_digest(fx.chain_id, fx.escrow());
     let onchain: B256 = RaphaEscrow::new(fx.escrow(), fx.read.clone())
         .settlementDigest(fields.to_sol())
@@ -56,6 +58,30 @@ async fn a_rapha_receipt_signature_settles_on_chain_and_all_three_digests_agree(
         onchain, alloy_digest,
         "the contract computes another digest"
     );
+
+    // A receipt's own signature (domain version "1", no depositor) over the same terms proves
+    // the receipt and settles nothing.
+    let receipt_msg = rapha_receipt::Settlement {
+        job_id: msg.job_id,
+        outcome: msg.outcome,
+        receipt_digest: msg.receipt_digest,
+        payout: msg.payout,
+        fee,
+        token: msg.token,
+        log_size: msg.log_size,
+        log_root: msg.log_root,
+    };
+    let receipt_sig = node
+        .sign(&rapha_receipt::settlement_digest(&domain, &receipt_msg))
+        .unwrap();
+    let as_receipt = SignedSettlement {
+        fields: fields.clone(),
+        signature: receipt_sig.0.to_vec().into(),
+    };
+    match crate::common::refusal(fx.anyone.settle(&as_receipt).await.unwrap_err()) {
+        RaphaEscrow::RaphaEscrowErrors::UnauthorizedSigner(_) => {}
+        other => panic!("a receipt's signature was taken as a settlement: {other:?}"),
+    }
 
     let sig = node.sign(&receipt_digest).unwrap();
     let signed = SignedSettlement {
@@ -111,7 +137,7 @@ async fn company_deposit_checks_chain_and_token_before_paying() {
         .unwrap();
     assert_eq!(done.token_kind, TokenKind::Test);
     assert_eq!(fx.balance(fx.escrow()).await, U256::from(120_000_000u64));
-    let onchain = fx.company.job(&job).await.unwrap();
+    let onchain = fx.company.job(fx.company_addr, &job).await.unwrap();
     assert_eq!(
         (
             onchain.hospital,

@@ -8,6 +8,7 @@ fn signed(job: JobId) -> SignedSettlement {
     SignedSettlement {
         fields: SettlementFields {
             job_id: job,
+            depositor: Address::repeat_byte(6),
             outcome: Outcome::Completed,
             receipt_digest: B256::repeat_byte(1),
             payout: Address::repeat_byte(2),

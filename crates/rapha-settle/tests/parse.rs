@@ -20,6 +20,15 @@ fn seed_parses_and_a_bad_v_or_length_is_refused() {
         SignedSettlement::from_json(short.as_bytes()),
         Err(SettleError::BadSettlement(_))
     ));
+    // A settlement naming no depositor settles nothing (the escrow keys deposits by it).
+    let no_depositor = text.replace(
+        "\"depositor\": \"0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc\", ",
+        "",
+    );
+    assert!(matches!(
+        SignedSettlement::from_json(no_depositor.as_bytes()),
+        Err(SettleError::BadSettlement(_))
+    ));
     let seven_decimals_fee = text.replace("120000000", "-1");
     assert!(SignedSettlement::from_json(seven_decimals_fee.as_bytes()).is_err());
 }

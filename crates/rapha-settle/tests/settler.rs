@@ -297,7 +297,7 @@ async fn anvil_restarted_from_its_state_file_mid_job_keeps_the_deposit_and_settl
     crate::anvil::restart(&mut fx.anvil);
     fx.reconnect();
 
-    let job_after = fx.company.job(&job).await.unwrap();
+    let job_after = fx.company.job(fx.company_addr, &job).await.unwrap();
     assert_eq!(
         job_after.amount.base_units(),
         999_999_999,
@@ -448,7 +448,11 @@ async fn settlement_after_an_expiry_refund_is_final_and_unpaid() {
         .await
         .unwrap();
     fx.warp(601).await;
-    let refund = fx.company.refund_expired(&job).await.unwrap();
+    let refund = fx
+        .company
+        .refund_expired(fx.company_addr, &job)
+        .await
+        .unwrap();
     let signed = fx.sign(fx.fields(&job, Outcome::Completed, 9, 1));
     let mut s = settler(&fx, &dir.path().join("l.db")).await;
     for _ in 0..2 {

@@ -1,7 +1,10 @@
-//! [`Payments`] on a chain through rapha-settle: the deposit checks read the escrow (exact fee,
-//! deadline rule, confirmations), the settlement goes through the [`Settler`] and its SQLite
-//! ledger (idempotent across crashes), one non-blocking step per call.
+//! [`Payments`] on a chain through rapha-settle: the deposit checks read the escrow (the
+//! request's depositor, one the hospital lets the publisher pay from; exact fee, deadline rule,
+//! confirmations), the settlement goes through the [`Settler`] and its SQLite ledger
+//! (idempotent across crashes), one non-blocking step per call, signed when it is sent over
+//! the receipt log's head then.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -11,11 +14,11 @@ use rapha_receipt::{ReceiptBody, ReceiptFile};
 use rapha_settle::network::connect_http;
 use rapha_settle::{
     check_deposit, recheck_deposit, DepositCheck, DepositRequirement, Escrow, Finality, JobStatus,
-    Ledger, Progress, SettleError, SettlementFields, Settler, SettlerConfig, SignedSettlement,
-    WalletKey,
+    Ledger, Progress, SettleError, SettlementFields, Settler, SettlerConfig, SignAtHead,
+    SignedSettlement, WalletKey,
 };
 
-use super::{DepositStatus, PaymentTerms, Payments, SettleStatus};
+use super::{DepositStatus, PaymentTerms, Payments, SettleStatus, SettlementSigner};
 
 /// The escrow on one chain.
 pub struct ChainPayments {
@@ -23,6 +26,7 @@ pub struct ChainPayments {
     escrow: Escrow,
     settler: Settler,
     hospital: Address,
+    depositors: BTreeMap<String, Vec<Address>>,
     confirmations: u64,
     settle_margin_secs: u64,
     terms: PaymentTerms,
@@ -45,6 +49,11 @@ pub struct ChainSettings {
     pub hospital: Address,
     /// Where the hospital's share goes (as registered in the escrow).
     pub payout: Address,
+    /// The accounts each publisher may pay its jobs' deposits from (`[depositors]` in the
+    /// node's configuration). A job runs only on a deposit from the account its request names,
+    /// and only if that account is listed for the job's publisher; a publisher not listed here
+    /// can have no job run.
+    pub depositors: BTreeMap<String, Vec<Address>>,
     /// Blocks a deposit and a settlement must be buried under.
     pub confirmations: u64,
     /// Seconds kept for guard, receipt and settlement after the trainer's wall time: a deposit
@@ -100,6 +109,7 @@ impl ChainPayments {
             escrow,
             settler,
             hospital: s.hospital,
+            depositors: s.depositors.clone(),
             confirmations: s.confirmations,
             settle_margin_secs: s.settle_margin_secs,
             terms: PaymentTerms {
@@ -113,14 +123,84 @@ impl ChainPayments {
 }
 
 impl ChainPayments {
-    fn requirement(&self, request: &JobRequest, wall_secs: u64) -> DepositRequirement {
-        DepositRequirement {
+    /// What the deposit for `request` must be, or why no deposit can fund it: the depositor
+    /// the request names must be an account the hospital lets its publisher pay from. Without
+    /// this, a publisher could name another company's account and run its job on that
+    /// company's deposit (a prepaid federated round, say) under the same job id.
+    fn requirement(
+        &self,
+        request: &JobRequest,
+        wall_secs: u64,
+    ) -> Result<DepositRequirement, DepositStatus> {
+        let refused = |reason: String| DepositStatus::Refused {
+            code: ReasonCode::DepositRefused,
+            reason,
+        };
+        let depositor: Address = request.depositor.parse().map_err(|_| {
+            refused(format!(
+                "the request names depositor {:?}, which is not an account address",
+                request.depositor.chars().take(64).collect::<String>()
+            ))
+        })?;
+        let allowed = self
+            .depositors
+            .get(&request.publisher)
+            .is_some_and(|list| list.contains(&depositor));
+        if !allowed {
+            return Err(refused(format!(
+                "{depositor} is not an account this hospital lets publisher {} pay from; the \
+                 node's configuration lists a publisher's accounts under [depositors]",
+                request.publisher
+            )));
+        }
+        Ok(DepositRequirement {
+            depositor,
             hospital: self.hospital,
             fee: request.fee,
             confirmations: self.confirmations,
             wall_secs,
             settle_margin_secs: self.settle_margin_secs,
-        }
+        })
+    }
+}
+
+/// The node's [`SignAtHead`]: the escrow's settlement of one receipt for one deposit, signed
+/// each time with the node key over the receipt log as it stands.
+struct AtHead<'a> {
+    job: JobId,
+    receipt: &'a ReceiptFile,
+    depositor: Address,
+    signer: &'a SettlementSigner,
+}
+
+impl SignAtHead for AtHead<'_> {
+    fn sign_at_head(&self) -> rapha_settle::Result<SignedSettlement> {
+        let (s, signature) = self
+            .signer
+            .sign(self.receipt, rapha_receipt::Address(self.depositor.0 .0))
+            .map_err(|reason| SettleError::Signer {
+                job: self.job,
+                reason,
+            })?;
+        let body: ReceiptBody =
+            serde_json::from_value(self.receipt.body.clone()).map_err(|e| SettleError::Signer {
+                job: self.job,
+                reason: format!("receipt body: {e}"),
+            })?;
+        Ok(SignedSettlement {
+            fields: SettlementFields {
+                job_id: self.job,
+                depositor: Address::from(s.depositor.0),
+                outcome: body.outcome,
+                receipt_digest: B256::from(s.receipt_digest),
+                payout: Address::from(s.payout.0),
+                fee: body.payment.fee,
+                token: Address::from(s.token.0),
+                log_size: s.log_size,
+                log_root: B256::from(s.log_root),
+            },
+            signature: signature.0.to_vec().into(),
+        })
     }
 }
 
@@ -130,6 +210,7 @@ fn refusal(e: SettleError) -> Result<DepositStatus, String> {
     let code = match e {
         SettleError::DepositDeadlineTooSoon { .. } => ReasonCode::DepositExpiresTooSoon,
         SettleError::DepositWrongHospital { .. }
+        | SettleError::DepositWrongDepositor { .. }
         | SettleError::DepositAmountMismatch { .. }
         | SettleError::DepositClosed { .. }
         | SettleError::NoDeposit(_) => ReasonCode::DepositRefused,
@@ -151,7 +232,10 @@ impl Payments for ChainPayments {
         request: &JobRequest,
         wall_secs: u64,
     ) -> Result<DepositStatus, String> {
-        let req = self.requirement(request, wall_secs);
+        let req = match self.requirement(request, wall_secs) {
+            Ok(req) => req,
+            Err(refused) => return Ok(refused),
+        };
         let escrow = &self.escrow;
         let job = request.job_id;
         match self
@@ -179,7 +263,11 @@ impl Payments for ChainPayments {
         request: &JobRequest,
         wall_secs: u64,
     ) -> Result<DepositStatus, String> {
-        let req = self.requirement(request, wall_secs);
+        // The configuration may have changed since the deposit was confirmed (a restart).
+        let req = match self.requirement(request, wall_secs) {
+            Ok(req) => req,
+            Err(refused) => return Ok(refused),
+        };
         let escrow = &self.escrow;
         let job = request.job_id;
         match self
@@ -195,28 +283,32 @@ impl Payments for ChainPayments {
         }
     }
 
-    fn settle(&mut self, job: JobId, receipt: &ReceiptFile) -> Result<SettleStatus, String> {
+    fn settle(
+        &mut self,
+        request: &JobRequest,
+        receipt: &ReceiptFile,
+        signer: &SettlementSigner,
+    ) -> Result<SettleStatus, String> {
         let body: ReceiptBody = serde_json::from_value(receipt.body.clone())
             .map_err(|e| format!("receipt body: {e}"))?;
-        let p = &body.payment;
-        let fields = SettlementFields {
-            job_id: job,
-            outcome: body.outcome,
-            receipt_digest: B256::from(*receipt.receipt_digest.as_bytes()),
-            payout: Address::from(p.payout.0),
-            fee: p.fee,
-            token: Address::from(p.token.0),
-            log_size: receipt.log_at_signing.tree_size,
-            log_root: B256::from(*receipt.log_at_signing.root_hash.as_bytes()),
-        };
-        let signed = SignedSettlement {
-            fields,
-            signature: receipt.signature.0.to_vec().into(),
+        let job = request.job_id;
+        // The account whose deposit the deposit step confirmed for this job.
+        let depositor: Address = request.depositor.parse().map_err(|_| {
+            format!(
+                "job {job}: the request's depositor {:?} is not an account address",
+                request.depositor.chars().take(64).collect::<String>()
+            )
+        })?;
+        let at_head = AtHead {
+            job,
+            receipt,
+            depositor,
+            signer,
         };
         let settler = &mut self.settler;
         let progress = self
             .rt
-            .block_on(async move { settler.poll(&job, &signed).await })
+            .block_on(async move { settler.poll_at_head(&job, &at_head).await })
             .map_err(|e| e.to_string())?;
         match progress {
             Progress::Final(Finality::Settled {

@@ -227,7 +227,8 @@ struct Parts {
     tpm_verifier: Option<TpmVerifier>,
     sandbox: Arc<SandboxConfig>,
     min_validation_patients: usize,
-    node_key: NodeKey,
+    /// Shared with the settlement step's work, which signs without the node lock.
+    node_key: Arc<NodeKey>,
     node_name: String,
     receipts: ReceiptLog,
     payments: SharedPayments,
@@ -439,7 +440,7 @@ impl Node {
             tpm_verifier: parts.tpm_verifier,
             sandbox: Arc::new(parts.sandbox),
             min_validation_patients: parts.min_validation_patients,
-            node_key: parts.node_key,
+            node_key: Arc::new(parts.node_key),
             node_name: parts.node_name,
             receipts: parts.receipts,
             payments: SharedPayments(Arc::new(Mutex::new(parts.payments))),

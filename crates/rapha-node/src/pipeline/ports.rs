@@ -63,6 +63,46 @@ pub enum DepositStatus {
     Refused { code: ReasonCode, reason: String },
 }
 
+/// What the payments backend signs a job's escrow settlement with, when it sends it: the node
+/// key and the receipt log, read as it stands at that moment (the settlement names the log's
+/// head then, never the size the receipt was signed at; see [`Payments::settle`]).
+#[derive(Clone)]
+pub struct SettlementSigner {
+    key: Arc<NodeKey>,
+    log: PathBuf,
+}
+
+impl std::fmt::Debug for SettlementSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SettlementSigner")
+            .field("node", &self.key.address())
+            .field("log", &self.log)
+            .finish()
+    }
+}
+
+impl SettlementSigner {
+    pub(crate) fn new(key: Arc<NodeKey>, log: PathBuf) -> Self {
+        Self { key, log }
+    }
+
+    /// The escrow's settlement of `receipt` for `depositor`'s deposit, signed now over the
+    /// receipt log's current head.
+    ///
+    /// # Errors
+    /// The log cannot be read or does not hold the receipt, or the receipt is not this node's.
+    pub fn sign(
+        &self,
+        receipt: &ReceiptFile,
+        depositor: rapha_receipt::Address,
+    ) -> std::result::Result<(rapha_receipt::EscrowSettlement, rapha_receipt::Signature), String>
+    {
+        let log = ReceiptLog::open_read_only(&self.log).map_err(|e| e.to_string())?;
+        rapha_receipt::sign_escrow_settlement(receipt, depositor, &self.key, &log)
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Result of one settlement step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SettleStatus {
@@ -107,16 +147,20 @@ pub trait Payments: Send {
         request: &JobRequest,
         wall_secs: u64,
     ) -> std::result::Result<DepositStatus, String>;
-    /// Submits (or continues submitting) the receipt's settlement, one step per call without
-    /// waiting for confirmations. Must be idempotent.
+    /// Submits (or continues submitting) the settlement of `request`'s deposit (its job, the
+    /// depositor it names) for `receipt`, one step per call without waiting for confirmations.
+    /// Must be idempotent. The settlement is signed with `signer` each time a transaction for
+    /// it is sent, over the receipt log's head then: all of the node's settlements go through
+    /// this one backend in turn, so none is ever below a log size the escrow has anchored.
     ///
     /// # Errors
     /// RPC or ledger failures, or a settlement the escrow refused for good (the job stays
     /// where it is).
     fn settle(
         &mut self,
-        job: JobId,
+        request: &JobRequest,
         receipt: &ReceiptFile,
+        signer: &SettlementSigner,
     ) -> std::result::Result<SettleStatus, String>;
 }
 

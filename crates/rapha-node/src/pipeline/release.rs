@@ -120,8 +120,8 @@ impl Node {
         )
     }
 
-    /// The settlement talks to the chain without the node lock ([`Work`]).
-    /// The settlement talks to the chain without the node lock ([`Work`]).
+    /// The settlement talks to the chain without the node lock ([`Work`]), and is signed there,
+    /// when it is sent, over the receipt log's head then.
     pub(super) fn step_settle(&mut self, job: JobId, from: JobState) -> Result<Next> {
         let receipt = self.receipt(job)?.ok_or_else(|| PipelineError::Artifact {
             job,
@@ -136,9 +136,14 @@ impl Node {
             };
             return self.commit_settle(job, from, Ok(status)).map(Next::Step);
         }
+        let request = self.p.store.get(job)?.request;
+        let signer = SettlementSigner::new(
+            Arc::clone(&self.p.node_key),
+            self.p.receipts.path().to_owned(),
+        );
         let payments = self.p.payments.clone();
         Ok(self.work(Work::new(job, from, move || {
-            let settled = payments.with(|p| p.settle(job, &receipt));
+            let settled = payments.with(|p| p.settle(&request, &receipt, &signer));
             Box::new(move |n: &mut Node| n.commit_settle(job, from, settled))
         })))
     }
