@@ -572,6 +572,14 @@ fn later_receipt_settled_first_cannot_make_an_earlier_charged_job_refundable() {
         .await
     });
     eprintln!("the publisher's settlement of Q: {front_run:?}");
+    // A receipt's signature proves the receipt and settles nothing.
+    let refused = front_run.expect_err("Q settled with its receipt's signature");
+    assert!(
+        refused
+            .to_string()
+            .contains("but the hospital's registered node signer is"),
+        "{refused}"
+    );
 
     // The node settles P now.
     let payout_before = w.chain.funds(w.chain.payout);
