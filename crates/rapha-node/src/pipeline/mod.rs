@@ -975,12 +975,12 @@ impl Node {
                 }
             }
         }
-        // No run outlives its process: every per-run directory here is a dead run's.
+        // No run outlives its process: every per-run directory here is a dead run's (its
+        // trainer's `/out` tmpfs may still be mounted: it is detached first).
         if self.sessions.is_empty() && self.in_flight.is_empty() {
             let runs = self.p.work_dir.join("run");
-            if runs.exists() {
-                std::fs::remove_dir_all(&runs).map_err(io("cannot remove", &runs))?;
-            }
+            rapha_enclave::session::clear_work_root(&runs)
+                .map_err(io("cannot remove a dead run's working data", &runs))?;
         }
         Ok(())
     }
