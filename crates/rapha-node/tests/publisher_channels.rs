@@ -398,3 +398,60 @@ fn a_dpo_lists_and_reinstates_a_suspended_publisher_from_the_console() {
         stderr(&out)
     );
 }
+
+/// Review F2: the trainer chooses when it exits, and the node commits the run's end only on a
+/// whole quantum after its start (`RUN_QUANTUM`). While the state is `running`, what the
+/// publisher's status shows of the run must not change when the trainer exits: otherwise the
+/// moment it did (here about 2 s into a 20 s quantum) is read back by polling.
+#[test]
+fn the_publisher_cannot_see_when_the_trainer_exited_before_the_quantum_ends() {
+    let Some(trainer) = publisher_trainer() else {
+        return;
+    };
+    let Some(w) = world() else { return };
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle_args(&tmp, &trainer, "early", &["sleep", "1"], &w.publisher_key);
+    let request = w.request(manifest, w.scoped_query());
+    let job = request.job_id.to_string();
+    let dpo = Dpo(&w.dpo);
+    let mut node = w.node;
+    node.set_run_quantum(std::time::Duration::from_secs(20));
+    let s = serve_state(ApiState::new(node, tmp.join("jobs.sqlite"), tokens()));
+    let (st, text) = submit(&s, &dir, &request);
+    assert_eq!(st, StatusCode::ACCEPTED, "{text}");
+    approve(&s, &dpo, &job);
+    wait_status(&s, &job, 60, |v| v["state"] == "awaiting-deposit");
+    w.chain.deposit(&request.job_id);
+    wait_status(&s, &job, 120, |v| v["state"] == "running");
+    let t = std::time::Instant::now();
+    let mut running = Vec::new();
+    let ended = loop {
+        let v = get_json(&s, &format!("/v1/jobs/{job}"), PUBLISHER_TOKEN);
+        if v["state"] != "running" {
+            break v;
+        }
+        running.push((t.elapsed(), v["run"].clone()));
+        assert!(t.elapsed() < std::time::Duration::from_secs(120), "{v}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(
+        running.len() > 50,
+        "the run was polled {} times",
+        running.len()
+    );
+    let changed: Vec<_> = running
+        .iter()
+        .filter(|(_, run)| *run != running[0].1)
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "the publisher saw the run change from {} while the job was running: {:?}",
+        running[0].1,
+        changed.first()
+    );
+    assert_eq!(
+        running[0].1,
+        serde_json::json!({"elapsed_minutes": 0, "wall_limit_secs": 120}),
+    );
+    assert_eq!(ended["outcome"], "completed", "{ended}");
+}

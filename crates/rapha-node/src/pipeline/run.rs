@@ -72,6 +72,10 @@ impl Node {
                     return Box::new(move |n: &mut Node| n.commit_run(job, ran));
                 }
             };
+            // Live from here until the run's end is committed (however it ends): kept through
+            // the quantum's wait, so nothing the hospital's views show of the run changes when
+            // the trainer exits.
+            let tracked = live.track(job, Duration::from_secs(vb.resources().wall_seconds));
             let ran = run_trainer(RunInput {
                 job,
                 session: &session,
@@ -94,7 +98,11 @@ impl Node {
                 tracing::warn!(%job, error = %e, "cannot remove the trainer's rootfs");
             }
             wait_for_quantum(started, quantum);
-            Box::new(move |n: &mut Node| n.commit_run(job, ran))
+            Box::new(move |n: &mut Node| {
+                let step = n.commit_run(job, ran);
+                drop(tracked);
+                step
+            })
         })))
     }
 
@@ -235,10 +243,6 @@ struct RunInput<'a> {
 /// Unpacks the trainer and runs it under the enclave runtime (without the node lock).
 fn run_trainer(i: RunInput<'_>) -> RunEnd {
     let job = i.job;
-    // Live from here until the run ends (however it ends).
-    let _live = i
-        .live
-        .track(job, Duration::from_secs(i.vb.resources().wall_seconds));
     if let Err(e) = i.vb.unpack_rootfs(i.paths.rootfs) {
         return RunEnd::Failed(
             ReasonCode::UnpackFailed,
