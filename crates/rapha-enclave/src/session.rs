@@ -131,7 +131,10 @@ pub struct RunDetails {
     pub feed_held: bool,
     /// The guard's full verdict (`None` when the guard did not run).
     pub verdict: Option<Verdict>,
-    /// Everything that kept the job from completing, in words a hospital admin can act on.
+    /// Everything that kept the job from completing, in words a hospital admin can act on:
+    /// the node's own (the exit, a held feed) and the guard's [`Rejection::audit_line`]s,
+    /// which name places by the node or by digest, never by the trainer's bytes. These go to
+    /// the hospital's audit trail, which may leave the PACS network.
     pub reasons: Vec<String>,
     /// Distinct records fed, and their commitment.
     pub records_fed: usize,
@@ -556,13 +559,23 @@ impl EnclaveSession {
             if feed_held {
                 details_reasons.push(FEED_HELD.to_owned());
             }
-            details_reasons.extend(verdict.rejections.iter().map(ToString::to_string));
+            details_reasons.extend(
+                verdict
+                    .rejections
+                    .iter()
+                    .map(|r| r.audit_line(&self.job.outputs)),
+            );
             (
                 ManifestOutcome::TrainerFailed,
                 vec![ManifestOutcome::TRAINER_FAILED],
             )
         } else if !verdict.accepted {
-            details_reasons.extend(verdict.rejections.iter().map(ToString::to_string));
+            details_reasons.extend(
+                verdict
+                    .rejections
+                    .iter()
+                    .map(|r| r.audit_line(&self.job.outputs)),
+            );
             (ManifestOutcome::Rejected, verdict.rules())
         } else {
             (ManifestOutcome::Completed, Vec::new())

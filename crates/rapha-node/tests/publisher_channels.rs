@@ -455,3 +455,78 @@ fn the_publisher_cannot_see_when_the_trainer_exited_before_the_quantum_ends() {
     );
     assert_eq!(ended["outcome"], "completed", "{ended}");
 }
+
+/// Review F3: the trainer has the pixels and the burned-in text. It names undeclared files and
+/// zip entries after pixel bytes (hex), a real MRN, and labels of the node's own form
+/// (`<entry ...>`), hoping the hospital's audit trail (shipped to syslog, possibly off the
+/// PACS network) carries them out. Everything the node keeps or logs of the refusal is in its
+/// own words: rule codes, declared output names, entry indexes and digests of names.
+#[test]
+fn trainer_chosen_names_reach_no_audit_line_syslog_dpo_view_or_stored_ending() {
+    let Some(trainer) = publisher_trainer() else {
+        return;
+    };
+    let Some(w) = world() else { return };
+    let tmp = w.tmp.path().to_path_buf();
+    let mrn = w
+        .manifest
+        .studies
+        .iter()
+        .find(|st| st.label.is_some() && !w.manifest.opted_out_patients.contains(&st.patient_id))
+        .unwrap()
+        .patient_id
+        .clone();
+    let (dir, manifest) = bundle_args(&tmp, &trainer, "names", &["names", &mrn], &w.publisher_key);
+    let request = w.request(manifest, w.scoped_query());
+    let dpo = Dpo(&w.dpo);
+    let node = w.node;
+    let s = serve_state(ApiState::new(node, tmp.join("jobs.sqlite"), tokens()));
+
+    let shown = run_to_receipt(&s, &w.chain, &dpo, &dir, &request);
+    assert_eq!(shown.status["outcome"], "violated", "{}", shown.status);
+
+    let store = rapha_node::store::JobStore::open(&tmp.join("jobs.sqlite")).unwrap();
+    let stored = |kind: &str| {
+        String::from_utf8(store.artifact(request.job_id, kind).unwrap().unwrap()).unwrap()
+    };
+    let places = [
+        ("audit trail", audit_text(&tmp)),
+        ("syslog", w.syslog.text()),
+        (
+            "DPO view",
+            get_json(&s, &format!("/v1/jobs/{}", request.job_id), DPO_TOKEN).to_string(),
+        ),
+        ("ending", stored(rapha_node::pipeline::artifact::ENDING)),
+        (
+            "run record",
+            stored(rapha_node::pipeline::artifact::MANIFEST),
+        ),
+    ];
+    for (place, text) in &places {
+        let leaked: Vec<String> = hex_names(text)
+            .into_iter()
+            .chain(
+                [&mrn, "12345678"]
+                    .into_iter()
+                    .filter(|b| text.contains(*b))
+                    .map(str::to_owned),
+            )
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "trainer-chosen bytes in the {place}: {leaked:?}\n{text}"
+        );
+    }
+    // What the guard found is there, in the node's words.
+    let (_, audit) = &places[0];
+    for line in [
+        "undeclared-output: sha256:",
+        "identifier: a raw patient id in \"model.safetensors\"!\"<entry 3>\"",
+    ] {
+        assert!(
+            audit.contains(line),
+            "{line:?} not in the audit trail:\n{audit}"
+        );
+        assert!(w.syslog.text().contains(line), "{line:?} not in syslog");
+    }
+}

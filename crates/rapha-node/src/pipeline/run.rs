@@ -112,7 +112,6 @@ impl Node {
             result,
             opted_out,
             fetch_refusals,
-            guard_lines,
         } = match ran {
             RunEnd::Ran(r) => *r,
             RunEnd::Failed(code, detail) => return self.end(job, from, code, &detail),
@@ -155,10 +154,9 @@ impl Node {
                 bytes: f.size,
             })
             .collect();
-        // The hospital-side details (the manifest has only codes); the node helper of issue
-        // 18 decides what of them reaches the publisher.
-        let mut reasons = result.details.reasons.clone();
-        reasons.extend(guard_lines);
+        // The hospital-side details (the manifest has only codes): the exit and the guard's
+        // audit lines, in the node's words (never a name the trainer chose).
+        let reasons = result.details.reasons.clone();
         let rec = RunRecord {
             outcome: format!("{:?}", m.outcome).to_lowercase(),
             reasons: reasons.clone(),
@@ -214,8 +212,6 @@ struct Ran {
     opted_out: u64,
     /// Records refused at fetch time, by reason.
     fetch_refusals: rapha_core::ExclusionCounts,
-    /// The guard's rejections as the audit trail shows them (no trainer-chosen bytes).
-    guard_lines: Vec<String>,
 }
 
 /// How a run's slow part ended.
@@ -277,12 +273,6 @@ fn run_trainer(i: RunInput<'_>) -> RunEnd {
         &|p| live.update(job, p),
     ) {
         Ok(result) => RunEnd::Ran(Box::new(Ran {
-            guard_lines: result
-                .details
-                .rejections()
-                .iter()
-                .map(|r| r.audit_line(i.vb.outputs()))
-                .collect(),
             result,
             opted_out,
             fetch_refusals: source.fetch_refusals(),
