@@ -7,9 +7,11 @@
 # produces a reason. Every check is written as "deny unless a positive condition holds", so a
 # missing or malformed input field denies instead of slipping through.
 #
-# `input` is built by rapha-node from the job request, the bundle's declared outputs, the
-# cohort, the DPO approval and the attestation verdicts; `data.hospital` from the node's
-# configuration (see docs/configuration.md, section [policy]).
+# `input` is built by rapha-node from the job request, the bundle's declared outputs and
+# resources, the publisher's earlier admitted jobs (`publisher_history`: admission times;
+# `publisher_jobs`: time, outcome, cohort size, query digest of each), the cohort, the DPO
+# approval and the attestation verdicts; `data.hospital` from the node's configuration (see
+# docs/configuration.md, sections [policy] and [trainer.limits]).
 #
 # Written in Rego v1 syntax accepted by regorus (in the node) and rego-cpp / OPA (so the
 # policy stays portable). Messages are read by the hospital's Data Protection Officer: they
@@ -51,6 +53,12 @@ admission_input_complete if {
 	every t in input.publisher_history {
 		is_number(t)
 	}
+	is_array(input.publisher_jobs)
+	is_object(input.resources)
+	every k in resource_keys {
+		is_number(input.resources[k])
+	}
+	linkage_well_formed
 	every output in input.outputs {
 		is_string(output.name)
 		is_string(output.kind)
@@ -60,6 +68,11 @@ admission_input_complete if {
 		is_string(s)
 	}
 }
+
+# A request names a linkage group (a string) or none (null).
+linkage_well_formed if input.linkage == null
+
+linkage_well_formed if is_string(input.linkage)
 
 admission_reasons contains msg if {
 	not admission_input_complete
@@ -187,6 +200,36 @@ fee_sufficient if {
 admission_reasons contains msg if {
 	not fee_sufficient
 	msg := sprintf("The fee offered (%s USDC) is below this hospital's minimum of %s USDC.", [input.fee_usdc, data.hospital.min_fee_usdc])
+}
+
+# Resources the trainer asks for, within the node's bounds ([trainer.limits]). The node refuses
+# a request outside them before this gate runs; the rule keeps the policy complete on its own.
+
+resource_keys := ["memory_mb", "cpus", "pids", "wall_seconds", "tmp_mb"]
+
+resource_within(v, bound) if {
+	v >= bound.min
+	v <= bound.max
+}
+
+admission_reasons contains msg if {
+	some k in resource_keys
+	bound := data.hospital.resources[k]
+	is_number(input.resources[k])
+	not resource_within(input.resources[k], bound)
+	msg := sprintf("The trainer asks for %s = %v; this hospital allows %v to %v.", [k, input.resources[k], bound.min, bound.max])
+}
+
+# Pseudonyms are per job. A job may share them with other jobs of its publisher (a linkage
+# group, e.g. the rounds of one federated run) only where the hospital allows it for that
+# publisher; the DPO then sees the group in the request it approves.
+
+linkage_allowed if input.publisher in object.get(data.hospital, "linkage_publishers", [])
+
+admission_reasons contains msg if {
+	is_string(input.linkage)
+	not linkage_allowed
+	msg := sprintf("The job asks for its pseudonyms to be linked with the other jobs of group '%s'; this hospital does not allow linkage for the publisher '%s'.", [input.linkage, input.publisher])
 }
 
 # Per-publisher job budget over a rolling window, so repeated jobs cannot turn validation

@@ -17,6 +17,14 @@ hospital := {
 	"budget": {"max_jobs": 3, "window_hours": 720},
 	"min_patients": 50,
 	"min_validation_patients": 20,
+	"resources": {
+		"memory_mb": {"min": 64, "max": 16384},
+		"cpus": {"min": 1, "max": 8},
+		"pids": {"min": 8, "max": 1024},
+		"wall_seconds": {"min": 10, "max": 86400},
+		"tmp_mb": {"min": 1, "max": 1024},
+	},
+	"linkage_publishers": ["acme-ai"],
 }
 
 now := 1800000000
@@ -30,10 +38,16 @@ good_admission := {
 		{"name": "model.safetensors", "kind": "safetensors", "max_bytes": 50000000},
 		{"name": "metrics.json", "kind": "metrics-json", "max_bytes": 65536},
 	],
+	"resources": {"memory_mb": 2048, "cpus": 2, "pids": 64, "wall_seconds": 1800, "tmp_mb": 64},
+	"linkage": null,
 	"fee": 120000000,
 	"fee_usdc": "120.000000",
 	"now": now,
 	"publisher_history": [now - 3000000, now - 10],
+	"publisher_jobs": [
+		{"admitted_at": now - 3000000, "outcome": "completed", "patients": 120, "query_digest": "aa"},
+		{"admitted_at": now - 10, "outcome": null, "patients": null, "query_digest": "bb"},
+	],
 }
 
 job_digest := "aa00000000000000000000000000000000000000000000000000000000000000"
@@ -124,6 +138,36 @@ test_exhausted_budget_is_refused if {
 test_old_jobs_fall_out_of_the_budget_window if {
 	d := admission_with({"publisher_history": [now - 10, now - 20, now - 2592000]})
 	d.allow == true
+}
+
+test_resources_outside_the_bounds_are_refused if {
+	d := admission_with({"resources": object.union(good_admission.resources, {"memory_mb": 0, "wall_seconds": 31536000})})
+	d.reasons == [
+		"The trainer asks for memory_mb = 0; this hospital allows 64 to 16384.",
+		"The trainer asks for wall_seconds = 31536000; this hospital allows 10 to 86400.",
+	]
+}
+
+test_missing_resources_are_malformed if {
+	partial := object.union(object.remove(good_admission, ["resources"]), {"resources": {"memory_mb": 2048}})
+	d := rapha.admission with input as partial with data.hospital as hospital
+	d.reasons == ["The job request is incomplete or malformed, so it cannot be assessed; it is refused."]
+}
+
+test_linkage_for_an_allowed_publisher_is_admitted if {
+	d := admission_with({"linkage": "fed-run-1"})
+	d.allow == true
+}
+
+test_linkage_for_another_publisher_is_refused if {
+	d := rapha.admission with input as object.union(good_admission, {"linkage": "fed-run-1"})
+		with data.hospital as object.union(hospital, {"linkage_publishers": []})
+	d.reasons == ["The job asks for its pseudonyms to be linked with the other jobs of group 'fed-run-1'; this hospital does not allow linkage for the publisher 'acme-ai'."]
+}
+
+test_linkage_that_is_not_a_string_is_malformed if {
+	d := admission_with({"linkage": 7})
+	d.reasons == ["The job request is incomplete or malformed, so it cannot be assessed; it is refused."]
 }
 
 test_every_reason_is_reported if {

@@ -409,6 +409,7 @@ state_dir = {state}
             fee: Usdc::from_base_units(FEE),
             chain_id: self.chain_id,
             depositor: self.company.address().to_string(),
+            linkage: None,
         }
     }
 

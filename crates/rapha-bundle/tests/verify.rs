@@ -41,7 +41,8 @@ fn honest_bundle_verifies_and_unpacks_to_an_identical_rootfs() {
             memory_mb: 1024,
             cpus: 1,
             pids: 32,
-            wall_seconds: 600
+            wall_seconds: 600,
+            tmp_mb: rapha_core::DEFAULT_TMP_MB,
         }
     );
     assert_eq!(vb.outputs().len(), 2);

@@ -203,12 +203,20 @@ pub struct SubmitArgs {
     /// depositor.
     #[arg(long = "key", value_name = "WALLET_KEY", conflicts_with = "depositor")]
     pub key: Option<PathBuf>,
+    /// Share pseudonyms with the other jobs of this group (e.g. the rounds of one federated
+    /// run), if the hospital allows it for you; by default a job's pseudonyms are its own.
+    #[arg(long, value_name = "GROUP", value_parser = parse_linkage)]
+    pub linkage: Option<rapha_core::LinkageGroup>,
     /// Where to keep the job request sent (default: job-<id>.json in the current directory).
     #[arg(long, value_name = "FILE")]
     pub request_out: Option<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+fn parse_linkage(s: &str) -> Result<rapha_core::LinkageGroup, String> {
+    rapha_core::LinkageGroup::new(s).map_err(|e| e.to_string())
 }
 
 fn depositor(args: &SubmitArgs) -> anyhow::Result<String> {
@@ -275,6 +283,7 @@ fn submit(args: &SubmitArgs) -> anyhow::Result<Printed> {
         fee: args.fee,
         chain_id: args.chain_id,
         depositor,
+        linkage: args.linkage.clone(),
     };
     // Checked before anything is sent, so a submitted job always has its request kept.
     let path = args

@@ -587,6 +587,8 @@ fn world() -> Option<World> {
             },
             min_patients: 5,
             min_validation_patients: 2,
+            resources: rapha_core::ResourceBounds::default(),
+            linkage_publishers: vec![],
         },
         pseudonymizer: Pseudonymizer::new(HmacKey::from_bytes([0x5a; 32])),
         dicom: DicomConfig::default(),

@@ -30,6 +30,15 @@ pub enum CoreError {
     InvalidAmount { input: String, reason: &'static str },
     #[error("invalid Merkle proof: {0}")]
     InvalidProof(&'static str),
+    #[error(
+        "invalid linkage group {0:?}: expected 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'"
+    )]
+    InvalidLinkageGroup(String),
+    #[error(
+        "publisher name {0:?} cannot scope pseudonyms: expected 1 to 64 characters of a-z, 0-9, \
+         '.', '_' and '-', as the trust store names publishers"
+    )]
+    InvalidPublisherName(String),
 }
 
 /// Result with [`CoreError`].

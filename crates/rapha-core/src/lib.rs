@@ -6,8 +6,8 @@
 //! - [`Digest`] is a SHA-256 value; it prints as lowercase hex and parses only from exactly
 //!   64 hex digits (optionally prefixed `sha256:` as in OCI).
 //! - [`HashedId`] is a pseudonym. Outside of deserialising one that was already hashed, the only
-//!   way to make one is [`HashedId::derive`], which computes
-//!   `HMAC-SHA256(key, domain || 0x00 || value)` with a hospital-held [`HmacKey`] (**I1**). A
+//!   way to make one is [`HashedId::derive_in`] (or the unscoped [`HashedId::derive`]), an
+//!   HMAC-SHA256 under a hospital-held [`HmacKey`] (**I1**). A
 //!   raw identifier therefore cannot be passed where a pseudonym is expected.
 //! - [`HmacKey`] is exactly 32 bytes, zeroized on drop, with no `Debug`/`Display` that could
 //!   print it, and [`HmacKey::load`] refuses files that are group- or world-readable.
@@ -19,9 +19,11 @@
 //!   consistency proofs. The cohort commitment and the receipt log (**I6**) share it.
 //!
 //! ```text
-//!   raw PatientID ──HMAC(key, "patient" 0x00 id)──▶ HashedId ──▶ records, cohort commitment
-//!                                                              └──▶ Merkle leaf ──▶ receipt
+//!   raw PatientID ──HMAC(key, "rapha-pseudonym-v2" 0x00 "job/<id>" 0x00 "patient" 0x00 id)──▶
+//!       HashedId ──▶ records, cohort commitment ──▶ Merkle leaf ──▶ receipt
 //! ```
+//!
+//! Jobs hash within a [`PseudonymScope`] (their own by default), so no two jobs' records join.
 
 mod digest;
 mod error;
@@ -36,7 +38,12 @@ mod receipt;
 pub use digest::Digest;
 pub use error::{CoreError, Result};
 pub use ids::JobId;
-pub use job::{CohortQuery, JobRequest, OutputDecl, OutputKind, ResourceLimits};
+pub use job::{
+    Bound, CohortQuery, JobRequest, LinkageGroup, OutOfRange, OutputDecl, OutputKind,
+    ResourceBounds, ResourceLimits, DEFAULT_TMP_MB,
+};
 pub use money::{FeeSplit, Usdc, USDC_DECIMALS};
-pub use pseudonym::{check_private_mode, HashedId, HmacKey, IdDomain, ModeError, HMAC_KEY_LEN};
+pub use pseudonym::{
+    check_private_mode, HashedId, HmacKey, IdDomain, ModeError, PseudonymScope, HMAC_KEY_LEN,
+};
 pub use receipt::{ExclusionCounts, Outcome, ReasonCode};

@@ -131,7 +131,72 @@ impl IdDomain {
     }
 }
 
-/// A pseudonym: `HMAC-SHA256(key, domain || 0x00 || value)`.
+/// Whose pseudonyms: the HMAC's outer domain separation, so the same identifier hashed for two
+/// scopes gives unrelated pseudonyms and two jobs' records cannot be joined.
+///
+/// The scope enters the HMAC as its label ([`PseudonymScope::label`]): `job/<job id>`,
+/// `linkage/<publisher>/<group>` or `preview`. No label contains a NUL byte and a group holds no
+/// `/`, so each label names exactly one scope.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PseudonymScope {
+    /// One job's own pseudonyms (the default).
+    Job(crate::JobId),
+    /// Jobs of one publisher that name the same linkage group (allowed by the hospital's
+    /// policy and approved by its DPO, e.g. the rounds of one federated run).
+    Linkage {
+        publisher: String,
+        group: crate::LinkageGroup,
+    },
+    /// `rapha-node cohort preview`: the DPO's view, joining no job's records.
+    Preview,
+}
+
+impl PseudonymScope {
+    /// A linkage group's scope under `publisher`.
+    ///
+    /// # Errors
+    /// [`CoreError::InvalidPublisherName`] unless the name is 1 to 64 of `a-z 0-9 . _ -` (the
+    /// trust store's rule): a `/` or NUL in it could make two scopes' labels collide.
+    pub fn linkage(publisher: &str, group: crate::LinkageGroup) -> Result<Self, CoreError> {
+        let ok = (1..=64).contains(&publisher.len())
+            && publisher
+                .bytes()
+                .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'));
+        if !ok {
+            return Err(CoreError::InvalidPublisherName(
+                publisher.chars().take(80).collect(),
+            ));
+        }
+        Ok(Self::Linkage {
+            publisher: publisher.to_owned(),
+            group,
+        })
+    }
+
+    /// The label fed to the HMAC.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Job(job) => format!("job/{job}"),
+            Self::Linkage { publisher, group } => format!("linkage/{publisher}/{group}"),
+            Self::Preview => "preview".to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for PseudonymScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
+/// Tag of the scoped pseudonym form: the first field of every scoped HMAC message, never a
+/// role label, so a scoped message cannot equal an unscoped one.
+const SCOPED_TAG: &[u8] = b"rapha-pseudonym-v2";
+
+/// A pseudonym: `HMAC-SHA256(key, domain || 0x00 || value)` (unscoped, [`HashedId::derive`]) or
+/// `HMAC-SHA256(key, "rapha-pseudonym-v2" || 0x00 || scope || 0x00 || domain || 0x00 || value)`
+/// ([`HashedId::derive_in`], what jobs use).
 ///
 /// Made by [`HashedId::derive`]; parsing from hex exists for pseudonyms that were already
 /// derived (records, receipts), never for raw identifiers, which are not 64 hex digits.
@@ -146,6 +211,23 @@ impl HashedId {
             Ok(mac) => mac,
             Err(_) => unreachable_hmac(),
         };
+        mac.update(domain.label().as_bytes());
+        mac.update(&[0u8]);
+        mac.update(value.as_bytes());
+        Self(mac.finalize().into_bytes().into())
+    }
+
+    /// Derives the pseudonym of `value` in `domain` within `scope`: unrelated to the same
+    /// value's pseudonym in any other scope, and to its unscoped one.
+    pub fn derive_in(key: &HmacKey, scope: &PseudonymScope, domain: IdDomain, value: &str) -> Self {
+        let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(&key.0) {
+            Ok(mac) => mac,
+            Err(_) => unreachable_hmac(),
+        };
+        mac.update(SCOPED_TAG);
+        mac.update(&[0u8]);
+        mac.update(scope.label().as_bytes());
+        mac.update(&[0u8]);
         mac.update(domain.label().as_bytes());
         mac.update(&[0u8]);
         mac.update(value.as_bytes());
@@ -246,6 +328,55 @@ mod tests {
             id.to_hex(),
             "5a10570ba53efd7a46d9a05ce6896460828a0330711c60b1b8e838f19f5d08b1"
         );
+    }
+
+    #[test]
+    fn scoped_pseudonyms_match_an_independent_vector() {
+        // hmac.new(bytes([7])*32,
+        //   b"rapha-pseudonym-v2\x00job/11111111111111111111111111111111\x00patient\x00P1",
+        //   "sha256").hexdigest()
+        let key = HmacKey::from_bytes([7; 32]);
+        let job = crate::JobId::from_bytes([0x11; 16]);
+        let id = HashedId::derive_in(&key, &PseudonymScope::Job(job), IdDomain::Patient, "P1");
+        assert_eq!(id.to_hex(), SCOPED_VECTOR);
+    }
+
+    const SCOPED_VECTOR: &str = "fb68592e70a9a41a022dcb67cb08b114d3ee6a6f75a4fe3ac3391925caa2fff4";
+
+    #[test]
+    fn scopes_separate_equal_values() {
+        let key = HmacKey::from_bytes([7; 32]);
+        let group = crate::LinkageGroup::new("fed-1").unwrap();
+        let scopes = [
+            PseudonymScope::Job(crate::JobId::from_bytes([1; 16])),
+            PseudonymScope::Job(crate::JobId::from_bytes([2; 16])),
+            PseudonymScope::linkage("acme-ai", group.clone()).unwrap(),
+            PseudonymScope::linkage("other-co", group).unwrap(),
+            PseudonymScope::Preview,
+        ];
+        let mut seen: Vec<HashedId> = scopes
+            .iter()
+            .map(|s| HashedId::derive_in(&key, s, IdDomain::Patient, "P1"))
+            .collect();
+        seen.push(HashedId::derive(&key, IdDomain::Patient, "P1"));
+        let distinct: std::collections::BTreeSet<_> = seen.iter().collect();
+        assert_eq!(distinct.len(), seen.len());
+        // Same scope, same value: the same pseudonym (records of one job join).
+        assert_eq!(
+            HashedId::derive_in(&key, &scopes[0], IdDomain::Patient, "P1"),
+            seen[0]
+        );
+    }
+
+    #[test]
+    fn a_publisher_name_that_could_blur_a_scope_is_refused() {
+        let group = crate::LinkageGroup::new("g").unwrap();
+        for bad in ["", "a/b", "a\0b", "Acme", &"x".repeat(65)] {
+            assert!(
+                PseudonymScope::linkage(bad, group.clone()).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -108,6 +108,8 @@ pub fn build(
         },
         min_patients: 10,
         min_validation_patients: 2,
+        resources: rapha_core::ResourceBounds::default(),
+        linkage_publishers: vec![],
     };
     let key = node_key()?;
     let ledger = state.join("settlement-ledger.sqlite");

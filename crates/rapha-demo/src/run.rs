@@ -526,6 +526,7 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<Summary> {
         fee,
         chain_id: chain.chain_id,
         depositor: chain.company.address().to_string(),
+        linkage: None,
     };
     let before = (
         chain.balance(chain.payout)?,

@@ -150,6 +150,7 @@ fn main() {
                     cpus: 1,
                     pids: 32,
                     wall_seconds: 120,
+                    tmp_mb: rapha_core::DEFAULT_TMP_MB,
                 },
                 wall_override: None,
             };

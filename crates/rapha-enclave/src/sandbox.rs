@@ -13,8 +13,8 @@
 //!   filtered;
 //! - mounts: `/proc` (with masked and read-only paths), a minimal `/dev` tmpfs, the data
 //!   socket's directory read-only at `/rapha`, the host-side size-limited tmpfs at `/out`,
-//!   a size-limited `/tmp`; nothing else of the host, so the HMAC key, node keys and PACS
-//!   paths do not exist inside;
+//!   a `/tmp` of the size the bundle declares (`tmp_mb`, bounded by the node at admission);
+//!   nothing else of the host, so the HMAC key, node keys and PACS paths do not exist inside;
 //! - rlimits `RLIMIT_CORE = 0` and `RLIMIT_NOFILE`; cgroup limits on memory (no swap:
 //!   the memory+swap limit equals the memory limit, so cgroup v2 `memory.swap.max` is 0),
 //!   pids and CPU; a wall-time limit enforced by killing the container. Limits the OCI
@@ -84,6 +84,8 @@ pub fn check_limits(limits: &ResourceLimits) -> Result<(), LimitError> {
     at_least_one("pids", u64::from(limits.pids))?;
     at_least_one("CPU", u64::from(limits.cpus))?;
     at_least_one("wall time (s)", limits.wall_seconds)?;
+    // tmpfs reads size=0 as "no limit": the trainer could fill the node's memory.
+    at_least_one("/tmp size (MiB)", limits.tmp_mb)?;
     if limits.memory_mb > MAX_MEMORY_MB {
         return Err(LimitError::TooLarge {
             what: "memory (MiB)",
@@ -110,8 +112,6 @@ pub struct SandboxConfig {
     pub runtime_root: PathBuf,
     /// Cap on each of stdout and stderr.
     pub log_cap: usize,
-    /// Size of the container's `/tmp` tmpfs in MiB.
-    pub tmp_mb: u64,
     /// `RLIMIT_NOFILE` for the trainer.
     pub nofile: u64,
     /// cgroup parent path for trainer containers.
@@ -127,7 +127,6 @@ impl Default for SandboxConfig {
             runtime: PathBuf::from("runc"),
             runtime_root: PathBuf::from("/run/rapha-runc"),
             log_cap: DEFAULT_LOG_CAP,
-            tmp_mb: 64,
             nofile: 256,
             cgroup_parent: "/rapha".into(),
             guard_wall: None,
@@ -335,7 +334,7 @@ pub fn oci_spec(cfg: &SandboxConfig, spec: &LaunchSpec<'_>) -> Value {
             {"destination": "/out", "type": "bind", "source": spec.out_dir,
              "options": ["rbind", "rw", "nosuid", "nodev", "noexec"]},
             {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "nodev", "noexec", "mode=1777", format!("size={}m", cfg.tmp_mb)]},
+             "options": ["nosuid", "nodev", "noexec", "mode=1777", format!("size={}m", spec.limits.tmp_mb)]},
         ],
         "linux": {
             "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"},
@@ -391,14 +390,6 @@ pub fn run(cfg: &SandboxConfig, spec: &LaunchSpec<'_>) -> Result<RunResult> {
         return Err(EnclaveError::NoEntrypoint);
     }
     check_limits(spec.limits)?;
-    if cfg.tmp_mb == 0 {
-        // tmpfs reads size=0 as "no limit": the trainer could fill the node's memory.
-        return Err(LimitError::Zero {
-            what: "/tmp size (MiB)",
-            min: 1,
-        }
-        .into());
-    }
     let wall = spec
         .wall
         .min(Duration::from_secs(spec.limits.wall_seconds.max(1)));

@@ -26,6 +26,7 @@ fn ok_limits() -> ResourceLimits {
         cpus: 1,
         pids: 32,
         wall_seconds: 30,
+        tmp_mb: rapha_core::DEFAULT_TMP_MB,
     }
 }
 
@@ -112,49 +113,66 @@ fn a_wall_time_near_2_64_seconds_is_refused_not_a_panic() {
     .is_ok());
 }
 
-/// The sandbox refuses the same limits on its own (a caller that skipped the session's
-/// check), and a `/tmp` of 0 MiB, which tmpfs reads as unlimited: the node's failure, signed,
-/// with no container started.
+/// A `/tmp` of 0 MiB (the size the bundle declares), which tmpfs reads as unlimited, is
+/// refused like the other limits: by the session, and by the sandbox on its own (a caller that
+/// skipped the session's check), with no container started.
 #[test]
 fn the_sandbox_refuses_an_unlimited_tmp_before_starting_anything() {
+    let zero_tmp = ResourceLimits {
+        tmp_mb: 0,
+        ..ok_limits()
+    };
+    let Err(EnclaveError::Limit(e)) = EnclaveSession::new(spec_with(zero_tmp.clone())) else {
+        panic!("tmp_mb = 0 was accepted (tmpfs reads it as no limit)");
+    };
+    assert_eq!(
+        e.to_string(),
+        "the trainer's /tmp size (MiB) limit is 0, which the OCI runtime reads as no limit at \
+         all; at least 1 is required"
+    );
     let Some(bin) = require_sandbox() else { return };
     let dir = tempfile::tempdir().unwrap();
     let rootfs = dir.path().join("rootfs");
     std::fs::create_dir(&rootfs).unwrap();
     std::fs::copy(bin, rootfs.join("trainer")).unwrap();
-    let release = tempfile::tempdir().unwrap();
-    let spec = job_spec(Duration::from_secs(5));
-    let job = spec.job_id;
-    let session = EnclaveSession::new(spec).unwrap();
-    let cfg = rapha_enclave::SandboxConfig {
-        tmp_mb: 0,
-        ..sandbox_config(dir.path())
-    };
-    let cohort = cohort(4, 11);
-    let paths = rapha_enclave::RunPaths {
-        work_root: &dir.path().join("work"),
-        rootfs: &rootfs,
-        release_dir: release.path(),
-    };
-    let r = session
-        .run(
-            &cfg,
-            &paths,
-            &["/trainer".into(), "honest".into()],
-            &cohort.source,
-            &cohort.identifiers(),
-        )
-        .unwrap();
-    assert_eq!(
-        r.signed.manifest.outcome,
-        rapha_enclave::ManifestOutcome::Failed
+    let (sock, out, bundle) = (
+        dir.path().join("sock"),
+        dir.path().join("out"),
+        dir.path().join("bundle"),
     );
-    assert_eq!(
-        r.details.reasons,
-        [
-            "the trainer's /tmp size (MiB) limit is 0, which the OCI runtime reads as no limit at \
-          all; at least 1 is required"
-        ]
+    for d in [&sock, &out, &bundle] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let cfg = sandbox_config(dir.path());
+    let job = rapha_core::JobId::random();
+    let id = format!("rapha-{job}");
+    let err = rapha_enclave::sandbox::run(
+        &cfg,
+        &rapha_enclave::sandbox::LaunchSpec {
+            container_id: &id,
+            rootfs: &rootfs,
+            entrypoint: &["/trainer".into(), "honest".into()],
+            limits: &zero_tmp,
+            socket_dir: &sock,
+            out_dir: &out,
+            bundle_dir: &bundle,
+            wall: Duration::from_secs(5),
+        },
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            EnclaveError::Limit(LimitError::Zero {
+                what: "/tmp size (MiB)",
+                min: 1
+            })
+        ),
+        "{err}"
+    );
+    assert!(
+        !bundle.join("config.json").exists(),
+        "a runtime spec was written"
     );
     assert_host_clean(&cfg, job, dir.path());
 }

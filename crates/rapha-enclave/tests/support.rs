@@ -173,6 +173,7 @@ pub fn job_spec(wall: Duration) -> JobSpec {
             cpus: 1,
             pids: 32,
             wall_seconds: 30,
+            tmp_mb: rapha_core::DEFAULT_TMP_MB,
         },
         wall_override: Some(wall),
     }

@@ -134,6 +134,34 @@ pub fn summary(review: &ReviewRequest) -> String {
         }
     ));
     s.push_str(&format!("  validation split:  {}%\n", j.validation_percent));
+    s.push_str(&format!(
+        "  pseudonyms:        {}\n",
+        j.linkage.as_ref().map_or_else(
+            || "this job's own (join no other job)".to_owned(),
+            |g| format!(
+                "shared with every job of linkage group '{g}' of {}",
+                j.publisher
+            )
+        )
+    ));
+    if let Some(r) = &review.resources {
+        let (q, b) = (&r.requested, &r.bounds);
+        s.push_str("resources (requested, node's range)\n");
+        s.push_str(&format!(
+            "  memory:            {} MiB ({})\n",
+            q.memory_mb, b.memory_mb
+        ));
+        s.push_str(&format!("  cpus:              {} ({})\n", q.cpus, b.cpus));
+        s.push_str(&format!("  pids:              {} ({})\n", q.pids, b.pids));
+        s.push_str(&format!(
+            "  wall time:         {} s ({})\n",
+            q.wall_seconds, b.wall_seconds
+        ));
+        s.push_str(&format!(
+            "  /tmp:              {} MiB ({})\n",
+            q.tmp_mb, b.tmp_mb
+        ));
+    }
     s.push_str("cohort\n");
     s.push_str(&format!("  commitment:        {}\n", c.commitment));
     s.push_str(&format!(

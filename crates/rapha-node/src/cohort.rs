@@ -1,7 +1,8 @@
 //! `rapha-node cohort preview`: shows the DPO exactly what a trainer would see.
 //!
 //! One JSON record per kept instance on stdout (pixel shape from the header; pixels are never
-//! decoded here), exclusion counts by reason on stderr. A query the scope guard refuses, or a
+//! decoded here), exclusion counts by reason on stderr. Pseudonyms are in the `preview` scope:
+//! the same shape a trainer sees, never the values any job's trainer sees. A query the scope guard refuses, or a
 //! key that is not a 32-byte mode-0600 file, ends with a non-zero exit naming the rule or the
 //! problem, before anything is sent to the PACS.
 
@@ -10,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
+use rapha_core::PseudonymScope;
 use rapha_dicom::cohort::CohortBuilder;
 use rapha_dicom::exclusion::{LabelTable, OptOuts};
 use rapha_dicom::{Auth, ClientOptions, DicomConfig, DicomWebClient, Pseudonymizer, ScopedQuery};
@@ -84,7 +86,11 @@ fn dicom_config(path: Option<&Path>) -> anyhow::Result<DicomConfig> {
 }
 
 fn preview(args: &PreviewArgs) -> anyhow::Result<()> {
-    let pseudo = Pseudonymizer::load(&args.key).context("refusing to run: bad HMAC key")?;
+    // The preview's own scope: its pseudonyms join no job's records, so a preview printed for
+    // the DPO can never be matched against what a trainer received.
+    let pseudo = Pseudonymizer::load(&args.key)
+        .context("refusing to run: bad HMAC key")?
+        .scoped(PseudonymScope::Preview);
     let config = dicom_config(args.config.as_deref())?;
     let optouts = match &args.optouts {
         Some(p) => OptOuts::load(p)?,

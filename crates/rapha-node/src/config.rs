@@ -138,6 +138,10 @@ pub struct PolicyConfig {
     pub min_patients: u64,
     #[serde(default = "default_min_validation_patients")]
     pub min_validation_patients: u64,
+    /// Publishers whose jobs may name a pseudonym linkage group (their records then join the
+    /// group's other jobs' records); every other job's pseudonyms are its own.
+    #[serde(default)]
+    pub allow_linkage: Vec<String>,
 }
 
 fn default_min_patients() -> u64 {
@@ -320,6 +324,9 @@ pub struct TrainerConfig {
     /// Extra global options passed to the runtime before its subcommand.
     #[serde(default)]
     pub runtime_args: Vec<String>,
+    /// `[trainer.limits]`: the range each resource a bundle requests must fall in.
+    #[serde(default)]
+    pub limits: rapha_core::ResourceBounds,
     /// A run's end is committed on a whole number of these seconds after its start, so the
     /// publisher learns its trainer's run length in such steps only (default 60; 1 to 3600).
     #[serde(default = "default_run_quantum_secs")]
@@ -543,6 +550,18 @@ impl Config {
                 ));
             }
         }
+        self.trainer
+            .limits
+            .validate()
+            .map_err(|(key, message)| invalid(&format!("trainer.limits.{key}"), message))?;
+        for (i, p) in self.policy.allow_linkage.iter().enumerate() {
+            if rapha_bundle::trust::check_name(p).is_err() {
+                return Err(invalid(
+                    &format!("policy.allow_linkage[{i}]"),
+                    format!("{p:?} is not a publisher name as the trust store writes them (a-z, 0-9, '.', '_', '-')"),
+                ));
+            }
+        }
         if let Some(tpm) = &self.attestation.tpm {
             validate_tcti(&tpm.tcti)?;
             if tpm.pcr_bank != "sha256" {
@@ -715,6 +734,8 @@ impl Config {
             budget: self.policy.budget.clone(),
             min_patients: self.policy.min_patients,
             min_validation_patients: self.policy.min_validation_patients,
+            resources: self.trainer.limits.clone(),
+            linkage_publishers: self.policy.allow_linkage.clone(),
         })
     }
 }

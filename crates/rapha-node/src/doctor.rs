@@ -175,6 +175,10 @@ fn run_checks(config: &Config) -> Report {
     );
     r.push("attestation: SGX ([attestation.sgx])", check_sgx(config));
     r.push("trainer command (trainer.runtime)", check_trainer(config));
+    r.push(
+        "trainer resource bounds ([trainer.limits])",
+        check_trainer_limits(config, memory_total_mb()),
+    );
     check_chain(config, &mut r);
     r.push("settlement ([settlement])", check_settlement(config));
     r.push("API tokens ([api])", check_api(config));
@@ -705,6 +709,47 @@ fn check_trainer(config: &Config) -> Outcome {
     Ok(format!("{}: {version}", rt.display()))
 }
 
+/// The appliance's memory in MiB (`MemTotal` of /proc/meminfo), if it can be read.
+fn memory_total_mb() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
+}
+
+/// Shows the bounds a bundle's resource requests must fall in, and refuses a memory bound the
+/// appliance cannot honour (a trainer admitted up to it would push the node out of memory).
+fn check_trainer_limits(config: &Config, memory_mb: Option<u64>) -> Outcome {
+    let l = &config.trainer.limits;
+    l.validate().or_else(|(key, message)| {
+        fail(
+            format!("trainer.limits.{key}: {message}"),
+            "set each bound as { min = N, max = M } with 1 <= min <= max",
+        )
+    })?;
+    if let Some(total) = memory_mb {
+        if l.memory_mb.max >= total {
+            return fail(
+                format!(
+                    "trainer.limits.memory_mb.max = {} MiB is not below this appliance's {total} MiB of memory",
+                    l.memory_mb.max
+                ),
+                "lower trainer.limits.memory_mb.max so a trainer cannot take the node's own memory",
+            );
+        }
+    }
+    Ok(format!(
+        "memory {} MiB, cpus {}, pids {}, wall time {} s, /tmp {} MiB",
+        l.memory_mb, l.cpus, l.pids, l.wall_seconds, l.tmp_mb
+    ))
+}
+
 fn check_chain(config: &Config, r: &mut Report) {
     let c = &config.chain;
     let client = match reqwest::blocking::Client::builder()
@@ -1042,6 +1087,33 @@ pub fn preflight(config: &Config) -> Result<Report, Report> {
         Ok(report)
     } else {
         Err(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::parse(crate::init::PRODUCTION_TEMPLATE).unwrap()
+    }
+
+    #[test]
+    fn trainer_limits_are_shown() {
+        let detail = check_trainer_limits(&config(), Some(64 * 1024)).unwrap();
+        assert_eq!(
+            detail,
+            "memory 64..=16384 MiB, cpus 1..=8, pids 8..=1024, wall time 10..=86400 s, /tmp 1..=1024 MiB"
+        );
+    }
+
+    #[test]
+    fn a_memory_bound_the_appliance_cannot_honour_fails() {
+        let (detail, _) = check_trainer_limits(&config(), Some(8 * 1024)).unwrap_err();
+        assert_eq!(
+            detail,
+            "trainer.limits.memory_mb.max = 16384 MiB is not below this appliance's 8192 MiB of memory"
+        );
     }
 }
 

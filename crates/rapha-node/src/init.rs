@@ -93,6 +93,7 @@ modalities = ["CR", "DX", "CT", "MR"]
 min_fee_usdc = "100.00"
 min_patients = 50
 min_validation_patients = 20
+allow_linkage = []                              # publishers whose jobs may link pseudonyms
 
 [policy.outputs]
 kinds = ["safetensors", "metrics-json"]
@@ -127,6 +128,16 @@ accepted_advisories = []
 [trainer]
 runtime = "/REPLACE-ME/oci-runtime"             # e.g. /usr/sbin/runc
 runtime_args = []
+
+# The range each resource a trainer's bundle requests must fall in; a job asking for more or
+# less is refused before anything of it runs (code resources-out-of-range). Keep memory_mb.max
+# below the appliance's RAM and wall_seconds.max below the escrow deposit's lock.
+[trainer.limits]
+memory_mb = { min = 64, max = 16384 }
+cpus = { min = 1, max = 8 }
+pids = { min = 8, max = 1024 }
+wall_seconds = { min = 10, max = 86400 }
+tmp_mb = { min = 1, max = 1024 }
 
 [chain]
 rpc_url = "https://REPLACE-ME.polygon-rpc.invalid"
@@ -217,7 +228,13 @@ mod tests {
 
     #[test]
     fn both_templates_parse() {
-        crate::config::Config::parse(PRODUCTION_TEMPLATE).unwrap();
+        let production = crate::config::Config::parse(PRODUCTION_TEMPLATE).unwrap();
         crate::config::Config::parse(DEMO_TEMPLATE).unwrap();
+        // The production template writes every bound out, with the defaults' values.
+        assert!(PRODUCTION_TEMPLATE.contains("[trainer.limits]"));
+        assert_eq!(
+            production.trainer.limits,
+            rapha_core::ResourceBounds::default()
+        );
     }
 }

@@ -458,6 +458,33 @@ impl JobStore {
         Ok(out)
     }
 
+    /// The jobs of `publisher` admitted at or after `since` (Unix seconds), with the time each
+    /// was admitted, oldest first: the history the admission gate's job budget counts.
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] on database failure, [`StoreError::Corrupt`] for a bad row.
+    pub fn admitted_since(&self, publisher: &str, since: u64) -> Result<Vec<(JobRow, u64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT job_id, MIN(at) FROM transitions WHERE to_state = ?1 AND at >= ?2
+             GROUP BY job_id ORDER BY MIN(at), job_id",
+        )?;
+        let rows = stmt.query_map(params![JobState::Admitted.as_str(), since], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, at) = row?;
+            let id: JobId = id
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("bad job id {id:?}")))?;
+            let job = self.get(id)?;
+            if job.request.publisher == publisher {
+                out.push((job, at));
+            }
+        }
+        Ok(out)
+    }
+
     /// The job's transition history, oldest first.
     ///
     /// # Errors
@@ -768,7 +795,50 @@ mod tests {
             fee: Usdc::from_base_units(120_000_000),
             chain_id: 137,
             depositor: "0x0000000000000000000000000000000000000001".into(),
+            linkage: None,
         }
+    }
+
+    #[test]
+    fn admitted_since_lists_only_this_publishers_admitted_jobs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = JobStore::open(&dir.path().join("jobs.db")).unwrap();
+        let admit = |s: &mut JobStore, req: &JobRequest| {
+            s.insert(req).unwrap();
+            s.advance(
+                req.job_id,
+                JobState::Received,
+                JobState::BundleVerified,
+                &[],
+                None,
+            )
+            .unwrap();
+            s.advance(
+                req.job_id,
+                JobState::BundleVerified,
+                JobState::Admitted,
+                &[],
+                None,
+            )
+            .unwrap();
+        };
+        let (a, b) = (request(), request());
+        admit(&mut s, &a);
+        admit(&mut s, &b);
+        let mut other = request();
+        other.publisher = "other-co".into();
+        admit(&mut s, &other);
+        // Received only: never admitted, so not counted.
+        s.insert(&request()).unwrap();
+        let jobs: Vec<JobId> = s
+            .admitted_since("acme", 0)
+            .unwrap()
+            .iter()
+            .map(|(row, _)| row.id)
+            .collect();
+        assert_eq!(jobs.len(), 2);
+        assert!(jobs.contains(&a.job_id) && jobs.contains(&b.job_id));
+        assert!(s.admitted_since("acme", now() + 60).unwrap().is_empty());
     }
 
     #[test]

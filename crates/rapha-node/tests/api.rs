@@ -95,6 +95,8 @@ fn node_parts(dir: &Path, chain: &Chain) -> Node {
             },
             min_patients: 5,
             min_validation_patients: 2,
+            resources: rapha_core::ResourceBounds::default(),
+            linkage_publishers: vec![],
         },
         pseudonymizer: Pseudonymizer::new(HmacKey::from_bytes([0x5a; 32])),
         dicom: DicomConfig::default(),
@@ -612,6 +614,7 @@ fn a_job_submitted_through_the_api_runs_in_the_background_and_its_receipt_is_in_
         fee: Usdc::from_base_units(FEE),
         chain_id: 137,
         depositor: chain.company.address().to_string(),
+        linkage: None,
     };
     // A node path in the body is no longer part of the API.
     let with_path = serde_json::to_vec(&serde_json::json!({

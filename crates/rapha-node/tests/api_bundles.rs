@@ -59,6 +59,7 @@ fn request(manifest: Digest, publisher: &str, depositor: String) -> JobRequest {
         fee: Usdc::from_base_units(FEE),
         chain_id: 137,
         depositor,
+        linkage: None,
     }
 }
 

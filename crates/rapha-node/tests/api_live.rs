@@ -247,6 +247,7 @@ fn a_running_job_shows_live_progress_and_the_reference_trainer_meets_its_auc_tar
         fee: rapha_core::Usdc::from_base_units(crate::pipeline_e2e::FEE),
         chain_id: 137,
         depositor: w.chain.company.address().to_string(),
+        linkage: None,
     };
     let job = request.job_id.to_string();
     let body = serde_json::to_vec(&serde_json::json!({ "request": request })).unwrap();

@@ -37,6 +37,7 @@ fn status_polls_answer_while_a_step_holds_the_node_lock_and_the_store_write_lock
         fee: Usdc::from_base_units(FEE),
         chain_id: 137,
         depositor: chain.company.address().to_string(),
+        linkage: None,
     };
     let job = request.job_id;
 

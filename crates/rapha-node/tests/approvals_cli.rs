@@ -34,6 +34,7 @@ fn review() -> ReviewRequest {
             fee: "150".parse().unwrap(),
             chain_id: 137,
             depositor: "0x0000000000000000000000000000000000000002".into(),
+            linkage: None,
         },
         cohort: CohortSummary {
             commitment: Digest::of(b"cohort"),
@@ -46,6 +47,7 @@ fn review() -> ReviewRequest {
             exclusions: [("burned-in-annotation".to_owned(), 4)].into(),
         },
         digest_version: rapha_policy::JobDigestVersion::CURRENT,
+        resources: None,
     }
 }
 

@@ -87,6 +87,7 @@ fn sigkill_at_every_state_ends_completed_or_failed_exactly_once() {
             fee: Usdc::from_base_units(FEE),
             chain_id: 137,
             depositor: chain.company.address().to_string(),
+            linkage: None,
         };
         let job = request.job_id;
         std::fs::write(

@@ -258,6 +258,30 @@ pub fn bundle_args(
     args: &[&str],
     key: &SigningKey,
 ) -> (PathBuf, Digest) {
+    bundle_args_with(tmp, trainer, name, args, key, |_| {})
+}
+
+/// [`bundle`], with the signed resource requests changed by `resources` (as a publisher
+/// writing its statement by hand may: TOML integers stop at 2^63, JSON's do not).
+pub fn bundle_with(
+    tmp: &Path,
+    trainer: &Path,
+    name: &str,
+    mode: &str,
+    key: &SigningKey,
+    resources: impl FnOnce(&mut rapha_core::ResourceLimits),
+) -> (PathBuf, Digest) {
+    bundle_args_with(tmp, trainer, name, &[mode], key, resources)
+}
+
+fn bundle_args_with(
+    tmp: &Path,
+    trainer: &Path,
+    name: &str,
+    args: &[&str],
+    key: &SigningKey,
+    resources: impl FnOnce(&mut rapha_core::ResourceLimits),
+) -> (PathBuf, Digest) {
     let rootfs = tmp.join(format!("{name}-rootfs"));
     std::fs::create_dir_all(&rootfs).unwrap();
     std::fs::copy(trainer, rootfs.join("trainer")).unwrap();
@@ -298,6 +322,8 @@ max_bytes = 4096
 "#
     ))
     .unwrap();
+    let mut spec = spec;
+    resources(&mut spec.resources);
     let out = tmp.join(format!("{name}-bundle"));
     let manifest = sign_bundle(key, &layout, &spec, &out).unwrap();
     (out, manifest)
@@ -459,6 +485,15 @@ pub fn world() -> Option<World> {
 /// The world with a cohort of `studies` synthetic studies generated from `seed` (the scope
 /// limit admits them all).
 pub fn world_with(studies: usize, seed: u64) -> Option<World> {
+    world_with_policy(studies, seed, |_| {})
+}
+
+/// [`world_with`], with the hospital's policy settings changed by `policy` first.
+pub fn world_with_policy(
+    studies: usize,
+    seed: u64,
+    policy: impl FnOnce(&mut HospitalPolicy),
+) -> Option<World> {
     let trainer = sandbox_ready()?;
     let orthanc = rapha_testkit::require!(Orthanc::start())?;
     let tpm = rapha_testkit::require!(Swtpm::start_provisioned())?;
@@ -501,7 +536,7 @@ pub fn world_with(studies: usize, seed: u64) -> Option<World> {
     )
     .unwrap();
     let trust = TrustStore::open(&tmp.path().join("trust")).unwrap();
-    let hospital = HospitalPolicy {
+    let mut hospital = HospitalPolicy {
         mode: Mode::Demo,
         publishers: BTreeMap::from([(
             PUBLISHER.to_owned(),
@@ -534,7 +569,10 @@ pub fn world_with(studies: usize, seed: u64) -> Option<World> {
         },
         min_patients: 5,
         min_validation_patients: 2,
+        resources: rapha_core::ResourceBounds::default(),
+        linkage_publishers: vec![],
     };
+    policy(&mut hospital);
     let dpo = DpoSigningKey::from_seed(&[9; 32]);
     let forge = Arc::new(AtomicBool::new(false));
     let pacs_calls = Arc::new(AtomicUsize::new(0));
@@ -628,6 +666,7 @@ impl World {
             fee: Usdc::from_base_units(FEE),
             chain_id: 137,
             depositor: self.chain.company.address().to_string(),
+            linkage: None,
         }
     }
 
@@ -639,7 +678,13 @@ impl World {
         }
     }
 
-    fn approve(&self, job: JobId) {
+    /// How many PACS clients the node has made (each cohort build or run makes one).
+    pub fn pacs_calls(&self) -> usize {
+        self.pacs_calls.load(Ordering::SeqCst)
+    }
+
+    /// Records a DPO approval of the job's review digest, valid for an hour.
+    pub fn approve(&self, job: JobId) {
         let digest = self
             .node
             .review_digest(job)

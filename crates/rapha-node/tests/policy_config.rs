@@ -24,6 +24,7 @@ fn request(publisher: &str, trainer: &str, fields: &[&str]) -> JobRequest {
         fee: "150".parse().unwrap(),
         chain_id: 137,
         depositor: "0x0000000000000000000000000000000000000003".into(),
+        linkage: None,
     }
 }
 
@@ -78,7 +79,16 @@ fn configured_hospital_admits_its_trusted_publisher_and_refuses_the_rest() {
     let admit = |req: &JobRequest| {
         policy
             .admission(
-                &AdmissionInput::new(req, &outputs, 1_800_000_000, vec![]).unwrap(),
+                &AdmissionInput::new(
+                    req,
+                    rapha_policy::Declared {
+                        outputs: &outputs,
+                        resources: &rapha_core::ResourceLimits::default(),
+                    },
+                    1_800_000_000,
+                    vec![],
+                )
+                .unwrap(),
                 &hospital,
             )
             .unwrap()

@@ -307,6 +307,7 @@ max_bundle_bytes = 1048576"#,
         fee: Usdc::from_base_units(FEE),
         chain_id: 137,
         depositor: chain.company.address().to_string(),
+        linkage: None,
     };
     // Drives a job to its end; checks it was refused at attestation, receipted, nothing
     // released, the depositor refunded in full; returns the reason.

@@ -81,6 +81,7 @@ fn request(chain: &Chain, job: JobId) -> rapha_core::JobRequest {
         fee: Usdc::from_base_units(FEE),
         chain_id: 137,
         depositor: chain.company.address().to_string(),
+        linkage: None,
     }
 }
 

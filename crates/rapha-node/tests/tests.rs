@@ -22,4 +22,5 @@ mod pipeline_e2e;
 mod policy_config;
 mod production_node;
 mod publisher_channels;
+mod publisher_policy;
 mod settlement;

@@ -237,6 +237,8 @@ fn v1_node(state: &Path) -> Node {
         },
         min_patients: 10,
         min_validation_patients: 2,
+        resources: rapha_core::ResourceBounds::default(),
+        linkage_publishers: vec![],
     };
     Node::new(NodeParts {
         store: JobStore::open(&state.join("jobs.sqlite")).unwrap(),

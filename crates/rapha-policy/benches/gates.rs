@@ -43,6 +43,8 @@ fn main() {
         },
         min_patients: 50,
         min_validation_patients: 20,
+        resources: rapha_core::ResourceBounds::default(),
+        linkage_publishers: vec![],
     };
     let now = 1_800_000_000u64;
     let admission = json!({
@@ -52,7 +54,10 @@ fn main() {
         "outputs": [{"name": "model.safetensors", "kind": "safetensors", "max_bytes": 50_000_000},
                     {"name": "metrics.json", "kind": "metrics-json", "max_bytes": 65_536}],
         "fee": 120_000_000u64, "fee_usdc": "120.000000", "now": now,
+        "resources": {"memory_mb": 2048, "cpus": 2, "pids": 64, "wall_seconds": 1800, "tmp_mb": 64},
+        "linkage": null,
         "publisher_history": [now - 10, now - 100_000],
+        "publisher_jobs": [],
     });
     let digest = rapha_core::Digest::of(b"job").to_hex();
     let final_input = json!({

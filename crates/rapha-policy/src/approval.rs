@@ -10,7 +10,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use rapha_core::{Digest, ExclusionCounts, JobRequest};
+use rapha_core::{Digest, ExclusionCounts, JobRequest, ResourceBounds, ResourceLimits};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
@@ -94,6 +94,18 @@ pub struct ReviewRequest {
     /// Absent in reviews written before versions: those are [`JobDigestVersion::V1`].
     #[serde(default = "JobDigestVersion::v1")]
     pub digest_version: JobDigestVersion,
+    /// The resources the trainer's bundle requests and the node's bounds they were checked
+    /// against. Absent from reviews recorded before they were shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceReview>,
+}
+
+/// What the DPO sees of a trainer's resources: the request and the node's bounds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceReview {
+    pub requested: ResourceLimits,
+    pub bounds: ResourceBounds,
 }
 
 impl ReviewRequest {
@@ -103,6 +115,7 @@ impl ReviewRequest {
             job,
             cohort,
             digest_version: JobDigestVersion::CURRENT,
+            resources: None,
         }
     }
 

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use rapha_core::{Digest, JobRequest, OutputDecl, OutputKind, Usdc};
+use rapha_core::{
+    Digest, JobRequest, Outcome, OutputDecl, OutputKind, ResourceBounds, ResourceLimits, Usdc,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::approval::{ApprovalRecord, DpoPublicKey};
@@ -121,6 +123,10 @@ pub struct HospitalPolicy {
     pub budget: JobBudget,
     pub min_patients: u64,
     pub min_validation_patients: u64,
+    /// The node's bounds on a trainer's resource requests (`[trainer.limits]`).
+    pub resources: ResourceBounds,
+    /// Publishers whose jobs may name a pseudonym linkage group (`[policy] allow_linkage`).
+    pub linkage_publishers: Vec<String>,
 }
 
 /// Default minimum cohort size (patients).
@@ -143,6 +149,8 @@ impl HospitalPolicy {
                 "budget": self.budget,
                 "min_patients": self.min_patients,
                 "min_validation_patients": self.min_validation_patients,
+                "resources": self.resources,
+                "linkage_publishers": self.linkage_publishers,
             }
         })
     }
@@ -160,6 +168,28 @@ pub struct QueryScope {
     pub limit: Option<u32>,
 }
 
+/// One earlier job of the same publisher, as the admission gate sees it: facts the node
+/// recorded, nothing the trainer chose.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PastJob {
+    /// Unix seconds at which it was admitted.
+    pub admitted_at: u64,
+    /// How it ended; `None` while it is in flight.
+    pub outcome: Option<Outcome>,
+    /// Patients in its cohort, once built.
+    pub patients: Option<u64>,
+    /// [`rapha_core::CohortQuery::digest`] of its query: equal digests are the same query.
+    pub query_digest: Digest,
+}
+
+/// What the bundle declares that the admission gate weighs.
+#[derive(Clone, Copy, Debug)]
+pub struct Declared<'a> {
+    pub outputs: &'a [OutputDecl],
+    pub resources: &'a ResourceLimits,
+}
+
 /// `input` of the admission gate.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,26 +199,35 @@ pub struct AdmissionInput {
     pub query: QueryScope,
     pub requested_fields: Vec<String>,
     pub outputs: Vec<OutputDecl>,
+    /// The resources the bundle requests (the node has already checked them against its
+    /// bounds, `data.hospital.resources`; a policy may weigh them further).
+    pub resources: ResourceLimits,
+    /// The pseudonym linkage group the request names, if any.
+    pub linkage: Option<String>,
     /// Fee in USDC base units.
     pub fee: Usdc,
     /// The same fee as a decimal string, for messages.
     pub fee_usdc: String,
     /// Unix seconds.
     pub now: u64,
-    /// Unix seconds at which this publisher's earlier jobs were admitted.
+    /// Unix seconds at which this publisher's earlier jobs were admitted (those within the
+    /// budget window at least).
     pub publisher_history: Vec<u64>,
+    /// The same jobs with what the node knows of each.
+    pub publisher_jobs: Vec<PastJob>,
 }
 
 impl AdmissionInput {
-    /// Builds the input from a job request and the outputs its bundle declares.
+    /// Builds the input from a job request, what its bundle declares and the publisher's
+    /// earlier admitted jobs.
     ///
     /// # Errors
     /// [`PolicyError::InvalidDateRange`] for a StudyDate range that is not two valid dates.
     pub fn new(
         request: &JobRequest,
-        outputs: &[OutputDecl],
+        declared: Declared<'_>,
         now: u64,
-        publisher_history: Vec<u64>,
+        publisher_jobs: Vec<PastJob>,
     ) -> Result<Self> {
         let q = &request.query;
         let date_range_days = match &q.study_date {
@@ -206,11 +245,14 @@ impl AdmissionInput {
                 limit: q.limit,
             },
             requested_fields: request.requested_fields.clone(),
-            outputs: outputs.to_vec(),
+            outputs: declared.outputs.to_vec(),
+            resources: declared.resources.clone(),
+            linkage: request.linkage.as_ref().map(|g| g.as_str().to_owned()),
             fee: request.fee,
             fee_usdc: request.fee.to_string(),
             now,
-            publisher_history,
+            publisher_history: publisher_jobs.iter().map(|j| j.admitted_at).collect(),
+            publisher_jobs,
         })
     }
 }

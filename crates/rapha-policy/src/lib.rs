@@ -27,14 +27,15 @@ mod store;
 
 pub use approval::{
     job_digest, job_digest_v1, job_digest_v2, Approval, ApprovalRecord, CohortSummary,
-    DpoPublicKey, DpoSigningKey, JobDigestRef, JobDigestVersion, ReviewRequest, JOB_DIGEST_V2,
+    DpoPublicKey, DpoSigningKey, JobDigestRef, JobDigestVersion, ResourceReview, ReviewRequest,
+    JOB_DIGEST_V2,
 };
 pub use error::{PolicyError, Result};
 pub use gate::{
     date_range_days, decision_digest, AdmissionInput, ApprovalFacts, AttestationFacts, CohortFacts,
-    Decision, FinalInput, Gate, HospitalPolicy, JobBudget, Mode, OutputLimits, Policy,
-    PublisherTrust, QueryScope, ScopeLimits, DEFAULT_MIN_PATIENTS, DEFAULT_MIN_VALIDATION_PATIENTS,
-    DEFAULT_POLICY, PACKAGE,
+    Decision, Declared, FinalInput, Gate, HospitalPolicy, JobBudget, Mode, OutputLimits, PastJob,
+    Policy, PublisherTrust, QueryScope, ScopeLimits, DEFAULT_MIN_PATIENTS,
+    DEFAULT_MIN_VALIDATION_PATIENTS, DEFAULT_POLICY, PACKAGE,
 };
 pub use keys::{is_dev_key, read_secret_hex, write_secret_file, write_secret_hex, DEV_KEY_PREFIX};
 pub use rego_tests::{run_rego_tests, RegoTestResult};

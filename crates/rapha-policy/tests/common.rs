@@ -2,10 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use rapha_core::{CohortQuery, Digest, JobId, JobRequest, OutputDecl, OutputKind, Usdc};
+use rapha_core::{
+    CohortQuery, Digest, JobId, JobRequest, OutputDecl, OutputKind, ResourceLimits, Usdc,
+};
 use rapha_policy::{
-    AdmissionInput, ApprovalFacts, AttestationFacts, CohortFacts, FinalInput, HospitalPolicy,
-    JobBudget, Mode, OutputLimits, PublisherTrust, ScopeLimits,
+    AdmissionInput, ApprovalFacts, AttestationFacts, CohortFacts, Declared, FinalInput,
+    HospitalPolicy, JobBudget, Mode, OutputLimits, PastJob, PublisherTrust, ScopeLimits,
 };
 
 pub const NOW: u64 = 1_800_000_000;
@@ -39,6 +41,8 @@ pub fn hospital() -> HospitalPolicy {
         },
         min_patients: 50,
         min_validation_patients: 20,
+        resources: rapha_core::ResourceBounds::default(),
+        linkage_publishers: vec!["acme-ai".into()],
     }
 }
 
@@ -59,6 +63,7 @@ pub fn request() -> JobRequest {
         fee: "120".parse::<Usdc>().unwrap(),
         chain_id: 137,
         depositor: "0x0000000000000000000000000000000000000001".into(),
+        linkage: None,
     }
 }
 
@@ -77,8 +82,28 @@ pub fn outputs() -> Vec<OutputDecl> {
     ]
 }
 
+/// What the test bundle declares: `outputs` and the default resources.
+pub fn declared(outputs: &[OutputDecl]) -> Declared<'_> {
+    static RESOURCES: std::sync::OnceLock<ResourceLimits> = std::sync::OnceLock::new();
+    Declared {
+        outputs,
+        resources: RESOURCES.get_or_init(ResourceLimits::default),
+    }
+}
+
+/// An earlier admitted job of the publisher.
+pub fn past_job(admitted_at: u64) -> PastJob {
+    PastJob {
+        admitted_at,
+        outcome: None,
+        patients: None,
+        query_digest: request().query.digest(),
+    }
+}
+
 pub fn admission_input() -> AdmissionInput {
-    AdmissionInput::new(&request(), &outputs(), NOW, vec![NOW - 3_000_000, NOW - 10]).unwrap()
+    let history = vec![past_job(NOW - 3_000_000), past_job(NOW - 10)];
+    AdmissionInput::new(&request(), declared(&outputs()), NOW, history).unwrap()
 }
 
 pub fn job() -> Digest {

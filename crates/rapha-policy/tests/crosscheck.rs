@@ -117,6 +117,24 @@ fn cases() -> Vec<Case> {
         admission("old jobs leave the window", |i| {
             i["publisher_history"] = json!([NOW - 1, NOW - 2, NOW - 720 * 3600]);
         }),
+        admission("resources out of range", |i| {
+            i["resources"]["memory_mb"] = 0.into();
+            i["resources"]["pids"] = 100_000.into();
+        }),
+        admission("malformed: resources missing", |i| {
+            i.as_object_mut().unwrap().remove("resources");
+        }),
+        admission("linkage allowed", |i| i["linkage"] = "fed-run-1".into()),
+        admission("malformed: linkage is a number", |i| {
+            i["linkage"] = 7.into()
+        }),
+        {
+            let mut c = admission_data("linkage not allowed for this publisher", |h| {
+                h["linkage_publishers"] = json!(["other-co"]);
+            });
+            c.input["linkage"] = "fed-run-1".into();
+            c
+        },
         admission("everything wrong at once", |i| {
             i["publisher"] = "mallory".into();
             i["query"]["limit"] = Value::Null;

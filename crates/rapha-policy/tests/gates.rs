@@ -171,7 +171,7 @@ fn open_ended_date_range_is_not_narrowing() {
     let p = Policy::builtin().unwrap();
     let mut req = request();
     req.query.study_date = Some("19000101-".into());
-    let input = rapha_policy::AdmissionInput::new(&req, &outputs(), NOW, vec![]).unwrap();
+    let input = rapha_policy::AdmissionInput::new(&req, declared(&outputs()), NOW, vec![]).unwrap();
     let d = p.admission(&input, &hospital()).unwrap();
     assert_eq!(
         d.reasons,

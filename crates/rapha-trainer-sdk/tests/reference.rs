@@ -150,6 +150,7 @@ fn spec(validation_percent: u8) -> JobSpec {
             cpus: 2,
             pids: 64,
             wall_seconds: 600,
+            tmp_mb: rapha_core::DEFAULT_TMP_MB,
         },
         wall_override: None,
     }

@@ -23,31 +23,20 @@ pub(super) async fn pending_approvals(
             if row.state != JobState::AwaitingApproval {
                 continue;
             }
-            let Some(bytes) = store
-                .artifact(row.id, crate::pipeline::artifact::COHORT_SUMMARY)
+            let id = row.id;
+            let Some(review) = crate::pipeline::review_request(&store, id, row.request)
                 .map_err(HttpError::internal)?
             else {
                 continue;
             };
-            let mut review = rapha_policy::ReviewRequest::new(
-                row.request,
-                serde_json::from_slice(&bytes).map_err(HttpError::internal)?,
-            );
-            // The version the job was reviewed under (v1 for a job in flight across the upgrade).
-            if let Some(r) = store
-                .artifact(row.id, crate::pipeline::artifact::REVIEW)
-                .map_err(HttpError::internal)?
-            {
-                let r: rapha_policy::JobDigestRef =
-                    serde_json::from_slice(&r).map_err(HttpError::internal)?;
-                review.digest_version = r.digest_version;
-            }
             out.push(json!({
-                "job_id": row.id.to_string(),
+                "job_id": id.to_string(),
                 "job_digest": review.job_digest().map_err(HttpError::internal)?,
                 "publisher": review.job.publisher,
                 "trainer": review.job.trainer,
+                "linkage": review.job.linkage,
                 "cohort": review.cohort,
+                "resources": review.resources,
             }));
         }
         Ok(out)

@@ -161,7 +161,10 @@ pub(super) fn run_json(run: &LiveRun) -> serde_json::Value {
 }
 
 /// Instances in the built cohort and (hospital roles only) instances fed to the trainer (null
-/// until known), from the pipeline's stored artifacts: counts only.
+/// until known), from the pipeline's stored artifacts: counts only. The publisher sees the
+/// cohort's count only once its trainer has started: before, it would tell what the
+/// publisher's query matched (does an accession exist, did its patient opt out) before any DPO
+/// decision.
 pub(super) fn records_progress(
     store: &JobReader,
     job: JobId,
@@ -176,9 +179,14 @@ pub(super) fn records_progress(
         records_fed: u64,
     }
     let read = |kind: &str| store.artifact(job, kind).map_err(HttpError::internal);
-    let cohort = read(crate::pipeline::artifact::COHORT_SUMMARY)?
-        .and_then(|b| serde_json::from_slice::<Cohort>(&b).ok())
-        .map(|c| c.instances);
+    let shown = hospital || read(crate::pipeline::artifact::STARTED)?.is_some();
+    let cohort = if shown {
+        read(crate::pipeline::artifact::COHORT_SUMMARY)?
+            .and_then(|b| serde_json::from_slice::<Cohort>(&b).ok())
+            .map(|c| c.instances)
+    } else {
+        None
+    };
     if !hospital {
         return Ok(json!({ "cohort": cohort }));
     }

@@ -1,5 +1,8 @@
 //! Steps 1–2: verify the bundle against the trust store, then the admission policy.
 
+use rapha_core::{ReasonCode, ResourceLimits};
+use rapha_policy::{Declared, PastJob, ResourceReview};
+
 use super::*;
 
 /// What the bundle step records.
@@ -44,31 +47,91 @@ impl Node {
         }
     }
 
+    /// The resources the trainer runs with: what admission checked and the DPO reviewed,
+    /// provided the bundle still requests exactly that. A job admitted before resources were
+    /// recorded is checked against the bounds now. `Err` holds why the job must not run.
+    pub(super) fn admitted_resources(
+        &self,
+        job: JobId,
+        vb: &VerifiedBundle,
+    ) -> Result<std::result::Result<ResourceLimits, String>> {
+        let now = vb.resources();
+        Ok(
+            match self.opt::<ResourceReview>(job, artifact::RESOURCES)? {
+                Some(r) if &r.requested == now => Ok(r.requested),
+                Some(_) => Err("the bundle's resource requests differ from those admitted".into()),
+                None => {
+                    let out = self.p.hospital.resources.check(now);
+                    if out.is_empty() {
+                        Ok(now.clone())
+                    } else {
+                        let detail: Vec<String> = out.iter().map(ToString::to_string).collect();
+                        Err(detail.join("; "))
+                    }
+                }
+            },
+        )
+    }
+
+    /// This publisher's jobs admitted within the budget window, as the admission gate sees
+    /// them.
+    fn publisher_history(&self, publisher: &str, now: u64) -> Result<Vec<PastJob>> {
+        let window = self.p.hospital.budget.window_hours.saturating_mul(3600);
+        let mut out = Vec::new();
+        for (row, admitted_at) in self
+            .p
+            .store
+            .admitted_since(publisher, now.saturating_sub(window))?
+        {
+            let patients = self
+                .opt::<CohortSummary>(row.id, artifact::COHORT_SUMMARY)?
+                .map(|c| c.patients);
+            out.push(PastJob {
+                admitted_at,
+                outcome: row.outcome,
+                patients,
+                query_digest: row.request.query.digest(),
+            });
+        }
+        Ok(out)
+    }
+
     pub(super) fn step_admit(&mut self, job: JobId, req: &JobRequest) -> Result<Step> {
         let from = JobState::BundleVerified;
         let vb = match self.bundle(job, req) {
             Ok(vb) => vb,
             Err(reason) => return self.end(job, from, ReasonCode::BundleRefused, &reason),
         };
-        // The scope guard first: a query it refuses never reaches the PACS.
-        if let Err(e) = ScopedQuery::from_cohort_query(&req.query, &self.p.dicom.scope) {
+        // The trainer's resource requests first: nothing else of a job runs, not even the
+        // policy, on requests outside the node's bounds.
+        let requested = vb.resources().clone();
+        let bounds = self.p.hospital.resources.clone();
+        let out = bounds.check(&requested);
+        if !out.is_empty() {
+            let detail: Vec<String> = out.iter().map(ToString::to_string).collect();
             return self.end(
                 job,
                 from,
-                ReasonCode::QueryRefused,
-                &format!("query refused: {e}"),
+                ReasonCode::ResourcesOutOfRange,
+                &detail.join("; "),
             );
         }
-        let input = match AdmissionInput::new(req, vb.outputs(), now_s(), Vec::new()) {
+        // The scope guard next: a query it refuses never reaches the PACS.
+        if let Err(e) = ScopedQuery::from_cohort_query(&req.query, &self.p.dicom.scope) {
+            return self.end(job, from, ReasonCode::QueryRefused, &e.to_string());
+        }
+        if let Err(e) = req.pseudonym_scope() {
+            return self.end(job, from, ReasonCode::AdmissionRefused, &e.to_string());
+        }
+        let now = now_s();
+        let history = self.publisher_history(&req.publisher, now)?;
+        let declared = Declared {
+            outputs: vb.outputs(),
+            resources: &requested,
+        };
+        let input = match AdmissionInput::new(req, declared, now, history) {
             Ok(i) => i,
-            Err(e) => {
-                return self.end(
-                    job,
-                    from,
-                    ReasonCode::QueryRefused,
-                    &format!("query refused: {e}"),
-                )
-            }
+            Err(e) => return self.end(job, from, ReasonCode::QueryRefused, &e.to_string()),
         };
         let decision = match self.p.policy.admission(&input, &self.p.hospital) {
             Ok(d) => d,
@@ -87,12 +150,49 @@ impl Node {
             self.p.store.put_artifact(job, artifact::ADMISSION, &b)?;
             return self.end(job, from, ReasonCode::AdmissionRefused, &reason);
         }
+        let r = serde_json::to_vec(&ResourceReview { requested, bounds }).unwrap_or_default();
         self.advance_to(
             job,
             from,
             JobState::Admitted,
-            &[(artifact::ADMISSION, &b)],
+            &[(artifact::ADMISSION, &b), (artifact::RESOURCES, &r)],
             None,
         )
     }
+}
+
+/// What the DPO reviews for `job`: its request, its cohort summary, the resources its bundle
+/// requests with the bounds they were checked against, and (once reviewed) the job digest
+/// version it was reviewed under. `None` before the cohort is built.
+///
+/// # Errors
+/// Store errors, or a stored artifact that does not parse.
+pub fn review_request(
+    store: &JobStore,
+    job: JobId,
+    request: JobRequest,
+) -> Result<Option<ReviewRequest>> {
+    fn parse<T: for<'de> Deserialize<'de>>(job: JobId, kind: &'static str, b: &[u8]) -> Result<T> {
+        serde_json::from_slice(b).map_err(|e| PipelineError::Artifact {
+            job,
+            kind,
+            detail: e.to_string(),
+        })
+    }
+    let Some(cohort) = store.artifact(job, artifact::COHORT_SUMMARY)? else {
+        return Ok(None);
+    };
+    let cohort = parse(job, artifact::COHORT_SUMMARY, &cohort)?;
+    let resources = store
+        .artifact(job, artifact::RESOURCES)?
+        .map(|b| parse(job, artifact::RESOURCES, &b))
+        .transpose()?;
+    let mut review = ReviewRequest::new(request, cohort);
+    review.resources = resources;
+    // The version the job was reviewed under (v1 for a job in flight across the upgrade).
+    if let Some(r) = store.artifact(job, artifact::REVIEW)? {
+        let r: rapha_policy::JobDigestRef = parse(job, artifact::REVIEW, &r)?;
+        review.digest_version = r.digest_version;
+    }
+    Ok(Some(review))
 }

@@ -14,7 +14,12 @@ pub struct AttestationRecord {
 }
 
 impl Node {
-    pub(super) fn job_spec(&self, req: &JobRequest, vb: &VerifiedBundle) -> JobSpec {
+    pub(super) fn job_spec(
+        &self,
+        req: &JobRequest,
+        vb: &VerifiedBundle,
+        limits: rapha_core::ResourceLimits,
+    ) -> JobSpec {
         let outputs = vb.outputs().to_vec();
         let total_output_cap = outputs.iter().map(|o| o.max_bytes).sum();
         JobSpec {
@@ -23,7 +28,7 @@ impl Node {
             min_validation_patients: self.p.min_validation_patients,
             outputs,
             total_output_cap,
-            limits: vb.resources().clone(),
+            limits,
             wall_override: None,
         }
     }
@@ -34,7 +39,11 @@ impl Node {
             Ok(vb) => vb,
             Err(reason) => return self.end(job, from, ReasonCode::BundleRefused, &reason),
         };
-        let session = match EnclaveSession::new(self.job_spec(req, &vb)) {
+        let limits = match self.admitted_resources(job, &vb)? {
+            Ok(l) => l,
+            Err(detail) => return self.end(job, from, ReasonCode::ResourcesOutOfRange, &detail),
+        };
+        let session = match EnclaveSession::new(self.job_spec(req, &vb, limits)) {
             Ok(s) => s,
             Err(e) => {
                 return self.end(

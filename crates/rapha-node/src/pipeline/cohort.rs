@@ -64,7 +64,16 @@ impl Node {
                     .map(Next::Step)
             }
         };
-        let pseudonymizer = Arc::clone(&self.p.pseudonymizer);
+        // This job's own pseudonyms (or its approved linkage group's): no other job's records
+        // join these, so repeated jobs over one list of accessions cannot link pseudonyms to it.
+        let pseudonymizer = match req.pseudonym_scope() {
+            Ok(scope) => self.p.pseudonymizer.scoped(scope),
+            Err(e) => {
+                return self
+                    .end(job, from, ReasonCode::AdmissionRefused, &e.to_string())
+                    .map(Next::Step)
+            }
+        };
         let dicom = Arc::clone(&self.p.dicom);
         let optouts = Arc::clone(&self.p.optouts);
         let labels = self.p.labels.clone();
@@ -89,10 +98,9 @@ impl Node {
         built: std::result::Result<rapha_dicom::cohort::Cohort, rapha_dicom::DicomError>,
     ) -> Result<Step> {
         let from = JobState::Admitted;
-        let query_digest = Digest::of(&serde_json::to_vec(&req.query).unwrap_or_default());
         let query_obj = ParticipantObject {
             id_type_code: "query-digest".into(),
-            id: query_digest.to_hex(),
+            id: req.query.digest().to_hex(),
             detail: None,
         };
         let cohort = match built {
@@ -137,12 +145,19 @@ impl Node {
                 },
             ],
         ))?;
-        if stored.entries.is_empty() {
+        // Empty and too small end alike, with one code and no figure: the publisher chose the
+        // query (it may list accessions), so why a cohort is small (an accession that does not
+        // exist, a patient who opted out, an excluded instance) must not reach it. The
+        // figures stay in the audit event above, for the hospital.
+        if stored.entries.is_empty()
+            || summary.patients < self.p.hospital.min_patients
+            || summary.validation_patients < self.p.hospital.min_validation_patients
+        {
             return self.end(
                 job,
                 from,
                 ReasonCode::CohortEmpty,
-                "the query matched no usable instance",
+                "the cohort is empty or below this hospital's minimum size",
             );
         }
         let c = serde_json::to_vec(&stored).unwrap_or_default();

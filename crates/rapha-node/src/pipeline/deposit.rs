@@ -3,9 +3,9 @@
 //! (`final-gate-passed -> running`).
 //!
 //! Both checks talk to the chain without the node lock ([`Work`]). The deadline rule needs the
-//! trainer's wall time, which the signed bundle declares: the first deposit check verifies the
-//! bundle (off the lock: every blob is hashed) and keeps the wall time as the `run-wall`
-//! artifact for every later check.
+//! trainer's wall time: the one admission checked against the node's bounds (the `resources`
+//! artifact), or for a job admitted before that was recorded, the signed bundle's, verified off
+//! the lock (every blob is hashed); it is kept as the `run-wall` artifact for every later check.
 
 use super::*;
 
@@ -16,7 +16,12 @@ impl Node {
     /// What the deposit checks need to find the job's wall time without the node lock: the
     /// kept `run-wall` artifact, or the bundle to verify.
     fn wall_source(&self, job: JobId, req: &JobRequest) -> Result<impl FnOnce() -> Wall + Send> {
-        let kept: Option<u64> = self.opt(job, artifact::RUN_WALL)?;
+        // The wall time admission checked against [trainer.limits] (and the DPO reviewed),
+        // when the job has one on record.
+        let admitted = self
+            .opt::<rapha_policy::ResourceReview>(job, artifact::RESOURCES)?
+            .map(|r| r.requested.wall_seconds);
+        let kept: Option<u64> = self.opt(job, artifact::RUN_WALL)?.or(admitted);
         let trust = self.p.trust.clone();
         let bundle_dir = self.job_dir(job).join("bundle");
         let req = req.clone();

@@ -43,7 +43,7 @@ mod release;
 mod review;
 mod run;
 
-pub use admission::BundleFacts;
+pub use admission::{review_request, BundleFacts};
 pub use attest::AttestationRecord;
 pub use cohort::cohort_commitment;
 use cohort::StoredCohort;
@@ -387,6 +387,8 @@ impl std::fmt::Debug for Node {
 pub mod artifact {
     pub const BUNDLE: &str = "bundle";
     pub const ADMISSION: &str = "admission";
+    /// The bundle's resource requests and the node's bounds they passed (for the DPO).
+    pub const RESOURCES: &str = "resources";
     pub const COHORT: &str = "cohort";
     pub const COHORT_SUMMARY: &str = "cohort-summary";
     pub const REVIEW: &str = "review";
@@ -568,16 +570,7 @@ impl Node {
     /// # Errors
     /// Store errors.
     pub fn review(&self, job: JobId) -> Result<Option<ReviewRequest>> {
-        let Some(b) = self.p.store.artifact(job, artifact::COHORT_SUMMARY)? else {
-            return Ok(None);
-        };
-        let cohort: CohortSummary = self.load(job, artifact::COHORT_SUMMARY, &b)?;
-        let row = self.p.store.get(job)?;
-        let mut review = ReviewRequest::new(row.request, cohort);
-        if let Some(r) = self.review_ref(job)? {
-            review.digest_version = r.digest_version;
-        }
-        Ok(Some(review))
+        review_request(&self.p.store, job, self.p.store.get(job)?.request)
     }
 
     fn load<T: for<'de> Deserialize<'de>>(

@@ -128,12 +128,18 @@ impl Node {
                 signature: r.approval.signature,
             }),
             attestation,
-            cohort: summary.map(|s| CohortCommitment {
-                merkle_root: s.commitment,
-                instances: s.instances,
-                by_modality: s.modalities,
-                exclusions: s.exclusions,
-            }),
+            // Cohort figures only for a job whose trainer started (the DPO approved, the
+            // publisher paid): before that they are an oracle on what its query listed (does
+            // an accession exist, did its patient opt out). Exclusion counts by reason never
+            // leave: they stay in the DPO's review and the audit trail.
+            cohort: summary
+                .filter(|_| started.is_some())
+                .map(|s| CohortCommitment {
+                    merkle_root: s.commitment,
+                    instances: s.instances,
+                    by_modality: s.modalities,
+                    exclusions: rapha_core::ExclusionCounts::new(),
+                }),
             confinement: run
                 .as_ref()
                 .map_or_else(|| "not-run".to_owned(), |r| r.confinement.clone()),

@@ -23,8 +23,13 @@ impl Node {
     }
 
     pub(super) fn step_review(&mut self, job: JobId, req: &JobRequest) -> Result<Step> {
-        let cohort: CohortSummary = self.need(job, artifact::COHORT_SUMMARY)?;
-        let review = ReviewRequest::new(req.clone(), cohort);
+        let Some(review) = review_request(&self.p.store, job, req.clone())? else {
+            return Err(PipelineError::Artifact {
+                job,
+                kind: artifact::COHORT_SUMMARY,
+                detail: "not stored".into(),
+            });
+        };
         let digest = self.p.approvals.submit(&review)?;
         self.p.audit.record(AuditEvent::new(
             AuditKind::DpoAction,
