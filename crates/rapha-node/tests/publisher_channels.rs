@@ -154,8 +154,26 @@ fn shown_text(shown: &Shown) -> String {
     format!("{}\n{}", shown.status, shown.receipt)
 }
 
+/// The audit trail's lines as written, then every string in them decoded from JSON (so a
+/// quoted name reads as the node wrote it, and an escaped byte cannot hide from a search).
 fn audit_text(tmp: &Path) -> String {
-    std::fs::read_to_string(tmp.join("audit.jsonl")).unwrap()
+    fn strings(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    let raw = std::fs::read_to_string(tmp.join("audit.jsonl")).unwrap();
+    let mut text = raw.clone();
+    for line in raw.lines() {
+        strings(&serde_json::from_str(line).unwrap(), &mut text);
+    }
+    text
 }
 
 #[test]
@@ -309,7 +327,7 @@ fn zip_entries_named_after_candidate_mrns_do_not_tell_the_publisher_which_one_is
     // network, and must never carry PHI); the entry is named by its index.
     let audit = audit_text(&tmp);
     assert!(
-        audit.contains("identifier: a raw patient id in \"model.safetensors\"!\"<entry 23>\""),
+        audit.contains("identifier: a raw identifier in \"model.safetensors\"!\"<entry 23>\""),
         "the audit trail lacks the guard's detail"
     );
     let leaked: Vec<&String> = candidates
@@ -521,12 +539,19 @@ fn trainer_chosen_names_reach_no_audit_line_syslog_dpo_view_or_stored_ending() {
     let (_, audit) = &places[0];
     for line in [
         "undeclared-output: sha256:",
-        "identifier: a raw patient id in \"model.safetensors\"!\"<entry 3>\"",
+        "identifier: a raw identifier in \"model.safetensors\"!\"<entry 3>\"",
     ] {
         assert!(
             audit.contains(line),
             "{line:?} not in the audit trail:\n{audit}"
         );
-        assert!(w.syslog.text().contains(line), "{line:?} not in syslog");
+        // Syslog carries the same event as JSON, so the line's quotes are escaped there.
+        let escaped = serde_json::to_string(line).unwrap();
+        let escaped = &escaped[1..escaped.len() - 1];
+        assert!(
+            w.syslog.text().contains(escaped),
+            "{line:?} not in syslog:\n{}",
+            w.syslog.text()
+        );
     }
 }
