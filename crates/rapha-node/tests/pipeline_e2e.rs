@@ -902,7 +902,11 @@ fn honest_job_settles_malicious_job_is_charged_broad_query_never_reaches_the_pac
     let reason = row.reason.unwrap();
     assert_eq!(reason, "output-guard");
     let detail = w.node.ending(bad_id).unwrap().unwrap().detail;
-    assert!(detail.contains("verbatim block"), "{detail}");
+    // The hospital's detail names the rule and the place in the node's words.
+    assert!(
+        detail.contains("pixel-block: \"model.safetensors\" at offset "),
+        "{detail}"
+    );
     let bad_receipt = w.node.receipt(bad_id).unwrap().unwrap();
     assert_eq!(bad_receipt.body["reason"], reason.as_str());
     assert!(bad_receipt.body["outputs"].is_null());
