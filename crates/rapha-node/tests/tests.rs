@@ -10,6 +10,7 @@ mod api_live;
 mod api_phi;
 mod api_reads;
 mod approvals_cli;
+mod bundle_cost;
 mod cohort_preview;
 mod config_errors;
 mod crash;

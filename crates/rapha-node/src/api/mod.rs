@@ -124,6 +124,8 @@ pub struct ApiState {
     /// The receipt log, opened read-only per request (answers while a job holds the node).
     receipt_log: Arc<PathBuf>,
     uploads: Arc<tokio::sync::Semaphore>,
+    /// Time allowed for one bundle upload ([`BUNDLE_TIMEOUT`] by default).
+    bundle_timeout: Duration,
     /// Jobs a background task is driving, with "run one more round" flags.
     driving: Arc<Mutex<std::collections::HashMap<JobId, bool>>>,
     /// Refused calls on their way to the audit trail (one writer thread, bounded queue, so
@@ -181,6 +183,7 @@ impl ApiState {
             live,
             receipt_log,
             uploads: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS)),
+            bundle_timeout: BUNDLE_TIMEOUT,
             driving: Arc::default(),
             denials,
             quotas: Quotas::default(),
@@ -207,6 +210,14 @@ impl ApiState {
     #[must_use]
     pub fn with_max_uploads(mut self, n: usize) -> Self {
         self.uploads = Arc::new(tokio::sync::Semaphore::new(n));
+        self
+    }
+
+    /// Sets the time allowed for one bundle upload: receiving, unpacking, verifying and
+    /// storing it (default [`BUNDLE_TIMEOUT`]).
+    #[must_use]
+    pub fn with_bundle_timeout(mut self, limit: Duration) -> Self {
+        self.bundle_timeout = limit;
         self
     }
 
@@ -395,8 +406,8 @@ async fn timeout(req: Request, next: Next) -> Response {
 }
 
 /// Times a bundle upload out (a longer limit: the body is large).
-async fn bundle_timeout(req: Request, next: Next) -> Response {
-    time_limit(BUNDLE_TIMEOUT, req, next).await
+async fn bundle_timeout(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    time_limit(state.bundle_timeout, req, next).await
 }
 
 async fn time_limit(limit: Duration, req: Request, next: Next) -> Response {
@@ -416,7 +427,10 @@ async fn time_limit(limit: Duration, req: Request, next: Next) -> Response {
 pub fn router(state: ApiState) -> Router {
     let uploads = Router::new()
         .route("/v1/bundles", post(upload_bundle))
-        .layer(axum::middleware::from_fn(bundle_timeout))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            bundle_timeout,
+        ))
         .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/healthz", get(healthz))

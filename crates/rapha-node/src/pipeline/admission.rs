@@ -15,36 +15,54 @@ pub struct BundleFacts {
     pub manifest: Digest,
 }
 
+/// What a step does with the job's bundle once it verified (under the node lock).
+pub(super) type WithBundle = fn(&mut Node, JobId, &JobRequest, VerifiedBundle) -> Result<Step>;
+
 impl Node {
-    pub(super) fn bundle(
-        &self,
+    /// The step from `from` that needs the job's bundle: verified without the node lock (a
+    /// [`Work`]: hashing up to the upload limit of blobs takes seconds, and the node answers
+    /// other jobs and the API meanwhile), once, then handed to `then` under the lock. A bundle
+    /// that no longer verifies ends the job `bundle-refused`.
+    pub(super) fn with_verified_bundle(
+        &mut self,
         job: JobId,
+        from: JobState,
         req: &JobRequest,
-    ) -> std::result::Result<VerifiedBundle, String> {
-        job_bundle(&self.job_dir(job).join("bundle"), &self.p.trust, req)
+        then: WithBundle,
+    ) -> Next {
+        let trust = self.p.trust.clone();
+        let dir = self.job_dir(job).join("bundle");
+        let req = req.clone();
+        self.work(Work::new(job, from, move || {
+            let verified = job_bundle(&dir, &trust, &req);
+            Box::new(move |n: &mut Node| match verified {
+                Ok(vb) => then(n, job, &req, vb),
+                Err(reason) => n.end(job, from, ReasonCode::BundleRefused, &reason),
+            })
+        }))
     }
 
-    pub(super) fn step_verify(&mut self, job: JobId, req: &JobRequest) -> Result<Step> {
-        match self.bundle(job, req) {
-            Err(reason) => self.end(job, JobState::Received, ReasonCode::BundleRefused, &reason),
-            Ok(vb) => {
-                let facts = BundleFacts {
-                    publisher: vb.publisher().to_owned(),
-                    keyid: vb.keyid().to_owned(),
-                    trainer: vb.trainer_name().to_owned(),
-                    trainer_version: vb.trainer_version().to_owned(),
-                    manifest: vb.manifest_digest(),
-                };
-                let b = serde_json::to_vec(&facts).unwrap_or_default();
-                self.advance_to(
-                    job,
-                    JobState::Received,
-                    JobState::BundleVerified,
-                    &[(artifact::BUNDLE, &b)],
-                    None,
-                )
-            }
-        }
+    pub(super) fn step_verify(
+        &mut self,
+        job: JobId,
+        _req: &JobRequest,
+        vb: VerifiedBundle,
+    ) -> Result<Step> {
+        let facts = BundleFacts {
+            publisher: vb.publisher().to_owned(),
+            keyid: vb.keyid().to_owned(),
+            trainer: vb.trainer_name().to_owned(),
+            trainer_version: vb.trainer_version().to_owned(),
+            manifest: vb.manifest_digest(),
+        };
+        let b = serde_json::to_vec(&facts).unwrap_or_default();
+        self.advance_to(
+            job,
+            JobState::Received,
+            JobState::BundleVerified,
+            &[(artifact::BUNDLE, &b)],
+            None,
+        )
     }
 
     /// The resources the trainer runs with: what admission checked and the DPO reviewed,
@@ -96,12 +114,17 @@ impl Node {
         Ok(out)
     }
 
-    pub(super) fn step_admit(&mut self, job: JobId, req: &JobRequest) -> Result<Step> {
+    pub(super) fn step_admit(
+        &mut self,
+        job: JobId,
+        req: &JobRequest,
+        vb: VerifiedBundle,
+    ) -> Result<Step> {
         let from = JobState::BundleVerified;
-        let vb = match self.bundle(job, req) {
-            Ok(vb) => vb,
-            Err(reason) => return self.end(job, from, ReasonCode::BundleRefused, &reason),
-        };
+        // Checked again: the publisher may have been suspended while the bundle was verified.
+        if let Some(step) = self.suspended(job, from, req)? {
+            return Ok(step);
+        }
         // The trainer's resource requests first: nothing else of a job runs, not even the
         // policy, on requests outside the node's bounds.
         let requested = vb.resources().clone();

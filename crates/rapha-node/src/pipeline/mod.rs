@@ -14,8 +14,9 @@
 //!
 //! # The node lock
 //!
-//! A step that waits on the network or runs long (the cohort build, the trainer run and its
-//! guard, the deposit checks and the settlement) does not hold the node while it waits. It is
+//! A step that waits on the network or runs long (the bundle's verification in the verify,
+//! admit and attest steps, the cohort build, the trainer run and its guard, the deposit checks
+//! and the settlement) does not hold the node while it waits. It is
 //! split in three: [`Node::prepare`] reads what it needs under the node lock and hands out a
 //! [`Work`]; [`Work::run`] does the slow part without the node; [`Node::commit`] applies the
 //! result under the lock again, after checking that the job is still in the state the work
@@ -879,17 +880,19 @@ impl Node {
         let req = row.request;
         use JobState as S;
         let step = match state {
-            S::Received => self.step_verify(job, &req),
+            S::Received => return Ok(self.with_verified_bundle(job, state, &req, Node::step_verify)),
             S::BundleVerified => match self.suspended(job, state, &req)? {
                 Some(step) => Ok(step),
-                None => self.step_admit(job, &req),
+                None => return Ok(self.with_verified_bundle(job, state, &req, Node::step_admit)),
             },
             S::Admitted => return self.step_cohort(job, &req),
             S::CohortBuilt => self.step_review(job, &req),
             S::AwaitingApproval => self.step_approval(job),
             S::Approved => self.advance_to(job, S::Approved, S::AwaitingDeposit, &[], None),
             S::AwaitingDeposit => return self.step_deposit(job, &req),
-            S::DepositConfirmed => self.step_attest(job, &req),
+            S::DepositConfirmed => {
+                return Ok(self.with_verified_bundle(job, state, &req, Node::step_attest))
+            }
             S::Attested | S::FinalGatePassed | S::Running
                 if !self.sessions.contains_key(&job) =>
             {
