@@ -616,6 +616,7 @@ fn world() -> Option<World> {
     .unwrap();
     // Runs end as the trainer exits (the node's quantum is tested in rapha-node).
     node.set_run_quantum(std::time::Duration::ZERO);
+    node.set_cohort_quantum(std::time::Duration::ZERO);
     let tokens = Tokens::parse(&format!(
         "publisher {PUBLISHER_TOKEN} {PUBLISHER}\ndpo {DPO_TOKEN}\n"
     ))

@@ -142,6 +142,19 @@ pub struct PolicyConfig {
     /// group's other jobs' records); every other job's pseudonyms are its own.
     #[serde(default)]
     pub allow_linkage: Vec<String>,
+    /// Smallest `validation_percent` a job may ask for (default 10).
+    #[serde(default = "default_min_validation_percent")]
+    pub min_validation_percent: u8,
+    /// Largest `validation_percent` a job may ask for (default 50; at most 90).
+    #[serde(default = "default_max_validation_percent")]
+    pub max_validation_percent: u8,
+}
+
+fn default_min_validation_percent() -> u8 {
+    crate::pipeline::DEFAULT_MIN_VALIDATION_PERCENT
+}
+fn default_max_validation_percent() -> u8 {
+    crate::pipeline::DEFAULT_MAX_VALIDATION_PERCENT
 }
 
 fn default_min_patients() -> u64 {
@@ -554,6 +567,19 @@ impl Config {
             .limits
             .validate()
             .map_err(|(key, message)| invalid(&format!("trainer.limits.{key}"), message))?;
+        let (lo, hi) = (
+            self.policy.min_validation_percent,
+            self.policy.max_validation_percent,
+        );
+        if lo == 0 || lo > hi || hi > 90 {
+            return Err(invalid(
+                "policy.max_validation_percent",
+                format!(
+                    "min_validation_percent {lo} to max_validation_percent {hi} is not a range \
+                     within 1 to 90 (the enclave holds out at most 90%); the default is 10 to 50"
+                ),
+            ));
+        }
         for (i, p) in self.policy.allow_linkage.iter().enumerate() {
             if rapha_bundle::trust::check_name(p).is_err() {
                 return Err(invalid(
@@ -654,6 +680,15 @@ impl Config {
         }
         fix(&mut self.paths.data_dir);
         fix(&mut self.paths.state_dir);
+    }
+
+    /// The node's own bounds on a job ([`crate::pipeline::JobRules`]) as configured.
+    pub fn job_rules(&self) -> crate::pipeline::JobRules {
+        crate::pipeline::JobRules {
+            validation_percent: self.policy.min_validation_percent
+                ..=self.policy.max_validation_percent,
+            ..crate::pipeline::JobRules::default()
+        }
     }
 
     /// Directory of the policy's Rego unit tests.

@@ -93,6 +93,8 @@ modalities = ["CR", "DX", "CT", "MR"]
 min_fee_usdc = "100.00"
 min_patients = 50
 min_validation_patients = 20
+min_validation_percent = 10                     # the validation split a job may ask for
+max_validation_percent = 50
 allow_linkage = []                              # publishers whose jobs may link pseudonyms
 
 [policy.outputs]

@@ -38,6 +38,7 @@ pub const ADMIN_TOKEN: &str = "adm-0123456789abcdef0123456789abcdef";
 pub fn node(dir: &Path, chain: &Chain) -> Node {
     let mut node = node_parts(dir, chain);
     node.set_run_quantum(std::time::Duration::ZERO);
+    node.set_cohort_quantum(std::time::Duration::ZERO);
     node
 }
 

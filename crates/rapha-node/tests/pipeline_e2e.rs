@@ -597,6 +597,7 @@ pub fn world_with_policy(
     .unwrap();
     // Runs end as the trainer exits (the publisher-side quantum has its own test).
     node.set_run_quantum(std::time::Duration::ZERO);
+    node.set_cohort_quantum(std::time::Duration::ZERO);
     Some(World {
         tmp,
         _orthanc: orthanc,

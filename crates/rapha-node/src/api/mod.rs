@@ -133,6 +133,33 @@ pub struct ApiState {
     /// The node's working directory (submissions link their bundle under it before they take
     /// the node lock).
     work_dir: Arc<PathBuf>,
+    /// Limits on downloads of released outputs.
+    downloads: DownloadLimits,
+}
+
+/// Limits on downloads of released outputs (`GET /v1/jobs/{id}/outputs/{name}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DownloadLimits {
+    /// Downloads one caller (one publisher, or one hospital role) may have under way at once;
+    /// more are refused with 429 `too-many-downloads`.
+    pub per_caller: usize,
+    /// Longest one download may take, and longest its client may leave the connection
+    /// unread; the connection is closed after either.
+    pub send_timeout: Duration,
+}
+
+/// Default concurrent downloads per caller.
+pub const DEFAULT_DOWNLOADS_PER_CALLER: usize = 2;
+/// Default send time of one download.
+pub const DEFAULT_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl Default for DownloadLimits {
+    fn default() -> Self {
+        Self {
+            per_caller: DEFAULT_DOWNLOADS_PER_CALLER,
+            send_timeout: DEFAULT_DOWNLOAD_TIMEOUT,
+        }
+    }
 }
 
 /// Refusals queued for the audit writer at most.
@@ -185,7 +212,15 @@ impl ApiState {
             denials,
             quotas: Quotas::default(),
             work_dir,
+            downloads: DownloadLimits::default(),
         }
+    }
+
+    /// Sets the limits on downloads of released outputs (default [`DownloadLimits::default`]).
+    #[must_use]
+    pub fn with_download_limits(mut self, limits: DownloadLimits) -> Self {
+        self.downloads = limits;
+        self
     }
 
     /// Sets the per-publisher quotas (default [`Quotas::default`]).

@@ -116,6 +116,23 @@ impl Node {
                 &detail.join("; "),
             );
         }
+        // The validation split the publisher chose sets the cohort-size threshold
+        // (`min_validation_patients * 100 / percent`): only the hospital's range is admitted.
+        let split = &self.rules.validation_percent;
+        if !split.contains(&req.validation_percent) {
+            return self.end(
+                job,
+                from,
+                ReasonCode::ValidationOutOfRange,
+                &format!(
+                    "validation_percent {} is outside this hospital's range {} to {} \
+                     ([policy] min_validation_percent, max_validation_percent)",
+                    req.validation_percent,
+                    split.start(),
+                    split.end()
+                ),
+            );
+        }
         // The scope guard next: a query it refuses never reaches the PACS.
         if let Err(e) = ScopedQuery::from_cohort_query(&req.query, &self.p.dicom.scope) {
             return self.end(job, from, ReasonCode::QueryRefused, &e.to_string());

@@ -34,11 +34,16 @@ pub(super) fn summary_of(
         *modalities.entry(e.record.modality.clone()).or_insert(0u64) += 1;
     }
     let n = patients.len() as u64;
-    let validation = n * u64::from(validation_percent) / 100;
+    // Admission bounds the percent; a job admitted before it did may still hold any u8, and
+    // no split takes more patients than the cohort has.
+    let validation = n
+        .checked_mul(u64::from(validation_percent))
+        .map_or(n, |v| v / 100)
+        .min(n);
     CohortSummary {
         commitment: cohort_commitment(entries),
         patients: n,
-        train_patients: n - validation,
+        train_patients: n.saturating_sub(validation),
         validation_patients: validation,
         studies: studies.len() as u64,
         instances: entries.len() as u64,

@@ -41,6 +41,7 @@ mod ports;
 mod receipt;
 mod release;
 mod review;
+mod rules;
 mod run;
 
 pub use admission::{review_request, BundleFacts};
@@ -48,6 +49,7 @@ pub use attest::AttestationRecord;
 pub use cohort::cohort_commitment;
 use cohort::StoredCohort;
 pub use ports::*;
+pub use rules::*;
 pub use run::RunRecord;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -280,6 +282,8 @@ pub struct Node {
     in_flight: HashSet<JobId>,
     /// See [`RUN_QUANTUM`].
     run_quantum: Duration,
+    /// See [`JobRules`].
+    rules: JobRules,
 }
 
 /// A step's slow part, handed out by [`Node::prepare`] under the node lock and run by
@@ -454,6 +458,7 @@ impl Node {
             live: Arc::default(),
             in_flight: HashSet::new(),
             run_quantum: RUN_QUANTUM,
+            rules: JobRules::default(),
         })
     }
 
@@ -461,6 +466,27 @@ impl Node {
     /// as soon as the trainer exits, for tests and demonstrations that time the pipeline).
     pub fn set_run_quantum(&mut self, quantum: Duration) {
         self.run_quantum = quantum;
+    }
+
+    /// Sets the node's own bounds on a job ([`JobRules::default`] until then).
+    pub fn set_rules(&mut self, rules: JobRules) {
+        self.rules = rules;
+    }
+
+    /// The node's own bounds on a job.
+    pub fn rules_mut(&mut self) -> &mut JobRules {
+        &mut self.rules
+    }
+
+    /// Sets the cohort step's quantum ([`JobRules::cohort_quantum`]; `Duration::ZERO` commits
+    /// the cohort as soon as it is built, for tests and demonstrations that time the pipeline).
+    pub fn set_cohort_quantum(&mut self, quantum: Duration) {
+        self.rules.cohort_quantum = quantum;
+    }
+
+    /// Replaces the `[dicom]` settings the cohort step and the run use.
+    pub fn set_dicom(&mut self, dicom: DicomConfig) {
+        self.p.dicom = Arc::new(dicom);
     }
 
     /// Installs a hook called after every committed transition.
