@@ -116,6 +116,13 @@ pub struct CohortConfig {
     /// Hospital label table: CSV `AccessionNumber,label`.
     #[serde(default)]
     pub labels_file: Option<PathBuf>,
+    /// Most instances one cohort may keep; a larger one is refused like an empty one.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u64,
+}
+
+fn default_max_instances() -> u64 {
+    crate::pipeline::DEFAULT_MAX_COHORT_INSTANCES
 }
 
 /// `[policy]`.
@@ -442,6 +449,10 @@ pub const MIN_BUNDLE_BYTES: u64 = 1 << 20;
 /// Largest `[api] max_bundle_bytes` accepted (a larger figure is taken for a typo).
 pub const MAX_BUNDLE_BYTES: u64 = 64 << 30;
 
+/// Largest `[cohort] max_instances` accepted: at about 2 KB per stored entry, the cohort
+/// artifact stays within the node's limit ([`crate::pipeline::MAX_COHORT_ARTIFACT_BYTES`]).
+pub const MAX_COHORT_INSTANCES: u64 = 200_000;
+
 /// The API's default listen address, 127.0.0.1:8420 (loopback: put a TLS proxy in front).
 pub fn default_listen() -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], 8420))
@@ -567,6 +578,17 @@ impl Config {
             .limits
             .validate()
             .map_err(|(key, message)| invalid(&format!("trainer.limits.{key}"), message))?;
+        if !(1..=MAX_COHORT_INSTANCES).contains(&self.cohort.max_instances) {
+            return Err(invalid(
+                "cohort.max_instances",
+                format!(
+                    "{} is outside 1 to {MAX_COHORT_INSTANCES} (a larger cohort does not fit in \
+                     the job store); the default is {}",
+                    self.cohort.max_instances,
+                    crate::pipeline::DEFAULT_MAX_COHORT_INSTANCES
+                ),
+            ));
+        }
         let (lo, hi) = (
             self.policy.min_validation_percent,
             self.policy.max_validation_percent,
@@ -687,6 +709,7 @@ impl Config {
         crate::pipeline::JobRules {
             validation_percent: self.policy.min_validation_percent
                 ..=self.policy.max_validation_percent,
+            max_cohort_instances: self.cohort.max_instances,
             ..crate::pipeline::JobRules::default()
         }
     }

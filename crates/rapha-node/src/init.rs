@@ -86,6 +86,7 @@ dpo_public_keys = []                            # printed by rapha-node keygen -
 
 [cohort]
 opt_out_file = "/etc/rapha/optouts.csv"         # header line "PatientID"
+max_instances = 100000                          # most instances one cohort keeps
 
 [policy]
 path = "/etc/rapha/policy/rapha.rego"

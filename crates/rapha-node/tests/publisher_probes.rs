@@ -4,10 +4,18 @@
 //! API latency, admission digests) and how it could exhaust the node (stalled downloads, a job
 //! whose step keeps failing). Against the real node: Orthanc + DICOMweb, swtpm, anvil, runc.
 
-use rapha_core::{JobId, Outcome};
-use rapha_node::store::JobState;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use crate::pipeline_e2e::{bundle, world, World};
+use rapha_core::{CohortQuery, JobId, JobRequest, Outcome, Usdc};
+use rapha_node::pipeline::artifact;
+use rapha_node::store::{JobState, JobStore};
+
+use crate::api::ADMIN_TOKEN;
+use crate::pipeline_e2e::{
+    bundle, sandbox_ready, secret_file, world, Chain, NodeFixture, World, FEE, PUBLISHER, TRAINER,
+};
 
 /// The code part of a job's reason.
 fn code(reason: Option<&str>) -> &str {
@@ -74,4 +82,148 @@ fn a_validation_percent_outside_the_hospitals_range_is_refused_at_admission() {
         w.node.run_until_blocked(job).unwrap(),
         JobState::AwaitingApproval
     );
+}
+
+#[test]
+fn a_cohort_over_the_instance_cap_is_refused_with_the_empty_cohort_code() {
+    let Some(mut w) = world() else { return };
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle(&tmp, &w.trainer, "wide", "honest", &w.publisher_key);
+    // The cap below what the (admissible) query matches: the cohort would be kept whole in
+    // memory and stored as one value, past what SQLite stores at the real sizes.
+    w.node.rules_mut().max_cohort_instances = 10;
+    let job = w
+        .node
+        .submit(&dir, w.request(manifest, w.scoped_query()))
+        .unwrap();
+    assert_eq!(w.node.run_until_blocked(job).unwrap(), JobState::Settled);
+    let row = w.node.store().get(job).unwrap();
+    assert_eq!(row.outcome, Some(Outcome::Refused), "{:?}", row.reason);
+    assert_eq!(code(row.reason.as_deref()), "cohort-empty");
+    assert!(w
+        .node
+        .store()
+        .artifact(job, artifact::COHORT)
+        .unwrap()
+        .is_none());
+    // The hospital's record says why.
+    let ending = w.node.ending(job).unwrap().unwrap();
+    assert!(
+        ending.detail.contains("more than 10 instances"),
+        "{}",
+        ending.detail
+    );
+}
+
+#[test]
+fn a_job_whose_step_keeps_failing_does_not_stop_serve_from_starting() {
+    let Some(trainer) = sandbox_ready() else {
+        return;
+    };
+    let Some(orthanc) = rapha_testkit::require!(rapha_testkit::services::Orthanc::start()) else {
+        return;
+    };
+    let Some(chain) = Chain::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let fixture = NodeFixture::new(t, &orthanc, &chain, &trainer, 41);
+    secret_file(
+        &t.join("tokens"),
+        format!("admin {ADMIN_TOKEN}\n").as_bytes(),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let q = |p: &Path| format!("{:?}", p.display().to_string());
+    let extra = format!(
+        "[settlement]\nsettler_key_file = \"settler.key\"\nhospital_address = \"{}\"\n\
+         payout_address = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\ntokens_file = \"tokens\"",
+        chain.hospital, chain.payout
+    );
+    let paths = format!(
+        "data_dir = {}\nstate_dir = {}",
+        q(&t.join("data")),
+        q(&t.join("state"))
+    );
+    let config = t.join("node.toml");
+    std::fs::write(
+        &config,
+        fixture.config_toml(&chain, "demo", "[attestation]", &extra, &paths),
+    )
+    .unwrap();
+    // A job whose next step fails on the node's side every time (the review step finds no
+    // cohort summary), as a cohort artifact SQLite refused to store made the cohort step fail.
+    std::fs::create_dir_all(t.join("state")).unwrap();
+    let request = JobRequest {
+        job_id: JobId::random(),
+        publisher: PUBLISHER.into(),
+        trainer: TRAINER.into(),
+        bundle_manifest: fixture.manifest,
+        query: CohortQuery {
+            limit: Some(fixture.accessions.len() as u32),
+            accession_numbers: fixture.accessions.clone(),
+            ..CohortQuery::default()
+        },
+        requested_fields: vec![],
+        validation_percent: 20,
+        fee: Usdc::from_base_units(FEE),
+        chain_id: 137,
+        depositor: chain.company.address().to_string(),
+        linkage: None,
+    };
+    let job = request.job_id;
+    {
+        let mut store = JobStore::open(&t.join("state/jobs.sqlite")).unwrap();
+        store.insert(&request).unwrap();
+        for (from, to) in [
+            (JobState::Received, JobState::BundleVerified),
+            (JobState::BundleVerified, JobState::Admitted),
+        ] {
+            store.advance(job, from, to, &[], None).unwrap();
+        }
+        store
+            .advance(job, JobState::Admitted, JobState::CohortBuilt, &[], None)
+            .unwrap();
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rapha-node"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut healthy = false;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        healthy = reqwest::blocking::get(format!("http://127.0.0.1:{port}/healthz"))
+            .is_ok_and(|r| r.status().is_success());
+        if healthy {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The job's step is retried with a back-off and, after a bounded number of attempts, the
+    // job ends failed (refunded): it neither stops the node nor loops for ever.
+    let mut ended = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while healthy && Instant::now() < deadline {
+        let store = rapha_node::store::JobReader::open(&t.join("state/jobs.sqlite")).unwrap();
+        let row = store.get(job).unwrap();
+        if row.state == JobState::Settled {
+            ended = Some(row);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(healthy, "serve did not start: {stderr}");
+    let row = ended.unwrap_or_else(|| panic!("the failing job did not end: {stderr}"));
+    assert_eq!(row.outcome, Some(Outcome::Failed));
+    assert_eq!(code(row.reason.as_deref()), "node-error");
 }

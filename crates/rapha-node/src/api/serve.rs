@@ -35,7 +35,8 @@ pub struct ServeArgs {
     pub settlement: SettlementOverrides,
 }
 
-/// Builds the node, resumes every unfinished job, then serves until killed.
+/// Builds the node, takes every unfinished job through its quick steps, then serves until
+/// killed (the background driver takes the jobs on).
 ///
 /// # Errors
 /// An unreadable configuration or token file, a node that cannot be built, a listener that
@@ -60,7 +61,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     args.settlement.apply(&mut cfg)?;
     // The node (and its chain client's own runtime) is built outside the server's runtime.
     let mut node = node_from_config(&cfg)?;
-    for (job, state) in node.resume_all().context("resuming unfinished jobs")? {
+    // Quick steps only: the background driver takes every job on from here, so a job whose
+    // step is slow or keeps failing never keeps the node from serving.
+    for (job, state) in node.start_up().context("resuming unfinished jobs")? {
         tracing::info!(%job, state = state.as_str(), "job resumed");
     }
     let max_bundle = cfg

@@ -11,6 +11,50 @@ pub(super) struct StoredCohort {
     pub(super) exclusions: rapha_core::ExclusionCounts,
 }
 
+/// Most bytes of a stored cohort artifact: far below the 1,000,000,000 bytes SQLite stores in
+/// one value, so a cohort within [`JobRules::max_cohort_instances`] always fits, and a larger
+/// one is refused instead of failing its commit for ever.
+pub const MAX_COHORT_ARTIFACT_BYTES: usize = 512 << 20;
+
+/// A built cohort as the commit stores it: serialised (and its size checked) in the step's
+/// work, without the node lock.
+pub(super) struct Built {
+    /// The `cohort` artifact's bytes.
+    cohort: Vec<u8>,
+    summary: CohortSummary,
+    /// Instances excluded, all reasons together (for the audit trail).
+    excluded: u64,
+}
+
+impl Built {
+    /// `Err` holds why the cohort cannot be kept (for the hospital's record).
+    fn of(
+        cohort: rapha_dicom::cohort::Cohort,
+        validation_percent: u8,
+    ) -> std::result::Result<Self, String> {
+        let stored = StoredCohort {
+            exclusions: cohort.exclusions.counts().clone(),
+            entries: cohort.entries,
+        };
+        let summary = summary_of(&stored.entries, &stored.exclusions, validation_percent);
+        let bytes = serde_json::to_vec(&stored).map_err(|e| e.to_string())?;
+        if bytes.len() > MAX_COHORT_ARTIFACT_BYTES {
+            return Err(format!(
+                "the cohort of {} instances takes {} bytes stored, more than the {} bytes the \
+                 node stores for one cohort; lower [cohort] max_instances",
+                summary.instances,
+                bytes.len(),
+                MAX_COHORT_ARTIFACT_BYTES
+            ));
+        }
+        Ok(Self {
+            cohort: bytes,
+            excluded: stored.exclusions.values().sum(),
+            summary,
+        })
+    }
+}
+
 /// Cohort commitment: the Merkle root of the sorted, distinct hashed instance ids (the same
 /// value the enclave runtime signs as `cohort_root`).
 pub fn cohort_commitment(entries: &[CohortEntry]) -> Digest {
@@ -83,15 +127,30 @@ impl Node {
         let optouts = Arc::clone(&self.p.optouts);
         let labels = self.p.labels.clone();
         let pacs = Arc::clone(&self.p.pacs);
+        let max_instances = self.rules.max_cohort_instances;
         let req = req.clone();
         Ok(self.work(Work::new(job, from, move || {
-            let built = connect_pacs(&pacs).and_then(|client| {
-                let mut b = CohortBuilder::new(&pseudonymizer, &dicom, &optouts);
-                if let Some(l) = &labels {
-                    b = b.with_labels(l);
-                }
-                b.from_dicomweb(&client, &scoped)
-            });
+            let built = connect_pacs(&pacs)
+                .and_then(|client| {
+                    let mut b = CohortBuilder::new(&pseudonymizer, &dicom, &optouts)
+                        .with_max_instances(max_instances);
+                    if let Some(l) = &labels {
+                        b = b.with_labels(l);
+                    }
+                    b.from_dicomweb(&client, &scoped)
+                })
+                .map_err(|e| {
+                    // A cohort too large to keep ends like an empty one: the publisher chose
+                    // the query, so the size it matched must not reach it.
+                    let code = match e {
+                        rapha_dicom::DicomError::TooManyInstances { .. } => ReasonCode::CohortEmpty,
+                        _ => ReasonCode::PacsUnavailable,
+                    };
+                    (code, format!("cohort query failed: {e}"))
+                })
+                .and_then(|c| {
+                    Built::of(c, req.validation_percent).map_err(|e| (ReasonCode::CohortEmpty, e))
+                });
             Box::new(move |n: &mut Node| n.commit_cohort(job, &req, built))
         })))
     }
@@ -100,7 +159,7 @@ impl Node {
         &mut self,
         job: JobId,
         req: &JobRequest,
-        built: std::result::Result<rapha_dicom::cohort::Cohort, rapha_dicom::DicomError>,
+        built: std::result::Result<Built, (ReasonCode, String)>,
     ) -> Result<Step> {
         let from = JobState::Admitted;
         let query_obj = ParticipantObject {
@@ -108,36 +167,29 @@ impl Node {
             id: req.query.digest().to_hex(),
             detail: None,
         };
-        let cohort = match built {
-            Ok(c) => c,
-            Err(e) => {
+        let Built {
+            cohort: c,
+            summary,
+            excluded,
+        } = match built {
+            Ok(b) => b,
+            Err((code, detail)) => {
                 self.p.audit.record(AuditEvent::new(
                     AuditKind::PacsQuery,
                     AuditOutcome::SeriousFailure,
-                    format!("scoped QIDO-RS failed: {e}"),
+                    format!("scoped QIDO-RS: no cohort kept: {detail}"),
                     ACTOR,
                     vec![job_object(job, None), query_obj],
                 ))?;
-                return self.end(
-                    job,
-                    from,
-                    ReasonCode::PacsUnavailable,
-                    &format!("cohort query failed: {e}"),
-                );
+                return self.end(job, from, code, &detail);
             }
         };
-        let stored = StoredCohort {
-            exclusions: cohort.exclusions.counts().clone(),
-            entries: cohort.entries,
-        };
-        let summary = summary_of(&stored.entries, &stored.exclusions, req.validation_percent);
         self.p.audit.record(AuditEvent::new(
             AuditKind::PacsQuery,
             AuditOutcome::Success,
             format!(
-                "scoped QIDO-RS (metadata only): {} instances kept, {} excluded",
+                "scoped QIDO-RS (metadata only): {} instances kept, {excluded} excluded",
                 summary.instances,
-                stored.exclusions.values().sum::<u64>()
             ),
             ACTOR,
             vec![
@@ -154,7 +206,7 @@ impl Node {
         // query (it may list accessions), so why a cohort is small (an accession that does not
         // exist, a patient who opted out, an excluded instance) must not reach it. The
         // figures stay in the audit event above, for the hospital.
-        if stored.entries.is_empty()
+        if summary.instances == 0
             || summary.patients < self.p.hospital.min_patients
             || summary.validation_patients < self.p.hospital.min_validation_patients
         {
@@ -165,7 +217,6 @@ impl Node {
                 "the cohort is empty or below this hospital's minimum size",
             );
         }
-        let c = serde_json::to_vec(&stored).unwrap_or_default();
         let s = serde_json::to_vec(&summary).unwrap_or_default();
         self.advance_to(
             job,

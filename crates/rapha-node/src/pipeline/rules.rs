@@ -2,7 +2,9 @@
 //! and how the node copes with a step that keeps failing on its side.
 
 use std::ops::RangeInclusive;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use super::*;
 
 /// What the node bounds of every job besides the admission policy (issue 18's hostile
 /// publisher), set with [`super::Node::set_rules`]; the binary fills it from the
@@ -52,4 +54,105 @@ impl Default for JobRules {
             max_step_attempts: DEFAULT_MAX_STEP_ATTEMPTS,
         }
     }
+}
+
+/// The first wait before a failed step is tried again; each further failure doubles it.
+pub const STEP_RETRY_BASE: Duration = Duration::from_secs(2);
+/// The longest wait between two tries of a failing step.
+pub const STEP_RETRY_MAX: Duration = Duration::from_secs(300);
+
+/// The artifact counting a job's step failures in its current state.
+const ATTEMPTS: &str = "step-attempts";
+
+/// A job's failures in one state ([`ATTEMPTS`]).
+#[derive(Serialize, Deserialize)]
+struct Attempts {
+    state: JobState,
+    count: u32,
+    last_error: String,
+}
+
+impl Node {
+    /// Records that `job`'s step failed on the node's side with `error` (a store, audit or
+    /// artifact error: the job itself is not at fault). The job is tried again after a
+    /// back-off that doubles with each failure ([`Node::backing_off`]); once it has failed
+    /// [`JobRules::max_step_attempts`] times in one state before its trainer ran, it ends
+    /// `failed` with `node-error` (refunded), the error in its hospital-side record. A job past
+    /// that point (its outcome decided, its money moving) is only backed off, never ended.
+    ///
+    /// Never fails itself: what it cannot record is logged, so one job's error cannot stop
+    /// the node.
+    pub fn step_failed(&mut self, job: JobId, error: &PipelineError) {
+        if matches!(
+            error,
+            PipelineError::InFlight(_) | PipelineError::Store(StoreError::Conflict { .. })
+        ) {
+            return;
+        }
+        tracing::error!(%job, %error, "job step failed");
+        let state = match self.p.store.get(job) {
+            Ok(row) => row.state,
+            Err(e) => {
+                tracing::error!(%job, error = %e, "cannot read the failed job");
+                return;
+            }
+        };
+        let earlier: Option<Attempts> = self.opt(job, ATTEMPTS).ok().flatten();
+        let count = match earlier {
+            Some(a) if a.state == state => a.count.saturating_add(1),
+            _ => 1,
+        };
+        let record = Attempts {
+            state,
+            count,
+            last_error: error.to_string(),
+        };
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        if let Err(e) = self.p.store.put_artifact(job, ATTEMPTS, &bytes) {
+            tracing::error!(%job, error = %e, "cannot record the step failure");
+        }
+        let doublings = count.saturating_sub(1).min(16);
+        let wait = STEP_RETRY_BASE
+            .saturating_mul(1 << doublings)
+            .min(STEP_RETRY_MAX);
+        self.backoff.insert(job, Instant::now() + wait);
+        if count < self.rules.max_step_attempts || !before_trainer(state) {
+            return;
+        }
+        self.sessions.remove(&job);
+        let detail = format!(
+            "the node's step from {state} failed {count} times, the job was stopped \
+             (deposit refunded); last error: {error}"
+        );
+        match self.end(job, state, ReasonCode::NodeError, &detail) {
+            Ok(_) => {
+                self.backoff.remove(&job);
+            }
+            Err(e) => tracing::error!(%job, error = %e, "cannot end the failing job"),
+        }
+    }
+
+    /// Whether `job` waits out the back-off of a failed step (see [`Node::step_failed`]).
+    pub fn backing_off(&self, job: JobId) -> bool {
+        self.backoff.get(&job).is_some_and(|t| Instant::now() < *t)
+    }
+}
+
+/// Whether a job in `state` has not started its trainer: ending it `failed` refunds its
+/// deposit and takes nothing from anyone.
+fn before_trainer(state: JobState) -> bool {
+    use JobState as S;
+    matches!(
+        state,
+        S::Received
+            | S::BundleVerified
+            | S::Admitted
+            | S::CohortBuilt
+            | S::AwaitingApproval
+            | S::Approved
+            | S::AwaitingDeposit
+            | S::DepositConfirmed
+            | S::Attested
+            | S::FinalGatePassed
+    )
 }
