@@ -119,6 +119,14 @@ pub struct CohortConfig {
     /// Most instances one cohort may keep; a larger one is refused like an empty one.
     #[serde(default = "default_max_instances")]
     pub max_instances: u64,
+    /// The cohort step's result is committed on a whole number of these seconds after the
+    /// job's admission (default 300; 1 to 86400).
+    #[serde(default = "default_commit_quantum_secs")]
+    pub commit_quantum_secs: u64,
+}
+
+fn default_commit_quantum_secs() -> u64 {
+    crate::pipeline::COHORT_QUANTUM.as_secs()
 }
 
 fn default_max_instances() -> u64 {
@@ -589,6 +597,16 @@ impl Config {
                 ),
             ));
         }
+        if !(1..=86_400).contains(&self.cohort.commit_quantum_secs) {
+            return Err(invalid(
+                "cohort.commit_quantum_secs",
+                format!(
+                    "{} is outside 1 to 86400 s; the cohort step's result is shown to the \
+                     publisher on this step after admission (default 300)",
+                    self.cohort.commit_quantum_secs
+                ),
+            ));
+        }
         let (lo, hi) = (
             self.policy.min_validation_percent,
             self.policy.max_validation_percent,
@@ -710,6 +728,7 @@ impl Config {
             validation_percent: self.policy.min_validation_percent
                 ..=self.policy.max_validation_percent,
             max_cohort_instances: self.cohort.max_instances,
+            cohort_quantum: std::time::Duration::from_secs(self.cohort.commit_quantum_secs),
             ..crate::pipeline::JobRules::default()
         }
     }

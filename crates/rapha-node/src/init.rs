@@ -87,6 +87,7 @@ dpo_public_keys = []                            # printed by rapha-node keygen -
 [cohort]
 opt_out_file = "/etc/rapha/optouts.csv"         # header line "PatientID"
 max_instances = 100000                          # most instances one cohort keeps
+commit_quantum_secs = 300                       # cohort results land on this step after admission
 
 [policy]
 path = "/etc/rapha/policy/rapha.rego"

@@ -9,10 +9,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rapha_core::{CohortQuery, JobId, JobRequest, Outcome, Usdc};
+use rapha_node::api::ApiState;
 use rapha_node::pipeline::artifact;
 use rapha_node::store::{JobState, JobStore};
+use reqwest::StatusCode;
 
-use crate::api::ADMIN_TOKEN;
+use crate::api::{serve_state, tokens, ADMIN_TOKEN, DPO_TOKEN, PUBLISHER_TOKEN};
 use crate::pipeline_e2e::{
     bundle, sandbox_ready, secret_file, world, Chain, NodeFixture, World, FEE, PUBLISHER, TRAINER,
 };
@@ -113,6 +115,119 @@ fn a_cohort_over_the_instance_cap_is_refused_with_the_empty_cohort_code() {
         "{}",
         ending.detail
     );
+}
+
+/// A publisher's poll of a job's status: its view, or `None` when refused for its rate.
+fn poll(s: &crate::api::Served, job: JobId, token: &str) -> Option<serde_json::Value> {
+    let (st, text) = s.call("get", &format!("/v1/jobs/{job}"), Some(token), None);
+    if st == StatusCode::TOO_MANY_REQUESTS {
+        return None;
+    }
+    assert_eq!(st, StatusCode::OK, "{text}");
+    Some(serde_json::from_str(&text).unwrap())
+}
+
+#[test]
+fn two_probe_jobs_look_alike_to_the_publisher_in_states_codes_and_time() {
+    let Some(mut w) = world() else { return };
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle(&tmp, &w.trainer, "probe", "honest", &w.publisher_key);
+    // A page allowance the existing study's build passes over (its series search is a second
+    // QIDO-RS page): the build of a probe that exists ends on a budget, the build of one that
+    // does not never gets that far. Before, the first ended `pacs-unavailable` (failed), the
+    // second `cohort-empty` (refused).
+    let mut dicom = rapha_dicom::DicomConfig::default();
+    dicom.pacs.max_pages = 1;
+    w.node.set_dicom(dicom);
+    let quantum = Duration::from_secs(4);
+    w.node.set_cohort_quantum(quantum);
+    let node = std::mem::replace(&mut w.node, crate::api::node(&tmp.join("spare"), &w.chain));
+    let s = serve_state(ApiState::new(node, tmp.join("jobs.sqlite"), tokens()));
+    let (st, text) = s.upload(
+        PUBLISHER_TOKEN,
+        rapha_bundle::pack_bundle_to_vec(&dir).unwrap(),
+    );
+    assert_eq!(st, StatusCode::CREATED, "{text}");
+
+    // Per probe: the publisher's view changes, with the time since it submitted.
+    let mut seen = Vec::new();
+    let mut jobs = Vec::new();
+    for probe in [w.accessions[0].clone(), "NOSUCHACC0001".to_owned()] {
+        let mut req = w.request(
+            manifest,
+            CohortQuery {
+                limit: Some(1),
+                accession_numbers: vec![probe],
+                ..CohortQuery::default()
+            },
+        );
+        req.validation_percent = 50;
+        let job = req.job_id;
+        let body = serde_json::to_vec(&serde_json::json!({ "request": req })).unwrap();
+        let start = Instant::now();
+        let (st, text) = s.call("post", "/v1/jobs", Some(PUBLISHER_TOKEN), Some(&body));
+        assert_eq!(st, StatusCode::ACCEPTED, "{text}");
+        let mut changes: Vec<(serde_json::Value, Duration)> = Vec::new();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Some(v) = poll(&s, job, PUBLISHER_TOKEN) {
+                let view = serde_json::json!({
+                    "state": v["state"], "outcome": v["outcome"], "reason": v["reason"],
+                    "progress": v["progress"], "records": v["records"], "run": v["run"],
+                });
+                if changes.last().map(|(l, _)| l) != Some(&view) {
+                    changes.push((view, start.elapsed()));
+                }
+                if v["finished"] == true {
+                    break;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        seen.push(changes);
+        jobs.push(job);
+    }
+    // What each probe showed the publisher: the codes in the order they appeared and when each
+    // appeared, in whole quanta since submission. The steps before admission (the bundle's
+    // check) are quick and the same for any query; a poll may or may not catch them.
+    let shown = |i: usize| {
+        let mut out: Vec<(serde_json::Value, u64)> = Vec::new();
+        for (v, t) in &seen[i] {
+            let state = v["state"].as_str().unwrap_or_default();
+            assert!(
+                !["cohort-built", "awaiting-approval"].contains(&state),
+                "the publisher sees the cohort step's own state: {v}"
+            );
+            if v["outcome"].is_null() {
+                assert!(
+                    ["received", "bundle-verified", "admitted"].contains(&state),
+                    "{v}"
+                );
+            }
+            let codes = serde_json::json!([v["outcome"], v["reason"]]);
+            if out.last().map(|(c, _)| c) != Some(&codes) {
+                let quanta = (t.as_secs_f64() / quantum.as_secs_f64()).round() as u64;
+                out.push((codes, quanta));
+            }
+        }
+        out
+    };
+    assert_eq!(
+        shown(0),
+        shown(1),
+        "the publisher tells an existing accession from a missing one: {seen:#?}"
+    );
+    assert_eq!(shown(0).len(), 2, "{seen:#?}");
+    // The hospital's roles see what happened.
+    let details: Vec<String> = jobs
+        .iter()
+        .map(|job| {
+            let v = poll(&s, *job, DPO_TOKEN).unwrap();
+            v["detail"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    assert!(details[0].contains("cohort query failed"), "{details:?}");
+    assert_ne!(details[0], details[1]);
+    drop(s);
 }
 
 #[test]

@@ -55,6 +55,20 @@ impl Built {
     }
 }
 
+/// Sleeps until a whole number (at least one) of `quantum`s has passed since `from_ms` (Unix
+/// milliseconds); no wait for a zero quantum.
+fn wait_for_grid(from_ms: u64, quantum: std::time::Duration) {
+    let q = u64::try_from(quantum.as_millis()).unwrap_or(u64::MAX);
+    if q == 0 {
+        return;
+    }
+    let elapsed = now_ms().saturating_sub(from_ms);
+    let quanta = elapsed.div_ceil(q).max(1);
+    let target = from_ms.saturating_add(quanta.saturating_mul(q));
+    let wait = target.saturating_sub(now_ms());
+    std::thread::sleep(std::time::Duration::from_millis(wait));
+}
+
 /// Cohort commitment: the Merkle root of the sorted, distinct hashed instance ids (the same
 /// value the enclave runtime signs as `cohort_root`).
 pub fn cohort_commitment(entries: &[CohortEntry]) -> Digest {
@@ -128,6 +142,17 @@ impl Node {
         let labels = self.p.labels.clone();
         let pacs = Arc::clone(&self.p.pacs);
         let max_instances = self.rules.max_cohort_instances;
+        let quantum = self.rules.cohort_quantum;
+        // The grid the result is committed on starts at the job's admission (its transition's
+        // time: a restarted build keeps the grid).
+        let admitted_ms = self
+            .p
+            .store
+            .transitions(job)?
+            .iter()
+            .rev()
+            .find(|t| t.to == JobState::Admitted)
+            .map_or_else(now_ms, |t| t.at.saturating_mul(1000));
         let req = req.clone();
         Ok(self.work(Work::new(job, from, move || {
             let built = connect_pacs(&pacs)
@@ -139,18 +164,12 @@ impl Node {
                     }
                     b.from_dicomweb(&client, &scoped)
                 })
-                .map_err(|e| {
-                    // A cohort too large to keep ends like an empty one: the publisher chose
-                    // the query, so the size it matched must not reach it.
-                    let code = match e {
-                        rapha_dicom::DicomError::TooManyInstances { .. } => ReasonCode::CohortEmpty,
-                        _ => ReasonCode::PacsUnavailable,
-                    };
-                    (code, format!("cohort query failed: {e}"))
-                })
-                .and_then(|c| {
-                    Built::of(c, req.validation_percent).map_err(|e| (ReasonCode::CohortEmpty, e))
-                });
+                .map_err(|e| format!("cohort query failed: {e}"))
+                .and_then(|c| Built::of(c, req.validation_percent));
+            // Whatever the PACS answered and however long it took, the result is committed on
+            // the quantum grid: the state change, the refusal's receipt and the log head that
+            // follow it carry no timing of the build.
+            wait_for_grid(admitted_ms, quantum);
             Box::new(move |n: &mut Node| n.commit_cohort(job, &req, built))
         })))
     }
@@ -159,7 +178,7 @@ impl Node {
         &mut self,
         job: JobId,
         req: &JobRequest,
-        built: std::result::Result<Built, (ReasonCode, String)>,
+        built: std::result::Result<Built, String>,
     ) -> Result<Step> {
         let from = JobState::Admitted;
         let query_obj = ParticipantObject {
@@ -173,7 +192,7 @@ impl Node {
             excluded,
         } = match built {
             Ok(b) => b,
-            Err((code, detail)) => {
+            Err(detail) => {
                 self.p.audit.record(AuditEvent::new(
                     AuditKind::PacsQuery,
                     AuditOutcome::SeriousFailure,
@@ -181,7 +200,11 @@ impl Node {
                     ACTOR,
                     vec![job_object(job, None), query_obj],
                 ))?;
-                return self.end(job, from, code, &detail);
+                // One code for every cohort not kept: a PACS budget, a malformed answer, a
+                // cohort too large and an empty one look alike to the publisher, whose query
+                // (it may list accessions) would otherwise learn what exists. The hospital's
+                // record and the audit trail say which.
+                return self.end(job, from, ReasonCode::CohortEmpty, &detail);
             }
         };
         self.p.audit.record(AuditEvent::new(
