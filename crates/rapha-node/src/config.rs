@@ -432,9 +432,29 @@ pub struct ApiConfig {
     /// [`ApiConfig::publisher_bundle_quota`]).
     #[serde(default)]
     pub max_publisher_bundle_bytes: Option<u64>,
+    /// Downloads of released outputs one caller (a publisher, or a hospital role) may have
+    /// under way at once; more are refused 429 `too-many-downloads` (default 2).
+    #[serde(default = "default_downloads_per_caller")]
+    pub max_downloads_per_caller: usize,
+    /// Longest one download of a released output may take, in seconds (default 600).
+    #[serde(default = "default_download_timeout_secs")]
+    pub download_timeout_secs: u64,
+    /// Longest any response may wait on a client that reads nothing, in seconds, before its
+    /// connection is closed (default 60).
+    #[serde(default = "default_download_stall_secs")]
+    pub download_stall_secs: u64,
 }
 
 impl ApiConfig {
+    /// The limits on downloads of released outputs in force.
+    pub fn download_limits(&self) -> crate::api::DownloadLimits {
+        crate::api::DownloadLimits {
+            per_caller: self.max_downloads_per_caller,
+            send_timeout: std::time::Duration::from_secs(self.download_timeout_secs),
+            stall_timeout: std::time::Duration::from_secs(self.download_stall_secs),
+        }
+    }
+
     /// The per-publisher bundle storage quota in force: as configured, else four times
     /// `max_bundle_bytes` (8 GiB with the defaults).
     pub fn publisher_bundle_quota(&self) -> u64 {
@@ -442,6 +462,21 @@ impl ApiConfig {
             .unwrap_or_else(|| self.max_bundle_bytes.saturating_mul(4))
     }
 }
+
+fn default_downloads_per_caller() -> usize {
+    crate::api::DEFAULT_DOWNLOADS_PER_CALLER
+}
+
+fn default_download_timeout_secs() -> u64 {
+    crate::api::DEFAULT_DOWNLOAD_TIMEOUT.as_secs()
+}
+
+fn default_download_stall_secs() -> u64 {
+    crate::api::DEFAULT_STALL_TIMEOUT.as_secs()
+}
+
+/// Most concurrent downloads per caller accepted in `[api] max_downloads_per_caller`.
+pub const MAX_DOWNLOADS_PER_CALLER: usize = 16;
 
 fn default_max_jobs_in_flight() -> u64 {
     crate::api::DEFAULT_MAX_JOBS_IN_FLIGHT
@@ -567,6 +602,35 @@ impl Config {
                         "{} is outside 1 MiB ({MIN_BUNDLE_BYTES}) to 64 GiB ({MAX_BUNDLE_BYTES}); \
                          the default is 2 GiB (2147483648)",
                         a.max_bundle_bytes
+                    ),
+                ));
+            }
+            if !(1..=MAX_DOWNLOADS_PER_CALLER).contains(&a.max_downloads_per_caller) {
+                return Err(invalid(
+                    "api.max_downloads_per_caller",
+                    format!(
+                        "{} is outside 1 to {MAX_DOWNLOADS_PER_CALLER}; each download under \
+                         way holds a connection and a file open (default 2)",
+                        a.max_downloads_per_caller
+                    ),
+                ));
+            }
+            if !(1..=86_400).contains(&a.download_timeout_secs) {
+                return Err(invalid(
+                    "api.download_timeout_secs",
+                    format!(
+                        "{} is outside 1 to 86400 s (default 600)",
+                        a.download_timeout_secs
+                    ),
+                ));
+            }
+            if !(1..=3600).contains(&a.download_stall_secs) {
+                return Err(invalid(
+                    "api.download_stall_secs",
+                    format!(
+                        "{} is outside 1 to 3600 s; a client that reads nothing for this long \
+                         is disconnected (default 60)",
+                        a.download_stall_secs
                     ),
                 ));
             }

@@ -230,22 +230,16 @@ fn two_probe_jobs_look_alike_to_the_publisher_in_states_codes_and_time() {
     drop(s);
 }
 
-#[test]
-fn a_job_whose_step_keeps_failing_does_not_stop_serve_from_starting() {
-    let Some(trainer) = sandbox_ready() else {
-        return;
-    };
-    let Some(orthanc) = rapha_testkit::require!(rapha_testkit::services::Orthanc::start()) else {
-        return;
-    };
-    let Some(chain) = Chain::start() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let t = tmp.path();
-    let fixture = NodeFixture::new(t, &orthanc, &chain, &trainer, 41);
-    secret_file(
-        &t.join("tokens"),
-        format!("admin {ADMIN_TOKEN}\n").as_bytes(),
-    );
+/// `rapha-node serve` started from a configuration file under `t` (the fixture's node, with
+/// `api_extra` added to its `[api]` table), and its port.
+fn spawn_serve(
+    t: &Path,
+    fixture: &NodeFixture,
+    chain: &Chain,
+    tokens: &str,
+    api_extra: &str,
+) -> (std::process::Child, u16) {
+    secret_file(&t.join("tokens"), tokens.as_bytes());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -254,7 +248,7 @@ fn a_job_whose_step_keeps_failing_does_not_stop_serve_from_starting() {
     let q = |p: &Path| format!("{:?}", p.display().to_string());
     let extra = format!(
         "[settlement]\nsettler_key_file = \"settler.key\"\nhospital_address = \"{}\"\n\
-         payout_address = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\ntokens_file = \"tokens\"",
+         payout_address = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\ntokens_file = \"tokens\"\n{api_extra}",
         chain.hospital, chain.payout
     );
     let paths = format!(
@@ -265,13 +259,38 @@ fn a_job_whose_step_keeps_failing_does_not_stop_serve_from_starting() {
     let config = t.join("node.toml");
     std::fs::write(
         &config,
-        fixture.config_toml(&chain, "demo", "[attestation]", &extra, &paths),
+        fixture.config_toml(chain, "demo", "[attestation]", &extra, &paths),
     )
     .unwrap();
-    // A job whose next step fails on the node's side every time (the review step finds no
-    // cohort summary), as a cohort artifact SQLite refused to store made the cohort step fail.
-    std::fs::create_dir_all(t.join("state")).unwrap();
-    let request = JobRequest {
+    let child = Command::new(env!("CARGO_BIN_EXE_rapha-node"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(t.join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    (child, port)
+}
+
+/// Waits until the node on `port` answers `/healthz`; false if it exited or never did.
+fn wait_healthy(child: &mut std::process::Child, port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if reqwest::blocking::get(format!("http://127.0.0.1:{port}/healthz"))
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// A job request of the fixture's publisher over its cohort.
+fn fixture_request(fixture: &NodeFixture, chain: &Chain) -> JobRequest {
+    JobRequest {
         job_id: JobId::random(),
         publisher: PUBLISHER.into(),
         trainer: TRAINER.into(),
@@ -287,7 +306,25 @@ fn a_job_whose_step_keeps_failing_does_not_stop_serve_from_starting() {
         chain_id: 137,
         depositor: chain.company.address().to_string(),
         linkage: None,
+    }
+}
+
+#[test]
+fn a_job_whose_step_keeps_failing_does_not_stop_serve_from_starting() {
+    let Some(trainer) = sandbox_ready() else {
+        return;
     };
+    let Some(orthanc) = rapha_testkit::require!(rapha_testkit::services::Orthanc::start()) else {
+        return;
+    };
+    let Some(chain) = Chain::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let fixture = NodeFixture::new(t, &orthanc, &chain, &trainer, 41);
+    // A job whose next step fails on the node's side every time (the review step finds no
+    // cohort summary), as a cohort artifact SQLite refused to store made the cohort step fail.
+    std::fs::create_dir_all(t.join("state")).unwrap();
+    let request = fixture_request(&fixture, &chain);
     let job = request.job_id;
     {
         let mut store = JobStore::open(&t.join("state/jobs.sqlite")).unwrap();
@@ -302,25 +339,8 @@ fn a_job_whose_step_keeps_failing_does_not_stop_serve_from_starting() {
             .advance(job, JobState::Admitted, JobState::CohortBuilt, &[], None)
             .unwrap();
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rapha-node"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut healthy = false;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            break;
-        }
-        healthy = reqwest::blocking::get(format!("http://127.0.0.1:{port}/healthz"))
-            .is_ok_and(|r| r.status().is_success());
-        if healthy {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let (mut child, port) = spawn_serve(t, &fixture, &chain, &format!("admin {ADMIN_TOKEN}\n"), "");
+    let healthy = wait_healthy(&mut child, port);
     // The job's step is retried with a back-off and, after a bounded number of attempts, the
     // job ends failed (refunded): it neither stops the node nor loops for ever.
     let mut ended = None;
@@ -335,10 +355,165 @@ fn a_job_whose_step_keeps_failing_does_not_stop_serve_from_starting() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ = child.wait();
+    let stderr = std::fs::read_to_string(t.join("serve.log")).unwrap_or_default();
     assert!(healthy, "serve did not start: {stderr}");
     let row = ended.unwrap_or_else(|| panic!("the failing job did not end: {stderr}"));
     assert_eq!(row.outcome, Some(Outcome::Failed));
     assert_eq!(code(row.reason.as_deref()), "node-error");
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+fn stalled_downloads_of_a_large_output_keep_the_nodes_memory_bounded() {
+    let Some(trainer) = sandbox_ready() else {
+        return;
+    };
+    let Some(orthanc) = rapha_testkit::require!(rapha_testkit::services::Orthanc::start()) else {
+        return;
+    };
+    let Some(chain) = Chain::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let fixture = NodeFixture::new(t, &orthanc, &chain, &trainer, 43);
+    // A finished job of the publisher with one large released file (an output declared at the
+    // hospital's max_file_bytes).
+    std::fs::create_dir_all(t.join("state")).unwrap();
+    let request = fixture_request(&fixture, &chain);
+    let job = request.job_id;
+    {
+        let mut store = JobStore::open(&t.join("state/jobs.sqlite")).unwrap();
+        store.insert(&request).unwrap();
+        store
+            .advance(
+                job,
+                JobState::Received,
+                JobState::Failed,
+                &[],
+                Some((Outcome::Failed, "node-error")),
+            )
+            .unwrap();
+        for (from, to) in [
+            (JobState::Failed, JobState::Receipted),
+            (JobState::Receipted, JobState::Settled),
+        ] {
+            store.advance(job, from, to, &[], None).unwrap();
+        }
+    }
+    const FILE: usize = 64 << 20;
+    let released = t.join("data/released").join(job.to_string());
+    std::fs::create_dir_all(&released).unwrap();
+    let content: Vec<u8> = (0..FILE).map(|i| (i % 251) as u8).collect();
+    std::fs::write(released.join("weights.bin"), &content).unwrap();
+    let (mut child, port) = spawn_serve(
+        t,
+        &fixture,
+        &chain,
+        &format!("publisher {PUBLISHER_TOKEN} {PUBLISHER}\nadmin {ADMIN_TOKEN}\n"),
+        "max_downloads_per_caller = 2\ndownload_timeout_secs = 600\ndownload_stall_secs = 4\n",
+    );
+    assert!(
+        wait_healthy(&mut child, port),
+        "serve did not start: {}",
+        std::fs::read_to_string(t.join("serve.log")).unwrap_or_default()
+    );
+    let pid = child.id();
+    std::thread::sleep(Duration::from_secs(1));
+    let before = rss(pid);
+
+    // The attack: many downloads of the large file whose client never reads a byte.
+    const STALLED: usize = 24;
+    let mut stalled = Vec::new();
+    for _ in 0..STALLED {
+        use std::io::Write as _;
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            c,
+            "GET /v1/jobs/{job}/outputs/weights.bin HTTP/1.1\r\nHost: node\r\n\
+             Authorization: Bearer {PUBLISHER_TOKEN}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        stalled.push(c);
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let during = rss(pid);
+    let grown = during.saturating_sub(before);
+    eprintln!(
+        "node RSS: {} MiB before, {} MiB with {STALLED} stalled downloads of {} MiB",
+        before >> 20,
+        during >> 20,
+        FILE >> 20
+    );
+    if grown >= 48 << 20 {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "{STALLED} stalled downloads grew the node by {} MiB",
+            grown >> 20
+        );
+    }
+
+    // A stalled download is cut off once its client has left it unread for the stall time:
+    // what the client then reads is short of the file and ends.
+    std::thread::sleep(Duration::from_secs(4));
+    let mut cut = 0;
+    let mut refused = 0;
+    for mut c in stalled {
+        use std::io::Read as _;
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut got = Vec::new();
+        let ended = c.read_to_end(&mut got);
+        let head = String::from_utf8_lossy(&got[..got.len().min(200)]).into_owned();
+        if head.starts_with("HTTP/1.1 429") && head.contains("too-many-downloads") {
+            refused += 1;
+        } else if head.starts_with("HTTP/1.1 200") && got.len() < FILE && ended.is_ok_or_reset() {
+            cut += 1;
+        } else {
+            panic!(
+                "a stalled download ended {ended:?} after {} bytes: {head}",
+                got.len()
+            );
+        }
+    }
+    // The node is still there, and an honest download gets the whole file.
+    let client = reqwest::blocking::Client::new();
+    let resp = client
+        .get(format!(
+            "http://127.0.0.1:{port}/v1/jobs/{job}/outputs/weights.bin"
+        ))
+        .bearer_auth(PUBLISHER_TOKEN)
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.bytes().unwrap();
+    let alive = child.try_wait().unwrap().is_none();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(alive);
+    assert_eq!((cut, refused), (2, STALLED - 2));
+    assert!(body[..] == content[..], "the honest download differs");
+}
+
+/// How a stalled download's connection may end once the node cuts it off.
+trait EndedOrReset {
+    fn is_ok_or_reset(&self) -> bool;
+}
+
+impl EndedOrReset for std::io::Result<usize> {
+    fn is_ok_or_reset(&self) -> bool {
+        match self {
+            Ok(_) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
+    }
 }

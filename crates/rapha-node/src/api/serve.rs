@@ -16,7 +16,8 @@ use crate::node_build::{node_from_config, SettlementOverrides};
 #[command(after_help = "\
 Read from the configuration file: everything. `serve --config FILE` alone starts a node:
   [api]         listen (default 127.0.0.1:8420), tokens_file, max_bundle_bytes (default
-                2 GiB; uploads are stored under paths.data_dir/bundles)
+                2 GiB; uploads are stored under paths.data_dir/bundles),
+                max_downloads_per_caller, download_timeout_secs, download_stall_secs
   [settlement]  hospital_address, payout_address, settler_key_file, settle_margin_secs
   [attestation] production: TPM (tcti, vendor_root_ca, expected_pcrs, ak_file) and SGX
                 (quote_source, collateral_file, mrenclave/mrsigner)
@@ -83,7 +84,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let state = ApiState::new(node, cfg.paths.state_dir.join("jobs.sqlite"), tokens)
         .with_bundle_dir(cfg.paths.data_dir.join("bundles"))
         .with_bundle_limit(max_bundle)
-        .with_quotas(quotas);
+        .with_quotas(quotas)
+        .with_download_limits(
+            cfg.api
+                .as_ref()
+                .map_or_else(super::DownloadLimits::default, |a| a.download_limits()),
+        );
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)
