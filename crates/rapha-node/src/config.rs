@@ -443,9 +443,24 @@ pub struct ApiConfig {
     /// connection is closed (default 60).
     #[serde(default = "default_download_stall_secs")]
     pub download_stall_secs: u64,
+    /// A publisher's sustained API calls per second, across its tokens (default 2); calls past
+    /// it and the burst are 429 `rate-limited`. The hospital's roles are not limited.
+    #[serde(default = "default_publisher_calls_per_sec")]
+    pub publisher_calls_per_sec: u32,
+    /// A publisher's burst of API calls (default 30).
+    #[serde(default = "default_publisher_call_burst")]
+    pub publisher_call_burst: u32,
 }
 
 impl ApiConfig {
+    /// The limit on a publisher's call rate in force.
+    pub fn publisher_rate(&self) -> crate::api::RateLimit {
+        crate::api::RateLimit {
+            per_sec: self.publisher_calls_per_sec,
+            burst: self.publisher_call_burst,
+        }
+    }
+
     /// The limits on downloads of released outputs in force.
     pub fn download_limits(&self) -> crate::api::DownloadLimits {
         crate::api::DownloadLimits {
@@ -461,6 +476,14 @@ impl ApiConfig {
         self.max_publisher_bundle_bytes
             .unwrap_or_else(|| self.max_bundle_bytes.saturating_mul(4))
     }
+}
+
+fn default_publisher_calls_per_sec() -> u32 {
+    crate::api::DEFAULT_PUBLISHER_CALLS_PER_SEC
+}
+
+fn default_publisher_call_burst() -> u32 {
+    crate::api::DEFAULT_PUBLISHER_BURST
 }
 
 fn default_downloads_per_caller() -> usize {
@@ -631,6 +654,25 @@ impl Config {
                         "{} is outside 1 to 3600 s; a client that reads nothing for this long \
                          is disconnected (default 60)",
                         a.download_stall_secs
+                    ),
+                ));
+            }
+            if !(1..=100).contains(&a.publisher_calls_per_sec) {
+                return Err(invalid(
+                    "api.publisher_calls_per_sec",
+                    format!(
+                        "{} is outside 1 to 100; each call lets the publisher sample the node's \
+                         latency (default 2)",
+                        a.publisher_calls_per_sec
+                    ),
+                ));
+            }
+            if !(1..=1000).contains(&a.publisher_call_burst) {
+                return Err(invalid(
+                    "api.publisher_call_burst",
+                    format!(
+                        "{} is outside 1 to 1000 (default 30)",
+                        a.publisher_call_burst
                     ),
                 ));
             }

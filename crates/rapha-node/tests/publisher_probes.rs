@@ -517,3 +517,64 @@ impl EndedOrReset for std::io::Result<usize> {
         }
     }
 }
+
+#[test]
+fn a_publisher_polling_faster_than_its_rate_gets_429_and_the_hospitals_roles_do_not() {
+    let Some(w) = world() else { return };
+    let tmp = w.tmp.path().to_path_buf();
+    let limit = rapha_node::api::RateLimit {
+        per_sec: 2,
+        burst: 5,
+    };
+    let node = crate::api::node(&tmp.join("rate"), &w.chain);
+    let s = serve_state(
+        ApiState::new(node, tmp.join("rate/jobs.sqlite"), tokens()).with_publisher_rate(limit),
+    );
+    let job = JobId::random();
+    // The attack: status polls as fast as the node answers, to sample its latency.
+    let get = |token: &str| {
+        s.http
+            .get(format!("{}/v1/jobs/{job}", s.base))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+    };
+    let mut answered = 0;
+    let mut limited = Vec::new();
+    for _ in 0..40 {
+        let r = get(PUBLISHER_TOKEN);
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            let after = r
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let body: serde_json::Value = r.json().unwrap();
+            limited.push((after, body["error"].clone()));
+        } else {
+            assert_eq!(r.status(), StatusCode::NOT_FOUND);
+            answered += 1;
+        }
+    }
+    assert!(
+        !limited.is_empty(),
+        "40 polls in a burst were all answered: the publisher samples the node's latency at will"
+    );
+    assert!(
+        answered <= 5 + 2,
+        "{answered} of 40 polls answered at a limit of 5 a burst"
+    );
+    for (after, error) in &limited {
+        assert_eq!(error, "rate-limited");
+        assert!(matches!(after, Some(1..=2)), "Retry-After {after:?}");
+    }
+    // The hospital's roles are not limited.
+    for token in [DPO_TOKEN, ADMIN_TOKEN] {
+        for _ in 0..40 {
+            assert_eq!(get(token).status(), StatusCode::NOT_FOUND);
+        }
+    }
+    // After the wait, the publisher is answered again.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(get(PUBLISHER_TOKEN).status(), StatusCode::NOT_FOUND);
+}

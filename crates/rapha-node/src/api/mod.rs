@@ -46,6 +46,7 @@ mod log;
 mod ops;
 mod outputs;
 mod publishers;
+mod rate;
 mod stall;
 mod upload;
 
@@ -59,6 +60,7 @@ use jobs::{job_status, submit};
 use log::{log_consistency, log_head, log_inclusion};
 use ops::{healthz, metrics, openapi};
 use outputs::{output_file, outputs, receipt};
+pub use rate::{RateLimit, DEFAULT_PUBLISHER_BURST, DEFAULT_PUBLISHER_CALLS_PER_SEC};
 use upload::upload_bundle;
 
 /// The OpenAPI 3.1 document of every route.
@@ -138,6 +140,10 @@ pub struct ApiState {
     downloads: DownloadLimits,
     /// Downloads under way per caller ([`outputs::caller_key`]).
     download_slots: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+    /// The rate of a publisher's calls, if limited ([`rate`]).
+    publisher_rate: Option<rate::RateLimit>,
+    /// Each publisher's bucket of calls.
+    buckets: Arc<rate::Buckets>,
 }
 
 /// Limits on downloads of released outputs (`GET /v1/jobs/{id}/outputs/{name}`).
@@ -222,6 +228,8 @@ impl ApiState {
             work_dir,
             downloads: DownloadLimits::default(),
             download_slots: Arc::default(),
+            publisher_rate: None,
+            buckets: Arc::default(),
         }
     }
 
@@ -229,6 +237,15 @@ impl ApiState {
     #[must_use]
     pub fn with_download_limits(mut self, limits: DownloadLimits) -> Self {
         self.downloads = limits;
+        self
+    }
+
+    /// Limits the rate of each publisher's calls (a publisher's reads are how it samples the
+    /// node's latency). `ApiState::new` leaves it unlimited; `rapha-node serve` always sets
+    /// `[api] publisher_calls_per_sec` and `publisher_call_burst`.
+    #[must_use]
+    pub fn with_publisher_rate(mut self, limit: RateLimit) -> Self {
+        self.publisher_rate = Some(limit);
         self
     }
 

@@ -17,7 +17,8 @@ use crate::node_build::{node_from_config, SettlementOverrides};
 Read from the configuration file: everything. `serve --config FILE` alone starts a node:
   [api]         listen (default 127.0.0.1:8420), tokens_file, max_bundle_bytes (default
                 2 GiB; uploads are stored under paths.data_dir/bundles),
-                max_downloads_per_caller, download_timeout_secs, download_stall_secs
+                max_downloads_per_caller, download_timeout_secs, download_stall_secs,
+                publisher_calls_per_sec (default 2), publisher_call_burst (default 30)
   [settlement]  hospital_address, payout_address, settler_key_file, settle_margin_secs
   [attestation] production: TPM (tcti, vendor_root_ca, expected_pcrs, ak_file) and SGX
                 (quote_source, collateral_file, mrenclave/mrsigner)
@@ -89,6 +90,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
             cfg.api
                 .as_ref()
                 .map_or_else(super::DownloadLimits::default, |a| a.download_limits()),
+        )
+        .with_publisher_rate(
+            cfg.api
+                .as_ref()
+                .map_or_else(super::RateLimit::default, |a| a.publisher_rate()),
         );
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
