@@ -157,12 +157,21 @@ pub struct PolicyConfig {
     /// group's other jobs' records); every other job's pseudonyms are its own.
     #[serde(default)]
     pub allow_linkage: Vec<String>,
+    /// Whether a job of a linkage group must ask the same query as the group's earlier jobs
+    /// (default true): two jobs of one group whose queries differ by one accession attribute
+    /// that accession's records.
+    #[serde(default = "default_true")]
+    pub linkage_same_query: bool,
     /// Smallest `validation_percent` a job may ask for (default 10).
     #[serde(default = "default_min_validation_percent")]
     pub min_validation_percent: u8,
     /// Largest `validation_percent` a job may ask for (default 50; at most 90).
     #[serde(default = "default_max_validation_percent")]
     pub max_validation_percent: u8,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_min_validation_percent() -> u8 {
@@ -835,6 +844,7 @@ impl Config {
                 ..=self.policy.max_validation_percent,
             max_cohort_instances: self.cohort.max_instances,
             cohort_quantum: std::time::Duration::from_secs(self.cohort.commit_quantum_secs),
+            linkage_same_query: self.policy.linkage_same_query,
             ..crate::pipeline::JobRules::default()
         }
     }

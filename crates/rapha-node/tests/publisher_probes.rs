@@ -16,7 +16,8 @@ use reqwest::StatusCode;
 
 use crate::api::{serve_state, tokens, ADMIN_TOKEN, DPO_TOKEN, PUBLISHER_TOKEN};
 use crate::pipeline_e2e::{
-    bundle, sandbox_ready, secret_file, world, Chain, NodeFixture, World, FEE, PUBLISHER, TRAINER,
+    bundle, sandbox_ready, secret_file, world, world_with_policy, Chain, NodeFixture, World, FEE,
+    PUBLISHER, TRAINER,
 };
 
 /// The code part of a job's reason.
@@ -577,4 +578,69 @@ fn a_publisher_polling_faster_than_its_rate_gets_429_and_the_hospitals_roles_do_
     // After the wait, the publisher is answered again.
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(get(PUBLISHER_TOKEN).status(), StatusCode::NOT_FOUND);
+}
+
+#[test]
+fn a_linkage_group_job_whose_query_differs_from_the_groups_is_refused_at_admission() {
+    let Some(mut w) = world_with_policy(20, 13, |h| {
+        h.linkage_publishers = vec![PUBLISHER.to_owned()];
+    }) else {
+        return;
+    };
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle(&tmp, &w.trainer, "differ", "honest", &w.publisher_key);
+    let group = rapha_core::LinkageGroup::new("fed-run-7").unwrap();
+    let linked = |w: &World, query: CohortQuery| {
+        let mut req = w.request(manifest, query);
+        req.linkage = Some(group.clone());
+        req
+    };
+    // J1 lists every accession; J2, of the same group, all but one: the difference between
+    // their (joined) records is that one accession's patient.
+    let j1 = w.node.submit(&dir, linked(&w, w.scoped_query())).unwrap();
+    assert_eq!(
+        w.node.run_until_blocked(j1).unwrap(),
+        JobState::AwaitingApproval
+    );
+    let mut shorter = w.scoped_query();
+    shorter.accession_numbers.pop();
+    shorter.limit = Some(shorter.accession_numbers.len() as u32);
+    let calls = w.pacs_calls();
+    let j2 = w.node.submit(&dir, linked(&w, shorter)).unwrap();
+    assert_eq!(w.node.run_until_blocked(j2).unwrap(), JobState::Settled);
+    let row = w.node.store().get(j2).unwrap();
+    assert_eq!(row.outcome, Some(Outcome::Refused), "{:?}", row.reason);
+    assert_eq!(code(row.reason.as_deref()), "admission-refused");
+    assert!(!states(&w, j2).contains(&JobState::Admitted));
+    assert_eq!(w.pacs_calls(), calls, "the refused job reached the PACS");
+    let ending = w.node.ending(j2).unwrap().unwrap();
+    assert!(
+        ending.detail.contains("fed-run-7") && ending.detail.contains(&j1.to_string()),
+        "{}",
+        ending.detail
+    );
+    // J3 asks the group's query: admitted, and the DPO's review shows it beside J1.
+    let j3 = w.node.submit(&dir, linked(&w, w.scoped_query())).unwrap();
+    assert_eq!(
+        w.node.run_until_blocked(j3).unwrap(),
+        JobState::AwaitingApproval
+    );
+    let review = w.node.review(j3).unwrap().unwrap();
+    let earlier: Vec<(JobId, bool)> = review
+        .linkage_jobs
+        .iter()
+        .map(|l| (l.job_id, l.same_query))
+        .collect();
+    assert_eq!(earlier, vec![(j1, true)], "{:?}", review.linkage_jobs);
+    // J1's review shows the group's other admitted job too; the refused J2 is no member.
+    let others: Vec<JobId> = w
+        .node
+        .review(j1)
+        .unwrap()
+        .unwrap()
+        .linkage_jobs
+        .iter()
+        .map(|l| l.job_id)
+        .collect();
+    assert_eq!(others, vec![j3]);
 }

@@ -98,13 +98,14 @@ pub struct ReviewRequest {
     /// against. Absent from reviews recorded before they were shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceReview>,
-    /// The earlier jobs of the linkage group this job names (their records join this job's):
-    /// the DPO sees whether their queries differ from this one. Empty for a job of its own.
+    /// The other admitted jobs of the linkage group this job names, oldest first (their
+    /// records join this job's): the DPO sees whether their queries differ from this one.
+    /// Empty for a job of its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub linkage_jobs: Vec<LinkedJob>,
 }
 
-/// An earlier job of the same linkage group, as the DPO reviews it beside a new one.
+/// Another admitted job of the same linkage group, as the DPO reviews it beside this one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkedJob {

@@ -1,7 +1,7 @@
 //! Steps 1–2: verify the bundle against the trust store, then the admission policy.
 
 use rapha_core::{ReasonCode, ResourceLimits};
-use rapha_policy::{Declared, PastJob, ResourceReview};
+use rapha_policy::{Declared, LinkedJob, PastJob, ResourceReview};
 
 use super::*;
 
@@ -133,6 +133,13 @@ impl Node {
                 ),
             );
         }
+        // A job of a linkage group asks the group's query: two jobs whose joined records differ
+        // by one accession would attribute that accession's records.
+        if self.rules.linkage_same_query {
+            if let Some(differs) = linkage_differs(&self.p.store, job, req)? {
+                return self.end(job, from, ReasonCode::AdmissionRefused, &differs);
+            }
+        }
         // The scope guard next: a query it refuses never reaches the PACS.
         if let Err(e) = ScopedQuery::from_cohort_query(&req.query, &self.p.dicom.scope) {
             return self.end(job, from, ReasonCode::QueryRefused, &e.to_string());
@@ -204,12 +211,58 @@ pub fn review_request(
         .artifact(job, artifact::RESOURCES)?
         .map(|b| parse(job, artifact::RESOURCES, &b))
         .transpose()?;
+    let linkage_jobs = linkage_group(store, job, &request)?
+        .into_iter()
+        .map(|row| LinkedJob {
+            job_id: row.id,
+            state: row.state.as_str().to_owned(),
+            query_digest: row.request.query.digest(),
+            same_query: row.request.query.digest() == request.query.digest(),
+        })
+        .collect();
     let mut review = ReviewRequest::new(request, cohort);
     review.resources = resources;
+    review.linkage_jobs = linkage_jobs;
     // The version the job was reviewed under (v1 for a job in flight across the upgrade).
     if let Some(r) = store.artifact(job, artifact::REVIEW)? {
         let r: rapha_policy::JobDigestRef = parse(job, artifact::REVIEW, &r)?;
         review.digest_version = r.digest_version;
     }
     Ok(Some(review))
+}
+
+/// The other admitted jobs of `request`'s publisher in its linkage group, oldest first (none
+/// for a job of its own).
+fn linkage_group(
+    store: &JobStore,
+    job: JobId,
+    request: &JobRequest,
+) -> Result<Vec<crate::store::JobRow>> {
+    let Some(group) = &request.linkage else {
+        return Ok(Vec::new());
+    };
+    Ok(store
+        .admitted_since(&request.publisher, 0)?
+        .into_iter()
+        .map(|(row, _)| row)
+        .filter(|row| row.id != job && row.request.linkage.as_ref() == Some(group))
+        .collect())
+}
+
+/// Why a job of a linkage group is refused: the group's earlier jobs asked another query.
+fn linkage_differs(store: &JobStore, job: JobId, request: &JobRequest) -> Result<Option<String>> {
+    let digest = request.query.digest();
+    let differ: Vec<String> = linkage_group(store, job, request)?
+        .iter()
+        .filter(|row| row.request.query.digest() != digest)
+        .map(|row| row.id.to_string())
+        .collect();
+    Ok((!differ.is_empty()).then(|| {
+        format!(
+            "the job's query differs from that of the earlier job(s) {} of linkage group '{}': \
+             the jobs of one group ask one query ([policy] linkage_same_query)",
+            differ.join(", "),
+            request.linkage.as_ref().map_or("", |g| g.as_str()),
+        )
+    }))
 }
