@@ -644,3 +644,83 @@ fn a_linkage_group_job_whose_query_differs_from_the_groups_is_refused_at_admissi
         .collect();
     assert_eq!(others, vec![j3]);
 }
+
+#[test]
+fn an_admission_digest_does_not_commit_to_a_cohort_size_the_publisher_never_saw() {
+    let mut hospital = None;
+    let Some(mut w) = world_with_policy(20, 14, |h| hospital = Some(h.clone())) else {
+        return;
+    };
+    let hospital = hospital.unwrap();
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle(&tmp, &w.trainer, "sizes", "honest", &w.publisher_key);
+    // J1's cohort is built, reviewed and never started: the publisher is shown no figure of it.
+    let req1 = w.request(manifest, w.scoped_query());
+    let j1 = w.node.submit(&dir, req1.clone()).unwrap();
+    assert_eq!(
+        w.node.run_until_blocked(j1).unwrap(),
+        JobState::AwaitingApproval
+    );
+    let hidden = w.node.review(j1).unwrap().unwrap().cohort.patients;
+    let req2 = w.request(manifest, w.scoped_query());
+    let j2 = w.node.submit(&dir, req2.clone()).unwrap();
+    w.node.run_until_blocked(j2).unwrap();
+    // J2's admission decision digest (it is in J2's receipt).
+    let decision: rapha_policy::Decision = serde_json::from_slice(
+        &w.node
+            .store()
+            .artifact(j2, artifact::ADMISSION)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let admitted_at = |job: JobId| {
+        w.node
+            .store()
+            .transitions(job)
+            .unwrap()
+            .iter()
+            .find(|t| t.to == JobState::Admitted)
+            .map(|t| t.at)
+            .unwrap()
+    };
+    // The attack: everything else in the digested input is the publisher's own or bracketed
+    // from polling (the policy and data.hospital guessed); enumerate J1's cohort size.
+    let vb = rapha_bundle::verify_bundle(&dir, w.node.trust()).unwrap();
+    let policy = rapha_policy::Policy::builtin().unwrap();
+    let t1 = admitted_at(j1);
+    let t2 = admitted_at(j2);
+    let mut matched = Vec::new();
+    for patients in std::iter::once(None).chain((0..=200).map(Some)) {
+        for now in t2.saturating_sub(2)..=t2 + 2 {
+            let past = rapha_policy::PastJob {
+                admitted_at: t1,
+                outcome: None,
+                patients,
+                query_digest: req1.query.digest(),
+            };
+            let input = rapha_policy::AdmissionInput::new(
+                &req2,
+                rapha_policy::Declared {
+                    outputs: vb.outputs(),
+                    resources: vb.resources(),
+                },
+                now,
+                vec![past],
+            )
+            .unwrap();
+            if policy.admission(&input, &hospital).unwrap().digest == decision.digest {
+                matched.push(patients);
+            }
+        }
+    }
+    assert!(
+        !matched.is_empty(),
+        "the enumeration never matched: the test lost its model"
+    );
+    assert_eq!(
+        matched,
+        vec![None],
+        "the publisher recovers J1's hidden cohort size ({hidden}) from J2's admission digest"
+    );
+}

@@ -83,9 +83,22 @@ impl Node {
             .store
             .admitted_since(publisher, now.saturating_sub(window))?
         {
-            let patients = self
-                .opt::<CohortSummary>(row.id, artifact::COHORT_SUMMARY)?
-                .map(|c| c.patients);
+            // A cohort's size only once its trainer has started (the publisher sees the run's
+            // records from then on): the decision digest in this job's receipt commits to this
+            // input, and a size the publisher was never shown would be recovered from it by
+            // enumeration (docs/receipts.md).
+            let started = self
+                .p
+                .store
+                .transitions(row.id)?
+                .iter()
+                .any(|t| t.to == JobState::Running);
+            let patients = if started {
+                self.opt::<CohortSummary>(row.id, artifact::COHORT_SUMMARY)?
+                    .map(|c| c.patients)
+            } else {
+                None
+            };
             out.push(PastJob {
                 admitted_at,
                 outcome: row.outcome,
