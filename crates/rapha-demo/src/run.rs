@@ -227,11 +227,11 @@ pub struct GuardFigures {
 
 #[derive(Debug, Default, Serialize)]
 pub struct GuardRule {
-    /// The output guard's rule, e.g. `PixelBlock`, `DicomContent`.
+    /// The output guard's rule code, e.g. `pixel-block`, `dicom-content`.
     pub rule: String,
     /// What the rule catches, in words.
     pub what: String,
-    /// The guard's finding as the receipt records it.
+    /// The guard's finding as the hospital's audit trail records it.
     pub detail: String,
 }
 
@@ -761,44 +761,34 @@ const POLL: Duration = Duration::from_millis(100);
 /// The output guard's findings, from the job's ending detail: the guard's sentences, then each
 /// rejection as `Rule { field: .. }`, all joined by `"; "`. Each rule is paired with its
 /// sentence when there is one per rule.
+/// The rules in the hospital's detail of a guard refusal: its audit lines, joined by `; `,
+/// each `<rule code>: <where, in the node's words>`.
 fn guard_rules(findings: &str) -> Vec<GuardRule> {
-    let rule_of = |f: &str| -> Option<String> {
-        let rule: String = f.chars().take_while(char::is_ascii_alphanumeric).collect();
-        (rule.starts_with(|c: char| c.is_ascii_uppercase()) && f[rule.len()..].starts_with(" {"))
-            .then_some(rule)
-    };
-    let pieces: Vec<&str> = findings.split("; ").collect();
-    let sentences: Vec<&str> = pieces
-        .iter()
-        .copied()
-        .filter(|f| rule_of(f).is_none())
-        .collect();
-    let rules: Vec<(String, &str)> = pieces
-        .iter()
-        .filter_map(|f| Some((rule_of(f)?, *f)))
-        .collect();
-    let paired = sentences.len() == rules.len();
-    rules
-        .iter()
-        .enumerate()
-        .map(|(i, (rule, debug))| GuardRule {
-            rule: rule.clone(),
-            what: rule_words(rule).to_owned(),
-            detail: if paired { sentences[i] } else { debug }.to_owned(),
+    findings
+        .split("; ")
+        .filter_map(|line| {
+            let (rule, _) = line.split_once(": ")?;
+            let is_code =
+                !rule.is_empty() && rule.bytes().all(|b| b.is_ascii_lowercase() || b == b'-');
+            is_code.then(|| GuardRule {
+                rule: rule.to_owned(),
+                what: rule_words(rule).to_owned(),
+                detail: line.to_owned(),
+            })
         })
         .collect()
 }
 
 fn rule_words(rule: &str) -> &'static str {
     match rule {
-        "PixelBlock" => "a verbatim block of a fed record's pixels in an output or the logs",
-        "DicomContent" => "DICOM content in an output",
-        "DicomName" => "an output named .dcm/.dicom",
-        "Identifier" => "a raw identifier of the cohort in an output or the logs",
-        "Undeclared" => "a file the bundle does not declare",
-        "BadFormat" => "an output that is not valid in its declared format",
-        "TooLarge" | "TotalTooLarge" => "outputs over their declared size cap",
-        "NotRegular" | "HardLink" => "an output that is not a single regular file",
+        "pixel-block" => "a verbatim block of a fed record's pixels in an output or the logs",
+        "dicom-content" => "DICOM content in an output",
+        "dicom-name" => "an output named .dcm/.dicom",
+        "identifier" => "a raw identifier of the cohort in an output or the logs",
+        "undeclared-output" => "a file the bundle does not declare",
+        "bad-format" => "an output that is not valid in its declared format",
+        "output-over-cap" | "outputs-over-total-cap" => "outputs over their declared size cap",
+        "not-regular-file" | "hard-link" => "an output that is not a single regular file",
         _ => "see the job's ending in the audit trail",
     }
 }

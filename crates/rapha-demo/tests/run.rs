@@ -173,15 +173,20 @@ fn demo_job_on_a_cohort_below_the_minimum_is_refused_with_exit_3_and_refunded() 
     let o = demo(&rootfs, &out, &["--studies", "20", "--epochs", "1"]);
     assert_eq!(o.status.code(), Some(3), "a refused job exits 3");
     let stdout = String::from_utf8_lossy(&o.stdout);
+    // Below the minimum is refused at the cohort step, before any review and before the
+    // trainer, with the one code every unusable cohort ends with (issue 18: the publisher
+    // learns nothing of the cohort's size from the code).
     assert!(
-        stdout.contains("job REFUSED: final gate"),
-        "the reason is printed"
+        stdout.contains("job REFUSED: the cohort is empty or below this hospital's minimum size"),
+        "the reason is printed: {stdout}"
+    );
+    assert!(
+        stdout.contains("outcome: refused (cohort-empty)"),
+        "{stdout}"
     );
     let r = verified_receipt(&out);
     assert_eq!(r.body.outcome, rapha_core::Outcome::Refused);
-    // The receipt carries the code; the gate's words are the hospital's (issue 18).
-    assert_eq!(r.body.reason, "final-gate-refused");
-    assert!(stdout.contains("patients"), "{stdout}");
+    assert_eq!(r.body.reason, "cohort-empty");
     assert_eq!(
         std::fs::read_dir(out.join("released")).unwrap().count(),
         0,
@@ -255,12 +260,12 @@ fn hostile_example_is_refused_by_the_output_guard_nothing_released_and_charged()
         .iter()
         .map(|r| r["rule"].as_str().unwrap())
         .collect();
-    assert_eq!(rules, ["PixelBlock"], "the pixel-copy rule fired: {s}");
+    assert_eq!(rules, ["pixel-block"], "the pixel-copy rule fired: {s}");
     assert!(
         s["guard"]["rules"][0]["detail"]
             .as_str()
             .unwrap()
-            .contains("model.safetensors contains a verbatim block of a fed record's pixels"),
+            .starts_with("pixel-block: \"model.safetensors\" at offset "),
         "{s}"
     );
     assert_eq!(s["released"], serde_json::json!([]));
@@ -285,7 +290,10 @@ fn hostile_example_is_refused_by_the_output_guard_nothing_released_and_charged()
     // What the AI company's receipt says: one code, no rule, no name, no offset.
     assert_eq!(r.body.reason, "output-guard");
     assert!(
-        s["detail"].as_str().unwrap().contains("PixelBlock {"),
+        s["detail"]
+            .as_str()
+            .unwrap()
+            .contains("output guard refused the outputs: pixel-block: "),
         "the hospital's detail names the rule: {s}"
     );
     assert_no_phi(&out);
@@ -308,7 +316,7 @@ fn hostile_example_renamed_dicom_is_refused_and_the_text_summary_says_why() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("- DicomContent: DICOM content in an output"),
+        stdout.contains("- dicom-content: DICOM content in an output"),
         "{stdout}"
     );
     assert!(stdout.contains("released to "), "{stdout}");
@@ -319,7 +327,7 @@ fn hostile_example_renamed_dicom_is_refused_and_the_text_summary_says_why() {
     );
     assert!(
         stdout
-            .contains("job REFUSED: the output guard refused the trainer's outputs (DicomContent"),
+            .contains("job REFUSED: the output guard refused the trainer's outputs (dicom-content"),
         "{stdout}"
     );
     assert_eq!(std::fs::read_dir(out.join("released")).unwrap().count(), 0);

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::ErrorKind;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +39,11 @@ pub const FINGERPRINT_BATCH: usize = 8;
 /// Decoded pixel bytes kept in memory per job (records fetched more than once), so later
 /// epochs skip decoding.
 pub const PIXEL_CACHE_BYTES: usize = 2 << 30;
+
+/// How long a feed connection may take to end by itself once the trainer's container is gone
+/// (its last requests answered, its processes' sockets closed by the kernel), before the node
+/// cuts it ([`Feed::cut`]).
+pub const CUT_GRACE: Duration = Duration::from_secs(5);
 
 /// One record's decoded pixel bytes, shared by the cache, the socket writer and the
 /// fingerprinting worker.
@@ -100,6 +105,13 @@ pub struct FeedState {
     pub first_fetch: Option<Instant>,
     pub connections: u32,
     pub protocol_errors: u32,
+    /// The connection being served (a second handle on it, for [`Feed::cut`]).
+    serving: Option<UnixStream>,
+    /// Set by [`Feed::cut`]: no connection is accepted any more.
+    closing: bool,
+    /// Set by [`Feed::cut`] once it shut the connection being served: nothing more of it is
+    /// answered.
+    cut: bool,
 }
 
 /// The feed for one job.
@@ -182,10 +194,31 @@ impl Feed<'_> {
         while !self.stop.load(Ordering::Relaxed) {
             match listener.accept() {
                 Ok((stream, _)) => {
-                    self.lock().connections += 1;
-                    if let Err(e) = self.serve_connection(stream, served) {
-                        if !matches!(e, FrameError::Closed) {
-                            self.lock().protocol_errors += 1;
+                    {
+                        let mut st = self.lock();
+                        // A connection [`Feed::cut`] cannot reach is not served at all.
+                        let Ok(handle) = stream.try_clone() else {
+                            tracing::warn!(
+                                "could not keep a handle on a trainer connection; refused"
+                            );
+                            continue;
+                        };
+                        if st.closing {
+                            break;
+                        }
+                        st.connections += 1;
+                        st.serving = Some(handle);
+                    }
+                    let served = self.serve_connection(stream, served);
+                    let mut st = self.lock();
+                    st.serving = None;
+                    match served {
+                        // A connection the node cut ends with whatever error it was in.
+                        _ if st.cut => {}
+                        Err(FrameError::Closed) | Ok(()) => {}
+                        Err(e) => {
+                            st.protocol_errors += 1;
+                            drop(st);
                             tracing::warn!(error = %e, "trainer connection closed on a protocol violation");
                         }
                     }
@@ -199,6 +232,41 @@ impl Feed<'_> {
                 }
             }
         }
+    }
+
+    /// Ends the feed once the trainer's container is gone (every process of it dead): no new
+    /// connection is served, and the one being served is given `grace` to end by itself (its
+    /// last requests answered, the EOF the kernel sent when the trainer's processes died read).
+    /// One that has not ended by then is shut down both ways, which wakes the node's writer
+    /// blocked on a full socket (EPIPE) and its reader (EOF), and is served no further.
+    ///
+    /// Returns true when the trainer's end of that connection was still open then. With every
+    /// process of the trainer gone, only a socket the trainer passed away keeps it open (sent
+    /// with `SCM_RIGHTS` into a queue the node no longer reads): the trainer did it on purpose,
+    /// to hold the node's run open, and the run is the trainer's failure.
+    pub fn cut(&self, grace: Duration) -> bool {
+        self.stop.store(true, Ordering::Relaxed);
+        let deadline = Instant::now().checked_add(grace);
+        loop {
+            let mut st = self.lock();
+            st.closing = true;
+            let Some(conn) = st.serving.as_ref() else {
+                return false;
+            };
+            if deadline.is_none_or(|d| Instant::now() >= d) {
+                let held = !hung_up(conn);
+                let _ = conn.shutdown(std::net::Shutdown::Both);
+                st.cut = true;
+                return held;
+            }
+            drop(st);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether [`Feed::cut`] cut the connection being served.
+    fn was_cut(&self) -> bool {
+        self.lock().cut
     }
 
     /// Serves one connection: this thread reads requests and queues their answers in order,
@@ -273,6 +341,10 @@ impl Feed<'_> {
         let mut greeted = false;
         loop {
             let header = requests.next_header()?;
+            // A cut connection is answered no further (what is already queued is dropped).
+            if self.was_cut() {
+                return Err(FrameError::Closed);
+            }
             // Requests already received behind this one: more than the protocol allows in
             // flight is refused, so a flooding trainer learns why it was cut off. (Requests
             // already taken from the buffer and queued for an answer are not counted: the check
@@ -565,6 +637,17 @@ pub fn decoders() -> usize {
         .clamp(2, 8)
 }
 
+/// Whether the other end of `conn` is gone: `POLLHUP` (every direction shut, as the kernel
+/// does when the last handle on the peer socket is closed).
+fn hung_up(conn: &UnixStream) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    let mut fds = [PollFd::new(conn.as_fd(), PollFlags::empty())];
+    poll(&mut fds, PollTimeout::ZERO).is_ok()
+        && fds[0]
+            .revents()
+            .is_some_and(|r| r.contains(PollFlags::POLLHUP))
+}
+
 /// A record to decode, and where its answer goes.
 type DecodeJob = (usize, SyncSender<Answer>);
 
@@ -719,10 +802,13 @@ impl RequestReader {
         &self.buf[self.start..self.end]
     }
 
-    /// Appends what one `recv` of at most `want` bytes returns; with `nonblocking` it returns
-    /// `Ok(false)` when nothing is waiting. EOF is [`FrameError::Closed`].
+    /// Appends what one `recvmsg` of at most `want` bytes returns; with `nonblocking` it
+    /// returns `Ok(false)` when nothing is waiting. EOF is [`FrameError::Closed`]. File
+    /// descriptors the trainer passed along (`SCM_RIGHTS`) are closed as they arrive and end
+    /// the connection ([`FrameError::PassedDescriptors`]): a socket of the trainer's kept in
+    /// the node would outlive the trainer.
     fn recv(&mut self, want: usize, nonblocking: bool) -> Result<bool, FrameError> {
-        use nix::sys::socket::{recv, MsgFlags};
+        use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -732,23 +818,42 @@ impl RequestReader {
             // Only a frame larger than the read-ahead grows the buffer, to exactly its size.
             self.buf.resize(self.end + want, 0);
         }
-        let flags = if nonblocking {
-            MsgFlags::MSG_DONTWAIT
-        } else {
-            MsgFlags::empty()
-        };
+        let mut flags = MsgFlags::MSG_CMSG_CLOEXEC;
+        if nonblocking {
+            flags |= MsgFlags::MSG_DONTWAIT;
+        }
         let fd = self.stream.as_raw_fd();
+        let mut control = nix::cmsg_space!([std::os::fd::RawFd; 8]);
         loop {
-            match recv(fd, &mut self.buf[self.end..self.end + want], flags) {
-                Ok(0) => return Err(FrameError::Closed),
-                Ok(n) => {
-                    self.end += n;
-                    return Ok(true);
+            let mut iov = [std::io::IoSliceMut::new(
+                &mut self.buf[self.end..self.end + want],
+            )];
+            let (n, passed) = match recvmsg::<()>(fd, &mut iov, Some(&mut control), flags) {
+                Ok(msg) => {
+                    // More descriptors than fit are closed by the kernel (MSG_CTRUNC).
+                    let mut passed = msg.flags.contains(MsgFlags::MSG_CTRUNC);
+                    for c in msg.cmsgs().into_iter().flatten() {
+                        passed = true;
+                        if let ControlMessageOwned::ScmRights(fds) = c {
+                            for fd in fds {
+                                let _ = nix::unistd::close(fd);
+                            }
+                        }
+                    }
+                    (msg.bytes, passed)
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(nix::errno::Errno::EAGAIN) if nonblocking => return Ok(false),
                 Err(e) => return Err(FrameError::Io(std::io::Error::from(e))),
+            };
+            if passed {
+                return Err(FrameError::PassedDescriptors);
             }
+            if n == 0 {
+                return Err(FrameError::Closed);
+            }
+            self.end += n;
+            return Ok(true);
         }
     }
 

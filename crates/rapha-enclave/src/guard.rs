@@ -2,9 +2,12 @@
 //!
 //! Runs on `/out` after the trainer has exited — whether it succeeded or not — and on its
 //! captured stdout/stderr. Every check that fails adds a [`Rejection`]; one rejection refuses
-//! everything. Rejections name the file and the rule, never the leaked value; the names are
-//! the trainer's own choice, so only [`Rejection::rule`] (a fixed vocabulary) goes where the
-//! publisher can read it, and the full rejection to the hospital's audit trail.
+//! everything. Rejections name the place and the rule, never the leaked value. Places are
+//! built from structure ([`Place`]: a file, and a zip entry by its index, never by its name);
+//! a file's name is the trainer's own choice unless it is a declared output. So only
+//! [`Rejection::rule`] (a fixed vocabulary) goes where the publisher can read it, and only
+//! [`Rejection::audit_line`] (the node's words) to the hospital's audit trail; the `Display`
+//! text, which quotes the trainer's names and parsers' details, is never persisted or logged.
 //!
 //! ```text
 //!  /out entry ─▶ name rules ─▶ lstat: regular file, nlink 1 ─▶ declared? size cap
@@ -37,6 +40,93 @@ pub const PARALLEL_SCAN_BYTES: usize = 4 << 20;
 /// Most directory entries examined in `/out`; more is itself a rejection.
 pub const MAX_ENTRIES: usize = 256;
 
+/// Where in the output set a rule fired, as the guard builds it: a file of `/out` or a
+/// captured log stream, and a zip entry of it by its index in the archive. An entry's name is
+/// the trainer's choice and is never part of a place, so nothing derived from a place can
+/// carry it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Place {
+    /// The file's name in `/out` (the trainer's choice unless it is a declared output), or
+    /// `stdout` / `stderr`.
+    pub file: String,
+    /// The zip entry, by its index in the archive.
+    pub entry: Option<usize>,
+    /// The finding is in the entry's name rather than its bytes.
+    pub in_name: bool,
+}
+
+impl Place {
+    /// A whole file (or captured log stream).
+    pub fn file(name: impl Into<String>) -> Self {
+        Self {
+            file: name.into(),
+            entry: None,
+            in_name: false,
+        }
+    }
+
+    /// The bytes of entry `index` of the zip archive `file`.
+    pub fn entry(file: impl Into<String>, index: usize) -> Self {
+        Self {
+            entry: Some(index),
+            ..Self::file(file)
+        }
+    }
+
+    /// The name of entry `index` of the zip archive `file`.
+    pub fn entry_name(file: impl Into<String>, index: usize) -> Self {
+        Self {
+            in_name: true,
+            ..Self::entry(file, index)
+        }
+    }
+
+    /// The place as the audit trail shows it: the file as a declared output's name or a log
+    /// stream's, else `sha256:<16 hex>` of the name the trainer chose; then `!"<entry N>"` and
+    /// ` name` as the node built them.
+    pub fn audit_name(&self, outputs: &[OutputDecl]) -> String {
+        let node_made = outputs.iter().any(|d| d.name == self.file)
+            || self.file == "stdout"
+            || self.file == "stderr";
+        let mut shown = if node_made {
+            format!("{:?}", self.file)
+        } else {
+            format!(
+                "sha256:{}",
+                &Digest::of(self.file.as_bytes()).to_hex()[..16]
+            )
+        };
+        if let Some(i) = self.entry {
+            shown.push_str(&format!("!\"<entry {i}>\""));
+        }
+        if self.in_name {
+            shown.push_str(" name");
+        }
+        shown
+    }
+}
+
+/// The hospital's in-memory wording (trainer-chosen file names included): never persisted.
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.file)?;
+        if let Some(i) = self.entry {
+            write!(f, "!<entry {i}>")?;
+        }
+        if self.in_name {
+            f.write_str(" name")?;
+        }
+        Ok(())
+    }
+}
+
+/// A whole file (or log stream) of this name.
+impl PartialEq<str> for Place {
+    fn eq(&self, other: &str) -> bool {
+        self.entry.is_none() && !self.in_name && self.file == other
+    }
+}
+
 /// One reason the output set was refused.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, thiserror::Error)]
 #[serde(tag = "rule", rename_all = "snake_case")]
@@ -58,8 +148,8 @@ pub enum Rejection {
     TotalTooLarge { size: u64, cap: u64 },
     #[error("more than {max} entries in /out")]
     TooManyEntries { max: usize },
-    #[error("{name:?} contains a DICOM object ({how})")]
-    DicomContent { name: String, how: String },
+    #[error("{name} contains a DICOM object ({how})")]
+    DicomContent { name: Place, how: String },
     #[error("{name:?} is not a valid {kind:?} file: {detail}")]
     BadFormat {
         name: String,
@@ -68,12 +158,12 @@ pub enum Rejection {
     },
     #[error("{stream} contains a raw {} of this cohort (offset {offset})", kind.label())]
     Identifier {
-        stream: String,
+        stream: Place,
         kind: IdentifierKind,
         offset: usize,
     },
     #[error("{stream} contains a verbatim block of a fed record's pixels (offset {offset})")]
-    PixelBlock { stream: String, offset: usize },
+    PixelBlock { stream: Place, offset: usize },
     #[error("{name:?} could not be read: {detail}")]
     Unreadable { name: String, detail: String },
     #[error("{stream} exceeded its capture cap of {cap} bytes")]
@@ -146,13 +236,13 @@ impl Rejection {
 
 impl Rejection {
     /// The rejection as one line for the hospital's audit trail and the DPO's view: the rule,
-    /// and where it fired, named by the node (a declared output's name, a captured log stream,
-    /// a zip entry's index) or by the SHA-256 prefix of a name the trainer chose, never by the
-    /// trainer's bytes: a file or entry name can carry an identifier or pixel values, and the
-    /// audit trail may be shipped to an audit repository outside the PACS network. Parser
-    /// details, which can quote a file's content, are withheld.
+    /// and where it fired ([`Place::audit_name`]: a declared output's name, a captured log
+    /// stream, a zip entry's index, or the SHA-256 prefix of a file name the trainer chose),
+    /// never the trainer's bytes: a file or entry name can carry an identifier or pixel
+    /// values, and the audit trail may be shipped to an audit repository outside the PACS
+    /// network. Parser details, which can quote a file's content, are withheld.
     pub fn audit_line(&self, outputs: &[OutputDecl]) -> String {
-        let named = |n: &str| audit_name(n, outputs);
+        let named = |n: &str| Place::file(n).audit_name(outputs);
         let rule = self.rule();
         match self {
             Self::DicomName { name }
@@ -164,7 +254,9 @@ impl Rejection {
             Self::BadName { .. } => format!("{rule}: a name that is not clean UTF-8"),
             Self::TotalTooLarge { size, cap } => format!("{rule}: {size} bytes, cap {cap}"),
             Self::TooManyEntries { max } => format!("{rule}: more than {max}"),
-            Self::DicomContent { name, how } => format!("{rule}: {} ({how})", named(name)),
+            Self::DicomContent { name, how } => {
+                format!("{rule}: {} ({how})", name.audit_name(outputs))
+            }
             Self::BadFormat { name, kind, .. } => {
                 format!("{rule}: {} is not a valid {kind:?} file", named(name))
             }
@@ -175,10 +267,10 @@ impl Rejection {
             } => format!(
                 "{rule}: a raw {} in {} at offset {offset}",
                 kind.label(),
-                named(stream)
+                stream.audit_name(outputs)
             ),
             Self::PixelBlock { stream, offset } => {
-                format!("{rule}: {} at offset {offset}", named(stream))
+                format!("{rule}: {} at offset {offset}", stream.audit_name(outputs))
             }
             Self::LogOverflow { stream, cap } => {
                 format!("{rule}: {} over {cap} bytes", named(stream))
@@ -186,29 +278,6 @@ impl Rejection {
             Self::Budget { limit, what } => format!("{rule}: {limit} {}", what.unit()),
         }
     }
-}
-
-/// A place in the output set as the audit trail shows it: `file!entry!...` with each part a
-/// declared output name, a log stream, a node-made `<entry N>` label, or `sha256:<16 hex>` of
-/// what the trainer chose.
-fn audit_name(stream: &str, outputs: &[OutputDecl]) -> String {
-    stream
-        .split('!')
-        .enumerate()
-        .map(|(i, part)| {
-            let node_made = (i == 0
-                && (outputs.iter().any(|d| d.name == part)
-                    || part == "stdout"
-                    || part == "stderr"))
-                || (i > 0 && part.starts_with("<entry ") && part.ends_with('>'));
-            if node_made {
-                format!("{part:?}")
-            } else {
-                format!("sha256:{}", &Digest::of(part.as_bytes()).to_hex()[..16])
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("!")
 }
 
 /// Which of the guard's budgets ran out.
@@ -567,7 +636,7 @@ impl Guard<'_> {
                     cap: log.cap,
                 });
             }
-            self.scan_stream(log.name, log.bytes, false, work, rejections)?;
+            self.scan_stream(&Place::file(log.name), log.bytes, false, work, rejections)?;
         }
         Ok(())
     }
@@ -598,14 +667,15 @@ impl Guard<'_> {
             return Ok(None);
         }
         let before = rejections.len();
+        let place = Place::file(name);
         if formats::has_dicm_magic(&bytes) {
             rejections.push(Rejection::DicomContent {
-                name: name.into(),
+                name: place.clone(),
                 how: "DICM magic at offset 128".into(),
             });
         } else if formats::looks_like_dicom_dataset(&bytes) {
             rejections.push(Rejection::DicomContent {
-                name: name.into(),
+                name: place.clone(),
                 how: "a DICOM dataset without preamble".into(),
             });
         }
@@ -625,7 +695,7 @@ impl Guard<'_> {
                     merge_hits(&mut hits, 8 + at, self.identifiers.search(&s, Search::Text));
                 }
                 self.report(
-                    name,
+                    &place,
                     hits,
                     self.fingerprints.find(&bytes[..split]),
                     rejections,
@@ -634,7 +704,7 @@ impl Guard<'_> {
                 let (hits, pixel, d) = self.search(&bytes[split..], true, || Digest::of(&bytes));
                 digest = Some(d);
                 self.report(
-                    name,
+                    &place,
                     hits.into_iter()
                         .map(|h| IdentifierHit {
                             offset: h.offset + split,
@@ -649,9 +719,9 @@ impl Guard<'_> {
                 work.scan(bytes.len())?;
                 let (hits, pixel, d) = self.search(&bytes, true, || Digest::of(&bytes));
                 digest = Some(d);
-                self.report(name, hits, pixel, rejections);
+                self.report(&place, hits, pixel, rejections);
             }
-            _ => self.scan_stream(name, &bytes, false, work, rejections)?,
+            _ => self.scan_stream(&place, &bytes, false, work, rejections)?,
         }
         let mut zip_entries = None;
         if formats::is_zip(&bytes) {
@@ -722,21 +792,10 @@ impl Guard<'_> {
             let name_hits = self
                 .identifiers
                 .search(e.name.as_bytes(), Search::TextExcept(&keys));
-            // The entry's name labels its findings, unless the name is itself a finding.
-            let stream = if name_hits.is_empty() {
-                format!(
-                    "{name}!{}",
-                    e.name
-                        .chars()
-                        .filter(|c| !c.is_control())
-                        .take(64)
-                        .collect::<String>()
-                )
-            } else {
-                format!("{name}!<entry {i}>")
-            };
+            // The entry is labelled by its index: its name is the trainer's choice.
+            let stream = Place::entry(name, i);
             if !name_hits.is_empty() {
-                self.report(&format!("{stream} name"), name_hits, None, rejections);
+                self.report(&Place::entry_name(name, i), name_hits, None, rejections);
             }
             if formats::has_dicm_magic(&e.data) || formats::looks_like_dicom_dataset(&e.data) {
                 rejections.push(Rejection::DicomContent {
@@ -804,7 +863,7 @@ impl Guard<'_> {
 
     fn scan_stream(
         &self,
-        stream: &str,
+        stream: &Place,
         bytes: &[u8],
         binary: bool,
         work: &mut Work,
@@ -818,7 +877,7 @@ impl Guard<'_> {
 
     fn report(
         &self,
-        stream: &str,
+        stream: &Place,
         hits: Vec<IdentifierHit>,
         pixel: Option<crate::fingerprint::PixelHit>,
         rejections: &mut Vec<Rejection>,
@@ -826,7 +885,7 @@ impl Guard<'_> {
         for hit in hits {
             if hit.kind == IdentifierKind::DicomMagic {
                 rejections.push(Rejection::DicomContent {
-                    name: stream.into(),
+                    name: stream.clone(),
                     how: format!(
                         "an embedded DICOM file meta header at offset {}",
                         hit.offset
@@ -834,7 +893,7 @@ impl Guard<'_> {
                 });
             } else {
                 rejections.push(Rejection::Identifier {
-                    stream: stream.into(),
+                    stream: stream.clone(),
                     kind: hit.kind,
                     offset: hit.offset,
                 });
@@ -842,7 +901,7 @@ impl Guard<'_> {
         }
         if let Some(hit) = pixel {
             rejections.push(Rejection::PixelBlock {
-                stream: stream.into(),
+                stream: stream.clone(),
                 offset: hit.offset,
             });
         }

@@ -37,6 +37,10 @@ pub enum FrameError {
     PayloadTooLarge(usize, usize),
     #[error("the trainer had more than {0} requests in flight")]
     TooManyInFlight(usize),
+    #[error(
+        "the trainer passed file descriptors over the feed (closed, and the connection with them)"
+    )]
+    PassedDescriptors,
     #[error("header is not a JSON object: {0}")]
     BadHeader(String),
     #[error(transparent)]

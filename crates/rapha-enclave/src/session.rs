@@ -126,9 +126,15 @@ pub struct OutputManifest {
 pub struct RunDetails {
     /// How the trainer ended (`None` when the node failed before it could tell).
     pub trainer_exit: Option<Exit>,
+    /// The trainer kept its feed connection open past its own exit and the node cut it
+    /// ([`Feed::cut`]): the run is the trainer's failure whatever its exit status.
+    pub feed_held: bool,
     /// The guard's full verdict (`None` when the guard did not run).
     pub verdict: Option<Verdict>,
-    /// Everything that kept the job from completing, in words a hospital admin can act on.
+    /// Everything that kept the job from completing, in words a hospital admin can act on:
+    /// the node's own (the exit, a held feed) and the guard's [`Rejection::audit_line`]s,
+    /// which name places by the node or by digest, never by the trainer's bytes. These go to
+    /// the hospital's audit trail, which may leave the PACS network.
     pub reasons: Vec<String>,
     /// Distinct records fed, and their commitment.
     pub records_fed: usize,
@@ -240,14 +246,20 @@ impl std::fmt::Debug for EnclaveSession {
     }
 }
 
-/// Sets its flag when dropped.
-struct StopOnDrop<'a>(&'a AtomicBool);
+/// Ends the feed when dropped, at once ([`Feed::cut`] with no grace): however the run ends,
+/// a panic included, the scope that waits for the feed's thread is not left waiting on a
+/// connection the trainer keeps open.
+struct CutOnDrop<'f, 'a>(&'f Feed<'a>);
 
-impl Drop for StopOnDrop<'_> {
+impl Drop for CutOnDrop<'_, '_> {
     fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.cut(Duration::ZERO);
     }
 }
+
+/// What the hospital's details say of a run whose feed connection the node had to cut.
+pub const FEED_HELD: &str = "the trainer's feed connection outlived the trainer (it passed \
+    its socket away, keeping it open); the node cut it";
 
 /// Unmounts the `/out` tmpfs (discarding every byte in it) when dropped.
 struct OutMount(PathBuf);
@@ -278,6 +290,37 @@ fn mount_out(dir: &Path, cap: u64) -> Result<OutMount> {
         source,
     })?;
     Ok(OutMount(dir.to_path_buf()))
+}
+
+/// Removes `work_root`, the directory [`RunPaths::work_root`] names, after runs that died with
+/// an earlier process (start-up clean-up; no run of this process may be under way). A run
+/// that did not end cleanly leaves its `/out` tmpfs mounted in its job directory, which would
+/// make the removal fail (EBUSY): each one is detached first (`MNT_DETACH`), discarding
+/// whatever the trainer wrote.
+///
+/// # Errors
+/// The directory cannot be read or removed.
+pub fn clear_work_root(work_root: &Path) -> std::io::Result<()> {
+    let entries = match fs::read_dir(work_root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for e in entries.flatten() {
+        let out = e.path().join("out");
+        let is_job = e
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("rapha-job-"));
+        if is_job && out.is_dir() {
+            match umount2(&out, MntFlags::MNT_DETACH) {
+                // Not a mount point (the run ended cleanly enough to unmount it).
+                Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+                Err(e) => return Err(std::io::Error::from(e)),
+            }
+        }
+    }
+    fs::remove_dir_all(work_root)
 }
 
 fn commitment(ids: impl Iterator<Item = [u8; 32]>) -> Digest {
@@ -436,9 +479,13 @@ impl EnclaveSession {
             });
             // The feed and the reporter stop however the run ends, a panic included: the scope
             // waits for them, so a run that panicked would otherwise hang the node.
-            let stop = StopOnDrop(&feed.stop);
+            let cut = CutOnDrop(&feed);
             let r = sandbox::run(sandbox_cfg, &launch);
-            drop(stop);
+            // The container is gone, and every process of the trainer with it: the feed ends
+            // within the grace (the node cuts a connection that does not), so the wait for it
+            // below is bounded by the decodes in progress.
+            let held = feed.cut(feed::CUT_GRACE);
+            drop(cut);
             let served = server.join();
             let _ = reporter.join();
             // A feed that panicked has not handed over the fingerprints of what it fed: the
@@ -451,7 +498,7 @@ impl EnclaveSession {
                     .unwrap_or_default();
                 return Err(EnclaveError::FeedFailed(what));
             }
-            r
+            r.map(|r| (r, held))
         });
         let cohort_root = commitment(records.iter().map(|r| *r.instance.as_bytes()));
         let state = feed
@@ -465,7 +512,7 @@ impl EnclaveSession {
                 .filter_map(|&i| records.get(i))
                 .map(|r| *r.instance.as_bytes()),
         );
-        let run = match run {
+        let (run, feed_held) = match run {
             Ok(r) => r,
             // The node failed after the run began: signed as such, nothing released, the
             // details for the hospital (`out_mount` discards whatever the trainer wrote).
@@ -505,15 +552,30 @@ impl EnclaveSession {
         let verdict = guard.check_within(&out_dir, &logs, budget);
 
         let mut details_reasons = Vec::new();
-        let (outcome, reasons) = if !run.exit.success() {
+        // A feed connection held open past the trainer's exit is the trainer's doing, whatever
+        // its exit status: charged like any failure of the trainer, never refunded.
+        let (outcome, reasons) = if !run.exit.success() || feed_held {
             details_reasons.push(describe_exit(&run.exit));
-            details_reasons.extend(verdict.rejections.iter().map(ToString::to_string));
+            if feed_held {
+                details_reasons.push(FEED_HELD.to_owned());
+            }
+            details_reasons.extend(
+                verdict
+                    .rejections
+                    .iter()
+                    .map(|r| r.audit_line(&self.job.outputs)),
+            );
             (
                 ManifestOutcome::TrainerFailed,
                 vec![ManifestOutcome::TRAINER_FAILED],
             )
         } else if !verdict.accepted {
-            details_reasons.extend(verdict.rejections.iter().map(ToString::to_string));
+            details_reasons.extend(
+                verdict
+                    .rejections
+                    .iter()
+                    .map(|r| r.audit_line(&self.job.outputs)),
+            );
             (ManifestOutcome::Rejected, verdict.rules())
         } else {
             (ManifestOutcome::Completed, Vec::new())
@@ -601,6 +663,7 @@ impl EnclaveSession {
             signed,
             details: RunDetails {
                 trainer_exit: Some(run.exit.clone()),
+                feed_held,
                 verdict: Some(verdict),
                 reasons: details_reasons,
                 records_fed: state.fed.len(),
@@ -673,6 +736,7 @@ impl EnclaveSession {
             signed: self.sign(manifest)?,
             details: RunDetails {
                 trainer_exit: None,
+                feed_held: false,
                 verdict: None,
                 reasons: vec![error.to_string()],
                 records_fed: state.fed.len(),

@@ -21,6 +21,9 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/ioctl.h>
+#include <sys/uio.h>
+#include <linux/sockios.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -298,6 +301,41 @@ int main(int argc, char **argv) {
         if (!strcmp(arg, "unshare")) return blocked("unshare", syscall(SYS_unshare, 0x10000000 /* CLONE_NEWUSER */));
         fprintf(stderr, "unknown syscall %s\n", arg);
         return 2;
+    }
+    if (!strcmp(mode, "wedge")) {
+        /* Fills the node's answer path (lone fetches a few ms apart, never read, so none is
+         * pipelined), passes its own end of the feed connection to the node (SCM_RIGHTS) and
+         * exits 0 with valid outputs: the socket then lives on only in the node's receive
+         * queue, behind requests the node no longer reads. */
+        hello();
+        /* Until the node stops reading: then the requests it has not read pile up in this
+         * socket's send queue (SIOCOUTQ), which must keep room for the message below. */
+        int n = atoi(arg), unread = 0;
+        for (int i = 0; i < n && unread < 16384; i++) {
+            const char *req = "{\"op\":\"fetch\",\"index\":0}";
+            uint32_t len = (uint32_t)strlen(req);
+            write_all(feed, &len, 4);
+            write_all(feed, req, len);
+            usleep(2000);
+            if (ioctl(feed, SIOCOUTQ, &unread) < 0) die("ioctl(SIOCOUTQ)");
+        }
+        if (unread < 16384) { fprintf(stderr, "the node kept reading\n"); return 2; }
+        printf("the node stopped reading with %d bytes of requests unread\n", unread);
+        char x = 'x';
+        struct iovec io = {.iov_base = &x, .iov_len = 1};
+        union { struct cmsghdr h; char buf[CMSG_SPACE(sizeof(int))]; } c;
+        memset(&c, 0, sizeof c);
+        struct msghdr m = {.msg_iov = &io, .msg_iovlen = 1, .msg_control = c.buf, .msg_controllen = sizeof c.buf};
+        struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+        h->cmsg_level = SOL_SOCKET;
+        h->cmsg_type = SCM_RIGHTS;
+        h->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(h), &feed, sizeof(int));
+        if (sendmsg(feed, &m, 0) != 1) die("sendmsg(SCM_RIGHTS)");
+        write_weights();
+        write_metrics();
+        puts("passed the feed socket to the node");
+        return 0;
     }
     if (!strcmp(mode, "core-dump")) {
         hello();

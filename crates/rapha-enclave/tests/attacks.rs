@@ -316,6 +316,73 @@ fn trainer_that_never_exits_is_killed_at_the_wall_time_limit() {
     assert!(d.reasons[0].contains("wall-time limit"), "{:?}", d.reasons);
 }
 
+/// Detaches every mount under `dir` (a run the test gave up on leaves its `/out` tmpfs).
+fn detach_mounts_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for m in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+        if Path::new(m).starts_with(dir) {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// Review F1: the trainer fills the feed's answer path with fetches it never reads, passes its
+/// own end of the feed connection to the node (SCM_RIGHTS) and exits 0 with valid outputs. The
+/// socket then lives on in the node's receive queue after the container is gone, so the
+/// node's writer and reader would wait on it forever. The node cuts the connection once the
+/// container is gone, within a bound, and the run is the trainer's failure (charged), never
+/// the node's (refunded) nor completed.
+#[test]
+fn a_trainer_that_passes_its_feed_socket_to_the_node_is_cut_off_and_charged() {
+    let Some(bin) = require_sandbox() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let started = std::time::Instant::now();
+    {
+        let (bin, dir) = (bin.to_path_buf(), dir.path().to_path_buf());
+        std::thread::spawn(move || {
+            let cohort = cohort(12, 2);
+            let run = run_trainer_in(&dir, &bin, &["wedge", "2000"], &cohort, job_spec(SHORT));
+            let _ = tx.send(run);
+        });
+    }
+    // The trainer is done in about two seconds; the run must end soon after.
+    let Ok(run) = rx.recv_timeout(Duration::from_secs(60)) else {
+        detach_mounts_under(dir.path());
+        panic!(
+            "the run did not return {:?} after it started: a trainer that passed its feed \
+             socket to the node holds the run forever",
+            started.elapsed()
+        );
+    };
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    run.assert_nothing_released();
+    let m = &run.result.signed.manifest;
+    let d = &run.result.details;
+    assert_eq!(
+        m.outcome,
+        ManifestOutcome::TrainerFailed,
+        "{}",
+        run.stdout()
+    );
+    assert_eq!(m.reasons, ["trainer-failed"]);
+    assert_eq!(d.trainer_exit, Some(Exit::Exited { code: 0 }));
+    assert!(
+        run.stdout().contains("passed the feed socket to the node"),
+        "{}",
+        run.stdout()
+    );
+    assert!(
+        d.reasons.iter().any(|r| r.contains("outlived the trainer")),
+        "{:?}",
+        d.reasons
+    );
+}
+
 #[test]
 fn metrics_json_with_strings_is_rejected() {
     let Some(run) = attack(&["metrics-strings"]) else {

@@ -499,3 +499,36 @@ fn a_decoder_panic_answers_unavailable_in_place_and_the_connection_goes_on() {
     assert_eq!(state.fed, BTreeSet::from([0, 1, 3, 4]));
     assert_eq!(state.protocol_errors, 0);
 }
+
+#[test]
+fn a_descriptor_passed_over_the_feed_is_closed_and_ends_the_connection() {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let state = with_feed(|connect, _| {
+        let mut c = connect();
+        hello(&mut c);
+        // One end of a pair goes to the node; the node must not keep it.
+        let (mine, passed) = UnixStream::pair().unwrap();
+        let fds = [passed.as_raw_fd()];
+        let iov = [std::io::IoSlice::new(b"x")];
+        let sent = sendmsg::<()>(
+            c.0.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        assert_eq!(sent, 1);
+        drop(passed);
+        // Closed by the node: its other end reads EOF, as does the feed connection.
+        mine.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!((&mine).read(&mut [0u8; 1]).unwrap(), 0);
+        c.0.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(c.0.read(&mut [0u8; 1]).unwrap(), 0);
+    });
+    assert_eq!(state.protocol_errors, 1);
+}

@@ -219,7 +219,18 @@ pub fn sandbox_config(root: &Path) -> SandboxConfig {
 /// Runs the test trainer with `args` on `cohort` under runc.
 pub fn run_trainer(bin: &Path, args: &[&str], cohort: &Cohort, spec: JobSpec) -> Run {
     let dir = tempfile::tempdir().unwrap();
-    let rootfs = dir.path().join("rootfs");
+    run_trainer_in(dir.path(), bin, args, cohort, spec)
+}
+
+/// [`run_trainer`] with its working files (rootfs, runc state, `/out` mount) under `dir`.
+pub fn run_trainer_in(
+    dir: &Path,
+    bin: &Path,
+    args: &[&str],
+    cohort: &Cohort,
+    spec: JobSpec,
+) -> Run {
+    let rootfs = dir.join("rootfs");
     std::fs::create_dir(&rootfs).unwrap();
     std::fs::copy(bin, rootfs.join("trainer")).unwrap();
     let release = tempfile::tempdir().unwrap();
@@ -230,16 +241,16 @@ pub fn run_trainer(bin: &Path, args: &[&str], cohort: &Cohort, spec: JobSpec) ->
     let mut entry: Vec<String> = vec!["/trainer".into()];
     entry.extend(args.iter().map(|s| s.to_string()));
     entry.push(job.to_string());
-    let cfg = sandbox_config(dir.path());
+    let cfg = sandbox_config(dir);
     let paths = RunPaths {
-        work_root: &dir.path().join("work"),
+        work_root: &dir.join("work"),
         rootfs: &rootfs,
         release_dir: release.path(),
     };
     let result = session
         .run(&cfg, &paths, &entry, &cohort.source, &cohort.identifiers())
         .unwrap();
-    assert_host_clean(&cfg, job, dir.path());
+    assert_host_clean(&cfg, job, dir);
     Run {
         result,
         release,

@@ -271,3 +271,41 @@ fn a_runs_end_is_committed_on_a_whole_quantum_after_its_start() {
         "the run's end came {ran} s after its start"
     );
 }
+
+/// Review F1: a run the node had to abandon (or a node killed mid-run) leaves the trainer's
+/// `/out` tmpfs mounted under the node's run directory. The next start-up clean-up unmounts it
+/// before it removes the directory: the node starts, instead of stopping on EBUSY until
+/// someone unmounts it by hand.
+#[test]
+fn a_leftover_out_tmpfs_of_a_dead_run_does_not_stop_the_node_starting() {
+    let Some(mut w) = world() else { return };
+    let out = w.tmp.path().join("work/run/rapha-job-dead01/out");
+    std::fs::create_dir_all(&out).unwrap();
+    /// Detaches the mount if the node left it (the test failed).
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let _unmount = Unmount(out.clone());
+    std::fs::write(out.join("model.safetensors"), b"left by a dead run").unwrap();
+
+    let resumed = w.node.resume_all();
+    assert!(resumed.is_ok(), "start-up failed: {resumed:?}");
+    assert!(!out.exists(), "the dead run's directory is left");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(out.to_str().unwrap()),
+        "the dead run's /out is still mounted"
+    );
+}

@@ -20,7 +20,7 @@ use rapha_core::{CohortQuery, Digest, HmacKey, JobId, JobRequest, Outcome, Outpu
 use rapha_dicom::exclusion::{LabelTable, OptOuts};
 use rapha_dicom::{ClientOptions, DicomConfig, DicomWebClient, Pseudonymizer};
 use rapha_enclave::SandboxConfig;
-use rapha_node::audit::AuditLog;
+use rapha_node::audit::{AuditLog, SyslogTarget};
 use rapha_node::pipeline::chain::{ChainPayments, ChainSettings};
 use rapha_node::pipeline::{Blocked, EvidenceProvider, Node, NodeParts, Step, TpmEvidence};
 use rapha_node::store::{JobState, JobStore};
@@ -445,6 +445,39 @@ pub struct World {
     pub dpo: DpoSigningKey,
     pub publisher_key: SigningKey,
     pub trainer: PathBuf,
+    /// What the node's audit log sent to syslog.
+    pub syslog: SyslogCapture,
+}
+
+/// The syslog lines the node's audit log sends to a unix datagram socket in the test's
+/// directory, read by a thread of the test (which ends when the directory is gone).
+pub struct SyslogCapture {
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl SyslogCapture {
+    fn bind(path: &Path) -> Self {
+        let sock = std::os::unix::net::UnixDatagram::bind(path).unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .unwrap();
+        let lines = Arc::<std::sync::Mutex<Vec<String>>>::default();
+        let (kept, path) = (Arc::clone(&lines), path.to_path_buf());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4 << 20];
+            while path.exists() {
+                if let Ok(n) = sock.recv(&mut buf) {
+                    let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    kept.lock().unwrap().push(line);
+                }
+            }
+        });
+        Self { lines }
+    }
+
+    /// Every line received so far.
+    pub fn text(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
 }
 
 pub fn world() -> Option<World> {
@@ -547,6 +580,7 @@ pub fn world_with_policy(
     let pacs_calls = Arc::new(AtomicUsize::new(0));
     let calls = pacs_calls.clone();
     let url = orthanc.dicomweb_url();
+    let syslog = SyslogCapture::bind(&tmp.path().join("syslog.sock"));
     let node_key = NodeKey::from_secret_bytes(&chain.node_secret).unwrap();
     let payments = ChainPayments::connect(
         &ChainSettings {
@@ -592,7 +626,12 @@ pub fn world_with_policy(
         node_name: "test-hospital".into(),
         receipts: ReceiptLog::open(&tmp.path().join("receipts")).unwrap(),
         payments: Box::new(payments),
-        audit: AuditLog::open(&tmp.path().join("audit.jsonl"), "test-hospital", None).unwrap(),
+        audit: AuditLog::open(
+            &tmp.path().join("audit.jsonl"),
+            "test-hospital",
+            Some(SyslogTarget::Unix(tmp.path().join("syslog.sock"))),
+        )
+        .unwrap(),
         work_dir: tmp.path().join("work"),
         release_dir: tmp.path().join("released"),
     })
@@ -613,6 +652,7 @@ pub fn world_with_policy(
         dpo,
         publisher_key,
         trainer,
+        syslog,
     })
 }
 

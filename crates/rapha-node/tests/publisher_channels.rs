@@ -154,8 +154,26 @@ fn shown_text(shown: &Shown) -> String {
     format!("{}\n{}", shown.status, shown.receipt)
 }
 
+/// The audit trail's lines as written, then every string in them decoded from JSON (so a
+/// quoted name reads as the node wrote it, and an escaped byte cannot hide from a search).
 fn audit_text(tmp: &Path) -> String {
-    std::fs::read_to_string(tmp.join("audit.jsonl")).unwrap()
+    fn strings(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::String(s) => {
+                out.push_str(s);
+                out.push('\n');
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| strings(v, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|v| strings(v, out)),
+            _ => {}
+        }
+    }
+    let raw = std::fs::read_to_string(tmp.join("audit.jsonl")).unwrap();
+    let mut text = raw.clone();
+    for line in raw.lines() {
+        strings(&serde_json::from_str(line).unwrap(), &mut text);
+    }
+    text
 }
 
 #[test]
@@ -309,7 +327,7 @@ fn zip_entries_named_after_candidate_mrns_do_not_tell_the_publisher_which_one_is
     // network, and must never carry PHI); the entry is named by its index.
     let audit = audit_text(&tmp);
     assert!(
-        audit.contains("identifier: a raw patient id in \"model.safetensors\"!\"<entry 23>\""),
+        audit.contains("identifier: a raw identifier in \"model.safetensors\"!\"<entry 23>\""),
         "the audit trail lacks the guard's detail"
     );
     let leaked: Vec<&String> = candidates
@@ -397,4 +415,143 @@ fn a_dpo_lists_and_reinstates_a_suspended_publisher_from_the_console() {
         "{}",
         stderr(&out)
     );
+}
+
+/// Review F2: the trainer chooses when it exits, and the node commits the run's end only on a
+/// whole quantum after its start (`RUN_QUANTUM`). While the state is `running`, what the
+/// publisher's status shows of the run must not change when the trainer exits: otherwise the
+/// moment it did (here about 2 s into a 20 s quantum) is read back by polling.
+#[test]
+fn the_publisher_cannot_see_when_the_trainer_exited_before_the_quantum_ends() {
+    let Some(trainer) = publisher_trainer() else {
+        return;
+    };
+    let Some(w) = world() else { return };
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle_args(&tmp, &trainer, "early", &["sleep", "1"], &w.publisher_key);
+    let request = w.request(manifest, w.scoped_query());
+    let job = request.job_id.to_string();
+    let dpo = Dpo(&w.dpo);
+    let mut node = w.node;
+    node.set_run_quantum(std::time::Duration::from_secs(20));
+    let s = serve_state(ApiState::new(node, tmp.join("jobs.sqlite"), tokens()));
+    let (st, text) = submit(&s, &dir, &request);
+    assert_eq!(st, StatusCode::ACCEPTED, "{text}");
+    approve(&s, &dpo, &job);
+    wait_status(&s, &job, 60, |v| v["state"] == "awaiting-deposit");
+    w.chain.deposit(&request.job_id);
+    wait_status(&s, &job, 120, |v| v["state"] == "running");
+    let t = std::time::Instant::now();
+    let mut running = Vec::new();
+    let ended = loop {
+        let v = get_json(&s, &format!("/v1/jobs/{job}"), PUBLISHER_TOKEN);
+        if v["state"] != "running" {
+            break v;
+        }
+        running.push((t.elapsed(), v["run"].clone()));
+        assert!(t.elapsed() < std::time::Duration::from_secs(120), "{v}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(
+        running.len() > 50,
+        "the run was polled {} times",
+        running.len()
+    );
+    let changed: Vec<_> = running
+        .iter()
+        .filter(|(_, run)| *run != running[0].1)
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "the publisher saw the run change from {} while the job was running: {:?}",
+        running[0].1,
+        changed.first()
+    );
+    assert_eq!(
+        running[0].1,
+        serde_json::json!({"elapsed_minutes": 0, "wall_limit_secs": 120}),
+    );
+    assert_eq!(ended["outcome"], "completed", "{ended}");
+}
+
+/// Review F3: the trainer has the pixels and the burned-in text. It names undeclared files and
+/// zip entries after pixel bytes (hex), a real MRN, and labels of the node's own form
+/// (`<entry ...>`), hoping the hospital's audit trail (shipped to syslog, possibly off the
+/// PACS network) carries them out. Everything the node keeps or logs of the refusal is in its
+/// own words: rule codes, declared output names, entry indexes and digests of names.
+#[test]
+fn trainer_chosen_names_reach_no_audit_line_syslog_dpo_view_or_stored_ending() {
+    let Some(trainer) = publisher_trainer() else {
+        return;
+    };
+    let Some(w) = world() else { return };
+    let tmp = w.tmp.path().to_path_buf();
+    let mrn = w
+        .manifest
+        .studies
+        .iter()
+        .find(|st| st.label.is_some() && !w.manifest.opted_out_patients.contains(&st.patient_id))
+        .unwrap()
+        .patient_id
+        .clone();
+    let (dir, manifest) = bundle_args(&tmp, &trainer, "names", &["names", &mrn], &w.publisher_key);
+    let request = w.request(manifest, w.scoped_query());
+    let dpo = Dpo(&w.dpo);
+    let node = w.node;
+    let s = serve_state(ApiState::new(node, tmp.join("jobs.sqlite"), tokens()));
+
+    let shown = run_to_receipt(&s, &w.chain, &dpo, &dir, &request);
+    assert_eq!(shown.status["outcome"], "violated", "{}", shown.status);
+
+    let store = rapha_node::store::JobStore::open(&tmp.join("jobs.sqlite")).unwrap();
+    let stored = |kind: &str| {
+        String::from_utf8(store.artifact(request.job_id, kind).unwrap().unwrap()).unwrap()
+    };
+    let places = [
+        ("audit trail", audit_text(&tmp)),
+        ("syslog", w.syslog.text()),
+        (
+            "DPO view",
+            get_json(&s, &format!("/v1/jobs/{}", request.job_id), DPO_TOKEN).to_string(),
+        ),
+        ("ending", stored(rapha_node::pipeline::artifact::ENDING)),
+        (
+            "run record",
+            stored(rapha_node::pipeline::artifact::MANIFEST),
+        ),
+    ];
+    for (place, text) in &places {
+        let leaked: Vec<String> = hex_names(text)
+            .into_iter()
+            .chain(
+                [&mrn, "12345678"]
+                    .into_iter()
+                    .filter(|b| text.contains(*b))
+                    .map(str::to_owned),
+            )
+            .collect();
+        assert!(
+            leaked.is_empty(),
+            "trainer-chosen bytes in the {place}: {leaked:?}\n{text}"
+        );
+    }
+    // What the guard found is there, in the node's words.
+    let (_, audit) = &places[0];
+    for line in [
+        "undeclared-output: sha256:",
+        "identifier: a raw identifier in \"model.safetensors\"!\"<entry 3>\"",
+    ] {
+        assert!(
+            audit.contains(line),
+            "{line:?} not in the audit trail:\n{audit}"
+        );
+        // Syslog carries the same event as JSON, so the line's quotes are escaped there.
+        let escaped = serde_json::to_string(line).unwrap();
+        let escaped = &escaped[1..escaped.len() - 1];
+        assert!(
+            w.syslog.text().contains(escaped),
+            "{line:?} not in syslog:\n{}",
+            w.syslog.text()
+        );
+    }
 }

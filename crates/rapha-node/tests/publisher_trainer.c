@@ -6,6 +6,8 @@
  *   hex-name           fetches a record and names an output file after its pixels (hex)
  *   mrn-zip C1 C2 ...  writes a zip with one entry per candidate MRN, named and filled with it:
  *                      the guard's refusal names the entry holding a real identifier
+ *   names MRN          names undeclared files and zip entries after pixel bytes (hex), the MRN
+ *                      and `<entry ...>` labels, each holding the MRN
  *   sleep SECONDS      says hello, sleeps, then writes plain outputs and exits 0
  */
 #define _GNU_SOURCE
@@ -114,35 +116,77 @@ static void zput(const void *b, size_t n) {
     zlen += n;
 }
 
+static unsigned char central[1 << 16];
+static size_t clen;
+static int zentries;
+
+/* Adds one stored entry to the zip being built. */
+static void zip_add(const char *name, const char *data, size_t dl) {
+    uint16_t nl = (uint16_t)strlen(name);
+    uint32_t crc = crc32((const unsigned char *)data, dl);
+    uint32_t offset = (uint32_t)zlen;
+    unsigned char h[30] = {0};
+    put32(h, 0x04034b50); put16(h + 4, 20); put32(h + 14, crc);
+    put32(h + 18, (uint32_t)dl); put32(h + 22, (uint32_t)dl); put16(h + 26, nl);
+    zput(h, 30); zput(name, nl); zput(data, dl);
+    unsigned char c[46] = {0};
+    put32(c, 0x02014b50); put16(c + 4, 20); put16(c + 6, 20); put32(c + 16, crc);
+    put32(c + 20, (uint32_t)dl); put32(c + 24, (uint32_t)dl); put16(c + 28, nl);
+    put32(c + 42, offset);
+    memcpy(central + clen, c, 46); clen += 46;
+    memcpy(central + clen, name, nl); clen += nl;
+    zentries++;
+}
+
+/* Ends the zip and writes it to `path`. */
+static void zip_write(const char *path) {
+    uint32_t cd_offset = (uint32_t)zlen;
+    zput(central, clen);
+    unsigned char e[22] = {0};
+    put32(e, 0x06054b50); put16(e + 8, (uint16_t)zentries); put16(e + 10, (uint16_t)zentries);
+    put32(e + 12, (uint32_t)clen); put32(e + 16, cd_offset);
+    zput(e, 22);
+    write_file(path, zip, zlen);
+}
+
 static int mrn_zip(int n, char **cands) {
-    unsigned char central[1 << 16];
-    size_t clen = 0;
     for (int i = 0; i < n; i++) {
         char name[256], data[256];
         snprintf(name, sizeof name, "%s.json", cands[i]);
         int dl = snprintf(data, sizeof data, "{\"id\":\"%s\"}", cands[i]);
-        uint16_t nl = (uint16_t)strlen(name);
-        uint32_t crc = crc32((unsigned char *)data, (size_t)dl);
-        uint32_t offset = (uint32_t)zlen;
-        unsigned char h[30] = {0};
-        put32(h, 0x04034b50); put16(h + 4, 20); put32(h + 14, crc);
-        put32(h + 18, (uint32_t)dl); put32(h + 22, (uint32_t)dl); put16(h + 26, nl);
-        zput(h, 30); zput(name, nl); zput(data, (size_t)dl);
-        unsigned char c[46] = {0};
-        put32(c, 0x02014b50); put16(c + 4, 20); put16(c + 6, 20); put32(c + 16, crc);
-        put32(c + 20, (uint32_t)dl); put32(c + 24, (uint32_t)dl); put16(c + 28, nl);
-        put32(c + 42, offset);
-        memcpy(central + clen, c, 46); clen += 46;
-        memcpy(central + clen, name, nl); clen += nl;
+        zip_add(name, data, (size_t)dl);
     }
-    uint32_t cd_offset = (uint32_t)zlen;
-    zput(central, clen);
-    unsigned char e[22] = {0};
-    put32(e, 0x06054b50); put16(e + 8, (uint16_t)n); put16(e + 10, (uint16_t)n);
-    put32(e + 12, (uint32_t)clen); put32(e + 16, cd_offset);
-    zput(e, 22);
     write_outputs();
-    write_file("/out/model.safetensors", zip, zlen);
+    zip_write("/out/model.safetensors");
+    return 0;
+}
+
+/* Names files and zip entries after pixel bytes, an MRN and a node-like `<entry N>` label, each
+ * holding the MRN so the guard has something to say about it. */
+static int names(const char *mrn) {
+    hello();
+    unsigned char *px; size_t n;
+    free(call("{\"op\":\"fetch\",\"index\":0}", &px, &n));
+    if (n < 64) { fprintf(stderr, "record too small\n"); return 2; }
+    char hex[40] = "px-";
+    for (int i = 0; i < 16; i++) sprintf(hex + 3 + 2 * i, "%02x", px[n / 2 + (size_t)i]);
+    char data[256], path[512], entry[256];
+    int dl = snprintf(data, sizeof data, "{\"id\":\"%s\"}", mrn);
+    write_outputs();
+    snprintf(path, sizeof path, "/out/%s", hex);
+    write_file(path, "x", 1);
+    snprintf(path, sizeof path, "/out/%s.bin", mrn);
+    write_file(path, data, (size_t)dl);
+    snprintf(path, sizeof path, "/out/y!<entry %s>", hex);
+    write_file(path, data, (size_t)dl);
+    snprintf(entry, sizeof entry, "%s.json", hex);
+    zip_add(entry, data, (size_t)dl);
+    snprintf(entry, sizeof entry, "<entry %s>", hex);
+    zip_add(entry, data, (size_t)dl);
+    snprintf(entry, sizeof entry, "%s.json", mrn);
+    zip_add(entry, data, (size_t)dl);
+    zip_add("<entry 12345678>", data, (size_t)dl);
+    zip_write("/out/model.safetensors");
     return 0;
 }
 
@@ -161,6 +205,7 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (!strcmp(mode, "mrn-zip")) return mrn_zip(argc - 2, argv + 2);
+    if (!strcmp(mode, "names")) return names(argc > 2 ? argv[2] : "");
     if (!strcmp(mode, "sleep")) {
         hello();
         sleep((unsigned)atoi(argc > 2 ? argv[2] : "10"));

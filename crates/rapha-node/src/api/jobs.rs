@@ -21,7 +21,7 @@ pub(super) async fn job_status(
     let hospital = caller.role != Role::Publisher;
     // `finished`: released (completed and paid) or settled (everything else), nothing more
     // will happen to the job.
-    let (row, records, ending, finished) = state.readers.with(|r| {
+    let (row, records, ending, finished, run_since) = state.readers.with(|r| {
         let row = match r.get(job) {
             Ok(row) => row,
             Err(crate::store::StoreError::NotFound(_)) => {
@@ -36,7 +36,12 @@ pub(super) async fn job_status(
             None
         };
         let finished = r.finished(job).map_err(HttpError::internal)?;
-        Ok((row, records, ending, finished))
+        let run_since = if row.state == JobState::Running && !hospital {
+            run_since(r, job)?
+        } else {
+            None
+        };
+        Ok((row, records, ending, finished, run_since))
     })?;
     // A publisher sees only its own jobs (the check of check_owner, on the row just read,
     // before anything of it is returned).
@@ -54,19 +59,19 @@ pub(super) async fn job_status(
         s => s,
     };
     let progress = JobState::ALL.iter().position(|s| *s == shown).unwrap_or(0);
-    let mut records = records;
-    let run = (row.state == JobState::Running)
-        .then(|| state.live.get(job))
-        .flatten();
-    if let (Some(r), true) = (&run, hospital) {
-        // While the trainer runs, the distinct records fed so far (the final figure is the
-        // signed manifest's, read above once the run has ended).
-        records["fed"] = json!(r.progress.distinct_fed);
-    }
-    let run = run.map(|r| run_json(&r, caller.role));
     if !hospital {
         // The publisher's view: state, the reason code and whole minutes. No live counter
-        // (what the trainer fetches is its choice) and no time finer than a minute.
+        // (what the trainer fetches is its choice) and no time finer than a minute; and
+        // nothing of the run from the live map, whose entry follows the trainer: while the
+        // state is `running`, the minutes since the run step started and the wall time, both
+        // the node's.
+        let run = match (row.state, run_since) {
+            (JobState::Running, Some((started_ms, wall))) => json!({
+                "elapsed_minutes": crate::pipeline::now_ms().saturating_sub(started_ms) / 60_000,
+                "wall_limit_secs": wall,
+            }),
+            _ => serde_json::Value::Null,
+        };
         return Ok(Json(json!({
             "job_id": row.id.to_string(),
             "state": shown,
@@ -80,6 +85,16 @@ pub(super) async fn job_status(
             "updated_at": minute(row.updated_at),
         })));
     }
+    let mut records = records;
+    let run = (row.state == JobState::Running)
+        .then(|| state.live.get(job))
+        .flatten();
+    if let Some(r) = &run {
+        // While the trainer runs, the distinct records fed so far (the final figure is the
+        // signed manifest's, read above once the run has ended).
+        records["fed"] = json!(r.progress.distinct_fed);
+    }
+    let run = run.map(|r| run_json(&r));
     Ok(Json(json!({
         "job_id": row.id.to_string(),
         "state": row.state,
@@ -100,6 +115,20 @@ fn minute(secs: u64) -> u64 {
     secs - secs % 60
 }
 
+/// When the job's run step started (unix ms, the `started` artifact) and its wall time in
+/// seconds (the `run-wall` artifact): what the publisher is shown of a running job.
+fn run_since(r: &JobReader, job: JobId) -> ApiResult<Option<(u64, u64)>> {
+    let number = |kind: &str| -> ApiResult<Option<u64>> {
+        Ok(r.artifact(job, kind)
+            .map_err(HttpError::internal)?
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.trim().parse().ok()))
+    };
+    let started = number(crate::pipeline::artifact::STARTED)?;
+    let wall = number(crate::pipeline::artifact::RUN_WALL)?;
+    Ok(started.zip(wall))
+}
+
 /// What happened, in words, when the job ended (hospital roles only): may hold trainer-chosen
 /// text.
 fn ending_detail(r: &JobReader, job: JobId) -> ApiResult<Option<String>> {
@@ -109,21 +138,15 @@ fn ending_detail(r: &JobReader, job: JobId) -> ApiResult<Option<String>> {
         .map(|e| e.detail))
 }
 
-/// A running trainer's progress as `GET /v1/jobs/{id}` shows it: numbers only.
+/// A running trainer's progress as `GET /v1/jobs/{id}` shows it to the hospital's roles:
+/// numbers only.
 ///
-/// The publisher sees the elapsed time in whole minutes and the wall-time limit its own bundle
-/// set. Every count of the feed (distinct records fed, fetches) and the trainer's
-/// self-reported figures are numbers the trainer chooses while it runs: shown to the publisher
-/// they would be a channel out of the hospital that bypasses the output guard (I4), so only
-/// the hospital's roles see them.
-pub(super) fn run_json(run: &LiveRun, role: Role) -> serde_json::Value {
+/// Every count of the feed (distinct records fed, fetches) and the trainer's self-reported
+/// figures are numbers the trainer chooses while it runs, and the live entry itself follows the
+/// trainer: shown to the publisher they would be a channel out of the hospital that bypasses
+/// the output guard (I4). The publisher's view is built from the job's artifacts instead.
+pub(super) fn run_json(run: &LiveRun) -> serde_json::Value {
     let p = &run.progress;
-    if role == Role::Publisher {
-        return json!({
-            "elapsed_minutes": run.elapsed_secs() / 60,
-            "wall_limit_secs": p.wall_limit.as_secs(),
-        });
-    }
     json!({
         "distinct_records_fed": p.distinct_fed,
         "elapsed_secs": run.elapsed_secs(),

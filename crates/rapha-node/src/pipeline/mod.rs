@@ -134,7 +134,7 @@ fn now_s() -> u64 {
         .unwrap_or(0)
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -1041,12 +1041,12 @@ impl Node {
                 }
             }
         }
-        // No run outlives its process: every per-run directory here is a dead run's.
+        // No run outlives its process: every per-run directory here is a dead run's (its
+        // trainer's `/out` tmpfs may still be mounted: it is detached first).
         if self.sessions.is_empty() && self.in_flight.is_empty() {
             let runs = self.p.work_dir.join("run");
-            if runs.exists() {
-                std::fs::remove_dir_all(&runs).map_err(io("cannot remove", &runs))?;
-            }
+            rapha_enclave::session::clear_work_root(&runs)
+                .map_err(io("cannot remove a dead run's working data", &runs))?;
         }
         Ok(())
     }

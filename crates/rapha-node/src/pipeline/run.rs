@@ -72,6 +72,10 @@ impl Node {
                     return Box::new(move |n: &mut Node| n.commit_run(job, ran));
                 }
             };
+            // Live from here until the run's end is committed (however it ends): kept through
+            // the quantum's wait, so nothing the hospital's views show of the run changes when
+            // the trainer exits.
+            let tracked = live.track(job, Duration::from_secs(vb.resources().wall_seconds));
             let ran = run_trainer(RunInput {
                 job,
                 session: &session,
@@ -94,7 +98,11 @@ impl Node {
                 tracing::warn!(%job, error = %e, "cannot remove the trainer's rootfs");
             }
             wait_for_quantum(started, quantum);
-            Box::new(move |n: &mut Node| n.commit_run(job, ran))
+            Box::new(move |n: &mut Node| {
+                let step = n.commit_run(job, ran);
+                drop(tracked);
+                step
+            })
         })))
     }
 
@@ -104,7 +112,6 @@ impl Node {
             result,
             opted_out,
             fetch_refusals,
-            guard_lines,
         } = match ran {
             RunEnd::Ran(r) => *r,
             RunEnd::Failed(code, detail) => return self.end(job, from, code, &detail),
@@ -147,10 +154,9 @@ impl Node {
                 bytes: f.size,
             })
             .collect();
-        // The hospital-side details (the manifest has only codes); the node helper of issue
-        // 18 decides what of them reaches the publisher.
-        let mut reasons = result.details.reasons.clone();
-        reasons.extend(guard_lines);
+        // The hospital-side details (the manifest has only codes): the exit and the guard's
+        // audit lines, in the node's words (never a name the trainer chose).
+        let reasons = result.details.reasons.clone();
         let rec = RunRecord {
             outcome: format!("{:?}", m.outcome).to_lowercase(),
             reasons: reasons.clone(),
@@ -206,8 +212,6 @@ struct Ran {
     opted_out: u64,
     /// Records refused at fetch time, by reason.
     fetch_refusals: rapha_core::ExclusionCounts,
-    /// The guard's rejections as the audit trail shows them (no trainer-chosen bytes).
-    guard_lines: Vec<String>,
 }
 
 /// How a run's slow part ended.
@@ -235,10 +239,6 @@ struct RunInput<'a> {
 /// Unpacks the trainer and runs it under the enclave runtime (without the node lock).
 fn run_trainer(i: RunInput<'_>) -> RunEnd {
     let job = i.job;
-    // Live from here until the run ends (however it ends).
-    let _live = i
-        .live
-        .track(job, Duration::from_secs(i.vb.resources().wall_seconds));
     if let Err(e) = i.vb.unpack_rootfs(i.paths.rootfs) {
         return RunEnd::Failed(
             ReasonCode::UnpackFailed,
@@ -273,12 +273,6 @@ fn run_trainer(i: RunInput<'_>) -> RunEnd {
         &|p| live.update(job, p),
     ) {
         Ok(result) => RunEnd::Ran(Box::new(Ran {
-            guard_lines: result
-                .details
-                .rejections()
-                .iter()
-                .map(|r| r.audit_line(i.vb.outputs()))
-                .collect(),
             result,
             opted_out,
             fetch_refusals: source.fetch_refusals(),
