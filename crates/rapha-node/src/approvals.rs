@@ -164,6 +164,18 @@ pub fn summary(review: &ReviewRequest) -> String {
             )
         )
     ));
+    for l in &review.linkage_jobs {
+        s.push_str(&format!(
+            "  linked job:        {} ({}), {}\n",
+            l.job_id,
+            l.state,
+            if l.same_query {
+                "the same query".to_owned()
+            } else {
+                format!("ANOTHER QUERY (digest {})", l.query_digest)
+            }
+        ));
+    }
     if let Some(r) = &review.resources {
         let (q, b) = (&r.requested, &r.bounds);
         s.push_str("resources (requested, node's range)\n");

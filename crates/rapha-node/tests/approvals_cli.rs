@@ -48,6 +48,7 @@ fn review() -> ReviewRequest {
         },
         digest_version: rapha_policy::JobDigestVersion::CURRENT,
         resources: None,
+        linkage_jobs: vec![],
     }
 }
 

@@ -183,6 +183,8 @@ dpo_public_keys = ["{dpo}"]
 [cohort]
 opt_out_file = {optouts}
 labels_file = {labels}
+# Cohorts are committed as they are built, to the second (the default quantum is 300 s).
+commit_quantum_secs = 1
 
 [policy]
 path = {policy}
@@ -636,6 +638,7 @@ pub fn world_with_policy(
     .unwrap();
     // Runs end as the trainer exits (the publisher-side quantum has its own test).
     node.set_run_quantum(std::time::Duration::ZERO);
+    node.set_cohort_quantum(std::time::Duration::ZERO);
     Some(World {
         tmp,
         _orthanc: orthanc,

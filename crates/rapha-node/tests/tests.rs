@@ -24,4 +24,5 @@ mod policy_config;
 mod production_node;
 mod publisher_channels;
 mod publisher_policy;
+mod publisher_probes;
 mod settlement;

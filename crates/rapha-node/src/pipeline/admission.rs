@@ -1,7 +1,7 @@
 //! Steps 1–2: verify the bundle against the trust store, then the admission policy.
 
 use rapha_core::{ReasonCode, ResourceLimits};
-use rapha_policy::{Declared, PastJob, ResourceReview};
+use rapha_policy::{Declared, LinkedJob, PastJob, ResourceReview};
 
 use super::*;
 
@@ -101,9 +101,22 @@ impl Node {
             .store
             .admitted_since(publisher, now.saturating_sub(window))?
         {
-            let patients = self
-                .opt::<CohortSummary>(row.id, artifact::COHORT_SUMMARY)?
-                .map(|c| c.patients);
+            // A cohort's size only once its trainer has started (the publisher sees the run's
+            // records from then on): the decision digest in this job's receipt commits to this
+            // input, and a size the publisher was never shown would be recovered from it by
+            // enumeration (docs/receipts.md).
+            let started = self
+                .p
+                .store
+                .transitions(row.id)?
+                .iter()
+                .any(|t| t.to == JobState::Running);
+            let patients = if started {
+                self.opt::<CohortSummary>(row.id, artifact::COHORT_SUMMARY)?
+                    .map(|c| c.patients)
+            } else {
+                None
+            };
             out.push(PastJob {
                 admitted_at,
                 outcome: row.outcome,
@@ -138,6 +151,30 @@ impl Node {
                 ReasonCode::ResourcesOutOfRange,
                 &detail.join("; "),
             );
+        }
+        // The validation split the publisher chose sets the cohort-size threshold
+        // (`min_validation_patients * 100 / percent`): only the hospital's range is admitted.
+        let split = &self.rules.validation_percent;
+        if !split.contains(&req.validation_percent) {
+            return self.end(
+                job,
+                from,
+                ReasonCode::ValidationOutOfRange,
+                &format!(
+                    "validation_percent {} is outside this hospital's range {} to {} \
+                     ([policy] min_validation_percent, max_validation_percent)",
+                    req.validation_percent,
+                    split.start(),
+                    split.end()
+                ),
+            );
+        }
+        // A job of a linkage group asks the group's query: two jobs whose joined records differ
+        // by one accession would attribute that accession's records.
+        if self.rules.linkage_same_query {
+            if let Some(differs) = linkage_differs(&self.p.store, job, req)? {
+                return self.end(job, from, ReasonCode::AdmissionRefused, &differs);
+            }
         }
         // The scope guard next: a query it refuses never reaches the PACS.
         if let Err(e) = ScopedQuery::from_cohort_query(&req.query, &self.p.dicom.scope) {
@@ -210,12 +247,58 @@ pub fn review_request(
         .artifact(job, artifact::RESOURCES)?
         .map(|b| parse(job, artifact::RESOURCES, &b))
         .transpose()?;
+    let linkage_jobs = linkage_group(store, job, &request)?
+        .into_iter()
+        .map(|row| LinkedJob {
+            job_id: row.id,
+            state: row.state.as_str().to_owned(),
+            query_digest: row.request.query.digest(),
+            same_query: row.request.query.digest() == request.query.digest(),
+        })
+        .collect();
     let mut review = ReviewRequest::new(request, cohort);
     review.resources = resources;
+    review.linkage_jobs = linkage_jobs;
     // The version the job was reviewed under (v1 for a job in flight across the upgrade).
     if let Some(r) = store.artifact(job, artifact::REVIEW)? {
         let r: rapha_policy::JobDigestRef = parse(job, artifact::REVIEW, &r)?;
         review.digest_version = r.digest_version;
     }
     Ok(Some(review))
+}
+
+/// The other admitted jobs of `request`'s publisher in its linkage group, oldest first (none
+/// for a job of its own).
+fn linkage_group(
+    store: &JobStore,
+    job: JobId,
+    request: &JobRequest,
+) -> Result<Vec<crate::store::JobRow>> {
+    let Some(group) = &request.linkage else {
+        return Ok(Vec::new());
+    };
+    Ok(store
+        .admitted_since(&request.publisher, 0)?
+        .into_iter()
+        .map(|(row, _)| row)
+        .filter(|row| row.id != job && row.request.linkage.as_ref() == Some(group))
+        .collect())
+}
+
+/// Why a job of a linkage group is refused: the group's earlier jobs asked another query.
+fn linkage_differs(store: &JobStore, job: JobId, request: &JobRequest) -> Result<Option<String>> {
+    let digest = request.query.digest();
+    let differ: Vec<String> = linkage_group(store, job, request)?
+        .iter()
+        .filter(|row| row.request.query.digest() != digest)
+        .map(|row| row.id.to_string())
+        .collect();
+    Ok((!differ.is_empty()).then(|| {
+        format!(
+            "the job's query differs from that of the earlier job(s) {} of linkage group '{}': \
+             the jobs of one group ask one query ([policy] linkage_same_query)",
+            differ.join(", "),
+            request.linkage.as_ref().map_or("", |g| g.as_str()),
+        )
+    }))
 }
