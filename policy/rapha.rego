@@ -354,5 +354,5 @@ final_reasons contains msg if {
 final_reasons contains msg if {
 	is_number(input.cohort.validation_patients)
 	input.cohort.validation_patients < min_validation_patients
-	msg := sprintf("The validation split has %v patients; this hospital requires at least %v so that metrics reveal nothing about one patient.", [input.cohort.validation_patients, min_validation_patients])
+	msg := sprintf("The validation split has %v patients; this hospital requires at least %v before it releases validation metrics, which tell the publisher a few bits of the validation labels per job.", [input.cohort.validation_patients, min_validation_patients])
 }

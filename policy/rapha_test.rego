@@ -235,7 +235,7 @@ test_small_cohort_is_refused if {
 
 test_small_validation_split_is_refused if {
 	d := final_with({"cohort": {"patients": 60, "validation_patients": 19}})
-	d.reasons == ["The validation split has 19 patients; this hospital requires at least 20 so that metrics reveal nothing about one patient."]
+	d.reasons == ["The validation split has 19 patients; this hospital requires at least 20 before it releases validation metrics, which tell the publisher a few bits of the validation labels per job."]
 }
 
 test_minimums_default_to_50_and_20 if {

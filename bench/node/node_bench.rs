@@ -291,6 +291,8 @@ dpo_public_keys = ["{dpo}"]
 [cohort]
 opt_out_file = {optout}
 labels_file = {labels}
+# Cohorts are committed as they are built, to the second (the default quantum is 300 s).
+commit_quantum_secs = 1
 
 [policy]
 path = {policy}

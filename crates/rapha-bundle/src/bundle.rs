@@ -13,7 +13,10 @@ use rapha_core::{Digest, OutputDecl, ResourceLimits};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::dsse::{Envelope, IN_TOTO_PAYLOAD_TYPE, MAX_ENVELOPE_BYTES};
+use crate::cancel::Cancel;
+use crate::dsse::{
+    decode_b64, pae, Envelope, Signature, IN_TOTO_PAYLOAD_TYPE, MAX_ENVELOPE_BYTES, MAX_SIGNATURES,
+};
 use crate::error::{BundleError, Result};
 use crate::keys::SigningKey;
 use crate::oci::{
@@ -101,6 +104,7 @@ fn sign_into(key: &SigningKey, image: &Path, spec: &TrainerSpec, out: &Path) -> 
         resources: spec.resources.clone(),
         requested_fields: spec.requested_fields.clone(),
     };
+    predicate.check_names()?;
     let statement = Statement::new(manifest_digest, &predicate)?;
     let body = serde_json::to_vec(&statement)
         .map_err(|e| BundleError::Predicate(format!("cannot serialise the statement: {e}")))?;
@@ -150,14 +154,40 @@ pub fn verify_bundle(dir: &Path, store: &TrustStore) -> Result<VerifiedBundle> {
     verify_bundle_at(dir, store, OffsetDateTime::now_utc(), &Limits::default())
 }
 
+/// [`verify_bundle`], stopped with [`BundleError::Cancelled`] as soon as `cancel` is set (it
+/// is checked between blocks of every blob hashed): for a verification that serves a request
+/// which may go away, such as an upload whose time runs out.
+///
+/// # Errors
+/// See [`verify_bundle_at`]; [`BundleError::Cancelled`].
+pub fn verify_bundle_cancellable(
+    dir: &Path,
+    store: &TrustStore,
+    cancel: &Cancel,
+) -> Result<VerifiedBundle> {
+    verify(
+        dir,
+        store,
+        OffsetDateTime::now_utc(),
+        &Limits::default(),
+        Some(cancel),
+    )
+}
+
 /// Checks the bundle at `dir` against the trust store at time `now`:
 ///
-/// 1. the envelope exists and parses; a signature verifies over the PAE under a trusted key;
-/// 2. the payload type is in-toto, the statement and predicate parse;
+/// 1. the envelope exists and parses, carries at most [`MAX_SIGNATURES`] signatures, and one
+///    of them verifies over the PAE under the trusted key its keyid names;
+/// 2. the payload type is in-toto, the statement and predicate parse, and the names the
+///    predicate gives (trainer, version, outputs, requested fields) are plain text;
 /// 3. the key is neither revoked nor expired, may sign this trainer, and its name is the
 ///    predicate's publisher;
-/// 4. the index names exactly the signed manifest; manifest, config and every layer hash to
+/// 4. the index names exactly the signed manifest, which lists at most
+///    [`crate::oci::MAX_LAYERS`] layers, none twice; manifest, config and every layer hash to
 ///    their descriptors; the config's entrypoint and env are the signed ones.
+///
+/// What a verification costs is bounded by the bundle's bytes: each blob is hashed once, and
+/// each of at most [`MAX_SIGNATURES`] signatures is checked against one key.
 ///
 /// # Errors
 /// One [`BundleError`] variant per refusal (see the variants' docs).
@@ -166,6 +196,16 @@ pub fn verify_bundle_at(
     store: &TrustStore,
     now: OffsetDateTime,
     limits: &Limits,
+) -> Result<VerifiedBundle> {
+    verify(dir, store, now, limits, None)
+}
+
+fn verify(
+    dir: &Path,
+    store: &TrustStore,
+    now: OffsetDateTime,
+    limits: &Limits,
+    cancel: Option<&Cancel>,
 ) -> Result<VerifiedBundle> {
     let env_path = dir.join(ENVELOPE_FILE);
     if !env_path.exists() {
@@ -216,7 +256,7 @@ pub fn verify_bundle_at(
     }
     let (_, manifest, config) = layout.image()?;
     for layer in &manifest.layers {
-        layout.verify_blob(layer, limits.max_blob_bytes)?;
+        layout.verify_blob_cancellable(layer, limits.max_blob_bytes, cancel)?;
     }
     if config.argv() != predicate.entrypoint {
         return Err(BundleError::ConfigMismatch {
@@ -246,51 +286,51 @@ pub fn verify_bundle_at(
     })
 }
 
-/// Finds a trusted key whose signature verifies. A signature's keyid only selects which key
-/// to try first; a signature with an unknown or missing keyid is tried against every key.
+/// Finds the trusted key whose signature verifies. Each signature is checked against the one
+/// trusted key its keyid names, never against the others: a signature with no keyid, or one
+/// naming no trusted key, is not checked at all. With at most [`MAX_SIGNATURES`] signatures,
+/// that is at most as many checks, each over one PAE built once.
 fn check_signatures<'s>(
     envelope: &Envelope,
     store: &'s TrustStore,
 ) -> Result<(&'s TrustedPublisher, Vec<u8>)> {
-    if envelope.signatures.is_empty() {
+    let sigs = &envelope.signatures;
+    if sigs.is_empty() {
         return Err(BundleError::NoSignatures);
     }
+    if sigs.len() > MAX_SIGNATURES {
+        return Err(BundleError::TooManySignatures {
+            signatures: sigs.len(),
+            limit: MAX_SIGNATURES,
+        });
+    }
+    if sigs.iter().all(|s| s.keyid.is_empty()) {
+        return Err(BundleError::MissingKeyId);
+    }
+    let named: Vec<(&Signature, &TrustedPublisher)> = sigs
+        .iter()
+        .filter_map(|s| store.by_keyid(&s.keyid).map(|p| (s, p)))
+        .collect();
+    let Some(&(_, claimed)) = named.first() else {
+        return Err(BundleError::UnknownKey {
+            keyids: sigs.iter().map(|s| s.keyid.clone()).collect(),
+        });
+    };
     let body = envelope.payload_bytes()?;
-    let mut claimed: Option<&TrustedPublisher> = None;
-    let mut keyids = Vec::new();
+    let signed = pae(envelope.payload_type.as_bytes(), &body);
     // Prefer a usable key (not revoked) when several verify.
     let mut verified: Vec<&TrustedPublisher> = Vec::new();
-    for sig in &envelope.signatures {
-        keyids.push(sig.keyid.clone());
-        let named: Vec<&TrustedPublisher> = store
-            .publishers()
-            .iter()
-            .filter(|p| !sig.keyid.is_empty() && p.keyid() == sig.keyid)
-            .collect();
-        let candidates: Vec<&TrustedPublisher> = if named.is_empty() {
-            store.publishers().iter().collect()
-        } else {
-            named.clone()
-        };
-        if let Some(p) = named.first() {
-            claimed.get_or_insert(p);
-        }
-        for p in candidates {
-            if envelope.signature_verifies(sig, &p.key)
-                && !verified.iter().any(|q| q.name == p.name)
-            {
-                verified.push(p);
-            }
+    for (sig, p) in named {
+        let ok = decode_b64(&sig.sig).is_some_and(|raw| p.key.verify(&signed, &raw));
+        if ok && !verified.iter().any(|q| q.name == p.name) {
+            verified.push(p);
         }
     }
-    if let Some(p) = verified.iter().find(|p| !p.revoked).or(verified.first()) {
-        return Ok((p, body));
-    }
-    match claimed {
-        Some(p) => Err(BundleError::BadSignature {
-            publisher: p.name.clone(),
+    match verified.iter().find(|p| !p.revoked).or(verified.first()) {
+        Some(p) => Ok((p, body)),
+        None => Err(BundleError::BadSignature {
+            publisher: claimed.name.clone(),
         }),
-        None => Err(BundleError::UnknownKey { keyids }),
     }
 }
 

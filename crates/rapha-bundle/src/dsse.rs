@@ -17,6 +17,11 @@ pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 /// Upper bound on an envelope file; a real one is a few KiB.
 pub const MAX_ENVELOPE_BYTES: u64 = 1 << 20;
 
+/// Most signatures a bundle's envelope may carry. `rapha bundle sign` writes one; a key
+/// rotation may want two. With each signature checked only against the key its `keyid` names,
+/// verifying an envelope costs at most this many signature checks.
+pub const MAX_SIGNATURES: usize = 4;
+
 /// A DSSE JSON envelope, as stored in a bundle's `signature.dsse.json`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -30,7 +35,8 @@ pub struct Envelope {
 /// One signature of an envelope.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signature {
-    /// Unauthenticated hint naming the key; used only to pick which trusted key to try.
+    /// Unauthenticated hint naming the key: a signature is checked against the trusted key it
+    /// names and no other (one with no keyid, or naming no trusted key, is not checked).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub keyid: String,
     /// Base64 of the signature bytes.

@@ -52,7 +52,17 @@ pub enum BundleError {
     #[error("the DSSE envelope is malformed: {0}")]
     EnvelopeMalformed(String),
     #[error(
-        "no signature was made by a key in the trust store (key ids {keyids:?}); \
+        "the DSSE envelope carries {signatures} signatures; a bundle may carry at most {limit} \
+         (sign it once with `rapha bundle sign`)"
+    )]
+    TooManySignatures { signatures: usize, limit: usize },
+    #[error(
+        "no signature of the DSSE envelope names its key (empty keyid); each signature must \
+         name the key id of the key that made it, as `rapha bundle sign` writes it"
+    )]
+    MissingKeyId,
+    #[error(
+        "no signature names a key in the trust store (key ids {keyids:?}); \
          add the publisher with `rapha-node trust add` if you trust it"
     )]
     UnknownKey { keyids: Vec<String> },
@@ -117,6 +127,20 @@ pub enum BundleError {
          the manifest was swapped"
     )]
     SubjectMismatch { signed: Digest, found: Digest },
+    #[error(
+        "the image manifest lists {layers} layers; a bundle may have at most {limit} \
+         (squash the image's layers)"
+    )]
+    TooManyLayers { layers: usize, limit: usize },
+    #[error(
+        "the image manifest lists layer {digest} twice (layers {first} and {second}); each \
+         layer blob may appear once (squash the image's layers)"
+    )]
+    DuplicateLayer {
+        digest: String,
+        first: usize,
+        second: usize,
+    },
     #[error("the image config has {diff_ids} diff_ids for {layers} layers")]
     LayerCountMismatch { layers: usize, diff_ids: usize },
     #[error("layer {index}: the uncompressed content hashes to {actual}, not the config's diff_id {expected}")]
@@ -133,6 +157,18 @@ pub enum BundleError {
     },
     #[error("the trainer predicate is invalid: {0}")]
     Predicate(String),
+    #[error("the signed {field} {value:?} is refused: use {allowed}")]
+    UnsafeName {
+        field: &'static str,
+        value: String,
+        allowed: &'static str,
+    },
+
+    #[error(
+        "verification of the bundle was stopped before it finished (its upload timed out or \
+         was abandoned); nothing was stored"
+    )]
+    Cancelled,
 
     // ---- unpacking -----------------------------------------------------------------------
     #[error("layer entry {0:?} is an absolute path; refused")]

@@ -29,6 +29,7 @@
 pub mod archive;
 mod build;
 mod bundle;
+mod cancel;
 pub mod dsse;
 mod error;
 pub mod fuzzing;
@@ -43,9 +44,10 @@ pub use archive::{
 };
 pub use build::{build_image, BuildSpec};
 pub use bundle::{
-    inspect_bundle, sign_bundle, verify_bundle, verify_bundle_at, Inspection, UnpackedRootfs,
-    VerifiedBundle, ENVELOPE_FILE,
+    inspect_bundle, sign_bundle, verify_bundle, verify_bundle_at, verify_bundle_cancellable,
+    Inspection, UnpackedRootfs, VerifiedBundle, ENVELOPE_FILE,
 };
+pub use cancel::{Cancel, CancelOnDrop};
 pub use error::{BundleError, Result};
 pub use keys::{PublicKey, SigningKey};
 pub use statement::{TrainerPredicate, TrainerSpec};

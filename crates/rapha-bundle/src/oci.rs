@@ -24,6 +24,10 @@ pub const MEDIA_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd"
 
 /// Cap on JSON documents (index, manifest, config): real ones are a few KiB.
 pub const MAX_JSON_BYTES: u64 = 4 << 20;
+/// Most layers an image may list. Real images have a few dozen at most (overlay file systems
+/// stop at about 128); the cap, with no layer blob listed twice, keeps what one verification
+/// hashes to the bytes the bundle actually holds.
+pub const MAX_LAYERS: usize = 128;
 /// The `oci-layout` file's content.
 pub const LAYOUT_VERSION: &str = "1.0.0";
 /// Read buffer for streaming blobs.
@@ -386,6 +390,20 @@ impl OciLayout {
     /// # Errors
     /// As [`OciLayout::read_blob`].
     pub fn verify_blob(&self, desc: &Descriptor, limit: u64) -> Result<()> {
+        self.verify_blob_cancellable(desc, limit, None)
+    }
+
+    /// [`OciLayout::verify_blob`], stopped with [`BundleError::Cancelled`] between two blocks
+    /// once `cancel` is set.
+    ///
+    /// # Errors
+    /// As [`OciLayout::read_blob`]; [`BundleError::Cancelled`].
+    pub fn verify_blob_cancellable(
+        &self,
+        desc: &Descriptor,
+        limit: u64,
+        cancel: Option<&crate::Cancel>,
+    ) -> Result<()> {
         if desc.size > limit {
             return Err(BundleError::TooLarge {
                 what: format!("blob {}", desc.digest),
@@ -399,6 +417,9 @@ impl OciLayout {
         let mut buf = vec![0u8; BUF_BYTES];
         let mut count = 0u64;
         loop {
+            if cancel.is_some_and(crate::Cancel::is_cancelled) {
+                return Err(BundleError::Cancelled);
+            }
             let n = file.read(&mut buf).map_err(BundleError::io(&path))?;
             if n == 0 {
                 break;
@@ -478,9 +499,25 @@ impl OciLayout {
                 media_type: manifest.config.media_type.clone(),
             });
         }
-        for layer in &manifest.layers {
+        if manifest.layers.len() > MAX_LAYERS {
+            return Err(BundleError::TooManyLayers {
+                layers: manifest.layers.len(),
+                limit: MAX_LAYERS,
+            });
+        }
+        // A blob listed twice would be hashed (and unpacked) once per listing: refused, so the
+        // work of verifying is bounded by the bytes in the bundle, not by what the manifest
+        // repeats.
+        let mut seen: BTreeMap<Digest, usize> = BTreeMap::new();
+        for (i, layer) in manifest.layers.iter().enumerate() {
             Compression::from_media_type(&layer.media_type)?;
-            layer.sha256()?;
+            if let Some(first) = seen.insert(layer.sha256()?, i) {
+                return Err(BundleError::DuplicateLayer {
+                    digest: layer.digest.clone(),
+                    first,
+                    second: i,
+                });
+            }
         }
         let config: ImageConfig = parse_json(
             "image config",

@@ -48,6 +48,81 @@ pub struct TrainerPredicate {
     pub requested_fields: Vec<String>,
 }
 
+/// What each name a predicate gives may be made of. The DPO's tools print them (the trainer
+/// name stands in the approval prompt), so they are short plain ASCII: no control character,
+/// escape sequence or look-alike can redraw the DPO's terminal or pass for another name.
+const TRAINER_NAME: &str = "1-64 characters from a-z, 0-9, '.', '_' and '-', not starting with '.'";
+const VERSION: &str = "1-64 characters from A-Z, a-z, 0-9, '.', '_', '+' and '-'";
+const OUTPUT_NAME: &str =
+    "a file name of 1-128 characters from A-Z, a-z, 0-9, '.', '_' and '-', not starting with '.'";
+const FIELD: &str = "a DICOM keyword: 1-64 characters from A-Z, a-z and 0-9";
+
+fn check_text(
+    field: &'static str,
+    value: &str,
+    allowed: &'static str,
+    max: usize,
+    byte_ok: impl Fn(u8) -> bool,
+) -> Result<()> {
+    let ok =
+        (1..=max).contains(&value.len()) && !value.starts_with('.') && value.bytes().all(byte_ok);
+    if ok {
+        Ok(())
+    } else {
+        Err(BundleError::UnsafeName {
+            field,
+            value: value.to_owned(),
+            allowed,
+        })
+    }
+}
+
+/// Checks every name a predicate gives against its alphabet.
+fn check_names<'a>(
+    name: &str,
+    version: &str,
+    outputs: impl IntoIterator<Item = &'a OutputDecl>,
+    fields: &[String],
+) -> Result<()> {
+    check_text(
+        "trainer name",
+        name,
+        TRAINER_NAME,
+        64,
+        |b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-'),
+    )?;
+    check_text("trainer version", version, VERSION, 64, |b| {
+        b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-')
+    })?;
+    for o in outputs {
+        check_text("output name", &o.name, OUTPUT_NAME, 128, |b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
+        })?;
+    }
+    for f in fields {
+        check_text("requested field", f, FIELD, 64, |b| {
+            b.is_ascii_alphanumeric()
+        })?;
+    }
+    Ok(())
+}
+
+impl TrainerPredicate {
+    /// Checks the predicate's names (trainer, version, outputs, requested fields) against
+    /// their alphabets.
+    ///
+    /// # Errors
+    /// [`BundleError::UnsafeName`] for the first name outside its alphabet.
+    pub fn check_names(&self) -> Result<()> {
+        check_names(
+            &self.trainer.name,
+            &self.trainer.version,
+            &self.outputs,
+            &self.requested_fields,
+        )
+    }
+}
+
 /// The `trainer.toml` a publisher writes; becomes the predicate at signing time.
 ///
 /// `entrypoint` and `env` may be left out, then they are taken from the image config; when
@@ -107,7 +182,12 @@ impl TrainerSpec {
                 return bad(format!("output {:?} is declared twice", o.name));
             }
         }
-        Ok(())
+        check_names(
+            &self.name,
+            &self.version,
+            &self.outputs,
+            &self.requested_fields,
+        )
     }
 }
 
@@ -188,6 +268,7 @@ impl Statement {
             .map_err(|_| bad(format!("bad digest {hex:?}")))?;
         let predicate: TrainerPredicate =
             serde_json::from_value(st.predicate).map_err(|e| bad(format!("predicate: {e}")))?;
+        predicate.check_names()?;
         if subject.name != predicate.trainer.name {
             return Err(bad(format!(
                 "subject name {:?} differs from trainer name {:?}",

@@ -149,6 +149,14 @@ impl TrustStore {
         &self.publishers
     }
 
+    /// The publisher whose key has the key id `keyid` (no two entries share a key).
+    pub fn by_keyid(&self, keyid: &str) -> Option<&TrustedPublisher> {
+        if keyid.is_empty() {
+            return None;
+        }
+        self.publishers.iter().find(|p| p.keyid() == keyid)
+    }
+
     /// Adds a publisher, creating the directory if needed.
     ///
     /// # Errors

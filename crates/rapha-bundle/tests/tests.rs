@@ -5,6 +5,7 @@ mod archive;
 mod common;
 mod dsse;
 mod fuzz_props;
+mod hostile;
 mod interop;
 mod keys_trust;
 mod unpack;

@@ -506,7 +506,11 @@ impl Status {
 
     fn hint(&self) -> Option<&'static str> {
         match self.state.as_str() {
-            "awaiting-approval" => Some("waiting for the hospital's DPO to review the cohort"),
+            // The node shows `admitted` from admission until its DPO decides (how long the
+            // cohort took to build is the hospital's).
+            "admitted" | "awaiting-approval" => {
+                Some("the hospital builds the cohort and its DPO reviews the job")
+            }
             "awaiting-deposit" => Some("waiting for your deposit (rapha job deposit)"),
             "running" => Some("the trainer is running (its end is shown on a whole minute)"),
             _ => None,

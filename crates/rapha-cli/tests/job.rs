@@ -621,6 +621,7 @@ fn world() -> Option<World> {
     .unwrap();
     // Runs end as the trainer exits (the node's quantum is tested in rapha-node).
     node.set_run_quantum(std::time::Duration::ZERO);
+    node.set_cohort_quantum(std::time::Duration::ZERO);
     let tokens = Tokens::parse(&format!(
         "publisher {PUBLISHER_TOKEN} {PUBLISHER}\ndpo {DPO_TOKEN}\n"
     ))
@@ -716,21 +717,31 @@ impl World {
     }
 
     /// The DPO approves the job's cohort over the API (pending list → signed approval).
+    /// Waits for the review to be requested (the cohort built) first.
     fn approve(&self, job: &str) {
-        let pending: Value = self
-            .http
-            .get(format!("{}/v1/approvals/pending", self.url))
-            .bearer_auth(DPO_TOKEN)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        let review = pending["pending"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["job_id"] == job)
-            .unwrap_or_else(|| panic!("job {job} not pending: {pending}"));
+        let mut pending = Value::Null;
+        let mut review = None;
+        for _ in 0..300 {
+            pending = self
+                .http
+                .get(format!("{}/v1/approvals/pending", self.url))
+                .bearer_auth(DPO_TOKEN)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            review = pending["pending"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["job_id"] == job)
+                .cloned();
+            if review.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let review = review.unwrap_or_else(|| panic!("job {job} not pending: {pending}"));
         let digest: Digest = review["job_digest"].as_str().unwrap().parse().unwrap();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -858,7 +869,8 @@ fn a_job_goes_from_submit_to_verified_outputs_through_the_cli_alone() {
     // 2. The honest job, with the CLI alone on the AI company's side.
     let limit = w.studies.to_string();
     let job = w.submit(&["--accessions-file", s(&w.accessions), "--limit", &limit]);
-    w.wait_for(&job, "awaiting-approval");
+    // The publisher sees its job `admitted` until the DPO decides; the DPO's list shows it.
+    w.wait_for(&job, "admitted");
     w.approve(&job);
     w.wait_for(&job, "awaiting-deposit");
     let out = rapha(&[

@@ -112,6 +112,8 @@ pub enum ReasonCode {
     AttestationRefused,
     /// The final policy gate refused the job.
     FinalGateRefused,
+    /// The request's `validation_percent` is outside the hospital's range.
+    ValidationOutOfRange,
     // The node failed (refunded).
     /// The node stopped while the job's enclave key was live; the job was not re-run.
     NodeRestarted,
@@ -127,6 +129,8 @@ pub enum ReasonCode {
     EnclaveError,
     /// The record feed failed, so it cannot vouch for what it fed; nothing is released.
     FeedFailed,
+    /// A step of the node kept failing on the node's side; the job was stopped.
+    NodeError,
     // After the trainer ran (charged).
     /// The output guard refused the outputs (whatever rule fired).
     OutputGuard,
@@ -136,7 +140,7 @@ pub enum ReasonCode {
 
 impl ReasonCode {
     /// Every code.
-    pub const ALL: [ReasonCode; 22] = [
+    pub const ALL: [ReasonCode; 24] = [
         Self::Completed,
         Self::BundleRefused,
         Self::PublisherSuspended,
@@ -150,6 +154,7 @@ impl ReasonCode {
         Self::DepositExpiresTooSoon,
         Self::AttestationRefused,
         Self::FinalGateRefused,
+        Self::ValidationOutOfRange,
         Self::NodeRestarted,
         Self::PacsUnavailable,
         Self::PolicyError,
@@ -157,6 +162,7 @@ impl ReasonCode {
         Self::UnpackFailed,
         Self::EnclaveError,
         Self::FeedFailed,
+        Self::NodeError,
         Self::OutputGuard,
         Self::TrainerFailed,
     ];
@@ -177,6 +183,7 @@ impl ReasonCode {
             Self::DepositExpiresTooSoon => "deposit-expires-too-soon",
             Self::AttestationRefused => "attestation-refused",
             Self::FinalGateRefused => "final-gate-refused",
+            Self::ValidationOutOfRange => "validation-out-of-range",
             Self::NodeRestarted => "node-restarted",
             Self::PacsUnavailable => "pacs-unavailable",
             Self::PolicyError => "policy-error",
@@ -184,6 +191,7 @@ impl ReasonCode {
             Self::UnpackFailed => "unpack-failed",
             Self::EnclaveError => "enclave-error",
             Self::FeedFailed => "feed-failed",
+            Self::NodeError => "node-error",
             Self::OutputGuard => "output-guard",
             Self::TrainerFailed => "trainer-failed",
         }
@@ -209,14 +217,16 @@ impl ReasonCode {
             | Self::DepositRefused
             | Self::DepositExpiresTooSoon
             | Self::AttestationRefused
-            | Self::FinalGateRefused => Outcome::Refused,
+            | Self::FinalGateRefused
+            | Self::ValidationOutOfRange => Outcome::Refused,
             Self::NodeRestarted
             | Self::PacsUnavailable
             | Self::PolicyError
             | Self::AttestationError
             | Self::UnpackFailed
             | Self::EnclaveError
-            | Self::FeedFailed => Outcome::Failed,
+            | Self::FeedFailed
+            | Self::NodeError => Outcome::Failed,
             Self::OutputGuard => Outcome::Violated,
             Self::TrainerFailed => Outcome::TrainerFailed,
         }

@@ -162,8 +162,9 @@ pub fn build(
         release_dir: state.join("released"),
     };
     let mut node = Node::new(parts)?;
-    // The demo times the pipeline: a run's end is committed as the trainer exits, not on the
-    // whole minute a production node waits for (what the publisher could time).
+    // The demo times the pipeline: a run's end and a cohort are committed as they happen, not
+    // on the quanta a production node waits for (what the publisher could time).
     node.set_run_quantum(std::time::Duration::ZERO);
+    node.set_cohort_quantum(std::time::Duration::ZERO);
     Ok(node)
 }

@@ -294,6 +294,7 @@ pub struct CohortBuilder<'a> {
     config: &'a DicomConfig,
     optouts: &'a OptOuts,
     labels: Option<&'a LabelTable>,
+    max_instances: Option<u64>,
 }
 
 struct Candidate {
@@ -309,7 +310,27 @@ impl<'a> CohortBuilder<'a> {
             config,
             optouts,
             labels: None,
+            max_instances: None,
         }
+    }
+
+    /// Stops the build with [`DicomError::TooManyInstances`] as soon as it would keep more
+    /// than `n` instances: every kept instance is held in memory and stored with the cohort,
+    /// and a query within the scope limits (studies, dates) can still match millions of them.
+    pub fn with_max_instances(mut self, n: u64) -> Self {
+        self.max_instances = Some(n);
+        self
+    }
+
+    /// Keeps `c`, unless that would pass the instance cap.
+    fn keep(&self, candidates: &mut Vec<Candidate>, c: Candidate) -> Result<()> {
+        if let Some(limit) = self.max_instances {
+            if candidates.len() as u64 >= limit {
+                return Err(DicomError::TooManyInstances { limit });
+            }
+        }
+        candidates.push(c);
+        Ok(())
     }
 
     /// Attaches the hospital's label table (keyed by AccessionNumber).
@@ -398,7 +419,7 @@ impl<'a> CohortBuilder<'a> {
             match read_header(&path) {
                 Ok((attrs, ts)) => {
                     match self.consider(&attrs, ts.as_deref(), InstanceSource::File(path)) {
-                        Ok(c) => candidates.push(c),
+                        Ok(c) => self.keep(&mut candidates, c)?,
                         Err(r) => exclusions.add(r),
                     }
                 }
@@ -419,8 +440,9 @@ impl<'a> CohortBuilder<'a> {
     /// limits (the client's).
     ///
     /// # Errors
-    /// HTTP, status and DICOM JSON errors from the PACS, and the limits above, stop the
-    /// build: a partial cohort is never returned as if it were whole.
+    /// HTTP, status and DICOM JSON errors from the PACS, the limits above and the instance
+    /// cap ([`CohortBuilder::with_max_instances`]) stop the build: a partial cohort is never
+    /// returned as if it were whole.
     pub fn from_dicomweb(&self, client: &DicomWebClient, query: &ScopedQuery) -> Result<Cohort> {
         let mut exclusions = Exclusions::default();
         let mut candidates = Vec::new();
@@ -448,7 +470,7 @@ impl<'a> CohortBuilder<'a> {
                         instance_uid: inst_uid,
                     };
                     match self.consider(&inst, None, source) {
-                        Ok(c) => candidates.push(c),
+                        Ok(c) => self.keep(&mut candidates, c)?,
                         Err(r) => exclusions.add(r),
                     }
                 }

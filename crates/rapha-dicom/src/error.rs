@@ -56,6 +56,12 @@ pub enum DicomError {
          no partial cohort is kept"
     )]
     TooManyPages { limit: u64 },
+    /// The cohort would keep more instances than allowed.
+    #[error(
+        "the cohort would keep more than {limit} instances ([cohort] max_instances); no \
+         partial cohort is kept"
+    )]
+    TooManyInstances { limit: u64 },
     /// A QIDO-RS page brought nothing new: the PACS ignores `offset` or repeats itself.
     #[error(
         "the PACS at {base} answered page {page} of a {what} with no result it had not sent \

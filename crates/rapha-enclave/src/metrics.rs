@@ -3,15 +3,11 @@
 //!
 //! These are the figures that leave and go into the receipt; anything the trainer says about
 //! itself is kept apart as self-reported. AUC counts ties as one half; its 95% confidence
-//! interval is a percentile bootstrap over records with a seed derived from the job, so the
-//! figures are reproducible by anyone holding the same predictions.
+//! interval is AUC ± 1.96 standard errors by Hanley and McNeil's formula, from the rounded AUC
+//! and the class counts alone. (A bootstrap over the records told apart labelings that share
+//! their AUC, sensitivity and specificity: nearly every validation label, to the trainer.)
 
-use rand_chacha::rand_core::{RngCore, SeedableRng};
-use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
-
-/// Bootstrap resamples for the AUC confidence interval.
-pub const BOOTSTRAP_RESAMPLES: usize = 1000;
 
 /// The node-computed validation metrics, rounded to 3 decimals.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -71,16 +67,30 @@ pub fn auc(pairs: &[(u8, f64)]) -> Option<f64> {
     Some((rank_sum - p * (p + 1.0) / 2.0) / (p * n))
 }
 
+/// The 95% confidence interval of an AUC `a` over `pos` positive and `neg` negative records:
+/// `a` ± 1.96 times Hanley and McNeil's standard error, clamped to [0, 1] and rounded. A
+/// function of `a` and the counts only, so it tells nothing the AUC does not.
+pub fn auc_ci95(a: f64, pos: usize, neg: usize) -> [f64; 2] {
+    let (p, n) = (pos as f64, neg as f64);
+    if pos == 0 || neg == 0 {
+        return [a, a];
+    }
+    let q1 = a / (2.0 - a);
+    let q2 = 2.0 * a * a / (1.0 + a);
+    let var = (a * (1.0 - a) + (p - 1.0) * (q1 - a * a) + (n - 1.0) * (q2 - a * a)) / (p * n);
+    let half = 1.96 * var.max(0.0).sqrt();
+    [round3((a - half).max(0.0)), round3((a + half).min(1.0))]
+}
+
 /// Computes the metrics, or says why they are withheld.
 ///
 /// `pairs` are `(label, score)` of labelled validation records that have a prediction;
-/// `required` is the number of labelled validation records; `seed` seeds the bootstrap.
+/// `required` is the number of labelled validation records.
 pub fn compute(
     pairs: &[(u8, f64)],
     required: usize,
     patients: usize,
     minimum_patients: usize,
-    seed: [u8; 32],
 ) -> Result<ValidationMetrics, Withheld> {
     if patients < minimum_patients {
         return Err(Withheld::TooFewPatients {
@@ -105,31 +115,10 @@ pub fn compute(
         }
     }
     let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-    let mut rng = ChaCha20Rng::from_seed(seed);
-    let mut aucs = Vec::with_capacity(BOOTSTRAP_RESAMPLES);
-    let mut sample = Vec::with_capacity(pairs.len());
-    for _ in 0..BOOTSTRAP_RESAMPLES {
-        sample.clear();
-        for _ in 0..pairs.len() {
-            let i = (rng.next_u64() % pairs.len() as u64) as usize;
-            sample.push(pairs[i]);
-        }
-        // A resample with one class has no AUC; it is skipped, as is usual.
-        if let Some(a) = auc(&sample) {
-            aucs.push(a);
-        }
-    }
-    aucs.sort_by(f64::total_cmp);
-    let pick = |q: f64| -> f64 {
-        if aucs.is_empty() {
-            return auc_value;
-        }
-        let idx = ((aucs.len() - 1) as f64 * q).round() as usize;
-        aucs[idx.min(aucs.len() - 1)]
-    };
+    let auc = round3(auc_value);
     Ok(ValidationMetrics {
-        auc: round3(auc_value),
-        auc_ci95: [round3(pick(0.025)), round3(pick(0.975))],
+        auc,
+        auc_ci95: auc_ci95(auc, tp + fneg, tn + fp),
         accuracy: round3(ratio(tp + tn, pairs.len())),
         sensitivity: round3(ratio(tp, tp + fneg)),
         specificity: round3(ratio(tn, tn + fp)),

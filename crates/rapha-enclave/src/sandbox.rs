@@ -424,7 +424,7 @@ pub fn run(cfg: &SandboxConfig, spec: &LaunchSpec<'_>) -> Result<RunResult> {
         .arg(&cfg.runtime_root)
         .arg("--log")
         .arg(&log_path)
-        .args(["run", "--bundle"])
+        .args(["--log-format", "json", "run", "--bundle"])
         .arg(spec.bundle_dir)
         .arg(spec.container_id)
         .stdin(Stdio::null())
@@ -455,16 +455,15 @@ pub fn run(cfg: &SandboxConfig, spec: &LaunchSpec<'_>) -> Result<RunResult> {
     let stdout = out.and_then(|h| h.join().ok()).unwrap_or_default();
     let stderr = err.and_then(|h| h.join().ok()).unwrap_or_default();
 
-    // runc exits 1 with an error in its log when it could not create the container at all.
+    // runc exits 1 and logs `runc run failed: …` when it could not create or start the
+    // container: the node's failure (refunded), not the trainer's exit status.
     if matches!(exit, Exit::Exited { code: 1 }) {
-        if let Ok(log) = std::fs::read_to_string(&log_path) {
-            if let Some(line) = log.lines().find(|l| l.contains("\"level\":\"error\"")) {
-                return Err(EnclaveError::Runtime {
-                    command: cfg.runtime.display().to_string(),
-                    action: "run the trainer container",
-                    detail: line.chars().take(500).collect(),
-                });
-            }
+        if let Some(detail) = runtime_failure(&log_path) {
+            return Err(EnclaveError::Runtime {
+                command: cfg.runtime.display().to_string(),
+                action: "run the trainer container",
+                detail,
+            });
         }
     }
     Ok(RunResult {
@@ -474,6 +473,28 @@ pub fn run(cfg: &SandboxConfig, spec: &LaunchSpec<'_>) -> Result<RunResult> {
         elapsed,
     })
 }
+
+/// The runtime's own failure in its JSON log (`--log-format json`): an entry at level `error`
+/// whose message is runc's `runc run failed: …`, the one it logs when `run` itself fails. Other
+/// errors it logs (such as a failed clean-up after the trainer exited) are not the run's
+/// failure: a trainer must not be able to turn its own exit into a refunded one.
+fn runtime_failure(log_path: &Path) -> Option<String> {
+    let mut log = String::new();
+    std::fs::File::open(log_path)
+        .ok()?
+        .take(RUNTIME_LOG_CAP)
+        .read_to_string(&mut log)
+        .ok()?;
+    log.lines().find_map(|line| {
+        let entry: Value = serde_json::from_str(line).ok()?;
+        let msg = entry.get("msg")?.as_str()?;
+        (entry.get("level")?.as_str()? == "error" && msg.starts_with("runc run failed"))
+            .then(|| msg.chars().take(500).collect())
+    })
+}
+
+/// Bytes of the runtime's log read to find its failure.
+const RUNTIME_LOG_CAP: u64 = 1 << 20;
 
 fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
     loop {

@@ -21,7 +21,6 @@ use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use nix::mount::{umount2, MntFlags, MsFlags};
 use rapha_core::{merkle, Digest, JobId, OutputDecl, ResourceLimits};
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
 
 use crate::error::{io, EnclaveError, Result};
 use crate::feed::{self, Feed, FeedState, SelfReported};
@@ -596,16 +595,11 @@ impl EnclaveSession {
                 .iter()
                 .filter_map(|&i| Some((records[i].label?, *state.predictions.get(&i)?)))
                 .collect();
-            let mut seed = Sha256::new();
-            seed.update(b"rapha-bootstrap-v1");
-            seed.update(self.job.job_id.as_bytes());
-            seed.update(fed_root.as_bytes());
             match metrics::compute(
                 &pairs,
                 labelled.len(),
                 val_patients.len(),
                 self.job.min_validation_patients,
-                seed.finalize().into(),
             ) {
                 Ok(m) => (Some(m), None),
                 Err(w) => (None, Some(w)),

@@ -653,3 +653,54 @@ fn a_runtime_that_cannot_start_is_the_nodes_failure_not_the_trainers() {
         &session.public_key()
     ));
 }
+
+/// Review F4: the OCI runtime starts but cannot create the container (here the state of a
+/// container of the same id is left in its state directory; a cgroup, mount or seccomp set-up
+/// failure ends the same way). That is the node's failure, refunded: `failed` with
+/// `enclave-error`, not the trainer's exit status 1 charged as `trainer-failed`.
+#[test]
+fn a_runtime_that_cannot_create_the_container_is_the_nodes_failure_not_the_trainers() {
+    let Some(bin) = require_sandbox() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir(&rootfs).unwrap();
+    std::fs::copy(bin, rootfs.join("trainer")).unwrap();
+    let release = tempfile::tempdir().unwrap();
+    let spec = job_spec(SHORT);
+    let job = spec.job_id;
+    let session = rapha_enclave::EnclaveSession::new(spec).unwrap();
+    let cfg = sandbox_config(dir.path());
+    let stale = cfg.runtime_root.join(format!("rapha-{job}"));
+    std::fs::create_dir_all(&stale).unwrap();
+    let cohort = cohort(4, 10);
+    let paths = rapha_enclave::RunPaths {
+        work_root: &dir.path().join("work"),
+        rootfs: &rootfs,
+        release_dir: release.path(),
+    };
+    let r = session
+        .run(
+            &cfg,
+            &paths,
+            &["/trainer".into(), "honest".into(), job.to_string()],
+            &cohort.source,
+            &cohort.identifiers(),
+        )
+        .unwrap();
+    let m = &r.signed.manifest;
+    assert_eq!(
+        (m.outcome, m.reasons.as_slice(), r.details.trainer_exit),
+        (ManifestOutcome::Failed, ["enclave-error"].as_slice(), None),
+        "{:?}",
+        r.details.reasons
+    );
+    assert!(r.released.is_empty() && !m.guard.accepted);
+    assert!(
+        r.details.reasons[0].starts_with(
+            "the OCI runtime \"runc\" failed to run the trainer container: runc run failed"
+        ),
+        "{:?}",
+        r.details.reasons
+    );
+    assert_host_clean(&cfg, job, dir.path());
+}

@@ -101,16 +101,35 @@ fn format_time(unix: u64) -> String {
         .unwrap_or_else(|| unix.to_string())
 }
 
-/// The summary the DPO reads before signing. Counts and scope only; no identifier.
+/// `text` as the DPO's terminal may show it: printable ASCII as it is, every other character
+/// (newlines, escape sequences, bidirectional overrides, a backslash) escaped as Rust writes it
+/// (`\n`, `\u{1b}`), so that a string a publisher chose cannot move the cursor, erase a line
+/// or print a forged one.
+pub fn shown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c == ' ' || (c.is_ascii_graphic() && c != '\\') {
+            out.push(c);
+        } else {
+            out.extend(c.escape_default());
+        }
+    }
+    out
+}
+
+/// The summary the DPO reads before signing. Counts and scope only; no identifier. Every
+/// string in it that a publisher (or the PACS) chose is [`shown`] escaped: the bundle step
+/// refuses such names, but a review is also read from the approval store as it was written.
 pub fn summary(review: &ReviewRequest) -> String {
     let j = &review.job;
     let c = &review.cohort;
     let mut s = String::new();
     s.push_str(&format!("job {}\n", j.job_id));
-    s.push_str(&format!("  publisher:         {}\n", j.publisher));
+    s.push_str(&format!("  publisher:         {}\n", shown(&j.publisher)));
     s.push_str(&format!(
         "  trainer:           {} (bundle {})\n",
-        j.trainer, j.bundle_manifest
+        shown(&j.trainer),
+        j.bundle_manifest
     ));
     s.push_str(&format!(
         "  fee:               {} USDC (chain {})\n",
@@ -121,8 +140,8 @@ pub fn summary(review: &ReviewRequest) -> String {
         "  query:             {} named studies, {} accession numbers, dates {}, modalities [{}], limit {}\n",
         q.study_uids.len(),
         q.accession_numbers.len(),
-        q.study_date.as_deref().unwrap_or("(none)"),
-        q.modalities.join(", "),
+        shown(q.study_date.as_deref().unwrap_or("(none)")),
+        shown(&q.modalities.join(", ")),
         q.limit.map_or("(none)".to_owned(), |l| l.to_string()),
     ));
     s.push_str(&format!(
@@ -130,7 +149,7 @@ pub fn summary(review: &ReviewRequest) -> String {
         if j.requested_fields.is_empty() {
             "(none)".to_owned()
         } else {
-            j.requested_fields.join(", ")
+            shown(&j.requested_fields.join(", "))
         }
     ));
     s.push_str(&format!("  validation split:  {}%\n", j.validation_percent));
@@ -139,11 +158,24 @@ pub fn summary(review: &ReviewRequest) -> String {
         j.linkage.as_ref().map_or_else(
             || "this job's own (join no other job)".to_owned(),
             |g| format!(
-                "shared with every job of linkage group '{g}' of {}",
-                j.publisher
+                "shared with every job of linkage group '{}' of {}",
+                shown(g.as_str()),
+                shown(&j.publisher)
             )
         )
     ));
+    for l in &review.linkage_jobs {
+        s.push_str(&format!(
+            "  linked job:        {} ({}), {}\n",
+            l.job_id,
+            l.state,
+            if l.same_query {
+                "the same query".to_owned()
+            } else {
+                format!("ANOTHER QUERY (digest {})", l.query_digest)
+            }
+        ));
+    }
     if let Some(r) = &review.resources {
         let (q, b) = (&r.requested, &r.bounds);
         s.push_str("resources (requested, node's range)\n");
@@ -173,10 +205,10 @@ pub fn summary(review: &ReviewRequest) -> String {
         c.studies, c.instances
     ));
     for (m, n) in &c.modalities {
-        s.push_str(&format!("  modality {m:<8} {n} instances\n"));
+        s.push_str(&format!("  modality {:<8} {n} instances\n", shown(m)));
     }
     for (reason, n) in &c.exclusions {
-        s.push_str(&format!("  excluded ({reason}): {n}\n"));
+        s.push_str(&format!("  excluded ({}): {n}\n", shown(reason)));
     }
     s
 }
@@ -270,7 +302,9 @@ pub fn approvals(args: &ApprovalsArgs) -> anyhow::Result<()> {
                     .map_or("(review missing)".to_owned(), |r| {
                         format!(
                             "{} / {}, {} patients",
-                            r.job.publisher, r.job.trainer, r.cohort.patients
+                            shown(&r.job.publisher),
+                            shown(&r.job.trainer),
+                            r.cohort.patients
                         )
                     });
                 println!("{}  {who}  {state}", e.job_digest);

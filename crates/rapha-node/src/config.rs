@@ -121,6 +121,21 @@ pub struct CohortConfig {
     /// Hospital label table: CSV `AccessionNumber,label`.
     #[serde(default)]
     pub labels_file: Option<PathBuf>,
+    /// Most instances one cohort may keep; a larger one is refused like an empty one.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u64,
+    /// The cohort step's result is committed on a whole number of these seconds after the
+    /// job's admission (default 300; 1 to 86400).
+    #[serde(default = "default_commit_quantum_secs")]
+    pub commit_quantum_secs: u64,
+}
+
+fn default_commit_quantum_secs() -> u64 {
+    crate::pipeline::COHORT_QUANTUM.as_secs()
+}
+
+fn default_max_instances() -> u64 {
+    crate::pipeline::DEFAULT_MAX_COHORT_INSTANCES
 }
 
 /// `[policy]`.
@@ -147,6 +162,28 @@ pub struct PolicyConfig {
     /// group's other jobs' records); every other job's pseudonyms are its own.
     #[serde(default)]
     pub allow_linkage: Vec<String>,
+    /// Whether a job of a linkage group must ask the same query as the group's earlier jobs
+    /// (default true): two jobs of one group whose queries differ by one accession attribute
+    /// that accession's records.
+    #[serde(default = "default_true")]
+    pub linkage_same_query: bool,
+    /// Smallest `validation_percent` a job may ask for (default 10).
+    #[serde(default = "default_min_validation_percent")]
+    pub min_validation_percent: u8,
+    /// Largest `validation_percent` a job may ask for (default 50; at most 90).
+    #[serde(default = "default_max_validation_percent")]
+    pub max_validation_percent: u8,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_min_validation_percent() -> u8 {
+    crate::pipeline::DEFAULT_MIN_VALIDATION_PERCENT
+}
+fn default_max_validation_percent() -> u8 {
+    crate::pipeline::DEFAULT_MAX_VALIDATION_PERCENT
 }
 
 fn default_min_patients() -> u64 {
@@ -409,9 +446,44 @@ pub struct ApiConfig {
     /// [`ApiConfig::publisher_bundle_quota`]).
     #[serde(default)]
     pub max_publisher_bundle_bytes: Option<u64>,
+    /// Downloads of released outputs one caller (a publisher, or a hospital role) may have
+    /// under way at once; more are refused 429 `too-many-downloads` (default 2).
+    #[serde(default = "default_downloads_per_caller")]
+    pub max_downloads_per_caller: usize,
+    /// Longest one download of a released output may take, in seconds (default 600).
+    #[serde(default = "default_download_timeout_secs")]
+    pub download_timeout_secs: u64,
+    /// Longest any response may wait on a client that reads nothing, in seconds, before its
+    /// connection is closed (default 60).
+    #[serde(default = "default_download_stall_secs")]
+    pub download_stall_secs: u64,
+    /// A publisher's sustained API calls per second, across its tokens (default 2); calls past
+    /// it and the burst are 429 `rate-limited`. The hospital's roles are not limited.
+    #[serde(default = "default_publisher_calls_per_sec")]
+    pub publisher_calls_per_sec: u32,
+    /// A publisher's burst of API calls (default 30).
+    #[serde(default = "default_publisher_call_burst")]
+    pub publisher_call_burst: u32,
 }
 
 impl ApiConfig {
+    /// The limit on a publisher's call rate in force.
+    pub fn publisher_rate(&self) -> crate::api::RateLimit {
+        crate::api::RateLimit {
+            per_sec: self.publisher_calls_per_sec,
+            burst: self.publisher_call_burst,
+        }
+    }
+
+    /// The limits on downloads of released outputs in force.
+    pub fn download_limits(&self) -> crate::api::DownloadLimits {
+        crate::api::DownloadLimits {
+            per_caller: self.max_downloads_per_caller,
+            send_timeout: std::time::Duration::from_secs(self.download_timeout_secs),
+            stall_timeout: std::time::Duration::from_secs(self.download_stall_secs),
+        }
+    }
+
     /// The per-publisher bundle storage quota in force: as configured, else four times
     /// `max_bundle_bytes` (8 GiB with the defaults).
     pub fn publisher_bundle_quota(&self) -> u64 {
@@ -419,6 +491,29 @@ impl ApiConfig {
             .unwrap_or_else(|| self.max_bundle_bytes.saturating_mul(4))
     }
 }
+
+fn default_publisher_calls_per_sec() -> u32 {
+    crate::api::DEFAULT_PUBLISHER_CALLS_PER_SEC
+}
+
+fn default_publisher_call_burst() -> u32 {
+    crate::api::DEFAULT_PUBLISHER_BURST
+}
+
+fn default_downloads_per_caller() -> usize {
+    crate::api::DEFAULT_DOWNLOADS_PER_CALLER
+}
+
+fn default_download_timeout_secs() -> u64 {
+    crate::api::DEFAULT_DOWNLOAD_TIMEOUT.as_secs()
+}
+
+fn default_download_stall_secs() -> u64 {
+    crate::api::DEFAULT_STALL_TIMEOUT.as_secs()
+}
+
+/// Most concurrent downloads per caller accepted in `[api] max_downloads_per_caller`.
+pub const MAX_DOWNLOADS_PER_CALLER: usize = 16;
 
 fn default_max_jobs_in_flight() -> u64 {
     crate::api::DEFAULT_MAX_JOBS_IN_FLIGHT
@@ -433,6 +528,10 @@ pub fn default_max_bundle_bytes() -> u64 {
 pub const MIN_BUNDLE_BYTES: u64 = 1 << 20;
 /// Largest `[api] max_bundle_bytes` accepted (a larger figure is taken for a typo).
 pub const MAX_BUNDLE_BYTES: u64 = 64 << 30;
+
+/// Largest `[cohort] max_instances` accepted: at about 2 KB per stored entry, the cohort
+/// artifact stays within the node's limit ([`crate::pipeline::MAX_COHORT_ARTIFACT_BYTES`]).
+pub const MAX_COHORT_INSTANCES: u64 = 200_000;
 
 /// The API's default listen address, 127.0.0.1:8420 (loopback: put a TLS proxy in front).
 pub fn default_listen() -> std::net::SocketAddr {
@@ -543,6 +642,54 @@ impl Config {
                     ),
                 ));
             }
+            if !(1..=MAX_DOWNLOADS_PER_CALLER).contains(&a.max_downloads_per_caller) {
+                return Err(invalid(
+                    "api.max_downloads_per_caller",
+                    format!(
+                        "{} is outside 1 to {MAX_DOWNLOADS_PER_CALLER}; each download under \
+                         way holds a connection and a file open (default 2)",
+                        a.max_downloads_per_caller
+                    ),
+                ));
+            }
+            if !(1..=86_400).contains(&a.download_timeout_secs) {
+                return Err(invalid(
+                    "api.download_timeout_secs",
+                    format!(
+                        "{} is outside 1 to 86400 s (default 600)",
+                        a.download_timeout_secs
+                    ),
+                ));
+            }
+            if !(1..=3600).contains(&a.download_stall_secs) {
+                return Err(invalid(
+                    "api.download_stall_secs",
+                    format!(
+                        "{} is outside 1 to 3600 s; a client that reads nothing for this long \
+                         is disconnected (default 60)",
+                        a.download_stall_secs
+                    ),
+                ));
+            }
+            if !(1..=100).contains(&a.publisher_calls_per_sec) {
+                return Err(invalid(
+                    "api.publisher_calls_per_sec",
+                    format!(
+                        "{} is outside 1 to 100; each call lets the publisher sample the node's \
+                         latency (default 2)",
+                        a.publisher_calls_per_sec
+                    ),
+                ));
+            }
+            if !(1..=1000).contains(&a.publisher_call_burst) {
+                return Err(invalid(
+                    "api.publisher_call_burst",
+                    format!(
+                        "{} is outside 1 to 1000 (default 30)",
+                        a.publisher_call_burst
+                    ),
+                ));
+            }
             if a.publisher_bundle_quota() < a.max_bundle_bytes {
                 return Err(invalid(
                     "api.max_publisher_bundle_bytes",
@@ -569,6 +716,40 @@ impl Config {
             for (i, a) in accounts.iter().enumerate() {
                 parse_address(&format!("depositors.{publisher}[{i}]"), a)?;
             }
+        }
+        if !(1..=MAX_COHORT_INSTANCES).contains(&self.cohort.max_instances) {
+            return Err(invalid(
+                "cohort.max_instances",
+                format!(
+                    "{} is outside 1 to {MAX_COHORT_INSTANCES} (a larger cohort does not fit in \
+                     the job store); the default is {}",
+                    self.cohort.max_instances,
+                    crate::pipeline::DEFAULT_MAX_COHORT_INSTANCES
+                ),
+            ));
+        }
+        if !(1..=86_400).contains(&self.cohort.commit_quantum_secs) {
+            return Err(invalid(
+                "cohort.commit_quantum_secs",
+                format!(
+                    "{} is outside 1 to 86400 s; the cohort step's result is shown to the \
+                     publisher on this step after admission (default 300)",
+                    self.cohort.commit_quantum_secs
+                ),
+            ));
+        }
+        let (lo, hi) = (
+            self.policy.min_validation_percent,
+            self.policy.max_validation_percent,
+        );
+        if lo == 0 || lo > hi || hi > 90 {
+            return Err(invalid(
+                "policy.max_validation_percent",
+                format!(
+                    "min_validation_percent {lo} to max_validation_percent {hi} is not a range \
+                     within 1 to 90 (the enclave holds out at most 90%); the default is 10 to 50"
+                ),
+            ));
         }
         for (i, p) in self.policy.allow_linkage.iter().enumerate() {
             if rapha_bundle::trust::check_name(p).is_err() {
@@ -690,6 +871,18 @@ impl Config {
                 Ok((publisher.clone(), parsed))
             })
             .collect()
+    }
+
+    /// The node's own bounds on a job ([`crate::pipeline::JobRules`]) as configured.
+    pub fn job_rules(&self) -> crate::pipeline::JobRules {
+        crate::pipeline::JobRules {
+            validation_percent: self.policy.min_validation_percent
+                ..=self.policy.max_validation_percent,
+            max_cohort_instances: self.cohort.max_instances,
+            cohort_quantum: std::time::Duration::from_secs(self.cohort.commit_quantum_secs),
+            linkage_same_query: self.policy.linkage_same_query,
+            ..crate::pipeline::JobRules::default()
+        }
     }
 
     /// Directory of the policy's Rego unit tests.

@@ -86,6 +86,8 @@ dpo_public_keys = []                            # printed by rapha-node keygen -
 
 [cohort]
 opt_out_file = "/etc/rapha/optouts.csv"         # header line "PatientID"
+max_instances = 100000                          # most instances one cohort keeps
+commit_quantum_secs = 300                       # cohort results land on this step after admission
 
 [policy]
 path = "/etc/rapha/policy/rapha.rego"
@@ -93,6 +95,8 @@ modalities = ["CR", "DX", "CT", "MR"]
 min_fee_usdc = "100.00"
 min_patients = 50
 min_validation_patients = 20
+min_validation_percent = 10                     # the validation split a job may ask for
+max_validation_percent = 50
 allow_linkage = []                              # publishers whose jobs may link pseudonyms
 
 [policy.outputs]

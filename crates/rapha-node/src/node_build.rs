@@ -516,6 +516,7 @@ pub fn node_from_config(cfg: &Config) -> anyhow::Result<Node> {
     };
     let mut node = Node::new(parts)?;
     node.set_run_quantum(Duration::from_secs(cfg.trainer.run_quantum_secs));
+    node.set_rules(cfg.job_rules());
     Ok(node)
 }
 

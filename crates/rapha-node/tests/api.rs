@@ -38,6 +38,7 @@ pub const ADMIN_TOKEN: &str = "adm-0123456789abcdef0123456789abcdef";
 pub fn node(dir: &Path, chain: &Chain) -> Node {
     let mut node = node_parts(dir, chain);
     node.set_run_quantum(std::time::Duration::ZERO);
+    node.set_cohort_quantum(std::time::Duration::ZERO);
     node
 }
 
@@ -220,6 +221,25 @@ impl Served {
         let status = resp.status();
         (status, resp.text().unwrap())
     }
+}
+
+/// Waits until `job` is in the DPO's pending reviews (its cohort built, its review
+/// requested). The publisher sees such a job as `admitted` until the DPO decides, so only a
+/// hospital role can wait for this.
+pub fn wait_pending(s: &Served, job: &str, seconds: u64) {
+    for _ in 0..seconds * 4 {
+        let (st, text) = s.call("get", "/v1/approvals/pending", Some(DPO_TOKEN), None);
+        assert_eq!(st, StatusCode::OK, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let listed = v["pending"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|r| r["job_id"] == job));
+        if listed {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    panic!("job {job} never waited for the DPO");
 }
 
 /// The roles each route admits (the API's contract, restated here independently).

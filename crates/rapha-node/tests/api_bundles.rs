@@ -389,7 +389,12 @@ fn bundle_store_replaces_a_re_signed_bundle_refuses_another_publisher_and_clears
             rapha_bundle::pack_bundle_to_vec(bundle_dir).unwrap(),
         )
         .unwrap();
-        store.accept(&staging, &ArchiveLimits::default(), publisher)
+        store.accept(
+            &staging,
+            &ArchiveLimits::default(),
+            publisher,
+            &rapha_bundle::Cancel::new(),
+        )
     };
 
     let err = put(&dir, Some("other-co")).unwrap_err();

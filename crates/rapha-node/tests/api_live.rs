@@ -253,7 +253,7 @@ fn a_running_job_shows_live_progress_and_the_reference_trainer_meets_its_auc_tar
     let body = serde_json::to_vec(&serde_json::json!({ "request": request })).unwrap();
     let (st, text) = s.call("post", "/v1/jobs", Some(PUBLISHER_TOKEN), Some(&body));
     assert_eq!(st, StatusCode::ACCEPTED, "{text}");
-    wait_for(&s, &job, "awaiting-approval", 120);
+    crate::api::wait_pending(&s, &job, 120);
     let pending = get_json(&s, "/v1/approvals/pending", DPO_TOKEN);
     let digest: Digest = pending["pending"][0]["job_digest"]
         .as_str()

@@ -70,10 +70,11 @@ fn no_planted_phi_value_in_any_api_response_for_a_completed_job() {
     assert_eq!(st, StatusCode::ACCEPTED, "{text}");
     answers.push(("submit".into(), text.into_bytes()));
 
-    answers.push((
-        "status awaiting approval".into(),
-        wait_for(&s, &job, "awaiting-approval", 120),
-    ));
+    answers.push(("status awaiting approval".into(), {
+        // The publisher sees the job `admitted` until the DPO decides.
+        crate::api::wait_pending(&s, &job, 120);
+        wait_for(&s, &job, "admitted", 10)
+    }));
     let (st, text) = s.call("get", "/v1/approvals/pending", Some(DPO_TOKEN), None);
     assert_eq!(st, StatusCode::OK, "{text}");
     let pending: serde_json::Value = serde_json::from_str(&text).unwrap();

@@ -48,6 +48,7 @@ fn review() -> ReviewRequest {
         },
         digest_version: rapha_policy::JobDigestVersion::CURRENT,
         resources: None,
+        linkage_jobs: vec![],
     }
 }
 
@@ -266,5 +267,46 @@ fn expiry_parses_durations_and_rfc3339_and_refuses_the_past() {
         "99999999999999999999d",
     ] {
         assert!(parse_expiry(bad, 1000).is_err(), "{bad:?}");
+    }
+}
+
+/// Review finding 8: a publisher-chosen string (here a trainer name carrying a newline and
+/// ANSI escapes that erase the line above and print a forged one) reaches the DPO's approval
+/// prompt. The bundle step refuses such names at verification (rapha-bundle's
+/// `a_trainer_name_with_a_newline_and_an_ansi_escape_is_refused_at_verification`); a review
+/// made by hand, or recorded before that check, is still shown with every control character
+/// escaped, one line per field.
+#[test]
+fn the_approval_summary_shows_control_characters_in_publisher_strings_escaped() {
+    let forged = "chest-xray\n  fee:               0.000001 USDC (chain 137)\x1b[1A\x1b[2K";
+    let mut r = review();
+    r.job.trainer = forged.into();
+    r.job.publisher = "acme-ai\x1b]0;title\x07".into();
+    r.job.requested_fields = vec!["BodyPartExamined\r\u{202e}".into()];
+    r.job.query.modalities = vec!["CR\x1b[31m".into()];
+    r.job.query.study_date = Some("20240101-20241231\x08\x08".into());
+    r.cohort.modalities = [("CR\x1b[8m".to_owned(), 240)].into();
+    let honest_lines = rapha_node::approvals::summary(&review()).lines().count();
+    let text = rapha_node::approvals::summary(&r);
+    let raw: Vec<char> = text
+        .chars()
+        .filter(|c| *c != '\n' && (c.is_control() || *c == '\u{202e}'))
+        .collect();
+    assert!(raw.is_empty(), "raw control characters {raw:?} in:\n{text}");
+    assert_eq!(text.lines().count(), honest_lines, "{text}");
+    assert!(
+        text.contains(
+            r"trainer:           chest-xray\n  fee:               0.000001 USDC (chain 137)\u{1b}[1A\u{1b}[2K (bundle"
+        ),
+        "{text}"
+    );
+    for want in [
+        r"publisher:         acme-ai\u{1b}]0;title\u{7}",
+        r"BodyPartExamined\r\u{202e}",
+        r"modalities [CR\u{1b}[31m]",
+        r"dates 20240101-20241231\u{8}\u{8}",
+        r"modality CR\u{1b}[8m",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
 }

@@ -135,9 +135,7 @@ fn while_a_trainer_runs_another_jobs_approval_status_and_rejection_answer_prompt
         assert_eq!(st, StatusCode::ACCEPTED, "{text}");
     }
     for r in [&b, &c] {
-        wait_status(&s, &r.job_id.to_string(), 120, |v| {
-            v["state"] == "awaiting-approval"
-        });
+        crate::api::wait_pending(&s, &r.job_id.to_string(), 120);
     }
     let a_id = a.job_id.to_string();
     approve(&s, &dpo, &a_id);
@@ -193,7 +191,8 @@ fn while_a_trainer_runs_another_jobs_approval_status_and_rejection_answer_prompt
             "{what} took {took:?} while another job's trainer ran"
         );
     }
-    assert_eq!(status["state"], "awaiting-approval", "{status}");
+    // The publisher's view of a job waiting for its DPO.
+    assert_eq!(status["state"], "admitted", "{status}");
     assert_eq!(b_state["state"], "awaiting-deposit");
 }
 

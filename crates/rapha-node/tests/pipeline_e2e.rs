@@ -188,6 +188,8 @@ dpo_public_keys = ["{dpo}"]
 [cohort]
 opt_out_file = {optouts}
 labels_file = {labels}
+# Cohorts are committed as they are built, to the second (the default quantum is 300 s).
+commit_quantum_secs = 1
 
 [policy]
 path = {policy}
@@ -705,6 +707,7 @@ pub fn world_with_policy(
     .unwrap();
     // Runs end as the trainer exits (the publisher-side quantum has its own test).
     node.set_run_quantum(std::time::Duration::ZERO);
+    node.set_cohort_quantum(std::time::Duration::ZERO);
     Some(World {
         tmp,
         _orthanc: orthanc,
@@ -972,7 +975,11 @@ fn honest_job_settles_malicious_job_is_charged_broad_query_never_reaches_the_pac
     let reason = row.reason.unwrap();
     assert_eq!(reason, "output-guard");
     let detail = w.node.ending(bad_id).unwrap().unwrap().detail;
-    assert!(detail.contains("verbatim block"), "{detail}");
+    // The hospital's detail names the rule and the place in the node's words.
+    assert!(
+        detail.contains("pixel-block: \"model.safetensors\" at offset "),
+        "{detail}"
+    );
     let bad_receipt = w.node.receipt(bad_id).unwrap().unwrap();
     assert_eq!(bad_receipt.body["reason"], reason.as_str());
     assert!(bad_receipt.body["outputs"].is_null());

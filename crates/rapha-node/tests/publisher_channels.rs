@@ -75,7 +75,7 @@ pub fn submit(s: &Served, bundle_dir: &Path, request: &JobRequest) -> (StatusCod
 
 /// Approves the job as the DPO through the API (its cohort must be under review).
 pub fn approve(s: &Served, w: &Dpo<'_>, job: &str) {
-    wait_status(s, job, 120, |v| v["state"] == "awaiting-approval");
+    crate::api::wait_pending(s, job, 120);
     let pending = get_json(s, "/v1/approvals/pending", DPO_TOKEN);
     let review = pending["pending"]
         .as_array()

@@ -350,7 +350,7 @@ fn outputs_are_not_released_until_the_settlement_is_confirmed() {
     let body = serde_json::to_vec(&json!({ "request": request })).unwrap();
     let (st, text) = s.call("post", "/v1/jobs", Some(PUBLISHER_TOKEN), Some(&body));
     assert_eq!(st, StatusCode::ACCEPTED, "{text}");
-    wait_state(&s, &id, 120, |st| st == "awaiting-approval");
+    crate::api::wait_pending(&s, &id, 120);
     let (st, text) = s.call(
         "get",
         "/v1/approvals/pending",

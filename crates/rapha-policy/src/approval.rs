@@ -10,7 +10,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
-use rapha_core::{Digest, ExclusionCounts, JobRequest, ResourceBounds, ResourceLimits};
+use rapha_core::{Digest, ExclusionCounts, JobId, JobRequest, ResourceBounds, ResourceLimits};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
@@ -98,6 +98,24 @@ pub struct ReviewRequest {
     /// against. Absent from reviews recorded before they were shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceReview>,
+    /// The other admitted jobs of the linkage group this job names, oldest first (their
+    /// records join this job's): the DPO sees whether their queries differ from this one.
+    /// Empty for a job of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub linkage_jobs: Vec<LinkedJob>,
+}
+
+/// Another admitted job of the same linkage group, as the DPO reviews it beside this one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkedJob {
+    pub job_id: JobId,
+    /// Its state on the node when this job was reviewed (`awaiting-approval`, `settled`, …).
+    pub state: String,
+    /// [`rapha_core::CohortQuery::digest`] of its query.
+    pub query_digest: Digest,
+    /// Whether it asked exactly this job's query.
+    pub same_query: bool,
 }
 
 /// What the DPO sees of a trainer's resources: the request and the node's bounds.
@@ -116,6 +134,7 @@ impl ReviewRequest {
             cohort,
             digest_version: JobDigestVersion::CURRENT,
             resources: None,
+            linkage_jobs: Vec::new(),
         }
     }
 

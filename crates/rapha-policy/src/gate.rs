@@ -177,7 +177,8 @@ pub struct PastJob {
     pub admitted_at: u64,
     /// How it ended; `None` while it is in flight.
     pub outcome: Option<Outcome>,
-    /// Patients in its cohort, once built.
+    /// Patients in its cohort, once its trainer has started (the node leaves out a size the
+    /// publisher was never shown: the decision digest in its receipts commits to this input).
     pub patients: Option<u64>,
     /// [`rapha_core::CohortQuery::digest`] of its query: equal digests are the same query.
     pub query_digest: Digest,

@@ -35,6 +35,7 @@ pub(super) async fn pending_approvals(
                 "publisher": review.job.publisher,
                 "trainer": review.job.trainer,
                 "linkage": review.job.linkage,
+                "linkage_jobs": review.linkage_jobs,
                 "cohort": review.cohort,
                 "resources": review.resources,
             }));

@@ -205,7 +205,18 @@ pub(super) fn authorize(
                 format!("the {} role may not call {route}", role.as_str()),
             ))
         }
-        Some((_, caller)) => Ok(caller),
+        Some((role, caller)) => {
+            // A publisher's calls are limited in rate before any other work (its reads sample
+            // the node's latency); the hospital's roles are not.
+            if let (Role::Publisher, Some(limit), Some(publisher)) =
+                (role, state.publisher_rate, caller.publisher.as_deref())
+            {
+                state.buckets.take(publisher, limit).inspect_err(|_| {
+                    tracing::debug!(route, publisher, "publisher call over its rate (429)");
+                })?;
+            }
+            Ok(caller)
+        }
     }
 }
 

@@ -11,11 +11,21 @@
 //! only bundles that verified. The pipeline verifies the job's own copy again (I5); the store
 //! just spares the AI company from putting files on the node. A publisher's bundles live in its
 //! own directory, so no publisher can replace or shadow another's.
+//!
+//! An upload under way holds a [`Reservation`] of the publisher's quota for the bytes it may
+//! stage (its declared length, or all that is left), so that uploads in parallel cannot stage
+//! more than the quota; and a [`Cancel`] its request drops when its time runs out, which stops
+//! the unpacking or the verification and removes the staging directory.
 
+use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use rapha_bundle::{verify_bundle, ArchiveLimits, TrustStore, VerifiedBundle, ENVELOPE_FILE};
+use rapha_bundle::{
+    verify_bundle_cancellable, ArchiveLimits, BundleError, Cancel, TrustStore, VerifiedBundle,
+    ENVELOPE_FILE,
+};
 use rapha_core::Digest;
 
 /// What a stored upload was.
@@ -41,6 +51,68 @@ pub enum UploadError {
     OtherPublisher { signer: String, token: String },
     #[error("bundle store: {0}")]
     Io(String),
+    #[error("the upload's time ran out or its client went away; nothing was stored")]
+    Cancelled,
+}
+
+/// Why an upload may not start: the publisher's quota is used up.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "this publisher's stored bundles hold {stored} bytes and its uploads under way {staging} \
+     bytes of its quota of {quota}; nothing was stored"
+)]
+pub struct QuotaFull {
+    pub stored: u64,
+    pub staging: u64,
+    pub quota: u64,
+}
+
+/// Bytes of a publisher's quota held by one upload under way, given back when it is dropped
+/// (after its staging directory is gone).
+#[derive(Debug)]
+pub struct Reservation {
+    store: Arc<BundleStore>,
+    publisher: String,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// The bytes held: the most this upload may stage.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut staging = self
+            .store
+            .staging_bytes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(held) = staging.get_mut(&self.publisher) {
+            *held = held.saturating_sub(self.bytes);
+            if *held == 0 {
+                staging.remove(&self.publisher);
+            }
+        }
+    }
+}
+
+/// A reader that fails once `cancel` is set: the archive being unpacked, for an upload whose
+/// time may run out.
+struct Cancellable<'a, R> {
+    inner: R,
+    cancel: &'a Cancel,
+}
+
+impl<R: Read> Read for Cancellable<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.is_cancelled() {
+            return Err(std::io::Error::other("the upload was cancelled"));
+        }
+        self.inner.read(buf)
+    }
 }
 
 /// The node's store of uploaded bundles.
@@ -50,6 +122,8 @@ pub struct BundleStore {
     trust_dir: PathBuf,
     /// Serialises the final rename-into-place of uploads.
     commit: Mutex<()>,
+    /// Bytes reserved by each publisher's uploads under way ([`Reservation`]).
+    staging_bytes: Mutex<HashMap<String, u64>>,
 }
 
 /// An upload's working directory, removed however the upload ends.
@@ -107,6 +181,7 @@ impl BundleStore {
             root,
             trust_dir,
             commit: Mutex::new(()),
+            staging_bytes: Mutex::default(),
         }
     }
 
@@ -146,6 +221,42 @@ impl BundleStore {
         tree_bytes(&self.root.join(publisher))
     }
 
+    /// Reserves quota for one upload of `publisher`: `declared` bytes, or when the length is
+    /// not declared as much of what is left of `quota` (stored bundles and other uploads under
+    /// way counted) as an upload may carry (`upload_limit`).
+    ///
+    /// # Errors
+    /// [`QuotaFull`] when nothing is left, or less than `declared`.
+    pub fn reserve(
+        self: &Arc<Self>,
+        publisher: &str,
+        declared: Option<u64>,
+        upload_limit: u64,
+        quota: u64,
+    ) -> Result<Reservation, QuotaFull> {
+        let mut staging = self
+            .staging_bytes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stored = self.publisher_bytes(publisher);
+        let held = staging.get(publisher).copied().unwrap_or(0);
+        let left = quota.saturating_sub(stored).saturating_sub(held);
+        let bytes = declared.unwrap_or(left.min(upload_limit));
+        if left == 0 || bytes > left {
+            return Err(QuotaFull {
+                stored,
+                staging: held,
+                quota,
+            });
+        }
+        *staging.entry(publisher.to_owned()).or_insert(0) += bytes;
+        Ok(Reservation {
+            store: Arc::clone(self),
+            publisher: publisher.to_owned(),
+            bytes,
+        })
+    }
+
     fn bundle_dir(&self, publisher: &str, manifest: &Digest) -> PathBuf {
         self.root
             .join(publisher)
@@ -153,29 +264,45 @@ impl BundleStore {
     }
 
     /// Unpacks the archive the body was streamed to, verifies it, checks it is signed by
-    /// `token_publisher` (when the caller is a publisher) and stores it.
+    /// `token_publisher` (when the caller is a publisher) and stores it; stopped, storing
+    /// nothing, as soon as `cancel` is set.
     ///
     /// # Errors
     /// [`UploadError::Archive`] for an archive that breaks the format's rules,
     /// [`UploadError::Refused`] for a bundle that does not verify,
-    /// [`UploadError::OtherPublisher`], [`UploadError::Io`].
+    /// [`UploadError::OtherPublisher`], [`UploadError::Io`], [`UploadError::Cancelled`].
     pub fn accept(
         &self,
         staging: &Staging,
         limits: &ArchiveLimits,
         token_publisher: Option<&str>,
+        cancel: &Cancel,
     ) -> Result<Stored, UploadError> {
+        let stopped = |e: BundleError| {
+            if cancel.is_cancelled() || matches!(e, BundleError::Cancelled) {
+                UploadError::Cancelled
+            } else {
+                e.into()
+            }
+        };
         let archive = staging.archive();
         let bundle = staging.bundle();
         {
-            let mut file =
-                std::fs::File::open(&archive).map_err(io_err("cannot open", &archive))?;
-            rapha_bundle::unpack_bundle_archive(&mut file, &bundle, limits)
-                .map_err(UploadError::Archive)?;
+            let file = std::fs::File::open(&archive).map_err(io_err("cannot open", &archive))?;
+            let mut input = Cancellable {
+                inner: std::io::BufReader::new(file),
+                cancel,
+            };
+            rapha_bundle::unpack_bundle_archive(&mut input, &bundle, limits).map_err(|e| {
+                match stopped(e) {
+                    UploadError::Refused(e) => UploadError::Archive(e),
+                    other => other,
+                }
+            })?;
         }
         std::fs::remove_file(&archive).map_err(io_err("cannot remove", &archive))?;
         let trust = TrustStore::open(&self.trust_dir).map_err(UploadError::Refused)?;
-        let vb = verify_bundle(&bundle, &trust).map_err(UploadError::Refused)?;
+        let vb = verify_bundle_cancellable(&bundle, &trust, cancel).map_err(stopped)?;
         if let Some(token) = token_publisher {
             if token != vb.publisher() {
                 return Err(UploadError::OtherPublisher {
@@ -184,7 +311,7 @@ impl BundleStore {
                 });
             }
         }
-        let created = self.commit(&bundle, &vb)?;
+        let created = self.commit(&bundle, &vb, cancel)?;
         Ok(Stored {
             manifest: vb.manifest_digest(),
             publisher: vb.publisher().to_owned(),
@@ -195,7 +322,12 @@ impl BundleStore {
     }
 
     /// Moves the verified bundle into place; false if the same bundle was already there.
-    fn commit(&self, bundle: &Path, vb: &VerifiedBundle) -> Result<bool, UploadError> {
+    fn commit(
+        &self,
+        bundle: &Path,
+        vb: &VerifiedBundle,
+        cancel: &Cancel,
+    ) -> Result<bool, UploadError> {
         // A trust-store name is a safe path component; checked again since it becomes one.
         rapha_bundle::trust::check_name(vb.publisher()).map_err(UploadError::Refused)?;
         let target = self.bundle_dir(vb.publisher(), &vb.manifest_digest());
@@ -204,6 +336,10 @@ impl BundleStore {
             .commit
             .lock()
             .map_err(|_| UploadError::Io("bundle store lock poisoned".into()))?;
+        // An upload whose time ran out is answered 503: it must not be stored after all.
+        if cancel.is_cancelled() {
+            return Err(UploadError::Cancelled);
+        }
         std::fs::create_dir_all(&parent).map_err(io_err("cannot create", &parent))?;
         sync_dir(&self.root)?;
         if target.exists() {
@@ -227,6 +363,12 @@ impl BundleStore {
         std::fs::rename(bundle, &target).map_err(io_err("cannot store", &target))?;
         sync_dir(&parent)?;
         Ok(true)
+    }
+}
+
+impl From<BundleError> for UploadError {
+    fn from(e: BundleError) -> Self {
+        UploadError::Refused(e)
     }
 }
 

@@ -39,16 +39,30 @@ pub(super) fn drive(state: &ApiState, job: JobId) {
 /// the node lock; a step's slow part ([`crate::pipeline::Work`]: the PACS, the trainer, the chain) runs with the
 /// lock released, and its result is committed under the lock again. Between steps the lock is
 /// released too, so approvals, rejections and other jobs' steps get the node in between.
+///
+/// A step that fails on the node's side is counted and backed off ([`Node::step_failed`]):
+/// the job is left alone until its back-off has passed.
 fn run_until_blocked(node: &Mutex<Node>, job: JobId) -> Result<(), String> {
     let lock = || node.lock().map_err(|_| "node lock poisoned".to_owned());
+    let failed = |n: &mut Node, e: crate::pipeline::PipelineError| {
+        n.step_failed(job, &e);
+        e.to_string()
+    };
     loop {
-        let next = lock()?.prepare(job).map_err(|e| e.to_string())?;
+        let next = {
+            let mut n = lock()?;
+            if n.backing_off(job) {
+                return Ok(());
+            }
+            n.prepare(job).map_err(|e| failed(&mut n, e))?
+        };
         let step = match next {
             PipelineNext::Step(step) => step,
             PipelineNext::InFlight => return Ok(()),
             PipelineNext::Work(work) => {
                 let done = work.run();
-                lock()?.commit(done).map_err(|e| e.to_string())?
+                let mut n = lock()?;
+                n.commit(done).map_err(|e| failed(&mut n, e))?
             }
         };
         if !matches!(step, Step::Moved(_)) {

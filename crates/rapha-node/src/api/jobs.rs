@@ -52,10 +52,13 @@ pub(super) async fn job_status(
     {
         return Err(not_found("unknown-job", "no job with this id"));
     }
-    let progress = JobState::ALL
-        .iter()
-        .position(|s| *s == row.state)
-        .unwrap_or(0);
+    // The cohort step's own states are the hospital's: from admission until the DPO decides,
+    // the publisher sees `admitted` (the step's result lands on a quantum after admission).
+    let shown = match row.state {
+        JobState::CohortBuilt | JobState::AwaitingApproval if !hospital => JobState::Admitted,
+        s => s,
+    };
+    let progress = JobState::ALL.iter().position(|s| *s == shown).unwrap_or(0);
     if !hospital {
         // The publisher's view: state, the reason code and whole minutes. No live counter
         // (what the trainer fetches is its choice) and no time finer than a minute; and
@@ -71,7 +74,7 @@ pub(super) async fn job_status(
         };
         return Ok(Json(json!({
             "job_id": row.id.to_string(),
-            "state": row.state,
+            "state": shown,
             "finished": finished,
             "progress": { "step": progress, "of": JobState::ALL.len() },
             "records": records,

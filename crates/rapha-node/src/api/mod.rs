@@ -46,6 +46,8 @@ mod log;
 mod ops;
 mod outputs;
 mod publishers;
+mod rate;
+mod stall;
 mod upload;
 
 pub use approvals::MAX_REASON;
@@ -58,6 +60,7 @@ use jobs::{job_status, submit};
 use log::{log_consistency, log_head, log_inclusion};
 use ops::{healthz, metrics, openapi};
 use outputs::{output_file, outputs, receipt};
+pub use rate::{RateLimit, DEFAULT_PUBLISHER_BURST, DEFAULT_PUBLISHER_CALLS_PER_SEC};
 use upload::upload_bundle;
 
 /// The OpenAPI 3.1 document of every route.
@@ -124,6 +127,8 @@ pub struct ApiState {
     /// The receipt log, opened read-only per request (answers while a job holds the node).
     receipt_log: Arc<PathBuf>,
     uploads: Arc<tokio::sync::Semaphore>,
+    /// Time allowed for one bundle upload ([`BUNDLE_TIMEOUT`] by default).
+    bundle_timeout: Duration,
     /// Jobs a background task is driving, with "run one more round" flags.
     driving: Arc<Mutex<std::collections::HashMap<JobId, bool>>>,
     /// Refused calls on their way to the audit trail (one writer thread, bounded queue, so
@@ -133,6 +138,44 @@ pub struct ApiState {
     /// The node's working directory (submissions link their bundle under it before they take
     /// the node lock).
     work_dir: Arc<PathBuf>,
+    /// Limits on downloads of released outputs.
+    downloads: DownloadLimits,
+    /// Downloads under way per caller ([`outputs::caller_key`]).
+    download_slots: Arc<Mutex<std::collections::HashMap<String, usize>>>,
+    /// The rate of a publisher's calls, if limited ([`rate`]).
+    publisher_rate: Option<rate::RateLimit>,
+    /// Each publisher's bucket of calls.
+    buckets: Arc<rate::Buckets>,
+}
+
+/// Limits on downloads of released outputs (`GET /v1/jobs/{id}/outputs/{name}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DownloadLimits {
+    /// Downloads one caller (one publisher, or one hospital role) may have under way at once;
+    /// more are refused with 429 `too-many-downloads`.
+    pub per_caller: usize,
+    /// Longest one download may take; its connection is closed after it.
+    pub send_timeout: Duration,
+    /// Longest any response (a download or not) may wait on a client that reads nothing;
+    /// its connection is closed after it.
+    pub stall_timeout: Duration,
+}
+
+/// Default concurrent downloads per caller.
+pub const DEFAULT_DOWNLOADS_PER_CALLER: usize = 2;
+/// Default send time of one download.
+pub const DEFAULT_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default time a response may wait on a client that reads nothing.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Default for DownloadLimits {
+    fn default() -> Self {
+        Self {
+            per_caller: DEFAULT_DOWNLOADS_PER_CALLER,
+            send_timeout: DEFAULT_DOWNLOAD_TIMEOUT,
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
+        }
+    }
 }
 
 /// Refusals queued for the audit writer at most.
@@ -181,11 +224,32 @@ impl ApiState {
             live,
             receipt_log,
             uploads: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_UPLOADS)),
+            bundle_timeout: BUNDLE_TIMEOUT,
             driving: Arc::default(),
             denials,
             quotas: Quotas::default(),
             work_dir,
+            downloads: DownloadLimits::default(),
+            download_slots: Arc::default(),
+            publisher_rate: None,
+            buckets: Arc::default(),
         }
+    }
+
+    /// Sets the limits on downloads of released outputs (default [`DownloadLimits::default`]).
+    #[must_use]
+    pub fn with_download_limits(mut self, limits: DownloadLimits) -> Self {
+        self.downloads = limits;
+        self
+    }
+
+    /// Limits the rate of each publisher's calls (a publisher's reads are how it samples the
+    /// node's latency). `ApiState::new` leaves it unlimited; `rapha-node serve` always sets
+    /// `[api] publisher_calls_per_sec` and `publisher_call_burst`.
+    #[must_use]
+    pub fn with_publisher_rate(mut self, limit: RateLimit) -> Self {
+        self.publisher_rate = Some(limit);
+        self
     }
 
     /// Sets the per-publisher quotas (default [`Quotas::default`]).
@@ -207,6 +271,14 @@ impl ApiState {
     #[must_use]
     pub fn with_max_uploads(mut self, n: usize) -> Self {
         self.uploads = Arc::new(tokio::sync::Semaphore::new(n));
+        self
+    }
+
+    /// Sets the time allowed for one bundle upload: receiving, unpacking, verifying and
+    /// storing it (default [`BUNDLE_TIMEOUT`]).
+    #[must_use]
+    pub fn with_bundle_timeout(mut self, limit: Duration) -> Self {
+        self.bundle_timeout = limit;
         self
     }
 
@@ -266,6 +338,8 @@ pub struct HttpError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds to wait before retrying (`Retry-After`), for a refusal of the caller's rate.
+    retry_after: Option<u64>,
 }
 
 impl HttpError {
@@ -274,7 +348,14 @@ impl HttpError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Tells the caller to retry after `secs` seconds.
+    fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     fn internal(what: impl std::fmt::Display) -> Self {
@@ -289,11 +370,16 @@ impl HttpError {
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        (
+        let mut r = (
             self.status,
             Json(json!({ "error": self.code, "message": self.message })),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        r
     }
 }
 
@@ -395,8 +481,8 @@ async fn timeout(req: Request, next: Next) -> Response {
 }
 
 /// Times a bundle upload out (a longer limit: the body is large).
-async fn bundle_timeout(req: Request, next: Next) -> Response {
-    time_limit(BUNDLE_TIMEOUT, req, next).await
+async fn bundle_timeout(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    time_limit(state.bundle_timeout, req, next).await
 }
 
 async fn time_limit(limit: Duration, req: Request, next: Next) -> Response {
@@ -416,7 +502,10 @@ async fn time_limit(limit: Duration, req: Request, next: Next) -> Response {
 pub fn router(state: ApiState) -> Router {
     let uploads = Router::new()
         .route("/v1/bundles", post(upload_bundle))
-        .layer(axum::middleware::from_fn(bundle_timeout))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            bundle_timeout,
+        ))
         .layer(DefaultBodyLimit::disable());
     Router::new()
         .route("/healthz", get(healthz))
@@ -453,12 +542,14 @@ pub fn router(state: ApiState) -> Router {
 }
 
 /// Serves the API on `listener` until the process is stopped, re-driving unfinished jobs
-/// every [`REDRIVE_INTERVAL`] in the background.
+/// every [`REDRIVE_INTERVAL`] in the background. A connection whose client leaves a response
+/// unread for [`DownloadLimits::stall_timeout`] is closed.
 ///
 /// # Errors
 /// An I/O error from the listener.
 pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
     let watcher = tokio::spawn(redrive_unfinished(state.clone()));
+    let listener = stall::StallListener::new(listener, state.downloads.stall_timeout);
     let served = axum::serve(listener, router(state)).await;
     watcher.abort();
     served

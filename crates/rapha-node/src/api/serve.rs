@@ -16,7 +16,9 @@ use crate::node_build::{node_from_config, SettlementOverrides};
 #[command(after_help = "\
 Read from the configuration file: everything. `serve --config FILE` alone starts a node:
   [api]         listen (default 127.0.0.1:8420), tokens_file, max_bundle_bytes (default
-                2 GiB; uploads are stored under paths.data_dir/bundles)
+                2 GiB; uploads are stored under paths.data_dir/bundles),
+                max_downloads_per_caller, download_timeout_secs, download_stall_secs,
+                publisher_calls_per_sec (default 2), publisher_call_burst (default 30)
   [settlement]  hospital_address, payout_address, settler_key_file, settle_margin_secs
   [attestation] production: TPM (tcti, vendor_root_ca, expected_pcrs, ak_file) and SGX
                 (quote_source, collateral_file, mrenclave/mrsigner)
@@ -35,7 +37,8 @@ pub struct ServeArgs {
     pub settlement: SettlementOverrides,
 }
 
-/// Builds the node, resumes every unfinished job, then serves until killed.
+/// Builds the node, takes every unfinished job through its quick steps, then serves until
+/// killed (the background driver takes the jobs on).
 ///
 /// # Errors
 /// An unreadable configuration or token file, a node that cannot be built, a listener that
@@ -60,7 +63,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     args.settlement.apply(&mut cfg)?;
     // The node (and its chain client's own runtime) is built outside the server's runtime.
     let mut node = node_from_config(&cfg)?;
-    for (job, state) in node.resume_all().context("resuming unfinished jobs")? {
+    // Quick steps only: the background driver takes every job on from here, so a job whose
+    // step is slow or keeps failing never keeps the node from serving.
+    for (job, state) in node.start_up().context("resuming unfinished jobs")? {
         tracing::info!(%job, state = state.as_str(), "job resumed");
     }
     let max_bundle = cfg
@@ -80,7 +85,17 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let state = ApiState::new(node, cfg.paths.state_dir.join("jobs.sqlite"), tokens)
         .with_bundle_dir(cfg.paths.data_dir.join("bundles"))
         .with_bundle_limit(max_bundle)
-        .with_quotas(quotas);
+        .with_quotas(quotas)
+        .with_download_limits(
+            cfg.api
+                .as_ref()
+                .map_or_else(super::DownloadLimits::default, |a| a.download_limits()),
+        )
+        .with_publisher_rate(
+            cfg.api
+                .as_ref()
+                .map_or_else(super::RateLimit::default, |a| a.publisher_rate()),
+        );
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(listen)

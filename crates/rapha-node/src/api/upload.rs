@@ -40,28 +40,34 @@ pub(super) async fn upload_bundle(
     if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    // A publisher's stored bundles count against its quota: the upload may add at most what
-    // is left of it, checked before a byte is received.
-    let limit = match caller.publisher.clone() {
-        None => limit,
+    // A publisher's stored bundles and its uploads under way count against its quota: the
+    // upload reserves what it may stage (its declared length, or as much of what is left as an
+    // upload may carry), checked
+    // before a byte is received and held until its staging directory is gone.
+    let (limit, reservation) = match caller.publisher.clone() {
+        None => (limit, None),
         Some(publisher) => {
             let store = Arc::clone(&state.bundles);
-            let stored = blocking(move || Ok(store.publisher_bytes(&publisher))).await?;
-            let left = state.quotas.max_bundle_bytes.saturating_sub(stored);
-            if left == 0 || declared.is_some_and(|n| n > left) {
-                return Err(HttpError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    ReasonCode::QuotaExceeded.as_str(),
-                    format!(
-                        "this publisher's stored bundles hold {stored} bytes of its quota of {}; \
-                         nothing was stored",
-                        state.quotas.max_bundle_bytes
-                    ),
-                ));
-            }
-            limit.min(left)
+            let quota = state.quotas.max_bundle_bytes;
+            let held = blocking(move || {
+                store
+                    .reserve(&publisher, declared, limit, quota)
+                    .map_err(|e| {
+                        HttpError::new(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            ReasonCode::QuotaExceeded.as_str(),
+                            e.to_string(),
+                        )
+                    })
+            })
+            .await?;
+            (limit.min(held.bytes()), Some(held))
         }
     };
+    // Dropped with this request (its time ran out, its client went away): stops the unpacking
+    // or verification on the blocking thread, which then removes the staging directory.
+    let cancel = rapha_bundle::Cancel::new();
+    let _stop_on_drop = cancel.on_drop();
     let _permit = Arc::clone(&state.uploads)
         .try_acquire_owned()
         .map_err(|_| {
@@ -107,8 +113,10 @@ pub(super) async fn upload_bundle(
         max_total_bytes: limit,
     };
     let outcome = blocking(move || {
-        let result = store.accept(&staging, &limits, token_publisher.as_deref());
+        let result = store.accept(&staging, &limits, token_publisher.as_deref(), &cancel);
         drop(staging);
+        // Given back once the staging directory is gone.
+        drop(reservation);
         Ok(result)
     })
     .await?;

@@ -1,7 +1,7 @@
 //! Steps 1–2: verify the bundle against the trust store, then the admission policy.
 
 use rapha_core::{ReasonCode, ResourceLimits};
-use rapha_policy::{Declared, PastJob, ResourceReview};
+use rapha_policy::{Declared, LinkedJob, PastJob, ResourceReview};
 
 use super::*;
 
@@ -15,36 +15,54 @@ pub struct BundleFacts {
     pub manifest: Digest,
 }
 
+/// What a step does with the job's bundle once it verified (under the node lock).
+pub(super) type WithBundle = fn(&mut Node, JobId, &JobRequest, VerifiedBundle) -> Result<Step>;
+
 impl Node {
-    pub(super) fn bundle(
-        &self,
+    /// The step from `from` that needs the job's bundle: verified without the node lock (a
+    /// [`Work`]: hashing up to the upload limit of blobs takes seconds, and the node answers
+    /// other jobs and the API meanwhile), once, then handed to `then` under the lock. A bundle
+    /// that no longer verifies ends the job `bundle-refused`.
+    pub(super) fn with_verified_bundle(
+        &mut self,
         job: JobId,
+        from: JobState,
         req: &JobRequest,
-    ) -> std::result::Result<VerifiedBundle, String> {
-        job_bundle(&self.job_dir(job).join("bundle"), &self.p.trust, req)
+        then: WithBundle,
+    ) -> Next {
+        let trust = self.p.trust.clone();
+        let dir = self.job_dir(job).join("bundle");
+        let req = req.clone();
+        self.work(Work::new(job, from, move || {
+            let verified = job_bundle(&dir, &trust, &req);
+            Box::new(move |n: &mut Node| match verified {
+                Ok(vb) => then(n, job, &req, vb),
+                Err(reason) => n.end(job, from, ReasonCode::BundleRefused, &reason),
+            })
+        }))
     }
 
-    pub(super) fn step_verify(&mut self, job: JobId, req: &JobRequest) -> Result<Step> {
-        match self.bundle(job, req) {
-            Err(reason) => self.end(job, JobState::Received, ReasonCode::BundleRefused, &reason),
-            Ok(vb) => {
-                let facts = BundleFacts {
-                    publisher: vb.publisher().to_owned(),
-                    keyid: vb.keyid().to_owned(),
-                    trainer: vb.trainer_name().to_owned(),
-                    trainer_version: vb.trainer_version().to_owned(),
-                    manifest: vb.manifest_digest(),
-                };
-                let b = serde_json::to_vec(&facts).unwrap_or_default();
-                self.advance_to(
-                    job,
-                    JobState::Received,
-                    JobState::BundleVerified,
-                    &[(artifact::BUNDLE, &b)],
-                    None,
-                )
-            }
-        }
+    pub(super) fn step_verify(
+        &mut self,
+        job: JobId,
+        _req: &JobRequest,
+        vb: VerifiedBundle,
+    ) -> Result<Step> {
+        let facts = BundleFacts {
+            publisher: vb.publisher().to_owned(),
+            keyid: vb.keyid().to_owned(),
+            trainer: vb.trainer_name().to_owned(),
+            trainer_version: vb.trainer_version().to_owned(),
+            manifest: vb.manifest_digest(),
+        };
+        let b = serde_json::to_vec(&facts).unwrap_or_default();
+        self.advance_to(
+            job,
+            JobState::Received,
+            JobState::BundleVerified,
+            &[(artifact::BUNDLE, &b)],
+            None,
+        )
     }
 
     /// The resources the trainer runs with: what admission checked and the DPO reviewed,
@@ -83,9 +101,22 @@ impl Node {
             .store
             .admitted_since(publisher, now.saturating_sub(window))?
         {
-            let patients = self
-                .opt::<CohortSummary>(row.id, artifact::COHORT_SUMMARY)?
-                .map(|c| c.patients);
+            // A cohort's size only once its trainer has started (the publisher sees the run's
+            // records from then on): the decision digest in this job's receipt commits to this
+            // input, and a size the publisher was never shown would be recovered from it by
+            // enumeration (docs/receipts.md).
+            let started = self
+                .p
+                .store
+                .transitions(row.id)?
+                .iter()
+                .any(|t| t.to == JobState::Running);
+            let patients = if started {
+                self.opt::<CohortSummary>(row.id, artifact::COHORT_SUMMARY)?
+                    .map(|c| c.patients)
+            } else {
+                None
+            };
             out.push(PastJob {
                 admitted_at,
                 outcome: row.outcome,
@@ -96,12 +127,17 @@ impl Node {
         Ok(out)
     }
 
-    pub(super) fn step_admit(&mut self, job: JobId, req: &JobRequest) -> Result<Step> {
+    pub(super) fn step_admit(
+        &mut self,
+        job: JobId,
+        req: &JobRequest,
+        vb: VerifiedBundle,
+    ) -> Result<Step> {
         let from = JobState::BundleVerified;
-        let vb = match self.bundle(job, req) {
-            Ok(vb) => vb,
-            Err(reason) => return self.end(job, from, ReasonCode::BundleRefused, &reason),
-        };
+        // Checked again: the publisher may have been suspended while the bundle was verified.
+        if let Some(step) = self.suspended(job, from, req)? {
+            return Ok(step);
+        }
         // The trainer's resource requests first: nothing else of a job runs, not even the
         // policy, on requests outside the node's bounds.
         let requested = vb.resources().clone();
@@ -115,6 +151,30 @@ impl Node {
                 ReasonCode::ResourcesOutOfRange,
                 &detail.join("; "),
             );
+        }
+        // The validation split the publisher chose sets the cohort-size threshold
+        // (`min_validation_patients * 100 / percent`): only the hospital's range is admitted.
+        let split = &self.rules.validation_percent;
+        if !split.contains(&req.validation_percent) {
+            return self.end(
+                job,
+                from,
+                ReasonCode::ValidationOutOfRange,
+                &format!(
+                    "validation_percent {} is outside this hospital's range {} to {} \
+                     ([policy] min_validation_percent, max_validation_percent)",
+                    req.validation_percent,
+                    split.start(),
+                    split.end()
+                ),
+            );
+        }
+        // A job of a linkage group asks the group's query: two jobs whose joined records differ
+        // by one accession would attribute that accession's records.
+        if self.rules.linkage_same_query {
+            if let Some(differs) = linkage_differs(&self.p.store, job, req)? {
+                return self.end(job, from, ReasonCode::AdmissionRefused, &differs);
+            }
         }
         // The scope guard next: a query it refuses never reaches the PACS.
         if let Err(e) = ScopedQuery::from_cohort_query(&req.query, &self.p.dicom.scope) {
@@ -187,12 +247,58 @@ pub fn review_request(
         .artifact(job, artifact::RESOURCES)?
         .map(|b| parse(job, artifact::RESOURCES, &b))
         .transpose()?;
+    let linkage_jobs = linkage_group(store, job, &request)?
+        .into_iter()
+        .map(|row| LinkedJob {
+            job_id: row.id,
+            state: row.state.as_str().to_owned(),
+            query_digest: row.request.query.digest(),
+            same_query: row.request.query.digest() == request.query.digest(),
+        })
+        .collect();
     let mut review = ReviewRequest::new(request, cohort);
     review.resources = resources;
+    review.linkage_jobs = linkage_jobs;
     // The version the job was reviewed under (v1 for a job in flight across the upgrade).
     if let Some(r) = store.artifact(job, artifact::REVIEW)? {
         let r: rapha_policy::JobDigestRef = parse(job, artifact::REVIEW, &r)?;
         review.digest_version = r.digest_version;
     }
     Ok(Some(review))
+}
+
+/// The other admitted jobs of `request`'s publisher in its linkage group, oldest first (none
+/// for a job of its own).
+fn linkage_group(
+    store: &JobStore,
+    job: JobId,
+    request: &JobRequest,
+) -> Result<Vec<crate::store::JobRow>> {
+    let Some(group) = &request.linkage else {
+        return Ok(Vec::new());
+    };
+    Ok(store
+        .admitted_since(&request.publisher, 0)?
+        .into_iter()
+        .map(|(row, _)| row)
+        .filter(|row| row.id != job && row.request.linkage.as_ref() == Some(group))
+        .collect())
+}
+
+/// Why a job of a linkage group is refused: the group's earlier jobs asked another query.
+fn linkage_differs(store: &JobStore, job: JobId, request: &JobRequest) -> Result<Option<String>> {
+    let digest = request.query.digest();
+    let differ: Vec<String> = linkage_group(store, job, request)?
+        .iter()
+        .filter(|row| row.request.query.digest() != digest)
+        .map(|row| row.id.to_string())
+        .collect();
+    Ok((!differ.is_empty()).then(|| {
+        format!(
+            "the job's query differs from that of the earlier job(s) {} of linkage group '{}': \
+             the jobs of one group ask one query ([policy] linkage_same_query)",
+            differ.join(", "),
+            request.linkage.as_ref().map_or("", |g| g.as_str()),
+        )
+    }))
 }

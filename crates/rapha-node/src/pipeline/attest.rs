@@ -33,12 +33,13 @@ impl Node {
         }
     }
 
-    pub(super) fn step_attest(&mut self, job: JobId, req: &JobRequest) -> Result<Step> {
+    pub(super) fn step_attest(
+        &mut self,
+        job: JobId,
+        req: &JobRequest,
+        vb: VerifiedBundle,
+    ) -> Result<Step> {
         let from = JobState::DepositConfirmed;
-        let vb = match self.bundle(job, req) {
-            Ok(vb) => vb,
-            Err(reason) => return self.end(job, from, ReasonCode::BundleRefused, &reason),
-        };
         let limits = match self.admitted_resources(job, &vb)? {
             Ok(l) => l,
             Err(detail) => return self.end(job, from, ReasonCode::ResourcesOutOfRange, &detail),

@@ -14,8 +14,9 @@
 //!
 //! # The node lock
 //!
-//! A step that waits on the network or runs long (the cohort build, the trainer run and its
-//! guard, the deposit checks and the settlement) does not hold the node while it waits. It is
+//! A step that waits on the network or runs long (the bundle's verification in the verify,
+//! admit and attest steps, the cohort build, the trainer run and its guard, the deposit checks
+//! and the settlement) does not hold the node while it waits. It is
 //! split in three: [`Node::prepare`] reads what it needs under the node lock and hands out a
 //! [`Work`]; [`Work::run`] does the slow part without the node; [`Node::commit`] applies the
 //! result under the lock again, after checking that the job is still in the state the work
@@ -41,13 +42,15 @@ mod ports;
 mod receipt;
 mod release;
 mod review;
+mod rules;
 mod run;
 
 pub use admission::{review_request, BundleFacts};
 pub use attest::AttestationRecord;
-pub use cohort::cohort_commitment;
 use cohort::StoredCohort;
+pub use cohort::{cohort_commitment, MAX_COHORT_ARTIFACT_BYTES};
 pub use ports::*;
+pub use rules::*;
 pub use run::RunRecord;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -281,6 +284,10 @@ pub struct Node {
     in_flight: HashSet<JobId>,
     /// See [`RUN_QUANTUM`].
     run_quantum: Duration,
+    /// See [`JobRules`].
+    rules: JobRules,
+    /// Jobs whose failed step waits before it is tried again ([`Node::step_failed`]).
+    backoff: HashMap<JobId, std::time::Instant>,
 }
 
 /// A step's slow part, handed out by [`Node::prepare`] under the node lock and run by
@@ -455,6 +462,8 @@ impl Node {
             live: Arc::default(),
             in_flight: HashSet::new(),
             run_quantum: RUN_QUANTUM,
+            rules: JobRules::default(),
+            backoff: HashMap::new(),
         })
     }
 
@@ -462,6 +471,27 @@ impl Node {
     /// as soon as the trainer exits, for tests and demonstrations that time the pipeline).
     pub fn set_run_quantum(&mut self, quantum: Duration) {
         self.run_quantum = quantum;
+    }
+
+    /// Sets the node's own bounds on a job ([`JobRules::default`] until then).
+    pub fn set_rules(&mut self, rules: JobRules) {
+        self.rules = rules;
+    }
+
+    /// The node's own bounds on a job.
+    pub fn rules_mut(&mut self) -> &mut JobRules {
+        &mut self.rules
+    }
+
+    /// Sets the cohort step's quantum ([`JobRules::cohort_quantum`]; `Duration::ZERO` commits
+    /// the cohort as soon as it is built, for tests and demonstrations that time the pipeline).
+    pub fn set_cohort_quantum(&mut self, quantum: Duration) {
+        self.rules.cohort_quantum = quantum;
+    }
+
+    /// Replaces the `[dicom]` settings the cohort step and the run use.
+    pub fn set_dicom(&mut self, dicom: DicomConfig) {
+        self.p.dicom = Arc::new(dicom);
     }
 
     /// Installs a hook called after every committed transition.
@@ -796,12 +826,51 @@ impl Node {
     ///
     /// # Errors
     /// Infrastructure errors (store, audit, receipt log).
+    /// A job whose step fails is left where it is ([`Node::step_failed`]): one job's error
+    /// never stops the node from starting.
+    ///
+    /// # Errors
+    /// Infrastructure errors of the start-up clean-up or of listing the jobs.
     pub fn resume_all(&mut self) -> Result<Vec<(JobId, JobState)>> {
         self.collect_finished()?;
         let mut out = Vec::new();
         for row in self.p.store.unfinished()? {
-            let state = self.run_until_blocked(row.id)?;
+            let state = match self.run_until_blocked(row.id) {
+                Ok(state) => state,
+                Err(_) => self.p.store.get(row.id)?.state,
+            };
             out.push((row.id, state));
+        }
+        Ok(out)
+    }
+
+    /// Start-up of a node whose jobs are driven in the background (`serve`): as
+    /// [`Node::resume_all`], but only the quick steps run here; a step that waits on the PACS,
+    /// the chain or a quantum is left to the background driver, so the node serves at once.
+    ///
+    /// # Errors
+    /// As [`Node::resume_all`].
+    pub fn start_up(&mut self) -> Result<Vec<(JobId, JobState)>> {
+        self.collect_finished()?;
+        let mut out = Vec::new();
+        for row in self.p.store.unfinished()? {
+            let job = row.id;
+            loop {
+                match self.prepare(job) {
+                    Ok(Next::Step(Step::Moved(_))) => continue,
+                    Ok(Next::Work(w)) => {
+                        // Prepared only: nothing of it ran, nothing to undo but the mark.
+                        self.in_flight.remove(&w.job());
+                        break;
+                    }
+                    Ok(_) => break,
+                    Err(e) => {
+                        self.step_failed(job, &e);
+                        break;
+                    }
+                }
+            }
+            out.push((job, self.p.store.get(job)?.state));
         }
         Ok(out)
     }
@@ -809,12 +878,17 @@ impl Node {
     /// Advances `job` until it is finished or waits for something outside the node.
     ///
     /// # Errors
-    /// Infrastructure errors; the job stays in its last committed state.
+    /// Infrastructure errors; the job stays in its last committed state, and the failure is
+    /// counted ([`Node::step_failed`]).
     pub fn run_until_blocked(&mut self, job: JobId) -> Result<JobState> {
         loop {
-            match self.advance(job)? {
-                Step::Moved(_) => continue,
-                Step::Blocked(_) | Step::Done => return Ok(self.p.store.get(job)?.state),
+            match self.advance(job) {
+                Ok(Step::Moved(_)) => continue,
+                Ok(Step::Blocked(_) | Step::Done) => return Ok(self.p.store.get(job)?.state),
+                Err(e) => {
+                    self.step_failed(job, &e);
+                    return Err(e);
+                }
             }
         }
     }
@@ -880,17 +954,19 @@ impl Node {
         let req = row.request;
         use JobState as S;
         let step = match state {
-            S::Received => self.step_verify(job, &req),
+            S::Received => return Ok(self.with_verified_bundle(job, state, &req, Node::step_verify)),
             S::BundleVerified => match self.suspended(job, state, &req)? {
                 Some(step) => Ok(step),
-                None => self.step_admit(job, &req),
+                None => return Ok(self.with_verified_bundle(job, state, &req, Node::step_admit)),
             },
             S::Admitted => return self.step_cohort(job, &req),
             S::CohortBuilt => self.step_review(job, &req),
             S::AwaitingApproval => self.step_approval(job),
             S::Approved => self.advance_to(job, S::Approved, S::AwaitingDeposit, &[], None),
             S::AwaitingDeposit => return self.step_deposit(job, &req),
-            S::DepositConfirmed => self.step_attest(job, &req),
+            S::DepositConfirmed => {
+                return Ok(self.with_verified_bundle(job, state, &req, Node::step_attest))
+            }
             S::Attested | S::FinalGatePassed | S::Running
                 if !self.sessions.contains_key(&job) =>
             {
