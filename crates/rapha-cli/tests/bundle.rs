@@ -195,7 +195,7 @@ fn unsigned_bundle_and_unknown_key_fail_verification() {
         s(&f.p("bundle")),
     ]);
     assert!(
-        err.contains("no signature was made by a key in the trust store"),
+        err.contains("no signature names a key in the trust store"),
         "{err}"
     );
 }

@@ -271,7 +271,7 @@ fn while_a_large_honest_bundle_is_verified_another_jobs_approval_and_status_answ
     let (st, text) = crate::publisher_channels::submit(&s, &dir, &a);
     assert_eq!(st, StatusCode::ACCEPTED, "{text}");
     let a_id = a.job_id.to_string();
-    wait_status(&s, &a_id, 120, |v| v["state"] == "awaiting-approval");
+    crate::api::wait_pending(&s, &a_id, 120);
 
     let body = serde_json::to_vec(&serde_json::json!({ "request": b })).unwrap();
     let (st, text) = s.call("post", "/v1/jobs", Some(PUBLISHER_TOKEN), Some(&body));
@@ -303,10 +303,11 @@ fn while_a_large_honest_bundle_is_verified_another_jobs_approval_and_status_answ
             "{what} took {took:?} while another job's bundle was verified"
         );
     }
-    assert_eq!(status["state"], "awaiting-approval", "{status}");
+    // The publisher sees `admitted` until the DPO's decision is committed.
+    assert_eq!(status["state"], "admitted", "{status}");
     assert_eq!(a_moved["state"], "awaiting-deposit");
     // B goes on once verified (twice: its own step and admission), to its review.
-    wait_status(&s, &b_id, 240, |v| v["state"] == "awaiting-approval");
+    crate::api::wait_pending(&s, &b_id, 240);
 }
 
 /// One end of an in-memory pipe: what [`PipeWriter`] writes, read as a request body.

@@ -129,7 +129,7 @@ fn trust_add_list_verify_revoke_remove() {
         s(&d.join("bundle")),
     ]);
     assert!(
-        err.contains("no signature was made by a key in the trust store"),
+        err.contains("no signature names a key in the trust store"),
         "{err}"
     );
 }
