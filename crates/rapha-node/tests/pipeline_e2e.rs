@@ -225,6 +225,10 @@ escrow_address = "{escrow}"
 confirmations = 1
 test_token = true
 
+# The company's account is where the test publisher pays from.
+[depositors]
+{publisher} = ["{company}"]
+
 {extra}
 
 [paths]
@@ -242,6 +246,8 @@ test_token = true
             rpc = chain.url,
             usdc = chain.usdc,
             escrow = chain.escrow,
+            publisher = PUBLISHER,
+            company = chain.company.address(),
         )
     }
 }

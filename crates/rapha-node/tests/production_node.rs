@@ -263,16 +263,12 @@ hospital_address = "{hospital}"
 payout_address = "{payout}"
 settle_margin_secs = 600
 
-[depositors]
-{PUBLISHER} = ["{company}"]
-
 [api]
 listen = "127.0.0.1:{port}"
 tokens_file = "tokens"
 max_bundle_bytes = 1048576"#,
         hospital = chain.hospital,
         payout = chain.payout,
-        company = chain.company.address(),
     );
     let config_path = t.join("node.toml");
     std::fs::write(
