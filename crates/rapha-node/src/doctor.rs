@@ -168,6 +168,10 @@ fn run_checks(config: &Config) -> Report {
     r.push("scope limits ([dicom.scope])", check_scope(config));
     r.push("policy (policy.path)", check_policy(config));
     r.push("trust store (trust.store)", check_trust(config));
+    r.push(
+        "depositor accounts ([depositors])",
+        check_depositors(config),
+    );
     r.push("attestation: TPM ([attestation.tpm])", check_tpm(config));
     r.push(
         "attestation: TPM attestation key (attestation.tpm.ak_file)",
@@ -457,6 +461,41 @@ fn check_trust(config: &Config) -> Outcome {
         );
     }
     Ok(format!("{active} trusted publisher(s)"))
+}
+
+/// Every trusted publisher has the accounts it pays from: the deposit step refuses every job
+/// of one that has none, after its review, so a missing entry is found here instead.
+fn check_depositors(config: &Config) -> Outcome {
+    let accounts = config
+        .depositor_accounts()
+        .or_else(|(key, e)| fail(format!("{key}: {e}"), "write each account as a 0x address"))?;
+    let Ok(store) = rapha_bundle::TrustStore::open(&config.trust.store) else {
+        // The trust store's own check says why it cannot be read.
+        return Ok("not checked: the trust store cannot be read".into());
+    };
+    let missing: Vec<&str> = store
+        .publishers()
+        .iter()
+        .filter(|p| !p.revoked)
+        .map(|p| p.name.as_str())
+        .filter(|name| accounts.get(*name).is_none_or(Vec::is_empty))
+        .collect();
+    if !missing.is_empty() {
+        return fail(
+            format!(
+                "no depositor account for trusted publisher(s) {}: each of their jobs would be \
+                 refused at the deposit step (deposit-refused) after the DPO's review",
+                missing.join(", ")
+            ),
+            "ask each company for the account it deposits from and list it under [depositors], \
+             e.g. acme-ai = [\"0x…\"]",
+        );
+    }
+    let total: usize = accounts.values().map(Vec::len).sum();
+    Ok(format!(
+        "{total} account(s) for {} publisher(s)",
+        accounts.len()
+    ))
 }
 
 fn check_tpm(config: &Config) -> Outcome {

@@ -275,6 +275,7 @@ fn real_production_setup_fails_exactly_sgx_and_the_test_token() {
         "escrow contract",
         "policy",
         "trust store",
+        "depositor accounts",
         "settlement",
         "API tokens",
     ] {
@@ -330,6 +331,13 @@ fn real_production_setup_fails_exactly_sgx_and_the_test_token() {
             c.detail
         );
     };
+    // A trusted publisher with no account to pay from: every job of it would be refused at the
+    // deposit step, after the DPO's review.
+    check_with(
+        &|s| s.depositors.clear(),
+        "depositor accounts",
+        "no depositor account for trusted publisher(s) acme-ai",
+    );
     // PACS certificate not from the configured CA (no ca_file: the web PKI does not know it).
     check_with(&|s| s.ca_file = None, "DICOMweb endpoint", "did not answer");
     // Plain HTTP to the PACS.

@@ -57,6 +57,8 @@ pub struct ConfigSpec {
     pub settler_key: PathBuf,
     pub hospital: String,
     pub payout: String,
+    /// `[depositors]`: publisher name to the accounts it pays from.
+    pub depositors: Vec<(String, Vec<String>)>,
     pub tokens: PathBuf,
     pub data_dir: PathBuf,
     pub state_dir: PathBuf,
@@ -89,6 +91,10 @@ impl ConfigSpec {
             settler_key: dir.join("settler.key"),
             hospital: "0x00000000000000000000000000000000000000a1".into(),
             payout: "0x00000000000000000000000000000000000000b2".into(),
+            depositors: vec![(
+                "acme-ai".into(),
+                vec!["0x00000000000000000000000000000000000000c3".into()],
+            )],
             tokens: dir.join("tokens"),
             data_dir: dir.join("data"),
             state_dir: dir.join("state"),
@@ -170,6 +176,9 @@ settler_key_file = {settler}
 hospital_address = "{hospital}"
 payout_address = "{payout}"
 
+[depositors]
+{depositors}
+
 [api]
 tokens_file = {tokens}
 
@@ -201,6 +210,12 @@ state_dir = {state}
             settler = q(&self.settler_key),
             hospital = self.hospital,
             payout = self.payout,
+            depositors = self
+                .depositors
+                .iter()
+                .map(|(p, a)| format!("{p:?} = {a:?}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
             tokens = q(&self.tokens),
             data = q(&self.data_dir),
             state = q(&self.state_dir),
