@@ -144,6 +144,8 @@ pub struct UnpackedRootfs {
     pub entries: u64,
     /// Uncompressed layer bytes.
     pub bytes: u64,
+    /// Entries whose setuid or setgid bit was cleared.
+    pub setuid_cleared: u64,
 }
 
 /// Checks the bundle at `dir` against the trust store, now.
@@ -418,6 +420,7 @@ impl VerifiedBundle {
             limits: self.limits.clone(),
             total_bytes: 0,
             entries: 0,
+            setuid_cleared: 0,
         };
         for (i, layer) in self.manifest.layers.iter().enumerate() {
             let expected = crate::oci::parse_oci_digest(&self.config.rootfs.diff_ids[i])?;
@@ -442,6 +445,7 @@ impl VerifiedBundle {
             path: dest.to_owned(),
             entries: st.entries,
             bytes: st.total_bytes,
+            setuid_cleared: st.setuid_cleared,
         })
     }
 }
