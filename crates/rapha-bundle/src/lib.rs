@@ -44,12 +44,12 @@ pub use archive::{
 };
 pub use build::{build_image, build_image_counted, BuildSpec, BuiltImage};
 pub use bundle::{
-    inspect_bundle, sign_bundle, verify_bundle, verify_bundle_at, verify_bundle_cancellable,
-    Inspection, UnpackedRootfs, VerifiedBundle, ENVELOPE_FILE,
+    inspect_bundle, sign_bundle, survey_image, verify_bundle, verify_bundle_at,
+    verify_bundle_cancellable, Inspection, UnpackedRootfs, VerifiedBundle, ENVELOPE_FILE,
 };
 pub use cancel::{Cancel, CancelOnDrop};
 pub use error::{BundleError, Result};
 pub use keys::{PublicKey, SigningKey};
 pub use statement::{TrainerPredicate, TrainerSpec};
 pub use trust::{TrustStore, TrustedPublisher};
-pub use unpack::Limits;
+pub use unpack::{ImageContents, Limits};

@@ -127,6 +127,33 @@ pub(crate) fn unpack_tar_stream(
     index: usize,
     st: &mut UnpackState,
 ) -> Result<Digest> {
+    stream_tar(reader, index, st, &mut |archive, st| {
+        process_entries(archive, index, st)
+    })
+}
+
+/// Counts what one uncompressed tar layer holds into `out`, writing nothing; returns the
+/// layer's diff_id. The same limits as unpacking apply.
+pub(crate) fn survey_tar_stream(
+    reader: &mut dyn Read,
+    index: usize,
+    st: &mut UnpackState,
+    out: &mut ImageContents,
+) -> Result<Digest> {
+    stream_tar(reader, index, st, &mut |archive, st| {
+        survey_entries(archive, index, st, out)
+    })
+}
+
+type EntriesFn<'f> =
+    dyn FnMut(&mut tar::Archive<&mut dyn Read>, &mut UnpackState) -> Result<()> + 'f;
+
+fn stream_tar(
+    reader: &mut dyn Read,
+    index: usize,
+    st: &mut UnpackState,
+    body: &mut EntriesFn<'_>,
+) -> Result<Digest> {
     let mut cr = CountingReader {
         inner: reader,
         hasher: DigestWriter::new(),
@@ -138,8 +165,8 @@ pub(crate) fn unpack_tar_stream(
         tripped: None,
     };
     let result = {
-        let mut archive = tar::Archive::new(&mut cr);
-        process_entries(&mut archive, index, st)
+        let mut archive = tar::Archive::new(&mut cr as &mut dyn Read);
+        body(&mut archive, st)
     };
     if let Some(e) = cr.tripped.take() {
         return Err(e);
@@ -156,6 +183,95 @@ pub(crate) fn unpack_tar_stream(
     })?;
     st.total_bytes += cr.count;
     Ok(cr.hasher.finish())
+}
+
+/// What an image's layers hold, counted from their tar headers (nothing is written): what
+/// `rapha bundle inspect` shows and a reviewer should know before approving a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ImageContents {
+    /// Layers read.
+    pub layers: usize,
+    /// Tar entries over all layers.
+    pub entries: u64,
+    /// Uncompressed layer bytes.
+    pub bytes: u64,
+    /// Regular files.
+    pub files: u64,
+    /// Directories.
+    pub directories: u64,
+    /// Symlinks, and of them those with an absolute target (kept; resolved inside the
+    /// container at run time).
+    pub symlinks: u64,
+    /// Symlinks whose target is absolute.
+    pub absolute_symlinks: u64,
+    /// Hard links.
+    pub hard_links: u64,
+    /// Whiteouts and opaque whiteouts.
+    pub whiteouts: u64,
+    /// Files and directories with a setuid or setgid bit, which unpacking clears.
+    pub setuid_setgid: u64,
+    /// Device nodes and FIFOs, for which unpacking refuses the image.
+    pub special_files: u64,
+}
+
+fn survey_entries<R: Read>(
+    archive: &mut tar::Archive<R>,
+    index: usize,
+    st: &mut UnpackState,
+    out: &mut ImageContents,
+) -> Result<()> {
+    let fmt = |e: std::io::Error| BundleError::LayerFormat {
+        index,
+        reason: e.to_string(),
+    };
+    for entry in archive.entries().map_err(fmt)? {
+        let entry = entry.map_err(fmt)?;
+        st.entries += 1;
+        if st.entries > st.limits.max_entries {
+            return Err(BundleError::TooManyEntries {
+                limit: st.limits.max_entries,
+            });
+        }
+        out.entries += 1;
+        let is_whiteout = entry
+            .path_bytes()
+            .rsplit(|b| *b == b'/')
+            .find(|c| !c.is_empty())
+            .is_some_and(|name| name.starts_with(b".wh."));
+        if is_whiteout {
+            out.whiteouts += 1;
+            continue;
+        }
+        let mode = entry.header().mode().map_err(fmt)?;
+        let kind = entry.header().entry_type();
+        match kind {
+            tar::EntryType::Regular | tar::EntryType::Continuous => out.files += 1,
+            tar::EntryType::Directory => out.directories += 1,
+            tar::EntryType::Symlink => {
+                out.symlinks += 1;
+                if entry
+                    .link_name_bytes()
+                    .is_some_and(|t| t.first() == Some(&b'/'))
+                {
+                    out.absolute_symlinks += 1;
+                }
+            }
+            tar::EntryType::Link => out.hard_links += 1,
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                out.special_files += 1;
+            }
+            _ => {}
+        }
+        if mode & 0o6000 != 0
+            && matches!(
+                kind,
+                tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::Directory
+            )
+        {
+            out.setuid_setgid += 1;
+        }
+    }
+    Ok(())
 }
 
 fn process_entries<R: Read>(

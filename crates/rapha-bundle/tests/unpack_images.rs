@@ -164,6 +164,22 @@ fn a_debian_style_image_unpacks_with_absolute_links_kept_and_setuid_cleared_and_
     let out = vb.unpack_rootfs(&jail.root()).unwrap();
     // su, passwd, chage, /var/mail, newgrp.
     assert_eq!(out.setuid_cleared, 5);
+    // What the reviewer and `rapha bundle inspect` are shown, counted without unpacking.
+    let c = vb.contents().unwrap();
+    assert_eq!(
+        (
+            c.layers,
+            c.entries,
+            c.bytes,
+            c.setuid_setgid,
+            c.special_files
+        ),
+        (2, out.entries, out.bytes, 5, 0)
+    );
+    assert_eq!(
+        (c.symlinks, c.absolute_symlinks, c.hard_links, c.whiteouts),
+        (9, 6, 2, 2)
+    );
     let root = jail.root();
     let link = |p: &str| {
         std::fs::read_link(root.join(p))
@@ -405,6 +421,15 @@ fn entries_over_existing_links_replace_the_links_and_never_write_through_them() 
 #[test]
 fn device_fifo_traversal_and_absolute_entries_keep_their_own_errors() {
     let jail = Jail::new();
+    let (_b, vb) = signed_from_tars(&[raw_tar(&[
+        special("dev/null", tar::EntryType::Char),
+        special("fifo", tar::EntryType::Fifo),
+    ])]);
+    assert_eq!(
+        vb.contents().unwrap().special_files,
+        2,
+        "shown before unpacking"
+    );
     let e = hostile(&jail, &[vec![special("dev/null", tar::EntryType::Char)]]);
     assert!(
         matches!(
