@@ -50,12 +50,35 @@ pub struct BuildSpec {
     pub env: Vec<String>,
 }
 
+/// What [`build_image_counted`] made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BuiltImage {
+    /// The image manifest's digest.
+    pub manifest_digest: Digest,
+    /// Files and directories whose setuid or setgid bit was cleared in the layer.
+    pub setuid_cleared: u64,
+}
+
 /// Builds the image into the fresh layout directory `out`; returns the manifest digest.
+/// setuid/setgid bits are cleared in the layer (the source directory is not changed); use
+/// [`build_image_counted`] to learn how many.
+///
+/// # Errors
+/// As [`build_image_counted`].
+pub fn build_image(spec: &BuildSpec, out: &Path) -> Result<Digest> {
+    build_image_counted(spec, out).map(|b| b.manifest_digest)
+}
+
+/// Builds the image into the fresh layout directory `out`; says how many setuid/setgid
+/// bits it cleared (the trainer runs without capabilities and with `noNewPrivileges`, so the
+/// bits would do nothing; they are dropped rather than refused so that a distro rootfs
+/// builds).
 ///
 /// # Errors
 /// [`BundleError::UnsupportedSource`] for devices, FIFOs or sockets in the rootfs,
-/// [`BundleError::SetuidBit`], [`BundleError::SymlinkEscape`], I/O errors.
-pub fn build_image(spec: &BuildSpec, out: &Path) -> Result<Digest> {
+/// [`BundleError::SymlinkEscape`] for a relative symlink climbing above the rootfs, I/O
+/// errors.
+pub fn build_image_counted(spec: &BuildSpec, out: &Path) -> Result<BuiltImage> {
     if spec.entrypoint.is_empty() {
         return Err(BundleError::Predicate(
             "the entrypoint must not be empty".into(),
@@ -90,7 +113,13 @@ pub fn build_image(spec: &BuildSpec, out: &Path) -> Result<Digest> {
         count: 0,
     };
     let mut builder = tar::Builder::new(tar_tee);
-    append_tree(&mut builder, &spec.rootfs, Path::new(""))?;
+    let mut setuid_cleared = 0u64;
+    append_tree(
+        &mut builder,
+        &spec.rootfs,
+        Path::new(""),
+        &mut setuid_cleared,
+    )?;
     let tar_tee = builder.into_inner().map_err(BundleError::io(&tmp))?;
     let diff_id = tar_tee.hasher.finish();
     let mut blob_tee = tar_tee.inner.finish().map_err(BundleError::io(&tmp))?;
@@ -139,7 +168,10 @@ pub fn build_image(spec: &BuildSpec, out: &Path) -> Result<Digest> {
     let digest = manifest_desc.sha256()?;
     write_layout_skeleton(out, &manifest_desc)?;
     OciLayout::open(out)?;
-    Ok(digest)
+    Ok(BuiltImage {
+        manifest_digest: digest,
+        setuid_cleared,
+    })
 }
 
 fn write_blob<T: serde::Serialize>(
@@ -171,7 +203,12 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     h
 }
 
-fn append_tree<W: Write>(b: &mut tar::Builder<W>, root: &Path, rel: &Path) -> Result<()> {
+fn append_tree<W: Write>(
+    b: &mut tar::Builder<W>,
+    root: &Path,
+    rel: &Path,
+    setuid_cleared: &mut u64,
+) -> Result<()> {
     let dir = root.join(rel);
     let mut names: Vec<_> = std::fs::read_dir(&dir)
         .map_err(BundleError::io(&dir))?
@@ -183,17 +220,18 @@ fn append_tree<W: Write>(b: &mut tar::Builder<W>, root: &Path, rel: &Path) -> Re
         let rel_path = rel.join(&name);
         let path = root.join(&rel_path);
         let meta = std::fs::symlink_metadata(&path).map_err(BundleError::io(&path))?;
-        let mode = meta.permissions().mode() & 0o7777;
+        let mut mode = meta.permissions().mode() & 0o7777;
         let shown = rel_path.display().to_string();
-        if mode & 0o6000 != 0 {
-            return Err(BundleError::SetuidBit { path: shown, mode });
-        }
         let ft = meta.file_type();
+        if mode & 0o6000 != 0 && (ft.is_dir() || ft.is_file()) {
+            mode &= !0o6000;
+            *setuid_cleared += 1;
+        }
         if ft.is_dir() {
             let mut h = header(tar::EntryType::Directory, mode, 0);
             b.append_data(&mut h, &rel_path, std::io::empty())
                 .map_err(BundleError::io(&path))?;
-            append_tree(b, root, &rel_path)?;
+            append_tree(b, root, &rel_path, setuid_cleared)?;
         } else if ft.is_symlink() {
             let target = std::fs::read_link(&path).map_err(BundleError::io(&path))?;
             check_symlink_target(&shown, &target.to_string_lossy())?;

@@ -25,7 +25,7 @@ use crate::oci::{
 };
 use crate::statement::{Statement, TrainerPredicate, TrainerSpec};
 use crate::trust::{TrustStore, TrustedPublisher};
-use crate::unpack::{unpack_tar_stream, Limits, UnpackState};
+use crate::unpack::{survey_tar_stream, unpack_tar_stream, ImageContents, Limits, UnpackState};
 
 /// File name of the envelope inside a bundle.
 pub const ENVELOPE_FILE: &str = "signature.dsse.json";
@@ -144,6 +144,8 @@ pub struct UnpackedRootfs {
     pub entries: u64,
     /// Uncompressed layer bytes.
     pub bytes: u64,
+    /// Entries whose setuid or setgid bit was cleared.
+    pub setuid_cleared: u64,
 }
 
 /// Checks the bundle at `dir` against the trust store, now.
@@ -418,47 +420,107 @@ impl VerifiedBundle {
             limits: self.limits.clone(),
             total_bytes: 0,
             entries: 0,
+            setuid_cleared: 0,
         };
-        for (i, layer) in self.manifest.layers.iter().enumerate() {
-            let expected = crate::oci::parse_oci_digest(&self.config.rootfs.diff_ids[i])?;
-            let diff_id = match unpack_layer(&layout, layer, i, &mut st) {
-                Ok(d) => d,
-                Err(e) => {
-                    // A corrupt blob shows up as a decompression or tar error first; report
-                    // the cause that matters.
-                    layout.verify_blob(layer, self.limits.max_blob_bytes)?;
-                    return Err(e);
-                }
-            };
-            if diff_id != expected {
-                return Err(BundleError::DiffIdMismatch {
-                    index: i,
-                    expected: expected.to_oci(),
-                    actual: diff_id,
-                });
-            }
-        }
+        stream_layers(
+            &layout,
+            &self.manifest,
+            &self.config,
+            &mut st,
+            &mut |r, i, st| unpack_tar_stream(r, i, st),
+        )?;
         Ok(UnpackedRootfs {
             path: dest.to_owned(),
             entries: st.entries,
             bytes: st.total_bytes,
+            setuid_cleared: st.setuid_cleared,
         })
+    }
+
+    /// What the verified image's layers hold (see [`survey_image`]), for the reviewer.
+    ///
+    /// # Errors
+    /// As [`survey_image`].
+    pub fn contents(&self) -> Result<ImageContents> {
+        survey_image(&self.dir, &self.limits)
     }
 }
 
-fn unpack_layer(
+type LayerFn<'f> =
+    dyn FnMut(&mut dyn std::io::Read, usize, &mut UnpackState) -> Result<Digest> + 'f;
+
+/// Streams every layer of the image through `f`, each blob hashed again on the way and each
+/// uncompressed stream's digest compared with the config's diff_id.
+fn stream_layers(
+    layout: &OciLayout,
+    manifest: &Manifest,
+    config: &ImageConfig,
+    st: &mut UnpackState,
+    f: &mut LayerFn<'_>,
+) -> Result<()> {
+    for (i, layer) in manifest.layers.iter().enumerate() {
+        let expected = crate::oci::parse_oci_digest(&config.rootfs.diff_ids[i])?;
+        let diff_id = match stream_layer(layout, layer, i, st, f) {
+            Ok(d) => d,
+            Err(e) => {
+                // A corrupt blob shows up as a decompression or tar error first; report
+                // the cause that matters.
+                layout.verify_blob(layer, st.limits.max_blob_bytes)?;
+                return Err(e);
+            }
+        };
+        if diff_id != expected {
+            return Err(BundleError::DiffIdMismatch {
+                index: i,
+                expected: expected.to_oci(),
+                actual: diff_id,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Counts what the layers of the image at `dir` (a bundle or an OCI layout) hold, from their
+/// tar headers, writing nothing: files, directories, symlinks (absolute ones apart), hard
+/// links, whiteouts, setuid/setgid entries (which unpacking clears) and device nodes or FIFOs
+/// (for which it refuses the image). Every blob is hashed against its digest and every layer
+/// against its diff_id on the way, under `limits`; the signature is NOT checked.
+///
+/// # Errors
+/// Layout, digest and diff_id errors, [`BundleError::LayerFormat`], the size limits.
+pub fn survey_image(dir: &Path, limits: &Limits) -> Result<ImageContents> {
+    let layout = OciLayout::open(dir)?;
+    let (_, manifest, config) = layout.image()?;
+    let mut st = UnpackState {
+        root: dir.to_owned(),
+        limits: limits.clone(),
+        total_bytes: 0,
+        entries: 0,
+        setuid_cleared: 0,
+    };
+    let mut out = ImageContents::default();
+    stream_layers(&layout, &manifest, &config, &mut st, &mut |r, i, st| {
+        survey_tar_stream(r, i, st, &mut out)
+    })?;
+    out.layers = manifest.layers.len();
+    out.bytes = st.total_bytes;
+    Ok(out)
+}
+
+fn stream_layer(
     layout: &OciLayout,
     desc: &Descriptor,
     index: usize,
     st: &mut UnpackState,
+    f: &mut LayerFn<'_>,
 ) -> Result<Digest> {
     let file = BufReader::with_capacity(crate::oci::BUF_BYTES, layout.open_blob(desc)?);
     let mut vr = VerifyingReader::new(file, desc)?;
     let diff_id = match Compression::from_media_type(&desc.media_type)? {
-        Compression::None => unpack_tar_stream(&mut vr, index, st)?,
+        Compression::None => f(&mut vr, index, st)?,
         Compression::Gzip => {
             let mut dec = flate2::read::MultiGzDecoder::new(vr);
-            let d = unpack_tar_stream(&mut dec, index, st)?;
+            let d = f(&mut dec, index, st)?;
             vr = dec.into_inner();
             d
         }
@@ -468,7 +530,7 @@ fn unpack_layer(
                     index,
                     reason: e.to_string(),
                 })?;
-            let d = unpack_tar_stream(&mut dec, index, st)?;
+            let d = f(&mut dec, index, st)?;
             vr = dec.finish().into_inner();
             d
         }

@@ -187,8 +187,6 @@ pub enum BundleError {
     HardLinkEscape { path: String, target: String },
     #[error("layer entry {path:?} is a {kind}; device nodes, FIFOs and sockets are refused")]
     SpecialFile { path: String, kind: &'static str },
-    #[error("layer entry {path:?} has mode {mode:o} with the setuid or setgid bit; refused")]
-    SetuidBit { path: String, mode: u32 },
     #[error("layer {index} unpacks to more than the {limit}-byte layer limit; refused")]
     LayerTooLarge { index: usize, limit: u64 },
     #[error("the rootfs would exceed the {limit}-byte total limit; refused")]

@@ -42,14 +42,14 @@ pub mod unpack;
 pub use archive::{
     pack_bundle, pack_bundle_to_vec, unpack_bundle_archive, ArchiveLimits, ArchiveSummary,
 };
-pub use build::{build_image, BuildSpec};
+pub use build::{build_image, build_image_counted, BuildSpec, BuiltImage};
 pub use bundle::{
-    inspect_bundle, sign_bundle, verify_bundle, verify_bundle_at, verify_bundle_cancellable,
-    Inspection, UnpackedRootfs, VerifiedBundle, ENVELOPE_FILE,
+    inspect_bundle, sign_bundle, survey_image, verify_bundle, verify_bundle_at,
+    verify_bundle_cancellable, Inspection, UnpackedRootfs, VerifiedBundle, ENVELOPE_FILE,
 };
 pub use cancel::{Cancel, CancelOnDrop};
 pub use error::{BundleError, Result};
 pub use keys::{PublicKey, SigningKey};
 pub use statement::{TrainerPredicate, TrainerSpec};
 pub use trust::{TrustStore, TrustedPublisher};
-pub use unpack::Limits;
+pub use unpack::{ImageContents, Limits};

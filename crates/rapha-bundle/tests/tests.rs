@@ -9,4 +9,5 @@ mod hostile;
 mod interop;
 mod keys_trust;
 mod unpack;
+mod unpack_images;
 mod verify;

@@ -59,9 +59,16 @@ fn escaping_symlink_is_refused() {
 }
 
 #[test]
-fn absolute_symlink_is_refused() {
-    let e = refused(&[symlink("shadow", "/etc/shadow")]);
-    assert!(matches!(e, BundleError::SymlinkEscape { .. }), "{e}");
+fn absolute_symlink_is_kept_as_written() {
+    // Refused before issue 16; now kept as data (never followed while unpacking; runc
+    // resolves it inside the container's root).
+    let (tmp, vb) = signed_from_tars(&[raw_tar(&[symlink("shadow", "/etc/shadow")])]);
+    let root = tmp.path().join("root");
+    vb.unpack_rootfs(&root).unwrap();
+    assert_eq!(
+        std::fs::read_link(root.join("shadow")).unwrap(),
+        std::path::Path::new("/etc/shadow")
+    );
 }
 
 #[test]
@@ -142,16 +149,25 @@ fn device_nodes_and_fifos_are_refused() {
 }
 
 #[test]
-fn setuid_and_setgid_files_are_refused() {
-    let e = refused(&[file("su", b"\x7fELF", 0o4755)]);
-    assert!(
-        matches!(e, BundleError::SetuidBit { mode: 0o4755, .. }),
-        "{e}"
-    );
-    let e = refused(&[dir("shared", 0o2775)]);
-    assert!(
-        matches!(e, BundleError::SetuidBit { mode: 0o2775, .. }),
-        "{e}"
+fn setuid_and_setgid_bits_are_cleared_and_counted() {
+    // Refused before issue 16; now cleared (the trainer has no capabilities and runs with
+    // noNewPrivileges) and counted for the DPO's review.
+    let (tmp, vb) = signed_from_tars(&[raw_tar(&[
+        file("su", b"\x7fELF", 0o4755),
+        dir("shared", 0o2775),
+        hardlink("su2", "su"),
+    ])]);
+    let root = tmp.path().join("root");
+    let out = vb.unpack_rootfs(&root).unwrap();
+    assert_eq!(out.setuid_cleared, 2, "the hard link is not counted twice");
+    let snap = snapshot(&root);
+    assert_eq!(
+        snap,
+        vec![
+            ("shared".to_string(), "dir", 0o775, vec![]),
+            ("su".to_string(), "file", 0o755, b"\x7fELF".to_vec()),
+            ("su2".to_string(), "file", 0o755, b"\x7fELF".to_vec()),
+        ]
     );
 }
 

@@ -115,7 +115,7 @@ pub fn run(cmd: BundleCommand) -> anyhow::Result<()> {
             out,
             json,
         } => {
-            let digest = rapha_bundle::build_image(
+            let built = rapha_bundle::build_image_counted(
                 &BuildSpec {
                     rootfs,
                     entrypoint: vec![entrypoint],
@@ -123,15 +123,24 @@ pub fn run(cmd: BundleCommand) -> anyhow::Result<()> {
                 },
                 &out,
             )?;
+            let digest = built.manifest_digest;
             if json {
                 let v = serde_json::json!({
                     "layout": out.display().to_string(),
                     "manifest": digest.to_oci(),
+                    "setuid_cleared": built.setuid_cleared,
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!("built {}", out.display());
                 println!("manifest: {}", digest.to_oci());
+                if built.setuid_cleared > 0 {
+                    println!(
+                        "setuid/setgid bits cleared on {} files or directories (the trainer \
+                         runs without capabilities)",
+                        built.setuid_cleared
+                    );
+                }
             }
         }
         BundleCommand::Sign {
@@ -192,14 +201,60 @@ pub fn run(cmd: BundleCommand) -> anyhow::Result<()> {
         }
         BundleCommand::Inspect { json, bundle } => {
             let ins = rapha_bundle::inspect_bundle(&bundle)?;
+            // What the layers hold (blobs and diff_ids checked, signature not); a bundle whose
+            // layers cannot be read is still shown, with the reason.
+            let contents = rapha_bundle::survey_image(&bundle, &rapha_bundle::Limits::default())
+                .map_err(|e| e.to_string());
             if json {
-                println!("{}", serde_json::to_string_pretty(&ins)?);
+                let mut v = serde_json::to_value(&ins)?;
+                if let Some(obj) = v.as_object_mut() {
+                    let c = match &contents {
+                        Ok(c) => serde_json::to_value(c)?,
+                        Err(e) => serde_json::json!({ "error": e }),
+                    };
+                    obj.insert("contents".into(), c);
+                }
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print_inspection(&ins);
+                print_contents(&contents);
             }
         }
     }
     Ok(())
+}
+
+fn print_contents(contents: &Result<rapha_bundle::ImageContents, String>) {
+    let c = match contents {
+        Ok(c) => c,
+        Err(e) => {
+            println!("contents:        unreadable: {e}");
+            return;
+        }
+    };
+    println!(
+        "contents:        {} entries, {} bytes in {} layers: {} files, {} directories, \
+         {} symlinks ({} absolute), {} hard links, {} whiteouts",
+        c.entries,
+        c.bytes,
+        c.layers,
+        c.files,
+        c.directories,
+        c.symlinks,
+        c.absolute_symlinks,
+        c.hard_links,
+        c.whiteouts
+    );
+    println!(
+        "setuid/setgid:   {} (cleared when the node unpacks the image)",
+        c.setuid_setgid
+    );
+    if c.special_files > 0 {
+        println!(
+            "devices/FIFOs:   {} (the node refuses to unpack this image)",
+            c.special_files
+        );
+    }
 }
 
 fn print_inspection(ins: &rapha_bundle::Inspection) {

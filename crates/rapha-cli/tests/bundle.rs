@@ -150,6 +150,12 @@ fn inspect_shows_claims_marked_unverified_in_text_and_json() {
     assert_eq!(json["signed"], true);
     assert_eq!(json["predicate"]["trainer"]["name"], "lesion-classifier");
     assert_eq!(json["signed_manifest"], json["manifest_digest"]);
+    // What the layers hold, counted without unpacking (issue 16).
+    assert!(text.contains("setuid/setgid:   0"), "{text}");
+    assert_eq!(json["contents"]["layers"], 1);
+    assert_eq!(json["contents"]["setuid_setgid"], 0);
+    assert_eq!(json["contents"]["special_files"], 0);
+    assert!(json["contents"]["files"].as_u64().unwrap() >= 1);
 }
 
 #[test]
@@ -268,4 +274,42 @@ fn keygen_build_and_sign_print_stable_json_with_json() {
     for field in ["publisher", "trainer", "version"] {
         assert!(signed[field].is_string(), "{field}: {signed}");
     }
+}
+
+#[test]
+fn build_clears_setuid_bits_keeps_absolute_links_and_inspect_counts_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("rootfs");
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::write(root.join("trainer"), b"#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(root.join("trainer"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(root.join("usr/bin/su"), b"su").unwrap();
+    std::fs::set_permissions(
+        root.join("usr/bin/su"),
+        std::fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/usr/bin/su", root.join("usr/bin/su-alt")).unwrap();
+    let layout = tmp.path().join("layout");
+    let out = ok(&[
+        "bundle",
+        "build",
+        "--rootfs",
+        s(&root),
+        "--entrypoint",
+        "/trainer",
+        "--out",
+        s(&layout),
+    ]);
+    assert!(
+        out.contains("setuid/setgid bits cleared on 1 files or directories"),
+        "{out}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["bundle", "inspect", "--json", s(&layout)])).unwrap();
+    assert_eq!(json["signed"], false);
+    assert_eq!(json["contents"]["setuid_setgid"], 0, "cleared in the layer");
+    assert_eq!(json["contents"]["absolute_symlinks"], 1);
+    let text = ok(&["bundle", "inspect", s(&layout)]);
+    assert!(text.contains("1 symlinks (1 absolute)"), "{text}");
 }
