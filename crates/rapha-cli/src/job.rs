@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use rapha_core::{CohortQuery, Digest, JobId, JobRequest, Outcome, Usdc};
-use rapha_receipt::{Address, VerifyOptions};
+use rapha_receipt::{parse_address, Address, VerifyOptions};
 use serde_json::{json, Value};
 
 use crate::client::{NodeArgs, NodeClient};
@@ -221,8 +221,7 @@ fn parse_linkage(s: &str) -> Result<rapha_core::LinkageGroup, String> {
 
 fn depositor(args: &SubmitArgs) -> anyhow::Result<String> {
     if let Some(d) = &args.depositor {
-        let a: Address = d
-            .parse()
+        let a: Address = parse_address(d)
             .map_err(|e| anyhow::anyhow!("--depositor {d:?} is not an address: {e}"))?;
         return Ok(a.to_string());
     }
@@ -685,7 +684,7 @@ fn fetch(args: &FetchArgs) -> anyhow::Result<Printed> {
         .node_address
         .as_deref()
         .map(|a| {
-            a.parse::<Address>()
+            parse_address(a)
                 .map_err(|e| anyhow::anyhow!("--node-address {a:?} is not an address: {e}"))
         })
         .transpose()?;
@@ -828,7 +827,7 @@ fn fetch(args: &FetchArgs) -> anyhow::Result<Printed> {
         "outcome": outcome,
         "reason": verified.body.reason,
         "verified": true,
-        "signer": verified.signer,
+        "signer": verified.signer.to_string(),
         "signer_pinned": verified.signer_pinned,
         "receipt_digest": verified.receipt_digest.to_string(),
         "out_dir": args.out.display().to_string(),

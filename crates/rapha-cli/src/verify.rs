@@ -15,7 +15,7 @@ use anyhow::Context as _;
 use clap::Args;
 use rapha_receipt::body::Attestation;
 use rapha_receipt::{
-    Address, ErrorClass, ReceiptError, SignedTreeHead, VerifiedReceipt, VerifyOptions,
+    parse_address, ErrorClass, ReceiptError, SignedTreeHead, VerifiedReceipt, VerifyOptions,
 };
 
 use crate::exit::{self, Failure};
@@ -83,7 +83,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
         let node_address = args
             .node_address
             .as_deref()
-            .map(str::parse::<Address>)
+            .map(|a| parse_address(a).map_err(ReceiptError::from))
             .transpose()
             .map_err(|e| failure(&e))?;
         let opts = VerifyOptions {
@@ -128,7 +128,7 @@ pub fn json_summary(v: &VerifiedReceipt) -> serde_json::Value {
         "outcome": v.body.outcome,
         "reason": v.body.reason,
         "schema": v.body.schema,
-        "signer": v.signer,
+        "signer": v.signer.to_string(),
         "signer_pinned": v.signer_pinned,
         "receipt_digest": v.receipt_digest,
         "settlement_digest": format!("0x{}", hex32(&v.settlement_digest)),

@@ -480,7 +480,7 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<Summary> {
     // 5. Local chain: anvil, mock USDC, escrow, hospital registration.
     let fee = Usdc::from_base_units(120_000_000);
     steps.start("starting anvil (chain id 137) and deploying the mock USDC and the escrow");
-    let node_signer = alloy::primitives::Address::from(node_key.address().0);
+    let node_signer = node_key.address();
     let Some(chain) = Chain::start(node_signer, fee)? else {
         steps.skipped(
             "local chain",

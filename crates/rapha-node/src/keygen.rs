@@ -109,22 +109,7 @@ pub fn write_node_key(path: &Path) -> anyhow::Result<String> {
 }
 
 /// The Ethereum address of a secp256k1 public key (last 20 bytes of Keccak-256 of the
-/// uncompressed point), EIP-55 checksummed.
+/// uncompressed point), EIP-55 checksummed: the address receipts name (`rapha_eth`).
 pub fn eth_address(public: &k256::PublicKey) -> String {
-    use k256::elliptic_curve::sec1::ToEncodedPoint;
-    use sha3::{Digest, Keccak256};
-    let point = public.to_encoded_point(false);
-    let hash = Keccak256::digest(&point.as_bytes()[1..]);
-    let lower = hex::encode(&hash[12..]);
-    let check = Keccak256::digest(lower.as_bytes());
-    let mut out = String::from("0x");
-    for (i, c) in lower.chars().enumerate() {
-        let nibble = (check[i / 2] >> if i % 2 == 0 { 4 } else { 0 }) & 0xf;
-        out.push(if c.is_ascii_alphabetic() && nibble >= 8 {
-            c.to_ascii_uppercase()
-        } else {
-            c
-        });
-    }
-    out
+    rapha_receipt::address_of(&k256::ecdsa::VerifyingKey::from(public)).to_string()
 }

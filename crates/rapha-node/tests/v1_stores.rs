@@ -184,7 +184,7 @@ struct NoChain;
 
 impl Payments for NoChain {
     fn terms(&self) -> PaymentTerms {
-        let a = rapha_receipt::Address([0; 20]);
+        let a = rapha_receipt::Address::ZERO;
         PaymentTerms {
             chain_id: 137,
             escrow: a,

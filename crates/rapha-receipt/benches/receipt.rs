@@ -85,7 +85,7 @@ fn main() {
     let file = ReceiptFile::from_json(&receipt).unwrap();
     let digest = eip712::tree_head_digest(
         file.sth.tree_size,
-        file.sth.root_hash.as_bytes(),
+        rapha_receipt::B256::from(*file.sth.root_hash.as_bytes()),
         file.sth.timestamp,
     );
     let (ours, _) = time(n, || {
@@ -95,7 +95,12 @@ fn main() {
     let recid = k256::ecdsa::RecoveryId::new(file.sth.signature.0[64] == 28, false);
     let (peer, _) = time(n, || {
         black_box(
-            k256::ecdsa::VerifyingKey::recover_from_prehash(black_box(&digest), &ec, recid).is_ok(),
+            k256::ecdsa::VerifyingKey::recover_from_prehash(
+                black_box(digest.as_slice()),
+                &ec,
+                recid,
+            )
+            .is_ok(),
         );
     });
     let (parse, _) = time(n, || {

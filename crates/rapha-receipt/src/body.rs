@@ -77,6 +77,7 @@ pub struct ReceiptBody {
 #[serde(deny_unknown_fields)]
 pub struct NodeIdentity {
     /// The address of the node's signing key; the receipt signature must recover to it.
+    #[serde(with = "rapha_eth::address::checksummed")]
     pub address: Address,
     /// The hospital's name for the node (free text chosen by the hospital, never PHI).
     pub name: String,
@@ -181,10 +182,13 @@ pub struct OutputFile {
 pub struct Payment {
     pub chain_id: u64,
     /// The escrow contract (the EIP-712 `verifyingContract`).
+    #[serde(with = "rapha_eth::address::checksummed")]
     pub escrow: Address,
     /// The USDC token contract.
+    #[serde(with = "rapha_eth::address::checksummed")]
     pub token: Address,
     /// The hospital's payout address.
+    #[serde(with = "rapha_eth::address::checksummed")]
     pub payout: Address,
     #[serde(with = "base_units")]
     pub fee: Usdc,

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-use crate::Address;
+use rapha_eth::{Address, EthError};
 
 /// Everything `rapha-receipt` can refuse. Messages say what was refused and what to do.
 ///
@@ -96,6 +96,16 @@ pub enum ReceiptError {
     Corrupt { path: PathBuf, reason: String },
     #[error("receipt log request refused: {0}")]
     LogRequest(String),
+}
+
+impl From<EthError> for ReceiptError {
+    fn from(e: EthError) -> Self {
+        match e {
+            EthError::Signature(why) => Self::BadSignature(why),
+            EthError::Signing(why) => Self::Signing(why),
+            other => Self::Malformed(other.to_string()),
+        }
+    }
 }
 
 /// The four verification outcomes a caller (the CLI) tells apart.

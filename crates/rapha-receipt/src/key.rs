@@ -8,9 +8,9 @@ use rand_core::OsRng;
 use rapha_core::{check_private_mode, ModeError};
 use zeroize::Zeroizing;
 
-use crate::eip712::{address_of, sign_digest, Signature};
+use rapha_eth::{address_of, sign_digest, Address, Signature, B256};
+
 use crate::error::{ReceiptError, Result};
-use crate::Address;
 
 /// The node's receipt-signing key (secp256k1).
 ///
@@ -52,8 +52,8 @@ impl NodeKey {
     ///
     /// # Errors
     /// [`ReceiptError::Signing`] in the negligible case that signing fails.
-    pub fn sign(&self, digest: &[u8; 32]) -> Result<Signature> {
-        sign_digest(&self.key, digest)
+    pub fn sign(&self, digest: &B256) -> Result<Signature> {
+        Ok(sign_digest(&self.key, digest)?)
     }
 
     /// Reads a key file (mode checked before reading).

@@ -21,24 +21,23 @@
 //! file whose copy differs from its bytes is refused. The wire formats are specified in
 //! `docs/receipts.md`.
 
-mod address;
 pub mod body;
-pub mod eip712;
 mod error;
 pub mod jcs;
 mod key;
 pub mod log;
 mod receipt;
 
-pub use address::Address;
 pub use body::ReceiptBody;
-pub use eip712::{
-    escrow_settlement_digest, recover_signer, settlement_digest, EscrowSettlement, Settlement,
-    SettlementDomain, Signature,
-};
 pub use error::{ErrorClass, ReceiptError, Result};
 pub use key::NodeKey;
 pub use log::{Appended, ReceiptLog, SignedTreeHead};
+/// The EIP-712 messages, domains and type strings (the one definition, in rapha-eth).
+pub use rapha_eth::eip712;
+pub use rapha_eth::{
+    address_of, escrow_settlement_digest, parse_address, recover_signer, settlement_digest,
+    Address, EscrowSettlement, Settlement, SettlementDomain, Signature, B256,
+};
 pub use receipt::{
     issue, settlement_for, sign_escrow_settlement, verify, verify_file, Consistency, Inclusion,
     LogPosition, ReceiptFile, VerifiedReceipt, Verifier, VerifyOptions, FILE_FORMAT,

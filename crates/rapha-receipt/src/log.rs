@@ -19,9 +19,10 @@ use rapha_core::Digest;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use crate::eip712::{recover_signer, tree_head_digest, Signature};
+use rapha_eth::{recover_signer, tree_head_digest, Address, Signature, B256};
+
 use crate::error::{ReceiptError, Result};
-use crate::{Address, NodeKey};
+use crate::NodeKey;
 
 /// A signed tree head: the log's size and root at a moment, signed by the node key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -44,7 +45,7 @@ impl SignedTreeHead {
     pub fn sign(key: &NodeKey, tree_size: u64, root_hash: Digest, timestamp: u64) -> Result<Self> {
         let signature = key.sign(&tree_head_digest(
             tree_size,
-            root_hash.as_bytes(),
+            B256::from(*root_hash.as_bytes()),
             timestamp,
         ))?;
         Ok(Self {
@@ -60,10 +61,14 @@ impl SignedTreeHead {
     /// # Errors
     /// [`ReceiptError::BadSignature`].
     pub fn signer(&self) -> Result<Address> {
-        recover_signer(
-            &tree_head_digest(self.tree_size, self.root_hash.as_bytes(), self.timestamp),
+        Ok(recover_signer(
+            &tree_head_digest(
+                self.tree_size,
+                B256::from(*self.root_hash.as_bytes()),
+                self.timestamp,
+            ),
             &self.signature,
-        )
+        )?)
     }
 
     /// Checks the head is signed by `node`.

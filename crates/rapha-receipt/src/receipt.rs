@@ -15,14 +15,15 @@ use rapha_core::merkle;
 use rapha_core::Digest;
 use serde::{Deserialize, Serialize};
 
-use crate::body::ReceiptBody;
-use crate::eip712::{
-    escrow_settlement_digest, recover_signer, settlement_digest, EscrowSettlement, Settlement,
-    SettlementDomain, Signature,
+use rapha_eth::{
+    escrow_settlement_digest, recover_signer, settlement_digest, Address, EscrowSettlement,
+    Settlement, SettlementDomain, Signature, B256, U256,
 };
+
+use crate::body::ReceiptBody;
 use crate::error::{ReceiptError, Result};
 use crate::log::{ReceiptLog, SignedTreeHead};
-use crate::{Address, NodeKey};
+use crate::NodeKey;
 
 /// Format identifier of the receipt file.
 pub const FILE_FORMAT: &str = "rapha-receipt-file/1";
@@ -90,7 +91,7 @@ pub struct VerifiedReceipt {
     /// Whether the signer was pinned by the caller (`--node-address`) rather than taken from
     /// the body's own claim.
     pub signer_pinned: bool,
-    pub settlement_digest: [u8; 32],
+    pub settlement_digest: B256,
     pub leaf_index: u64,
     /// The head the receipt was shown to be included in.
     pub head: SignedTreeHead,
@@ -122,14 +123,14 @@ pub fn settlement_for(
             verifying_contract: p.escrow,
         },
         Settlement {
-            job_id: body.job_id.to_bytes32(),
+            jobId: B256::from(body.job_id.to_bytes32()),
             outcome: body.outcome.code(),
-            receipt_digest: *receipt_digest.as_bytes(),
+            receiptDigest: B256::from(*receipt_digest.as_bytes()),
             payout: p.payout,
-            fee: p.fee.base_units(),
+            fee: U256::from(p.fee.base_units()),
             token: p.token,
-            log_size: at.tree_size,
-            log_root: *at.root_hash.as_bytes(),
+            logSize: at.tree_size,
+            logRoot: B256::from(*at.root_hash.as_bytes()),
         },
     )
 }
@@ -232,15 +233,15 @@ pub fn sign_escrow_settlement(
     }
     let (domain, receipt_msg) = settlement_for(&body, &receipt_digest, at);
     let msg = EscrowSettlement {
-        job_id: receipt_msg.job_id,
+        jobId: receipt_msg.jobId,
         depositor,
         outcome: receipt_msg.outcome,
-        receipt_digest: receipt_msg.receipt_digest,
+        receiptDigest: receipt_msg.receiptDigest,
         payout: receipt_msg.payout,
         fee: receipt_msg.fee,
         token: receipt_msg.token,
-        log_size: log.size(),
-        log_root: *log.root().as_bytes(),
+        logSize: log.size(),
+        logRoot: B256::from(*log.root().as_bytes()),
     };
     let signature = key.sign(&escrow_settlement_digest(&domain, &msg))?;
     Ok((msg, signature))

@@ -9,7 +9,7 @@ use rapha_receipt::body::{
     Attestation, AttestationEvidence, CohortCommitment, DpoApproval, NodeIdentity, OutputFile,
     OutputManifest, Payment, PolicyDecision, PolicyDecisions, Timestamps, SCHEMA,
 };
-use rapha_receipt::{Address, NodeKey, ReceiptBody};
+use rapha_receipt::{parse_address, Address, NodeKey, ReceiptBody};
 
 pub const NODE_SECRET: [u8; 32] = [0x11; 32];
 pub const OTHER_SECRET: [u8; 32] = [0x22; 32];
@@ -23,7 +23,7 @@ pub fn other_key() -> NodeKey {
 }
 
 pub fn addr(s: &str) -> Address {
-    s.parse().unwrap()
+    parse_address(s).unwrap()
 }
 
 /// A completed job's body with every section filled.

@@ -24,25 +24,25 @@ fn escrow_settlement_is_signed_over_the_current_head_with_the_receipts_terms() {
     let (msg, sig) = sign_escrow_settlement(&f.file, depositor, &f.key, &f.log).unwrap();
     let (domain, receipt_msg) = settlement_for(&body, &f.file.receipt_digest, at);
     assert_eq!(
-        (msg.log_size, msg.log_root),
+        (msg.logSize, msg.logRoot.0),
         (f.log.size(), *f.log.root().as_bytes()),
         "signed at the head, not at the receipt's position"
     );
     assert_eq!(
         (
-            msg.job_id,
+            msg.jobId,
             msg.depositor,
             msg.outcome,
-            msg.receipt_digest,
+            msg.receiptDigest,
             msg.payout,
             msg.fee,
             msg.token
         ),
         (
-            receipt_msg.job_id,
+            receipt_msg.jobId,
             depositor,
             receipt_msg.outcome,
-            receipt_msg.receipt_digest,
+            receipt_msg.receiptDigest,
             receipt_msg.payout,
             receipt_msg.fee,
             receipt_msg.token
@@ -62,7 +62,7 @@ fn escrow_settlement_is_signed_over_the_current_head_with_the_receipts_terms() {
     )
     .unwrap();
     let (later, _) = sign_escrow_settlement(&f.file, depositor, &f.key, &f.log).unwrap();
-    assert_eq!(later.log_size, msg.log_size + 1);
+    assert_eq!(later.logSize, msg.logSize + 1);
 
     // The receipt and its proof are untouched and still verify.
     assert_eq!(f.file, before);

@@ -18,7 +18,7 @@ fn v1_dir() -> std::path::PathBuf {
 fn v1_node() -> rapha_receipt::Address {
     let f: Value =
         serde_json::from_slice(&std::fs::read(v1_dir().join("fixture.json")).unwrap()).unwrap();
-    f["node"]["address"].as_str().unwrap().parse().unwrap()
+    rapha_receipt::parse_address(f["node"]["address"].as_str().unwrap()).unwrap()
 }
 
 /// A body of `outcome` ended with `code`, as a v2 node writes it.

@@ -1,10 +1,13 @@
-//! The EIP-712 `Settlement` a node signs and the escrow verifies.
+//! The EIP-712 `Settlement` a node signs and the escrow verifies, in settlement's own types.
 //!
 //! Domain `EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)`
 //! with name "Rapha", version "2", the chain id and the escrow's address; the struct is
 //! `Settlement(bytes32 jobId,address depositor,uint8 outcome,bytes32 receiptDigest,
 //! address payout,uint256 fee,address token,uint64 logSize,bytes32 logRoot)`. The signature is
-//! 65 bytes r || s || v with v in {27, 28}.
+//! 65 bytes r || s || v with v in {27, 28}. The message, its domain and its digest are defined
+//! once, in `rapha_eth::eip712`, which receipts sign through as well; the contract binding's
+//! `RaphaEscrow::Settlement` is only the call argument (a test pins its type string to
+//! rapha-eth's).
 //!
 //! The node signs it when it sends the settlement, over its receipt log's head at that moment
 //! ([`crate::SignAtHead`]). A receipt's own signature (domain version "1", the struct without
@@ -13,15 +16,15 @@
 //! an earlier receipt's size and make that receipt's settlement a log rewrite.
 
 use alloy::primitives::{Address, Bytes, B256, U256};
-use alloy::sol_types::{Eip712Domain, SolStruct};
+use alloy::sol_types::Eip712Domain;
 use rapha_core::{JobId, Outcome, Usdc};
+use rapha_eth::{EscrowSettlement, SettlementDomain};
 use serde::{Deserialize, Serialize};
 
 use crate::bindings::RaphaEscrow;
 
 /// EIP-712 domain name and version the escrow contract is built with.
-pub const DOMAIN_NAME: &str = "Rapha";
-pub const DOMAIN_VERSION: &str = "2";
+pub use rapha_eth::eip712::{DOMAIN_NAME, ESCROW_DOMAIN_VERSION as DOMAIN_VERSION};
 
 /// The fields of one settlement, in Rapha's own types.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,21 +67,67 @@ impl SettlementFields {
         }
     }
 
+    /// The EIP-712 message the node signs.
+    pub fn to_eip712(&self) -> EscrowSettlement {
+        EscrowSettlement {
+            jobId: job_key(&self.job_id),
+            depositor: self.depositor,
+            outcome: self.outcome.code(),
+            receiptDigest: self.receipt_digest,
+            payout: self.payout,
+            fee: U256::from(self.fee.base_units()),
+            token: self.token,
+            logSize: self.log_size,
+            logRoot: self.log_root,
+        }
+    }
+
+    /// The fields of a settlement the node signed: `msg` with the job, outcome and fee in
+    /// Rapha's types (the caller's, which `msg` must carry: checked here).
+    ///
+    /// # Errors
+    /// [`crate::SettleError::BadSettlement`] when `msg` is not of `job`, `outcome` and `fee`.
+    pub fn from_eip712(
+        job: JobId,
+        outcome: Outcome,
+        fee: Usdc,
+        msg: &EscrowSettlement,
+    ) -> crate::Result<Self> {
+        let fields = Self {
+            job_id: job,
+            depositor: msg.depositor,
+            outcome,
+            receipt_digest: msg.receiptDigest,
+            payout: msg.payout,
+            fee,
+            token: msg.token,
+            log_size: msg.logSize,
+            log_root: msg.logRoot,
+        };
+        if fields.to_eip712() != *msg {
+            return Err(crate::SettleError::BadSettlement(format!(
+                "the signed settlement is not of job {job}, outcome {outcome:?} and fee {fee}"
+            )));
+        }
+        Ok(fields)
+    }
+
     /// The digest the node signs (EIP-712 `\x19\x01 || domainSeparator || structHash`).
     pub fn signing_digest(&self, chain_id: u64, escrow: Address) -> B256 {
-        self.to_sol().eip712_signing_hash(&domain(chain_id, escrow))
+        rapha_eth::escrow_settlement_digest(&settlement_domain(chain_id, escrow), &self.to_eip712())
+    }
+}
+
+fn settlement_domain(chain_id: u64, escrow: Address) -> SettlementDomain {
+    SettlementDomain {
+        chain_id,
+        verifying_contract: escrow,
     }
 }
 
 /// The escrow's EIP-712 domain on `chain_id` at `escrow`.
 pub fn domain(chain_id: u64, escrow: Address) -> Eip712Domain {
-    Eip712Domain::new(
-        Some(DOMAIN_NAME.into()),
-        Some(DOMAIN_VERSION.into()),
-        Some(U256::from(chain_id)),
-        Some(escrow),
-        None,
-    )
+    settlement_domain(chain_id, escrow).escrow_domain()
 }
 
 /// The job id's on-chain form.

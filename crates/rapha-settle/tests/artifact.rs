@@ -48,7 +48,7 @@ fn binding_type_hash_is_the_shared_settlement_type() {
     use rapha_settle::bindings::RaphaEscrow::Settlement;
     assert_eq!(
         Settlement::eip712_encode_type(),
-        rapha_receipt::eip712::ESCROW_SETTLEMENT_TYPE
+        rapha_eth::eip712::ESCROW_SETTLEMENT_TYPE
     );
     assert_eq!(
         Settlement::eip712_encode_type(),

@@ -1,6 +1,6 @@
 //! Cross-checks with the rest of Rapha: a rapha-receipt node signature settles on chain, the
-//! contract's digest equals both Rust implementations, and the company's deposit path checks
-//! the chain and token.
+//! contract's digest equals rapha-eth's (reached from a receipt's terms and from the ledger's
+//! settlement fields), and the company's deposit path checks the chain and token.
 
 use alloy::primitives::{B256, U256};
 use rapha_core::{JobId, Outcome, Usdc};
@@ -23,53 +23,57 @@ async fn the_escrow_settlement_rapha_receipt_signs_settles_the_three_digests_agr
     hex::decode_to_slice(fx.keys[4].trim_start_matches("0x"), &mut secret).unwrap();
     let node = NodeKey::from_secret_bytes(&secret).unwrap();
     assert_eq!(
-        node.address().0,
-        fx.node.address().0 .0,
+        node.address(),
+        fx.node.address(),
         "same registered node key"
     );
     let domain = SettlementDomain {
         chain_id: fx.chain_id,
-        verifying_contract: rapha_receipt::Address(fx.escrow().0 .0),
+        verifying_contract: fx.escrow(),
     };
     let msg = rapha_receipt::EscrowSettlement {
-        job_id: job.to_bytes32(),
-        depositor: rapha_receipt::Address(fields.depositor.0 .0),
+        jobId: B256::from(job.to_bytes32()),
+        depositor: fields.depositor,
         outcome: Outcome::Completed.code(),
-        receipt_digest: fields.receipt_digest.0,
-        payout: rapha_receipt::Address(fields.payout.0 .0),
-        fee,
-        token: rapha_receipt::Address(fields.token.0 .0),
-        log_size: fields.log_size,
-        log_root: fields.log_root.0,
+        receiptDigest: fields.receipt_digest,
+        payout: fields.payout,
+        fee: U256::from(fee),
+        token: fields.token,
+        logSize: fields.log_size,
+        logRoot: fields.log_root,
     };
+    assert_eq!(
+        msg,
+        fields.to_eip712(),
+        "the ledger's fields are the signed message"
+    );
     let receipt_digest = rapha_receipt::escrow_settlement_digest(&domain, &msg);
-    let alloy_digest = fields.signing_digest(fx.chain_id, fx.escrow());
+    let fields_digest = fields.signing_digest(fx.chain_id, fx.escrow());
     let onchain: B256 = RaphaEscrow::new(fx.escrow(), fx.read.clone())
         .settlementDigest(fields.to_sol())
         .call()
         .await
         .unwrap();
     assert_eq!(
-        B256::from(receipt_digest),
-        alloy_digest,
-        "rapha-receipt and alloy digests differ"
+        receipt_digest, fields_digest,
+        "a receipt's terms and the ledger's fields give other digests"
     );
     assert_eq!(
-        onchain, alloy_digest,
+        onchain, fields_digest,
         "the contract computes another digest"
     );
 
     // A receipt's own signature (domain version "1", no depositor) over the same terms proves
     // the receipt and settles nothing.
     let receipt_msg = rapha_receipt::Settlement {
-        job_id: msg.job_id,
+        jobId: msg.jobId,
         outcome: msg.outcome,
-        receipt_digest: msg.receipt_digest,
+        receiptDigest: msg.receiptDigest,
         payout: msg.payout,
-        fee,
+        fee: msg.fee,
         token: msg.token,
-        log_size: msg.log_size,
-        log_root: msg.log_root,
+        logSize: msg.logSize,
+        logRoot: msg.logRoot,
     };
     let receipt_sig = node
         .sign(&rapha_receipt::settlement_digest(&domain, &receipt_msg))

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use alloy::primitives::{Address, B256};
+use alloy::primitives::Address;
 use rapha_core::{JobId, JobRequest, ReasonCode};
 use rapha_receipt::{ReceiptBody, ReceiptFile};
 use rapha_settle::network::connect_http;
@@ -64,10 +64,6 @@ pub struct ChainSettings {
     pub poll_interval: Duration,
 }
 
-fn addr(a: Address) -> rapha_receipt::Address {
-    rapha_receipt::Address(a.0 .0)
-}
-
 impl ChainPayments {
     /// Connects, reads the escrow's token and opens the settlement ledger at `ledger`.
     ///
@@ -114,9 +110,9 @@ impl ChainPayments {
             settle_margin_secs: s.settle_margin_secs,
             terms: PaymentTerms {
                 chain_id,
-                escrow: addr(s.escrow),
-                token: addr(token),
-                payout: addr(s.payout),
+                escrow: s.escrow,
+                token,
+                payout: s.payout,
             },
         })
     }
@@ -177,7 +173,7 @@ impl SignAtHead for AtHead<'_> {
     fn sign_at_head(&self) -> rapha_settle::Result<SignedSettlement> {
         let (s, signature) = self
             .signer
-            .sign(self.receipt, rapha_receipt::Address(self.depositor.0 .0))
+            .sign(self.receipt, self.depositor)
             .map_err(|reason| SettleError::Signer {
                 job: self.job,
                 reason,
@@ -188,17 +184,7 @@ impl SignAtHead for AtHead<'_> {
                 reason: format!("receipt body: {e}"),
             })?;
         Ok(SignedSettlement {
-            fields: SettlementFields {
-                job_id: self.job,
-                depositor: Address::from(s.depositor.0),
-                outcome: body.outcome,
-                receipt_digest: B256::from(s.receipt_digest),
-                payout: Address::from(s.payout.0),
-                fee: body.payment.fee,
-                token: Address::from(s.token.0),
-                log_size: s.log_size,
-                log_root: B256::from(s.log_root),
-            },
+            fields: SettlementFields::from_eip712(self.job, body.outcome, body.payment.fee, &s)?,
             signature: signature.0.to_vec().into(),
         })
     }
