@@ -10,3 +10,4 @@ mod ledger;
 mod network;
 mod parse;
 mod settler;
+mod worker;
