@@ -1,7 +1,7 @@
 //! Steps 1–2: verify the bundle against the trust store, then the admission policy.
 
 use rapha_core::{ReasonCode, ResourceLimits};
-use rapha_policy::{Declared, LinkedJob, PastJob, ResourceReview};
+use rapha_policy::{Declared, ImageReview, LinkedJob, PastJob, ResourceReview};
 
 use super::*;
 
@@ -211,14 +211,40 @@ impl Node {
             return self.end(job, from, ReasonCode::AdmissionRefused, &reason);
         }
         let r = serde_json::to_vec(&ResourceReview { requested, bounds }).unwrap_or_default();
-        self.advance_to(
-            job,
-            from,
-            JobState::Admitted,
-            &[(artifact::ADMISSION, &b), (artifact::RESOURCES, &r)],
-            None,
-        )
+        let mut stored: Vec<(&str, &[u8])> =
+            vec![(artifact::ADMISSION, &b), (artifact::RESOURCES, &r)];
+        let image = image_review(job, &vb);
+        if let Some(i) = &image {
+            stored.push((artifact::IMAGE, i));
+        }
+        self.advance_to(job, from, JobState::Admitted, &stored, None)
     }
+}
+
+/// What the trainer image's layers hold, counted once at admission from the verified bundle
+/// for the DPO's review. `None` (the review shows no image section) if the layers cannot be
+/// read, which the unpack step would then refuse anyway.
+fn image_review(job: JobId, vb: &VerifiedBundle) -> Option<Vec<u8>> {
+    let c = match vb.contents() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%job, error = %e, "the trainer image's contents could not be counted for the DPO's review");
+            return None;
+        }
+    };
+    let review = ImageReview {
+        layers: u64::try_from(c.layers).unwrap_or(u64::MAX),
+        entries: c.entries,
+        bytes: c.bytes,
+        files: c.files,
+        directories: c.directories,
+        symlinks: c.symlinks,
+        absolute_symlinks: c.absolute_symlinks,
+        hard_links: c.hard_links,
+        whiteouts: c.whiteouts,
+        setuid_setgid_cleared: c.setuid_setgid,
+    };
+    serde_json::to_vec(&review).ok()
 }
 
 /// What the DPO reviews for `job`: its request, its cohort summary, the resources its bundle
@@ -256,8 +282,13 @@ pub fn review_request(
             same_query: row.request.query.digest() == request.query.digest(),
         })
         .collect();
+    let image = store
+        .artifact(job, artifact::IMAGE)?
+        .map(|b| parse(job, artifact::IMAGE, &b))
+        .transpose()?;
     let mut review = ReviewRequest::new(request, cohort);
     review.resources = resources;
+    review.image = image;
     review.linkage_jobs = linkage_jobs;
     // The version the job was reviewed under (v1 for a job in flight across the upgrade).
     if let Some(r) = store.artifact(job, artifact::REVIEW)? {
