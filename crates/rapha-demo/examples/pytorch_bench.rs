@@ -145,6 +145,7 @@ fn feed(rootfs: &Path, studies: usize) {
                 pids: 64,
                 wall_seconds: 1800,
                 tmp_mb,
+                gpus: 0,
             },
             wall_override: None,
         };
