@@ -16,7 +16,15 @@ pub struct BundleFacts {
 }
 
 /// What a step does with the job's bundle once it verified (under the node lock).
-pub(super) type WithBundle = fn(&mut Node, JobId, &JobRequest, VerifiedBundle) -> Result<Step>;
+pub(super) type WithBundle = fn(&mut Node, JobId, &JobRequest, Verified) -> Result<Step>;
+
+/// A job's bundle as verified off the node lock, with what the admission step records of its
+/// image for the DPO's review (counted off the lock too: it reads every layer again).
+pub(super) struct Verified {
+    pub bundle: VerifiedBundle,
+    /// [`ImageReview`] bytes; only for the admission step, `None` for the others.
+    pub image: Option<Vec<u8>>,
+}
 
 impl Node {
     /// The step from `from` that needs the job's bundle: verified without the node lock (a
@@ -34,7 +42,14 @@ impl Node {
         let dir = self.job_dir(job).join("bundle");
         let req = req.clone();
         self.work(Work::new(job, from, move || {
-            let verified = job_bundle(&dir, &trust, &req);
+            let verified = job_bundle(&dir, &trust, &req).map(|bundle| {
+                let image = if from == JobState::BundleVerified {
+                    image_review(job, &bundle)
+                } else {
+                    None
+                };
+                Verified { bundle, image }
+            });
             Box::new(move |n: &mut Node| match verified {
                 Ok(vb) => then(n, job, &req, vb),
                 Err(reason) => n.end(job, from, ReasonCode::BundleRefused, &reason),
@@ -46,8 +61,9 @@ impl Node {
         &mut self,
         job: JobId,
         _req: &JobRequest,
-        vb: VerifiedBundle,
+        v: Verified,
     ) -> Result<Step> {
+        let vb = v.bundle;
         let facts = BundleFacts {
             publisher: vb.publisher().to_owned(),
             keyid: vb.keyid().to_owned(),
@@ -127,12 +143,8 @@ impl Node {
         Ok(out)
     }
 
-    pub(super) fn step_admit(
-        &mut self,
-        job: JobId,
-        req: &JobRequest,
-        vb: VerifiedBundle,
-    ) -> Result<Step> {
+    pub(super) fn step_admit(&mut self, job: JobId, req: &JobRequest, v: Verified) -> Result<Step> {
+        let Verified { bundle: vb, image } = v;
         let from = JobState::BundleVerified;
         // Checked again: the publisher may have been suspended while the bundle was verified.
         if let Some(step) = self.suspended(job, from, req)? {
@@ -213,7 +225,6 @@ impl Node {
         let r = serde_json::to_vec(&ResourceReview { requested, bounds }).unwrap_or_default();
         let mut stored: Vec<(&str, &[u8])> =
             vec![(artifact::ADMISSION, &b), (artifact::RESOURCES, &r)];
-        let image = image_review(job, &vb);
         if let Some(i) = &image {
             stored.push((artifact::IMAGE, i));
         }
@@ -221,8 +232,8 @@ impl Node {
     }
 }
 
-/// What the trainer image's layers hold, counted once at admission from the verified bundle
-/// for the DPO's review. `None` (the review shows no image section) if the layers cannot be
+/// What the trainer image's layers hold, counted once for the admission step from the
+/// verified bundle (off the node lock) for the DPO's review. `None` (the review shows no image section) if the layers cannot be
 /// read, which the unpack step would then refuse anyway.
 fn image_review(job: JobId, vb: &VerifiedBundle) -> Option<Vec<u8>> {
     let c = match vb.contents() {
