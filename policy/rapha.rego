@@ -220,6 +220,17 @@ admission_reasons contains msg if {
 	msg := sprintf("The trainer asks for %s = %v; this hospital allows %v to %v.", [k, input.resources[k], bound.min, bound.max])
 }
 
+# GPUs: a trainer that declares none (no `gpus` key) gets none. One that declares some gets the
+# node's GPUs ([trainer] gpus), whose memory is outside any enclave, only within
+# data.hospital.resources.gpus; without that bound (a node with no GPU) none is admitted.
+
+admission_reasons contains msg if {
+	n := object.get(input.resources, "gpus", 0)
+	bound := object.get(data.hospital.resources, "gpus", {"min": 0, "max": 0})
+	not resource_within(n, bound)
+	msg := sprintf("The trainer asks for %v GPU(s); this hospital allows %v to %v (a GPU's memory is outside any enclave).", [n, bound.min, bound.max])
+}
+
 # Pseudonyms are per job. A job may share them with other jobs of its publisher (a linkage
 # group, e.g. the rounds of one federated run) only where the hospital allows it for that
 # publisher; the DPO then sees the group in the request it approves.

@@ -148,6 +148,18 @@ test_resources_outside_the_bounds_are_refused if {
 	]
 }
 
+test_a_gpu_is_refused_where_the_hospital_admits_none if {
+	d := admission_with({"resources": object.union(good_admission.resources, {"gpus": 1})})
+	d.reasons == ["The trainer asks for 1 GPU(s); this hospital allows 0 to 0 (a GPU's memory is outside any enclave)."]
+}
+
+test_a_gpu_within_the_hospitals_bound_is_admitted if {
+	gpu_hospital := object.union(hospital, {"resources": object.union(hospital.resources, {"gpus": {"min": 0, "max": 1}})})
+	i := object.union(good_admission, {"resources": object.union(good_admission.resources, {"gpus": 1})})
+	d := rapha.admission with input as i with data.hospital as gpu_hospital
+	d.allow == true
+}
+
 test_missing_resources_are_malformed if {
 	partial := object.union(object.remove(good_admission, ["resources"]), {"resources": {"memory_mb": 2048}})
 	d := rapha.admission with input as partial with data.hospital as hospital

@@ -26,9 +26,11 @@ as_root() {
 # front of the test Orthanc: Debian's Orthanc crashes on its own HTTPS), openssl (test certs),
 # skopeo (a real OCI tool that reads our image layouts and writes oci-archives for the tests),
 # python3-torch (writes the output guard's corpus of real model files; Debian has no
-# safetensors package, so scripts/model_corpus.py writes that layout itself).
+# safetensors package, so scripts/model_corpus.py writes that layout itself), mmdebstrap and
+# buildah (build the PyTorch example's image from Debian's archive, no container registry:
+# trainers/pytorch-lesion/build.sh), umoci (bench/pytorch.sh compares its unpack with ours).
 DEBIAN_PACKAGES=(orthanc orthanc-dicomweb swtpm swtpm-tools tpm2-tools libtss2-dev runc iproute2
-    pkg-config socat openssl skopeo python3-torch)
+    pkg-config socat openssl skopeo python3-torch mmdebstrap buildah umoci)
 
 install_debian_packages() {
     local missing=()

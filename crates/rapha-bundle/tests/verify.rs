@@ -43,6 +43,7 @@ fn honest_bundle_verifies_and_unpacks_to_an_identical_rootfs() {
             pids: 32,
             wall_seconds: 600,
             tmp_mb: rapha_core::DEFAULT_TMP_MB,
+            gpus: 0,
         }
     );
     assert_eq!(vb.outputs().len(), 2);

@@ -294,8 +294,8 @@ fn print_inspection(ins: &rapha_bundle::Inspection) {
     }
     let r = &p.resources;
     println!(
-        "resources:       {} MB memory, {} cpus, {} pids, {} s wall",
-        r.memory_mb, r.cpus, r.pids, r.wall_seconds
+        "resources:       {} MB memory, {} cpus, {} pids, {} s wall, {} MiB /tmp, {} gpus",
+        r.memory_mb, r.cpus, r.pids, r.wall_seconds, r.tmp_mb, r.gpus
     );
     for o in &p.outputs {
         println!(

@@ -70,6 +70,15 @@ pub struct ResourceLimits {
     /// was a declared resource: those get [`DEFAULT_TMP_MB`], the size every trainer had then.
     #[serde(default = "default_tmp_mb")]
     pub tmp_mb: u64,
+    /// GPUs the trainer needs (0: none, the default). Which devices it gets is the node's
+    /// choice (`[trainer] gpus`), never the bundle's; a job declaring 0 never gets one. Left out
+    /// of the signed statement when 0, so bundles signed before it existed keep their digest.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub gpus: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// `/tmp` of a bundle that declares none, in MiB.
@@ -87,6 +96,7 @@ impl Default for ResourceLimits {
             pids: 64,
             wall_seconds: 1800,
             tmp_mb: DEFAULT_TMP_MB,
+            gpus: 0,
         }
     }
 }
@@ -137,6 +147,11 @@ pub struct ResourceBounds {
     pub wall_seconds: Bound,
     #[serde(default = "ResourceBounds::default_tmp_mb")]
     pub tmp_mb: Bound,
+    /// GPUs a job may declare. `None` (the default, and what a node without `[trainer] gpus`
+    /// must have) admits only jobs that declare none: `0..=0`. Left out when `None`, so what
+    /// reviews and policy inputs recorded before it say is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpus: Option<Bound>,
 }
 
 impl Default for ResourceBounds {
@@ -147,6 +162,7 @@ impl Default for ResourceBounds {
             pids: Self::default_pids(),
             wall_seconds: Self::default_wall_seconds(),
             tmp_mb: Self::default_tmp_mb(),
+            gpus: None,
         }
     }
 }
@@ -154,7 +170,7 @@ impl Default for ResourceBounds {
 /// One resource request outside the node's bound for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutOfRange {
-    /// The resource's key (`memory_mb`, `cpus`, `pids`, `wall_seconds`, `tmp_mb`).
+    /// The resource's key (`memory_mb`, `cpus`, `pids`, `wall_seconds`, `tmp_mb`, `gpus`).
     pub resource: &'static str,
     pub requested: u64,
     pub bound: Bound,
@@ -178,6 +194,14 @@ impl ResourceBounds {
     /// The highest `max` each bound may have, in the order of [`ResourceBounds::named`]: 1 TiB
     /// of memory, 1024 CPUs, the kernel's PID_MAX_LIMIT, 30 days, 1 TiB of `/tmp`.
     pub const CEILING: [u64; 5] = [1 << 20, 1024, 1 << 22, 30 * 86_400, 1 << 20];
+
+    /// The most GPUs any node admits for one job.
+    pub const MAX_GPUS: u64 = 64;
+
+    /// The GPU bound in force: [`ResourceBounds::gpus`], or `0..=0` (no GPU job) when unset.
+    pub fn gpu_bound(&self) -> Bound {
+        self.gpus.unwrap_or(Bound::new(0, 0))
+    }
 
     fn default_memory_mb() -> Bound {
         Bound::new(64, 16_384)
@@ -238,6 +262,27 @@ impl ResourceBounds {
                 ));
             }
         }
+        // 0 GPUs is no GPU (not "no limit"): the floor does not apply.
+        let g = self.gpu_bound();
+        if g.max > Self::MAX_GPUS {
+            return Err((
+                "gpus.max".into(),
+                format!(
+                    "{} is above the most any node admits ({})",
+                    g.max,
+                    Self::MAX_GPUS
+                ),
+            ));
+        }
+        if g.min > g.max {
+            return Err((
+                "gpus.min".into(),
+                format!(
+                    "{} is above gpus.max ({}): no request could pass",
+                    g.min, g.max
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -253,6 +298,7 @@ impl ResourceBounds {
         self.named()
             .into_iter()
             .zip(requested)
+            .chain([(("gpus", self.gpu_bound()), u64::from(limits.gpus))])
             .filter(|((_, b), v)| !b.contains(*v))
             .map(|((resource, bound), requested)| OutOfRange {
                 resource,
@@ -432,6 +478,7 @@ mod tests {
             pids: 0,
             wall_seconds: u64::MAX - 1,
             tmp_mb: u64::MAX,
+            gpus: 1,
         };
         let out: Vec<String> = b.check(&hostile).iter().map(ToString::to_string).collect();
         assert_eq!(
@@ -442,6 +489,7 @@ mod tests {
                 "pids = 0 is outside this node's range 8..=1024",
                 "wall_seconds = 18446744073709551614 is outside this node's range 10..=86400",
                 "tmp_mb = 18446744073709551615 is outside this node's range 1..=1024",
+                "gpus = 1 is outside this node's range 0..=0",
             ]
         );
         let mut zero = b.clone();
@@ -461,5 +509,38 @@ mod tests {
             serde_json::from_str(r#"{"memory_mb":256,"cpus":1,"pids":32,"wall_seconds":120}"#)
                 .unwrap();
         assert_eq!(r.tmp_mb, DEFAULT_TMP_MB);
+        assert_eq!(r.gpus, 0);
+    }
+
+    #[test]
+    fn a_request_without_gpus_serialises_as_before_and_gpu_bounds_are_checked() {
+        let r = ResourceLimits::default();
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            json,
+            r#"{"memory_mb":2048,"cpus":2,"pids":64,"wall_seconds":1800,"tmp_mb":64}"#
+        );
+        let gpu = ResourceLimits { gpus: 2, ..r };
+        assert!(serde_json::to_string(&gpu)
+            .unwrap()
+            .ends_with(r#","gpus":2}"#));
+        let b = ResourceBounds::default();
+        assert!(!serde_json::to_string(&b).unwrap().contains("gpus"));
+        let mut one = b.clone();
+        one.gpus = Some(Bound::new(0, 1));
+        one.validate().unwrap();
+        assert_eq!(
+            one.check(&gpu)[0].to_string(),
+            "gpus = 2 is outside this node's range 0..=1"
+        );
+        assert!(one
+            .check(&ResourceLimits {
+                gpus: 1,
+                ..gpu.clone()
+            })
+            .is_empty());
+        let mut many = b;
+        many.gpus = Some(Bound::new(0, 65));
+        assert_eq!(many.validate().unwrap_err().0, "gpus.max");
     }
 }

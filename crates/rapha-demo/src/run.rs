@@ -29,6 +29,11 @@ use crate::pacs::DemoPacs;
                                           released, fee charged, exit 3
   rapha-demo run --hostile-example renamed-dicom
   rapha-demo run --trainer-rootfs DIR --entrypoint /train    your own static trainer
+  rapha-demo run --example pytorch        the PyTorch example (Debian + python3-torch image,
+                                          built by trainers/pytorch-lesion/build.sh)
+  rapha-demo run --trainer-image my.tar --predicate trainer.toml
+                                          your own OCI image (oci-archive or layout), run as
+                                          the node unpacks and runs it
 
 Exit codes: 0 completed and the receipt verifies; 3 refused (reason printed, deposit
 refunded) or violated (outputs refused by the guard, fee charged); 1 anything else,
@@ -37,8 +42,9 @@ pub struct RunArgs {
     /// Synthetic studies to generate.
     #[arg(long, default_value_t = 120)]
     pub studies: usize,
-    /// Training epochs passed to the reference trainer (`--epochs N`).
-    #[arg(long)]
+    /// Training epochs passed to the reference trainer (`--epochs N`). Not with an image:
+    /// its entrypoint is signed as the image config states it.
+    #[arg(long, conflicts_with_all = ["trainer_image", "example"])]
     pub epochs: Option<u32>,
     /// Cohort generator seed.
     #[arg(long, default_value_t = 1)]
@@ -46,8 +52,25 @@ pub struct RunArgs {
     /// Root filesystem of your own trainer to run, signed with the dev publisher key
     /// (default: the reference trainer, built by `trainers/lesion-classifier/build.sh DIR`
     /// into the directory named by $RAPHA_DEMO_REFERENCE_TRAINER; scripts/demo does this).
-    #[arg(long, conflicts_with = "hostile_example")]
+    #[arg(long, conflicts_with_all = ["hostile_example", "trainer_image", "example"])]
     pub trainer_rootfs: Option<PathBuf>,
+    /// Your own trainer image, an OCI image layout directory or an oci-archive tar (as
+    /// `buildah push IMAGE oci-archive:my.tar` or `podman save --format oci-archive` write
+    /// it), signed with the dev publisher key as it is: its entrypoint is the image config's.
+    /// The node verifies and unpacks it exactly as it would a publisher's signed bundle.
+    #[arg(long, conflicts_with_all = ["hostile_example", "example"])]
+    pub trainer_image: Option<PathBuf>,
+    /// The trainer predicate (trainer.toml: name, outputs, resources) signed with
+    /// --trainer-image; default: the reference trainer's declarations, renamed
+    /// custom-trainer. Its entrypoint and env, if given, must match the image config.
+    #[arg(long, requires = "trainer_image")]
+    pub predicate: Option<PathBuf>,
+    /// Run an example trainer image: `pytorch` is trainers/pytorch-lesion (Debian bookworm,
+    /// python3-torch, the Python SDK), built by `trainers/pytorch-lesion/build.sh`, which
+    /// prints the image path; rapha-demo takes it from $RAPHA_DEMO_PYTORCH_IMAGE
+    /// (scripts/demo --example pytorch builds it and sets it).
+    #[arg(long, value_enum, conflicts_with = "hostile_example")]
+    pub example: Option<Example>,
     /// Run the hostile example trainer instead (source in crates/rapha-demo/hostile-trainer;
     /// built on first use, or taken from $RAPHA_DEMO_HOSTILE_TRAINER): it trains like any
     /// trainer, then tries to smuggle fed images out. The output guard refuses the job
@@ -67,6 +90,16 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
 }
+
+/// The example trainer images `--example` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Example {
+    /// trainers/pytorch-lesion: a PyTorch CNN on a Debian base image.
+    Pytorch,
+}
+
+/// The PyTorch example's predicate.
+const PYTORCH_TRAINER_TOML: &str = include_str!("../../../trainers/pytorch-lesion/trainer.toml");
 
 /// Exit code of a refused job.
 pub const EXIT_REFUSED: i32 = 3;
@@ -345,10 +378,59 @@ enum Trainer {
     Reference,
     Custom,
     Hostile(Attack),
+    /// An OCI image (layout or oci-archive), signed with this predicate.
+    Image(rapha_bundle::TrainerSpec),
+}
+
+/// The trainer image of `--trainer-image` or `--example` and its predicate, if one was asked.
+fn trainer_image(args: &RunArgs) -> Result<Option<(PathBuf, Trainer)>> {
+    let (path, toml, source) = if let Some(p) = &args.trainer_image {
+        let (toml, source) = match &args.predicate {
+            Some(f) => (
+                std::fs::read_to_string(f)
+                    .with_context(|| format!("reading the predicate {}", f.display()))?,
+                f.display().to_string(),
+            ),
+            None => (
+                crate::signing::REFERENCE_TRAINER_TOML.to_owned(),
+                "the reference trainer's".to_owned(),
+            ),
+        };
+        (p.clone(), toml, source)
+    } else if let Some(Example::Pytorch) = args.example {
+        let Some(p) = std::env::var_os("RAPHA_DEMO_PYTORCH_IMAGE") else {
+            bail!(
+                "no PyTorch example image: build it with `trainers/pytorch-lesion/build.sh` \
+                 (it prints the image's path) and set RAPHA_DEMO_PYTORCH_IMAGE to that path, \
+                 or run `./scripts/demo --example pytorch`, which does both"
+            );
+        };
+        (
+            PathBuf::from(p),
+            PYTORCH_TRAINER_TOML.to_owned(),
+            "trainers/pytorch-lesion/trainer.toml".to_owned(),
+        )
+    } else {
+        return Ok(None);
+    };
+    if !path.exists() {
+        bail!("the trainer image {} does not exist", path.display());
+    }
+    let mut predicate = rapha_bundle::TrainerSpec::from_toml(&toml)
+        .with_context(|| format!("parsing the predicate ({source})"))?;
+    if args.trainer_image.is_some() && args.predicate.is_none() {
+        "custom-trainer".clone_into(&mut predicate.name);
+        // The reference trainer's entrypoint is not this image's: take the image config's.
+        predicate.entrypoint = None;
+    }
+    Ok(Some((path, Trainer::Image(predicate))))
 }
 
 /// The trainer rootfs and which trainer it is.
 fn trainer_rootfs(args: &RunArgs, out: &Path, steps: &mut Steps) -> Result<(PathBuf, Trainer)> {
+    if let Some(image) = trainer_image(args)? {
+        return Ok(image);
+    }
     let (dir, which) = if let Some(attack) = args.hostile_example {
         steps.start("building the hostile example trainer (static binary, first use only)");
         let dir = crate::hostile::rootfs(&out.join("hostile-example"))?;
@@ -451,8 +533,8 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<Summary> {
 
     // 4. Trainer bundle: build, sign with the dev publisher key, verify as the node will.
     let work = tempfile::tempdir()?;
-    let (mut entrypoint, name) = match which {
-        Trainer::Reference => (vec![args.entrypoint.clone()], None),
+    let (mut entrypoint, name) = match &which {
+        Trainer::Reference | Trainer::Image(_) => (vec![args.entrypoint.clone()], None),
         Trainer::Custom => (vec![args.entrypoint.clone()], Some("custom-trainer")),
         Trainer::Hostile(a) => (
             vec!["/trainer".to_owned(), a.arg().to_owned()],
@@ -463,8 +545,11 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<Summary> {
         entrypoint.push("--epochs".into());
         entrypoint.push(e.to_string());
     }
-    let (verified, keyid) =
-        crate::signing::build_signed_bundle(&rootfs, entrypoint, name, work.path())?;
+    let (verified, keyid) = if let Trainer::Image(predicate) = &which {
+        crate::signing::sign_image(&rootfs, predicate, work.path())?
+    } else {
+        crate::signing::build_signed_bundle(&rootfs, entrypoint, name, work.path())?
+    };
     steps.ok(
         "trainer bundle",
         format!(

@@ -12,7 +12,7 @@ use rapha_bundle::{
 use rapha_policy::DEV_KEY_PREFIX;
 
 /// The reference trainer's predicate (what its publisher signs).
-const REFERENCE_TRAINER_TOML: &str =
+pub(crate) const REFERENCE_TRAINER_TOML: &str =
     include_str!("../../../trainers/lesion-classifier/trainer.toml");
 
 /// A dev secret: `DEV_KEY_PREFIX` then a fixed role byte pattern.
@@ -52,15 +52,27 @@ pub fn build_signed_bundle(
         &image,
     )
     .context("building the trainer image")?;
+    sign_image(&image, &spec, work)
+}
+
+/// Signs the OCI image at `image` (a layout directory or an oci-archive tar) with `spec`
+/// and the dev publisher key into `work/bundle`, registers the key in `work/trust` and
+/// verifies the bundle as the node does.
+pub fn sign_image(
+    image: &Path,
+    spec: &TrainerSpec,
+    work: &Path,
+) -> Result<(VerifiedBundle, String)> {
     let key = publisher_key();
     let bundle = work.join("bundle");
-    sign_bundle(&key, &image, &spec, &bundle).context("signing the trainer bundle")?;
+    sign_bundle(&key, image, spec, &bundle)
+        .with_context(|| format!("signing the trainer image {}", image.display()))?;
     let trust = work.join("trust");
     TrustStore::add(
         &trust,
         &spec.publisher,
         &key.public_key(),
-        &[spec.name.clone()],
+        std::slice::from_ref(&spec.name),
         None,
     )
     .context("registering the dev publisher key in the demo trust store")?;

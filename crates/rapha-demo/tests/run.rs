@@ -332,3 +332,91 @@ fn hostile_example_renamed_dicom_is_refused_and_the_text_summary_says_why() {
     );
     assert_eq!(std::fs::read_dir(out.join("released")).unwrap().count(), 0);
 }
+
+/// The PyTorch example's image (trainers/pytorch-lesion): $RAPHA_DEMO_PYTORCH_IMAGE (scripts/test
+/// builds it), else built here by trainers/pytorch-lesion/build.sh, which reuses its cache
+/// under $RAPHA_CACHE/pytorch-lesion when the inputs did not change.
+fn pytorch_image() -> PathBuf {
+    if let Some(p) = std::env::var_os("RAPHA_DEMO_PYTORCH_IMAGE").map(PathBuf::from) {
+        if p.is_file() {
+            return p;
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let o = Command::new(root.join("trainers/pytorch-lesion/build.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("trainers/pytorch-lesion/build.sh runs");
+    assert!(o.status.success(), "the PyTorch example image builds");
+    PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
+}
+
+/// `rapha-demo run --example pytorch` (issue 16): the PyTorch example's image (Debian base,
+/// `buildah build`, oci-archive) signed with the dev key as it is and run through the whole
+/// path; the job completes with a verified receipt, a node-computed AUC of at least 0.75 and
+/// both declared model files. (The node's own test on Orthanc, rapha-node's
+/// pipeline_pytorch.rs, checks what the image holds and how it unpacks.)
+#[test]
+fn demo_example_pytorch_completes_with_a_verified_receipt_auc_and_both_model_files() {
+    let Some(rootfs) = ready() else { return };
+    let image = pytorch_image();
+
+    let dir = tempfile::tempdir().unwrap();
+    // The job, end to end.
+    let out = dir.path().join("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_rapha-demo"))
+        .args(["run", "--example", "pytorch", "--studies", "60", "--json"])
+        .arg("--out")
+        .arg(&out)
+        .env("RAPHA_DEMO_PYTORCH_IMAGE", &image)
+        .env("RAPHA_DEMO_REFERENCE_TRAINER", &rootfs)
+        .output()
+        .unwrap();
+    eprintln!("stderr:\n{}", String::from_utf8_lossy(&o.stderr));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).expect("--json prints JSON");
+    eprintln!("summary: {s}");
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "the PyTorch job did not complete: {s}"
+    );
+    assert_eq!(s["outcome"], "completed");
+    assert_eq!(s["trainer"], "pytorch-lesion");
+    let auc = s["metrics"]["auc"]
+        .as_f64()
+        .expect("the node computed an AUC");
+    assert!(auc >= 0.75, "node-computed AUC {auc} < 0.75");
+    let r = verified_receipt(&out);
+    assert_eq!(r.body.outcome, rapha_core::Outcome::Completed);
+    assert_eq!(r.body.trainer, "pytorch-lesion");
+    let mut released: Vec<String> = std::fs::read_dir(out.join("released"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    released.sort();
+    assert_eq!(
+        released,
+        [
+            "metrics.json",
+            "model.onnx",
+            "model.safetensors",
+            "receipt.json"
+        ],
+        "{s}"
+    );
+    let onnx = std::fs::read(out.join("released/model.onnx")).unwrap();
+    assert_eq!(
+        onnx.first(),
+        Some(&0x08),
+        "an ONNX ModelProto (ir_version first)"
+    );
+    let st = std::fs::read(out.join("released/model.safetensors")).unwrap();
+    let n = usize::try_from(u64::from_le_bytes(st[..8].try_into().unwrap())).unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&st[8..8 + n]).unwrap();
+    assert_eq!(
+        header["c1.weight"]["shape"],
+        serde_json::json!([8, 1, 3, 3])
+    );
+    assert_eq!(header["fc.weight"]["shape"], serde_json::json!([1, 64]));
+    assert_no_phi(&out);
+}

@@ -151,6 +151,7 @@ fn main() {
                     pids: 32,
                     wall_seconds: 120,
                     tmp_mb: rapha_core::DEFAULT_TMP_MB,
+                    gpus: 0,
                 },
                 wall_override: None,
             };

@@ -37,6 +37,15 @@ pub enum EnclaveError {
     #[error("the trainer rootfs {0} is not a directory")]
     NoRootfs(PathBuf),
 
+    #[error(
+        "the trainer declares {requested} GPU(s) and this node has none configured \
+         ([trainer] gpus); admission should have refused it"
+    )]
+    NoGpu { requested: u32 },
+
+    #[error(transparent)]
+    Cdi(#[from] crate::cdi::CdiError),
+
     #[error("the trainer entrypoint is empty")]
     NoEntrypoint,
 

@@ -31,6 +31,7 @@
 //! ([`harden::lock_memory`]). The trainer's `/out` is a RAM-backed tmpfs that is unmounted
 //! (discarded) after the guard has run; the trainer's cgroup cannot swap.
 
+pub mod cdi;
 pub mod dicom;
 mod error;
 pub mod feed;

@@ -20,13 +20,17 @@
 //!   pids and CPU; a wall-time limit enforced by killing the container. Limits the OCI
 //!   runtime would read as "none" (0 memory, 0 pids, a 0 MiB `/tmp`) or that do not fit its
 //!   arithmetic are refused ([`check_limits`]), never passed on;
-//! - stdout/stderr captured up to a cap (the guard scans them).
+//! - stdout/stderr captured up to a cap (the guard scans them);
+//! - for a job that declared a GPU only, the node's GPUs from the host's CDI specs
+//!   ([`crate::cdi`]): device nodes with a cgroup rule for each, read-only bind mounts of the
+//!   driver's libraries, its environment and hooks.
 //!
 //! Teardown (`kill`, `delete --force`) runs on every path, including errors and timeouts.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -34,6 +38,7 @@ use rapha_core::ResourceLimits;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::cdi::GpuDevices;
 use crate::error::{io, EnclaveError, Result};
 
 /// uid and gid the trainer runs as (no account exists for it in the rootfs, by design).
@@ -119,6 +124,9 @@ pub struct SandboxConfig {
     /// Wall time for the output guard, instead of the default of
     /// [`crate::guard::GuardBudget::for_outputs`].
     pub guard_wall: Option<Duration>,
+    /// The GPUs a job that declares `resources.gpus > 0` gets (`[trainer] gpus`, resolved from
+    /// the host's CDI specs); `None` on a node without GPUs, which refuses such a job.
+    pub gpus: Option<Arc<GpuDevices>>,
 }
 
 impl Default for SandboxConfig {
@@ -130,6 +138,7 @@ impl Default for SandboxConfig {
             nofile: 256,
             cgroup_parent: "/rapha".into(),
             guard_wall: None,
+            gpus: None,
         }
     }
 }
@@ -290,8 +299,19 @@ pub fn seccomp_profile() -> Value {
     })
 }
 
-/// The OCI runtime spec for one trainer run.
+/// The OCI runtime spec for one trainer run. A job that declared a GPU gets the node's GPUs
+/// ([`SandboxConfig::gpus`]); any other job none of them.
 pub fn oci_spec(cfg: &SandboxConfig, spec: &LaunchSpec<'_>) -> Value {
+    let mut v = base_spec(cfg, spec);
+    if spec.limits.gpus > 0 {
+        if let Some(gpus) = &cfg.gpus {
+            gpus.apply(&mut v, spec.limits.gpus);
+        }
+    }
+    v
+}
+
+fn base_spec(cfg: &SandboxConfig, spec: &LaunchSpec<'_>) -> Value {
     // Within i64 for every limit [`check_limits`] accepts; saturating all the same.
     let mem = spec.limits.memory_mb.saturating_mul(1 << 20);
     let env = [
@@ -390,6 +410,11 @@ pub fn run(cfg: &SandboxConfig, spec: &LaunchSpec<'_>) -> Result<RunResult> {
         return Err(EnclaveError::NoEntrypoint);
     }
     check_limits(spec.limits)?;
+    if spec.limits.gpus > 0 && cfg.gpus.is_none() {
+        return Err(EnclaveError::NoGpu {
+            requested: spec.limits.gpus,
+        });
+    }
     let wall = spec
         .wall
         .min(Duration::from_secs(spec.limits.wall_seconds.max(1)));

@@ -33,6 +33,10 @@ use crate::split::{split_records, Split};
 
 /// What this runtime reports as its confinement when it runs as an ordinary process.
 pub const CONFINEMENT_DEVELOPMENT: &str = "none-development";
+/// The confinement of a job that declared a GPU: what [`CONFINEMENT_DEVELOPMENT`] says, and
+/// that the pixels the trainer copies to its GPU are in GPU memory, outside the runtime's
+/// locked memory and any enclave ([`crate::cdi`]).
+pub const CONFINEMENT_DEVELOPMENT_GPU: &str = "none-development+gpu-memory-outside-enclave";
 /// Manifest format version (2: rule codes instead of the guard's texts; trainer-chosen
 /// fields only for completed jobs; no exit status).
 pub const MANIFEST_VERSION: u32 = 2;
@@ -350,10 +354,15 @@ impl EnclaveSession {
         crate::harden::harden_current_process()?;
         crate::harden::lock_memory()?;
         let key = SigningKey::generate(&mut rand_core::OsRng);
+        let confinement = if job.limits.gpus > 0 {
+            CONFINEMENT_DEVELOPMENT_GPU
+        } else {
+            CONFINEMENT_DEVELOPMENT
+        };
         Ok(Self {
             job,
             key,
-            confinement: CONFINEMENT_DEVELOPMENT,
+            confinement,
         })
     }
 

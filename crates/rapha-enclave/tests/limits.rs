@@ -27,6 +27,7 @@ fn ok_limits() -> ResourceLimits {
         pids: 32,
         wall_seconds: 30,
         tmp_mb: rapha_core::DEFAULT_TMP_MB,
+        gpus: 0,
     }
 }
 
@@ -247,4 +248,56 @@ fn memory_is_lockable_only_with_cap_ipc_lock_or_no_memlock_limit() {
     assert!(!can_lock_all(8 << 20, Some("00000000a80025fb")));
     assert!(!can_lock_all(8 << 20, Some("0000000000000000")));
     assert!(!can_lock_all(8 << 20, None));
+}
+
+/// Issue 16, item 6: every resource a bundle declares reaches the runc spec as the limit the
+/// kernel enforces (memory with no swap, CFS quota, pids, the `/tmp` tmpfs size; the wall time
+/// is the runtime's own deadline, tested above; GPUs in `tests/cdi.rs`).
+#[test]
+fn every_declared_resource_becomes_its_cgroup_or_mount_limit() {
+    let limits = ResourceLimits {
+        memory_mb: 300,
+        cpus: 3,
+        pids: 40,
+        wall_seconds: 30,
+        tmp_mb: 17,
+        gpus: 0,
+    };
+    let p = Path::new("/nonexistent");
+    let spec = rapha_enclave::sandbox::oci_spec(
+        &rapha_enclave::SandboxConfig::default(),
+        &rapha_enclave::sandbox::LaunchSpec {
+            container_id: "rapha-limits",
+            rootfs: p,
+            entrypoint: &["/trainer".into()],
+            limits: &limits,
+            socket_dir: p,
+            out_dir: p,
+            bundle_dir: p,
+            wall: Duration::from_secs(30),
+        },
+    );
+    let r = &spec["linux"]["resources"];
+    assert_eq!(r["memory"]["limit"], 300u64 << 20);
+    assert_eq!(r["memory"]["swap"], 300u64 << 20);
+    assert_eq!(r["pids"]["limit"], 40);
+    assert_eq!(r["cpu"]["quota"], 300_000);
+    assert_eq!(r["cpu"]["period"], 100_000);
+    assert_eq!(
+        r["devices"],
+        serde_json::json!([{"allow": false, "access": "rwm"}])
+    );
+    let tmp = spec["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["destination"] == "/tmp")
+        .unwrap();
+    assert!(
+        tmp["options"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!("size=17m")),
+        "{tmp}"
+    );
 }

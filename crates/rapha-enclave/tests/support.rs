@@ -174,6 +174,7 @@ pub fn job_spec(wall: Duration) -> JobSpec {
             pids: 32,
             wall_seconds: 30,
             tmp_mb: rapha_core::DEFAULT_TMP_MB,
+            gpus: 0,
         },
         wall_override: Some(wall),
     }
@@ -230,6 +231,18 @@ pub fn run_trainer_in(
     cohort: &Cohort,
     spec: JobSpec,
 ) -> Run {
+    run_trainer_with(dir, bin, args, cohort, spec, sandbox_config(dir))
+}
+
+/// [`run_trainer_in`] on a node configured as `cfg` (its GPUs).
+pub fn run_trainer_with(
+    dir: &Path,
+    bin: &Path,
+    args: &[&str],
+    cohort: &Cohort,
+    spec: JobSpec,
+    cfg: SandboxConfig,
+) -> Run {
     let rootfs = dir.join("rootfs");
     std::fs::create_dir(&rootfs).unwrap();
     std::fs::copy(bin, rootfs.join("trainer")).unwrap();
@@ -241,7 +254,6 @@ pub fn run_trainer_in(
     let mut entry: Vec<String> = vec!["/trainer".into()];
     entry.extend(args.iter().map(|s| s.to_string()));
     entry.push(job.to_string());
-    let cfg = sandbox_config(dir);
     let paths = RunPaths {
         work_root: &dir.join("work"),
         rootfs: &rootfs,

@@ -193,6 +193,34 @@ pub fn summary(review: &ReviewRequest) -> String {
             "  /tmp:              {} MiB ({})\n",
             q.tmp_mb, b.tmp_mb
         ));
+        s.push_str(&format!(
+            "  gpus:              {} ({}){}\n",
+            q.gpus,
+            b.gpu_bound(),
+            if q.gpus > 0 {
+                "; GPU memory is outside any enclave: the pixels the trainer copies there leave \
+                 the runtime's locked memory"
+            } else {
+                ""
+            }
+        ));
+    }
+    if let Some(i) = &review.image {
+        s.push_str("trainer image (what the node unpacks)\n");
+        s.push_str(&format!(
+            "  layers:            {} ({} bytes, {} entries)\n",
+            i.layers, i.bytes, i.entries
+        ));
+        s.push_str(&format!(
+            "  entries:           {} files, {} directories, {} symlinks ({} absolute), \
+             {} hard links, {} whiteouts\n",
+            i.files, i.directories, i.symlinks, i.absolute_symlinks, i.hard_links, i.whiteouts
+        ));
+        s.push_str(&format!(
+            "  setuid/setgid:     {} cleared when unpacked (the trainer runs with no \
+             capabilities and noNewPrivileges)\n",
+            i.setuid_setgid_cleared
+        ));
     }
     s.push_str("cohort\n");
     s.push_str(&format!("  commitment:        {}\n", c.commitment));

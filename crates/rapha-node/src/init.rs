@@ -132,6 +132,11 @@ accepted_advisories = []
 [trainer]
 runtime = "/REPLACE-ME/oci-runtime"             # e.g. /usr/sbin/runc
 runtime_args = []
+# GPUs: CDI device names from the host's specs (`nvidia-ctk cdi generate
+# --output=/etc/cdi/nvidia.yaml`, then `nvidia-ctk cdi list`); a job declaring resources.gpus = n
+# gets the first n. Unset, jobs declaring a GPU are refused at admission. A GPU's memory is
+# outside any enclave.
+# gpus = ["nvidia.com/gpu=0", "nvidia.com/gpu=1"]
 
 # The range each resource a trainer's bundle requests must fall in; a job asking for more or
 # less is refused before anything of it runs (code resources-out-of-range). Keep memory_mb.max
@@ -142,6 +147,7 @@ cpus = { min = 1, max = 8 }
 pids = { min = 8, max = 1024 }
 wall_seconds = { min = 10, max = 86400 }
 tmp_mb = { min = 1, max = 1024 }
+# gpus = { min = 0, max = 1 }                   # default once trainer.gpus is set: one per name
 
 [chain]
 rpc_url = "https://REPLACE-ME.polygon-rpc.invalid"

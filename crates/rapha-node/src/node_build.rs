@@ -62,6 +62,8 @@ pub enum BuildError {
     AkFile { path: PathBuf, reason: String },
     #[error("TPM attestation setup: {0}")]
     Tpm(#[source] AttestError),
+    #[error("trainer.gpus: {0}")]
+    Gpu(#[source] rapha_enclave::cdi::CdiError),
 }
 
 /// CLI overrides of `[settlement]`, shared by `run-job` and `serve`. Each flag, when given,
@@ -502,6 +504,7 @@ pub fn node_from_config(cfg: &Config) -> anyhow::Result<Node> {
         sandbox: SandboxConfig {
             runtime: cfg.trainer.runtime.clone(),
             runtime_root: state.join("runc"),
+            gpus: gpu_devices(&cfg.trainer)?,
             ..SandboxConfig::default()
         },
         min_validation_patients: usize::try_from(cfg.policy.min_validation_patients)
@@ -518,6 +521,22 @@ pub fn node_from_config(cfg: &Config) -> anyhow::Result<Node> {
     node.set_run_quantum(Duration::from_secs(cfg.trainer.run_quantum_secs));
     node.set_rules(cfg.job_rules());
     Ok(node)
+}
+
+/// The GPUs of `[trainer] gpus`, resolved from the host's CDI specs once, at start (`None`
+/// when none are configured).
+///
+/// # Errors
+/// [`BuildError::Gpu`]: a name no spec defines, a spec that does not parse or is refused.
+pub fn gpu_devices(
+    trainer: &crate::config::TrainerConfig,
+) -> Result<Option<std::sync::Arc<rapha_enclave::cdi::GpuDevices>>, BuildError> {
+    if trainer.gpus.is_empty() {
+        return Ok(None);
+    }
+    rapha_enclave::cdi::GpuDevices::resolve(&trainer.cdi_dirs(), &trainer.gpus)
+        .map(|g| Some(std::sync::Arc::new(g)))
+        .map_err(BuildError::Gpu)
 }
 
 /// Reads the settlement wallet key (hex, mode 0600 or stricter).

@@ -49,6 +49,7 @@ fn review() -> ReviewRequest {
         digest_version: rapha_policy::JobDigestVersion::CURRENT,
         resources: None,
         linkage_jobs: vec![],
+        image: None,
     }
 }
 
@@ -309,4 +310,55 @@ fn the_approval_summary_shows_control_characters_in_publisher_strings_escaped() 
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
+}
+
+/// The DPO sees what the trainer image holds and what unpacking changes in it (issue 16,
+/// item 1), and a GPU job's resources with the warning that its GPU memory is outside any
+/// enclave (item 5): counts only, and none of it in the job digest.
+#[test]
+fn the_approval_summary_shows_the_image_contents_and_a_gpu_request() {
+    let mut r = review();
+    let digest = r.job_digest().unwrap();
+    r.image = Some(rapha_policy::ImageReview {
+        layers: 3,
+        entries: 41_207,
+        bytes: 912_345_678,
+        files: 35_001,
+        directories: 4_100,
+        symlinks: 2_090,
+        absolute_symlinks: 77,
+        hard_links: 12,
+        whiteouts: 4,
+        setuid_setgid_cleared: 9,
+    });
+    let bounds = rapha_core::ResourceBounds {
+        gpus: Some(rapha_core::Bound::new(0, 1)),
+        ..rapha_core::ResourceBounds::default()
+    };
+    r.resources = Some(rapha_policy::ResourceReview {
+        requested: rapha_core::ResourceLimits {
+            gpus: 1,
+            ..rapha_core::ResourceLimits::default()
+        },
+        bounds,
+    });
+    assert_eq!(r.job_digest().unwrap(), digest);
+    let text = rapha_node::approvals::summary(&r);
+    for want in [
+        "  gpus:              1 (0..=1); GPU memory is outside any enclave",
+        "  layers:            3 (912345678 bytes, 41207 entries)\n",
+        "  entries:           35001 files, 4100 directories, 2090 symlinks (77 absolute), 12 hard links, 4 whiteouts\n",
+        "  setuid/setgid:     9 cleared when unpacked",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    // A review recorded before either was shown reads as before, with neither.
+    let before = review();
+    let json = serde_json::to_string(&before).unwrap();
+    assert!(!json.contains("image") && !json.contains("gpus"), "{json}");
+    let text = rapha_node::approvals::summary(&before);
+    assert!(
+        !text.contains("trainer image") && !text.contains("gpus"),
+        "{text}"
+    );
 }

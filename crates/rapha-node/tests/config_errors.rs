@@ -381,3 +381,38 @@ fn settlement_and_api_sections_are_optional_to_parse_and_resolve_relative_paths(
     let config = Config::parse(&without).unwrap();
     assert!(config.settlement.is_none() && config.api.is_none());
 }
+
+/// GPUs (issue 16, item 5): a malformed CDI name, a GPU bound with no device to give, or a
+/// relative spec directory is refused at load naming the key; naming devices admits one GPU
+/// per job unless the bound says otherwise.
+#[test]
+fn gpu_settings_are_checked_on_load() {
+    let with = |extra: &str| base().replace("[trainer]\n", &format!("[trainer]\n{extra}\n"));
+    let (field, msg) = parse_err(&with("gpus = [\"nvidia.com/gpu\"]"));
+    assert_eq!(field, "trainer.gpus[0]");
+    assert!(msg.contains("is not a CDI device name"), "{msg}");
+    let (field, _) = parse_err(&with(
+        "gpus = [\"nvidia.com/gpu=0\"]\ncdi_spec_dirs = [\"etc/cdi\"]",
+    ));
+    assert_eq!(field, "trainer.cdi_spec_dirs[0]");
+    let (field, msg) = parse_err(&format!(
+        "{}\n[trainer.limits]\ngpus = {{ min = 0, max = 1 }}\n",
+        base()
+    ));
+    assert_eq!(field, "trainer.limits.gpus.max");
+    assert!(msg.contains("trainer.gpus names none"), "{msg}");
+
+    let c = Config::parse(&with("gpus = [\"nvidia.com/gpu=all\"]")).unwrap();
+    assert_eq!(c.trainer.limits.gpu_bound(), rapha_core::Bound::new(0, 1));
+    assert_eq!(
+        c.trainer.cdi_dirs(),
+        [
+            std::path::PathBuf::from("/etc/cdi"),
+            std::path::PathBuf::from("/var/run/cdi")
+        ]
+    );
+    assert_eq!(
+        Config::parse(&base()).unwrap().trainer.limits.gpu_bound(),
+        rapha_core::Bound::new(0, 0)
+    );
+}

@@ -52,7 +52,7 @@ fn resources_outside_the_nodes_bounds_are_refused_before_anything_runs() {
     let Some(mut w) = world() else { return };
     let tmp = w.tmp.path().to_path_buf();
     type Edit = fn(&mut rapha_core::ResourceLimits);
-    let cases: [(&str, Edit); 5] = [
+    let cases: [(&str, Edit); 6] = [
         // Before the bounds: `Instant + wall` overflowed in the run step, a panic inside the
         // enclave's thread scope, whose feed thread then waited for ever (the node lock held).
         ("wall_seconds = 2^64 - 2", |r| r.wall_seconds = u64::MAX - 1),
@@ -62,6 +62,8 @@ fn resources_outside_the_nodes_bounds_are_refused_before_anything_runs() {
         ("cpus = 0", |r| r.cpus = 0),
         // A 1 TiB RAM-backed /tmp.
         ("tmp_mb = 2^20", |r| r.tmp_mb = 1 << 20),
+        // A GPU on a node that has none ([trainer] gpus unset: the bound is 0..=0).
+        ("gpus = 1", |r| r.gpus = 1),
     ];
     let mut failures = Vec::new();
     for (i, (what, edit)) in cases.into_iter().enumerate() {
@@ -130,6 +132,59 @@ fn resources_outside_the_nodes_bounds_are_refused_before_anything_runs() {
         (256, rapha_core::DEFAULT_TMP_MB)
     );
     assert_eq!(resources.bounds, rapha_core::ResourceBounds::default());
+    assert_eq!(resources.requested.gpus, 0);
+    // And what the image holds (issue 16, item 1), counted at admission.
+    let image = review.image.expect("the review shows the image's contents");
+    assert_eq!((image.layers, image.setuid_setgid_cleared), (1, 0));
+    assert!(image.files >= 1 && image.bytes > 0, "{image:?}");
+}
+
+/// Issue 16, item 5, attacker side: on a node whose bound admits one GPU, a bundle asking for
+/// two is refused `resources-out-of-range` before anything runs; one asking
+/// for one is admitted and the DPO sees the request and the bound.
+#[test]
+fn gpu_requests_are_admitted_only_within_the_nodes_gpu_bound() {
+    let Some(mut w) = world_with_policy(20, 12, |h| {
+        h.resources.gpus = Some(rapha_core::Bound::new(0, 1));
+    }) else {
+        return;
+    };
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle_with(&tmp, &w.trainer, "gpu-2", "honest", &w.publisher_key, |r| {
+        r.gpus = 2;
+    });
+    let job = w
+        .node
+        .submit(&dir, w.request(manifest, w.scoped_query()))
+        .unwrap();
+    assert_eq!(drive_to_end(&mut w, job), JobState::Settled);
+    let row = w.node.store().get(job).unwrap();
+    assert_eq!(row.outcome, Some(Outcome::Refused));
+    let reason = row.reason.unwrap_or_default();
+    assert_eq!(code(&reason), "resources-out-of-range", "{reason}");
+    assert!(!states(&w, job).contains(&JobState::Admitted));
+    assert_eq!(w.pacs_calls(), 0, "a refused job reached the PACS");
+
+    let (dir, manifest) = bundle_with(&tmp, &w.trainer, "gpu-1", "honest", &w.publisher_key, |r| {
+        r.gpus = 1;
+    });
+    let job = w
+        .node
+        .submit(&dir, w.request(manifest, w.scoped_query()))
+        .unwrap();
+    assert_eq!(
+        w.node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingApproval
+    );
+    let review = w.node.review(job).unwrap().unwrap();
+    let resources = review
+        .resources
+        .as_ref()
+        .expect("the review shows the resources");
+    assert_eq!(resources.requested.gpus, 1);
+    assert_eq!(resources.bounds.gpu_bound(), rapha_core::Bound::new(0, 1));
+    assert!(rapha_node::approvals::summary(&review)
+        .contains("gpus:              1 (0..=1); GPU memory is outside any enclave"));
 }
 
 #[test]

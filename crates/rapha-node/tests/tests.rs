@@ -20,6 +20,7 @@ mod exhaustion;
 mod keys_cli;
 mod node_common;
 mod pipeline_e2e;
+mod pipeline_pytorch;
 mod policy_config;
 mod production_node;
 mod publisher_channels;

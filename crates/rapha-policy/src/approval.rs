@@ -103,6 +103,32 @@ pub struct ReviewRequest {
     /// Empty for a job of its own.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub linkage_jobs: Vec<LinkedJob>,
+    /// What the trainer image's layers hold, as the node counted them when it admitted the
+    /// job. Absent from reviews recorded before it was shown (and outside the job digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageReview>,
+}
+
+/// What the DPO sees of the trainer's image: how much it holds and what the node's unpacker
+/// changes in it (setuid/setgid bits cleared). Counts only: no name a publisher chose.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageReview {
+    pub layers: u64,
+    /// Tar entries over all layers.
+    pub entries: u64,
+    /// Uncompressed layer bytes.
+    pub bytes: u64,
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    /// Symlinks with an absolute target (kept; they resolve inside the container).
+    pub absolute_symlinks: u64,
+    pub hard_links: u64,
+    pub whiteouts: u64,
+    /// Files and directories whose setuid or setgid bit the node clears when it unpacks the
+    /// image (the trainer runs with no capabilities and `noNewPrivileges` anyway).
+    pub setuid_setgid_cleared: u64,
 }
 
 /// Another admitted job of the same linkage group, as the DPO reviews it beside this one.
@@ -135,6 +161,7 @@ impl ReviewRequest {
             digest_version: JobDigestVersion::CURRENT,
             resources: None,
             linkage_jobs: Vec::new(),
+            image: None,
         }
     }
 

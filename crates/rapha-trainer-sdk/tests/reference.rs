@@ -151,6 +151,7 @@ fn spec(validation_percent: u8) -> JobSpec {
             pids: 64,
             wall_seconds: 600,
             tmp_mb: rapha_core::DEFAULT_TMP_MB,
+            gpus: 0,
         },
         wall_override: None,
     }

@@ -38,6 +38,7 @@ pub(super) async fn pending_approvals(
                 "linkage_jobs": review.linkage_jobs,
                 "cohort": review.cohort,
                 "resources": review.resources,
+                "image": review.image,
             }));
         }
         Ok(out)

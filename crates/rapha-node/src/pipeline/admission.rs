@@ -1,7 +1,7 @@
 //! Steps 1–2: verify the bundle against the trust store, then the admission policy.
 
 use rapha_core::{ReasonCode, ResourceLimits};
-use rapha_policy::{Declared, LinkedJob, PastJob, ResourceReview};
+use rapha_policy::{Declared, ImageReview, LinkedJob, PastJob, ResourceReview};
 
 use super::*;
 
@@ -16,7 +16,15 @@ pub struct BundleFacts {
 }
 
 /// What a step does with the job's bundle once it verified (under the node lock).
-pub(super) type WithBundle = fn(&mut Node, JobId, &JobRequest, VerifiedBundle) -> Result<Step>;
+pub(super) type WithBundle = fn(&mut Node, JobId, &JobRequest, Verified) -> Result<Step>;
+
+/// A job's bundle as verified off the node lock, with what the admission step records of its
+/// image for the DPO's review (counted off the lock too: it reads every layer again).
+pub(super) struct Verified {
+    pub bundle: VerifiedBundle,
+    /// [`ImageReview`] bytes; only for the admission step, `None` for the others.
+    pub image: Option<Vec<u8>>,
+}
 
 impl Node {
     /// The step from `from` that needs the job's bundle: verified without the node lock (a
@@ -34,7 +42,14 @@ impl Node {
         let dir = self.job_dir(job).join("bundle");
         let req = req.clone();
         self.work(Work::new(job, from, move || {
-            let verified = job_bundle(&dir, &trust, &req);
+            let verified = job_bundle(&dir, &trust, &req).map(|bundle| {
+                let image = if from == JobState::BundleVerified {
+                    image_review(job, &bundle)
+                } else {
+                    None
+                };
+                Verified { bundle, image }
+            });
             Box::new(move |n: &mut Node| match verified {
                 Ok(vb) => then(n, job, &req, vb),
                 Err(reason) => n.end(job, from, ReasonCode::BundleRefused, &reason),
@@ -46,8 +61,9 @@ impl Node {
         &mut self,
         job: JobId,
         _req: &JobRequest,
-        vb: VerifiedBundle,
+        v: Verified,
     ) -> Result<Step> {
+        let vb = v.bundle;
         let facts = BundleFacts {
             publisher: vb.publisher().to_owned(),
             keyid: vb.keyid().to_owned(),
@@ -127,12 +143,8 @@ impl Node {
         Ok(out)
     }
 
-    pub(super) fn step_admit(
-        &mut self,
-        job: JobId,
-        req: &JobRequest,
-        vb: VerifiedBundle,
-    ) -> Result<Step> {
+    pub(super) fn step_admit(&mut self, job: JobId, req: &JobRequest, v: Verified) -> Result<Step> {
+        let Verified { bundle: vb, image } = v;
         let from = JobState::BundleVerified;
         // Checked again: the publisher may have been suspended while the bundle was verified.
         if let Some(step) = self.suspended(job, from, req)? {
@@ -211,14 +223,39 @@ impl Node {
             return self.end(job, from, ReasonCode::AdmissionRefused, &reason);
         }
         let r = serde_json::to_vec(&ResourceReview { requested, bounds }).unwrap_or_default();
-        self.advance_to(
-            job,
-            from,
-            JobState::Admitted,
-            &[(artifact::ADMISSION, &b), (artifact::RESOURCES, &r)],
-            None,
-        )
+        let mut stored: Vec<(&str, &[u8])> =
+            vec![(artifact::ADMISSION, &b), (artifact::RESOURCES, &r)];
+        if let Some(i) = &image {
+            stored.push((artifact::IMAGE, i));
+        }
+        self.advance_to(job, from, JobState::Admitted, &stored, None)
     }
+}
+
+/// What the trainer image's layers hold, counted once for the admission step from the
+/// verified bundle (off the node lock) for the DPO's review. `None` (the review shows no image section) if the layers cannot be
+/// read, which the unpack step would then refuse anyway.
+fn image_review(job: JobId, vb: &VerifiedBundle) -> Option<Vec<u8>> {
+    let c = match vb.contents() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%job, error = %e, "the trainer image's contents could not be counted for the DPO's review");
+            return None;
+        }
+    };
+    let review = ImageReview {
+        layers: u64::try_from(c.layers).unwrap_or(u64::MAX),
+        entries: c.entries,
+        bytes: c.bytes,
+        files: c.files,
+        directories: c.directories,
+        symlinks: c.symlinks,
+        absolute_symlinks: c.absolute_symlinks,
+        hard_links: c.hard_links,
+        whiteouts: c.whiteouts,
+        setuid_setgid_cleared: c.setuid_setgid,
+    };
+    serde_json::to_vec(&review).ok()
 }
 
 /// What the DPO reviews for `job`: its request, its cohort summary, the resources its bundle
@@ -256,8 +293,13 @@ pub fn review_request(
             same_query: row.request.query.digest() == request.query.digest(),
         })
         .collect();
+    let image = store
+        .artifact(job, artifact::IMAGE)?
+        .map(|b| parse(job, artifact::IMAGE, &b))
+        .transpose()?;
     let mut review = ReviewRequest::new(request, cohort);
     review.resources = resources;
+    review.image = image;
     review.linkage_jobs = linkage_jobs;
     // The version the job was reviewed under (v1 for a job in flight across the upgrade).
     if let Some(r) = store.artifact(job, artifact::REVIEW)? {

@@ -1,5 +1,6 @@
 //! Steps 6–7: attestation bound to the job, then the final policy gate.
 
+use super::admission::Verified;
 use super::*;
 
 /// What the attestation step records.
@@ -37,8 +38,9 @@ impl Node {
         &mut self,
         job: JobId,
         req: &JobRequest,
-        vb: VerifiedBundle,
+        v: Verified,
     ) -> Result<Step> {
+        let vb = v.bundle;
         let from = JobState::DepositConfirmed;
         let limits = match self.admitted_resources(job, &vb)? {
             Ok(l) => l,

@@ -397,6 +397,8 @@ pub mod artifact {
     pub const ADMISSION: &str = "admission";
     /// The bundle's resource requests and the node's bounds they passed (for the DPO).
     pub const RESOURCES: &str = "resources";
+    /// What the trainer image holds ([`rapha_policy::ImageReview`]), counted at admission.
+    pub const IMAGE: &str = "image";
     pub const COHORT: &str = "cohort";
     pub const COHORT_SUMMARY: &str = "cohort-summary";
     pub const REVIEW: &str = "review";
