@@ -121,6 +121,9 @@ fn cases() -> Vec<Case> {
             i["resources"]["memory_mb"] = 0.into();
             i["resources"]["pids"] = 100_000.into();
         }),
+        admission("a GPU where the hospital admits none", |i| {
+            i["resources"]["gpus"] = 1.into();
+        }),
         admission("malformed: resources missing", |i| {
             i.as_object_mut().unwrap().remove("resources");
         }),
