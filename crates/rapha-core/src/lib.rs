@@ -17,6 +17,8 @@
 //!   (receipt bodies, policy input digests, the job digest a DPO approves).
 //! - [`merkle`] implements RFC 9162 §2.1: leaf and node hashes, tree roots, inclusion and
 //!   consistency proofs. The cohort commitment and the receipt log (**I6**) share it.
+//! - [`lists`] reads the hospital's lists (opt-outs, labels, accession lists) as spreadsheets
+//!   save them, refusing with the line named what it cannot read with certainty.
 //!
 //! ```text
 //!   raw PatientID ──HMAC(key, "rapha-pseudonym-v2" 0x00 "job/<id>" 0x00 "patient" 0x00 id)──▶
@@ -30,6 +32,7 @@ mod error;
 mod ids;
 pub mod jcs;
 mod job;
+pub mod lists;
 pub mod merkle;
 mod money;
 mod pseudonym;

@@ -164,28 +164,24 @@ impl OptOuts {
         }
     }
 
-    /// Reads a file of PatientIDs, one per line. A first line `PatientID` (CSV header), blank
-    /// lines and lines starting with `#` are skipped; surrounding quotes are removed.
+    /// Reads a file of PatientIDs as spreadsheets and hospital systems save it (see
+    /// [`rapha_core::lists`]): one per row, or the column headed `PatientID` (also `Patient ID`,
+    /// `patient_id`, `MRN`) when the first row is a header; blank rows and `#` comments skipped.
     ///
     /// # Errors
-    /// [`DicomError::ListFile`] when the file cannot be read or is not UTF-8.
+    /// [`DicomError::ListFile`], naming the line, for a file that cannot be read, a spelling
+    /// that cannot be read with certainty (UTF-16, bytes that are not UTF-8, several values on
+    /// a row without a header saying which is the PatientID): an entry is never dropped.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| DicomError::ListFile {
+        let bad = |reason: String| DicomError::ListFile {
             what: "opt-out",
             path: path.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let ids = text
-            .lines()
-            .enumerate()
-            .map(|(i, l)| (i, l.trim().trim_matches('"').trim()))
-            .filter(|(i, l)| {
-                !(l.is_empty()
-                    || l.starts_with('#')
-                    || (*i == 0 && l.eq_ignore_ascii_case("PatientID")))
-            })
-            .map(|(_, l)| l.to_owned());
-        let mut list = Self::from_ids(ids);
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let ids = rapha_core::lists::read_column(&bytes, "PatientID", is_patient_id_header)
+            .map_err(|e| bad(e.to_string()))?;
+        let mut list = Self::from_ids(ids.into_iter().map(|(_, id)| id));
         list.source = Some(path.to_owned());
         Ok(list)
     }
@@ -218,6 +214,14 @@ impl OptOuts {
     }
 }
 
+/// Whether an opt-out list's header cell names the PatientID column.
+fn is_patient_id_header(cell: &str) -> bool {
+    matches!(
+        rapha_core::lists::header_name(cell).as_str(),
+        "patientid" | "patientidentifier" | "patientnumber" | "mrn"
+    )
+}
+
 /// The hospital's label table: AccessionNumber → label (0/1 or a small class index).
 #[derive(Clone, Debug, Default)]
 pub struct LabelTable {
@@ -225,35 +229,67 @@ pub struct LabelTable {
 }
 
 impl LabelTable {
-    /// Reads `AccessionNumber,label` lines (a header line is skipped).
+    /// Reads `AccessionNumber,label` rows as spreadsheets save them (see [`rapha_core::lists`]). A
+    /// first row naming the columns (`AccessionNumber`/`Accession …`, `label`/`Label …`, in
+    /// either order) is a header; without one, the first column is the accession number and the
+    /// second the label.
     ///
     /// # Errors
-    /// [`DicomError::ListFile`] for an unreadable file or a label that is not 0-255.
+    /// [`DicomError::ListFile`], naming the line: an unreadable file, a row without an accession
+    /// number or a label, a label that is not 0-255 (a first row that is neither a header nor
+    /// data is refused, not skipped), an accession number given two different labels.
     pub fn load(path: &Path) -> Result<Self> {
         let bad = |reason: String| DicomError::ListFile {
             what: "label",
             path: path.to_owned(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+        let rows = rapha_core::lists::read_rows(&bytes).map_err(|e| bad(e.to_string()))?;
+        let header = rows.first().and_then(|first| {
+            let acc = first
+                .fields
+                .iter()
+                .position(|f| rapha_core::lists::is_accession_header(f))?;
+            let label = first.fields.iter().position(|f| {
+                matches!(
+                    rapha_core::lists::header_name(f).as_str(),
+                    "label" | "labels"
+                )
+            })?;
+            Some((acc, label))
+        });
+        let ((acc_col, label_col), body) = match header {
+            Some(cols) => (cols, &rows[1..]),
+            None => ((0, 1), &rows[..]),
+        };
         let mut labels = BTreeMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let Some((acc, label)) = line.split_once(',') else {
-                return Err(bad(format!(
-                    "line {}: expected AccessionNumber,label",
-                    i + 1
-                )));
-            };
-            match label.trim().parse::<u8>() {
-                Ok(l) => {
-                    labels.insert(acc.trim().trim_matches('"').to_owned(), l);
+        let mut first_line = BTreeMap::new();
+        for row in body {
+            let at = |reason: &str| bad(format!("line {}: {reason}", row.line));
+            let acc = row
+                .fields
+                .get(acc_col)
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| at("no accession number; expected AccessionNumber,label"))?;
+            let label = row
+                .fields
+                .get(label_col)
+                .filter(|l| !l.is_empty())
+                .ok_or_else(|| at("no label; expected AccessionNumber,label"))?;
+            let label: u8 = label
+                .parse()
+                .map_err(|_| at("label is not a number 0-255"))?;
+            match labels.insert(acc.clone(), label) {
+                Some(before) if before != label => {
+                    return Err(at(&format!(
+                        "this accession number already has a different label (line {})",
+                        first_line[acc]
+                    )))
                 }
-                Err(_) if i == 0 => {} // header
-                Err(_) => return Err(bad(format!("line {}: label is not a number 0-255", i + 1))),
+                _ => {
+                    first_line.entry(acc.clone()).or_insert(row.line);
+                }
             }
         }
         Ok(Self { labels })

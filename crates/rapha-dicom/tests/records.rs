@@ -332,11 +332,18 @@ fn labels_join_by_accession_number_and_opt_out_file_is_read() {
     assert!(c.entries.is_empty());
     assert_eq!(c.exclusions.get(reason::OPTED_OUT), 4);
 
-    std::fs::write(&labels_path, "ACC1,yes\nACC2,x\n").unwrap();
+    // A bad label is refused with its line; a first row that is neither a header naming both
+    // columns nor data is refused too (it used to be skipped as a header).
+    std::fs::write(&labels_path, "ACC1,1\nACC2,x\n").unwrap();
     assert!(LabelTable::load(&labels_path)
         .unwrap_err()
         .to_string()
         .contains("line 2"));
+    std::fs::write(&labels_path, "ACC1,yes\nACC2,1\n").unwrap();
+    assert!(LabelTable::load(&labels_path)
+        .unwrap_err()
+        .to_string()
+        .contains("line 1"));
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod corpus;
 mod hostile_dicom;
 mod hostile_pacs;
 mod json;
+mod lists;
 mod orthanc;
 mod records;
 mod scope;

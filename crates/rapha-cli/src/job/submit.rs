@@ -24,7 +24,9 @@ pub struct QueryArgs {
     /// An AccessionNumber to include (repeatable).
     #[arg(long = "accession", value_name = "ACCESSION")]
     pub accessions: Vec<String>,
-    /// A file of AccessionNumbers, one per line (added to --accession).
+    /// A file of AccessionNumbers (added to --accession): one per line, or a spreadsheet's CSV
+    /// export with a column headed AccessionNumber; UTF-8 with or without a byte-order mark,
+    /// `,`, `;` or tab separated. An unreadable line is refused with its number, never skipped.
     #[arg(long, value_name = "FILE")]
     pub accessions_file: Option<PathBuf>,
     /// Study date range, YYYYMMDD-YYYYMMDD (inclusive).
@@ -46,14 +48,15 @@ impl QueryArgs {
     pub fn to_query(&self) -> anyhow::Result<CohortQuery> {
         let mut accession_numbers = self.accessions.clone();
         if let Some(file) = &self.accessions_file {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            accession_numbers.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_owned),
-            );
+            let bytes =
+                std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+            let rows = rapha_core::lists::read_column(
+                &bytes,
+                "AccessionNumber",
+                rapha_core::lists::is_accession_header,
+            )
+            .with_context(|| format!("accessions file {}", file.display()))?;
+            accession_numbers.extend(rows.into_iter().map(|(_, accession)| accession));
         }
         if let Some(range) = &self.study_date {
             check_date_range(range)?;
@@ -333,5 +336,29 @@ mod tests {
             assert!(check_date_range(bad).is_err(), "{bad}");
         }
         assert!(check_date_range("20240201-20240101").is_err());
+    }
+
+    fn query_from_file(bytes: &[u8]) -> anyhow::Result<CohortQuery> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("cohort.csv");
+        std::fs::write(&path, bytes)?;
+        QueryArgs {
+            study_uids: vec![],
+            accessions: vec!["ACC0".into()],
+            accessions_file: Some(path),
+            study_date: None,
+            modalities: vec![],
+            limit: None,
+        }
+        .to_query()
+    }
+
+    #[test]
+    fn an_accessions_file_saved_by_a_spreadsheet_keeps_every_study() {
+        let q = query_from_file(b"\xEF\xBB\xBFName;Accession Number\r\nA;\"ACC1\"\r\nB; ACC2 \r\n")
+            .unwrap();
+        assert_eq!(q.accession_numbers, ["ACC0", "ACC1", "ACC2"]);
+        let e = format!("{:#}", query_from_file(b"ACC1\nACC2,ACC3\n").unwrap_err());
+        assert!(e.contains("line 2"), "{e}");
     }
 }
