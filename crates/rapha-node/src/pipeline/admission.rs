@@ -1,4 +1,5 @@
-//! Steps 1–2: verify the bundle against the trust store, then the admission policy.
+//! A job received (its bundle staged into the job's working directory), then steps 1–2: verify
+//! the bundle against the trust store, then the admission policy.
 
 use rapha_core::{ReasonCode, ResourceLimits};
 use rapha_policy::{Declared, ImageReview, LinkedJob, PastJob, ResourceReview};
