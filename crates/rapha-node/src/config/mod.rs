@@ -306,24 +306,27 @@ fn invalid(field: &str, message: impl Into<String>) -> (String, String) {
     (field.to_owned(), message.into())
 }
 
-/// Parses a `0x` + 40 hex digit account address.
+/// Parses an account address as Rapha reads every outside address ([`rapha_eth::parse_address`]:
+/// `0x` + 40 hex digits, and a mixed-case one must carry its EIP-55 checksum, so a mistyped
+/// address is refused instead of paying someone else).
 ///
 /// # Errors
-/// `(field, message)` saying what an address looks like.
+/// `(field, message)` saying what is wrong and what an address looks like.
 pub fn parse_address(
     field: &str,
     value: &str,
 ) -> Result<alloy::primitives::Address, (String, String)> {
-    let ok = value
-        .strip_prefix("0x")
-        .is_some_and(|h| h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()));
-    let parsed = ok
-        .then(|| value.parse::<alloy::primitives::Address>().ok())
-        .flatten();
-    parsed.ok_or_else(|| {
+    rapha_eth::parse_address(value).map_err(|e| {
+        let why = match e {
+            rapha_eth::EthError::Address { why, .. } => why,
+            _ => "not an address",
+        };
         invalid(
             field,
-            format!("{value:?} is not an account address (0x followed by 40 hex digits)"),
+            format!(
+                "{value:?} is not an account address (0x followed by 40 hex digits, with its \
+                 EIP-55 checksum if in mixed case): {why}"
+            ),
         )
     })
 }

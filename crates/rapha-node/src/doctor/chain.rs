@@ -104,7 +104,7 @@ pub(super) fn check_chain(config: &Config, r: &mut Report) {
         );
         return;
     }
-    let escrow = match rapha_core_address(&c.escrow_address) {
+    let escrow = match address("chain.escrow_address", &c.escrow_address) {
         Ok(a) => a,
         Err(e) => {
             r.fail(
@@ -134,7 +134,7 @@ pub(super) fn check_chain(config: &Config, r: &mut Report) {
 }
 
 fn check_usdc(c: &crate::config::ChainConfig) -> Outcome {
-    let addr = rapha_core_address(&c.usdc_address)
+    let addr = address("chain.usdc_address", &c.usdc_address)
         .or_else(|e| fail(e, "set chain.usdc_address to the official USDC address"))?;
     if c.test_token {
         return fail(
@@ -157,15 +157,13 @@ fn check_usdc(c: &crate::config::ChainConfig) -> Outcome {
     }
 }
 
-/// Checks a 0x-prefixed 20-byte hex address; returns it lowercased.
-fn rapha_core_address(s: &str) -> Result<String, String> {
-    let h = s
-        .strip_prefix("0x")
-        .ok_or_else(|| format!("{s:?} is not a 0x address"))?;
-    if h.len() != 40 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("{s:?} is not a 0x address of 40 hex digits"));
-    }
-    Ok(format!("0x{}", h.to_ascii_lowercase()))
+/// A configured address, read as loading the configuration reads it (a configuration built in
+/// code is checked here the same way), in the lowercase hex the JSON-RPC calls and the report
+/// use.
+fn address(key: &str, value: &str) -> Result<String, String> {
+    crate::config::parse_address(key, value)
+        .map(|a| format!("0x{}", hex::encode(a)))
+        .map_err(|(key, message)| format!("{key}: {message}"))
 }
 
 pub(super) fn check_settlement(config: &Config) -> Outcome {
