@@ -273,6 +273,15 @@ fn malformed_settlement_attestation_and_chain_values_are_refused_naming_the_key(
             "40 hex digits",
         ),
         (
+            // A mistyped address: mixed case whose EIP-55 checksum does not match.
+            b.replace(
+                "escrow_address = \"0x0000000000000000000000000000000000000001\"",
+                "escrow_address = \"0x5FBDB2315678afecb367f032d93F642f64180aa3\"",
+            ),
+            "chain.escrow_address",
+            "mixed-case address with a wrong EIP-55 checksum",
+        ),
+        (
             b.replace(
                 "tcti = \"swtpm:host=127.0.0.1,port=9\"",
                 "tcti = \"/dev/tpm0\"",

@@ -55,8 +55,8 @@ pub(super) async fn approve(
     UrlPath(id): UrlPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    authorize(&state, &headers, "/v1/jobs/{id}/approve", &[Role::Dpo])?;
-    let job = parse_job(&id)?;
+    let (_, job) =
+        authorize_job(&state, &headers, "/v1/jobs/{id}/approve", &[Role::Dpo], &id).await?;
     let approval: rapha_policy::Approval = parse_json(body)?;
     approval.verify().map_err(|e| {
         HttpError::new(
@@ -106,8 +106,8 @@ pub(super) async fn reject(
     UrlPath(id): UrlPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    authorize(&state, &headers, "/v1/jobs/{id}/reject", &[Role::Dpo])?;
-    let job = parse_job(&id)?;
+    let (_, job) =
+        authorize_job(&state, &headers, "/v1/jobs/{id}/reject", &[Role::Dpo], &id).await?;
     let body: RejectBody = parse_json(body)?;
     if body.reason.trim().is_empty() || body.reason.len() > MAX_REASON {
         return Err(HttpError::new(

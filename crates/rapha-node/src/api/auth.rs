@@ -1,5 +1,6 @@
 //! Who is calling: bearer tokens, roles, and the one authorize path every route takes (401 and
-//! 403 are audited).
+//! 403 are audited): [`authorize`], and for the routes under `/v1/jobs/{id}`, [`authorize_job`]
+//! (the caller, the job id parsed, and the job one the caller may see).
 
 use super::*;
 
@@ -65,6 +66,14 @@ pub struct Caller {
     pub role: Role,
     /// For a publisher token: the publisher (trust-store name) it speaks for.
     pub publisher: Option<String>,
+}
+
+impl Caller {
+    /// Whether this caller may see and act for `publisher`'s jobs: a publisher token only its
+    /// own publisher's, the hospital's roles every publisher's.
+    pub fn speaks_for(&self, publisher: &str) -> bool {
+        self.publisher.as_deref().is_none_or(|p| p == publisher)
+    }
 }
 
 impl std::fmt::Debug for Tokens {
@@ -218,6 +227,51 @@ pub(super) fn authorize(
             Ok(caller)
         }
     }
+}
+
+/// The shared path of every `/v1/jobs/{id}…` route: the caller authorized on `route`, the id
+/// parsed, and the job one the caller may see. A publisher sees only its own jobs; another
+/// publisher's job is "unknown" to it (its existence is not revealed). The DPO and the admin
+/// see every job.
+pub(super) async fn authorize_job(
+    state: &ApiState,
+    headers: &HeaderMap,
+    route: &str,
+    allowed: &[Role],
+    id: &str,
+) -> ApiResult<(Caller, JobId)> {
+    let caller = authorize(state, headers, route, allowed)?;
+    let job = parse_job(id)?;
+    check_owner(state, &caller, job).await?;
+    Ok((caller, job))
+}
+
+async fn check_owner(state: &ApiState, caller: &Caller, job: JobId) -> ApiResult<()> {
+    if caller.publisher.is_none() {
+        return Ok(());
+    }
+    let caller = caller.clone();
+    let readers = Arc::clone(&state.readers);
+    blocking(move || {
+        readers.with(|r| match r.get(job) {
+            Ok(row) if caller.speaks_for(&row.request.publisher) => Ok(()),
+            Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {
+                Err(not_found("unknown-job", "no job with this id"))
+            }
+            Err(e) => Err(HttpError::internal(e)),
+        })
+    })
+    .await
+}
+
+pub(super) fn parse_job(id: &str) -> ApiResult<JobId> {
+    id.parse().map_err(|_| {
+        HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-job-id",
+            "the job id is not a valid job id",
+        )
+    })
 }
 
 /// Queues a denied call for the audit trail (the node may be busy with a job).

@@ -13,6 +13,7 @@ pub(super) async fn job_status(
         "/v1/jobs/{id}",
         &[Role::Publisher, Role::Dpo, Role::Admin],
     )?;
+    // Not `authorize_job`: the owner check is made on the row read below, one read per poll.
     let job = parse_job(&id)?;
     // One kept read-only connection: no node lock, no database open per poll. Read in place,
     // not on the blocking pool: a point read of a WAL store never waits for the pipeline's
@@ -43,13 +44,9 @@ pub(super) async fn job_status(
         };
         Ok((row, records, ending, finished, run_since))
     })?;
-    // A publisher sees only its own jobs (the check of check_owner, on the row just read,
+    // A publisher sees only its own jobs (`authorize_job`'s check, on the row just read,
     // before anything of it is returned).
-    if caller
-        .publisher
-        .as_ref()
-        .is_some_and(|p| *p != row.request.publisher)
-    {
+    if !caller.speaks_for(&row.request.publisher) {
         return Err(not_found("unknown-job", "no job with this id"));
     }
     // The cohort step's own states are the hospital's: from admission until the DPO decides,
@@ -218,11 +215,7 @@ pub(super) async fn submit(
         &[Role::Publisher, Role::Admin],
     )?;
     let body: SubmitBody = parse_json(body)?;
-    if caller
-        .publisher
-        .as_ref()
-        .is_some_and(|p| *p != body.request.publisher)
-    {
+    if !caller.speaks_for(&body.request.publisher) {
         audit_denial(
             &state,
             "/v1/jobs",

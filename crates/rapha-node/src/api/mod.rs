@@ -52,7 +52,7 @@ mod upload;
 
 pub use approvals::MAX_REASON;
 use approvals::{approve, pending_approvals, reject};
-use auth::{audit_denial, audit_later, authorize};
+use auth::{audit_denial, audit_later, authorize, authorize_job, parse_job};
 pub use auth::{ApiError, Caller, Role, Tokens, MIN_TOKEN_LEN};
 use drive::{drive, lock_node, redrive_unfinished, with_node};
 pub use drive::{lock_within, NODE_WAIT, REDRIVE_INTERVAL};
@@ -404,35 +404,6 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection
             StatusCode::BAD_REQUEST,
             "bad-json",
             format!("invalid JSON at {}: {}", e.path(), e.inner()),
-        )
-    })
-}
-
-/// A publisher sees only its own jobs; another publisher's job is "unknown" to it (its
-/// existence is not revealed). The DPO and the admin see every job.
-async fn check_owner(state: &ApiState, caller: &Caller, job: JobId) -> ApiResult<()> {
-    let Some(publisher) = caller.publisher.clone() else {
-        return Ok(());
-    };
-    let readers = Arc::clone(&state.readers);
-    blocking(move || {
-        readers.with(|r| match r.get(job) {
-            Ok(row) if row.request.publisher == publisher => Ok(()),
-            Ok(_) | Err(crate::store::StoreError::NotFound(_)) => {
-                Err(not_found("unknown-job", "no job with this id"))
-            }
-            Err(e) => Err(HttpError::internal(e)),
-        })
-    })
-    .await
-}
-
-fn parse_job(id: &str) -> ApiResult<JobId> {
-    id.parse().map_err(|_| {
-        HttpError::new(
-            StatusCode::BAD_REQUEST,
-            "bad-job-id",
-            "the job id is not a valid job id",
         )
     })
 }

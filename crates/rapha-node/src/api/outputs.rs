@@ -8,14 +8,14 @@ pub(super) async fn receipt(
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let caller = authorize(
+    let (_, job) = authorize_job(
         &state,
         &headers,
         "/v1/jobs/{id}/receipt",
         &[Role::Publisher, Role::Admin],
-    )?;
-    let job = parse_job(&id)?;
-    check_owner(&state, &caller, job).await?;
+        &id,
+    )
+    .await?;
     // Read through the API's kept read-only connections: answers while the node runs a job,
     // and a receipt poll never takes the store's write lock.
     let readers = Arc::clone(&state.readers);
@@ -45,14 +45,14 @@ pub(super) async fn outputs(
     headers: HeaderMap,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let caller = authorize(
+    let (_, job) = authorize_job(
         &state,
         &headers,
         "/v1/jobs/{id}/outputs",
         &[Role::Publisher, Role::Admin],
-    )?;
-    let job = parse_job(&id)?;
-    check_owner(&state, &caller, job).await?;
+        &id,
+    )
+    .await?;
     let dir = release_dir(&state, job)?;
     let files = blocking(move || {
         let entries = std::fs::read_dir(&dir)
@@ -80,14 +80,14 @@ pub(super) async fn output_file(
     headers: HeaderMap,
     UrlPath((id, name)): UrlPath<(String, String)>,
 ) -> ApiResult<Response> {
-    let caller = authorize(
+    let (caller, job) = authorize_job(
         &state,
         &headers,
         "/v1/jobs/{id}/outputs/{name}",
         &[Role::Publisher, Role::Admin],
-    )?;
-    let job = parse_job(&id)?;
-    check_owner(&state, &caller, job).await?;
+        &id,
+    )
+    .await?;
     let plain = !name.is_empty()
         && !name.starts_with('.')
         && name

@@ -1,4 +1,5 @@
-//! Steps 1–2: verify the bundle against the trust store, then the admission policy.
+//! A job received (its bundle staged into the job's working directory), then steps 1–2: verify
+//! the bundle against the trust store, then the admission policy.
 
 use rapha_core::{ReasonCode, ResourceLimits};
 use rapha_policy::{Declared, ImageReview, LinkedJob, PastJob, ResourceReview};
@@ -27,6 +28,60 @@ pub(super) struct Verified {
 }
 
 impl Node {
+    /// Receives a job: links the bundle into the job's working directory (the submitter's
+    /// copy may go away) and records the request in `received`. [`Node::stage_bundle`] then
+    /// [`Node::submit_staged`] do the same with the linking outside the node lock.
+    ///
+    /// # Errors
+    /// [`StoreError::Duplicate`] for a job id already known; I/O errors linking the bundle.
+    pub fn submit(&mut self, bundle_dir: &Path, request: JobRequest) -> Result<JobId> {
+        let staged = Self::stage_bundle(&self.p.work_dir, bundle_dir)?;
+        self.submit_staged(staged, request)
+    }
+
+    /// Links (hard links; a copy across file systems) the bundle at `bundle_dir` into a fresh
+    /// staging directory under the node's working directory `work_dir`. Needs no node lock: the
+    /// staging directory is this call's own, and the pipeline verifies the bundle again.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn stage_bundle(work_dir: &Path, bundle_dir: &Path) -> Result<StagedBundle> {
+        let jobs = work_dir.join("jobs");
+        std::fs::create_dir_all(&jobs).map_err(io("cannot create", &jobs))?;
+        let dir = jobs.join(format!(".incoming-{}", JobId::random()));
+        link_dir(bundle_dir, &dir)?;
+        Ok(StagedBundle { dir: Some(dir) })
+    }
+
+    /// Receives a job whose bundle [`Node::stage_bundle`] staged: moves it into the job's
+    /// working directory and records the request in `received`.
+    ///
+    /// # Errors
+    /// [`StoreError::Duplicate`] for a job id already known; I/O errors.
+    pub fn submit_staged(
+        &mut self,
+        mut staged: StagedBundle,
+        request: JobRequest,
+    ) -> Result<JobId> {
+        let job = request.job_id;
+        if self.p.store.get(job).is_ok() {
+            return Err(StoreError::Duplicate(job).into());
+        }
+        let dir = self.job_dir(job);
+        let dest = dir.join("bundle");
+        if dest.exists() {
+            std::fs::remove_dir_all(&dest).map_err(io("cannot clear", &dest))?;
+        }
+        std::fs::create_dir_all(&dir).map_err(io("cannot create", &dir))?;
+        if let Some(from) = staged.dir.take() {
+            std::fs::rename(&from, &dest).map_err(io("cannot move the staged bundle", &from))?;
+        }
+        self.p.store.insert(&request)?;
+        tracing::info!(%job, "job received");
+        self.committed(job, JobState::Received);
+        Ok(job)
+    }
+
     /// The step from `from` that needs the job's bundle: verified without the node lock (a
     /// [`Work`]: hashing up to the upload limit of blobs takes seconds, and the node answers
     /// other jobs and the API meanwhile), once, then handed to `then` under the lock. A bundle
@@ -343,4 +398,70 @@ fn linkage_differs(store: &JobStore, job: JobId, request: &JobRequest) -> Result
             request.linkage.as_ref().map_or("", |g| g.as_str()),
         )
     }))
+}
+
+/// Verifies the job's bundle at `dir` against `trust` (signature, trust decision, every blob
+/// hashed) and checks it is the one the request names, signed as its publisher and trainer.
+pub(super) fn job_bundle(
+    dir: &Path,
+    trust: &TrustStore,
+    req: &JobRequest,
+) -> std::result::Result<VerifiedBundle, String> {
+    let vb = verify_bundle(dir, trust).map_err(|e| format!("bundle refused: {e}"))?;
+    if vb.manifest_digest() != req.bundle_manifest {
+        Err(format!(
+            "the request names bundle {} but the bundle's manifest is {}",
+            req.bundle_manifest,
+            vb.manifest_digest()
+        ))
+    } else if vb.publisher() != req.publisher || vb.trainer_name() != req.trainer {
+        Err(format!(
+            "the request names {}/{} but the bundle is signed as {}/{}",
+            req.publisher,
+            req.trainer,
+            vb.publisher(),
+            vb.trainer_name()
+        ))
+    } else {
+        Ok(vb)
+    }
+}
+
+/// A bundle linked into the node's working directory by [`Node::stage_bundle`], not yet
+/// taken by a job: removed if it is dropped untaken.
+#[derive(Debug)]
+pub struct StagedBundle {
+    dir: Option<PathBuf>,
+}
+
+impl Drop for StagedBundle {
+    fn drop(&mut self) {
+        if let Some(d) = self.dir.take() {
+            if let Err(e) = std::fs::remove_dir_all(&d) {
+                tracing::warn!(path = %d.display(), error = %e, "cannot remove a staged bundle");
+            }
+        }
+    }
+}
+
+/// Mirrors the directory tree `from` at `to` with hard links to its files (no bytes copied;
+/// a copy where `to` is on another file system). Links share the stored files, which are
+/// never written in place (the bundle store replaces a bundle by renaming directories).
+fn link_dir(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(io("cannot create", to))?;
+    let rd = std::fs::read_dir(from).map_err(|_| PipelineError::MissingBundle {
+        claimed: Digest::of(b""),
+        path: from.to_path_buf(),
+    })?;
+    for e in rd {
+        let e = e.map_err(io("cannot read", from))?;
+        let ty = e.file_type().map_err(io("cannot stat", &e.path()))?;
+        let dest = to.join(e.file_name());
+        if ty.is_dir() {
+            link_dir(&e.path(), &dest)?;
+        } else if ty.is_file() && std::fs::hard_link(e.path(), &dest).is_err() {
+            std::fs::copy(e.path(), &dest).map_err(io("cannot copy", &e.path()))?;
+        }
+    }
+    Ok(())
 }

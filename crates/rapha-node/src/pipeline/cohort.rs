@@ -1,6 +1,7 @@
 //! Step 3: the cohort, from scoped QIDO-RS metadata only (pseudonymized, exclusions applied),
 //! and its commitment.
 
+use super::ports::connect_pacs;
 use super::*;
 
 /// The stored cohort: entries (with the raw identifiers the guard needs: this artifact never

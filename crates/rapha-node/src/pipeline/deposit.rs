@@ -7,6 +7,7 @@
 //! artifact), or for a job admitted before that was recorded, the signed bundle's, verified off
 //! the lock (every blob is hashed); it is kept as the `run-wall` artifact for every later check.
 
+use super::admission::job_bundle;
 use super::*;
 
 /// The trainer's wall time, or the bundle's refusal.

@@ -1,6 +1,25 @@
 //! The job pipeline: ARCHITECTURE.md's data flow, steps 1–12, driven one persisted step at a
 //! time over the [`JobStore`].
 //!
+//! This module is the state machine and its driver; each step lives in the module named after
+//! its part of the data flow:
+//!
+//! ```text
+//! admission  received (the bundle staged in), 1 bundle verified, 2 admission policy
+//! cohort     3 cohort from scoped QIDO-RS metadata, its commitment
+//! review     4 the DPO's review and approval (or rejection)
+//! deposit    5 escrow deposit confirmed; checked again right before 8
+//! attest     6 attestation bound to the job, 7 final policy gate
+//! run        8 trainer run in the enclave runtime, 9 output guard
+//! receipt    10 receipt signed and appended to the log
+//! release    11 settlement on chain, 12 release of outputs; finished jobs' data removed
+//! ending     how a job ends early (reason code, hospital detail, publisher suspension)
+//! artifact   what each step stores with its state change
+//! rules      the node's own bounds on a job, retries of a failing step
+//! ports      what the pipeline needs from outside: evidence, escrow, PACS
+//! chain      the escrow on a chain (the production `Payments`)
+//! ```
+//!
 //! Every step reads what earlier steps stored, does its work, and commits its output as an
 //! artifact in the same transaction as the state change. A step that is interrupted before its
 //! commit runs again from the last committed state; the steps with outside effects are
@@ -34,10 +53,12 @@
 //! publisher (all its keys) is suspended until a DPO reinstates it.
 
 mod admission;
+pub mod artifact;
 mod attest;
 pub mod chain;
 mod cohort;
 mod deposit;
+mod ending;
 mod ports;
 mod receipt;
 mod release;
@@ -45,13 +66,14 @@ mod review;
 mod rules;
 mod run;
 
-pub use admission::{review_request, BundleFacts};
+pub use admission::{review_request, BundleFacts, StagedBundle};
 pub use attest::AttestationRecord;
 use cohort::StoredCohort;
 pub use cohort::{cohort_commitment, MAX_COHORT_ARTIFACT_BYTES};
+pub use ending::Ending;
 pub use ports::*;
 pub use rules::*;
-pub use run::RunRecord;
+pub use run::{RunRecord, RUN_QUANTUM};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -148,12 +170,6 @@ pub fn to_minute_ms(ms: u64) -> u64 {
     ms - ms % 60_000
 }
 
-/// How long after its start a run's end is committed at the earliest: the run's end (and
-/// everything that follows it and the publisher can observe, its state, receipt, log and
-/// settlement) happens on a whole multiple of this after the start, whenever the trainer
-/// exited within it.
-pub const RUN_QUANTUM: Duration = Duration::from_secs(60);
-
 /// Everything a [`Node`] is built from. The binary fills it from the configuration file; the
 /// demo and the tests fill it directly.
 pub struct NodeParts {
@@ -238,38 +254,6 @@ struct Parts {
     audit: AuditLog,
     work_dir: PathBuf,
     release_dir: PathBuf,
-}
-
-/// The escrow, used by the deposit and settlement steps without the node lock (one RPC
-/// conversation at a time).
-#[derive(Clone)]
-pub(crate) struct SharedPayments(Arc<Mutex<Box<dyn Payments>>>);
-
-impl SharedPayments {
-    /// Runs `f` on the payments backend. A panic in an earlier call leaves the backend as
-    /// usable as any RPC failure does (its state is the chain's and the ledger's).
-    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut dyn Payments) -> T) -> T {
-        let mut guard = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(guard.as_mut())
-    }
-
-    fn terms(&self) -> PaymentTerms {
-        self.with(|p| p.terms())
-    }
-}
-
-/// Opens a DICOMweb client through the node's connector (shared with work outside the lock).
-fn connect_pacs(
-    pacs: &Mutex<PacsConnect>,
-) -> std::result::Result<DicomWebClient, rapha_dicom::DicomError> {
-    // The connector is a plain function: a panic in it leaves nothing half-changed.
-    let connect = pacs
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    (*connect)()
 }
 
 /// The hospital node's job pipeline.
@@ -371,54 +355,12 @@ fn moved_meanwhile(job: JobId, expected: JobState, actual: JobState) -> Pipeline
     })
 }
 
-/// The hospital-side record of how a job ended (artifact [`artifact::ENDING`]): the code the
-/// publisher sees, and what happened in words for the DPO and the admin.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Ending {
-    pub code: ReasonCode,
-    /// The state the job ended in.
-    pub from: JobState,
-    /// What happened: may hold trainer-chosen text (file and entry names, exit status).
-    /// Never shown to the publisher.
-    pub detail: String,
-}
-
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
             .field("name", &self.p.node_name)
             .finish_non_exhaustive()
     }
-}
-
-/// Artifact names in the job store.
-pub mod artifact {
-    pub const BUNDLE: &str = "bundle";
-    pub const ADMISSION: &str = "admission";
-    /// The bundle's resource requests and the node's bounds they passed (for the DPO).
-    pub const RESOURCES: &str = "resources";
-    /// What the trainer image holds ([`rapha_policy::ImageReview`]), counted at admission.
-    pub const IMAGE: &str = "image";
-    pub const COHORT: &str = "cohort";
-    pub const COHORT_SUMMARY: &str = "cohort-summary";
-    pub const REVIEW: &str = "review";
-    pub const APPROVAL: &str = "approval";
-    pub const DEPOSIT: &str = "deposit";
-    pub const EVIDENCE: &str = "evidence";
-    pub const ATTESTATION: &str = "attestation";
-    pub const FINAL: &str = "final";
-    pub const STARTED: &str = "started";
-    pub const MANIFEST: &str = "manifest";
-    pub const RECEIPT_BODY: &str = "receipt-body";
-    pub const RECEIPT: &str = "receipt";
-    pub const RELEASE: &str = "release";
-    pub const SETTLEMENT: &str = "settlement";
-    /// How the job ended, hospital-side ([`super::Ending`]).
-    pub const ENDING: &str = "ending";
-    /// The trainer's wall time the deposit's deadline is checked against (seconds).
-    pub const RUN_WALL: &str = "run-wall";
-    /// A completed job whose deposit was refunded instead of paid: its outputs never leave.
-    pub const WITHHELD: &str = "withheld";
 }
 
 const ACTOR: (&str, &str) = ("rapha-node", "application");
@@ -555,148 +497,6 @@ impl Node {
         self.p.release_dir.join(job.to_string())
     }
 
-    /// The job's receipt, once issued.
-    ///
-    /// # Errors
-    /// Store errors or an unreadable stored receipt.
-    pub fn receipt(&self, job: JobId) -> Result<Option<ReceiptFile>> {
-        self.p
-            .store
-            .artifact(job, artifact::RECEIPT)?
-            .map(|b| {
-                serde_json::from_slice(&b).map_err(|e| PipelineError::Artifact {
-                    job,
-                    kind: artifact::RECEIPT,
-                    detail: e.to_string(),
-                })
-            })
-            .transpose()
-    }
-
-    /// How the job ended, hospital-side (code and detail), once it ended before completing.
-    ///
-    /// # Errors
-    /// Store errors or an unreadable stored ending.
-    pub fn ending(&self, job: JobId) -> Result<Option<Ending>> {
-        self.opt(job, artifact::ENDING)
-    }
-
-    /// The job digest a DPO approves (once the review was submitted).
-    ///
-    /// # Errors
-    /// Store errors.
-    pub fn review_digest(&self, job: JobId) -> Result<Option<Digest>> {
-        Ok(self.review_ref(job)?.map(|r| r.job_digest))
-    }
-
-    /// The job digest a DPO approves and its version, as recorded when the review was
-    /// submitted (a job reviewed before versions existed uses v1).
-    ///
-    /// # Errors
-    /// Store errors, or an unreadable `review` artifact.
-    pub fn review_ref(&self, job: JobId) -> Result<Option<rapha_policy::JobDigestRef>> {
-        self.opt(job, artifact::REVIEW)
-    }
-
-    /// The DPO's view: job and cohort summary (no identifiers).
-    ///
-    /// # Errors
-    /// Store errors.
-    pub fn review(&self, job: JobId) -> Result<Option<ReviewRequest>> {
-        review_request(&self.p.store, job, self.p.store.get(job)?.request)
-    }
-
-    fn load<T: for<'de> Deserialize<'de>>(
-        &self,
-        job: JobId,
-        kind: &'static str,
-        b: &[u8],
-    ) -> Result<T> {
-        serde_json::from_slice(b).map_err(|e| PipelineError::Artifact {
-            job,
-            kind,
-            detail: e.to_string(),
-        })
-    }
-
-    fn need<T: for<'de> Deserialize<'de>>(&self, job: JobId, kind: &'static str) -> Result<T> {
-        let b = self
-            .p
-            .store
-            .artifact(job, kind)?
-            .ok_or_else(|| PipelineError::Artifact {
-                job,
-                kind,
-                detail: "not stored".into(),
-            })?;
-        self.load(job, kind, &b)
-    }
-
-    fn opt<T: for<'de> Deserialize<'de>>(
-        &self,
-        job: JobId,
-        kind: &'static str,
-    ) -> Result<Option<T>> {
-        match self.p.store.artifact(job, kind)? {
-            None => Ok(None),
-            Some(b) => self.load(job, kind, &b).map(Some),
-        }
-    }
-
-    /// Receives a job: links the bundle into the job's working directory (the submitter's
-    /// copy may go away) and records the request in `received`. [`Node::stage_bundle`] then
-    /// [`Node::submit_staged`] do the same with the linking outside the node lock.
-    ///
-    /// # Errors
-    /// [`StoreError::Duplicate`] for a job id already known; I/O errors linking the bundle.
-    pub fn submit(&mut self, bundle_dir: &Path, request: JobRequest) -> Result<JobId> {
-        let staged = Self::stage_bundle(&self.p.work_dir, bundle_dir)?;
-        self.submit_staged(staged, request)
-    }
-
-    /// Links (hard links; a copy across file systems) the bundle at `bundle_dir` into a fresh
-    /// staging directory under the node's working directory `work_dir`. Needs no node lock: the
-    /// staging directory is this call's own, and the pipeline verifies the bundle again.
-    ///
-    /// # Errors
-    /// I/O errors.
-    pub fn stage_bundle(work_dir: &Path, bundle_dir: &Path) -> Result<StagedBundle> {
-        let jobs = work_dir.join("jobs");
-        std::fs::create_dir_all(&jobs).map_err(io("cannot create", &jobs))?;
-        let dir = jobs.join(format!(".incoming-{}", JobId::random()));
-        link_dir(bundle_dir, &dir)?;
-        Ok(StagedBundle { dir: Some(dir) })
-    }
-
-    /// Receives a job whose bundle [`Node::stage_bundle`] staged: moves it into the job's
-    /// working directory and records the request in `received`.
-    ///
-    /// # Errors
-    /// [`StoreError::Duplicate`] for a job id already known; I/O errors.
-    pub fn submit_staged(
-        &mut self,
-        mut staged: StagedBundle,
-        request: JobRequest,
-    ) -> Result<JobId> {
-        let job = request.job_id;
-        if self.p.store.get(job).is_ok() {
-            return Err(StoreError::Duplicate(job).into());
-        }
-        let dir = self.job_dir(job);
-        let dest = dir.join("bundle");
-        if dest.exists() {
-            std::fs::remove_dir_all(&dest).map_err(io("cannot clear", &dest))?;
-        }
-        std::fs::create_dir_all(&dir).map_err(io("cannot create", &dir))?;
-        if let Some(from) = staged.dir.take() {
-            std::fs::rename(&from, &dest).map_err(io("cannot move the staged bundle", &from))?;
-        }
-        self.p.store.insert(&request)?;
-        tracing::info!(%job, "job received");
-        self.committed(job, JobState::Received);
-        Ok(job)
-    }
-
     fn committed(&self, job: JobId, state: JobState) {
         if let Some(h) = &self.after_commit {
             h(job, state);
@@ -715,112 +515,6 @@ impl Node {
         tracing::info!(%job, %from, %to, "job advanced");
         self.committed(job, to);
         Ok(Step::Moved(to))
-    }
-
-    /// Ends the job before its outputs are guarded: with `code` (all the publisher sees) and
-    /// `detail` (what happened, for the audit trail and the DPO and admin views only). It still
-    /// gets a receipt and a settlement: refunded for `refused` and `failed` codes, charged for
-    /// `violated` and `trainer-failed`. A violation suspends the publisher first (a crash
-    /// between the two leaves it suspended: fail closed).
-    fn end(&mut self, job: JobId, from: JobState, code: ReasonCode, detail: &str) -> Result<Step> {
-        let outcome = code.outcome();
-        // `refused` before the trainer ran; every ending after it (or of the node) is `failed`
-        // as a state, the outcome telling which.
-        let to = if outcome == Outcome::Refused {
-            JobState::Refused
-        } else {
-            JobState::Failed
-        };
-        let ind = match outcome {
-            Outcome::Refused => AuditOutcome::MinorFailure,
-            _ => AuditOutcome::SeriousFailure,
-        };
-        if outcome == Outcome::Violated {
-            let publisher = self.p.store.get(job)?.request.publisher;
-            self.p.store.suspend(&publisher, job)?;
-            self.p.audit.record(AuditEvent::new(
-                AuditKind::AdminAction,
-                AuditOutcome::SeriousFailure,
-                format!(
-                    "publisher {publisher:?} suspended (all its keys) until a DPO reviews the \
-                     violation of job {job}"
-                ),
-                ACTOR,
-                vec![job_object(job, None)],
-            ))?;
-        }
-        self.p.audit.record(AuditEvent::new(
-            AuditKind::Refusal,
-            ind,
-            format!("job {outcome} ({code}) in {from}: {detail}"),
-            ACTOR,
-            vec![job_object(job, None)],
-        ))?;
-        let ending = Ending {
-            code,
-            from,
-            detail: detail.to_owned(),
-        };
-        let e = serde_json::to_vec(&ending).unwrap_or_default();
-        self.advance_to(
-            job,
-            from,
-            to,
-            &[(artifact::ENDING, &e)],
-            Some((outcome, code.as_str())),
-        )
-    }
-
-    /// Refuses the job if its publisher is suspended (admission and the final gate).
-    fn suspended(&mut self, job: JobId, from: JobState, req: &JobRequest) -> Result<Option<Step>> {
-        let Some(s) = self.p.store.suspension(&req.publisher)? else {
-            return Ok(None);
-        };
-        if from == JobState::Attested {
-            self.sessions.remove(&job);
-        }
-        let detail = format!(
-            "publisher {:?} is suspended since the output guard refused job {} ({})",
-            s.publisher, s.job_id, s.since
-        );
-        self.end(job, from, ReasonCode::PublisherSuspended, &detail)
-            .map(Some)
-    }
-
-    /// A publisher's suspension, if it is suspended.
-    ///
-    /// # Errors
-    /// Store errors.
-    pub fn suspension(&self, publisher: &str) -> Result<Option<crate::store::Suspension>> {
-        Ok(self.p.store.suspension(publisher)?)
-    }
-
-    /// Lifts `publisher`'s suspension after a DPO's review, with the DPO's `reason`, audited.
-    /// Returns the suspension lifted, `None` if the publisher was not suspended.
-    ///
-    /// # Errors
-    /// Store or audit errors.
-    pub fn reinstate(
-        &mut self,
-        publisher: &str,
-        dpo: &str,
-        reason: &str,
-    ) -> Result<Option<crate::store::Suspension>> {
-        let Some(s) = self.p.store.suspension(publisher)? else {
-            return Ok(None);
-        };
-        // Audited before it takes effect: a reinstatement the trail does not show never happens.
-        self.p.audit.record(AuditEvent::new(
-            AuditKind::DpoAction,
-            AuditOutcome::Success,
-            format!(
-                "publisher {publisher:?} reinstated after review of job {}: {reason}",
-                s.job_id
-            ),
-            (dpo, "dpo"),
-            vec![job_object(s.job_id, None)],
-        ))?;
-        Ok(self.p.store.reinstate(publisher)?)
     }
 
     /// Start-up: resumes every unfinished job as far as it can go, and fails those whose
@@ -992,134 +686,4 @@ impl Node {
         };
         step.map(Next::Step)
     }
-
-    /// Removes a finished job's working data: the trainer's rootfs, the job's link to its
-    /// bundle, its staged outputs and its run directory. Kept: the job store (its artifacts,
-    /// the receipt among them), the receipt log, the audit trail and the released outputs.
-    fn collect(&self, job: JobId) -> Result<()> {
-        let dir = self.job_dir(job);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).map_err(io("cannot remove finished job data", &dir))?;
-            tracing::info!(%job, "finished job's working data removed");
-        }
-        Ok(())
-    }
-
-    fn collect_if_finished(&self, job: JobId) -> Result<()> {
-        if self.finished(job)? {
-            self.collect(job)?;
-        }
-        Ok(())
-    }
-
-    /// Whether the job needs its working data no more: the node has no more work for it
-    /// ([`JobStore::finished`]: a completed job only once released, or withheld for good, its
-    /// staged copy being what the release copies from).
-    fn finished(&self, job: JobId) -> Result<bool> {
-        Ok(self.p.store.finished(job)?)
-    }
-
-    /// Start-up clean-up: removes the working data of every finished job, of jobs the store
-    /// does not know (a submission a crash interrupted), staged bundles and the per-run
-    /// directories of runs that died with an earlier process.
-    ///
-    /// # Errors
-    /// Store or I/O errors.
-    pub fn collect_finished(&mut self) -> Result<()> {
-        let mut live = HashSet::new();
-        for (job, _) in self.p.store.states()? {
-            if !self.finished(job)? {
-                live.insert(job);
-            }
-        }
-        let jobs = self.p.work_dir.join("jobs");
-        if let Ok(rd) = std::fs::read_dir(&jobs) {
-            for e in rd.flatten() {
-                let name = e.file_name();
-                let keep = name
-                    .to_str()
-                    .and_then(|n| n.parse::<JobId>().ok())
-                    .is_some_and(|j| live.contains(&j));
-                if !keep {
-                    let path = e.path();
-                    std::fs::remove_dir_all(&path)
-                        .map_err(io("cannot remove finished job data", &path))?;
-                }
-            }
-        }
-        // No run outlives its process: every per-run directory here is a dead run's (its
-        // trainer's `/out` tmpfs may still be mounted: it is detached first).
-        if self.sessions.is_empty() && self.in_flight.is_empty() {
-            let runs = self.p.work_dir.join("run");
-            rapha_enclave::session::clear_work_root(&runs)
-                .map_err(io("cannot remove a dead run's working data", &runs))?;
-        }
-        Ok(())
-    }
-}
-
-/// Verifies the job's bundle at `dir` against `trust` (signature, trust decision, every blob
-/// hashed) and checks it is the one the request names, signed as its publisher and trainer.
-fn job_bundle(
-    dir: &Path,
-    trust: &TrustStore,
-    req: &JobRequest,
-) -> std::result::Result<VerifiedBundle, String> {
-    let vb = verify_bundle(dir, trust).map_err(|e| format!("bundle refused: {e}"))?;
-    if vb.manifest_digest() != req.bundle_manifest {
-        Err(format!(
-            "the request names bundle {} but the bundle's manifest is {}",
-            req.bundle_manifest,
-            vb.manifest_digest()
-        ))
-    } else if vb.publisher() != req.publisher || vb.trainer_name() != req.trainer {
-        Err(format!(
-            "the request names {}/{} but the bundle is signed as {}/{}",
-            req.publisher,
-            req.trainer,
-            vb.publisher(),
-            vb.trainer_name()
-        ))
-    } else {
-        Ok(vb)
-    }
-}
-
-/// A bundle linked into the node's working directory by [`Node::stage_bundle`], not yet
-/// taken by a job: removed if it is dropped untaken.
-#[derive(Debug)]
-pub struct StagedBundle {
-    dir: Option<PathBuf>,
-}
-
-impl Drop for StagedBundle {
-    fn drop(&mut self) {
-        if let Some(d) = self.dir.take() {
-            if let Err(e) = std::fs::remove_dir_all(&d) {
-                tracing::warn!(path = %d.display(), error = %e, "cannot remove a staged bundle");
-            }
-        }
-    }
-}
-
-/// Mirrors the directory tree `from` at `to` with hard links to its files (no bytes copied;
-/// a copy where `to` is on another file system). Links share the stored files, which are
-/// never written in place (the bundle store replaces a bundle by renaming directories).
-fn link_dir(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to).map_err(io("cannot create", to))?;
-    let rd = std::fs::read_dir(from).map_err(|_| PipelineError::MissingBundle {
-        claimed: Digest::of(b""),
-        path: from.to_path_buf(),
-    })?;
-    for e in rd {
-        let e = e.map_err(io("cannot read", from))?;
-        let ty = e.file_type().map_err(io("cannot stat", &e.path()))?;
-        let dest = to.join(e.file_name());
-        if ty.is_dir() {
-            link_dir(&e.path(), &dest)?;
-        } else if ty.is_file() && std::fs::hard_link(e.path(), &dest).is_err() {
-            std::fs::copy(e.path(), &dest).map_err(io("cannot copy", &e.path()))?;
-        }
-    }
-    Ok(())
 }

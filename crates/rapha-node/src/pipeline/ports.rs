@@ -167,3 +167,35 @@ pub trait Payments: Send {
 /// Opens a DICOMweb client to the PACS (a new one per step).
 pub type PacsConnect =
     Box<dyn Fn() -> std::result::Result<DicomWebClient, rapha_dicom::DicomError> + Send>;
+
+/// The escrow, used by the deposit and settlement steps without the node lock (one RPC
+/// conversation at a time).
+#[derive(Clone)]
+pub(crate) struct SharedPayments(pub(super) Arc<Mutex<Box<dyn Payments>>>);
+
+impl SharedPayments {
+    /// Runs `f` on the payments backend. A panic in an earlier call leaves the backend as
+    /// usable as any RPC failure does (its state is the chain's and the ledger's).
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&mut dyn Payments) -> T) -> T {
+        let mut guard = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(guard.as_mut())
+    }
+
+    pub(super) fn terms(&self) -> PaymentTerms {
+        self.with(|p| p.terms())
+    }
+}
+
+/// Opens a DICOMweb client through the node's connector (shared with work outside the lock).
+pub(super) fn connect_pacs(
+    pacs: &Mutex<PacsConnect>,
+) -> std::result::Result<DicomWebClient, rapha_dicom::DicomError> {
+    // The connector is a plain function: a panic in it leaves nothing half-changed.
+    let connect = pacs
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    (*connect)()
+}

@@ -51,6 +51,24 @@ fn reason_code(outcome: Outcome, recorded: Option<&str>) -> ReasonCode {
 }
 
 impl Node {
+    /// The job's receipt, once issued.
+    ///
+    /// # Errors
+    /// Store errors or an unreadable stored receipt.
+    pub fn receipt(&self, job: JobId) -> Result<Option<ReceiptFile>> {
+        self.p
+            .store
+            .artifact(job, artifact::RECEIPT)?
+            .map(|b| {
+                serde_json::from_slice(&b).map_err(|e| PipelineError::Artifact {
+                    job,
+                    kind: artifact::RECEIPT,
+                    detail: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
     pub(super) fn receipt_body(&self, job: JobId, req: &JobRequest) -> Result<ReceiptBody> {
         let row = self.p.store.get(job)?;
         let outcome = row.outcome.unwrap_or(Outcome::Failed);

@@ -193,3 +193,70 @@ impl Node {
         self.advance_to(job, from, JobState::Settled, &artifacts, None)
     }
 }
+
+/// A finished job's working data.
+impl Node {
+    /// Removes a finished job's working data: the trainer's rootfs, the job's link to its
+    /// bundle, its staged outputs and its run directory. Kept: the job store (its artifacts,
+    /// the receipt among them), the receipt log, the audit trail and the released outputs.
+    fn collect(&self, job: JobId) -> Result<()> {
+        let dir = self.job_dir(job);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).map_err(io("cannot remove finished job data", &dir))?;
+            tracing::info!(%job, "finished job's working data removed");
+        }
+        Ok(())
+    }
+
+    pub(super) fn collect_if_finished(&self, job: JobId) -> Result<()> {
+        if self.finished(job)? {
+            self.collect(job)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the job needs its working data no more: the node has no more work for it
+    /// ([`JobStore::finished`]: a completed job only once released, or withheld for good, its
+    /// staged copy being what the release copies from).
+    fn finished(&self, job: JobId) -> Result<bool> {
+        Ok(self.p.store.finished(job)?)
+    }
+
+    /// Start-up clean-up: removes the working data of every finished job, of jobs the store
+    /// does not know (a submission a crash interrupted), staged bundles and the per-run
+    /// directories of runs that died with an earlier process.
+    ///
+    /// # Errors
+    /// Store or I/O errors.
+    pub fn collect_finished(&mut self) -> Result<()> {
+        let mut live = HashSet::new();
+        for (job, _) in self.p.store.states()? {
+            if !self.finished(job)? {
+                live.insert(job);
+            }
+        }
+        let jobs = self.p.work_dir.join("jobs");
+        if let Ok(rd) = std::fs::read_dir(&jobs) {
+            for e in rd.flatten() {
+                let name = e.file_name();
+                let keep = name
+                    .to_str()
+                    .and_then(|n| n.parse::<JobId>().ok())
+                    .is_some_and(|j| live.contains(&j));
+                if !keep {
+                    let path = e.path();
+                    std::fs::remove_dir_all(&path)
+                        .map_err(io("cannot remove finished job data", &path))?;
+                }
+            }
+        }
+        // No run outlives its process: every per-run directory here is a dead run's (its
+        // trainer's `/out` tmpfs may still be mounted: it is detached first).
+        if self.sessions.is_empty() && self.in_flight.is_empty() {
+            let runs = self.p.work_dir.join("run");
+            rapha_enclave::session::clear_work_root(&runs)
+                .map_err(io("cannot remove a dead run's working data", &runs))?;
+        }
+        Ok(())
+    }
+}

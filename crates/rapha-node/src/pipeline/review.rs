@@ -3,6 +3,31 @@
 use super::*;
 
 impl Node {
+    /// The job digest a DPO approves (once the review was submitted).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn review_digest(&self, job: JobId) -> Result<Option<Digest>> {
+        Ok(self.review_ref(job)?.map(|r| r.job_digest))
+    }
+
+    /// The job digest a DPO approves and its version, as recorded when the review was
+    /// submitted (a job reviewed before versions existed uses v1).
+    ///
+    /// # Errors
+    /// Store errors, or an unreadable `review` artifact.
+    pub fn review_ref(&self, job: JobId) -> Result<Option<rapha_policy::JobDigestRef>> {
+        self.opt(job, artifact::REVIEW)
+    }
+
+    /// The DPO's view: job and cohort summary (no identifiers).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn review(&self, job: JobId) -> Result<Option<ReviewRequest>> {
+        review_request(&self.p.store, job, self.p.store.get(job)?.request)
+    }
+
     /// A DPO's rejection of a job waiting for approval: the job ends refused (receipt and
     /// refund follow as for any refusal). Returns `Ok(false)` when the job is not waiting for
     /// an approval (nothing changes).

@@ -1,7 +1,15 @@
 //! Steps 8–9: the trainer runs in the enclave runtime on the approved cohort; the output
 //! guard checks everything it wrote.
 
+use super::admission::job_bundle;
+use super::ports::connect_pacs;
 use super::*;
+
+/// How long after its start a run's end is committed at the earliest: the run's end (and
+/// everything that follows it and the publisher can observe, its state, receipt, log and
+/// settlement) happens on a whole multiple of this after the start, whenever the trainer
+/// exited within it.
+pub const RUN_QUANTUM: Duration = Duration::from_secs(60);
 
 /// What the run step records: the signed manifest and the staged files.
 #[derive(Clone, Debug, Serialize, Deserialize)]

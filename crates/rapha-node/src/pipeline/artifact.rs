@@ -1,0 +1,77 @@
+//! Artifact names in the job store: what each step commits with its state change, and how the
+//! steps read them back.
+
+use rapha_core::JobId;
+use serde::Deserialize;
+
+use super::{Node, PipelineError, Result};
+
+pub const BUNDLE: &str = "bundle";
+pub const ADMISSION: &str = "admission";
+/// The bundle's resource requests and the node's bounds they passed (for the DPO).
+pub const RESOURCES: &str = "resources";
+/// What the trainer image holds ([`rapha_policy::ImageReview`]), counted at admission.
+pub const IMAGE: &str = "image";
+pub const COHORT: &str = "cohort";
+pub const COHORT_SUMMARY: &str = "cohort-summary";
+pub const REVIEW: &str = "review";
+pub const APPROVAL: &str = "approval";
+pub const DEPOSIT: &str = "deposit";
+pub const EVIDENCE: &str = "evidence";
+pub const ATTESTATION: &str = "attestation";
+pub const FINAL: &str = "final";
+pub const STARTED: &str = "started";
+pub const MANIFEST: &str = "manifest";
+pub const RECEIPT_BODY: &str = "receipt-body";
+pub const RECEIPT: &str = "receipt";
+pub const RELEASE: &str = "release";
+pub const SETTLEMENT: &str = "settlement";
+/// How the job ended, hospital-side ([`super::Ending`]).
+pub const ENDING: &str = "ending";
+/// The trainer's wall time the deposit's deadline is checked against (seconds).
+pub const RUN_WALL: &str = "run-wall";
+/// A completed job whose deposit was refunded instead of paid: its outputs never leave.
+pub const WITHHELD: &str = "withheld";
+
+impl Node {
+    pub(super) fn load<T: for<'de> Deserialize<'de>>(
+        &self,
+        job: JobId,
+        kind: &'static str,
+        b: &[u8],
+    ) -> Result<T> {
+        serde_json::from_slice(b).map_err(|e| PipelineError::Artifact {
+            job,
+            kind,
+            detail: e.to_string(),
+        })
+    }
+
+    pub(super) fn need<T: for<'de> Deserialize<'de>>(
+        &self,
+        job: JobId,
+        kind: &'static str,
+    ) -> Result<T> {
+        let b = self
+            .p
+            .store
+            .artifact(job, kind)?
+            .ok_or_else(|| PipelineError::Artifact {
+                job,
+                kind,
+                detail: "not stored".into(),
+            })?;
+        self.load(job, kind, &b)
+    }
+
+    pub(super) fn opt<T: for<'de> Deserialize<'de>>(
+        &self,
+        job: JobId,
+        kind: &'static str,
+    ) -> Result<Option<T>> {
+        match self.p.store.artifact(job, kind)? {
+            None => Ok(None),
+            Some(b) => self.load(job, kind, &b).map(Some),
+        }
+    }
+}
