@@ -275,7 +275,6 @@ fn serve_connection(conn: UnixStream, recs: &Records, served: &Mutex<Served>) ->
                 let predicted = served.lock().map(|s| s.predictions.len()).unwrap_or(0);
                 to_vec(json!({"ok": true, "predicted": predicted, "validation": validation}))
             }
-            Ok(_) => protocol::error_header(ErrorCode::BadRequest, "unknown request"),
         };
         protocol::write_frame(&mut w, &head, payload)?;
         if done {

@@ -412,7 +412,7 @@ impl Feed<'_> {
                         format!("this node speaks protocol 1, not {v}"),
                     );
                 }
-                if trainer.len() > 128 {
+                if trainer.len() > protocol::MAX_TRAINER_NAME {
                     return err(ErrorCode::BadRequest, "trainer name over 128 bytes".into());
                 }
                 *greeted = true;

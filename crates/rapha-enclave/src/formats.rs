@@ -455,29 +455,9 @@ pub fn check_pytorch_entries(entries: &[ZipEntry]) -> Result<(), String> {
     Ok(())
 }
 
-/// Keys allowed in `metrics.json`.
-pub const METRICS_KEYS: [&str; 17] = [
-    "epochs",
-    "steps",
-    "loss",
-    "train_loss",
-    "val_loss",
-    "accuracy",
-    "auc",
-    "sensitivity",
-    "specificity",
-    "precision",
-    "f1",
-    "learning_rate",
-    "train_records",
-    "seconds",
-    "loss_curve",
-    "accuracy_curve",
-    "val_loss_curve",
-];
-
-/// Longest `*_curve` array.
-pub const MAX_CURVE: usize = 10_000;
+/// Keys allowed in `metrics.json` and the longest `*_curve` array: the protocol's schema,
+/// which the SDKs write by.
+pub use rapha_protocol::{MAX_CURVE, METRICS_KEYS};
 
 /// `metrics.json`: one object, fixed keys, finite numbers (arrays of numbers for curves).
 ///

@@ -42,7 +42,8 @@ pub mod guard;
 pub mod harden;
 pub mod identifiers;
 pub mod metrics;
-pub mod protocol;
+/// The trainer protocol v1 (framing, messages, limits): its own crate, shared with the SDKs.
+pub use rapha_protocol as protocol;
 pub mod record;
 pub mod sandbox;
 pub mod session;

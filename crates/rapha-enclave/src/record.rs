@@ -7,45 +7,11 @@
 use std::collections::BTreeMap;
 
 use rapha_core::HashedId;
-use serde::Serialize;
 
 use crate::error::Result;
 
-/// Pixel sample type as fed to the trainer (little-endian).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum Dtype {
-    U8,
-    U16,
-    I16,
-    U32,
-    I32,
-    F32,
-}
-
-impl Dtype {
-    /// The protocol's name (as serialized).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Dtype::U8 => "u8",
-            Dtype::U16 => "u16",
-            Dtype::I16 => "i16",
-            Dtype::U32 => "u32",
-            Dtype::I32 => "i32",
-            Dtype::F32 => "f32",
-        }
-    }
-
-    /// Bytes per sample.
-    pub const fn size(self) -> usize {
-        match self {
-            Dtype::U8 => 1,
-            Dtype::U16 | Dtype::I16 => 2,
-            Dtype::U32 | Dtype::I32 | Dtype::F32 => 4,
-        }
-    }
-}
+/// Pixel sample type as fed to the trainer (little-endian): the protocol's.
+pub use rapha_protocol::Dtype;
 
 /// Decoded pixels of one record: `[frames, rows, columns, samples_per_pixel]`, row-major,
 /// little-endian samples.
@@ -136,25 +102,5 @@ impl RecordSource for MemorySource {
                 index,
                 reason: "no such record".into(),
             })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
-    use super::*;
-
-    #[test]
-    fn dtype_name_is_its_serialized_name() {
-        for d in [
-            Dtype::U8,
-            Dtype::U16,
-            Dtype::I16,
-            Dtype::U32,
-            Dtype::I32,
-            Dtype::F32,
-        ] {
-            assert_eq!(serde_json::to_value(d).unwrap(), d.name());
-        }
     }
 }

@@ -40,6 +40,10 @@ use serde_json::{json, Value};
 
 use crate::cdi::GpuDevices;
 use crate::error::{io, EnclaveError, Result};
+use crate::protocol::{
+    OUT_DIR_IN_CONTAINER, OUT_ENV, PROTOCOL_ENV, PROTOCOL_VERSION, SOCKET_ENV,
+    SOCKET_PATH_IN_CONTAINER,
+};
 
 /// uid and gid the trainer runs as (no account exists for it in the rootfs, by design).
 pub const TRAINER_UID: u32 = 65532;
@@ -317,12 +321,9 @@ fn base_spec(cfg: &SandboxConfig, spec: &LaunchSpec<'_>) -> Value {
     let env = [
         "PATH=/usr/local/bin:/usr/bin:/bin".to_string(),
         "HOME=/tmp".into(),
-        format!(
-            "RAPHA_DATA_SOCKET={}",
-            crate::protocol::SOCKET_PATH_IN_CONTAINER
-        ),
-        "RAPHA_OUT=/out".into(),
-        "RAPHA_PROTOCOL=1".into(),
+        format!("{SOCKET_ENV}={SOCKET_PATH_IN_CONTAINER}"),
+        format!("{OUT_ENV}={OUT_DIR_IN_CONTAINER}"),
+        format!("{PROTOCOL_ENV}={PROTOCOL_VERSION}"),
     ];
     let no_caps: [&str; 0] = [];
     json!({

@@ -8,18 +8,12 @@
 use std::collections::{BTreeSet, HashSet};
 
 use rapha_core::HashedId;
-use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::record::FeedRecord;
 
-/// Which side of the split a record is on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Split {
-    Train,
-    Validation,
-}
+/// Which side of the split a record is on: the protocol's.
+pub use rapha_protocol::Split;
 
 fn split_key(patient: &HashedId) -> [u8; 32] {
     let mut h = Sha256::new();

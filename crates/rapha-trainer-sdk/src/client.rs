@@ -6,14 +6,16 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use rapha_protocol::{Dtype, Prediction, Request, MAX_REQUEST_HEADER, MAX_TRAINER_NAME};
+
 use crate::cohort::RecordMeta;
-use crate::pixels::{Dtype, Pixels, Record};
+use crate::pixels::{Pixels, Record};
 use crate::{
     SdkError, MAX_IN_FLIGHT, MAX_PAGE, MAX_PAYLOAD, MAX_RESPONSE_HEADER, PROTOCOL_VERSION,
 };
 
 /// Where the socket is mounted inside the trainer's container.
-pub const DEFAULT_SOCKET: &str = "/rapha/data.sock";
+pub const DEFAULT_SOCKET: &str = rapha_protocol::SOCKET_PATH_IN_CONTAINER;
 
 /// What `hello` tells the trainer about its job.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,7 +78,8 @@ impl Client<UnixStream> {
     /// # Errors
     /// [`SdkError::Connect`] if the socket is not there, or any protocol error.
     pub fn connect(trainer: &str) -> Result<Self, SdkError> {
-        let path = std::env::var("RAPHA_DATA_SOCKET").unwrap_or_else(|_| DEFAULT_SOCKET.into());
+        let path =
+            std::env::var(rapha_protocol::SOCKET_ENV).unwrap_or_else(|_| DEFAULT_SOCKET.into());
         Self::connect_to(Path::new(&path), trainer)
     }
 
@@ -110,10 +113,13 @@ impl<S: Read + Write> Client<S> {
             },
             desynchronised: false,
         };
-        let trainer: String = trainer.chars().take(128).collect();
+        let trainer: String = trainer.chars().take(MAX_TRAINER_NAME).collect();
         let (h, _) = client.call(
             "hello",
-            &json!({"op": "hello", "protocol": PROTOCOL_VERSION, "trainer": trainer}),
+            &request(&Request::Hello {
+                protocol: PROTOCOL_VERSION,
+                trainer,
+            })?,
         )?;
         let protocol = u64_field(&h, "protocol")?;
         if protocol != u64::from(PROTOCOL_VERSION) {
@@ -142,7 +148,10 @@ impl<S: Read + Write> Client<S> {
         let limit = limit.clamp(1, MAX_PAGE as u32);
         let (h, _) = self.call(
             "list",
-            &json!({"op": "list", "offset": offset, "limit": limit}),
+            &request(&Request::List {
+                offset: offset as usize,
+                limit: limit as usize,
+            })?,
         )?;
         let records = h
             .get("records")
@@ -248,7 +257,7 @@ impl<S: Read + Write> Client<S> {
     }
 
     fn send_fetch(&mut self, index: u32) -> Result<(), SdkError> {
-        self.send(&json!({"op": "fetch", "index": index}))
+        self.send(&fetch_request(index)?)
     }
 
     fn recv(&mut self, op: &'static str) -> Result<(Value, Vec<u8>), SdkError> {
@@ -352,11 +361,14 @@ impl<S: Read + Write> Client<S> {
             remaining: self.info.validation,
         };
         for chunk in scores.chunks(MAX_PAGE) {
-            let preds: Vec<Value> = chunk
+            let predictions = chunk
                 .iter()
-                .map(|(i, s)| json!({"index": i, "score": s}))
+                .map(|&(index, score)| Prediction {
+                    index: index as usize,
+                    score,
+                })
                 .collect();
-            let (h, _) = self.call("predict", &json!({"op": "predict", "predictions": preds}))?;
+            let (h, _) = self.call("predict", &request(&Request::Predict { predictions })?)?;
             ack.accepted += u32_field(&h, "accepted")?;
             ack.remaining = u32_field(&h, "remaining")?;
         }
@@ -368,7 +380,7 @@ impl<S: Read + Write> Client<S> {
     /// # Errors
     /// Any protocol error.
     pub fn done(mut self) -> Result<DoneAck, SdkError> {
-        let (h, _) = self.call("done", &json!({"op": "done"}))?;
+        let (h, _) = self.call("done", &request(&Request::Done)?)?;
         Ok(DoneAck {
             predicted: u32_field(&h, "predicted")?,
             validation: u32_field(&h, "validation")?,
@@ -422,7 +434,7 @@ impl<S: Read + Write, I: Iterator<Item = u32>> Iterator for Records<'_, S, I> {
                 let Some(index) = self.indices.next() else {
                     break;
                 };
-                if let Err(e) = push_frame(&mut frames, &json!({"op": "fetch", "index": index})) {
+                if let Err(e) = fetch_request(index).and_then(|req| push_frame(&mut frames, &req)) {
                     return self.fail(e);
                 }
                 self.in_flight.push_back(index);
@@ -459,11 +471,24 @@ impl<S: Read + Write, I: Iterator<Item = u32>> Drop for Records<'_, S, I> {
     }
 }
 
+/// A request as the JSON object written on the wire. Going through a `Value` writes its keys
+/// in the order serde_json writes any object in this build (sorted, or as declared when a
+/// crate enables `preserve_order`), the bytes the SDK has always sent.
+fn request(req: &Request) -> Result<Value, SdkError> {
+    serde_json::to_value(req).map_err(|e| SdkError::BadFrame(e.to_string()))
+}
+
+fn fetch_request(index: u32) -> Result<Value, SdkError> {
+    request(&Request::Fetch {
+        index: index as usize,
+    })
+}
+
 /// Appends one request frame (length and JSON header) to `out`.
 fn push_frame(out: &mut Vec<u8>, req: &Value) -> Result<(), SdkError> {
     let header = serde_json::to_vec(req).map_err(|e| SdkError::BadFrame(e.to_string()))?;
-    let len =
-        u32::try_from(header.len()).map_err(|_| SdkError::HeaderTooLarge(header.len(), 1 << 20))?;
+    let len = u32::try_from(header.len())
+        .map_err(|_| SdkError::HeaderTooLarge(header.len(), MAX_REQUEST_HEADER))?;
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(&header);
     Ok(())

@@ -1,15 +1,8 @@
+use rapha_protocol::{Dtype, Split};
 use serde_json::Value;
 
 use crate::client::{shape_field, str_field, u32_field, Client};
-use crate::pixels::Dtype;
 use crate::SdkError;
-
-/// Which side of the patient-level split a record is on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Split {
-    Train,
-    Validation,
-}
 
 /// A record's metadata as listed by the node. `label` is only ever present on training
 /// records; validation labels stay with the node.
@@ -33,16 +26,13 @@ pub struct RecordMeta {
 
 impl RecordMeta {
     pub(crate) fn from_json(v: &Value) -> Result<Self, SdkError> {
-        let split = match str_field(v, "split")? {
-            "train" => Split::Train,
-            "validation" => Split::Validation,
-            other => {
-                return Err(SdkError::BadFrame(format!(
-                    "unknown split {:?}",
-                    other.chars().take(16).collect::<String>()
-                )))
-            }
-        };
+        let split = str_field(v, "split")?;
+        let split = Split::parse(split).ok_or_else(|| {
+            SdkError::BadFrame(format!(
+                "unknown split {:?}",
+                split.chars().take(16).collect::<String>()
+            ))
+        })?;
         let label = match v.get("label") {
             None | Some(Value::Null) => None,
             Some(l) => Some(

@@ -42,3 +42,9 @@ pub enum SdkError {
     #[error("output {0}: {1}")]
     Output(String, String),
 }
+
+impl From<rapha_protocol::UnknownDtype> for SdkError {
+    fn from(e: rapha_protocol::UnknownDtype) -> Self {
+        Self::UnknownDtype(e.0)
+    }
+}

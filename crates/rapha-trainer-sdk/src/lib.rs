@@ -30,6 +30,9 @@
 //! What the trainer never gets: validation labels (it submits scores; the node computes AUC and
 //! the rest), raw identifiers (only HMAC pseudonyms), DICOM objects, paths or a network.
 //!
+//! The protocol's constants, messages and names come from `rapha-protocol`, the crate the
+//! node's side uses too, so the two cannot drift apart.
+//!
 //! Every frame from the node is checked against the protocol's limits before anything is
 //! allocated, and every malformed frame is a typed [`SdkError`], never a panic.
 
@@ -42,18 +45,13 @@ mod pixels;
 pub use client::{
     Client, DoneAck, JobInfo, PredictAck, Progress, Records, DEFAULT_SOCKET, PREFETCH_DEPTH,
 };
-pub use cohort::{Cohort, RecordMeta, Split};
+pub use cohort::{Cohort, RecordMeta};
 pub use error::SdkError;
-pub use pixels::{Dtype, Pixels, Record};
+pub use pixels::{Pixels, Record};
+/// The wire's pixel types and split sides (`rapha_protocol`).
+pub use rapha_protocol::{Dtype, Split};
 
-/// Protocol version this SDK speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
-/// Largest response header the SDK reads (the protocol's limit).
-pub const MAX_RESPONSE_HEADER: usize = 4 << 20;
-/// Largest payload the SDK reads (the protocol's limit).
-pub const MAX_PAYLOAD: usize = 512 << 20;
-/// Requests a trainer may have in flight (sent, answer not yet read); the node closes the
-/// connection of a trainer that sends more.
-pub const MAX_IN_FLIGHT: usize = 16;
-/// Records per `list` page and predictions per `predict` request.
-pub const MAX_PAGE: usize = 1000;
+/// The protocol's version and limits, as this SDK speaks and enforces them.
+pub use rapha_protocol::{
+    MAX_IN_FLIGHT, MAX_PAGE, MAX_PAYLOAD, MAX_RESPONSE_HEADER, PROTOCOL_VERSION,
+};

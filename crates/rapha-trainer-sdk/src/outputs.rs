@@ -7,35 +7,19 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use rapha_protocol::{MAX_CURVE, OUT_DIR_IN_CONTAINER, OUT_ENV};
 use serde_json::{json, Map, Value};
 
 use crate::SdkError;
 
 /// The output directory: `$RAPHA_OUT`, or `/out` inside the container.
 pub fn out_dir() -> PathBuf {
-    std::env::var_os("RAPHA_OUT").map_or_else(|| PathBuf::from("/out"), PathBuf::from)
+    std::env::var_os(OUT_ENV).map_or_else(|| PathBuf::from(OUT_DIR_IN_CONTAINER), PathBuf::from)
 }
 
-/// Keys `metrics.json` may contain (the protocol's fixed set).
-pub const METRIC_KEYS: [&str; 17] = [
-    "epochs",
-    "steps",
-    "loss",
-    "train_loss",
-    "val_loss",
-    "accuracy",
-    "auc",
-    "sensitivity",
-    "specificity",
-    "precision",
-    "f1",
-    "learning_rate",
-    "train_records",
-    "seconds",
-    "loss_curve",
-    "accuracy_curve",
-    "val_loss_curve",
-];
+/// Keys `metrics.json` may contain (the protocol's fixed set, which the node's output guard
+/// enforces).
+pub use rapha_protocol::METRICS_KEYS as METRIC_KEYS;
 
 /// Writes `metrics.json` from scalar metrics. Keys outside [`METRIC_KEYS`] and non-finite
 /// values are refused, so the guard will not reject the job for them.
@@ -70,7 +54,7 @@ pub fn write_metrics_with_curves(
         if !METRIC_KEYS.contains(k) || !k.ends_with("_curve") {
             return Err(bad(k, "not a curve key of the metrics schema"));
         }
-        if vs.len() > 10_000 || vs.iter().any(|v| !v.is_finite()) {
+        if vs.len() > MAX_CURVE || vs.iter().any(|v| !v.is_finite()) {
             return Err(bad(k, "curves hold at most 10,000 finite numbers"));
         }
         map.insert((*k).to_owned(), json!(vs));

@@ -1,59 +1,9 @@
-use std::fmt;
 use std::io::Read;
+
+use rapha_protocol::Dtype;
 
 use crate::client::{eof_is_closed, read_payload};
 use crate::SdkError;
-
-/// Pixel data type on the wire; all multi-byte values little-endian.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dtype {
-    U8,
-    U16,
-    I16,
-    U32,
-    I32,
-    F32,
-}
-
-impl Dtype {
-    /// Bytes per value.
-    pub const fn size(self) -> usize {
-        match self {
-            Self::U8 => 1,
-            Self::U16 | Self::I16 => 2,
-            Self::U32 | Self::I32 | Self::F32 => 4,
-        }
-    }
-
-    /// Parses the protocol's name (`u8`, `u16`, `i16`, `f32`).
-    ///
-    /// # Errors
-    /// [`SdkError::UnknownDtype`].
-    pub fn parse(s: &str) -> Result<Self, SdkError> {
-        match s {
-            "u8" => Ok(Self::U8),
-            "u16" => Ok(Self::U16),
-            "i16" => Ok(Self::I16),
-            "u32" => Ok(Self::U32),
-            "i32" => Ok(Self::I32),
-            "f32" => Ok(Self::F32),
-            other => Err(SdkError::UnknownDtype(other.chars().take(16).collect())),
-        }
-    }
-}
-
-impl fmt::Display for Dtype {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::U8 => "u8",
-            Self::U16 => "u16",
-            Self::I16 => "i16",
-            Self::U32 => "u32",
-            Self::I32 => "i32",
-            Self::F32 => "f32",
-        })
-    }
-}
 
 /// Decoded pixels as a typed array, frame-major, then row, column, sample.
 #[derive(Clone, Debug, PartialEq)]

@@ -401,14 +401,6 @@ proptest! {
     }
 }
 
-/// The SDK's metrics schema is the guard's: a trainer that writes through the SDK is never
-/// rejected for a key the SDK allowed, and the SDK refuses every key the guard would.
-/// (The SDK cannot depend on the node's crates, so the two constants are checked here.)
-#[test]
-fn sdk_metrics_schema_is_the_output_guards() {
-    assert_eq!(outputs::METRIC_KEYS, rapha_enclave::formats::METRICS_KEYS);
-}
-
 /// A node that reads `first` requests before it answers any (so a client that does not
 /// pipeline times out here), then answers in order: fetch `i` with four u16 pixels of value
 /// `i` (or `unavailable` for `unavailable`, or the wrong index for `misindex`), anything else

@@ -11,18 +11,22 @@ from typing import Deque, Dict, Iterable, Iterator, List, Optional, Sequence, Tu
 
 import numpy as np
 
-PROTOCOL_VERSION = 1
-DEFAULT_SOCKET = "/rapha/data.sock"
-MAX_RESPONSE_HEADER = 4 << 20
-MAX_PAYLOAD = 512 << 20
-MAX_PAGE = 1000
-MAX_IN_FLIGHT = 16  # requests sent and not yet answered; the node disconnects beyond this
+# The protocol's constants, generated from crates/rapha-protocol (the node's own).
+from ._protocol import (  # noqa: F401
+    DTYPES,
+    MAX_IN_FLIGHT,  # requests sent and not yet answered; the node disconnects beyond this
+    MAX_PAGE,
+    MAX_PAYLOAD,
+    MAX_RESPONSE_HEADER,
+    MAX_TRAINER_NAME,
+    PROTOCOL_VERSION,
+    SOCKET_ENV,
+    SOCKET_PATH_IN_CONTAINER as DEFAULT_SOCKET,
+)
+
 PREFETCH_DEPTH = 8  # fetch requests Client.records keeps in flight
 
-_DTYPES = {
-    "u8": np.dtype("<u1"), "u16": np.dtype("<u2"), "i16": np.dtype("<i2"),
-    "u32": np.dtype("<u4"), "i32": np.dtype("<i4"), "f32": np.dtype("<f4"),
-}
+_DTYPES = {name: np.dtype(typestr) for name, typestr in DTYPES.items()}
 
 
 class SdkError(Exception):
@@ -150,7 +154,7 @@ class Client:
         self._sock = sock
         self._reader = _Reader(sock)
         self._desynchronised = False
-        h, _ = self._call("hello", {"op": "hello", "protocol": PROTOCOL_VERSION, "trainer": trainer[:128]})
+        h, _ = self._call("hello", {"op": "hello", "protocol": PROTOCOL_VERSION, "trainer": trainer[:MAX_TRAINER_NAME]})
         if _field(h, "protocol", int) != PROTOCOL_VERSION:
             raise SdkError(f"node speaks protocol {h['protocol']}, this SDK speaks 1")
         self.info = JobInfo(
@@ -163,7 +167,7 @@ class Client:
 
     @classmethod
     def connect(cls, trainer: str, path: Optional[str] = None) -> "Client":
-        path = path or os.environ.get("RAPHA_DATA_SOCKET", DEFAULT_SOCKET)
+        path = path or os.environ.get(SOCKET_ENV, DEFAULT_SOCKET)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             s.connect(path)

@@ -9,15 +9,15 @@ from typing import Dict
 
 import numpy as np
 
-METRIC_KEYS = frozenset({
-    "epochs", "steps", "loss", "train_loss", "val_loss", "accuracy", "auc", "sensitivity",
-    "specificity", "precision", "f1", "learning_rate", "train_records", "seconds",
-    "loss_curve", "accuracy_curve", "val_loss_curve",
-})
+from ._protocol import MAX_CURVE, METRICS_KEYS, OUT_DIR_IN_CONTAINER, OUT_ENV
+
+# The protocol's metrics schema (generated from crates/rapha-protocol): the node's output guard
+# refuses any other key.
+METRIC_KEYS = frozenset(METRICS_KEYS)
 
 
 def out_dir() -> Path:
-    return Path(os.environ.get("RAPHA_OUT", "/out"))
+    return Path(os.environ.get(OUT_ENV, OUT_DIR_IN_CONTAINER))
 
 
 def write_metrics(path, metrics: Dict[str, object]) -> None:
@@ -28,7 +28,7 @@ def write_metrics(path, metrics: Dict[str, object]) -> None:
             raise ValueError(f"metrics.json: {k!r} is not a key of the metrics schema")
         if k.endswith("_curve"):
             vals = [float(x) for x in v]
-            if len(vals) > 10_000 or not all(math.isfinite(x) for x in vals):
+            if len(vals) > MAX_CURVE or not all(math.isfinite(x) for x in vals):
                 raise ValueError(f"metrics.json: {k} must be at most 10,000 finite numbers")
             clean[k] = vals
         else:

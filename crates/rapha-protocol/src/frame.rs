@@ -1,29 +1,10 @@
-//! Trainer protocol v1 framing and messages (`docs/trainer-protocol.md`).
-//!
-//! A frame is `u32 LE header length`, a JSON header, then `header.payload` raw bytes. Limits
-//! are checked before any allocation, so a hostile peer cannot make the node allocate more
-//! than the limit.
+//! Framing: a frame is `u32 LE header length`, a JSON header, then `header.payload` raw
+//! bytes. Limits are checked before any allocation, so a hostile peer cannot make the reader
+//! allocate more than the limit.
 
-use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 
-use serde::{Deserialize, Serialize};
-
-/// Protocol version spoken by this node.
-pub const PROTOCOL_VERSION: u32 = 1;
-/// Fixed socket path inside the trainer's container.
-pub const SOCKET_PATH_IN_CONTAINER: &str = "/rapha/data.sock";
-/// Largest request header the node reads.
-pub const MAX_REQUEST_HEADER: usize = 1 << 20;
-/// Largest response header the node writes (and an SDK should accept).
-pub const MAX_RESPONSE_HEADER: usize = 4 << 20;
-/// Largest payload (one record's pixels).
-pub const MAX_PAYLOAD: usize = 512 << 20;
-/// Requests a trainer may have sent and not yet had answered (pipelining); more is a
-/// protocol violation that closes the connection.
-pub const MAX_IN_FLIGHT: usize = 16;
-/// Records per `list` page and predictions per `predict` request.
-pub const MAX_PAGE: usize = 1000;
+use crate::{MAX_PAYLOAD, MAX_REQUEST_HEADER, MAX_RESPONSE_HEADER};
 
 /// A framing violation: the connection is closed.
 #[derive(Debug, thiserror::Error)]
@@ -150,74 +131,4 @@ pub fn write_frame(w: &mut impl Write, header: &[u8], payload: &[u8]) -> Result<
     }
     w.flush()?;
     Ok(())
-}
-
-/// A trainer's request.
-#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
-#[non_exhaustive]
-pub enum Request {
-    Hello {
-        protocol: u32,
-        #[serde(default)]
-        trainer: String,
-    },
-    List {
-        offset: usize,
-        limit: usize,
-    },
-    Fetch {
-        index: usize,
-    },
-    Progress {
-        #[serde(default)]
-        epoch: Option<u64>,
-        #[serde(default)]
-        step: Option<u64>,
-        #[serde(default)]
-        loss: Option<f64>,
-        #[serde(default)]
-        metrics: BTreeMap<String, f64>,
-    },
-    Predict {
-        predictions: Vec<Prediction>,
-    },
-    Done,
-}
-
-/// One validation prediction.
-#[derive(Clone, Copy, Debug, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Prediction {
-    pub index: usize,
-    pub score: f64,
-}
-
-/// Error codes of `ok:false` responses.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum ErrorCode {
-    BadRequest,
-    Protocol,
-    NoSuchRecord,
-    NotValidation,
-    DuplicatePrediction,
-    BadScore,
-    Unavailable,
-    Finished,
-}
-
-/// An `ok:false` response header.
-pub fn error_header(code: ErrorCode, message: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({"ok": false, "error": code, "message": message}))
-        .unwrap_or_else(|_| br#"{"ok":false,"error":"bad_request"}"#.to_vec())
-}
-
-/// Parses a request header.
-///
-/// # Errors
-/// The header is not valid JSON or not a known request.
-pub fn parse_request(header: &[u8]) -> Result<Request, String> {
-    serde_json::from_slice(header).map_err(|e| e.to_string())
 }
