@@ -2,11 +2,16 @@
 //!
 //! Supported transfer syntaxes, all in pure Rust: every native one (implicit/explicit VR little
 //! endian, explicit VR big endian, deflated) with 1, 8, 16 or 32 bits allocated, planar
-//! configuration 0 or 1 and YBR_FULL_422 chroma upsampling, decoded here; RLE Lossless at any
-//! bit depth, decoded here; JPEG baseline (process 1), 8-bit extended (2 & 4) and lossless
-//! (14, 14 SV1) via dicom-pixeldata / jpeg-decoder. JPEG extended with 12-bit precision,
-//! JPEG-LS, JPEG 2000, HTJ2K, JPEG XL and video are reported as [`PixelError::Unsupported`]:
-//! their decoders need a C/C++ library build (CharLS, OpenJPEG) that this crate does not pull in.
+//! configuration 0 or 1 and YBR_FULL_422 chroma upsampling (`native`); RLE
+//! Lossless at any bit depth (`rle`); JPEG baseline (process 1), 8-bit extended (2 & 4) and
+//! lossless (14, 14 SV1) via dicom-pixeldata / jpeg-decoder (`jpeg`); JPEG 2000 lossless and
+//! lossy (`.4.90`, `.4.91`) and HTJ2K (`.4.201`-`.4.203`) via the pure-Rust port of OpenJPEG
+//! ([`j2k`], which says why that decoder). JPEG extended with 12-bit precision, JPEG-LS,
+//! JPEG 2000 Part 2 (`.4.92`, `.4.93`), JPEG XL and video are reported as
+//! [`PixelError::Unsupported`] (counted as [`PixelError::reason`]
+//! `undecodable-transfer-syntax`): their only decoders are C/C++ libraries (CharLS,
+//! libjpeg-turbo's 12-bit build), which belong in a sandboxed decode process, not in the
+//! enclave runtime's address space.
 //!
 //! Every object is outside input and every entry point ([`decode`], [`decode_with`],
 //! [`Instance::open`]) fails with a typed error in memory and time bounded by its input and
@@ -14,10 +19,11 @@
 //! structure (lengths, nesting depth, header count) is checked before dicom-rs parses it
 //! ([`crate::guard`]), the decoded size is checked against [`DecodeLimits::max_output_bytes`]
 //! before a buffer is allocated, an RLE frame must be able to expand to its size, and a JPEG
-//! frame's own dimensions may not exceed the header's (the JPEG decoder sizes its buffers
-//! from them).
+//! or JPEG 2000 frame's own dimensions may not exceed the header's (those decoders size their
+//! buffers from them).
 
 mod header;
+pub mod j2k;
 mod jpeg;
 mod native;
 mod rle;
@@ -31,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use crate::attrs::{tag, Attrs};
 use crate::guard::{self, StructureError};
 use header::Header;
+pub use j2k::{read_siz as read_j2k_siz, Siz as J2kSiz, MAX_TILES as MAX_J2K_TILES};
 
 /// Largest decoded pixel buffer accepted by default (bytes): the trainer protocol's largest
 /// payload, so nothing larger could be fed anyway.
@@ -71,6 +78,19 @@ pub enum PixelError {
     /// The decoded pixels would be larger than the limit.
     #[error("decoded pixel data would take {bytes} bytes, more than the limit of {limit}")]
     TooLarge { bytes: u128, limit: usize },
+}
+
+impl PixelError {
+    /// The reason an instance whose pixels fail this way is counted under (the keys of
+    /// [`rapha_core::ExclusionCounts`]; the enclave runtime counts refusals at fetch time).
+    pub fn reason(&self) -> &'static str {
+        use crate::exclusion::reason;
+        match self {
+            Self::Unsupported(_) => reason::UNDECODABLE_TRANSFER_SYNTAX,
+            Self::TooLarge { .. } => reason::PIXELS_TOO_LARGE,
+            Self::Malformed(_) | Self::Structure(_) => reason::MALFORMED_PIXEL_DATA,
+        }
+    }
 }
 
 impl From<StructureError> for PixelError {
@@ -262,7 +282,9 @@ fn decode_object(
         .transfer_syntax()
         .trim_end_matches(['\0', ' '])
         .to_owned();
+    let jpeg2000 = j2k::TRANSFER_SYNTAXES.contains(&ts.as_str());
     match TransferSyntaxRegistry.get(&ts) {
+        _ if jpeg2000 => {}
         Some(t) if t.can_decode_all() => {}
         _ => return Err(PixelError::Unsupported(ts)),
     }
@@ -282,6 +304,9 @@ fn decode_object(
     }
     if ts == "1.2.840.10008.1.2.5" {
         return rle::rle(obj, &hdr, output);
+    }
+    if jpeg2000 {
+        return j2k::decode(obj, &hdr, output);
     }
     if ts == "1.2.840.10008.1.2.4.51" && hdr.bits_allocated > 8 {
         return Err(PixelError::Unsupported(format!(
