@@ -28,9 +28,10 @@ as_root() {
 # python3-torch (writes the output guard's corpus of real model files; Debian has no
 # safetensors package, so scripts/model_corpus.py writes that layout itself), mmdebstrap and
 # buildah (build the PyTorch example's image from Debian's archive, no container registry:
-# trainers/pytorch-lesion/build.sh), umoci (bench/pytorch.sh compares its unpack with ours).
+# trainers/pytorch-lesion/build.sh), umoci (bench/pytorch.sh compares its unpack with ours),
+# openjph-tools (`ojph_compress` writes the HTJ2K test files: pydicom's corpus has none).
 DEBIAN_PACKAGES=(orthanc orthanc-dicomweb swtpm swtpm-tools tpm2-tools libtss2-dev runc iproute2
-    pkg-config socat openssl skopeo python3-torch mmdebstrap buildah umoci)
+    pkg-config socat openssl skopeo python3-torch mmdebstrap buildah umoci openjph-tools)
 
 install_debian_packages() {
     local missing=()
@@ -62,8 +63,11 @@ install_npm_packages() {
     echo "$want" >"$RAPHA_CACHE/npm/.installed"
 }
 
-# Python: a venv with the independent tools the tests compare against.
-PYTHON_PACKAGES=("pydicom==3.0.2" "numpy<3" "regopy==1.5.2" "eth-account==0.14.0" "rfc8785==0.1.4")
+# Python: a venv with the independent tools the tests compare against. The pylibjpeg plugins
+# are pydicom's reference decoders for JPEG 2000 / HTJ2K (OpenJPEG) and JPEG-LS / 12-bit JPEG
+# (libjpeg).
+PYTHON_PACKAGES=("pydicom==3.0.2" "numpy<3" "regopy==1.5.2" "eth-account==0.14.0" "rfc8785==0.1.4"
+    "pylibjpeg==2.1.0" "pylibjpeg-openjpeg==2.6.0" "pylibjpeg-libjpeg==2.5.0")
 
 install_python_packages() {
     local want="${PYTHON_PACKAGES[*]}"

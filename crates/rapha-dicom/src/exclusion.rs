@@ -32,6 +32,13 @@ pub mod reason {
     pub const SERVED_PATIENT_MISMATCH: &str = "served-patient-mismatch";
     pub const SERVED_SOP_CLASS_MISMATCH: &str = "served-sop-class-mismatch";
     pub const SERVED_MODALITY_MISMATCH: &str = "served-modality-mismatch";
+    /// At fetch time, the pixels are in a transfer syntax this build cannot decode (JPEG-LS,
+    /// 12-bit JPEG, JPEG 2000 Part 2, JPEG XL): counted apart from broken data.
+    pub const UNDECODABLE_TRANSFER_SYNTAX: &str = "undecodable-transfer-syntax";
+    /// At fetch time, the pixel data (or a compressed stream in it) is broken or refused.
+    pub const MALFORMED_PIXEL_DATA: &str = "malformed-pixel-data";
+    /// At fetch time, the decoded pixels would pass the decode limit.
+    pub const PIXELS_TOO_LARGE: &str = "pixels-too-large";
 }
 
 /// Modalities excluded by default: burned-in text is routine in them.

@@ -77,3 +77,9 @@ pub fn leaked_identifier<'a>(record: &Record, raw: &'a [String]) -> Option<&'a s
         .filter(|r| r.chars().count() >= 6 && r.chars().any(char::is_alphabetic))
         .find(|r| text.contains(&r.to_lowercase()))
 }
+
+/// Decodes a bare JPEG 2000 / HTJ2K codestream (the decoder behind transfer syntaxes
+/// `.4.90`, `.4.91` and `.4.201`–`.4.203`) as an image of at most 2^20 samples.
+pub fn jpeg2000_codestream(data: &[u8]) {
+    let _ = crate::pixels::j2k::decode_codestream(data, 1 << 20);
+}

@@ -5,6 +5,7 @@ mod common;
 mod corpus;
 mod hostile_dicom;
 mod hostile_pacs;
+mod j2k;
 mod json;
 mod lists;
 mod orthanc;
