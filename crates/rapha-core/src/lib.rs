@@ -17,6 +17,7 @@
 //!   (receipt bodies, policy input digests, the job digest a DPO approves).
 //! - [`merkle`] implements RFC 9162 §2.1: leaf and node hashes, tree roots, inclusion and
 //!   consistency proofs. The cohort commitment and the receipt log (**I6**) share it.
+//! - [`percent`] is the one percent-decoder of URL query components, strict about escapes.
 //!
 //! ```text
 //!   raw PatientID ──HMAC(key, "rapha-pseudonym-v2" 0x00 "job/<id>" 0x00 "patient" 0x00 id)──▶
@@ -32,6 +33,7 @@ pub mod jcs;
 mod job;
 pub mod merkle;
 mod money;
+pub mod percent;
 mod pseudonym;
 mod receipt;
 
