@@ -19,6 +19,7 @@
 //!   consistency proofs. The cohort commitment and the receipt log (**I6**) share it.
 //! - [`lists`] reads the hospital's lists (opt-outs, labels, accession lists) as spreadsheets
 //!   save them, refusing with the line named what it cannot read with certainty.
+//! - [`percent`] is the one percent-decoder of URL query components, strict about escapes.
 //!
 //! ```text
 //!   raw PatientID ──HMAC(key, "rapha-pseudonym-v2" 0x00 "job/<id>" 0x00 "patient" 0x00 id)──▶
@@ -35,6 +36,7 @@ mod job;
 pub mod lists;
 pub mod merkle;
 mod money;
+pub mod percent;
 mod pseudonym;
 mod receipt;
 

@@ -4,3 +4,4 @@
 mod common;
 mod jcs;
 mod merkle;
+mod percent;

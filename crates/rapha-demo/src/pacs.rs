@@ -20,6 +20,7 @@ use dicom_core::VR;
 use dicom_dictionary_std::tags;
 use dicom_object::mem::InMemElement;
 use dicom_object::{InMemDicomObject, OpenFileOptions};
+use rapha_core::percent::{self, PercentError};
 use serde_json::{json, Map, Value};
 
 /// One indexed instance.
@@ -320,6 +321,8 @@ pub enum RequestError {
     BodyTooLarge,
     #[error("Transfer-Encoding is not supported; send Content-Length")]
     TransferEncoding,
+    #[error("the request target is not valid percent-encoding: {0}")]
+    BadPercentEncoding(#[from] PercentError),
 }
 
 impl RequestError {
@@ -434,51 +437,14 @@ pub fn read_request(r: &mut impl BufRead) -> Result<Option<Request>, RequestErro
         .filter(|kv| !kv.is_empty())
         .map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (percent_decode(k), percent_decode(v))
+            Ok((percent::decode(k)?, percent::decode(v)?))
         })
-        .collect();
+        .collect::<Result<_, PercentError>>()?;
     Ok(Some(Request {
         method: method.to_owned(),
-        path: percent_decode(path),
+        path: percent::decode(path)?,
         query,
     }))
-}
-
-/// Decodes `%XX` escapes and `+` (as a space); a `%` not followed by two hex digits is kept.
-pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 3 <= b.len()
-                && b[i + 1].is_ascii_hexdigit()
-                && b[i + 2].is_ascii_hexdigit() =>
-            {
-                out.push(hex(b[i + 1]) << 4 | hex(b[i + 2]));
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The value of one ASCII hex digit (callers check `is_ascii_hexdigit`).
-fn hex(d: u8) -> u8 {
-    match d {
-        b'0'..=b'9' => d - b'0',
-        b'a'..=b'f' => d - b'a' + 10,
-        b'A'..=b'F' => d - b'A' + 10,
-        _ => 0,
-    }
 }
 
 fn serve_conn(conn: TcpStream, index: &Index, counters: &Counters) -> Result<()> {

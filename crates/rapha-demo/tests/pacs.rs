@@ -9,8 +9,7 @@ use std::path::Path;
 
 use proptest::prelude::*;
 use rapha_demo::pacs::{
-    fuzz_requests, percent_decode, read_request, DemoPacs, RequestError, MAX_BODY, MAX_HEADERS,
-    MAX_LINE,
+    fuzz_requests, read_request, DemoPacs, RequestError, MAX_BODY, MAX_HEADERS, MAX_LINE,
 };
 
 fn corpus() -> Vec<Vec<u8>> {
@@ -149,11 +148,42 @@ fn truncated_request_ends_the_stream_without_an_answer() {
 }
 
 #[test]
-fn percent_escapes_that_are_not_two_hex_digits_are_kept_literally() {
-    assert_eq!(percent_decode("%zz%2"), "%zz%2");
-    assert_eq!(percent_decode("%+1"), "% 1");
-    assert_eq!(percent_decode("a%2Fb%2fc+d"), "a/b/c d");
-    assert_eq!(percent_decode("%ff"), "\u{fffd}");
+fn request_targets_are_percent_decoded_as_a_form() {
+    let req =
+        parse(b"GET /dicom-web/studies/1.2%2E3?AccessionNumber=A%2F1+x&limit=2 HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+    assert_eq!(req.path, "/dicom-web/studies/1.2.3");
+    assert_eq!(
+        req.query,
+        [
+            ("AccessionNumber".to_owned(), "A/1 x".to_owned()),
+            ("limit".to_owned(), "2".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn percent_escapes_that_are_not_two_hex_digits_are_refused() {
+    for target in [
+        "/dicom-web/studies?AccessionNumber=%+f",
+        "/dicom-web/studies?AccessionNumber=%zz%2",
+        "/dicom-web/studies%2",
+        "/dicom-web/studies?Accession%ffNumber=A1",
+    ] {
+        let req = format!("GET {target} HTTP/1.1\r\n\r\n");
+        assert!(
+            matches!(
+                parse(req.as_bytes()),
+                Err(RequestError::BadPercentEncoding(_))
+            ),
+            "{target}"
+        );
+    }
+    assert_eq!(
+        fuzz_requests(b"GET /dicom-web/studies?AccessionNumber=%+f HTTP/1.1\r\n\r\n"),
+        [400]
+    );
 }
 
 #[test]

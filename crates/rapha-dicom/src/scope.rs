@@ -149,11 +149,11 @@ impl ScopedQuery {
         let mut raw = RawQuery::default();
         for pair in params.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let k = percent_decode(k).ok_or_else(|| ScopeRefusal {
+            let k = rapha_core::percent::decode(k).map_err(|_| ScopeRefusal {
                 rule: ScopeRule::ValidValue,
                 detail: "bad percent-encoding in a key".into(),
             })?;
-            let v = percent_decode(v).ok_or_else(|| ScopeRefusal {
+            let v = rapha_core::percent::decode(v).map_err(|_| ScopeRefusal {
                 rule: ScopeRule::ValidValue,
                 detail: format!("bad percent-encoding in the value of {k}"),
             })?;
@@ -493,28 +493,4 @@ pub fn is_uid(s: &str) -> bool {
         && s.len() <= 64
         && s.bytes().all(|b| b.is_ascii_digit() || b == b'.')
         && s.split('.').all(|c| !c.is_empty())
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(h, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
 }

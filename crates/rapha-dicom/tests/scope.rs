@@ -91,6 +91,25 @@ pub const BROAD: &[(&str, ScopeRule)] = &[
 ];
 
 #[test]
+fn a_percent_escape_that_is_not_two_hex_digits_is_refused() {
+    // `%+f` is what `u8::from_str_radix` would have read as 0x0f.
+    for q in [
+        "AccessionNumber=A%+f&limit=10",
+        "AccessionNumber=A1&limit=1%+0",
+        "Accession%+fNumber=A1&limit=10",
+        "AccessionNumber=A%zz&limit=10",
+        "AccessionNumber=A%ff&limit=10",
+    ] {
+        let err = ScopedQuery::parse(q, &limits()).expect_err(q);
+        assert_eq!(err.rule, ScopeRule::ValidValue, "query {q:?}: {err}");
+        assert!(
+            err.to_string().contains("bad percent-encoding"),
+            "{q:?}: {err}"
+        );
+    }
+}
+
+#[test]
 fn every_broad_query_shape_is_refused_by_its_rule() {
     for (q, rule) in BROAD {
         let err = ScopedQuery::parse(q, &limits()).expect_err(q);
