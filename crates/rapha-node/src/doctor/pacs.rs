@@ -89,28 +89,25 @@ fn read_secret_text(path: &Path) -> Result<zeroize::Zeroizing<String>, (String, 
 }
 
 pub(super) fn check_optouts(config: &Config) -> Outcome {
+    // The node's own reader: what doctor accepts is exactly what a run will read.
     let path = &config.cohort.opt_out_file;
-    let text = std::fs::read_to_string(path).or_else(|e| {
-        fail(
-            format!("cannot read {}: {e}", path.display()),
-            "create the opt-out list: a CSV file whose first line is `PatientID` (it may have no other line)",
-        )
-    })?;
-    if text.lines().next().map(str::trim) != Some("PatientID") {
+    if !path.exists() {
         return fail(
-            format!(
-                "{} does not start with the header line `PatientID`",
-                path.display()
-            ),
-            "make the first line `PatientID`, then one opted-out PatientID per line",
+            format!("{} does not exist", path.display()),
+            "create the opt-out list: a CSV file whose first line is `PatientID` (it may have no other line)",
         );
     }
-    let n = text
-        .lines()
-        .skip(1)
-        .filter(|l| !l.trim().is_empty())
-        .count();
-    Ok(format!("{}: {n} opted-out patient(s)", path.display()))
+    let list = rapha_dicom::exclusion::OptOuts::load(path).or_else(|e| {
+        fail(
+            e.to_string(),
+            "save the list as CSV UTF-8 with one PatientID per line (or a column headed `PatientID`), then run doctor again",
+        )
+    })?;
+    Ok(format!(
+        "{}: {} opted-out patient(s)",
+        path.display(),
+        list.len()
+    ))
 }
 
 pub(super) fn check_scope(config: &Config) -> Outcome {
@@ -127,4 +124,37 @@ pub(super) fn check_scope(config: &Config) -> Outcome {
         "at most {} studies per job, date ranges up to {} days, lists up to {}",
         s.max_limit, s.max_date_range_days, s.max_list
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_optouts(bytes: &[u8]) -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::parse(crate::init::PRODUCTION_TEMPLATE).unwrap();
+        config.cohort.opt_out_file = dir.path().join("optouts.csv");
+        std::fs::write(&config.cohort.opt_out_file, bytes).unwrap();
+        (dir, config)
+    }
+
+    /// Doctor reads the list with the node's own reader: a spreadsheet's export passes with its
+    /// count, and a list the node would refuse fails here, with the line, before any run.
+    #[test]
+    fn doctor_reads_the_opt_out_list_as_the_run_will() {
+        let (_dir, config) =
+            with_optouts(b"\xEF\xBB\xBFPatient ID;Date\r\nPAT-1;2024\r\nPAT-2;2025\r\n");
+        let detail = check_optouts(&config).unwrap();
+        assert!(detail.ends_with(": 2 opted-out patient(s)"), "{detail}");
+
+        let (_dir, config) = with_optouts(b"PatientID\nPAT-1\nM\xFCLLER\n");
+        let (detail, fix) = check_optouts(&config).unwrap_err();
+        assert!(detail.contains("line 3"), "{detail}");
+        assert!(fix.contains("UTF-8"), "{fix}");
+
+        let (dir, mut config) = with_optouts(b"");
+        config.cohort.opt_out_file = dir.path().join("missing.csv");
+        let (detail, _) = check_optouts(&config).unwrap_err();
+        assert!(detail.ends_with("does not exist"), "{detail}");
+    }
 }
