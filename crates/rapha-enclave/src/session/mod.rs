@@ -12,24 +12,33 @@
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
-use nix::mount::{umount2, MntFlags, MsFlags};
+use ed25519_dalek::{Signer, SigningKey};
 use rapha_core::{merkle, Digest, JobId, OutputDecl, ResourceLimits};
 use serde::Serialize;
 
 use crate::error::{io, EnclaveError, Result};
 use crate::feed::{self, Feed, FeedState, SelfReported};
-use crate::guard::{Guard, GuardBudget, LogStream, Rejection, Verdict, MAX_ENTRIES};
+use crate::guard::{Guard, GuardBudget, LogStream};
 use crate::identifiers::RawIdentifiers;
-use crate::metrics::{self, ValidationMetrics, Withheld};
+use crate::metrics;
 use crate::record::RecordSource;
-use crate::sandbox::{self, Exit, LaunchSpec, SandboxConfig, TRAINER_UID};
+use crate::sandbox::{self, Exit, LaunchSpec, SandboxConfig};
 use crate::split::{split_records, Split};
+
+mod manifest;
+mod out;
+
+pub use manifest::{
+    GuardSummary, JobResult, ManifestOutcome, OutputManifest, RunDetails, RunStats, SignedManifest,
+    MANIFEST_VERSION,
+};
+pub use out::clear_work_root;
+use out::mount_out;
 
 /// What this runtime reports as its confinement when it runs as an ordinary process.
 pub const CONFINEMENT_DEVELOPMENT: &str = "none-development";
@@ -37,9 +46,6 @@ pub const CONFINEMENT_DEVELOPMENT: &str = "none-development";
 /// that the pixels the trainer copies to its GPU are in GPU memory, outside the runtime's
 /// locked memory and any enclave ([`crate::cdi`]).
 pub const CONFINEMENT_DEVELOPMENT_GPU: &str = "none-development+gpu-memory-outside-enclave";
-/// Manifest format version (2: rule codes instead of the guard's texts; trainer-chosen
-/// fields only for completed jobs; no exit status).
-pub const MANIFEST_VERSION: u32 = 2;
 
 /// What the node tells the runtime about the job.
 #[derive(Clone, Debug)]
@@ -56,146 +62,6 @@ pub struct JobSpec {
     pub limits: ResourceLimits,
     /// A wall-time limit shorter than `limits.wall_seconds` (tests), if any.
     pub wall_override: Option<Duration>,
-}
-
-/// The job's outcome as the manifest states it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum ManifestOutcome {
-    /// Trainer exited 0 and the guard accepted everything: outputs released.
-    Completed,
-    /// Trainer exited 0 but the guard refused the output set (issue 18: `violated`).
-    Rejected,
-    /// The trainer did not exit cleanly: an error status, a signal (the memory limit
-    /// included) or its wall time. Its choice, after it saw data (charged).
-    TrainerFailed,
-    /// The node failed after the run began (the record feed, the OCI runtime, I/O): nothing
-    /// is released and the trainer is not to blame (refunded).
-    Failed,
-}
-
-impl ManifestOutcome {
-    /// The reason code of a trainer failure.
-    pub const TRAINER_FAILED: &'static str = rapha_core::ReasonCode::TrainerFailed.as_str();
-}
-
-/// The guard's verdict as the manifest states it: whether the outputs were accepted for
-/// release, and the files released (completed jobs only).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct GuardSummary {
-    pub accepted: bool,
-    pub files: Vec<crate::guard::OutputFile>,
-}
-
-/// The output manifest the runtime signs with its per-job key.
-///
-/// It may reach the publisher, so it carries nothing the trainer chose beyond the outcome
-/// itself: reasons are codes from a fixed vocabulary ([`Rejection::rule`], `trainer-failed`,
-/// `feed-failed`, `enclave-error`); what the trainer fed itself on, its outputs' sizes and
-/// digests and the node-computed metrics appear only when the job completed (then the outputs
-/// themselves leave). Everything else is in [`JobResult::details`], for the hospital.
-///
-/// [`Rejection::rule`]: crate::guard::Rejection::rule
-#[derive(Clone, Debug, Serialize)]
-pub struct OutputManifest {
-    pub version: u32,
-    pub job: JobId,
-    pub confinement: &'static str,
-    /// Hex Ed25519 public key of this job's runtime key (bound into the attestation).
-    pub enclave_public_key: String,
-    pub outcome: ManifestOutcome,
-    /// Why the job did not complete, as codes (empty when completed): the guard's rules,
-    /// sorted and without repeats, for a refusal.
-    pub reasons: Vec<&'static str>,
-    pub guard: GuardSummary,
-    /// Node-computed validation metrics (completed jobs only).
-    pub metrics: Option<ValidationMetrics>,
-    pub metrics_withheld: Option<Withheld>,
-    /// Merkle root over the sorted hashed instance ids offered to the trainer.
-    pub cohort_root: Digest,
-    /// Merkle root over the sorted hashed instance ids actually fed to the trainer (completed
-    /// jobs only: which records a trainer fetched is its choice).
-    pub fed_root: Option<Digest>,
-    /// Distinct records fed (completed jobs only, as `fed_root`).
-    pub records_fed: Option<usize>,
-    pub validation_records: usize,
-    pub validation_patients: usize,
-}
-
-/// The whole story of a run, trainer-chosen details included, for the hospital's audit trail
-/// and the DPO's review. Never shown to the publisher.
-#[derive(Clone, Debug, Serialize)]
-pub struct RunDetails {
-    /// How the trainer ended (`None` when the node failed before it could tell).
-    pub trainer_exit: Option<Exit>,
-    /// The trainer kept its feed connection open past its own exit and the node cut it
-    /// ([`Feed::cut`]): the run is the trainer's failure whatever its exit status.
-    pub feed_held: bool,
-    /// The guard's full verdict (`None` when the guard did not run).
-    pub verdict: Option<Verdict>,
-    /// Everything that kept the job from completing, in words a hospital admin can act on:
-    /// the node's own (the exit, a held feed) and the guard's [`Rejection::audit_line`]s,
-    /// which name places by the node or by digest, never by the trainer's bytes. These go to
-    /// the hospital's audit trail, which may leave the PACS network.
-    pub reasons: Vec<String>,
-    /// Distinct records fed, and their commitment.
-    pub records_fed: usize,
-    pub fed_root: Digest,
-    /// What the trainer reported about itself. Not the job's metrics.
-    pub self_reported: Option<SelfReported>,
-}
-
-impl RunDetails {
-    /// The guard's rejections (none when it accepted or did not run).
-    pub fn rejections(&self) -> &[Rejection] {
-        self.verdict.as_ref().map_or(&[], |v| &v.rejections)
-    }
-}
-
-/// A manifest with its canonical bytes and signature.
-#[derive(Clone, Debug)]
-pub struct SignedManifest {
-    pub manifest: OutputManifest,
-    /// The exact bytes signed (compact JSON of `manifest`).
-    pub bytes: Vec<u8>,
-    pub signature: [u8; 64],
-    pub public_key: [u8; 32],
-}
-
-impl SignedManifest {
-    /// Verifies the signature over `bytes` with `public_key`.
-    pub fn verify(bytes: &[u8], signature: &[u8; 64], public_key: &[u8; 32]) -> bool {
-        let Ok(key) = VerifyingKey::from_bytes(public_key) else {
-            return false;
-        };
-        key.verify(bytes, &Signature::from_bytes(signature)).is_ok()
-    }
-}
-
-/// Measurements of one run (for benchmarks and the node's logs; no PHI).
-#[derive(Clone, Debug, Default)]
-pub struct RunStats {
-    pub elapsed: Duration,
-    pub first_fetch_after_launch: Option<Duration>,
-    pub bytes_fed: u64,
-    pub fetches: u64,
-    pub protocol_errors: u32,
-}
-
-/// Everything a run produced.
-#[derive(Debug)]
-pub struct JobResult {
-    pub signed: SignedManifest,
-    /// The details behind the manifest's codes, for the hospital only.
-    pub details: RunDetails,
-    /// Files copied to the release directory (completed jobs only).
-    pub released: Vec<PathBuf>,
-    /// Captured stdout/stderr. The node may show them only when `logs_releasable`.
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    pub logs_releasable: bool,
-    pub stats: RunStats,
 }
 
 /// Where a run happens.
@@ -263,68 +129,6 @@ impl Drop for CutOnDrop<'_, '_> {
 /// What the hospital's details say of a run whose feed connection the node had to cut.
 pub const FEED_HELD: &str = "the trainer's feed connection outlived the trainer (it passed \
     its socket away, keeping it open); the node cut it";
-
-/// Unmounts the `/out` tmpfs (discarding every byte in it) when dropped.
-struct OutMount(PathBuf);
-
-impl Drop for OutMount {
-    fn drop(&mut self) {
-        if let Err(e) = umount2(&self.0, MntFlags::MNT_DETACH) {
-            tracing::error!(error = %e, "could not unmount the trainer's /out tmpfs");
-        }
-    }
-}
-
-fn mount_out(dir: &Path, cap: u64) -> Result<OutMount> {
-    let size = cap.max(4096);
-    let data = format!(
-        "size={size},nr_inodes={},mode=0700,uid={TRAINER_UID},gid={TRAINER_UID}",
-        MAX_ENTRIES + 16
-    );
-    nix::mount::mount(
-        Some("tmpfs"),
-        dir,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some(data.as_str()),
-    )
-    .map_err(|source| EnclaveError::Mount {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    Ok(OutMount(dir.to_path_buf()))
-}
-
-/// Removes `work_root`, the directory [`RunPaths::work_root`] names, after runs that died with
-/// an earlier process (start-up clean-up; no run of this process may be under way). A run
-/// that did not end cleanly leaves its `/out` tmpfs mounted in its job directory, which would
-/// make the removal fail (EBUSY): each one is detached first (`MNT_DETACH`), discarding
-/// whatever the trainer wrote.
-///
-/// # Errors
-/// The directory cannot be read or removed.
-pub fn clear_work_root(work_root: &Path) -> std::io::Result<()> {
-    let entries = match fs::read_dir(work_root) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for e in entries.flatten() {
-        let out = e.path().join("out");
-        let is_job = e
-            .file_name()
-            .to_str()
-            .is_some_and(|n| n.starts_with("rapha-job-"));
-        if is_job && out.is_dir() {
-            match umount2(&out, MntFlags::MNT_DETACH) {
-                // Not a mount point (the run ended cleanly enough to unmount it).
-                Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
-                Err(e) => return Err(std::io::Error::from(e)),
-            }
-        }
-    }
-    fs::remove_dir_all(work_root)
-}
 
 fn commitment(ids: impl Iterator<Item = [u8; 32]>) -> Digest {
     let sorted: BTreeSet<[u8; 32]> = ids.collect();
