@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # rapha-dicom benchmark (not run in CI): metadata extraction + pseudonymization vs dicognito and
-# pydicom/deid, disk-read baseline, pixel decode vs pydicom, QIDO peak RSS at 1k vs 10k studies.
+# pydicom/deid, disk-read baseline, pixel decode vs pydicom (native, RLE, and the native files
+# re-encoded in JPEG 2000 and HTJ2K, decoded by pydicom's pylibjpeg-openjpeg plugin), QIDO peak
+# RSS at 1k vs 10k studies.
 # Everything single-process on one core (taskset -c 0). Prints ratios at the end.
 #   bench/dicom.sh [STUDIES] [QIDO_STUDIES]    defaults: 600 studies (~2,100 files), 10000
 set -euo pipefail
@@ -15,6 +17,9 @@ step "peer tools in $VENV (pydicom, dicognito, deid)"
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import dicognito, deid" 2>/dev/null; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check "pydicom==3.0.2" "numpy<3" dicognito deid
+fi
+if ! "$VENV/bin/python" -c "import openjpeg" 2>/dev/null; then
+    "$VENV/bin/pip" install -q --disable-pip-version-check "pylibjpeg==2.1.0" "pylibjpeg-openjpeg==2.6.0"
 fi
 PY="$VENV/bin/python"
 
@@ -57,7 +62,11 @@ for p in sorted((w / "dicom").rglob("*.dcm")):
     os.link(p, dest)
 PY
 fi
-for kind in rle native; do
+if [ ! -d "$WORK/j2k" ]; then
+    step "JPEG 2000 and HTJ2K copies of the native files"
+    "$PY" "$(dirname "$0")/dicom_j2k.py" "$WORK/native" "$WORK/j2k" "$WORK/htj2k"
+fi
+for kind in rle native j2k htj2k; do
     $PIN "$BIN" decode "$WORK/$kind" | sed "s/\"decode\"/\"decode-$kind\"/" | tee -a "$OUT"
     $PIN "$PY" "$(dirname "$0")/dicom_peers.py" "pydicom-decode-$kind" "$WORK/$kind" | tee -a "$OUT"
 done
@@ -82,7 +91,7 @@ print(f"  vs dicognito {rate('dicognito'):.0f} files/s: x{rate('metadata')/rate(
 print(f"  vs pydicom/deid {rate('deid'):.0f} files/s: x{rate('metadata')/rate('deid'):.1f}")
 print(f"  vs reading the files {rate('read'):.0f} files/s: {100*rate('metadata')/rate('read'):.0f}% (target >= 50%)")
 print(f"  (pydicom header read alone: {rate('pydicom-read'):.0f} files/s)")
-for k in ("rle", "native"):
+for k in ("rle", "native", "j2k", "htj2k"):
     a, b = mbs(f"decode-{k}"), mbs(f"pydicom-decode-{k}")
     print(f"decode {k}: rapha {a:.0f} MB/s vs pydicom {b:.0f} MB/s: x{a/b:.1f}")
 if "qido-rss" in r:

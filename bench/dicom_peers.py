@@ -40,6 +40,14 @@ def run(mode, d):
             ids = get_identifiers([f])
             replace_identifiers(dicom_files=[f], ids=ids, save=False)
             n += 1
+    elif mode in ("pydicom-decode-j2k", "pydicom-decode-htj2k"):
+        # pylibjpeg-openjpeg, pydicom's JPEG 2000 / HTJ2K decoder.
+        blobs = [pydicom.dcmread(f) for f in fs]
+        t = time.perf_counter()
+        for ds in blobs:
+            arr = pydicom.pixels.pixel_array(ds, as_rgb=False, decoding_plugin="pylibjpeg")
+            out_bytes += arr.nbytes
+            n += 1
     elif mode in ("pydicom-decode-rle", "pydicom-decode-native"):
         want_rle = mode.endswith("rle")
         blobs = []

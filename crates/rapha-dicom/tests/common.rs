@@ -48,6 +48,34 @@ pub fn python() -> Option<PathBuf> {
     None
 }
 
+/// pydicom's reference for each of `files`, in order (tests/pixels_ref.py: the shape and the
+/// SHA-256 of the stored values, with `values` the values themselves, or the error pydicom
+/// raised).
+pub fn pydicom_reference<P: AsRef<Path>>(
+    py: &Path,
+    files: &[P],
+    values: bool,
+) -> Vec<serde_json::Value> {
+    let out = std::process::Command::new(py)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pixels_ref.py"))
+        .args(values.then_some("--values"))
+        .args(files.iter().map(AsRef::as_ref))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let refs: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(refs.len(), files.len());
+    refs
+}
+
 pub fn key(byte: u8) -> Pseudonymizer {
     Pseudonymizer::new(HmacKey::from_bytes([byte; 32]))
 }

@@ -9,7 +9,7 @@ use rapha_dicom::cohort::read_header;
 use rapha_dicom::pixels::{decode, Output, PixelError};
 use sha2::{Digest, Sha256};
 
-use crate::common::{corpus, python};
+use crate::common::{corpus, pydicom_reference, python};
 
 fn dicom_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -184,19 +184,9 @@ fn every_transfer_syntax_decodes_with_the_right_shape_or_is_reported_unsupported
             native_or_rle || ts == "1.2.840.10008.1.2.4.90"
         })
         .collect();
-    let out = std::process::Command::new(&py)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pixels_ref.py"))
-        .args(compare.iter().map(|(f, _, _)| f))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut matched = 0;
-    for (line, (f, _, px)) in String::from_utf8(out.stdout).unwrap().lines().zip(&compare) {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    let files: Vec<&PathBuf> = compare.iter().map(|(f, _, _)| f).collect();
+    let (mut matched, mut j2k_matched) = (0, 0);
+    for (v, (f, ts, px)) in pydicom_reference(&py, &files, false).iter().zip(&compare) {
         if v.get("error").is_some() {
             eprintln!("pydicom could not decode {}: {}", f.display(), v["error"]);
             continue;
@@ -210,12 +200,9 @@ fn every_transfer_syntax_decodes_with_the_right_shape_or_is_reported_unsupported
             f.display()
         );
         matched += 1;
+        j2k_matched += usize::from(ts == "1.2.840.10008.1.2.4.90");
     }
     assert!(matched >= 10, "compared {matched} files with pydicom");
-    let j2k_matched = compare
-        .iter()
-        .filter(|(_, ts, _)| ts == "1.2.840.10008.1.2.4.90")
-        .count();
     assert!(
         j2k_matched >= 4,
         "compared {j2k_matched} JPEG 2000 lossless files"
@@ -226,20 +213,9 @@ fn every_transfer_syntax_decodes_with_the_right_shape_or_is_reported_unsupported
         .iter()
         .filter(|(_, ts, _)| ts == "1.2.840.10008.1.2.4.91")
         .collect();
-    let out = std::process::Command::new(&py)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pixels_ref.py"))
-        .arg("--values")
-        .args(lossy.iter().map(|(f, _, _)| f))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let files: Vec<&PathBuf> = lossy.iter().map(|(f, _, _)| f).collect();
     let mut lossy_matched = 0;
-    for (line, (f, _, px)) in String::from_utf8(out.stdout).unwrap().lines().zip(&lossy) {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    for (v, (f, _, px)) in pydicom_reference(&py, &files, true).iter().zip(&lossy) {
         if v.get("error").is_some() {
             eprintln!("pydicom could not decode {}: {}", f.display(), v["error"]);
             continue;

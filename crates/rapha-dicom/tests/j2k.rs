@@ -14,7 +14,7 @@ use dicom_object::InMemDicomObject;
 use proptest::prelude::*;
 use rapha_dicom::pixels::{decode, read_j2k_siz, Output, PixelError, Samples, MAX_J2K_TILES};
 
-use crate::common::python;
+use crate::common::{pydicom_reference, python};
 
 const HTJ2K_LOSSLESS: &str = "1.2.840.10008.1.2.4.201";
 const HTJ2K_RPCL: &str = "1.2.840.10008.1.2.4.202";
@@ -195,22 +195,9 @@ fn as_i64(s: &Samples) -> Vec<i64> {
 
 /// pydicom's values for `files` (with the pylibjpeg plugins), in order.
 fn pydicom_values(py: &Path, files: &[PathBuf]) -> Vec<Vec<f64>> {
-    let out = Command::new(py)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pixels_ref.py"))
-        .arg("--values")
-        .args(files)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+    pydicom_reference(py, files, true)
+        .into_iter()
+        .map(|v| {
             assert!(v.get("error").is_none(), "pydicom could not decode: {v}");
             serde_json::from_value(v["values"].clone()).unwrap()
         })

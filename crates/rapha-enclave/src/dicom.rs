@@ -13,7 +13,9 @@
 //! and modality must be the approved ones, and the exclusion rules (burned-in annotation,
 //! at-risk modality or SOP class, video) are applied to the served header itself. A refused
 //! record answers `unavailable` for the rest of the job and is counted by reason
-//! ([`DicomSource::fetch_refusals`]); the run goes on. Fetching and parsing are bounded
+//! ([`DicomSource::fetch_refusals`]); the run goes on. So is a served object whose pixels
+//! cannot be decoded ([`rapha_dicom::pixels::PixelError::reason`]: a transfer syntax this
+//! build has no decoder for is counted apart from broken pixel data). Fetching and parsing are bounded
 //! (`[dicom.pacs]` limits on the client, [`DecodeLimits`] on the bytes).
 
 use std::collections::BTreeMap;
@@ -217,8 +219,14 @@ impl RecordSource for DicomSource {
             .get(index)
             .ok_or_else(|| unavailable("no such record".into()))?;
         let bytes = self.fetch_bytes(index)?;
-        let instance =
-            Instance::open(&bytes, &self.limits).map_err(|e| unavailable(e.to_string()))?;
+        // A served object that cannot be parsed or decoded is refused for the rest of the job
+        // and counted by why (`undecodable-transfer-syntax` apart from broken data): the same
+        // bytes would fail again.
+        let undecodable = |e: rapha_dicom::pixels::PixelError| {
+            self.refused_map().insert(index, e.reason());
+            unavailable(e.to_string())
+        };
+        let instance = Instance::open(&bytes, &self.limits).map_err(undecodable)?;
         drop(bytes);
         // The served object must be the approved one, and pass the exclusion rules on its own
         // header, before a single pixel is decoded.
@@ -236,9 +244,7 @@ impl RecordSource for DicomSource {
             self.refused_map().insert(index, refusal.reason());
             return Err(unavailable(refusal.to_string()));
         }
-        let px = instance
-            .decode(Output::Stored)
-            .map_err(|e| unavailable(e.to_string()))?;
+        let px = instance.decode(Output::Stored).map_err(undecodable)?;
         let shape = [
             px.frames,
             px.rows,

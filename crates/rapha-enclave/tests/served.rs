@@ -233,6 +233,61 @@ fn object_of_another_study_served_at_the_approved_path_is_refused() {
 }
 
 #[test]
+fn undecodable_pixels_served_at_fetch_time_are_refused_and_counted_by_why() {
+    // The approved instances are served as they are but for their pixels: one in JPEG-LS (no
+    // decoder in this build), one in JPEG 2000 with a broken codestream. Each is refused for
+    // the rest of the job and counted under its own reason; the third is served.
+    let ids: Vec<Identity> = (35..=37).map(Identity::ct).collect();
+    let Some(orthanc) = pacs_with(&ids) else {
+        return;
+    };
+    let cohort = build(&orthanc, &OptOuts::none());
+    drop(orthanc);
+    let jpeg_ls = crafted::encapsulated_part10(&ids[0], "1.2.840.10008.1.2.4.80", &[0xFF, 0xD8]);
+    let broken_j2k = crafted::encapsulated_part10(
+        &ids[1],
+        "1.2.840.10008.1.2.4.90",
+        &[0xFF, 0x4F, 0xFF, 0x51, 0x00, 0x29, 0x00],
+    );
+    let (ct, ls) = multipart_instance(&jpeg_ls);
+    let (_, j2k) = multipart_instance(&broken_j2k);
+    let (_, plain) = multipart_instance(&crafted::plain_part10(&ids[2]));
+    let hostile = HostilePacs::start(Behaviour::Routes(std::sync::Arc::new(vec![
+        (wado(&ids[0]), ct.clone(), ls),
+        (wado(&ids[1]), ct.clone(), j2k),
+        (wado(&ids[2]), ct, plain),
+    ])))
+    .unwrap();
+    let client = DicomWebClient::new(ClientOptions::new(hostile.dicomweb_url())).unwrap();
+    let (source, _) = DicomSource::new(&cohort.entries, Some(client));
+    let order: Vec<usize> = ids
+        .iter()
+        .map(|id| index_of(&cohort, &id.sop_uid))
+        .collect();
+    let e = source.pixels(order[0]).expect_err("JPEG-LS was decoded");
+    assert!(
+        e.to_string().contains("cannot be decoded by this build"),
+        "{e}"
+    );
+    let e = source
+        .pixels(order[1])
+        .expect_err("a broken codestream was decoded");
+    assert!(e.to_string().contains("JPEG 2000 frame"), "{e}");
+    // Asked again (a later epoch): still refused, still counted once.
+    assert_eq!(
+        feed_fetch(&source, &order),
+        ["unavailable", "unavailable", "ok"]
+    );
+    assert_eq!(
+        source.fetch_refusals(),
+        BTreeMap::from([
+            ("malformed-pixel-data".to_owned(), 1),
+            ("undecodable-transfer-syntax".to_owned(), 1),
+        ])
+    );
+}
+
+#[test]
 fn deeply_nested_object_served_at_fetch_time_fails_on_a_decoder_thread_not_the_node() {
     // The cohort is approved from Orthanc; at run time a hostile PACS serves, for one approved
     // instance, a Part 10 object of the same identity whose header nests 20 000 sequences

@@ -185,6 +185,31 @@ pub fn rle_claiming(id: &Identity, rows: u16, columns: u16) -> Vec<u8> {
     out
 }
 
+/// A 4x4 16-bit CT instance of this identity in the encapsulated transfer syntax `ts`, its
+/// pixel data the one fragment `frame` (a codestream, or anything a test wants the decoder
+/// to meet).
+pub fn encapsulated_part10(id: &Identity, ts: &str, frame: &[u8]) -> Vec<u8> {
+    let mut d = header_elements(id);
+    long_header(&mut d, (0x7FE0, 0x0010), b"OB", u32::MAX);
+    d.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+    let mut fragment = frame.to_vec();
+    if fragment.len() % 2 == 1 {
+        fragment.push(0);
+    }
+    d.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0]);
+    // Test fragments are a few hundred bytes.
+    d.extend_from_slice(
+        &u32::try_from(fragment.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    d.extend_from_slice(&fragment);
+    d.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]);
+    let mut out = preamble_and_meta(id, ts);
+    out.extend_from_slice(&d);
+    out
+}
+
 /// An ordinary, valid 4x4 CT instance (explicit VR LE) with this identity.
 pub fn plain_part10(id: &Identity) -> Vec<u8> {
     let mut out = preamble_and_meta(id, EXPLICIT_LE);

@@ -11,15 +11,19 @@
 //!
 //! OpenJPEG sizes its buffers from the codestream's own image and tile size (SIZ), not from
 //! the DICOM header. The decoder is handed the bare codestream (out of its JP2 box, for the
-//! writers that wrap it) and every frame's SIZ is read first and must describe exactly the image the
-//! header does (width, height, components, no subsampling, precision within BitsAllocated) in
-//! at most [`MAX_TILES`] tiles, so what the decoder allocates is bounded by
-//! [`super::DecodeLimits::max_output_bytes`]. Frames are decoded in strict mode (a truncated
-//! codestream is an error, not a partly grey image), one at a time, and a decoder panic is a
-//! typed error like any other refusal. The port is a translation of the C code and still uses
-//! raw pointers in its inner loops: its memory safety is OpenJPEG's (fuzzed upstream for
-//! years), not the compiler's; the fuzz entry point [`crate::fuzzing::pixels_from_part10`]
-//! drives it on stable too.
+//! writers that wrap it), and every frame's SIZ is read first and must describe exactly the
+//! image the header does (width, height, components, no subsampling, precision within
+//! BitsAllocated) in at most [`MAX_TILES`] tiles, so what the decoder allocates grows with a
+//! frame the header declares, which [`super::DecodeLimits::max_output_bytes`] bounds. Its
+//! working memory is still a multiple of the frame (32-bit coefficients, and code-block and
+//! precinct records whose number the coding style chooses: a hostile 2 × 2 precinct partition
+//! costs several times the frame); a hard cap on it needs the decoder in its own process under
+//! an address-space limit. Frames are decoded in strict mode (a truncated codestream is an
+//! error, not a partly grey image), one at a time, and a decoder panic is a typed error like
+//! any other refusal. The port is a translation of the C code and still uses raw pointers in
+//! its inner loops: its memory safety is OpenJPEG's (fuzzed upstream for years), not the
+//! compiler's; the fuzz entry point [`crate::fuzzing::jpeg2000_codestream`] drives it, on
+//! stable too.
 
 use std::borrow::Cow;
 
