@@ -17,6 +17,17 @@
 //! [`ArchiveLimits`]. Files are created with fixed modes in a fresh directory and never through
 //! an existing name. The archive carries no trust: the unpacked directory still has to pass
 //! [`crate::verify_bundle`].
+//!
+//! # Why its own block loop
+//!
+//! Writing uses the `tar` crate, and reading uses its header layout (`tar::Header`); only the
+//! loop over the 512-byte blocks is ours. `tar::Archive::entries` is built to extract what it
+//! can: by default it folds GNU long-name and PAX extension headers into the entry that
+//! follows, and it ends at the first zero block without looking at what comes after. A
+//! reader of an outsider's bytes must refuse those instead. The loop can go if the crate's raw
+//! entries (`Entries::raw`, which hands over extension headers as entries) together with a
+//! check of the bytes after the end marker give every refusal above, with the hostile-archive
+//! tests (`tests/archive.rs`) passing unchanged.
 
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};

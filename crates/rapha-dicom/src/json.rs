@@ -6,6 +6,17 @@
 //! element carrying both `Value` and `BulkDataURI` is refused with a [`JsonError`] saying where
 //! and what, never a panic. Refusing rather than guessing keeps a header we do not understand
 //! from being read as a header we do.
+//!
+//! # Why not `dicom-json`
+//!
+//! dicom-rs's `dicom-json` deserializes Annex F into an `InMemDicomObject` through serde: its
+//! errors are `serde_json::Error`s, which say where in the text a document went wrong but not
+//! which element of which dataset nor which rule it broke, and its only nesting bound is
+//! serde_json's recursion limit, not the [`MAX_DEPTH`] sequence levels that Part 10 headers
+//! get here. Our parser is the one place that decides what a PACS's JSON may say, so it stays
+//! until `dicom-json` refuses each case above with an error naming the element and takes a
+//! sequence depth bound; the corpus and fuzz tests of this crate (`tests/json.rs`, the
+//! `dicom_json` fuzz target) must then pass unchanged against it.
 
 use serde_json::{Map, Value};
 

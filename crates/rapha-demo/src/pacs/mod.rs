@@ -7,7 +7,7 @@
 //! Demo only (**I8**): loopback, no authentication, everything indexed in memory.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::BufReader;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,13 +15,16 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use anyhow::{Context, Result};
-use dicom_core::header::Header;
-use dicom_core::VR;
 use dicom_dictionary_std::tags;
-use dicom_object::mem::InMemElement;
-use dicom_object::{InMemDicomObject, OpenFileOptions};
-use rapha_core::percent::{self, PercentError};
+use dicom_object::OpenFileOptions;
 use serde_json::{json, Map, Value};
+
+mod http;
+mod json;
+
+use http::write_response;
+pub use http::{read_request, Request, RequestError, MAX_BODY, MAX_HEADERS, MAX_LINE};
+use json::{dataset_json, instance_json, series_json, tag_key};
 
 /// One indexed instance.
 struct Instance {
@@ -215,238 +218,6 @@ fn build_index(dir: &Path) -> Result<Index> {
     Ok(Index { studies, instances })
 }
 
-fn tag_key(t: dicom_core::Tag) -> String {
-    format!("{:04X}{:04X}", t.group(), t.element())
-}
-
-/// PS3.18 Annex F JSON of a dataset (binary values are left without a value).
-fn dataset_json(obj: &InMemDicomObject) -> Value {
-    let mut m = Map::new();
-    for e in obj.iter() {
-        let t = e.tag();
-        if t == tags::PIXEL_DATA || t.group() == 0x0002 {
-            continue;
-        }
-        if let Some(v) = element_json(e) {
-            m.insert(tag_key(t), v);
-        }
-    }
-    Value::Object(m)
-}
-
-fn element_json(e: &InMemElement) -> Option<Value> {
-    let vr = e.vr();
-    let code = vr.to_string();
-    if code.len() != 2 {
-        return None;
-    }
-    if matches!(
-        vr,
-        VR::OB | VR::OD | VR::OF | VR::OL | VR::OV | VR::OW | VR::UN
-    ) {
-        return Some(json!({ "vr": code }));
-    }
-    if vr == VR::SQ {
-        let items: Vec<Value> = e
-            .items()
-            .map(|items| items.iter().map(dataset_json).collect())
-            .unwrap_or_default();
-        return Some(json!({ "vr": code, "Value": items }));
-    }
-    let strs: Vec<String> = e
-        .to_multi_str()
-        .map(|c| {
-            c.iter()
-                .map(|s| s.trim_end_matches(['\0', ' ']).trim_start().to_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    if strs.is_empty() || strs.iter().all(String::is_empty) {
-        return Some(json!({ "vr": code }));
-    }
-    let values: Vec<Value> = match vr {
-        VR::PN => strs
-            .into_iter()
-            .map(|s| json!({ "Alphabetic": s }))
-            .collect(),
-        VR::FL | VR::FD | VR::DS | VR::SL | VR::SS | VR::UL | VR::US | VR::IS | VR::SV | VR::UV => {
-            strs.into_iter().map(|s| number(&s)).collect()
-        }
-        _ => strs.into_iter().map(Value::String).collect(),
-    };
-    Some(json!({ "vr": code, "Value": values }))
-}
-
-fn number(s: &str) -> Value {
-    let s = s.trim();
-    if s.is_empty() {
-        return Value::Null;
-    }
-    if let Ok(i) = s.parse::<i64>() {
-        return json!(i);
-    }
-    match s.parse::<f64>() {
-        Ok(f) if f.is_finite() => json!(f),
-        _ => Value::Null,
-    }
-}
-
-/// Longest request line or header line accepted (bytes, with the line end).
-pub const MAX_LINE: usize = 16 << 10;
-/// Most header lines accepted in one request.
-pub const MAX_HEADERS: usize = 100;
-/// Largest request body accepted (the DICOMweb client sends none; it is read and dropped).
-pub const MAX_BODY: usize = 1 << 20;
-
-/// Why a request could not be parsed: answered `400 Bad Request` (the message says why) and
-/// the connection closed, since the stream cannot be resynchronised.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum RequestError {
-    #[error("reading the request: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the connection closed in the middle of a request")]
-    Truncated,
-    #[error("a request or header line is longer than {MAX_LINE} bytes")]
-    LineTooLong,
-    #[error("more than {MAX_HEADERS} header lines")]
-    TooManyHeaders,
-    #[error("the request line is not `METHOD TARGET HTTP/1.x` in ASCII")]
-    BadRequestLine,
-    #[error("a header line has no colon or is not ASCII")]
-    BadHeader,
-    #[error("Content-Length is not a decimal number")]
-    BadContentLength,
-    #[error("the request body is over {MAX_BODY} bytes")]
-    BodyTooLarge,
-    #[error("Transfer-Encoding is not supported; send Content-Length")]
-    TransferEncoding,
-    #[error("the request target is not valid percent-encoding: {0}")]
-    BadPercentEncoding(#[from] PercentError),
-}
-
-impl RequestError {
-    /// True when the peer is gone or the socket failed: nothing can be answered.
-    fn is_io(&self) -> bool {
-        matches!(self, Self::Io(_) | Self::Truncated)
-    }
-}
-
-/// One parsed request: method, percent-decoded path and query pairs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    pub method: String,
-    pub path: String,
-    pub query: Vec<(String, String)>,
-}
-
-/// Reads one line of at most [`MAX_LINE`] bytes, without its line end. `Ok(None)` at a clean
-/// end of stream before any byte.
-fn read_line(r: &mut impl BufRead) -> Result<Option<String>, RequestError> {
-    let mut buf = Vec::new();
-    let n = r
-        .by_ref()
-        .take(MAX_LINE as u64 + 1)
-        .read_until(b'\n', &mut buf)?;
-    if n == 0 {
-        return Ok(None);
-    }
-    if buf.last() != Some(&b'\n') {
-        return Err(if n > MAX_LINE {
-            RequestError::LineTooLong
-        } else {
-            RequestError::Truncated
-        });
-    }
-    buf.pop();
-    if buf.last() == Some(&b'\r') {
-        buf.pop();
-    }
-    String::from_utf8(buf)
-        .ok()
-        .filter(|l| l.is_ascii())
-        .map(Some)
-        .ok_or(RequestError::BadRequestLine)
-}
-
-/// Parses one HTTP/1.1 request from `r`; `Ok(None)` when the peer closed the connection
-/// between requests. Never panics and never allocates more than [`MAX_LINE`] per line or
-/// [`MAX_BODY`] for a body, whatever the bytes.
-///
-/// # Errors
-/// [`RequestError`]: the request is malformed or over a limit, or the socket failed.
-pub fn read_request(r: &mut impl BufRead) -> Result<Option<Request>, RequestError> {
-    let Some(line) = read_line(r)? else {
-        return Ok(None);
-    };
-    let mut parts = line.split(' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(RequestError::BadRequestLine);
-    };
-    if method.is_empty()
-        || !method.bytes().all(|b| b.is_ascii_uppercase())
-        || !target.starts_with('/')
-        || !version.starts_with("HTTP/1.")
-    {
-        return Err(RequestError::BadRequestLine);
-    }
-    let mut content_length = 0usize;
-    let mut headers = 0usize;
-    loop {
-        let h = match read_line(r) {
-            Ok(Some(h)) => h,
-            Ok(None) => return Err(RequestError::Truncated),
-            Err(RequestError::BadRequestLine) => return Err(RequestError::BadHeader),
-            Err(e) => return Err(e),
-        };
-        if h.is_empty() {
-            break;
-        }
-        headers += 1;
-        if headers > MAX_HEADERS {
-            return Err(RequestError::TooManyHeaders);
-        }
-        let (k, v) = h.split_once(':').ok_or(RequestError::BadHeader)?;
-        if k.eq_ignore_ascii_case("content-length") {
-            let v = v.trim();
-            if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(RequestError::BadContentLength);
-            }
-            content_length = v.parse().map_err(|_| RequestError::BodyTooLarge)?;
-        } else if k.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(RequestError::TransferEncoding);
-        }
-    }
-    if content_length > MAX_BODY {
-        return Err(RequestError::BodyTooLarge);
-    }
-    if content_length > 0 {
-        let got = std::io::copy(
-            &mut r.by_ref().take(content_length as u64),
-            &mut std::io::sink(),
-        )?;
-        if got != content_length as u64 {
-            return Err(RequestError::Truncated);
-        }
-    }
-    let (path, q) = target.split_once('?').unwrap_or((target, ""));
-    let query = q
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            Ok((percent::decode(k)?, percent::decode(v)?))
-        })
-        .collect::<Result<_, PercentError>>()?;
-    Ok(Some(Request {
-        method: method.to_owned(),
-        path: percent::decode(path)?,
-        query,
-    }))
-}
-
 fn serve_conn(conn: TcpStream, index: &Index, counters: &Counters) -> Result<()> {
     conn.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
     // Each response goes out as soon as it is written: with Nagle's algorithm on, the body
@@ -478,20 +249,6 @@ fn serve_conn(conn: TcpStream, index: &Index, counters: &Counters) -> Result<()>
         }
     }
     let _ = w.shutdown(Shutdown::Both);
-    Ok(())
-}
-
-/// Writes one response with a single write of header and body.
-fn write_response(w: &mut impl Write, status: &str, ctype: &str, body: &[u8]) -> Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let mut out = Vec::with_capacity(head.len() + body.len());
-    out.extend_from_slice(head.as_bytes());
-    out.extend_from_slice(body);
-    w.write_all(&out)?;
-    w.flush()?;
     Ok(())
 }
 
@@ -678,39 +435,4 @@ fn route(
         }
         _ => not_found,
     }
-}
-
-fn pick(json: &Value, t: &[dicom_core::Tag]) -> Value {
-    let mut m = Map::new();
-    for t in t {
-        if let Some(v) = json.get(tag_key(*t)) {
-            m.insert(tag_key(*t), v.clone());
-        }
-    }
-    Value::Object(m)
-}
-
-fn series_json(i: &Instance) -> Value {
-    pick(
-        &i.json,
-        &[
-            tags::STUDY_INSTANCE_UID,
-            tags::SERIES_INSTANCE_UID,
-            tags::MODALITY,
-            tags::SERIES_NUMBER,
-        ],
-    )
-}
-
-fn instance_json(i: &Instance) -> Value {
-    pick(
-        &i.json,
-        &[
-            tags::STUDY_INSTANCE_UID,
-            tags::SERIES_INSTANCE_UID,
-            tags::SOP_INSTANCE_UID,
-            tags::SOP_CLASS_UID,
-            tags::INSTANCE_NUMBER,
-        ],
-    )
 }
