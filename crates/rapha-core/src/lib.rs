@@ -17,6 +17,7 @@
 //!   (receipt bodies, policy input digests, the job digest a DPO approves).
 //! - [`merkle`] implements RFC 9162 §2.1: leaf and node hashes, tree roots, inclusion and
 //!   consistency proofs. The cohort commitment and the receipt log (**I6**) share it.
+//! - [`fs`] lists the regular files under a directory and replaces a file atomically.
 //! - [`percent`] is the one percent-decoder of URL query components, strict about escapes.
 //!
 //! ```text
@@ -28,6 +29,7 @@
 
 mod digest;
 mod error;
+pub mod fs;
 mod ids;
 pub mod jcs;
 mod job;
@@ -37,7 +39,7 @@ pub mod percent;
 mod pseudonym;
 mod receipt;
 
-pub use digest::Digest;
+pub use digest::{Digest, DigestWriter};
 pub use error::{CoreError, Result};
 pub use ids::JobId;
 pub use job::{
