@@ -35,8 +35,8 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use crate::error::{BundleError, Result};
-use crate::oci::DigestWriter;
 use crate::ENVELOPE_FILE;
+use rapha_core::DigestWriter;
 
 /// Tar block size.
 const BLOCK: usize = 512;
@@ -449,7 +449,7 @@ fn write_file(input: &mut dyn Read, dest: &Path, name: &str, size: u64) -> Resul
         .create_new(true)
         .open(&path)
         .map_err(BundleError::io(&path))?;
-    let mut hasher = DigestWriter::new();
+    let mut hasher = DigestWriter::default();
     let mut left = size;
     let mut buf = vec![0u8; 64 * 1024];
     while left > 0 {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use rapha_core::Digest;
 
-use crate::oci::DigestWriter;
+use rapha_core::DigestWriter;
 
 use crate::error::{BundleError, Result};
 use crate::oci::{
@@ -100,7 +100,7 @@ pub fn build_image_counted(spec: &BuildSpec, out: &Path) -> Result<BuiltImage> {
     let file = File::create(&tmp).map_err(BundleError::io(&tmp))?;
     let blob_tee = HashTee {
         inner: std::io::BufWriter::new(file),
-        hasher: DigestWriter::new(),
+        hasher: DigestWriter::default(),
         count: 0,
     };
     let gz = flate2::GzBuilder::new()
@@ -109,7 +109,7 @@ pub fn build_image_counted(spec: &BuildSpec, out: &Path) -> Result<BuiltImage> {
         .write(blob_tee, flate2::Compression::default());
     let tar_tee = HashTee {
         inner: gz,
-        hasher: DigestWriter::new(),
+        hasher: DigestWriter::default(),
         count: 0,
     };
     let mut builder = tar::Builder::new(tar_tee);

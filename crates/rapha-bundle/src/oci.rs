@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 
-use rapha_core::Digest;
+use rapha_core::{Digest, DigestWriter};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{BundleError, Result};
@@ -167,22 +167,6 @@ impl ImageConfig {
     }
 }
 
-/// Streaming SHA-256 whose result is a [`Digest`].
-#[derive(Clone, Default)]
-pub(crate) struct DigestWriter(sha2::Sha256);
-
-impl DigestWriter {
-    pub(crate) fn new() -> Self {
-        Self::default()
-    }
-    pub(crate) fn update(&mut self, bytes: &[u8]) {
-        sha2::Digest::update(&mut self.0, bytes);
-    }
-    pub(crate) fn finish(self) -> Digest {
-        Digest::from_bytes(sha2::Digest::finalize(self.0).into())
-    }
-}
-
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| BundleError::OciJson {
         what: what.into(),
@@ -205,7 +189,7 @@ impl<R: Read> VerifyingReader<R> {
     pub(crate) fn new(inner: R, desc: &Descriptor) -> Result<Self> {
         Ok(Self {
             inner,
-            hasher: DigestWriter::new(),
+            hasher: DigestWriter::default(),
             count: 0,
             expected: desc.sha256()?,
             expected_text: desc.digest.clone(),
@@ -413,7 +397,7 @@ impl OciLayout {
         let expected = desc.sha256()?;
         let path = self.blob_path(&expected);
         let mut file = self.open_blob(desc)?;
-        let mut hasher = DigestWriter::new();
+        let mut hasher = DigestWriter::default();
         let mut buf = vec![0u8; BUF_BYTES];
         let mut count = 0u64;
         loop {
@@ -674,7 +658,7 @@ pub fn extract_archive(archive: &Path, out: &Path) -> Result<()> {
             return Err(bad(format!("entry {raw:?} is not a regular file")));
         }
         let mut w = File::create(&target).map_err(BundleError::io(&target))?;
-        let mut hasher = DigestWriter::new();
+        let mut hasher = DigestWriter::default();
         let mut buf = vec![0u8; BUF_BYTES];
         loop {
             let n = entry.read(&mut buf).map_err(|e| bad(e.to_string()))?;

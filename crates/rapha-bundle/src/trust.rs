@@ -261,9 +261,7 @@ impl TrustStore {
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        let tmp = dir.join(format!(".{name}.toml.tmp"));
-        std::fs::write(&tmp, text).map_err(BundleError::io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(BundleError::io(&path))?;
+        rapha_core::fs::write_atomic(&path, text.as_bytes()).map_err(BundleError::io(&path))?;
         tracing::info!(publisher = name, "trusted publisher revoked");
         Ok(())
     }

@@ -30,7 +30,7 @@ use rustix::fs::{self, AtFlags, FileType, Mode, OFlags};
 
 use rapha_core::Digest;
 
-use crate::oci::DigestWriter;
+use rapha_core::DigestWriter;
 
 use crate::error::{BundleError, Result};
 
@@ -156,7 +156,7 @@ fn stream_tar(
 ) -> Result<Digest> {
     let mut cr = CountingReader {
         inner: reader,
-        hasher: DigestWriter::new(),
+        hasher: DigestWriter::default(),
         count: 0,
         layer_limit: st.limits.max_layer_bytes,
         total_before: st.total_bytes,

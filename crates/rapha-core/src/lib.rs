@@ -19,6 +19,7 @@
 //!   consistency proofs. The cohort commitment and the receipt log (**I6**) share it.
 //! - [`lists`] reads the hospital's lists (opt-outs, labels, accession lists) as spreadsheets
 //!   save them, refusing with the line named what it cannot read with certainty.
+//! - [`fs`] lists the regular files under a directory and replaces a file atomically.
 //! - [`percent`] is the one percent-decoder of URL query components, strict about escapes.
 //!
 //! ```text
@@ -30,6 +31,7 @@
 
 mod digest;
 mod error;
+pub mod fs;
 mod ids;
 pub mod jcs;
 mod job;
@@ -40,7 +42,7 @@ pub mod percent;
 mod pseudonym;
 mod receipt;
 
-pub use digest::Digest;
+pub use digest::{Digest, DigestWriter};
 pub use error::{CoreError, Result};
 pub use ids::JobId;
 pub use job::{

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
 
 mod common;
+mod fs;
 mod jcs;
 mod merkle;
 mod percent;

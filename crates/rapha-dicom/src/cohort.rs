@@ -410,9 +410,10 @@ impl<'a> CohortBuilder<'a> {
     /// # Errors
     /// [`DicomError::Io`] when the directory cannot be listed.
     pub fn from_dir(&self, dir: &Path) -> Result<Cohort> {
-        let mut files = Vec::new();
-        walk(dir, &mut files)?;
-        files.sort();
+        let files = rapha_core::fs::walk_files(dir).map_err(|e| DicomError::Io {
+            path: e.path,
+            source: e.source,
+        })?;
         let mut exclusions = Exclusions::default();
         let mut candidates = Vec::new();
         for path in files {
@@ -579,29 +580,6 @@ fn parse_header(bytes: &[u8]) -> std::result::Result<(Attrs, Option<String>), St
     attrs.set_text(tag::TRANSFER_SYNTAX_UID, "UI", &[ts.as_str()]);
     Ok((attrs, Some(ts)))
 }
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let rd = std::fs::read_dir(dir).map_err(|e| DicomError::Io {
-        path: dir.to_owned(),
-        source: e,
-    })?;
-    for entry in rd {
-        let entry = entry.map_err(|e| DicomError::Io {
-            path: dir.to_owned(),
-            source: e,
-        })?;
-        let ft = entry.file_type().map_err(|e| DicomError::Io {
-            path: entry.path(),
-            source: e,
-        })?;
-        if ft.is_dir() {
-            walk(&entry.path(), out)?;
-        } else if ft.is_file() {
-            out.push(entry.path());
-        }
-    }
-    Ok(())
-}
-
 /// Summary for humans: kept instances and exclusions by reason.
 pub fn summary(cohort: &Cohort) -> BTreeMap<String, u64> {
     let mut m = cohort.exclusions.counts().clone();

@@ -85,15 +85,7 @@ pub fn open(dir: &Path, schema: &Schema) -> Result<Opened, VersionError> {
 }
 
 fn write(dir: &Path, store: &'static str, version: u32) -> Result<(), VersionError> {
-    use std::io::Write as _;
     let file: PathBuf = dir.join(VERSION_FILE);
-    let tmp = dir.join(format!(".{VERSION_FILE}.tmp"));
-    let go = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(format!("{version}\n").as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &file)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    go().map_err(|e| io_err(store, &file, e))
+    rapha_core::fs::write_atomic(&file, format!("{version}\n").as_bytes())
+        .map_err(|e| io_err(store, &file, e))
 }

@@ -298,9 +298,5 @@ fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
         path: path.to_owned(),
         message: e.to_string(),
     })?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    rapha_core::fs::write_atomic(path, &bytes).map_err(io)
 }

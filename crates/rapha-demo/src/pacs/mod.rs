@@ -128,23 +128,9 @@ impl Drop for DemoPacs {
     }
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for e in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-        let e = e?;
-        let t = e.file_type()?;
-        if t.is_dir() {
-            walk(&e.path(), out)?;
-        } else if t.is_file() {
-            out.push(e.path());
-        }
-    }
-    Ok(())
-}
-
 fn build_index(dir: &Path) -> Result<Index> {
-    let mut files = Vec::new();
-    walk(dir, &mut files)?;
-    files.sort();
+    let files =
+        rapha_core::fs::walk_files(dir).with_context(|| format!("listing {}", dir.display()))?;
     let mut instances = Vec::new();
     let mut studies: BTreeMap<String, Study> = BTreeMap::new();
     for path in files {

@@ -264,9 +264,8 @@ impl Orthanc {
     /// Uploads every regular file under `dir` (recursively, in name order); returns
     /// (accepted, rejected). Transport failures are errors, not rejections.
     pub fn upload_dir(&self, dir: &Path) -> Result<(usize, usize), HarnessError> {
-        let mut files = Vec::new();
-        collect_files(dir, &mut files)?;
-        files.sort();
+        let files = rapha_core::fs::walk_files(dir)
+            .map_err(|e| HarnessError::io(format!("list {}", e.path.display()), e.source))?;
         let url = format!("{}/instances", self.base_url());
         with_http(self.tls(), |c| {
             let (mut ok, mut bad) = (0, 0);
@@ -368,21 +367,4 @@ fn post_instance(
         .and_then(|id| id.as_str())
         .map(str::to_owned)
         .ok_or_else(|| HarnessError::http(what(), format!("no ID in answer {text}")))
-}
-
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), HarnessError> {
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| HarnessError::io(format!("list {}", dir.display()), e))?;
-    for entry in rd {
-        let entry = entry.map_err(|e| HarnessError::io(format!("list {}", dir.display()), e))?;
-        let ft = entry
-            .file_type()
-            .map_err(|e| HarnessError::io(format!("stat {}", entry.path().display()), e))?;
-        if ft.is_dir() {
-            collect_files(&entry.path(), out)?;
-        } else if ft.is_file() {
-            out.push(entry.path());
-        }
-    }
-    Ok(())
 }
