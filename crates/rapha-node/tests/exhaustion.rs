@@ -144,13 +144,14 @@ fn while_a_trainer_runs_another_jobs_approval_status_and_rejection_answer_prompt
     wait_status(&s, &a_id, 120, |v| v["state"] == "running");
     std::thread::sleep(Duration::from_secs(3));
 
-    // The trainer sleeps for 40 s. Meanwhile: job B's approval, its status, job C's rejection.
-    let t = Instant::now();
-    approve(&s, &dpo, &b.job_id.to_string());
-    let approve_took = t.elapsed();
+    // The trainer sleeps for 40 s. Meanwhile: job B's status (still waiting for its DPO: read
+    // before the approval, which the driver may act on at once), its approval, job C's rejection.
     let t = Instant::now();
     let status = get_json(&s, &format!("/v1/jobs/{}", b.job_id), PUBLISHER_TOKEN);
     let status_took = t.elapsed();
+    let t = Instant::now();
+    approve(&s, &dpo, &b.job_id.to_string());
+    let approve_took = t.elapsed();
     let t = Instant::now();
     let (st, text) = s.call(
         "post",
