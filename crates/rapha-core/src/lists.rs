@@ -119,7 +119,8 @@ pub fn read_rows(bytes: &[u8]) -> Result<Vec<Row>, ListError> {
 ///
 /// # Errors
 /// As [`read_rows`]; and a row with more than one value when no header line says which column
-/// is meant, or a row without a value in the header's column.
+/// is meant, a header naming that column twice, a row with more values than the header has
+/// columns (its columns would be shifted), or a row without a value in the header's column.
 pub fn read_column(
     bytes: &[u8],
     what: &str,
@@ -127,15 +128,41 @@ pub fn read_column(
 ) -> Result<Vec<(usize, String)>, ListError> {
     let rows = read_rows(bytes)?;
     let (column, body) = match rows.split_first() {
-        Some((first, rest)) => match first.fields.iter().position(|f| is_header(f)) {
-            Some(column) => (Some(column), rest),
-            None => (None, rows.as_slice()),
-        },
+        Some((first, rest)) => {
+            let named: Vec<usize> = (0..first.fields.len())
+                .filter(|&i| is_header(&first.fields[i]))
+                .collect();
+            match named[..] {
+                [] => (None, rows.as_slice()),
+                [column] => (Some((column, first.fields.len())), rest),
+                _ => {
+                    return Err(ListError::at(
+                        first.line,
+                        format!(
+                            "{} columns of the header name the {what}; keep one",
+                            named.len()
+                        ),
+                    ))
+                }
+            }
+        }
         None => return Ok(Vec::new()),
     };
     body.iter()
         .map(|row| {
-            let value = match column {
+            if let Some((_, width)) = column {
+                if row.fields.len() > width {
+                    return Err(ListError::at(
+                        row.line,
+                        format!(
+                            "{} values under a header of {width} columns (a separator inside an \
+                             unquoted value?); quote the value or remove the separator",
+                            row.fields.len()
+                        ),
+                    ));
+                }
+            }
+            let value = match column.map(|(c, _)| c) {
                 Some(c) => row.fields.get(c).filter(|v| !v.is_empty()).ok_or_else(|| {
                     ListError::at(row.line, format!("no {what} in column {}", c + 1))
                 })?,

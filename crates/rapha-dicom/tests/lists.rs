@@ -103,6 +103,23 @@ fn a_header_row_without_a_value_in_its_column_is_refused() {
 }
 
 #[test]
+fn a_row_with_more_values_than_its_header_is_refused_not_shifted() {
+    // An unquoted separator in free text would shift PAT-1 out of the PatientID column.
+    let e = optouts(b"Name;PatientID\nDOE; JANE;PAT-1\n").unwrap_err();
+    assert!(
+        e.contains("line 2") && e.contains("3 values under a header of 2"),
+        "{e}"
+    );
+    assert!(!e.contains("PAT-1") && !e.contains("JANE"), "{e}");
+}
+
+#[test]
+fn a_header_naming_the_patient_id_twice_is_refused() {
+    let e = optouts(b"MRN,Patient ID\nM-1,PAT-1\n").unwrap_err();
+    assert!(e.contains("line 1") && e.contains("2 columns"), "{e}");
+}
+
+#[test]
 fn a_label_table_from_a_european_spreadsheet_is_read_in_either_column_order() {
     let t = labels(b"\xEF\xBB\xBFLabel;Accession Number\r\n1;ACC1\r\n\"0\";\"ACC2\"\r\n").unwrap();
     assert_eq!(t.get("ACC1"), Some(1));
