@@ -449,6 +449,94 @@ fn a_codestream_larger_than_its_header_is_refused_before_decoding() {
     assert_eq!(bare, wrapped);
 }
 
+/// A marker segment: marker, length (counting itself), body.
+fn segment(marker: u16, body: &[u8]) -> Vec<u8> {
+    let mut v = marker.to_be_bytes().to_vec();
+    v.extend_from_slice(&u16::try_from(body.len() + 2).unwrap().to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+/// A hand-made 16-bit codestream of `side × side` in one tile: SOC, SIZ, the main header's COD
+/// (`main_precincts`: one byte per resolution, or none), QCD, one tile-part whose header has
+/// its own COD when `tile_precincts` is given, a few bytes of packet data, EOC.
+fn crafted(side: u32, main_precincts: Option<&[u8]>, tile_precincts: Option<&[u8]>) -> Vec<u8> {
+    let cod = |precincts: Option<&[u8]>| {
+        // Scod, LRCP, 1 layer, no MCT; 5 levels, 64 × 64 code-blocks, no bypass, 5-3 reversible.
+        let mut body = vec![u8::from(precincts.is_some()), 0, 0, 1, 0, 5, 4, 4, 0, 1];
+        body.extend_from_slice(precincts.unwrap_or(&[]));
+        segment(0xFF52, &body)
+    };
+    let mut siz = vec![0, 0];
+    for v in [side, side, 0, 0, side, side, 0, 0] {
+        siz.extend_from_slice(&v.to_be_bytes());
+    }
+    siz.extend_from_slice(&[0, 1, 15, 1, 1]);
+    let mut tile_header = Vec::new();
+    if let Some(p) = tile_precincts {
+        tile_header = cod(Some(p));
+    }
+    let data = [0u8; 16];
+    let psot = 12 + tile_header.len() + 2 + data.len();
+    let mut sot = vec![0, 0];
+    sot.extend_from_slice(&u32::try_from(psot).unwrap().to_be_bytes());
+    sot.extend_from_slice(&[0, 1]);
+    let mut out = vec![0xFF, 0x4F];
+    out.extend(segment(0xFF51, &siz));
+    out.extend(cod(main_precincts));
+    out.extend(segment(
+        0xFF5C,
+        &[
+            0x20, 0x48, 0x48, 0x50, 0x48, 0x48, 0x50, 0x48, 0x48, 0x50, 0x48, 0x48, 0x50, 0x48,
+            0x48, 0x50,
+        ],
+    ));
+    out.extend(segment(0xFF90, &sot));
+    out.extend(tile_header);
+    out.extend([0xFF, 0x93]);
+    out.extend(data);
+    out.extend([0xFF, 0xD9]);
+    out
+}
+
+/// From the attacker's side: a few hundred bytes whose coding style (a 2 × 2 precinct
+/// partition, so 1 × 1 code-blocks) would have OpenJPEG allocate a record of hundreds of bytes
+/// per sample of a 2048 × 2048 frame (gigabytes, from the headers alone, locked in memory) are
+/// refused before the decoder sees them, in the main header and in a tile-part header alike.
+#[test]
+fn a_coding_style_of_tiny_code_blocks_is_refused_before_the_decoder_allocates() {
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = crafted(2048, Some(&[0x11; 6]), None);
+    assert!(hostile.len() < 200);
+    let m = malformed(&wrap(dir.path(), hostile, 2048, 2048));
+    assert!(
+        m.contains("code-blocks of 2^1 x 2^1 samples at resolution 0"),
+        "{m}"
+    );
+    // The main header is harmless; the tile-part's own COD asks for 2 × 2 precincts above
+    // resolution 0 (so 1 × 1 code-blocks there).
+    let hostile = crafted(2048, None, Some(&[0xFF, 0x22, 0x22, 0x22, 0x22, 0x22]));
+    let m = malformed(&wrap(dir.path(), hostile, 2048, 2048));
+    assert!(
+        m.contains("code-blocks of 2^1 x 2^1 samples at resolution 1"),
+        "{m}"
+    );
+    // 4 × 4 code-blocks without precincts are refused too; 16 × 16 (via 32 × 32 precincts)
+    // pass the check and reach the decoder (empty packets decode to a flat image).
+    let mut small_blocks = crafted(2048, None, None);
+    let at = small_blocks
+        .windows(2)
+        .position(|w| w == [0xFF, 0x52])
+        .unwrap();
+    small_blocks[at + 4 + 6] = 0;
+    small_blocks[at + 4 + 7] = 0;
+    let m = malformed(&wrap(dir.path(), small_blocks, 2048, 2048));
+    assert!(m.contains("code-blocks of 2^2 x 2^2 samples"), "{m}");
+    let fine = crafted(64, Some(&[0x55; 6]), None);
+    let decoded = decode(&wrap(dir.path(), fine, 64, 64), Output::Stored);
+    assert!(decoded.is_ok(), "16 x 16 code-blocks are accepted");
+}
+
 #[test]
 fn a_truncated_or_corrupted_codestream_is_a_typed_error() {
     let Some(tool) = ojph_compress() else { return };

@@ -1,5 +1,5 @@
 //! JPEG 2000 (lossless `.4.90`, lossy `.4.91`) and HTJ2K (`.4.201`–`.4.203`), decoded in
-//! process by `openjp2`, the pure-Rust port of OpenJPEG 2.5 (through the `jpeg2k` wrapper).
+//! process by `openjp2`, OpenJPEG 2.5 translated to Rust (through the `jpeg2k` wrapper).
 //!
 //! Why this decoder: it is the reference decoder itself (pydicom's pylibjpeg-openjpeg plugin
 //! wraps the same OpenJPEG), so lossless frames come out bit for bit as the reference's and
@@ -14,11 +14,13 @@
 //! writers that wrap it), and every frame's SIZ is read first and must describe exactly the
 //! image the header does (width, height, components, no subsampling, precision within
 //! BitsAllocated) in at most [`MAX_TILES`] tiles, so what the decoder allocates grows with a
-//! frame the header declares, which [`super::DecodeLimits::max_output_bytes`] bounds. Its
-//! working memory is still a multiple of the frame (32-bit coefficients, and code-block and
-//! precinct records whose number the coding style chooses: a hostile 2 × 2 precinct partition
-//! costs several times the frame); a hard cap on it needs the decoder in its own process under
-//! an address-space limit. Frames are decoded in strict mode (a truncated codestream is an
+//! frame the header declares, which [`super::DecodeLimits::max_output_bytes`] bounds. The
+//! coding style chooses how many code-block and precinct records the decoder keeps (hundreds of
+//! bytes each, allocated from the headers alone), so every COD and COC, in the main header and
+//! in each tile-part header, is read too and code-blocks under 16 × 16 samples are refused
+//! ([`check_coding_styles`]): what is left is a small multiple of the frame (32-bit
+//! coefficients, about a byte per sample of records). A hard cap needs the decoder in its own
+//! process under an address-space limit (not done yet). Frames are decoded in strict mode (a truncated codestream is an
 //! error, not a partly grey image), one at a time, and a decoder panic is a typed error like
 //! any other refusal. The port is a translation of the C code and still uses raw pointers in
 //! its inner loops: its memory safety is OpenJPEG's (fuzzed upstream for years), not the
@@ -191,6 +193,122 @@ fn check_siz(siz: &Siz, h: &Header) -> Result<(), PixelError> {
     Ok(())
 }
 
+/// Smallest code-block, in samples, a frame may be coded with (log2). OpenJPEG keeps a record of
+/// a few hundred bytes per code-block, sized when it reads the headers and before any packet
+/// data, so a coding style of 1 × 1 code-blocks (a 2 × 2 precinct partition forces them) costs
+/// hundreds of bytes per sample from a codestream of a few hundred bytes. From 16 × 16 up the
+/// records cost about a byte per sample. Encoders use 32 × 32 to 64 × 64 (HTJ2K low-latency
+/// profiles 1024 × 4, also 2^12).
+pub const MIN_CODE_BLOCK_LOG2: u8 = 8;
+
+/// Refuses a codestream whose coding style (COD and COC, in the main header and in every
+/// tile-part header) makes code-blocks smaller than 2^[`MIN_CODE_BLOCK_LOG2`] samples at any
+/// resolution, before the decoder reads it.
+///
+/// # Errors
+/// [`PixelError::Malformed`] for such a style or for marker segments that run past the stream.
+pub fn check_coding_styles(stream: &[u8], components: u16) -> Result<(), PixelError> {
+    let bad = |why: String| PixelError::Malformed(format!("JPEG 2000 frame: {why}"));
+    let short = || bad("a marker segment runs past the codestream".into());
+    let u16_at = |i: usize| {
+        stream
+            .get(i..i + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+            .ok_or_else(short)
+    };
+    // Walks the marker segments of one header from `at` to the marker that ends it (SOT ends
+    // the main header, SOD a tile-part header); returns where that marker is.
+    let walk_header = |mut at: usize, end_marker: u16| -> Result<usize, PixelError> {
+        loop {
+            let marker = u16_at(at)?;
+            if marker == end_marker {
+                return Ok(at);
+            }
+            if marker < 0xFF30 {
+                return Err(bad(format!(
+                    "marker {marker:04X} where a header marker belongs"
+                )));
+            }
+            let len = usize::from(u16_at(at + 2)?);
+            let seg = stream.get(at + 4..at + 2 + len).ok_or_else(short)?;
+            if len < 2 {
+                return Err(short());
+            }
+            match marker {
+                0xFF52 => check_style(seg, 0)?,
+                0xFF53 => check_style(seg, if components < 257 { 1 } else { 2 })?,
+                _ => {}
+            }
+            at += 2 + len;
+        }
+    };
+    const SOT: u16 = 0xFF90;
+    const SOD: u16 = 0xFF93;
+    // SOC, then SIZ (read by `read_siz`) and the rest of the main header.
+    let mut at = walk_header(2, SOT)?;
+    // Each tile-part: SOT (with the tile-part's length, Psot, from the SOT marker on), its
+    // header up to SOD, then its packet data.
+    while u16_at(at).is_ok_and(|m| m == SOT) {
+        let psot = stream
+            .get(at + 6..at + 10)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(short)?;
+        let sot_len = usize::from(u16_at(at + 2)?);
+        walk_header(at + 2 + sot_len, SOD)?;
+        if psot == 0 {
+            break; // the last tile-part runs to the end of the codestream
+        }
+        let psot = usize::try_from(psot).map_err(|_| short())?;
+        if psot < 2 + sot_len {
+            return Err(short());
+        }
+        at += psot;
+    }
+    Ok(())
+}
+
+/// One COD or COC segment (after its length; `skip` bytes of component index for COC): the
+/// effective code-block at each resolution is the nominal one cut to the precinct (to half of
+/// it above resolution 0).
+fn check_style(seg: &[u8], skip: usize) -> Result<(), PixelError> {
+    let bad = |why: String| PixelError::Malformed(format!("JPEG 2000 frame: {why}"));
+    let short = || bad("a coding style segment is cut short".into());
+    // COD: Scod, progression order, layers (2), MCT, then SPcod. COC: Ccoc, Scoc, then SPcoc.
+    let (scod, sp) = if skip == 0 {
+        (
+            *seg.first().ok_or_else(short)?,
+            seg.get(5..).ok_or_else(short)?,
+        )
+    } else {
+        (
+            *seg.get(skip).ok_or_else(short)?,
+            seg.get(skip + 1..).ok_or_else(short)?,
+        )
+    };
+    let [levels, xcb, ycb, ..] = *sp else {
+        return Err(short());
+    };
+    let (xcb, ycb) = (xcb.saturating_add(2), ycb.saturating_add(2));
+    let precincts = if scod & 1 == 1 {
+        let bytes = sp.get(5..5 + usize::from(levels) + 1).ok_or_else(short)?;
+        bytes.iter().map(|b| (b & 0x0F, b >> 4)).collect()
+    } else {
+        vec![(15, 15); usize::from(levels) + 1]
+    };
+    for (r, (ppx, ppy)) in precincts.into_iter().enumerate() {
+        let cut = u8::from(r > 0);
+        let w = xcb.min(ppx.saturating_sub(cut));
+        let h = ycb.min(ppy.saturating_sub(cut));
+        if w + h < MIN_CODE_BLOCK_LOG2 {
+            return Err(bad(format!(
+                "code-blocks of 2^{w} x 2^{h} samples at resolution {r}, under the 2^{MIN_CODE_BLOCK_LOG2} accepted \
+                 (a coding style that costs the decoder far more memory than the frame)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Splits the encapsulated pixel data into one codestream per frame: one fragment per frame,
 /// all fragments for a single frame, or else a new frame at each fragment that begins a
 /// codestream.
@@ -254,6 +372,7 @@ pub(super) fn decode(
     // Every frame is checked before the first is decoded or the output allocated.
     for s in &streams {
         check_siz(&read_siz(s)?, h)?;
+        check_coding_styles(s, h.samples)?;
     }
     let bps = h.bytes_per_sample();
     let spp = usize::from(h.samples);
@@ -334,6 +453,7 @@ pub fn decode_codestream(frame: &[u8], max_samples: usize) -> Result<Vec<u8>, Pi
         intercept: 0.0,
     };
     check_siz(&siz, &h)?;
+    check_coding_styles(stream, siz.components)?;
     let (ppf, spp) = (h.pixels_per_frame(), usize::from(h.samples));
     let mut out = vec![0u8; ppf * spp * 2];
     decode_frame(stream, ppf, spp, 2, &mut out)?;
