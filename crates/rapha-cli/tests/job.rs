@@ -13,7 +13,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use rapha_attest::{Evidence, EvidenceVerifier, SimulatedEvidence, SIMULATED_MARKER};
-use rapha_bundle::{build_image, sign_bundle, BuildSpec, SigningKey, TrainerSpec, TrustStore};
+use rapha_bundle::{SigningKey, TrustStore};
 use rapha_core::{Digest, HmacKey, JobId, OutputKind, Usdc};
 use rapha_dicom::exclusion::{LabelTable, OptOuts};
 use rapha_dicom::{ClientOptions, DicomConfig, DicomWebClient, Pseudonymizer};
@@ -29,6 +29,7 @@ use rapha_policy::{
 };
 use rapha_receipt::{NodeKey, ReceiptLog};
 use rapha_settle::{Escrow, TestMarketPlan, WalletKey};
+use rapha_testkit::bundle::{sign_trainer, trainer_spec, SpecLimits};
 use rapha_testkit::cohort::{generate, CohortSpec};
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc};
 use serde_json::Value;
@@ -403,46 +404,10 @@ impl EvidenceProvider for Simulated {
 }
 
 fn signed_bundle(tmp: &Path, trainer: &Path, key: &SigningKey) -> PathBuf {
-    let rootfs = tmp.join("rootfs");
-    std::fs::create_dir_all(&rootfs).unwrap();
-    std::fs::copy(trainer, rootfs.join("trainer")).unwrap();
-    let layout = tmp.join("layout");
-    build_image(
-        &BuildSpec {
-            rootfs,
-            entrypoint: vec!["/trainer".into(), "honest".into()],
-            env: vec![],
-        },
-        &layout,
-    )
-    .unwrap();
-    let spec = TrainerSpec::from_toml(&format!(
-        r#"
-publisher = "{PUBLISHER}"
-name = "{TRAINER}"
-version = "0.1.0"
-
-[resources]
-memory_mb = 256
-cpus = 1
-pids = 32
-wall_seconds = 120
-
-[[outputs]]
-name = "model.safetensors"
-kind = "safetensors"
-max_bytes = 65536
-
-[[outputs]]
-name = "metrics.json"
-kind = "metrics-json"
-max_bytes = 4096
-"#
-    ))
-    .unwrap();
-    let out = tmp.join("bundle");
-    sign_bundle(key, &layout, &spec, &out).unwrap();
-    out
+    let spec = trainer_spec(PUBLISHER, TRAINER, &SpecLimits::SMALL).unwrap();
+    sign_trainer(tmp, "honest", trainer, &["honest"], &spec, key)
+        .unwrap()
+        .0
 }
 
 /// Everything the end-to-end test runs against. Fields drop in order: the server's runtime

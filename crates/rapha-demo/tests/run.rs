@@ -404,19 +404,6 @@ fn demo_example_pytorch_completes_with_a_verified_receipt_auc_and_both_model_fil
         ],
         "{s}"
     );
-    let onnx = std::fs::read(out.join("released/model.onnx")).unwrap();
-    assert_eq!(
-        onnx.first(),
-        Some(&0x08),
-        "an ONNX ModelProto (ir_version first)"
-    );
-    let st = std::fs::read(out.join("released/model.safetensors")).unwrap();
-    let n = usize::try_from(u64::from_le_bytes(st[..8].try_into().unwrap())).unwrap();
-    let header: serde_json::Value = serde_json::from_slice(&st[8..8 + n]).unwrap();
-    assert_eq!(
-        header["c1.weight"]["shape"],
-        serde_json::json!([8, 1, 3, 3])
-    );
-    assert_eq!(header["fc.weight"]["shape"], serde_json::json!([1, 64]));
+    rapha_testkit::outputs::assert_pytorch_models(&out.join("released"));
     assert_no_phi(&out);
 }

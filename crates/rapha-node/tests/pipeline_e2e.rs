@@ -15,7 +15,7 @@ use rapha_attest::tpm::{
     connect, enroll_ak, record_pcr_policy, TpmAttester, TpmVerifier, VendorRoots,
 };
 use rapha_attest::EvidenceVerifier;
-use rapha_bundle::{build_image, sign_bundle, BuildSpec, SigningKey, TrainerSpec, TrustStore};
+use rapha_bundle::{SigningKey, TrustStore};
 use rapha_core::{CohortQuery, Digest, HmacKey, JobId, JobRequest, Outcome, OutputKind, Usdc};
 use rapha_dicom::exclusion::{LabelTable, OptOuts};
 use rapha_dicom::{ClientOptions, DicomConfig, DicomWebClient, Pseudonymizer};
@@ -30,6 +30,7 @@ use rapha_policy::{
 };
 use rapha_receipt::{NodeKey, ReceiptLog};
 use rapha_settle::{wallet_provider, Escrow, TestMarketPlan, WalletKey};
+use rapha_testkit::bundle::{sign_trainer, trainer_spec, SpecLimits};
 use rapha_testkit::cohort::{generate, CohortManifest, CohortSpec};
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc, Swtpm};
 
@@ -319,51 +320,9 @@ fn bundle_for(
     key: &SigningKey,
     resources: impl FnOnce(&mut rapha_core::ResourceLimits),
 ) -> (PathBuf, Digest) {
-    let rootfs = tmp.join(format!("{name}-rootfs"));
-    std::fs::create_dir_all(&rootfs).unwrap();
-    std::fs::copy(trainer, rootfs.join("trainer")).unwrap();
-    let layout = tmp.join(format!("{name}-layout"));
-    build_image(
-        &BuildSpec {
-            rootfs,
-            entrypoint: std::iter::once("/trainer")
-                .chain(args.iter().copied())
-                .map(str::to_owned)
-                .collect(),
-            env: vec![],
-        },
-        &layout,
-    )
-    .unwrap();
-    let spec = TrainerSpec::from_toml(&format!(
-        r#"
-publisher = "{publisher}"
-name = "{TRAINER}"
-version = "0.1.0"
-
-[resources]
-memory_mb = 256
-cpus = 1
-pids = 32
-wall_seconds = 120
-
-[[outputs]]
-name = "model.safetensors"
-kind = "safetensors"
-max_bytes = 65536
-
-[[outputs]]
-name = "metrics.json"
-kind = "metrics-json"
-max_bytes = 4096
-"#
-    ))
-    .unwrap();
-    let mut spec = spec;
+    let mut spec = trainer_spec(publisher, TRAINER, &SpecLimits::SMALL).unwrap();
     resources(&mut spec.resources);
-    let out = tmp.join(format!("{name}-bundle"));
-    let manifest = sign_bundle(key, &layout, &spec, &out).unwrap();
-    (out, manifest)
+    sign_trainer(tmp, name, trainer, args, &spec, key).unwrap()
 }
 
 /// The swtpm provider, or on demand an attacker's relabelled quote: a genuine quote over

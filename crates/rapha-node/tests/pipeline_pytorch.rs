@@ -188,20 +188,7 @@ fn pytorch_debian_image_unpacks_safely_and_its_job_is_released_with_auc_at_least
         ]
     );
     let released = w.node.release_path(job);
-    let onnx = std::fs::read(released.join("model.onnx")).unwrap();
-    assert_eq!(
-        onnx.first(),
-        Some(&0x08),
-        "an ONNX ModelProto (ir_version first)"
-    );
-    let st = std::fs::read(released.join("model.safetensors")).unwrap();
-    let n = usize::try_from(u64::from_le_bytes(st[..8].try_into().unwrap())).unwrap();
-    let header: serde_json::Value = serde_json::from_slice(&st[8..8 + n]).unwrap();
-    assert_eq!(
-        header["c1.weight"]["shape"],
-        serde_json::json!([8, 1, 3, 3])
-    );
-    assert_eq!(header["fc.weight"]["shape"], serde_json::json!([1, 64]));
+    rapha_testkit::outputs::assert_pytorch_models(&released);
 
     let receipt_bytes = w
         .node

@@ -1,5 +1,8 @@
 //! Test-only support (a dev-dependency of production crates, never a normal one — **I8**):
 //!
+//! - `bundle`: signed trainer bundles (one spec template, one build-and-sign sequence) for the
+//!   node, CLI and bench tests;
+//! - `outputs`: checks of what the reference trainer releases;
 //! - `services`: starts real Orthanc + DICOMweb, swtpm and anvil on free loopback ports for a
 //!   test, with readiness checks, and tears them down (logs kept on failure);
 //! - `cohort`: the synthetic DICOM cohort generator, with PHI planted everywhere a real study
@@ -13,9 +16,11 @@
 //!
 //! It also carries small statistics helpers for tests ([`auc`]).
 
+pub mod bundle;
 pub mod cohort;
 pub mod crafted;
 pub mod hostile;
+pub mod outputs;
 pub mod services;
 mod stats;
 pub mod victim;
