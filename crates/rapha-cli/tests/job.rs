@@ -6,7 +6,6 @@
 //! node's disk is caught against the receipt (exit 4) and nothing is written; an unreachable
 //! node is exit 5 with what to check.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -14,7 +13,7 @@ use std::time::Duration;
 
 use rapha_attest::{Evidence, EvidenceVerifier, SimulatedEvidence, SIMULATED_MARKER};
 use rapha_bundle::{SigningKey, TrustStore};
-use rapha_core::{Digest, HmacKey, JobId, OutputKind, Usdc};
+use rapha_core::{Digest, HmacKey, JobId, Usdc};
 use rapha_dicom::exclusion::{LabelTable, OptOuts};
 use rapha_dicom::{ClientOptions, DicomConfig, DicomWebClient, Pseudonymizer};
 use rapha_enclave::SandboxConfig;
@@ -23,14 +22,12 @@ use rapha_node::audit::AuditLog;
 use rapha_node::pipeline::chain::{ChainPayments, ChainSettings};
 use rapha_node::pipeline::{EvidenceProvider, Node, NodeParts};
 use rapha_node::store::JobStore;
-use rapha_policy::{
-    ApprovalStore, DpoSigningKey, HospitalPolicy, JobBudget, Mode, OutputLimits, Policy,
-    PublisherTrust, ScopeLimits,
-};
+use rapha_policy::{ApprovalStore, DpoSigningKey, Policy};
 use rapha_receipt::{NodeKey, ReceiptLog};
 use rapha_settle::{Escrow, TestMarketPlan, WalletKey};
 use rapha_testkit::bundle::{sign_trainer, trainer_spec, SpecLimits};
 use rapha_testkit::cohort::{generate, CohortSpec};
+use rapha_testkit::policy::test_hospital;
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc};
 use serde_json::Value;
 
@@ -529,37 +526,7 @@ fn world() -> Option<World> {
         store: JobStore::open(&state.join("jobs.sqlite")).unwrap(),
         trust: TrustStore::open(&trust).unwrap(),
         policy: Policy::builtin().unwrap(),
-        hospital: HospitalPolicy {
-            mode: Mode::Demo,
-            publishers: BTreeMap::from([(
-                PUBLISHER.to_owned(),
-                PublisherTrust {
-                    trainers: vec![TRAINER.into()],
-                },
-            )]),
-            scope: ScopeLimits {
-                max_studies: 100,
-                max_date_range_days: 366,
-                modalities: ["CT", "MR", "CR", "DX", "US", "SC"]
-                    .map(str::to_owned)
-                    .to_vec(),
-            },
-            outputs: OutputLimits {
-                kinds: vec![OutputKind::Safetensors, OutputKind::MetricsJson],
-                max_file_bytes: 1 << 20,
-                max_total_bytes: 2 << 20,
-            },
-            allowed_metadata_fields: vec![],
-            min_fee: Usdc::from_base_units(1_000_000),
-            budget: JobBudget {
-                max_jobs: 100,
-                window_hours: 24,
-            },
-            min_patients: 5,
-            min_validation_patients: 2,
-            resources: rapha_core::ResourceBounds::default(),
-            linkage_publishers: vec![],
-        },
+        hospital: test_hospital(PUBLISHER, TRAINER),
         pseudonymizer: Pseudonymizer::new(HmacKey::from_bytes([0x5a; 32])),
         dicom: DicomConfig::default(),
         optouts: OptOuts::load(&cohort.join("optouts.csv")).unwrap(),

@@ -333,24 +333,6 @@ fn hostile_example_renamed_dicom_is_refused_and_the_text_summary_says_why() {
     assert_eq!(std::fs::read_dir(out.join("released")).unwrap().count(), 0);
 }
 
-/// The PyTorch example's image (trainers/pytorch-lesion): $RAPHA_DEMO_PYTORCH_IMAGE (scripts/test
-/// builds it), else built here by trainers/pytorch-lesion/build.sh, which reuses its cache
-/// under $RAPHA_CACHE/pytorch-lesion when the inputs did not change.
-fn pytorch_image() -> PathBuf {
-    if let Some(p) = std::env::var_os("RAPHA_DEMO_PYTORCH_IMAGE").map(PathBuf::from) {
-        if p.is_file() {
-            return p;
-        }
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let o = Command::new(root.join("trainers/pytorch-lesion/build.sh"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("trainers/pytorch-lesion/build.sh runs");
-    assert!(o.status.success(), "the PyTorch example image builds");
-    PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
-}
-
 /// `rapha-demo run --example pytorch` (issue 16): the PyTorch example's image (Debian base,
 /// `buildah build`, oci-archive) signed with the dev key as it is and run through the whole
 /// path; the job completes with a verified receipt, a node-computed AUC of at least 0.75 and
@@ -359,7 +341,7 @@ fn pytorch_image() -> PathBuf {
 #[test]
 fn demo_example_pytorch_completes_with_a_verified_receipt_auc_and_both_model_files() {
     let Some(rootfs) = ready() else { return };
-    let image = pytorch_image();
+    let image = rapha_testkit::pytorch::image();
 
     let dir = tempfile::tempdir().unwrap();
     // The job, end to end.
@@ -404,6 +386,6 @@ fn demo_example_pytorch_completes_with_a_verified_receipt_auc_and_both_model_fil
         ],
         "{s}"
     );
-    rapha_testkit::outputs::assert_pytorch_models(&out.join("released"));
+    rapha_testkit::pytorch::assert_models(&out.join("released"));
     assert_no_phi(&out);
 }

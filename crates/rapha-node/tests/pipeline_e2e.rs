@@ -4,7 +4,6 @@
 //! a TPM quote from swtpm verified against its EK CA, the static test trainer under runc, the
 //! output guard, the receipt log, the release directory and the on-chain settlement.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,7 +15,7 @@ use rapha_attest::tpm::{
 };
 use rapha_attest::EvidenceVerifier;
 use rapha_bundle::{SigningKey, TrustStore};
-use rapha_core::{CohortQuery, Digest, HmacKey, JobId, JobRequest, Outcome, OutputKind, Usdc};
+use rapha_core::{CohortQuery, Digest, HmacKey, JobId, JobRequest, Outcome, Usdc};
 use rapha_dicom::exclusion::{LabelTable, OptOuts};
 use rapha_dicom::{ClientOptions, DicomConfig, DicomWebClient, Pseudonymizer};
 use rapha_enclave::SandboxConfig;
@@ -24,14 +23,12 @@ use rapha_node::audit::{AuditLog, SyslogTarget};
 use rapha_node::pipeline::chain::{ChainPayments, ChainSettings};
 use rapha_node::pipeline::{Blocked, EvidenceProvider, Node, NodeParts, Step, TpmEvidence};
 use rapha_node::store::{JobState, JobStore};
-use rapha_policy::{
-    ApprovalStore, DpoSigningKey, HospitalPolicy, JobBudget, Mode, OutputLimits, Policy,
-    PublisherTrust, ScopeLimits,
-};
+use rapha_policy::{ApprovalStore, DpoSigningKey, HospitalPolicy, Policy};
 use rapha_receipt::{NodeKey, ReceiptLog};
 use rapha_settle::{wallet_provider, Escrow, TestMarketPlan, WalletKey};
 use rapha_testkit::bundle::{sign_trainer, trainer_spec, SpecLimits};
 use rapha_testkit::cohort::{generate, CohortManifest, CohortSpec};
+use rapha_testkit::policy::test_hospital;
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc, Swtpm};
 
 pub const PUBLISHER: &str = "acme-ai";
@@ -571,42 +568,8 @@ pub fn world_with_policy(
     )
     .unwrap();
     let trust = TrustStore::open(&tmp.path().join("trust")).unwrap();
-    let mut hospital = HospitalPolicy {
-        mode: Mode::Demo,
-        publishers: BTreeMap::from([(
-            PUBLISHER.to_owned(),
-            PublisherTrust {
-                trainers: vec![TRAINER.into()],
-            },
-        )]),
-        scope: ScopeLimits {
-            max_studies: (studies as u64).max(100),
-            max_date_range_days: 366,
-            modalities: vec![
-                "CT".into(),
-                "MR".into(),
-                "CR".into(),
-                "DX".into(),
-                "US".into(),
-                "SC".into(),
-            ],
-        },
-        outputs: OutputLimits {
-            kinds: vec![OutputKind::Safetensors, OutputKind::MetricsJson],
-            max_file_bytes: 1 << 20,
-            max_total_bytes: 2 << 20,
-        },
-        allowed_metadata_fields: vec![],
-        min_fee: Usdc::from_base_units(1_000_000),
-        budget: JobBudget {
-            max_jobs: 100,
-            window_hours: 24,
-        },
-        min_patients: 5,
-        min_validation_patients: 2,
-        resources: rapha_core::ResourceBounds::default(),
-        linkage_publishers: vec![],
-    };
+    let mut hospital = test_hospital(PUBLISHER, TRAINER);
+    hospital.scope.max_studies = (studies as u64).max(100);
     policy(&mut hospital);
     let dpo = DpoSigningKey::from_seed(&[9; 32]);
     let forge = Arc::new(AtomicBool::new(false));

@@ -2,7 +2,8 @@
 //!
 //! - `bundle`: signed trainer bundles (one spec template, one build-and-sign sequence) for the
 //!   node, CLI and bench tests;
-//! - `outputs`: checks of what the reference trainer releases;
+//! - `policy`: the hospital policy the node's and the CLI's job tests run under;
+//! - `pytorch`: the PyTorch example trainer's image and the check of the models it releases;
 //! - `services`: starts real Orthanc + DICOMweb, swtpm and anvil on free loopback ports for a
 //!   test, with readiness checks, and tears them down (logs kept on failure);
 //! - `cohort`: the synthetic DICOM cohort generator, with PHI planted everywhere a real study
@@ -20,7 +21,8 @@ pub mod bundle;
 pub mod cohort;
 pub mod crafted;
 pub mod hostile;
-pub mod outputs;
+pub mod policy;
+pub mod pytorch;
 pub mod services;
 mod stats;
 pub mod victim;
