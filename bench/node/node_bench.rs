@@ -499,14 +499,7 @@ state_dir = {state}
             .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
         let runc = Path::new("/usr/sbin/runc").exists();
         let out = self.dir.join("trainer-bin");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rapha-enclave/testdata/trainer.c");
-        let built = Command::new("gcc")
-            .args(["-static", "-O1", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .arg("-lm")
-            .status()
-            .is_ok_and(|s| s.success());
+        let built = rapha_testkit::trainer::compile_test_trainer(&out);
         (root && runc && built).then_some(out)
     }
 

@@ -29,6 +29,7 @@ use rapha_testkit::bundle::{sign_trainer, trainer_spec, SpecLimits};
 use rapha_testkit::cohort::{generate, CohortSpec};
 use rapha_testkit::policy::test_hospital;
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc};
+use rapha_testkit::trainer::{compile_test_trainer, runc_as_root};
 use serde_json::Value;
 
 const PUBLISHER: &str = "acme-ai";
@@ -352,29 +353,13 @@ fn required() -> bool {
 
 /// The enclave suite's static test trainer.
 fn trainer_binary(dir: &Path) -> Option<PathBuf> {
-    let runc = Command::new("runc")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !(runc && root) {
+    if !runc_as_root() {
         assert!(!required(), "runc (as root) is required but not available");
         eprintln!("SKIPPED: runc not installed or not root; CLI job test not run");
         return None;
     }
     let out = dir.join("trainer");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rapha-enclave/testdata/trainer.c");
-    let ok = Command::new("gcc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .arg("-lm")
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
+    if !compile_test_trainer(&out) {
         assert!(
             !required(),
             "gcc -static is required to build the test trainer"

@@ -30,6 +30,7 @@ use rapha_testkit::bundle::{sign_trainer, trainer_spec, SpecLimits};
 use rapha_testkit::cohort::{generate, CohortManifest, CohortSpec};
 use rapha_testkit::policy::test_hospital;
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc, Swtpm};
+use rapha_testkit::trainer::{compile_test_trainer, runc_as_root};
 
 pub const PUBLISHER: &str = "acme-ai";
 /// A second publisher the world's trust store knows (a test adds it to the hospital's policy
@@ -51,29 +52,13 @@ pub fn trainer_binary() -> Option<PathBuf> {
         let dir = std::env::temp_dir().join(format!("rapha-node-trainer-{}", std::process::id()));
         std::fs::create_dir_all(&dir).ok()?;
         let out = dir.join("trainer");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rapha-enclave/testdata/trainer.c");
-        let ok = Command::new("gcc")
-            .args(["-static", "-O1", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .arg("-lm")
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(out)
+        compile_test_trainer(&out).then_some(out)
     })
     .clone()
 }
 
 pub fn sandbox_ready() -> Option<PathBuf> {
-    let runc = Command::new("runc")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !(runc && root) {
+    if !runc_as_root() {
         assert!(!required(), "runc (as root) is required but not available");
         eprintln!("SKIPPED: runc not installed or not root; node end-to-end test not run");
         return None;

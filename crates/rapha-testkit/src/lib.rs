@@ -12,6 +12,7 @@
 //!   deflate bombs, false length claims), built byte by byte;
 //! - `hostile`: a hostile DICOMweb server on loopback (silent, trickling, endless, ignoring
 //!   `offset`), the adversary of the PACS-client tests;
+//! - `trainer`: the static test trainer the sandbox runs, and whether this host can run it;
 //! - `victim`: runs code under attack in a child process with a memory cap and a timeout, so
 //!   a crash or a hang is an outcome the test reports rather than the end of the test binary.
 //!
@@ -25,6 +26,7 @@ pub mod policy;
 pub mod pytorch;
 pub mod services;
 mod stats;
+pub mod trainer;
 pub mod victim;
 
 pub use stats::auc;
