@@ -17,13 +17,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use alloy::primitives::Address;
-use rapha_bundle::{
-    build_image, pack_bundle_to_vec, sign_bundle, BuildSpec, SigningKey, TrainerSpec, TrustStore,
-};
+use rapha_bundle::{pack_bundle_to_vec, SigningKey, TrustStore};
 use rapha_core::{CohortQuery, Digest, JobId, JobRequest, Usdc};
 use rapha_policy::DpoSigningKey;
 use rapha_receipt::NodeKey;
 use rapha_settle::{deposit_for_job, DepositOrder, Escrow, TestMarketPlan, WalletKey};
+use rapha_testkit::bundle::{sign_rootfs, trainer_spec, SpecLimits};
 use rapha_testkit::cohort::{generate, CohortSpec};
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc};
 use serde_json::{json, Value};
@@ -500,14 +499,7 @@ state_dir = {state}
             .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
         let runc = Path::new("/usr/sbin/runc").exists();
         let out = self.dir.join("trainer-bin");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rapha-enclave/testdata/trainer.c");
-        let built = Command::new("gcc")
-            .args(["-static", "-O1", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .arg("-lm")
-            .status()
-            .is_ok_and(|s| s.success());
+        let built = rapha_testkit::trainer::compile_test_trainer(&out);
         (root && runc && built).then_some(out)
     }
 
@@ -589,43 +581,12 @@ fn bundle(
     entrypoint: &[&str],
     wall_seconds: u64,
 ) -> (PathBuf, Digest) {
-    let layout = dir.join(format!("{name}-layout"));
-    build_image(
-        &BuildSpec {
-            rootfs: rootfs.to_owned(),
-            entrypoint: entrypoint.iter().map(|s| (*s).to_owned()).collect(),
-            env: vec![],
-        },
-        &layout,
-    )
-    .unwrap();
-    let spec = TrainerSpec::from_toml(&format!(
-        r#"
-publisher = "{PUBLISHER}"
-name = "{TRAINER}"
-version = "0.1.0"
-
-[resources]
-memory_mb = 256
-cpus = 1
-pids = 32
-wall_seconds = {wall_seconds}
-
-[[outputs]]
-name = "model.safetensors"
-kind = "safetensors"
-max_bytes = 65536
-
-[[outputs]]
-name = "metrics.json"
-kind = "metrics-json"
-max_bytes = 4096
-"#
-    ))
-    .unwrap();
-    let out = dir.join(format!("{name}-bundle"));
-    let manifest = sign_bundle(key, &layout, &spec, &out).unwrap();
-    (out, manifest)
+    let limits = SpecLimits {
+        wall_seconds,
+        ..SpecLimits::SMALL
+    };
+    let spec = trainer_spec(PUBLISHER, TRAINER, &limits).unwrap();
+    sign_rootfs(dir, name, rootfs, entrypoint, &spec, key).unwrap()
 }
 
 fn write_private(path: &Path, bytes: &[u8]) {

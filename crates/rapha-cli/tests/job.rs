@@ -6,15 +6,14 @@
 //! node's disk is caught against the receipt (exit 4) and nothing is written; an unreachable
 //! node is exit 5 with what to check.
 
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use rapha_attest::{Evidence, EvidenceVerifier, SimulatedEvidence, SIMULATED_MARKER};
-use rapha_bundle::{build_image, sign_bundle, BuildSpec, SigningKey, TrainerSpec, TrustStore};
-use rapha_core::{Digest, HmacKey, JobId, OutputKind, Usdc};
+use rapha_bundle::{SigningKey, TrustStore};
+use rapha_core::{Digest, HmacKey, JobId, Usdc};
 use rapha_dicom::exclusion::{LabelTable, OptOuts};
 use rapha_dicom::{ClientOptions, DicomConfig, DicomWebClient, Pseudonymizer};
 use rapha_enclave::SandboxConfig;
@@ -23,14 +22,14 @@ use rapha_node::audit::AuditLog;
 use rapha_node::pipeline::chain::{ChainPayments, ChainSettings};
 use rapha_node::pipeline::{EvidenceProvider, Node, NodeParts};
 use rapha_node::store::JobStore;
-use rapha_policy::{
-    ApprovalStore, DpoSigningKey, HospitalPolicy, JobBudget, Mode, OutputLimits, Policy,
-    PublisherTrust, ScopeLimits,
-};
+use rapha_policy::{ApprovalStore, DpoSigningKey, Policy};
 use rapha_receipt::{NodeKey, ReceiptLog};
 use rapha_settle::{Escrow, TestMarketPlan, WalletKey};
+use rapha_testkit::bundle::{sign_trainer, trainer_spec, SpecLimits};
 use rapha_testkit::cohort::{generate, CohortSpec};
+use rapha_testkit::policy::test_hospital;
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc};
+use rapha_testkit::trainer::{compile_test_trainer, runc_as_root};
 use serde_json::Value;
 
 const PUBLISHER: &str = "acme-ai";
@@ -354,29 +353,13 @@ fn required() -> bool {
 
 /// The enclave suite's static test trainer.
 fn trainer_binary(dir: &Path) -> Option<PathBuf> {
-    let runc = Command::new("runc")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !(runc && root) {
+    if !runc_as_root() {
         assert!(!required(), "runc (as root) is required but not available");
         eprintln!("SKIPPED: runc not installed or not root; CLI job test not run");
         return None;
     }
     let out = dir.join("trainer");
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rapha-enclave/testdata/trainer.c");
-    let ok = Command::new("gcc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .arg("-lm")
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
+    if !compile_test_trainer(&out) {
         assert!(
             !required(),
             "gcc -static is required to build the test trainer"
@@ -403,46 +386,10 @@ impl EvidenceProvider for Simulated {
 }
 
 fn signed_bundle(tmp: &Path, trainer: &Path, key: &SigningKey) -> PathBuf {
-    let rootfs = tmp.join("rootfs");
-    std::fs::create_dir_all(&rootfs).unwrap();
-    std::fs::copy(trainer, rootfs.join("trainer")).unwrap();
-    let layout = tmp.join("layout");
-    build_image(
-        &BuildSpec {
-            rootfs,
-            entrypoint: vec!["/trainer".into(), "honest".into()],
-            env: vec![],
-        },
-        &layout,
-    )
-    .unwrap();
-    let spec = TrainerSpec::from_toml(&format!(
-        r#"
-publisher = "{PUBLISHER}"
-name = "{TRAINER}"
-version = "0.1.0"
-
-[resources]
-memory_mb = 256
-cpus = 1
-pids = 32
-wall_seconds = 120
-
-[[outputs]]
-name = "model.safetensors"
-kind = "safetensors"
-max_bytes = 65536
-
-[[outputs]]
-name = "metrics.json"
-kind = "metrics-json"
-max_bytes = 4096
-"#
-    ))
-    .unwrap();
-    let out = tmp.join("bundle");
-    sign_bundle(key, &layout, &spec, &out).unwrap();
-    out
+    let spec = trainer_spec(PUBLISHER, TRAINER, &SpecLimits::SMALL).unwrap();
+    sign_trainer(tmp, "honest", trainer, &["honest"], &spec, key)
+        .unwrap()
+        .0
 }
 
 /// Everything the end-to-end test runs against. Fields drop in order: the server's runtime
@@ -564,37 +511,7 @@ fn world() -> Option<World> {
         store: JobStore::open(&state.join("jobs.sqlite")).unwrap(),
         trust: TrustStore::open(&trust).unwrap(),
         policy: Policy::builtin().unwrap(),
-        hospital: HospitalPolicy {
-            mode: Mode::Demo,
-            publishers: BTreeMap::from([(
-                PUBLISHER.to_owned(),
-                PublisherTrust {
-                    trainers: vec![TRAINER.into()],
-                },
-            )]),
-            scope: ScopeLimits {
-                max_studies: 100,
-                max_date_range_days: 366,
-                modalities: ["CT", "MR", "CR", "DX", "US", "SC"]
-                    .map(str::to_owned)
-                    .to_vec(),
-            },
-            outputs: OutputLimits {
-                kinds: vec![OutputKind::Safetensors, OutputKind::MetricsJson],
-                max_file_bytes: 1 << 20,
-                max_total_bytes: 2 << 20,
-            },
-            allowed_metadata_fields: vec![],
-            min_fee: Usdc::from_base_units(1_000_000),
-            budget: JobBudget {
-                max_jobs: 100,
-                window_hours: 24,
-            },
-            min_patients: 5,
-            min_validation_patients: 2,
-            resources: rapha_core::ResourceBounds::default(),
-            linkage_publishers: vec![],
-        },
+        hospital: test_hospital(PUBLISHER, TRAINER),
         pseudonymizer: Pseudonymizer::new(HmacKey::from_bytes([0x5a; 32])),
         dicom: DicomConfig::default(),
         optouts: OptOuts::load(&cohort.join("optouts.csv")).unwrap(),

@@ -333,24 +333,6 @@ fn hostile_example_renamed_dicom_is_refused_and_the_text_summary_says_why() {
     assert_eq!(std::fs::read_dir(out.join("released")).unwrap().count(), 0);
 }
 
-/// The PyTorch example's image (trainers/pytorch-lesion): $RAPHA_DEMO_PYTORCH_IMAGE (scripts/test
-/// builds it), else built here by trainers/pytorch-lesion/build.sh, which reuses its cache
-/// under $RAPHA_CACHE/pytorch-lesion when the inputs did not change.
-fn pytorch_image() -> PathBuf {
-    if let Some(p) = std::env::var_os("RAPHA_DEMO_PYTORCH_IMAGE").map(PathBuf::from) {
-        if p.is_file() {
-            return p;
-        }
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let o = Command::new(root.join("trainers/pytorch-lesion/build.sh"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("trainers/pytorch-lesion/build.sh runs");
-    assert!(o.status.success(), "the PyTorch example image builds");
-    PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
-}
-
 /// `rapha-demo run --example pytorch` (issue 16): the PyTorch example's image (Debian base,
 /// `buildah build`, oci-archive) signed with the dev key as it is and run through the whole
 /// path; the job completes with a verified receipt, a node-computed AUC of at least 0.75 and
@@ -359,7 +341,7 @@ fn pytorch_image() -> PathBuf {
 #[test]
 fn demo_example_pytorch_completes_with_a_verified_receipt_auc_and_both_model_files() {
     let Some(rootfs) = ready() else { return };
-    let image = pytorch_image();
+    let image = rapha_testkit::pytorch::image();
 
     let dir = tempfile::tempdir().unwrap();
     // The job, end to end.
@@ -404,19 +386,6 @@ fn demo_example_pytorch_completes_with_a_verified_receipt_auc_and_both_model_fil
         ],
         "{s}"
     );
-    let onnx = std::fs::read(out.join("released/model.onnx")).unwrap();
-    assert_eq!(
-        onnx.first(),
-        Some(&0x08),
-        "an ONNX ModelProto (ir_version first)"
-    );
-    let st = std::fs::read(out.join("released/model.safetensors")).unwrap();
-    let n = usize::try_from(u64::from_le_bytes(st[..8].try_into().unwrap())).unwrap();
-    let header: serde_json::Value = serde_json::from_slice(&st[8..8 + n]).unwrap();
-    assert_eq!(
-        header["c1.weight"]["shape"],
-        serde_json::json!([8, 1, 3, 3])
-    );
-    assert_eq!(header["fc.weight"]["shape"], serde_json::json!([1, 64]));
+    rapha_testkit::pytorch::assert_models(&out.join("released"));
     assert_no_phi(&out);
 }

@@ -103,16 +103,7 @@ pub fn trainer_binary() -> Option<&'static Path> {
             std::env::temp_dir().join(format!("rapha-enclave-trainer-{}", std::process::id()));
         std::fs::create_dir_all(&dir).ok()?;
         let out = dir.join("trainer");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/trainer.c");
-        let ok = Command::new("gcc")
-            .args(["-static", "-O1", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .arg("-lm")
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        ok.then_some(out)
+        rapha_testkit::trainer::compile_test_trainer(&out).then_some(out)
     })
     .as_deref()
 }

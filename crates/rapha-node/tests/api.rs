@@ -3,7 +3,6 @@
 //! audited), the OpenAPI document covering every route, `/healthz`, the Prometheus `/metrics`
 //! text, and typed JSON errors for bad JSON, oversized bodies and unknown jobs.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use rapha_bundle::TrustStore;
@@ -16,11 +15,9 @@ use rapha_node::audit::AuditLog;
 use rapha_node::pipeline::chain::{ChainPayments, ChainSettings};
 use rapha_node::pipeline::{NoEvidence, Node, NodeParts};
 use rapha_node::store::JobStore;
-use rapha_policy::{
-    ApprovalStore, HospitalPolicy, JobBudget, Mode, OutputLimits, Policy, PublisherTrust,
-    ScopeLimits,
-};
+use rapha_policy::{ApprovalStore, Policy};
 use rapha_receipt::{NodeKey, ReceiptLog};
+use rapha_testkit::policy::test_hospital;
 use reqwest::blocking::Client;
 use reqwest::StatusCode;
 
@@ -71,34 +68,11 @@ fn node_parts(dir: &Path, chain: &Chain) -> Node {
         store: JobStore::open(&dir.join("jobs.sqlite")).unwrap(),
         trust: TrustStore::open(&dir.join("trust")).unwrap(),
         policy: Policy::builtin().unwrap(),
-        hospital: HospitalPolicy {
-            mode: Mode::Demo,
-            publishers: BTreeMap::from([(
-                PUBLISHER.to_owned(),
-                PublisherTrust {
-                    trainers: vec![TRAINER.into()],
-                },
-            )]),
-            scope: ScopeLimits {
-                max_studies: 100,
-                max_date_range_days: 366,
-                modalities: vec!["CT".into()],
-            },
-            outputs: OutputLimits {
-                kinds: vec![],
-                max_file_bytes: 1 << 20,
-                max_total_bytes: 2 << 20,
-            },
-            allowed_metadata_fields: vec![],
-            min_fee: Usdc::from_base_units(1_000_000),
-            budget: JobBudget {
-                max_jobs: 100,
-                window_hours: 24,
-            },
-            min_patients: 5,
-            min_validation_patients: 2,
-            resources: rapha_core::ResourceBounds::default(),
-            linkage_publishers: vec![],
+        hospital: {
+            let mut hospital = test_hospital(PUBLISHER, TRAINER);
+            hospital.scope.modalities = vec!["CT".into()];
+            hospital.outputs.kinds = vec![];
+            hospital
         },
         pseudonymizer: Pseudonymizer::new(HmacKey::from_bytes([0x5a; 32])),
         dicom: DicomConfig::default(),

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use rapha_bundle::{build_image, sign_bundle, BuildSpec, SigningKey, TrainerSpec};
+use rapha_bundle::SigningKey;
 use rapha_core::{merkle, Digest};
 use rapha_node::api::ApiState;
 use rapha_receipt::{NodeKey, ReceiptLog, SignedTreeHead};
+use rapha_testkit::bundle::{sign_trainer, trainer_spec, SpecLimits};
 use reqwest::StatusCode;
 
 use crate::api::{
@@ -134,46 +135,26 @@ const WALL_SECONDS: u64 = 600;
 
 /// A bundle running the reference trainer for `epochs` epochs.
 fn reference_bundle(tmp: &Path, trainer: &Path, epochs: u32, key: &SigningKey) -> PathBuf {
-    let rootfs = tmp.join("reference-rootfs");
-    std::fs::create_dir_all(&rootfs).unwrap();
-    std::fs::copy(trainer, rootfs.join("trainer")).unwrap();
-    let layout = tmp.join("reference-layout");
-    build_image(
-        &BuildSpec {
-            rootfs,
-            entrypoint: vec!["/trainer".into(), "--epochs".into(), epochs.to_string()],
-            env: vec![],
-        },
-        &layout,
+    let limits = SpecLimits {
+        memory_mb: 2048,
+        cpus: 2,
+        pids: 64,
+        wall_seconds: WALL_SECONDS,
+        model_max_bytes: 1048576,
+        metrics_max_bytes: 65536,
+    };
+    let spec = trainer_spec(PUBLISHER, TRAINER, &limits).unwrap();
+    let epochs = epochs.to_string();
+    sign_trainer(
+        tmp,
+        "reference",
+        trainer,
+        &["--epochs", &epochs],
+        &spec,
+        key,
     )
-    .unwrap();
-    let spec = TrainerSpec::from_toml(&format!(
-        r#"
-publisher = "{PUBLISHER}"
-name = "{TRAINER}"
-version = "0.1.0"
-
-[resources]
-memory_mb = 2048
-cpus = 2
-pids = 64
-wall_seconds = {WALL_SECONDS}
-
-[[outputs]]
-name = "model.safetensors"
-kind = "safetensors"
-max_bytes = 1048576
-
-[[outputs]]
-name = "metrics.json"
-kind = "metrics-json"
-max_bytes = 65536
-"#
-    ))
-    .unwrap();
-    let out = tmp.join("reference-bundle");
-    sign_bundle(key, &layout, &spec, &out).unwrap();
-    out
+    .unwrap()
+    .0
 }
 
 /// Polls the job's status (as the publisher) until `want`.

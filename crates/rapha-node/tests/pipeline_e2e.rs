@@ -4,7 +4,6 @@
 //! a TPM quote from swtpm verified against its EK CA, the static test trainer under runc, the
 //! output guard, the receipt log, the release directory and the on-chain settlement.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,8 +14,8 @@ use rapha_attest::tpm::{
     connect, enroll_ak, record_pcr_policy, TpmAttester, TpmVerifier, VendorRoots,
 };
 use rapha_attest::EvidenceVerifier;
-use rapha_bundle::{build_image, sign_bundle, BuildSpec, SigningKey, TrainerSpec, TrustStore};
-use rapha_core::{CohortQuery, Digest, HmacKey, JobId, JobRequest, Outcome, OutputKind, Usdc};
+use rapha_bundle::{SigningKey, TrustStore};
+use rapha_core::{CohortQuery, Digest, HmacKey, JobId, JobRequest, Outcome, Usdc};
 use rapha_dicom::exclusion::{LabelTable, OptOuts};
 use rapha_dicom::{ClientOptions, DicomConfig, DicomWebClient, Pseudonymizer};
 use rapha_enclave::SandboxConfig;
@@ -24,14 +23,14 @@ use rapha_node::audit::{AuditLog, SyslogTarget};
 use rapha_node::pipeline::chain::{ChainPayments, ChainSettings};
 use rapha_node::pipeline::{Blocked, EvidenceProvider, Node, NodeParts, Step, TpmEvidence};
 use rapha_node::store::{JobState, JobStore};
-use rapha_policy::{
-    ApprovalStore, DpoSigningKey, HospitalPolicy, JobBudget, Mode, OutputLimits, Policy,
-    PublisherTrust, ScopeLimits,
-};
+use rapha_policy::{ApprovalStore, DpoSigningKey, HospitalPolicy, Policy};
 use rapha_receipt::{NodeKey, ReceiptLog};
 use rapha_settle::{wallet_provider, Escrow, TestMarketPlan, WalletKey};
+use rapha_testkit::bundle::{sign_trainer, trainer_spec, SpecLimits};
 use rapha_testkit::cohort::{generate, CohortManifest, CohortSpec};
+use rapha_testkit::policy::test_hospital;
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc, Swtpm};
+use rapha_testkit::trainer::{compile_test_trainer, runc_as_root};
 
 pub const PUBLISHER: &str = "acme-ai";
 /// A second publisher the world's trust store knows (a test adds it to the hospital's policy
@@ -53,29 +52,13 @@ pub fn trainer_binary() -> Option<PathBuf> {
         let dir = std::env::temp_dir().join(format!("rapha-node-trainer-{}", std::process::id()));
         std::fs::create_dir_all(&dir).ok()?;
         let out = dir.join("trainer");
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rapha-enclave/testdata/trainer.c");
-        let ok = Command::new("gcc")
-            .args(["-static", "-O1", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .arg("-lm")
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then_some(out)
+        compile_test_trainer(&out).then_some(out)
     })
     .clone()
 }
 
 pub fn sandbox_ready() -> Option<PathBuf> {
-    let runc = Command::new("runc")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    if !(runc && root) {
+    if !runc_as_root() {
         assert!(!required(), "runc (as root) is required but not available");
         eprintln!("SKIPPED: runc not installed or not root; node end-to-end test not run");
         return None;
@@ -319,51 +302,9 @@ fn bundle_for(
     key: &SigningKey,
     resources: impl FnOnce(&mut rapha_core::ResourceLimits),
 ) -> (PathBuf, Digest) {
-    let rootfs = tmp.join(format!("{name}-rootfs"));
-    std::fs::create_dir_all(&rootfs).unwrap();
-    std::fs::copy(trainer, rootfs.join("trainer")).unwrap();
-    let layout = tmp.join(format!("{name}-layout"));
-    build_image(
-        &BuildSpec {
-            rootfs,
-            entrypoint: std::iter::once("/trainer")
-                .chain(args.iter().copied())
-                .map(str::to_owned)
-                .collect(),
-            env: vec![],
-        },
-        &layout,
-    )
-    .unwrap();
-    let spec = TrainerSpec::from_toml(&format!(
-        r#"
-publisher = "{publisher}"
-name = "{TRAINER}"
-version = "0.1.0"
-
-[resources]
-memory_mb = 256
-cpus = 1
-pids = 32
-wall_seconds = 120
-
-[[outputs]]
-name = "model.safetensors"
-kind = "safetensors"
-max_bytes = 65536
-
-[[outputs]]
-name = "metrics.json"
-kind = "metrics-json"
-max_bytes = 4096
-"#
-    ))
-    .unwrap();
-    let mut spec = spec;
+    let mut spec = trainer_spec(publisher, TRAINER, &SpecLimits::SMALL).unwrap();
     resources(&mut spec.resources);
-    let out = tmp.join(format!("{name}-bundle"));
-    let manifest = sign_bundle(key, &layout, &spec, &out).unwrap();
-    (out, manifest)
+    sign_trainer(tmp, name, trainer, args, &spec, key).unwrap()
 }
 
 /// The swtpm provider, or on demand an attacker's relabelled quote: a genuine quote over
@@ -612,42 +553,8 @@ pub fn world_with_policy(
     )
     .unwrap();
     let trust = TrustStore::open(&tmp.path().join("trust")).unwrap();
-    let mut hospital = HospitalPolicy {
-        mode: Mode::Demo,
-        publishers: BTreeMap::from([(
-            PUBLISHER.to_owned(),
-            PublisherTrust {
-                trainers: vec![TRAINER.into()],
-            },
-        )]),
-        scope: ScopeLimits {
-            max_studies: (studies as u64).max(100),
-            max_date_range_days: 366,
-            modalities: vec![
-                "CT".into(),
-                "MR".into(),
-                "CR".into(),
-                "DX".into(),
-                "US".into(),
-                "SC".into(),
-            ],
-        },
-        outputs: OutputLimits {
-            kinds: vec![OutputKind::Safetensors, OutputKind::MetricsJson],
-            max_file_bytes: 1 << 20,
-            max_total_bytes: 2 << 20,
-        },
-        allowed_metadata_fields: vec![],
-        min_fee: Usdc::from_base_units(1_000_000),
-        budget: JobBudget {
-            max_jobs: 100,
-            window_hours: 24,
-        },
-        min_patients: 5,
-        min_validation_patients: 2,
-        resources: rapha_core::ResourceBounds::default(),
-        linkage_publishers: vec![],
-    };
+    let mut hospital = test_hospital(PUBLISHER, TRAINER);
+    hospital.scope.max_studies = (studies as u64).max(100);
     policy(&mut hospital);
     let dpo = DpoSigningKey::from_seed(&[9; 32]);
     let forge = Arc::new(AtomicBool::new(false));

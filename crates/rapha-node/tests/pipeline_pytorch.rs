@@ -6,28 +6,12 @@
 //! otherwise trainers/pytorch-lesion/build.sh builds it here, from its cache when warm.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use rapha_bundle::{TrainerSpec, TrustStore};
 use rapha_core::{Outcome, OutputKind};
 use rapha_node::store::JobState;
 
 use crate::pipeline_e2e::{all_files, world_with_policy, PUBLISHER, TRAINER};
-
-fn pytorch_image() -> PathBuf {
-    if let Some(p) = std::env::var_os("RAPHA_DEMO_PYTORCH_IMAGE").map(PathBuf::from) {
-        if p.is_file() {
-            return p;
-        }
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let o = Command::new(root.join("trainers/pytorch-lesion/build.sh"))
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .expect("trainers/pytorch-lesion/build.sh runs");
-    assert!(o.status.success(), "the PyTorch example image builds");
-    PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
-}
 
 /// Every path under `dir` with its metadata (no link followed), for before/after comparisons.
 fn snapshot(dir: &Path) -> std::collections::BTreeMap<PathBuf, (u64, i64, u32)> {
@@ -73,7 +57,7 @@ fn pytorch_debian_image_unpacks_safely_and_its_job_is_released_with_auc_at_least
     }) else {
         return;
     };
-    let image = pytorch_image();
+    let image = rapha_testkit::pytorch::image();
     let mut spec = TrainerSpec::from_toml(
         &std::fs::read_to_string(
             Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -188,20 +172,7 @@ fn pytorch_debian_image_unpacks_safely_and_its_job_is_released_with_auc_at_least
         ]
     );
     let released = w.node.release_path(job);
-    let onnx = std::fs::read(released.join("model.onnx")).unwrap();
-    assert_eq!(
-        onnx.first(),
-        Some(&0x08),
-        "an ONNX ModelProto (ir_version first)"
-    );
-    let st = std::fs::read(released.join("model.safetensors")).unwrap();
-    let n = usize::try_from(u64::from_le_bytes(st[..8].try_into().unwrap())).unwrap();
-    let header: serde_json::Value = serde_json::from_slice(&st[8..8 + n]).unwrap();
-    assert_eq!(
-        header["c1.weight"]["shape"],
-        serde_json::json!([8, 1, 3, 3])
-    );
-    assert_eq!(header["fc.weight"]["shape"], serde_json::json!([1, 64]));
+    rapha_testkit::pytorch::assert_models(&released);
 
     let receipt_bytes = w
         .node

@@ -1,0 +1,46 @@
+//! The PyTorch example trainer (trainers/pytorch-lesion) for the node's and the demo's
+//! end-to-end tests: its image, and the check of the models it releases.
+
+// Test fixtures: a failed build, read or parse is a test failure, reported at once.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The example's image: $RAPHA_DEMO_PYTORCH_IMAGE (scripts/test builds it), else built here by
+/// trainers/pytorch-lesion/build.sh, which reuses its cache under $RAPHA_CACHE/pytorch-lesion
+/// when the inputs did not change.
+pub fn image() -> PathBuf {
+    if let Some(p) = std::env::var_os("RAPHA_DEMO_PYTORCH_IMAGE").map(PathBuf::from) {
+        if p.is_file() {
+            return p;
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let o = Command::new(root.join("trainers/pytorch-lesion/build.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("trainers/pytorch-lesion/build.sh runs");
+    assert!(o.status.success(), "the PyTorch example image builds");
+    PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
+}
+
+/// Asserts that `dir` holds the reference trainer's models: `model.onnx` an ONNX ModelProto
+/// (`ir_version`, field 1, first) and `model.safetensors` with the CNN's tensor shapes
+/// (`c1.weight` 8×1×3×3, `fc.weight` 1×64) in its header.
+pub fn assert_models(dir: &Path) {
+    let onnx = std::fs::read(dir.join("model.onnx")).unwrap();
+    assert_eq!(
+        onnx.first(),
+        Some(&0x08),
+        "an ONNX ModelProto (ir_version first)"
+    );
+    let st = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let n = usize::try_from(u64::from_le_bytes(st[..8].try_into().unwrap())).unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&st[8..8 + n]).unwrap();
+    assert_eq!(
+        header["c1.weight"]["shape"],
+        serde_json::json!([8, 1, 3, 3])
+    );
+    assert_eq!(header["fc.weight"]["shape"], serde_json::json!([1, 64]));
+}

@@ -1,0 +1,31 @@
+//! The static test trainer (`crates/rapha-enclave/testdata/trainer.c`) that the enclave, node,
+//! CLI and bench tests run in the sandbox, and the host checks that decide whether they can.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Compiles the test trainer statically (`gcc -static -O1 … -lm`) to `out`; false when gcc or
+/// a static libc is missing or the build fails.
+pub fn compile_test_trainer(out: &Path) -> bool {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rapha-enclave/testdata/trainer.c");
+    Command::new("gcc")
+        .args(["-static", "-O1", "-o"])
+        .arg(out)
+        .arg(&src)
+        .arg("-lm")
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether `runc` runs and this process is root, as the sandbox needs.
+pub fn runc_as_root() -> bool {
+    let runc = Command::new("runc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    runc && root
+}
