@@ -53,13 +53,37 @@ impl fmt::Display for ListError {
 
 impl std::error::Error for ListError {}
 
-/// One non-blank, non-comment row of a list.
+/// One non-blank row of a list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
     /// 1-based line of the file where the row starts.
     pub line: usize,
     /// The fields, trimmed and unquoted; trailing empty fields removed.
     pub fields: Vec<String>,
+}
+
+impl Row {
+    /// Whether the row's first cell starts with `#`.
+    pub fn starts_with_hash(&self) -> bool {
+        self.fields[0].starts_with('#')
+    }
+
+    /// Whether the row is a comment in a list whose entries are in column `key` (0-based): a
+    /// first cell starting with `#` comments the row out only when that cell is the entry's
+    /// own. Under a header whose entry column is another, such a row is data (a name or ward
+    /// that begins with `#`), never dropped.
+    pub fn is_comment_for(&self, key: usize) -> bool {
+        key == 0 && self.starts_with_hash()
+    }
+}
+
+/// The rows from the first that is not a `#` comment on: comments before a header.
+pub fn after_leading_comments(rows: &[Row]) -> &[Row] {
+    let start = rows
+        .iter()
+        .position(|r| !r.starts_with_hash())
+        .unwrap_or(rows.len());
+    &rows[start..]
 }
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -76,7 +100,6 @@ pub fn read_rows(bytes: &[u8]) -> Result<Vec<Row>, ListError> {
         .has_headers(false)
         .flexible(true)
         .delimiter(delimiter)
-        .comment(Some(b'#'))
         .from_reader(text.as_bytes());
     let mut rows = Vec::new();
     let mut record = csv::StringRecord::new();
@@ -106,7 +129,7 @@ pub fn read_rows(bytes: &[u8]) -> Result<Vec<Row>, ListError> {
         while fields.last().is_some_and(String::is_empty) {
             fields.pop();
         }
-        if fields.is_empty() || fields[0].starts_with('#') {
+        if fields.is_empty() {
             continue;
         }
         rows.push(Row { line, fields });
@@ -126,14 +149,15 @@ pub fn read_column(
     what: &str,
     is_header: impl Fn(&str) -> bool,
 ) -> Result<Vec<(usize, String)>, ListError> {
-    let rows = read_rows(bytes)?;
+    let all = read_rows(bytes)?;
+    let rows = after_leading_comments(&all);
     let (column, body) = match rows.split_first() {
         Some((first, rest)) => {
             let named: Vec<usize> = (0..first.fields.len())
                 .filter(|&i| is_header(&first.fields[i]))
                 .collect();
             match named[..] {
-                [] => (None, rows.as_slice()),
+                [] => (None, rows),
                 [column] => (Some((column, first.fields.len())), rest),
                 _ => {
                     return Err(ListError::at(
@@ -149,6 +173,7 @@ pub fn read_column(
         None => return Ok(Vec::new()),
     };
     body.iter()
+        .filter(|row| !row.is_comment_for(column.map_or(0, |(c, _)| c)))
         .map(|row| {
             if let Some((_, width)) = column {
                 if row.fields.len() > width {
@@ -164,7 +189,13 @@ pub fn read_column(
             }
             let value = match column.map(|(c, _)| c) {
                 Some(c) => row.fields.get(c).filter(|v| !v.is_empty()).ok_or_else(|| {
-                    ListError::at(row.line, format!("no {what} in column {}", c + 1))
+                    let hint = if row.starts_with_hash() {
+                        " (a '#' comment cannot be told from a row when the entries are not in \
+                         the first column: remove it)"
+                    } else {
+                        ""
+                    };
+                    ListError::at(row.line, format!("no {what} in column {}{hint}", c + 1))
                 })?,
                 None if row.fields.len() > 1 => {
                     return Err(ListError::at(

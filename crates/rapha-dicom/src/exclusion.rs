@@ -252,7 +252,8 @@ impl LabelTable {
             reason,
         };
         let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-        let rows = rapha_core::lists::read_rows(&bytes).map_err(|e| bad(e.to_string()))?;
+        let all = rapha_core::lists::read_rows(&bytes).map_err(|e| bad(e.to_string()))?;
+        let rows = rapha_core::lists::after_leading_comments(&all);
         let header = rows.first().and_then(|first| {
             let acc = first
                 .fields
@@ -268,11 +269,11 @@ impl LabelTable {
         });
         let ((acc_col, label_col), body) = match header {
             Some(cols) => (cols, &rows[1..]),
-            None => ((0, 1), &rows[..]),
+            None => ((0, 1), rows),
         };
         let mut labels = BTreeMap::new();
         let mut first_line = BTreeMap::new();
-        for row in body {
+        for row in body.iter().filter(|r| !r.is_comment_for(acc_col)) {
             let at = |reason: &str| bad(format!("line {}: {reason}", row.line));
             let acc = row
                 .fields

@@ -120,6 +120,23 @@ fn a_header_naming_the_patient_id_twice_is_refused() {
 }
 
 #[test]
+fn a_row_whose_first_cell_begins_with_hash_is_data_when_the_ids_are_in_another_column() {
+    // A ward or name that begins with '#' must not comment out the patient's opt-out.
+    let list =
+        optouts(b"# exported 2024-05-01\nWard;PatientID\n#3 EAST;PAT-1\nICU;PAT-2\n").unwrap();
+    assert_exactly(&list, &["PAT-1", "PAT-2"]);
+    // A comment line there cannot be told from a row: refused with its line, never guessed.
+    let e = optouts(b"Ward;PatientID\nICU;PAT-2\n# withdrawn\n").unwrap_err();
+    assert!(e.contains("line 3") && e.contains("comment"), "{e}");
+    // Where the entries are in the first column, '#' lines stay comments, also before a header.
+    let list =
+        optouts(b"# exported\nPatientID;Note\nPAT-3;x\n# PAT-4 withdrew the opt-out\n").unwrap();
+    assert_exactly(&list, &["PAT-3"]);
+    let t = labels(b"# from RIS\nAccessionNumber,label\n# reviewed\nACC1,1\n").unwrap();
+    assert_eq!(t.get("ACC1"), Some(1));
+}
+
+#[test]
 fn a_label_table_from_a_european_spreadsheet_is_read_in_either_column_order() {
     let t = labels(b"\xEF\xBB\xBFLabel;Accession Number\r\n1;ACC1\r\n\"0\";\"ACC2\"\r\n").unwrap();
     assert_eq!(t.get("ACC1"), Some(1));
