@@ -29,8 +29,6 @@
 
 use std::borrow::Cow;
 
-use dicom_core::value::Value;
-use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 
 use super::header::Header;
@@ -356,15 +354,7 @@ pub(super) fn decode(
             h.bits_allocated
         )));
     }
-    let elem = obj
-        .element(tags::PIXEL_DATA)
-        .map_err(|e| PixelError::Malformed(e.to_string()))?;
-    let Value::PixelSequence(seq) = elem.value() else {
-        return Err(PixelError::Malformed(
-            "JPEG 2000 PixelData is not encapsulated".into(),
-        ));
-    };
-    let frames = frame_streams(seq.fragments(), h.frames as usize)?;
+    let frames = frame_streams(super::fragments(obj, "JPEG 2000")?, h.frames as usize)?;
     let streams = frames
         .iter()
         .map(|f| codestream(f))

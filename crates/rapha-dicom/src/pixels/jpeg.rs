@@ -1,7 +1,6 @@
 //! JPEG (processes 1, 2 & 4, 14, 14 SV1) through dicom-pixeldata / jpeg-decoder, after each
 //! image's own frame header has been checked against the DICOM header.
 
-use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 
@@ -14,16 +13,7 @@ use super::{Output, PixelError, Pixels, Samples};
 /// (the decoder can be made to start at any of them), skipping marker segments by length as
 /// the decoder does.
 pub(super) fn check_jpeg_frames(obj: &DefaultDicomObject, h: &Header) -> Result<(), PixelError> {
-    use dicom_core::value::Value;
-    let elem = obj
-        .element(tags::PIXEL_DATA)
-        .map_err(|e| PixelError::Malformed(e.to_string()))?;
-    let Value::PixelSequence(seq) = elem.value() else {
-        return Err(PixelError::Malformed(
-            "JPEG PixelData is not encapsulated".into(),
-        ));
-    };
-    let data: Vec<u8> = seq.fragments().concat();
+    let data: Vec<u8> = super::fragments(obj, "JPEG")?.concat();
     let too_big = |what: &str| {
         PixelError::Malformed(format!(
             "a JPEG image in the pixel data claims {what} than the DICOM header"

@@ -271,6 +271,22 @@ impl Instance {
     }
 }
 
+/// The fragments of encapsulated PixelData; `what` names the transfer syntax in the refusal.
+pub(super) fn fragments<'a>(
+    obj: &'a DefaultDicomObject,
+    what: &str,
+) -> Result<&'a [Vec<u8>], PixelError> {
+    let elem = obj
+        .element(tags::PIXEL_DATA)
+        .map_err(|e| PixelError::Malformed(e.to_string()))?;
+    match elem.value() {
+        dicom_core::value::Value::PixelSequence(seq) => Ok(seq.fragments()),
+        _ => Err(PixelError::Malformed(format!(
+            "{what} PixelData is not encapsulated"
+        ))),
+    }
+}
+
 /// Decodes the pixel data of an object [`Instance::open`] parsed.
 fn decode_object(
     obj: &DefaultDicomObject,

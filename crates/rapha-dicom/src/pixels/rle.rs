@@ -1,6 +1,5 @@
 //! RLE Lossless, decoded here.
 
-use dicom_dictionary_std::tags;
 use dicom_object::DefaultDicomObject;
 
 use super::header::Header;
@@ -13,16 +12,7 @@ pub(super) fn rle(
     h: &Header,
     output: Output,
 ) -> Result<Pixels, PixelError> {
-    use dicom_core::value::Value;
-    let elem = obj
-        .element(tags::PIXEL_DATA)
-        .map_err(|e| PixelError::Malformed(e.to_string()))?;
-    let Value::PixelSequence(seq) = elem.value() else {
-        return Err(PixelError::Malformed(
-            "RLE PixelData is not encapsulated".into(),
-        ));
-    };
-    let fragments = seq.fragments();
+    let fragments = super::fragments(obj, "RLE")?;
     let frames = h.frames as usize;
     let joined;
     let per_frame: Vec<&[u8]> = if fragments.len() == frames {
