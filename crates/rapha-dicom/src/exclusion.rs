@@ -35,6 +35,10 @@ pub mod reason {
     /// At fetch time, the pixels are in a transfer syntax this build cannot decode (JPEG-LS,
     /// 12-bit JPEG, JPEG 2000 Part 2, JPEG XL): counted apart from broken data.
     pub const UNDECODABLE_TRANSFER_SYNTAX: &str = "undecodable-transfer-syntax";
+    /// At fetch time, the instance came over WADO-RS in a syntax this build cannot decode, and
+    /// the PACS could serve it in none of those the node asked for instead (it does not
+    /// transcode, or not this object).
+    pub const TRANSFER_SYNTAX_NOT_SERVED: &str = "transfer-syntax-not-served";
     /// At fetch time, the pixel data (or a compressed stream in it) is broken or refused.
     pub const MALFORMED_PIXEL_DATA: &str = "malformed-pixel-data";
     /// At fetch time, the decoded pixels would pass the decode limit.

@@ -151,7 +151,12 @@ fn endless_instance_is_cut_at_the_instance_cap() {
         DicomWebClient::new(ClientOptions::new(url))
             .unwrap()
             .with_limits(limits)
-            .retrieve_instance_bytes("1.2.3", "1.2.3.4", "1.2.3.4.5")
+            .retrieve_instance_bytes(
+                "1.2.3",
+                "1.2.3.4",
+                "1.2.3.4.5",
+                &rapha_dicom::client::Wanted::as_stored(),
+            )
     });
     let e = r.unwrap_err();
     assert!(

@@ -17,16 +17,25 @@
 //! cannot be decoded ([`rapha_dicom::pixels::PixelError::reason`]: a transfer syntax this
 //! build has no decoder for is counted apart from broken pixel data). Fetching and parsing are bounded
 //! (`[dicom.pacs]` limits on the client, [`DecodeLimits`] on the bytes).
+//!
+//! Over WADO-RS the transfer syntax is negotiated ([`Wanted`]): the first request names the
+//! lossless syntaxes this build decodes and accepts the stored one; when what comes cannot be
+//! decoded, a second asks the PACS to transcode to one that can. An instance the PACS serves in
+//! none of them is counted `transfer-syntax-not-served`. Both answers pass the same checks.
 
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Mutex;
 
 use rapha_core::ExclusionCounts;
+use rapha_dicom::client::Wanted;
 use rapha_dicom::cohort::{verify_served, CohortEntry, InstanceSource};
+use rapha_dicom::exclusion::reason;
 use rapha_dicom::exclusion::ExclusionPolicy;
-use rapha_dicom::pixels::{DecodeLimits, Instance, Output, Samples};
-use rapha_dicom::DicomWebClient;
+use rapha_dicom::pixels::{
+    DecodeLimits, Instance, Output, PixelError, Samples, LOSSLESS_TRANSFER_SYNTAXES,
+};
+use rapha_dicom::{DicomError, DicomWebClient};
 
 use crate::error::{EnclaveError, Result};
 use crate::identifiers::RawIdentifiers;
@@ -160,8 +169,12 @@ impl DicomSource {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn fetch_bytes(&self, index: usize) -> Result<Vec<u8>> {
-        let unavailable = |reason: String| EnclaveError::RecordUnavailable { index, reason };
+    /// The object of record `index`: over WADO-RS in one of the syntaxes `wanted` names, or
+    /// read from the PACS mount. A PACS error status is kept apart (it may mean "cannot serve
+    /// that syntax").
+    fn fetch_bytes(&self, index: usize, wanted: &Wanted) -> std::result::Result<Vec<u8>, Fetch> {
+        let unavailable =
+            |reason: String| Fetch::Failed(EnclaveError::RecordUnavailable { index, reason });
         match self.entries.get(index).map(|e| &e.source) {
             Some(InstanceSource::DicomWeb {
                 study_uid,
@@ -173,8 +186,15 @@ impl DicomSource {
                     .as_ref()
                     .ok_or_else(|| unavailable("no DICOMweb client configured".into()))?;
                 client
-                    .retrieve_instance_bytes(study_uid, series_uid, instance_uid)
-                    .map_err(|e| unavailable(e.to_string()))
+                    .retrieve_instance_bytes(study_uid, series_uid, instance_uid, wanted)
+                    .map_err(|e| match e {
+                        DicomError::HttpStatus { status, .. }
+                            if NOT_SERVABLE_STATUSES.contains(&status) =>
+                        {
+                            Fetch::Status(e.to_string())
+                        }
+                        e => unavailable(e.to_string()),
+                    })
             }
             Some(InstanceSource::File(path)) => {
                 let mut bytes = Vec::new();
@@ -191,6 +211,75 @@ impl DicomSource {
             None => Err(unavailable("no such record".into())),
         }
     }
+
+    /// Opens a fetched object, checks it is the approved one, and decodes it. A refusal is
+    /// recorded for the rest of the job, except an undecodable transfer syntax, which the
+    /// caller may still negotiate away.
+    fn open_checked(&self, index: usize, entry: &CohortEntry, bytes: &[u8]) -> Decoded {
+        let unavailable = |reason: String| EnclaveError::RecordUnavailable { index, reason };
+        let refuse = |e: PixelError| {
+            if matches!(e, PixelError::Unsupported(_)) {
+                return Decoded::Unsupported(e);
+            }
+            self.refused_map().insert(index, e.reason());
+            Decoded::Done(Err(unavailable(e.to_string())))
+        };
+        let instance = match Instance::open(bytes, &self.limits) {
+            Ok(i) => i,
+            Err(e) => return refuse(e),
+        };
+        // The served object must be the approved one, and pass the exclusion rules on its own
+        // header, before a single pixel is decoded.
+        if let Err(refusal) = verify_served(
+            entry,
+            &instance.attrs(),
+            Some(instance.transfer_syntax()),
+            &self.exclusions,
+        ) {
+            tracing::warn!(
+                record = %entry.record.instance,
+                reason = refusal.reason(),
+                "the PACS served an object that is not the approved one; record refused"
+            );
+            self.refused_map().insert(index, refusal.reason());
+            return Decoded::Done(Err(unavailable(refusal.to_string())));
+        }
+        let px = match instance.decode(Output::Stored) {
+            Ok(px) => px,
+            Err(e) => return refuse(e),
+        };
+        let shape = [
+            px.frames,
+            px.rows,
+            px.columns,
+            u32::from(px.samples_per_pixel),
+        ];
+        let (dtype, data) = to_le_bytes(px.data);
+        Decoded::Done(
+            Pixels::new(dtype, shape, data).ok_or(EnclaveError::RecordUnavailable {
+                index,
+                reason: "decoded pixel data does not match its shape".into(),
+            }),
+        )
+    }
+}
+
+/// Statuses with which a PACS says it cannot serve an instance in the syntaxes asked for
+/// (Orthanc answers 500 when it cannot transcode).
+const NOT_SERVABLE_STATUSES: [u16; 5] = [400, 406, 415, 500, 501];
+
+/// Why [`DicomSource::fetch_bytes`] brought no object.
+enum Fetch {
+    /// The PACS answered one of [`NOT_SERVABLE_STATUSES`].
+    Status(String),
+    Failed(EnclaveError),
+}
+
+/// What [`DicomSource::open_checked`] made of a fetched object.
+enum Decoded {
+    Done(Result<Pixels>),
+    /// In a transfer syntax this build cannot decode; not yet recorded as refused.
+    Unsupported(PixelError),
 }
 
 fn to_le_bytes(samples: Samples) -> (Dtype, Vec<u8>) {
@@ -201,6 +290,20 @@ fn to_le_bytes(samples: Samples) -> (Dtype, Vec<u8>) {
         Samples::U32(v) => (Dtype::U32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         Samples::I32(v) => (Dtype::I32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         Samples::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+    }
+}
+
+impl DicomSource {
+    /// Records that the PACS could serve record `index` in no syntax the node decodes.
+    fn not_served(&self, index: usize, stored: &PixelError, answer: &str) -> EnclaveError {
+        self.refused_map()
+            .insert(index, reason::TRANSFER_SYNTAX_NOT_SERVED);
+        EnclaveError::RecordUnavailable {
+            index,
+            reason: format!(
+                "{stored}; asked to transcode it to a syntax this build decodes, the PACS {answer}"
+            ),
+        }
     }
 }
 
@@ -218,43 +321,48 @@ impl RecordSource for DicomSource {
             .entries
             .get(index)
             .ok_or_else(|| unavailable("no such record".into()))?;
-        let bytes = self.fetch_bytes(index)?;
-        // A served object that cannot be parsed or decoded is refused for the rest of the job
-        // and counted by why (`undecodable-transfer-syntax` apart from broken data): the same
-        // bytes would fail again.
-        let undecodable = |e: rapha_dicom::pixels::PixelError| {
-            self.refused_map().insert(index, e.reason());
-            unavailable(e.to_string())
+        let dicomweb = matches!(entry.source, InstanceSource::DicomWeb { .. });
+        let wanted = if dicomweb {
+            Wanted::preferred(LOSSLESS_TRANSFER_SYNTAXES)
+        } else {
+            Wanted::as_stored()
         };
-        let instance = Instance::open(&bytes, &self.limits).map_err(undecodable)?;
+        let bytes = self.fetch_bytes(index, &wanted).map_err(|f| match f {
+            Fetch::Status(reason) => EnclaveError::RecordUnavailable { index, reason },
+            Fetch::Failed(e) => e,
+        })?;
+        let first = self.open_checked(index, entry, &bytes);
         drop(bytes);
-        // The served object must be the approved one, and pass the exclusion rules on its own
-        // header, before a single pixel is decoded.
-        if let Err(refusal) = verify_served(
-            entry,
-            &instance.attrs(),
-            Some(instance.transfer_syntax()),
-            &self.exclusions,
-        ) {
-            tracing::warn!(
-                record = %entry.record.instance,
-                reason = refusal.reason(),
-                "the PACS served an object that is not the approved one; record refused"
-            );
-            self.refused_map().insert(index, refusal.reason());
-            return Err(unavailable(refusal.to_string()));
-        }
-        let px = instance.decode(Output::Stored).map_err(undecodable)?;
-        let shape = [
-            px.frames,
-            px.rows,
-            px.columns,
-            u32::from(px.samples_per_pixel),
-        ];
-        let (dtype, data) = to_le_bytes(px.data);
-        Pixels::new(dtype, shape, data).ok_or(EnclaveError::RecordUnavailable {
+        let unsupported = match first {
+            Decoded::Done(r) => return r,
+            Decoded::Unsupported(e) if !dicomweb => e,
+            Decoded::Unsupported(e) => {
+                // Served in a syntax this build cannot decode: ask the PACS to transcode to
+                // one it can (client::Wanted says how), and check and decode what comes anew.
+                tracing::info!(
+                    record = %entry.record.instance,
+                    "served in a transfer syntax this build cannot decode; asking the PACS to transcode"
+                );
+                let again =
+                    self.fetch_bytes(index, &Wanted::transcoded(LOSSLESS_TRANSFER_SYNTAXES));
+                match again {
+                    Ok(bytes) => match self.open_checked(index, entry, &bytes) {
+                        Decoded::Done(r) => return r,
+                        Decoded::Unsupported(_) => {
+                            return Err(self.not_served(index, &e, "served it again as stored"));
+                        }
+                    },
+                    Err(Fetch::Status(status)) => {
+                        return Err(self.not_served(index, &e, &format!("refused ({status})")));
+                    }
+                    Err(Fetch::Failed(err)) => return Err(err),
+                }
+            }
+        };
+        self.refused_map().insert(index, unsupported.reason());
+        Err(EnclaveError::RecordUnavailable {
             index,
-            reason: "decoded pixel data does not match its shape".into(),
+            reason: unsupported.to_string(),
         })
     }
 }

@@ -235,8 +235,10 @@ fn object_of_another_study_served_at_the_approved_path_is_refused() {
 #[test]
 fn undecodable_pixels_served_at_fetch_time_are_refused_and_counted_by_why() {
     // The approved instances are served as they are but for their pixels: one in JPEG-LS (no
-    // decoder in this build), one in JPEG 2000 with a broken codestream. Each is refused for
-    // the rest of the job and counted under its own reason; the third is served.
+    // decoder in this build), one in JPEG 2000 with a broken codestream. This PACS ignores the
+    // syntaxes the node asks for, so asked again to transcode, it serves the same JPEG-LS: that
+    // instance is `transfer-syntax-not-served`. Each is refused for the rest of the job and
+    // counted under its own reason; the third is served.
     let ids: Vec<Identity> = (35..=37).map(Identity::ct).collect();
     let Some(orthanc) = pacs_with(&ids) else {
         return;
@@ -282,7 +284,7 @@ fn undecodable_pixels_served_at_fetch_time_are_refused_and_counted_by_why() {
         source.fetch_refusals(),
         BTreeMap::from([
             ("malformed-pixel-data".to_owned(), 1),
-            ("undecodable-transfer-syntax".to_owned(), 1),
+            ("transfer-syntax-not-served".to_owned(), 1),
         ])
     );
 }
@@ -393,4 +395,54 @@ fn deeply_nested_instance_in_orthanc_is_refused_at_fetch_time() {
         "{e}"
     );
     source.pixels(index_of(&cohort, &ids[1].sop_uid)).unwrap();
+}
+
+#[test]
+fn a_cohort_stored_compressed_in_orthanc_is_served_in_syntaxes_the_node_decodes() {
+    // An archive that compressed on ingest: Orthanc holds two instances in JPEG Lossless (this
+    // build decodes both: they come as stored), one in JPEG-LS (this build has
+    // no decoder: the node asks Orthanc to transcode, and it does), one in JPEG 2000 Part 2
+    // (neither can: counted `transfer-syntax-not-served`), and one uncompressed. Every served
+    // record's pixels are exactly those of the uncompressed original.
+    let ids: Vec<Identity> = (41..=45).map(Identity::ct).collect();
+    let Some(orthanc) = pacs_with(&ids) else {
+        return;
+    };
+    let cohort = build(&orthanc, &OptOuts::none());
+    let order: Vec<usize> = ids
+        .iter()
+        .map(|id| index_of(&cohort, &id.sop_uid))
+        .collect();
+    let (before, _) = DicomSource::new(&cohort.entries, Some(client(&orthanc)));
+    let originals: Vec<Vec<u8>> = order
+        .iter()
+        .map(|&i| before.pixels(i).unwrap().bytes)
+        .collect();
+    for (id, ts) in ids.iter().zip([
+        "1.2.840.10008.1.2.4.57",
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2.4.80",
+    ]) {
+        orthanc.transcode_in_place(&id.sop_uid, ts).unwrap();
+    }
+    swap(
+        &orthanc,
+        &ids[3],
+        &crafted::encapsulated_part10(&ids[3], "1.2.840.10008.1.2.4.92", &[0xFF, 0x4F]),
+    );
+    let (source, _) = DicomSource::new(&cohort.entries, Some(client(&orthanc)));
+    for k in [0, 1, 2, 4] {
+        let px = source
+            .pixels(order[k])
+            .unwrap_or_else(|e| panic!("instance {k}: {e}"));
+        assert_eq!(px.bytes, originals[k], "instance {k}");
+    }
+    let e = source
+        .pixels(order[3])
+        .expect_err("JPEG 2000 Part 2 was decoded");
+    assert!(e.to_string().contains("the PACS refused"), "{e}");
+    assert_eq!(
+        source.fetch_refusals(),
+        BTreeMap::from([("transfer-syntax-not-served".to_owned(), 1)])
+    );
 }

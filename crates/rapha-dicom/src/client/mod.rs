@@ -30,9 +30,11 @@ use crate::scope::{is_uid, ScopedQuery};
 use crate::{DicomError, Result};
 
 mod bounds;
+mod negotiate;
 
 pub use bounds::Budget;
 use bounds::{Bounded, Deadline, DeadlineError};
+pub use negotiate::{Wanted, EXPLICIT_VR_LITTLE_ENDIAN};
 
 /// How to authenticate to the PACS. Values are secrets: no `Debug`, zeroized on drop.
 pub enum Auth {
@@ -224,7 +226,7 @@ impl DicomWebClient {
         deadline: &Deadline,
         path: &str,
         params: &[(&str, String)],
-        accept: &'static str,
+        accept: &str,
         what: &'static str,
     ) -> Result<Response> {
         let url = format!("{}/{}", self.base, path);
@@ -568,7 +570,8 @@ impl DicomWebClient {
     }
 
     /// WADO-RS retrieval of one instance as a Part 10 stream
-    /// (`multipart/related; type="application/dicom"`), read as it arrives. The stream fails
+    /// (`multipart/related; type="application/dicom"`), in the syntax the PACS stores it in,
+    /// read as it arrives. The stream fails
     /// (an I/O error) past [`PacsLimits::max_instance_bytes`] or the request's deadline.
     ///
     /// # Errors
@@ -580,12 +583,14 @@ impl DicomWebClient {
         series: &str,
         instance: &str,
     ) -> Result<impl Read> {
-        let (part, _) = self.open_instance(study, series, instance)?;
+        let (part, _) = self.open_instance(study, series, instance, &Wanted::as_stored())?;
         Ok(part)
     }
 
-    /// WADO-RS retrieval of one instance, read whole: at most
-    /// [`PacsLimits::max_instance_bytes`], within the request's deadline.
+    /// WADO-RS retrieval of one instance in one of the transfer syntaxes `wanted` names
+    /// ([`Wanted`] says how the node negotiates), read whole: at most
+    /// [`PacsLimits::max_instance_bytes`], within the request's deadline. Which syntax came is
+    /// in the object's own meta header; a PACS may ignore the request.
     ///
     /// # Errors
     /// As [`DicomWebClient::retrieve_instance`], and [`DicomError::ResponseTooLarge`],
@@ -595,9 +600,10 @@ impl DicomWebClient {
         study: &str,
         series: &str,
         instance: &str,
+        wanted: &Wanted,
     ) -> Result<Vec<u8>> {
         const WHAT: &str = "WADO-RS instance retrieval";
-        let (mut part, deadline) = self.open_instance(study, series, instance)?;
+        let (mut part, deadline) = self.open_instance(study, series, instance, wanted)?;
         let mut bytes = Vec::new();
         match part.read_to_end(&mut bytes) {
             Ok(_) => Ok(bytes),
@@ -624,6 +630,7 @@ impl DicomWebClient {
         study: &str,
         series: &str,
         instance: &str,
+        wanted: &Wanted,
     ) -> Result<(FirstPart<Bounded<Response>>, Deadline)> {
         if ![study, series, instance].iter().all(|u| is_uid(u)) {
             return Err(DicomError::ClientConfig(
@@ -635,7 +642,7 @@ impl DicomWebClient {
             &deadline,
             &format!("studies/{study}/series/{series}/instances/{instance}"),
             &[],
-            "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+            &wanted.accept_header(),
             "WADO-RS instance retrieval",
         )?;
         let ct = resp

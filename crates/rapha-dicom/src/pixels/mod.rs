@@ -287,6 +287,28 @@ pub(super) fn fragments<'a>(
     }
 }
 
+/// Lossless transfer syntaxes this build decodes, in the order the node asks a transcoding
+/// PACS for them ([`crate::client::Wanted`]; explicit VR little endian, the fallback, is added
+/// last there): quick to decode first. Lossy syntaxes are never asked for.
+pub const LOSSLESS_TRANSFER_SYNTAXES: [&str; 6] = [
+    "1.2.840.10008.1.2.5",     // RLE Lossless
+    "1.2.840.10008.1.2.4.70",  // JPEG Lossless, first-order prediction
+    "1.2.840.10008.1.2.4.57",  // JPEG Lossless
+    "1.2.840.10008.1.2.4.201", // HTJ2K Lossless Only
+    "1.2.840.10008.1.2.4.202", // HTJ2K Lossless RPCL
+    "1.2.840.10008.1.2.4.90",  // JPEG 2000 Lossless Only
+];
+
+/// Whether this build has a decoder for pixel data in transfer syntax `ts` (some objects in
+/// it may still be refused: 12-bit JPEG, a header the decoder cannot take).
+#[must_use]
+pub fn decodes(ts: &str) -> bool {
+    j2k::TRANSFER_SYNTAXES.contains(&ts)
+        || TransferSyntaxRegistry
+            .get(ts)
+            .is_some_and(|t| t.can_decode_all())
+}
+
 /// Decodes the pixel data of an object [`Instance::open`] parsed.
 fn decode_object(
     obj: &DefaultDicomObject,
@@ -299,10 +321,8 @@ fn decode_object(
         .trim_end_matches(['\0', ' '])
         .to_owned();
     let jpeg2000 = j2k::TRANSFER_SYNTAXES.contains(&ts.as_str());
-    match TransferSyntaxRegistry.get(&ts) {
-        _ if jpeg2000 => {}
-        Some(t) if t.can_decode_all() => {}
-        _ => return Err(PixelError::Unsupported(ts)),
+    if !decodes(&ts) {
+        return Err(PixelError::Unsupported(ts));
     }
     if obj.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
         return Err(PixelError::Malformed("no PixelData element".into()));

@@ -27,8 +27,10 @@ pub struct RunRecord {
     /// Cohort entries dropped when the run started: their patients opted out after approval.
     #[serde(default)]
     pub opted_out_since_approval: u64,
-    /// Records refused at fetch time by reason (the PACS served another object than the
-    /// approved one, or one its own header excludes).
+    /// Records refused at fetch time by reason: the PACS served another object than the
+    /// approved one, or one its own header excludes, or pixels that cannot be decoded
+    /// (`malformed-pixel-data`, `pixels-too-large`, `transfer-syntax-not-served`,
+    /// `undecodable-transfer-syntax`; docs/deidentification.md lists them all).
     #[serde(default)]
     pub fetch_refusals: rapha_core::ExclusionCounts,
 }

@@ -239,6 +239,45 @@ impl Orthanc {
         })
     }
 
+    /// Stores the instance with this SOP Instance UID again in transfer syntax `ts`, every
+    /// UID kept, as an archive that compressed it on ingest would hold it: Orthanc transcodes
+    /// (`POST /instances/{id}/modify` with `Transcode`), the original is deleted and the
+    /// transcoded object stored. Returns the new Orthanc id.
+    pub fn transcode_in_place(
+        &self,
+        sop_instance_uid: &str,
+        ts: &str,
+    ) -> Result<String, HarnessError> {
+        let id = self.instance_id(sop_instance_uid)?.ok_or_else(|| {
+            HarnessError::http(
+                format!("lookup {sop_instance_uid}"),
+                "no such instance in Orthanc",
+            )
+        })?;
+        let url = format!("{}/instances/{id}/modify", self.base_url());
+        let body = serde_json::json!({
+            "Transcode": ts,
+            "Keep": ["StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"],
+            "Force": true,
+        })
+        .to_string();
+        let transcoded = with_http(self.tls(), |c| {
+            let r = c
+                .post(&url)
+                .body(body)
+                .send()
+                .map_err(|e| HarnessError::http(format!("POST {url}"), e))?;
+            if !r.status().is_success() {
+                return Err(HarnessError::http(format!("POST {url}"), r.status()));
+            }
+            r.bytes()
+                .map(|b| b.to_vec())
+                .map_err(|e| HarnessError::http(format!("POST {url}"), e))
+        })?;
+        self.delete_instance(&id)?;
+        self.upload_bytes(&transcoded)
+    }
+
     /// Orthanc's id of the instance with this SOP Instance UID (`POST /tools/lookup`).
     pub fn instance_id(&self, sop_instance_uid: &str) -> Result<Option<String>, HarnessError> {
         let url = format!("{}/tools/lookup", self.base_url());
