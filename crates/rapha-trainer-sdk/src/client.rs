@@ -113,7 +113,12 @@ impl<S: Read + Write> Client<S> {
             },
             desynchronised: false,
         };
-        let trainer: String = trainer.chars().take(MAX_TRAINER_NAME).collect();
+        // The limit is in bytes: cut at the last character boundary within it.
+        let mut end = trainer.len().min(MAX_TRAINER_NAME);
+        while !trainer.is_char_boundary(end) {
+            end -= 1;
+        }
+        let trainer = trainer[..end].to_owned();
         let (h, _) = client.call(
             "hello",
             &request(&Request::Hello {

@@ -394,3 +394,80 @@ fn python_sdk_logistic_regression_learns_from_the_feed() {
     assert!(auc > 0.75, "Python SDK example AUC {auc} <= 0.75");
     assert!(out.join("model.safetensors").is_file() && out.join("metrics.json").is_file());
 }
+
+/// A trainer name of multi-byte characters longer than the protocol's 128-byte limit: both
+/// SDKs cut it (at a character boundary) so the real feed's `hello` accepts it, instead of
+/// cutting at 128 characters and being refused.
+#[test]
+fn both_sdks_cut_a_long_multibyte_trainer_name_to_the_protocol_limit() {
+    let python = std::env::var("RAPHA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_numpy = Command::new(&python)
+        .args(["-c", "import numpy"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        has_numpy || !required(),
+        "{python} with numpy is required (scripts/test installs it)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    generate(&CohortSpec {
+        studies: 4,
+        seed: 6,
+        out: dir.path().to_path_buf(),
+        rle_fraction: 0.0,
+        label_shuffle: false,
+    })
+    .unwrap();
+    let pseudo = Pseudonymizer::new(HmacKey::from_bytes([0x12; 32]));
+    let config = DicomConfig::default();
+    let cohort = CohortBuilder::new(&pseudo, &config, &OptOuts::none())
+        .from_dir(&dir.path().join("dicom"))
+        .unwrap();
+    let (source, _ids) = DicomSource::new(&cohort.entries, None);
+    let splits = rapha_enclave::split::split_records(source.records(), 30);
+    let feed = Feed {
+        job: JobId::random(),
+        confinement: rapha_enclave::session::CONFINEMENT_DEVELOPMENT,
+        source: &source,
+        splits: &splits,
+        state: Mutex::new(FeedState::default()),
+        stop: AtomicBool::new(false),
+        decoders: rapha_enclave::feed::decoders(),
+    };
+    let sock = dir.path().join("data.sock");
+    let listener = feed::bind(&sock).unwrap();
+    let name = "é".repeat(100); // 100 characters, 200 bytes
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/python");
+    let (rust, py) = std::thread::scope(|s| {
+        s.spawn(|| feed.serve(&listener));
+        let rust =
+            rapha_trainer_sdk::Client::connect_to(&sock, &name).map(|c| c.info().records as usize);
+        let py = has_numpy.then(|| {
+            Command::new(&python)
+                .args([
+                    "-c",
+                    "import sys; from rapha_trainer import Client; \
+                     c = Client.connect(sys.argv[1], sys.argv[2]); print(c.info.records)",
+                ])
+                .arg(&name)
+                .arg(&sock)
+                .env("PYTHONPATH", &sdk)
+                .output()
+                .unwrap()
+        });
+        feed.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (rust, py)
+    });
+    assert_eq!(rust.unwrap(), source.records().len());
+    if let Some(out) = py {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            source.records().len().to_string()
+        );
+    }
+}

@@ -154,7 +154,9 @@ class Client:
         self._sock = sock
         self._reader = _Reader(sock)
         self._desynchronised = False
-        h, _ = self._call("hello", {"op": "hello", "protocol": PROTOCOL_VERSION, "trainer": trainer[:MAX_TRAINER_NAME]})
+        # The limit is in UTF-8 bytes: cut there, dropping a character split by the cut.
+        name = trainer.encode("utf-8")[:MAX_TRAINER_NAME].decode("utf-8", errors="ignore")
+        h, _ = self._call("hello", {"op": "hello", "protocol": PROTOCOL_VERSION, "trainer": name})
         if _field(h, "protocol", int) != PROTOCOL_VERSION:
             raise SdkError(f"node speaks protocol {h['protocol']}, this SDK speaks 1")
         self.info = JobInfo(
