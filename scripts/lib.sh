@@ -29,9 +29,12 @@ as_root() {
 # safetensors package, so scripts/model_corpus.py writes that layout itself), mmdebstrap and
 # buildah (build the PyTorch example's image from Debian's archive, no container registry:
 # trainers/pytorch-lesion/build.sh), umoci (bench/pytorch.sh compares its unpack with ours),
-# openjph-tools (`ojph_compress` writes the HTJ2K test files: pydicom's corpus has none).
+# openjph-tools (`ojph_compress` writes the HTJ2K test files: pydicom's corpus has none),
+# dcmtk and libopenjp2-tools (with ojph_compress, the encoders of `rapha-testkit cohort
+# --transfer-syntax`: a synthetic cohort stored as a compressing archive stores it).
 DEBIAN_PACKAGES=(orthanc orthanc-dicomweb swtpm swtpm-tools tpm2-tools libtss2-dev runc iproute2
-    pkg-config socat openssl skopeo python3-torch mmdebstrap buildah umoci openjph-tools)
+    pkg-config socat openssl skopeo python3-torch mmdebstrap buildah umoci openjph-tools
+    dcmtk libopenjp2-tools)
 
 install_debian_packages() {
     local missing=()

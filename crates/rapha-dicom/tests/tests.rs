@@ -1,6 +1,7 @@
 //! Integration tests for rapha-dicom (one binary per crate keeps link time down).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
 
+mod archive;
 mod common;
 mod corpus;
 mod hostile_dicom;

@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use rapha_core::{CohortQuery, JobId, JobRequest, Outcome, Usdc};
 use rapha_node::pipeline::{Blocked, Step};
 use rapha_receipt::VerifyOptions;
-use rapha_testkit::cohort::{generate, CohortSpec};
+use rapha_testkit::cohort::{generate, transcode_cohort, CohortSpec};
 
 use crate::chain::Chain;
 use crate::pacs::DemoPacs;
@@ -55,6 +55,11 @@ pub struct RunArgs {
     /// Cohort generator seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Store the synthetic cohort in this transfer syntax, as an archive that compresses on
+    /// ingest does (`rapha-testkit cohort --help` lists them; the encoders are Debian's dcmtk,
+    /// libopenjp2-tools and openjph-tools). Default: uncompressed, a fifth in RLE.
+    #[arg(long, value_name = "UID")]
+    pub transfer_syntax: Option<String>,
     /// Root filesystem of your own trainer to run, signed with the dev publisher key
     /// (default: the reference trainer, built by `trainers/lesion-classifier/build.sh DIR`
     /// into the directory named by $RAPHA_DEMO_REFERENCE_TRAINER; scripts/demo does this).
@@ -279,20 +284,33 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<Summary> {
         "generating a synthetic cohort of {} studies",
         args.studies
     ));
-    let manifest = generate(&CohortSpec {
+    let mut manifest = generate(&CohortSpec {
         studies: args.studies,
         seed: args.seed,
         out: cohort_dir.clone(),
-        rle_fraction: 0.2,
+        rle_fraction: if args.transfer_syntax.is_some() {
+            0.0
+        } else {
+            0.2
+        },
         label_shuffle: false,
     })
     .context("generating the synthetic cohort")?;
+    if let Some(ts) = &args.transfer_syntax {
+        manifest = transcode_cohort(&cohort_dir, ts)
+            .with_context(|| format!("storing the synthetic cohort in transfer syntax {ts}"))?;
+    }
     steps.ok(
         "cohort",
         format!(
-            "{} studies, {} instances, {} planted PHI strings, {} opted-out patients -> {}",
+            "{} studies, {} instances{}, {} planted PHI strings, {} opted-out patients -> {}",
             manifest.studies.len(),
             manifest.instance_count,
+            manifest
+                .transfer_syntax
+                .as_ref()
+                .map(|ts| format!(" stored in transfer syntax {ts}"))
+                .unwrap_or_default(),
             manifest.phi.len(),
             manifest.opted_out_patients.len(),
             cohort_dir.join("manifest.json").display()

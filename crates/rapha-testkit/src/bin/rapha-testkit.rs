@@ -1,13 +1,14 @@
 //! `rapha-testkit`: test-data tools.
 //!
-//! `rapha-testkit cohort --studies N --seed S --out DIR [--rle-fraction F] [--shuffle-labels]`
+//! `rapha-testkit cohort --studies N --seed S --out DIR [--rle-fraction F] [--shuffle-labels]
+//!  [--transfer-syntax UID]`
 //! `rapha-testkit serve orthanc|swtpm|anvil` — start one harness service by hand (prints its
 //! address as a JSON line, runs until stdin closes).
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use rapha_testkit::cohort::{generate, CohortSpec};
+use rapha_testkit::cohort::{generate, transcode_cohort, CohortSpec};
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc, Swtpm};
 
 #[derive(Parser)]
@@ -36,6 +37,12 @@ enum Command {
         /// Permute labels among labelled studies (labels then carry no signal).
         #[arg(long)]
         shuffle_labels: bool,
+        /// Store every instance in this transfer syntax, as an archive that compresses on
+        /// ingest does (needs Debian's dcmtk, libopenjp2-tools or openjph-tools, by syntax):
+        /// 1.2.840.10008.1.2.5 RLE; 1.2.840.10008.1.2.4.51 JPEG 12-bit; .4.57, .4.70 JPEG
+        /// Lossless; .4.80, .4.81 JPEG-LS; .4.90, .4.91 JPEG 2000; .4.201, .4.202, .4.203 HTJ2K.
+        #[arg(long, value_name = "UID")]
+        transfer_syntax: Option<String>,
     },
     /// Start one test service (as the tests do) and keep it until stdin closes.
     Serve {
@@ -70,6 +77,7 @@ fn main() -> anyhow::Result<()> {
             out,
             rle_fraction,
             shuffle_labels,
+            transfer_syntax,
         } => {
             let spec = CohortSpec {
                 studies,
@@ -78,7 +86,11 @@ fn main() -> anyhow::Result<()> {
                 rle_fraction,
                 label_shuffle: shuffle_labels,
             };
-            let m = generate(&spec)?;
+            let mut m = generate(&spec)?;
+            if let Some(ts) = transfer_syntax {
+                m = transcode_cohort(&out, &ts)?;
+                println!("re-encoded every instance in transfer syntax {ts}");
+            }
             let positives = m.studies.iter().filter(|s| s.label == Some(1)).count();
             let labelled = m.studies.iter().filter(|s| s.label.is_some()).count();
             println!(

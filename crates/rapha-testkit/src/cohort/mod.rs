@@ -11,11 +11,14 @@
 //! Everything derives from the seed through ChaCha streams (one per patient, study and
 //! decision), and nothing reads the clock, so a seed gives the same bytes on every run.
 
+mod codec;
 mod font;
 mod image;
 mod phi;
 mod rle;
 mod study;
+
+pub use codec::{encodable, transcode_cohort};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -90,6 +93,10 @@ pub struct CohortManifest {
     pub burned_in: Vec<String>,
     /// PatientIDs listed in optouts.csv.
     pub opted_out_patients: Vec<String>,
+    /// The transfer syntax every instance was re-encoded in ([`transcode_cohort`]); absent
+    /// when instances are as generated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_syntax: Option<String>,
 }
 
 impl CohortManifest {
@@ -154,6 +161,9 @@ pub enum CohortError {
     Dicom { path: PathBuf, detail: String },
     #[error("cannot serialise the manifest: {0}")]
     Json(#[from] serde_json::Error),
+    /// An outside encoder (`rapha-testkit cohort --transfer-syntax`) is missing or failed.
+    #[error("{tool}: {detail}")]
+    Tool { tool: String, detail: String },
 }
 
 fn io_err<'a>(
@@ -397,6 +407,7 @@ pub fn generate(spec: &CohortSpec) -> Result<CohortManifest, CohortError> {
         phi: phi_set.into_iter().collect(),
         burned_in,
         opted_out_patients,
+        transfer_syntax: None,
     };
     let mut json = serde_json::to_vec_pretty(&manifest)?;
     json.push(b'\n');
