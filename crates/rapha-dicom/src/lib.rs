@@ -34,6 +34,7 @@ pub mod config;
 pub mod date;
 mod error;
 pub mod exclusion;
+pub mod frames;
 pub mod fuzzing;
 pub mod guard;
 pub mod json;

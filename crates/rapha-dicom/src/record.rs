@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::attrs::{tag, Attr, AttrValue, Attrs, TagU32};
 use crate::date::Date;
+use crate::frames::{common, varying, FrameAttrs, Groups};
 use crate::pseudonym::Pseudonymizer;
 use crate::{DicomError, Result};
 
@@ -172,6 +173,10 @@ pub struct Record {
     pub slice_location: Option<f64>,
     pub image_orientation_patient: Option<[f64; 6]>,
     pub image_position_patient: Option<[f64; 3]>,
+    /// Per frame, for a multi-frame object with functional groups (enhanced CT/MR, XA):
+    /// position, orientation, spacing, rescale and window of each frame ([`crate::frames`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub frames: Vec<FrameAttrs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manufacturer_model: Option<String>,
     pub age_years: Option<AgeYears>,
@@ -254,6 +259,19 @@ pub fn extract(
     references.sort();
     references.dedup();
 
+    // Enhanced objects hold spacing, rescale and window in functional groups: the top-level
+    // field is the object's own, else the shared group's, else what every frame has.
+    let groups = Groups::of(attrs);
+    let frames = groups
+        .as_ref()
+        .map(|g| g.frames(number_of_frames.unwrap_or(1).max(1)))
+        .unwrap_or_default();
+    let shared = groups.as_ref().map(Groups::shared).unwrap_or_default();
+    let fallback = |pick: &dyn Fn(&FrameAttrs) -> Option<Vec<f64>>| {
+        pick(&shared).or_else(|| common(&frames, pick))
+    };
+    let one = |v: Option<Vec<f64>>| v.and_then(|v| v.first().copied());
+
     let raw_identifiers = raw_identifiers(attrs);
     let mut text = BTreeMap::new();
     for name in &policy.free_text {
@@ -308,19 +326,39 @@ pub fn extract(
             .filter(|s| is_code_string(s))
             .map(str::to_owned),
         number_of_frames,
-        rescale_slope: attrs.f64(tag::RESCALE_SLOPE),
-        rescale_intercept: attrs.f64(tag::RESCALE_INTERCEPT),
+        rescale_slope: attrs
+            .f64(tag::RESCALE_SLOPE)
+            .or_else(|| one(fallback(&|f| f.rescale_slope.map(|v| vec![v])))),
+        rescale_intercept: attrs
+            .f64(tag::RESCALE_INTERCEPT)
+            .or_else(|| one(fallback(&|f| f.rescale_intercept.map(|v| vec![v])))),
         rescale_type: attrs
             .text(tag::RESCALE_TYPE)
+            .or_else(|| groups.as_ref().and_then(Groups::rescale_type))
             .filter(|s| is_code_string(s))
             .map(str::to_owned),
-        window_center: attrs.f64s(tag::WINDOW_CENTER),
-        window_width: attrs.f64s(tag::WINDOW_WIDTH),
-        pixel_spacing: fixed::<2>(attrs.f64s(tag::PIXEL_SPACING)),
-        slice_thickness: attrs.f64(tag::SLICE_THICKNESS),
+        window_center: attrs
+            .f64s(tag::WINDOW_CENTER)
+            .or_else(|| fallback(&|f| f.window_center.clone())),
+        window_width: attrs
+            .f64s(tag::WINDOW_WIDTH)
+            .or_else(|| fallback(&|f| f.window_width.clone())),
+        pixel_spacing: fixed::<2>(
+            attrs
+                .f64s(tag::PIXEL_SPACING)
+                .or_else(|| fallback(&|f| f.pixel_spacing.map(Vec::from))),
+        ),
+        slice_thickness: attrs
+            .f64(tag::SLICE_THICKNESS)
+            .or_else(|| one(fallback(&|f| f.slice_thickness.map(|v| vec![v])))),
         slice_location: attrs.f64(tag::SLICE_LOCATION),
-        image_orientation_patient: fixed::<6>(attrs.f64s(tag::IMAGE_ORIENTATION_PATIENT)),
+        image_orientation_patient: fixed::<6>(
+            attrs
+                .f64s(tag::IMAGE_ORIENTATION_PATIENT)
+                .or_else(|| fallback(&|f| f.image_orientation_patient.map(Vec::from))),
+        ),
         image_position_patient: fixed::<3>(attrs.f64s(tag::IMAGE_POSITION_PATIENT)),
+        frames: varying(frames),
         manufacturer_model: if policy.manufacturer_model {
             attrs
                 .text(tag::MANUFACTURER_MODEL_NAME)

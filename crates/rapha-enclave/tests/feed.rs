@@ -532,3 +532,43 @@ fn a_descriptor_passed_over_the_feed_is_closed_and_ends_the_connection() {
     });
     assert_eq!(state.protocol_errors, 1);
 }
+
+#[test]
+fn a_list_page_of_large_records_is_cut_to_fit_the_response_limit_and_listing_goes_on() {
+    // Records of enhanced volumes carry per-frame attributes: 40 records of ~90 KB each would
+    // be a 3.6 MB page, near the trainer's 4 MiB response-header limit. The node answers a
+    // shorter page; asking again from where it ended lists every record once.
+    let base = cohort(40, 3).source;
+    let n = base.records().len();
+    let frames: Vec<Value> = (0..2000)
+        .map(|i| json!({"image_position_patient": [-160.0, -160.0, f64::from(i) * 0.625]}))
+        .collect();
+    let source = rapha_enclave::MemorySource::new(
+        (0..n)
+            .map(|i| {
+                let mut r = base.records()[i].clone();
+                r.attributes.insert("frames".into(), json!(frames));
+                (r, base.pixels(i).unwrap())
+            })
+            .collect(),
+    );
+    with_source(&source, |connect, _| {
+        let mut c = connect();
+        hello(&mut c);
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        while seen.len() < n {
+            let (h, _) = c.call(json!({"op": "list", "offset": seen.len(), "limit": 1000}));
+            let page = h["records"].as_array().unwrap();
+            assert!(!page.is_empty(), "{h}");
+            assert!(
+                serde_json::to_vec(&h).unwrap().len()
+                    < rapha_enclave::protocol::MAX_RESPONSE_HEADER
+            );
+            seen.extend(page.iter().map(|r| r["index"].as_u64().unwrap()));
+            pages += 1;
+        }
+        assert!(pages > 1, "one page of {n} large records");
+        assert_eq!(seen, (0..n as u64).collect::<Vec<_>>());
+    });
+}

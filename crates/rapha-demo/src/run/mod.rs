@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use rapha_core::{CohortQuery, JobId, JobRequest, Outcome, Usdc};
 use rapha_node::pipeline::{Blocked, Step};
 use rapha_receipt::VerifyOptions;
-use rapha_testkit::cohort::{generate, transcode_cohort, CohortSpec};
+use rapha_testkit::cohort::{enhance_cohort, generate, transcode_cohort, CohortSpec};
 
 use crate::chain::Chain;
 use crate::pacs::DemoPacs;
@@ -60,6 +60,10 @@ pub struct RunArgs {
     /// libopenjp2-tools and openjph-tools). Default: uncompressed, a fifth in RLE.
     #[arg(long, value_name = "UID")]
     pub transfer_syntax: Option<String>,
+    /// Store each CT and MR series of the synthetic cohort as one enhanced multi-frame object
+    /// (Enhanced CT / Enhanced MR, functional groups per frame), as modern scanners write them.
+    #[arg(long)]
+    pub enhanced: bool,
     /// Root filesystem of your own trainer to run, signed with the dev publisher key
     /// (default: the reference trainer, built by `trainers/lesion-classifier/build.sh DIR`
     /// into the directory named by $RAPHA_DEMO_REFERENCE_TRAINER; scripts/demo does this).
@@ -296,6 +300,9 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<Summary> {
         label_shuffle: false,
     })
     .context("generating the synthetic cohort")?;
+    if args.enhanced {
+        manifest = enhance_cohort(&cohort_dir).context("making enhanced multi-frame objects")?;
+    }
     if let Some(ts) = &args.transfer_syntax {
         manifest = transcode_cohort(&cohort_dir, ts)
             .with_context(|| format!("storing the synthetic cohort in transfer syntax {ts}"))?;
@@ -303,9 +310,14 @@ fn run_inner(args: &RunArgs, steps: &mut Steps) -> Result<Summary> {
     steps.ok(
         "cohort",
         format!(
-            "{} studies, {} instances{}, {} planted PHI strings, {} opted-out patients -> {}",
+            "{} studies, {} instances{}{}, {} planted PHI strings, {} opted-out patients -> {}",
             manifest.studies.len(),
             manifest.instance_count,
+            if manifest.enhanced {
+                " (CT and MR enhanced multi-frame)"
+            } else {
+                ""
+            },
             manifest
                 .transfer_syntax
                 .as_ref()

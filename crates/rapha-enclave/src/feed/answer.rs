@@ -18,6 +18,10 @@ use crate::split::Split;
 
 /// What a trainer is told of a record that could not be fetched or decoded (the reason stays
 /// in the node's log).
+/// Bytes of records a `list` page holds at most (beyond its first record): half the response
+/// header limit, so a page always fits it.
+const LIST_PAGE_BYTES: usize = protocol::MAX_RESPONSE_HEADER / 2;
+
 const UNAVAILABLE: &str = "the node could not fetch or decode this record";
 
 impl Feed<'_> {
@@ -62,6 +66,10 @@ impl Feed<'_> {
                     );
                 }
                 let end = (*offset + *limit).min(records.len());
+                // A page holds fewer records than asked when they would pass LIST_PAGE_BYTES
+                // (records of enhanced objects carry per-frame attributes), never none: the
+                // trainer asks again from where it ended.
+                let mut bytes = 0usize;
                 let page: Vec<serde_json::Value> = (*offset..end)
                     .map(|i| {
                         let r = &records[i];
@@ -76,6 +84,11 @@ impl Feed<'_> {
                             v["label"] = json!(label);
                         }
                         v
+                    })
+                    .take_while(|v| {
+                        let first = bytes == 0;
+                        bytes = bytes.saturating_add(serde_json::to_vec(v).map_or(0, |b| b.len()));
+                        first || bytes <= LIST_PAGE_BYTES
                     })
                     .collect();
                 ok(json!({"ok": true, "total": records.len(), "records": page}))

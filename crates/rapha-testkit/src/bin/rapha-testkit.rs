@@ -1,14 +1,14 @@
 //! `rapha-testkit`: test-data tools.
 //!
 //! `rapha-testkit cohort --studies N --seed S --out DIR [--rle-fraction F] [--shuffle-labels]
-//!  [--transfer-syntax UID]`
+//!  [--enhanced] [--transfer-syntax UID]`
 //! `rapha-testkit serve orthanc|swtpm|anvil` — start one harness service by hand (prints its
 //! address as a JSON line, runs until stdin closes).
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use rapha_testkit::cohort::{generate, transcode_cohort, CohortSpec};
+use rapha_testkit::cohort::{enhance_cohort, generate, transcode_cohort, CohortSpec};
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc, Swtpm};
 
 #[derive(Parser)]
@@ -43,6 +43,11 @@ enum Command {
         /// Lossless; .4.80, .4.81 JPEG-LS; .4.90, .4.91 JPEG 2000; .4.201, .4.202, .4.203 HTJ2K.
         #[arg(long, value_name = "UID")]
         transfer_syntax: Option<String>,
+        /// Write each CT and MR series as one Enhanced CT / Enhanced MR multi-frame object
+        /// (functional groups per frame), as modern scanners do; applied before
+        /// --transfer-syntax.
+        #[arg(long)]
+        enhanced: bool,
     },
     /// Start one test service (as the tests do) and keep it until stdin closes.
     Serve {
@@ -78,6 +83,7 @@ fn main() -> anyhow::Result<()> {
             rle_fraction,
             shuffle_labels,
             transfer_syntax,
+            enhanced,
         } => {
             let spec = CohortSpec {
                 studies,
@@ -87,6 +93,10 @@ fn main() -> anyhow::Result<()> {
                 label_shuffle: shuffle_labels,
             };
             let mut m = generate(&spec)?;
+            if enhanced {
+                m = enhance_cohort(&out)?;
+                println!("merged CT and MR series into enhanced multi-frame objects");
+            }
             if let Some(ts) = transfer_syntax {
                 m = transcode_cohort(&out, &ts)?;
                 println!("re-encoded every instance in transfer syntax {ts}");

@@ -186,7 +186,7 @@ struct Tool {
     ext: &'static str,
 }
 
-/// Encodes the object's one frame with `tool` and stores it encapsulated in `ts`.
+/// Encodes each frame of the object with `tool` and stores them encapsulated in `ts`.
 fn per_frame(
     path: &Path,
     ts: &str,
@@ -217,32 +217,22 @@ fn per_frame(
         .and_then(|e| e.to_bytes().ok())
         .ok_or_else(|| dicom_err("no native PixelData".into()))?
         .into_owned();
-    // A binary PGM/PPM: 8-bit samples as bytes, deeper ones 16-bit big endian, the maximum
-    // value giving the precision.
-    let input: PathBuf = work.join(if spp == 3 { "frame.ppm" } else { "frame.pgm" });
-    let max = (1u32 << stored) - 1;
-    let mut netpbm = format!(
-        "{}\n{cols} {rows}\n{max}\n",
-        if spp == 3 { "P6" } else { "P5" }
-    )
-    .into_bytes();
-    if stored <= 8 {
-        netpbm.extend_from_slice(&pixels);
-    } else {
-        netpbm.extend(
-            pixels
-                .chunks_exact(2)
-                .flat_map(|p| u16::from_le_bytes([p[0], p[1]]).to_be_bytes()),
-        );
-    }
-    super::write(&input, &netpbm)?;
-    let out = work.join(format!("frame.{}", tool.ext));
-    let mut cmd = Command::new(tool.program);
-    cmd.arg("-i").arg(&input).arg("-o").arg(&out).args(opts);
-    run(cmd, tool.package)?;
-    let mut frame = std::fs::read(&out).map_err(super::io_err("read", &out))?;
-    if frame.len() % 2 == 1 {
-        frame.push(0);
+    let frames = file
+        .element(tags::NUMBER_OF_FRAMES)
+        .ok()
+        .and_then(|e| e.to_int::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let frame_len = pixels.len() / frames;
+    let mut encoded = Vec::with_capacity(frames);
+    for raw in pixels.chunks_exact(frame_len.max(1)) {
+        encoded.push(encode_frame(
+            raw,
+            (rows, cols, spp, stored),
+            work,
+            tool,
+            opts,
+        )?);
     }
     let sop_class = file.meta().media_storage_sop_class_uid().to_owned();
     let sop = file.meta().media_storage_sop_instance_uid().to_owned();
@@ -252,7 +242,7 @@ fn per_frame(
         VR::OB,
         dicom_core::value::Value::PixelSequence(PixelFragmentSequence::new(
             Vec::<u32>::new(),
-            vec![frame],
+            encoded,
         )),
     ));
     if ts.ends_with(".91") || ts.ends_with(".203") {
@@ -276,4 +266,40 @@ fn per_frame(
     file.write_all(&mut bytes)
         .map_err(|e| dicom_err(e.to_string()))?;
     super::write(path, &bytes)
+}
+
+/// One frame through `tool`: written as a binary PGM/PPM (8-bit samples as bytes, deeper ones
+/// 16-bit big endian, the maximum value giving the precision), read back as a codestream.
+fn encode_frame(
+    raw: &[u8],
+    (rows, cols, spp, stored): (u32, u32, u32, u32),
+    work: &Path,
+    tool: &Tool,
+    opts: &[&str],
+) -> Result<Vec<u8>, CohortError> {
+    let input: PathBuf = work.join(if spp == 3 { "frame.ppm" } else { "frame.pgm" });
+    let max = (1u32 << stored) - 1;
+    let mut netpbm = format!(
+        "{}\n{cols} {rows}\n{max}\n",
+        if spp == 3 { "P6" } else { "P5" }
+    )
+    .into_bytes();
+    if stored <= 8 {
+        netpbm.extend_from_slice(raw);
+    } else {
+        netpbm.extend(
+            raw.chunks_exact(2)
+                .flat_map(|p| u16::from_le_bytes([p[0], p[1]]).to_be_bytes()),
+        );
+    }
+    super::write(&input, &netpbm)?;
+    let out = work.join(format!("frame.{}", tool.ext));
+    let mut cmd = Command::new(tool.program);
+    cmd.arg("-i").arg(&input).arg("-o").arg(&out).args(opts);
+    run(cmd, tool.package)?;
+    let mut frame = std::fs::read(&out).map_err(super::io_err("read", &out))?;
+    if frame.len() % 2 == 1 {
+        frame.push(0);
+    }
+    Ok(frame)
 }

@@ -12,6 +12,7 @@
 //! decision), and nothing reads the clock, so a seed gives the same bytes on every run.
 
 mod codec;
+mod enhanced;
 mod font;
 mod image;
 mod phi;
@@ -19,6 +20,7 @@ mod rle;
 mod study;
 
 pub use codec::{encodable, transcode_cohort};
+pub use enhanced::{enhance_cohort, ENHANCED_CT, ENHANCED_MR};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -97,6 +99,10 @@ pub struct CohortManifest {
     /// when instances are as generated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer_syntax: Option<String>,
+    /// Whether CT and MR series were merged into enhanced multi-frame objects
+    /// ([`enhance_cohort`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enhanced: bool,
 }
 
 impl CohortManifest {
@@ -408,6 +414,7 @@ pub fn generate(spec: &CohortSpec) -> Result<CohortManifest, CohortError> {
         burned_in,
         opted_out_patients,
         transfer_syntax: None,
+        enhanced: false,
     };
     let mut json = serde_json::to_vec_pretty(&manifest)?;
     json.push(b'\n');
