@@ -421,10 +421,10 @@ pub fn raw_identifiers(attrs: &Attrs) -> Vec<String> {
                 (_, b"UI") if !is_standard_uid(v) => out.push(v.to_owned()),
                 (tag::PATIENT_BIRTH_DATE, _) => out.extend(date_variants(v)),
                 (tag::PATIENT_ID | tag::OTHER_PATIENT_IDS | tag::ACCESSION_NUMBER, _)
-                | (0x0010_1040 /* PatientAddress */ | 0x0010_2154 /* PatientTelephoneNumbers */, _)
-                | (0x0010_0021 /* IssuerOfPatientID */ | 0x0038_0010 /* AdmissionID */, _)
-                | (0x0008_0080 /* InstitutionName */ | 0x0008_0081 /* InstitutionAddress */, _)
-                | (0x0020_0010 /* StudyID */, _) => out.push(v.to_owned()),
+                | (tag::PATIENT_ADDRESS | tag::PATIENT_TELEPHONE_NUMBERS, _)
+                | (tag::ISSUER_OF_PATIENT_ID | tag::ADMISSION_ID, _)
+                | (tag::INSTITUTION_NAME | tag::INSTITUTION_ADDRESS, _)
+                | (tag::STUDY_ID, _) => out.push(v.to_owned()),
                 _ => {}
             }
         }
