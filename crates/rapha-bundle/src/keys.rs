@@ -7,12 +7,26 @@
 //! enums. ECDSA P-256 public keys (cosign's kind) are already accepted for verification,
 //! with DER or raw `r||s` signatures: adding P-256 signing changes neither the envelope, the
 //! key id nor the trust store.
+//!
+//! Reading: the DER inside the PEM is parsed by the signature crates' PKCS#8 / SPKI support
+//! (`ed25519_dalek::pkcs8`, `p256::pkcs8`): strict DER, no trailing bytes, the algorithm and
+//! curve OIDs checked, a PKCS#8 v2 public key checked against the seed. The PEM armour is ours:
+//! the key of a trust-store entry is a PEM indented inside TOML, which the crates' PEM readers
+//! (RFC 7468, strict) refuse. Writing: a key of fixed size has one DER encoding, a constant
+//! prefix and the key bytes; we write that (PKCS#8 v1, as OpenSSL does) so the bytes of key files
+//! and key ids never depend on a crate's choice (ed25519-dalek's own encoder writes v2). A test
+//! checks the prefixes against the crates' encoders.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
+use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _};
 use ed25519_dalek::Signer as _;
+use p256::pkcs8::der::Decode as _;
+use p256::pkcs8::{
+    DecodePublicKey as _, ObjectIdentifier, PrivateKeyInfoRef, SubjectPublicKeyInfoRef,
+};
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::error::{BundleError, Result};
@@ -28,6 +42,10 @@ const P256_SPKI_PREFIX: [u8; 26] = [
     0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08, 0x2a,
     0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00,
 ];
+/// id-ecPublicKey (RFC 5480), the algorithm of every elliptic-curve SPKI.
+const EC_PUBLIC_KEY_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+/// prime256v1 / secp256r1 (NIST P-256), the one curve accepted.
+const P256_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 /// DER prefix of an Ed25519 PKCS#8 v1 private key (RFC 8410): version 0, algorithm, OCTET
 /// STRING wrapping the 32-byte seed.
 const ED25519_PKCS8_PREFIX: [u8; 16] = [
@@ -115,14 +133,21 @@ impl SigningKey {
     /// [`BundleError::KeyFormat`] or [`BundleError::UnsupportedAlgorithm`].
     pub fn from_pem(text: &str, path: &Path) -> Result<Self> {
         let der = Zeroizing::new(unpem("PRIVATE KEY", text, path)?);
-        if der.len() == 48 && der[..16] == ED25519_PKCS8_PREFIX {
-            let mut seed = Zeroizing::new([0u8; 32]);
-            seed.copy_from_slice(&der[16..]);
-            return Ok(Self::ed25519_from_seed(&seed));
+        let bad = |what: &str, e: &dyn std::fmt::Display| BundleError::KeyFormat {
+            path: path.into(),
+            reason: format!("{what}: {e}"),
+        };
+        let info =
+            PrivateKeyInfoRef::from_der(&der).map_err(|e| bad("not a PKCS#8 private key", &e))?;
+        if !is_ed25519(info.algorithm.oid) {
+            return Err(BundleError::UnsupportedAlgorithm(format!(
+                "PKCS#8 key of algorithm {}; only Ed25519 keys sign",
+                info.algorithm.oid
+            )));
         }
-        Err(BundleError::UnsupportedAlgorithm(
-            "PKCS#8 key of another algorithm".into(),
-        ))
+        ed25519_dalek::SigningKey::from_pkcs8_der(&der)
+            .map(Self::Ed25519)
+            .map_err(|e| bad("Ed25519 PKCS#8 key", &e))
     }
 
     /// Loads a private key file, refusing one that group or others can read.
@@ -221,28 +246,42 @@ impl PublicKey {
     /// [`BundleError::KeyFormat`] or [`BundleError::UnsupportedAlgorithm`].
     pub fn from_pem(text: &str, path: &Path) -> Result<Self> {
         let der = unpem("PUBLIC KEY", text, path)?;
-        if der.len() == 44 && der[..12] == ED25519_SPKI_PREFIX {
-            let mut raw = [0u8; 32];
-            raw.copy_from_slice(&der[12..]);
-            return ed25519_dalek::VerifyingKey::from_bytes(&raw)
+        let bad = |what: &str, e: &dyn std::fmt::Display| BundleError::KeyFormat {
+            path: path.into(),
+            reason: format!("{what}: {e}"),
+        };
+        let info = SubjectPublicKeyInfoRef::from_der(&der)
+            .map_err(|e| bad("not a SubjectPublicKeyInfo public key", &e))?;
+        let oid = info.algorithm.oid;
+        if is_ed25519(oid) {
+            return ed25519_dalek::VerifyingKey::from_public_key_der(&der)
                 .map(Self::Ed25519)
-                .map_err(|e| BundleError::KeyFormat {
-                    path: path.into(),
-                    reason: format!("ed25519: {e}"),
-                });
+                .map_err(|e| bad("Ed25519 public key", &e));
         }
-        if der.len() == 91 && der[..26] == P256_SPKI_PREFIX {
-            return Self::ecdsa_p256_from_sec1(&der[26..]).map_err(|e| match e {
-                BundleError::KeyFormat { reason, .. } => BundleError::KeyFormat {
-                    path: path.into(),
-                    reason,
-                },
-                other => other,
-            });
+        if oid != EC_PUBLIC_KEY_OID {
+            return Err(BundleError::UnsupportedAlgorithm(format!(
+                "SPKI key of algorithm {oid}; Ed25519 and ECDSA P-256 are supported"
+            )));
         }
-        Err(BundleError::UnsupportedAlgorithm(
-            "SPKI key of another algorithm".into(),
-        ))
+        let curve = info
+            .algorithm
+            .parameters_oid()
+            .map_err(|e| bad("EC public key without a named curve", &e))?;
+        if curve != P256_OID {
+            return Err(BundleError::UnsupportedAlgorithm(format!(
+                "EC public key on curve {curve}; only P-256 (1.2.840.10045.3.1.7) is supported"
+            )));
+        }
+        p256::ecdsa::VerifyingKey::from_public_key_der(&der)
+            .map_err(|e| bad("P-256 public key", &e))?;
+        // The crate also takes compressed points; the key id is over the uncompressed SPKI.
+        Self::ecdsa_p256_from_sec1(info.subject_public_key.raw_bytes()).map_err(|e| match e {
+            BundleError::KeyFormat { reason, .. } => BundleError::KeyFormat {
+                path: path.into(),
+                reason,
+            },
+            other => other,
+        })
     }
 
     /// Loads a public key file.
@@ -304,6 +343,11 @@ pub fn public_path(path: &Path) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(".pub");
     PathBuf::from(s)
+}
+
+/// Whether `oid` is id-Ed25519 (RFC 8410), as the ed25519 crate names it.
+fn is_ed25519(oid: ObjectIdentifier) -> bool {
+    oid.as_bytes() == ed25519_dalek::pkcs8::ALGORITHM_OID.as_bytes()
 }
 
 fn pem(label: &str, der: &[u8]) -> Zeroizing<String> {

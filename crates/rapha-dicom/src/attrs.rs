@@ -6,67 +6,90 @@ use std::collections::BTreeMap;
 
 use dicom_core::header::{HasLength, Header};
 use dicom_core::value::Value;
-use dicom_core::VR;
+use dicom_core::{Tag, VR};
 use dicom_object::InMemDicomObject;
 
 /// A DICOM tag as `(group << 16) | element`.
 pub type TagU32 = u32;
 
-/// Well-known tags used by this crate.
+/// The tags this crate reads by name, taken from the standard data dictionary
+/// (`dicom_dictionary_std::tags`) as [`TagU32`] so they can be matched on; any other dictionary
+/// tag converts with [`u32_of`].
 pub mod tag {
+    pub use super::u32_of;
     use super::TagU32;
-    pub const SPECIFIC_CHARACTER_SET: TagU32 = 0x0008_0005;
-    pub const IMAGE_TYPE: TagU32 = 0x0008_0008;
-    pub const SOP_CLASS_UID: TagU32 = 0x0008_0016;
-    pub const SOP_INSTANCE_UID: TagU32 = 0x0008_0018;
-    pub const STUDY_DATE: TagU32 = 0x0008_0020;
-    pub const SERIES_DATE: TagU32 = 0x0008_0021;
-    pub const ACQUISITION_DATE: TagU32 = 0x0008_0022;
-    pub const CONTENT_DATE: TagU32 = 0x0008_0023;
-    pub const ACCESSION_NUMBER: TagU32 = 0x0008_0050;
-    pub const MODALITY: TagU32 = 0x0008_0060;
-    pub const MODALITIES_IN_STUDY: TagU32 = 0x0008_0061;
-    pub const MANUFACTURER: TagU32 = 0x0008_0070;
-    pub const STUDY_DESCRIPTION: TagU32 = 0x0008_1030;
-    pub const SERIES_DESCRIPTION: TagU32 = 0x0008_103E;
-    pub const MANUFACTURER_MODEL_NAME: TagU32 = 0x0008_1090;
-    pub const REFERENCED_SOP_INSTANCE_UID: TagU32 = 0x0008_1155;
-    pub const PATIENT_NAME: TagU32 = 0x0010_0010;
-    pub const PATIENT_ID: TagU32 = 0x0010_0020;
-    pub const PATIENT_BIRTH_DATE: TagU32 = 0x0010_0030;
-    pub const PATIENT_SEX: TagU32 = 0x0010_0040;
-    pub const OTHER_PATIENT_IDS: TagU32 = 0x0010_1000;
-    pub const OTHER_PATIENT_NAMES: TagU32 = 0x0010_1001;
-    pub const PATIENT_AGE: TagU32 = 0x0010_1010;
-    pub const BODY_PART_EXAMINED: TagU32 = 0x0018_0015;
-    pub const SLICE_THICKNESS: TagU32 = 0x0018_0050;
-    pub const PROTOCOL_NAME: TagU32 = 0x0018_1030;
-    pub const STUDY_INSTANCE_UID: TagU32 = 0x0020_000D;
-    pub const SERIES_INSTANCE_UID: TagU32 = 0x0020_000E;
-    pub const IMAGE_POSITION_PATIENT: TagU32 = 0x0020_0032;
-    pub const IMAGE_ORIENTATION_PATIENT: TagU32 = 0x0020_0037;
-    pub const FRAME_OF_REFERENCE_UID: TagU32 = 0x0020_0052;
-    pub const SLICE_LOCATION: TagU32 = 0x0020_1041;
-    pub const IMAGE_COMMENTS: TagU32 = 0x0020_4000;
-    pub const SAMPLES_PER_PIXEL: TagU32 = 0x0028_0002;
-    pub const PHOTOMETRIC_INTERPRETATION: TagU32 = 0x0028_0004;
-    pub const NUMBER_OF_FRAMES: TagU32 = 0x0028_0008;
-    pub const ROWS: TagU32 = 0x0028_0010;
-    pub const COLUMNS: TagU32 = 0x0028_0011;
-    pub const PIXEL_SPACING: TagU32 = 0x0028_0030;
-    pub const BITS_ALLOCATED: TagU32 = 0x0028_0100;
-    pub const BITS_STORED: TagU32 = 0x0028_0101;
-    pub const HIGH_BIT: TagU32 = 0x0028_0102;
-    pub const PIXEL_REPRESENTATION: TagU32 = 0x0028_0103;
-    pub const BURNED_IN_ANNOTATION: TagU32 = 0x0028_0301;
-    pub const WINDOW_CENTER: TagU32 = 0x0028_1050;
-    pub const WINDOW_WIDTH: TagU32 = 0x0028_1051;
-    pub const RESCALE_INTERCEPT: TagU32 = 0x0028_1052;
-    pub const RESCALE_SLOPE: TagU32 = 0x0028_1053;
-    pub const RESCALE_TYPE: TagU32 = 0x0028_1054;
-    pub const PIXEL_DATA: TagU32 = 0x7FE0_0010;
-    /// (0002,0010) TransferSyntaxUID, from the file meta group or WADO-RS metadata.
-    pub const TRANSFER_SYNTAX_UID: TagU32 = 0x0002_0010;
+    use dicom_dictionary_std::tags;
+
+    pub const MEDIA_STORAGE_SOP_INSTANCE_UID: TagU32 = u32_of(tags::MEDIA_STORAGE_SOP_INSTANCE_UID);
+    pub const TRANSFER_SYNTAX_UID: TagU32 = u32_of(tags::TRANSFER_SYNTAX_UID);
+    pub const SPECIFIC_CHARACTER_SET: TagU32 = u32_of(tags::SPECIFIC_CHARACTER_SET);
+    pub const IMAGE_TYPE: TagU32 = u32_of(tags::IMAGE_TYPE);
+    pub const SOP_CLASS_UID: TagU32 = u32_of(tags::SOP_CLASS_UID);
+    pub const SOP_INSTANCE_UID: TagU32 = u32_of(tags::SOP_INSTANCE_UID);
+    pub const STUDY_DATE: TagU32 = u32_of(tags::STUDY_DATE);
+    pub const SERIES_DATE: TagU32 = u32_of(tags::SERIES_DATE);
+    pub const ACQUISITION_DATE: TagU32 = u32_of(tags::ACQUISITION_DATE);
+    pub const CONTENT_DATE: TagU32 = u32_of(tags::CONTENT_DATE);
+    pub const ACCESSION_NUMBER: TagU32 = u32_of(tags::ACCESSION_NUMBER);
+    pub const MODALITY: TagU32 = u32_of(tags::MODALITY);
+    pub const MODALITIES_IN_STUDY: TagU32 = u32_of(tags::MODALITIES_IN_STUDY);
+    pub const MANUFACTURER: TagU32 = u32_of(tags::MANUFACTURER);
+    pub const INSTITUTION_NAME: TagU32 = u32_of(tags::INSTITUTION_NAME);
+    pub const INSTITUTION_ADDRESS: TagU32 = u32_of(tags::INSTITUTION_ADDRESS);
+    pub const STUDY_DESCRIPTION: TagU32 = u32_of(tags::STUDY_DESCRIPTION);
+    pub const SERIES_DESCRIPTION: TagU32 = u32_of(tags::SERIES_DESCRIPTION);
+    pub const MANUFACTURER_MODEL_NAME: TagU32 = u32_of(tags::MANUFACTURER_MODEL_NAME);
+    pub const REFERENCED_STUDY_SEQUENCE: TagU32 = u32_of(tags::REFERENCED_STUDY_SEQUENCE);
+    pub const REFERENCED_SOP_INSTANCE_UID: TagU32 = u32_of(tags::REFERENCED_SOP_INSTANCE_UID);
+    pub const PATIENT_NAME: TagU32 = u32_of(tags::PATIENT_NAME);
+    pub const PATIENT_ID: TagU32 = u32_of(tags::PATIENT_ID);
+    pub const ISSUER_OF_PATIENT_ID: TagU32 = u32_of(tags::ISSUER_OF_PATIENT_ID);
+    pub const PATIENT_BIRTH_DATE: TagU32 = u32_of(tags::PATIENT_BIRTH_DATE);
+    pub const PATIENT_SEX: TagU32 = u32_of(tags::PATIENT_SEX);
+    // Retired in the standard, still written by older systems: the identifier scan must see it.
+    #[allow(deprecated)]
+    pub const OTHER_PATIENT_IDS: TagU32 = u32_of(tags::OTHER_PATIENT_I_DS);
+    pub const OTHER_PATIENT_NAMES: TagU32 = u32_of(tags::OTHER_PATIENT_NAMES);
+    pub const PATIENT_AGE: TagU32 = u32_of(tags::PATIENT_AGE);
+    pub const PATIENT_ADDRESS: TagU32 = u32_of(tags::PATIENT_ADDRESS);
+    pub const PATIENT_TELEPHONE_NUMBERS: TagU32 = u32_of(tags::PATIENT_TELEPHONE_NUMBERS);
+    pub const BODY_PART_EXAMINED: TagU32 = u32_of(tags::BODY_PART_EXAMINED);
+    pub const SLICE_THICKNESS: TagU32 = u32_of(tags::SLICE_THICKNESS);
+    pub const PROTOCOL_NAME: TagU32 = u32_of(tags::PROTOCOL_NAME);
+    pub const STUDY_INSTANCE_UID: TagU32 = u32_of(tags::STUDY_INSTANCE_UID);
+    pub const SERIES_INSTANCE_UID: TagU32 = u32_of(tags::SERIES_INSTANCE_UID);
+    pub const STUDY_ID: TagU32 = u32_of(tags::STUDY_ID);
+    pub const IMAGE_POSITION_PATIENT: TagU32 = u32_of(tags::IMAGE_POSITION_PATIENT);
+    pub const IMAGE_ORIENTATION_PATIENT: TagU32 = u32_of(tags::IMAGE_ORIENTATION_PATIENT);
+    pub const FRAME_OF_REFERENCE_UID: TagU32 = u32_of(tags::FRAME_OF_REFERENCE_UID);
+    pub const SLICE_LOCATION: TagU32 = u32_of(tags::SLICE_LOCATION);
+    pub const IMAGE_COMMENTS: TagU32 = u32_of(tags::IMAGE_COMMENTS);
+    pub const SAMPLES_PER_PIXEL: TagU32 = u32_of(tags::SAMPLES_PER_PIXEL);
+    pub const PHOTOMETRIC_INTERPRETATION: TagU32 = u32_of(tags::PHOTOMETRIC_INTERPRETATION);
+    pub const NUMBER_OF_FRAMES: TagU32 = u32_of(tags::NUMBER_OF_FRAMES);
+    pub const ROWS: TagU32 = u32_of(tags::ROWS);
+    pub const COLUMNS: TagU32 = u32_of(tags::COLUMNS);
+    pub const PIXEL_SPACING: TagU32 = u32_of(tags::PIXEL_SPACING);
+    pub const BITS_ALLOCATED: TagU32 = u32_of(tags::BITS_ALLOCATED);
+    pub const BITS_STORED: TagU32 = u32_of(tags::BITS_STORED);
+    pub const HIGH_BIT: TagU32 = u32_of(tags::HIGH_BIT);
+    pub const PIXEL_REPRESENTATION: TagU32 = u32_of(tags::PIXEL_REPRESENTATION);
+    pub const BURNED_IN_ANNOTATION: TagU32 = u32_of(tags::BURNED_IN_ANNOTATION);
+    pub const WINDOW_CENTER: TagU32 = u32_of(tags::WINDOW_CENTER);
+    pub const WINDOW_WIDTH: TagU32 = u32_of(tags::WINDOW_WIDTH);
+    pub const RESCALE_INTERCEPT: TagU32 = u32_of(tags::RESCALE_INTERCEPT);
+    pub const RESCALE_SLOPE: TagU32 = u32_of(tags::RESCALE_SLOPE);
+    pub const RESCALE_TYPE: TagU32 = u32_of(tags::RESCALE_TYPE);
+    pub const ADMISSION_ID: TagU32 = u32_of(tags::ADMISSION_ID);
+    pub const REFERENCED_FRAME_OF_REFERENCE_UID: TagU32 =
+        u32_of(tags::REFERENCED_FRAME_OF_REFERENCE_UID);
+    pub const PIXEL_DATA: TagU32 = u32_of(tags::PIXEL_DATA);
+}
+
+/// A dictionary tag (`dicom_core::Tag`) as the [`TagU32`] attributes are keyed by.
+pub const fn u32_of(t: Tag) -> TagU32 {
+    // Lossless widening; `u32::from` is not `const`.
+    ((t.0 as u32) << 16) | t.1 as u32
 }
 
 /// The value of one attribute.
@@ -214,8 +237,7 @@ impl Attrs {
     pub fn from_object(obj: &InMemDicomObject) -> Self {
         let mut out = Attrs::new();
         for elem in obj.iter() {
-            let tag = elem.tag();
-            let t = (u32::from(tag.group()) << 16) | u32::from(tag.element());
+            let t = u32_of(elem.tag());
             let vr = elem.vr();
             let mut code = [b'?'; 2];
             code.copy_from_slice(&vr.to_string().as_bytes()[..2]);

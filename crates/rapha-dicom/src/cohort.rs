@@ -380,11 +380,11 @@ impl<'a> CohortBuilder<'a> {
 
     fn finish(candidates: Vec<Candidate>, exclusions: Exclusions) -> Cohort {
         // Day offsets: per patient, from the earliest study date in this cohort.
-        let mut first: HashMap<HashedId, i64> = HashMap::new();
+        let mut first: HashMap<HashedId, Date> = HashMap::new();
         for c in &candidates {
             if let Some(d) = c.study_date {
-                let e = first.entry(c.entry.record.patient).or_insert(d.days());
-                *e = (*e).min(d.days());
+                let e = first.entry(c.entry.record.patient).or_insert(d);
+                *e = (*e).min(d);
             }
         }
         let entries = candidates
@@ -392,7 +392,7 @@ impl<'a> CohortBuilder<'a> {
             .map(|mut c| {
                 c.entry.record.days_since_first_study =
                     match (c.study_date, first.get(&c.entry.record.patient)) {
-                        (Some(d), Some(f)) => u32::try_from(d.days() - f).ok(),
+                        (Some(d), Some(f)) => u32::try_from((d - *f).whole_days()).ok(),
                         _ => None,
                     };
                 c.entry

@@ -8,32 +8,27 @@
 //! the object's own attribute when it has one, else the shared group's, else the value every
 //! frame has in common; a value that differs between frames is only in [`FrameAttrs`].
 
-use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use serde::{Deserialize, Serialize};
 
-use crate::attrs::{Attrs, TagU32};
+use crate::attrs::{u32_of, Attrs, TagU32};
 
-const fn u32_tag(t: Tag) -> TagU32 {
-    ((t.0 as u32) << 16) | t.1 as u32
-}
-
-const SHARED: TagU32 = u32_tag(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
-const PER_FRAME: TagU32 = u32_tag(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE);
-const PIXEL_MEASURES: TagU32 = u32_tag(tags::PIXEL_MEASURES_SEQUENCE);
-const PLANE_POSITION: TagU32 = u32_tag(tags::PLANE_POSITION_SEQUENCE);
-const PLANE_ORIENTATION: TagU32 = u32_tag(tags::PLANE_ORIENTATION_SEQUENCE);
-const PIXEL_VALUE_TRANSFORMATION: TagU32 = u32_tag(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE);
-const FRAME_VOI_LUT: TagU32 = u32_tag(tags::FRAME_VOILUT_SEQUENCE);
-const PIXEL_SPACING: TagU32 = u32_tag(tags::PIXEL_SPACING);
-const SLICE_THICKNESS: TagU32 = u32_tag(tags::SLICE_THICKNESS);
-const IMAGE_POSITION_PATIENT: TagU32 = u32_tag(tags::IMAGE_POSITION_PATIENT);
-const IMAGE_ORIENTATION_PATIENT: TagU32 = u32_tag(tags::IMAGE_ORIENTATION_PATIENT);
-const RESCALE_INTERCEPT: TagU32 = u32_tag(tags::RESCALE_INTERCEPT);
-const RESCALE_SLOPE: TagU32 = u32_tag(tags::RESCALE_SLOPE);
-const RESCALE_TYPE: TagU32 = u32_tag(tags::RESCALE_TYPE);
-const WINDOW_CENTER: TagU32 = u32_tag(tags::WINDOW_CENTER);
-const WINDOW_WIDTH: TagU32 = u32_tag(tags::WINDOW_WIDTH);
+const SHARED: TagU32 = u32_of(tags::SHARED_FUNCTIONAL_GROUPS_SEQUENCE);
+const PER_FRAME: TagU32 = u32_of(tags::PER_FRAME_FUNCTIONAL_GROUPS_SEQUENCE);
+const PIXEL_MEASURES: TagU32 = u32_of(tags::PIXEL_MEASURES_SEQUENCE);
+const PLANE_POSITION: TagU32 = u32_of(tags::PLANE_POSITION_SEQUENCE);
+const PLANE_ORIENTATION: TagU32 = u32_of(tags::PLANE_ORIENTATION_SEQUENCE);
+const PIXEL_VALUE_TRANSFORMATION: TagU32 = u32_of(tags::PIXEL_VALUE_TRANSFORMATION_SEQUENCE);
+const FRAME_VOI_LUT: TagU32 = u32_of(tags::FRAME_VOILUT_SEQUENCE);
+const PIXEL_SPACING: TagU32 = u32_of(tags::PIXEL_SPACING);
+const SLICE_THICKNESS: TagU32 = u32_of(tags::SLICE_THICKNESS);
+const IMAGE_POSITION_PATIENT: TagU32 = u32_of(tags::IMAGE_POSITION_PATIENT);
+const IMAGE_ORIENTATION_PATIENT: TagU32 = u32_of(tags::IMAGE_ORIENTATION_PATIENT);
+const RESCALE_INTERCEPT: TagU32 = u32_of(tags::RESCALE_INTERCEPT);
+const RESCALE_SLOPE: TagU32 = u32_of(tags::RESCALE_SLOPE);
+const RESCALE_TYPE: TagU32 = u32_of(tags::RESCALE_TYPE);
+const WINDOW_CENTER: TagU32 = u32_of(tags::WINDOW_CENTER);
+const WINDOW_WIDTH: TagU32 = u32_of(tags::WINDOW_WIDTH);
 
 /// Frames whose attributes a record lists at most: a record of a longer object lists none
 /// (its top-level values are still those every frame shares).

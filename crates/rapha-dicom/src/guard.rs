@@ -21,6 +21,8 @@ use std::borrow::Cow;
 use std::io::Read;
 
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
 use dicom_dictionary_std::StandardDataDictionary;
 
 const UNDEFINED: u32 = 0xFFFF_FFFF;
@@ -289,7 +291,7 @@ fn parse_meta(body: &[u8], limit: usize) -> Result<Option<(usize, String)>> {
         if end > body.len() {
             return Ok(None);
         }
-        if (group, elem) == (0x0002, 0x0010) {
+        if Tag(group, elem) == tags::TRANSFER_SYNTAX_UID {
             ts = String::from_utf8_lossy(&body[from..end])
                 .trim_matches(['\0', ' '])
                 .to_owned();
@@ -544,7 +546,7 @@ fn scan(b: &[u8], mode: Mode, limit: usize, stop_at_pixels: bool, lim: &Limits) 
         }
         let (len, hdr, vr) = if m == Mode::ImplicitLe {
             let len = u32_at(b, p + 4, m).ok_or("truncated element header")?;
-            let tag = dicom_core::Tag(group, elem);
+            let tag = Tag(group, elem);
             let vr = StandardDataDictionary
                 .by_tag(tag)
                 .map(|e| e.vr().relaxed())
@@ -559,7 +561,7 @@ fn scan(b: &[u8], mode: Mode, limit: usize, stop_at_pixels: bool, lim: &Limits) 
             (len, hdr, vr)
         };
         p += hdr;
-        let pixel_data = (group, elem) == (0x7FE0, 0x0010);
+        let pixel_data = Tag(group, elem) == tags::PIXEL_DATA;
         let top_pixels = stack.is_empty() && pixel_data;
         if len == UNDEFINED {
             if top_pixels && stop_at_pixels {

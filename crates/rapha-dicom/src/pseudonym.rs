@@ -71,12 +71,15 @@ impl Pseudonymizer {
     /// alike.
     pub fn domain_of_uid_attr(t: TagU32) -> IdDomain {
         match t {
-            tag::STUDY_INSTANCE_UID | 0x0008_1110 /* ReferencedStudySequence holds StudyInstanceUID */ => IdDomain::Study,
+            // ReferencedStudySequence holds StudyInstanceUID.
+            tag::STUDY_INSTANCE_UID | tag::REFERENCED_STUDY_SEQUENCE => IdDomain::Study,
             tag::SERIES_INSTANCE_UID => IdDomain::Series,
-            tag::SOP_INSTANCE_UID | tag::REFERENCED_SOP_INSTANCE_UID | 0x0002_0003 /* MediaStorageSOPInstanceUID */ => {
-                IdDomain::Instance
+            tag::SOP_INSTANCE_UID
+            | tag::REFERENCED_SOP_INSTANCE_UID
+            | tag::MEDIA_STORAGE_SOP_INSTANCE_UID => IdDomain::Instance,
+            tag::FRAME_OF_REFERENCE_UID | tag::REFERENCED_FRAME_OF_REFERENCE_UID => {
+                IdDomain::FrameOfReference
             }
-            tag::FRAME_OF_REFERENCE_UID | 0x3006_0024 /* ReferencedFrameOfReferenceUID */ => IdDomain::FrameOfReference,
             _ => IdDomain::Uid,
         }
     }

@@ -13,7 +13,7 @@ use rapha_core::{HashedId, IdDomain};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::attrs::{tag, Attr, AttrValue, Attrs, TagU32};
-use crate::date::Date;
+use crate::date::{self, Date};
 use crate::frames::{common, varying, FrameAttrs, Groups};
 use crate::pseudonym::Pseudonymizer;
 use crate::{DicomError, Result};
@@ -240,7 +240,7 @@ pub fn extract(
         tag::CONTENT_DATE,
     ]
     .iter()
-    .find_map(|t| attrs.text(*t).and_then(Date::parse_dicom));
+    .find_map(|t| attrs.text(*t).and_then(date::parse_da));
 
     let mut references: Vec<HashedId> = Vec::new();
     attrs.walk(&mut |t, a| {
@@ -420,8 +420,8 @@ fn age(attrs: &Attrs, study_date: Option<Date>) -> Option<AgeYears> {
     }
     let birth = attrs
         .text(tag::PATIENT_BIRTH_DATE)
-        .and_then(Date::parse_dicom)?;
-    AgeYears::from_years(i64::from(study_date?.years_since(&birth)))
+        .and_then(date::parse_da)?;
+    AgeYears::from_years(i64::from(date::whole_years(birth, study_date?)))
 }
 
 /// A DICOM code string: upper case letters, digits, space and underscore, at most 16 long.
@@ -459,10 +459,10 @@ pub fn raw_identifiers(attrs: &Attrs) -> Vec<String> {
                 (_, b"UI") if !is_standard_uid(v) => out.push(v.to_owned()),
                 (tag::PATIENT_BIRTH_DATE, _) => out.extend(date_variants(v)),
                 (tag::PATIENT_ID | tag::OTHER_PATIENT_IDS | tag::ACCESSION_NUMBER, _)
-                | (0x0010_1040 /* PatientAddress */ | 0x0010_2154 /* PatientTelephoneNumbers */, _)
-                | (0x0010_0021 /* IssuerOfPatientID */ | 0x0038_0010 /* AdmissionID */, _)
-                | (0x0008_0080 /* InstitutionName */ | 0x0008_0081 /* InstitutionAddress */, _)
-                | (0x0020_0010 /* StudyID */, _) => out.push(v.to_owned()),
+                | (tag::PATIENT_ADDRESS | tag::PATIENT_TELEPHONE_NUMBERS, _)
+                | (tag::ISSUER_OF_PATIENT_ID | tag::ADMISSION_ID, _)
+                | (tag::INSTITUTION_NAME | tag::INSTITUTION_ADDRESS, _)
+                | (tag::STUDY_ID, _) => out.push(v.to_owned()),
                 _ => {}
             }
         }
@@ -516,8 +516,8 @@ fn title(s: &str) -> String {
 /// `19230417` → itself, `1923-04-17`, `17/04/1923`, `04/17/1923`, `17.04.1923`.
 pub fn date_variants(da: &str) -> Vec<String> {
     let mut out = vec![da.to_owned()];
-    if let Some(d) = Date::parse_dicom(da) {
-        let (y, m, dd) = (d.year, d.month, d.day);
+    if let Some(d) = date::parse_da(da) {
+        let (y, m, dd) = (d.year(), u8::from(d.month()), d.day());
         out.push(format!("{y:04}-{m:02}-{dd:02}"));
         out.push(format!("{dd:02}/{m:02}/{y:04}"));
         out.push(format!("{m:02}/{dd:02}/{y:04}"));

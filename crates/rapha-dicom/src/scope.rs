@@ -23,7 +23,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::date::Date;
+use crate::date::{self, Date};
 
 /// Hospital-configured limits of the scope guard.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -228,7 +228,10 @@ impl ScopedQuery {
     pub(crate) fn request_params(&self) -> Vec<Vec<(&'static str, String)>> {
         let mut common: Vec<(&'static str, String)> = Vec::new();
         if let Some((a, b)) = self.date_range {
-            common.push(("StudyDate", format!("{}-{}", a.to_dicom(), b.to_dicom())));
+            common.push((
+                "StudyDate",
+                format!("{}-{}", date::to_da(a), date::to_da(b)),
+            ));
         }
         let mut out = Vec::new();
         if !self.study_uids.is_empty() {
@@ -462,7 +465,7 @@ fn parse_range(s: &str, limits: &ScopeLimits) -> Result<(Date, Date), ScopeRefus
         );
     }
     let parse = |d: &str| {
-        Date::parse_dicom(d).ok_or_else(|| ScopeRefusal {
+        date::parse_da(d).ok_or_else(|| ScopeRefusal {
             rule: ScopeRule::ValidValue,
             detail: "StudyDate must be YYYYMMDD or YYYYMMDD-YYYYMMDD".into(),
         })
@@ -474,7 +477,7 @@ fn parse_range(s: &str, limits: &ScopeLimits) -> Result<(Date, Date), ScopeRefus
             "StudyDate range ends before it starts",
         );
     }
-    let days = b.days() - a.days() + 1;
+    let days = date::days_inclusive(a, b);
     if days > i64::from(limits.max_date_range_days) {
         return refuse(
             ScopeRule::DateRangeBounded,

@@ -159,7 +159,9 @@ pub fn write_instance(path: &Path, i: &Inst) {
     put(&mut o, tags::PATIENT_ID, VR::LO, i.patient_id);
     put(&mut o, tags::PATIENT_BIRTH_DATE, VR::DA, i.birth_date);
     put(&mut o, tags::PATIENT_SEX, VR::CS, "M");
-    put(&mut o, Tag(0x0010, 0x1000), VR::LO, "NHS-943-476-5919");
+    // OtherPatientIDs: retired in the standard, still written by older systems.
+    #[allow(deprecated)]
+    put(&mut o, tags::OTHER_PATIENT_I_DS, VR::LO, "NHS-943-476-5919");
     put(&mut o, tags::SLICE_THICKNESS, VR::DS, "5.0");
     put(&mut o, tags::STUDY_INSTANCE_UID, VR::UI, i.study_uid);
     put(&mut o, tags::SERIES_INSTANCE_UID, VR::UI, i.series_uid);

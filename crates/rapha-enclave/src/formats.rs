@@ -84,6 +84,11 @@ pub const MAX_SAFETENSORS_HEADER: u64 = 100 << 20;
 /// and offsets, tensors covering the data region exactly (no hidden bytes), and
 /// `__metadata__` as a string map.
 ///
+/// Not the `safetensors` crate, which the trainer SDK writes with: its header type ignores
+/// fields it does not know, a place a trainer could hide bytes, and this is the output guard's
+/// trust boundary with its own refusals. It can go if the crate gains a mode that refuses
+/// unknown fields and reports the same problems.
+///
 /// # Errors
 /// A description of the first problem.
 pub fn check_safetensors(b: &[u8]) -> Result<(), String> {

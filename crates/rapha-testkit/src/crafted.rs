@@ -18,6 +18,9 @@
 
 use std::io::Write;
 
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+
 /// Explicit VR Little Endian.
 pub const EXPLICIT_LE: &str = "1.2.840.10008.1.2.1";
 /// RLE Lossless.
@@ -31,7 +34,7 @@ pub const SECONDARY_CAPTURE: &str = "1.2.840.10008.5.1.4.1.1.7";
 /// Bytes one nesting level adds to [`deep_part10`].
 pub const PART10_BYTES_PER_LEVEL: usize = 36;
 /// The element the nesting is built from: (0040,A730) ContentSequence.
-const NEST_TAG: (u16, u16) = (0x0040, 0xA730);
+const NEST_TAG: Tag = tags::CONTENT_SEQUENCE;
 const IMPLEMENTATION_CLASS_UID: &str = "2.25.245593941358163263460126094128453957712";
 
 /// Who and what an instance says it is.
@@ -69,7 +72,7 @@ impl Identity {
 }
 
 /// Little-endian explicit-VR element with a 2-byte length.
-fn short(out: &mut Vec<u8>, tag: (u16, u16), vr: &[u8; 2], value: &[u8]) {
+fn short(out: &mut Vec<u8>, tag: Tag, vr: &[u8; 2], value: &[u8]) {
     let mut v = value.to_vec();
     if v.len() % 2 == 1 {
         v.push(if vr == b"UI" || vr == b"OB" { 0 } else { b' ' });
@@ -84,7 +87,7 @@ fn short(out: &mut Vec<u8>, tag: (u16, u16), vr: &[u8; 2], value: &[u8]) {
 }
 
 /// Little-endian explicit-VR element with a 4-byte length (OB, OW, SQ, UN, UT…).
-fn long_header(out: &mut Vec<u8>, tag: (u16, u16), vr: &[u8; 2], len: u32) {
+fn long_header(out: &mut Vec<u8>, tag: Tag, vr: &[u8; 2], len: u32) {
     out.extend_from_slice(&tag.0.to_le_bytes());
     out.extend_from_slice(&tag.1.to_le_bytes());
     out.extend_from_slice(vr);
@@ -92,21 +95,31 @@ fn long_header(out: &mut Vec<u8>, tag: (u16, u16), vr: &[u8; 2], len: u32) {
     out.extend_from_slice(&len.to_le_bytes());
 }
 
-fn us(out: &mut Vec<u8>, tag: (u16, u16), v: u16) {
+fn us(out: &mut Vec<u8>, tag: Tag, v: u16) {
     short(out, tag, b"US", &v.to_le_bytes());
 }
 
 /// The file preamble, `DICM` and the file meta group for `ts`.
 fn preamble_and_meta(id: &Identity, ts: &str) -> Vec<u8> {
     let mut meta = Vec::new();
-    long_header(&mut meta, (0x0002, 0x0001), b"OB", 2);
+    long_header(&mut meta, tags::FILE_META_INFORMATION_VERSION, b"OB", 2);
     meta.extend_from_slice(&[0, 1]);
-    short(&mut meta, (0x0002, 0x0002), b"UI", id.sop_class.as_bytes());
-    short(&mut meta, (0x0002, 0x0003), b"UI", id.sop_uid.as_bytes());
-    short(&mut meta, (0x0002, 0x0010), b"UI", ts.as_bytes());
     short(
         &mut meta,
-        (0x0002, 0x0012),
+        tags::MEDIA_STORAGE_SOP_CLASS_UID,
+        b"UI",
+        id.sop_class.as_bytes(),
+    );
+    short(
+        &mut meta,
+        tags::MEDIA_STORAGE_SOP_INSTANCE_UID,
+        b"UI",
+        id.sop_uid.as_bytes(),
+    );
+    short(&mut meta, tags::TRANSFER_SYNTAX_UID, b"UI", ts.as_bytes());
+    short(
+        &mut meta,
+        tags::IMPLEMENTATION_CLASS_UID,
         b"UI",
         IMPLEMENTATION_CLASS_UID.as_bytes(),
     );
@@ -114,7 +127,12 @@ fn preamble_and_meta(id: &Identity, ts: &str) -> Vec<u8> {
     out.extend_from_slice(b"DICM");
     // Test meta groups are a few hundred bytes.
     let group_len = u32::try_from(meta.len()).unwrap_or(u32::MAX);
-    short(&mut out, (0x0002, 0x0000), b"UL", &group_len.to_le_bytes());
+    short(
+        &mut out,
+        tags::FILE_META_INFORMATION_GROUP_LENGTH,
+        b"UL",
+        &group_len.to_le_bytes(),
+    );
     out.extend_from_slice(&meta);
     out
 }
@@ -123,32 +141,57 @@ fn preamble_and_meta(id: &Identity, ts: &str) -> Vec<u8> {
 /// to (0028,1053); callers append later tags and the pixel data.
 fn header_elements(id: &Identity) -> Vec<u8> {
     let mut d = Vec::new();
-    short(&mut d, (0x0008, 0x0016), b"UI", id.sop_class.as_bytes());
-    short(&mut d, (0x0008, 0x0018), b"UI", id.sop_uid.as_bytes());
-    short(&mut d, (0x0008, 0x0020), b"DA", id.study_date.as_bytes());
-    short(&mut d, (0x0008, 0x0050), b"SH", id.accession.as_bytes());
-    short(&mut d, (0x0008, 0x0060), b"CS", id.modality.as_bytes());
-    short(&mut d, (0x0010, 0x0010), b"PN", id.patient_name.as_bytes());
-    short(&mut d, (0x0010, 0x0020), b"LO", id.patient_id.as_bytes());
-    short(&mut d, (0x0020, 0x000D), b"UI", id.study_uid.as_bytes());
-    short(&mut d, (0x0020, 0x000E), b"UI", id.series_uid.as_bytes());
-    us(&mut d, (0x0028, 0x0002), 1);
-    short(&mut d, (0x0028, 0x0004), b"CS", b"MONOCHROME2");
-    us(&mut d, (0x0028, 0x0010), 4);
-    us(&mut d, (0x0028, 0x0011), 4);
-    us(&mut d, (0x0028, 0x0100), 16);
-    us(&mut d, (0x0028, 0x0101), 12);
-    us(&mut d, (0x0028, 0x0102), 11);
-    us(&mut d, (0x0028, 0x0103), 0);
+    short(&mut d, tags::SOP_CLASS_UID, b"UI", id.sop_class.as_bytes());
+    short(&mut d, tags::SOP_INSTANCE_UID, b"UI", id.sop_uid.as_bytes());
+    short(&mut d, tags::STUDY_DATE, b"DA", id.study_date.as_bytes());
+    short(
+        &mut d,
+        tags::ACCESSION_NUMBER,
+        b"SH",
+        id.accession.as_bytes(),
+    );
+    short(&mut d, tags::MODALITY, b"CS", id.modality.as_bytes());
+    short(
+        &mut d,
+        tags::PATIENT_NAME,
+        b"PN",
+        id.patient_name.as_bytes(),
+    );
+    short(&mut d, tags::PATIENT_ID, b"LO", id.patient_id.as_bytes());
+    short(
+        &mut d,
+        tags::STUDY_INSTANCE_UID,
+        b"UI",
+        id.study_uid.as_bytes(),
+    );
+    short(
+        &mut d,
+        tags::SERIES_INSTANCE_UID,
+        b"UI",
+        id.series_uid.as_bytes(),
+    );
+    us(&mut d, tags::SAMPLES_PER_PIXEL, 1);
+    short(
+        &mut d,
+        tags::PHOTOMETRIC_INTERPRETATION,
+        b"CS",
+        b"MONOCHROME2",
+    );
+    us(&mut d, tags::ROWS, 4);
+    us(&mut d, tags::COLUMNS, 4);
+    us(&mut d, tags::BITS_ALLOCATED, 16);
+    us(&mut d, tags::BITS_STORED, 12);
+    us(&mut d, tags::HIGH_BIT, 11);
+    us(&mut d, tags::PIXEL_REPRESENTATION, 0);
     if let Some(b) = &id.burned_in {
-        short(&mut d, (0x0028, 0x0301), b"CS", b.as_bytes());
+        short(&mut d, tags::BURNED_IN_ANNOTATION, b"CS", b.as_bytes());
     }
     d
 }
 
 /// 4x4 16-bit pixel data (values 0, 100, … 1500).
 fn pixel_data(d: &mut Vec<u8>) {
-    long_header(d, (0x7FE0, 0x0010), b"OW", 32);
+    long_header(d, tags::PIXEL_DATA, b"OW", 32);
     for v in 0..16u16 {
         d.extend_from_slice(&(v * 100).to_le_bytes());
     }
@@ -166,7 +209,7 @@ pub fn rle_claiming(id: &Identity, rows: u16, columns: u16) -> Vec<u8> {
             d[at + 8..at + 10].copy_from_slice(&value.to_le_bytes());
         }
     }
-    long_header(&mut d, (0x7FE0, 0x0010), b"OB", u32::MAX);
+    long_header(&mut d, tags::PIXEL_DATA, b"OB", u32::MAX);
     // Empty basic offset table.
     d.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
     let mut frame = vec![0u8; 64];
@@ -190,7 +233,7 @@ pub fn rle_claiming(id: &Identity, rows: u16, columns: u16) -> Vec<u8> {
 /// to meet).
 pub fn encapsulated_part10(id: &Identity, ts: &str, frame: &[u8]) -> Vec<u8> {
     let mut d = header_elements(id);
-    long_header(&mut d, (0x7FE0, 0x0010), b"OB", u32::MAX);
+    long_header(&mut d, tags::PIXEL_DATA, b"OB", u32::MAX);
     d.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
     let mut fragment = frame.to_vec();
     if fragment.len() % 2 == 1 {
@@ -277,7 +320,7 @@ pub fn deep_json(id: &Identity, depth: usize) -> Vec<u8> {
 /// `claimed` bytes and holds none: the file ends right after its header.
 pub fn huge_length_claim(id: &Identity, claimed: u32) -> Vec<u8> {
     let mut d = header_elements(id);
-    long_header(&mut d, (0x7FE0, 0x0010), b"OB", claimed);
+    long_header(&mut d, tags::PIXEL_DATA, b"OB", claimed);
     d
 }
 
@@ -285,7 +328,7 @@ pub fn huge_length_claim(id: &Identity, claimed: u32) -> Vec<u8> {
 /// honestly present (Rows and Columns stay 4x4: the element is just far too long).
 pub fn zero_fill(id: &Identity, bytes: u32) -> Vec<u8> {
     let mut d = header_elements(id);
-    long_header(&mut d, (0x7FE0, 0x0010), b"OB", bytes);
+    long_header(&mut d, tags::PIXEL_DATA, b"OB", bytes);
     d.resize(d.len() + bytes as usize, 0);
     d
 }
@@ -306,7 +349,7 @@ pub fn deflated(id: &Identity, dataset: &[u8]) -> Vec<u8> {
 pub fn deflate_bomb(id: &Identity, bytes: u32) -> Vec<u8> {
     let mut out = preamble_and_meta(id, DEFLATED);
     let mut head = header_elements(id);
-    long_header(&mut head, (0x7FE0, 0x0010), b"OB", bytes);
+    long_header(&mut head, tags::PIXEL_DATA, b"OB", bytes);
     let mut z = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
     // Writing to a Vec cannot fail.
     let _ = z.write_all(&head);

@@ -4,10 +4,11 @@
 //! trainer inside what the guard accepts (no strings in metrics, a well-formed safetensors
 //! header).
 
-use std::io::Write;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use rapha_protocol::{MAX_CURVE, OUT_DIR_IN_CONTAINER, OUT_ENV};
+use safetensors::tensor::{Dtype, SafeTensorError, SafeTensors};
 use serde_json::{json, Map, Value};
 
 use crate::SdkError;
@@ -73,103 +74,84 @@ pub struct Tensor<'a> {
     pub data: &'a [f32],
 }
 
-/// Writes `f32` tensors in the safetensors format (8-byte little-endian header length, JSON
-/// header, then the raw little-endian data).
+impl safetensors::View for &Tensor<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        // safetensors stores little-endian values.
+        if cfg!(target_endian = "little") {
+            Cow::Borrowed(bytemuck::cast_slice(self.data))
+        } else {
+            Cow::Owned(self.data.iter().flat_map(|v| v.to_le_bytes()).collect())
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        std::mem::size_of_val(self.data)
+    }
+}
+
+/// Writes `f32` tensors in the safetensors format, through the `safetensors` crate (the
+/// format's reference implementation; the node's output guard reads the result with its own
+/// strict reader).
 ///
 /// # Errors
-/// [`SdkError::Output`] if a shape does not match its data, or an I/O error.
+/// [`SdkError::Output`] if a shape does not match its data, a name is reserved (`__…`) or
+/// given twice, or an I/O error.
 pub fn write_safetensors(path: &Path, tensors: &[Tensor<'_>]) -> Result<(), SdkError> {
-    let mut header = Map::new();
-    let mut offset = 0usize;
+    let bad = |why: String| SdkError::Output(path.display().to_string(), why);
+    let mut names = std::collections::BTreeSet::new();
     for t in tensors {
         if t.shape.iter().product::<usize>() != t.data.len() || t.name.starts_with("__") {
-            return Err(SdkError::Output(
-                path.display().to_string(),
-                format!(
-                    "tensor {:?}: shape {:?} does not hold {} values",
-                    t.name,
-                    t.shape,
-                    t.data.len()
-                ),
-            ));
+            return Err(bad(format!(
+                "tensor {:?}: shape {:?} does not hold {} values",
+                t.name,
+                t.shape,
+                t.data.len()
+            )));
         }
-        let end = offset + t.data.len() * 4;
-        header.insert(
-            t.name.to_owned(),
-            json!({"dtype": "F32", "shape": t.shape, "data_offsets": [offset, end]}),
-        );
-        offset = end;
-    }
-    let mut h = serde_json::to_vec(&Value::Object(header))
-        .map_err(|e| SdkError::Output(path.display().to_string(), e.to_string()))?;
-    while h.len() % 8 != 0 {
-        h.push(b' ');
-    }
-    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-    f.write_all(&(h.len() as u64).to_le_bytes())?;
-    f.write_all(&h)?;
-    for t in tensors {
-        for v in t.data {
-            f.write_all(&v.to_le_bytes())?;
+        if !names.insert(t.name) {
+            return Err(bad(format!("tensor {:?} is given twice", t.name)));
         }
     }
-    f.flush()?;
-    Ok(())
+    safetensors::serialize_to_file(tensors.iter().map(|t| (t.name, t)), None, path).map_err(|e| {
+        match e {
+            SafeTensorError::IoError(io) => SdkError::Io(io),
+            other => bad(other.to_string()),
+        }
+    })
 }
 
 /// A tensor read back: name, shape, values.
 pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
 
-/// Reads `f32` tensors written by [`write_safetensors`] (predict mode loads weights with it).
+/// Reads `f32` tensors written by [`write_safetensors`] (predict mode loads weights with it),
+/// sorted by name.
 ///
 /// # Errors
 /// [`SdkError::Output`] for anything that is not a well-formed F32 safetensors file.
 pub fn read_safetensors(path: &Path) -> Result<Vec<NamedTensor>, SdkError> {
     let bad = |why: String| SdkError::Output(path.display().to_string(), why);
     let bytes = std::fs::read(path)?;
-    let n = bytes
-        .get(..8)
-        .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as usize)
-        .ok_or_else(|| bad("shorter than the 8-byte header length".into()))?;
-    let header = bytes
-        .get(8..8usize.saturating_add(n))
-        .ok_or_else(|| bad("header runs past the end".into()))?;
-    let data = &bytes[8 + n..];
-    let h: Map<String, Value> = serde_json::from_slice(header)
-        .map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
+    let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
     let mut out = Vec::new();
-    for (name, v) in h {
-        if name == "__metadata__" {
-            continue;
-        }
-        if v.get("dtype").and_then(Value::as_str) != Some("F32") {
+    for (name, view) in file.iter() {
+        if view.dtype() != Dtype::F32 {
             return Err(bad(format!("tensor {name:?} is not F32")));
         }
-        let shape: Vec<usize> = v
-            .get("shape")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_u64)
-                    .map(|x| x as usize)
-                    .collect()
-            })
-            .ok_or_else(|| bad(format!("tensor {name:?} has no shape")))?;
-        let offs = v
-            .get("data_offsets")
-            .and_then(Value::as_array)
-            .filter(|a| a.len() == 2)
-            .and_then(|a| Some((a[0].as_u64()? as usize, a[1].as_u64()? as usize)))
-            .ok_or_else(|| bad(format!("tensor {name:?} has no data_offsets")))?;
-        let raw = data
-            .get(offs.0..offs.1)
-            .filter(|r| r.len() == shape.iter().product::<usize>() * 4)
-            .ok_or_else(|| bad(format!("tensor {name:?} data does not match its shape")))?;
-        let vals = raw
+        let vals = view
+            .data()
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect();
-        out.push((name, shape, vals));
+        out.push((name.to_owned(), view.shape().to_vec(), vals));
     }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }

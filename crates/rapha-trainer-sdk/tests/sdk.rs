@@ -363,6 +363,72 @@ fn safetensors_round_trip_and_metrics_schema() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+#[test]
+fn weights_written_by_the_sdk_pass_the_output_guards_safetensors_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("model.safetensors");
+    let w: Vec<f32> = (0..24).map(|i| i as f32 * 0.5 - 3.0).collect();
+    let b = [0.25f32, -1.0];
+    // Given out of name order: the file holds them sorted, and reads back sorted.
+    let tensors = [
+        Tensor {
+            name: "head.weight",
+            shape: vec![2, 3, 4],
+            data: &w,
+        },
+        Tensor {
+            name: "head.bias",
+            shape: vec![2],
+            data: &b,
+        },
+        Tensor {
+            name: "empty",
+            shape: vec![0],
+            data: &[],
+        },
+    ];
+    outputs::write_safetensors(&p, &tensors).unwrap();
+    let bytes = std::fs::read(&p).unwrap();
+    rapha_enclave::formats::check_safetensors(&bytes).unwrap();
+    let back = outputs::read_safetensors(&p).unwrap();
+    let names: Vec<&str> = back.iter().map(|t| t.0.as_str()).collect();
+    assert_eq!(names, ["empty", "head.bias", "head.weight"]);
+    assert_eq!(back[2], ("head.weight".into(), vec![2, 3, 4], w.clone()));
+    assert_eq!(back[1].2, b);
+
+    // A name given twice, or reserved for the format, is refused before anything is written.
+    let twice = [tensors[1].clone(), tensors[1].clone()];
+    assert!(matches!(
+        outputs::write_safetensors(&dir.path().join("twice"), &twice),
+        Err(SdkError::Output(_, why)) if why.contains("given twice")
+    ));
+    assert!(!dir.path().join("twice").exists());
+    let reserved = [Tensor {
+        name: "__metadata__",
+        shape: vec![2],
+        data: &b,
+    }];
+    assert!(outputs::write_safetensors(&dir.path().join("r"), &reserved).is_err());
+
+    // Reading refuses what is not a whole F32 safetensors file.
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() - 4]).unwrap();
+    assert!(matches!(
+        outputs::read_safetensors(&cut),
+        Err(SdkError::Output(..))
+    ));
+    let header = br#"{"x":{"dtype":"I32","shape":[1],"data_offsets":[0,4]}}"#;
+    let mut i32_file = (header.len() as u64).to_le_bytes().to_vec();
+    i32_file.extend_from_slice(header);
+    i32_file.extend_from_slice(&7i32.to_le_bytes());
+    let i32_path = dir.path().join("i32.safetensors");
+    std::fs::write(&i32_path, &i32_file).unwrap();
+    assert!(matches!(
+        outputs::read_safetensors(&i32_path),
+        Err(SdkError::Output(_, why)) if why.contains("not F32")
+    ));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
 

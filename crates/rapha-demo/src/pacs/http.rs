@@ -1,5 +1,15 @@
 //! The demo PACS's HTTP/1.1: one request read from a connection within fixed bounds (line,
 //! header and body sizes; no chunked bodies), and one response written.
+//!
+//! Why this is not hyper/axum (which the node's API uses): the demo PACS's tests and its fuzz
+//! target (`fuzz/fuzz_targets/pacs_request.rs`, driven on stable by `tests/pacs.rs`) pin one
+//! answer to every malformed request, `400 Bad Request` and the connection closed, and they
+//! drive the server synchronously from bytes (`fuzz_requests`). hyper answers some of the same
+//! requests otherwise (an oversized header section is `431`, a chunked body is read, not
+//! refused), and an axum server can only be driven through a runtime and a socket. The
+//! percent-decoding is already the shared one (`rapha_core::percent`, a bad escape is a `400`).
+//! This can go when the demo PACS moves onto the node's axum stack and those tests are re-pinned
+//! to hyper's answers (the routing in `mod.rs` is transport-free and would move as is).
 
 use std::io::{BufRead, Read, Write};
 

@@ -1,5 +1,14 @@
 //! DICOM JSON (PS3.18 Annex F) of what the demo PACS indexed: datasets, and the series and
 //! instance listings built from them.
+//!
+//! Why this is not `dicom-json` (0.10.1 matches our dicom-object 0.10): its serializer writes
+//! binary values as `InlineBinary` (base64 of every OB/OW/UN element, private ones included),
+//! where this writes binary attributes without a value, as a metadata-only PACS does; and it
+//! writes DS and IS read from a Part 10 file as JSON strings, where this writes JSON numbers.
+//! The metadata is what the node's cohort step, burned-in checks and approved-instance
+//! comparison read, and the demo's output is pinned, so the swap needs the demo run compared
+//! byte for byte on the new JSON. It can go once that comparison is done (binary elements
+//! dropped before serializing).
 
 use dicom_core::header::Header;
 use dicom_core::VR;

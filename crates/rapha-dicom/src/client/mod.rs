@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 use crate::attrs::{tag, Attrs, TagU32};
 use crate::config::PacsLimits;
-use crate::date::Date;
+use crate::date;
 use crate::json::parse_datasets;
 use crate::multipart::{boundary_of, FirstPart};
 use crate::scope::{is_uid, ScopedQuery};
@@ -429,7 +429,7 @@ impl DicomWebClient {
                         outside += 1;
                         return Ok(true);
                     };
-                    let date = attrs.text(tag::STUDY_DATE).and_then(Date::parse_dicom);
+                    let date = attrs.text(tag::STUDY_DATE).and_then(date::parse_da);
                     let modalities = attrs.texts(tag::MODALITIES_IN_STUDY);
                     if !query.wants_modalities(&modalities) {
                         return Ok(true);

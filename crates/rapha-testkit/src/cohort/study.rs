@@ -3,6 +3,7 @@
 
 use dicom_core::value::{DataSetSequence, PixelFragmentSequence, PrimitiveValue, Value};
 use dicom_core::{DataElement, Tag, VR};
+use dicom_dictionary_std::tags;
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::InMemDicomObject;
 use rand::Rng;
@@ -302,108 +303,146 @@ impl StudyCtx<'_> {
         let p = self.patient;
         let (inst_name, inst_addr) = phi::institution(p.institution);
         let mut o = InMemDicomObject::new_empty();
-        let s = |o: &mut InMemDicomObject, g: u16, e: u16, vr: VR, v: &str| {
-            o.put(DataElement::new(Tag(g, e), vr, PrimitiveValue::from(v)));
+        let s = |o: &mut InMemDicomObject, t: Tag, vr: VR, v: &str| {
+            o.put(DataElement::new(t, vr, PrimitiveValue::from(v)));
         };
-        let us = |o: &mut InMemDicomObject, g: u16, e: u16, v: u16| {
+        let us = |o: &mut InMemDicomObject, t: Tag, v: u16| {
             o.put(DataElement::new(
-                Tag(g, e),
+                t,
                 VR::US,
                 PrimitiveValue::U16(vec![v].into()),
             ));
         };
-        s(&mut o, 0x0008, 0x0005, VR::CS, "ISO_IR 100");
+        s(&mut o, tags::SPECIFIC_CHARACTER_SET, VR::CS, "ISO_IR 100");
         let image_type = match m {
             Modality::Sc => "DERIVED\\SECONDARY",
             Modality::Ct | Modality::Mr => "ORIGINAL\\PRIMARY\\AXIAL",
             _ => "ORIGINAL\\PRIMARY",
         };
-        s(&mut o, 0x0008, 0x0008, VR::CS, image_type);
-        s(&mut o, 0x0008, 0x0012, VR::DA, &study.date); // InstanceCreationDate
-        s(&mut o, 0x0008, 0x0013, VR::TM, ic.content_time);
-        s(&mut o, 0x0008, 0x0016, VR::UI, m.sop_class());
-        s(&mut o, 0x0008, 0x0018, VR::UI, &entry.sop_instance_uid);
-        for e in [0x0020, 0x0021, 0x0022, 0x0023] {
-            s(&mut o, 0x0008, e, VR::DA, &study.date); // Study/Series/Acquisition/Content date
+        s(&mut o, tags::IMAGE_TYPE, VR::CS, image_type);
+        s(&mut o, tags::INSTANCE_CREATION_DATE, VR::DA, &study.date);
+        s(
+            &mut o,
+            tags::INSTANCE_CREATION_TIME,
+            VR::TM,
+            ic.content_time,
+        );
+        s(&mut o, tags::SOP_CLASS_UID, VR::UI, m.sop_class());
+        s(
+            &mut o,
+            tags::SOP_INSTANCE_UID,
+            VR::UI,
+            &entry.sop_instance_uid,
+        );
+        for t in [
+            tags::STUDY_DATE,
+            tags::SERIES_DATE,
+            tags::ACQUISITION_DATE,
+            tags::CONTENT_DATE,
+        ] {
+            s(&mut o, t, VR::DA, &study.date);
         }
-        s(&mut o, 0x0008, 0x0030, VR::TM, &study.time);
-        s(&mut o, 0x0008, 0x0031, VR::TM, ic.series_time);
-        s(&mut o, 0x0008, 0x0032, VR::TM, ic.content_time);
-        s(&mut o, 0x0008, 0x0033, VR::TM, ic.content_time);
-        s(&mut o, 0x0008, 0x0050, VR::SH, &study.accession);
-        s(&mut o, 0x0008, 0x0060, VR::CS, m.code());
+        s(&mut o, tags::STUDY_TIME, VR::TM, &study.time);
+        s(&mut o, tags::SERIES_TIME, VR::TM, ic.series_time);
+        s(&mut o, tags::ACQUISITION_TIME, VR::TM, ic.content_time);
+        s(&mut o, tags::CONTENT_TIME, VR::TM, ic.content_time);
+        s(&mut o, tags::ACCESSION_NUMBER, VR::SH, &study.accession);
+        s(&mut o, tags::MODALITY, VR::CS, m.code());
         if m == Modality::Sc {
-            s(&mut o, 0x0008, 0x0064, VR::CS, "WSD"); // ConversionType
+            s(&mut o, tags::CONVERSION_TYPE, VR::CS, "WSD");
         }
-        s(&mut o, 0x0008, 0x0070, VR::LO, "RAPHA SYNTHETIC IMAGING");
-        s(&mut o, 0x0008, 0x0080, VR::LO, inst_name);
-        s(&mut o, 0x0008, 0x0081, VR::ST, inst_addr);
-        s(&mut o, 0x0008, 0x0090, VR::PN, &study.staff.referring);
-        s(&mut o, 0x0008, 0x1010, VR::SH, &study.staff.station);
-        s(&mut o, 0x0008, 0x1030, VR::LO, &study.description);
-        s(&mut o, 0x0008, 0x103E, VR::LO, ic.series_desc);
-        s(&mut o, 0x0008, 0x1070, VR::PN, &study.staff.operator);
+        s(
+            &mut o,
+            tags::MANUFACTURER,
+            VR::LO,
+            "RAPHA SYNTHETIC IMAGING",
+        );
+        s(&mut o, tags::INSTITUTION_NAME, VR::LO, inst_name);
+        s(&mut o, tags::INSTITUTION_ADDRESS, VR::ST, inst_addr);
+        s(
+            &mut o,
+            tags::REFERRING_PHYSICIAN_NAME,
+            VR::PN,
+            &study.staff.referring,
+        );
+        s(&mut o, tags::STATION_NAME, VR::SH, &study.staff.station);
+        s(&mut o, tags::STUDY_DESCRIPTION, VR::LO, &study.description);
+        s(&mut o, tags::SERIES_DESCRIPTION, VR::LO, ic.series_desc);
+        s(&mut o, tags::OPERATORS_NAME, VR::PN, &study.staff.operator);
         // ReferencedStudySequence: a prior exam of the same patient.
         let mut prior = InMemDicomObject::new_empty();
         s(
             &mut prior,
-            0x0008,
-            0x1150,
+            tags::REFERENCED_SOP_CLASS_UID,
             VR::UI,
             "1.2.840.10008.3.1.2.3.1",
         );
-        s(&mut prior, 0x0008, 0x1155, VR::UI, &study.prior_uid);
+        s(
+            &mut prior,
+            tags::REFERENCED_SOP_INSTANCE_UID,
+            VR::UI,
+            &study.prior_uid,
+        );
         o.put(DataElement::new(
-            Tag(0x0008, 0x1110),
+            tags::REFERENCED_STUDY_SEQUENCE,
             VR::SQ,
             Value::from(DataSetSequence::from(vec![prior])),
         ));
-        s(&mut o, 0x0010, 0x0010, VR::PN, &p.name);
-        s(&mut o, 0x0010, 0x0020, VR::LO, &p.id);
-        s(&mut o, 0x0010, 0x0021, VR::LO, &p.issuer);
-        s(&mut o, 0x0010, 0x0030, VR::DA, &p.birth_date);
-        s(&mut o, 0x0010, 0x0040, VR::CS, p.sex);
-        s(&mut o, 0x0010, 0x1000, VR::LO, &p.other_id); // OtherPatientIDs
-        s(&mut o, 0x0010, 0x1010, VR::AS, &study.age);
+        s(&mut o, tags::PATIENT_NAME, VR::PN, &p.name);
+        s(&mut o, tags::PATIENT_ID, VR::LO, &p.id);
+        s(&mut o, tags::ISSUER_OF_PATIENT_ID, VR::LO, &p.issuer);
+        s(&mut o, tags::PATIENT_BIRTH_DATE, VR::DA, &p.birth_date);
+        s(&mut o, tags::PATIENT_SEX, VR::CS, p.sex);
+        // OtherPatientIDs: retired in the standard, still written by older systems.
+        #[allow(deprecated)]
+        s(&mut o, tags::OTHER_PATIENT_I_DS, VR::LO, &p.other_id);
+        s(&mut o, tags::PATIENT_AGE, VR::AS, &study.age);
         // A vendor's private block that copies identifiers (as real ones do).
-        s(&mut o, 0x0011, 0x0010, VR::LO, "RAPHA SYNTH PRIVATE");
-        s(&mut o, 0x0011, 0x1010, VR::LO, &p.id);
-        s(&mut o, 0x0011, 0x1011, VR::LO, &p.name);
-        s(&mut o, 0x0011, 0x1012, VR::LO, &p.other_id);
+        s(&mut o, Tag(0x0011, 0x0010), VR::LO, "RAPHA SYNTH PRIVATE");
+        s(&mut o, Tag(0x0011, 0x1010), VR::LO, &p.id);
+        s(&mut o, Tag(0x0011, 0x1011), VR::LO, &p.name);
+        s(&mut o, Tag(0x0011, 0x1012), VR::LO, &p.other_id);
         if matches!(m, Modality::Ct | Modality::Mr) {
-            s(&mut o, 0x0018, 0x0050, VR::DS, "2.5"); // SliceThickness
+            s(&mut o, tags::SLICE_THICKNESS, VR::DS, "2.5");
         }
-        s(&mut o, 0x0018, 0x1030, VR::LO, ic.protocol);
-        s(&mut o, 0x0020, 0x000D, VR::UI, &study.uid);
-        s(&mut o, 0x0020, 0x000E, VR::UI, &entry.series_instance_uid);
-        s(&mut o, 0x0020, 0x0010, VR::SH, &study.study_id);
+        s(&mut o, tags::PROTOCOL_NAME, VR::LO, ic.protocol);
+        s(&mut o, tags::STUDY_INSTANCE_UID, VR::UI, &study.uid);
         s(
             &mut o,
-            0x0020,
-            0x0011,
+            tags::SERIES_INSTANCE_UID,
+            VR::UI,
+            &entry.series_instance_uid,
+        );
+        s(&mut o, tags::STUDY_ID, VR::SH, &study.study_id);
+        s(
+            &mut o,
+            tags::SERIES_NUMBER,
             VR::IS,
             &ic.series_number.to_string(),
         );
         s(
             &mut o,
-            0x0020,
-            0x0013,
+            tags::INSTANCE_NUMBER,
             VR::IS,
             &ic.instance_number.to_string(),
         );
         if matches!(m, Modality::Ct | Modality::Mr) {
             s(
                 &mut o,
-                0x0020,
-                0x0032,
+                tags::IMAGE_POSITION_PATIENT,
                 VR::DS,
                 &format!("-160\\-160\\{}", ic.instance_number * 5),
             );
-            s(&mut o, 0x0020, 0x0037, VR::DS, "1\\0\\0\\0\\1\\0");
-            s(&mut o, 0x0020, 0x0052, VR::UI, ic.frame_uid); // FrameOfReferenceUID
-            s(&mut o, 0x0028, 0x0030, VR::DS, "2.5\\2.5");
+            s(
+                &mut o,
+                tags::IMAGE_ORIENTATION_PATIENT,
+                VR::DS,
+                "1\\0\\0\\0\\1\\0",
+            );
+            s(&mut o, tags::FRAME_OF_REFERENCE_UID, VR::UI, ic.frame_uid);
+            s(&mut o, tags::PIXEL_SPACING, VR::DS, "2.5\\2.5");
         } else {
-            s(&mut o, 0x0020, 0x0020, VR::CS, "A\\F"); // PatientOrientation
+            s(&mut o, tags::PATIENT_ORIENTATION, VR::CS, "A\\F");
         }
         let rows = entry.rows;
         let cols = entry.columns;
@@ -411,63 +450,87 @@ impl StudyCtx<'_> {
             Pixels::Rgb8(_) => (3, "RGB"),
             Pixels::Mono16(_) => (1, "MONOCHROME2"),
         };
-        us(&mut o, 0x0028, 0x0002, samples);
-        s(&mut o, 0x0028, 0x0004, VR::CS, photometric);
+        us(&mut o, tags::SAMPLES_PER_PIXEL, samples);
+        s(
+            &mut o,
+            tags::PHOTOMETRIC_INTERPRETATION,
+            VR::CS,
+            photometric,
+        );
         if samples == 3 {
-            us(&mut o, 0x0028, 0x0006, 0); // PlanarConfiguration: interleaved
+            us(&mut o, tags::PLANAR_CONFIGURATION, 0); // interleaved
         }
-        us(&mut o, 0x0028, 0x0010, rows);
-        us(&mut o, 0x0028, 0x0011, cols);
+        us(&mut o, tags::ROWS, rows);
+        us(&mut o, tags::COLUMNS, cols);
         let (alloc, stored) = match &pixels {
             Pixels::Rgb8(_) => (8, 8),
             Pixels::Mono16(_) => (16, 12),
         };
-        us(&mut o, 0x0028, 0x0100, alloc);
-        us(&mut o, 0x0028, 0x0101, stored);
-        us(&mut o, 0x0028, 0x0102, stored - 1);
-        us(&mut o, 0x0028, 0x0103, 0);
+        us(&mut o, tags::BITS_ALLOCATED, alloc);
+        us(&mut o, tags::BITS_STORED, stored);
+        us(&mut o, tags::HIGH_BIT, stored - 1);
+        us(&mut o, tags::PIXEL_REPRESENTATION, 0);
         if let Some(flag) = &entry.burned_in_annotation_flag {
-            s(&mut o, 0x0028, 0x0301, VR::CS, flag);
+            s(&mut o, tags::BURNED_IN_ANNOTATION, VR::CS, flag);
         }
         match m {
             Modality::Ct => {
-                s(&mut o, 0x0028, 0x1050, VR::DS, "40");
-                s(&mut o, 0x0028, 0x1051, VR::DS, "400");
-                s(&mut o, 0x0028, 0x1052, VR::DS, "-1024");
-                s(&mut o, 0x0028, 0x1053, VR::DS, "1");
+                s(&mut o, tags::WINDOW_CENTER, VR::DS, "40");
+                s(&mut o, tags::WINDOW_WIDTH, VR::DS, "400");
+                s(&mut o, tags::RESCALE_INTERCEPT, VR::DS, "-1024");
+                s(&mut o, tags::RESCALE_SLOPE, VR::DS, "1");
             }
             Modality::Mr | Modality::Cr | Modality::Dx => {
-                s(&mut o, 0x0028, 0x1050, VR::DS, "1600");
-                s(&mut o, 0x0028, 0x1051, VR::DS, "3200");
+                s(&mut o, tags::WINDOW_CENTER, VR::DS, "1600");
+                s(&mut o, tags::WINDOW_WIDTH, VR::DS, "3200");
             }
             _ => {}
         }
         // RequestAttributesSequence: order identifiers, repeated inside an item.
         let mut req = InMemDicomObject::new_empty();
-        s(&mut req, 0x0008, 0x0050, VR::SH, &study.accession);
-        s(&mut req, 0x0020, 0x000D, VR::UI, &study.uid);
-        s(&mut req, 0x0032, 0x1060, VR::LO, &study.description); // RequestedProcedureDescription
-        s(&mut req, 0x0040, 0x0009, VR::SH, &study.sps_id);
+        s(&mut req, tags::ACCESSION_NUMBER, VR::SH, &study.accession);
+        s(&mut req, tags::STUDY_INSTANCE_UID, VR::UI, &study.uid);
         s(
             &mut req,
-            0x0040,
-            0x1001,
+            tags::REQUESTED_PROCEDURE_DESCRIPTION,
+            VR::LO,
+            &study.description,
+        );
+        s(
+            &mut req,
+            tags::SCHEDULED_PROCEDURE_STEP_ID,
+            VR::SH,
+            &study.sps_id,
+        );
+        s(
+            &mut req,
+            tags::REQUESTED_PROCEDURE_ID,
             VR::SH,
             &study.requested_procedure_id,
         );
         o.put(DataElement::new(
-            Tag(0x0040, 0x0275),
+            tags::REQUEST_ATTRIBUTES_SEQUENCE,
             VR::SQ,
             Value::from(DataSetSequence::from(vec![req])),
         ));
-        s(&mut o, 0x0040, 0x0244, VR::DA, &study.date); // PerformedProcedureStepStartDate
-        s(&mut o, 0x0040, 0x0253, VR::SH, &study.pps_id);
+        s(
+            &mut o,
+            tags::PERFORMED_PROCEDURE_STEP_START_DATE,
+            VR::DA,
+            &study.date,
+        );
+        s(
+            &mut o,
+            tags::PERFORMED_PROCEDURE_STEP_ID,
+            VR::SH,
+            &study.pps_id,
+        );
 
         let bytes = match pixels {
             Pixels::Rgb8(b) => b,
             Pixels::Mono16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         };
-        let pixel_tag = Tag(0x7FE0, 0x0010);
+        let pixel_tag = tags::PIXEL_DATA;
         if entry.transfer_syntax == RLE_TS {
             let bps = usize::from(alloc / 8);
             let mut frag = rle::encode_frame(
