@@ -71,6 +71,11 @@ contract RaphaEscrow is EIP712, ReentrancyGuardTransient {
     }
 
     /// The signed settlement; field order and types are the EIP-712 type string's.
+    // A deliberate duplicate (issue 23): rapha-eth declares this struct again for the node that
+    // signs it (`escrow_message::Settlement`, crates/rapha-eth/src/eip712.rs). The contract is
+    // compiled by solc and immutable once deployed, the node by rustc, so neither can take the
+    // other's; rapha-eth pins the type string, and the settlement tests have this contract
+    // verify the node's signatures.
     struct Settlement {
         bytes32 jobId;
         address depositor;

@@ -338,6 +338,10 @@ def tensor_bytes(t):
 
 
 def write_safetensors(path, state):
+    # A deliberate duplicate (issue 23) of the SDK's writer (sdk/python/rapha_trainer/outputs.py
+    # write_safetensors): this one writes the layout PyTorch's exporters do (sorted names,
+    # compact header, __metadata__), every dtype, as an independent witness for the output
+    # guard; reusing the SDK's would test the guard against the SDK's layout only.
     header, chunks, at = {}, [], 0
     for name in sorted(state):
         t = state[name]

@@ -24,6 +24,7 @@ use rapha_receipt::NodeKey;
 use rapha_settle::{deposit_for_job, DepositOrder, Escrow, TestMarketPlan, WalletKey};
 use rapha_testkit::bundle::{sign_rootfs, trainer_spec, SpecLimits};
 use rapha_testkit::cohort::{generate, CohortSpec};
+use rapha_testkit::node_config::NodeConfig;
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc};
 use serde_json::{json, Value};
 
@@ -265,87 +266,24 @@ impl World {
             )
             .as_bytes(),
         );
-        let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policy/rapha.rego");
-        let q = |p: &Path| format!("{:?}", p.display().to_string());
         let config = dir.join("node.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"mode = "demo"
-
-[[dicomweb.endpoints]]
-url = "{pacs}"
-
-[dicom.scope]
-max_date_range_days = 366
-max_limit = 1000
-max_list = 100
-page_size = 50
-
-[keys]
-hmac_key_file = {hmac}
-node_key_file = {node}
-dpo_public_keys = ["{dpo}"]
-
-[cohort]
-opt_out_file = {optout}
-labels_file = {labels}
-# Cohorts are committed as they are built, to the second (the default quantum is 300 s).
-commit_quantum_secs = 1
-
-[policy]
-path = {policy}
-modalities = ["CT", "MR", "CR", "DX", "US", "SC"]
-min_fee_usdc = "1.00"
-min_patients = 5
-min_validation_patients = 2
-
-[policy.outputs]
-kinds = ["safetensors", "metrics-json"]
-max_file_bytes = 1048576
-max_total_bytes = 2097152
-
-[policy.budget]
-max_jobs = 100000
-window_hours = 24
-
-[trust]
-store = {trust}
-
-[attestation]
-
-[trainer]
-runtime = "/usr/sbin/runc"
-
-[chain]
-rpc_url = "{rpc}"
-chain_id = {chain_id}
-usdc_address = "{usdc}"
-escrow_address = "{escrow}"
-confirmations = 1
-test_token = true
-
-[paths]
-data_dir = {data}
-state_dir = {state}
-"#,
-                pacs = orthanc.dicomweb_url(),
-                hmac = q(&dir.join("hmac.key")),
-                node = q(&node_key_file),
-                dpo = dpo.public(),
-                optout = q(&cohort.join("optouts.csv")),
-                labels = q(&cohort.join("labels.csv")),
-                policy = q(&policy),
-                trust = q(&dir.join("trust")),
-                rpc = rpc,
-                chain_id = anvil.chain_id(),
-                usdc = market.token,
-                escrow = market.escrow,
-                data = q(&dir.join("data")),
-                state = q(&dir.join("state")),
-            ),
-        )
-        .unwrap();
+        let toml = NodeConfig {
+            dpo_keys: vec![dpo.public().to_string()],
+            opt_out: cohort.join("optouts.csv"),
+            labels: Some(cohort.join("labels.csv")),
+            commit_quantum_secs: Some(1),
+            max_jobs: 100_000,
+            chain_id: anvil.chain_id(),
+            ..NodeConfig::demo(
+                dir,
+                &orthanc.dicomweb_url(),
+                &rpc,
+                &market.token.to_string(),
+                &market.escrow.to_string(),
+            )
+        }
+        .to_toml();
+        std::fs::write(&config, toml).unwrap();
 
         // The seeded jobs' bundle: a tiny rootfs (these jobs never run; each submission
         // copies the bundle into the job's directory).

@@ -187,6 +187,11 @@ fn stream_tar(
 
 /// What an image's layers hold, counted from their tar headers (nothing is written): what
 /// `rapha bundle inspect` shows and a reviewer should know before approving a run.
+// A deliberate duplicate (issue 23): rapha-policy's `ImageReview`
+// (crates/rapha-policy/src/approval.rs) holds most of these counts as the stored record of what
+// the DPO reviewed (the node maps this into it at admission). This one is the unpacker's own
+// count, that one the approval store's format; the policy crate does not link the bundle
+// unpacker, so one struct cannot serve both.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ImageContents {
     /// Layers read.

@@ -4,8 +4,9 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use rapha_core::{JobId, Usdc};
-use rapha_settle::{wallet_provider, Escrow, TestMarketPlan, WalletKey};
+use rapha_core::JobId;
+use rapha_settle::test_support::{account, DevMarket};
+use rapha_settle::{wallet_provider, Escrow};
 use rapha_testkit::services::{Anvil, AnvilOptions};
 
 #[test]
@@ -19,28 +20,20 @@ fn job_deposit_pays_the_exact_fee_into_escrow_and_refuses_what_it_must() {
     };
     let url = anvil.rpc_url();
     let keys: Vec<String> = anvil.dev_accounts().into_iter().map(|(_, k)| k).collect();
-    let key = |i: usize| WalletKey::from_hex(&keys[i]).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let market = rt
-        .block_on(Escrow::deploy_test_market(&TestMarketPlan {
-            rpc_url: &url,
-            deployer: &key(0),
-            treasury: key(1).address(),
-            funded: key(2).address(),
-            funds: Usdc::from_base_units(10u64.pow(12)),
-            hospital: &key(3),
-            node_signer: key(4).address(),
-            payout: key(6).address(),
-        }))
-        .unwrap();
-    let escrow = Escrow::at(wallet_provider(&url, &key(3)).unwrap(), market.escrow);
-    let hospital = key(3).address();
+    let market = rt.block_on(DevMarket::deploy(&url, keys)).unwrap();
+    let key = |i: usize| market.key(i);
+    let escrow = Escrow::at(
+        wallet_provider(&url, &key(account::HOSPITAL)).unwrap(),
+        market.escrow,
+    );
+    let hospital = key(account::HOSPITAL).address();
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("wallet.key");
-    std::fs::write(&key_file, &keys[2]).unwrap();
+    std::fs::write(&key_file, &market.keys[account::COMPANY]).unwrap();
     std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let job = JobId::random();
     let rapha = |fee: &str, extra: &[&str]| {
@@ -87,8 +80,10 @@ fn job_deposit_pays_the_exact_fee_into_escrow_and_refuses_what_it_must() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("deposited 120.000000 USDC"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("non-production"));
-    let onchain = rt.block_on(escrow.job(key(2).address(), &job)).unwrap();
+    let onchain = rt
+        .block_on(escrow.job(key(account::COMPANY).address(), &job))
+        .unwrap();
     assert_eq!(onchain.amount.base_units(), 120_000_000);
     assert_eq!(onchain.hospital, hospital);
-    assert_eq!(onchain.depositor, key(2).address());
+    assert_eq!(onchain.depositor, key(account::COMPANY).address());
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rapha_attest::{Evidence, EvidenceVerifier, SimulatedEvidence, SIMULATED_MARKER};
 use rapha_bundle::{SigningKey, TrustStore};
-use rapha_core::{Digest, HmacKey, JobId, Usdc};
+use rapha_core::{Digest, HmacKey, JobId};
 use rapha_dicom::exclusion::{LabelTable, OptOuts};
 use rapha_dicom::{ClientOptions, DicomConfig, DicomWebClient, Pseudonymizer};
 use rapha_enclave::SandboxConfig;
@@ -24,7 +24,7 @@ use rapha_node::pipeline::{EvidenceProvider, Node, NodeParts};
 use rapha_node::store::JobStore;
 use rapha_policy::{ApprovalStore, DpoSigningKey, Policy};
 use rapha_receipt::{NodeKey, ReceiptLog};
-use rapha_settle::{Escrow, TestMarketPlan, WalletKey};
+use rapha_settle::test_support::{account, DevMarket};
 use rapha_testkit::bundle::{sign_trainer, trainer_spec, SpecLimits};
 use rapha_testkit::cohort::{generate, CohortSpec};
 use rapha_testkit::policy::test_hospital;
@@ -441,33 +441,17 @@ fn world() -> Option<World> {
     let accessions_file = tmp.path().join("accessions.txt");
     std::fs::write(&accessions_file, accessions.join("\n")).unwrap();
 
-    // The market on anvil: 0 deploys, 1 treasury, 2 the AI company, 3 the hospital, 4 the
-    // node's receipt key, 5 pays the settlement gas, 6 the hospital's payout.
+    // The market on anvil, each role a dev account (rapha_settle::test_support::account).
     let rpc = anvil.rpc_url();
     let keys: Vec<String> = anvil.dev_accounts().into_iter().map(|(_, k)| k).collect();
-    let key = |i: usize| WalletKey::from_hex(&keys[i]).unwrap();
     let setup = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let market = setup
-        .block_on(Escrow::deploy_test_market(&TestMarketPlan {
-            rpc_url: &rpc,
-            deployer: &key(0),
-            treasury: key(1).address(),
-            funded: key(2).address(),
-            funds: Usdc::from_base_units(10u64.pow(12)),
-            hospital: &key(3),
-            node_signer: key(4).address(),
-            payout: key(6).address(),
-        }))
-        .unwrap();
+    let market = setup.block_on(DevMarket::deploy(&rpc, keys)).unwrap();
     drop(setup);
-    let mut node_secret = [0u8; 32];
-    for (i, b) in node_secret.iter_mut().enumerate() {
-        let h = keys[4].trim_start_matches("0x");
-        *b = u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap();
-    }
+    let key = |i: usize| market.key(i);
+    let node_secret = market.node_secret();
     let node_key = NodeKey::from_secret_bytes(&node_secret).unwrap();
     let node_address = node_key.address().to_string();
 
@@ -490,18 +474,18 @@ fn world() -> Option<World> {
         &ChainSettings {
             rpc_url: rpc.clone(),
             escrow: market.escrow,
-            hospital: key(3).address(),
-            payout: key(6).address(),
-            // The AI company pays from account 2.
+            hospital: key(account::HOSPITAL).address(),
+            payout: key(account::PAYOUT).address(),
+            // The AI company pays from its account.
             depositors: std::collections::BTreeMap::from([(
                 PUBLISHER.to_owned(),
-                vec![key(2).address()],
+                vec![key(account::COMPANY).address()],
             )]),
             confirmations: 1,
             settle_margin_secs: 600,
             poll_interval: Duration::from_millis(250),
         },
-        &key(5),
+        &key(account::SETTLER),
         &state.join("ledger.sqlite"),
     )
     .unwrap();
@@ -553,7 +537,10 @@ fn world() -> Option<World> {
 
     let token = private_file(&tmp.path().join("publisher.token"), PUBLISHER_TOKEN);
     let wrong_token = private_file(&tmp.path().join("wrong.token"), WRONG_TOKEN);
-    let wallet = private_file(&tmp.path().join("wallet.key"), &keys[2]);
+    let wallet = private_file(
+        &tmp.path().join("wallet.key"),
+        &market.keys[account::COMPANY],
+    );
     Some(World {
         _rt: rt,
         _state: api_state,
@@ -561,7 +548,7 @@ fn world() -> Option<World> {
         url,
         rpc,
         escrow: market.escrow.to_string(),
-        hospital: key(3).address().to_string(),
+        hospital: key(account::HOSPITAL).address().to_string(),
         node_address,
         dpo,
         token,

@@ -1,30 +1,11 @@
-//! Test helpers: the independent Python tools of the test venv.
+//! Test helpers: the independent Python tools of the test venv (`python.rs`).
 
-use std::io::Write as _;
-use std::process::{Command, Stdio};
+use crate::python::{run_json, venv_python};
 
 /// `$RAPHA_PYTHON` with the `rfc8785` package, or `None` with a loud message (a hard failure
 /// when `RAPHA_REQUIRE_SERVICES=1`).
 pub fn python() -> Option<String> {
-    let py = std::env::var("RAPHA_PYTHON")
-        .ok()
-        .filter(|p| std::path::Path::new(p).exists());
-    let ok = py.as_ref().is_some_and(|p| {
-        Command::new(p)
-            .args(["-c", "import rfc8785"])
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    if ok {
-        return py;
-    }
-    let msg = "RAPHA_PYTHON with rfc8785 is missing: source scripts/lib.sh and run install_all";
-    assert!(
-        std::env::var("RAPHA_REQUIRE_SERVICES").as_deref() != Ok("1"),
-        "{msg}"
-    );
-    eprintln!("SKIPPED: {msg}");
-    None
+    venv_python("rfc8785", "rfc8785")
 }
 
 /// Runs `script` (in tests/) with `args` and `input` on stdin; parses its JSON output.
@@ -35,23 +16,7 @@ pub fn run_python(
     input: &serde_json::Value,
 ) -> serde_json::Value {
     let path = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
-    let mut child = Command::new(py)
-        .arg(path)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let input = serde_json::to_vec(input).unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let writer = std::thread::spawn(move || stdin.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    assert!(
-        out.status.success(),
-        "{script} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let mut all = vec![path.as_str()];
+    all.extend_from_slice(args);
+    run_json(py, &all, Some(input))
 }

@@ -1,8 +1,6 @@
 //! The Merkle code against an independent Python implementation of RFC 9162 §2.1, for every
 //! tree size up to 64, plus attacks on proofs.
 
-use std::process::Command;
-
 use proptest::prelude::*;
 use rapha_core::merkle::{self, LeafHashes};
 use rapha_core::Digest;
@@ -20,17 +18,7 @@ fn hexes(v: &[Digest]) -> Vec<String> {
 #[test]
 fn matches_independent_python_reference_for_every_size_up_to_64() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/merkle_ref.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg("64")
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reference: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reference = crate::python::run_json("python3", &[script, "64"], None);
     let sizes = reference.as_array().unwrap();
     assert_eq!(sizes.len(), 64);
     let all = leaves(64);

@@ -6,3 +6,4 @@ mod fs;
 mod jcs;
 mod merkle;
 mod percent;
+mod python;

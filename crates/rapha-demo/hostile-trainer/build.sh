@@ -4,10 +4,5 @@
 # Usage: crates/rapha-demo/hostile-trainer/build.sh ROOTFS_DIR
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-out="${1:?usage: build.sh ROOTFS_DIR}"
-target_dir="${CARGO_TARGET_DIR:-$HOME/.cache/rapha/target}/trainers"
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
-    --manifest-path "$here/Cargo.toml" --target x86_64-unknown-linux-gnu --target-dir "$target_dir" >&2
-mkdir -p "$out"
-install -m 0755 "$target_dir/x86_64-unknown-linux-gnu/release/hostile-example" "$out/trainer"
-echo "$out/trainer"
+exec "$here/../../../scripts/build-static-trainer.sh" "$here" hostile-example \
+    "${1:?usage: build.sh ROOTFS_DIR}"

@@ -28,6 +28,9 @@ use crate::signing::dev_seed;
 
 /// Simulated attestation: evidence bound to the job, marked [`SIMULATED_MARKER`]. Only a
 /// development-mode verifier accepts it.
+// A deliberate duplicate (issue 23): testdata/v1/generator/v1gen.rs has its own copy of this
+// provider and of the demo node's set-up. That generator is built only at commit 665d500
+// against that commit's crates, to remake the frozen v1 fixtures; it cannot use today's code.
 struct SimulatedProvider;
 
 impl EvidenceProvider for SimulatedProvider {
@@ -77,6 +80,9 @@ pub fn build(
             trainers: vec![trainer.to_owned()],
         },
     );
+    // A deliberate duplicate (issue 23): crates/rapha-node/tests/v1_stores.rs writes out the
+    // policy of the node that made the v1 fixtures (this one as it was at commit 665d500); that
+    // one is frozen with the fixtures, this one is the demo's today.
     let hospital = HospitalPolicy {
         mode: Mode::Demo,
         publishers,

@@ -117,13 +117,7 @@ fn main() {
 
     // 2. container start to first record, under runc, with the static test trainer.
     let bin = dir.path().join("trainer");
-    let ok = std::process::Command::new("gcc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&bin)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/trainer.c"))
-        .arg("-lm")
-        .status()
-        .is_ok_and(|s| s.success());
+    let ok = rapha_testkit::trainer::compile_test_trainer(&bin);
     let outputs = vec![
         OutputDecl {
             name: "model.safetensors".into(),

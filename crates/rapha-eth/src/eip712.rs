@@ -86,6 +86,11 @@ mod escrow_message {
         /// The settlement the escrow takes (domain version "2"): a receipt's terms, the
         /// account whose deposit for the job it settles, and the receipt log's head when the
         /// node signed it.
+        // A deliberate duplicate (issue 23): contracts/RaphaEscrow.sol declares the same
+        // struct for the escrow that verifies it. The contract is compiled by solc and
+        // immutable once deployed, this crate by rustc, so neither can take the other's; the
+        // type string is pinned below, and the settlement tests have the contract verify the
+        // node's signatures.
         #[derive(Copy, Debug, PartialEq, Eq)]
         struct Settlement {
             bytes32 jobId;

@@ -5,7 +5,6 @@
 //! is failed, never re-run.
 
 use std::os::unix::process::ExitStatusExt as _;
-use std::path::Path;
 use std::process::Command;
 
 use alloy::primitives::U256;
@@ -14,13 +13,10 @@ use rapha_node::pipeline::artifact;
 use rapha_node::store::{JobState, JobStore};
 use rapha_policy::ApprovalStore;
 use rapha_receipt::ReceiptLog;
+use rapha_testkit::node_config::NodeConfig;
 use rapha_testkit::services::Orthanc;
 
 use crate::pipeline_e2e::{all_files, sandbox_ready, Chain, NodeFixture, FEE, PUBLISHER, TRAINER};
-
-fn q(p: &Path) -> String {
-    format!("{:?}", p.display().to_string())
-}
 
 #[test]
 fn sigkill_at_every_state_ends_completed_or_failed_exactly_once() {
@@ -61,16 +57,13 @@ fn sigkill_at_every_state_ends_completed_or_failed_exactly_once() {
     let dir = t.join("n");
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("node.toml");
-    let paths = format!(
-        "data_dir = {}\nstate_dir = {}",
-        q(&dir.join("data")),
-        q(&dir.join("state"))
-    );
-    std::fs::write(
-        &config,
-        fixture.config_toml(&chain, "demo", "[attestation]", "", &paths),
-    )
-    .unwrap();
+    let toml = NodeConfig {
+        data_dir: dir.join("data"),
+        state_dir: dir.join("state"),
+        ..fixture.config(&chain)
+    }
+    .to_toml();
+    std::fs::write(&config, toml).unwrap();
     for (i, crash_at) in crash_states.into_iter().enumerate() {
         let request = JobRequest {
             job_id: JobId::random(),

@@ -4,105 +4,16 @@
 //! token (flagged non-production) fail. A doctor that fails everything fails this test, and
 //! so does one that passes what it should not.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rapha_node::config::Config;
 use rapha_node::doctor::{run_doctor, Report, Status};
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc, Swtpm};
+use rapha_testkit::tls::{hospital_pki, Pki};
 use serde_json::{json, Value};
 
 use crate::node_common::*;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl CLI");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA and a server certificate for 127.0.0.1 signed by it: (ca.pem, server.pem, server.key).
-fn make_tls(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=Rapha test PACS CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
-    std::fs::write(
-        dir.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\
-         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-    (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    )
-}
 
 /// Deploys a contract from anvil's first dev account with plain JSON-RPC; returns its address.
 fn deploy(anvil: &Anvil, from: &str, data: String) -> String {
@@ -174,7 +85,7 @@ fn real_production_setup_fails_exactly_sgx_and_the_test_token() {
     };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let (ca, cert, key) = make_tls(d);
+    let Pki { ca, cert, key } = hospital_pki(d);
     let Some(orthanc) = rapha_testkit::require!(Orthanc::start_tls(&cert, &key)) else {
         return;
     };

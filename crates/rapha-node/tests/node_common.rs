@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use rapha_testkit::node_config::{NodeConfig, SettlementSection};
+
 /// Runs the `rapha-node` binary.
 pub fn node(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rapha-node"))
@@ -103,54 +105,13 @@ impl ConfigSpec {
 
     pub fn to_toml(&self) -> String {
         let q = |p: &Path| format!("{:?}", p.display().to_string());
-        let ca = self
-            .ca_file
-            .as_ref()
-            .map_or(String::new(), |c| format!("ca_file = {}\n", q(c)));
-        let dpo: Vec<String> = self.dpo_keys.iter().map(|k| format!("{k:?}")).collect();
         let pcrs: Vec<String> = self
             .expected_pcrs
             .iter()
             .map(|(i, d)| format!("\"{i}\" = \"{d}\""))
             .collect();
-        format!(
-            r#"mode = "{mode}"
-
-[[dicomweb.endpoints]]
-url = "{url}"
-{ca}
-[dicom.scope]
-max_date_range_days = 366
-max_limit = 1000
-max_list = 100
-page_size = 50
-
-[keys]
-hmac_key_file = {hmac}
-node_key_file = {node}
-dpo_public_keys = [{dpo}]
-
-[cohort]
-opt_out_file = {optout}
-
-[policy]
-path = {policy}
-modalities = ["CR", "DX"]
-min_fee_usdc = "100.00"
-
-[policy.outputs]
-kinds = ["safetensors", "metrics-json"]
-max_file_bytes = 104857600
-max_total_bytes = 209715200
-
-[policy.budget]
-max_jobs = 5
-window_hours = 720
-
-[trust]
-store = {trust}
-
-[attestation.tpm]
+        let attestation = format!(
+            r#"[attestation.tpm]
 tcti = "{tcti}"
 vendor_root_ca = {root}
 ak_file = {ak}
@@ -159,41 +120,7 @@ expected_pcrs = {{ {pcrs} }}
 [attestation.sgx]
 quote_source = {quote_source}
 collateral_file = {collateral}
-mrenclave = ["{mrenclave}"]
-
-[trainer]
-runtime = {runtime}
-
-[chain]
-rpc_url = "{rpc}"
-chain_id = {chain_id}
-usdc_address = "{usdc}"
-escrow_address = "{escrow}"
-test_token = {test_token}
-
-[settlement]
-settler_key_file = {settler}
-hospital_address = "{hospital}"
-payout_address = "{payout}"
-
-[depositors]
-{depositors}
-
-[api]
-tokens_file = {tokens}
-
-[paths]
-data_dir = {data}
-state_dir = {state}
-"#,
-            mode = self.mode,
-            url = self.dicomweb_url,
-            hmac = q(&self.hmac),
-            node = q(&self.node_key),
-            dpo = dpo.join(", "),
-            optout = q(&self.opt_out),
-            policy = q(&policy_dir().join("rapha.rego")),
-            trust = q(&self.trust),
+mrenclave = ["{mrenclave}"]"#,
             tcti = self.tcti,
             root = q(&self.vendor_root),
             ak = q(&self.ak_file),
@@ -201,25 +128,48 @@ state_dir = {state}
             quote_source = q(&self.quote_source),
             collateral = q(&self.collateral),
             mrenclave = "00".repeat(32),
-            runtime = q(&self.runtime),
-            rpc = self.rpc_url,
-            chain_id = self.chain_id,
-            usdc = self.usdc,
-            escrow = self.escrow,
-            test_token = self.test_token,
-            settler = q(&self.settler_key),
-            hospital = self.hospital,
-            payout = self.payout,
-            depositors = self
-                .depositors
-                .iter()
-                .map(|(p, a)| format!("{p:?} = {a:?}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            tokens = q(&self.tokens),
-            data = q(&self.data_dir),
-            state = q(&self.state_dir),
-        )
+        );
+        NodeConfig {
+            mode: self.mode.into(),
+            dicomweb_url: self.dicomweb_url.clone(),
+            ca_file: self.ca_file.clone(),
+            dicom_scope: true,
+            hmac_key: self.hmac.clone(),
+            node_key: self.node_key.clone(),
+            dpo_keys: self.dpo_keys.clone(),
+            opt_out: self.opt_out.clone(),
+            labels: None,
+            commit_quantum_secs: None,
+            policy: policy_dir().join("rapha.rego"),
+            modalities: vec!["CR".into(), "DX".into()],
+            min_fee_usdc: "100.00".into(),
+            min_patients: None,
+            max_file_bytes: 100 << 20,
+            max_total_bytes: 200 << 20,
+            max_jobs: 5,
+            window_hours: 720,
+            trust: self.trust.clone(),
+            attestation,
+            runtime: self.runtime.clone(),
+            run_quantum_secs: None,
+            rpc_url: self.rpc_url.clone(),
+            chain_id: self.chain_id,
+            usdc: self.usdc.clone(),
+            escrow: self.escrow.clone(),
+            confirmations: None,
+            test_token: self.test_token,
+            settlement: Some(SettlementSection {
+                settler_key: self.settler_key.clone(),
+                hospital: self.hospital.clone(),
+                payout: self.payout.clone(),
+            }),
+            depositors: self.depositors.clone(),
+            api_tokens: Some(self.tokens.clone()),
+            extra: String::new(),
+            data_dir: self.data_dir.clone(),
+            state_dir: self.state_dir.clone(),
+        }
+        .to_toml()
     }
 
     /// Writes the config to `path` and returns it.

@@ -25,9 +25,11 @@ use rapha_node::pipeline::{Blocked, EvidenceProvider, Node, NodeParts, Step, Tpm
 use rapha_node::store::{JobState, JobStore};
 use rapha_policy::{ApprovalStore, DpoSigningKey, HospitalPolicy, Policy};
 use rapha_receipt::{NodeKey, ReceiptLog};
-use rapha_settle::{wallet_provider, Escrow, TestMarketPlan, WalletKey};
+use rapha_settle::test_support::{account, DevMarket};
+use rapha_settle::{wallet_provider, Escrow, WalletKey};
 use rapha_testkit::bundle::{sign_trainer, trainer_spec, SpecLimits};
 use rapha_testkit::cohort::{generate, CohortManifest, CohortSpec};
+use rapha_testkit::node_config::NodeConfig;
 use rapha_testkit::policy::test_hospital;
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc, Swtpm};
 use rapha_testkit::trainer::{compile_test_trainer, runc_as_root};
@@ -145,93 +147,30 @@ impl NodeFixture {
         }
     }
 
-    /// A node config over this fixture and `chain`: `mode`, then its `attestation` sections,
-    /// any `extra` sections, and last the `[paths]` section's body.
-    pub fn config_toml(
-        &self,
-        chain: &Chain,
-        mode: &str,
-        attestation: &str,
-        extra: &str,
-        paths: &str,
-    ) -> String {
-        let q = |p: &Path| format!("{:?}", p.display().to_string());
-        let t = &self.root;
-        format!(
-            r#"mode = "{mode}"
-
-[[dicomweb.endpoints]]
-url = "{url}"
-
-[keys]
-hmac_key_file = {hmac}
-node_key_file = {node}
-dpo_public_keys = ["{dpo}"]
-
-[cohort]
-opt_out_file = {optouts}
-labels_file = {labels}
-# Cohorts are committed as they are built, to the second (the default quantum is 300 s).
-commit_quantum_secs = 1
-
-[policy]
-path = {policy}
-modalities = ["CT", "MR", "CR", "DX", "US", "SC"]
-min_fee_usdc = "1.00"
-min_patients = 5
-min_validation_patients = 2
-
-[policy.outputs]
-kinds = ["safetensors", "metrics-json"]
-max_file_bytes = 1048576
-max_total_bytes = 2097152
-
-[policy.budget]
-max_jobs = 100
-window_hours = 24
-
-[trust]
-store = {trust}
-
-{attestation}
-
-[trainer]
-runtime = "{runc}"
-# Runs end as the trainer exits, to the second (the default quantum is 60 s).
-run_quantum_secs = 1
-
-[chain]
-rpc_url = "{rpc}"
-chain_id = 137
-usdc_address = "{usdc}"
-escrow_address = "{escrow}"
-confirmations = 1
-test_token = true
-
-# The company's account is where the test publisher pays from.
-[depositors]
-{publisher} = ["{company}"]
-
-{extra}
-
-[paths]
-{paths}
-"#,
-            url = self.dicomweb_url,
-            hmac = q(&t.join("hmac.key")),
-            node = q(&t.join("node.key")),
-            dpo = self.dpo.public().to_hex(),
-            optouts = q(&self.cohort.join("optouts.csv")),
-            labels = q(&self.cohort.join("labels.csv")),
-            policy = q(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policy/rapha.rego")),
-            trust = q(&t.join("trust")),
-            runc = self.runc,
-            rpc = chain.url,
-            usdc = chain.usdc,
-            escrow = chain.escrow,
-            publisher = PUBLISHER,
-            company = chain.company.address(),
-        )
+    /// A demo-mode node config over this fixture and `chain`, with no attestation, cohorts
+    /// committed and runs ended to the second, and [`PUBLISHER`] paying from the company's
+    /// account; its files under the fixture's root (`data`, `state`).
+    pub fn config(&self, chain: &Chain) -> NodeConfig {
+        NodeConfig {
+            dicom_scope: false,
+            dpo_keys: vec![self.dpo.public().to_hex()],
+            opt_out: self.cohort.join("optouts.csv"),
+            labels: Some(self.cohort.join("labels.csv")),
+            commit_quantum_secs: Some(1),
+            runtime: PathBuf::from(&self.runc),
+            run_quantum_secs: Some(1),
+            depositors: vec![(
+                PUBLISHER.to_owned(),
+                vec![chain.company.address().to_string()],
+            )],
+            ..NodeConfig::demo(
+                &self.root,
+                &self.dicomweb_url,
+                &chain.url,
+                &chain.usdc.to_string(),
+                &chain.escrow.to_string(),
+            )
+        }
     }
 }
 
@@ -347,36 +286,22 @@ impl Chain {
         let anvil = rapha_testkit::require!(Anvil::start(AnvilOptions::default()))?;
         let url = anvil.rpc_url();
         let keys: Vec<String> = anvil.dev_accounts().into_iter().map(|(_, k)| k).collect();
-        let key = |i: usize| WalletKey::from_hex(&keys[i]).unwrap();
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let mut node_secret = [0u8; 32];
-        hex::decode_to_slice(keys[4].trim_start_matches("0x"), &mut node_secret).unwrap();
-        let market = rt
-            .block_on(Escrow::deploy_test_market(&TestMarketPlan {
-                rpc_url: &url,
-                deployer: &key(0),
-                treasury: key(1).address(),
-                funded: key(2).address(),
-                funds: Usdc::from_base_units(10u64.pow(12)),
-                hospital: &key(3),
-                node_signer: key(4).address(),
-                payout: key(6).address(),
-            }))
-            .unwrap();
-        let (usdc, escrow) = (market.token, market.escrow);
+        let market = rt.block_on(DevMarket::deploy(&url, keys)).unwrap();
+        let key = |i: usize| market.key(i);
         Some(Chain {
             _anvil: anvil,
             rt,
             url: url.clone(),
-            usdc,
-            escrow,
-            company: key(2),
-            hospital: key(3).address(),
-            payout: key(6).address(),
-            treasury: key(1).address(),
-            node_secret,
-            settler: key(5),
-            keys,
+            usdc: market.token,
+            escrow: market.escrow,
+            company: key(account::COMPANY),
+            hospital: key(account::HOSPITAL).address(),
+            payout: key(account::PAYOUT).address(),
+            treasury: key(account::TREASURY).address(),
+            node_secret: market.node_secret(),
+            settler: key(account::SETTLER),
+            keys: market.keys,
         })
     }
 

@@ -16,6 +16,7 @@ use rapha_core::{CohortQuery, JobId, JobRequest, Outcome, Usdc};
 use rapha_node::config::Config;
 use rapha_node::node_build::{attestation_from_config, node_from_config, BuildError};
 use rapha_node::store::JobState;
+use rapha_testkit::node_config::NodeConfig;
 use rapha_testkit::services::{Orthanc, Swtpm};
 
 use crate::node_common::{sgx_collateral, ConfigSpec};
@@ -271,17 +272,16 @@ max_bundle_bytes = 1048576"#,
         payout = chain.payout,
     );
     let config_path = t.join("node.toml");
-    std::fs::write(
-        &config_path,
-        fixture.config_toml(
-            &chain,
-            "production",
-            &attestation,
-            &extra,
-            "data_dir = \"data\"\nstate_dir = \"state\"",
-        ),
-    )
-    .unwrap();
+    let toml = NodeConfig {
+        mode: "production".into(),
+        attestation,
+        extra,
+        data_dir: "data".into(),
+        state_dir: "state".into(),
+        ..fixture.config(&chain)
+    }
+    .to_toml();
+    std::fs::write(&config_path, toml).unwrap();
     let cfg = Config::load(&config_path).unwrap();
 
     // 1. The node is built from the configuration alone, with production attestation.

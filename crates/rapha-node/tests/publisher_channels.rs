@@ -5,7 +5,6 @@
 //! `publisher_trainer.c`.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use rapha_core::{Digest, JobRequest};
@@ -26,12 +25,7 @@ pub fn publisher_trainer() -> Option<PathBuf> {
         std::fs::create_dir_all(&dir).ok()?;
         let out = dir.join("trainer");
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/publisher_trainer.c");
-        let ok = Command::new("gcc")
-            .args(["-static", "-O1", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .status()
-            .is_ok_and(|s| s.success());
+        let ok = rapha_testkit::trainer::compile_c_trainer(&src, &out);
         assert!(ok, "gcc -static could not build {}", src.display());
         Some(out)
     })

@@ -12,6 +12,7 @@ use rapha_core::{CohortQuery, JobId, JobRequest, Outcome, Usdc};
 use rapha_node::api::ApiState;
 use rapha_node::pipeline::artifact;
 use rapha_node::store::{JobState, JobStore};
+use rapha_testkit::node_config::NodeConfig;
 use reqwest::StatusCode;
 
 use crate::api::{serve_state, tokens, ADMIN_TOKEN, DPO_TOKEN, PUBLISHER_TOKEN};
@@ -246,23 +247,20 @@ fn spawn_serve(
         .local_addr()
         .unwrap()
         .port();
-    let q = |p: &Path| format!("{:?}", p.display().to_string());
     let extra = format!(
         "[settlement]\nsettler_key_file = \"settler.key\"\nhospital_address = \"{}\"\n\
          payout_address = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\ntokens_file = \"tokens\"\n{api_extra}",
         chain.hospital, chain.payout
     );
-    let paths = format!(
-        "data_dir = {}\nstate_dir = {}",
-        q(&t.join("data")),
-        q(&t.join("state"))
-    );
     let config = t.join("node.toml");
-    std::fs::write(
-        &config,
-        fixture.config_toml(chain, "demo", "[attestation]", &extra, &paths),
-    )
-    .unwrap();
+    let toml = NodeConfig {
+        extra,
+        data_dir: t.join("data"),
+        state_dir: t.join("state"),
+        ..fixture.config(chain)
+    }
+    .to_toml();
+    std::fs::write(&config, toml).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_rapha-node"))
         .args(["serve", "--config", config.to_str().unwrap()])
         .stdout(Stdio::null())

@@ -21,55 +21,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-static int feed = -1;
+#include "feed.h"
 
-static void die(const char *what) { fprintf(stderr, "trainer: %s: %s\n", what, strerror(errno)); exit(2); }
-
-static void write_all(int fd, const void *buf, size_t n) {
-    const char *p = buf;
-    while (n) { ssize_t w = write(fd, p, n); if (w <= 0) die("write"); p += w; n -= (size_t)w; }
-}
-
-static void read_all(int fd, void *buf, size_t n) {
-    char *p = buf;
-    while (n) { ssize_t r = read(fd, p, n); if (r <= 0) die("read"); p += r; n -= (size_t)r; }
-}
-
-/* One protocol v1 request; returns the header (malloc'd, NUL-terminated) and the payload. */
-static char *call(const char *req, unsigned char **payload, size_t *plen) {
-    uint32_t n = (uint32_t)strlen(req);
-    write_all(feed, &n, 4);
-    write_all(feed, req, n);
-    read_all(feed, &n, 4);
-    char *h = malloc(n + 1);
-    read_all(feed, h, n);
-    h[n] = 0;
-    size_t pl = 0;
-    char *p = strstr(h, "\"payload\":");
-    if (p) pl = strtoull(p + 10, 0, 10);
-    unsigned char *buf = pl ? malloc(pl) : 0;
-    if (pl) read_all(feed, buf, pl);
-    if (payload) *payload = buf; else free(buf);
-    if (plen) *plen = pl;
-    return h;
-}
-
-static void hello(void) {
-    struct sockaddr_un a = {.sun_family = AF_UNIX};
-    strcpy(a.sun_path, "/rapha/data.sock");
-    feed = socket(AF_UNIX, SOCK_STREAM, 0);
-    if (feed < 0 || connect(feed, (struct sockaddr *)&a, sizeof a) < 0) die("connect feed");
-    char *h = call("{\"op\":\"hello\",\"protocol\":1,\"trainer\":\"publisher-test\"}", 0, 0);
-    if (!strstr(h, "\"ok\":true")) { fprintf(stderr, "hello refused: %s\n", h); exit(2); }
-    free(h);
-}
-
-static void write_file(const char *path, const void *data, size_t n) {
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) die(path);
-    write_all(fd, data, n);
-    close(fd);
-}
+static void hello(void) { hello_as("publisher-test"); }
 
 static void write_outputs(void) {
     float w[4] = {0.25f, -1.5f, 3.0f, 0.125f};

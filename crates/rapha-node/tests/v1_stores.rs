@@ -217,6 +217,9 @@ fn v1_node(state: &Path) -> Node {
         .iter()
         .map(|t| t.as_str().unwrap().to_owned())
         .collect();
+    // A deliberate duplicate (issue 23) of the demo node's policy (crates/rapha-demo/src/node.rs)
+    // as it was when the fixtures were made (commit 665d500): frozen with them, while the
+    // demo's changes.
     let hospital = HospitalPolicy {
         mode: Mode::Demo,
         publishers: BTreeMap::from([(publisher, PublisherTrust { trainers })]),

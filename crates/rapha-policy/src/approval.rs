@@ -111,6 +111,11 @@ pub struct ReviewRequest {
 
 /// What the DPO sees of the trainer's image: how much it holds and what the node's unpacker
 /// changes in it (setuid/setgid bits cleared). Counts only: no name a publisher chose.
+// A deliberate duplicate (issue 23) of most of rapha-bundle's `unpack::ImageContents`
+// (crates/rapha-bundle/src/unpack.rs), which the node maps into this at admission. This one
+// is the stored record of what a DPO reviewed (its fields and names are the approval store's
+// format, unknown fields refused), that one the unpacker's own count; the policy crate does
+// not link the bundle unpacker, so one struct cannot serve both.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImageReview {

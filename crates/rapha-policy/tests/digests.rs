@@ -2,9 +2,7 @@
 //! implementation (Python `rfc8785` + `hashlib`); v1 job digests of the pre-issue-18 approval
 //! store (`testdata/v1`) still verify.
 
-use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use rapha_core::Digest;
 use rapha_policy::{
@@ -17,21 +15,7 @@ use crate::common::{admission_input, final_input, hospital, request};
 
 /// `$RAPHA_PYTHON` with rfc8785, or `None` (a hard failure when RAPHA_REQUIRE_SERVICES=1).
 fn python() -> Option<String> {
-    let py = std::env::var("RAPHA_PYTHON").ok().filter(|p| {
-        Command::new(p)
-            .args(["-c", "import rfc8785"])
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    if py.is_none() {
-        let msg = "RAPHA_PYTHON with rfc8785 is required: source scripts/lib.sh";
-        assert!(
-            std::env::var("RAPHA_REQUIRE_SERVICES").as_deref() != Ok("1"),
-            "{msg}"
-        );
-        eprintln!("SKIPPED: {msg}");
-    }
-    py
+    crate::python::venv_python("rfc8785", "rfc8785")
 }
 
 /// Python builds each document itself from the parts and hashes its RFC 8785 bytes.
@@ -48,21 +32,8 @@ json.dump(out, sys.stdout)
 "#;
 
 fn recompute(py: &str, items: &[Value]) -> Vec<String> {
-    let mut child = Command::new(py)
-        .args(["-c", RECOMPUTE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(items).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success());
-    serde_json::from_slice(&out.stdout).unwrap()
+    let out = crate::python::run_json(py, &["-c", RECOMPUTE], Some(&Value::from(items)));
+    serde_json::from_value(out).unwrap()
 }
 
 #[test]

@@ -7,6 +7,8 @@ mod crosscheck;
 mod digests;
 mod fuzz;
 mod gates;
+#[path = "../../rapha-core/tests/python.rs"]
+mod python;
 mod rego_unit;
 
 /// A cohort summary for review tests.

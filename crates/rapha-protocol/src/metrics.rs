@@ -3,6 +3,9 @@
 
 /// Keys allowed in `metrics.json`. Keys ending in `_curve` hold arrays of numbers, the others
 /// one number.
+// A deliberate duplicate (issue 23): sdk/python/rapha_trainer/_protocol.py holds the same list,
+// generated from this one by `python::module` (the Python SDK links no Rust); a test of this
+// crate fails when the two differ.
 pub const METRICS_KEYS: [&str; 17] = [
     "epochs",
     "steps",

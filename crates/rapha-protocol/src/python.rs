@@ -23,7 +23,9 @@ pub fn module() -> String {
     s.push_str(
         "\"\"\"Trainer protocol v1 constants, generated from crates/rapha-protocol: do not edit.\n\
          \n\
-         Regenerate with\n\
+         A deliberate duplicate of rapha-protocol's constants (issue 23): the Python SDK links\n\
+         no Rust, so they are written out here, and a rapha-protocol test fails when this file\n\
+         is not what the crate generates. Regenerate with\n\
          \x20   cargo run -p rapha-protocol --example python_constants > sdk/python/rapha_trainer/_protocol.py\n\
          \"\"\"\n\n",
     );

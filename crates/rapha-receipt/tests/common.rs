@@ -1,8 +1,6 @@
 //! Fixtures shared by the tests: keys, a full receipt body, the independent tools.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 
 use rapha_core::{Digest, JobId, Outcome, Usdc};
 use rapha_receipt::body::{
@@ -118,48 +116,11 @@ pub fn sample_body(node: Address, job: u8) -> ReceiptBody {
 /// The Python venv with the independent tools, or `None` with a loud message (a hard failure
 /// when RAPHA_REQUIRE_SERVICES=1).
 pub fn python() -> Option<String> {
-    let py = std::env::var("RAPHA_PYTHON")
-        .ok()
-        .filter(|p| std::path::Path::new(p).exists());
-    let ok = py.as_ref().is_some_and(|p| {
-        Command::new(p)
-            .args(["-c", "import eth_account, rfc8785"])
-            .status()
-            .is_ok_and(|s| s.success())
-    });
-    if ok {
-        return py;
-    }
-    let msg = "RAPHA_PYTHON with eth-account and rfc8785 is missing: source scripts/lib.sh and run install_all";
-    assert!(
-        std::env::var("RAPHA_REQUIRE_SERVICES").as_deref() != Ok("1"),
-        "{msg}"
-    );
-    eprintln!("SKIPPED: {msg}");
-    None
+    crate::python::venv_python("eth_account, rfc8785", "eth-account and rfc8785")
 }
 
 /// Runs `script` (in tests/) with `input` on stdin and parses its JSON output.
 pub fn run_python(py: &str, script: &str, input: &serde_json::Value) -> serde_json::Value {
     let path = format!("{}/tests/{script}", env!("CARGO_MANIFEST_DIR"));
-    let mut child = Command::new(py)
-        .arg(path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(&serde_json::to_vec(input).unwrap())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{script}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    crate::python::run_json(py, &[&path], Some(input))
 }

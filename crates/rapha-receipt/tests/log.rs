@@ -1,8 +1,6 @@
 //! The SQLite log against the independent Python RFC 9162 reference (rapha-core's
 //! `tests/merkle_ref.py`) and bounded property tests.
 
-use std::process::Command;
-
 use proptest::prelude::*;
 use rapha_core::merkle::{self, LeafHashes};
 use rapha_core::Digest;
@@ -28,17 +26,7 @@ fn stored_proofs_match_independent_python_reference_for_every_size_up_to_40() {
         env!("CARGO_MANIFEST_DIR"),
         "/../rapha-core/tests/merkle_ref.py"
     );
-    let out = Command::new("python3")
-        .arg(script)
-        .arg("40")
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let reference: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let reference = crate::python::run_json("python3", &[script, "40"], None);
     // Append one at a time, so each size's subtree hashes are the ones the appends stored.
     let dir = tempfile::tempdir().unwrap();
     let mut log = ReceiptLog::open(&dir.path().join("log.sqlite")).unwrap();

@@ -8,5 +8,7 @@ mod escrow_settlement;
 mod fuzz;
 mod jcs;
 mod log;
+#[path = "../../rapha-core/tests/python.rs"]
+mod python;
 mod tamper;
 mod versions;

@@ -41,6 +41,8 @@ pub mod ledger;
 pub mod network;
 pub mod settlement;
 pub mod settler;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 pub use confirm::{
     check_deposit, recheck_deposit, Awaiting, ConfirmedDeposit, DepositCheck, DepositRequirement,

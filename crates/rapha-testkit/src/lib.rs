@@ -2,6 +2,7 @@
 //!
 //! - `bundle`: signed trainer bundles (one spec template, one build-and-sign sequence) for the
 //!   node, CLI and bench tests;
+//! - `node_config`: the `rapha-node` configuration file the node's tests and bench write;
 //! - `policy`: the hospital policy the node's and the CLI's job tests run under;
 //! - `pytorch`: the PyTorch example trainer's image and the check of the models it releases;
 //! - `services`: starts real Orthanc + DICOMweb, swtpm and anvil on free loopback ports for a
@@ -12,6 +13,7 @@
 //!   deflate bombs, false length claims), built byte by byte;
 //! - `hostile`: a hostile DICOMweb server on loopback (silent, trickling, endless, ignoring
 //!   `offset`), the adversary of the PACS-client tests;
+//! - `tls`: a hospital's private CA and a PACS certificate for 127.0.0.1 (openssl CLI);
 //! - `trainer`: the static test trainer the sandbox runs, and whether this host can run it;
 //! - `victim`: runs code under attack in a child process with a memory cap and a timeout, so
 //!   a crash or a hang is an outcome the test reports rather than the end of the test binary.
@@ -22,10 +24,12 @@ pub mod bundle;
 pub mod cohort;
 pub mod crafted;
 pub mod hostile;
+pub mod node_config;
 pub mod policy;
 pub mod pytorch;
 pub mod services;
 mod stats;
+pub mod tls;
 pub mod trainer;
 pub mod victim;
 

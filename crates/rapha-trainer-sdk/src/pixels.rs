@@ -6,6 +6,11 @@ use crate::client::{eof_is_closed, read_payload};
 use crate::SdkError;
 
 /// Decoded pixels as a typed array, frame-major, then row, column, sample.
+// A deliberate duplicate (issue 23): rapha-dicom's `pixels::Samples`
+// (crates/rapha-dicom/src/pixels/mod.rs) has the same six sample types and per-type accessors.
+// They stay two across a trust boundary: this SDK is linked into the AI company's trainers and
+// depends on rapha-protocol alone, so it must not link rapha-dicom, the node's parser of the
+// hospital's DICOM; the protocol's `Dtype` is the contract between them.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Pixels {
     U8(Vec<u8>),

@@ -1,6 +1,8 @@
 """Trainer protocol v1 constants, generated from crates/rapha-protocol: do not edit.
 
-Regenerate with
+A deliberate duplicate of rapha-protocol's constants (issue 23): the Python SDK links
+no Rust, so they are written out here, and a rapha-protocol test fails when this file
+is not what the crate generates. Regenerate with
     cargo run -p rapha-protocol --example python_constants > sdk/python/rapha_trainer/_protocol.py
 """
 

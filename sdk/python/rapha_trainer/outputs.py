@@ -40,6 +40,9 @@ def write_metrics(path, metrics: Dict[str, object]) -> None:
 
 
 def write_safetensors(path, tensors: Dict[str, np.ndarray]) -> None:
+    # A deliberate duplicate (issue 23): scripts/model_corpus.py writes safetensors itself, the
+    # way PyTorch's exporters do, as an independent witness for the output guard; this package
+    # is installed into trainers and carries no repository scripts.
     header, offset, blobs = {}, 0, []
     for name, arr in tensors.items():
         a = np.ascontiguousarray(arr, dtype="<f4")

@@ -47,6 +47,9 @@ const APPROVAL_EXPIRES: u64 = 4_102_444_800;
 const NODE_NAME: &str = "rapha-v1-fixture-hospital";
 const FEE: u64 = 120_000_000;
 
+// A deliberate duplicate (issue 23) of the demo's `SimulatedProvider` and node set-up
+// (crates/rapha-demo/src/node.rs): this generator is built only at commit 665d500 against that
+// commit's crates, to remake the frozen v1 fixtures, so it cannot use today's code.
 struct SimulatedProvider;
 
 impl EvidenceProvider for SimulatedProvider {
