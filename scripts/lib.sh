@@ -29,9 +29,13 @@ as_root() {
 # safetensors package, so scripts/model_corpus.py writes that layout itself), mmdebstrap and
 # buildah (build the PyTorch example's image from Debian's archive, no container registry:
 # trainers/pytorch-lesion/build.sh), umoci (bench/pytorch.sh compares its unpack with ours),
-# openjph-tools (`ojph_compress` writes the HTJ2K test files: pydicom's corpus has none).
+# openjph-tools (`ojph_compress` writes the HTJ2K test files: pydicom's corpus has none),
+# libcharls-dev and libgdcm-dev (CharLS and GDCM's 12-bit IJG library with its headers: the C
+# decoders the sandboxed `rapha-decode` worker is built against; libdcmtk-dev ships no IJG
+# headers, libjpeg-turbo 2.1.5 no 12-bit API).
 DEBIAN_PACKAGES=(orthanc orthanc-dicomweb swtpm swtpm-tools tpm2-tools libtss2-dev runc iproute2
-    pkg-config socat openssl skopeo python3-torch mmdebstrap buildah umoci openjph-tools)
+    pkg-config socat openssl skopeo python3-torch mmdebstrap buildah umoci openjph-tools
+    libcharls-dev libgdcm-dev)
 
 install_debian_packages() {
     local missing=()

@@ -1,0 +1,114 @@
+//! The calls into the C decoders (csrc/codecs.c). Each one gets the frame, an output buffer of
+//! exactly the image's size and the image the DICOM header describes, and reads the codec's own
+//! header first: a stream that describes another image is refused before it is decoded.
+
+use std::ffi::c_char;
+
+#[allow(unsafe_code)] // the C decoders' entry points; their contract is stated at each call
+mod ffi {
+    use std::ffi::c_char;
+
+    extern "C" {
+        pub(super) fn rapha_jpegls_decode(
+            src: *const u8,
+            src_len: usize,
+            dst: *mut u8,
+            dst_len: usize,
+            width: u32,
+            height: u32,
+            components: i32,
+            bytes_per_sample: i32,
+            msg: *mut c_char,
+            msg_len: usize,
+        ) -> i32;
+        pub(super) fn rapha_jpeg12_decode(
+            src: *const u8,
+            src_len: usize,
+            dst: *mut u8,
+            dst_len: usize,
+            width: u32,
+            height: u32,
+            components: i32,
+            msg: *mut c_char,
+            msg_len: usize,
+        ) -> i32;
+    }
+}
+
+/// Message buffer for a refusal.
+const MSG: usize = 256;
+
+fn message(buf: &[c_char; MSG]) -> String {
+    let bytes: Vec<u8> = buf
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    if text.is_empty() {
+        "the decoder refused the frame".into()
+    } else {
+        text
+    }
+}
+
+/// JPEG-LS (CharLS) into `out`: interleaved samples of `bytes_per_sample` bytes, little endian.
+pub(crate) fn jpeg_ls(
+    frame: &[u8],
+    out: &mut [u8],
+    (rows, columns, samples): (u32, u32, u16),
+    bytes_per_sample: u8,
+) -> Result<(), String> {
+    let mut msg: [c_char; MSG] = [0; MSG];
+    // SAFETY: the pointers and lengths are those of live slices; the C side writes at most
+    // `out.len()` bytes into `out` and `MSG` into `msg` (snprintf), reads at most `frame.len()`.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        ffi::rapha_jpegls_decode(
+            frame.as_ptr(),
+            frame.len(),
+            out.as_mut_ptr(),
+            out.len(),
+            columns,
+            rows,
+            i32::from(samples),
+            i32::from(bytes_per_sample),
+            msg.as_mut_ptr(),
+            MSG,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(message(&msg))
+    }
+}
+
+/// 12-bit JPEG (IJG) into `out`: interleaved 16-bit little-endian samples.
+pub(crate) fn jpeg12(
+    frame: &[u8],
+    out: &mut [u8],
+    (rows, columns, samples): (u32, u32, u16),
+) -> Result<(), String> {
+    let mut msg: [c_char; MSG] = [0; MSG];
+    // SAFETY: as for `jpeg_ls`.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        ffi::rapha_jpeg12_decode(
+            frame.as_ptr(),
+            frame.len(),
+            out.as_mut_ptr(),
+            out.len(),
+            columns,
+            rows,
+            i32::from(samples),
+            msg.as_mut_ptr(),
+            MSG,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(message(&msg))
+    }
+}
