@@ -51,6 +51,8 @@ pub enum Hook {
     Overflow,
     /// Write half the output and exit successfully.
     Short,
+    /// Reserve 2 GiB (far past the address-space limit of a small frame).
+    Allocate,
 }
 
 impl Codec {
@@ -77,6 +79,8 @@ impl Codec {
             0xF3 => Some(Self::Hook(Hook::Overflow)),
             #[cfg(feature = "test-hooks")]
             0xF4 => Some(Self::Hook(Hook::Short)),
+            #[cfg(feature = "test-hooks")]
+            0xF5 => Some(Self::Hook(Hook::Allocate)),
             _ => None,
         }
     }

@@ -136,6 +136,21 @@ fn worker_that_writes_more_or_less_than_the_image_is_refused() {
 }
 
 #[test]
+fn worker_cannot_reserve_memory_past_its_address_space_limit() {
+    match worker().decode(&hook(Hook::Allocate), &FRAME) {
+        Err(WorkerError::Refused(m)) => assert!(m.starts_with("allocation refused"), "{m}"),
+        other => panic!("the worker reserved 2 GiB for an 8 x 8 frame: {other:?}"),
+    }
+}
+
+#[test]
+fn a_missing_worker_is_an_error_not_a_panic() {
+    let r =
+        rapha_decode::Worker::at("/nonexistent/rapha-decode").decode(&hook(Hook::Short), &FRAME);
+    assert!(matches!(r, Err(WorkerError::Spawn { .. })), "{r:?}");
+}
+
+#[test]
 fn a_stream_larger_than_the_header_is_refused_before_it_is_decoded() {
     let Some(dir) = corpus() else { return };
     for (file, codec) in [

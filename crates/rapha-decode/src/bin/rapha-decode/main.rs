@@ -105,6 +105,13 @@ mod hooks {
                 out.resize(out.len() + 65536, 0xAB);
                 Ok(())
             }
+            Hook::Allocate => {
+                let mut big: Vec<u8> = Vec::new();
+                match big.try_reserve_exact(2 << 30) {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(format!("allocation refused: {e}")),
+                }
+            }
             Hook::Short => {
                 out.truncate(out.len() / 2);
                 let _ = std::io::stdout().flush();
