@@ -7,8 +7,8 @@
 //! ```text
 //!  enclave runtime (rapha-dicom pixels)          rapha-decode worker (one per frame)
 //!  ------------------------------------          -----------------------------------
-//!  header checked, frame split          stdin    no_new_privs, rlimits (AS, CPU, FSIZE=0,
-//!  Request (24 bytes) + frame bytes  ─────────▶  NOFILE, NPROC=0, CORE=0), fds > 2 closed,
+//!  header checked, frame split          stdin    mlockall, no_new_privs, rlimits (AS, CPU,
+//!  Request (24 bytes) + frame bytes  ─────────▶  FSIZE=0, NOFILE, NPROC=0, CORE=0), fds > 2 closed,
 //!    (input length capped)                       unshare(user, net, ipc) where allowed,
 //!                                                seccomp allowlist; then reads the request,
 //!  exactly rows x cols x samples x      stdout   checks the codec's own header against it,

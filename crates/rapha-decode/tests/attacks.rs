@@ -37,7 +37,7 @@ fn status_when_filtered(pid: u32) -> (String, Vec<String>, String) {
 }
 
 #[test]
-fn running_worker_is_under_seccomp_with_no_new_privileges_and_only_its_pipes() {
+fn running_worker_is_under_seccomp_with_no_new_privileges_locked_memory_and_only_its_pipes() {
     let mut seen = None;
     let r = worker()
         .with_timeout(Duration::from_secs(2))
@@ -48,6 +48,14 @@ fn running_worker_is_under_seccomp_with_no_new_privileges_and_only_its_pipes() {
     let (status, mut fds, limits) = seen.unwrap();
     assert!(status.contains("Seccomp:\t2"), "{status}");
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    let locked = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmLck:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+    assert!(
+        locked.is_some_and(|kb| kb > 0),
+        "memory not locked: {status}"
+    );
     fds.sort();
     assert_eq!(fds, ["0", "1", "2"], "descriptors other than the pipes");
     let limit = |name: &str| {

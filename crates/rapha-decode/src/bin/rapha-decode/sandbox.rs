@@ -1,7 +1,9 @@
-//! What the worker does to itself before it reads a byte of input, in this order: new user,
-//! network and IPC namespaces where the kernel allows them (best effort: the seccomp filter
-//! below is what holds); every descriptor but 0-2 closed; resource limits; no new privileges
-//! and not dumpable; and a seccomp allowlist whose mismatch kills the process.
+//! What the worker does to itself before it reads a byte of input, in this order: its memory
+//! locked, present and future (`mlockall`, as the enclave runtime's: the decoded pixels must
+//! not reach swap either, **I3**; refused, the worker decodes nothing); new user, network and
+//! IPC namespaces where the kernel allows them (best effort: the seccomp filter below is what
+//! holds); every descriptor but 0-2 closed; resource limits; no new privileges and not
+//! dumpable; and a seccomp allowlist whose mismatch kills the process.
 //!
 //! The allowlist is what the decoders, glibc's allocator and the Rust runtime need to read a
 //! frame from stdin, decode it in memory and write the samples out: `read` on fd 0, `write` on
@@ -13,6 +15,7 @@
 use std::collections::BTreeMap;
 
 use nix::sched::CloneFlags;
+use nix::sys::mman::{mlockall, MlockAllFlags};
 use nix::sys::resource::{setrlimit, Resource};
 use seccompiler::{
     SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
@@ -21,6 +24,15 @@ use seccompiler::{
 
 /// Enters the sandbox: `memory` bytes of address space, `cpu` seconds of CPU time.
 pub(crate) fn enter(memory: u64, cpu: u64) -> Result<(), String> {
+    // Before the user namespace, which would drop CAP_IPC_LOCK in the node's namespace.
+    mlockall(
+        MlockAllFlags::MCL_CURRENT
+            | MlockAllFlags::MCL_FUTURE
+            | MlockAllFlags::from_bits_retain(libc::MCL_ONFAULT),
+    )
+    .map_err(|e| {
+        format!("mlockall (the node needs CAP_IPC_LOCK or an unlimited RLIMIT_MEMLOCK): {e}")
+    })?;
     // Best effort: a container may refuse new namespaces; the limits and the filter do not
     // depend on them.
     if nix::sched::unshare(
