@@ -169,9 +169,12 @@ static void src_skip(j_decompress_ptr cinfo, long n)
 static void src_term(j_decompress_ptr cinfo) { (void)cinfo; }
 
 int rapha_jpeg12_decode(const uint8_t *src, size_t src_len, uint8_t *dst, size_t dst_len,
-                        uint32_t width, uint32_t height, int32_t components, char *msg,
-                        size_t msg_len)
+                        uint32_t width, uint32_t height, int32_t components,
+                        int32_t bytes_per_sample, char *msg, size_t msg_len)
 {
+    if (bytes_per_sample != 2) {
+        return fail(msg, msg_len, "12-bit JPEG: samples need 2 bytes");
+    }
     struct jpeg_decompress_struct cinfo;
     struct rapha_jpeg_error err;
     struct jpeg_source_mgr source;

@@ -4,10 +4,23 @@
 
 use std::ffi::c_char;
 
-#[allow(unsafe_code)] // the C decoders' entry points; their contract is stated at each call
-mod ffi {
-    use std::ffi::c_char;
+/// The shape both C entry points share: frame, output, width, height, components, bytes per
+/// output sample, message buffer; 0 on success.
+type Decoder = unsafe extern "C" fn(
+    *const u8,
+    usize,
+    *mut u8,
+    usize,
+    u32,
+    u32,
+    i32,
+    i32,
+    *mut c_char,
+    usize,
+) -> i32;
 
+#[allow(unsafe_code)] // the C decoders' entry points; their contract is stated at the call
+mod ffi {
     extern "C" {
         pub(super) fn rapha_jpegls_decode(
             src: *const u8,
@@ -18,7 +31,7 @@ mod ffi {
             height: u32,
             components: i32,
             bytes_per_sample: i32,
-            msg: *mut c_char,
+            msg: *mut std::ffi::c_char,
             msg_len: usize,
         ) -> i32;
         pub(super) fn rapha_jpeg12_decode(
@@ -29,7 +42,8 @@ mod ffi {
             width: u32,
             height: u32,
             components: i32,
-            msg: *mut c_char,
+            bytes_per_sample: i32,
+            msg: *mut std::ffi::c_char,
             msg_len: usize,
         ) -> i32;
     }
@@ -38,33 +52,45 @@ mod ffi {
 /// Message buffer for a refusal.
 const MSG: usize = 256;
 
-fn message(buf: &[c_char; MSG]) -> String {
-    let bytes: Vec<u8> = buf
-        .iter()
-        .take_while(|c| **c != 0)
-        .map(|c| *c as u8)
-        .collect();
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    if text.is_empty() {
-        "the decoder refused the frame".into()
-    } else {
-        text
-    }
-}
-
 /// JPEG-LS (CharLS) into `out`: interleaved samples of `bytes_per_sample` bytes, little endian.
 pub(crate) fn jpeg_ls(
+    frame: &[u8],
+    out: &mut [u8],
+    geometry: (u32, u32, u16),
+    bytes_per_sample: u8,
+) -> Result<(), String> {
+    call(
+        ffi::rapha_jpegls_decode,
+        frame,
+        out,
+        geometry,
+        bytes_per_sample,
+    )
+}
+
+/// 12-bit JPEG (IJG) into `out`: interleaved 16-bit little-endian samples.
+pub(crate) fn jpeg12(
+    frame: &[u8],
+    out: &mut [u8],
+    geometry: (u32, u32, u16),
+) -> Result<(), String> {
+    call(ffi::rapha_jpeg12_decode, frame, out, geometry, 2)
+}
+
+fn call(
+    decoder: Decoder,
     frame: &[u8],
     out: &mut [u8],
     (rows, columns, samples): (u32, u32, u16),
     bytes_per_sample: u8,
 ) -> Result<(), String> {
     let mut msg: [c_char; MSG] = [0; MSG];
-    // SAFETY: the pointers and lengths are those of live slices; the C side writes at most
-    // `out.len()` bytes into `out` and `MSG` into `msg` (snprintf), reads at most `frame.len()`.
+    // SAFETY: the pointers and lengths are those of live slices; the C side reads at most
+    // `frame.len()` bytes of `frame`, writes at most `out.len()` bytes into `out` and at most
+    // `MSG` (snprintf, NUL included) into `msg`, and keeps none of them after it returns.
     #[allow(unsafe_code)]
     let rc = unsafe {
-        ffi::rapha_jpegls_decode(
+        decoder(
             frame.as_ptr(),
             frame.len(),
             out.as_mut_ptr(),
@@ -78,37 +104,17 @@ pub(crate) fn jpeg_ls(
         )
     };
     if rc == 0 {
-        Ok(())
-    } else {
-        Err(message(&msg))
+        return Ok(());
     }
-}
-
-/// 12-bit JPEG (IJG) into `out`: interleaved 16-bit little-endian samples.
-pub(crate) fn jpeg12(
-    frame: &[u8],
-    out: &mut [u8],
-    (rows, columns, samples): (u32, u32, u16),
-) -> Result<(), String> {
-    let mut msg: [c_char; MSG] = [0; MSG];
-    // SAFETY: as for `jpeg_ls`.
-    #[allow(unsafe_code)]
-    let rc = unsafe {
-        ffi::rapha_jpeg12_decode(
-            frame.as_ptr(),
-            frame.len(),
-            out.as_mut_ptr(),
-            out.len(),
-            columns,
-            rows,
-            i32::from(samples),
-            msg.as_mut_ptr(),
-            MSG,
-        )
-    };
-    if rc == 0 {
-        Ok(())
+    let bytes: Vec<u8> = msg
+        .iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8)
+        .collect();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    Err(if text.is_empty() {
+        "the decoder refused the frame".into()
     } else {
-        Err(message(&msg))
-    }
+        text
+    })
 }
