@@ -39,8 +39,8 @@ static void widen(uint8_t *buf, size_t n)
     }
 }
 
-int rapha_jpegls_decode(const uint8_t *src, size_t src_len, uint8_t *dst, size_t dst_len,
-                        uint32_t width, uint32_t height, int32_t components,
+static int jpegls_decode(const uint8_t *src, size_t src_len, uint8_t *dst, size_t dst_len,
+                         uint32_t width, uint32_t height, int32_t components,
                         int32_t bytes_per_sample, char *msg, size_t msg_len)
 {
     charls_jpegls_decoder *d = charls_jpegls_decoder_create();
@@ -168,7 +168,7 @@ static void src_skip(j_decompress_ptr cinfo, long n)
 }
 static void src_term(j_decompress_ptr cinfo) { (void)cinfo; }
 
-int rapha_jpeg12_decode(const uint8_t *src, size_t src_len, uint8_t *dst, size_t dst_len,
+static int jpeg12_decode(const uint8_t *src, size_t src_len, uint8_t *dst, size_t dst_len,
                         uint32_t width, uint32_t height, int32_t components,
                         int32_t bytes_per_sample, char *msg, size_t msg_len)
 {
@@ -235,4 +235,21 @@ int rapha_jpeg12_decode(const uint8_t *src, size_t src_len, uint8_t *dst, size_t
     jpeg_finish_decompress(&cinfo);
     jpeg_destroy_decompress(&cinfo);
     return 0;
+}
+
+/* The one entry point: codec 1 is JPEG-LS, 2 is 12-bit JPEG (the worker's `Codec` codes). */
+int rapha_decode_frame(int32_t codec, const uint8_t *src, size_t src_len, uint8_t *dst,
+                       size_t dst_len, uint32_t width, uint32_t height, int32_t components,
+                       int32_t bytes_per_sample, char *msg, size_t msg_len)
+{
+    switch (codec) {
+    case 1:
+        return jpegls_decode(src, src_len, dst, dst_len, width, height, components,
+                             bytes_per_sample, msg, msg_len);
+    case 2:
+        return jpeg12_decode(src, src_len, dst, dst_len, width, height, components,
+                             bytes_per_sample, msg, msg_len);
+    default:
+        return fail(msg, msg_len, "no such codec");
+    }
 }

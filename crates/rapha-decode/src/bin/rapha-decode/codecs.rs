@@ -4,37 +4,12 @@
 
 use std::ffi::c_char;
 
-/// The shape both C entry points share: frame, output, width, height, components, bytes per
-/// output sample, message buffer; 0 on success.
-type Decoder = unsafe extern "C" fn(
-    *const u8,
-    usize,
-    *mut u8,
-    usize,
-    u32,
-    u32,
-    i32,
-    i32,
-    *mut c_char,
-    usize,
-) -> i32;
-
-#[allow(unsafe_code)] // the C decoders' entry points; their contract is stated at the call
+#[allow(unsafe_code)] // the C decoders' entry point; its contract is stated at the call
 mod ffi {
     extern "C" {
-        pub(super) fn rapha_jpegls_decode(
-            src: *const u8,
-            src_len: usize,
-            dst: *mut u8,
-            dst_len: usize,
-            width: u32,
-            height: u32,
-            components: i32,
-            bytes_per_sample: i32,
-            msg: *mut std::ffi::c_char,
-            msg_len: usize,
-        ) -> i32;
-        pub(super) fn rapha_jpeg12_decode(
+        /// Codec 1 JPEG-LS, 2 12-bit JPEG; 0 on success, else a message in `msg`.
+        pub(super) fn rapha_decode_frame(
+            codec: i32,
             src: *const u8,
             src_len: usize,
             dst: *mut u8,
@@ -59,13 +34,7 @@ pub(crate) fn jpeg_ls(
     geometry: (u32, u32, u16),
     bytes_per_sample: u8,
 ) -> Result<(), String> {
-    call(
-        ffi::rapha_jpegls_decode,
-        frame,
-        out,
-        geometry,
-        bytes_per_sample,
-    )
+    call(1, frame, out, geometry, bytes_per_sample)
 }
 
 /// 12-bit JPEG (IJG) into `out`: interleaved 16-bit little-endian samples.
@@ -74,11 +43,11 @@ pub(crate) fn jpeg12(
     out: &mut [u8],
     geometry: (u32, u32, u16),
 ) -> Result<(), String> {
-    call(ffi::rapha_jpeg12_decode, frame, out, geometry, 2)
+    call(2, frame, out, geometry, 2)
 }
 
 fn call(
-    decoder: Decoder,
+    codec: i32,
     frame: &[u8],
     out: &mut [u8],
     (rows, columns, samples): (u32, u32, u16),
@@ -90,7 +59,8 @@ fn call(
     // `MSG` (snprintf, NUL included) into `msg`, and keeps none of them after it returns.
     #[allow(unsafe_code)]
     let rc = unsafe {
-        decoder(
+        ffi::rapha_decode_frame(
+            codec,
             frame.as_ptr(),
             frame.len(),
             out.as_mut_ptr(),
