@@ -290,9 +290,11 @@ pub(super) fn fragments<'a>(
     }
 }
 
-/// Splits encapsulated pixel data into one codestream per frame: one fragment per frame, all
+/// Splits encapsulated pixel data into one codestream per frame, the one rule of every
+/// encapsulated syntax (RLE, JPEG 2000, JPEG-LS, 12-bit JPEG): one fragment per frame, all
 /// fragments for a single frame, or else a new frame at each fragment that `starts_frame`
-/// (begins a codestream); `what` names the syntax in the refusal.
+/// (begins a codestream; RLE, one fragment per frame by PS3.5 A.4.2, says every fragment
+/// does); `what` names the syntax in the refusal.
 pub(super) fn frame_streams<'a>(
     fragments: &'a [Vec<u8>],
     frames: usize,
