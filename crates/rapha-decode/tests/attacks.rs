@@ -17,7 +17,7 @@ fn hook(h: Hook) -> Request {
 const FRAME: [u8; 4] = [0xFF, 0xD8, 0xFF, 0xD9];
 
 /// Reads a running worker's `/proc` status once its seccomp filter is in place.
-fn status_when_filtered(pid: u32) -> (String, Vec<String>, String) {
+fn status_when_filtered(pid: u32) -> (String, Vec<String>, String, bool) {
     let until = Instant::now() + Duration::from_secs(3);
     loop {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -30,7 +30,9 @@ fn status_when_filtered(pid: u32) -> (String, Vec<String>, String) {
                 })
                 .unwrap_or_default();
             let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
-            return (status, fds, limits);
+            let own_userns = std::fs::read_link(format!("/proc/{pid}/ns/user")).ok()
+                != std::fs::read_link("/proc/self/ns/user").ok();
+            return (status, fds, limits, own_userns);
         }
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -45,7 +47,7 @@ fn running_worker_is_under_seccomp_with_no_new_privileges_locked_memory_and_only
             seen = Some(status_when_filtered(pid));
         });
     assert!(matches!(r, Err(WorkerError::TimedOut(_))), "{r:?}");
-    let (status, mut fds, limits) = seen.unwrap();
+    let (status, mut fds, limits, own_userns) = seen.unwrap();
     assert!(status.contains("Seccomp:\t2"), "{status}");
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
     let locked = status
@@ -55,6 +57,11 @@ fn running_worker_is_under_seccomp_with_no_new_privileges_locked_memory_and_only
     assert!(
         locked.is_some_and(|kb| kb > 0),
         "memory not locked: {status}"
+    );
+    // No capability in the node's user namespace: a user namespace of its own, or none left.
+    assert!(
+        own_userns || status.contains("CapEff:\t0000000000000000"),
+        "the worker keeps capabilities in the node's user namespace: {status}"
     );
     fds.sort();
     assert_eq!(fds, ["0", "1", "2"], "descriptors other than the pipes");

@@ -2,7 +2,7 @@
 //! locked, present and future (`mlockall`, as the enclave runtime's: the decoded pixels must
 //! not reach swap either, **I3**; refused, the worker decodes nothing); new user, network and
 //! IPC namespaces where the kernel allows them (best effort: the seccomp filter below is what
-//! holds); every descriptor but 0-2 closed; resource limits; no new privileges and not
+//! holds), else, started by root, root given up for nobody; every descriptor but 0-2 closed; resource limits; no new privileges and not
 //! dumpable; and a seccomp allowlist whose mismatch kills the process.
 //!
 //! The allowlist is what the decoders, glibc's allocator and the Rust runtime need to read a
@@ -17,10 +17,14 @@ use std::collections::BTreeMap;
 use nix::sched::CloneFlags;
 use nix::sys::mman::{mlockall, MlockAllFlags};
 use nix::sys::resource::{setrlimit, Resource};
+use nix::unistd::{Gid, Uid};
 use seccompiler::{
     SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter, SeccompRule,
     TargetArch,
 };
+
+/// The user and group a root-started worker becomes where it gets no user namespace.
+const NOBODY: u32 = 65534;
 
 /// Enters the sandbox: `memory` bytes of address space, `cpu` seconds of CPU time.
 pub(crate) fn enter(memory: u64, cpu: u64) -> Result<(), String> {
@@ -34,13 +38,22 @@ pub(crate) fn enter(memory: u64, cpu: u64) -> Result<(), String> {
         format!("mlockall (the node needs CAP_IPC_LOCK or an unlimited RLIMIT_MEMLOCK): {e}")
     })?;
     // Best effort: a container may refuse new namespaces; the limits and the filter do not
-    // depend on them.
+    // depend on them. In a new user namespace the worker holds no capability in the node's;
+    // without one, a worker started by a root node gives up root (and with it every
+    // capability) for nobody.
     if nix::sched::unshare(
         CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC,
     )
     .is_err()
     {
         let _ = nix::sched::unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC);
+        if nix::unistd::geteuid().is_root() {
+            let nobody = (Gid::from_raw(NOBODY), Uid::from_raw(NOBODY));
+            nix::unistd::setgroups(&[])
+                .and_then(|()| nix::unistd::setresgid(nobody.0, nobody.0, nobody.0))
+                .and_then(|()| nix::unistd::setresuid(nobody.1, nobody.1, nobody.1))
+                .map_err(|e| format!("giving up root: {e}"))?;
+        }
     }
     close_other_fds();
     let limit = |r: Resource, soft: u64, hard: u64| {
