@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # rapha-dicom benchmark (not run in CI): metadata extraction + pseudonymization vs dicognito and
 # pydicom/deid, disk-read baseline, pixel decode vs pydicom (native, RLE, and the native files
-# re-encoded in JPEG 2000 and HTJ2K, decoded by pydicom's pylibjpeg-openjpeg plugin), QIDO peak
-# RSS at 1k vs 10k studies.
+# re-encoded in JPEG 2000 and HTJ2K, decoded by pydicom's pylibjpeg-openjpeg plugin, and in
+# JPEG-LS and 12-bit JPEG by DCMTK, decoded by pylibjpeg-libjpeg; rapha decodes those two in its
+# sandboxed worker, one process per frame), QIDO peak RSS at 1k vs 10k studies.
 # Everything single-process on one core (taskset -c 0). Prints ratios at the end.
 #   bench/dicom.sh [STUDIES] [QIDO_STUDIES]    defaults: 600 studies (~2,100 files), 10000
 set -euo pipefail
@@ -18,13 +19,16 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import dicognito, dei
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q --disable-pip-version-check "pydicom==3.0.2" "numpy<3" dicognito deid
 fi
-if ! "$VENV/bin/python" -c "import openjpeg" 2>/dev/null; then
-    "$VENV/bin/pip" install -q --disable-pip-version-check "pylibjpeg==2.1.0" "pylibjpeg-openjpeg==2.6.0"
+if ! "$VENV/bin/python" -c "import openjpeg, libjpeg" 2>/dev/null; then
+    "$VENV/bin/pip" install -q --disable-pip-version-check "pylibjpeg==2.1.0" "pylibjpeg-openjpeg==2.6.0" \
+        "pylibjpeg-libjpeg==2.5.0"
 fi
+command -v dcmcjpls >/dev/null || { echo "dcmcjpls missing: apt-get install dcmtk" >&2; exit 1; }
 PY="$VENV/bin/python"
 
 step "build (release)"
-cargo build -q --release -p rapha-dicom --example dicom_bench
+cargo build -q --release -p rapha-dicom --example dicom_bench -p rapha-decode
+export RAPHA_DECODE_WORKER="$CARGO_TARGET_DIR/release/rapha-decode"
 cargo build -q --release -p rapha-testkit
 BIN="$CARGO_TARGET_DIR/release/examples/dicom_bench"
 TK="$CARGO_TARGET_DIR/release/rapha-testkit"
@@ -66,7 +70,11 @@ if [ ! -d "$WORK/j2k" ]; then
     step "JPEG 2000 and HTJ2K copies of the native files"
     "$PY" "$(dirname "$0")/dicom_j2k.py" "$WORK/native" "$WORK/j2k" "$WORK/htj2k"
 fi
-for kind in rle native j2k htj2k; do
+if [ ! -d "$WORK/jls" ]; then
+    step "JPEG-LS and 12-bit JPEG copies of the native files"
+    "$PY" "$(dirname "$0")/dicom_jls.py" "$WORK/native" "$WORK/jls" "$WORK/jpeg12"
+fi
+for kind in rle native j2k htj2k jls jpeg12; do
     $PIN "$BIN" decode "$WORK/$kind" | sed "s/\"decode\"/\"decode-$kind\"/" | tee -a "$OUT"
     $PIN "$PY" "$(dirname "$0")/dicom_peers.py" "pydicom-decode-$kind" "$WORK/$kind" | tee -a "$OUT"
 done
@@ -91,7 +99,7 @@ print(f"  vs dicognito {rate('dicognito'):.0f} files/s: x{rate('metadata')/rate(
 print(f"  vs pydicom/deid {rate('deid'):.0f} files/s: x{rate('metadata')/rate('deid'):.1f}")
 print(f"  vs reading the files {rate('read'):.0f} files/s: {100*rate('metadata')/rate('read'):.0f}% (target >= 50%)")
 print(f"  (pydicom header read alone: {rate('pydicom-read'):.0f} files/s)")
-for k in ("rle", "native", "j2k", "htj2k"):
+for k in ("rle", "native", "j2k", "htj2k", "jls", "jpeg12"):
     a, b = mbs(f"decode-{k}"), mbs(f"pydicom-decode-{k}")
     print(f"decode {k}: rapha {a:.0f} MB/s vs pydicom {b:.0f} MB/s: x{a/b:.1f}")
 if "qido-rss" in r:

@@ -40,8 +40,8 @@ def run(mode, d):
             ids = get_identifiers([f])
             replace_identifiers(dicom_files=[f], ids=ids, save=False)
             n += 1
-    elif mode in ("pydicom-decode-j2k", "pydicom-decode-htj2k"):
-        # pylibjpeg-openjpeg, pydicom's JPEG 2000 / HTJ2K decoder.
+    elif mode in ("pydicom-decode-j2k", "pydicom-decode-htj2k", "pydicom-decode-jls", "pydicom-decode-jpeg12"):
+        # pylibjpeg-openjpeg (JPEG 2000 / HTJ2K) or pylibjpeg-libjpeg (JPEG-LS, 12-bit JPEG).
         blobs = [pydicom.dcmread(f) for f in fs]
         t = time.perf_counter()
         for ds in blobs:

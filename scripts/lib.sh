@@ -31,10 +31,13 @@ as_root() {
 # trainers/pytorch-lesion/build.sh), umoci (bench/pytorch.sh compares its unpack with ours),
 # openjph-tools (`ojph_compress` writes the HTJ2K test files: pydicom's corpus has none),
 # dcmtk and libopenjp2-tools (with ojph_compress, the encoders of `rapha-testkit cohort
-# --transfer-syntax`: a synthetic cohort stored as a compressing archive stores it).
+# --transfer-syntax`: a synthetic cohort stored as a compressing archive stores it),
+# libcharls-dev and libgdcm-dev (CharLS and GDCM's 12-bit IJG library with its headers: the C
+# decoders the sandboxed `rapha-decode` worker is built against; libdcmtk-dev ships no IJG
+# headers, libjpeg-turbo 2.1.5 no 12-bit API).
 DEBIAN_PACKAGES=(orthanc orthanc-dicomweb swtpm swtpm-tools tpm2-tools libtss2-dev runc iproute2
     pkg-config socat openssl skopeo python3-torch mmdebstrap buildah umoci openjph-tools
-    dcmtk libopenjp2-tools)
+    dcmtk libopenjp2-tools libcharls-dev libgdcm-dev)
 
 install_debian_packages() {
     local missing=()

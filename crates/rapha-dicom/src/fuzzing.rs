@@ -83,3 +83,14 @@ pub fn leaked_identifier<'a>(record: &Record, raw: &'a [String]) -> Option<&'a s
 pub fn jpeg2000_codestream(data: &[u8]) {
     let _ = crate::pixels::j2k::decode_codestream(data, 1 << 20);
 }
+
+/// Decodes a frame as JPEG-LS and as 12-bit JPEG, each as a 64 x 64 image of one 16-bit
+/// sample, in the sandboxed worker (the decoders behind `.4.80`, `.4.81` and 12-bit `.4.51`);
+/// nothing without an installed worker. Returns what each decode produced (its length or its
+/// refusal), for the proptest driver to check.
+pub fn sandboxed_frame(data: &[u8]) -> [Result<usize, crate::pixels::PixelError>; 2] {
+    use rapha_decode::Codec;
+    [Codec::JpegLs, Codec::Jpeg12].map(|codec| {
+        crate::pixels::sandboxed::decode_frame(codec, (64, 64, 1), 2, data).map(|v| v.len())
+    })
+}

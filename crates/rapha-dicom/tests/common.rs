@@ -57,7 +57,11 @@ pub fn pydicom_reference<P: AsRef<Path>>(
     values: bool,
 ) -> Vec<serde_json::Value> {
     let out = std::process::Command::new(py)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pixels_ref.py"))
+        // Named from the crate directory's parent so rapha-decode's tests can share this file.
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../rapha-dicom/tests/pixels_ref.py"
+        ))
         .args(values.then_some("--values"))
         .args(files.iter().map(AsRef::as_ref))
         .output()

@@ -27,8 +27,6 @@
 //! compiler's; the fuzz entry point [`crate::fuzzing::jpeg2000_codestream`] drives it, on
 //! stable too.
 
-use std::borrow::Cow;
-
 use dicom_object::DefaultDicomObject;
 
 use super::header::Header;
@@ -307,40 +305,6 @@ fn check_style(seg: &[u8], skip: usize) -> Result<(), PixelError> {
     Ok(())
 }
 
-/// Splits the encapsulated pixel data into one codestream per frame: one fragment per frame,
-/// all fragments for a single frame, or else a new frame at each fragment that begins a
-/// codestream.
-fn frame_streams<'a>(
-    fragments: &'a [Vec<u8>],
-    frames: usize,
-) -> Result<Vec<Cow<'a, [u8]>>, PixelError> {
-    if fragments.len() == frames {
-        return Ok(fragments
-            .iter()
-            .map(|f| Cow::Borrowed(f.as_slice()))
-            .collect());
-    }
-    if frames == 1 {
-        return Ok(vec![Cow::Owned(fragments.concat())]);
-    }
-    let mut out: Vec<Vec<u8>> = Vec::with_capacity(frames);
-    for f in fragments {
-        match out.last_mut() {
-            Some(last) if !f.starts_with(&SOC_SIZ) && !f.starts_with(&JP2_SIGNATURE) => {
-                last.extend_from_slice(f)
-            }
-            _ => out.push(f.clone()),
-        }
-    }
-    if out.len() != frames {
-        return Err(PixelError::Malformed(format!(
-            "{} JPEG 2000 codestreams in the pixel data for {frames} frames",
-            out.len()
-        )));
-    }
-    Ok(out.into_iter().map(Cow::Owned).collect())
-}
-
 /// Decodes every frame into interleaved little-endian samples of BitsAllocated bits, then
 /// lets the header interpret them (sign extension from BitsStored, rescale).
 pub(super) fn decode(
@@ -354,7 +318,12 @@ pub(super) fn decode(
             h.bits_allocated
         )));
     }
-    let frames = frame_streams(super::fragments(obj, "JPEG 2000")?, h.frames as usize)?;
+    let frames = super::frame_streams(
+        super::fragments(obj, "JPEG 2000")?,
+        h.frames as usize,
+        "JPEG 2000",
+        |f| f.starts_with(&SOC_SIZ) || f.starts_with(&JP2_SIGNATURE),
+    )?;
     let streams = frames
         .iter()
         .map(|f| codestream(f))

@@ -6,12 +6,12 @@
 //! Lossless at any bit depth (`rle`); JPEG baseline (process 1), 8-bit extended (2 & 4) and
 //! lossless (14, 14 SV1) via dicom-pixeldata / jpeg-decoder (`jpeg`); JPEG 2000 lossless and
 //! lossy (`.4.90`, `.4.91`) and HTJ2K (`.4.201`-`.4.203`) via the pure-Rust port of OpenJPEG
-//! ([`j2k`], which says why that decoder). JPEG extended with 12-bit precision, JPEG-LS,
-//! JPEG 2000 Part 2 (`.4.92`, `.4.93`), JPEG XL and video are reported as
-//! [`PixelError::Unsupported`] (counted as [`PixelError::reason`]
-//! `undecodable-transfer-syntax`): their only decoders are C/C++ libraries (CharLS,
-//! libjpeg-turbo's 12-bit build), which belong in a sandboxed decode process, not in the
-//! enclave runtime's address space.
+//! ([`j2k`], which says why that decoder). JPEG-LS (`.4.80`, `.4.81`) and JPEG extended with
+//! 12-bit precision (`.4.51`), whose only decoders are C libraries, are decoded in a sandboxed
+//! process of their own, `rapha-decode` (`sandboxed`, which says how; without that binary
+//! installed they are [`PixelError::Unsupported`]). JPEG 2000 Part 2 (`.4.92`, `.4.93`),
+//! JPEG XL and video are reported as [`PixelError::Unsupported`] (counted as
+//! [`PixelError::reason`] `undecodable-transfer-syntax`).
 //!
 //! Every object is outside input and every entry point ([`decode`], [`decode_with`],
 //! [`Instance::open`]) fails with a typed error in memory and time bounded by its input and
@@ -27,6 +27,9 @@ pub mod j2k;
 mod jpeg;
 mod native;
 mod rle;
+pub mod sandboxed;
+
+use std::borrow::Cow;
 
 use dicom_dictionary_std::tags;
 use dicom_encoding::TransferSyntaxIndex;
@@ -304,9 +307,46 @@ pub const LOSSLESS_TRANSFER_SYNTAXES: [&str; 6] = [
 #[must_use]
 pub fn decodes(ts: &str) -> bool {
     j2k::TRANSFER_SYNTAXES.contains(&ts)
+        || sandboxed::JPEG_LS.contains(&ts)
         || TransferSyntaxRegistry
             .get(ts)
             .is_some_and(|t| t.can_decode_all())
+}
+
+/// Splits encapsulated pixel data into one codestream per frame, the one rule of every
+/// encapsulated syntax (RLE, JPEG 2000, JPEG-LS, 12-bit JPEG): one fragment per frame, all
+/// fragments for a single frame, or else a new frame at each fragment that `starts_frame`
+/// (begins a codestream; RLE, one fragment per frame by PS3.5 A.4.2, says every fragment
+/// does); `what` names the syntax in the refusal.
+pub(super) fn frame_streams<'a>(
+    fragments: &'a [Vec<u8>],
+    frames: usize,
+    what: &str,
+    starts_frame: impl Fn(&[u8]) -> bool,
+) -> Result<Vec<Cow<'a, [u8]>>, PixelError> {
+    if fragments.len() == frames {
+        return Ok(fragments
+            .iter()
+            .map(|f| Cow::Borrowed(f.as_slice()))
+            .collect());
+    }
+    if frames == 1 {
+        return Ok(vec![Cow::Owned(fragments.concat())]);
+    }
+    let mut out: Vec<Vec<u8>> = Vec::with_capacity(frames);
+    for f in fragments {
+        match out.last_mut() {
+            Some(last) if !starts_frame(f) => last.extend_from_slice(f),
+            _ => out.push(f.clone()),
+        }
+    }
+    if out.len() != frames {
+        return Err(PixelError::Malformed(format!(
+            "{} {what} codestreams in the pixel data for {frames} frames",
+            out.len()
+        )));
+    }
+    Ok(out.into_iter().map(Cow::Owned).collect())
 }
 
 /// Decodes the pixel data of an object [`Instance::open`] parsed.
@@ -344,10 +384,8 @@ fn decode_object(
     if jpeg2000 {
         return j2k::decode(obj, &hdr, output);
     }
-    if ts == "1.2.840.10008.1.2.4.51" && hdr.bits_allocated > 8 {
-        return Err(PixelError::Unsupported(format!(
-            "{ts} with 12-bit precision"
-        )));
+    if let Some(codec) = sandboxed::codec_for(&ts, &hdr) {
+        return sandboxed::decode(obj, &hdr, output, &ts, codec);
     }
     if ts.starts_with("1.2.840.10008.1.2.4.") {
         jpeg::check_jpeg_frames(obj, &hdr)?;

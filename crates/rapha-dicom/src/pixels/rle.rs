@@ -12,20 +12,14 @@ pub(super) fn rle(
     h: &Header,
     output: Output,
 ) -> Result<Pixels, PixelError> {
-    let fragments = super::fragments(obj, "RLE")?;
-    let frames = h.frames as usize;
-    let joined;
-    let per_frame: Vec<&[u8]> = if fragments.len() == frames {
-        fragments.iter().map(|f| f.as_slice()).collect()
-    } else if frames == 1 {
-        joined = fragments.concat();
-        vec![joined.as_slice()]
-    } else {
-        return Err(PixelError::Malformed(format!(
-            "{} RLE fragments for {frames} frames",
-            fragments.len()
-        )));
-    };
+    // PS3.5 A.4.2: each RLE frame is one fragment (or, for one frame, all of them).
+    let streams = super::frame_streams(
+        super::fragments(obj, "RLE")?,
+        h.frames as usize,
+        "RLE",
+        |_| true,
+    )?;
+    let per_frame: Vec<&[u8]> = streams.iter().map(|f| &**f).collect();
     let bps = h.bytes_per_sample();
     let spp = usize::from(h.samples);
     let ppf = h.pixels_per_frame();

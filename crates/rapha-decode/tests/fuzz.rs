@@ -1,0 +1,61 @@
+//! Stable proptest drivers of the fuzz entry points behind the worker: the request parser and
+//! both decoders on frames mutated from the corpus. Never a panic; a decode ends in exactly the
+//! image's bytes or a refusal, and the worker's memory is capped by its own limit.
+
+use proptest::prelude::*;
+use rapha_decode::{Request, REQUEST_LEN};
+use rapha_dicom::fuzzing::sandboxed_frame;
+
+use crate::dicom_common::corpus;
+use crate::support::{first_fragment, install_worker};
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_request_bytes_parse_or_are_refused(bytes in proptest::collection::vec(any::<u8>(), 0..40)) {
+        if let Ok(r) = Request::decode(&bytes) {
+            prop_assert_eq!(bytes.len(), REQUEST_LEN);
+            prop_assert_eq!(Request::decode(&r.encode()), Ok(r));
+            prop_assert!(r.output_len() <= rapha_decode::MAX_OUTPUT_BYTES);
+        }
+    }
+}
+
+/// Seeds: a real frame of each codec (64 x 64 JPEG-LS from the corpus; the 12-bit JPEG frame is
+/// larger than the entry point's image and so exercises the refusal) and a bare SOI.
+fn seeds() -> Vec<Vec<u8>> {
+    let mut seeds = vec![vec![0xFF, 0xD8, 0xFF, 0xD9]];
+    if let Some(dir) = corpus() {
+        seeds.push(first_fragment(&dir.join("MR_small_jpeg_ls_lossless.dcm")));
+        seeds.push(first_fragment(&dir.join("JPGExtended.dcm")));
+    }
+    seeds
+}
+
+proptest! {
+    // Each case starts two worker processes: bounded for CI.
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn mutated_frames_decode_to_the_image_or_are_refused(
+        seed in 0usize..3,
+        cut in any::<prop::sample::Index>(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+    ) {
+        install_worker();
+        let seeds = seeds();
+        let mut frame = seeds[seed % seeds.len()].clone();
+        for (at, x) in flips {
+            let i = at.index(frame.len());
+            frame[i] ^= x;
+        }
+        frame.truncate(cut.index(frame.len() + 1).max(2));
+        for r in sandboxed_frame(&frame) {
+            match r {
+                Ok(len) => prop_assert_eq!(len, 64 * 64 * 2),
+                Err(e) => prop_assert_eq!(e.reason(), "malformed-pixel-data", "{}", e),
+            }
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! JPEG-LS (`.4.80` lossless, `.4.81` near-lossless) and JPEG extended with 12-bit precision
+//! (`.4.51`), decoded by C libraries (CharLS; GDCM's 12-bit build of IJG 6b) in the sandboxed
+//! worker process `rapha-decode`, never in this address space: no pure-Rust decoder of either
+//! exists that returns what the reference decoders do, and a C decoder's bug must not reach the
+//! node's keys, another job's pixels or the network (the design is in `rapha_decode`).
+//!
+//! Here, in the enclave runtime: the header is checked and the pixel data split into one
+//! frame per codestream as for the other encapsulated syntaxes; each frame goes to its own
+//! worker with the image the header describes, and comes back as exactly that many samples or
+//! as an error. The worker reads the codec's own header first and refuses a stream that
+//! describes another image; whatever else goes wrong in it (a crash, a system call outside its
+//! allowlist, its time or memory limit, too much or too little output) is
+//! [`PixelError::Malformed`], `malformed-pixel-data`, for that instance only. A node installed
+//! without the worker next to it reports these syntaxes as [`PixelError::Unsupported`]
+//! (`undecodable-transfer-syntax`) and says so once in its log.
+
+use std::sync::Once;
+
+use dicom_object::DefaultDicomObject;
+use rapha_decode::{Codec, Request, Worker};
+
+use super::header::Header;
+use super::{Output, PixelError, Pixels};
+
+/// JPEG-LS lossless and near-lossless.
+pub(super) const JPEG_LS: [&str; 2] = ["1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"];
+
+/// JPEG extended (processes 2 & 4); only its 12-bit frames come here.
+pub(super) const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+
+/// Which worker codec decodes `ts` at this bit depth, if any.
+pub(super) fn codec_for(ts: &str, h: &Header) -> Option<Codec> {
+    if JPEG_LS.contains(&ts) {
+        Some(Codec::JpegLs)
+    } else if ts == JPEG_EXTENDED && h.bits_allocated > 8 {
+        Some(Codec::Jpeg12)
+    } else {
+        None
+    }
+}
+
+/// What a missing worker makes of `ts` (the text the build without a decoder always gave).
+fn unsupported(ts: &str, codec: Codec) -> PixelError {
+    static WARNED: Once = Once::new();
+    WARNED.call_once(|| {
+        tracing::warn!(
+            worker = rapha_decode::WORKER_NAME,
+            "the sandboxed decoder is not installed next to this executable (or at {}): \
+             JPEG-LS and 12-bit JPEG instances are excluded as undecodable",
+            rapha_decode::WORKER_ENV
+        );
+    });
+    match codec {
+        Codec::Jpeg12 => PixelError::Unsupported(format!("{ts} with 12-bit precision")),
+        _ => PixelError::Unsupported(ts.to_owned()),
+    }
+}
+
+/// Decodes one bare frame in the worker as an image of `(rows, columns, samples)` with
+/// `bytes_per_sample` bytes per sample: the fuzz entry point's way in
+/// ([`crate::fuzzing::sandboxed_frame`]).
+///
+/// # Errors
+/// [`PixelError::Unsupported`] without a worker, [`PixelError::Malformed`] for a request or a
+/// frame refused, or a worker that failed.
+pub fn decode_frame(
+    codec: Codec,
+    geometry: (u32, u32, u16),
+    bytes_per_sample: u8,
+    frame: &[u8],
+) -> Result<Vec<u8>, PixelError> {
+    let request = Request::new(codec, geometry, bytes_per_sample, frame.len())
+        .map_err(|e| PixelError::Malformed(e.to_string()))?;
+    let worker = Worker::locate().ok_or_else(|| unsupported("a bare frame", codec))?;
+    worker
+        .decode(&request, frame)
+        .map_err(|e| PixelError::Malformed(e.to_string()))
+}
+
+/// Decodes every frame in its own worker, then lets the header interpret the samples (sign
+/// extension from BitsStored, rescale).
+pub(super) fn decode(
+    obj: &DefaultDicomObject,
+    h: &Header,
+    output: Output,
+    ts: &str,
+    codec: Codec,
+) -> Result<Pixels, PixelError> {
+    let what = match codec {
+        Codec::Jpeg12 => "12-bit JPEG",
+        _ => "JPEG-LS",
+    };
+    let bytes_per_sample: u8 = match (codec, h.bits_allocated) {
+        (Codec::JpegLs, 8) => 1,
+        (_, 16) => 2,
+        (_, bits) => {
+            return Err(PixelError::Malformed(format!(
+                "{what} pixel data with BitsAllocated {bits} (8 or 16 expected)"
+            )))
+        }
+    };
+    let frames =
+        super::frame_streams(super::fragments(obj, what)?, h.frames as usize, what, |f| {
+            f.starts_with(&[0xFF, 0xD8])
+        })?;
+    let Some(worker) = Worker::locate() else {
+        return Err(unsupported(ts, codec));
+    };
+    let geometry = (h.rows, h.columns, h.samples);
+    let requests = frames
+        .iter()
+        .map(|f| Request::new(codec, geometry, bytes_per_sample, f.len()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PixelError::Malformed(format!("{what} frame: {e}")))?;
+    let frame_bytes = requests.first().map_or(0, Request::output_len);
+    let mut out = Vec::with_capacity(h.total_samples()? * usize::from(bytes_per_sample));
+    for (frame, request) in frames.iter().zip(&requests) {
+        let samples = worker
+            .decode(request, frame)
+            .map_err(|e| PixelError::Malformed(format!("{what} frame: {e}")))?;
+        debug_assert_eq!(samples.len(), frame_bytes);
+        out.extend_from_slice(&samples);
+    }
+    h.finish(&out, output)
+}
