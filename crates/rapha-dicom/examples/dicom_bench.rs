@@ -3,14 +3,22 @@
 //!   metadata DIR KEY   header + exclusions + record + pseudonyms for every file
 //!   decode DIR         decode pixels of every file; prints decoded MB
 //!   qido URL QUERY     scoped QIDO study search, counting studies (peak RSS measured outside)
+//!   cohort URL QUERY.. the node's cohort build from a DICOMweb PACS: QIDO-RS, WADO-RS series
+//!                      metadata, exclusions, records, pseudonyms (peak RSS measured outside)
+//!   feed URL QUERY..   cohort build, then one feed pass as the enclave's record source makes
+//!                      it: every kept instance retrieved over WADO-RS (transfer syntax
+//!                      negotiated) and decoded; prints decoded MB and seconds per phase
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmark driver
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use rapha_dicom::cohort::CohortBuilder;
+use rapha_dicom::client::Wanted;
+use rapha_dicom::cohort::{CohortBuilder, InstanceSource};
 use rapha_dicom::exclusion::OptOuts;
-use rapha_dicom::pixels::{decode, Output};
+use rapha_dicom::pixels::{
+    decode, DecodeLimits, Instance, Output, Samples, LOSSLESS_TRANSFER_SYNTAXES,
+};
 use rapha_dicom::{
     ClientOptions, DicomConfig, DicomWebClient, Pseudonymizer, ScopeLimits, ScopedQuery,
 };
@@ -30,6 +38,24 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// Scope limits wide enough for a whole benchmark archive (a hospital's are narrower).
+fn bench_scope() -> ScopeLimits {
+    ScopeLimits {
+        max_date_range_days: 40_000,
+        max_limit: 1_000_000,
+        max_list: 10,
+        page_size: 500,
+    }
+}
+
+fn bytes_per_sample(s: &Samples) -> usize {
+    match s {
+        Samples::U8(_) => 1,
+        Samples::U16(_) | Samples::I16(_) => 2,
+        _ => 4,
+    }
 }
 
 fn main() {
@@ -71,13 +97,7 @@ fn main() {
             let mut n = 0;
             for b in &blobs {
                 if let Ok(px) = decode(b, Output::Stored) {
-                    let per = match px.data {
-                        rapha_dicom::pixels::Samples::U8(_) => 1,
-                        rapha_dicom::pixels::Samples::U16(_)
-                        | rapha_dicom::pixels::Samples::I16(_) => 2,
-                        _ => 4,
-                    };
-                    out_bytes += px.data.len() * per;
+                    out_bytes += px.data.len() * bytes_per_sample(&px.data);
                     n += 1;
                 }
             }
@@ -86,14 +106,86 @@ fn main() {
                 t.elapsed().as_secs_f64()
             );
         }
-        "qido" => {
-            let limits = ScopeLimits {
-                max_date_range_days: 40_000,
-                max_limit: 1_000_000,
-                max_list: 10,
-                page_size: 500,
+        "cohort" | "feed" => {
+            let client = DicomWebClient::new(ClientOptions::new(args[2].clone())).unwrap();
+            let cfg = DicomConfig {
+                scope: bench_scope(),
+                ..DicomConfig::default()
             };
-            let q = ScopedQuery::parse(&args[3], &limits).unwrap();
+            let pseudo = Pseudonymizer::new(rapha_core::HmacKey::from_bytes([0x42; 32]));
+            let none = OptOuts::none();
+            // One scoped query per argument (a query names one modality); the cohorts are held
+            // together, as a node holds its cohort.
+            let mut c = CohortBuilder::new(&pseudo, &cfg, &none)
+                .from_dicomweb(&client, &ScopedQuery::parse(&args[3], &cfg.scope).unwrap())
+                .unwrap();
+            for q in &args[4..] {
+                let more = CohortBuilder::new(&pseudo, &cfg, &none)
+                    .from_dicomweb(&client, &ScopedQuery::parse(q, &cfg.scope).unwrap())
+                    .unwrap();
+                c.entries.extend(more.entries);
+                for (reason, n) in more.exclusions.counts() {
+                    for _ in 0..*n {
+                        c.exclusions.add(reason);
+                    }
+                }
+            }
+            let build_secs = t.elapsed().as_secs_f64();
+            let (mut fed, mut refused, mut decoded_bytes) = (0u64, 0u64, 0usize);
+            // Per served transfer syntax: instances, decoded bytes, seconds (retrieval + decode).
+            let mut by_ts: std::collections::BTreeMap<String, (u64, usize, f64)> =
+                std::collections::BTreeMap::new();
+            let t = Instant::now();
+            if mode == "feed" {
+                let wanted = Wanted::preferred(LOSSLESS_TRANSFER_SYNTAXES);
+                let limits = DecodeLimits::default();
+                for e in &c.entries {
+                    let InstanceSource::DicomWeb {
+                        study_uid,
+                        series_uid,
+                        instance_uid,
+                    } = &e.source
+                    else {
+                        continue;
+                    };
+                    let one = Instant::now();
+                    let bytes = client
+                        .retrieve_instance_bytes(study_uid, series_uid, instance_uid, &wanted)
+                        .unwrap();
+                    let Ok(instance) = Instance::open(&bytes, &limits) else {
+                        refused += 1;
+                        continue;
+                    };
+                    match instance.decode(Output::Stored) {
+                        Ok(px) => {
+                            let n = px.data.len() * bytes_per_sample(&px.data);
+                            let slot = by_ts
+                                .entry(instance.transfer_syntax().to_owned())
+                                .or_default();
+                            *slot = (slot.0 + 1, slot.1 + n, slot.2 + one.elapsed().as_secs_f64());
+                            decoded_bytes += n;
+                            fed += 1;
+                        }
+                        Err(_) => refused += 1,
+                    }
+                }
+            }
+            let by_ts: Vec<String> = by_ts
+                .iter()
+                .map(|(ts, (n, b, secs))| {
+                    format!("\"{ts}\":{{\"instances\":{n},\"decoded_bytes\":{b},\"secs\":{secs}}}")
+                })
+                .collect();
+            println!(
+                "{{\"mode\":\"{mode}\",\"kept\":{},\"excluded\":{},\"build_secs\":{build_secs},\"fed\":{fed},\"refused\":{refused},\"decoded_bytes\":{decoded_bytes},\"feed_secs\":{},\"by_ts\":{{{}}}}}",
+                c.entries.len(),
+                c.exclusions.total(),
+                t.elapsed().as_secs_f64(),
+                by_ts.join(",")
+            );
+        }
+        "qido" => {
+            let q = ScopedQuery::parse(&args[3], &bench_scope()).unwrap();
             let client = DicomWebClient::new(ClientOptions::new(args[2].clone())).unwrap();
             let mut n = 0u64;
             client
