@@ -3,6 +3,7 @@
 //! (`rapha_testkit::victim`), so a stack overflow or a huge allocation is an outcome this test
 //! reports, not the end of the test binary.
 
+use rapha_dicom::attrs::tag;
 use rapha_dicom::pixels::{decode, Output};
 use rapha_testkit::crafted::{self, Identity};
 use rapha_testkit::victim::{isolate, isolate_measured, Ended, Limits};
@@ -67,7 +68,7 @@ fn nesting_up_to_the_limit_is_read_and_one_level_more_is_refused() {
     let px = decode(&ok, Output::Stored).unwrap();
     assert_eq!(px.shape(), [1, 4, 4, 1]);
     let (attrs, _) = rapha_dicom::cohort::read_header_bytes(&ok).unwrap();
-    assert_eq!(attrs.text(0x0010_0020), Some(id.patient_id.as_str()));
+    assert_eq!(attrs.text(tag::PATIENT_ID), Some(id.patient_id.as_str()));
     let deep = crafted::deep_part10(&id, 17);
     assert_eq!(
         decode(&deep, Output::Stored).unwrap_err().to_string(),
@@ -149,12 +150,15 @@ fn honest_deflated_instance_still_decodes_and_reads_its_header() {
     );
     let (attrs, ts) = rapha_dicom::cohort::read_header_bytes(&deflated).unwrap();
     assert_eq!(ts.as_deref(), Some(crafted::DEFLATED));
-    assert_eq!(attrs.text(0x0020_000D), Some(id.study_uid.as_str()));
+    assert_eq!(
+        attrs.text(tag::STUDY_INSTANCE_UID),
+        Some(id.study_uid.as_str())
+    );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("d.dcm"), &deflated).unwrap();
     let (attrs, ts) = rapha_dicom::cohort::read_header(&dir.path().join("d.dcm")).unwrap();
     assert_eq!(ts.as_deref(), Some(crafted::DEFLATED));
-    assert_eq!(attrs.text(0x0008_0018), Some(id.sop_uid.as_str()));
+    assert_eq!(attrs.text(tag::SOP_INSTANCE_UID), Some(id.sop_uid.as_str()));
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Strict DICOM JSON (PS3.18 Annex F): good documents parse, every malformed shape is a typed
 //! error located in the document, and the fuzz entry points hold over a seed corpus.
 
+use dicom_dictionary_std::tags;
 use proptest::prelude::*;
 use rapha_dicom::attrs::tag;
 use rapha_dicom::json::{parse_datasets, JsonErrorKind};
@@ -34,7 +35,8 @@ fn well_formed_dicom_json_parses_into_typed_attributes() {
         Some(vec![-125.0, -125.5, 3.0])
     );
     assert_eq!(
-        a.items(0x0008_1115)[0].text(tag::REFERENCED_SOP_INSTANCE_UID),
+        a.items(tag::u32_of(tags::REFERENCED_SERIES_SEQUENCE))[0]
+            .text(tag::REFERENCED_SOP_INSTANCE_UID),
         Some("1.2.9")
     );
     assert_eq!(a.text(tag::STUDY_DESCRIPTION), None);

@@ -289,26 +289,33 @@ pub fn deep_part10(id: &Identity, depth: usize) -> Vec<u8> {
 /// A DICOM JSON document (an array of one dataset, as QIDO-RS and WADO-RS metadata answer)
 /// with this identity and a ContentSequence nested `depth` levels.
 pub fn deep_json(id: &Identity, depth: usize) -> Vec<u8> {
+    let key = |t: Tag| format!("{:04X}{:04X}", t.0, t.1);
     let text = |v: &str, vr: &str| format!(r#"{{"vr":"{vr}","Value":["{v}"]}}"#);
     let mut s = String::with_capacity(depth * 40 + 1024);
     s.push_str("[{");
     for (tag, vr, v) in [
-        ("00080016", "UI", id.sop_class.as_str()),
-        ("00080018", "UI", &id.sop_uid),
-        ("00080020", "DA", &id.study_date),
-        ("00080050", "SH", &id.accession),
-        ("00080060", "CS", &id.modality),
-        ("00100020", "LO", &id.patient_id),
-        ("0020000D", "UI", &id.study_uid),
-        ("0020000E", "UI", &id.series_uid),
+        (tags::SOP_CLASS_UID, "UI", id.sop_class.as_str()),
+        (tags::SOP_INSTANCE_UID, "UI", &id.sop_uid),
+        (tags::STUDY_DATE, "DA", &id.study_date),
+        (tags::ACCESSION_NUMBER, "SH", &id.accession),
+        (tags::MODALITY, "CS", &id.modality),
+        (tags::PATIENT_ID, "LO", &id.patient_id),
+        (tags::STUDY_INSTANCE_UID, "UI", &id.study_uid),
+        (tags::SERIES_INSTANCE_UID, "UI", &id.series_uid),
     ] {
-        s.push_str(&format!("\"{tag}\":{},", text(v, vr)));
+        s.push_str(&format!("\"{}\":{},", key(tag), text(v, vr)));
     }
-    s.push_str(r#""00280010":{"vr":"US","Value":[4]},"00280011":{"vr":"US","Value":[4]},"#);
+    for t in [tags::ROWS, tags::COLUMNS] {
+        s.push_str(&format!(r#""{}":{{"vr":"US","Value":[4]}},"#, key(t)));
+    }
+    let open = format!(r#""{}":{{"vr":"SQ","Value":[{{"#, key(NEST_TAG));
     for _ in 0..depth {
-        s.push_str(r#""0040A730":{"vr":"SQ","Value":[{"#);
+        s.push_str(&open);
     }
-    s.push_str(r#""00080100":{"vr":"SH","Value":["LEAF"]}"#);
+    s.push_str(&format!(
+        r#""{}":{{"vr":"SH","Value":["LEAF"]}}"#,
+        key(tags::CODE_VALUE)
+    ));
     for _ in 0..depth {
         s.push_str("}]}");
     }
