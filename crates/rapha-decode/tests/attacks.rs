@@ -18,7 +18,8 @@ const FRAME: [u8; 4] = [0xFF, 0xD8, 0xFF, 0xD9];
 
 /// Reads a running worker's `/proc` status once its seccomp filter is in place.
 fn status_when_filtered(pid: u32) -> (String, Vec<String>, String, bool) {
-    let until = Instant::now() + Duration::from_secs(3);
+    // The worker is not killed before this returns: a loaded machine may take long to start it.
+    let until = Instant::now() + Duration::from_secs(10);
     loop {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         if status.contains("Seccomp:\t2") || Instant::now() > until {
