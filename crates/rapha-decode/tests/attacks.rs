@@ -223,3 +223,13 @@ fn truncated_or_garbage_streams_exclude_the_instance_as_malformed() {
         }
     }
 }
+
+#[test]
+fn doctor_probe_finds_the_worker_entering_its_sandbox_and_refusing_an_empty_stream() {
+    install_worker();
+    let found = rapha_dicom::pixels::sandboxed::probe().unwrap();
+    assert_eq!(
+        found.as_deref(),
+        Some(std::path::Path::new(env!("CARGO_BIN_EXE_rapha-decode")))
+    );
+}
