@@ -27,7 +27,8 @@ command -v dcmcjpls >/dev/null || { echo "dcmcjpls missing: apt-get install dcmt
 PY="$VENV/bin/python"
 
 step "build (release)"
-cargo build -q --release -p rapha-dicom --example dicom_bench -p rapha-decode
+cargo build -q --release -p rapha-dicom --example dicom_bench
+cargo build -q --release -p rapha-decode --bin rapha-decode
 export RAPHA_DECODE_WORKER="$CARGO_TARGET_DIR/release/rapha-decode"
 cargo build -q --release -p rapha-testkit
 BIN="$CARGO_TARGET_DIR/release/examples/dicom_bench"

@@ -18,7 +18,8 @@ const FRAME: [u8; 4] = [0xFF, 0xD8, 0xFF, 0xD9];
 
 /// Reads a running worker's `/proc` status once its seccomp filter is in place.
 fn status_when_filtered(pid: u32) -> (String, Vec<String>, String, bool) {
-    let until = Instant::now() + Duration::from_secs(3);
+    // The worker is not killed before this returns: a loaded machine may take long to start it.
+    let until = Instant::now() + Duration::from_secs(10);
     loop {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         if status.contains("Seccomp:\t2") || Instant::now() > until {
@@ -221,4 +222,14 @@ fn truncated_or_garbage_streams_exclude_the_instance_as_malformed() {
             Err(e) => assert_eq!(e.reason(), "malformed-pixel-data", "{file}: {e}"),
         }
     }
+}
+
+#[test]
+fn doctor_probe_finds_the_worker_entering_its_sandbox_and_refusing_an_empty_stream() {
+    install_worker();
+    let found = rapha_dicom::pixels::sandboxed::probe().unwrap();
+    assert_eq!(
+        found.as_deref(),
+        Some(std::path::Path::new(env!("CARGO_BIN_EXE_rapha-decode")))
+    );
 }

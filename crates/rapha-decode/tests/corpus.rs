@@ -11,7 +11,7 @@ use rapha_dicom::pixels::{decode, Output, Pixels};
 use sha2::{Digest, Sha256};
 
 use crate::dicom_common::{corpus, pydicom_reference, python};
-use crate::support::install_worker;
+use crate::support::{first_fragment, install_worker, with_frames};
 
 /// 12-bit JPEG: largest difference from the reference decoder, per sample.
 const JPEG12_TOLERANCE: f64 = 1.0;
@@ -108,4 +108,40 @@ fn every_jpeg_ls_and_12_bit_jpeg_file_matches_the_reference_decoder() {
     }
     assert!(exact >= 5, "{exact} JPEG-LS files compared bit for bit");
     assert!(within >= 1, "{within} 12-bit JPEG files compared");
+}
+
+#[test]
+fn each_frame_of_a_multi_frame_object_is_decoded_in_its_own_worker() {
+    let Some(dir) = crate::dicom_common::corpus() else {
+        return;
+    };
+    install_worker();
+    let path = dir.join("MR_small_jpeg_ls_lossless.dcm");
+    let one = decode(&std::fs::read(&path).unwrap(), Output::Stored).unwrap();
+    let frame = first_fragment(&path);
+    // Three frames, one fragment each; then the third split over two fragments, which the
+    // split joins again because the second part does not begin a codestream.
+    // (At an even offset: fragments have even lengths, an odd one would be padded.)
+    let (head, tail) = frame.split_at(frame.len() / 4 * 2);
+    for fragments in [
+        vec![frame.clone(), frame.clone(), frame.clone()],
+        vec![frame.clone(), frame.clone(), head.to_vec(), tail.to_vec()],
+    ] {
+        let px = decode(&with_frames(&path, fragments, Some(3)), Output::Stored).unwrap();
+        assert_eq!(px.shape(), [3, 64, 64, 1]);
+        for f in 0..3 {
+            for i in 0..one.data.len() {
+                assert_eq!(px.data.get_f64(f * one.data.len() + i), one.data.get_f64(i));
+            }
+        }
+    }
+    // Two codestreams for three frames: refused, not padded.
+    let r = decode(
+        &with_frames(&path, vec![frame.clone(), frame], Some(3)),
+        Output::Stored,
+    );
+    assert!(
+        matches!(&r, Err(e) if e.to_string().contains("2 JPEG-LS codestreams in the pixel data for 3 frames")),
+        "{r:?}"
+    );
 }

@@ -33,7 +33,19 @@ pub fn first_fragment(path: &Path) -> Vec<u8> {
 
 /// The Part 10 bytes of a corpus file with its pixel data replaced by `fragments`.
 pub fn with_fragments(path: &Path, fragments: Vec<Vec<u8>>) -> Vec<u8> {
+    with_frames(path, fragments, None)
+}
+
+/// [`with_fragments`], declaring `frames` frames when given.
+pub fn with_frames(path: &Path, fragments: Vec<Vec<u8>>, frames: Option<u32>) -> Vec<u8> {
     let mut obj = dicom_object::open_file(path).unwrap();
+    if let Some(n) = frames {
+        obj.put(DataElement::new(
+            tags::NUMBER_OF_FRAMES,
+            VR::IS,
+            dicom_core::PrimitiveValue::from(n.to_string()),
+        ));
+    }
     obj.put(DataElement::new(
         tags::PIXEL_DATA,
         VR::OB,

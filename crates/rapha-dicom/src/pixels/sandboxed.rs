@@ -14,10 +14,11 @@
 //! without the worker next to it reports these syntaxes as [`PixelError::Unsupported`]
 //! (`undecodable-transfer-syntax`) and says so once in its log.
 
+use std::path::PathBuf;
 use std::sync::Once;
 
 use dicom_object::DefaultDicomObject;
-use rapha_decode::{Codec, Request, Worker};
+use rapha_decode::{Codec, Request, Worker, WorkerError};
 
 use super::header::Header;
 use super::{Output, PixelError, Pixels};
@@ -36,6 +37,30 @@ pub(super) fn codec_for(ts: &str, h: &Header) -> Option<Codec> {
         Some(Codec::Jpeg12)
     } else {
         None
+    }
+}
+
+/// Whether the sandboxed decoder is installed and works, for `doctor`: `Ok(None)` when none is
+/// installed (these syntaxes are then undecodable), `Ok(Some(path))` when a worker started,
+/// entered its sandbox and its decoder answered (refusing an empty stream, as it must).
+///
+/// # Errors
+/// What went wrong with an installed worker (it cannot run, or cannot enter its sandbox: every
+/// JPEG-LS and 12-bit JPEG instance would then be excluded as malformed).
+pub fn probe() -> Result<Option<PathBuf>, String> {
+    let Some(worker) = Worker::locate() else {
+        return Ok(None);
+    };
+    let empty = [0xFF, 0xD8, 0xFF, 0xD9];
+    let request =
+        Request::new(Codec::JpegLs, (1, 1, 1), 1, empty.len()).map_err(|e| e.to_string())?;
+    match worker.decode(&request, &empty) {
+        Err(WorkerError::Refused(_)) => Ok(Some(worker.path().to_owned())),
+        Ok(_) => Err(format!(
+            "{}: decoded an empty stream",
+            worker.path().display()
+        )),
+        Err(e) => Err(format!("{}: {e}", worker.path().display())),
     }
 }
 

@@ -1,5 +1,5 @@
-//! The host: the data directories are writable, and no swap device can take what the node's
-//! cgroup holds in memory (**I3**).
+//! The host: the data directories are writable, no swap device can take what the node's
+//! cgroup holds in memory (**I3**), and the sandboxed decoder works where it is installed.
 
 use crate::config::Config;
 
@@ -27,6 +27,29 @@ pub(super) fn check_paths(config: &Config) -> Outcome {
             })?;
     }
     Ok("data and state directories writable".into())
+}
+
+/// The sandboxed decode process for JPEG-LS and 12-bit JPEG (`rapha-decode`, next to the node):
+/// started once on an empty stream, which it must enter its sandbox for and refuse. Without
+/// one the node runs and excludes those instances as undecodable, which this check says as a
+/// warning; one that is installed but cannot run or enter its sandbox fails.
+pub(super) fn check_decoder() -> Outcome {
+    match rapha_dicom::pixels::sandboxed::probe() {
+        Ok(Some(path)) => Ok(format!(
+            "{}: JPEG-LS and 12-bit JPEG decoded in a sandboxed process",
+            path.display()
+        )),
+        Ok(None) => Ok(
+            "WARNING: rapha-decode is not installed next to rapha-node: JPEG-LS \
+             and 12-bit JPEG instances will be excluded as undecodable-transfer-syntax"
+                .into(),
+        ),
+        Err(e) => fail(
+            format!("the sandboxed decoder does not work: {e}"),
+            "install rapha-decode from the same build as rapha-node, and give the node \
+             CAP_IPC_LOCK or LimitMEMLOCK=infinity (the worker locks its memory too)",
+        ),
+    }
 }
 
 /// The node's own memory cgroup, as far as swap goes.

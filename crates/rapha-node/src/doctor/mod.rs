@@ -210,6 +210,7 @@ fn run_checks(config: &Config) -> Report {
     r.push("API tokens ([api])", keys::check_api(config));
     r.push("data directories ([paths])", host::check_paths(config));
     r.push("swap", host::check_host_swap());
+    r.push("sandboxed decoder (rapha-decode)", host::check_decoder());
     r.push("no demo component", mode::check_no_demo(config));
     r
 }
