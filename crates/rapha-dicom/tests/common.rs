@@ -56,18 +56,13 @@ pub fn pydicom_reference<P: AsRef<Path>>(
     files: &[P],
     values: bool,
 ) -> Vec<serde_json::Value> {
-    let out = std::process::Command::new(py)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pixels_ref.py"))
-        .args(values.then_some("--values"))
-        .args(files.iter().map(AsRef::as_ref))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = rapha_testkit::command::stdout_of(
+        std::process::Command::new(py)
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/pixels_ref.py"))
+            .args(values.then_some("--values"))
+            .args(files.iter().map(AsRef::as_ref)),
     );
-    let refs: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+    let refs: Vec<serde_json::Value> = String::from_utf8(stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -8,11 +8,12 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::process::Command;
 
 use alloy::primitives::U256;
-use rapha_core::{CohortQuery, JobId, JobRequest, Outcome, Usdc};
+use rapha_core::{CohortQuery, Outcome};
 use rapha_node::pipeline::artifact;
 use rapha_node::store::{JobState, JobStore};
 use rapha_policy::ApprovalStore;
 use rapha_receipt::ReceiptLog;
+use rapha_testkit::job::job_request;
 use rapha_testkit::node_config::NodeConfig;
 use rapha_testkit::services::Orthanc;
 
@@ -65,23 +66,18 @@ fn sigkill_at_every_state_ends_completed_or_failed_exactly_once() {
     .to_toml();
     std::fs::write(&config, toml).unwrap();
     for (i, crash_at) in crash_states.into_iter().enumerate() {
-        let request = JobRequest {
-            job_id: JobId::random(),
-            publisher: PUBLISHER.into(),
-            trainer: TRAINER.into(),
-            bundle_manifest: manifest,
-            query: CohortQuery {
+        let request = job_request(
+            PUBLISHER,
+            TRAINER,
+            manifest,
+            CohortQuery {
                 limit: Some(accessions.len() as u32),
                 accession_numbers: accessions.clone(),
                 ..CohortQuery::default()
             },
-            requested_fields: vec![],
-            validation_percent: 50,
-            fee: Usdc::from_base_units(FEE),
-            chain_id: 137,
-            depositor: chain.company.address().to_string(),
-            linkage: None,
-        };
+            FEE,
+            &chain.company.address().to_string(),
+        );
         let job = request.job_id;
         std::fs::write(
             dir.join("request.json"),

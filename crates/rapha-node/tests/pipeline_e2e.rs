@@ -29,6 +29,7 @@ use rapha_settle::test_support::{account, DevMarket};
 use rapha_settle::{wallet_provider, Escrow, WalletKey};
 use rapha_testkit::bundle::{sign_trainer, trainer_spec, SpecLimits};
 use rapha_testkit::cohort::{generate, CohortManifest, CohortSpec};
+use rapha_testkit::job::job_request;
 use rapha_testkit::node_config::NodeConfig;
 use rapha_testkit::policy::test_hospital;
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc, Swtpm};
@@ -105,14 +106,8 @@ impl NodeFixture {
     /// `t/settler.key`); `seed` picks the cohort and the keys.
     pub fn new(t: &Path, orthanc: &Orthanc, chain: &Chain, trainer: &Path, seed: u8) -> Self {
         let cohort = t.join("cohort");
-        let cohort_manifest = generate(&CohortSpec {
-            studies: 20,
-            seed: u64::from(seed),
-            out: cohort.clone(),
-            rle_fraction: 0.0,
-            label_shuffle: false,
-        })
-        .unwrap();
+        let cohort_manifest =
+            generate(&CohortSpec::new(20, u64::from(seed), cohort.clone())).unwrap();
         let (ok, rejected) = orthanc.upload_dir(&cohort.join("dicom")).unwrap();
         assert!(ok > 0 && rejected == 0);
         let publisher = SigningKey::ed25519_from_seed(&[seed; 32]);
@@ -434,11 +429,8 @@ pub fn world_with_policy(
     let tmp = tempfile::tempdir().unwrap();
     let cohort_dir = tmp.path().join("cohort");
     let manifest = generate(&CohortSpec {
-        studies,
-        seed,
-        out: cohort_dir.clone(),
         rle_fraction: 0.2,
-        label_shuffle: false,
+        ..CohortSpec::new(studies, seed, cohort_dir.clone())
     })
     .unwrap();
     let (ok, rejected) = orthanc.upload_dir(&cohort_dir.join("dicom")).unwrap();
@@ -566,19 +558,14 @@ pub fn world_with_policy(
 
 impl World {
     pub fn request(&self, manifest: Digest, query: CohortQuery) -> JobRequest {
-        JobRequest {
-            job_id: JobId::random(),
-            publisher: PUBLISHER.into(),
-            trainer: TRAINER.into(),
-            bundle_manifest: manifest,
+        job_request(
+            PUBLISHER,
+            TRAINER,
+            manifest,
             query,
-            requested_fields: vec![],
-            validation_percent: 50,
-            fee: Usdc::from_base_units(FEE),
-            chain_id: 137,
-            depositor: self.chain.company.address().to_string(),
-            linkage: None,
-        }
+            FEE,
+            &self.chain.company.address().to_string(),
+        )
     }
 
     pub fn scoped_query(&self) -> CohortQuery {
