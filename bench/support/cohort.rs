@@ -3,9 +3,12 @@
 //! `enclave_bench` (rapha-enclave), `feed_bench` (rapha-trainer-sdk) and `pytorch_bench`
 //! (rapha-demo), so that each measures the same cohort.
 
+use std::path::PathBuf;
+
 use rapha_core::HmacKey;
+use rapha_dicom::cohort::{Cohort, CohortBuilder};
 use rapha_dicom::exclusion::{LabelTable, OptOuts};
-use rapha_dicom::Pseudonymizer;
+use rapha_dicom::{DicomConfig, Pseudonymizer};
 
 /// A generated cohort and what a cohort builder over it needs.
 pub struct BenchCohort {
@@ -39,5 +42,23 @@ pub fn bench_cohort(studies: usize) -> BenchCohort {
         optouts: OptOuts::load(&dir.path().join("optouts.csv")).unwrap(),
         pseudo: Pseudonymizer::new(HmacKey::from_bytes([1; 32])),
         dir,
+    }
+}
+
+impl BenchCohort {
+    /// Its DICOM files' directory.
+    pub fn dicom_dir(&self) -> PathBuf {
+        self.dir.path().join("dicom")
+    }
+
+    /// A cohort builder over it under `config`, with its labels.
+    pub fn builder<'a>(&'a self, config: &'a DicomConfig) -> CohortBuilder<'a> {
+        CohortBuilder::new(&self.pseudo, config, &self.optouts).with_labels(&self.labels)
+    }
+
+    /// The cohort built from its files under `config`.
+    #[allow(dead_code)] // feed_bench builds from files or from a PACS
+    pub fn cohort(&self, config: &DicomConfig) -> Cohort {
+        self.builder(config).from_dir(&self.dicom_dir()).unwrap()
     }
 }

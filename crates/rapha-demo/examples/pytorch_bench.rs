@@ -14,7 +14,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use rapha_core::{JobId, OutputDecl, OutputKind, ResourceLimits};
-use rapha_dicom::cohort::CohortBuilder;
 use rapha_dicom::DicomConfig;
 use rapha_enclave::dicom::DicomSource;
 use rapha_enclave::session::RunPaths;
@@ -22,7 +21,7 @@ use rapha_enclave::{EnclaveSession, JobSpec, RecordSource, SandboxConfig};
 
 #[path = "../../../bench/support/cohort.rs"]
 mod cohort;
-use cohort::{bench_cohort, BenchCohort};
+use cohort::bench_cohort;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -86,17 +85,8 @@ fn unpack(image: &Path, work: &Path) {
 }
 
 fn feed(rootfs: &Path, studies: usize) {
-    let BenchCohort {
-        dir,
-        labels,
-        optouts,
-        pseudo,
-    } = bench_cohort(studies);
-    let config = DicomConfig::default();
-    let cohort = CohortBuilder::new(&pseudo, &config, &optouts)
-        .with_labels(&labels)
-        .from_dir(&dir.path().join("dicom"))
-        .unwrap();
+    let bench = bench_cohort(studies);
+    let cohort = bench.cohort(&DicomConfig::default());
     let (source, ids) = DicomSource::new(&cohort.entries, None);
     println!(
         "cohort: {studies} studies, {} records",

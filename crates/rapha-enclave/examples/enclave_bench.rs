@@ -12,7 +12,6 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rapha_core::{JobId, OutputDecl, OutputKind, ResourceLimits};
-use rapha_dicom::cohort::CohortBuilder;
 use rapha_dicom::DicomConfig;
 use rapha_enclave::dicom::DicomSource;
 use rapha_enclave::feed::{self, Feed, FeedState};
@@ -24,21 +23,13 @@ use rapha_enclave::{EnclaveSession, JobSpec, RecordSource, SandboxConfig};
 
 #[path = "../../../bench/support/cohort.rs"]
 mod cohort;
-use cohort::{bench_cohort, studies_arg, BenchCohort};
+use cohort::{bench_cohort, studies_arg};
 
 fn main() {
     let studies = studies_arg();
-    let BenchCohort {
-        dir,
-        labels,
-        optouts,
-        pseudo,
-    } = bench_cohort(studies);
-    let config = DicomConfig::default();
-    let cohort = CohortBuilder::new(&pseudo, &config, &optouts)
-        .with_labels(&labels)
-        .from_dir(&dir.path().join("dicom"))
-        .unwrap();
+    let bench = bench_cohort(studies);
+    let dir = &bench.dir;
+    let cohort = bench.cohort(&DicomConfig::default());
     let (source, ids) = DicomSource::new(&cohort.entries, None);
     let n = source.records().len();
     println!("cohort: {studies} studies, {n} records");

@@ -21,7 +21,6 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use rapha_core::JobId;
-use rapha_dicom::cohort::CohortBuilder;
 use rapha_dicom::DicomConfig;
 use rapha_enclave::dicom::DicomSource;
 use rapha_enclave::feed::{self, Feed, FeedState};
@@ -31,7 +30,7 @@ use rapha_trainer_sdk::Client;
 
 #[path = "../../../bench/support/cohort.rs"]
 mod cohort;
-use cohort::{bench_cohort, studies_arg, BenchCohort};
+use cohort::{bench_cohort, studies_arg};
 
 /// Passes per reader (`RAPHA_FEED_BENCH_PASSES` overrides): the median is reported. A pass
 /// of 200 studies takes tens of milliseconds, so single passes swing with whatever else the
@@ -181,12 +180,8 @@ fn python_pass(sock: &Path, reader: Reader, order: &[u32]) -> Option<(f64, f64)>
 
 fn main() {
     let studies = studies_arg();
-    let BenchCohort {
-        dir,
-        labels,
-        optouts,
-        pseudo,
-    } = bench_cohort(studies);
+    let bench = bench_cohort(studies);
+    let dir = &bench.dir;
     let config = DicomConfig {
         scope: rapha_dicom::ScopeLimits {
             max_date_range_days: 4018,
@@ -196,7 +191,7 @@ fn main() {
         },
         ..DicomConfig::default()
     };
-    let builder = CohortBuilder::new(&pseudo, &config, &optouts).with_labels(&labels);
+    let builder = bench.builder(&config);
     // RAPHA_FEED_BENCH_PACS=1: records come from Orthanc over WADO-RS, as in production (both
     // sides of each ratio fetch them), instead of from files.
     let orthanc = std::env::var_os("RAPHA_FEED_BENCH_PACS").map(|_| {
