@@ -17,7 +17,9 @@ use rapha_testkit::job::job_request;
 use rapha_testkit::node_config::NodeConfig;
 use rapha_testkit::services::Orthanc;
 
-use crate::pipeline_e2e::{all_files, sandbox_ready, Chain, NodeFixture, FEE, PUBLISHER, TRAINER};
+use crate::pipeline_e2e::{
+    all_files, sandbox_ready, Chain, NodeFixture, COMPLETED_PATH, FEE, PUBLISHER, TRAINER,
+};
 
 #[test]
 fn sigkill_at_every_state_ends_completed_or_failed_exactly_once() {
@@ -38,22 +40,8 @@ fn sigkill_at_every_state_ends_completed_or_failed_exactly_once() {
         &fixture.dpo,
     );
 
-    let crash_states = [
-        JobState::Received,
-        JobState::BundleVerified,
-        JobState::Admitted,
-        JobState::CohortBuilt,
-        JobState::AwaitingApproval,
-        JobState::Approved,
-        JobState::AwaitingDeposit,
-        JobState::DepositConfirmed,
-        JobState::Attested,
-        JobState::FinalGatePassed,
-        JobState::Running,
-        JobState::OutputsGuarded,
-        JobState::Receipted,
-        JobState::Settled,
-    ];
+    // Every state of the completed path but its last.
+    let crash_states = &COMPLETED_PATH[..COMPLETED_PATH.len() - 1];
     // One node (one receipt log, which the escrow anchors) killed once per job.
     let dir = t.join("n");
     std::fs::create_dir_all(&dir).unwrap();
@@ -65,7 +53,7 @@ fn sigkill_at_every_state_ends_completed_or_failed_exactly_once() {
     }
     .to_toml();
     std::fs::write(&config, toml).unwrap();
-    for (i, crash_at) in crash_states.into_iter().enumerate() {
+    for (i, crash_at) in crash_states.iter().copied().enumerate() {
         let request = job_request(
             PUBLISHER,
             TRAINER,
