@@ -24,6 +24,7 @@ use rapha_receipt::NodeKey;
 use rapha_settle::{deposit_for_job, DepositOrder, Escrow, TestMarketPlan, WalletKey};
 use rapha_testkit::bundle::{sign_rootfs, trainer_spec, SpecLimits};
 use rapha_testkit::cohort::{generate, CohortSpec};
+use rapha_testkit::job::job_request;
 use rapha_testkit::node_config::NodeConfig;
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc};
 use serde_json::{json, Value};
@@ -338,17 +339,15 @@ impl World {
 
     fn request(&self, manifest: Digest, query: CohortQuery) -> JobRequest {
         JobRequest {
-            job_id: JobId::random(),
-            publisher: PUBLISHER.into(),
-            trainer: TRAINER.into(),
-            bundle_manifest: manifest,
-            query,
-            requested_fields: vec![],
-            validation_percent: 50,
-            fee: Usdc::from_base_units(FEE),
             chain_id: self.chain_id,
-            depositor: self.company.address().to_string(),
-            linkage: None,
+            ..job_request(
+                PUBLISHER,
+                TRAINER,
+                manifest,
+                query,
+                FEE,
+                &self.company.address().to_string(),
+            )
         }
     }
 

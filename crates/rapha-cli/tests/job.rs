@@ -491,6 +491,10 @@ fn world() -> Option<World> {
     .unwrap();
     let pacs = orthanc.dicomweb_url();
     let release_dir = state.join("released");
+    // A deliberate duplicate (issue 23): the demo node (crates/rapha-demo/src/node.rs) fills the
+    // same development parts (simulated attestation, the development verifier, runc state under
+    // the node's state). The one builder both could share would sit in rapha-node, which the
+    // production binary links (I8), or in rapha-demo, which these tests must not need.
     let mut node = Node::new(NodeParts {
         store: JobStore::open(&state.join("jobs.sqlite")).unwrap(),
         trust: TrustStore::open(&trust).unwrap(),

@@ -71,11 +71,8 @@ fn main() -> Result<()> {
     let work = tempfile::tempdir()?;
     let cohort_dir = work.path().join("cohort");
     let manifest = generate(&CohortSpec {
-        studies,
-        seed,
-        out: cohort_dir.clone(),
         rle_fraction: 0.2,
-        label_shuffle: false,
+        ..CohortSpec::new(studies, seed, cohort_dir.clone())
     })?;
     let (recs, decode_seconds) = decoded_records(&cohort_dir, manifest.labelled_accessions())?;
 

@@ -13,13 +13,15 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use rapha_core::{HmacKey, JobId, OutputDecl, OutputKind, ResourceLimits};
-use rapha_dicom::cohort::CohortBuilder;
-use rapha_dicom::exclusion::{LabelTable, OptOuts};
-use rapha_dicom::{DicomConfig, Pseudonymizer};
+use rapha_core::{JobId, OutputDecl, OutputKind, ResourceLimits};
+use rapha_dicom::DicomConfig;
 use rapha_enclave::dicom::DicomSource;
 use rapha_enclave::session::RunPaths;
 use rapha_enclave::{EnclaveSession, JobSpec, RecordSource, SandboxConfig};
+
+#[path = "../../../bench/support/cohort.rs"]
+mod cohort;
+use cohort::bench_cohort;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -83,23 +85,8 @@ fn unpack(image: &Path, work: &Path) {
 }
 
 fn feed(rootfs: &Path, studies: usize) {
-    let dir = tempfile::tempdir().unwrap();
-    rapha_testkit::cohort::generate(&rapha_testkit::cohort::CohortSpec {
-        studies,
-        seed: 99,
-        out: dir.path().to_path_buf(),
-        rle_fraction: 0.25,
-        label_shuffle: false,
-    })
-    .unwrap();
-    let labels = LabelTable::load(&dir.path().join("labels.csv")).unwrap();
-    let optouts = OptOuts::load(&dir.path().join("optouts.csv")).unwrap();
-    let pseudo = Pseudonymizer::new(HmacKey::from_bytes([1; 32]));
-    let config = DicomConfig::default();
-    let cohort = CohortBuilder::new(&pseudo, &config, &optouts)
-        .with_labels(&labels)
-        .from_dir(&dir.path().join("dicom"))
-        .unwrap();
+    let bench = bench_cohort(studies);
+    let cohort = bench.cohort(&DicomConfig::default());
     let (source, ids) = DicomSource::new(&cohort.entries, None);
     println!(
         "cohort: {studies} studies, {} records",

@@ -137,6 +137,10 @@ pub fn build(
     )
     .map_err(|e| anyhow!("connecting the node to the escrow: {e}"))?;
     let url = pacs_url.clone();
+    // A deliberate duplicate (issue 23): the CLI's job tests (crates/rapha-cli/tests/job.rs)
+    // fill the same development parts. The one builder both could share would sit in
+    // rapha-node, which the production binary links (I8), or here, which those tests must not
+    // need.
     let parts = NodeParts {
         store: JobStore::open(&state.join("jobs.sqlite")).context("opening the job store")?,
         trust,

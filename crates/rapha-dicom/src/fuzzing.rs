@@ -59,15 +59,7 @@ fn check_record(attrs: &Attrs, ts: Option<&str>) {
 pub fn leaked_identifier<'a>(record: &Record, raw: &'a [String]) -> Option<&'a str> {
     let mut v = serde_json::to_value(record).ok()?;
     if let Some(m) = v.as_object_mut() {
-        for k in [
-            "patient",
-            "study",
-            "series",
-            "instance",
-            "accession",
-            "frame_of_reference",
-            "references",
-        ] {
+        for k in crate::record::HASHED_ID_FIELDS {
             m.remove(k);
         }
     }

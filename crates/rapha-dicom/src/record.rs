@@ -20,6 +20,18 @@ use crate::{DicomError, Result};
 
 /// Free-text attributes a hospital may opt in, by keyword. Anything else named in the config is
 /// refused, so a typo cannot opt in PatientName.
+/// The [`Record`] fields that hold hashed identifiers (as serialised): never attributes, and
+/// where a raw identifier would be expected to appear hashed.
+pub const HASHED_ID_FIELDS: [&str; 7] = [
+    "patient",
+    "study",
+    "series",
+    "instance",
+    "accession",
+    "frame_of_reference",
+    "references",
+];
+
 pub const OPTIONAL_TEXT_FIELDS: [(&str, TagU32); 6] = [
     ("StudyDescription", tag::STUDY_DESCRIPTION),
     ("SeriesDescription", tag::SERIES_DESCRIPTION),

@@ -56,6 +56,8 @@ pub fn pydicom_reference<P: AsRef<Path>>(
     files: &[P],
     values: bool,
 ) -> Vec<serde_json::Value> {
+    // Not rapha_testkit::command::stdout_of: rapha-decode's tests include this file and do not
+    // depend on the testkit.
     let out = std::process::Command::new(py)
         // Named from the crate directory's parent so rapha-decode's tests can share this file.
         .arg(concat!(
@@ -71,7 +73,8 @@ pub fn pydicom_reference<P: AsRef<Path>>(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let refs: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+    let stdout = out.stdout;
+    let refs: Vec<serde_json::Value> = String::from_utf8(stdout)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -11,10 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use rapha_core::{HmacKey, JobId, OutputDecl, OutputKind, ResourceLimits};
-use rapha_dicom::cohort::CohortBuilder;
-use rapha_dicom::exclusion::{LabelTable, OptOuts};
-use rapha_dicom::{DicomConfig, Pseudonymizer};
+use rapha_core::{JobId, OutputDecl, OutputKind, ResourceLimits};
+use rapha_dicom::DicomConfig;
 use rapha_enclave::dicom::DicomSource;
 use rapha_enclave::feed::{self, Feed, FeedState};
 use rapha_enclave::guard::Guard;
@@ -23,28 +21,15 @@ use rapha_enclave::session::RunPaths;
 use rapha_enclave::split::split_records;
 use rapha_enclave::{EnclaveSession, JobSpec, RecordSource, SandboxConfig};
 
+#[path = "../../../bench/support/cohort.rs"]
+mod cohort;
+use cohort::{bench_cohort, studies_arg};
+
 fn main() {
-    let studies: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(40);
-    let dir = tempfile::tempdir().unwrap();
-    let spec = rapha_testkit::cohort::CohortSpec {
-        studies,
-        seed: 99,
-        out: dir.path().to_path_buf(),
-        rle_fraction: 0.25,
-        label_shuffle: false,
-    };
-    rapha_testkit::cohort::generate(&spec).unwrap();
-    let labels = LabelTable::load(&dir.path().join("labels.csv")).unwrap();
-    let optouts = OptOuts::load(&dir.path().join("optouts.csv")).unwrap();
-    let pseudo = Pseudonymizer::new(HmacKey::from_bytes([1; 32]));
-    let config = DicomConfig::default();
-    let cohort = CohortBuilder::new(&pseudo, &config, &optouts)
-        .with_labels(&labels)
-        .from_dir(&dir.path().join("dicom"))
-        .unwrap();
+    let studies = studies_arg();
+    let bench = bench_cohort(studies);
+    let dir = &bench.dir;
+    let cohort = bench.cohort(&DicomConfig::default());
     let (source, ids) = DicomSource::new(&cohort.entries, None);
     let n = source.records().len();
     println!("cohort: {studies} studies, {n} records");

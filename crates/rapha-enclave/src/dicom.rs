@@ -35,6 +35,7 @@ use rapha_dicom::exclusion::ExclusionPolicy;
 use rapha_dicom::pixels::{
     DecodeLimits, Instance, Output, PixelError, Samples, LOSSLESS_TRANSFER_SYNTAXES,
 };
+use rapha_dicom::record::HASHED_ID_FIELDS;
 use rapha_dicom::{DicomError, DicomWebClient};
 
 use crate::error::{EnclaveError, Result};
@@ -44,20 +45,9 @@ use crate::record::{Dtype, FeedRecord, Pixels, RecordSource};
 /// Largest Part 10 object fetched for one record.
 pub const MAX_INSTANCE_BYTES: u64 = 1 << 30;
 
-/// Fields of `rapha_dicom::Record` that are not attributes (ids, label, structure).
-const NOT_ATTRIBUTES: [&str; 11] = [
-    "patient",
-    "study",
-    "series",
-    "instance",
-    "accession",
-    "frame_of_reference",
-    "references",
-    "label",
-    "modality",
-    "pixel_shape",
-    "transfer_syntax_uid",
-];
+/// Fields of `rapha_dicom::Record` that are not attributes besides its hashed identifiers
+/// ([`HASHED_ID_FIELDS`]): label and structure.
+const NOT_ATTRIBUTES: [&str; 4] = ["label", "modality", "pixel_shape", "transfer_syntax_uid"];
 
 /// Records of a rapha-dicom cohort, fetched on demand.
 pub struct DicomSource {
@@ -105,7 +95,10 @@ impl DicomSource {
             let mut attributes = BTreeMap::new();
             if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(r) {
                 for (k, v) in map {
-                    if !v.is_null() && !NOT_ATTRIBUTES.contains(&k.as_str()) {
+                    if !v.is_null()
+                        && !NOT_ATTRIBUTES.contains(&k.as_str())
+                        && !HASHED_ID_FIELDS.contains(&k.as_str())
+                    {
                         attributes.insert(k, v);
                     }
                 }

@@ -8,15 +8,18 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::process::Command;
 
 use alloy::primitives::U256;
-use rapha_core::{CohortQuery, JobId, JobRequest, Outcome, Usdc};
+use rapha_core::{CohortQuery, Outcome};
 use rapha_node::pipeline::artifact;
 use rapha_node::store::{JobState, JobStore};
 use rapha_policy::ApprovalStore;
 use rapha_receipt::ReceiptLog;
+use rapha_testkit::job::job_request;
 use rapha_testkit::node_config::NodeConfig;
 use rapha_testkit::services::Orthanc;
 
-use crate::pipeline_e2e::{all_files, sandbox_ready, Chain, NodeFixture, FEE, PUBLISHER, TRAINER};
+use crate::pipeline_e2e::{
+    all_files, sandbox_ready, Chain, NodeFixture, COMPLETED_PATH, FEE, PUBLISHER, TRAINER,
+};
 
 #[test]
 fn sigkill_at_every_state_ends_completed_or_failed_exactly_once() {
@@ -37,22 +40,8 @@ fn sigkill_at_every_state_ends_completed_or_failed_exactly_once() {
         &fixture.dpo,
     );
 
-    let crash_states = [
-        JobState::Received,
-        JobState::BundleVerified,
-        JobState::Admitted,
-        JobState::CohortBuilt,
-        JobState::AwaitingApproval,
-        JobState::Approved,
-        JobState::AwaitingDeposit,
-        JobState::DepositConfirmed,
-        JobState::Attested,
-        JobState::FinalGatePassed,
-        JobState::Running,
-        JobState::OutputsGuarded,
-        JobState::Receipted,
-        JobState::Settled,
-    ];
+    // Every state of the completed path but its last.
+    let crash_states = &COMPLETED_PATH[..COMPLETED_PATH.len() - 1];
     // One node (one receipt log, which the escrow anchors) killed once per job.
     let dir = t.join("n");
     std::fs::create_dir_all(&dir).unwrap();
@@ -64,24 +53,19 @@ fn sigkill_at_every_state_ends_completed_or_failed_exactly_once() {
     }
     .to_toml();
     std::fs::write(&config, toml).unwrap();
-    for (i, crash_at) in crash_states.into_iter().enumerate() {
-        let request = JobRequest {
-            job_id: JobId::random(),
-            publisher: PUBLISHER.into(),
-            trainer: TRAINER.into(),
-            bundle_manifest: manifest,
-            query: CohortQuery {
+    for (i, crash_at) in crash_states.iter().copied().enumerate() {
+        let request = job_request(
+            PUBLISHER,
+            TRAINER,
+            manifest,
+            CohortQuery {
                 limit: Some(accessions.len() as u32),
                 accession_numbers: accessions.clone(),
                 ..CohortQuery::default()
             },
-            requested_fields: vec![],
-            validation_percent: 50,
-            fee: Usdc::from_base_units(FEE),
-            chain_id: 137,
-            depositor: chain.company.address().to_string(),
-            linkage: None,
-        };
+            FEE,
+            &chain.company.address().to_string(),
+        );
         let job = request.job_id;
         std::fs::write(
             dir.join("request.json"),

@@ -29,6 +29,7 @@ use rapha_settle::test_support::{account, DevMarket};
 use rapha_settle::{wallet_provider, Escrow, WalletKey};
 use rapha_testkit::bundle::{sign_trainer, trainer_spec, SpecLimits};
 use rapha_testkit::cohort::{generate, CohortManifest, CohortSpec};
+use rapha_testkit::job::job_request;
 use rapha_testkit::node_config::NodeConfig;
 use rapha_testkit::policy::test_hospital;
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc, Swtpm};
@@ -42,6 +43,26 @@ pub const OTHER_PUBLISHER: &str = "beta-labs";
 pub const OTHER_COMPANY: usize = 7;
 pub const TRAINER: &str = "tiny-trainer";
 pub const FEE: u64 = 120_000_000; // 120.00 USDC
+
+/// The states a completed job passes through, in order: written out here, not taken from the
+/// node's code, as what the tests expect of it.
+pub const COMPLETED_PATH: [JobState; 15] = [
+    JobState::Received,
+    JobState::BundleVerified,
+    JobState::Admitted,
+    JobState::CohortBuilt,
+    JobState::AwaitingApproval,
+    JobState::Approved,
+    JobState::AwaitingDeposit,
+    JobState::DepositConfirmed,
+    JobState::Attested,
+    JobState::FinalGatePassed,
+    JobState::Running,
+    JobState::OutputsGuarded,
+    JobState::Receipted,
+    JobState::Settled,
+    JobState::Released,
+];
 
 fn required() -> bool {
     std::env::var("RAPHA_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
@@ -105,14 +126,8 @@ impl NodeFixture {
     /// `t/settler.key`); `seed` picks the cohort and the keys.
     pub fn new(t: &Path, orthanc: &Orthanc, chain: &Chain, trainer: &Path, seed: u8) -> Self {
         let cohort = t.join("cohort");
-        let cohort_manifest = generate(&CohortSpec {
-            studies: 20,
-            seed: u64::from(seed),
-            out: cohort.clone(),
-            rle_fraction: 0.0,
-            label_shuffle: false,
-        })
-        .unwrap();
+        let cohort_manifest =
+            generate(&CohortSpec::new(20, u64::from(seed), cohort.clone())).unwrap();
         let (ok, rejected) = orthanc.upload_dir(&cohort.join("dicom")).unwrap();
         assert!(ok > 0 && rejected == 0);
         let publisher = SigningKey::ed25519_from_seed(&[seed; 32]);
@@ -434,11 +449,8 @@ pub fn world_with_policy(
     let tmp = tempfile::tempdir().unwrap();
     let cohort_dir = tmp.path().join("cohort");
     let manifest = generate(&CohortSpec {
-        studies,
-        seed,
-        out: cohort_dir.clone(),
         rle_fraction: 0.2,
-        label_shuffle: false,
+        ..CohortSpec::new(studies, seed, cohort_dir.clone())
     })
     .unwrap();
     let (ok, rejected) = orthanc.upload_dir(&cohort_dir.join("dicom")).unwrap();
@@ -566,19 +578,14 @@ pub fn world_with_policy(
 
 impl World {
     pub fn request(&self, manifest: Digest, query: CohortQuery) -> JobRequest {
-        JobRequest {
-            job_id: JobId::random(),
-            publisher: PUBLISHER.into(),
-            trainer: TRAINER.into(),
-            bundle_manifest: manifest,
+        job_request(
+            PUBLISHER,
+            TRAINER,
+            manifest,
             query,
-            requested_fields: vec![],
-            validation_percent: 50,
-            fee: Usdc::from_base_units(FEE),
-            chain_id: 137,
-            depositor: self.chain.company.address().to_string(),
-            linkage: None,
-        }
+            FEE,
+            &self.chain.company.address().to_string(),
+        )
     }
 
     pub fn scoped_query(&self) -> CohortQuery {
@@ -738,26 +745,7 @@ fn honest_job_settles_malicious_job_is_charged_broad_query_never_reaches_the_pac
         .iter()
         .map(|t| t.to)
         .collect();
-    assert_eq!(
-        states,
-        vec![
-            JobState::Received,
-            JobState::BundleVerified,
-            JobState::Admitted,
-            JobState::CohortBuilt,
-            JobState::AwaitingApproval,
-            JobState::Approved,
-            JobState::AwaitingDeposit,
-            JobState::DepositConfirmed,
-            JobState::Attested,
-            JobState::FinalGatePassed,
-            JobState::Running,
-            JobState::OutputsGuarded,
-            JobState::Receipted,
-            JobState::Settled,
-            JobState::Released,
-        ]
-    );
+    assert_eq!(states, COMPLETED_PATH);
     let released = w.node.release_path(job);
     let mut names: Vec<String> = all_files(&released)
         .iter()

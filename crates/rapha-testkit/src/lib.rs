@@ -2,11 +2,13 @@
 //!
 //! - `bundle`: signed trainer bundles (one spec template, one build-and-sign sequence) for the
 //!   node, CLI and bench tests;
+//! - `job`: the job request of the node's tests and bench;
 //! - `node_config`: the `rapha-node` configuration file the node's tests and bench write;
 //! - `policy`: the hospital policy the node's and the CLI's job tests run under;
 //! - `pytorch`: the PyTorch example trainer's image and the check of the models it releases;
 //! - `services`: starts real Orthanc + DICOMweb, swtpm and anvil on free loopback ports for a
 //!   test, with readiness checks, and tears them down (logs kept on failure);
+//! - `command`: a helper tool's output, asserting it succeeded;
 //! - `cohort`: the synthetic DICOM cohort generator, with PHI planted everywhere a real study
 //!   has it, burned-in text, a learnable lesion signal, labels and opt-outs;
 //! - `crafted`: hostile DICOM a PACS could serve (deep nesting in Part 10 and DICOM JSON,
@@ -22,8 +24,10 @@
 
 pub mod bundle;
 pub mod cohort;
+pub mod command;
 pub mod crafted;
 pub mod hostile;
+pub mod job;
 pub mod node_config;
 pub mod policy;
 pub mod pytorch;

@@ -46,47 +46,40 @@ pub fn openssl(dir: &Path, args: &[&str]) {
 /// If openssl fails or `dir` is not writable.
 #[allow(clippy::expect_used)] // test support: a failed step is a failed test
 pub fn hospital_pki(dir: &Path) -> Pki {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
+    // A new P-256 key (unencrypted) in `key` and a request for it, as `openssl req` makes them.
+    let request = |extra: &[&str], key: &str, out: &str, subject: &str| {
+        let mut args = vec!["req"];
+        args.extend_from_slice(extra);
+        args.extend([
             "-newkey",
             "ec",
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
             "-nodes",
             "-keyout",
-            "ca.key",
+            key,
             "-out",
-            "ca.pem",
+            out,
+            "-subj",
+            subject,
+        ]);
+        openssl(dir, &args);
+    };
+    request(
+        &[
+            "-x509",
             "-days",
             "2",
-            "-subj",
-            "/CN=Rapha test PACS CA",
             "-addext",
             "basicConstraints=critical,CA:TRUE",
             "-addext",
             "keyUsage=critical,keyCertSign,cRLSign",
         ],
+        "ca.key",
+        "ca.pem",
+        "/CN=Rapha test PACS CA",
     );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-    );
+    request(&[], "server.key", "server.csr", "/CN=127.0.0.1");
     std::fs::write(
         dir.join("ext.cnf"),
         "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\

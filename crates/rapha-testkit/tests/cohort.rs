@@ -86,17 +86,8 @@ fn every_file_parses_in_pydicom_with_its_header_shape_including_rle() {
     })
     .unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/check_cohort.py");
-    let out = Command::new(py)
-        .arg(script)
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pydicom check failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stdout = rapha_testkit::command::stdout_of(Command::new(py).arg(script).arg(dir.path()));
+    let summary: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(summary["files"], m.instance_count);
     assert!(summary["rle"].as_u64().unwrap() > 10, "{summary}");
     assert!(summary["native"].as_u64().unwrap() > 10, "{summary}");

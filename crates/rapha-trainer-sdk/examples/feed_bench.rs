@@ -20,15 +20,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use rapha_core::{HmacKey, JobId};
-use rapha_dicom::cohort::CohortBuilder;
-use rapha_dicom::exclusion::{LabelTable, OptOuts};
-use rapha_dicom::{DicomConfig, Pseudonymizer};
+use rapha_core::JobId;
+use rapha_dicom::DicomConfig;
 use rapha_enclave::dicom::DicomSource;
 use rapha_enclave::feed::{self, Feed, FeedState};
 use rapha_enclave::split::split_records;
 use rapha_enclave::RecordSource;
 use rapha_trainer_sdk::Client;
+
+#[path = "../../../bench/support/cohort.rs"]
+mod cohort;
+use cohort::{bench_cohort, studies_arg};
 
 /// Passes per reader (`RAPHA_FEED_BENCH_PASSES` overrides): the median is reported. A pass
 /// of 200 studies takes tens of milliseconds, so single passes swing with whatever else the
@@ -177,22 +179,9 @@ fn python_pass(sock: &Path, reader: Reader, order: &[u32]) -> Option<(f64, f64)>
 }
 
 fn main() {
-    let studies: usize = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(40);
-    let dir = tempfile::tempdir().unwrap();
-    let spec = rapha_testkit::cohort::CohortSpec {
-        studies,
-        seed: 99,
-        out: dir.path().to_path_buf(),
-        rle_fraction: 0.25,
-        label_shuffle: false,
-    };
-    rapha_testkit::cohort::generate(&spec).unwrap();
-    let labels = LabelTable::load(&dir.path().join("labels.csv")).unwrap();
-    let optouts = OptOuts::load(&dir.path().join("optouts.csv")).unwrap();
-    let pseudo = Pseudonymizer::new(HmacKey::from_bytes([1; 32]));
+    let studies = studies_arg();
+    let bench = bench_cohort(studies);
+    let dir = &bench.dir;
     let config = DicomConfig {
         scope: rapha_dicom::ScopeLimits {
             max_date_range_days: 4018,
@@ -202,7 +191,7 @@ fn main() {
         },
         ..DicomConfig::default()
     };
-    let builder = CohortBuilder::new(&pseudo, &config, &optouts).with_labels(&labels);
+    let builder = bench.builder(&config);
     // RAPHA_FEED_BENCH_PACS=1: records come from Orthanc over WADO-RS, as in production (both
     // sides of each ratio fetch them), instead of from files.
     let orthanc = std::env::var_os("RAPHA_FEED_BENCH_PACS").map(|_| {

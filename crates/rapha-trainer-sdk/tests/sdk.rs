@@ -665,21 +665,16 @@ for r in c.records(range(100)):
 c.progress(epoch=2)
 print(json.dumps({"got": got, "skipped": skipped, "first_two": first_two}))
 "#;
-    let out = std::process::Command::new(&python)
-        .args(["-c", script])
-        .arg(&path)
-        .env(
-            "PYTHONPATH",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../../sdk/python"),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = rapha_testkit::command::stdout_of(
+        std::process::Command::new(&python)
+            .args(["-c", script])
+            .arg(&path)
+            .env(
+                "PYTHONPATH",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../../sdk/python"),
+            ),
     );
-    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: Value = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(
         v["got"],
         json!([

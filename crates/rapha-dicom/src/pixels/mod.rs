@@ -117,6 +117,11 @@ pub enum Output {
     Rescaled,
 }
 
+// A deliberate duplicate (issue 23): the trainer SDK's `Pixels`
+// (crates/rapha-trainer-sdk/src/pixels.rs) has the same six sample types and per-type accessors.
+// They stay two across a trust boundary: the SDK is linked into the AI company's trainers and
+// must not link this crate, the node's parser of the hospital's DICOM; the protocol's `Dtype`
+// is the contract between them.
 /// Decoded samples.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Samples {

@@ -1,22 +1,20 @@
 use super::*;
-use rapha_core::{CohortQuery, Digest, Usdc};
+use rapha_core::{CohortQuery, Digest};
 
 fn request() -> JobRequest {
     JobRequest {
-        job_id: JobId::random(),
-        publisher: "acme".into(),
-        trainer: "lesion-classifier".into(),
-        bundle_manifest: Digest::of(b"manifest"),
-        query: CohortQuery {
-            modalities: vec!["CT".into()],
-            ..CohortQuery::default()
-        },
-        requested_fields: vec![],
         validation_percent: 20,
-        fee: Usdc::from_base_units(120_000_000),
-        chain_id: 137,
-        depositor: "0x0000000000000000000000000000000000000001".into(),
-        linkage: None,
+        ..rapha_testkit::job::job_request(
+            "acme",
+            "lesion-classifier",
+            Digest::of(b"manifest"),
+            CohortQuery {
+                modalities: vec!["CT".into()],
+                ..CohortQuery::default()
+            },
+            120_000_000,
+            "0x0000000000000000000000000000000000000001",
+        )
     }
 }
 
