@@ -20,6 +20,10 @@ pub enum BundleError {
     OutputExists(PathBuf),
 
     // ---- keys ----------------------------------------------------------------------------
+    // A deliberate duplicate (issue 23): rapha-core, rapha-bundle and rapha-receipt each have
+    // this variant for the key file they read (the publisher's signing key here); the check is one
+    // (`rapha_core::ModeError`), the variants stay in each crate's error type so that its
+    // callers match their own key's refusal and its text names that key.
     #[error(
         "private key file {path} has mode {mode:o}: it must not be readable by group or others; \
          run `chmod 600 {path}`"

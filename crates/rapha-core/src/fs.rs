@@ -1,5 +1,5 @@
 //! The file helpers the stores and loaders share: listing every regular file under a
-//! directory, and replacing a file's contents atomically.
+//! directory, replacing a file's contents atomically, and writing a new secret file.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -45,6 +45,22 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), FsError> {
         }
     }
     Ok(())
+}
+
+/// Writes `bytes` to a new file at `path` with mode 0600 (owner read/write only) and flushes it
+/// to disk; refuses to overwrite an existing file (the keys and tokens the node and CLI make).
+///
+/// # Errors
+/// [`std::io::Error`], [`std::io::ErrorKind::AlreadyExists`] when `path` exists.
+pub fn write_new_secret(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 /// Replaces `path` with `bytes` so that a crash leaves the old contents or the new, never a

@@ -56,24 +56,16 @@ pub fn pydicom_reference<P: AsRef<Path>>(
     files: &[P],
     values: bool,
 ) -> Vec<serde_json::Value> {
-    // Not rapha_testkit::command::stdout_of: rapha-decode's tests include this file and do not
-    // depend on the testkit.
-    let out = std::process::Command::new(py)
-        // Named from the crate directory's parent so rapha-decode's tests can share this file.
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../rapha-dicom/tests/pixels_ref.py"
-        ))
-        .args(values.then_some("--values"))
-        .args(files.iter().map(AsRef::as_ref))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stdout = rapha_testkit::command::stdout_of(
+        std::process::Command::new(py)
+            // Named from the crate directory's parent so rapha-decode's tests can share this file.
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../rapha-dicom/tests/pixels_ref.py"
+            ))
+            .args(values.then_some("--values"))
+            .args(files.iter().map(AsRef::as_ref)),
     );
-    let stdout = out.stdout;
     let refs: Vec<serde_json::Value> = String::from_utf8(stdout)
         .unwrap()
         .lines()

@@ -4,7 +4,6 @@
 //! Format of a hex key file: 64 hex digits (32 bytes) and an optional trailing newline, mode
 //! 0600 or stricter. The HMAC key is the exception: 32 raw bytes (see `rapha_core::HmacKey`).
 
-use std::io::Write;
 use std::path::Path;
 
 use rapha_core::{check_private_mode, ModeError};
@@ -68,19 +67,10 @@ pub fn read_secret_hex(path: &Path) -> Result<Zeroizing<[u8; 32]>> {
 /// # Errors
 /// [`PolicyError::KeyIo`] (including when the file already exists).
 pub fn write_secret_file(path: &Path, contents: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| PolicyError::KeyIo {
+    rapha_core::fs::write_new_secret(path, contents).map_err(|source| PolicyError::KeyIo {
         path: path.to_owned(),
         source,
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)?;
-    f.write_all(contents).map_err(io)?;
-    f.sync_all().map_err(io)
+    })
 }
 
 /// Writes a 32-byte secret as a hex key file (64 hex digits and a newline), mode 0600.

@@ -64,6 +64,10 @@ pub enum ReceiptError {
     Inconsistent(String),
 
     // ---- node key --------------------------------------------------------------------------
+    // A deliberate duplicate (issue 23): rapha-core, rapha-bundle and rapha-receipt each have
+    // this variant for the key file they read (the node's receipt key here); the check is one
+    // (`rapha_core::ModeError`), the variants stay in each crate's error type so that its
+    // callers match their own key's refusal and its text names that key.
     #[error(
         "node key file {path} has mode {mode:o}: it must not be readable by group or others; \
          run `chmod 600 {path}`"

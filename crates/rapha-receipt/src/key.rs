@@ -1,6 +1,5 @@
 //! The node's secp256k1 signing key.
 
-use std::io::Write as _;
 use std::path::Path;
 
 use k256::ecdsa::SigningKey;
@@ -92,19 +91,12 @@ impl NodeKey {
     /// # Errors
     /// [`ReceiptError::KeyIo`].
     pub fn write_new(&self, path: &Path) -> Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let io = |source| ReceiptError::KeyIo {
-            path: path.to_owned(),
-            source,
-        };
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(io)?;
         let text = Zeroizing::new(format!("{}\n", hex::encode(self.key.to_bytes())));
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)
+        rapha_core::fs::write_new_secret(path, text.as_bytes()).map_err(|source| {
+            ReceiptError::KeyIo {
+                path: path.to_owned(),
+                source,
+            }
+        })
     }
 }
