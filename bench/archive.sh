@@ -14,7 +14,9 @@ SIZES=("$@")
 SYNTAXES=(1.2.840.10008.1.2.1 1.2.840.10008.1.2.4.90 1.2.840.10008.1.2.4.80 1.2.840.10008.1.2.4.201)
 
 step "build (release)"
-cargo build -q --release -p rapha-dicom --example dicom_bench -p rapha-decode -p rapha-testkit
+# Two builds: a target flag (--example) would leave the other packages' binaries unbuilt.
+cargo build -q --release -p rapha-dicom --example dicom_bench
+cargo build -q --release -p rapha-decode -p rapha-testkit
 export RAPHA_DECODE_WORKER="$CARGO_TARGET_DIR/release/rapha-decode"
 BIN="$CARGO_TARGET_DIR/release/examples/dicom_bench"
 TK="$CARGO_TARGET_DIR/release/rapha-testkit"
