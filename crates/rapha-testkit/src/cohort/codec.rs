@@ -13,7 +13,7 @@ use std::process::Command;
 use dicom_core::value::PixelFragmentSequence;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
-use dicom_object::{open_file, FileMetaTableBuilder};
+use dicom_object::open_file;
 
 use super::{CohortError, CohortManifest};
 
@@ -252,20 +252,12 @@ fn per_frame(
             PrimitiveValue::from("01"),
         ));
     }
-    let file = obj
-        .with_meta(
-            FileMetaTableBuilder::new()
-                .transfer_syntax(ts)
-                .media_storage_sop_class_uid(sop_class.trim_end_matches('\0'))
-                .media_storage_sop_instance_uid(sop.trim_end_matches('\0'))
-                .implementation_class_uid(super::IMPLEMENTATION_CLASS_UID)
-                .implementation_version_name("RAPHA_TESTKIT"),
-        )
-        .map_err(|e| dicom_err(e.to_string()))?;
-    let mut bytes = Vec::new();
-    file.write_all(&mut bytes)
-        .map_err(|e| dicom_err(e.to_string()))?;
-    super::write(path, &bytes)
+    super::write_part10(
+        obj,
+        path,
+        ts,
+        (sop_class.trim_end_matches('\0'), sop.trim_end_matches('\0')),
+    )
 }
 
 /// One frame through `tool`: written as a binary PGM/PPM (8-bit samples as bytes, deeper ones

@@ -11,7 +11,7 @@ use std::path::Path;
 use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
-use dicom_object::{open_file, FileMetaTableBuilder, InMemDicomObject};
+use dicom_object::{open_file, InMemDicomObject};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
@@ -150,20 +150,7 @@ fn merge(dir: &Path, slices: &[InstanceEntry], class: &str, sop: &str) -> Result
         VR::OW,
         PrimitiveValue::U8(pixels.into()),
     ));
-    let file = o
-        .with_meta(
-            FileMetaTableBuilder::new()
-                .transfer_syntax(super::NATIVE_TS)
-                .media_storage_sop_class_uid(class)
-                .media_storage_sop_instance_uid(sop)
-                .implementation_class_uid(super::IMPLEMENTATION_CLASS_UID)
-                .implementation_version_name("RAPHA_TESTKIT"),
-        )
-        .map_err(|e| dicom_err(e.to_string()))?;
-    let mut bytes = Vec::new();
-    file.write_all(&mut bytes)
-        .map_err(|e| dicom_err(e.to_string()))?;
-    super::write(&first_path, &bytes)
+    super::write_part10(o, &first_path, super::NATIVE_TS, (class, sop))
 }
 
 fn sequence(tag: Tag, items: Vec<InMemDicomObject>) -> DataElement<InMemDicomObject> {

@@ -422,6 +422,34 @@ pub fn generate(spec: &CohortSpec) -> Result<CohortManifest, CohortError> {
     Ok(manifest)
 }
 
+/// Writes `obj` as a Part 10 file at `path` in transfer syntax `ts`, with the testkit's
+/// implementation identity in its meta group (the re-encoding and enhancing passes).
+fn write_part10(
+    obj: dicom_object::InMemDicomObject,
+    path: &Path,
+    ts: &str,
+    (sop_class, sop): (&str, &str),
+) -> Result<(), CohortError> {
+    let dicom_err = |detail: String| CohortError::Dicom {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let file = obj
+        .with_meta(
+            dicom_object::meta::FileMetaTableBuilder::new()
+                .transfer_syntax(ts)
+                .media_storage_sop_class_uid(sop_class)
+                .media_storage_sop_instance_uid(sop)
+                .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
+                .implementation_version_name("RAPHA_TESTKIT"),
+        )
+        .map_err(|e| dicom_err(e.to_string()))?;
+    let mut bytes = Vec::new();
+    file.write_all(&mut bytes)
+        .map_err(|e| dicom_err(e.to_string()))?;
+    write(path, &bytes)
+}
+
 fn write(path: &Path, bytes: &[u8]) -> Result<(), CohortError> {
     std::fs::write(path, bytes).map_err(io_err("write", path))
 }
