@@ -27,7 +27,7 @@ use p256::pkcs8::der::Decode as _;
 use p256::pkcs8::{
     DecodePublicKey as _, ObjectIdentifier, PrivateKeyInfoRef, SubjectPublicKeyInfoRef,
 };
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::error::{BundleError, Result};
 
@@ -155,20 +155,17 @@ impl SigningKey {
     /// # Errors
     /// [`BundleError::KeyPermissions`], [`BundleError::Io`], [`BundleError::KeyFormat`].
     pub fn load(path: &Path) -> Result<Self> {
-        rapha_core::check_private_mode(path).map_err(|e| match e {
-            rapha_core::ModeError::Io(source) => BundleError::Io {
-                path: path.into(),
-                source,
-            },
-            rapha_core::ModeError::Loose(mode) => BundleError::KeyPermissions {
+        let text = rapha_core::fs::read_secret_text(path, 64 * 1024).map_err(|e| match e {
+            rapha_core::fs::SecretFileError::Loose(mode) => BundleError::KeyPermissions {
                 path: path.into(),
                 mode,
             },
+            e => BundleError::Io {
+                path: path.into(),
+                source: e.into(),
+            },
         })?;
-        let mut text = std::fs::read_to_string(path).map_err(BundleError::io(path))?;
-        let key = Self::from_pem(&text, path);
-        text.zeroize();
-        key
+        Self::from_pem(&text, path)
     }
 }
 

@@ -44,22 +44,8 @@ impl std::fmt::Debug for Token {
 
 fn read_token(file: Option<&Path>) -> anyhow::Result<Token> {
     let text = match file {
-        Some(path) => {
-            rapha_core::check_private_mode(path).map_err(|e| match e {
-                rapha_core::ModeError::Loose(mode) => anyhow::anyhow!(
-                    "token file {} has mode {mode:o}; make it readable by its owner only \
-                     (chmod 600)",
-                    path.display()
-                ),
-                rapha_core::ModeError::Io(err) => {
-                    anyhow::anyhow!("token file {}: {err}", path.display())
-                }
-            })?;
-            Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("reading the token file {}", path.display()))?,
-            )
-        }
+        Some(path) => rapha_core::fs::read_secret_text(path, 64 * 1024)
+            .map_err(|e| anyhow::anyhow!("token file {}: {e}", path.display()))?,
         None => Zeroizing::new(std::env::var(TOKEN_ENV).map_err(|_| {
             anyhow::anyhow!(
                 "no API token: pass --token-file FILE (mode 0600) or set {TOKEN_ENV}; \

@@ -6,7 +6,6 @@ use anyhow::Context as _;
 use clap::Args;
 use rapha_core::{JobId, Usdc};
 use rapha_settle::{deposit_for_job, DepositOrder, TokenKind, WalletKey};
-use zeroize::Zeroizing;
 
 use crate::job::Printed;
 
@@ -48,18 +47,8 @@ pub struct DepositArgs {
 /// # Errors
 /// A loose mode, an unreadable file, not a key.
 pub fn load_wallet_key(path: &Path) -> anyhow::Result<WalletKey> {
-    rapha_core::check_private_mode(path).map_err(|e| match e {
-        rapha_core::ModeError::Loose(mode) => anyhow::anyhow!(
-            "wallet key {} has mode {mode:o}; make it readable by its owner only (chmod 600)",
-            path.display()
-        ),
-        rapha_core::ModeError::Io(err) => {
-            anyhow::anyhow!("wallet key {}: {err}", path.display())
-        }
-    })?;
-    let text = Zeroizing::new(
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
-    );
+    let text = rapha_core::fs::read_secret_text(path, 4096)
+        .map_err(|e| anyhow::anyhow!("wallet key {}: {e}", path.display()))?;
     Ok(WalletKey::from_hex(&text)?)
 }
 

@@ -17,7 +17,7 @@ pub enum CoreError {
     HmacKeyLength { path: PathBuf, len: usize },
     // A deliberate duplicate (issue 23): rapha-core, rapha-bundle and rapha-receipt each have
     // this variant for the key file they read (the hospital's HMAC key here); the check is one
-    // (`rapha_core::ModeError`), the variants stay in each crate's error type so that its
+    // (`rapha_core::fs::read_secret`), the variants stay in each crate's error type so that its
     // callers match their own key's refusal and its text names that key.
     #[error(
         "HMAC key file {path} has mode {mode:o}: it must not be readable by group or others; \

@@ -50,7 +50,5 @@ pub use job::{
     ResourceBounds, ResourceLimits, DEFAULT_TMP_MB,
 };
 pub use money::{FeeSplit, Usdc, USDC_DECIMALS};
-pub use pseudonym::{
-    check_private_mode, HashedId, HmacKey, IdDomain, ModeError, PseudonymScope, HMAC_KEY_LEN,
-};
+pub use pseudonym::{HashedId, HmacKey, IdDomain, PseudonymScope, HMAC_KEY_LEN};
 pub use receipt::{ExclusionCounts, Outcome, ReasonCode};

@@ -38,66 +38,36 @@ impl HmacKey {
         &self.0
     }
 
-    /// Reads a key file: exactly 32 raw bytes, not readable by group or others.
+    /// Reads a key file: exactly 32 raw bytes, not readable by group or others, owned by the
+    /// reader, not a link ([`crate::fs::read_secret`]).
     ///
     /// # Errors
-    /// [`CoreError::HmacKeyPermissions`] for a mode looser than 0600 (checked before reading),
+    /// [`CoreError::HmacKeyPermissions`] for a mode looser than 0600,
     /// [`CoreError::HmacKeyLength`] for any other length, [`CoreError::HmacKeyIo`] when the file
-    /// cannot be read.
+    /// cannot be read or is refused otherwise (a link, not a regular file, another owner).
     pub fn load(path: &Path) -> Result<Self, CoreError> {
-        let io = |source| CoreError::HmacKeyIo {
-            path: path.to_owned(),
-            source,
-        };
-        check_private_mode(path).map_err(|e| match e {
-            ModeError::Io(err) => io(err),
-            ModeError::Loose(mode) => CoreError::HmacKeyPermissions {
+        // Larger than a key, so that a wrong file is reported with its length.
+        const MAX: usize = 4096;
+        let bytes = crate::fs::read_secret(path, MAX).map_err(|e| match e {
+            crate::fs::SecretFileError::Loose(mode) => CoreError::HmacKeyPermissions {
                 path: path.to_owned(),
                 mode,
             },
-        })?;
-        let mut bytes = std::fs::read(path).map_err(io)?;
-        if bytes.len() != HMAC_KEY_LEN {
-            let len = bytes.len();
-            bytes.zeroize();
-            return Err(CoreError::HmacKeyLength {
+            e => CoreError::HmacKeyIo {
                 path: path.to_owned(),
-                len,
-            });
-        }
-        let mut key = [0u8; HMAC_KEY_LEN];
-        key.copy_from_slice(&bytes);
-        bytes.zeroize();
+                source: e.into(),
+            },
+        })?;
+        let key: [u8; HMAC_KEY_LEN] =
+            bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| CoreError::HmacKeyLength {
+                    path: path.to_owned(),
+                    len: bytes.len(),
+                })?;
         Ok(Self(key))
     }
-}
-
-/// Why a secret file's mode was refused.
-#[derive(Debug)]
-pub enum ModeError {
-    /// The file could not be inspected.
-    Io(std::io::Error),
-    /// The file is readable or writable by group or others (the mode found).
-    Loose(u32),
-}
-
-/// Checks that `path` is not accessible by group or others (mode 0600 or stricter).
-///
-/// Shared by every secret file Rapha reads (HMAC key, node key, DPO key).
-///
-/// # Errors
-/// [`ModeError::Loose`] with the mode found, or [`ModeError::Io`].
-pub fn check_private_mode(path: &Path) -> Result<(), ModeError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map_err(ModeError::Io)?
-        .permissions()
-        .mode()
-        & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(ModeError::Loose(mode));
-    }
-    Ok(())
 }
 
 /// The role an identifier plays. Part of the HMAC input, so the same string hashed as a

@@ -110,13 +110,9 @@ fn preview(args: &PreviewArgs) -> anyhow::Result<()> {
             opts.ca_pem = args.ca_file.clone();
             opts.timeout = std::time::Duration::from_secs(config.pacs.connect_timeout_seconds);
             if let Some(f) = &args.bearer_token_file {
-                rapha_core::check_private_mode(f).map_err(|_| {
-                    anyhow::anyhow!(
-                        "bearer token file {} must exist and have mode 0600",
-                        f.display()
-                    )
-                })?;
-                let token = Zeroizing::new(std::fs::read_to_string(f)?.trim().to_owned());
+                let text = rapha_core::fs::read_secret_text(f, 64 * 1024)
+                    .map_err(|e| anyhow::anyhow!("bearer token file {}: {e}", f.display()))?;
+                let token = Zeroizing::new(text.trim().to_owned());
                 opts.auth = Some(Auth::Bearer(token));
             }
             let client = DicomWebClient::new(opts)?.with_limits(config.pacs.clone());

@@ -289,18 +289,8 @@ pub fn load_or_enrol_ak(
         reason,
     };
     if path.exists() {
-        use rapha_core::{check_private_mode, ModeError};
-        match check_private_mode(path) {
-            Ok(()) => {}
-            Err(ModeError::Loose(mode)) => {
-                return Err(ak_err(format!(
-                    "mode {mode:o} lets others read it; run `chmod 600 {}`",
-                    path.display()
-                )))
-            }
-            Err(ModeError::Io(e)) => return Err(ak_err(e.to_string())),
-        }
-        let bytes = std::fs::read(path).map_err(|e| ak_err(e.to_string()))?;
+        let bytes =
+            rapha_core::fs::read_secret(path, 1 << 20).map_err(|e| ak_err(e.to_string()))?;
         let ak: CertifiedAk = serde_json::from_slice(&bytes)
             .map_err(|e| ak_err(format!("not an enrolled attestation key record: {e}")))?;
         tracing::info!(ak_file = %path.display(), "TPM attestation key loaded");
@@ -544,28 +534,19 @@ pub fn gpu_devices(
 /// # Errors
 /// [`BuildError::SettlerKey`] naming the file and what is wrong.
 pub fn read_settler_key(path: &Path) -> Result<WalletKey, BuildError> {
-    use rapha_core::{check_private_mode, ModeError};
     let err = |reason: String| BuildError::SettlerKey {
         path: path.to_owned(),
         reason,
     };
-    match check_private_mode(path) {
-        Ok(()) => {}
-        Err(ModeError::Loose(mode)) => {
-            return Err(err(format!(
-                "mode {mode:o} lets others read it; run `chmod 600 {}`",
+    let text = rapha_core::fs::read_secret_text(path, 4096).map_err(|e| match e {
+        rapha_core::fs::SecretFileError::Io(io) if io.kind() == std::io::ErrorKind::NotFound => {
+            err(format!(
+                "{io}; create one with `rapha-node keygen --settler --out {}` and fund its address with gas",
                 path.display()
-            )))
+            ))
         }
-        Err(ModeError::Io(e)) => {
-            return Err(err(format!(
-                "{e}; create one with `rapha-node keygen --settler --out {}` and fund its address with gas",
-                path.display()
-            )))
-        }
-    }
-    let text =
-        zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?);
+        e => err(e.to_string()),
+    })?;
     WalletKey::from_hex(text.trim()).map_err(|_| {
         err("not a secp256k1 key in hex (64 hex digits, optionally 0x-prefixed)".into())
     })

@@ -551,10 +551,29 @@ fn token_file_refuses_unknown_roles_short_tokens_and_emptiness() {
 }
 
 #[test]
+fn serve_refuses_a_token_file_that_others_can_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tokens = tmp.path().join("tokens");
+    std::fs::write(&tokens, "admin adm-0123456789abcdef0123456789abcdef0123\n").unwrap();
+    std::fs::set_permissions(
+        &tokens,
+        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o644),
+    )
+    .unwrap();
+    let err = rapha_node::api::Tokens::load(&tokens)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("mode 644 lets group or others read it"),
+        "a world-readable token file is refused: {err}"
+    );
+}
+
+#[test]
 fn serve_refuses_a_token_file_with_a_guessable_token() {
     let tmp = tempfile::tempdir().unwrap();
     let tokens = tmp.path().join("tokens");
-    std::fs::write(&tokens, "admin short\n").unwrap();
+    rapha_core::fs::write_new_secret(&tokens, b"admin short\n").unwrap();
     let out = crate::node_common::node(&[
         "serve",
         "--config",

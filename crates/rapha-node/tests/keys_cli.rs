@@ -193,3 +193,80 @@ fn policy_test_runs_the_rego_unit_tests() {
         stdout(&out)
     );
 }
+
+/// Every kind of secret file the node and its tools read goes through one reader
+/// (`rapha_core::fs::read_secret`): each loader takes its own key file, and refuses a symbolic
+/// link to that same file (a link can be re-pointed between a check and the read) and a copy
+/// that others can read.
+#[test]
+fn every_secret_file_loader_refuses_a_link_and_a_loose_mode() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let file = |name: &str| d.join(name);
+    rapha_node::keygen::write_hmac(&file("hmac")).unwrap();
+    rapha_node::keygen::write_node_key(&file("node")).unwrap();
+    rapha_node::keygen::write_node_key(&file("settler")).unwrap();
+    let out = node(&["keygen", "--dpo", "--out", file("dpo").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    rapha_bundle::keys::write_keypair(
+        &rapha_bundle::SigningKey::generate_ed25519(),
+        &file("publisher"),
+    )
+    .unwrap();
+    rapha_core::fs::write_new_secret(
+        &file("tokens"),
+        b"admin adm-0123456789abcdef0123456789abcdef0123\n",
+    )
+    .unwrap();
+
+    type Loader = fn(&std::path::Path) -> Result<(), String>;
+    let loaders: [(&str, Loader); 6] = [
+        ("hmac", |p| {
+            rapha_core::HmacKey::load(p)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }),
+        ("node", |p| {
+            rapha_receipt::NodeKey::load(p)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }),
+        ("settler", |p| {
+            rapha_node::node_build::read_settler_key(p)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }),
+        ("dpo", |p| {
+            rapha_policy::DpoSigningKey::load(p)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }),
+        ("publisher", |p| {
+            rapha_bundle::SigningKey::load(p)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }),
+        ("tokens", |p| {
+            rapha_node::api::Tokens::load(p)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        }),
+    ];
+    for (name, load) in loaders {
+        let path = file(name);
+        load(&path).unwrap_or_else(|e| panic!("{name}: its own key file is refused: {e}"));
+        let link = file(&format!("{name}.link"));
+        symlink(&path, &link).unwrap();
+        let err = load(&link).expect_err(&format!("{name}: a link to the key was followed"));
+        assert!(err.contains("symbolic link"), "{name}: {err}");
+        let loose = file(&format!("{name}.loose"));
+        std::fs::copy(&path, &loose).unwrap();
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let err = load(&loose).expect_err(&format!("{name}: a key others can read was read"));
+        assert!(
+            err.contains("640"),
+            "{name}: the mode found is named: {err}"
+        );
+    }
+}

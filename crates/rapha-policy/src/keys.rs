@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
-use rapha_core::{check_private_mode, ModeError};
-use zeroize::{Zeroize, Zeroizing};
+use rapha_core::fs::{read_secret, SecretFileError};
+use zeroize::Zeroizing;
 
 use crate::error::{PolicyError, Result};
 
@@ -30,29 +30,19 @@ pub fn read_secret_hex(path: &Path) -> Result<Zeroizing<[u8; 32]>> {
         path: path.to_owned(),
         reason,
     };
-    match check_private_mode(path) {
-        Ok(()) => {}
-        Err(ModeError::Io(source)) => {
-            return Err(PolicyError::KeyIo {
-                path: path.to_owned(),
-                source,
-            })
-        }
-        Err(ModeError::Loose(mode)) => {
-            return Err(key_file(format!(
-                "mode {mode:o} lets group or others read it; run `chmod 600 {}`",
-                path.display()
-            )))
-        }
-    }
-    let mut text = std::fs::read(path).map_err(|source| PolicyError::KeyIo {
-        path: path.to_owned(),
-        source,
+    let text = read_secret(path, 4096).map_err(|e| match e {
+        SecretFileError::Loose(mode) => key_file(format!(
+            "mode {mode:o} lets group or others read it; run `chmod 600 {}`",
+            path.display()
+        )),
+        e => PolicyError::KeyIo {
+            path: path.to_owned(),
+            source: e.into(),
+        },
     })?;
     let body_len = text.strip_suffix(b"\n").map_or(text.len(), <[u8]>::len);
     let mut out = Zeroizing::new([0u8; 32]);
     let ok = body_len == 64 && hex::decode_to_slice(&text[..body_len], &mut out[..]).is_ok();
-    text.zeroize();
     if !ok {
         return Err(key_file(format!(
             "expected 64 hex digits (a 32-byte key) and an optional newline, found {body_len} bytes \

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use k256::ecdsa::SigningKey;
 use rand_core::OsRng;
-use rapha_core::{check_private_mode, ModeError};
+use rapha_core::fs::{read_secret_text, SecretFileError};
 use zeroize::Zeroizing;
 
 use rapha_eth::{address_of, sign_digest, Address, Signature, B256};
@@ -55,23 +55,22 @@ impl NodeKey {
         Ok(sign_digest(&self.key, digest)?)
     }
 
-    /// Reads a key file (mode checked before reading).
+    /// Reads a key file ([`rapha_core::fs::read_secret`]: not a link, owned by the reader, mode
+    /// 0600 or stricter).
     ///
     /// # Errors
     /// [`ReceiptError::KeyPermissions`], [`ReceiptError::KeyIo`], [`ReceiptError::KeyFormat`].
     pub fn load(path: &Path) -> Result<Self> {
-        let io = |source| ReceiptError::KeyIo {
-            path: path.to_owned(),
-            source,
-        };
-        check_private_mode(path).map_err(|e| match e {
-            ModeError::Io(err) => io(err),
-            ModeError::Loose(mode) => ReceiptError::KeyPermissions {
+        let text = read_secret_text(path, 4096).map_err(|e| match e {
+            SecretFileError::Loose(mode) => ReceiptError::KeyPermissions {
                 path: path.to_owned(),
                 mode,
             },
+            e => ReceiptError::KeyIo {
+                path: path.to_owned(),
+                source: e.into(),
+            },
         })?;
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(io)?);
         let trimmed = text.trim_end_matches(['\n', '\r']);
         let h = trimmed.strip_prefix("0x").unwrap_or(trimmed);
         let format = |reason| ReceiptError::KeyFormat {

@@ -140,17 +140,17 @@ impl Tokens {
         Ok(Self { entries })
     }
 
-    /// Loads a token file.
+    /// Loads a token file ([`rapha_core::fs::read_secret`]: not a link, owned by the node's
+    /// user, mode 0600 or stricter, at most 1 MiB).
     ///
     /// # Errors
     /// As [`Tokens::parse`], or [`ApiError::TokenFile`].
     pub fn load(path: &Path) -> Result<Self, ApiError> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| {
-            ApiError::TokenFile {
+        let text =
+            rapha_core::fs::read_secret_text(path, 1 << 20).map_err(|e| ApiError::TokenFile {
                 path: path.to_owned(),
-                source,
-            }
-        })?);
+                source: e.into(),
+            })?;
         Self::parse(&text)
     }
 

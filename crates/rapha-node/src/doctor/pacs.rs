@@ -61,28 +61,16 @@ pub(super) fn check_dicomweb(config: &Config, e: &DicomWebEndpoint) -> Outcome {
 }
 
 fn read_secret_text(path: &Path) -> Result<zeroize::Zeroizing<String>, (String, String)> {
-    use rapha_core::{check_private_mode, ModeError};
-    match check_private_mode(path) {
-        Ok(()) => {}
-        Err(ModeError::Loose(mode)) => {
-            return fail(
-                format!("credential file {} has mode {mode:o}", path.display()),
-                format!("run `chmod 600 {}`", path.display()),
-            )
-        }
-        Err(ModeError::Io(e)) => {
-            return fail(
-                format!("cannot read credential file {}: {e}", path.display()),
-                "create the file",
-            )
-        }
-    }
-    let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).or_else(|e| {
-        fail(
-            format!("cannot read credential file {}: {e}", path.display()),
-            "create the file",
-        )
-    })?);
+    let text = rapha_core::fs::read_secret_text(path, 64 * 1024).or_else(|e| {
+        let fix = match &e {
+            rapha_core::fs::SecretFileError::Loose(_) => {
+                format!("run `chmod 600 {}`", path.display())
+            }
+            rapha_core::fs::SecretFileError::Io(_) => "create the file".to_owned(),
+            other => format!("fix {}: {other}", path.display()),
+        };
+        fail(format!("credential file {}: {e}", path.display()), fix)
+    })?;
     Ok(zeroize::Zeroizing::new(
         text.trim_end_matches(['\n', '\r']).to_owned(),
     ))
