@@ -442,17 +442,29 @@ pub fn world_with_policy(
     seed: u64,
     policy: impl FnOnce(&mut HospitalPolicy),
 ) -> Option<World> {
+    world_built(studies, policy, |dir| {
+        generate(&CohortSpec {
+            rle_fraction: 0.2,
+            ..CohortSpec::new(studies, seed, dir.to_path_buf())
+        })
+        .unwrap()
+    })
+}
+
+/// The world over the cohort of `studies` studies that `cohort` writes into the directory it
+/// is given (generated, then re-encoded or enhanced as a test needs), loaded into Orthanc.
+pub fn world_built(
+    studies: usize,
+    policy: impl FnOnce(&mut HospitalPolicy),
+    cohort: impl FnOnce(&Path) -> CohortManifest,
+) -> Option<World> {
     let trainer = sandbox_ready()?;
     let orthanc = rapha_testkit::require!(Orthanc::start())?;
     let tpm = rapha_testkit::require!(Swtpm::start_provisioned())?;
     let chain = Chain::start()?;
     let tmp = tempfile::tempdir().unwrap();
     let cohort_dir = tmp.path().join("cohort");
-    let manifest = generate(&CohortSpec {
-        rle_fraction: 0.2,
-        ..CohortSpec::new(studies, seed, cohort_dir.clone())
-    })
-    .unwrap();
+    let manifest = cohort(&cohort_dir);
     let (ok, rejected) = orthanc.upload_dir(&cohort_dir.join("dicom")).unwrap();
     assert!(
         ok > 0 && rejected == 0,

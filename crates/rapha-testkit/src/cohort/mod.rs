@@ -19,7 +19,7 @@ mod phi;
 mod rle;
 mod study;
 
-pub use codec::{encodable, transcode_cohort};
+pub use codec::{encodable, transcode_cohort, transcode_mixed};
 pub use enhanced::{enhance_cohort, ENHANCED_CT, ENHANCED_MR};
 
 use std::collections::BTreeSet;
@@ -95,8 +95,9 @@ pub struct CohortManifest {
     pub burned_in: Vec<String>,
     /// PatientIDs listed in optouts.csv.
     pub opted_out_patients: Vec<String>,
-    /// The transfer syntax every instance was re-encoded in ([`transcode_cohort`]); absent
-    /// when instances are as generated.
+    /// The transfer syntax every instance was re-encoded in ([`transcode_cohort`]), or the
+    /// syntaxes of a mixed cohort comma-separated ([`transcode_mixed`]); absent when
+    /// instances are as generated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer_syntax: Option<String>,
     /// Whether CT and MR series were merged into enhanced multi-frame objects
