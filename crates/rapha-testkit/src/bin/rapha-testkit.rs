@@ -8,7 +8,9 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use rapha_testkit::cohort::{enhance_cohort, generate, transcode_mixed, CohortSpec};
+use rapha_testkit::cohort::{
+    enhance_cohort, generate, multiframe_cohort, transcode_mixed, CohortSpec,
+};
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc, Swtpm};
 
 #[derive(Parser)]
@@ -49,6 +51,11 @@ enum Command {
         /// --transfer-syntax.
         #[arg(long)]
         enhanced: bool,
+        /// Write each CR series as one multi-frame CR object, and each DX study as one
+        /// multi-frame DX object or (every second one) an XA cine run of 8 frames with a
+        /// per-frame FrameTimeVector; applied before --enhanced and --transfer-syntax.
+        #[arg(long)]
+        multiframe: bool,
     },
     /// Start one test service (as the tests do) and keep it until stdin closes.
     Serve {
@@ -85,6 +92,7 @@ fn main() -> anyhow::Result<()> {
             shuffle_labels,
             transfer_syntax,
             enhanced,
+            multiframe,
         } => {
             let spec = CohortSpec {
                 studies,
@@ -94,6 +102,10 @@ fn main() -> anyhow::Result<()> {
                 label_shuffle: shuffle_labels,
             };
             let mut m = generate(&spec)?;
+            if multiframe {
+                m = multiframe_cohort(&out)?;
+                println!("merged CR and DX images into multi-frame CR, DX and XA cine objects");
+            }
             if enhanced {
                 m = enhance_cohort(&out)?;
                 println!("merged CT and MR series into enhanced multi-frame objects");

@@ -15,12 +15,16 @@ mod codec;
 mod enhanced;
 mod font;
 mod image;
+mod multiframe;
 mod phi;
 mod rle;
 mod study;
 
 pub use codec::{encodable, transcode_cohort, transcode_mixed};
 pub use enhanced::{enhance_cohort, ENHANCED_CT, ENHANCED_MR};
+pub use multiframe::{
+    multiframe_cohort, CINE_FRAMES, CINE_FRAME_TIME_MS, CINE_FRAME_TIME_VECTOR, XA,
+};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -104,6 +108,10 @@ pub struct CohortManifest {
     /// ([`enhance_cohort`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub enhanced: bool,
+    /// Whether CR and DX images were merged into multi-frame CR, DX and XA cine objects
+    /// ([`multiframe_cohort`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub multiframe: bool,
 }
 
 impl CohortManifest {
@@ -416,6 +424,7 @@ pub fn generate(spec: &CohortSpec) -> Result<CohortManifest, CohortError> {
         opted_out_patients,
         transfer_syntax: None,
         enhanced: false,
+        multiframe: false,
     };
     let mut json = serde_json::to_vec_pretty(&manifest)?;
     json.push(b'\n');
