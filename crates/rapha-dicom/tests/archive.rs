@@ -167,7 +167,7 @@ fn multiframe_cr_dx_and_xa_objects_from_orthanc_give_per_frame_records_and_decod
     use rapha_dicom::client::Wanted;
     use rapha_dicom::cohort::{CohortBuilder, InstanceSource};
     use rapha_dicom::exclusion::OptOuts;
-    use rapha_dicom::{ClientOptions, DicomConfig, DicomWebClient, ScopeLimits, ScopedQuery};
+    use rapha_dicom::{ClientOptions, DicomWebClient, ScopedQuery};
     use rapha_testkit::cohort::{
         multiframe_cohort, transcode_mixed, CINE_FRAMES, CINE_FRAME_TIME_MS,
         CINE_FRAME_TIME_VECTOR, XA,
@@ -197,15 +197,7 @@ fn multiframe_cr_dx_and_xa_objects_from_orthanc_give_per_frame_records_and_decod
     let (ok, rejected) = orthanc.upload_dir(&dir.path().join("dicom")).unwrap();
     assert_eq!((ok, rejected), (manifest.instance_count, 0));
 
-    let config = DicomConfig {
-        scope: ScopeLimits {
-            max_date_range_days: 4018,
-            max_limit: 1000,
-            max_list: 100,
-            page_size: 100,
-        },
-        ..DicomConfig::default()
-    };
+    let config = crate::orthanc::config(100);
     let query = ScopedQuery::parse(
         "StudyDate=20160101-20261231&ModalitiesInStudy=CR,DX,XA&limit=1000",
         &config.scope,

@@ -175,7 +175,7 @@ fn wait_for(s: &Served, job: &str, want: &str, seconds: u64) {
 }
 
 /// The first number under key `name` anywhere in `v`.
-pub(crate) fn find_number(v: &serde_json::Value, name: &str) -> Option<f64> {
+fn find_number(v: &serde_json::Value, name: &str) -> Option<f64> {
     match v {
         serde_json::Value::Object(m) => m
             .get(name)
@@ -184,6 +184,18 @@ pub(crate) fn find_number(v: &serde_json::Value, name: &str) -> Option<f64> {
         serde_json::Value::Array(a) => a.iter().find_map(|x| find_number(x, name)),
         _ => None,
     }
+}
+
+/// The node-computed AUC and its 95% confidence interval in a receipt.
+pub(crate) fn receipt_auc(receipt: &serde_json::Value) -> (f64, f64, f64) {
+    let metric = |name: &str| {
+        find_number(receipt, name).unwrap_or_else(|| panic!("no {name} in the receipt: {receipt}"))
+    };
+    (
+        metric("auc"),
+        metric("auc_ci95_low"),
+        metric("auc_ci95_high"),
+    )
 }
 
 /// `rapha_records_fed_total` from a `/metrics` text.
@@ -305,14 +317,7 @@ fn a_running_job_shows_live_progress_and_the_reference_trainer_meets_its_auc_tar
     assert!(final_status["run"].is_null(), "{final_status}");
     // The node-computed AUC in the signed receipt meets the reference trainer's target.
     let receipt = get_json(&s, &format!("/v1/jobs/{job}/receipt"), PUBLISHER_TOKEN);
-    let metric = |name: &str| {
-        find_number(&receipt, name).unwrap_or_else(|| panic!("no {name} in the receipt: {receipt}"))
-    };
-    let (auc, low, high) = (
-        metric("auc"),
-        metric("auc_ci95_low"),
-        metric("auc_ci95_high"),
-    );
+    let (auc, low, high) = receipt_auc(&receipt);
     eprintln!(
         "FIGURES reference trainer through the node: node AUC {auc} (95% CI {low}-{high}), {} records fed",
         final_status["records"]["fed"]

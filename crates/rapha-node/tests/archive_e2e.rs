@@ -7,13 +7,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Once;
-use std::time::{Duration, Instant};
 
 use rapha_node::pipeline::artifact;
 use rapha_node::store::JobState;
 use rapha_testkit::cohort::{enhance_cohort, generate, transcode_mixed, CohortSpec};
 
-use crate::api_live::{find_number, reference_bundle, reference_trainer};
+use crate::api_live::{receipt_auc, reference_bundle, reference_trainer};
 use crate::pipeline_e2e::{bundle, world_built, World};
 
 const JPEG_2000: &str = "1.2.840.10008.1.2.4.90";
@@ -192,20 +191,8 @@ fn reference_auc_on(ts: &str, studies: usize) -> Option<f64> {
         w.node.run_until_blocked(job).unwrap(),
         JobState::AwaitingDeposit
     );
-    w.chain.deposit(&job);
-    let deadline = Instant::now() + Duration::from_secs(900);
-    let state = loop {
-        let state = w.node.run_until_blocked(job).unwrap();
-        if w.node.store().finished(job).unwrap() {
-            break state;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the job did not finish: {state:?}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    assert_eq!(state, JobState::Released);
+    // Up to 15 minutes: 25 epochs on 300 studies, on a loaded machine.
+    assert_eq!(w.deposit_and_finish(job, 1800), JobState::Released);
     let entries = cohort_entries(&w, job);
     assert_eq!(
         stored_syntaxes(&w, &entries)
@@ -227,14 +214,7 @@ fn reference_auc_on(ts: &str, studies: usize) -> Option<f64> {
             .unwrap(),
     )
     .unwrap();
-    let metric = |name: &str| {
-        find_number(&receipt, name).unwrap_or_else(|| panic!("no {name} in the receipt: {receipt}"))
-    };
-    let (auc, low, high) = (
-        metric("auc"),
-        metric("auc_ci95_low"),
-        metric("auc_ci95_high"),
-    );
+    let (auc, low, high) = receipt_auc(&receipt);
     eprintln!(
         "FIGURES reference trainer through the node on a cohort stored in {ts}: node AUC {auc} \
          (95% CI {low}-{high}), {} records fed",

@@ -663,9 +663,15 @@ impl World {
             self.node.run_until_blocked(job).unwrap(),
             JobState::AwaitingDeposit
         );
+        self.deposit_and_finish(job, 60)
+    }
+
+    /// Deposits the job's fee and advances it, every half second, until it finished or
+    /// `rounds` rounds passed; the state it reached.
+    pub fn deposit_and_finish(&mut self, job: JobId, rounds: usize) -> JobState {
         self.chain.deposit(&job);
         let mut state = JobState::AwaitingDeposit;
-        for _ in 0..60 {
+        for _ in 0..rounds {
             state = self.node.run_until_blocked(job).unwrap();
             if self.node.store().finished(job).unwrap() {
                 break;
@@ -935,17 +941,8 @@ fn patient_opted_out_after_approval_is_not_fed_and_is_counted_in_the_run_record(
         w.node.run_until_blocked(job).unwrap(),
         JobState::AwaitingDeposit
     );
-    w.chain.deposit(&job);
-    let mut state = JobState::AwaitingDeposit;
-    for _ in 0..60 {
-        state = w.node.run_until_blocked(job).unwrap();
-        if w.node.store().finished(job).unwrap() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
     // Completed, settled, then released.
-    assert_eq!(state, JobState::Released);
+    assert_eq!(w.deposit_and_finish(job, 60), JobState::Released);
     let run: serde_json::Value = serde_json::from_slice(
         &w.node
             .store()
