@@ -182,17 +182,8 @@ fn reference_auc_on(ts: &str, studies: usize) -> Option<f64> {
         .node
         .submit(&dir, w.request(manifest, w.scoped_query()))
         .unwrap();
-    assert_eq!(
-        w.node.run_until_blocked(job).unwrap(),
-        JobState::AwaitingApproval
-    );
-    w.approve(job);
-    assert_eq!(
-        w.node.run_until_blocked(job).unwrap(),
-        JobState::AwaitingDeposit
-    );
     // Up to 15 minutes: 25 epochs on 300 studies, on a loaded machine.
-    assert_eq!(w.deposit_and_finish(job, 1800), JobState::Released);
+    assert_eq!(w.drive_within(job, 1800), JobState::Released);
     let entries = cohort_entries(&w, job);
     assert_eq!(
         stored_syntaxes(&w, &entries)

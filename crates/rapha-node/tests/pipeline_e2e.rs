@@ -630,6 +630,12 @@ impl World {
 
     /// Drives a job through approval and deposit to its end.
     pub fn drive(&mut self, job: JobId) -> JobState {
+        self.drive_within(job, 60)
+    }
+
+    /// [`World::drive`], advancing the job for up to `rounds` half-second rounds after the
+    /// deposit (a long trainer run needs more than `drive`'s 30 seconds).
+    pub fn drive_within(&mut self, job: JobId, rounds: usize) -> JobState {
         assert_eq!(
             self.node.run_until_blocked(job).unwrap(),
             JobState::AwaitingApproval
@@ -663,7 +669,7 @@ impl World {
             self.node.run_until_blocked(job).unwrap(),
             JobState::AwaitingDeposit
         );
-        self.deposit_and_finish(job, 60)
+        self.deposit_and_finish(job, rounds)
     }
 
     /// Deposits the job's fee and advances it, every half second, until it finished or
