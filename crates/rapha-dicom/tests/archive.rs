@@ -305,3 +305,23 @@ fn multiframe_cr_dx_and_xa_objects_from_orthanc_give_per_frame_records_and_decod
     );
     eprintln!("FIGURES multi-frame projection objects through Orthanc: {seen:?}");
 }
+
+/// The archive variants refuse what they cannot do faithfully: no syntax, an unknown one, a
+/// second multi-frame pass, a multi-frame pass after re-encoding.
+#[test]
+fn archive_variants_refuse_an_empty_or_unknown_syntax_list_and_a_second_pass() {
+    use rapha_testkit::cohort::{multiframe_cohort, transcode_mixed};
+
+    let refused = |r: Result<_, CohortError>| match r {
+        Err(CohortError::InvalidSpec(m)) => m,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    generate(&CohortSpec::new(2, 3, dir.path())).unwrap();
+    assert!(refused(transcode_mixed(dir.path(), &[])).contains("at least one"));
+    assert!(refused(transcode_mixed(dir.path(), &["1.2.3"])).contains("cannot write"));
+    multiframe_cohort(dir.path()).unwrap();
+    assert!(refused(multiframe_cohort(dir.path())).contains("before --enhanced"));
+    transcode_mixed(dir.path(), &["1.2.840.10008.1.2.1"]).unwrap();
+    assert!(refused(transcode_cohort(dir.path(), "1.2.840.10008.1.2.1")).contains("re-encode"));
+}
