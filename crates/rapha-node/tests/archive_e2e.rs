@@ -1,8 +1,9 @@
 //! Issue 17's acceptance through the whole node (Orthanc + DICOMweb, swtpm, anvil, runc): a job
-//! on a cohort that the archive holds compressed completes, every approved instance decoded
-//! and fed (none refused at fetch time), and with `RAPHA_SLOW=1` the reference trainer reaches
-//! the same node-computed AUC band on a cohort stored in each of JPEG 2000, JPEG-LS and HTJ2K
-//! as `api_live` asserts on the uncompressed one.
+//! on a cohort that the archive holds compressed (with enhanced CT/MR, multi-frame CR/DX and
+//! XA cine objects) completes, every approved instance decoded and fed (none refused at fetch
+//! time), and with `RAPHA_SLOW=1` the reference trainer reaches the same node-computed AUC
+//! band on a cohort stored in each of JPEG 2000, JPEG-LS and HTJ2K as `api_live` asserts on
+//! the uncompressed one.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -10,7 +11,9 @@ use std::sync::Once;
 
 use rapha_node::pipeline::artifact;
 use rapha_node::store::JobState;
-use rapha_testkit::cohort::{enhance_cohort, generate, transcode_mixed, CohortSpec};
+use rapha_testkit::cohort::{
+    enhance_cohort, generate, multiframe_cohort, transcode_mixed, CohortSpec,
+};
 
 use crate::api_live::{receipt_auc, reference_bundle, reference_trainer};
 use crate::pipeline_e2e::{bundle, world_built, World};
@@ -96,19 +99,21 @@ fn stored_syntaxes(w: &World, entries: &[serde_json::Value]) -> BTreeMap<String,
 }
 
 #[test]
-fn a_job_on_a_cohort_stored_in_jpeg_2000_jpeg_ls_and_htj2k_with_enhanced_objects_feeds_every_instance(
+fn a_job_on_a_cohort_stored_in_jpeg_2000_jpeg_ls_and_htj2k_with_multi_frame_objects_feeds_every_instance(
 ) {
     if !install_decode_worker() {
         return;
     }
-    // 16 studies: their CT and MR series merged into enhanced multi-frame objects, then study
-    // i stored in JPEG 2000, JPEG-LS or HTJ2K (lossless), by i modulo 3.
+    // 16 studies: CR and DX as multi-frame objects and XA cine runs, CT and MR series merged
+    // into enhanced multi-frame objects, then study i stored in JPEG 2000, JPEG-LS or HTJ2K
+    // (lossless), by i modulo 3.
     let studies = 16;
     let Some(mut w) = world_built(
         studies,
         |_| {},
         |dir| {
             generate(&CohortSpec::new(studies, 17, dir.to_path_buf())).unwrap();
+            multiframe_cohort(dir).unwrap();
             enhance_cohort(dir).unwrap();
             transcode_mixed(dir, &[JPEG_2000, JPEG_LS, HTJ2K]).unwrap()
         },
@@ -140,6 +145,17 @@ fn a_job_on_a_cohort_stored_in_jpeg_2000_jpeg_ls_and_htj2k_with_enhanced_objects
         })
         .count();
     assert!(enhanced > 0, "no enhanced object approved: {entries:?}");
+    let multiframe = entries
+        .iter()
+        .filter(|e| {
+            let m = e["approved"]["modality"].as_str().unwrap_or_default();
+            ["CR", "DX", "XA"].contains(&m) && e["record"]["number_of_frames"].as_u64() > Some(1)
+        })
+        .count();
+    assert!(
+        multiframe > 0,
+        "no multi-frame CR, DX or XA approved: {entries:?}"
+    );
 
     // Every approved instance was fetched, decoded and fed; none refused as undecodable,
     // malformed or not served.
@@ -156,7 +172,7 @@ fn a_job_on_a_cohort_stored_in_jpeg_2000_jpeg_ls_and_htj2k_with_enhanced_objects
     );
     eprintln!(
         "FIGURES compressed archive through the node: {} records fed ({syntaxes:?}, {enhanced} \
-         enhanced)",
+         enhanced, {multiframe} multi-frame CR/DX/XA)",
         entries.len()
     );
 }
