@@ -20,6 +20,26 @@ proptest! {
             prop_assert!(r.output_len() <= rapha_decode::MAX_OUTPUT_BYTES);
         }
     }
+
+    /// The `request` fuzz target's property from a valid header with bytes overwritten (random
+    /// bytes almost never carry the magic): a header that parses encodes back to the same
+    /// bytes and bounds the frame read after it and the image written back.
+    #[test]
+    fn mutated_request_headers_parse_to_themselves_or_are_refused(
+        flips in proptest::collection::vec((0..REQUEST_LEN, any::<u8>()), 0..4)
+    ) {
+        let mut bytes = Request::new(rapha_decode::Codec::JpegLs, (64, 64, 1), 2, 1000)
+            .unwrap()
+            .encode();
+        for (at, b) in flips {
+            bytes[at] = b;
+        }
+        if let Ok(r) = Request::decode(&bytes) {
+            prop_assert_eq!(r.encode(), bytes);
+            prop_assert!(r.input_len() <= rapha_decode::MAX_INPUT_BYTES);
+            prop_assert!(r.output_len() <= rapha_decode::MAX_OUTPUT_BYTES);
+        }
+    }
 }
 
 /// Seeds: a real frame of each codec (64 x 64 JPEG-LS from the corpus; the 12-bit JPEG frame is

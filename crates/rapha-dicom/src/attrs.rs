@@ -67,6 +67,7 @@ pub mod tag {
     pub const SAMPLES_PER_PIXEL: TagU32 = u32_of(tags::SAMPLES_PER_PIXEL);
     pub const PHOTOMETRIC_INTERPRETATION: TagU32 = u32_of(tags::PHOTOMETRIC_INTERPRETATION);
     pub const NUMBER_OF_FRAMES: TagU32 = u32_of(tags::NUMBER_OF_FRAMES);
+    pub const FRAME_TIME: TagU32 = u32_of(tags::FRAME_TIME);
     pub const ROWS: TagU32 = u32_of(tags::ROWS);
     pub const COLUMNS: TagU32 = u32_of(tags::COLUMNS);
     pub const PIXEL_SPACING: TagU32 = u32_of(tags::PIXEL_SPACING);

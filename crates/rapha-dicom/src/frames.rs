@@ -29,6 +29,7 @@ const RESCALE_SLOPE: TagU32 = u32_of(tags::RESCALE_SLOPE);
 const RESCALE_TYPE: TagU32 = u32_of(tags::RESCALE_TYPE);
 const WINDOW_CENTER: TagU32 = u32_of(tags::WINDOW_CENTER);
 const WINDOW_WIDTH: TagU32 = u32_of(tags::WINDOW_WIDTH);
+const FRAME_TIME_VECTOR: TagU32 = u32_of(tags::FRAME_TIME_VECTOR);
 
 /// Frames whose attributes a record lists at most: a record of a longer object lists none
 /// (its top-level values are still those every frame shares).
@@ -54,6 +55,10 @@ pub struct FrameAttrs {
     pub window_center: Option<Vec<f64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_width: Option<Vec<f64>>,
+    /// Milliseconds since the previous frame (0 for the first), from a cine object's
+    /// FrameTimeVector (XA, XRF, US multi-frame: PS3.3 C.7.6.5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_time_increment: Option<f64>,
 }
 
 /// The functional groups of an object, if it has them.
@@ -112,7 +117,30 @@ fn frame_attrs(item: Option<&Attrs>, shared: Option<&Attrs>) -> FrameAttrs {
         rescale_intercept: first(get(PIXEL_VALUE_TRANSFORMATION, RESCALE_INTERCEPT)),
         window_center: get(FRAME_VOI_LUT, WINDOW_CENTER),
         window_width: get(FRAME_VOI_LUT, WINDOW_WIDTH),
+        frame_time_increment: None,
     }
+}
+
+/// `frames` with each frame's time increment from the object's FrameTimeVector, when it has
+/// one value per frame (a vector of another length describes no frame reliably and is left
+/// out). Without functional groups, `frames` is empty and becomes one entry per frame.
+#[must_use]
+pub fn with_frame_times(attrs: &Attrs, mut frames: Vec<FrameAttrs>, count: u32) -> Vec<FrameAttrs> {
+    let Some(vector) = attrs.f64s(FRAME_TIME_VECTOR) else {
+        return frames;
+    };
+    if u32::try_from(vector.len()).ok() != Some(count) || vector.len() > MAX_FRAMES {
+        return frames;
+    }
+    if frames.is_empty() {
+        frames = vec![FrameAttrs::default(); vector.len()];
+    }
+    if frames.len() == vector.len() {
+        for (f, t) in frames.iter_mut().zip(vector) {
+            f.frame_time_increment = Some(t);
+        }
+    }
+    frames
 }
 
 fn macro_value(group: Option<&Attrs>, seq: TagU32, t: TagU32) -> Option<Vec<f64>> {
@@ -150,7 +178,8 @@ pub fn varying(mut all: Vec<FrameAttrs>) -> Vec<FrameAttrs> {
         rescale_slope,
         rescale_intercept,
         window_center,
-        window_width
+        window_width,
+        frame_time_increment
     );
     if all.iter().all(|f| *f == FrameAttrs::default()) {
         all.clear();

@@ -86,3 +86,26 @@ pub fn sandboxed_frame(data: &[u8]) -> [Result<usize, crate::pixels::PixelError>
         crate::pixels::sandboxed::decode_frame(codec, (64, 64, 1), 2, data).map(|v| v.len())
     })
 }
+
+/// A WADO-RS instance response as the client reads it (the transfer-syntax negotiation's
+/// answer): the first line of `data` is the response's Content-Type, the rest its body. The
+/// Content-Type's boundary and type, the preamble and the first part's headers are checked and
+/// the part read whole; returns its length, or the refusal. Memory stays within a small
+/// multiple of the input (the reader holds back one boundary's length).
+///
+/// # Errors
+/// What the client refuses: the Content-Type, or the multipart framing.
+pub fn wado_response(data: &[u8]) -> Result<usize, String> {
+    use std::io::Read as _;
+    let (head, body) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let content_type = String::from_utf8_lossy(head);
+    let boundary = crate::multipart::boundary_of(content_type.trim_end_matches('\r'))?;
+    let mut part = Vec::new();
+    crate::multipart::FirstPart::new(body, &boundary)
+        .read_to_end(&mut part)
+        .map_err(|e| e.to_string())?;
+    Ok(part.len())
+}

@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::attrs::{tag, Attr, AttrValue, Attrs, TagU32};
 use crate::date::{self, Date};
-use crate::frames::{common, varying, FrameAttrs, Groups};
+use crate::frames::{common, varying, with_frame_times, FrameAttrs, Groups};
 use crate::pseudonym::Pseudonymizer;
 use crate::{DicomError, Result};
 
@@ -185,8 +185,13 @@ pub struct Record {
     pub slice_location: Option<f64>,
     pub image_orientation_patient: Option<[f64; 6]>,
     pub image_position_patient: Option<[f64; 3]>,
-    /// Per frame, for a multi-frame object with functional groups (enhanced CT/MR, XA):
-    /// position, orientation, spacing, rescale and window of each frame ([`crate::frames`]).
+    /// A cine object's nominal time per frame in milliseconds (FrameTime, XA and other
+    /// multi-frame projection objects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame_time: Option<f64>,
+    /// Per frame, for a multi-frame object with functional groups (enhanced CT/MR, XA) or a
+    /// cine FrameTimeVector: position, orientation, spacing, rescale, window and time
+    /// increment of each frame, what differs between frames only ([`crate::frames`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub frames: Vec<FrameAttrs>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -274,10 +279,13 @@ pub fn extract(
     // Enhanced objects hold spacing, rescale and window in functional groups: the top-level
     // field is the object's own, else the shared group's, else what every frame has.
     let groups = Groups::of(attrs);
+    let frame_count = number_of_frames.unwrap_or(1).max(1);
     let frames = groups
         .as_ref()
-        .map(|g| g.frames(number_of_frames.unwrap_or(1).max(1)))
+        .map(|g| g.frames(frame_count))
         .unwrap_or_default();
+    // A cine object's FrameTimeVector gives each frame its time increment.
+    let frames = with_frame_times(attrs, frames, frame_count);
     let shared = groups.as_ref().map(Groups::shared).unwrap_or_default();
     let fallback = |pick: &dyn Fn(&FrameAttrs) -> Option<Vec<f64>>| {
         pick(&shared).or_else(|| common(&frames, pick))
@@ -370,6 +378,7 @@ pub fn extract(
                 .or_else(|| fallback(&|f| f.image_orientation_patient.map(Vec::from))),
         ),
         image_position_patient: fixed::<3>(attrs.f64s(tag::IMAGE_POSITION_PATIENT)),
+        frame_time: attrs.f64(tag::FRAME_TIME),
         frames: varying(frames),
         manufacturer_model: if policy.manufacturer_model {
             attrs

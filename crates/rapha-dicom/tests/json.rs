@@ -227,3 +227,113 @@ proptest! {
         rapha_dicom::fuzzing::record_from_part10(&data);
     }
 }
+
+/// WADO-RS response seeds (`fuzz/seeds/wado`): a Content-Type line, then the multipart body.
+fn wado_seeds() -> Vec<Vec<u8>> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds/wado");
+    let mut v: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn wado_response_seeds_give_their_first_part() {
+    let seeds = wado_seeds();
+    assert_eq!(seeds.len(), 2);
+    let parts: Vec<_> = seeds
+        .iter()
+        .map(|s| rapha_dicom::fuzzing::wado_response(s))
+        .collect();
+    assert_eq!(parts, [Ok(4), Ok(14)]);
+    // A part that is not DICOM, or a response that is not multipart DICOM, is refused.
+    let html = String::from_utf8(seeds[1].clone()).unwrap().replace(
+        "Content-Type: application/dicom;",
+        "Content-Type: text/html;",
+    );
+    assert_eq!(
+        rapha_dicom::fuzzing::wado_response(html.as_bytes()),
+        Err("part Content-Type is \"text/html\", expected application/dicom".into())
+    );
+    assert_eq!(
+        rapha_dicom::fuzzing::wado_response(b"application/dicom\nDICM"),
+        Err("Content-Type is \"application/dicom\", expected multipart/related".into())
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The same entry point cargo-fuzz drives (`wado_response`): mutated Content-Types and
+    /// multipart bodies never panic, and a part read is never longer than the body it came in.
+    #[test]
+    fn wado_response_entry_point_never_panics(
+        seed in prop::sample::select(wado_seeds()),
+        flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        let mut data = seed.clone();
+        for (i, b) in flips {
+            let at = i.index(data.len());
+            data[at] = b;
+        }
+        if cut.index(4) == 0 {
+            let n = cut.index(data.len());
+            data.truncate(n);
+        }
+        if let Ok(n) = rapha_dicom::fuzzing::wado_response(&data) {
+            prop_assert!(n < data.len());
+        }
+    }
+}
+
+/// The functional-group and cine seed (`fuzz/seeds/json/multiframe_groups.json`) gives the
+/// record the fuzzers start from: the shared group's spacing and rescale and the one window at
+/// top level, the nominal frame time, and per frame only its position and time increment. A
+/// FrameTimeVector of another length than NumberOfFrames describes no frame and is left out.
+#[test]
+fn functional_groups_and_a_frame_time_vector_give_per_frame_record_values() {
+    use rapha_dicom::frames::FrameAttrs;
+    use rapha_dicom::record::extract;
+
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/seeds/json/multiframe_groups.json"
+    );
+    let doc = std::fs::read(path).unwrap();
+    let pseudo = crate::common::key(1);
+    let fields = rapha_dicom::DicomConfig::default().fields;
+    let sets = parse_datasets(&doc).unwrap();
+    let r = extract(&sets[0], None, &pseudo, &fields).unwrap().record;
+    assert_eq!(r.number_of_frames, Some(3));
+    assert_eq!(r.frame_time, Some(66.7));
+    assert_eq!(
+        (r.pixel_spacing, r.slice_thickness, r.rescale_intercept),
+        (Some([0.5, 0.5]), Some(1.0), Some(-1024.0))
+    );
+    assert_eq!(r.rescale_type.as_deref(), Some("HU"));
+    let frame = |z: f64, t: f64| FrameAttrs {
+        image_position_patient: Some([0.0, 0.0, z]),
+        frame_time_increment: Some(t),
+        ..FrameAttrs::default()
+    };
+    // The window is in the first frame's item only: not common to every frame, so per frame.
+    let mut first = frame(0.0, 0.0);
+    first.window_center = Some(vec![40.0]);
+    first.window_width = Some(vec![400.0]);
+    assert_eq!(r.frames, [first, frame(1.0, 66.7), frame(2.0, 133.4)]);
+
+    let short = String::from_utf8(doc)
+        .unwrap()
+        .replace("[0,66.7,133.4]", "[0,66.7]");
+    let sets = parse_datasets(short.as_bytes()).unwrap();
+    let r = extract(&sets[0], None, &pseudo, &fields).unwrap().record;
+    assert!(
+        r.frames.iter().all(|f| f.frame_time_increment.is_none()),
+        "{:?}",
+        r.frames
+    );
+}

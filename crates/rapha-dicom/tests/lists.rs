@@ -258,3 +258,66 @@ proptest! {
         }
     }
 }
+
+/// A label table in spelling `s` (its one extra column is the label itself): `ids` with
+/// `labels`, after a header line when the spelling has one.
+fn write_label_table(s: &Spelling, rows: &[(String, u8)]) -> Vec<u8> {
+    let end = if s.crlf { "\r\n" } else { "\n" };
+    let cell = |value: &str| {
+        let v = if s.quote {
+            format!("\"{value}\"")
+        } else {
+            value.to_owned()
+        };
+        format!("{}{v}{}", s.pad, s.pad)
+    };
+    let mut text = String::new();
+    if s.bom {
+        text.push('\u{feff}');
+    }
+    if s.header.is_some() {
+        text.push_str(&format!(
+            "{}{}{}{end}",
+            cell("AccessionNumber"),
+            s.separator,
+            cell("label")
+        ));
+    }
+    for (acc, label) in rows {
+        text.push_str(&format!(
+            "{}{}{}{end}",
+            cell(acc),
+            s.separator,
+            cell(&label.to_string())
+        ));
+    }
+    text.into_bytes()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// The label table, in every spelling the opt-out list is tested in (byte-order mark,
+    /// CRLF, a header line or none, comma, semicolon or tab, quoted fields, stray spaces):
+    /// every accession reads back with its own label, and no other.
+    #[test]
+    fn every_spelling_of_a_label_table_reads_back_exactly(
+        s in spelling(),
+        rows in prop::collection::btree_map("A[0-9]{1,10}", any::<u8>(), 1..20),
+    ) {
+        let rows: Vec<(String, u8)> = rows.into_iter().collect();
+        let table = labels(&write_label_table(&s, &rows)).unwrap();
+        for (acc, label) in &rows {
+            prop_assert_eq!(table.get(acc), Some(*label), "{}", acc);
+        }
+        prop_assert_eq!(table.get("A"), None);
+    }
+}
+
+#[test]
+fn a_label_table_with_a_bom_crlf_quotes_and_stray_spaces_keeps_every_label() {
+    let t =
+        labels(b"\xEF\xBB\xBF AccessionNumber , \"label\" \r\n \"ACC1\" , 1 \r\nACC2,\"0\"\r\n")
+            .unwrap();
+    assert_eq!((t.get("ACC1"), t.get("ACC2")), (Some(1), Some(0)));
+}

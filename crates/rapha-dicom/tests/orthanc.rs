@@ -39,7 +39,9 @@ fn loaded() -> Option<Loaded> {
     })
 }
 
-fn config(page_size: u32) -> DicomConfig {
+/// A configuration whose scope admits every generated study (dates 2016-2026) in pages of
+/// `page_size`.
+pub fn config(page_size: u32) -> DicomConfig {
     DicomConfig {
         scope: ScopeLimits {
             max_date_range_days: 4018,

@@ -550,6 +550,36 @@ fn token_file_refuses_unknown_roles_short_tokens_and_emptiness() {
     assert!(!format!("{t:?}").contains(ADMIN_TOKEN));
 }
 
+/// The token file is the other list the node reads (issue 17 item 4): saved with CRLF line
+/// ends, stray spaces and tabs it is read entry for entry; a byte-order mark is refused with
+/// the line named, never read as part of a role.
+#[test]
+fn token_file_with_crlf_and_stray_spaces_is_read_and_a_bom_is_refused_naming_the_line() {
+    let text = format!(
+        "# tokens\r\n  admin \t{ADMIN_TOKEN}  \r\n\r\npublisher {PUBLISHER_TOKEN} {PUBLISHER}\r\n"
+    );
+    assert_eq!(
+        format!("{:?}", Tokens::parse(&text).unwrap()),
+        "Tokens(2 entries)"
+    );
+    // A carriage return is no part of a token or a publisher's name: the last word of a line
+    // ends before it, as trailing text after it is refused.
+    let err = Tokens::parse(&format!("admin {ADMIN_TOKEN}\r extra\r\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 1") && err.contains("trailing text"),
+        "{err}"
+    );
+    let err = Tokens::parse(&format!("\u{feff}admin {ADMIN_TOKEN}\r\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 1") && err.contains("unknown role"),
+        "{err}"
+    );
+}
+
 #[test]
 fn serve_refuses_a_token_file_that_others_can_read() {
     let tmp = tempfile::tempdir().unwrap();

@@ -113,7 +113,7 @@ fn log_head_and_proofs_answer_and_verify_while_the_node_lock_is_held() {
 
 /// The reference trainer (`$RAPHA_REFERENCE_TRAINER`, built by scripts/test): it fetches the
 /// training records, reports progress each epoch, then fetches the validation records.
-fn reference_trainer() -> Option<PathBuf> {
+pub(crate) fn reference_trainer() -> Option<PathBuf> {
     let path = std::env::var_os("RAPHA_REFERENCE_TRAINER").map(PathBuf::from);
     match path {
         Some(p) if p.is_file() => Some(p),
@@ -131,10 +131,15 @@ fn reference_trainer() -> Option<PathBuf> {
     }
 }
 
-const WALL_SECONDS: u64 = 600;
+pub(crate) const WALL_SECONDS: u64 = 600;
 
-/// A bundle running the reference trainer for `epochs` epochs.
-fn reference_bundle(tmp: &Path, trainer: &Path, epochs: u32, key: &SigningKey) -> PathBuf {
+/// A bundle running the reference trainer for `epochs` epochs, and its manifest digest.
+pub(crate) fn reference_bundle(
+    tmp: &Path,
+    trainer: &Path,
+    epochs: u32,
+    key: &SigningKey,
+) -> (PathBuf, Digest) {
     let limits = SpecLimits {
         memory_mb: 2048,
         cpus: 2,
@@ -154,7 +159,6 @@ fn reference_bundle(tmp: &Path, trainer: &Path, epochs: u32, key: &SigningKey) -
         key,
     )
     .unwrap()
-    .0
 }
 
 /// Polls the job's status (as the publisher) until `want`.
@@ -182,6 +186,18 @@ fn find_number(v: &serde_json::Value, name: &str) -> Option<f64> {
     }
 }
 
+/// The node-computed AUC and its 95% confidence interval in a receipt.
+pub(crate) fn receipt_auc(receipt: &serde_json::Value) -> (f64, f64, f64) {
+    let metric = |name: &str| {
+        find_number(receipt, name).unwrap_or_else(|| panic!("no {name} in the receipt: {receipt}"))
+    };
+    (
+        metric("auc"),
+        metric("auc_ci95_low"),
+        metric("auc_ci95_high"),
+    )
+}
+
 /// `rapha_records_fed_total` from a `/metrics` text.
 fn records_fed_total(metrics: &str) -> u64 {
     metrics
@@ -203,7 +219,7 @@ fn a_running_job_shows_live_progress_and_the_reference_trainer_meets_its_auc_tar
     // rapha-trainer-sdk's reference test, which checks the trainer itself at enclave level.
     let Some(w) = world_with(300, 1) else { return };
     let tmp = w.tmp.path().to_path_buf();
-    let bundle_dir = reference_bundle(&tmp, &trainer, 25, &w.publisher_key);
+    let (bundle_dir, _) = reference_bundle(&tmp, &trainer, 25, &w.publisher_key);
     let scoped = w.scoped_query();
     let s = serve_state(ApiState::new(w.node, tmp.join("jobs.sqlite"), tokens()));
     let (st, text) = s.upload(
@@ -301,14 +317,7 @@ fn a_running_job_shows_live_progress_and_the_reference_trainer_meets_its_auc_tar
     assert!(final_status["run"].is_null(), "{final_status}");
     // The node-computed AUC in the signed receipt meets the reference trainer's target.
     let receipt = get_json(&s, &format!("/v1/jobs/{job}/receipt"), PUBLISHER_TOKEN);
-    let metric = |name: &str| {
-        find_number(&receipt, name).unwrap_or_else(|| panic!("no {name} in the receipt: {receipt}"))
-    };
-    let (auc, low, high) = (
-        metric("auc"),
-        metric("auc_ci95_low"),
-        metric("auc_ci95_high"),
-    );
+    let (auc, low, high) = receipt_auc(&receipt);
     eprintln!(
         "FIGURES reference trainer through the node: node AUC {auc} (95% CI {low}-{high}), {} records fed",
         final_status["records"]["fed"]

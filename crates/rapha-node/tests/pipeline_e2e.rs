@@ -442,17 +442,29 @@ pub fn world_with_policy(
     seed: u64,
     policy: impl FnOnce(&mut HospitalPolicy),
 ) -> Option<World> {
+    world_built(studies, policy, |dir| {
+        generate(&CohortSpec {
+            rle_fraction: 0.2,
+            ..CohortSpec::new(studies, seed, dir.to_path_buf())
+        })
+        .unwrap()
+    })
+}
+
+/// The world over the cohort of `studies` studies that `cohort` writes into the directory it
+/// is given (generated, then re-encoded or enhanced as a test needs), loaded into Orthanc.
+pub fn world_built(
+    studies: usize,
+    policy: impl FnOnce(&mut HospitalPolicy),
+    cohort: impl FnOnce(&Path) -> CohortManifest,
+) -> Option<World> {
     let trainer = sandbox_ready()?;
     let orthanc = rapha_testkit::require!(Orthanc::start())?;
     let tpm = rapha_testkit::require!(Swtpm::start_provisioned())?;
     let chain = Chain::start()?;
     let tmp = tempfile::tempdir().unwrap();
     let cohort_dir = tmp.path().join("cohort");
-    let manifest = generate(&CohortSpec {
-        rle_fraction: 0.2,
-        ..CohortSpec::new(studies, seed, cohort_dir.clone())
-    })
-    .unwrap();
+    let manifest = cohort(&cohort_dir);
     let (ok, rejected) = orthanc.upload_dir(&cohort_dir.join("dicom")).unwrap();
     assert!(
         ok > 0 && rejected == 0,
@@ -618,6 +630,12 @@ impl World {
 
     /// Drives a job through approval and deposit to its end.
     pub fn drive(&mut self, job: JobId) -> JobState {
+        self.drive_within(job, 60)
+    }
+
+    /// [`World::drive`], advancing the job for up to `rounds` half-second rounds after the
+    /// deposit (a long trainer run needs more than `drive`'s 30 seconds).
+    pub fn drive_within(&mut self, job: JobId, rounds: usize) -> JobState {
         assert_eq!(
             self.node.run_until_blocked(job).unwrap(),
             JobState::AwaitingApproval
@@ -651,9 +669,15 @@ impl World {
             self.node.run_until_blocked(job).unwrap(),
             JobState::AwaitingDeposit
         );
+        self.deposit_and_finish(job, rounds)
+    }
+
+    /// Deposits the job's fee and advances it, every half second, until it finished or
+    /// `rounds` rounds passed; the state it reached.
+    pub fn deposit_and_finish(&mut self, job: JobId, rounds: usize) -> JobState {
         self.chain.deposit(&job);
         let mut state = JobState::AwaitingDeposit;
-        for _ in 0..60 {
+        for _ in 0..rounds {
             state = self.node.run_until_blocked(job).unwrap();
             if self.node.store().finished(job).unwrap() {
                 break;
@@ -923,17 +947,8 @@ fn patient_opted_out_after_approval_is_not_fed_and_is_counted_in_the_run_record(
         w.node.run_until_blocked(job).unwrap(),
         JobState::AwaitingDeposit
     );
-    w.chain.deposit(&job);
-    let mut state = JobState::AwaitingDeposit;
-    for _ in 0..60 {
-        state = w.node.run_until_blocked(job).unwrap();
-        if w.node.store().finished(job).unwrap() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(500));
-    }
     // Completed, settled, then released.
-    assert_eq!(state, JobState::Released);
+    assert_eq!(w.deposit_and_finish(job, 60), JobState::Released);
     let run: serde_json::Value = serde_json::from_slice(
         &w.node
             .store()

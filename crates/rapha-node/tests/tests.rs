@@ -10,6 +10,7 @@ mod api_live;
 mod api_phi;
 mod api_reads;
 mod approvals_cli;
+mod archive_e2e;
 mod bundle_cost;
 mod cohort_preview;
 mod config_errors;

@@ -449,3 +449,39 @@ fn the_cli_writes_the_same_cohort_as_the_library() {
         }
     }
 }
+
+/// `--multiframe` and a comma-separated `--transfer-syntax` write what the library's passes
+/// write: multi-frame CR/DX/XA objects, study `i` in the `i`-th syntax.
+#[test]
+fn the_cli_writes_the_same_multiframe_mixed_archive_as_the_library() {
+    use rapha_testkit::cohort::{multiframe_cohort, transcode_mixed};
+
+    let syntaxes = ["1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.201"];
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let out = Command::new(env!("CARGO_BIN_EXE_rapha-testkit"))
+        .args(["cohort", "--studies", "10", "--seed", "5", "--multiframe"])
+        .args(["--transfer-syntax", &syntaxes.join(","), "--out"])
+        .arg(a.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && stderr.contains("install the Debian package") {
+        assert!(!rapha_testkit::services::services_required(), "{stderr}");
+        eprintln!("SKIPPED: {stderr}");
+        return;
+    }
+    assert!(out.status.success(), "{stderr}");
+    generate(&CohortSpec::new(10, 5, b.path())).unwrap();
+    multiframe_cohort(b.path()).unwrap();
+    let m = transcode_mixed(b.path(), &syntaxes).unwrap();
+    assert_eq!(
+        std::fs::read(a.path().join("manifest.json")).unwrap(),
+        std::fs::read(b.path().join("manifest.json")).unwrap()
+    );
+    assert!(m.multiframe);
+    for (k, s) in m.studies.iter().enumerate() {
+        for i in &s.instances {
+            assert_eq!(i.transfer_syntax, syntaxes[k % 2]);
+        }
+    }
+}

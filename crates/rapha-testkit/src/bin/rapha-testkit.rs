@@ -8,7 +8,9 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use rapha_testkit::cohort::{enhance_cohort, generate, transcode_cohort, CohortSpec};
+use rapha_testkit::cohort::{
+    enhance_cohort, generate, multiframe_cohort, transcode_mixed, CohortSpec,
+};
 use rapha_testkit::services::{Anvil, AnvilOptions, Orthanc, Swtpm};
 
 #[derive(Parser)]
@@ -41,13 +43,19 @@ enum Command {
         /// ingest does (needs Debian's dcmtk, libopenjp2-tools or openjph-tools, by syntax):
         /// 1.2.840.10008.1.2.5 RLE; 1.2.840.10008.1.2.4.51 JPEG 12-bit; .4.57, .4.70 JPEG
         /// Lossless; .4.80, .4.81 JPEG-LS; .4.90, .4.91 JPEG 2000; .4.201, .4.202, .4.203 HTJ2K.
-        #[arg(long, value_name = "UID")]
+        /// Several UIDs, comma-separated, mix them: study i in the i-th (modulo their count).
+        #[arg(long, value_name = "UID[,UID...]")]
         transfer_syntax: Option<String>,
         /// Write each CT and MR series as one Enhanced CT / Enhanced MR multi-frame object
         /// (functional groups per frame), as modern scanners do; applied before
         /// --transfer-syntax.
         #[arg(long)]
         enhanced: bool,
+        /// Write each CR series as one multi-frame CR object, and each DX study as one
+        /// multi-frame DX object or (every second one) an XA cine run of 8 frames with a
+        /// per-frame FrameTimeVector; applied before --enhanced and --transfer-syntax.
+        #[arg(long)]
+        multiframe: bool,
     },
     /// Start one test service (as the tests do) and keep it until stdin closes.
     Serve {
@@ -84,6 +92,7 @@ fn main() -> anyhow::Result<()> {
             shuffle_labels,
             transfer_syntax,
             enhanced,
+            multiframe,
         } => {
             let spec = CohortSpec {
                 studies,
@@ -93,13 +102,18 @@ fn main() -> anyhow::Result<()> {
                 label_shuffle: shuffle_labels,
             };
             let mut m = generate(&spec)?;
+            if multiframe {
+                m = multiframe_cohort(&out)?;
+                println!("merged CR and DX images into multi-frame CR, DX and XA cine objects");
+            }
             if enhanced {
                 m = enhance_cohort(&out)?;
                 println!("merged CT and MR series into enhanced multi-frame objects");
             }
             if let Some(ts) = transfer_syntax {
-                m = transcode_cohort(&out, &ts)?;
-                println!("re-encoded every instance in transfer syntax {ts}");
+                let syntaxes: Vec<&str> = ts.split(',').map(str::trim).collect();
+                m = transcode_mixed(&out, &syntaxes)?;
+                println!("re-encoded the instances in transfer syntax {ts} (mixed by study when several)");
             }
             let positives = m.studies.iter().filter(|s| s.label == Some(1)).count();
             let labelled = m.studies.iter().filter(|s| s.label.is_some()).count();

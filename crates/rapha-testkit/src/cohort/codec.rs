@@ -100,14 +100,34 @@ pub fn encodable() -> impl Iterator<Item = (&'static str, &'static str)> {
 /// [`CohortError::InvalidSpec`] for a syntax not in [`encodable`]; [`CohortError::Tool`] when
 /// an encoder is missing or fails (the message names the Debian package); I/O and DICOM errors.
 pub fn transcode_cohort(dir: &Path, ts: &str) -> Result<CohortManifest, CohortError> {
-    let encoder = SYNTAXES.iter().find(|(uid, _, _)| *uid == ts).map(|e| e.2);
-    if encoder.is_none() && ts != super::NATIVE_TS {
-        let known: Vec<String> = encodable().map(|(u, n)| format!("{u} ({n})")).collect();
-        return Err(CohortError::InvalidSpec(format!(
-            "cannot write transfer syntax {ts}; one of: 1.2.840.10008.1.2.1 (explicit VR little \
-             endian, the default), {}",
-            known.join(", ")
-        )));
+    transcode_mixed(dir, &[ts])
+}
+
+/// Re-encodes the cohort generated in `dir` in several transfer syntaxes, as an archive that
+/// changed its compression over the years holds it: study `i` (in manifest order) in
+/// `syntaxes[i % syntaxes.len()]`. `manifest.json` records each instance's syntax and the
+/// list, comma-separated, as the cohort's.
+///
+/// # Errors
+/// As [`transcode_cohort`], and [`CohortError::InvalidSpec`] for an empty list.
+pub fn transcode_mixed(dir: &Path, syntaxes: &[&str]) -> Result<CohortManifest, CohortError> {
+    let mut encoders = Vec::with_capacity(syntaxes.len());
+    for &ts in syntaxes {
+        let encoder = SYNTAXES.iter().find(|(uid, _, _)| *uid == ts).map(|e| e.2);
+        if encoder.is_none() && ts != super::NATIVE_TS {
+            let known: Vec<String> = encodable().map(|(u, n)| format!("{u} ({n})")).collect();
+            return Err(CohortError::InvalidSpec(format!(
+                "cannot write transfer syntax {ts}; one of: 1.2.840.10008.1.2.1 (explicit VR \
+                 little endian, the default), {}",
+                known.join(", ")
+            )));
+        }
+        encoders.push((ts, encoder));
+    }
+    if encoders.is_empty() {
+        return Err(CohortError::InvalidSpec(
+            "name at least one transfer syntax to re-encode the cohort in".into(),
+        ));
     }
     let manifest_path = dir.join("manifest.json");
     let text = std::fs::read(&manifest_path).map_err(super::io_err("read", &manifest_path))?;
@@ -122,7 +142,8 @@ pub fn transcode_cohort(dir: &Path, ts: &str) -> Result<CohortManifest, CohortEr
         "create a temporary directory in",
         Path::new("/tmp"),
     ))?;
-    for study in &mut manifest.studies {
+    for (i, study) in manifest.studies.iter_mut().enumerate() {
+        let (ts, encoder) = encoders[i % encoders.len()];
         for inst in &mut study.instances {
             let path = dir.join(&inst.path);
             match encoder {
@@ -148,7 +169,7 @@ pub fn transcode_cohort(dir: &Path, ts: &str) -> Result<CohortManifest, CohortEr
             inst.transfer_syntax = ts.to_owned();
         }
     }
-    manifest.transfer_syntax = Some(ts.to_owned());
+    manifest.transfer_syntax = Some(syntaxes.join(","));
     let mut json = serde_json::to_vec_pretty(&manifest)?;
     json.push(b'\n');
     super::write(&manifest_path, &json)?;

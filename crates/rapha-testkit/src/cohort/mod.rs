@@ -15,12 +15,16 @@ mod codec;
 mod enhanced;
 mod font;
 mod image;
+mod multiframe;
 mod phi;
 mod rle;
 mod study;
 
-pub use codec::{encodable, transcode_cohort};
+pub use codec::{encodable, transcode_cohort, transcode_mixed};
 pub use enhanced::{enhance_cohort, ENHANCED_CT, ENHANCED_MR};
+pub use multiframe::{
+    multiframe_cohort, CINE_FRAMES, CINE_FRAME_TIME_MS, CINE_FRAME_TIME_VECTOR, XA,
+};
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -95,14 +99,19 @@ pub struct CohortManifest {
     pub burned_in: Vec<String>,
     /// PatientIDs listed in optouts.csv.
     pub opted_out_patients: Vec<String>,
-    /// The transfer syntax every instance was re-encoded in ([`transcode_cohort`]); absent
-    /// when instances are as generated.
+    /// The transfer syntax every instance was re-encoded in ([`transcode_cohort`]), or the
+    /// syntaxes of a mixed cohort comma-separated ([`transcode_mixed`]); absent when
+    /// instances are as generated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transfer_syntax: Option<String>,
     /// Whether CT and MR series were merged into enhanced multi-frame objects
     /// ([`enhance_cohort`]).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub enhanced: bool,
+    /// Whether CR and DX images were merged into multi-frame CR, DX and XA cine objects
+    /// ([`multiframe_cohort`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub multiframe: bool,
 }
 
 impl CohortManifest {
@@ -415,6 +424,7 @@ pub fn generate(spec: &CohortSpec) -> Result<CohortManifest, CohortError> {
         opted_out_patients,
         transfer_syntax: None,
         enhanced: false,
+        multiframe: false,
     };
     let mut json = serde_json::to_vec_pretty(&manifest)?;
     json.push(b'\n');
