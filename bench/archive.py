@@ -1,9 +1,11 @@
 """Driver of bench/archive.sh: starts Orthanc (rapha-testkit serve orthanc), loads the four
 parts of the corpus, runs the node's cohort build and a feed pass against it under
-/usr/bin/time on one core, decodes the same files from local disk, and prints one JSON line."""
+/usr/bin/time on one core (the feed pass with RAPHA_BENCH_IN_FLIGHT retrievals in flight,
+default 8, one pass per stored syntax), decodes the same files from local disk, and prints one JSON line."""
 import glob
 import http.client
 import json
+import os
 import subprocess
 import sys
 import time
@@ -38,6 +40,13 @@ try:
         r.read()
         assert r.status == 200, (f, r.status)
     load_secs = time.monotonic() - t
+    # Each instance's stored syntax, from the generator's manifests, for the per-syntax passes.
+    with open(f"{work}/syntaxes.txt", "w") as out:
+        for m in sorted(glob.glob(f"{work}/part*/manifest.json")):
+            for s in json.load(open(m))["studies"]:
+                for i in s["instances"]:
+                    out.write(f"{i['sop_instance_uid']} {i['transfer_syntax']}\n")
+    os.environ["RAPHA_BENCH_SYNTAXES"] = f"{work}/syntaxes.txt"
     cohort = timed([bench_bin, "cohort", info["dicomweb"], *QUERIES])
     feed = timed([bench_bin, "feed", info["dicomweb"], *QUERIES])
     syntaxes = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.80",

@@ -5,16 +5,18 @@
 //!   qido URL QUERY     scoped QIDO study search, counting studies (peak RSS measured outside)
 //!   cohort URL QUERY.. the node's cohort build from a DICOMweb PACS: QIDO-RS, WADO-RS series
 //!                      metadata, exclusions, records, pseudonyms (peak RSS measured outside)
-//!   feed URL QUERY..   cohort build, then one feed pass as the enclave's record source makes
-//!                      it: every kept instance retrieved over WADO-RS (transfer syntax
-//!                      negotiated) and decoded; prints decoded MB and seconds per phase
+//!   feed URL QUERY..   cohort build, then one feed pass per stored transfer syntax as the
+//!                      enclave's decoder threads make it: every kept instance retrieved over
+//!                      WADO-RS (transfer syntax negotiated) and decoded, RAPHA_BENCH_IN_FLIGHT
+//!                      retrievals in flight (default 8); prints decoded MB and seconds per
+//!                      stored syntax (RAPHA_BENCH_SYNTAXES names each instance's)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // benchmark driver
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rapha_dicom::client::Wanted;
-use rapha_dicom::cohort::{CohortBuilder, InstanceSource};
+use rapha_dicom::cohort::{CohortBuilder, CohortEntry, InstanceSource};
 use rapha_dicom::exclusion::OptOuts;
 use rapha_dicom::pixels::{
     decode, DecodeLimits, Instance, Output, Samples, LOSSLESS_TRANSFER_SYNTAXES,
@@ -56,6 +58,67 @@ fn bytes_per_sample(s: &Samples) -> usize {
         Samples::U16(_) | Samples::I16(_) => 2,
         _ => 4,
     }
+}
+
+/// WADO-RS retrievals kept in flight by the feed pass (`RAPHA_BENCH_IN_FLIGHT`): the enclave's
+/// feed fetches and decodes on 2-8 decoder threads per connection (its `feed::decoders`, the
+/// machine's cores clamped to 2..=8), each with one retrieval in flight; the default is its
+/// most.
+fn in_flight() -> usize {
+    std::env::var("RAPHA_BENCH_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8)
+        .max(1)
+}
+
+/// One feed pass over `entries` as the enclave's decoder threads make it: `threads` threads
+/// share one client (one connection pool) and take the next entry as each finishes one, so
+/// that many retrievals are in flight while others decode. Returns (fed, refused, decoded
+/// bytes).
+fn feed_pass(
+    client: &DicomWebClient,
+    entries: &[&CohortEntry],
+    threads: usize,
+) -> (u64, u64, usize) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let wanted = Wanted::preferred(LOSSLESS_TRANSFER_SYNTAXES);
+    let limits = DecodeLimits::default();
+    let work = || {
+        let (mut fed, mut refused, mut bytes) = (0u64, 0u64, 0usize);
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(e) = entries.get(i) else {
+                break;
+            };
+            let InstanceSource::DicomWeb {
+                study_uid,
+                series_uid,
+                instance_uid,
+            } = &e.source
+            else {
+                continue;
+            };
+            let object = client
+                .retrieve_instance_bytes(study_uid, series_uid, instance_uid, &wanted)
+                .unwrap();
+            match Instance::open(&object, &limits).and_then(|i| i.decode(Output::Stored)) {
+                Ok(px) => {
+                    bytes += px.data.len() * bytes_per_sample(&px.data);
+                    fed += 1;
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        (fed, refused, bytes)
+    };
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads).map(|_| s.spawn(work)).collect();
+        workers.into_iter().fold((0, 0, 0), |acc, w| {
+            let (f, r, b) = w.join().unwrap();
+            (acc.0 + f, acc.1 + r, acc.2 + b)
+        })
+    })
 }
 
 fn main() {
@@ -132,42 +195,38 @@ fn main() {
             }
             let build_secs = t.elapsed().as_secs_f64();
             let (mut fed, mut refused, mut decoded_bytes) = (0u64, 0u64, 0usize);
-            // Per served transfer syntax: instances, decoded bytes, seconds (retrieval + decode).
+            // Per stored transfer syntax: instances, decoded bytes, wall seconds of that
+            // syntax's own pipelined pass (retrieval + decode).
             let mut by_ts: std::collections::BTreeMap<String, (u64, usize, f64)> =
                 std::collections::BTreeMap::new();
             let t = Instant::now();
             if mode == "feed" {
-                let wanted = Wanted::preferred(LOSSLESS_TRANSFER_SYNTAXES);
-                let limits = DecodeLimits::default();
+                // The stored syntax of each instance, from the generator's manifests
+                // (RAPHA_BENCH_SYNTAXES: lines of "SOP-instance-UID transfer-syntax-UID"): the
+                // cohort's metadata does not say it.
+                let stored: std::collections::HashMap<String, String> =
+                    std::env::var("RAPHA_BENCH_SYNTAXES")
+                        .map(|p| std::fs::read_to_string(p).unwrap())
+                        .unwrap_or_default()
+                        .lines()
+                        .filter_map(|l| l.split_once(' '))
+                        .map(|(i, t)| (i.to_owned(), t.to_owned()))
+                        .collect();
+                let mut groups: std::collections::BTreeMap<String, Vec<&CohortEntry>> =
+                    std::collections::BTreeMap::new();
                 for e in &c.entries {
-                    let InstanceSource::DicomWeb {
-                        study_uid,
-                        series_uid,
-                        instance_uid,
-                    } = &e.source
-                    else {
-                        continue;
+                    let ts = match &e.source {
+                        InstanceSource::DicomWeb { instance_uid, .. } => stored.get(instance_uid),
+                        InstanceSource::File(_) => None,
                     };
+                    let ts = ts.map_or("unknown", String::as_str).to_owned();
+                    groups.entry(ts).or_default().push(e);
+                }
+                for (ts, group) in groups {
                     let one = Instant::now();
-                    let bytes = client
-                        .retrieve_instance_bytes(study_uid, series_uid, instance_uid, &wanted)
-                        .unwrap();
-                    let Ok(instance) = Instance::open(&bytes, &limits) else {
-                        refused += 1;
-                        continue;
-                    };
-                    match instance.decode(Output::Stored) {
-                        Ok(px) => {
-                            let n = px.data.len() * bytes_per_sample(&px.data);
-                            let slot = by_ts
-                                .entry(instance.transfer_syntax().to_owned())
-                                .or_default();
-                            *slot = (slot.0 + 1, slot.1 + n, slot.2 + one.elapsed().as_secs_f64());
-                            decoded_bytes += n;
-                            fed += 1;
-                        }
-                        Err(_) => refused += 1,
-                    }
+                    let (n, r, b) = feed_pass(&client, &group, in_flight());
+                    by_ts.insert(ts, (n, b, one.elapsed().as_secs_f64()));
+                    (fed, refused, decoded_bytes) = (fed + n, refused + r, decoded_bytes + b);
                 }
             }
             let by_ts: Vec<String> = by_ts
@@ -177,7 +236,8 @@ fn main() {
                 })
                 .collect();
             println!(
-                "{{\"mode\":\"{mode}\",\"kept\":{},\"excluded\":{},\"build_secs\":{build_secs},\"fed\":{fed},\"refused\":{refused},\"decoded_bytes\":{decoded_bytes},\"feed_secs\":{},\"by_ts\":{{{}}}}}",
+                "{{\"mode\":\"{mode}\",\"in_flight\":{},\"kept\":{},\"excluded\":{},\"build_secs\":{build_secs},\"fed\":{fed},\"refused\":{refused},\"decoded_bytes\":{decoded_bytes},\"feed_secs\":{},\"by_ts\":{{{}}}}}",
+                in_flight(),
                 c.entries.len(),
                 c.exclusions.total(),
                 t.elapsed().as_secs_f64(),
