@@ -437,6 +437,13 @@ pub fn node_from_config(cfg: &Config) -> anyhow::Result<Node> {
     };
     let url = endpoint.url.clone();
     let ca = endpoint.ca_file.clone();
+    // Read once at start: the credentials every PACS request of this node carries.
+    let auth = endpoint.auth.load().map_err(|(path, e)| {
+        anyhow::anyhow!(
+            "dicomweb.endpoints auth: credential file {}: {e}",
+            path.display()
+        )
+    })?;
     let pacs_limits = cfg.dicom.clone().unwrap_or_default().pacs;
     let dpo_keys = cfg
         .keys
@@ -483,6 +490,7 @@ pub fn node_from_config(cfg: &Config) -> anyhow::Result<Node> {
         pacs: Box::new(move || {
             let mut o = ClientOptions::new(url.clone());
             o.ca_pem.clone_from(&ca);
+            o.auth.clone_from(&auth);
             o.timeout = std::time::Duration::from_secs(pacs_limits.connect_timeout_seconds);
             DicomWebClient::new(o).map(|c| c.with_limits(pacs_limits.clone()))
         }),

@@ -205,12 +205,18 @@ fn wait_healthy(port: u16, child: &mut std::process::Child) -> bool {
     false
 }
 
+/// The node's PACS wants an API key on every DICOMweb request, as a hospital's does: the
+/// configured `auth` goes with each of the node's QIDO-RS and WADO-RS requests (the cohort is
+/// built from it), and a request without it is refused (the control).
 #[test]
 fn production_node_without_sgx_refuses_the_job_at_attestation_and_refunds() {
+    const PACS_KEY: &str = "pacs-key-0123456789abcdef";
     let Some(trainer) = sandbox_ready() else {
         return;
     };
-    let Some(orthanc) = rapha_testkit::require!(Orthanc::start()) else {
+    let Some(orthanc) =
+        rapha_testkit::require!(Orthanc::start_requiring_header("X-Api-Key", PACS_KEY))
+    else {
         return;
     };
     let Some(tpm) = rapha_testkit::require!(Swtpm::start_provisioned()) else {
@@ -229,6 +235,15 @@ fn production_node_without_sgx_refuses_the_job_at_attestation_and_refunds() {
     secret_file(
         &t.join("tokens"),
         b"admin adm-0123456789abcdef0123456789abcdef0123\n",
+    );
+    secret_file(&t.join("pacs-key"), format!("{PACS_KEY}\n").as_bytes());
+    let unauthenticated = reqwest::blocking::get(format!("{}/studies", orthanc.dicomweb_url()))
+        .unwrap()
+        .status();
+    assert_eq!(
+        unauthenticated,
+        reqwest::StatusCode::FORBIDDEN,
+        "the PACS answers DICOMweb without its key"
     );
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -274,6 +289,9 @@ max_bundle_bytes = 1048576"#,
     let config_path = t.join("node.toml");
     let toml = NodeConfig {
         mode: "production".into(),
+        dicomweb_auth: Some(
+            r#"{ kind = "header", name = "X-Api-Key", value_file = "pacs-key" }"#.into(),
+        ),
         attestation,
         extra,
         data_dir: "data".into(),

@@ -16,6 +16,9 @@ pub struct NodeConfig {
     pub mode: String,
     pub dicomweb_url: String,
     pub ca_file: Option<PathBuf>,
+    /// The endpoint's `auth` inline table (e.g. `{ kind = "header", name = "X-Api-Key",
+    /// value_file = "pacs-key" }`); none: no `auth` key.
+    pub dicomweb_auth: Option<String>,
     /// `[dicom.scope]` with the tests' bounds: a year, 1000 results, 100 listed, pages of 50.
     pub dicom_scope: bool,
     pub hmac_key: PathBuf,
@@ -75,6 +78,7 @@ impl NodeConfig {
             mode: "demo".into(),
             dicomweb_url: dicomweb_url.into(),
             ca_file: None,
+            dicomweb_auth: None,
             dicom_scope: true,
             hmac_key: dir.join("hmac.key"),
             node_key: dir.join("node.key"),
@@ -121,6 +125,9 @@ impl NodeConfig {
         ));
         if let Some(ca) = &self.ca_file {
             t.push_str(&format!("ca_file = {}\n", q(ca)));
+        }
+        if let Some(auth) = &self.dicomweb_auth {
+            t.push_str(&format!("auth = {auth}\n"));
         }
         if self.dicom_scope {
             t.push_str(

@@ -37,6 +37,7 @@ use bounds::{Bounded, Deadline, DeadlineError};
 pub use negotiate::{Wanted, EXPLICIT_VR_LITTLE_ENDIAN};
 
 /// How to authenticate to the PACS. Values are secrets: no `Debug`, zeroized on drop.
+#[derive(Clone)]
 pub enum Auth {
     /// `Authorization: Bearer <token>`.
     Bearer(Zeroizing<String>),

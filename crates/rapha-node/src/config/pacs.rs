@@ -41,6 +41,31 @@ pub enum DicomWebAuth {
     Header { name: String, value_file: PathBuf },
 }
 
+impl DicomWebAuth {
+    /// The credentials to send, read from their file ([`rapha_core::fs::read_secret`]; a
+    /// trailing newline is not part of them).
+    ///
+    /// # Errors
+    /// The credential file that was refused or could not be read, and why.
+    pub fn load(
+        &self,
+    ) -> Result<Option<rapha_dicom::Auth>, (PathBuf, rapha_core::fs::SecretFileError)> {
+        let read = |path: &PathBuf| {
+            rapha_core::fs::read_secret_text(path, 64 * 1024)
+                .map(|t| zeroize::Zeroizing::new(t.trim_end_matches(['\n', '\r']).to_owned()))
+                .map_err(|e| (path.clone(), e))
+        };
+        Ok(match self {
+            Self::None => None,
+            Self::Bearer { token_file } => Some(rapha_dicom::Auth::Bearer(read(token_file)?)),
+            Self::Header { name, value_file } => Some(rapha_dicom::Auth::Header {
+                name: name.clone(),
+                value: read(value_file)?,
+            }),
+        })
+    }
+}
+
 /// `[cohort]`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,9 +1,7 @@
 //! The PACS side: the DICOMweb endpoints answer a scoped QIDO-RS search over HTTPS with their
 //! credentials, the opt-out list reads, and the `[dicom]` scope limits are sound (**I2**).
 
-use std::path::Path;
-
-use crate::config::{Config, DicomWebAuth, DicomWebEndpoint};
+use crate::config::{Config, DicomWebEndpoint};
 
 use super::{fail, Outcome, NETWORK_TIMEOUT};
 
@@ -14,16 +12,16 @@ pub(super) fn check_dicomweb(config: &Config, e: &DicomWebEndpoint) -> Outcome {
             "use the PACS's https:// DICOMweb URL and set ca_file to the CA that issued its certificate",
         );
     }
-    let auth = match &e.auth {
-        DicomWebAuth::None => None,
-        DicomWebAuth::Bearer { token_file } => {
-            Some(rapha_dicom::Auth::Bearer(read_secret_text(token_file)?))
-        }
-        DicomWebAuth::Header { name, value_file } => Some(rapha_dicom::Auth::Header {
-            name: name.clone(),
-            value: read_secret_text(value_file)?,
-        }),
-    };
+    let auth = e.auth.load().or_else(|(path, err)| {
+        let fix = match &err {
+            rapha_core::fs::SecretFileError::Loose(_) => {
+                format!("run `chmod 600 {}`", path.display())
+            }
+            rapha_core::fs::SecretFileError::Io(_) => "create the file".to_owned(),
+            other => format!("fix {}: {other}", path.display()),
+        };
+        fail(format!("credential file {}: {err}", path.display()), fix)
+    })?;
     let opts = rapha_dicom::ClientOptions {
         base_url: e.url.clone(),
         auth,
@@ -58,22 +56,6 @@ pub(super) fn check_dicomweb(config: &Config, e: &DicomWebEndpoint) -> Outcome {
             "check the PACS is reachable from this appliance, its certificate chains to ca_file, and the credentials",
         ),
     }
-}
-
-fn read_secret_text(path: &Path) -> Result<zeroize::Zeroizing<String>, (String, String)> {
-    let text = rapha_core::fs::read_secret_text(path, 64 * 1024).or_else(|e| {
-        let fix = match &e {
-            rapha_core::fs::SecretFileError::Loose(_) => {
-                format!("run `chmod 600 {}`", path.display())
-            }
-            rapha_core::fs::SecretFileError::Io(_) => "create the file".to_owned(),
-            other => format!("fix {}: {other}", path.display()),
-        };
-        fail(format!("credential file {}: {e}", path.display()), fix)
-    })?;
-    Ok(zeroize::Zeroizing::new(
-        text.trim_end_matches(['\n', '\r']).to_owned(),
-    ))
 }
 
 pub(super) fn check_optouts(config: &Config) -> Outcome {

@@ -32,16 +32,36 @@ impl Orthanc {
     /// Orthanc + DICOMweb on free loopback ports (HTTP and DICOM), own storage in a tempdir.
     /// Ready once `GET /system` answers.
     pub fn start() -> Result<Option<Orthanc>, HarnessError> {
-        Self::start_inner(None)
+        Self::start_inner(None, None)
+    }
+
+    /// Same, answering DICOMweb requests (`/dicom-web/...`) only when they carry the header
+    /// `name: value` (403 otherwise), as a hospital PACS behind an API key does. Orthanc's
+    /// own REST routes, which the harness uploads through, stay open. `name` and `value` are
+    /// ASCII letters, digits and '-' (they are written into a Lua filter).
+    pub fn start_requiring_header(
+        name: &str,
+        value: &str,
+    ) -> Result<Option<Orthanc>, HarnessError> {
+        let plain =
+            |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        assert!(
+            plain(name) && plain(value),
+            "header name and value: letters, digits, '-'"
+        );
+        Self::start_inner(None, Some((name, value)))
     }
 
     /// Same, serving HTTPS with the given certificate and private key (PEM files). Orthanc
     /// wants both in one file; the harness writes that file into its own directory.
     pub fn start_tls(cert_pem: &Path, key_pem: &Path) -> Result<Option<Orthanc>, HarnessError> {
-        Self::start_inner(Some((cert_pem, key_pem)))
+        Self::start_inner(Some((cert_pem, key_pem)), None)
     }
 
-    fn start_inner(tls: Option<(&Path, &Path)>) -> Result<Option<Orthanc>, HarnessError> {
+    fn start_inner(
+        tls: Option<(&Path, &Path)>,
+        header: Option<(&str, &str)>,
+    ) -> Result<Option<Orthanc>, HarnessError> {
         let Some(bin) = find_binary(Some("RAPHA_ORTHANC"), "Orthanc", &["/usr/sbin/Orthanc"])
         else {
             return missing("Orthanc", "no Orthanc binary in /usr/sbin or PATH".into());
@@ -58,7 +78,7 @@ impl Orthanc {
         };
         let mut last = None;
         for _ in 0..START_ATTEMPTS {
-            let started = Self::try_start(&bin).and_then(|mut o| {
+            let started = Self::try_start(&bin, header).and_then(|mut o| {
                 if let (Some(socat), Some((cert, key))) = (&socat, tls) {
                     o.front_with_tls(socat, cert, key)?;
                 }
@@ -75,7 +95,7 @@ impl Orthanc {
         Err(last.unwrap_or(HarnessError::NoFreePort))
     }
 
-    fn try_start(bin: &Path) -> Result<Orthanc, HarnessError> {
+    fn try_start(bin: &Path, header: Option<(&str, &str)>) -> Result<Orthanc, HarnessError> {
         let mut dir = Workdir::new("orthanc")?;
         let http_port = free_port()?;
         let mut dicom_port = free_port()?;
@@ -88,7 +108,7 @@ impl Orthanc {
             std::fs::create_dir_all(d)
                 .map_err(|e| HarnessError::io(format!("create {}", d.display()), e))?;
         }
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "Name": "rapha-test",
             "StorageDirectory": storage,
             "IndexDirectory": index,
@@ -106,6 +126,22 @@ impl Orthanc {
             "ConcurrentJobs": 1,
             "SaveJobs": false,
         });
+        if let Some((name, value)) = header {
+            // Orthanc hands the filter the request's headers with lower-case names.
+            let filter = dir.path().join("require-header.lua");
+            let lua = format!(
+                "function IncomingHttpRequestFilter(method, uri, ip, username, headers)\n\
+                 \x20 if string.sub(uri, 1, 11) == '/dicom-web/' then\n\
+                 \x20   return headers['{}'] == '{value}'\n\
+                 \x20 end\n\
+                 \x20 return true\n\
+                 end\n",
+                name.to_ascii_lowercase()
+            );
+            std::fs::write(&filter, lua)
+                .map_err(|e| HarnessError::io(format!("write {}", filter.display()), e))?;
+            config["LuaScripts"] = serde_json::json!([filter]);
+        }
         let config_path = dir.path().join("orthanc.json");
         std::fs::write(&config_path, config.to_string())
             .map_err(|e| HarnessError::io(format!("write {}", config_path.display()), e))?;
