@@ -31,7 +31,7 @@ mod error;
 mod evidence;
 pub mod sgx;
 pub mod tpm;
-mod x509;
+pub mod x509;
 
 pub use binding::{binding, BindingInputs, BINDING_DOMAIN};
 pub use error::{AttestError, Result};

@@ -105,6 +105,7 @@ pub fn verify_quote(ev: &SgxEvidence, now_secs: u64) -> Result<VerifiedSgxReport
     crate::x509::verify_chain_to_pinned(
         ev.collateral.pck_crl_issuer_chain.as_bytes(),
         INTEL_SGX_ROOT_CA,
+        now_secs,
     )
     .map_err(|e| AttestError::SgxQuoteRejected(format!("PCK CRL issuer chain: {e}")))?;
     let verifier = QuoteVerifier::new(INTEL_SGX_ROOT_CA.to_vec())

@@ -1,5 +1,7 @@
-//! The small slice of X.509 the EK check needs: parse certificates, check validity and
-//! verify an EK certificate's chain up to a configured TPM vendor certificate.
+//! The small slice of X.509 the attestation checks need: parse certificates, check validity,
+//! verify an EK certificate's chain up to a configured TPM vendor certificate, and validate the
+//! SGX collateral's PCK CRL issuer chain up to Intel's pinned root
+//! ([`verify_chain_to_pinned`]: signatures, validity, CA constraints, key usage, path length).
 //!
 //! Every certificate in the vendor file is a trust anchor (the file holds a vendor's root and
 //! the EK-issuing intermediates the administrator chose to trust).
@@ -189,29 +191,97 @@ pub(crate) fn strip_zeros(b: &[u8]) -> &[u8] {
     b.get(first..).unwrap_or_default()
 }
 
-/// Checks a PEM certificate chain (leaf first) up to the pinned root `root_der`: each
-/// certificate signed by the next, the last one the root itself or signed by it.
-pub(crate) fn verify_chain_to_pinned(
+/// Checks a PEM certificate chain (leaf first) up to the pinned root `root_der`, at
+/// `now_secs` (Unix seconds), as RFC 5280's path validation does for what the chain is used
+/// for here (the issuer of a CRL): each certificate signed by the next, the last one the root
+/// itself or signed by it; every certificate on the path, the root included, valid at
+/// `now_secs`; every issuer a CA (basicConstraints CA:TRUE) whose keyUsage, when present,
+/// allows signing certificates (keyCertSign) and whose path length constraint, when present,
+/// covers the intermediates below it; and the first certificate, the CRL's signer, allowed to
+/// sign CRLs (cRLSign) when it has a keyUsage.
+///
+/// # Errors
+/// A sentence naming the certificate (by subject) and the rule it broke.
+pub fn verify_chain_to_pinned(
     chain_pem: &[u8],
     root_der: &[u8],
+    now_secs: u64,
 ) -> std::result::Result<(), String> {
+    use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
     let certs = Certificate::load_pem_chain(chain_pem).map_err(|e| e.to_string())?;
     let root = Certificate::from_der(root_der).map_err(|e| e.to_string())?;
     if certs.is_empty() {
         return Err("empty certificate chain".into());
     }
-    for (i, cert) in certs.iter().enumerate() {
+    // The path: the chain's certificates up to (not including) a copy of the root, then the
+    // pinned root.
+    let mut path: Vec<&Certificate> = Vec::with_capacity(certs.len() + 1);
+    for cert in &certs {
         if cert.to_der().map_err(|e| e.to_string())? == root_der {
-            return Ok(());
+            break;
         }
-        let issuer = certs.get(i + 1).unwrap_or(&root);
-        verify_signed_by(cert, issuer).map_err(|_| {
-            format!(
-                "{} is not signed by {}",
-                cert.tbs_certificate().subject(),
-                issuer.tbs_certificate().subject()
-            )
-        })?;
+        path.push(cert);
+    }
+    path.push(&root);
+    let subject = |c: &Certificate| c.tbs_certificate().subject().to_string();
+    let key_usage = |c: &Certificate| {
+        c.tbs_certificate()
+            .get_extension::<KeyUsage>()
+            .map(|found| found.map(|(_, ku)| ku))
+            .map_err(|e| format!("{}: unreadable keyUsage: {e}", subject(c)))
+    };
+    for (i, cert) in path.iter().enumerate() {
+        let v = cert.tbs_certificate().validity();
+        let (nb, na) = (
+            v.not_before.to_unix_duration().as_secs(),
+            v.not_after.to_unix_duration().as_secs(),
+        );
+        if now_secs < nb || now_secs > na {
+            return Err(format!(
+                "{} is not valid at {now_secs} (valid from {nb} to {na}, Unix seconds)",
+                subject(cert)
+            ));
+        }
+        let Some(issuer) = path.get(i + 1) else {
+            continue;
+        };
+        verify_signed_by(cert, issuer)
+            .map_err(|_| format!("{} is not signed by {}", subject(cert), subject(issuer)))?;
+        let constraints = issuer
+            .tbs_certificate()
+            .get_extension::<BasicConstraints>()
+            .map_err(|e| format!("{}: unreadable basicConstraints: {e}", subject(issuer)))?;
+        let Some((_, bc)) = constraints.filter(|(_, bc)| bc.ca) else {
+            return Err(format!(
+                "{} signs {} but is not a CA (no basicConstraints CA:TRUE)",
+                subject(issuer),
+                subject(cert)
+            ));
+        };
+        if key_usage(issuer)?.is_some_and(|ku| !ku.key_cert_sign()) {
+            return Err(format!(
+                "{} signs {} but its keyUsage lacks keyCertSign",
+                subject(issuer),
+                subject(cert)
+            ));
+        }
+        // Intermediate CAs between this issuer and the first certificate.
+        let below = i;
+        if let Some(max) = bc.path_len_constraint {
+            if below > usize::from(max) {
+                return Err(format!(
+                    "{} allows {max} intermediate CA(s) below it (path length), the chain has {below}",
+                    subject(issuer)
+                ));
+            }
+        }
+    }
+    let signer = path[0];
+    if key_usage(signer)?.is_some_and(|ku| !ku.crl_sign()) {
+        return Err(format!(
+            "{} signs the CRL but its keyUsage lacks cRLSign",
+            subject(signer)
+        ));
     }
     Ok(())
 }
