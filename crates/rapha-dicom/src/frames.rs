@@ -7,6 +7,11 @@
 //! Sequence, else from the Shared Functional Groups Sequence. The record's top-level field is
 //! the object's own attribute when it has one, else the shared group's, else the value every
 //! frame has in common; a value that differs between frames is only in [`FrameAttrs`].
+//!
+//! A cine object without functional groups (XA, XRF; PS3.3 C.7.6.5) times its frames with a
+//! FrameTimeVector: each frame's increment is read into its [`FrameAttrs`] when the vector has
+//! one value per frame ([`with_frame_times`]); a multi-frame CR or DX object's frames share
+//! every value, so its record has no per-frame list.
 
 use dicom_dictionary_std::tags;
 use serde::{Deserialize, Serialize};
