@@ -9,4 +9,5 @@ mod dicom_common;
 mod attacks;
 mod corpus;
 mod fuzz;
+mod sessions;
 mod support;
