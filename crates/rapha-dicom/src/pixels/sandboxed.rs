@@ -125,6 +125,31 @@ fn unsupported(ts: &str, codec: Codec) -> PixelError {
     }
 }
 
+/// Where a frame is decoded: in a job's workers, or (outside a job) in a worker started for it.
+enum Via<'a> {
+    Job(&'a JobWorkers),
+    Frame(Worker),
+}
+
+impl<'a> Via<'a> {
+    /// The job's workers, else the worker [`Worker::locate`] finds; [`unsupported`] (naming
+    /// `ts`) without one.
+    fn find(job: Option<&'a JobDecoders>, ts: &str, codec: Codec) -> Result<Self, PixelError> {
+        match job {
+            Some(j) => j.workers.as_ref().map(Self::Job),
+            None => Worker::locate().map(Self::Frame),
+        }
+        .ok_or_else(|| unsupported(ts, codec))
+    }
+
+    fn decode(&self, request: &Request, frame: &[u8]) -> Result<Vec<u8>, WorkerError> {
+        match self {
+            Self::Job(workers) => workers.decode(request, frame),
+            Self::Frame(worker) => worker.decode(request, frame),
+        }
+    }
+}
+
 /// Decodes one bare frame in the worker as an image of `(rows, columns, samples)` with
 /// `bytes_per_sample` bytes per sample: the fuzz entry point's way in
 /// ([`crate::fuzzing::sandboxed_frame`]).
@@ -138,12 +163,7 @@ pub fn decode_frame(
     bytes_per_sample: u8,
     frame: &[u8],
 ) -> Result<Vec<u8>, PixelError> {
-    let request = Request::new(codec, geometry, bytes_per_sample, frame.len())
-        .map_err(|e| PixelError::Malformed(e.to_string()))?;
-    let worker = Worker::locate().ok_or_else(|| unsupported("a bare frame", codec))?;
-    worker
-        .decode(&request, frame)
-        .map_err(|e| PixelError::Malformed(e.to_string()))
+    bare_frame(None, codec, geometry, bytes_per_sample, frame)
 }
 
 /// [`decode_frame`] in a job's workers (`job`): the fuzz entry point's way into a session
@@ -158,13 +178,19 @@ pub fn decode_frame_in_job(
     bytes_per_sample: u8,
     frame: &[u8],
 ) -> Result<Vec<u8>, PixelError> {
+    bare_frame(Some(job), codec, geometry, bytes_per_sample, frame)
+}
+
+fn bare_frame(
+    job: Option<&JobDecoders>,
+    codec: Codec,
+    geometry: (u32, u32, u16),
+    bytes_per_sample: u8,
+    frame: &[u8],
+) -> Result<Vec<u8>, PixelError> {
     let request = Request::new(codec, geometry, bytes_per_sample, frame.len())
         .map_err(|e| PixelError::Malformed(e.to_string()))?;
-    let workers = job
-        .workers
-        .as_ref()
-        .ok_or_else(|| unsupported("a bare frame", codec))?;
-    workers
+    Via::find(job, "a bare frame", codec)?
         .decode(&request, frame)
         .map_err(|e| PixelError::Malformed(e.to_string()))
 }
@@ -197,16 +223,7 @@ pub(super) fn decode(
             f.starts_with(&[0xFF, 0xD8])
         })?;
     // The job's workers, else (outside a job) a worker started per frame.
-    let (job, per_frame) = match job {
-        Some(j) => (
-            Some(j.workers.as_ref().ok_or_else(|| unsupported(ts, codec))?),
-            None,
-        ),
-        None => (
-            None,
-            Some(Worker::locate().ok_or_else(|| unsupported(ts, codec))?),
-        ),
-    };
+    let via = Via::find(job, ts, codec)?;
     let geometry = (h.rows, h.columns, h.samples);
     let requests = frames
         .iter()
@@ -216,12 +233,9 @@ pub(super) fn decode(
     let frame_bytes = requests.first().map_or(0, Request::output_len);
     let mut out = Vec::with_capacity(h.total_samples()? * usize::from(bytes_per_sample));
     for (frame, request) in frames.iter().zip(&requests) {
-        let samples = match (job, &per_frame) {
-            (Some(workers), _) => workers.decode(request, frame),
-            (None, Some(worker)) => worker.decode(request, frame),
-            (None, None) => return Err(unsupported(ts, codec)),
-        }
-        .map_err(|e| PixelError::Malformed(format!("{what} frame: {e}")))?;
+        let samples = via
+            .decode(request, frame)
+            .map_err(|e| PixelError::Malformed(format!("{what} frame: {e}")))?;
         debug_assert_eq!(samples.len(), frame_bytes);
         out.extend_from_slice(&samples);
     }
