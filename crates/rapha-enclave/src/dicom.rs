@@ -18,6 +18,12 @@
 //! build has no decoder for is counted apart from broken pixel data). Fetching and parsing are bounded
 //! (`[dicom.pacs]` limits on the client, [`DecodeLimits`] on the bytes).
 //!
+//! Frames that only a C decoder reads (JPEG-LS, 12-bit JPEG) go to this source's own sandboxed
+//! workers ([`JobDecoders`]): the node runs its jobs in one process, so the workers belong to
+//! the job's source, not to a thread or the process; each serves frame after frame of this job
+//! only, one per thread decoding at a time, and they end when the source is dropped with the
+//! job.
+//!
 //! Over WADO-RS the transfer syntax is negotiated ([`Wanted`]): the first request names the
 //! lossless syntaxes this build decodes and accepts the stored one; when what comes cannot be
 //! decoded, a second asks the PACS to transcode to one that can. An instance the PACS serves in
