@@ -17,10 +17,13 @@ QUERIES = [f"StudyDate=19500101-20491231&ModalitiesInStudy={m}&limit=1000000"
 
 
 def timed(args):
-    p = subprocess.run(["/usr/bin/time", "-f", "RSSKB %M", "taskset", "-c", "0", *args],
+    p = subprocess.run(["/usr/bin/time", "-f", "RSSKB %M %U %S", "taskset", "-c", "0", *args],
                        capture_output=True, text=True, check=True)
     res = json.loads(p.stdout.strip().splitlines()[-1])
-    res["rss_kb"] = int([l for l in p.stderr.splitlines() if l.startswith("RSSKB")][-1].split()[1])
+    rss, user, system = [l for l in p.stderr.splitlines() if l.startswith("RSSKB")][-1].split()[1:]
+    res["rss_kb"] = int(rss)
+    # The node's own CPU seconds (the rest of the wall time is the PACS and the network).
+    res["cpu_secs"] = round(float(user) + float(system), 2)
     return res
 
 

@@ -5,7 +5,7 @@
 //! ARCHITECTURE.md).
 //!
 //! ```text
-//!  enclave runtime (rapha-dicom pixels)          rapha-decode worker (one per frame)
+//!  enclave runtime (rapha-dicom pixels)          rapha-decode worker (per job and thread)
 //!  ------------------------------------          -----------------------------------
 //!  header checked, frame split          stdin    mlockall, no_new_privs, rlimits (AS, CPU,
 //!  Request (24 bytes) + frame bytes  ─────────▶  FSIZE=0, NOFILE, NPROC=0, CORE=0), fds > 2 closed,
@@ -24,6 +24,16 @@
 //! turns every way it can fail into a [`WorkerError`]. The binary (`src/bin/rapha-decode/`)
 //! holds the sandbox and the C calls.
 //!
+//! A job's frames go to long-lived workers ([`JobWorkers`], [`Session`]): one worker process
+//! per thread decoding at a time, serving frame after frame of that job only, each request
+//! numbered and each answer ([`Answer`]) checked to be for that request and exactly the
+//! image's length, every frame under its own deadline, and the worker killed and replaced
+//! after any failure. The job owns its `JobWorkers` and drops it (killing the workers) when it
+//! ends; a worker is never handed to another job. The trade against a process per frame: a
+//! worker compromised by one of a job's frames could alter that job's later frames; it still
+//! reaches no key of the node's, no other job's pixels, no file and no network. A decode
+//! outside a job ([`Worker::decode`]) starts one process per frame, as before.
+//!
 //! The worker sets its own limits before it reads a byte of input, so a decoder bug it meets
 //! runs under them: it can read its stdin, write its stdout and stderr, map memory without
 //! execute permission up to its address-space limit, and exit. Any other system call kills the
@@ -31,9 +41,14 @@
 //! the instance is excluded and the job goes on.
 
 mod request;
+mod session;
 mod worker;
 
 #[cfg(feature = "test-hooks")]
 pub use request::Hook;
-pub use request::{Codec, Request, RequestError, MAX_INPUT_BYTES, MAX_OUTPUT_BYTES, REQUEST_LEN};
-pub use worker::{Worker, WorkerError, WORKER_ENV, WORKER_NAME};
+pub use request::{
+    Answer, Codec, Request, RequestError, ANSWER_LEN, MAX_INPUT_BYTES, MAX_OUTPUT_BYTES,
+    REQUEST_LEN,
+};
+pub use session::{JobWorkers, Session, FRAMES_PER_WORKER};
+pub use worker::{Worker, WorkerError, SESSION_ARG, WORKER_ENV, WORKER_NAME};

@@ -10,7 +10,11 @@
 //! | 8..12 | rows |
 //! | 12..16 | columns |
 //! | 16..20 | frame length in bytes (at most [`MAX_INPUT_BYTES`]) |
-//! | 20..24 | zero |
+//! | 20..24 | zero; in a job's session ([`crate::Session`]), the request's sequence number |
+//!
+//! In a session the worker answers each request with an [`Answer`] header (16 bytes: magic
+//! `RDA1`, the request's sequence number, the status, the length of what follows), then exactly
+//! that many bytes: the samples, or the decoder's refusal.
 
 /// Length of the encoded request.
 pub const REQUEST_LEN: usize = 24;
@@ -53,6 +57,8 @@ pub enum Hook {
     Short,
     /// Reserve 2 GiB (far past the address-space limit of a small frame).
     Allocate,
+    /// In a session, answer with the next request's sequence number.
+    OtherSequence,
 }
 
 impl Codec {
@@ -81,6 +87,8 @@ impl Codec {
             0xF4 => Some(Self::Hook(Hook::Short)),
             #[cfg(feature = "test-hooks")]
             0xF5 => Some(Self::Hook(Hook::Allocate)),
+            #[cfg(feature = "test-hooks")]
+            0xF6 => Some(Self::Hook(Hook::OtherSequence)),
             _ => None,
         }
     }
@@ -201,21 +209,84 @@ impl Request {
         b
     }
 
+    /// The wire form of the request numbered `sequence` in a session.
+    pub fn encode_numbered(&self, sequence: u32) -> [u8; REQUEST_LEN] {
+        let mut b = self.encode();
+        b[20..24].copy_from_slice(&sequence.to_le_bytes());
+        b
+    }
+
     /// Parses and checks a wire form, as [`Request::new`] would.
     ///
     /// # Errors
     /// [`RequestError`].
     pub fn decode(b: &[u8]) -> Result<Self, RequestError> {
-        if b.len() != REQUEST_LEN || b[..4] != MAGIC || b[20..24] != [0; 4] {
+        match Self::decode_numbered(b)? {
+            (r, 0) => Ok(r),
+            _ => Err(RequestError::Framing),
+        }
+    }
+
+    /// Parses and checks a session's wire form: the request and its sequence number.
+    ///
+    /// # Errors
+    /// [`RequestError`].
+    pub fn decode_numbered(b: &[u8]) -> Result<(Self, u32), RequestError> {
+        if b.len() != REQUEST_LEN || b[..4] != MAGIC {
             return Err(RequestError::Framing);
         }
+        let sequence = u32::from_le_bytes([b[20], b[21], b[22], b[23]]);
         let codec = Codec::from_code(b[4]).ok_or(RequestError::Codec(b[4]))?;
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        Self::new(
+        let request = Self::new(
             codec,
             (u32_at(8), u32_at(12), u16::from_le_bytes([b[6], b[7]])),
             b[5],
             u32_at(16) as usize,
-        )
+        )?;
+        Ok((request, sequence))
+    }
+}
+
+/// Length of an encoded [`Answer`].
+pub const ANSWER_LEN: usize = 16;
+
+const ANSWER_MAGIC: [u8; 4] = *b"RDA1";
+
+/// The header of a session worker's answer to one request (the parent checks every field
+/// against the request it sent before it reads what follows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The sequence number of the request answered.
+    pub sequence: u32,
+    /// Whether the decoder refused the frame (what follows is its message), else the samples
+    /// follow.
+    pub refused: bool,
+    /// Bytes that follow.
+    pub len: u32,
+}
+
+impl Answer {
+    /// The answer's wire form.
+    pub fn encode(&self) -> [u8; ANSWER_LEN] {
+        let mut b = [0u8; ANSWER_LEN];
+        b[..4].copy_from_slice(&ANSWER_MAGIC);
+        b[4..8].copy_from_slice(&self.sequence.to_le_bytes());
+        b[8..12].copy_from_slice(&u32::from(self.refused).to_le_bytes());
+        b[12..16].copy_from_slice(&self.len.to_le_bytes());
+        b
+    }
+
+    /// Parses a wire form; `None` when it is not one.
+    pub fn decode(b: &[u8; ANSWER_LEN]) -> Option<Self> {
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        if b[..4] != ANSWER_MAGIC || u32_at(8) > 1 {
+            return None;
+        }
+        Some(Self {
+            sequence: u32_at(4),
+            refused: u32_at(8) == 1,
+            len: u32_at(12),
+        })
     }
 }

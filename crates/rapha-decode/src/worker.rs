@@ -16,7 +16,7 @@ pub const WORKER_NAME: &str = "rapha-decode";
 pub const WORKER_ENV: &str = "RAPHA_DECODE_WORKER";
 
 /// Most of the worker's stderr kept for the error message.
-const MAX_MESSAGE: u64 = 1024;
+pub(crate) const MAX_MESSAGE: u64 = 1024;
 
 /// Why a frame did not come back decoded. Every variant excludes the instance; none is the
 /// node's failure.
@@ -49,6 +49,10 @@ pub enum WorkerError {
         "the sandboxed decoder wrote more than the {expected} bytes of the image and was killed"
     )]
     LongOutput { expected: usize },
+    /// A session's worker answered out of step: not an answer header, or the answer to
+    /// another request than the one sent. It was killed.
+    #[error("the sandboxed decoder answered out of step ({0}) and was killed")]
+    OutOfStep(String),
 }
 
 fn message_suffix(m: &str) -> String {
@@ -61,6 +65,9 @@ fn message_suffix(m: &str) -> String {
 
 /// Exit status of a worker whose decoder refused the frame (its message is on stderr).
 pub(crate) const EXIT_REFUSED: i32 = 2;
+
+/// The worker's third argument when it serves a job's session ([`crate::Session`]).
+pub const SESSION_ARG: &str = "session";
 
 /// A worker binary and the deadline each frame gets.
 #[derive(Clone, Debug)]
@@ -101,6 +108,37 @@ impl Worker {
         &self.path
     }
 
+    /// The deadline a frame gets: the one set, else the one from its size.
+    pub(crate) fn timeout_for(&self, budget: &Budget) -> Duration {
+        self.timeout.unwrap_or(budget.wall)
+    }
+
+    /// Starts the worker in an empty environment with its three pipes, under `memory` bytes of
+    /// address space and `cpu_secs` of CPU, serving a session when `session` is set.
+    pub(crate) fn spawn(
+        &self,
+        memory: u64,
+        cpu_secs: u64,
+        session: bool,
+    ) -> Result<Child, WorkerError> {
+        let mut command = Command::new(&self.path);
+        command.arg(memory.to_string()).arg(cpu_secs.to_string());
+        if session {
+            command.arg(SESSION_ARG);
+        }
+        command
+            .env_clear()
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| WorkerError::Spawn {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
     /// Decodes one frame: exactly [`Request::output_len`] bytes.
     ///
     /// # Errors
@@ -125,20 +163,8 @@ impl Worker {
         }
         let expected = request.output_len();
         let budget = Budget::for_request(request);
-        let timeout = self.timeout.unwrap_or(budget.wall);
-        let mut child = Command::new(&self.path)
-            .arg(budget.memory.to_string())
-            .arg(budget.cpu_secs.to_string())
-            .env_clear()
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| WorkerError::Spawn {
-                path: self.path.clone(),
-                source,
-            })?;
+        let timeout = self.timeout_for(&budget);
+        let mut child = self.spawn(budget.memory, budget.cpu_secs, false)?;
         let deadline = Instant::now() + timeout;
         let (Some(mut stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
@@ -215,16 +241,16 @@ impl Worker {
 }
 
 /// What one frame may cost the worker, from the request alone.
-struct Budget {
+pub(crate) struct Budget {
     /// Address-space limit (bytes): the process image and the libraries, the frame, the output
     /// and the decoder's working memory (a few times the output at most).
-    memory: u64,
-    cpu_secs: u64,
-    wall: Duration,
+    pub(crate) memory: u64,
+    pub(crate) cpu_secs: u64,
+    pub(crate) wall: Duration,
 }
 
 impl Budget {
-    fn for_request(r: &Request) -> Self {
+    pub(crate) fn for_request(r: &Request) -> Self {
         let out = r.output_len() as u64;
         let secs = 10 + out / (4 << 20);
         Self {
@@ -236,7 +262,7 @@ impl Budget {
 }
 
 /// Waits for the worker to exit, until `deadline`.
-fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+pub(crate) fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
     let mut pause = Duration::from_micros(200);
     loop {
         match child.try_wait() {
@@ -251,12 +277,12 @@ fn wait_until(child: &mut Child, deadline: Instant) -> Option<ExitStatus> {
 }
 
 /// Kills and reaps the worker (it is ours and not yet reaped, so its pid is still its own).
-fn kill(child: &mut Child) {
+pub(crate) fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
 }
 
-fn describe(status: ExitStatus) -> String {
+pub(crate) fn describe(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(c), _) => format!("exit status {c}"),

@@ -10,14 +10,14 @@ use rapha_dicom::pixels::{decode, Output, PixelError};
 use crate::dicom_common::corpus;
 use crate::support::{first_fragment, install_worker, with_fragments, worker};
 
-fn hook(h: Hook) -> Request {
+pub(crate) fn hook(h: Hook) -> Request {
     Request::new(Codec::Hook(h), (8, 8, 1), 2, 4).unwrap()
 }
 
-const FRAME: [u8; 4] = [0xFF, 0xD8, 0xFF, 0xD9];
+pub(crate) const FRAME: [u8; 4] = [0xFF, 0xD8, 0xFF, 0xD9];
 
 /// Reads a running worker's `/proc` status once its seccomp filter is in place.
-fn status_when_filtered(pid: u32) -> (String, Vec<String>, String, bool) {
+pub(crate) fn status_when_filtered(pid: u32) -> (String, Vec<String>, String, bool) {
     // The worker is not killed before this returns: a loaded machine may take long to start it.
     let until = Instant::now() + Duration::from_secs(10);
     loop {
@@ -48,7 +48,13 @@ fn running_worker_is_under_seccomp_with_no_new_privileges_locked_memory_and_only
             seen = Some(status_when_filtered(pid));
         });
     assert!(matches!(r, Err(WorkerError::TimedOut(_))), "{r:?}");
-    let (status, mut fds, limits, own_userns) = seen.unwrap();
+    assert_sandboxed(seen.unwrap());
+}
+
+/// What a running worker must be under, from its `/proc` status, descriptors and limits.
+pub(crate) fn assert_sandboxed(
+    (status, mut fds, limits, own_userns): (String, Vec<String>, String, bool),
+) {
     assert!(status.contains("Seccomp:\t2"), "{status}");
     assert!(status.contains("NoNewPrivs:\t1"), "{status}");
     let locked = status

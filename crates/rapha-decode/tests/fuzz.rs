@@ -1,10 +1,12 @@
-//! Stable proptest drivers of the fuzz entry points behind the worker: the request parser and
-//! both decoders on frames mutated from the corpus. Never a panic; a decode ends in exactly the
+//! Stable proptest drivers of the fuzz entry points behind the worker: the request and answer
+//! parsers and both decoders on frames mutated from the corpus, in a worker per frame and in a
+//! job's long-lived workers. Never a panic; a decode ends in exactly the
 //! image's bytes or a refusal, and the worker's memory is capped by its own limit.
 
 use proptest::prelude::*;
-use rapha_decode::{Request, REQUEST_LEN};
-use rapha_dicom::fuzzing::sandboxed_frame;
+use rapha_decode::{Answer, Request, ANSWER_LEN, REQUEST_LEN};
+use rapha_dicom::fuzzing::{sandboxed_frame, sandboxed_frame_in_job};
+use rapha_dicom::pixels::JobDecoders;
 
 use crate::dicom_common::corpus;
 use crate::support::{first_fragment, install_worker};
@@ -18,6 +20,16 @@ proptest! {
             prop_assert_eq!(bytes.len(), REQUEST_LEN);
             prop_assert_eq!(Request::decode(&r.encode()), Ok(r));
             prop_assert!(r.output_len() <= rapha_decode::MAX_OUTPUT_BYTES);
+        }
+        if let Ok((r, n)) = Request::decode_numbered(&bytes) {
+            prop_assert_eq!(Request::decode_numbered(&r.encode_numbered(n)), Ok((r, n)));
+        }
+    }
+
+    #[test]
+    fn any_answer_bytes_parse_or_are_refused(bytes in any::<[u8; ANSWER_LEN]>()) {
+        if let Some(a) = Answer::decode(&bytes) {
+            prop_assert_eq!(a.encode(), bytes);
         }
     }
 
@@ -54,7 +66,7 @@ fn seeds() -> Vec<Vec<u8>> {
 }
 
 proptest! {
-    // Each case starts two worker processes: bounded for CI.
+    // Each case starts two worker processes (and at most two in the job): bounded for CI.
     #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
@@ -71,10 +83,22 @@ proptest! {
             frame[i] ^= x;
         }
         frame.truncate(cut.index(frame.len() + 1).max(2));
-        for r in sandboxed_frame(&frame) {
+        let once = sandboxed_frame(&frame);
+        for r in &once {
             match r {
-                Ok(len) => prop_assert_eq!(len, 64 * 64 * 2),
+                Ok(len) => prop_assert_eq!(*len, 64 * 64 * 2),
                 Err(e) => prop_assert_eq!(e.reason(), "malformed-pixel-data", "{}", e),
+            }
+        }
+        // The same frame through one job's long-lived workers (kept across the cases, as a
+        // job keeps them across its frames): the same answer as a worker per frame.
+        static JOB: std::sync::OnceLock<JobDecoders> = std::sync::OnceLock::new();
+        let in_job = sandboxed_frame_in_job(JOB.get_or_init(JobDecoders::new), &frame);
+        for (a, b) in once.iter().zip(&in_job) {
+            match (a, b) {
+                (Ok(x), Ok(y)) => prop_assert_eq!(x, y),
+                (Err(x), Err(y)) => prop_assert_eq!(x.reason(), y.reason(), "{} / {}", x, y),
+                _ => prop_assert!(false, "per frame {:?}, in a job {:?}", a, b),
             }
         }
     }

@@ -10,4 +10,5 @@ mod attacks;
 mod corpus;
 mod fuzz;
 mod malformed;
+mod sessions;
 mod support;

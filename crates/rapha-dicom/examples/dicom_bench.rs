@@ -19,7 +19,7 @@ use rapha_dicom::client::Wanted;
 use rapha_dicom::cohort::{CohortBuilder, CohortEntry, InstanceSource};
 use rapha_dicom::exclusion::OptOuts;
 use rapha_dicom::pixels::{
-    decode, DecodeLimits, Instance, Output, Samples, LOSSLESS_TRANSFER_SYNTAXES,
+    DecodeLimits, Instance, JobDecoders, Output, Samples, LOSSLESS_TRANSFER_SYNTAXES,
 };
 use rapha_dicom::{
     ClientOptions, DicomConfig, DicomWebClient, Pseudonymizer, ScopeLimits, ScopedQuery,
@@ -74,12 +74,14 @@ fn in_flight() -> usize {
 
 /// One feed pass over `entries` as the enclave's decoder threads make it: `threads` threads
 /// share one client (one connection pool) and take the next entry as each finishes one, so
-/// that many retrievals are in flight while others decode. Returns (fed, refused, decoded
+/// that many retrievals are in flight while others decode, and sandboxed frames go to the
+/// job's workers (`job`, one per thread at most). Returns (fed, refused, decoded
 /// bytes).
 fn feed_pass(
     client: &DicomWebClient,
     entries: &[&CohortEntry],
     threads: usize,
+    job: &JobDecoders,
 ) -> (u64, u64, usize) {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let wanted = Wanted::preferred(LOSSLESS_TRANSFER_SYNTAXES);
@@ -102,7 +104,9 @@ fn feed_pass(
             let object = client
                 .retrieve_instance_bytes(study_uid, series_uid, instance_uid, &wanted)
                 .unwrap();
-            match Instance::open(&object, &limits).and_then(|i| i.decode(Output::Stored)) {
+            match Instance::open(&object, &limits)
+                .and_then(|i| i.decode_for_job(Output::Stored, job))
+            {
                 Ok(px) => {
                     bytes += px.data.len() * bytes_per_sample(&px.data);
                     fed += 1;
@@ -155,11 +159,16 @@ fn main() {
         "decode" => {
             let fs = files(Path::new(&args[2]));
             let blobs: Vec<Vec<u8>> = fs.iter().map(|f| std::fs::read(f).unwrap()).collect();
+            // The files are decoded as one job's: sandboxed frames go to the job's workers.
+            let job = JobDecoders::new();
+            let limits = DecodeLimits::default();
             let t = Instant::now();
             let mut out_bytes = 0usize;
             let mut n = 0;
             for b in &blobs {
-                if let Ok(px) = decode(b, Output::Stored) {
+                let decoded =
+                    Instance::open(b, &limits).and_then(|i| i.decode_for_job(Output::Stored, &job));
+                if let Ok(px) = decoded {
                     out_bytes += px.data.len() * bytes_per_sample(&px.data);
                     n += 1;
                 }
@@ -212,6 +221,8 @@ fn main() {
                         .filter_map(|l| l.split_once(' '))
                         .map(|(i, t)| (i.to_owned(), t.to_owned()))
                         .collect();
+                // The pass is one job's: its sandboxed frames go to the job's workers.
+                let job = JobDecoders::new();
                 let mut groups: std::collections::BTreeMap<String, Vec<&CohortEntry>> =
                     std::collections::BTreeMap::new();
                 for e in &c.entries {
@@ -224,7 +235,7 @@ fn main() {
                 }
                 for (ts, group) in groups {
                     let one = Instant::now();
-                    let (n, r, b) = feed_pass(&client, &group, in_flight());
+                    let (n, r, b) = feed_pass(&client, &group, in_flight(), &job);
                     by_ts.insert(ts, (n, b, one.elapsed().as_secs_f64()));
                     (fed, refused, decoded_bytes) = (fed + n, refused + r, decoded_bytes + b);
                 }

@@ -109,3 +109,17 @@ pub fn wado_response(data: &[u8]) -> Result<usize, String> {
         .map_err(|e| e.to_string())?;
     Ok(part.len())
 }
+
+/// [`sandboxed_frame`] through one job's long-lived workers (`job`, kept by the caller across
+/// inputs as a job keeps them across its frames): the same answers as a worker per frame, and
+/// a failed worker replaced before the next input.
+pub fn sandboxed_frame_in_job(
+    job: &crate::pixels::JobDecoders,
+    data: &[u8],
+) -> [Result<usize, crate::pixels::PixelError>; 2] {
+    use rapha_decode::Codec;
+    [Codec::JpegLs, Codec::Jpeg12].map(|codec| {
+        crate::pixels::sandboxed::decode_frame_in_job(job, codec, (64, 64, 1), 2, data)
+            .map(|v| v.len())
+    })
+}

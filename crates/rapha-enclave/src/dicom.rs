@@ -18,6 +18,12 @@
 //! build has no decoder for is counted apart from broken pixel data). Fetching and parsing are bounded
 //! (`[dicom.pacs]` limits on the client, [`DecodeLimits`] on the bytes).
 //!
+//! Frames that only a C decoder reads (JPEG-LS, 12-bit JPEG) go to this source's own sandboxed
+//! workers ([`JobDecoders`]): the node runs its jobs in one process, so the workers belong to
+//! the job's source, not to a thread or the process; each serves frame after frame of this job
+//! only, one per thread decoding at a time, and they end when the source is dropped with the
+//! job.
+//!
 //! Over WADO-RS the transfer syntax is negotiated ([`Wanted`]): the first request names the
 //! lossless syntaxes this build decodes and accepts the stored one; when what comes cannot be
 //! decoded, a second asks the PACS to transcode to one that can. An instance the PACS serves in
@@ -33,7 +39,7 @@ use rapha_dicom::cohort::{verify_served, CohortEntry, InstanceSource};
 use rapha_dicom::exclusion::reason;
 use rapha_dicom::exclusion::ExclusionPolicy;
 use rapha_dicom::pixels::{
-    DecodeLimits, Instance, Output, PixelError, Samples, LOSSLESS_TRANSFER_SYNTAXES,
+    DecodeLimits, Instance, JobDecoders, Output, PixelError, Samples, LOSSLESS_TRANSFER_SYNTAXES,
 };
 use rapha_dicom::record::HASHED_ID_FIELDS;
 use rapha_dicom::{DicomError, DicomWebClient};
@@ -56,6 +62,10 @@ pub struct DicomSource {
     client: Option<DicomWebClient>,
     exclusions: ExclusionPolicy,
     limits: DecodeLimits,
+    /// This job's sandboxed decode workers (JPEG-LS, 12-bit JPEG): kept across its frames, at
+    /// most one per thread decoding at once, ended with the source (so with the job), never
+    /// shared with another job's source.
+    decoders: JobDecoders,
     /// Records refused at fetch time, with the reason: they stay refused for the job.
     refused: Mutex<BTreeMap<usize, &'static str>>,
 }
@@ -131,6 +141,7 @@ impl DicomSource {
                     max_output_bytes: crate::protocol::MAX_PAYLOAD,
                     ..DecodeLimits::default()
                 },
+                decoders: JobDecoders::new(),
                 refused: Mutex::new(BTreeMap::new()),
             },
             ids,
@@ -237,7 +248,7 @@ impl DicomSource {
             self.refused_map().insert(index, refusal.reason());
             return Decoded::Done(Err(unavailable(refusal.to_string())));
         }
-        let px = match instance.decode(Output::Stored) {
+        let px = match instance.decode_for_job(Output::Stored, &self.decoders) {
             Ok(px) => px,
             Err(e) => return refuse(e),
         };

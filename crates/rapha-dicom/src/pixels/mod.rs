@@ -29,6 +29,8 @@ mod native;
 mod rle;
 pub mod sandboxed;
 
+pub use sandboxed::JobDecoders;
+
 use std::borrow::Cow;
 
 use dicom_dictionary_std::tags;
@@ -275,7 +277,16 @@ impl Instance {
     /// # Errors
     /// As [`decode`].
     pub fn decode(&self, output: Output) -> Result<Pixels, PixelError> {
-        decode_object(&self.obj, output, &self.limits)
+        decode_object(&self.obj, output, &self.limits, None)
+    }
+
+    /// Decodes the pixel data for a job: frames that go to the sandboxed worker go to the
+    /// job's own workers (`job`), kept across its frames, instead of one started per frame.
+    ///
+    /// # Errors
+    /// As [`decode`].
+    pub fn decode_for_job(&self, output: Output, job: &JobDecoders) -> Result<Pixels, PixelError> {
+        decode_object(&self.obj, output, &self.limits, Some(job))
     }
 }
 
@@ -359,6 +370,7 @@ fn decode_object(
     obj: &DefaultDicomObject,
     output: Output,
     limits: &DecodeLimits,
+    job: Option<&JobDecoders>,
 ) -> Result<Pixels, PixelError> {
     let ts = obj
         .meta()
@@ -390,7 +402,7 @@ fn decode_object(
         return j2k::decode(obj, &hdr, output);
     }
     if let Some(codec) = sandboxed::codec_for(&ts, &hdr) {
-        return sandboxed::decode(obj, &hdr, output, &ts, codec);
+        return sandboxed::decode(obj, &hdr, output, &ts, codec, job);
     }
     if ts.starts_with("1.2.840.10008.1.2.4.") {
         jpeg::check_jpeg_frames(obj, &hdr)?;

@@ -5,9 +5,12 @@
 //! node's keys, another job's pixels or the network (the design is in `rapha_decode`).
 //!
 //! Here, in the enclave runtime: the header is checked and the pixel data split into one
-//! frame per codestream as for the other encapsulated syntaxes; each frame goes to its own
-//! worker with the image the header describes, and comes back as exactly that many samples or
-//! as an error. The worker reads the codec's own header first and refuses a stream that
+//! frame per codestream as for the other encapsulated syntaxes; each frame goes to a worker
+//! with the image the header describes, and comes back as exactly that many samples or as an
+//! error. A job's decodes ([`super::Instance::decode_for_job`]) go to that job's own
+//! [`JobDecoders`]: long-lived workers, one per thread decoding at a time, each serving frame
+//! after frame of that job only and replaced after any failure (`rapha_decode::Session`); a
+//! decode outside a job ([`super::Instance::decode`]) starts one worker per frame. The worker reads the codec's own header first and refuses a stream that
 //! describes another image; whatever else goes wrong in it (a crash, a system call outside its
 //! allowlist, its time or memory limit, too much or too little output) is
 //! [`PixelError::Malformed`], `malformed-pixel-data`, for that instance only. A node installed
@@ -18,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Once;
 
 use dicom_object::DefaultDicomObject;
-use rapha_decode::{Codec, Request, Worker, WorkerError};
+use rapha_decode::{Codec, JobWorkers, Request, Worker, WorkerError};
 
 use super::header::Header;
 use super::{Output, PixelError, Pixels};
@@ -64,6 +67,47 @@ pub fn probe() -> Result<Option<PathBuf>, String> {
     }
 }
 
+/// The sandboxed decode workers of one job. The job's record source creates it and drops it
+/// with the job (which ends its workers); it is not `Clone`, so a worker started for one job's
+/// frames never sees another job's. Without a worker installed it holds none, and the syntaxes
+/// it serves are undecodable as in [`super::Instance::decode`].
+pub struct JobDecoders {
+    workers: Option<JobWorkers>,
+}
+
+impl std::fmt::Debug for JobDecoders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobDecoders")
+            .field("worker", &self.workers.as_ref().map(|w| w.worker().path()))
+            .finish()
+    }
+}
+
+impl JobDecoders {
+    /// The decoders of a new job: the worker [`Worker::locate`] finds, none started yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            workers: Worker::locate().map(JobWorkers::new),
+        }
+    }
+
+    /// Process ids of the job's idle workers (tests look at them from outside).
+    #[must_use]
+    pub fn pids(&self) -> Vec<u32> {
+        self.workers
+            .as_ref()
+            .map(JobWorkers::pids)
+            .unwrap_or_default()
+    }
+}
+
+impl Default for JobDecoders {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// What a missing worker makes of `ts` (the text the build without a decoder always gave).
 fn unsupported(ts: &str, codec: Codec) -> PixelError {
     static WARNED: Once = Once::new();
@@ -81,6 +125,31 @@ fn unsupported(ts: &str, codec: Codec) -> PixelError {
     }
 }
 
+/// Where a frame is decoded: in a job's workers, or (outside a job) in a worker started for it.
+enum Via<'a> {
+    Job(&'a JobWorkers),
+    Frame(Worker),
+}
+
+impl<'a> Via<'a> {
+    /// The job's workers, else the worker [`Worker::locate`] finds; [`unsupported`] (naming
+    /// `ts`) without one.
+    fn find(job: Option<&'a JobDecoders>, ts: &str, codec: Codec) -> Result<Self, PixelError> {
+        match job {
+            Some(j) => j.workers.as_ref().map(Self::Job),
+            None => Worker::locate().map(Self::Frame),
+        }
+        .ok_or_else(|| unsupported(ts, codec))
+    }
+
+    fn decode(&self, request: &Request, frame: &[u8]) -> Result<Vec<u8>, WorkerError> {
+        match self {
+            Self::Job(workers) => workers.decode(request, frame),
+            Self::Frame(worker) => worker.decode(request, frame),
+        }
+    }
+}
+
 /// Decodes one bare frame in the worker as an image of `(rows, columns, samples)` with
 /// `bytes_per_sample` bytes per sample: the fuzz entry point's way in
 /// ([`crate::fuzzing::sandboxed_frame`]).
@@ -94,22 +163,47 @@ pub fn decode_frame(
     bytes_per_sample: u8,
     frame: &[u8],
 ) -> Result<Vec<u8>, PixelError> {
+    bare_frame(None, codec, geometry, bytes_per_sample, frame)
+}
+
+/// [`decode_frame`] in a job's workers (`job`): the fuzz entry point's way into a session
+/// ([`crate::fuzzing::sandboxed_frame_in_job`]).
+///
+/// # Errors
+/// As [`decode_frame`].
+pub fn decode_frame_in_job(
+    job: &JobDecoders,
+    codec: Codec,
+    geometry: (u32, u32, u16),
+    bytes_per_sample: u8,
+    frame: &[u8],
+) -> Result<Vec<u8>, PixelError> {
+    bare_frame(Some(job), codec, geometry, bytes_per_sample, frame)
+}
+
+fn bare_frame(
+    job: Option<&JobDecoders>,
+    codec: Codec,
+    geometry: (u32, u32, u16),
+    bytes_per_sample: u8,
+    frame: &[u8],
+) -> Result<Vec<u8>, PixelError> {
     let request = Request::new(codec, geometry, bytes_per_sample, frame.len())
         .map_err(|e| PixelError::Malformed(e.to_string()))?;
-    let worker = Worker::locate().ok_or_else(|| unsupported("a bare frame", codec))?;
-    worker
+    Via::find(job, "a bare frame", codec)?
         .decode(&request, frame)
         .map_err(|e| PixelError::Malformed(e.to_string()))
 }
 
-/// Decodes every frame in its own worker, then lets the header interpret the samples (sign
-/// extension from BitsStored, rescale).
+/// Decodes every frame in the job's workers (`job`), else each in its own worker, then lets the
+/// header interpret the samples (sign extension from BitsStored, rescale).
 pub(super) fn decode(
     obj: &DefaultDicomObject,
     h: &Header,
     output: Output,
     ts: &str,
     codec: Codec,
+    job: Option<&JobDecoders>,
 ) -> Result<Pixels, PixelError> {
     let what = match codec {
         Codec::Jpeg12 => "12-bit JPEG",
@@ -128,9 +222,8 @@ pub(super) fn decode(
         super::frame_streams(super::fragments(obj, what)?, h.frames as usize, what, |f| {
             f.starts_with(&[0xFF, 0xD8])
         })?;
-    let Some(worker) = Worker::locate() else {
-        return Err(unsupported(ts, codec));
-    };
+    // The job's workers, else (outside a job) a worker started per frame.
+    let via = Via::find(job, ts, codec)?;
     let geometry = (h.rows, h.columns, h.samples);
     let requests = frames
         .iter()
@@ -140,7 +233,7 @@ pub(super) fn decode(
     let frame_bytes = requests.first().map_or(0, Request::output_len);
     let mut out = Vec::with_capacity(h.total_samples()? * usize::from(bytes_per_sample));
     for (frame, request) in frames.iter().zip(&requests) {
-        let samples = worker
+        let samples = via
             .decode(request, frame)
             .map_err(|e| PixelError::Malformed(format!("{what} frame: {e}")))?;
         debug_assert_eq!(samples.len(), frame_bytes);
