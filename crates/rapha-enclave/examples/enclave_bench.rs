@@ -108,11 +108,13 @@ fn main() {
             name: "model.safetensors".into(),
             kind: OutputKind::Safetensors,
             max_bytes: 1 << 20,
+            tensors: vec![],
         },
         OutputDecl {
             name: "metrics.json".into(),
             kind: OutputKind::MetricsJson,
             max_bytes: 4096,
+            tensors: vec![],
         },
     ];
     if ok {
@@ -213,6 +215,7 @@ fn main() {
         name: "model.safetensors".into(),
         kind: OutputKind::Safetensors,
         max_bytes: 1 << 30,
+        tensors: vec![],
     }];
     let guard = Guard {
         outputs: &big,
