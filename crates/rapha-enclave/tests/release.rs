@@ -168,9 +168,19 @@ const METRICS: &[u8] = br#"{"epochs":3,"loss":0.25}"#;
 #[test]
 fn an_honest_model_leaves_as_the_canonical_file_of_its_declared_tensors() {
     let wrote = file(&[weight(), bias()], None, 3, 0);
-    let out = model_released(&[("model.safetensors", wrote.clone())]).unwrap();
-    assert_ne!(out, wrote);
-    assert_eq!(out, canonical(&[weight(), bias()]));
+    let out = released(
+        &decls(),
+        &[
+            ("model.safetensors", wrote.clone()),
+            ("metrics.json", METRICS.to_vec()),
+        ],
+    )
+    .unwrap();
+    assert_eq!(out[0].0, "metrics.json");
+    assert_eq!(out[0].1, br#"{"epochs":3.0,"loss":0.25}"#.to_vec());
+    assert_eq!(out[1].0, "model.safetensors");
+    assert_ne!(out[1].1, wrote);
+    assert_eq!(out[1].1, canonical(&[weight(), bias()]));
 }
 
 #[test]

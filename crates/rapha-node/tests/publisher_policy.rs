@@ -474,7 +474,7 @@ fn outputs_the_node_cannot_re_write_or_over_the_bit_cap_are_refused_at_admission
         return;
     };
     let tmp = w.tmp.path().to_path_buf();
-    let spec = |edit: fn(&mut rapha_bundle::TrainerSpec)| {
+    let spec = |edit: Edit| {
         let mut s = trainer_spec(
             crate::pipeline_e2e::PUBLISHER,
             crate::pipeline_e2e::TRAINER,
@@ -484,7 +484,8 @@ fn outputs_the_node_cannot_re_write_or_over_the_bit_cap_are_refused_at_admission
         edit(&mut s);
         s
     };
-    let cases: [(&str, fn(&mut rapha_bundle::TrainerSpec), &str); 3] = [
+    type Edit = fn(&mut rapha_bundle::TrainerSpec);
+    let cases: [(&str, Edit, &str); 3] = [
         (
             "no-tensors",
             |s| s.outputs[0].tensors.clear(),
