@@ -108,7 +108,12 @@ fn main() {
             name: "model.safetensors".into(),
             kind: OutputKind::Safetensors,
             max_bytes: 1 << 20,
-            tensors: vec![],
+            // The test trainer's one tensor (testdata/trainer.c): released only as declared.
+            tensors: vec![rapha_core::release::TensorDecl {
+                name: "w".into(),
+                dtype: rapha_core::release::TensorDtype::U8,
+                shape: vec![16],
+            }],
         },
         OutputDecl {
             name: "metrics.json".into(),
