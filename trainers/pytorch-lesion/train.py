@@ -9,7 +9,8 @@ released metrics from them. Writes to /out, the only writable place besides /tmp
 
 - model.safetensors  the weights (through the SDK: never torch.save, whose pickles execute
                      code when loaded and which the node refuses);
-- model.onnx         the same model exported with torch.onnx.export, for the node-side audit;
+  (the node releases its own re-serialisation of the tensors trainer.toml declares; ONNX
+  graphs, which carry free text, are not released, so none is written here);
 - metrics.json       self-reported figures (epochs, loss curve, records, seconds).
 
 Usage: train.py [--epochs N] [--seed S] [--batch B] [--lr LR] [--threads T] [--limit N]
@@ -226,11 +227,6 @@ def train(torch, net, metas, imgs, client, a, started):
     out = outputs.out_dir()
     outputs.write_safetensors(out / "model.safetensors",
                               {k: v.detach().numpy() for k, v in net.state_dict().items()})
-    net.eval()
-    torch.onnx.export(net, torch.zeros(1, 1, SIDE, SIDE), str(out / "model.onnx"),
-                      input_names=["image"], output_names=["logit"],
-                      dynamic_axes={"image": {0: "batch"}, "logit": {0: "batch"}},
-                      opset_version=13)
     outputs.write_metrics(out / "metrics.json", {
         "epochs": a.epochs, "train_loss": curve[-1] if curve else 0.0,
         "train_records": len(data), "seconds": time.time() - started, "loss_curve": curve,

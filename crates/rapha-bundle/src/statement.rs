@@ -40,7 +40,8 @@ pub struct TrainerPredicate {
     /// Environment `K=V`; equals the image config's Env.
     #[serde(default)]
     pub env: Vec<String>,
-    /// Files the trainer may write; anything else is refused by the output guard.
+    /// Files the trainer may write; anything else is refused by the output guard. A
+    /// safetensors output declares its tensors (`[[outputs.tensors]]`): only those leave.
     pub outputs: Vec<OutputDecl>,
     pub resources: ResourceLimits,
     /// Metadata fields asked for beyond the default allow-list.
@@ -187,8 +188,15 @@ impl TrainerSpec {
             &self.version,
             &self.outputs,
             &self.requested_fields,
-        )
+        )?;
+        check_tensors(&self.outputs).map_err(BundleError::Predicate)
     }
+}
+
+/// Checks each output's declared tensors ([`rapha_core::release::check_tensors`]): names by
+/// the output names' alphabet, dims at least 1, the declared data within the output's cap.
+fn check_tensors(outputs: &[OutputDecl]) -> std::result::Result<(), String> {
+    rapha_core::release::declared_bits(outputs).map(|_| ())
 }
 
 /// An in-toto subject.
@@ -269,6 +277,7 @@ impl Statement {
         let predicate: TrainerPredicate =
             serde_json::from_value(st.predicate).map_err(|e| bad(format!("predicate: {e}")))?;
         predicate.check_names()?;
+        check_tensors(&predicate.outputs).map_err(bad)?;
         if subject.name != predicate.trainer.name {
             return Err(bad(format!(
                 "subject name {:?} differs from trainer name {:?}",

@@ -459,3 +459,61 @@ fn a_verification_stops_soon_after_it_is_cancelled() {
     assert!(matches!(err, BundleError::Cancelled), "{err}");
     assert!(took < Duration::from_millis(600), "stopped after {took:?}");
 }
+
+#[test]
+fn a_tensor_name_with_free_text_or_an_overflowing_shape_is_refused_at_verification() {
+    use rapha_core::release::{TensorDecl, TensorDtype};
+    let cases: [(&str, TensorDecl); 3] = [
+        (
+            "tensor name",
+            TensorDecl {
+                name: "w\u{1b}[2J Approve this job".into(),
+                dtype: TensorDtype::F32,
+                shape: vec![2],
+            },
+        ),
+        (
+            "max_bytes",
+            TensorDecl {
+                name: "w".into(),
+                dtype: TensorDtype::F64,
+                shape: vec![1 << 32, 1 << 32],
+            },
+        ),
+        (
+            "at least 1",
+            TensorDecl {
+                name: "w".into(),
+                dtype: TensorDtype::F32,
+                shape: vec![0],
+            },
+        ),
+    ];
+    for (what, t) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        match signed_with(tmp.path(), |p| p.outputs[0].tensors = vec![t]) {
+            BundleError::StatementMalformed(m) => assert!(m.contains(what), "{what}: {m}"),
+            other => panic!("{what}: {other}"),
+        }
+    }
+}
+
+#[test]
+fn declared_tensors_are_read_from_trainer_toml_and_checked() {
+    let with = |tensors: &str| {
+        rapha_bundle::TrainerSpec::from_toml(&format!(
+            "publisher = \"p\"\nname = \"t\"\nversion = \"1\"\n[[outputs]]\nname = \"m.safetensors\"\n\
+             kind = \"safetensors\"\nmax_bytes = 1024\n{tensors}"
+        ))
+    };
+    let s = with("[[outputs.tensors]]\nname = \"fc.weight\"\ndtype = \"F32\"\nshape = [64, 3]\n")
+        .unwrap();
+    assert_eq!(s.outputs[0].tensors[0].shape, vec![64, 3]);
+    let e = with("[[outputs.tensors]]\nname = \"w\"\ndtype = \"BOOL\"\nshape = [1]\n").unwrap_err();
+    assert!(e.to_string().contains("BOOL"), "{e}");
+    // 64 * 4 F32 = 1024 bytes fits; one more row does not.
+    with("[[outputs.tensors]]\nname = \"w\"\ndtype = \"F32\"\nshape = [64, 4]\n").unwrap();
+    let e =
+        with("[[outputs.tensors]]\nname = \"w\"\ndtype = \"F32\"\nshape = [65, 4]\n").unwrap_err();
+    assert!(e.to_string().contains("max_bytes"), "{e}");
+}

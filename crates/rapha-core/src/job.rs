@@ -48,13 +48,19 @@ pub enum OutputKind {
     MetricsJson,
 }
 
-/// One declared output: file name, kind and size cap.
+/// One declared output: file name, kind, size cap and, for a released model file, its
+/// tensors ([`crate::release`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OutputDecl {
     pub name: String,
     pub kind: OutputKind,
     pub max_bytes: u64,
+    /// The tensors of a safetensors output: the only ones the node releases, re-written by it.
+    /// Left out of the signed statement when empty, so bundles signed before it existed keep
+    /// their digest (the node refuses to release such an output at admission).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tensors: Vec<crate::release::TensorDecl>,
 }
 
 /// Resources the trainer asks for, signed in its bundle. The node admits a job only when each

@@ -20,6 +20,8 @@
 //! - [`lists`] reads the hospital's lists (opt-outs, labels, accession lists) as spreadsheets
 //!   save them, refusing with the line named what it cannot read with certainty.
 //! - [`fs`] lists the regular files under a directory and replaces a file atomically.
+//! - [`release`] is the release channel: the tensors a released model file declares and the
+//!   bits they can carry (**I4**).
 //! - [`percent`] is the one percent-decoder of URL query components, strict about escapes.
 //!
 //! ```text
@@ -41,6 +43,7 @@ mod money;
 pub mod percent;
 mod pseudonym;
 mod receipt;
+pub mod release;
 
 pub use digest::{Digest, DigestWriter};
 pub use error::{CoreError, Result};

@@ -107,17 +107,18 @@ fn feed(rootfs: &Path, studies: usize) {
         "-B",
     ];
     let run = |argv: &[&str], tmp_mb: u64| {
-        let outputs = ["model.safetensors", "model.onnx", "metrics.json"]
+        let outputs = ["model.safetensors", "metrics.json"]
             .iter()
-            .zip([
-                OutputKind::Safetensors,
-                OutputKind::Onnx,
-                OutputKind::MetricsJson,
-            ])
+            .zip([OutputKind::Safetensors, OutputKind::MetricsJson])
             .map(|(n, kind)| OutputDecl {
                 name: (*n).into(),
                 kind,
                 max_bytes: 50 << 20,
+                tensors: if kind == OutputKind::Safetensors {
+                    rapha_testkit::bundle::reference_tensors()
+                } else {
+                    vec![]
+                },
             })
             .collect();
         let job = JobSpec {

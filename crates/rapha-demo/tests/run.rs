@@ -383,12 +383,7 @@ fn demo_example_pytorch_completes_with_a_verified_receipt_auc_and_both_model_fil
     released.sort();
     assert_eq!(
         released,
-        [
-            "metrics.json",
-            "model.onnx",
-            "model.safetensors",
-            "receipt.json"
-        ],
+        ["metrics.json", "model.safetensors", "receipt.json"],
         "{s}"
     );
     rapha_testkit::pytorch::assert_models(&out.join("released"));

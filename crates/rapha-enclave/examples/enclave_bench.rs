@@ -108,11 +108,18 @@ fn main() {
             name: "model.safetensors".into(),
             kind: OutputKind::Safetensors,
             max_bytes: 1 << 20,
+            // The test trainer's one tensor (testdata/trainer.c): released only as declared.
+            tensors: vec![rapha_core::release::TensorDecl {
+                name: "w".into(),
+                dtype: rapha_core::release::TensorDtype::U8,
+                shape: vec![16],
+            }],
         },
         OutputDecl {
             name: "metrics.json".into(),
             kind: OutputKind::MetricsJson,
             max_bytes: 4096,
+            tensors: vec![],
         },
     ];
     if ok {
@@ -213,6 +220,7 @@ fn main() {
         name: "model.safetensors".into(),
         kind: OutputKind::Safetensors,
         max_bytes: 1 << 30,
+        tensors: vec![],
     }];
     let guard = Guard {
         outputs: &big,

@@ -92,6 +92,25 @@ pub const MAX_SAFETENSORS_HEADER: u64 = 100 << 20;
 /// # Errors
 /// A description of the first problem.
 pub fn check_safetensors(b: &[u8]) -> Result<(), String> {
+    parse_safetensors(b).map(|_| ())
+}
+
+/// One tensor of a checked safetensors header: its name and dtype as written, its shape and
+/// its byte range in the data region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SafetensorsTensor {
+    pub name: String,
+    pub dtype: String,
+    pub shape: Vec<u64>,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// [`check_safetensors`], returning the tensors it checked (in the header's order).
+///
+/// # Errors
+/// As [`check_safetensors`].
+pub fn parse_safetensors(b: &[u8]) -> Result<Vec<SafetensorsTensor>, String> {
     let n = le64(b, 0).ok_or("file shorter than the 8-byte header length")?;
     if n > MAX_SAFETENSORS_HEADER || n.saturating_add(8) > b.len() as u64 {
         return Err(format!("header length {n} is out of bounds"));
@@ -101,6 +120,7 @@ pub fn check_safetensors(b: &[u8]) -> Result<(), String> {
     let obj = header.as_object().ok_or("header is not a JSON object")?;
     let data_len = b.len() as u64 - 8 - n;
     let mut ranges = Vec::new();
+    let mut tensors = Vec::new();
     for (name, t) in obj {
         if name == "__metadata__" {
             let m = t.as_object().ok_or("__metadata__ is not an object")?;
@@ -127,6 +147,7 @@ pub fn check_safetensors(b: &[u8]) -> Result<(), String> {
             .and_then(serde_json::Value::as_array)
             .ok_or_else(|| format!("tensor {name:?} has no shape"))?;
         let mut elems: u64 = 1;
+        let mut dims = Vec::with_capacity(shape.len().min(64));
         for d in shape {
             let d = d
                 .as_u64()
@@ -134,6 +155,7 @@ pub fn check_safetensors(b: &[u8]) -> Result<(), String> {
             elems = elems
                 .checked_mul(d)
                 .ok_or_else(|| format!("tensor {name:?} is too large"))?;
+            dims.push(d);
         }
         let offs = t
             .get("data_offsets")
@@ -150,6 +172,17 @@ pub fn check_safetensors(b: &[u8]) -> Result<(), String> {
             ));
         }
         ranges.push((start, end));
+        tensors.push(SafetensorsTensor {
+            name: name.clone(),
+            dtype: t
+                .get("dtype")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            shape: dims,
+            start,
+            end,
+        });
     }
     ranges.sort_unstable();
     let mut at = 0u64;
@@ -167,7 +200,7 @@ pub fn check_safetensors(b: &[u8]) -> Result<(), String> {
             data_len - at
         ));
     }
-    Ok(())
+    Ok(tensors)
 }
 
 /// Offset of a (checked) safetensors file's tensor data: 8 + header length.

@@ -10,6 +10,25 @@ pub fn output_formats(data: &[u8]) {
     let _ = formats::has_dicm_magic(data);
     let _ = formats::looks_like_dicom_dataset(data);
     let _ = formats::check_safetensors(data);
+    let _ = formats::parse_safetensors(data);
+    // The node's re-serialisation, for a model declaring one tensor and for metrics.
+    let w = rapha_core::release::TensorDecl {
+        name: "w".into(),
+        dtype: rapha_core::release::TensorDtype::F32,
+        shape: vec![4],
+    };
+    for (kind, tensors) in [
+        (rapha_core::OutputKind::Safetensors, vec![w]),
+        (rapha_core::OutputKind::MetricsJson, vec![]),
+    ] {
+        let decl = rapha_core::OutputDecl {
+            name: "out".into(),
+            kind,
+            max_bytes: 1 << 20,
+            tensors,
+        };
+        let _ = crate::guard::release::reserialise(&decl, data);
+    }
     let _ = formats::check_onnx(data);
     let _ = formats::check_metrics_json(data);
     let _ = formats::json_strings(data);

@@ -124,7 +124,8 @@ static int honest(void) {
     free(h);
     free(call("{\"op\":\"progress\",\"epoch\":1,\"loss\":0.42,\"metrics\":{\"accuracy\":0.99}}", 0, 0));
     free(call("{\"op\":\"done\"}", 0, 0));
-    float w[2] = {(float)thr, (float)scale};
+    /* The declared tensor (tests/support.rs): 16 bytes named "w". */
+    float w[4] = {(float)thr, (float)scale, 0.0f, 0.0f};
     write_safetensors("/out/model.safetensors", w, sizeof w);
     char m[128];
     snprintf(m, sizeof m, "{\"epochs\":1,\"train_records\":%d,\"accuracy\":0.99}", n0 + n1);

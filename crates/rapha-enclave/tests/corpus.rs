@@ -103,6 +103,7 @@ fn check_one(ids: &RawIdentifiers, name: &str, kind: OutputKind, bytes: &[u8]) -
         name: name.into(),
         kind,
         max_bytes: 16 << 20,
+        tensors: vec![],
     }];
     let searcher = ids.searcher().unwrap();
     let fp = Fingerprints::default();

@@ -83,21 +83,25 @@ fn decls() -> Vec<OutputDecl> {
             name: "model.safetensors".into(),
             kind: OutputKind::Safetensors,
             max_bytes: 1 << 20,
+            tensors: vec![],
         },
         OutputDecl {
             name: "model.pt".into(),
             kind: OutputKind::PytorchZip,
             max_bytes: 1 << 20,
+            tensors: vec![],
         },
         OutputDecl {
             name: "model.onnx".into(),
             kind: OutputKind::Onnx,
             max_bytes: 1 << 20,
+            tensors: vec![],
         },
         OutputDecl {
             name: "metrics.json".into(),
             kind: OutputKind::MetricsJson,
             max_bytes: 4096,
+            tensors: vec![],
         },
     ]
 }
@@ -423,11 +427,13 @@ fn total_cap_is_enforced_across_files() {
             name: "a.safetensors".into(),
             kind: OutputKind::Safetensors,
             max_bytes: 1000,
+            tensors: vec![],
         },
         OutputDecl {
             name: "b.safetensors".into(),
             kind: OutputKind::Safetensors,
             max_bytes: 1000,
+            tensors: vec![],
         },
     ];
     let dir = tempfile::tempdir().unwrap();

@@ -143,11 +143,18 @@ pub fn outputs() -> Vec<OutputDecl> {
             name: "model.safetensors".into(),
             kind: OutputKind::Safetensors,
             max_bytes: 64 << 10,
+            // What `write_weights` of testdata/trainer.c writes: four F32 values as 16 bytes.
+            tensors: vec![rapha_core::release::TensorDecl {
+                name: "w".into(),
+                dtype: rapha_core::release::TensorDtype::U8,
+                shape: vec![16],
+            }],
         },
         OutputDecl {
             name: "metrics.json".into(),
             kind: OutputKind::MetricsJson,
             max_bytes: 4096,
+            tensors: vec![],
         },
     ]
 }

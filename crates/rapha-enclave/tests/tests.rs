@@ -10,5 +10,6 @@ mod fuzz;
 mod guard;
 mod limits;
 mod metrics;
+mod release;
 mod served;
 mod support;

@@ -222,6 +222,16 @@ pub fn summary(review: &ReviewRequest) -> String {
             i.setuid_setgid_cleared
         ));
     }
+    if let Some(r) = &review.release {
+        s.push_str("release (declared tensors, re-written by the node)\n");
+        s.push_str(&format!(
+            "  model tensors:     {} parameters, {} bits at their declared dtypes{}\n",
+            r.parameters,
+            r.bits,
+            r.max_bits
+                .map_or_else(String::new, |m| format!(" (this hospital's cap: {m} bits)"))
+        ));
+    }
     s.push_str("cohort\n");
     s.push_str(&format!("  commitment:        {}\n", c.commitment));
     s.push_str(&format!(

@@ -148,7 +148,9 @@ pub(crate) fn reference_bundle(
         model_max_bytes: 1048576,
         metrics_max_bytes: 65536,
     };
-    let spec = trainer_spec(PUBLISHER, TRAINER, &limits).unwrap();
+    let spec = rapha_testkit::bundle::with_reference_tensors(
+        trainer_spec(PUBLISHER, TRAINER, &limits).unwrap(),
+    );
     let epochs = epochs.to_string();
     sign_trainer(
         tmp,

@@ -50,6 +50,7 @@ fn review() -> ReviewRequest {
         resources: None,
         linkage_jobs: vec![],
         image: None,
+        release: None,
     }
 }
 
@@ -361,4 +362,22 @@ fn the_approval_summary_shows_the_image_contents_and_a_gpu_request() {
         !text.contains("trainer image") && !text.contains("gpus"),
         "{text}"
     );
+}
+
+#[test]
+fn the_approval_summary_shows_the_declared_parameters_and_bits() {
+    let mut r = review();
+    let digest = r.job_digest().unwrap();
+    r.release = Some(rapha_policy::ReleaseReview {
+        parameters: 5953,
+        bits: 190_496,
+        max_bits: Some(1_000_000),
+    });
+    assert_eq!(r.job_digest().unwrap(), digest);
+    let text = rapha_node::approvals::summary(&r);
+    let want = "  model tensors:     5953 parameters, 190496 bits at their declared dtypes \
+                (this hospital's cap: 1000000 bits)\n";
+    assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    let json = serde_json::to_string(&review()).unwrap();
+    assert!(!json.contains("release"), "{json}");
 }

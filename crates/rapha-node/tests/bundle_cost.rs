@@ -105,6 +105,7 @@ fn hand_signed(
         "publisher = \"{PUBLISHER}\"\nname = \"{TRAINER}\"\nversion = \"0.1.0\"\n\
          [resources]\nmemory_mb = 256\ncpus = 1\npids = 32\nwall_seconds = 120\n\
          [[outputs]]\nname = \"model.safetensors\"\nkind = \"safetensors\"\nmax_bytes = 65536\n\
+         [[outputs.tensors]]\nname = \"w\"\ndtype = \"U8\"\nshape = [16]\n\
          [[outputs]]\nname = \"metrics.json\"\nkind = \"metrics-json\"\nmax_bytes = 4096\n"
     ))
     .unwrap();

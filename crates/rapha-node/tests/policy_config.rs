@@ -75,6 +75,7 @@ fn configured_hospital_admits_its_trusted_publisher_and_refuses_the_rest() {
         name: "model.safetensors".into(),
         kind: OutputKind::Safetensors,
         max_bytes: 1 << 20,
+        tensors: vec![],
     }];
     let admit = |req: &JobRequest| {
         policy

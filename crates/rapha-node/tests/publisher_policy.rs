@@ -458,3 +458,116 @@ fn the_publisher_learns_no_cohort_figure_before_the_trainer_runs() {
     assert!(cohorts[0].is_null(), "{}", cohorts[0]);
     drop(s);
 }
+
+/// Issue 19, attacker side: a bundle whose model declares no tensors, one releasing a pickle,
+/// and one whose declared tensors take more bits than `[policy.outputs] max_release_bits` are
+/// refused at admission, before anything runs, with what to change in the reason; a bundle
+/// within the cap is admitted and its DPO sees the parameters and bits.
+#[test]
+fn outputs_the_node_cannot_re_write_or_over_the_bit_cap_are_refused_at_admission() {
+    use rapha_testkit::bundle::{sign_trainer, trainer_spec, SpecLimits};
+    // The test trainer's model declares `w`, 16 U8 values: 128 bits.
+    let Some(mut w) = world_with_policy(20, 13, |h| {
+        h.outputs.max_release_bits = Some(127);
+        h.outputs.kinds.push(rapha_core::OutputKind::PytorchZip);
+    }) else {
+        return;
+    };
+    let tmp = w.tmp.path().to_path_buf();
+    let spec = |edit: Edit| {
+        let mut s = trainer_spec(
+            crate::pipeline_e2e::PUBLISHER,
+            crate::pipeline_e2e::TRAINER,
+            &SpecLimits::SMALL,
+        )
+        .unwrap();
+        edit(&mut s);
+        s
+    };
+    type Edit = fn(&mut rapha_bundle::TrainerSpec);
+    let cases: [(&str, Edit, &str); 3] = [
+        (
+            "no-tensors",
+            |s| s.outputs[0].tensors.clear(),
+            "not-releasable: output \"model.safetensors\" declares no tensors; add one \
+             [[outputs.tensors]]",
+        ),
+        (
+            "pickle",
+            |s| {
+                s.outputs[0].tensors.clear();
+                s.outputs[0].kind = rapha_core::OutputKind::PytorchZip;
+            },
+            "not-releasable: output \"model.safetensors\" is a pickle (pytorch-zip); pickles \
+             are not released. Write the model's tensors as safetensors",
+        ),
+        (
+            "over-cap",
+            |_| {},
+            "release-bits-over-cap: the outputs declare 16 parameters, 128 bits; this \
+             hospital releases at most 127 bits per job",
+        ),
+    ];
+    for (name, edit, want) in cases {
+        let (dir, manifest) = sign_trainer(
+            &tmp,
+            name,
+            &w.trainer,
+            &["honest"],
+            &spec(edit),
+            &w.publisher_key,
+        )
+        .unwrap();
+        let job = w
+            .node
+            .submit(&dir, w.request(manifest, w.scoped_query()))
+            .unwrap();
+        assert_eq!(drive_to_end(&mut w, job), JobState::Settled, "{name}");
+        let row = w.node.store().get(job).unwrap();
+        assert_eq!(row.outcome, Some(Outcome::Refused), "{name}");
+        let reason = row.reason.unwrap_or_default();
+        assert_eq!(code(&reason), "admission-refused", "{name}: {reason}");
+        // What to change, for the hospital's admin (and the publisher's support).
+        let ending: serde_json::Value = serde_json::from_slice(
+            &w.node
+                .store()
+                .artifact(job, artifact::ENDING)
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        let detail = ending["detail"].as_str().unwrap();
+        assert!(detail.starts_with(want), "{name}: {detail}");
+        assert!(!states(&w, job).contains(&JobState::Admitted), "{name}");
+    }
+    assert_eq!(w.pacs_calls(), 0, "a refused job reached the PACS");
+}
+
+#[test]
+fn the_dpo_sees_the_declared_parameters_and_bits_of_an_admitted_job() {
+    let Some(mut w) = world_with_policy(20, 14, |h| h.outputs.max_release_bits = Some(128)) else {
+        return;
+    };
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle(&tmp, &w.trainer, "bits-ok", "honest", &w.publisher_key);
+    let job = w
+        .node
+        .submit(&dir, w.request(manifest, w.scoped_query()))
+        .unwrap();
+    assert_eq!(
+        w.node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingApproval
+    );
+    let review = w.node.review(job).unwrap().unwrap();
+    assert_eq!(
+        review.release,
+        Some(rapha_policy::ReleaseReview {
+            parameters: 16,
+            bits: 128,
+            max_bits: Some(128),
+        })
+    );
+    assert!(rapha_node::approvals::summary(&review).contains(
+        "16 parameters, 128 bits at their declared dtypes (this hospital's cap: 128 bits)"
+    ));
+}

@@ -29,7 +29,7 @@ static void write_outputs(void) {
     float w[4] = {0.25f, -1.5f, 3.0f, 0.125f};
     char hdr[128];
     int hl = snprintf(hdr, sizeof hdr,
-        "{\"w\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}");
+        "{\"w\":{\"dtype\":\"U8\",\"shape\":[16],\"data_offsets\":[0,16]}}");
     while (hl % 8) hdr[hl++] = ' ';
     uint64_t len = (uint64_t)hl;
     int fd = open("/out/model.safetensors", O_WRONLY | O_CREAT | O_TRUNC, 0644);

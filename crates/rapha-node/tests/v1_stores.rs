@@ -232,6 +232,7 @@ fn v1_node(state: &Path) -> Node {
             kinds: vec![OutputKind::Safetensors, OutputKind::MetricsJson],
             max_file_bytes: 64 << 20,
             max_total_bytes: 128 << 20,
+            max_release_bits: None,
         },
         allowed_metadata_fields: vec!["BodyPartExamined".into()],
         min_fee: Usdc::from_base_units(1_000_000),

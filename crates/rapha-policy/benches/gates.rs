@@ -34,6 +34,7 @@ fn main() {
             kinds: vec![OutputKind::Safetensors, OutputKind::MetricsJson],
             max_file_bytes: 1 << 27,
             max_total_bytes: 1 << 28,
+            max_release_bits: None,
         },
         allowed_metadata_fields: vec!["PatientSex".into()],
         min_fee: "100".parse().unwrap(),

@@ -107,6 +107,22 @@ pub struct ReviewRequest {
     /// job. Absent from reviews recorded before it was shown (and outside the job digest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageReview>,
+    /// What the bundle's declared tensors can carry, as the node counted them at admission.
+    /// Absent from reviews recorded before it was shown (and outside the job digest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseReview>,
+}
+
+/// What the DPO sees of a job's release channel: the parameters its outputs declare, the bits
+/// they take at their declared dtypes (the most the released tensors can carry), and the
+/// hospital's cap on them (`[policy.outputs] max_release_bits`), if any.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseReview {
+    pub parameters: u64,
+    pub bits: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bits: Option<u64>,
 }
 
 /// What the DPO sees of the trainer's image: how much it holds and what the node's unpacker
@@ -167,6 +183,7 @@ impl ReviewRequest {
             resources: None,
             linkage_jobs: Vec::new(),
             image: None,
+            release: None,
         }
     }
 

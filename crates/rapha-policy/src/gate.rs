@@ -99,6 +99,12 @@ pub struct OutputLimits {
     pub kinds: Vec<OutputKind>,
     pub max_file_bytes: u64,
     pub max_total_bytes: u64,
+    /// Most bits a job's declared tensors may take (parameters × dtype bits,
+    /// [`rapha_core::release::declared_bits`]); the node refuses a job over it at admission
+    /// (`release-bits-over-cap`). `None`: no cap beyond the byte caps. Left out when `None`, so
+    /// what policy inputs recorded before it say is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_release_bits: Option<u64>,
 }
 
 /// Per-publisher job budget over a rolling window.

@@ -28,7 +28,7 @@ mod store;
 pub use approval::{
     job_digest, job_digest_v1, job_digest_v2, Approval, ApprovalRecord, CohortSummary,
     DpoPublicKey, DpoSigningKey, ImageReview, JobDigestRef, JobDigestVersion, LinkedJob,
-    ResourceReview, ReviewRequest, JOB_DIGEST_V2,
+    ReleaseReview, ResourceReview, ReviewRequest, JOB_DIGEST_V2,
 };
 pub use error::{PolicyError, Result};
 pub use gate::{

@@ -32,6 +32,7 @@ pub fn hospital() -> HospitalPolicy {
             kinds: vec![OutputKind::Safetensors, OutputKind::MetricsJson],
             max_file_bytes: 100 << 20,
             max_total_bytes: 200 << 20,
+            max_release_bits: None,
         },
         allowed_metadata_fields: vec!["PatientAge".into(), "PatientSex".into()],
         min_fee: "100".parse().unwrap(),
@@ -73,11 +74,13 @@ pub fn outputs() -> Vec<OutputDecl> {
             name: "model.safetensors".into(),
             kind: OutputKind::Safetensors,
             max_bytes: 50_000_000,
+            tensors: vec![],
         },
         OutputDecl {
             name: "metrics.json".into(),
             kind: OutputKind::MetricsJson,
             max_bytes: 65_536,
+            tensors: vec![],
         },
     ]
 }

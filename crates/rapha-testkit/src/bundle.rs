@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use rapha_bundle::{build_image, sign_bundle, BuildSpec, SigningKey, TrainerSpec};
+use rapha_core::release::{TensorDecl, TensorDtype};
 use rapha_core::Digest;
 
 /// What a test trainer's spec asks for: its resources and the size limit of each output.
@@ -35,7 +36,8 @@ impl SpecLimits {
 
 /// The spec of trainer `name` by `publisher` with `limits`, declaring the two outputs every
 /// test trainer writes (`model.safetensors`, `metrics.json`), parsed as a publisher's
-/// `trainer.toml` is.
+/// `trainer.toml` is. The model declares the static test trainers' one tensor, `w` (16 bytes
+/// as U8); a bundle of the reference trainer declares [`reference_tensors`] instead.
 ///
 /// # Errors
 /// The spec does not parse (a name the bundle format refuses, a zero limit).
@@ -69,6 +71,11 @@ name = "model.safetensors"
 kind = "safetensors"
 max_bytes = {model_max_bytes}
 
+[[outputs.tensors]]
+name = "w"
+dtype = "U8"
+shape = [16]
+
 [[outputs]]
 name = "metrics.json"
 kind = "metrics-json"
@@ -76,6 +83,39 @@ max_bytes = {metrics_max_bytes}
 "#
     ))
     .context("test trainer spec")
+}
+
+/// The tensors of the reference trainer's model (trainers/lesion-classifier) and of the
+/// PyTorch example's (trainers/pytorch-lesion), the same network: three 3×3 convolutions of 8,
+/// 16 and 32 channels and a linear layer over 64 pooled features, F32.
+pub fn reference_tensors() -> Vec<TensorDecl> {
+    [
+        ("c1.weight", vec![8, 1, 3, 3]),
+        ("c1.bias", vec![8]),
+        ("c2.weight", vec![16, 8, 3, 3]),
+        ("c2.bias", vec![16]),
+        ("c3.weight", vec![32, 16, 3, 3]),
+        ("c3.bias", vec![32]),
+        ("fc.weight", vec![1, 64]),
+        ("fc.bias", vec![1]),
+    ]
+    .into_iter()
+    .map(|(name, shape)| TensorDecl {
+        name: name.into(),
+        dtype: TensorDtype::F32,
+        shape,
+    })
+    .collect()
+}
+
+/// `spec` with its model declaring [`reference_tensors`]: a bundle of the reference trainer.
+pub fn with_reference_tensors(mut spec: TrainerSpec) -> TrainerSpec {
+    for o in &mut spec.outputs {
+        if o.name == "model.safetensors" {
+            o.tensors = reference_tensors();
+        }
+    }
+    spec
 }
 
 /// Builds `rootfs` into an image at `<dir>/<stem>-layout` that runs `entrypoint`, and signs it

@@ -137,11 +137,13 @@ fn spec(validation_percent: u8) -> JobSpec {
                 name: "model.safetensors".into(),
                 kind: OutputKind::Safetensors,
                 max_bytes: 8 << 20,
+                tensors: rapha_testkit::bundle::reference_tensors(),
             },
             OutputDecl {
                 name: "metrics.json".into(),
                 kind: OutputKind::MetricsJson,
                 max_bytes: 64 << 10,
+                tensors: vec![],
             },
         ],
         total_output_cap: 16 << 20,
@@ -393,6 +395,37 @@ fn python_sdk_logistic_regression_learns_from_the_feed() {
     );
     assert!(auc > 0.75, "Python SDK example AUC {auc} <= 0.75");
     assert!(out.join("model.safetensors").is_file() && out.join("metrics.json").is_file());
+    // The node releases it: its declared tensors (13 weights over 12 standardised features),
+    // re-written, and its metrics re-emitted.
+    let f32s = |name: &str, n: u64| rapha_core::release::TensorDecl {
+        name: name.into(),
+        dtype: rapha_core::release::TensorDtype::F32,
+        shape: vec![n],
+    };
+    let decls = vec![
+        OutputDecl {
+            name: "model.safetensors".into(),
+            kind: OutputKind::Safetensors,
+            max_bytes: 1 << 20,
+            tensors: vec![f32s("w", 13), f32s("mu", 12), f32s("sd", 12)],
+        },
+        OutputDecl {
+            name: "metrics.json".into(),
+            kind: OutputKind::MetricsJson,
+            max_bytes: 64 << 10,
+            tensors: vec![],
+        },
+    ];
+    let searcher = rapha_enclave::RawIdentifiers::new().searcher().unwrap();
+    let guard = rapha_enclave::guard::Guard {
+        outputs: &decls,
+        total_cap: 2 << 20,
+        identifiers: &searcher,
+        fingerprints: &state.fingerprints,
+    };
+    let (verdict, files) = guard.release(&out, guard.check(&out, &[]));
+    assert!(verdict.accepted, "{:?}", verdict.rejections);
+    assert_eq!(files.len(), 2);
 }
 
 /// A trainer name of multi-byte characters longer than the protocol's 128-byte limit: both

@@ -35,6 +35,7 @@ use crate::identifiers::{IdentifierHit, IdentifierKind, IdentifierSearcher, Sear
 
 mod budget;
 mod rejection;
+pub mod release;
 
 pub use budget::{BudgetKind, GuardBudget};
 use budget::{Spent, Work};
@@ -132,6 +133,14 @@ impl Guard<'_> {
             logs,
             GuardBudget::for_outputs(self.total_cap, log_bytes),
         )
+    }
+
+    /// Re-serialises an accepted set ([`release`]): returns the verdict on what leaves (the
+    /// node's files, their sizes and digests; or the rejections that refuse the set) and the
+    /// node's bytes of each file, in the verdict's order. A refused `verdict` is returned as
+    /// it is.
+    pub fn release(&self, out_dir: &Path, verdict: Verdict) -> (Verdict, Vec<Vec<u8>>) {
+        release::release(self.outputs, out_dir, verdict)
     }
 
     /// [`Guard::check`] within `budget`: when a budget runs out the check stops, and the set

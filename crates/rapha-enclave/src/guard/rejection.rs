@@ -138,6 +138,20 @@ pub enum Rejection {
     Unreadable { name: String, detail: String },
     #[error("{stream} exceeded its capture cap of {cap} bytes")]
     LogOverflow { stream: String, cap: usize },
+    #[error("{name:?} is a {kind:?} output, which the node does not re-serialise and release")]
+    NotReleasable { name: String, kind: OutputKind },
+    #[error("{name:?} holds {count} tensors its declaration does not name")]
+    UndeclaredTensor { name: String, count: usize },
+    #[error("{name:?} lacks its declared tensor {tensor:?}")]
+    MissingTensor { name: String, tensor: String },
+    #[error("{name:?}: tensor {tensor:?} differs from its declared dtype or shape")]
+    TensorMismatch { name: String, tensor: String },
+    #[error("{name:?} holds a NaN or an infinity")]
+    NonFinite {
+        name: String,
+        /// The declared tensor (none: a metrics value).
+        tensor: Option<String>,
+    },
     #[error(
         "the guard's {} budget ({limit} {}) ran out before the whole output set was checked",
         what.label(),
@@ -148,7 +162,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every rule code [`Rejection::rule`] returns.
-    pub const RULES: [&'static str; 17] = [
+    pub const RULES: [&'static str; 22] = [
         "dicom-name",
         "bad-name",
         "undeclared-output",
@@ -166,6 +180,11 @@ impl Rejection {
         "inflate-budget",
         "scan-budget",
         "time-budget",
+        "not-releasable",
+        "undeclared-tensor",
+        "missing-tensor",
+        "tensor-mismatch",
+        "non-finite",
     ];
 
     /// The rule that refused the output, from a fixed vocabulary ([`Rejection::RULES`]):
@@ -200,6 +219,11 @@ impl Rejection {
                 what: BudgetKind::Time,
                 ..
             } => "time-budget",
+            Self::NotReleasable { .. } => "not-releasable",
+            Self::UndeclaredTensor { .. } => "undeclared-tensor",
+            Self::MissingTensor { .. } => "missing-tensor",
+            Self::TensorMismatch { .. } => "tensor-mismatch",
+            Self::NonFinite { .. } => "non-finite",
         }
     }
 }
@@ -246,6 +270,19 @@ impl Rejection {
                 format!("{rule}: {} over {cap} bytes", named(stream))
             }
             Self::Budget { limit, what } => format!("{rule}: {limit} {}", what.unit()),
+            Self::NotReleasable { name, kind } => format!("{rule}: {} ({kind:?})", named(name)),
+            // Tensor names here are the declaration's (signed before the run), never the
+            // trainer's.
+            Self::UndeclaredTensor { name, count } => {
+                format!("{rule}: {count} in {}", named(name))
+            }
+            Self::MissingTensor { name, tensor } | Self::TensorMismatch { name, tensor } => {
+                format!("{rule}: {tensor:?} of {}", named(name))
+            }
+            Self::NonFinite { name, tensor } => match tensor {
+                Some(t) => format!("{rule}: {t:?} of {}", named(name)),
+                None => format!("{rule}: {}", named(name)),
+            },
         }
     }
 }

@@ -362,6 +362,13 @@ impl EnclaveSession {
             budget.wall = wall;
         }
         let verdict = guard.check_within(&out_dir, &logs, budget);
+        // What leaves is the node's re-serialisation of an accepted set (declared tensors,
+        // fixed metrics), never the trainer's bytes; its refusals are the guard's.
+        let (verdict, node_files) = if run.exit.success() && !feed_held {
+            guard.release(&out_dir, verdict)
+        } else {
+            (verdict, Vec::new())
+        };
 
         let mut details_reasons = Vec::new();
         // A feed connection held open past the trainer's exit is the trainer's doing, whatever
@@ -425,17 +432,15 @@ impl EnclaveSession {
         if completed {
             fs::create_dir_all(paths.release_dir)
                 .map_err(io("create the release directory", paths.release_dir))?;
-            for f in &verdict.files {
-                let src = out_dir.join(&f.name);
-                let bytes = fs::read(&src).map_err(io("read an accepted output", &src))?;
-                if Digest::of(&bytes) != f.digest {
+            for (f, bytes) in verdict.files.iter().zip(&node_files) {
+                if Digest::of(bytes) != f.digest {
                     return Err(EnclaveError::BadSpec(format!(
-                        "output {:?} changed after the guard checked it",
+                        "output {:?} is not the file the guard released",
                         f.name
                     )));
                 }
                 let dst = paths.release_dir.join(&f.name);
-                fs::write(&dst, &bytes).map_err(io("write a released output", &dst))?;
+                fs::write(&dst, bytes).map_err(io("write a released output", &dst))?;
                 released.push(dst);
             }
         }

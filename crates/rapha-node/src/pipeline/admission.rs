@@ -219,6 +219,36 @@ impl Node {
                 &detail.join("; "),
             );
         }
+        // Only what the node re-serialises leaves (I4): an output of a kind it does not re-write
+        // (pickles, ONNX), or a model that declares no tensors, is refused before anything of
+        // the job runs, and so is a declaration over the hospital's cap on released bits.
+        if let Some(why) = rapha_core::release::release_refusal(vb.outputs()) {
+            return self.end(
+                job,
+                from,
+                ReasonCode::AdmissionRefused,
+                &format!("not-releasable: {why}"),
+            );
+        }
+        if let Some(cap) = self.p.hospital.outputs.max_release_bits {
+            let over = match rapha_core::release::declared_bits(vb.outputs()) {
+                Ok(size) if size.bits <= cap => None,
+                Ok(size) => Some(format!(
+                    "the outputs declare {} parameters, {} bits; this hospital releases at most \
+                     {cap} bits per job ([policy.outputs] max_release_bits)",
+                    size.parameters, size.bits
+                )),
+                Err(e) => Some(e),
+            };
+            if let Some(detail) = over {
+                return self.end(
+                    job,
+                    from,
+                    ReasonCode::AdmissionRefused,
+                    &format!("release-bits-over-cap: {detail}"),
+                );
+            }
+        }
         // The validation split the publisher chose sets the cohort-size threshold
         // (`min_validation_patients * 100 / percent`): only the hospital's range is admitted.
         let split = &self.rules.validation_percent;
@@ -278,8 +308,19 @@ impl Node {
             return self.end(job, from, ReasonCode::AdmissionRefused, &reason);
         }
         let r = serde_json::to_vec(&ResourceReview { requested, bounds }).unwrap_or_default();
-        let mut stored: Vec<(&str, &[u8])> =
-            vec![(artifact::ADMISSION, &b), (artifact::RESOURCES, &r)];
+        // Checked when the bundle was verified (every declaration within its output's cap).
+        let size = rapha_core::release::declared_bits(vb.outputs()).unwrap_or_default();
+        let release = serde_json::to_vec(&rapha_policy::ReleaseReview {
+            parameters: size.parameters,
+            bits: size.bits,
+            max_bits: self.p.hospital.outputs.max_release_bits,
+        })
+        .unwrap_or_default();
+        let mut stored: Vec<(&str, &[u8])> = vec![
+            (artifact::ADMISSION, &b),
+            (artifact::RESOURCES, &r),
+            (artifact::RELEASE_SIZE, &release),
+        ];
         if let Some(i) = &image {
             stored.push((artifact::IMAGE, i));
         }
@@ -352,8 +393,13 @@ pub fn review_request(
         .artifact(job, artifact::IMAGE)?
         .map(|b| parse(job, artifact::IMAGE, &b))
         .transpose()?;
+    let release = store
+        .artifact(job, artifact::RELEASE_SIZE)?
+        .map(|b| parse(job, artifact::RELEASE_SIZE, &b))
+        .transpose()?;
     let mut review = ReviewRequest::new(request, cohort);
     review.resources = resources;
+    review.release = release;
     review.image = image;
     review.linkage_jobs = linkage_jobs;
     // The version the job was reviewed under (v1 for a job in flight across the upgrade).

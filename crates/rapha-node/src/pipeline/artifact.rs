@@ -12,6 +12,9 @@ pub const ADMISSION: &str = "admission";
 pub const RESOURCES: &str = "resources";
 /// What the trainer image holds ([`rapha_policy::ImageReview`]), counted at admission.
 pub const IMAGE: &str = "image";
+/// What the bundle's declared tensors can carry ([`rapha_policy::ReleaseReview`]), counted at
+/// admission for the DPO.
+pub const RELEASE_SIZE: &str = "release-size";
 pub const COHORT: &str = "cohort";
 pub const COHORT_SUMMARY: &str = "cohort-summary";
 pub const REVIEW: &str = "review";
