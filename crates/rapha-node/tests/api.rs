@@ -404,6 +404,30 @@ fn api_checks_roles_on_every_route_documents_them_and_answers_with_typed_errors(
         (st, error_code(&text).as_str()),
         (StatusCode::BAD_REQUEST, "bad-json")
     );
+    // A JSON route takes only a body declared as JSON (issue 24 item 3): a valid JSON text
+    // sent as text/plain, as a form, or with no Content-Type at all is refused unread.
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let mut req = s
+            .http
+            .post(format!("{}/v1/jobs", s.base))
+            .bearer_auth(PUBLISHER_TOKEN)
+            .body(r#"{"request": {}}"#);
+        if let Some(t) = content_type {
+            req = req.header("content-type", t);
+        }
+        let resp = req.send().unwrap();
+        let st = resp.status();
+        let text = resp.text().unwrap();
+        assert_eq!(
+            (st, error_code(&text).as_str()),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type"),
+            "Content-Type {content_type:?}: {text}"
+        );
+    }
     let big = vec![b' '; api::DEFAULT_BODY_LIMIT + 1];
     let (st, text) = s.call("post", "/v1/jobs", Some(PUBLISHER_TOKEN), Some(&big));
     assert_eq!(

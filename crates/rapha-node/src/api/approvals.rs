@@ -57,7 +57,7 @@ pub(super) async fn approve(
 ) -> ApiResult<Response> {
     let (_, job) =
         authorize_job(&state, &headers, "/v1/jobs/{id}/approve", &[Role::Dpo], &id).await?;
-    let approval: rapha_policy::Approval = parse_json(body)?;
+    let approval: rapha_policy::Approval = parse_json(&headers, body)?;
     approval.verify().map_err(|e| {
         HttpError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -108,7 +108,7 @@ pub(super) async fn reject(
 ) -> ApiResult<Response> {
     let (_, job) =
         authorize_job(&state, &headers, "/v1/jobs/{id}/reject", &[Role::Dpo], &id).await?;
-    let body: RejectBody = parse_json(body)?;
+    let body: RejectBody = parse_json(&headers, body)?;
     if body.reason.trim().is_empty() || body.reason.len() > MAX_REASON {
         return Err(HttpError::new(
             StatusCode::BAD_REQUEST,

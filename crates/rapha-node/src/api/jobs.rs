@@ -214,7 +214,7 @@ pub(super) async fn submit(
         "/v1/jobs",
         &[Role::Publisher, Role::Admin],
     )?;
-    let body: SubmitBody = parse_json(body)?;
+    let body: SubmitBody = parse_json(&headers, body)?;
     if !caller.speaks_for(&body.request.publisher) {
         audit_denial(
             &state,

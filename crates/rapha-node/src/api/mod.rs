@@ -385,8 +385,30 @@ impl IntoResponse for HttpError {
 
 type ApiResult<T> = Result<T, HttpError>;
 
-/// Parses a JSON body, mapping every failure to a typed error.
-fn parse_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> ApiResult<T> {
+/// Whether the request's Content-Type is `media` (type and subtype, case-insensitive; any
+/// parameters after `;` are not looked at).
+fn media_type_is(headers: &HeaderMap, media: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(media))
+}
+
+/// Parses a JSON body, mapping every failure to a typed error. The body must be declared
+/// `Content-Type: application/json` (415 `unsupported-media-type` otherwise, before a byte of
+/// it is parsed): a form or a plain-text body is never taken for JSON.
+fn parse_json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<T> {
+    if !media_type_is(headers, "application/json") {
+        return Err(HttpError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "this route takes a JSON body with Content-Type: application/json",
+        ));
+    }
     let bytes = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             HttpError::new(

@@ -45,7 +45,7 @@ pub(super) async fn reinstate(
         "/v1/publishers/{name}/reinstate",
         &[Role::Dpo],
     )?;
-    let body: ReinstateBody = parse_json(body)?;
+    let body: ReinstateBody = parse_json(&headers, body)?;
     let reason = body.reason.trim().to_owned();
     if reason.is_empty() || reason.len() > MAX_REASON {
         return Err(HttpError::new(

@@ -13,12 +13,7 @@ pub(super) async fn upload_bundle(
 ) -> ApiResult<Response> {
     const ROUTE: &str = "/v1/bundles";
     let caller = authorize(&state, &headers, ROUTE, &[Role::Publisher, Role::Admin])?;
-    let media = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .map(str::trim);
-    if !media.is_some_and(|m| m.eq_ignore_ascii_case("application/x-tar")) {
+    if !super::media_type_is(&headers, "application/x-tar") {
         return Err(HttpError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
