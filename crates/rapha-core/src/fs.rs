@@ -199,13 +199,8 @@ impl From<SecretFileError> for std::io::Error {
     /// the refusal's text with a matching kind.
     fn from(e: SecretFileError) -> Self {
         use std::io::ErrorKind;
-        let kind = match &e {
-            SecretFileError::Io(_) => {
-                let SecretFileError::Io(io) = e else {
-                    return std::io::Error::other(e.to_string());
-                };
-                return io;
-            }
+        let kind = match e {
+            SecretFileError::Io(io) => return io,
             SecretFileError::Symlink | SecretFileError::NotRegular => ErrorKind::InvalidInput,
             SecretFileError::Loose(_) | SecretFileError::Owner { .. } => {
                 ErrorKind::PermissionDenied
