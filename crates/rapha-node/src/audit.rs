@@ -229,10 +229,17 @@ enum SyslogSink {
     Unix(UnixDatagram, PathBuf),
 }
 
-/// The append-only audit log file, plus an optional syslog sink.
+/// Size at which the audit log is rotated by default (64 MiB).
+pub const ROTATE_BYTES: u64 = 64 << 20;
+
+/// The append-only audit log file, plus an optional syslog sink. When the file passes its
+/// rotation size it is renamed `<name>.<UTC time>` (kept: the node deletes no audit record;
+/// archiving rotated files is the hospital's log management) and a fresh file is started
+/// whose first event names the file it continues.
 pub struct AuditLog {
     path: PathBuf,
     file: Mutex<File>,
+    rotate_bytes: u64,
     source: String,
     syslog: Option<SyslogSink>,
 }
@@ -286,6 +293,7 @@ impl AuditLog {
         Ok(Self {
             path: path.to_path_buf(),
             file: Mutex::new(file),
+            rotate_bytes: ROTATE_BYTES,
             source: source.to_owned(),
             syslog,
         })
@@ -293,6 +301,43 @@ impl AuditLog {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Rotates the file once it passes `bytes` (default [`ROTATE_BYTES`]).
+    #[must_use]
+    pub fn with_rotation(mut self, bytes: u64) -> Self {
+        self.rotate_bytes = bytes;
+        self
+    }
+
+    /// Renames the full file aside and opens a fresh one (the lock is held by the caller).
+    /// Returns the name the old file now has.
+    fn rotate(&self, file: &mut File) -> std::io::Result<PathBuf> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let stamp = OffsetDateTime::now_utc();
+        let base = format!(
+            "{}.{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+            self.path.display(),
+            stamp.year(),
+            u8::from(stamp.month()),
+            stamp.day(),
+            stamp.hour(),
+            stamp.minute(),
+            stamp.second()
+        );
+        let mut aside = PathBuf::from(&base);
+        let mut n = 1;
+        while aside.exists() {
+            aside = PathBuf::from(format!("{base}-{n}"));
+            n += 1;
+        }
+        std::fs::rename(&self.path, &aside)?;
+        *file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&self.path)?;
+        Ok(aside)
     }
 
     /// Appends one event (and syncs it to disk), then sends it to syslog if configured. A
@@ -308,12 +353,36 @@ impl AuditLog {
             // A poisoned lock only means another thread panicked mid-write; the file handle
             // itself is still usable and appends are line-atomic for our sizes.
             let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            let write_err = |source| AuditError::Write {
+                path: self.path.clone(),
+                source,
+            };
             f.write_all(&line)
                 .and_then(|()| f.sync_data())
-                .map_err(|source| AuditError::Write {
-                    path: self.path.clone(),
-                    source,
-                })?;
+                .map_err(write_err)?;
+            if f.metadata().map_err(write_err)?.len() >= self.rotate_bytes {
+                let aside = self.rotate(&mut f).map_err(write_err)?;
+                let mut next = AuditEvent::new(
+                    AuditKind::AdminAction,
+                    AuditOutcome::Success,
+                    "audit log rotated: this file continues the one named",
+                    ("rapha-node", "application"),
+                    vec![ParticipantObject {
+                        id_type_code: "audit-log".into(),
+                        id: aside
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                        detail: None,
+                    }],
+                );
+                next.source.clone_from(&self.source);
+                let mut first = serde_json::to_vec(&next).unwrap_or_default();
+                first.push(b'\n');
+                f.write_all(&first)
+                    .and_then(|()| f.sync_data())
+                    .map_err(write_err)?;
+            }
         }
         if let Some(sink) = &self.syslog {
             let msg = event.to_syslog(&self.source);
@@ -393,5 +462,49 @@ mod tests {
         let line = std::str::from_utf8(&buf[..n]).unwrap();
         assert!(line.starts_with("<85>1 "), "authpriv.notice PRI: {line}");
         assert!(line.contains("ATNA110106"), "{line}");
+    }
+
+    #[test]
+    fn a_full_log_is_renamed_aside_and_the_fresh_one_names_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path, "node-a", None)
+            .unwrap()
+            .with_rotation(2000);
+        let job = rapha_core::JobId::random();
+        for _ in 0..12 {
+            log.record(AuditEvent::new(
+                AuditKind::Release,
+                AuditOutcome::Success,
+                "1 file released",
+                ("rapha-node", "application"),
+                vec![job_object(job, None)],
+            ))
+            .unwrap();
+        }
+        let mut aside: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n != "audit.jsonl")
+            .collect();
+        aside.sort();
+        assert!(!aside.is_empty(), "the log was rotated");
+        assert!(
+            aside.iter().all(|n| n.starts_with("audit.jsonl.2")),
+            "{aside:?}"
+        );
+        // Nothing is lost: every release event is in one of the files.
+        let mut releases = 0;
+        for name in aside.iter().map(String::as_str).chain(["audit.jsonl"]) {
+            let events = AuditLog::read_all(&dir.path().join(name)).unwrap();
+            releases += events.iter().filter(|e| e.event_id == "110106").count();
+            let size = std::fs::metadata(dir.path().join(name)).unwrap().len();
+            assert!(size < 2000 + 1000, "{name}: {size} bytes");
+        }
+        assert_eq!(releases, 12);
+        let current = AuditLog::read_all(&path).unwrap();
+        assert_eq!(current[0].event_id, "110100");
+        assert_eq!(&current[0].objects[0].id, aside.last().unwrap());
+        assert_eq!(current[0].source, "node-a");
     }
 }

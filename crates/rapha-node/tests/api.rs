@@ -552,6 +552,113 @@ fn api_checks_roles_on_every_route_documents_them_and_answers_with_typed_errors(
     }
 }
 
+/// Attacker's side: a flood of refused calls (bad tokens, a publisher on a DPO route) must not
+/// be a lever on the node's disk. Each route, role, reason and address is written once, then
+/// counted; the counts reach the audit trail as one summary line when the server stops.
+/// 20,000 calls here (100,000 with RAPHA_SLOW=1); before coalescing each was one line
+/// (about 400 bytes), and past a full queue they were not audited at all.
+#[test]
+fn a_flood_of_refused_calls_grows_the_audit_file_by_a_bounded_amount_and_loses_no_count() {
+    let Some(chain) = Chain::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let audit = tmp.path().join("audit.jsonl");
+    let s = serve(tmp.path(), &chain);
+    let before = std::fs::metadata(&audit).map_or(0, |m| m.len());
+    let calls: usize = if std::env::var_os("RAPHA_SLOW").is_some() {
+        100_000
+    } else {
+        20_000
+    };
+    // Four kinds of refusal: no token and a wrong token on /metrics (one key: 401, same
+    // reason), a publisher token on a DPO route (403), and no token on a job route.
+    let kinds: [(&str, Option<&str>, StatusCode); 4] = [
+        ("/metrics", None, StatusCode::UNAUTHORIZED),
+        (
+            "/metrics",
+            Some("xyz-0123456789abcdef0123456789abcdef"),
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            "/v1/approvals/pending",
+            Some(PUBLISHER_TOKEN),
+            StatusCode::FORBIDDEN,
+        ),
+        ("/v1/log/head", None, StatusCode::UNAUTHORIZED),
+    ];
+    let threads = 4;
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let base = s.base.clone();
+            let kinds = &kinds;
+            scope.spawn(move || {
+                // Keep-alive: a flood reuses its connections.
+                let http = Client::new();
+                for i in (t..calls).step_by(threads) {
+                    let (path, token, want) = kinds[i % kinds.len()];
+                    let mut req = http.get(format!("{base}{path}"));
+                    if let Some(token) = token {
+                        req = req.bearer_auth(token);
+                    }
+                    assert_eq!(req.send().unwrap().status(), want);
+                }
+            });
+        }
+    });
+    let during = std::fs::metadata(&audit).unwrap().len() - before;
+    let events_during = AuditLog::read_all(&audit).unwrap();
+    let firsts: Vec<_> = events_during
+        .iter()
+        .filter(|e| e.outcome_description.starts_with("API call to "))
+        .collect();
+    // Three keys (the two /metrics refusals share route, role, reason and address).
+    assert_eq!(firsts.len(), 3, "{firsts:#?}");
+    assert!(
+        firsts
+            .iter()
+            .all(|e| e.participants[0].network_access_point_id.as_deref() == Some("127.0.0.1")),
+        "the caller's address is recorded: {firsts:#?}"
+    );
+    assert!(
+        during < 4096,
+        "{calls} refused calls wrote {during} bytes to the audit trail"
+    );
+
+    // Stopping the server writes the counts of the windows still open.
+    drop(s);
+    let mut counted = 0u64;
+    for _ in 0..100 {
+        counted = AuditLog::read_all(&audit)
+            .unwrap()
+            .iter()
+            .filter(|e| e.outcome_description.contains("more API calls to"))
+            .map(|e| {
+                let detail = e.objects[0].detail.as_deref().unwrap();
+                detail
+                    .strip_prefix("count=")
+                    .and_then(|d| d.split(' ').next())
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .sum();
+        if counted + 3 >= calls as u64 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(
+        counted + 3,
+        calls as u64,
+        "every refused call is in a first event or a count"
+    );
+    let grown = std::fs::metadata(&audit).unwrap().len() - before;
+    assert!(
+        grown < 8192,
+        "{calls} refused calls grew the audit trail by {grown} bytes"
+    );
+    eprintln!("{calls} refused calls: audit trail grew by {grown} bytes");
+}
+
 #[test]
 fn token_file_refuses_unknown_roles_short_tokens_and_emptiness() {
     assert!(Tokens::parse(&format!("admin {ADMIN_TOKEN}")).is_ok());

@@ -2,6 +2,7 @@
 //! 403 are audited): [`authorize`], and for the routes under `/v1/jobs/{id}`, [`authorize_job`]
 //! (the caller, the job id parsed, and the job one the caller may see).
 
+use super::denials::Denial;
 use super::*;
 
 /// Who a caller is.
@@ -173,7 +174,7 @@ impl Tokens {
 pub(super) fn authorize(
     state: &ApiState,
     headers: &HeaderMap,
-    route: &str,
+    route: &'static str,
     allowed: &[Role],
 ) -> ApiResult<Caller> {
     let presented = headers
@@ -182,38 +183,26 @@ pub(super) fn authorize(
         .and_then(|v| v.strip_prefix("Bearer "));
     let caller = presented.and_then(|t| state.tokens.caller(t.as_bytes()));
     match caller.map(|c| (c.role, c)) {
-        None => {
-            tracing::warn!(route, "API call without a valid token refused (401)");
-            audit_denial(
-                state,
-                route,
-                "unauthenticated",
-                "missing or unknown bearer token",
-            );
-            Err(HttpError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
-                "a valid bearer token is required",
-            ))
-        }
-        Some((role, _)) if !allowed.contains(&role) => {
-            tracing::warn!(
-                route,
-                role = role.as_str(),
-                "API call by the wrong role refused (403)"
-            );
-            audit_denial(
-                state,
-                route,
-                role.as_str(),
-                "role not allowed on this route",
-            );
-            Err(HttpError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("the {} role may not call {route}", role.as_str()),
-            ))
-        }
+        None => Err(HttpError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "a valid bearer token is required",
+        )
+        .audited(Denial {
+            route,
+            who: "unauthenticated",
+            why: "missing or unknown bearer token",
+        })),
+        Some((role, _)) if !allowed.contains(&role) => Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("the {} role may not call {route}", role.as_str()),
+        )
+        .audited(Denial {
+            route,
+            who: role.as_str(),
+            why: "role not allowed on this route",
+        })),
         Some((role, caller)) => {
             // A publisher's calls are limited in rate before any other work (its reads sample
             // the node's latency); the hospital's roles are not.
@@ -236,7 +225,7 @@ pub(super) fn authorize(
 pub(super) async fn authorize_job(
     state: &ApiState,
     headers: &HeaderMap,
-    route: &str,
+    route: &'static str,
     allowed: &[Role],
     id: &str,
 ) -> ApiResult<(Caller, JobId)> {
@@ -275,22 +264,6 @@ pub(super) fn parse_job(id: &str) -> ApiResult<JobId> {
 }
 
 /// Queues a denied call for the audit trail (the node may be busy with a job).
-pub(super) fn audit_denial(state: &ApiState, route: &str, who: &str, why: &str) {
-    let event = AuditEvent::new(
-        AuditKind::Refusal,
-        AuditOutcome::MinorFailure,
-        format!("API call to {route} refused: {why}"),
-        ("api-client", who),
-        Vec::new(),
-    );
-    if state.denials.try_send(event).is_err() {
-        tracing::error!(
-            route,
-            "audit queue full or closed: an API refusal was not audited"
-        );
-    }
-}
-
 /// Queues an event for the audit trail from a blocking task (waits if the queue is full).
 pub(super) fn audit_later(state: &ApiState, event: AuditEvent) {
     if state.denials.send(event).is_err() {

@@ -216,17 +216,16 @@ pub(super) async fn submit(
     )?;
     let body: SubmitBody = parse_json(&headers, body)?;
     if !caller.speaks_for(&body.request.publisher) {
-        audit_denial(
-            &state,
-            "/v1/jobs",
-            "publisher",
-            "job request names another publisher",
-        );
         return Err(HttpError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
             "a publisher token submits only its own publisher's jobs",
-        ));
+        )
+        .audited(denials::Denial {
+            route: "/v1/jobs",
+            who: "publisher",
+            why: "job request names another publisher",
+        }));
     }
     let role = caller.role;
     let node = Arc::clone(&state.node);

@@ -6,7 +6,8 @@
 //!
 //! Every route but `/healthz` checks a bearer token that names a role (publisher, DPO,
 //! admin). A missing or unknown token is 401, a known token of the wrong role is 403; both are
-//! logged and written to the audit trail. Errors are JSON `{"error": code, "message": ...}`.
+//! logged and written to the audit trail, coalesced per route, role, reason and address
+//! ([`denials`]). Errors are JSON `{"error": code, "message": ...}`.
 //! Pipeline work is blocking and runs on tokio's blocking pool, so the API stays responsive
 //! while a job runs: status and metrics read their own connection to the job store.
 
@@ -40,6 +41,7 @@ pub mod serve;
 
 mod approvals;
 mod auth;
+pub mod denials;
 mod drive;
 mod jobs;
 mod log;
@@ -52,7 +54,7 @@ mod upload;
 
 pub use approvals::MAX_REASON;
 use approvals::{approve, pending_approvals, reject};
-use auth::{audit_denial, audit_later, authorize, authorize_job, parse_job};
+use auth::{audit_later, authorize, authorize_job, parse_job};
 pub use auth::{ApiError, Caller, Role, Tokens, MIN_TOKEN_LEN};
 use drive::{drive, lock_node, redrive_unfinished, with_node};
 pub use drive::{lock_within, NODE_WAIT, REDRIVE_INTERVAL};
@@ -131,9 +133,12 @@ pub struct ApiState {
     bundle_timeout: Duration,
     /// Jobs a background task is driving, with "run one more round" flags.
     driving: Arc<Mutex<std::collections::HashMap<JobId, bool>>>,
-    /// Refused calls on their way to the audit trail (one writer thread, bounded queue, so
-    /// a flood of bad tokens cannot pile up blocking tasks).
+    /// Events on their way to the audit trail (one writer thread, bounded queue, so a flood
+    /// of bad tokens cannot pile up blocking tasks).
     denials: std::sync::mpsc::SyncSender<AuditEvent>,
+    /// Refused calls, counted per route, role, reason and address ([`denials`]): a flood
+    /// writes a bounded number of lines.
+    refusals: Arc<Mutex<denials::Coalescer>>,
     quotas: Quotas,
     /// The node's working directory (submissions link their bundle under it before they take
     /// the node lock).
@@ -200,15 +205,35 @@ impl ApiState {
         let receipt_log = Arc::new(node.receipt_log().path().to_owned());
         let node = Arc::new(Mutex::new(node));
         let (denials, queue) = std::sync::mpsc::sync_channel::<AuditEvent>(DENIAL_QUEUE);
+        let refusals = Arc::new(Mutex::new(denials::Coalescer::default()));
         let writer = Arc::clone(&node);
-        // Ends when the last ApiState (and so the last sender) is gone.
+        let counted = Arc::clone(&refusals);
+        // Ends when the last ApiState (and so the last sender) is gone, after writing the
+        // counts of the windows still open.
         std::thread::spawn(move || {
-            for event in queue {
+            let write = |event: AuditEvent| {
                 let written = writer.lock().map(|n| n.audit(event));
                 if !matches!(written, Ok(Ok(()))) {
-                    tracing::error!("could not write an API refusal to the audit trail");
+                    tracing::error!("could not write an API event to the audit trail");
                 }
+            };
+            let closed = |drain: bool| {
+                let mut c = counted.lock().unwrap_or_else(|p| p.into_inner());
+                if drain {
+                    c.drain()
+                } else {
+                    c.due(std::time::SystemTime::now())
+                }
+            };
+            loop {
+                match queue.recv_timeout(Duration::from_secs(1)) {
+                    Ok(event) => write(event),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+                closed(false).into_iter().for_each(write);
             }
+            closed(true).into_iter().for_each(write);
         });
         Self {
             node,
@@ -227,6 +252,7 @@ impl ApiState {
             bundle_timeout: BUNDLE_TIMEOUT,
             driving: Arc::default(),
             denials,
+            refusals,
             quotas: Quotas::default(),
             work_dir,
             downloads: DownloadLimits::default(),
@@ -340,6 +366,9 @@ pub struct HttpError {
     message: String,
     /// Seconds to wait before retrying (`Retry-After`), for a refusal of the caller's rate.
     retry_after: Option<u64>,
+    /// A refusal for the audit trail (401/403), recorded with the caller's address by
+    /// [`audit_refusals`].
+    denial: Option<denials::Denial>,
 }
 
 impl HttpError {
@@ -349,7 +378,14 @@ impl HttpError {
             code,
             message: message.into(),
             retry_after: None,
+            denial: None,
         }
+    }
+
+    /// Marks the error as a refusal the audit trail records.
+    fn audited(mut self, denial: denials::Denial) -> Self {
+        self.denial = Some(denial);
+        self
     }
 
     /// Tells the caller to retry after `secs` seconds.
@@ -378,6 +414,9 @@ impl IntoResponse for HttpError {
         if let Some(secs) = self.retry_after {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        if let Some(denial) = self.denial {
+            r.extensions_mut().insert(denial);
         }
         r
     }
@@ -531,7 +570,48 @@ pub fn router(state: ApiState) -> Router {
             )
         })
         .fallback(|| async { HttpError::new(StatusCode::NOT_FOUND, "not-found", "no such route") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit_refusals,
+        ))
         .with_state(state)
+}
+
+/// Records a refused call (a response marked by [`HttpError::audited`]) with the caller's
+/// address: the first of its kind goes to the audit trail at once, the rest are counted
+/// ([`denials`]).
+async fn audit_refusals(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let source = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<stall::Peer>>()
+        .map_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), |c| {
+            c.0 .0.ip()
+        });
+    let response = next.run(req).await;
+    if let Some(denial) = response.extensions().get::<denials::Denial>().copied() {
+        let first = state
+            .refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .observe(denial, source, std::time::SystemTime::now());
+        if let Some(event) = first {
+            tracing::warn!(
+                route = denial.route,
+                who = denial.who,
+                %source,
+                "API call refused ({}): {}; more from this address in the next minute are counted, not logged",
+                response.status().as_u16(),
+                denial.why
+            );
+            if state.denials.try_send(event).is_err() {
+                tracing::error!(
+                    route = denial.route,
+                    "audit queue full or closed: an API refusal was not audited"
+                );
+            }
+        }
+    }
+    response
 }
 
 /// Serves the API on `listener` until the process is stopped, re-driving unfinished jobs
@@ -543,7 +623,11 @@ pub fn router(state: ApiState) -> Router {
 pub async fn serve(listener: tokio::net::TcpListener, state: ApiState) -> std::io::Result<()> {
     let watcher = tokio::spawn(redrive_unfinished(state.clone()));
     let listener = stall::StallListener::new(listener, state.downloads.stall_timeout);
-    let served = axum::serve(listener, router(state)).await;
+    let served = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<stall::Peer>(),
+    )
+    .await;
     watcher.abort();
     served
 }

@@ -121,3 +121,15 @@ impl AsyncWrite for StallIo {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
+
+/// The address of the client at the other end of a connection (for the audit trail).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Peer(pub(super) std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, StallListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, StallListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
