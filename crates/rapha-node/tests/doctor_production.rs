@@ -288,3 +288,44 @@ fn real_production_setup_fails_exactly_sgx_and_the_test_token() {
         "is not official USDC on Polygon PoS",
     );
 }
+
+/// An `http://` PACS is never a PASS, but doctor still probes it, so the admin learns whether
+/// it is reachable and speaks DICOMweb: the plain Orthanc here answers, a closed port does not.
+#[test]
+fn an_http_pacs_fails_for_want_of_tls_saying_whether_it_answered() {
+    let Some(orthanc) = rapha_testkit::require!(Orthanc::start()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = ConfigSpec::under(dir.path());
+    spec.dicomweb_url = orthanc.dicomweb_url();
+    assert!(
+        spec.dicomweb_url.starts_with("http://"),
+        "{}",
+        spec.dicomweb_url
+    );
+    let report = run_doctor(&Config::load(&spec.write(&dir.path().join("up.toml"))).unwrap());
+    let check = status(&report, "DICOMweb endpoint");
+    assert_eq!(check.status, Status::Fail, "{report}");
+    assert!(
+        check.detail.contains("is not HTTPS; over HTTP, ")
+            && check
+                .detail
+                .contains("answered a scoped QIDO-RS study search"),
+        "{report}"
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    spec.dicomweb_url = format!("http://{}/dicom-web", closed.local_addr().unwrap());
+    drop(closed);
+    let report = run_doctor(&Config::load(&spec.write(&dir.path().join("down.toml"))).unwrap());
+    let check = status(&report, "DICOMweb endpoint");
+    assert_eq!(check.status, Status::Fail, "{report}");
+    assert!(
+        check.detail.contains("is not HTTPS; over HTTP, ")
+            && check
+                .detail
+                .contains("did not answer a scoped QIDO-RS search"),
+        "{report}"
+    );
+}

@@ -1,17 +1,32 @@
 //! The PACS side: the DICOMweb endpoints answer a scoped QIDO-RS search over HTTPS with their
-//! credentials, the opt-out list reads, and the `[dicom]` scope limits are sound (**I2**).
+//! credentials (an `http://` endpoint is probed too, so the report says whether it answered,
+//! and fails for want of TLS), the opt-out list reads, and the `[dicom]` scope limits are sound (**I2**).
 
 use crate::config::{Config, DicomWebEndpoint};
 
 use super::{fail, Outcome, NETWORK_TIMEOUT};
 
 pub(super) fn check_dicomweb(config: &Config, e: &DicomWebEndpoint) -> Outcome {
-    if !e.url.starts_with("https://") {
-        return fail(
-            format!("{} is not HTTPS", e.url),
-            "use the PACS's https:// DICOMweb URL and set ca_file to the CA that issued its certificate",
-        );
+    let probed = probe_dicomweb(config, e);
+    if e.url.starts_with("https://") {
+        return probed;
     }
+    // Plain HTTP carries identifiers in clear on the hospital's network: never a PASS. The
+    // probe still runs, so the admin learns whether the PACS is reachable and speaks
+    // DICOMweb before switching to its HTTPS URL.
+    let reached = match probed {
+        Ok(answer) => answer,
+        Err((detail, _)) => detail,
+    };
+    fail(
+        format!("{} is not HTTPS; over HTTP, {reached}", e.url),
+        "use the PACS's https:// DICOMweb URL and set ca_file to the CA that issued its certificate",
+    )
+}
+
+/// A real, narrow QIDO-RS search through the node's own client (its TLS, credentials and
+/// scope checks).
+fn probe_dicomweb(config: &Config, e: &DicomWebEndpoint) -> Outcome {
     let auth = e.auth.load().or_else(|(path, err)| {
         let fix = match &err {
             rapha_core::fs::SecretFileError::Loose(_) => {
