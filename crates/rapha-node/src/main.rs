@@ -11,7 +11,19 @@ mod trust;
 
 /// Rapha hospital node: runs signed trainers on studies that never leave the hospital.
 #[derive(Debug, Parser)]
-#[command(name = "rapha-node", version, about, long_about = None)]
+#[command(
+    name = "rapha-node",
+    version = concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (source ",
+        env!("RAPHA_SOURCE_COMMIT"),
+        ", ",
+        env!("RAPHA_BUILD_PROFILE"),
+        " build)"
+    ),
+    about,
+    long_about = None
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -270,3 +270,33 @@ fn every_secret_file_loader_refuses_a_link_and_a_loose_mode() {
         );
     }
 }
+
+/// An installed node says what it was built from: the source commit (this checkout's HEAD,
+/// unless the build set `RAPHA_SOURCE_COMMIT`) and the build profile.
+#[test]
+fn version_names_the_source_commit_and_the_build_profile() {
+    let out = node(&["--version"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8(o.stdout).unwrap().trim().to_owned());
+    // Read now, not at compile time (the build stamps the same variable into this test).
+    let expected = std::env::var("RAPHA_SOURCE_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or(head)
+        .expect("a git checkout or RAPHA_SOURCE_COMMIT");
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    assert_eq!(
+        text.trim(),
+        format!(
+            "rapha-node {} (source {expected}, {profile} build)",
+            env!("CARGO_PKG_VERSION")
+        )
+    );
+}
