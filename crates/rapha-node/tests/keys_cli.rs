@@ -291,7 +291,11 @@ fn version_names_the_source_commit_and_the_build_profile() {
         .filter(|c| !c.is_empty())
         .or(head)
         .expect("a git checkout or RAPHA_SOURCE_COMMIT");
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     assert_eq!(
         text.trim(),
         format!(

@@ -1,4 +1,5 @@
-//! The host: the data directories are writable, no swap device can take what the node's
+//! The host: the data directories are writable and have free space (a warning under
+//! [`LOW_DISK_BYTES`] or [`LOW_DISK_PERCENT`]), no swap device can take what the node's
 //! cgroup holds in memory (**I3**), and the sandboxed decoder works where it is installed.
 
 use crate::config::Config;
@@ -26,7 +27,54 @@ pub(super) fn check_paths(config: &Config) -> Outcome {
                 )
             })?;
     }
-    Ok("data and state directories writable".into())
+    let mut warnings = Vec::new();
+    for (key, dir) in [
+        ("paths.data_dir", &config.paths.data_dir),
+        ("paths.state_dir", &config.paths.state_dir),
+    ] {
+        match rustix::fs::statvfs(dir.as_path()) {
+            Ok(st) => {
+                let avail = st.f_bavail.saturating_mul(st.f_frsize);
+                let total = st.f_blocks.saturating_mul(st.f_frsize);
+                warnings.extend(low_disk(key, avail, total));
+            }
+            Err(e) => warnings.push(format!(
+                "WARNING: {key}: free space of {} unknown: {e}",
+                dir.display()
+            )),
+        }
+    }
+    if warnings.is_empty() {
+        Ok("data and state directories writable, each with free space".into())
+    } else {
+        Ok(format!(
+            "data and state directories writable; {}",
+            warnings.join("; ")
+        ))
+    }
+}
+
+/// Free space under which `doctor` warns: a job's work directory holds its cohort records,
+/// its trainer's outputs and their re-serialised copies, and the state directory the job
+/// store, receipts and audit trail, so a node low on disk fails jobs mid-run.
+pub const LOW_DISK_BYTES: u64 = 10 << 30;
+/// Free share of the filesystem under which `doctor` warns, in percent.
+pub const LOW_DISK_PERCENT: u64 = 10;
+
+/// A warning when `avail` bytes free of `total` is below [`LOW_DISK_BYTES`] or
+/// [`LOW_DISK_PERCENT`] of the filesystem.
+pub fn low_disk(key: &str, avail: u64, total: u64) -> Option<String> {
+    let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
+    let low_share = total > 0 && avail.saturating_mul(100) < total.saturating_mul(LOW_DISK_PERCENT);
+    (avail < LOW_DISK_BYTES || low_share).then(|| {
+        format!(
+            "WARNING: {key} has {:.1} GiB free of {:.1} GiB (under {} GiB or {LOW_DISK_PERCENT}%): \
+             free space or move it before jobs fail for want of disk",
+            gib(avail),
+            gib(total),
+            LOW_DISK_BYTES >> 30
+        )
+    })
 }
 
 /// The sandboxed decode process for JPEG-LS and 12-bit JPEG (`rapha-decode`, next to the node):
@@ -150,12 +198,28 @@ pub(super) fn check_host_swap() -> Outcome {
 
 #[cfg(test)]
 mod swap_tests {
-    use super::{check_swap, node_cgroup_swap, CgroupSwap};
+    use super::{check_swap, low_disk, node_cgroup_swap, CgroupSwap};
 
     const ACTIVE: &str = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n\
         /dev/vda3                               partition\t8388604\t\t0\t\t-2\n\
         /swapfile                               file\t\t2097148\t\t0\t\t-3\n";
     const NONE: &str = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
+
+    #[test]
+    fn low_disk_warns_under_ten_gib_or_ten_percent() {
+        const GIB: u64 = 1 << 30;
+        assert_eq!(low_disk("paths.data_dir", 200 * GIB, 1000 * GIB), None);
+        let few = low_disk("paths.data_dir", 9 * GIB, 40 * GIB).unwrap();
+        assert!(
+            few.starts_with("WARNING: paths.data_dir has 9.0 GiB free of 40.0 GiB"),
+            "{few}"
+        );
+        // Plenty of bytes, but under a tenth of a large filesystem.
+        assert!(low_disk("paths.state_dir", 90 * GIB, 1000 * GIB).is_some());
+        assert_eq!(low_disk("paths.state_dir", 100 * GIB, 1000 * GIB), None);
+        // Nothing known of the total: the byte floor alone.
+        assert!(low_disk("paths.state_dir", GIB, 0).is_some());
+    }
 
     fn files(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let owned: Vec<(String, String)> = pairs
