@@ -25,3 +25,6 @@ pub mod init;
 pub mod keygen;
 pub mod policy_cmd;
 pub mod publishers;
+
+// Backup and restore of the node's state (keys excluded).
+pub mod backup;

@@ -58,6 +58,12 @@ enum Command {
     /// Serve the HTTP API (jobs, DPO reviews, receipts, outputs, log proofs, metrics);
     /// `serve --config FILE` alone reads everything from the configuration.
     Serve(rapha_node::api::serve::ServeArgs),
+    /// Back up the node's state (job store, receipts, settlements, audit trail, approvals,
+    /// bundles, released outputs) into a new directory; keys are never included.
+    Backup(rapha_node::backup::BackupArgs),
+    /// Restore a backup into an empty state and data directory, every file checked against
+    /// the backup's manifest first.
+    Restore(rapha_node::backup::RestoreArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +80,8 @@ fn main() -> anyhow::Result<()> {
         Command::Cohort(cmd) => cohort::run(cmd),
         Command::RunJob(args) => rapha_node::run_job::run(&args),
         Command::Serve(args) => rapha_node::api::serve::run(&args),
+        Command::Backup(args) => rapha_node::backup::run_backup(&args),
+        Command::Restore(args) => rapha_node::backup::run_restore(&args),
     }
 }
 

@@ -11,6 +11,7 @@ mod api_phi;
 mod api_reads;
 mod approvals_cli;
 mod archive_e2e;
+mod backup;
 mod bundle_cost;
 mod cohort_preview;
 mod config_errors;
