@@ -229,44 +229,47 @@ pub fn backup(config: &Config, out: &Path) -> anyhow::Result<Manifest> {
             .with_context(|| format!("snapshotting {}", src.display()))?;
         add(Root::State, Path::new(name), &mut files)?;
     }
-    let mut copy_tree =
-        |root: Root, dir: &Path, only: Option<&dyn Fn(&Path) -> bool>| -> anyhow::Result<()> {
-            let base = root_dir(config, root);
-            let src_dir = base.join(dir);
-            if !src_dir.is_dir() {
-                return Ok(());
-            }
-            for rel in walk(&src_dir)? {
-                let rel = dir.join(rel);
-                if only.is_some_and(|keep| !keep(&rel)) {
-                    continue;
-                }
-                let src = base.join(&rel);
-                let canon = std::fs::canonicalize(&src).unwrap_or_else(|_| src.clone());
-                if keys.contains(&canon) {
-                    keys_left_out.push(src.display().to_string());
-                    continue;
-                }
-                let dest = partial.join(root_name(root)).join(&rel);
-                if let Some(parent) = dest.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                std::fs::copy(&src, &dest).with_context(|| format!("copying {}", src.display()))?;
-                add(root, &rel, &mut files)?;
-            }
-            Ok(())
+    // Copies `item` (a file or a directory, relative to its root) into the backup.
+    let mut copy_item = |root: Root, item: &Path| -> anyhow::Result<()> {
+        let base = root_dir(config, root);
+        let src_item = base.join(item);
+        let listed = if src_item.is_file() {
+            vec![item.to_path_buf()]
+        } else if src_item.is_dir() {
+            walk(&src_item)?.into_iter().map(|r| item.join(r)).collect()
+        } else {
+            return Ok(());
         };
-    let audit = |rel: &Path| {
-        rel.to_str()
-            .is_some_and(|n| n == AUDIT || n.starts_with(&format!("{AUDIT}.")))
+        for rel in listed {
+            let src = base.join(&rel);
+            let canon = std::fs::canonicalize(&src).unwrap_or_else(|_| src.clone());
+            if keys.contains(&canon) {
+                keys_left_out.push(src.display().to_string());
+                continue;
+            }
+            let dest = partial.join(root_name(root)).join(&rel);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::copy(&src, &dest).with_context(|| format!("copying {}", src.display()))?;
+            add(root, &rel, &mut files)?;
+        }
+        Ok(())
     };
-    copy_tree(
-        Root::State,
-        Path::new(""),
-        Some(&|rel: &Path| rel.components().count() == 1 && audit(rel)),
-    )?;
+    // The audit trail: files at the top of the state directory only.
+    let mut audit_files: Vec<String> = std::fs::read_dir(&config.paths.state_dir)
+        .with_context(|| format!("listing {}", config.paths.state_dir.display()))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n == AUDIT || n.starts_with(&format!("{AUDIT}.")))
+        .collect();
+    audit_files.sort();
+    for name in audit_files {
+        copy_item(Root::State, Path::new(&name))?;
+    }
     for (root, dir) in DIRS {
-        copy_tree(root, Path::new(dir), None)?;
+        copy_item(root, Path::new(dir))?;
     }
     let manifest = Manifest {
         format: FORMAT.to_owned(),

@@ -230,3 +230,22 @@ fn backup_and_restore_through_the_binary() {
     );
     assert!(to.paths.state_dir.join("jobs.sqlite").is_file());
 }
+
+/// A link planted in a backed-up directory is never followed (it could point at a key or any
+/// file of the host); a link elsewhere in the state directory is not looked at.
+#[test]
+fn a_backup_follows_no_symbolic_link() {
+    let a = tempfile::tempdir().unwrap();
+    let (_, from) = config(a.path());
+    populate(&from);
+    std::os::unix::fs::symlink("/etc/hostname", from.paths.state_dir.join("elsewhere")).unwrap();
+    backup(&from, &a.path().join("fine")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", from.paths.state_dir.join("approvals/link"))
+        .unwrap();
+    let err = format!(
+        "{:#}",
+        backup(&from, &a.path().join("refused")).unwrap_err()
+    );
+    assert!(err.contains("approvals/link is a symbolic link"), "{err}");
+    assert!(!a.path().join("refused").exists());
+}
