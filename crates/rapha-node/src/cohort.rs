@@ -14,8 +14,7 @@ use clap::{Args, Subcommand};
 use rapha_core::PseudonymScope;
 use rapha_dicom::cohort::CohortBuilder;
 use rapha_dicom::exclusion::{LabelTable, OptOuts};
-use rapha_dicom::{Auth, ClientOptions, DicomConfig, DicomWebClient, Pseudonymizer, ScopedQuery};
-use zeroize::Zeroizing;
+use rapha_dicom::{ClientOptions, DicomConfig, DicomWebClient, Pseudonymizer, ScopedQuery};
 
 /// `rapha-node cohort …`
 #[derive(Debug, Subcommand)]
@@ -110,10 +109,13 @@ fn preview(args: &PreviewArgs) -> anyhow::Result<()> {
             opts.ca_pem = args.ca_file.clone();
             opts.timeout = std::time::Duration::from_secs(config.pacs.connect_timeout_seconds);
             if let Some(f) = &args.bearer_token_file {
-                let text = rapha_core::fs::read_secret_text(f, 64 * 1024)
-                    .map_err(|e| anyhow::anyhow!("bearer token file {}: {e}", f.display()))?;
-                let token = Zeroizing::new(text.trim().to_owned());
-                opts.auth = Some(Auth::Bearer(token));
+                // The node's own credential reader: what preview accepts, a job reads alike.
+                let bearer = rapha_node::config::DicomWebAuth::Bearer {
+                    token_file: f.clone(),
+                };
+                opts.auth = bearer.load().map_err(|(path, e)| {
+                    anyhow::anyhow!("bearer token file {}: {e}", path.display())
+                })?;
             }
             let client = DicomWebClient::new(opts)?.with_limits(config.pacs.clone());
             builder.from_dicomweb(&client, &scoped)?
