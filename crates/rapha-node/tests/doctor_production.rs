@@ -304,28 +304,19 @@ fn an_http_pacs_fails_for_want_of_tls_saying_whether_it_answered() {
         "{}",
         spec.dicomweb_url
     );
-    let report = run_doctor(&Config::load(&spec.write(&dir.path().join("up.toml"))).unwrap());
-    let check = status(&report, "DICOMweb endpoint");
-    assert_eq!(check.status, Status::Fail, "{report}");
-    assert!(
-        check.detail.contains("is not HTTPS; over HTTP, ")
-            && check
-                .detail
-                .contains("answered a scoped QIDO-RS study search"),
-        "{report}"
-    );
-
+    // The DICOMweb check of doctor run on `spec`: it fails, and says `answer`.
+    let fails_saying = |spec: &ConfigSpec, answer: &str| {
+        let report = run_doctor(&Config::load(&spec.write(&dir.path().join("node.toml"))).unwrap());
+        let check = status(&report, "DICOMweb endpoint");
+        assert_eq!(check.status, Status::Fail, "{report}");
+        assert!(
+            check.detail.contains("is not HTTPS; over HTTP, ") && check.detail.contains(answer),
+            "{report}"
+        );
+    };
+    fails_saying(&spec, "answered a scoped QIDO-RS study search");
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     spec.dicomweb_url = format!("http://{}/dicom-web", closed.local_addr().unwrap());
     drop(closed);
-    let report = run_doctor(&Config::load(&spec.write(&dir.path().join("down.toml"))).unwrap());
-    let check = status(&report, "DICOMweb endpoint");
-    assert_eq!(check.status, Status::Fail, "{report}");
-    assert!(
-        check.detail.contains("is not HTTPS; over HTTP, ")
-            && check
-                .detail
-                .contains("did not answer a scoped QIDO-RS search"),
-        "{report}"
-    );
+    fails_saying(&spec, "did not answer a scoped QIDO-RS search");
 }
