@@ -125,7 +125,8 @@ fn honest_receipt_verifies_with_a_human_summary() {
 fn with_leakage(b: &mut ReceiptBody) {
     b.schema = rapha_receipt::body::SCHEMA_V2.into();
     b.reason = "completed".into();
-    b.timestamps.submitted_ms = 1_764_000_000_000 - 1_764_000_000_000 % 60_000;
+    // 1_764_000_000_000 is a whole minute.
+    b.timestamps.submitted_ms = 1_764_000_000_000;
     b.timestamps.started_ms = Some(b.timestamps.submitted_ms + 120_000);
     b.timestamps.finished_ms = b.timestamps.submitted_ms + 900_000;
     b.leakage = Some(Leakage {
