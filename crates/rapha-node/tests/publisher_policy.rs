@@ -37,6 +37,25 @@ fn drive_to_end(w: &mut World, job: JobId) -> JobState {
     w.node.store().get(job).unwrap().state
 }
 
+/// Drives `job` to its end, checks it was refused `admission-refused`, and returns the
+/// hospital's detail of why.
+fn refused_at_admission(w: &mut World, job: JobId) -> String {
+    assert_eq!(drive_to_end(w, job), JobState::Settled);
+    let row = w.node.store().get(job).unwrap();
+    assert_eq!(row.outcome, Some(Outcome::Refused));
+    let reason = row.reason.unwrap_or_default();
+    assert_eq!(code(&reason), "admission-refused", "{reason}");
+    let ending: serde_json::Value = serde_json::from_slice(
+        &w.node
+            .store()
+            .artifact(job, artifact::ENDING)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    ending["detail"].as_str().unwrap().to_owned()
+}
+
 fn states(w: &World, job: JobId) -> Vec<JobState> {
     w.node
         .store()
@@ -522,21 +541,8 @@ fn outputs_the_node_cannot_re_write_or_over_the_bit_cap_are_refused_at_admission
             .node
             .submit(&dir, w.request(manifest, w.scoped_query()))
             .unwrap();
-        assert_eq!(drive_to_end(&mut w, job), JobState::Settled, "{name}");
-        let row = w.node.store().get(job).unwrap();
-        assert_eq!(row.outcome, Some(Outcome::Refused), "{name}");
-        let reason = row.reason.unwrap_or_default();
-        assert_eq!(code(&reason), "admission-refused", "{name}: {reason}");
         // What to change, for the hospital's admin (and the publisher's support).
-        let ending: serde_json::Value = serde_json::from_slice(
-            &w.node
-                .store()
-                .artifact(job, artifact::ENDING)
-                .unwrap()
-                .unwrap(),
-        )
-        .unwrap();
-        let detail = ending["detail"].as_str().unwrap();
+        let detail = refused_at_admission(&mut w, job);
         assert!(detail.starts_with(want), "{name}: {detail}");
         assert!(!states(&w, job).contains(&JobState::Admitted), "{name}");
     }
@@ -670,20 +676,7 @@ fn small_jobs_adding_up_past_the_publishers_bit_cap_are_refused_before_the_pacs(
         .node
         .submit(&dir, w.request(manifest, w.scoped_query()))
         .unwrap();
-    assert_eq!(drive_to_end(&mut w, job), JobState::Settled);
-    let row = w.node.store().get(job).unwrap();
-    assert_eq!(row.outcome, Some(Outcome::Refused));
-    let reason = row.reason.unwrap_or_default();
-    assert_eq!(code(&reason), "admission-refused", "{reason}");
-    let ending: serde_json::Value = serde_json::from_slice(
-        &w.node
-            .store()
-            .artifact(job, artifact::ENDING)
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
-    let detail = ending["detail"].as_str().unwrap();
+    let detail = refused_at_admission(&mut w, job);
     let want = format!(
         "publisher-bits-over-cap: publisher \"{}\" has taken {} bits from this node and this \
          job's leakage bound is {TEST_TRAINER_BITS} bits, past its cap of {cap} bits. A DPO \
