@@ -236,6 +236,38 @@ pub fn human_summary(v: &VerifiedReceipt) -> String {
             );
         }
     }
+    match &b.leakage {
+        None => {
+            let _ = writeln!(
+                s,
+                "  leakage      not stated (a receipt written before the bound, or a job \
+                 refused before admission)"
+            );
+        }
+        Some(l) => {
+            let t = &l.bound;
+            let _ = writeln!(
+                s,
+                "  leakage      at most {} bits to the publisher: tensors {}, files written \
+                 {}, metrics.json {}, node metrics {}, outcome {}, run length {}",
+                t.total,
+                t.tensors,
+                t.files,
+                t.metrics_file,
+                t.node_metrics,
+                t.outcome,
+                t.run_length
+            );
+            if let (Some(n), Some(per)) = (l.patients, l.per_patient) {
+                let _ = writeln!(s, "               {per} bits per patient ({n} patients)");
+            }
+            let _ = writeln!(
+                s,
+                "               publisher total {} of its cap {} bits on this node",
+                l.publisher_bits, l.publisher_cap
+            );
+        }
+    }
     let p = &b.payment;
     if b.outcome.charged() {
         let _ = writeln!(

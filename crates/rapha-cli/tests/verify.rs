@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use rapha_core::release::LeakageBound;
 use rapha_core::{JobId, Outcome};
-use rapha_receipt::body::Attestation;
+use rapha_receipt::body::{Attestation, Leakage};
 use rapha_receipt::{issue, NodeKey, ReceiptBody, ReceiptFile, ReceiptLog, SignedTreeHead};
 
 const NODE_SECRET: [u8; 32] = [0x11; 32];
@@ -117,6 +118,80 @@ fn honest_receipt_verifies_with_a_human_summary() {
     let out = rapha(&["verify", s(&p)]);
     assert_eq!(code(&out), 0);
     assert!(stdout(&out).contains("NOT pinned"));
+}
+
+/// A v2 body of a completed job as the node writes it now, with the reference trainer's
+/// leakage bound (5,953 F32 parameters, 64 KiB of metrics.json, a 30-minute run).
+fn with_leakage(b: &mut ReceiptBody) {
+    b.schema = rapha_receipt::body::SCHEMA_V2.into();
+    b.reason = "completed".into();
+    // 1_764_000_000_000 is a whole minute.
+    b.timestamps.submitted_ms = 1_764_000_000_000;
+    b.timestamps.started_ms = Some(b.timestamps.submitted_ms + 120_000);
+    b.timestamps.finished_ms = b.timestamps.submitted_ms + 900_000;
+    b.leakage = Some(Leakage {
+        bound: LeakageBound {
+            tensors: 5_953 * 32,
+            files: 2,
+            metrics_file: 65_536 * 8,
+            node_metrics: 61,
+            outcome: 5,
+            run_length: 5,
+            total: 714_857,
+        },
+        patients: Some(40),
+        per_patient: Some(17_872),
+        publisher_bits: 3 * 714_857,
+        publisher_cap: 1 << 28,
+    });
+}
+
+#[test]
+fn verify_shows_the_leakage_bound_and_a_tampered_bound_fails() {
+    use base64::Engine as _;
+    let mut node = Node::new();
+    let f = node.issue(12, with_leakage);
+    let p = node.write_receipt("r.json", &f);
+    let out = rapha(&["verify", s(&p), "--node-address", &node.address()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    for want in [
+        "  leakage      at most 714857 bits to the publisher: tensors 190496, files written 2, \
+         metrics.json 524288, node metrics 61, outcome 5, run length 5\n",
+        "               17872 bits per patient (40 patients)\n",
+        "               publisher total 2144571 of its cap 268435456 bits on this node\n",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in\n{text}");
+    }
+    // The signed bytes edited to state a smaller bound, its figures made to agree: the
+    // node's signature no longer matches (exit 4, invalid signature).
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut body: ReceiptBody = serde_json::from_slice(&b64.decode(&f.body_b64).unwrap()).unwrap();
+    let l = body.leakage.as_mut().unwrap();
+    l.bound.tensors = 0;
+    l.bound.total -= 190_496;
+    l.per_patient = l.bound.per_patient(40);
+    let bytes = body.canonical_bytes().unwrap();
+    let mut t = f.clone();
+    t.body_b64 = b64.encode(&bytes);
+    t.body = serde_json::from_slice(&bytes).unwrap();
+    t.receipt_digest = rapha_core::Digest::of(&bytes);
+    let p = node.write_receipt("smaller.json", &t);
+    let out = rapha(&["verify", s(&p), "--node-address", &node.address()]);
+    assert_eq!(code(&out), 4, "{}", stderr(&out));
+    // Terms that do not add up to the total: malformed, before any signature (exit 6).
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&b64.decode(&f.body_b64).unwrap()).unwrap();
+    v["leakage"]["bound"]["tensors"] = 0.into();
+    let bytes = rapha_core::jcs::to_vec(&v).unwrap();
+    let mut t = f.clone();
+    t.body_b64 = b64.encode(&bytes);
+    t.body = v;
+    t.receipt_digest = rapha_core::Digest::of(&bytes);
+    let p = node.write_receipt("unsummed.json", &t);
+    let out = rapha(&["verify", s(&p), "--node-address", &node.address()]);
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert!(stderr(&out).contains("do not add up"), "{}", stderr(&out));
 }
 
 #[test]

@@ -255,6 +255,139 @@ pub fn release_refusal(outputs: &[OutputDecl]) -> Option<String> {
     })
 }
 
+/// The `metrics.json` schema as the bound counts it: keys holding one number, keys holding a
+/// curve, and a curve's most values. The same figures as `rapha_protocol::METRICS_KEYS` and
+/// `MAX_CURVE` (rapha-core links no protocol crate; a test of rapha-enclave, which links both,
+/// fails when the two differ).
+pub const METRICS_SCALAR_KEYS: u64 = 14;
+/// Keys of `metrics.json` holding a curve (`*_curve`).
+pub const METRICS_CURVE_KEYS: u64 = 3;
+/// Most values of one curve.
+pub const METRICS_MAX_CURVE: u64 = 10_000;
+/// Values of the node-computed validation metrics in a receipt (AUC, its CI's two ends,
+/// accuracy, sensitivity, specificity), each rounded to 3 decimals.
+pub const NODE_METRICS: u64 = 6;
+
+/// Bits one parameter of `tensor` can carry as released: its declared dtype's bits. The one
+/// per-parameter figure of [`release_bound`]; a node-side precision or noise setting changes
+/// this term only.
+pub const fn bits_per_parameter(tensor: &TensorDecl) -> u64 {
+    tensor.dtype.bits()
+}
+
+/// What [`release_bound`] needs of a job besides its declared outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BoundInput<'a> {
+    /// The outputs the signed predicate declares.
+    pub outputs: &'a [OutputDecl],
+    /// The run's wall-time limit (`[resources] wall_seconds` as admitted).
+    pub wall_seconds: u64,
+    /// The resolution of the run's end as published (the node's run quantum), at least 1.
+    pub run_quantum_secs: u64,
+}
+
+/// An upper bound, in bits, on what a publisher learns from one job through every field it is
+/// shown, term by term (docs/receipts.md, "The leakage bound"). Each term is a count of the
+/// values the field can take as the node publishes it, in whole bits rounded up; `total` is
+/// their sum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeakageBound {
+    /// The released tensors: Σ declared parameters × [`bits_per_parameter`].
+    pub tensors: u64,
+    /// Which declared outputs were written: 1 bit each. Their sizes and digests add nothing:
+    /// the node writes them, a function of the values counted here.
+    pub files: u64,
+    /// Each declared `metrics.json`: the lesser of 8 × its `max_bytes` (the node's file is a
+    /// function of the trainer's, at most that long) and its schema (per one-number key, 1 bit
+    /// present + 32 bits of an IEEE single; per curve key, its length and 32 bits a value).
+    pub metrics_file: u64,
+    /// The node-computed metrics of the receipt: 1 bit (released or withheld) + the six
+    /// values of 3 decimals in \[0, 1\], ⌈log2 1001⌉ = 10 bits each.
+    pub node_metrics: u64,
+    /// The outcome and reason: ⌈log2⌉ of the reason codes a receipt can carry.
+    pub outcome: u64,
+    /// The run's length as published: ⌈log2(⌈wall_seconds / quantum⌉ + 1)⌉.
+    pub run_length: u64,
+    pub total: u64,
+}
+
+/// ⌈log2 n⌉ for n ≥ 1 (0 for n ≤ 1).
+const fn ceil_log2(n: u64) -> u64 {
+    if n <= 1 {
+        0
+    } else {
+        (64 - (n - 1).leading_zeros()) as u64
+    }
+}
+
+impl LeakageBound {
+    /// The sum of the terms, or `None` when it overflows.
+    pub fn sum(&self) -> Option<u64> {
+        [
+            self.tensors,
+            self.files,
+            self.metrics_file,
+            self.node_metrics,
+            self.outcome,
+            self.run_length,
+        ]
+        .into_iter()
+        .try_fold(0u64, u64::checked_add)
+    }
+
+    /// The bound per patient of a cohort of `patients`, rounded up (`None` for no patient).
+    pub fn per_patient(&self, patients: u64) -> Option<u64> {
+        (patients > 0).then(|| self.total.div_ceil(patients))
+    }
+}
+
+/// The leakage bound of a job ([`LeakageBound`]), computed from its declaration before anything
+/// of it runs; the figure the DPO sees, the admission gate charges against the publisher's
+/// budget, and the receipt states.
+///
+/// # Errors
+/// A declaration [`declared_bits`] refuses, or a total past 2^53 − 1 (a receipt carries it as
+/// an exact JSON integer).
+pub fn release_bound(input: &BoundInput<'_>) -> Result<LeakageBound, String> {
+    let too_large = || "the release bound overflows".to_owned();
+    declared_bits(input.outputs)?;
+    let mut tensors = 0u64;
+    for t in input.outputs.iter().flat_map(|o| &o.tensors) {
+        tensors = t
+            .elements()
+            .and_then(|n| n.checked_mul(bits_per_parameter(t)))
+            .and_then(|b| tensors.checked_add(b))
+            .ok_or_else(too_large)?;
+    }
+    let schema = METRICS_SCALAR_KEYS * 33
+        + METRICS_CURVE_KEYS * (ceil_log2(METRICS_MAX_CURVE + 1) + METRICS_MAX_CURVE * 32);
+    let mut metrics_file = 0u64;
+    for o in input
+        .outputs
+        .iter()
+        .filter(|o| o.kind == OutputKind::MetricsJson)
+    {
+        let bits = o.max_bytes.saturating_mul(8).min(schema);
+        metrics_file = metrics_file.checked_add(bits).ok_or_else(too_large)?;
+    }
+    let quanta = input.wall_seconds.div_ceil(input.run_quantum_secs.max(1));
+    let mut bound = LeakageBound {
+        tensors,
+        files: input.outputs.len() as u64,
+        metrics_file,
+        node_metrics: 1 + NODE_METRICS * ceil_log2(1001),
+        outcome: ceil_log2(crate::ReasonCode::ALL.len() as u64),
+        run_length: ceil_log2(quanta.saturating_add(1)),
+        total: 0,
+    };
+    bound.total = bound
+        .sum()
+        .filter(|&t| t <= crate::jcs::MAX_SAFE_INTEGER)
+        .ok_or_else(too_large)?;
+    Ok(bound)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,5 +508,94 @@ mod tests {
             r#"{"name":"m","kind":"safetensors","max_bytes":1,"tensors":[{"name":"w","dtype":"BOOL","shape":[2]}]}"#,
         )
         .is_err());
+    }
+
+    /// The reference trainer's declaration (trainers/lesion-classifier/trainer.toml).
+    fn reference() -> Vec<OutputDecl> {
+        let f = TensorDtype::F32;
+        vec![
+            model(
+                vec![
+                    t("c1.weight", f, &[8, 1, 3, 3]),
+                    t("c1.bias", f, &[8]),
+                    t("c2.weight", f, &[16, 8, 3, 3]),
+                    t("c2.bias", f, &[16]),
+                    t("c3.weight", f, &[32, 16, 3, 3]),
+                    t("c3.bias", f, &[32]),
+                    t("fc.weight", f, &[1, 64]),
+                    t("fc.bias", f, &[1]),
+                ],
+                52_428_800,
+            ),
+            OutputDecl {
+                name: "metrics.json".into(),
+                kind: OutputKind::MetricsJson,
+                max_bytes: 65_536,
+                tensors: vec![],
+            },
+        ]
+    }
+
+    #[test]
+    fn the_reference_trainers_bound_is_the_hand_computed_figure() {
+        let outputs = reference();
+        let b = release_bound(&BoundInput {
+            outputs: &outputs,
+            wall_seconds: 1800,
+            run_quantum_secs: 60,
+        })
+        .unwrap();
+        assert_eq!(
+            b,
+            LeakageBound {
+                // 5,953 F32 parameters.
+                tensors: 5_953 * 32,
+                // Two declared outputs, each written or not.
+                files: 2,
+                // 64 KiB of metrics.json is less than its schema (960,504 bits).
+                metrics_file: 65_536 * 8,
+                // Released or withheld, and six values of 1001 each.
+                node_metrics: 1 + 6 * 10,
+                // 24 reason codes.
+                outcome: 5,
+                // 30 minutes of run, ended on one of 31 whole minutes.
+                run_length: 5,
+                total: 190_496 + 2 + 524_288 + 61 + 5 + 5,
+            }
+        );
+        assert_eq!(b.total, 714_857);
+        assert_eq!(b.per_patient(40), Some(17_872));
+        assert_eq!(b.per_patient(0), None);
+    }
+
+    #[test]
+    fn a_metrics_file_is_bounded_by_its_schema_when_its_cap_is_larger() {
+        let o = OutputDecl {
+            name: "metrics.json".into(),
+            kind: OutputKind::MetricsJson,
+            max_bytes: 1 << 30,
+            tensors: vec![],
+        };
+        let b = release_bound(&BoundInput {
+            outputs: &[o],
+            wall_seconds: 60,
+            run_quantum_secs: 60,
+        })
+        .unwrap();
+        assert_eq!(b.metrics_file, 14 * 33 + 3 * (14 + 10_000 * 32));
+        assert_eq!(b.run_length, 1);
+        assert_eq!(b.tensors, 0);
+    }
+
+    #[test]
+    fn a_bound_past_exact_json_integers_is_refused() {
+        let o = model(vec![t("w", TensorDtype::F64, &[1 << 48])], u64::MAX);
+        let err = release_bound(&BoundInput {
+            outputs: &[o],
+            wall_seconds: 60,
+            run_quantum_secs: 60,
+        })
+        .unwrap_err();
+        assert!(err.contains("overflows"), "{err}");
     }
 }

@@ -126,3 +126,21 @@ pub fn compute(
         patients,
     })
 }
+
+#[cfg(test)]
+mod schema_tests {
+    use rapha_core::release::{METRICS_CURVE_KEYS, METRICS_MAX_CURVE, METRICS_SCALAR_KEYS};
+    use rapha_protocol::{MAX_CURVE, METRICS_KEYS};
+
+    /// The leakage bound counts `metrics.json` by rapha-core's copy of the schema's shape.
+    #[test]
+    fn the_bounds_metrics_schema_is_the_protocols() {
+        let curves = METRICS_KEYS
+            .iter()
+            .filter(|k| k.ends_with("_curve"))
+            .count();
+        assert_eq!(curves as u64, METRICS_CURVE_KEYS);
+        assert_eq!((METRICS_KEYS.len() - curves) as u64, METRICS_SCALAR_KEYS);
+        assert_eq!(MAX_CURVE as u64, METRICS_MAX_CURVE);
+    }
+}

@@ -231,6 +231,33 @@ pub fn summary(review: &ReviewRequest) -> String {
             r.max_bits
                 .map_or_else(String::new, |m| format!(" (this hospital's cap: {m} bits)"))
         ));
+        if let Some(b) = &r.bound {
+            s.push_str(&format!(
+                "  leakage bound:     {} bits per job, every field the publisher sees: \
+                 tensors {}, files written {}, metrics.json {}, node metrics {}, outcome {}, \
+                 run length {}\n",
+                b.total,
+                b.tensors,
+                b.files,
+                b.metrics_file,
+                b.node_metrics,
+                b.outcome,
+                b.run_length
+            ));
+            if let Some(n) = b.per_patient(c.patients) {
+                s.push_str(&format!(
+                    "  per patient:       {n} bits ({} patients)\n",
+                    c.patients
+                ));
+            }
+        }
+        if let Some(p) = &r.publisher {
+            s.push_str(&format!(
+                "  publisher total:   {} of {} bits with this job ([policy.outputs] \
+                 max_publisher_bits)\n",
+                p.bits, p.cap
+            ));
+        }
     }
     s.push_str("cohort\n");
     s.push_str(&format!("  commitment:        {}\n", c.commitment));

@@ -37,6 +37,25 @@ fn drive_to_end(w: &mut World, job: JobId) -> JobState {
     w.node.store().get(job).unwrap().state
 }
 
+/// Drives `job` to its end, checks it was refused `admission-refused`, and returns the
+/// hospital's detail of why.
+fn refused_at_admission(w: &mut World, job: JobId) -> String {
+    assert_eq!(drive_to_end(w, job), JobState::Settled);
+    let row = w.node.store().get(job).unwrap();
+    assert_eq!(row.outcome, Some(Outcome::Refused));
+    let reason = row.reason.unwrap_or_default();
+    assert_eq!(code(&reason), "admission-refused", "{reason}");
+    let ending: serde_json::Value = serde_json::from_slice(
+        &w.node
+            .store()
+            .artifact(job, artifact::ENDING)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    ending["detail"].as_str().unwrap().to_owned()
+}
+
 fn states(w: &World, job: JobId) -> Vec<JobState> {
     w.node
         .store()
@@ -522,21 +541,8 @@ fn outputs_the_node_cannot_re_write_or_over_the_bit_cap_are_refused_at_admission
             .node
             .submit(&dir, w.request(manifest, w.scoped_query()))
             .unwrap();
-        assert_eq!(drive_to_end(&mut w, job), JobState::Settled, "{name}");
-        let row = w.node.store().get(job).unwrap();
-        assert_eq!(row.outcome, Some(Outcome::Refused), "{name}");
-        let reason = row.reason.unwrap_or_default();
-        assert_eq!(code(&reason), "admission-refused", "{name}: {reason}");
         // What to change, for the hospital's admin (and the publisher's support).
-        let ending: serde_json::Value = serde_json::from_slice(
-            &w.node
-                .store()
-                .artifact(job, artifact::ENDING)
-                .unwrap()
-                .unwrap(),
-        )
-        .unwrap();
-        let detail = ending["detail"].as_str().unwrap();
+        let detail = refused_at_admission(&mut w, job);
         assert!(detail.starts_with(want), "{name}: {detail}");
         assert!(!states(&w, job).contains(&JobState::Admitted), "{name}");
     }
@@ -559,15 +565,172 @@ fn the_dpo_sees_the_declared_parameters_and_bits_of_an_admitted_job() {
         JobState::AwaitingApproval
     );
     let review = w.node.review(job).unwrap().unwrap();
+    let release = review.release.clone().unwrap();
     assert_eq!(
-        review.release,
-        Some(rapha_policy::ReleaseReview {
-            parameters: 16,
-            bits: 128,
-            max_bits: Some(128),
+        (release.parameters, release.bits, release.max_bits),
+        (16, 128, Some(128))
+    );
+    // The leakage bound before approval, and the publisher's total with it (issue 19).
+    let bound = release.bound.unwrap();
+    assert_eq!(bound, test_trainer_bound());
+    assert_eq!(
+        release.publisher,
+        Some(rapha_policy::PublisherBits {
+            bits: TEST_TRAINER_BITS,
+            cap: rapha_policy::DEFAULT_MAX_PUBLISHER_BITS
         })
     );
-    assert!(rapha_node::approvals::summary(&review).contains(
+    let text = rapha_node::approvals::summary(&review);
+    assert!(text.contains(
         "16 parameters, 128 bits at their declared dtypes (this hospital's cap: 128 bits)"
     ));
+    for want in [
+        format!("  leakage bound:     {TEST_TRAINER_BITS} bits per job, every field"),
+        "tensors 128, files written 2, metrics.json 32768, node metrics 61, outcome 5, run \
+         length 7\n"
+            .to_owned(),
+        format!(
+            "  publisher total:   {TEST_TRAINER_BITS} of {} bits with this job",
+            rapha_policy::DEFAULT_MAX_PUBLISHER_BITS
+        ),
+    ] {
+        assert!(text.contains(&want), "missing {want:?} in:\n{text}");
+    }
+}
+
+/// The test trainer's leakage bound (`trainer_spec` with `SpecLimits::SMALL`), by hand: 16 U8
+/// parameters (128 bits), 2 declared files, a 4 KiB metrics.json (32,768 bits, under its
+/// schema), the node's metrics (61), 24 reason codes (5), and a 120 s run published to the
+/// second (the test node's run quantum is 0, counted as 1 s): ⌈log2 121⌉ = 7.
+const TEST_TRAINER_BITS: u64 = 128 + 2 + 32_768 + 61 + 5 + 7;
+
+fn test_trainer_bound() -> rapha_core::release::LeakageBound {
+    let b = rapha_core::release::LeakageBound {
+        tensors: 128,
+        files: 2,
+        metrics_file: 32_768,
+        node_metrics: 61,
+        outcome: 5,
+        run_length: 7,
+        total: TEST_TRAINER_BITS,
+    };
+    let spec = rapha_testkit::bundle::trainer_spec(
+        crate::pipeline_e2e::PUBLISHER,
+        crate::pipeline_e2e::TRAINER,
+        &rapha_testkit::bundle::SpecLimits::SMALL,
+    )
+    .unwrap();
+    let computed = rapha_core::release::release_bound(&rapha_core::release::BoundInput {
+        outputs: &spec.outputs,
+        wall_seconds: spec.resources.wall_seconds,
+        run_quantum_secs: 0,
+    });
+    assert_eq!(computed, Ok(b));
+    b
+}
+
+/// Issue 19, attacker side: a publisher that splits what it wants into many small jobs adds
+/// them up. Each admitted job's bound is charged to the publisher; the job that would pass
+/// `[policy.outputs] max_publisher_bits` is refused at admission, before its query reaches
+/// the PACS, with what is spent, the cap and how a DPO raises it; the total is durable (a
+/// restarted node reads it back) and the receipt of a charged job states it.
+#[test]
+fn small_jobs_adding_up_past_the_publishers_bit_cap_are_refused_before_the_pacs() {
+    let cap = 2 * TEST_TRAINER_BITS + TEST_TRAINER_BITS / 2;
+    let Some(mut w) = world_with_policy(20, 15, |h| h.outputs.max_publisher_bits = Some(cap))
+    else {
+        return;
+    };
+    let tmp = w.tmp.path().to_path_buf();
+    let mut admitted = Vec::new();
+    for i in 0..2 {
+        let (dir, manifest) = bundle(
+            &tmp,
+            &w.trainer,
+            &format!("small-{i}"),
+            "honest",
+            &w.publisher_key,
+        );
+        let job = w
+            .node
+            .submit(&dir, w.request(manifest, w.scoped_query()))
+            .unwrap();
+        assert_eq!(
+            w.node.run_until_blocked(job).unwrap(),
+            JobState::AwaitingApproval,
+            "job {i}"
+        );
+        let release = w.node.review(job).unwrap().unwrap().release.unwrap();
+        assert_eq!(
+            release.publisher,
+            Some(rapha_policy::PublisherBits {
+                bits: (i + 1) * TEST_TRAINER_BITS,
+                cap
+            })
+        );
+        admitted.push(job);
+    }
+    let pacs_before = w.pacs_calls();
+    let (dir, manifest) = bundle(&tmp, &w.trainer, "small-2", "honest", &w.publisher_key);
+    let job = w
+        .node
+        .submit(&dir, w.request(manifest, w.scoped_query()))
+        .unwrap();
+    let detail = refused_at_admission(&mut w, job);
+    let want = format!(
+        "publisher-bits-over-cap: publisher \"{}\" has taken {} bits from this node and this \
+         job's leakage bound is {TEST_TRAINER_BITS} bits, past its cap of {cap} bits. A DPO \
+         who approves more raises [policy.outputs] max_publisher_bits",
+        crate::pipeline_e2e::PUBLISHER,
+        2 * TEST_TRAINER_BITS
+    );
+    assert!(detail.starts_with(&want), "{detail}");
+    assert!(!states(&w, job).contains(&JobState::Admitted));
+    assert_eq!(
+        w.pacs_calls(),
+        pacs_before,
+        "the refused job reached the PACS"
+    );
+    // Its receipt states no bound (nothing was charged); the publisher's total is unchanged.
+    let receipt = w.node.receipt(job).unwrap().unwrap();
+    assert!(receipt.body.get("leakage").is_none(), "{}", receipt.body);
+    // The total is the store's: a node started on the same state reads it back.
+    let reopened = rapha_node::store::JobStore::open(&tmp.join("jobs.sqlite")).unwrap();
+    assert_eq!(
+        reopened
+            .publisher_bits(crate::pipeline_e2e::PUBLISHER)
+            .unwrap(),
+        2 * TEST_TRAINER_BITS
+    );
+    drop(reopened);
+    // A charged job's receipt states its bound and the total after it.
+    let first = admitted[0];
+    let mut deposited = false;
+    let receipt = loop {
+        if let Some(r) = w.node.receipt(first).unwrap() {
+            break r;
+        }
+        match w.node.run_until_blocked(first).unwrap() {
+            JobState::AwaitingApproval => w.approve(first),
+            JobState::AwaitingDeposit if !deposited => {
+                w.chain.deposit(&first);
+                deposited = true;
+            }
+            s if s.is_terminal() => panic!("{s} without a receipt"),
+            _ => std::thread::sleep(std::time::Duration::from_millis(200)),
+        }
+    };
+    assert_eq!(receipt.body["outcome"], "completed", "{}", receipt.body);
+    let leakage: rapha_receipt::body::Leakage =
+        serde_json::from_value(receipt.body["leakage"].clone()).unwrap();
+    assert_eq!(leakage.bound, test_trainer_bound());
+    assert_eq!(leakage.publisher_bits, TEST_TRAINER_BITS);
+    assert_eq!(leakage.publisher_cap, cap);
+    let patients = leakage
+        .patients
+        .expect("the trainer ran: its cohort's patients");
+    assert_eq!(
+        leakage.per_patient,
+        Some(TEST_TRAINER_BITS.div_ceil(patients))
+    );
 }

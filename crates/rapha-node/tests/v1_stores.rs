@@ -1,6 +1,6 @@
 //! The stores written before issue 18 (`testdata/v1`, by commit 665d500) open with today's
-//! node: each is taken as version 1 and migrated forward (the job store to version 2, which
-//! adds the suspensions table) or stamped, keeping every row; a job waiting for approval there is
+//! node: each is taken as version 1 and migrated forward (the job store to version 3, which
+//! adds the suspensions and release-bits tables) or stamped, keeping every row; a job waiting for approval there is
 //! approved with its v1 job digest and moves on; a store newer than the node is refused with
 //! the store, its version and ours named; a reader never reads an unmigrated store.
 
@@ -63,7 +63,7 @@ fn set_user_version(path: &Path, v: i64) {
 }
 
 #[test]
-fn v1_job_store_migrates_to_version_2_with_a_job_in_every_state() {
+fn v1_job_store_migrates_to_version_3_with_a_job_in_every_state() {
     let state = copy_state();
     let path = state.path().join("jobs.sqlite");
     assert_eq!(user_version(&path), 0, "written before versions");
@@ -74,14 +74,14 @@ fn v1_job_store_migrates_to_version_2_with_a_job_in_every_state() {
             &err,
             StoreError::Version(rapha_migrate::VersionError::NotMigrated {
                 found: 0,
-                supported: 2,
+                supported: 3,
                 ..
             })
         ),
         "{err}"
     );
     let store = JobStore::open(&path).unwrap();
-    assert_eq!(user_version(&path), 2);
+    assert_eq!(user_version(&path), 3);
     JobReader::open(&path).unwrap();
     let f = fixture();
     for s in JobState::ALL {
@@ -92,14 +92,16 @@ fn v1_job_store_migrates_to_version_2_with_a_job_in_every_state() {
     assert_eq!(unsettled, 16, "every state but settled");
     // The migration added the suspensions table, empty.
     assert!(store.suspension("example-ai").unwrap().is_none());
+    // And the release-bits table, empty: no publisher has been charged.
+    assert_eq!(store.publisher_bits("example-ai").unwrap(), 0);
     drop(store);
     // A reader refuses a store newer than the node.
-    set_user_version(&path, 3);
+    set_user_version(&path, 4);
     let err = JobReader::open(&path).unwrap_err();
     assert!(
         matches!(
             &err,
-            StoreError::Version(rapha_migrate::VersionError::TooNew { found: 3, .. })
+            StoreError::Version(rapha_migrate::VersionError::TooNew { found: 4, .. })
         ),
         "{err}"
     );
@@ -113,7 +115,7 @@ fn every_v1_store_newer_than_the_node_is_refused_by_name() {
     let err = JobStore::open(&jobs).unwrap_err().to_string();
     assert!(
         err.starts_with("the job store at ")
-            && err.contains("is version 99, newer than this node supports (version 2)"),
+            && err.contains("is version 99, newer than this node supports (version 3)"),
         "{err}"
     );
     let log = state.path().join("receipts.log");
@@ -233,6 +235,7 @@ fn v1_node(state: &Path) -> Node {
             max_file_bytes: 64 << 20,
             max_total_bytes: 128 << 20,
             max_release_bits: None,
+            max_publisher_bits: None,
         },
         allowed_metadata_fields: vec!["BodyPartExamined".into()],
         min_fee: Usdc::from_base_units(1_000_000),

@@ -123,6 +123,22 @@ pub struct ReleaseReview {
     pub bits: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bits: Option<u64>,
+    /// The job's leakage bound, term by term (issue 19); absent from reviews recorded before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound: Option<rapha_core::release::LeakageBound>,
+    /// The publisher's bits on this node with this job's bound charged, and its cap then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<PublisherBits>,
+}
+
+/// A publisher's running total of leakage bounds on the node, and the cap it is held to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublisherBits {
+    /// Σ the bounds of its admitted jobs, this one's included.
+    pub bits: u64,
+    /// `[policy.outputs] max_publisher_bits` when the job was admitted.
+    pub cap: u64,
 }
 
 /// What the DPO sees of the trainer's image: how much it holds and what the node's unpacker

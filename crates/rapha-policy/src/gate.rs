@@ -105,6 +105,28 @@ pub struct OutputLimits {
     /// what policy inputs recorded before it say is unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_release_bits: Option<u64>,
+    /// Most bits one publisher may take from this node over all its jobs: the sum of the
+    /// leakage bounds of its admitted jobs ([`rapha_core::release::release_bound`]). The node
+    /// refuses a job whose bound would pass it at admission (`publisher-bits-over-cap`).
+    /// `None`: [`DEFAULT_MAX_PUBLISHER_BITS`] ([`OutputLimits::publisher_cap`]). Left out when
+    /// `None`, so what policy inputs recorded before it say is unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_publisher_bits: Option<u64>,
+}
+
+/// The publisher cap when `[policy.outputs] max_publisher_bits` is not set: 2^28 bits (32 MiB)
+/// over the publisher's whole history on the node. That is some 375 jobs of the reference
+/// trainer (714,857 bits each) or one model of 8 M F32 parameters, and less than the pixels of
+/// one full-resolution CT series (≈ 150 MiB): a publisher cannot take the data it trained on,
+/// however it encodes it. A DPO who approves more raises it deliberately.
+pub const DEFAULT_MAX_PUBLISHER_BITS: u64 = 1 << 28;
+
+impl OutputLimits {
+    /// The publisher cap in force: `max_publisher_bits`, or [`DEFAULT_MAX_PUBLISHER_BITS`].
+    pub fn publisher_cap(&self) -> u64 {
+        self.max_publisher_bits
+            .unwrap_or(DEFAULT_MAX_PUBLISHER_BITS)
+    }
 }
 
 /// Per-publisher job budget over a rolling window.

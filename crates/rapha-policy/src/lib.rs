@@ -28,14 +28,14 @@ mod store;
 pub use approval::{
     job_digest, job_digest_v1, job_digest_v2, Approval, ApprovalRecord, CohortSummary,
     DpoPublicKey, DpoSigningKey, ImageReview, JobDigestRef, JobDigestVersion, LinkedJob,
-    ReleaseReview, ResourceReview, ReviewRequest, JOB_DIGEST_V2,
+    PublisherBits, ReleaseReview, ResourceReview, ReviewRequest, JOB_DIGEST_V2,
 };
 pub use error::{PolicyError, Result};
 pub use gate::{
     date_range_days, decision_digest, AdmissionInput, ApprovalFacts, AttestationFacts, CohortFacts,
     Decision, Declared, FinalInput, Gate, HospitalPolicy, JobBudget, Mode, OutputLimits, PastJob,
-    Policy, PublisherTrust, QueryScope, ScopeLimits, DEFAULT_MIN_PATIENTS,
-    DEFAULT_MIN_VALIDATION_PATIENTS, DEFAULT_POLICY, PACKAGE,
+    Policy, PublisherTrust, QueryScope, ScopeLimits, DEFAULT_MAX_PUBLISHER_BITS,
+    DEFAULT_MIN_PATIENTS, DEFAULT_MIN_VALIDATION_PATIENTS, DEFAULT_POLICY, PACKAGE,
 };
 pub use keys::{is_dev_key, read_secret_hex, write_secret_file, write_secret_hex, DEV_KEY_PREFIX};
 pub use rego_tests::{run_rego_tests, RegoTestResult};

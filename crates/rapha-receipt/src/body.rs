@@ -7,6 +7,7 @@
 //! | `reason` | free text | one code of `rapha_core::ReasonCode`, of the outcome's codes |
 //! | `timestamps` | milliseconds | whole minutes (in milliseconds) |
 //! | `outputs` | completed jobs | completed jobs only (checked) |
+//! | `leakage` | never | the job's leakage bound, from issue 19 on (absent before; checked) |
 //!
 //! Nothing in a v2 body is chosen by the trainer after it saw data except what a completed job
 //! releases on purpose (its declared files' digests and sizes, the node-computed metrics).
@@ -17,6 +18,7 @@
 
 use std::collections::BTreeMap;
 
+use rapha_core::release::LeakageBound;
 use rapha_core::{Digest, ExclusionCounts, FeeSplit, JobId, Outcome, ReasonCode, Usdc};
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +72,60 @@ pub struct ReceiptBody {
     pub timestamps: Timestamps,
     /// The runtime's confinement: `sgx-gramine`, `runc` or `none-development`.
     pub confinement: String,
+    /// The bound on what the publisher learns from the job, and its running total (issue 19).
+    /// Absent from receipts written before it (so their bytes are unchanged) and from those of
+    /// jobs refused before admission (they ended on the bundle and the request alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leakage: Option<Leakage>,
+}
+
+/// The leakage bound of a job as its receipt states it (docs/receipts.md, "The leakage
+/// bound"), computed by `rapha_core::release::release_bound` at admission.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Leakage {
+    /// The bound in bits, term by term, and their total.
+    pub bound: LeakageBound,
+    /// Distinct patients of the cohort fed; `None` when the trainer never started.
+    pub patients: Option<u64>,
+    /// `bound.total / patients`, rounded up; `None` without patients.
+    pub per_patient: Option<u64>,
+    /// The publisher's bits on this node after this job: the bounds of its admitted jobs.
+    pub publisher_bits: u64,
+    /// The publisher's cap when this job was admitted (`[policy.outputs] max_publisher_bits`).
+    pub publisher_cap: u64,
+}
+
+impl Leakage {
+    /// Whether the figures agree: the terms add up to the total, the per-patient figure is
+    /// the total over the patients rounded up, and the running total holds this job's bound
+    /// and is within the cap.
+    ///
+    /// # Errors
+    /// What does not add up.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let b = &self.bound;
+        if b.sum() != Some(b.total) {
+            return Err(format!(
+                "leakage terms do not add up to their total {}",
+                b.total
+            ));
+        }
+        let expected = self.patients.and_then(|p| b.per_patient(p));
+        if self.per_patient != expected {
+            return Err(format!(
+                "leakage per patient {:?} is not the total {} over {:?} patients",
+                self.per_patient, b.total, self.patients
+            ));
+        }
+        if self.publisher_bits < b.total || self.publisher_bits > self.publisher_cap {
+            return Err(format!(
+                "publisher bits {} do not hold this job's {} within the cap {}",
+                self.publisher_bits, b.total, self.publisher_cap
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Which node issued the receipt.
@@ -324,6 +380,12 @@ impl ReceiptBody {
             if let Some((k, _)) = o.metrics.iter().find(|(_, v)| !v.is_finite()) {
                 return bad(format!("metric {k:?} is not a finite number"));
             }
+        }
+        if let Some(l) = &self.leakage {
+            if self.is_v1() {
+                return bad(format!("schema {SCHEMA_V1} has no leakage bound"));
+            }
+            l.check().or_else(bad)?;
         }
         Ok(())
     }

@@ -2,10 +2,11 @@
 
 use std::collections::BTreeMap;
 
+use rapha_core::release::LeakageBound;
 use rapha_core::{Digest, JobId, Outcome, Usdc};
 use rapha_receipt::body::{
-    Attestation, AttestationEvidence, CohortCommitment, DpoApproval, NodeIdentity, OutputFile,
-    OutputManifest, Payment, PolicyDecision, PolicyDecisions, Timestamps, SCHEMA,
+    Attestation, AttestationEvidence, CohortCommitment, DpoApproval, Leakage, NodeIdentity,
+    OutputFile, OutputManifest, Payment, PolicyDecision, PolicyDecisions, Timestamps, SCHEMA,
 };
 use rapha_receipt::{parse_address, Address, NodeKey, ReceiptBody};
 
@@ -110,6 +111,28 @@ pub fn sample_body(node: Address, job: u8) -> ReceiptBody {
             finished_ms: 1_764_000_900_000,
         },
         confinement: "runc".to_owned(),
+        leakage: Some(sample_leakage()),
+    }
+}
+
+/// The reference trainer's bound (5,953 F32 parameters, 64 KiB of metrics.json, 30 minutes),
+/// its cohort of 40 patients, the publisher's second such job.
+pub fn sample_leakage() -> Leakage {
+    let bound = LeakageBound {
+        tensors: 190_496,
+        files: 2,
+        metrics_file: 524_288,
+        node_metrics: 61,
+        outcome: 5,
+        run_length: 5,
+        total: 714_857,
+    };
+    Leakage {
+        bound,
+        patients: Some(40),
+        per_patient: Some(17_872),
+        publisher_bits: 2 * 714_857,
+        publisher_cap: 1 << 30,
     }
 }
 

@@ -182,7 +182,8 @@ fn each_body_field_edited_is_refused() {
         }
     }
     // Exactly these edits are caught before the signature: the schema id, the tagged
-    // attestation, the sums that must add up (cohort counts, the 70/30 split), and what v2
+    // attestation, the sums that must add up (cohort counts, the 70/30 split, the leakage
+    // terms and their figure per patient), and what v2
     // ties together (the reason is a code of the outcome, times are whole minutes).
     assert_eq!(
         before_signature,
@@ -191,6 +192,15 @@ fn each_body_field_edited_is_refused() {
             "/cohort/by_modality/CR",
             "/cohort/by_modality/DX",
             "/cohort/instances",
+            "/leakage/bound/files",
+            "/leakage/bound/metrics_file",
+            "/leakage/bound/node_metrics",
+            "/leakage/bound/outcome",
+            "/leakage/bound/run_length",
+            "/leakage/bound/tensors",
+            "/leakage/bound/total",
+            "/leakage/patients",
+            "/leakage/per_patient",
             "/outcome",
             "/payment/fee",
             "/payment/hospital_share",
@@ -223,6 +233,36 @@ fn consistent_edits_of_sums_are_caught_by_the_signature() {
     assert!(matches!(
         verify_file(&with_body_bytes(&f.file, &bytes), &pinned(&f)),
         Err(ReceiptError::SignerMismatch { .. })
+    ));
+}
+
+/// A publisher (or anyone) lowering the stated bound, with every figure made to agree again, is
+/// caught by the node's signature; figures that do not agree are refused before it.
+#[test]
+fn a_tampered_leakage_bound_fails_verification() {
+    let f = fixture();
+    let mut body = sample_body(f.key.address(), 7);
+    let l = body.leakage.as_mut().unwrap();
+    l.bound.tensors = 0;
+    l.bound.total -= 190_496;
+    l.per_patient = l.patients.and_then(|p| l.bound.per_patient(p));
+    l.publisher_bits -= 190_496;
+    let bytes = body.canonical_bytes().unwrap();
+    assert!(matches!(
+        verify_file(&with_body_bytes(&f.file, &bytes), &pinned(&f)),
+        Err(ReceiptError::SignerMismatch { .. })
+    ));
+    let mut body = sample_body(f.key.address(), 7);
+    body.leakage.as_mut().unwrap().bound.tensors = 0;
+    assert!(matches!(
+        body.canonical_bytes(),
+        Err(ReceiptError::InconsistentBody(ref m)) if m.contains("do not add up")
+    ));
+    let mut body = sample_body(f.key.address(), 7);
+    body.leakage.as_mut().unwrap().publisher_cap = 1000;
+    assert!(matches!(
+        body.canonical_bytes(),
+        Err(ReceiptError::InconsistentBody(ref m)) if m.contains("within the cap")
     ));
 }
 

@@ -122,6 +122,34 @@ fn v2_outputs_on_a_job_that_released_nothing_are_refused() {
     assert!(refused_body(&body).contains("releases nothing"));
 }
 
+/// A v2 receipt written before the leakage bound (issue 19) has no `leakage` member: it still
+/// issues and verifies, and its canonical bytes name no such member. A v1 body never carries
+/// one.
+#[test]
+fn v2_bodies_without_a_leakage_bound_still_verify_and_v1_bodies_never_carry_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = ReceiptLog::open(&dir.path().join("log.sqlite")).unwrap();
+    let key = common::node_key();
+    let mut body = ended(Outcome::Completed, ReasonCode::Completed, 8);
+    body.leakage = None;
+    let bytes = body.canonical_bytes().unwrap();
+    assert!(!String::from_utf8_lossy(&bytes).contains("leakage"));
+    let file = issue(&body, &key, &mut log, 60_000).unwrap();
+    let v = verify_file(
+        &file,
+        &VerifyOptions {
+            node_address: Some(key.address()),
+            ..VerifyOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(v.body.leakage, None);
+    let mut body = ended(Outcome::Failed, ReasonCode::NodeError, 9);
+    body.schema = SCHEMA_V1.to_owned();
+    body.reason = "the node failed".to_owned();
+    assert!(refused_body(&body).contains("has no leakage bound"));
+}
+
 /// v1 knew three outcomes and free text: a v1 body cannot be used to smuggle free text into a
 /// new outcome.
 #[test]

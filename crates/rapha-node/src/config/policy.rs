@@ -86,6 +86,14 @@ impl PolicyConfig {
                 ));
             }
         }
+        // Receipts carry it as an exact JSON integer.
+        let max = rapha_core::jcs::MAX_SAFE_INTEGER;
+        if self.outputs.max_publisher_bits.is_some_and(|c| c > max) {
+            return Err(invalid(
+                "policy.outputs.max_publisher_bits",
+                format!("at most {max} (2^53 - 1, what a receipt carries exactly)"),
+            ));
+        }
         Ok(())
     }
 }

@@ -1,8 +1,11 @@
 //! A job received (its bundle staged into the job's working directory), then steps 1–2: verify
 //! the bundle against the trust store, then the admission policy.
 
+use rapha_core::release::BoundInput;
 use rapha_core::{ReasonCode, ResourceLimits};
-use rapha_policy::{Declared, ImageReview, LinkedJob, PastJob, ResourceReview};
+use rapha_policy::{Declared, ImageReview, LinkedJob, PastJob, PublisherBits, ResourceReview};
+
+use crate::store::OverCap;
 
 use super::*;
 
@@ -249,6 +252,30 @@ impl Node {
                 );
             }
         }
+        // The job's leakage bound against what its publisher may still take from this node
+        // (issue 19): a publisher cannot add many small jobs up past the cap. Checked here,
+        // before the query reaches the PACS, and charged once the policy admits the job.
+        let bound = match rapha_core::release::release_bound(&BoundInput {
+            outputs: vb.outputs(),
+            wall_seconds: requested.wall_seconds,
+            run_quantum_secs: self.run_quantum.as_secs(),
+        }) {
+            Ok(b) => b,
+            Err(e) => {
+                return self.end(
+                    job,
+                    from,
+                    ReasonCode::AdmissionRefused,
+                    &format!("release-bound: {e}"),
+                )
+            }
+        };
+        let cap = self.p.hospital.outputs.publisher_cap();
+        let spent = self.p.store.publisher_bits(&req.publisher)?;
+        if spent.checked_add(bound.total).is_none_or(|t| t > cap) {
+            let detail = over_publisher_cap(&req.publisher, bound.total, OverCap { spent, cap });
+            return self.end(job, from, ReasonCode::AdmissionRefused, &detail);
+        }
         // The validation split the publisher chose sets the cohort-size threshold
         // (`min_validation_patients * 100 / percent`): only the hospital's range is admitted.
         let split = &self.rules.validation_percent;
@@ -308,12 +335,29 @@ impl Node {
             return self.end(job, from, ReasonCode::AdmissionRefused, &reason);
         }
         let r = serde_json::to_vec(&ResourceReview { requested, bounds }).unwrap_or_default();
+        let charge = match self
+            .p
+            .store
+            .charge_release(job, &req.publisher, bound.total, cap)?
+        {
+            Ok(c) => c,
+            Err(over) => {
+                self.p.store.put_artifact(job, artifact::ADMISSION, &b)?;
+                let detail = over_publisher_cap(&req.publisher, bound.total, over);
+                return self.end(job, from, ReasonCode::AdmissionRefused, &detail);
+            }
+        };
         // Checked when the bundle was verified (every declaration within its output's cap).
         let size = rapha_core::release::declared_bits(vb.outputs()).unwrap_or_default();
         let release = serde_json::to_vec(&rapha_policy::ReleaseReview {
             parameters: size.parameters,
             bits: size.bits,
             max_bits: self.p.hospital.outputs.max_release_bits,
+            bound: Some(bound),
+            publisher: Some(PublisherBits {
+                bits: charge.publisher_bits,
+                cap: charge.cap,
+            }),
         })
         .unwrap_or_default();
         let mut stored: Vec<(&str, &[u8])> = vec![
@@ -326,6 +370,18 @@ impl Node {
         }
         self.advance_to(job, from, JobState::Admitted, &stored, None)
     }
+}
+
+/// Why a job's bound does not fit its publisher's cap: what is spent, the cap, and how a DPO
+/// raises it (the hospital's words; the publisher sees `admission-refused`).
+fn over_publisher_cap(publisher: &str, bound: u64, over: OverCap) -> String {
+    format!(
+        "publisher-bits-over-cap: publisher {publisher:?} has taken {} bits from this node and \
+         this job's leakage bound is {bound} bits, past its cap of {} bits. A DPO who approves \
+         more raises [policy.outputs] max_publisher_bits in the node's configuration and \
+         restarts the node",
+        over.spent, over.cap
+    )
 }
 
 /// What the trainer image's layers hold, counted once for the admission step from the

@@ -2,6 +2,7 @@
 
 use super::*;
 use rapha_core::ReasonCode;
+use rapha_receipt::body::Leakage;
 
 /// The v2 receipt's reason code for an ending: the code itself when the job store holds one,
 /// else the code of the words the node recorded before codes existed (a job in flight across
@@ -119,6 +120,22 @@ impl Node {
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.parse().ok());
         let terms = self.p.payments.terms();
+        // The bound charged at admission (issue 19); none for a job refused before it, or
+        // admitted by a node without it. Patients only where the cohort itself is shown.
+        let release: Option<rapha_policy::ReleaseReview> = self.opt(job, artifact::RELEASE_SIZE)?;
+        let patients = summary
+            .as_ref()
+            .filter(|_| started.is_some())
+            .map(|s| s.patients);
+        let leakage = release
+            .and_then(|r| Some((r.bound?, r.publisher?)))
+            .map(|(bound, p)| Leakage {
+                bound,
+                patients,
+                per_patient: patients.and_then(|n| bound.per_patient(n)),
+                publisher_bits: p.bits,
+                publisher_cap: p.cap,
+            });
         Ok(ReceiptBody {
             schema: rapha_receipt::body::SCHEMA.to_owned(),
             job_id: job,
@@ -188,6 +205,7 @@ impl Node {
                 started_ms: started.map(to_minute_ms),
                 finished_ms: to_minute_ms(now_ms()),
             },
+            leakage,
         })
     }
 

@@ -15,9 +15,12 @@ use rapha_core::{JobId, JobRequest, Outcome};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::{Deserialize, Serialize};
 
+mod budget;
 mod reader;
 mod suspensions;
 
+use budget::RELEASE_BITS_SCHEMA;
+pub use budget::{Charge, OverCap};
 pub use reader::JobReader;
 pub use suspensions::Suspension;
 use suspensions::SUSPENSIONS_SCHEMA;
@@ -219,12 +222,17 @@ pub struct Transition {
 pub const SCHEMA: rapha_migrate::sqlite::Schema = rapha_migrate::sqlite::Schema {
     store: "job store",
     create_v1: SCHEMA_V1,
-    migrations: &[add_suspensions],
+    migrations: &[add_suspensions, add_release_bits],
 };
 
 /// Version 2: publishers suspended after a violation (issue 18).
 fn add_suspensions(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(SUSPENSIONS_SCHEMA)
+}
+
+/// Version 3: each admitted job's leakage bound, charged to its publisher (issue 19).
+fn add_release_bits(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(RELEASE_BITS_SCHEMA)
 }
 
 const SCHEMA_V1: &str = "CREATE TABLE IF NOT EXISTS jobs (

@@ -284,3 +284,64 @@ fn refusal_records_outcome_and_reason() {
         "a refused job still needs its receipt"
     );
 }
+
+/// Issue 19: the publisher's running total is the store's, durable across a restart; a job
+/// charged again (its admission step re-run after a crash) keeps its first charge; a charge
+/// past the cap records nothing and says what is spent.
+#[test]
+fn release_charges_add_up_per_publisher_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let (a, b, c) = (request(), request(), request());
+    let mut other = request();
+    other.publisher = "other".into();
+    {
+        let mut s = JobStore::open(&path).unwrap();
+        for r in [&a, &b, &c, &other] {
+            s.insert(r).unwrap();
+        }
+        let first = s.charge_release(a.job_id, "acme", 400, 1000).unwrap();
+        assert_eq!(
+            first,
+            Ok(Charge {
+                bits: 400,
+                publisher_bits: 400,
+                cap: 1000
+            })
+        );
+        // Re-run after a crash: the same charge, not a second one.
+        assert_eq!(
+            s.charge_release(a.job_id, "acme", 400, 1000).unwrap(),
+            first
+        );
+        assert_eq!(s.publisher_bits("acme").unwrap(), 400);
+        // Another publisher's jobs are its own.
+        s.charge_release(other.job_id, "other", 900, 1000)
+            .unwrap()
+            .unwrap();
+    }
+    // The node restarts.
+    let mut s = JobStore::open(&path).unwrap();
+    assert_eq!(s.publisher_bits("acme").unwrap(), 400);
+    assert_eq!(
+        s.charge_release(b.job_id, "acme", 600, 1000).unwrap(),
+        Ok(Charge {
+            bits: 600,
+            publisher_bits: 1000,
+            cap: 1000
+        })
+    );
+    assert_eq!(
+        s.charge_release(c.job_id, "acme", 1, 1000).unwrap(),
+        Err(OverCap {
+            spent: 1000,
+            cap: 1000
+        })
+    );
+    assert_eq!(s.release_charge(c.job_id).unwrap(), None);
+    assert_eq!(s.publisher_bits("acme").unwrap(), 1000);
+    assert_eq!(
+        s.release_charge(a.job_id).unwrap().map(|c| c.bits),
+        Some(400)
+    );
+}
