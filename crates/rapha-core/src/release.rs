@@ -230,6 +230,215 @@ pub fn declared_bits(outputs: &[OutputDecl]) -> Result<ReleaseSize, String> {
     Ok(total)
 }
 
+/// The precision the node releases a model's float tensors at (`[policy.outputs]
+/// release_precision`): the DPO's choice, applied by the node after the guard accepts and
+/// before the receipt signs the file's digest. Integer tensors are released as declared (their
+/// full dtype bits count).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleasePrecision {
+    /// The declared dtype, values as the trainer wrote them.
+    #[default]
+    Declared,
+    /// bfloat16 (8 exponent bits, 7 mantissa bits), round to nearest even, saturating.
+    Bf16,
+    /// IEEE half (5 exponent bits, 10 mantissa bits), round to nearest even, saturating.
+    Fp16,
+    /// Signed 8-bit integers with one symmetric scale per tensor: `q = round(x / scale)` in
+    /// -127..=127, `scale = max|x| / 127` stored as an F32 scalar tensor named
+    /// [`int8_scale_name`] (0 for an all-zero tensor); the value is `q × scale`.
+    Int8,
+}
+
+impl ReleasePrecision {
+    /// Every setting, in the order above.
+    pub const ALL: [Self; 4] = [Self::Declared, Self::Bf16, Self::Fp16, Self::Int8];
+
+    /// The name `[policy.outputs] release_precision` takes.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Declared => "declared",
+            Self::Bf16 => "bf16",
+            Self::Fp16 => "fp16",
+            Self::Int8 => "int8",
+        }
+    }
+
+    /// Bits of one released element of a float tensor; `None` for [`Self::Declared`].
+    pub const fn bits(self) -> Option<u64> {
+        match self {
+            Self::Declared => None,
+            Self::Bf16 | Self::Fp16 => Some(16),
+            Self::Int8 => Some(8),
+        }
+    }
+
+    /// The dtype a tensor declared as `dtype` is released as: integer tensors and float
+    /// tensors already as narrow as the setting keep their dtype; wider floats are written in
+    /// the reduced dtype (fewer bytes leave).
+    pub const fn released_dtype(self, dtype: TensorDtype) -> TensorDtype {
+        if !dtype.is_float() {
+            return dtype;
+        }
+        match self {
+            Self::Declared => dtype,
+            Self::Bf16 if dtype.bits() > 16 => TensorDtype::BF16,
+            Self::Fp16 if dtype.bits() > 16 => TensorDtype::F16,
+            Self::Bf16 | Self::Fp16 => dtype,
+            Self::Int8 => TensorDtype::I8,
+        }
+    }
+}
+
+/// The name of the F32 scale tensor the node writes next to a tensor released as int8: the
+/// declared name and `:scale`. A `:` is outside the declared names' alphabet
+/// ([`TENSOR_NAME`]), so it never names a declared tensor.
+pub fn int8_scale_name(tensor: &str) -> String {
+    format!("{tensor}:scale")
+}
+
+/// Bits one int8 scale takes (an F32 per tensor released as int8).
+pub const INT8_SCALE_BITS: u64 = 32;
+
+/// Largest `release_noise_k`: beyond it the released values are noise (under 0.0001 bits
+/// per parameter).
+pub const MAX_NOISE_K: f64 = 100.0;
+
+/// `[policy.outputs] release_noise_k`: the node adds Gaussian noise of σ = k × RMS of each
+/// released float tensor, drawn from its own CSPRNG. 0 (the default) adds none. Finite, 0 to
+/// [`MAX_NOISE_K`]; anything else is refused when the policy is loaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct NoiseK(f64);
+
+// Never NaN (`TryFrom` refuses it), so equality is an equivalence.
+impl Eq for NoiseK {}
+
+impl NoiseK {
+    /// No noise.
+    pub const NONE: Self = Self(0.0);
+
+    /// The factor k.
+    pub const fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl TryFrom<f64> for NoiseK {
+    type Error = String;
+
+    fn try_from(k: f64) -> Result<Self, String> {
+        if k.is_finite() && (0.0..=MAX_NOISE_K).contains(&k) {
+            // -0.0 is 0.
+            Ok(Self(k + 0.0))
+        } else {
+            Err(format!(
+                "release_noise_k {k} is not a number from 0 to {MAX_NOISE_K} (σ = k × RMS of \
+                 each released tensor; 0 adds no noise)"
+            ))
+        }
+    }
+}
+
+impl From<NoiseK> for f64 {
+    fn from(k: NoiseK) -> Self {
+        k.0
+    }
+}
+
+/// What the node does to released float tensors: the precision and the noise of
+/// `[policy.outputs]`. The default changes nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseTransform {
+    pub precision: ReleasePrecision,
+    pub noise_k: NoiseK,
+}
+
+impl ReleaseTransform {
+    /// Declared precision, no noise: the trainer's values leave as they are.
+    pub const DECLARED: Self = Self {
+        precision: ReleasePrecision::Declared,
+        noise_k: NoiseK::NONE,
+    };
+
+    /// Whether the transform leaves every value as declared.
+    pub fn is_identity(&self) -> bool {
+        *self == Self::DECLARED
+    }
+}
+
+/// Bits of information one released parameter can carry, for a tensor declared as `dtype`
+/// released at `precision` with node noise σ = `noise_k` × RMS: the dtype's bits, at most the
+/// precision's bits, and with noise (k > 0) at most ½·log2(1 + 1/k²), the capacity of a
+/// Gaussian channel whose signal power is the tensor's mean square (the trainer chooses the
+/// values, the node the noise). Integer tensors are released as declared: their dtype bits.
+/// A `noise_k` that is not positive (or NaN) counts as no noise.
+pub fn effective_bits(dtype: TensorDtype, precision: ReleasePrecision, noise_k: f64) -> f64 {
+    #[allow(clippy::cast_precision_loss)] // at most 64
+    let mut bits = dtype.bits() as f64;
+    if !dtype.is_float() {
+        return bits;
+    }
+    if let Some(p) = precision.bits() {
+        #[allow(clippy::cast_precision_loss)] // at most 16
+        let p = p as f64;
+        bits = bits.min(p);
+    }
+    if noise_k > 0.0 {
+        bits = bits.min(0.5 * (1.0 + 1.0 / (noise_k * noise_k)).log2());
+    }
+    bits
+}
+
+/// The parameters every output of a job declares and the bits they can carry once the node
+/// applies `transform`: Σ elements × [`effective_bits`], plus [`INT8_SCALE_BITS`] for each
+/// float tensor released with an int8 scale, rounded up to a whole bit. With
+/// [`ReleaseTransform::DECLARED`] this is [`declared_bits`].
+///
+/// # Errors
+/// The first output whose declaration is refused ([`check_tensors`]).
+pub fn effective_release_bits(
+    outputs: &[OutputDecl],
+    transform: ReleaseTransform,
+) -> Result<ReleaseSize, String> {
+    let declared = declared_bits(outputs)?;
+    if transform.is_identity() {
+        return Ok(declared);
+    }
+    let mut bits = 0f64;
+    for t in outputs.iter().flat_map(|o| &o.tensors) {
+        // Checked by `declared_bits` above.
+        let n = t.elements().unwrap_or(u64::MAX);
+        #[allow(clippy::cast_precision_loss)] // a bound: rounded up below
+        let n = n as f64;
+        bits += n * effective_bits(t.dtype, transform.precision, transform.noise_k.get());
+        if transform.precision.released_dtype(t.dtype) == TensorDtype::I8 && t.dtype.is_float() {
+            #[allow(clippy::cast_precision_loss)]
+            let s = INT8_SCALE_BITS as f64;
+            bits += s;
+        }
+    }
+    // Never above the declared bits (the scales of int8 tensors included).
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // finite, ≥ 0, ceil
+    let bits = (bits.ceil() as u64).min(declared.bits.saturating_add(scales(outputs, transform)));
+    Ok(ReleaseSize {
+        parameters: declared.parameters,
+        bits,
+    })
+}
+
+/// Bits of the int8 scales `transform` adds to `outputs`.
+fn scales(outputs: &[OutputDecl], transform: ReleaseTransform) -> u64 {
+    let n = outputs
+        .iter()
+        .flat_map(|o| &o.tensors)
+        .filter(|t| {
+            t.dtype.is_float() && transform.precision.released_dtype(t.dtype) == TensorDtype::I8
+        })
+        .count() as u64;
+    n.saturating_mul(INT8_SCALE_BITS)
+}
+
 /// Why the node will not release `outputs`, if it will not: a kind it does not re-serialise
 /// (`pytorch-zip`, `onnx`), or a safetensors output that declares no tensors. Checked at
 /// admission, before anything of the job runs; the output guard refuses the same at release.
@@ -357,6 +566,126 @@ mod tests {
             .contains("safetensors"));
         o.kind = OutputKind::Onnx;
         assert!(release_refusal(&[o]).unwrap().contains("safetensors"));
+    }
+
+    #[test]
+    fn effective_bits_take_the_narrowest_of_dtype_precision_and_noise() {
+        use ReleasePrecision::*;
+        assert_eq!(effective_bits(TensorDtype::F32, Declared, 0.0), 32.0);
+        assert_eq!(effective_bits(TensorDtype::F32, Bf16, 0.0), 16.0);
+        assert_eq!(effective_bits(TensorDtype::F64, Fp16, 0.0), 16.0);
+        assert_eq!(effective_bits(TensorDtype::F32, Int8, 0.0), 8.0);
+        assert_eq!(effective_bits(TensorDtype::F16, Int8, 0.0), 8.0);
+        // Integer tensors are released as declared.
+        assert_eq!(effective_bits(TensorDtype::I32, Int8, 1.0), 32.0);
+        // σ = RMS: ½·log2(2) = ½ bit.
+        assert!((effective_bits(TensorDtype::F32, Declared, 1.0) - 0.5).abs() < 1e-12);
+        // k = 0.1: ½·log2(101).
+        let k01 = 0.5 * 101f64.log2();
+        assert!((effective_bits(TensorDtype::F32, Bf16, 0.1) - k01).abs() < 1e-12);
+        // Tiny noise bounds nothing below the precision.
+        assert_eq!(effective_bits(TensorDtype::F32, Int8, 1e-6), 8.0);
+        assert_eq!(effective_bits(TensorDtype::F32, Bf16, f64::NAN), 16.0);
+        assert_eq!(effective_bits(TensorDtype::F32, Bf16, -1.0), 16.0);
+    }
+
+    #[test]
+    fn released_dtypes_narrow_floats_only() {
+        use ReleasePrecision::*;
+        assert_eq!(Bf16.released_dtype(TensorDtype::F32), TensorDtype::BF16);
+        assert_eq!(Bf16.released_dtype(TensorDtype::F16), TensorDtype::F16);
+        assert_eq!(Fp16.released_dtype(TensorDtype::F64), TensorDtype::F16);
+        assert_eq!(Fp16.released_dtype(TensorDtype::BF16), TensorDtype::BF16);
+        assert_eq!(Int8.released_dtype(TensorDtype::BF16), TensorDtype::I8);
+        assert_eq!(Int8.released_dtype(TensorDtype::U16), TensorDtype::U16);
+        for d in TensorDtype::ALL {
+            assert_eq!(Declared.released_dtype(d), d);
+            for p in ReleasePrecision::ALL {
+                assert!(p.released_dtype(d).bits() <= d.bits(), "{p:?} {d:?}");
+            }
+        }
+        assert!(!tensor_name_ok(&int8_scale_name("fc.weight")));
+    }
+
+    #[test]
+    fn effective_release_bits_count_the_int8_scales_and_the_noise() {
+        let o = model(
+            vec![
+                t("w", TensorDtype::F32, &[64, 3]),
+                t("b", TensorDtype::F32, &[3]),
+                t("n", TensorDtype::I64, &[1]),
+            ],
+            1 << 20,
+        );
+        let outs = [o];
+        let declared = declared_bits(&outs).unwrap();
+        assert_eq!(
+            effective_release_bits(&outs, ReleaseTransform::DECLARED),
+            Ok(declared)
+        );
+        let with = |precision, k: f64| ReleaseTransform {
+            precision,
+            noise_k: NoiseK::try_from(k).unwrap(),
+        };
+        let bf16 = effective_release_bits(&outs, with(ReleasePrecision::Bf16, 0.0)).unwrap();
+        assert_eq!(bf16.parameters, 196);
+        assert_eq!(bf16.bits, 195 * 16 + 64);
+        let int8 = effective_release_bits(&outs, with(ReleasePrecision::Int8, 0.0)).unwrap();
+        assert_eq!(int8.bits, 195 * 8 + 2 * INT8_SCALE_BITS + 64);
+        let noisy = effective_release_bits(&outs, with(ReleasePrecision::Declared, 1.0)).unwrap();
+        // 195 × ½ bit, rounded up, and the integer tensor's 64.
+        assert_eq!(noisy.bits, 98 + 64);
+    }
+
+    #[test]
+    fn noise_k_outside_its_range_is_refused_at_load() {
+        #[derive(Debug, Deserialize)]
+        struct O {
+            #[allow(dead_code)]
+            release_noise_k: NoiseK,
+        }
+        for bad in ["-0.5", "101", "1e300"] {
+            let e = serde_json::from_str::<O>(&format!(r#"{{"release_noise_k":{bad}}}"#))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("release_noise_k"), "{bad}: {e}");
+        }
+        assert!(NoiseK::try_from(f64::NAN).is_err());
+        assert!(NoiseK::try_from(f64::INFINITY).is_err());
+        assert_eq!(NoiseK::try_from(-0.0).unwrap().get().to_bits(), 0);
+        let ok: O = serde_json::from_str(r#"{"release_noise_k":1}"#).unwrap();
+        assert_eq!(ok.release_noise_k.get(), 1.0);
+        let p: ReleasePrecision = serde_json::from_str(r#""int8""#).unwrap();
+        assert_eq!(p, ReleasePrecision::Int8);
+        assert!(serde_json::from_str::<ReleasePrecision>(r#""fp8""#).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn effective_bits_are_monotone_in_k_and_never_above_the_dtype(
+            d in 0usize..12,
+            p in 0usize..4,
+            k1 in 0.0f64..100.0,
+            k2 in 0.0f64..100.0,
+        ) {
+            let (d, p) = (TensorDtype::ALL[d], ReleasePrecision::ALL[p]);
+            let (lo, hi) = if k1 <= k2 { (k1, k2) } else { (k2, k1) };
+            let at_lo = effective_bits(d, p, lo);
+            let at_hi = effective_bits(d, p, hi);
+            proptest::prop_assert!(at_hi <= at_lo);
+            #[allow(clippy::cast_precision_loss)]
+            let dtype_bits = d.bits() as f64;
+            proptest::prop_assert!(at_lo <= dtype_bits);
+            proptest::prop_assert!(at_hi >= 0.0);
+            // k = 0: the precision's bits (the dtype's, for integers and Declared).
+            #[allow(clippy::cast_precision_loss)]
+            let precision = if d.is_float() {
+                p.bits().map_or(dtype_bits, |b| dtype_bits.min(b as f64))
+            } else {
+                dtype_bits
+            };
+            proptest::prop_assert_eq!(effective_bits(d, p, 0.0), precision);
+        }
     }
 
     #[test]
