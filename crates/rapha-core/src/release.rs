@@ -264,6 +264,11 @@ impl ReleasePrecision {
         }
     }
 
+    /// Whether this is [`Self::Declared`] (the default).
+    pub fn is_declared(&self) -> bool {
+        *self == Self::Declared
+    }
+
     /// Bits of one released element of a float tensor; `None` for [`Self::Declared`].
     pub const fn bits(self) -> Option<u64> {
         match self {
@@ -321,6 +326,11 @@ impl NoiseK {
     /// The factor k.
     pub const fn get(self) -> f64 {
         self.0
+    }
+
+    /// Whether no noise is added (k = 0, the default).
+    pub fn is_none(&self) -> bool {
+        self.0 == 0.0
     }
 }
 
@@ -391,8 +401,10 @@ pub fn effective_bits(dtype: TensorDtype, precision: ReleasePrecision, noise_k: 
 }
 
 /// The parameters every output of a job declares and the bits they can carry once the node
-/// applies `transform`: Σ elements × [`effective_bits`], plus [`INT8_SCALE_BITS`] for each
-/// float tensor released with an int8 scale, rounded up to a whole bit. With
+/// applies `transform`: Σ elements × [`effective_bits`]; for each float tensor released as
+/// int8, its scale ([`INT8_SCALE_BITS`]); for each float tensor the node noises, its RMS
+/// (which sets σ and is the trainer's choice) at its dtype's bits; rounded up to a whole bit
+/// and never above [`declared_bits`] (what leaves is a function of the declared values). With
 /// [`ReleaseTransform::DECLARED`] this is [`declared_bits`].
 ///
 /// # Errors
@@ -405,38 +417,33 @@ pub fn effective_release_bits(
     if transform.is_identity() {
         return Ok(declared);
     }
+    let k = transform.noise_k.get();
     let mut bits = 0f64;
     for t in outputs.iter().flat_map(|o| &o.tensors) {
         // Checked by `declared_bits` above.
         let n = t.elements().unwrap_or(u64::MAX);
         #[allow(clippy::cast_precision_loss)] // a bound: rounded up below
         let n = n as f64;
-        bits += n * effective_bits(t.dtype, transform.precision, transform.noise_k.get());
-        if transform.precision.released_dtype(t.dtype) == TensorDtype::I8 && t.dtype.is_float() {
-            #[allow(clippy::cast_precision_loss)]
-            let s = INT8_SCALE_BITS as f64;
-            bits += s;
+        bits += n * effective_bits(t.dtype, transform.precision, k);
+        if t.dtype.is_float() {
+            if transform.precision.released_dtype(t.dtype) == TensorDtype::I8 {
+                #[allow(clippy::cast_precision_loss)]
+                let s = INT8_SCALE_BITS as f64;
+                bits += s;
+            }
+            if k > 0.0 {
+                #[allow(clippy::cast_precision_loss)]
+                let rms = t.dtype.bits() as f64;
+                bits += rms;
+            }
         }
     }
-    // Never above the declared bits (the scales of int8 tensors included).
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // finite, ≥ 0, ceil
-    let bits = (bits.ceil() as u64).min(declared.bits.saturating_add(scales(outputs, transform)));
+    let bits = (bits.ceil() as u64).min(declared.bits);
     Ok(ReleaseSize {
         parameters: declared.parameters,
         bits,
     })
-}
-
-/// Bits of the int8 scales `transform` adds to `outputs`.
-fn scales(outputs: &[OutputDecl], transform: ReleaseTransform) -> u64 {
-    let n = outputs
-        .iter()
-        .flat_map(|o| &o.tensors)
-        .filter(|t| {
-            t.dtype.is_float() && transform.precision.released_dtype(t.dtype) == TensorDtype::I8
-        })
-        .count() as u64;
-    n.saturating_mul(INT8_SCALE_BITS)
 }
 
 /// Why the node will not release `outputs`, if it will not: a kind it does not re-serialise
@@ -633,8 +640,13 @@ mod tests {
         let int8 = effective_release_bits(&outs, with(ReleasePrecision::Int8, 0.0)).unwrap();
         assert_eq!(int8.bits, 195 * 8 + 2 * INT8_SCALE_BITS + 64);
         let noisy = effective_release_bits(&outs, with(ReleasePrecision::Declared, 1.0)).unwrap();
-        // 195 × ½ bit, rounded up, and the integer tensor's 64.
-        assert_eq!(noisy.bits, 98 + 64);
+        // 195 × ½ bit and the two float tensors' RMS (32 bits each), rounded up, and the
+        // integer tensor's 64.
+        assert_eq!(noisy.bits, 98 + 2 * 32 + 64);
+        // Never above what was declared: a scalar's scale and RMS are not added past it.
+        let scalar = [model(vec![t("s", TensorDtype::F32, &[])], 1 << 20)];
+        let s = effective_release_bits(&scalar, with(ReleasePrecision::Int8, 0.5)).unwrap();
+        assert_eq!(s.bits, 32);
     }
 
     #[test]

@@ -565,6 +565,7 @@ fn the_dpo_sees_the_declared_parameters_and_bits_of_an_admitted_job() {
             parameters: 16,
             bits: 128,
             max_bits: Some(128),
+            ..Default::default()
         })
     );
     assert!(rapha_node::approvals::summary(&review).contains(

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use rapha_core::release::{NoiseK, ReleasePrecision, ReleaseTransform};
 use rapha_core::{
     Digest, JobRequest, Outcome, OutputDecl, OutputKind, ResourceBounds, ResourceLimits, Usdc,
 };
@@ -105,6 +106,25 @@ pub struct OutputLimits {
     /// what policy inputs recorded before it say is unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_release_bits: Option<u64>,
+    /// The precision the node releases declared float tensors at (`declared`, `bf16`, `fp16`,
+    /// `int8`); `max_release_bits` and the DPO's review count the bits it leaves
+    /// ([`rapha_core::release::effective_release_bits`]). Left out when `declared`.
+    #[serde(default, skip_serializing_if = "ReleasePrecision::is_declared")]
+    pub release_precision: ReleasePrecision,
+    /// Node noise on released float tensors: σ = k × RMS of each tensor (0: none). Left out
+    /// when 0.
+    #[serde(default, skip_serializing_if = "NoiseK::is_none")]
+    pub release_noise_k: NoiseK,
+}
+
+impl OutputLimits {
+    /// What the node does to released float tensors under these limits.
+    pub fn release_transform(&self) -> ReleaseTransform {
+        ReleaseTransform {
+            precision: self.release_precision,
+            noise_k: self.release_noise_k,
+        }
+    }
 }
 
 /// Per-publisher job budget over a rolling window.

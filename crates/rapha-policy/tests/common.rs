@@ -33,6 +33,8 @@ pub fn hospital() -> HospitalPolicy {
             max_file_bytes: 100 << 20,
             max_total_bytes: 200 << 20,
             max_release_bits: None,
+            release_precision: Default::default(),
+            release_noise_k: Default::default(),
         },
         allowed_metadata_fields: vec!["PatientAge".into(), "PatientSex".into()],
         min_fee: "100".parse().unwrap(),
