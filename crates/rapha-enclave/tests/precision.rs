@@ -8,7 +8,7 @@ use rapha_core::release::{NoiseK, ReleasePrecision, ReleaseTransform, TensorDecl
 use rapha_core::{Digest, OutputDecl, OutputKind};
 use rapha_enclave::fingerprint::Fingerprints;
 use rapha_enclave::formats;
-use rapha_enclave::guard::release::transform_tensor;
+use rapha_enclave::guard::release::{released_values, transform_tensor};
 use rapha_enclave::guard::Guard;
 use rapha_enclave::RawIdentifiers;
 
@@ -304,14 +304,7 @@ proptest::proptest! {
     }
 }
 
-/// The value of IEEE half bits (a reference decode for the test).
+/// The value of IEEE half bits, as a publisher reads the released file.
 fn half(h: u16) -> f64 {
-    let s = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
-    let e = i32::from((h >> 10) & 0x1f);
-    let m = f64::from(h & 0x3ff);
-    if e == 0 {
-        s * m * 2f64.powi(-24)
-    } else {
-        s * (1.0 + m / 1024.0) * 2f64.powi(e - 15)
-    }
+    released_values(TensorDtype::F16, &h.to_le_bytes(), None).unwrap()[0]
 }

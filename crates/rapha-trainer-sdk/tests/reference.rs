@@ -519,41 +519,20 @@ fn widen_to_f32(released: &[u8], decls: &[rapha_core::release::TensorDecl]) -> V
             data[t.start as usize..t.end as usize].to_vec(),
         )
     };
-    let half = |h: u16| -> f32 {
-        let s = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
-        let e = i32::from((h >> 10) & 0x1f);
-        let m = f32::from(h & 0x3ff);
-        if e == 0 {
-            s * m * 2f32.powi(-24)
-        } else {
-            s * (1.0 + m / 1024.0) * 2f32.powi(e - 15)
-        }
-    };
     let widened: Vec<Vec<u8>> = decls
         .iter()
         .map(|d| {
             let (dtype, b) = bytes_of(&d.name);
-            let v: Vec<f32> = match dtype.as_str() {
-                "F32" => b
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                    .collect(),
-                "BF16" => b
-                    .chunks_exact(2)
-                    .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
-                    .collect(),
-                "F16" => b
-                    .chunks_exact(2)
-                    .map(|c| half(u16::from_le_bytes([c[0], c[1]])))
-                    .collect(),
-                "I8" => {
-                    let (_, s) = bytes_of(&int8_scale_name(&d.name));
-                    let scale = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
-                    b.iter().map(|&q| f32::from(q as i8) * scale).collect()
-                }
-                other => panic!("released dtype {other}"),
-            };
-            v.iter().flat_map(|x| x.to_le_bytes()).collect()
+            let dtype = rapha_core::release::TensorDtype::from_name(&dtype).unwrap();
+            let scale = (dtype == rapha_core::release::TensorDtype::I8).then(|| {
+                let (_, s) = bytes_of(&int8_scale_name(&d.name));
+                f32::from_le_bytes([s[0], s[1], s[2], s[3]])
+            });
+            rapha_enclave::guard::release::released_values(dtype, &b, scale)
+                .unwrap()
+                .into_iter()
+                .flat_map(|x| (x as f32).to_le_bytes())
+                .collect()
         })
         .collect();
     let pairs: Vec<(&rapha_core::release::TensorDecl, &[u8])> = decls

@@ -426,6 +426,21 @@ fn gaussian<R: RngCore + CryptoRng>(rng: &mut R) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
+/// The values of a released tensor (little endian, of `dtype`) as a publisher reads them:
+/// float dtypes exactly, an `I8` tensor with its `<name>:scale` as `q × scale`. `None` for
+/// other integer dtypes and for `I8` without a scale.
+pub fn released_values(dtype: TensorDtype, values: &[u8], scale: Option<f32>) -> Option<Vec<f64>> {
+    match (dtype, scale) {
+        (TensorDtype::I8, Some(scale)) => Some(
+            values
+                .iter()
+                .map(|&q| f64::from(i8::from_le_bytes([q])) * f64::from(scale))
+                .collect(),
+        ),
+        _ => decode_float(dtype, values),
+    }
+}
+
 /// The values of a float tensor (`None` for an integer dtype), each exact in an f64.
 fn decode_float(dtype: TensorDtype, values: &[u8]) -> Option<Vec<f64>> {
     let v = match dtype {
