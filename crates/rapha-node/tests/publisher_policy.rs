@@ -20,6 +20,19 @@ fn code(reason: &str) -> &str {
 
 /// Drives `job` to its end as an honest hospital and a paying publisher would: approves it when
 /// it waits for the DPO, deposits when it waits for the deposit.
+/// The detail of a job's ending, for the hospital's admin (what to change).
+fn ending_detail(w: &World, job: JobId) -> String {
+    let ending: serde_json::Value = serde_json::from_slice(
+        &w.node
+            .store()
+            .artifact(job, artifact::ENDING)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    ending["detail"].as_str().unwrap().to_owned()
+}
+
 fn drive_to_end(w: &mut World, job: JobId) -> JobState {
     let mut deposited = false;
     for _ in 0..240 {
@@ -528,15 +541,7 @@ fn outputs_the_node_cannot_re_write_or_over_the_bit_cap_are_refused_at_admission
         let reason = row.reason.unwrap_or_default();
         assert_eq!(code(&reason), "admission-refused", "{name}: {reason}");
         // What to change, for the hospital's admin (and the publisher's support).
-        let ending: serde_json::Value = serde_json::from_slice(
-            &w.node
-                .store()
-                .artifact(job, artifact::ENDING)
-                .unwrap()
-                .unwrap(),
-        )
-        .unwrap();
-        let detail = ending["detail"].as_str().unwrap();
+        let detail = ending_detail(&w, job);
         assert!(detail.starts_with(want), "{name}: {detail}");
         assert!(!states(&w, job).contains(&JobState::Admitted), "{name}");
     }
@@ -619,15 +624,7 @@ fn the_bit_cap_and_the_review_count_the_precision_and_noise_the_node_applies() {
         let case = format!("{precision:?} k={k}");
         if !admitted {
             assert_eq!(drive_to_end(&mut w, job), JobState::Settled, "{case}");
-            let ending: serde_json::Value = serde_json::from_slice(
-                &w.node
-                    .store()
-                    .artifact(job, artifact::ENDING)
-                    .unwrap()
-                    .unwrap(),
-            )
-            .unwrap();
-            let detail = ending["detail"].as_str().unwrap();
+            let detail = ending_detail(&w, job);
             assert!(
                 detail.starts_with(&format!(
                     "release-bits-over-cap: the outputs declare 16 parameters, {released} bits \
