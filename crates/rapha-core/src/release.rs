@@ -230,6 +230,222 @@ pub fn declared_bits(outputs: &[OutputDecl]) -> Result<ReleaseSize, String> {
     Ok(total)
 }
 
+/// The precision the node releases a model's float tensors at (`[policy.outputs]
+/// release_precision`): the DPO's choice, applied by the node after the guard accepts and
+/// before the receipt signs the file's digest. Integer tensors are released as declared (their
+/// full dtype bits count).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleasePrecision {
+    /// The declared dtype, values as the trainer wrote them.
+    #[default]
+    Declared,
+    /// bfloat16 (8 exponent bits, 7 mantissa bits), round to nearest even, saturating.
+    Bf16,
+    /// IEEE half (5 exponent bits, 10 mantissa bits), round to nearest even, saturating.
+    Fp16,
+    /// Signed 8-bit integers with one symmetric scale per tensor: `q = round(x / scale)` in
+    /// -127..=127, `scale = max|x| / 127` stored as an F32 scalar tensor named
+    /// [`int8_scale_name`] (0 for an all-zero tensor); the value is `q × scale`.
+    Int8,
+}
+
+impl ReleasePrecision {
+    /// Every setting, in the order above.
+    pub const ALL: [Self; 4] = [Self::Declared, Self::Bf16, Self::Fp16, Self::Int8];
+
+    /// The name `[policy.outputs] release_precision` takes.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Declared => "declared",
+            Self::Bf16 => "bf16",
+            Self::Fp16 => "fp16",
+            Self::Int8 => "int8",
+        }
+    }
+
+    /// Whether this is [`Self::Declared`] (the default).
+    pub fn is_declared(&self) -> bool {
+        *self == Self::Declared
+    }
+
+    /// Bits of one released element of a float tensor; `None` for [`Self::Declared`].
+    pub const fn bits(self) -> Option<u64> {
+        match self {
+            Self::Declared => None,
+            Self::Bf16 | Self::Fp16 => Some(16),
+            Self::Int8 => Some(8),
+        }
+    }
+
+    /// The dtype a tensor declared as `dtype` is released as: integer tensors and float
+    /// tensors already as narrow as the setting keep their dtype; wider floats are written in
+    /// the reduced dtype (fewer bytes leave).
+    pub const fn released_dtype(self, dtype: TensorDtype) -> TensorDtype {
+        if !dtype.is_float() {
+            return dtype;
+        }
+        match self {
+            Self::Declared => dtype,
+            Self::Bf16 if dtype.bits() > 16 => TensorDtype::BF16,
+            Self::Fp16 if dtype.bits() > 16 => TensorDtype::F16,
+            Self::Bf16 | Self::Fp16 => dtype,
+            Self::Int8 => TensorDtype::I8,
+        }
+    }
+}
+
+/// The name of the F32 scale tensor the node writes next to a tensor released as int8: the
+/// declared name and `:scale`. A `:` is outside the declared names' alphabet
+/// ([`TENSOR_NAME`]), so it never names a declared tensor.
+pub fn int8_scale_name(tensor: &str) -> String {
+    format!("{tensor}:scale")
+}
+
+/// Bits one int8 scale takes (an F32 per tensor released as int8).
+pub const INT8_SCALE_BITS: u64 = 32;
+
+/// Largest `release_noise_k`: beyond it the released values are noise (under 0.0001 bits
+/// per parameter).
+pub const MAX_NOISE_K: f64 = 100.0;
+
+/// `[policy.outputs] release_noise_k`: the node adds Gaussian noise of σ = k × RMS of each
+/// released float tensor, drawn from its own CSPRNG. 0 (the default) adds none. Finite, 0 to
+/// [`MAX_NOISE_K`]; anything else is refused when the policy is loaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, PartialOrd, Serialize, Deserialize)]
+#[serde(try_from = "f64", into = "f64")]
+pub struct NoiseK(f64);
+
+// Never NaN (`TryFrom` refuses it), so equality is an equivalence.
+impl Eq for NoiseK {}
+
+impl NoiseK {
+    /// No noise.
+    pub const NONE: Self = Self(0.0);
+
+    /// The factor k.
+    pub const fn get(self) -> f64 {
+        self.0
+    }
+
+    /// Whether no noise is added (k = 0, the default).
+    pub fn is_none(&self) -> bool {
+        self.0 == 0.0
+    }
+}
+
+impl TryFrom<f64> for NoiseK {
+    type Error = String;
+
+    fn try_from(k: f64) -> Result<Self, String> {
+        if k.is_finite() && (0.0..=MAX_NOISE_K).contains(&k) {
+            // -0.0 is 0.
+            Ok(Self(k + 0.0))
+        } else {
+            Err(format!(
+                "release_noise_k {k} is not a number from 0 to {MAX_NOISE_K} (σ = k × RMS of \
+                 each released tensor; 0 adds no noise)"
+            ))
+        }
+    }
+}
+
+impl From<NoiseK> for f64 {
+    fn from(k: NoiseK) -> Self {
+        k.0
+    }
+}
+
+/// What the node does to released float tensors: the precision and the noise of
+/// `[policy.outputs]`. The default changes nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseTransform {
+    pub precision: ReleasePrecision,
+    pub noise_k: NoiseK,
+}
+
+impl ReleaseTransform {
+    /// Declared precision, no noise: the trainer's values leave as they are.
+    pub const DECLARED: Self = Self {
+        precision: ReleasePrecision::Declared,
+        noise_k: NoiseK::NONE,
+    };
+
+    /// Whether the transform leaves every value as declared.
+    pub fn is_identity(&self) -> bool {
+        *self == Self::DECLARED
+    }
+}
+
+/// Bits of information one released parameter can carry, for a tensor declared as `dtype`
+/// released at `precision` with node noise σ = `noise_k` × RMS: the dtype's bits, at most the
+/// precision's bits, and with noise (k > 0) at most ½·log2(1 + 1/k²), the capacity of a
+/// Gaussian channel whose signal power is the tensor's mean square (the trainer chooses the
+/// values, the node the noise). Integer tensors are released as declared: their dtype bits.
+/// A `noise_k` that is not positive (or NaN) counts as no noise.
+pub fn effective_bits(dtype: TensorDtype, precision: ReleasePrecision, noise_k: f64) -> f64 {
+    #[allow(clippy::cast_precision_loss)] // at most 64
+    let mut bits = dtype.bits() as f64;
+    if !dtype.is_float() {
+        return bits;
+    }
+    if let Some(p) = precision.bits() {
+        #[allow(clippy::cast_precision_loss)] // at most 16
+        let p = p as f64;
+        bits = bits.min(p);
+    }
+    if noise_k > 0.0 {
+        bits = bits.min(0.5 * (1.0 + 1.0 / (noise_k * noise_k)).log2());
+    }
+    bits
+}
+
+/// The parameters every output of a job declares and the bits they can carry once the node
+/// applies `transform`: Σ elements × [`effective_bits`]; for each float tensor released as
+/// int8, its scale ([`INT8_SCALE_BITS`]); for each float tensor the node noises, its RMS
+/// (which sets σ and is the trainer's choice) at its dtype's bits; rounded up to a whole bit
+/// and never above [`declared_bits`] (what leaves is a function of the declared values). With
+/// [`ReleaseTransform::DECLARED`] this is [`declared_bits`].
+///
+/// # Errors
+/// The first output whose declaration is refused ([`check_tensors`]).
+pub fn effective_release_bits(
+    outputs: &[OutputDecl],
+    transform: ReleaseTransform,
+) -> Result<ReleaseSize, String> {
+    let declared = declared_bits(outputs)?;
+    if transform.is_identity() {
+        return Ok(declared);
+    }
+    let k = transform.noise_k.get();
+    let mut bits = 0f64;
+    for t in outputs.iter().flat_map(|o| &o.tensors) {
+        // Checked by `declared_bits` above.
+        let n = t.elements().unwrap_or(u64::MAX);
+        #[allow(clippy::cast_precision_loss)] // a bound: rounded up below
+        let n = n as f64;
+        bits += n * effective_bits(t.dtype, transform.precision, k);
+        if t.dtype.is_float() {
+            if transform.precision.released_dtype(t.dtype) == TensorDtype::I8 {
+                #[allow(clippy::cast_precision_loss)]
+                let s = INT8_SCALE_BITS as f64;
+                bits += s;
+            }
+            if k > 0.0 {
+                #[allow(clippy::cast_precision_loss)]
+                let rms = t.dtype.bits() as f64;
+                bits += rms;
+            }
+        }
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // finite, ≥ 0, ceil
+    let bits = (bits.ceil() as u64).min(declared.bits);
+    Ok(ReleaseSize {
+        parameters: declared.parameters,
+        bits,
+    })
+}
+
 /// Why the node will not release `outputs`, if it will not: a kind it does not re-serialise
 /// (`pytorch-zip`, `onnx`), or a safetensors output that declares no tensors. Checked at
 /// admission, before anything of the job runs; the output guard refuses the same at release.
@@ -268,13 +484,6 @@ pub const METRICS_MAX_CURVE: u64 = 10_000;
 /// accuracy, sensitivity, specificity), each rounded to 3 decimals.
 pub const NODE_METRICS: u64 = 6;
 
-/// Bits one parameter of `tensor` can carry as released: its declared dtype's bits. The one
-/// per-parameter figure of [`release_bound`]; a node-side precision or noise setting changes
-/// this term only.
-pub const fn bits_per_parameter(tensor: &TensorDecl) -> u64 {
-    tensor.dtype.bits()
-}
-
 /// What [`release_bound`] needs of a job besides its declared outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BoundInput<'a> {
@@ -284,6 +493,9 @@ pub struct BoundInput<'a> {
     pub wall_seconds: u64,
     /// The resolution of the run's end as published (the node's run quantum), at least 1.
     pub run_quantum_secs: u64,
+    /// The precision and noise the node releases the tensors at (`[policy.outputs]
+    /// release_precision`, `release_noise_k`, as recorded at admission).
+    pub transform: ReleaseTransform,
 }
 
 /// An upper bound, in bits, on what a publisher learns from one job through every field it is
@@ -293,7 +505,9 @@ pub struct BoundInput<'a> {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LeakageBound {
-    /// The released tensors: Σ declared parameters × [`bits_per_parameter`].
+    /// The released tensors at the precision and noise the node releases them at:
+    /// [`effective_release_bits`] (Σ declared parameters × [`effective_bits`], int8 scales and
+    /// noised tensors' RMS included; the declared dtypes' bits when the node keeps them).
     pub tensors: u64,
     /// Which declared outputs were written: 1 bit each. Their sizes and digests add nothing:
     /// the node writes them, a function of the values counted here.
@@ -351,15 +565,7 @@ impl LeakageBound {
 /// an exact JSON integer).
 pub fn release_bound(input: &BoundInput<'_>) -> Result<LeakageBound, String> {
     let too_large = || "the release bound overflows".to_owned();
-    declared_bits(input.outputs)?;
-    let mut tensors = 0u64;
-    for t in input.outputs.iter().flat_map(|o| &o.tensors) {
-        tensors = t
-            .elements()
-            .and_then(|n| n.checked_mul(bits_per_parameter(t)))
-            .and_then(|b| tensors.checked_add(b))
-            .ok_or_else(too_large)?;
-    }
+    let tensors = effective_release_bits(input.outputs, input.transform)?.bits;
     let schema = METRICS_SCALAR_KEYS * 33
         + METRICS_CURVE_KEYS * (ceil_log2(METRICS_MAX_CURVE + 1) + METRICS_MAX_CURVE * 32);
     let mut metrics_file = 0u64;
@@ -493,6 +699,131 @@ mod tests {
     }
 
     #[test]
+    fn effective_bits_take_the_narrowest_of_dtype_precision_and_noise() {
+        use ReleasePrecision::*;
+        assert_eq!(effective_bits(TensorDtype::F32, Declared, 0.0), 32.0);
+        assert_eq!(effective_bits(TensorDtype::F32, Bf16, 0.0), 16.0);
+        assert_eq!(effective_bits(TensorDtype::F64, Fp16, 0.0), 16.0);
+        assert_eq!(effective_bits(TensorDtype::F32, Int8, 0.0), 8.0);
+        assert_eq!(effective_bits(TensorDtype::F16, Int8, 0.0), 8.0);
+        // Integer tensors are released as declared.
+        assert_eq!(effective_bits(TensorDtype::I32, Int8, 1.0), 32.0);
+        // σ = RMS: ½·log2(2) = ½ bit.
+        assert!((effective_bits(TensorDtype::F32, Declared, 1.0) - 0.5).abs() < 1e-12);
+        // k = 0.1: ½·log2(101).
+        let k01 = 0.5 * 101f64.log2();
+        assert!((effective_bits(TensorDtype::F32, Bf16, 0.1) - k01).abs() < 1e-12);
+        // Tiny noise bounds nothing below the precision.
+        assert_eq!(effective_bits(TensorDtype::F32, Int8, 1e-6), 8.0);
+        assert_eq!(effective_bits(TensorDtype::F32, Bf16, f64::NAN), 16.0);
+        assert_eq!(effective_bits(TensorDtype::F32, Bf16, -1.0), 16.0);
+    }
+
+    #[test]
+    fn released_dtypes_narrow_floats_only() {
+        use ReleasePrecision::*;
+        assert_eq!(Bf16.released_dtype(TensorDtype::F32), TensorDtype::BF16);
+        assert_eq!(Bf16.released_dtype(TensorDtype::F16), TensorDtype::F16);
+        assert_eq!(Fp16.released_dtype(TensorDtype::F64), TensorDtype::F16);
+        assert_eq!(Fp16.released_dtype(TensorDtype::BF16), TensorDtype::BF16);
+        assert_eq!(Int8.released_dtype(TensorDtype::BF16), TensorDtype::I8);
+        assert_eq!(Int8.released_dtype(TensorDtype::U16), TensorDtype::U16);
+        for d in TensorDtype::ALL {
+            assert_eq!(Declared.released_dtype(d), d);
+            for p in ReleasePrecision::ALL {
+                assert!(p.released_dtype(d).bits() <= d.bits(), "{p:?} {d:?}");
+            }
+        }
+        assert!(!tensor_name_ok(&int8_scale_name("fc.weight")));
+    }
+
+    #[test]
+    fn effective_release_bits_count_the_int8_scales_and_the_noise() {
+        let o = model(
+            vec![
+                t("w", TensorDtype::F32, &[64, 3]),
+                t("b", TensorDtype::F32, &[3]),
+                t("n", TensorDtype::I64, &[1]),
+            ],
+            1 << 20,
+        );
+        let outs = [o];
+        let declared = declared_bits(&outs).unwrap();
+        assert_eq!(
+            effective_release_bits(&outs, ReleaseTransform::DECLARED),
+            Ok(declared)
+        );
+        let with = |precision, k: f64| ReleaseTransform {
+            precision,
+            noise_k: NoiseK::try_from(k).unwrap(),
+        };
+        let bf16 = effective_release_bits(&outs, with(ReleasePrecision::Bf16, 0.0)).unwrap();
+        assert_eq!(bf16.parameters, 196);
+        assert_eq!(bf16.bits, 195 * 16 + 64);
+        let int8 = effective_release_bits(&outs, with(ReleasePrecision::Int8, 0.0)).unwrap();
+        assert_eq!(int8.bits, 195 * 8 + 2 * INT8_SCALE_BITS + 64);
+        let noisy = effective_release_bits(&outs, with(ReleasePrecision::Declared, 1.0)).unwrap();
+        // 195 × ½ bit and the two float tensors' RMS (32 bits each), rounded up, and the
+        // integer tensor's 64.
+        assert_eq!(noisy.bits, 98 + 2 * 32 + 64);
+        // Never above what was declared: a scalar's scale and RMS are not added past it.
+        let scalar = [model(vec![t("s", TensorDtype::F32, &[])], 1 << 20)];
+        let s = effective_release_bits(&scalar, with(ReleasePrecision::Int8, 0.5)).unwrap();
+        assert_eq!(s.bits, 32);
+    }
+
+    #[test]
+    fn noise_k_outside_its_range_is_refused_at_load() {
+        #[derive(Debug, Deserialize)]
+        struct O {
+            #[allow(dead_code)]
+            release_noise_k: NoiseK,
+        }
+        for bad in ["-0.5", "101", "1e300"] {
+            let e = serde_json::from_str::<O>(&format!(r#"{{"release_noise_k":{bad}}}"#))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("release_noise_k"), "{bad}: {e}");
+        }
+        assert!(NoiseK::try_from(f64::NAN).is_err());
+        assert!(NoiseK::try_from(f64::INFINITY).is_err());
+        assert_eq!(NoiseK::try_from(-0.0).unwrap().get().to_bits(), 0);
+        let ok: O = serde_json::from_str(r#"{"release_noise_k":1}"#).unwrap();
+        assert_eq!(ok.release_noise_k.get(), 1.0);
+        let p: ReleasePrecision = serde_json::from_str(r#""int8""#).unwrap();
+        assert_eq!(p, ReleasePrecision::Int8);
+        assert!(serde_json::from_str::<ReleasePrecision>(r#""fp8""#).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn effective_bits_are_monotone_in_k_and_never_above_the_dtype(
+            d in 0usize..12,
+            p in 0usize..4,
+            k1 in 0.0f64..100.0,
+            k2 in 0.0f64..100.0,
+        ) {
+            let (d, p) = (TensorDtype::ALL[d], ReleasePrecision::ALL[p]);
+            let (lo, hi) = if k1 <= k2 { (k1, k2) } else { (k2, k1) };
+            let at_lo = effective_bits(d, p, lo);
+            let at_hi = effective_bits(d, p, hi);
+            proptest::prop_assert!(at_hi <= at_lo);
+            #[allow(clippy::cast_precision_loss)]
+            let dtype_bits = d.bits() as f64;
+            proptest::prop_assert!(at_lo <= dtype_bits);
+            proptest::prop_assert!(at_hi >= 0.0);
+            // k = 0: the precision's bits (the dtype's, for integers and Declared).
+            #[allow(clippy::cast_precision_loss)]
+            let precision = if d.is_float() {
+                p.bits().map_or(dtype_bits, |b| dtype_bits.min(b as f64))
+            } else {
+                dtype_bits
+            };
+            proptest::prop_assert_eq!(effective_bits(d, p, 0.0), precision);
+        }
+    }
+
+    #[test]
     fn an_output_without_tensors_keeps_its_serialisation() {
         let o = model(vec![], 100);
         assert_eq!(
@@ -543,6 +874,7 @@ mod tests {
             outputs: &outputs,
             wall_seconds: 1800,
             run_quantum_secs: 60,
+            transform: ReleaseTransform::DECLARED,
         })
         .unwrap();
         assert_eq!(
@@ -566,6 +898,19 @@ mod tests {
         assert_eq!(b.total, 714_857);
         assert_eq!(b.per_patient(40), Some(17_872));
         assert_eq!(b.per_patient(0), None);
+        // Released at bf16 the tensors carry half the bits; the other terms are unchanged.
+        let bf16 = release_bound(&BoundInput {
+            outputs: &outputs,
+            wall_seconds: 1800,
+            run_quantum_secs: 60,
+            transform: ReleaseTransform {
+                precision: ReleasePrecision::Bf16,
+                noise_k: NoiseK::NONE,
+            },
+        })
+        .unwrap();
+        assert_eq!(bf16.tensors, 5_953 * 16);
+        assert_eq!(bf16.total, 714_857 - 5_953 * 16);
     }
 
     #[test]
@@ -580,6 +925,7 @@ mod tests {
             outputs: &[o],
             wall_seconds: 60,
             run_quantum_secs: 60,
+            transform: ReleaseTransform::DECLARED,
         })
         .unwrap();
         assert_eq!(b.metrics_file, 14 * 33 + 3 * (14 + 10_000 * 32));
@@ -594,6 +940,7 @@ mod tests {
             outputs: &[o],
             wall_seconds: 60,
             run_quantum_secs: 60,
+            transform: ReleaseTransform::DECLARED,
         })
         .unwrap_err();
         assert!(err.contains("overflows"), "{err}");

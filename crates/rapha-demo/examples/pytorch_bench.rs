@@ -136,6 +136,7 @@ fn feed(rootfs: &Path, studies: usize) {
                 gpus: 0,
             },
             wall_override: None,
+            release: rapha_core::release::ReleaseTransform::DECLARED,
         };
         let session = EnclaveSession::new(job).unwrap();
         let run_dir = tempfile::tempdir().unwrap();

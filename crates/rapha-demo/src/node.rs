@@ -107,6 +107,8 @@ pub fn build(
             max_total_bytes: 128 << 20,
             max_release_bits: None,
             max_publisher_bits: None,
+            release_precision: Default::default(),
+            release_noise_k: Default::default(),
         },
         allowed_metadata_fields: requested_fields.to_vec(),
         min_fee: Usdc::from_base_units(1_000_000),

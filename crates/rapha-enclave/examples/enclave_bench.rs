@@ -140,6 +140,7 @@ fn main() {
                     gpus: 0,
                 },
                 wall_override: None,
+                release: rapha_core::release::ReleaseTransform::DECLARED,
             };
             let session = EnclaveSession::new(job).unwrap();
             let run_dir = tempfile::tempdir().unwrap();

@@ -16,6 +16,7 @@ fn spec_with(limits: ResourceLimits) -> rapha_enclave::JobSpec {
     rapha_enclave::JobSpec {
         limits,
         wall_override: None,
+        release: rapha_core::release::ReleaseTransform::DECLARED,
         ..job_spec(Duration::from_secs(5))
     }
 }

@@ -175,6 +175,7 @@ pub fn job_spec(wall: Duration) -> JobSpec {
             gpus: 0,
         },
         wall_override: Some(wall),
+        release: rapha_core::release::ReleaseTransform::DECLARED,
     }
 }
 

@@ -10,6 +10,7 @@ mod fuzz;
 mod guard;
 mod limits;
 mod metrics;
+mod precision;
 mod release;
 mod served;
 mod support;

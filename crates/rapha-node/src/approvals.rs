@@ -224,13 +224,27 @@ pub fn summary(review: &ReviewRequest) -> String {
     }
     if let Some(r) = &review.release {
         s.push_str("release (declared tensors, re-written by the node)\n");
-        s.push_str(&format!(
-            "  model tensors:     {} parameters, {} bits at their declared dtypes{}\n",
-            r.parameters,
-            r.bits,
-            r.max_bits
-                .map_or_else(String::new, |m| format!(" (this hospital's cap: {m} bits)"))
-        ));
+        let cap = r
+            .max_bits
+            .map_or_else(String::new, |m| format!(" (this hospital's cap: {m} bits)"));
+        match r.released_bits {
+            None => s.push_str(&format!(
+                "  model tensors:     {} parameters, {} bits at their declared dtypes{cap}\n",
+                r.parameters, r.bits,
+            )),
+            Some(released) => {
+                s.push_str(&format!(
+                    "  model tensors:     {} parameters, {} bits at their declared dtypes\n",
+                    r.parameters, r.bits,
+                ));
+                s.push_str(&format!(
+                    "  released at:       precision {}, node noise k = {} (σ = k × RMS per \
+                     tensor): at most {released} bits{cap}\n",
+                    r.precision.as_str(),
+                    r.noise_k.get()
+                ));
+            }
+        }
         if let Some(b) = &r.bound {
             s.push_str(&format!(
                 "  leakage bound:     {} bits per job, every field the publisher sees: \

@@ -372,7 +372,7 @@ fn the_approval_summary_shows_the_declared_parameters_and_bits() {
         parameters: 5953,
         bits: 190_496,
         max_bits: Some(1_000_000),
-        ..rapha_policy::ReleaseReview::default()
+        ..Default::default()
     });
     assert_eq!(r.job_digest().unwrap(), digest);
     let text = rapha_node::approvals::summary(&r);

@@ -425,3 +425,41 @@ fn gpu_settings_are_checked_on_load() {
         rapha_core::Bound::new(0, 0)
     );
 }
+
+/// Issue 19 item 3: the release precision and noise are checked when the configuration is
+/// loaded, naming the key; good values are taken.
+#[test]
+fn a_release_precision_or_noise_out_of_range_is_refused_naming_the_key() {
+    for (line, want) in [
+        (
+            "release_noise_k = -0.5",
+            "release_noise_k -0.5 is not a number from 0 to 100",
+        ),
+        (
+            "release_noise_k = 1000",
+            "release_noise_k 1000 is not a number from 0 to 100",
+        ),
+        ("release_noise_k = \"nan\"", "invalid type"),
+        ("release_precision = \"fp8\"", "unknown variant `fp8`"),
+    ] {
+        let text = base().replace("[policy.outputs]\n", &format!("[policy.outputs]\n{line}\n"));
+        assert_ne!(text, base());
+        let (field, msg) = parse_err(&text);
+        assert!(field.starts_with("policy.outputs"), "{line}: {field}");
+        assert!(msg.contains(want), "{line}: {msg}");
+    }
+    let text = base().replace(
+        "[policy.outputs]\n",
+        "[policy.outputs]\nrelease_precision = \"int8\"\nrelease_noise_k = 0.1\n",
+    );
+    let c = Config::parse(&text).unwrap();
+    let t = c.policy.outputs.release_transform();
+    assert_eq!(t.precision, rapha_core::release::ReleasePrecision::Int8);
+    assert_eq!(t.noise_k.get(), 0.1);
+    assert!(Config::parse(&base())
+        .unwrap()
+        .policy
+        .outputs
+        .release_transform()
+        .is_identity());
+}

@@ -20,6 +20,19 @@ fn code(reason: &str) -> &str {
 
 /// Drives `job` to its end as an honest hospital and a paying publisher would: approves it when
 /// it waits for the DPO, deposits when it waits for the deposit.
+/// The detail of a job's ending, for the hospital's admin (what to change).
+fn ending_detail(w: &World, job: JobId) -> String {
+    let ending: serde_json::Value = serde_json::from_slice(
+        &w.node
+            .store()
+            .artifact(job, artifact::ENDING)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    ending["detail"].as_str().unwrap().to_owned()
+}
+
 fn drive_to_end(w: &mut World, job: JobId) -> JobState {
     let mut deposited = false;
     for _ in 0..240 {
@@ -45,15 +58,7 @@ fn refused_at_admission(w: &mut World, job: JobId) -> String {
     assert_eq!(row.outcome, Some(Outcome::Refused));
     let reason = row.reason.unwrap_or_default();
     assert_eq!(code(&reason), "admission-refused", "{reason}");
-    let ending: serde_json::Value = serde_json::from_slice(
-        &w.node
-            .store()
-            .artifact(job, artifact::ENDING)
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
-    ending["detail"].as_str().unwrap().to_owned()
+    ending_detail(w, job)
 }
 
 fn states(w: &World, job: JobId) -> Vec<JobState> {
@@ -573,6 +578,12 @@ fn the_dpo_sees_the_declared_parameters_and_bits_of_an_admitted_job() {
     // The leakage bound before approval, and the publisher's total with it (issue 19).
     let bound = release.bound.unwrap();
     assert_eq!(bound, test_trainer_bound());
+    // Released as declared: no precision or noise setting, no reduced figure.
+    assert_eq!(
+        release.transform(),
+        rapha_core::release::ReleaseTransform::DECLARED
+    );
+    assert_eq!(release.released_bits, None);
     assert_eq!(
         release.publisher,
         Some(rapha_policy::PublisherBits {
@@ -624,6 +635,7 @@ fn test_trainer_bound() -> rapha_core::release::LeakageBound {
         outputs: &spec.outputs,
         wall_seconds: spec.resources.wall_seconds,
         run_quantum_secs: 0,
+        transform: rapha_core::release::ReleaseTransform::DECLARED,
     });
     assert_eq!(computed, Ok(b));
     b
@@ -733,4 +745,163 @@ fn small_jobs_adding_up_past_the_publishers_bit_cap_are_refused_before_the_pacs(
         leakage.per_patient,
         Some(TEST_TRAINER_BITS.div_ceil(patients))
     );
+}
+
+/// Issue 19 item 3: with a release precision and node noise in `[policy.outputs]`, the cap
+/// applies to the bits the released tensors can carry then, and the DPO's review shows the
+/// setting and those bits. 16 F32 parameters (512 bits declared): int8 leaves 16 × 8 + 32 (the
+/// scale) = 160 bits, under a cap of 200; bf16 leaves 256, over it.
+#[test]
+fn the_bit_cap_and_the_review_count_the_precision_and_noise_the_node_applies() {
+    use rapha_core::release::{NoiseK, ReleasePrecision, TensorDtype};
+    use rapha_testkit::bundle::{sign_trainer, trainer_spec, SpecLimits};
+    for (precision, k, admitted, released) in [
+        (ReleasePrecision::Int8, 0.0, true, 160),
+        (ReleasePrecision::Bf16, 0.0, false, 256),
+        // ½·log2(1 + 1/0.25) = 1.16 bits × 16 + the RMS (32) = 50.6: 51.
+        (ReleasePrecision::Bf16, 0.5, true, 51),
+    ] {
+        let Some(mut w) = world_with_policy(20, 14, |h| {
+            h.outputs.max_release_bits = Some(200);
+            h.outputs.release_precision = precision;
+            h.outputs.release_noise_k = NoiseK::try_from(k).unwrap();
+        }) else {
+            return;
+        };
+        let tmp = w.tmp.path().to_path_buf();
+        let mut spec = trainer_spec(
+            crate::pipeline_e2e::PUBLISHER,
+            crate::pipeline_e2e::TRAINER,
+            &SpecLimits::SMALL,
+        )
+        .unwrap();
+        spec.outputs[0].tensors[0].dtype = TensorDtype::F32;
+        spec.outputs[0].tensors[0].shape = vec![16];
+        let (dir, manifest) = sign_trainer(
+            &tmp,
+            "f32",
+            &w.trainer,
+            &["honest"],
+            &spec,
+            &w.publisher_key,
+        )
+        .unwrap();
+        let job = w
+            .node
+            .submit(&dir, w.request(manifest, w.scoped_query()))
+            .unwrap();
+        let case = format!("{precision:?} k={k}");
+        if !admitted {
+            assert_eq!(drive_to_end(&mut w, job), JobState::Settled, "{case}");
+            let detail = ending_detail(&w, job);
+            assert!(
+                detail.starts_with(&format!(
+                    "release-bits-over-cap: the outputs declare 16 parameters, {released} bits \
+                     once released at precision bf16 with noise k = 0; this hospital releases \
+                     at most 200 bits"
+                )),
+                "{case}: {detail}"
+            );
+            continue;
+        }
+        assert_eq!(
+            w.node.run_until_blocked(job).unwrap(),
+            JobState::AwaitingApproval,
+            "{case}"
+        );
+        let review = w.node.review(job).unwrap().unwrap();
+        let release = review.release.clone().unwrap();
+        assert_eq!(
+            (
+                release.parameters,
+                release.bits,
+                release.max_bits,
+                release.precision,
+                release.noise_k,
+                release.released_bits
+            ),
+            (
+                16,
+                512,
+                Some(200),
+                precision,
+                NoiseK::try_from(k).unwrap(),
+                Some(released)
+            ),
+            "{case}"
+        );
+        // The leakage bound counts the tensors at the bits they are released at.
+        assert_eq!(release.bound.map(|b| b.tensors), Some(released), "{case}");
+        let summary = rapha_node::approvals::summary(&review);
+        assert!(
+            summary.contains(&format!(
+                "  released at:       precision {}, node noise k = {k} (σ = k × RMS per \
+                 tensor): at most {released} bits (this hospital's cap: 200 bits)\n",
+                precision.as_str()
+            )),
+            "{case}: {summary}"
+        );
+    }
+}
+
+/// Issue 19 item 3 end to end: the reference trainer's job (a small cohort, two epochs)
+/// through the node with `release_precision = "bf16"` and noise k = 0.1. What leaves is the
+/// node's file: every declared tensor in BF16 (half the bytes), no infinity or NaN, the
+/// receipt's digest is of it, and the review records the setting and its bits. (That the
+/// noise is the node's, of σ = k × RMS, and differs between releases is shown on the node's
+/// release function in rapha-enclave's tests/precision.rs.)
+#[test]
+fn the_reference_trainer_s_weights_leave_in_bf16_with_node_noise() {
+    use rapha_core::release::{NoiseK, ReleasePrecision};
+    let Some(trainer) = crate::api_live::reference_trainer() else {
+        return;
+    };
+    let Some(mut w) = world_with_policy(40, 5, |h| {
+        h.outputs.release_precision = ReleasePrecision::Bf16;
+        h.outputs.release_noise_k = NoiseK::try_from(0.1).unwrap();
+    }) else {
+        return;
+    };
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = crate::api_live::reference_bundle(&tmp, &trainer, 2, &w.publisher_key);
+    let job = w
+        .node
+        .submit(&dir, w.request(manifest, w.scoped_query()))
+        .unwrap();
+    assert_eq!(w.drive_within(job, 1200), JobState::Released);
+    let model = std::fs::read(w.node.release_path(job).join("model.safetensors")).unwrap();
+    let header_len = u64::from_le_bytes(model[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&model[8..8 + header_len]).unwrap();
+    let tensors = rapha_testkit::bundle::reference_tensors();
+    assert_eq!(header.as_object().unwrap().len(), tensors.len());
+    let mut values = 0usize;
+    for t in &tensors {
+        assert_eq!(header[&t.name]["dtype"], "BF16", "{}", t.name);
+        assert_eq!(header[&t.name]["shape"], serde_json::json!(t.shape));
+        values += t.elements().unwrap() as usize;
+    }
+    // 5,953 parameters × 2 bytes after the header.
+    assert_eq!(model.len(), 8 + header_len + 2 * values);
+    let data = &model[8 + header_len..];
+    assert!(data
+        .chunks_exact(2)
+        .all(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7f80 != 0x7f80));
+    let receipt: serde_json::Value = serde_json::from_slice(
+        &w.node
+            .store()
+            .artifact(job, artifact::RECEIPT)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let digest = rapha_core::Digest::of(&model).to_string();
+    assert!(
+        receipt.to_string().contains(&digest),
+        "the receipt names the released file's digest {digest}: {receipt}"
+    );
+    let review = w.node.review(job).unwrap().unwrap().release.unwrap();
+    assert_eq!(review.precision, ReleasePrecision::Bf16);
+    // 5,953 × ½·log2(101) + 8 tensors' RMS × 32 bits, rounded up.
+    let want = (5953.0 * 0.5 * 101f64.log2() + 8.0 * 32.0).ceil() as u64;
+    assert_eq!(review.released_bits, Some(want));
 }

@@ -236,6 +236,8 @@ fn v1_node(state: &Path) -> Node {
             max_total_bytes: 128 << 20,
             max_release_bits: None,
             max_publisher_bits: None,
+            release_precision: Default::default(),
+            release_noise_k: Default::default(),
         },
         allowed_metadata_fields: vec!["BodyPartExamined".into()],
         min_fee: Usdc::from_base_units(1_000_000),

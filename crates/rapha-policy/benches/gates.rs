@@ -36,6 +36,8 @@ fn main() {
             max_total_bytes: 1 << 28,
             max_release_bits: None,
             max_publisher_bits: None,
+            release_precision: Default::default(),
+            release_noise_k: Default::default(),
         },
         allowed_metadata_fields: vec!["PatientSex".into()],
         min_fee: "100".parse().unwrap(),

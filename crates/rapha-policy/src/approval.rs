@@ -10,6 +10,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use rapha_core::release::{NoiseK, ReleasePrecision};
 use rapha_core::{Digest, ExclusionCounts, JobId, JobRequest, ResourceBounds, ResourceLimits};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
@@ -114,8 +115,11 @@ pub struct ReviewRequest {
 }
 
 /// What the DPO sees of a job's release channel: the parameters its outputs declare, the bits
-/// they take at their declared dtypes (the most the released tensors can carry), and the
-/// hospital's cap on them (`[policy.outputs] max_release_bits`), if any.
+/// they take at their declared dtypes, and the hospital's cap on them (`[policy.outputs]
+/// max_release_bits`), if any; with a release precision or node noise (`[policy.outputs]
+/// release_precision`, `release_noise_k`), those settings and the bits the released tensors
+/// can then carry, which the cap applies to. The node applies the settings recorded here when
+/// the job runs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseReview {
@@ -129,6 +133,16 @@ pub struct ReleaseReview {
     /// The publisher's bits on this node with this job's bound charged, and its cap then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publisher: Option<PublisherBits>,
+    /// Absent: declared (and from reviews recorded before the setting existed).
+    #[serde(default, skip_serializing_if = "ReleasePrecision::is_declared")]
+    pub precision: ReleasePrecision,
+    /// Absent: no noise.
+    #[serde(default, skip_serializing_if = "NoiseK::is_none")]
+    pub noise_k: NoiseK,
+    /// The bits the released tensors can carry at `precision` with `noise_k`
+    /// ([`rapha_core::release::effective_release_bits`]); absent when they are `bits`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_bits: Option<u64>,
 }
 
 /// A publisher's running total of leakage bounds on the node, and the cap it is held to.
@@ -139,6 +153,21 @@ pub struct PublisherBits {
     pub bits: u64,
     /// `[policy.outputs] max_publisher_bits` when the job was admitted.
     pub cap: u64,
+}
+
+impl ReleaseReview {
+    /// The bits the released tensors can carry: `released_bits`, else `bits`.
+    pub fn effective_bits(&self) -> u64 {
+        self.released_bits.unwrap_or(self.bits)
+    }
+
+    /// What the node does to the released float tensors of this job.
+    pub fn transform(&self) -> rapha_core::release::ReleaseTransform {
+        rapha_core::release::ReleaseTransform {
+            precision: self.precision,
+            noise_k: self.noise_k,
+        }
+    }
 }
 
 /// What the DPO sees of the trainer's image: how much it holds and what the node's unpacker

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use rapha_core::release::{NoiseK, ReleasePrecision, ReleaseTransform};
 use rapha_core::{
     Digest, JobRequest, Outcome, OutputDecl, OutputKind, ResourceBounds, ResourceLimits, Usdc,
 };
@@ -112,6 +113,15 @@ pub struct OutputLimits {
     /// `None`, so what policy inputs recorded before it say is unchanged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_publisher_bits: Option<u64>,
+    /// The precision the node releases declared float tensors at (`declared`, `bf16`, `fp16`,
+    /// `int8`); `max_release_bits` and the DPO's review count the bits it leaves
+    /// ([`rapha_core::release::effective_release_bits`]). Left out when `declared`.
+    #[serde(default, skip_serializing_if = "ReleasePrecision::is_declared")]
+    pub release_precision: ReleasePrecision,
+    /// Node noise on released float tensors: σ = k × RMS of each tensor (0: none). Left out
+    /// when 0.
+    #[serde(default, skip_serializing_if = "NoiseK::is_none")]
+    pub release_noise_k: NoiseK,
 }
 
 /// The publisher cap when `[policy.outputs] max_publisher_bits` is not set: 2^28 bits (32 MiB)
@@ -126,6 +136,14 @@ impl OutputLimits {
     pub fn publisher_cap(&self) -> u64 {
         self.max_publisher_bits
             .unwrap_or(DEFAULT_MAX_PUBLISHER_BITS)
+    }
+
+    /// What the node does to released float tensors under these limits.
+    pub fn release_transform(&self) -> ReleaseTransform {
+        ReleaseTransform {
+            precision: self.release_precision,
+            noise_k: self.release_noise_k,
+        }
     }
 }
 

@@ -34,6 +34,8 @@ pub fn hospital() -> HospitalPolicy {
             max_total_bytes: 200 << 20,
             max_release_bits: None,
             max_publisher_bits: None,
+            release_precision: Default::default(),
+            release_noise_k: Default::default(),
         },
         allowed_metadata_fields: vec!["PatientAge".into(), "PatientSex".into()],
         min_fee: "100".parse().unwrap(),

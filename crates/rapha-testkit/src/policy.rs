@@ -32,6 +32,8 @@ pub fn test_hospital(publisher: &str, trainer: &str) -> HospitalPolicy {
             max_total_bytes: 2 << 20,
             max_release_bits: None,
             max_publisher_bits: None,
+            release_precision: Default::default(),
+            release_noise_k: Default::default(),
         },
         allowed_metadata_fields: vec![],
         min_fee: Usdc::from_base_units(1_000_000),

@@ -26,6 +26,7 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
+use rapha_core::release::ReleaseTransform;
 use rapha_core::{Digest, OutputDecl, OutputKind};
 use serde::Serialize;
 
@@ -140,7 +141,19 @@ impl Guard<'_> {
     /// node's bytes of each file, in the verdict's order. A refused `verdict` is returned as
     /// it is.
     pub fn release(&self, out_dir: &Path, verdict: Verdict) -> (Verdict, Vec<Vec<u8>>) {
-        release::release(self.outputs, out_dir, verdict)
+        self.release_at(out_dir, verdict, ReleaseTransform::DECLARED)
+    }
+
+    /// [`Guard::release`] with the declared float tensors rounded and noised as `transform`
+    /// says (the DPO's `[policy.outputs] release_precision` and `release_noise_k`,
+    /// [`release::transform_tensor`]): the released bytes and digests are the transformed ones.
+    pub fn release_at(
+        &self,
+        out_dir: &Path,
+        verdict: Verdict,
+        transform: ReleaseTransform,
+    ) -> (Verdict, Vec<Vec<u8>>) {
+        release::release(self.outputs, out_dir, verdict, transform)
     }
 
     /// [`Guard::check`] within `budget`: when a budget runs out the check stops, and the set

@@ -18,6 +18,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ed25519_dalek::{Signer, SigningKey};
+use rapha_core::release::ReleaseTransform;
 use rapha_core::{merkle, Digest, JobId, OutputDecl, ResourceLimits};
 use serde::Serialize;
 
@@ -62,6 +63,9 @@ pub struct JobSpec {
     pub limits: ResourceLimits,
     /// A wall-time limit shorter than `limits.wall_seconds` (tests), if any.
     pub wall_override: Option<Duration>,
+    /// The precision and noise the node releases declared float tensors at (what the DPO
+    /// reviewed; [`Guard::release_at`]).
+    pub release: ReleaseTransform,
 }
 
 /// Where a run happens.
@@ -365,7 +369,7 @@ impl EnclaveSession {
         // What leaves is the node's re-serialisation of an accepted set (declared tensors,
         // fixed metrics), never the trainer's bytes; its refusals are the guard's.
         let (verdict, node_files) = if run.exit.success() && !feed_held {
-            guard.release(&out_dir, verdict)
+            guard.release_at(&out_dir, verdict, self.job.release)
         } else {
             (verdict, Vec::new())
         };

@@ -233,13 +233,24 @@ impl Node {
                 &format!("not-releasable: {why}"),
             );
         }
+        // The cap applies to what leaves: the bits at the precision and noise the node applies.
+        let transform = self.p.hospital.outputs.release_transform();
         if let Some(cap) = self.p.hospital.outputs.max_release_bits {
-            let over = match rapha_core::release::declared_bits(vb.outputs()) {
+            let over = match rapha_core::release::effective_release_bits(vb.outputs(), transform) {
                 Ok(size) if size.bits <= cap => None,
-                Ok(size) => Some(format!(
+                Ok(size) if transform.is_identity() => Some(format!(
                     "the outputs declare {} parameters, {} bits; this hospital releases at most \
                      {cap} bits per job ([policy.outputs] max_release_bits)",
                     size.parameters, size.bits
+                )),
+                Ok(size) => Some(format!(
+                    "the outputs declare {} parameters, {} bits once released at precision {} \
+                     with noise k = {}; this hospital releases at most {cap} bits per job \
+                     ([policy.outputs] max_release_bits)",
+                    size.parameters,
+                    size.bits,
+                    transform.precision.as_str(),
+                    transform.noise_k.get()
                 )),
                 Err(e) => Some(e),
             };
@@ -259,6 +270,7 @@ impl Node {
             outputs: vb.outputs(),
             wall_seconds: requested.wall_seconds,
             run_quantum_secs: self.run_quantum.as_secs(),
+            transform,
         }) {
             Ok(b) => b,
             Err(e) => {
@@ -349,6 +361,8 @@ impl Node {
         };
         // Checked when the bundle was verified (every declaration within its output's cap).
         let size = rapha_core::release::declared_bits(vb.outputs()).unwrap_or_default();
+        let released = rapha_core::release::effective_release_bits(vb.outputs(), transform)
+            .unwrap_or_default();
         let release = serde_json::to_vec(&rapha_policy::ReleaseReview {
             parameters: size.parameters,
             bits: size.bits,
@@ -358,6 +372,9 @@ impl Node {
                 bits: charge.publisher_bits,
                 cap: charge.cap,
             }),
+            precision: transform.precision,
+            noise_k: transform.noise_k,
+            released_bits: (!transform.is_identity()).then_some(released.bits),
         })
         .unwrap_or_default();
         let mut stored: Vec<(&str, &[u8])> = vec![

@@ -20,6 +20,7 @@ impl Node {
         req: &JobRequest,
         vb: &VerifiedBundle,
         limits: rapha_core::ResourceLimits,
+        release: rapha_core::release::ReleaseTransform,
     ) -> JobSpec {
         let outputs = vb.outputs().to_vec();
         let total_output_cap = outputs.iter().map(|o| o.max_bytes).sum();
@@ -31,6 +32,7 @@ impl Node {
             total_output_cap,
             limits,
             wall_override: None,
+            release,
         }
     }
 
@@ -46,7 +48,15 @@ impl Node {
             Ok(l) => l,
             Err(detail) => return self.end(job, from, ReasonCode::ResourcesOutOfRange, &detail),
         };
-        let session = match EnclaveSession::new(self.job_spec(req, &vb, limits)) {
+        // The precision and noise the DPO reviewed at admission; the hospital's current
+        // setting only for a job with no recorded review of its release.
+        let release = self
+            .opt::<rapha_policy::ReleaseReview>(job, artifact::RELEASE_SIZE)?
+            .map_or_else(
+                || self.p.hospital.outputs.release_transform(),
+                |r| r.transform(),
+            );
+        let session = match EnclaveSession::new(self.job_spec(req, &vb, limits, release)) {
             Ok(s) => s,
             Err(e) => {
                 return self.end(
