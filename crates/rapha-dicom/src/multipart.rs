@@ -49,6 +49,9 @@ pub struct FirstPart<R> {
     delimiter: Vec<u8>,
     buf: Vec<u8>,
     start: usize,
+    /// `buf[..clear]` is known to hold no delimiter start: bytes up to here go out without
+    /// being searched again (a read into a small buffer would otherwise rescan the rest).
+    clear: usize,
     state: State,
 }
 
@@ -67,6 +70,7 @@ impl<R: Read> FirstPart<R> {
             delimiter: format!("\r\n--{boundary}").into_bytes(),
             buf: Vec::new(),
             start: 0,
+            clear: 0,
             state: State::Preamble,
         }
     }
@@ -79,6 +83,7 @@ impl<R: Read> FirstPart<R> {
     fn fill(&mut self) -> io::Result<usize> {
         if self.start > 0 && self.start >= self.buf.len() / 2 {
             self.buf.drain(..self.start);
+            self.clear = self.clear.saturating_sub(self.start);
             self.start = 0;
         }
         let old = self.buf.len();
@@ -133,11 +138,20 @@ fn bad(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
+/// The first position of `needle` in `hay`: candidates are found by the needle's first byte
+/// and only those compared whole (a delimiter's first byte, CR, is rare in pixel data).
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || hay.len() < needle.len() {
-        return None;
+    let (&first, _) = needle.split_first()?;
+    let last_start = hay.len().checked_sub(needle.len())?;
+    let mut from = 0;
+    while from <= last_start {
+        let pos = from + hay[from..=last_start].iter().position(|&b| b == first)?;
+        if hay[pos..pos + needle.len()] == *needle {
+            return Some(pos);
+        }
+        from = pos + 1;
     }
-    hay.windows(needle.len()).position(|w| w == needle)
+    None
 }
 
 impl<R: Read> Read for FirstPart<R> {
@@ -149,6 +163,12 @@ impl<R: Read> Read for FirstPart<R> {
             if self.state == State::Done || out.is_empty() {
                 return Ok(0);
             }
+            if self.start < self.clear {
+                let n = (self.clear - self.start).min(out.len());
+                out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+                self.start += n;
+                return Ok(n);
+            }
             let avail = &self.buf[self.start..];
             if let Some(pos) = find(avail, &self.delimiter) {
                 if pos == 0 {
@@ -157,12 +177,14 @@ impl<R: Read> Read for FirstPart<R> {
                 }
                 let n = pos.min(out.len());
                 out[..n].copy_from_slice(&avail[..n]);
+                self.clear = self.start + pos;
                 self.start += n;
                 return Ok(n);
             }
             // Everything but a possible partial delimiter at the end can go out.
             let safe = avail.len().saturating_sub(self.delimiter.len() - 1);
             if safe > 0 {
+                self.clear = self.start + safe;
                 let n = safe.min(out.len());
                 out[..n].copy_from_slice(&avail[..n]);
                 self.start += n;
