@@ -948,7 +948,12 @@ fn a_cohort_file_changed_after_approval_feeds_nothing() {
     w.deposit_and_finish(job, 60);
     assert!(w.node.store().finished(job).unwrap());
     let row = w.node.store().get(job).unwrap();
-    assert_eq!(row.reason.as_deref(), Some("enclave-error"), "{:?}", row.state);
+    assert_eq!(
+        row.reason.as_deref(),
+        Some("enclave-error"),
+        "{:?}",
+        row.state
+    );
     assert!(
         w.node
             .store()
