@@ -4,7 +4,8 @@
 //!   decode DIR         decode pixels of every file; prints decoded MB
 //!   qido URL QUERY     scoped QIDO study search, counting studies (peak RSS measured outside)
 //!   cohort URL QUERY.. the node's cohort build from a DICOMweb PACS: QIDO-RS, WADO-RS series
-//!                      metadata, exclusions, records, pseudonyms (peak RSS measured outside)
+//!                      metadata, exclusions, records, pseudonyms, each kept entry written to a
+//!                      cohort file as the node writes it (peak RSS measured outside)
 //!   feed URL QUERY..   cohort build, then one feed pass per stored transfer syntax as the
 //!                      enclave's decoder threads make it: every kept instance retrieved over
 //!                      WADO-RS (transfer syntax negotiated) and decoded, RAPHA_BENCH_IN_FLIGHT
@@ -16,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use rapha_dicom::client::Wanted;
-use rapha_dicom::cohort::{CohortBuilder, CohortEntry, InstanceSource};
+use rapha_dicom::cohort::{CohortBuilder, InstanceSource};
+use rapha_dicom::cohort_file::CohortFile;
 use rapha_dicom::exclusion::OptOuts;
 use rapha_dicom::pixels::{
     DecodeLimits, Instance, JobDecoders, Output, Samples, LOSSLESS_TRANSFER_SYNTAXES,
@@ -79,7 +81,8 @@ fn in_flight() -> usize {
 /// bytes).
 fn feed_pass(
     client: &DicomWebClient,
-    entries: &[&CohortEntry],
+    files: &[CohortFile],
+    entries: &[(usize, usize)],
     threads: usize,
     job: &JobDecoders,
 ) -> (u64, u64, usize) {
@@ -90,9 +93,11 @@ fn feed_pass(
         let (mut fed, mut refused, mut bytes) = (0u64, 0u64, 0usize);
         loop {
             let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(e) = entries.get(i) else {
+            let Some(&(f, j)) = entries.get(i) else {
                 break;
             };
+            // Read on demand, as the enclave's feed reads the job's cohort file.
+            let e = files[f].get(j).unwrap();
             let InstanceSource::DicomWeb {
                 study_uid,
                 series_uid,
@@ -186,21 +191,25 @@ fn main() {
             };
             let pseudo = Pseudonymizer::new(rapha_core::HmacKey::from_bytes([0x42; 32]));
             let none = OptOuts::none();
-            // One scoped query per argument (a query names one modality); the cohorts are held
-            // together, as a node holds its cohort.
-            let mut c = CohortBuilder::new(&pseudo, &cfg, &none)
-                .from_dicomweb(&client, &ScopedQuery::parse(&args[3], &cfg.scope).unwrap())
-                .unwrap();
-            for q in &args[4..] {
-                let more = CohortBuilder::new(&pseudo, &cfg, &none)
-                    .from_dicomweb(&client, &ScopedQuery::parse(q, &cfg.scope).unwrap())
+            // One scoped query per argument (a query names one modality), each cohort written
+            // to its own cohort file as the node writes a job's; nothing per instance is held.
+            let dir =
+                std::env::temp_dir().join(format!("rapha-bench-cohort-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut cohort_files = Vec::new();
+            let (mut kept, mut excluded) = (0u64, 0u64);
+            for (i, q) in args[3..].iter().enumerate() {
+                let path = dir.join(format!("{i}.jsonl"));
+                let built = CohortBuilder::new(&pseudo, &cfg, &none)
+                    .from_dicomweb_to_file(
+                        &client,
+                        &ScopedQuery::parse(q, &cfg.scope).unwrap(),
+                        &path,
+                    )
                     .unwrap();
-                c.entries.extend(more.entries);
-                for (reason, n) in more.exclusions.counts() {
-                    for _ in 0..*n {
-                        c.exclusions.add(reason);
-                    }
-                }
+                kept += built.file.entries;
+                excluded += built.exclusions.total();
+                cohort_files.push(CohortFile::open(&path, &built.file).unwrap());
             }
             let build_secs = t.elapsed().as_secs_f64();
             let (mut fed, mut refused, mut decoded_bytes) = (0u64, 0u64, 0usize);
@@ -223,19 +232,25 @@ fn main() {
                         .collect();
                 // The pass is one job's: its sandboxed frames go to the job's workers.
                 let job = JobDecoders::new();
-                let mut groups: std::collections::BTreeMap<String, Vec<&CohortEntry>> =
+                let mut groups: std::collections::BTreeMap<String, Vec<(usize, usize)>> =
                     std::collections::BTreeMap::new();
-                for e in &c.entries {
-                    let ts = match &e.source {
-                        InstanceSource::DicomWeb { instance_uid, .. } => stored.get(instance_uid),
-                        InstanceSource::File(_) => None,
-                    };
-                    let ts = ts.map_or("unknown", String::as_str).to_owned();
-                    groups.entry(ts).or_default().push(e);
+                for (f, file) in cohort_files.iter().enumerate() {
+                    file.try_for_each(|j, e| {
+                        let ts = match &e.source {
+                            InstanceSource::DicomWeb { instance_uid, .. } => {
+                                stored.get(instance_uid)
+                            }
+                            InstanceSource::File(_) => None,
+                        };
+                        let ts = ts.map_or("unknown", String::as_str).to_owned();
+                        groups.entry(ts).or_default().push((f, j));
+                        Ok(())
+                    })
+                    .unwrap();
                 }
                 for (ts, group) in groups {
                     let one = Instant::now();
-                    let (n, r, b) = feed_pass(&client, &group, in_flight(), &job);
+                    let (n, r, b) = feed_pass(&client, &cohort_files, &group, in_flight(), &job);
                     by_ts.insert(ts, (n, b, one.elapsed().as_secs_f64()));
                     (fed, refused, decoded_bytes) = (fed + n, refused + r, decoded_bytes + b);
                 }
@@ -249,11 +264,13 @@ fn main() {
             println!(
                 "{{\"mode\":\"{mode}\",\"in_flight\":{},\"kept\":{},\"excluded\":{},\"build_secs\":{build_secs},\"fed\":{fed},\"refused\":{refused},\"decoded_bytes\":{decoded_bytes},\"feed_secs\":{},\"by_ts\":{{{}}}}}",
                 in_flight(),
-                c.entries.len(),
-                c.exclusions.total(),
+                kept,
+                excluded,
                 t.elapsed().as_secs_f64(),
                 by_ts.join(",")
             );
+            drop(cohort_files);
+            std::fs::remove_dir_all(&dir).unwrap();
         }
         "qido" => {
             let q = ScopedQuery::parse(&args[3], &bench_scope()).unwrap();

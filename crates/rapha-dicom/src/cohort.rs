@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::attrs::{tag, Attrs};
 use crate::client::{Budget, DicomWebClient};
+use crate::cohort_file::{CohortFileRef, CohortFileWriter};
 use crate::config::DicomConfig;
 use crate::date::Date;
 use crate::exclusion::{reason, ExclusionPolicy, LabelTable, OptOuts};
@@ -302,6 +303,40 @@ struct Candidate {
     study_date: Option<Date>,
 }
 
+/// Where a build puts the instances it keeps: held in memory ([`Cohort`]) or written to a
+/// cohort file as they come ([`CohortFileWriter`]).
+trait Sink {
+    fn kept(&self) -> u64;
+    fn keep(&mut self, c: Candidate) -> Result<()>;
+}
+
+impl Sink for Vec<Candidate> {
+    fn kept(&self) -> u64 {
+        self.len() as u64
+    }
+    fn keep(&mut self, c: Candidate) -> Result<()> {
+        self.push(c);
+        Ok(())
+    }
+}
+
+impl Sink for CohortFileWriter {
+    fn kept(&self) -> u64 {
+        self.len()
+    }
+    fn keep(&mut self, c: Candidate) -> Result<()> {
+        self.push(c.entry, c.study_date)
+    }
+}
+
+/// A cohort built to a file ([`CohortBuilder::from_dicomweb_to_file`]): what to commit for
+/// the file, and the exclusion counts.
+#[derive(Clone, Debug)]
+pub struct FileCohort {
+    pub file: CohortFileRef,
+    pub exclusions: Exclusions,
+}
+
 impl<'a> CohortBuilder<'a> {
     /// A builder.
     pub fn new(pseudo: &'a Pseudonymizer, config: &'a DicomConfig, optouts: &'a OptOuts) -> Self {
@@ -315,22 +350,21 @@ impl<'a> CohortBuilder<'a> {
     }
 
     /// Stops the build with [`DicomError::TooManyInstances`] as soon as it would keep more
-    /// than `n` instances: every kept instance is held in memory and stored with the cohort,
-    /// and a query within the scope limits (studies, dates) can still match millions of them.
+    /// than `n` instances: every kept instance is stored with the cohort (and held in memory
+    /// by the builds that return a [`Cohort`]), and a query within the scope limits (studies, dates) can still match millions of them.
     pub fn with_max_instances(mut self, n: u64) -> Self {
         self.max_instances = Some(n);
         self
     }
 
-    /// Keeps `c`, unless that would pass the instance cap.
-    fn keep(&self, candidates: &mut Vec<Candidate>, c: Candidate) -> Result<()> {
+    /// Keeps `c` in `sink`, unless that would pass the instance cap.
+    fn keep(&self, sink: &mut dyn Sink, c: Candidate) -> Result<()> {
         if let Some(limit) = self.max_instances {
-            if candidates.len() as u64 >= limit {
+            if sink.kept() >= limit {
                 return Err(DicomError::TooManyInstances { limit });
             }
         }
-        candidates.push(c);
-        Ok(())
+        sink.keep(c)
     }
 
     /// Attaches the hospital's label table (keyed by AccessionNumber).
@@ -410,17 +444,36 @@ impl<'a> CohortBuilder<'a> {
     /// # Errors
     /// [`DicomError::Io`] when the directory cannot be listed.
     pub fn from_dir(&self, dir: &Path) -> Result<Cohort> {
+        let mut kept = Vec::new();
+        let exclusions = self.dir_into(dir, &mut kept)?;
+        Ok(Self::finish(kept, exclusions))
+    }
+
+    /// [`CohortBuilder::from_dir`] with the kept entries written to a cohort file at `path`
+    /// as they are kept (nothing is held per instance; see [`crate::cohort_file`]).
+    ///
+    /// # Errors
+    /// Those of [`CohortBuilder::from_dir`], and writing the file.
+    pub fn from_dir_to_file(&self, dir: &Path, path: &Path) -> Result<FileCohort> {
+        let mut w = CohortFileWriter::create(path)?;
+        let exclusions = self.dir_into(dir, &mut w)?;
+        Ok(FileCohort {
+            file: w.finish()?,
+            exclusions,
+        })
+    }
+
+    fn dir_into(&self, dir: &Path, sink: &mut dyn Sink) -> Result<Exclusions> {
         let files = rapha_core::fs::walk_files(dir).map_err(|e| DicomError::Io {
             path: e.path,
             source: e.source,
         })?;
         let mut exclusions = Exclusions::default();
-        let mut candidates = Vec::new();
         for path in files {
             match read_header(&path) {
                 Ok((attrs, ts)) => {
                     match self.consider(&attrs, ts.as_deref(), InstanceSource::File(path)) {
-                        Ok(c) => self.keep(&mut candidates, c)?,
+                        Ok(c) => self.keep(sink, c)?,
                         Err(r) => exclusions.add(r),
                     }
                 }
@@ -430,7 +483,7 @@ impl<'a> CohortBuilder<'a> {
                 }
             }
         }
-        Ok(Self::finish(candidates, exclusions))
+        Ok(exclusions)
     }
 
     /// Builds the cohort from the PACS: scoped study search, then the series of each study and
@@ -445,8 +498,39 @@ impl<'a> CohortBuilder<'a> {
     /// cap ([`CohortBuilder::with_max_instances`]) stop the build: a partial cohort is never
     /// returned as if it were whole.
     pub fn from_dicomweb(&self, client: &DicomWebClient, query: &ScopedQuery) -> Result<Cohort> {
+        let mut kept = Vec::new();
+        let exclusions = self.dicomweb_into(client, query, &mut kept)?;
+        Ok(Self::finish(kept, exclusions))
+    }
+
+    /// [`CohortBuilder::from_dicomweb`] with the kept entries written to a cohort file at
+    /// `path` as they are kept: what the build holds does not grow with the cohort (one
+    /// study's series metadata at a time, and each patient's earliest study date). Nothing
+    /// is at `path` unless the whole build succeeded.
+    ///
+    /// # Errors
+    /// Those of [`CohortBuilder::from_dicomweb`], and writing the file.
+    pub fn from_dicomweb_to_file(
+        &self,
+        client: &DicomWebClient,
+        query: &ScopedQuery,
+        path: &Path,
+    ) -> Result<FileCohort> {
+        let mut w = CohortFileWriter::create(path)?;
+        let exclusions = self.dicomweb_into(client, query, &mut w)?;
+        Ok(FileCohort {
+            file: w.finish()?,
+            exclusions,
+        })
+    }
+
+    fn dicomweb_into(
+        &self,
+        client: &DicomWebClient,
+        query: &ScopedQuery,
+        sink: &mut dyn Sink,
+    ) -> Result<Exclusions> {
         let mut exclusions = Exclusions::default();
-        let mut candidates = Vec::new();
         let budget = Budget::new(&self.config.pacs);
         let outside = client.for_each_study_within(&budget, query, &mut |study| {
             for series in client.search_series_within(&budget, &study, query.page_size())? {
@@ -471,7 +555,7 @@ impl<'a> CohortBuilder<'a> {
                         instance_uid: inst_uid,
                     };
                     match self.consider(&inst, None, source) {
-                        Ok(c) => self.keep(&mut candidates, c)?,
+                        Ok(c) => self.keep(sink, c)?,
                         Err(r) => exclusions.add(r),
                     }
                 }
@@ -481,7 +565,7 @@ impl<'a> CohortBuilder<'a> {
         for _ in 0..outside {
             exclusions.add(reason::OUTSIDE_SCOPE);
         }
-        Ok(Self::finish(candidates, exclusions))
+        Ok(exclusions)
     }
 }
 

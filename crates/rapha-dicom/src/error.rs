@@ -109,6 +109,10 @@ pub enum DicomError {
         #[source]
         source: std::io::Error,
     },
+    /// A cohort file is not the one committed, or cannot be written or parsed
+    /// ([`crate::cohort_file`]).
+    #[error("cohort file {path}: {reason}")]
+    CohortFile { path: PathBuf, reason: String },
     /// Key handling (loading the HMAC key) failed.
     #[error(transparent)]
     Core(#[from] rapha_core::CoreError),

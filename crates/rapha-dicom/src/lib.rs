@@ -30,6 +30,7 @@
 pub mod attrs;
 pub mod client;
 pub mod cohort;
+pub mod cohort_file;
 pub mod config;
 pub mod date;
 mod error;

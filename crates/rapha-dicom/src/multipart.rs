@@ -49,6 +49,10 @@ pub struct FirstPart<R> {
     delimiter: Vec<u8>,
     buf: Vec<u8>,
     start: usize,
+    /// `buf[..clear]` is known to hold no delimiter start: bytes up to here go out without
+    /// being searched again (a read into a small buffer would otherwise rescan the rest).
+    clear: usize,
+    chunk: Box<[u8]>,
     state: State,
 }
 
@@ -67,6 +71,8 @@ impl<R: Read> FirstPart<R> {
             delimiter: format!("\r\n--{boundary}").into_bytes(),
             buf: Vec::new(),
             start: 0,
+            clear: 0,
+            chunk: vec![0; CHUNK].into_boxed_slice(),
             state: State::Preamble,
         }
     }
@@ -79,12 +85,13 @@ impl<R: Read> FirstPart<R> {
     fn fill(&mut self) -> io::Result<usize> {
         if self.start > 0 && self.start >= self.buf.len() / 2 {
             self.buf.drain(..self.start);
+            self.clear = self.clear.saturating_sub(self.start);
             self.start = 0;
         }
-        let old = self.buf.len();
-        self.buf.resize(old + CHUNK, 0);
-        let n = self.inner.read(&mut self.buf[old..])?;
-        self.buf.truncate(old + n);
+        // Read into the scratch chunk (zeroed once) and append what came: a short read does
+        // not cost zeroing a whole chunk of the buffer.
+        let n = self.inner.read(&mut self.chunk[..])?;
+        self.buf.extend_from_slice(&self.chunk[..n]);
         Ok(n)
     }
 
@@ -133,11 +140,20 @@ fn bad(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
 
+/// The first position of `needle` in `hay`: candidates are found by the needle's first byte
+/// and only those compared whole (a delimiter's first byte, CR, is rare in pixel data).
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() || hay.len() < needle.len() {
-        return None;
+    let (&first, _) = needle.split_first()?;
+    let last_start = hay.len().checked_sub(needle.len())?;
+    let mut from = 0;
+    while from <= last_start {
+        let pos = from + hay[from..=last_start].iter().position(|&b| b == first)?;
+        if hay[pos..pos + needle.len()] == *needle {
+            return Some(pos);
+        }
+        from = pos + 1;
     }
-    hay.windows(needle.len()).position(|w| w == needle)
+    None
 }
 
 impl<R: Read> Read for FirstPart<R> {
@@ -149,6 +165,12 @@ impl<R: Read> Read for FirstPart<R> {
             if self.state == State::Done || out.is_empty() {
                 return Ok(0);
             }
+            if self.start < self.clear {
+                let n = (self.clear - self.start).min(out.len());
+                out[..n].copy_from_slice(&self.buf[self.start..self.start + n]);
+                self.start += n;
+                return Ok(n);
+            }
             let avail = &self.buf[self.start..];
             if let Some(pos) = find(avail, &self.delimiter) {
                 if pos == 0 {
@@ -157,12 +179,14 @@ impl<R: Read> Read for FirstPart<R> {
                 }
                 let n = pos.min(out.len());
                 out[..n].copy_from_slice(&avail[..n]);
+                self.clear = self.start + pos;
                 self.start += n;
                 return Ok(n);
             }
             // Everything but a possible partial delimiter at the end can go out.
             let safe = avail.len().saturating_sub(self.delimiter.len() - 1);
             if safe > 0 {
+                self.clear = self.start + safe;
                 let n = safe.min(out.len());
                 out[..n].copy_from_slice(&avail[..n]);
                 self.start += n;
@@ -174,5 +198,92 @@ impl<R: Read> Read for FirstPart<R> {
                 ));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A reader that hands out at most `step` bytes a call.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(out.len()).min(self.bytes.len());
+            out[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    fn body(part: &[u8]) -> Vec<u8> {
+        let mut b = b"preamble\r\n--XYZ\r\nContent-Type: application/dicom\r\n\r\n".to_vec();
+        b.extend_from_slice(part);
+        b.extend_from_slice(b"\r\n--XYZ--\r\n");
+        b
+    }
+
+    #[test]
+    fn the_first_part_is_read_whole_whatever_the_read_sizes() {
+        // Part bytes full of CRs, CRLFs and delimiter prefixes that are not the delimiter.
+        let mut part = Vec::new();
+        for i in 0..12_000u32 {
+            match i % 5 {
+                0 => part.extend_from_slice(b"\r\n--XY"),
+                1 => part.push(b'\r'),
+                2 => part.extend_from_slice(b"\r\n-"),
+                _ => part.push((i % 251) as u8),
+            }
+        }
+        let whole = body(&part);
+        for step in [1, 3, 7, 64, 4096, 1 << 20] {
+            for out_len in [1, 5, 100, 8192] {
+                let mut r = FirstPart::new(
+                    Trickle {
+                        bytes: &whole,
+                        step,
+                    },
+                    "XYZ",
+                );
+                let mut got = Vec::new();
+                let mut buf = vec![0; out_len];
+                loop {
+                    let n = r.read(&mut buf).unwrap();
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                assert!(got == part, "step {step}, reads of {out_len}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_part_without_its_closing_delimiter_is_an_error() {
+        let mut whole = body(b"pixels");
+        whole.truncate(whole.len() - 11);
+        let mut r = FirstPart::new(
+            Trickle {
+                bytes: &whole,
+                step: 2,
+            },
+            "XYZ",
+        );
+        assert!(r.read_to_end(&mut Vec::new()).is_err());
+    }
+
+    #[test]
+    fn find_finds_the_first_whole_needle() {
+        assert_eq!(find(b"ab\r\n-\r\n--B", b"\r\n--B"), Some(5));
+        assert_eq!(find(b"\r\n--", b"\r\n--B"), None);
+        assert_eq!(find(b"", b"x"), None);
+        assert_eq!(find(b"abc", b""), None);
+        assert_eq!(find(b"xxabc", b"abc"), Some(2));
     }
 }

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
 
 mod archive;
+mod cohort_file;
 mod common;
 mod corpus;
 mod hostile_dicom;

@@ -36,6 +36,7 @@ use std::sync::Mutex;
 use rapha_core::ExclusionCounts;
 use rapha_dicom::client::Wanted;
 use rapha_dicom::cohort::{verify_served, CohortEntry, InstanceSource};
+use rapha_dicom::cohort_file::Entries;
 use rapha_dicom::exclusion::reason;
 use rapha_dicom::exclusion::ExclusionPolicy;
 use rapha_dicom::pixels::{
@@ -58,7 +59,10 @@ const NOT_ATTRIBUTES: [&str; 4] = ["label", "modality", "pixel_shape", "transfer
 /// Records of a rapha-dicom cohort, fetched on demand.
 pub struct DicomSource {
     records: Vec<FeedRecord>,
-    entries: Vec<CohortEntry>,
+    /// The approved entries: held, or read from the job's cohort file one at a time when a
+    /// record's pixels are fetched (the node's file, checked against its committed digest
+    /// when opened and each line again when read; the trainer never reaches it).
+    entries: Entries,
     client: Option<DicomWebClient>,
     exclusions: ExclusionPolicy,
     limits: DecodeLimits,
@@ -91,6 +95,39 @@ fn dtype_of(r: &rapha_dicom::Record) -> Dtype {
     }
 }
 
+/// What the trainer learns of a record: hashed ids, label, modality, shape and the
+/// allow-listed attributes.
+fn feed_record(r: &rapha_dicom::Record) -> FeedRecord {
+    let mut attributes = BTreeMap::new();
+    if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(r) {
+        for (k, v) in map {
+            if !v.is_null()
+                && !NOT_ATTRIBUTES.contains(&k.as_str())
+                && !HASHED_ID_FIELDS.contains(&k.as_str())
+            {
+                attributes.insert(k, v);
+            }
+        }
+    }
+    let s = r.pixel_shape;
+    FeedRecord {
+        instance: r.instance,
+        series: r.series,
+        study: r.study,
+        patient: r.patient,
+        label: r.label,
+        modality: r.modality.clone(),
+        dtype: dtype_of(r),
+        shape: [
+            s.frames.max(1),
+            u32::from(s.rows),
+            u32::from(s.columns),
+            u32::from(s.samples.max(1)),
+        ],
+        attributes,
+    }
+}
+
 impl DicomSource {
     /// Builds the source and the guard's identifier set from the cohort's entries. `client`
     /// is needed when any entry is served over DICOMweb. Served objects are checked against the
@@ -98,54 +135,58 @@ impl DicomSource {
     /// hospital's.
     pub fn new(entries: &[CohortEntry], client: Option<DicomWebClient>) -> (Self, RawIdentifiers) {
         let mut ids = RawIdentifiers::new();
-        let mut records = Vec::with_capacity(entries.len());
-        for e in entries {
-            ids.add_expanded(e.raw_identifiers.iter().map(String::as_str));
-            let r = &e.record;
-            let mut attributes = BTreeMap::new();
-            if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(r) {
-                for (k, v) in map {
-                    if !v.is_null()
-                        && !NOT_ATTRIBUTES.contains(&k.as_str())
-                        && !HASHED_ID_FIELDS.contains(&k.as_str())
-                    {
-                        attributes.insert(k, v);
-                    }
-                }
-            }
-            let s = r.pixel_shape;
-            records.push(FeedRecord {
-                instance: r.instance,
-                series: r.series,
-                study: r.study,
-                patient: r.patient,
-                label: r.label,
-                modality: r.modality.clone(),
-                dtype: dtype_of(r),
-                shape: [
-                    s.frames.max(1),
-                    u32::from(s.rows),
-                    u32::from(s.columns),
-                    u32::from(s.samples.max(1)),
-                ],
-                attributes,
-            });
-        }
+        let records = entries
+            .iter()
+            .map(|e| {
+                ids.add_expanded(e.raw_identifiers.iter().map(String::as_str));
+                feed_record(&e.record)
+            })
+            .collect();
         (
-            Self {
-                records,
-                entries: entries.to_vec(),
-                client,
-                exclusions: ExclusionPolicy::default(),
-                limits: DecodeLimits {
-                    max_output_bytes: crate::protocol::MAX_PAYLOAD,
-                    ..DecodeLimits::default()
-                },
-                decoders: JobDecoders::new(),
-                refused: Mutex::new(BTreeMap::new()),
-            },
+            Self::of(records, Entries::Held(entries.to_vec()), client),
             ids,
         )
+    }
+
+    fn of(records: Vec<FeedRecord>, entries: Entries, client: Option<DicomWebClient>) -> Self {
+        Self {
+            records,
+            entries,
+            client,
+            exclusions: ExclusionPolicy::default(),
+            limits: DecodeLimits {
+                max_output_bytes: crate::protocol::MAX_PAYLOAD,
+                ..DecodeLimits::default()
+            },
+            decoders: JobDecoders::new(),
+            refused: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// [`DicomSource::new`] over entries held or in a cohort file: a file's entries are read
+    /// once here (for the records and the guard's identifiers) and again one at a time when
+    /// their pixels are fetched; none is held.
+    ///
+    /// # Errors
+    /// [`EnclaveError::Cohort`] when an entry of the file cannot be read or is not the one
+    /// committed.
+    pub fn from_entries(
+        entries: Entries,
+        client: Option<DicomWebClient>,
+    ) -> Result<(Self, RawIdentifiers)> {
+        let mut ids = RawIdentifiers::new();
+        let mut records = Vec::with_capacity(entries.len());
+        for i in 0..entries.len() {
+            let Some(e) = entries
+                .get(i)
+                .map_err(|e| EnclaveError::Cohort(e.to_string()))?
+            else {
+                break;
+            };
+            ids.add_expanded(e.raw_identifiers.iter().map(String::as_str));
+            records.push(feed_record(&e.record));
+        }
+        Ok((Self::of(records, entries, client), ids))
     }
 
     /// Applies the hospital's exclusion policy (`[dicom.exclusions]`, the one the cohort was
@@ -176,15 +217,20 @@ impl DicomSource {
     /// The object of record `index`: over WADO-RS in one of the syntaxes `wanted` names, or
     /// read from the PACS mount. A PACS error status is kept apart (it may mean "cannot serve
     /// that syntax").
-    fn fetch_bytes(&self, index: usize, wanted: &Wanted) -> std::result::Result<Vec<u8>, Fetch> {
+    fn fetch_bytes(
+        &self,
+        index: usize,
+        entry: &CohortEntry,
+        wanted: &Wanted,
+    ) -> std::result::Result<Vec<u8>, Fetch> {
         let unavailable =
             |reason: String| Fetch::Failed(EnclaveError::RecordUnavailable { index, reason });
-        match self.entries.get(index).map(|e| &e.source) {
-            Some(InstanceSource::DicomWeb {
+        match &entry.source {
+            InstanceSource::DicomWeb {
                 study_uid,
                 series_uid,
                 instance_uid,
-            }) => {
+            } => {
                 let client = self
                     .client
                     .as_ref()
@@ -200,7 +246,7 @@ impl DicomSource {
                         e => unavailable(e.to_string()),
                     })
             }
-            Some(InstanceSource::File(path)) => {
+            InstanceSource::File(path) => {
                 let mut bytes = Vec::new();
                 std::fs::File::open(path)
                     .and_then(|f| f.take(MAX_INSTANCE_BYTES + 1).read_to_end(&mut bytes))
@@ -212,7 +258,6 @@ impl DicomSource {
                 }
                 Ok(bytes)
             }
-            None => Err(unavailable("no such record".into())),
         }
     }
 
@@ -324,17 +369,21 @@ impl RecordSource for DicomSource {
         let entry = self
             .entries
             .get(index)
+            .map_err(|e| unavailable(format!("the cohort entry cannot be read: {e}")))?
             .ok_or_else(|| unavailable("no such record".into()))?;
+        let entry: &CohortEntry = &entry;
         let dicomweb = matches!(entry.source, InstanceSource::DicomWeb { .. });
         let wanted = if dicomweb {
             Wanted::preferred(LOSSLESS_TRANSFER_SYNTAXES)
         } else {
             Wanted::as_stored()
         };
-        let bytes = self.fetch_bytes(index, &wanted).map_err(|f| match f {
-            Fetch::Status(reason) => EnclaveError::RecordUnavailable { index, reason },
-            Fetch::Failed(e) => e,
-        })?;
+        let bytes = self
+            .fetch_bytes(index, entry, &wanted)
+            .map_err(|f| match f {
+                Fetch::Status(reason) => EnclaveError::RecordUnavailable { index, reason },
+                Fetch::Failed(e) => e,
+            })?;
         let first = self.open_checked(index, entry, &bytes);
         drop(bytes);
         let unsupported = match first {
@@ -347,8 +396,11 @@ impl RecordSource for DicomSource {
                     record = %entry.record.instance,
                     "served in a transfer syntax this build cannot decode; asking the PACS to transcode"
                 );
-                let again =
-                    self.fetch_bytes(index, &Wanted::transcoded(LOSSLESS_TRANSFER_SYNTAXES));
+                let again = self.fetch_bytes(
+                    index,
+                    entry,
+                    &Wanted::transcoded(LOSSLESS_TRANSFER_SYNTAXES),
+                );
                 match again {
                     Ok(bytes) => match self.open_checked(index, entry, &bytes) {
                         Decoded::Done(r) => return r,

@@ -64,6 +64,10 @@ pub enum EnclaveError {
     #[error("record {index} is unavailable: {reason}")]
     RecordUnavailable { index: usize, reason: String },
 
+    /// The job's cohort file could not be read or is not the one committed.
+    #[error("the cohort cannot be read: {0}")]
+    Cohort(String),
+
     #[error("could not serialise {0}")]
     Serialise(&'static str),
 

@@ -55,15 +55,12 @@ fn install_decode_worker() -> bool {
 
 /// The approved cohort's entries of `job` (JSON, as the node stored them).
 fn cohort_entries(w: &World, job: rapha_core::JobId) -> Vec<serde_json::Value> {
-    let cohort: serde_json::Value = serde_json::from_slice(
-        &w.node
-            .store()
-            .artifact(job, artifact::COHORT)
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
-    cohort["entries"].as_array().unwrap().clone()
+    let entries = w.node.cohort_entries(job).unwrap().unwrap();
+    serde_json::to_value(entries)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 /// The run's record (the signed manifest's figures) of a finished `job`.

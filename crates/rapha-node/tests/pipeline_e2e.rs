@@ -903,6 +903,75 @@ fn honest_job_settles_malicious_job_is_charged_broad_query_never_reaches_the_pac
     }
 }
 
+/// The approved cohort is the job's cohort file, checked against the digest committed with
+/// the cohort: a file changed after approval (here one entry's instance swapped for another
+/// the PACS holds, its line otherwise intact) ends the run before the trainer starts, with
+/// nothing fed. The file is the node's: under its working directory, outside every job's
+/// directory and so outside the trainer's rootfs.
+#[test]
+fn a_cohort_file_changed_after_approval_feeds_nothing() {
+    let Some(mut w) = world() else { return };
+    let tmp = w.tmp.path().to_path_buf();
+    let (dir, manifest) = bundle(&tmp, &w.trainer, "honest", "honest", &w.publisher_key);
+    let job = w
+        .node
+        .submit(&dir, w.request(manifest, w.scoped_query()))
+        .unwrap();
+    assert_eq!(
+        w.node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingApproval
+    );
+    let file = w
+        .node
+        .work_dir()
+        .join("cohorts")
+        .join(format!("{job}.jsonl"));
+    assert!(!file.starts_with(w.node.work_dir().join("jobs")));
+    let text = std::fs::read_to_string(&file).unwrap();
+    let entries = w.node.cohort_entries(job).unwrap().unwrap();
+    assert_eq!(text.lines().count(), entries.len());
+    let uid = |e: &rapha_dicom::cohort::CohortEntry| match &e.source {
+        rapha_dicom::cohort::InstanceSource::DicomWeb { instance_uid, .. } => instance_uid.clone(),
+        other => panic!("not a DICOMweb entry: {other:?}"),
+    };
+    let (first, last) = (uid(&entries[0]), uid(&entries[entries.len() - 1]));
+    assert_ne!(first, last);
+    let changed = text.replacen(&first, &last, 1);
+    assert_ne!(changed, text);
+    w.approve(job);
+    std::fs::write(&file, changed).unwrap();
+
+    assert_eq!(
+        w.node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingDeposit
+    );
+    w.deposit_and_finish(job, 60);
+    assert!(w.node.store().finished(job).unwrap());
+    let row = w.node.store().get(job).unwrap();
+    assert_eq!(
+        row.reason.as_deref(),
+        Some("enclave-error"),
+        "{:?}",
+        row.state
+    );
+    assert!(
+        w.node
+            .store()
+            .artifact(job, rapha_node::pipeline::artifact::MANIFEST)
+            .unwrap()
+            .is_none(),
+        "no run record: the trainer never ran"
+    );
+    let ending = w.node.ending(job).unwrap().unwrap();
+    assert!(
+        ending
+            .detail
+            .contains("not the cohort file that was committed"),
+        "{}",
+        ending.detail
+    );
+}
+
 /// Issue 18, item 11: a patient who opts out after the DPO approved the cohort is dropped when
 /// the run starts: none of their records is listed or fed, and the run record counts them.
 #[test]
@@ -918,15 +987,8 @@ fn patient_opted_out_after_approval_is_not_fed_and_is_counted_in_the_run_record(
         w.node.run_until_blocked(job).unwrap(),
         JobState::AwaitingApproval
     );
-    let cohort: serde_json::Value = serde_json::from_slice(
-        &w.node
-            .store()
-            .artifact(job, rapha_node::pipeline::artifact::COHORT)
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
-    let entries = cohort["entries"].as_array().unwrap();
+    let cohort = serde_json::to_value(w.node.cohort_entries(job).unwrap().unwrap()).unwrap();
+    let entries = cohort.as_array().unwrap();
     let patient = entries[0]["approved"]["patient_id"]
         .as_str()
         .unwrap()

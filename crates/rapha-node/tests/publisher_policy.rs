@@ -264,17 +264,11 @@ struct Pseudonyms {
 }
 
 fn pseudonyms_of(w: &World, job: JobId) -> (Vec<CohortEntry>, Pseudonyms) {
-    #[derive(serde::Deserialize)]
-    struct Stored {
-        entries: Vec<CohortEntry>,
-    }
-    let bytes = w
+    let entries = w
         .node
-        .store()
-        .artifact(job, artifact::COHORT)
+        .cohort_entries(job)
         .unwrap()
         .expect("the cohort is built");
-    let entries = serde_json::from_slice::<Stored>(&bytes).unwrap().entries;
     let hex = |h: &rapha_core::HashedId| h.to_hex();
     let p = Pseudonyms {
         patients: entries.iter().map(|e| hex(&e.record.patient)).collect(),

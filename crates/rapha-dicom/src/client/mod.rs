@@ -584,7 +584,7 @@ impl DicomWebClient {
         series: &str,
         instance: &str,
     ) -> Result<impl Read> {
-        let (part, _) = self.open_instance(study, series, instance, &Wanted::as_stored())?;
+        let (part, _, _) = self.open_instance(study, series, instance, &Wanted::as_stored())?;
         Ok(part)
     }
 
@@ -604,8 +604,10 @@ impl DicomWebClient {
         wanted: &Wanted,
     ) -> Result<Vec<u8>> {
         const WHAT: &str = "WADO-RS instance retrieval";
-        let (mut part, deadline) = self.open_instance(study, series, instance, wanted)?;
-        let mut bytes = Vec::new();
+        let (mut part, deadline, length) = self.open_instance(study, series, instance, wanted)?;
+        // Sized once from the response's length (the part is a little shorter; the cap
+        // bounds it): no reallocation and copy as the object streams in.
+        let mut bytes = Vec::with_capacity(length.unwrap_or(0));
         match part.read_to_end(&mut bytes) {
             Ok(_) => Ok(bytes),
             Err(e) => {
@@ -632,7 +634,7 @@ impl DicomWebClient {
         series: &str,
         instance: &str,
         wanted: &Wanted,
-    ) -> Result<(FirstPart<Bounded<Response>>, Deadline)> {
+    ) -> Result<(FirstPart<Bounded<Response>>, Deadline, Option<usize>)> {
         if ![study, series, instance].iter().all(|u| is_uid(u)) {
             return Err(DicomError::ClientConfig(
                 "study, series and instance must be DICOM UIDs".into(),
@@ -655,7 +657,11 @@ impl DicomWebClient {
         let boundary = boundary_of(&ct).map_err(DicomError::Multipart)?;
         // The multipart framing around the part is small; the part itself is what is capped.
         let cap = self.limits.max_instance_bytes.saturating_add(64 * 1024);
+        let length = resp
+            .content_length()
+            .map(|n| n.min(cap))
+            .and_then(|n| usize::try_from(n).ok());
         let body = Bounded::new(resp, deadline.at, cap);
-        Ok((FirstPart::new(body, &boundary), deadline))
+        Ok((FirstPart::new(body, &boundary), deadline, length))
     }
 }

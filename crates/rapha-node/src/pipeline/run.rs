@@ -4,6 +4,7 @@
 use super::admission::job_bundle;
 use super::ports::connect_pacs;
 use super::*;
+use rapha_dicom::cohort_file::Entries;
 
 /// How long after its start a run's end is committed at the earliest: the run's end (and
 /// everything that follows it and the publisher can observe, its state, receipt, log and
@@ -63,7 +64,24 @@ impl Node {
                 std::fs::remove_dir_all(d).map_err(io("cannot clear", d))?;
             }
         }
-        let cohort: StoredCohort = self.need(job, artifact::COHORT)?;
+        let stored: StoredCohort = self.need(job, artifact::COHORT)?;
+        // The cohort file is checked whole against its committed digest here; its entries
+        // are then read one at a time (the run holds none of them).
+        let cohort = match self.cohort_of(job, stored) {
+            Ok(c) => c,
+            // A missing or changed cohort file: nothing is fed from a cohort that is not the
+            // approved one (the node's own failure, refunded).
+            Err(e) => {
+                return self
+                    .end(
+                        job,
+                        from,
+                        ReasonCode::EnclaveError,
+                        &format!("the approved cohort cannot be read: {e}"),
+                    )
+                    .map(Next::Step)
+            }
+        };
         let optouts = Arc::clone(&self.p.optouts);
         let dicom = Arc::clone(&self.p.dicom);
         let pacs = Arc::clone(&self.p.pacs);
@@ -90,7 +108,7 @@ impl Node {
                 job,
                 session: &session,
                 vb: &vb,
-                entries: cohort.entries,
+                entries: cohort,
                 optouts: &optouts,
                 dicom: &dicom,
                 pacs: &pacs,
@@ -237,7 +255,7 @@ struct RunInput<'a> {
     job: JobId,
     session: &'a EnclaveSession,
     vb: &'a VerifiedBundle,
-    entries: Vec<CohortEntry>,
+    entries: Entries,
     optouts: &'a OptOuts,
     dicom: &'a DicomConfig,
     pacs: &'a Mutex<PacsConnect>,
@@ -258,7 +276,7 @@ fn run_trainer(i: RunInput<'_>) -> RunEnd {
     // Patients who opted out since the DPO approved the cohort are dropped before any record
     // is listed or fed (item 11); an unreadable list stops the run.
     let mut entries = i.entries;
-    let opted_out = match rapha_dicom::cohort::drop_opted_out_now(&mut entries, i.optouts) {
+    let opted_out = match entries.drop_opted_out_now(i.optouts) {
         Ok(n) => n,
         Err(e) => {
             return RunEnd::Failed(
@@ -271,7 +289,10 @@ fn run_trainer(i: RunInput<'_>) -> RunEnd {
         Ok(c) => c,
         Err(e) => return RunEnd::Failed(ReasonCode::PacsUnavailable, format!("PACS: {e}")),
     };
-    let (source, ids) = DicomSource::new(&entries, Some(client));
+    let (source, ids) = match DicomSource::from_entries(entries, Some(client)) {
+        Ok(built) => built,
+        Err(e) => return RunEnd::Failed(ReasonCode::EnclaveError, format!("enclave run: {e}")),
+    };
     let source = source.with_exclusions(i.dicom.exclusions.clone());
     let live = Arc::clone(i.live);
     match i.session.run_observed(
