@@ -47,8 +47,8 @@ mod worker;
 #[cfg(feature = "test-hooks")]
 pub use request::Hook;
 pub use request::{
-    Answer, Codec, Request, RequestError, ANSWER_LEN, MAX_INPUT_BYTES, MAX_OUTPUT_BYTES,
-    REQUEST_LEN,
+    Answer, Codec, Request, RequestError, ANSWER_LEN, MAX_INPUT_BYTES, MAX_J2K_TILES,
+    MAX_OUTPUT_BYTES, REQUEST_LEN,
 };
 pub use session::{JobWorkers, Session, FRAMES_PER_WORKER};
 pub use worker::{Worker, WorkerError, SESSION_ARG, WORKER_ENV, WORKER_NAME};

@@ -399,6 +399,9 @@ fn decode_object(
         return rle::rle(obj, &hdr, output);
     }
     if jpeg2000 {
+        if sandboxed::HTJ2K.contains(&ts.as_str()) && sandboxed::installed(job) {
+            return sandboxed::decode(obj, &hdr, output, &ts, rapha_decode::Codec::Htj2k, job);
+        }
         return j2k::decode(obj, &hdr, output);
     }
     if let Some(codec) = sandboxed::codec_for(&ts, &hdr) {
