@@ -6,7 +6,8 @@
 //! lossy frames with the reference's own rounding; it returns every component at its full
 //! precision (up to 16 bits signed or unsigned, which CT and MR need); and OpenJPEG 2.5 decodes
 //! the HTJ2K block coder (Part 15) too, so one in-process decoder serves all five syntaxes
-//! with no C library in the node. `hayro-jpeg2000`, the other pure-Rust candidate, yields
+//! with no C library in the node (HTJ2K goes to OpenJPH in the sandboxed worker instead when one
+//! is installed, after the checks below: [`super::sandboxed`]). `hayro-jpeg2000`, the other pure-Rust candidate, yields
 //! 8-bit images and has no HTJ2K block decoder.
 //!
 //! OpenJPEG sizes its buffers from the codestream's own image and tile size (SIZ), not from

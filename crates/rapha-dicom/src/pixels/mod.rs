@@ -9,7 +9,8 @@
 //! ([`j2k`], which says why that decoder). JPEG-LS (`.4.80`, `.4.81`) and JPEG extended with
 //! 12-bit precision (`.4.51`), whose only decoders are C libraries, are decoded in a sandboxed
 //! process of their own, `rapha-decode` (`sandboxed`, which says how; without that binary
-//! installed they are [`PixelError::Unsupported`]). JPEG 2000 Part 2 (`.4.92`, `.4.93`),
+//! installed they are [`PixelError::Unsupported`]); so is HTJ2K when that binary is installed
+//! (OpenJPH, faster than the port; else the port decodes it in process). JPEG 2000 Part 2 (`.4.92`, `.4.93`),
 //! JPEG XL and video are reported as [`PixelError::Unsupported`] (counted as
 //! [`PixelError::reason`] `undecodable-transfer-syntax`).
 //!

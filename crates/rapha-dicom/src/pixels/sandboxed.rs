@@ -2,7 +2,12 @@
 //! (`.4.51`), decoded by C libraries (CharLS; GDCM's 12-bit build of IJG 6b) in the sandboxed
 //! worker process `rapha-decode`, never in this address space: no pure-Rust decoder of either
 //! exists that returns what the reference decoders do, and a C decoder's bug must not reach the
-//! node's keys, another job's pixels or the network (the design is in `rapha_decode`).
+//! node's keys, another job's pixels or the network (the design is in `rapha_decode`). HTJ2K
+//! (`.4.201`-`.4.203`) goes to the same worker, where OpenJPH (C++) decodes it two to three
+//! times as fast as the in-process Rust port of OpenJPEG ([`super::j2k`]), bit for bit as that
+//! port on lossless frames and within a unit on lossy ones; each frame is first checked as the
+//! port's own are (SIZ against the header, coding styles, tiles). Without an installed worker
+//! HTJ2K stays with the port, in process, as before.
 //!
 //! Here, in the enclave runtime: the header is checked and the pixel data split into one
 //! frame per codestream as for the other encapsulated syntaxes; each frame goes to a worker
