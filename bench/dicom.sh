@@ -2,7 +2,7 @@
 # rapha-dicom benchmark (not run in CI): metadata extraction + pseudonymization vs dicognito and
 # pydicom/deid, disk-read baseline, pixel decode vs pydicom (native, RLE, and the native files
 # re-encoded in JPEG 2000 and HTJ2K, decoded by pydicom's pylibjpeg-openjpeg plugin, and in
-# JPEG-LS and 12-bit JPEG by DCMTK, decoded by pylibjpeg-libjpeg; rapha decodes those two in its
+# JPEG-LS and 12-bit JPEG by DCMTK, decoded by pylibjpeg-libjpeg; rapha decodes those two and HTJ2K in its
 # sandboxed worker, the files of a set as one job's: its long-lived workers), QIDO peak RSS at 1k
 # vs 10k studies.
 # Everything single-process on one core (taskset -c 0). Prints ratios at the end.

@@ -32,12 +32,12 @@ as_root() {
 # openjph-tools (`ojph_compress` writes the HTJ2K test files: pydicom's corpus has none),
 # dcmtk and libopenjp2-tools (with ojph_compress, the encoders of `rapha-testkit cohort
 # --transfer-syntax`: a synthetic cohort stored as a compressing archive stores it),
-# libcharls-dev and libgdcm-dev (CharLS and GDCM's 12-bit IJG library with its headers: the C
-# decoders the sandboxed `rapha-decode` worker is built against; libdcmtk-dev ships no IJG
-# headers, libjpeg-turbo 2.1.5 no 12-bit API).
+# libcharls-dev, libgdcm-dev and libopenjph-dev (CharLS, GDCM's 12-bit IJG library and OpenJPH
+# with their headers: the C and C++ decoders the sandboxed `rapha-decode` worker is built
+# against; libdcmtk-dev ships no IJG headers, libjpeg-turbo 2.1.5 no 12-bit API).
 DEBIAN_PACKAGES=(orthanc orthanc-dicomweb swtpm swtpm-tools tpm2-tools libtss2-dev runc iproute2
     pkg-config socat openssl skopeo python3-torch mmdebstrap buildah umoci openjph-tools
-    dcmtk libopenjp2-tools libcharls-dev libgdcm-dev)
+    dcmtk libopenjp2-tools libcharls-dev libgdcm-dev libopenjph-dev)
 
 install_debian_packages() {
     local missing=()

@@ -26,6 +26,11 @@ pub const MAX_OUTPUT_BYTES: usize = 512 << 20;
 /// than its samples, never by this much.
 pub const MAX_INPUT_BYTES: usize = MAX_OUTPUT_BYTES + (64 << 20);
 
+/// Most tiles a JPEG 2000 or HTJ2K frame may have (the worker's HTJ2K decoder and the node's
+/// in-process JPEG 2000 decoder both refuse more). Decoders keep coding parameters per tile
+/// (kilobytes each, whatever the tile's size); a real frame has one tile or a few hundred.
+pub const MAX_J2K_TILES: u64 = 4096;
+
 const MAGIC: [u8; 4] = *b"RDW1";
 
 /// Which decoder the worker runs.
@@ -36,6 +41,8 @@ pub enum Codec {
     JpegLs,
     /// JPEG extended, 12-bit precision (`.4.51`), IJG 6b built for 12-bit samples.
     Jpeg12,
+    /// HTJ2K (`.4.201`–`.4.203`), a bare codestream, OpenJPH.
+    Htj2k,
     /// An attack the worker carries out on itself, for the tests (feature `test-hooks`).
     #[cfg(feature = "test-hooks")]
     Hook(Hook),
@@ -66,6 +73,7 @@ impl Codec {
         match self {
             Self::JpegLs => 1,
             Self::Jpeg12 => 2,
+            Self::Htj2k => 3,
             #[cfg(feature = "test-hooks")]
             Self::Hook(h) => 0xF0 + h as u8,
         }
@@ -75,6 +83,7 @@ impl Codec {
         match c {
             1 => Some(Self::JpegLs),
             2 => Some(Self::Jpeg12),
+            3 => Some(Self::Htj2k),
             #[cfg(feature = "test-hooks")]
             0xF0 => Some(Self::Hook(Hook::OpenFile)),
             #[cfg(feature = "test-hooks")]

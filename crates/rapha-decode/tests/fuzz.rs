@@ -1,5 +1,5 @@
 //! Stable proptest drivers of the fuzz entry points behind the worker: the request and answer
-//! parsers and both decoders on frames mutated from the corpus, in a worker per frame and in a
+//! parsers and the three decoders (JPEG-LS, 12-bit JPEG, HTJ2K) on frames mutated from seeds, in a worker per frame and in a
 //! job's long-lived workers. Never a panic; a decode ends in exactly the
 //! image's bytes or a refusal, and the worker's memory is capped by its own limit.
 
@@ -55,23 +55,51 @@ proptest! {
 }
 
 /// Seeds: a real frame of each codec (64 x 64 JPEG-LS from the corpus; the 12-bit JPEG frame is
-/// larger than the entry point's image and so exercises the refusal) and a bare SOI.
+/// larger than the entry point's image and so exercises the refusal; a 64 x 64 16-bit HTJ2K
+/// frame from `ojph_compress`) and a bare SOI.
 fn seeds() -> Vec<Vec<u8>> {
-    let mut seeds = vec![vec![0xFF, 0xD8, 0xFF, 0xD9]];
-    if let Some(dir) = corpus() {
-        seeds.push(first_fragment(&dir.join("MR_small_jpeg_ls_lossless.dcm")));
-        seeds.push(first_fragment(&dir.join("JPGExtended.dcm")));
-    }
-    seeds
+    static SEEDS: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    SEEDS
+        .get_or_init(|| {
+            let mut seeds = vec![vec![0xFF, 0xD8, 0xFF, 0xD9]];
+            if let Some(dir) = corpus() {
+                seeds.push(first_fragment(&dir.join("MR_small_jpeg_ls_lossless.dcm")));
+                seeds.push(first_fragment(&dir.join("JPGExtended.dcm")));
+            }
+            seeds.extend(htj2k_seed());
+            seeds
+        })
+        .clone()
+}
+
+/// A 64 x 64 16-bit lossless HTJ2K codestream, when `ojph_compress` is installed.
+fn htj2k_seed() -> Option<Vec<u8>> {
+    let dir = tempfile::tempdir().ok()?;
+    let input = dir.path().join("in.pgm");
+    let mut pgm = b"P5\n64 64\n65535\n".to_vec();
+    pgm.extend((0..64u32 * 64).flat_map(|i| ((i * 37 + (i >> 6) * 11) as u16).to_be_bytes()));
+    std::fs::write(&input, pgm).ok()?;
+    let out = dir.path().join("out.j2c");
+    let ok = std::process::Command::new("ojph_compress")
+        .arg("-i")
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .args(["-reversible", "true"])
+        .output()
+        .ok()?
+        .status
+        .success();
+    ok.then(|| std::fs::read(&out).ok()).flatten()
 }
 
 proptest! {
-    // Each case starts two worker processes (and at most two in the job): bounded for CI.
+    // Each case starts three worker processes (and at most three in the job): bounded for CI.
     #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn mutated_frames_decode_to_the_image_or_are_refused(
-        seed in 0usize..3,
+        seed in 0usize..4,
         cut in any::<prop::sample::Index>(),
         flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..8),
     ) {

@@ -9,6 +9,7 @@ mod dicom_common;
 mod attacks;
 mod corpus;
 mod fuzz;
+mod htj2k;
 mod malformed;
 mod sessions;
 mod support;

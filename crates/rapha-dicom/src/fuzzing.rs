@@ -76,13 +76,15 @@ pub fn jpeg2000_codestream(data: &[u8]) {
     let _ = crate::pixels::j2k::decode_codestream(data, 1 << 20);
 }
 
-/// Decodes a frame as JPEG-LS and as 12-bit JPEG, each as a 64 x 64 image of one 16-bit
-/// sample, in the sandboxed worker (the decoders behind `.4.80`, `.4.81` and 12-bit `.4.51`);
-/// nothing without an installed worker. Returns what each decode produced (its length or its
+/// Decodes a frame as JPEG-LS, as 12-bit JPEG and as HTJ2K, each as a 64 x 64 image of one
+/// 16-bit sample, in the sandboxed worker (the decoders behind `.4.80`, `.4.81`, 12-bit `.4.51`
+/// and `.4.201`–`.4.203`; the HTJ2K frame goes to the worker as it is, without the node's own
+/// checks of its SIZ and coding styles, so the worker's checks are what is fuzzed); nothing
+/// without an installed worker. Returns what each decode produced (its length or its
 /// refusal), for the proptest driver to check.
-pub fn sandboxed_frame(data: &[u8]) -> [Result<usize, crate::pixels::PixelError>; 2] {
+pub fn sandboxed_frame(data: &[u8]) -> [Result<usize, crate::pixels::PixelError>; 3] {
     use rapha_decode::Codec;
-    [Codec::JpegLs, Codec::Jpeg12].map(|codec| {
+    [Codec::JpegLs, Codec::Jpeg12, Codec::Htj2k].map(|codec| {
         crate::pixels::sandboxed::decode_frame(codec, (64, 64, 1), 2, data).map(|v| v.len())
     })
 }
@@ -116,9 +118,9 @@ pub fn wado_response(data: &[u8]) -> Result<usize, String> {
 pub fn sandboxed_frame_in_job(
     job: &crate::pixels::JobDecoders,
     data: &[u8],
-) -> [Result<usize, crate::pixels::PixelError>; 2] {
+) -> [Result<usize, crate::pixels::PixelError>; 3] {
     use rapha_decode::Codec;
-    [Codec::JpegLs, Codec::Jpeg12].map(|codec| {
+    [Codec::JpegLs, Codec::Jpeg12, Codec::Htj2k].map(|codec| {
         crate::pixels::sandboxed::decode_frame_in_job(job, codec, (64, 64, 1), 2, data)
             .map(|v| v.len())
     })

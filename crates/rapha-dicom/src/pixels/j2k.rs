@@ -6,7 +6,8 @@
 //! lossy frames with the reference's own rounding; it returns every component at its full
 //! precision (up to 16 bits signed or unsigned, which CT and MR need); and OpenJPEG 2.5 decodes
 //! the HTJ2K block coder (Part 15) too, so one in-process decoder serves all five syntaxes
-//! with no C library in the node. `hayro-jpeg2000`, the other pure-Rust candidate, yields
+//! with no C library in the node (HTJ2K goes to OpenJPH in the sandboxed worker instead when one
+//! is installed, after the checks below: [`super::sandboxed`]). `hayro-jpeg2000`, the other pure-Rust candidate, yields
 //! 8-bit images and has no HTJ2K block decoder.
 //!
 //! OpenJPEG sizes its buffers from the codestream's own image and tile size (SIZ), not from
@@ -27,6 +28,8 @@
 //! compiler's; the fuzz entry point [`crate::fuzzing::jpeg2000_codestream`] drives it, on
 //! stable too.
 
+use std::borrow::Cow;
+
 use dicom_object::DefaultDicomObject;
 
 use super::header::Header;
@@ -42,9 +45,10 @@ pub(super) const TRANSFER_SYNTAXES: [&str; 5] = [
     "1.2.840.10008.1.2.4.203",
 ];
 
-/// Most tiles one frame may have. OpenJPEG keeps coding parameters per tile (kilobytes each,
+/// Most tiles one frame may have ([`rapha_decode::MAX_J2K_TILES`], which the worker's HTJ2K
+/// decoder refuses past too). OpenJPEG keeps coding parameters per tile (kilobytes each,
 /// whatever the tile's size); a real frame has one tile or a few hundred.
-pub const MAX_TILES: u64 = 4096;
+pub const MAX_TILES: u64 = rapha_decode::MAX_J2K_TILES;
 
 /// Start of codestream followed by the image and tile size marker: how every JPEG 2000
 /// codestream begins (PS3.5 A.4.4: the fragments hold a bare codestream).
@@ -305,6 +309,30 @@ fn check_style(seg: &[u8], skip: usize) -> Result<(), PixelError> {
     Ok(())
 }
 
+/// The pixel data's frames, one codestream (or JP2 file) each.
+pub(super) fn frames<'a>(
+    obj: &'a DefaultDicomObject,
+    h: &Header,
+) -> Result<Vec<Cow<'a, [u8]>>, PixelError> {
+    super::frame_streams(
+        super::fragments(obj, "JPEG 2000")?,
+        h.frames as usize,
+        "JPEG 2000",
+        |f| f.starts_with(&SOC_SIZ) || f.starts_with(&JP2_SIGNATURE),
+    )
+}
+
+/// A frame's bare codestream once its SIZ describes the header's image ([`check_siz`]) and its
+/// coding styles pass [`check_coding_styles`]: what either decoder (this one, or OpenJPH in
+/// the sandboxed worker for HTJ2K) is handed. Every frame is checked before the first is
+/// decoded or the output allocated.
+pub(super) fn checked_codestream<'a>(frame: &'a [u8], h: &Header) -> Result<&'a [u8], PixelError> {
+    let stream = codestream(frame)?;
+    check_siz(&read_siz(stream)?, h)?;
+    check_coding_styles(stream, h.samples)?;
+    Ok(stream)
+}
+
 /// Decodes every frame into interleaved little-endian samples of BitsAllocated bits, then
 /// lets the header interpret them (sign extension from BitsStored, rescale).
 pub(super) fn decode(
@@ -318,21 +346,11 @@ pub(super) fn decode(
             h.bits_allocated
         )));
     }
-    let frames = super::frame_streams(
-        super::fragments(obj, "JPEG 2000")?,
-        h.frames as usize,
-        "JPEG 2000",
-        |f| f.starts_with(&SOC_SIZ) || f.starts_with(&JP2_SIGNATURE),
-    )?;
+    let frames = frames(obj, h)?;
     let streams = frames
         .iter()
-        .map(|f| codestream(f))
+        .map(|f| checked_codestream(f, h))
         .collect::<Result<Vec<_>, _>>()?;
-    // Every frame is checked before the first is decoded or the output allocated.
-    for s in &streams {
-        check_siz(&read_siz(s)?, h)?;
-        check_coding_styles(s, h.samples)?;
-    }
     let bps = h.bytes_per_sample();
     let spp = usize::from(h.samples);
     let ppf = h.pixels_per_frame();

@@ -9,7 +9,8 @@
 //! ([`j2k`], which says why that decoder). JPEG-LS (`.4.80`, `.4.81`) and JPEG extended with
 //! 12-bit precision (`.4.51`), whose only decoders are C libraries, are decoded in a sandboxed
 //! process of their own, `rapha-decode` (`sandboxed`, which says how; without that binary
-//! installed they are [`PixelError::Unsupported`]). JPEG 2000 Part 2 (`.4.92`, `.4.93`),
+//! installed they are [`PixelError::Unsupported`]); so is HTJ2K when that binary is installed
+//! (OpenJPH, faster than the port; else the port decodes it in process). JPEG 2000 Part 2 (`.4.92`, `.4.93`),
 //! JPEG XL and video are reported as [`PixelError::Unsupported`] (counted as
 //! [`PixelError::reason`] `undecodable-transfer-syntax`).
 //!
@@ -399,6 +400,9 @@ fn decode_object(
         return rle::rle(obj, &hdr, output);
     }
     if jpeg2000 {
+        if sandboxed::HTJ2K.contains(&ts.as_str()) && sandboxed::installed(job) {
+            return sandboxed::decode(obj, &hdr, output, &ts, rapha_decode::Codec::Htj2k, job);
+        }
         return j2k::decode(obj, &hdr, output);
     }
     if let Some(codec) = sandboxed::codec_for(&ts, &hdr) {

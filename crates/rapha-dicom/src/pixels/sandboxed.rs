@@ -2,7 +2,12 @@
 //! (`.4.51`), decoded by C libraries (CharLS; GDCM's 12-bit build of IJG 6b) in the sandboxed
 //! worker process `rapha-decode`, never in this address space: no pure-Rust decoder of either
 //! exists that returns what the reference decoders do, and a C decoder's bug must not reach the
-//! node's keys, another job's pixels or the network (the design is in `rapha_decode`).
+//! node's keys, another job's pixels or the network (the design is in `rapha_decode`). HTJ2K
+//! (`.4.201`-`.4.203`) goes to the same worker, where OpenJPH (C++) decodes it two to three
+//! times as fast as the in-process Rust port of OpenJPEG ([`super::j2k`]), bit for bit as that
+//! port on lossless frames and within a unit on lossy ones; each frame is first checked as the
+//! port's own are (SIZ against the header, coding styles, tiles). Without an installed worker
+//! HTJ2K stays with the port, in process, as before.
 //!
 //! Here, in the enclave runtime: the header is checked and the pixel data split into one
 //! frame per codestream as for the other encapsulated syntaxes; each frame goes to a worker
@@ -31,6 +36,23 @@ pub(super) const JPEG_LS: [&str; 2] = ["1.2.840.10008.1.2.4.80", "1.2.840.10008.
 
 /// JPEG extended (processes 2 & 4); only its 12-bit frames come here.
 pub(super) const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+
+/// HTJ2K lossless, lossless RPCL and lossy: decoded by OpenJPH in the worker when one is
+/// installed, else in process by the JPEG 2000 decoder ([`super::j2k`]).
+pub(super) const HTJ2K: [&str; 3] = [
+    "1.2.840.10008.1.2.4.201",
+    "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.4.203",
+];
+
+/// Whether a worker is there for a decode: the job's, else (outside a job) one
+/// [`Worker::locate`] finds.
+pub(super) fn installed(job: Option<&JobDecoders>) -> bool {
+    match job {
+        Some(j) => j.workers.is_some(),
+        None => Worker::locate().is_some(),
+    }
+}
 
 /// Which worker codec decodes `ts` at this bit depth, if any.
 pub(super) fn codec_for(ts: &str, h: &Header) -> Option<Codec> {
@@ -207,10 +229,11 @@ pub(super) fn decode(
 ) -> Result<Pixels, PixelError> {
     let what = match codec {
         Codec::Jpeg12 => "12-bit JPEG",
+        Codec::Htj2k => "HTJ2K",
         _ => "JPEG-LS",
     };
     let bytes_per_sample: u8 = match (codec, h.bits_allocated) {
-        (Codec::JpegLs, 8) => 1,
+        (Codec::JpegLs | Codec::Htj2k, 8) => 1,
         (_, 16) => 2,
         (_, bits) => {
             return Err(PixelError::Malformed(format!(
@@ -218,10 +241,21 @@ pub(super) fn decode(
             )))
         }
     };
-    let frames =
-        super::frame_streams(super::fragments(obj, what)?, h.frames as usize, what, |f| {
+    let raw = match codec {
+        Codec::Htj2k => super::j2k::frames(obj, h)?,
+        _ => super::frame_streams(super::fragments(obj, what)?, h.frames as usize, what, |f| {
             f.starts_with(&[0xFF, 0xD8])
-        })?;
+        })?,
+    };
+    // An HTJ2K frame goes to the worker as its bare codestream once its SIZ and coding styles
+    // pass the checks the in-process JPEG 2000 decoder makes (the worker checks SIZ again).
+    let frames = match codec {
+        Codec::Htj2k => raw
+            .iter()
+            .map(|f| super::j2k::checked_codestream(f, h))
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => raw.iter().map(AsRef::as_ref).collect(),
+    };
     // The job's workers, else (outside a job) a worker started per frame.
     let via = Via::find(job, ts, codec)?;
     let geometry = (h.rows, h.columns, h.samples);

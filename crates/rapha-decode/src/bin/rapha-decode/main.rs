@@ -1,4 +1,4 @@
-//! `rapha-decode`: decodes one JPEG-LS or 12-bit JPEG frame inside a sandbox, for the enclave
+//! `rapha-decode`: decodes one JPEG-LS, 12-bit JPEG or HTJ2K frame inside a sandbox, for the enclave
 //! runtime (the crate's documentation has the design).
 //!
 //! `rapha-decode MEMORY_BYTES CPU_SECONDS`, started by [`rapha_decode::Worker`] only: the
@@ -99,6 +99,12 @@ fn decode_frame(request: &Request, frame: &[u8]) -> Result<Vec<u8>, String> {
             request.bytes_per_sample(),
         ),
         Codec::Jpeg12 => codecs::jpeg12(frame, &mut out, (rows, columns, samples)),
+        Codec::Htj2k => codecs::htj2k(
+            frame,
+            &mut out,
+            (rows, columns, samples),
+            request.bytes_per_sample(),
+        ),
         #[cfg(feature = "test-hooks")]
         Codec::Hook(hook) => hooks::run(hook, &mut out),
         #[allow(unreachable_patterns)] // `Codec` is non-exhaustive

@@ -37,6 +37,7 @@ pub(crate) fn enter(memory: u64, cpu: u64) -> Result<(), String> {
     .map_err(|e| {
         format!("mlockall (the node needs CAP_IPC_LOCK or an unlimited RLIMIT_MEMLOCK): {e}")
     })?;
+    unlock_read_only_files();
     // Best effort: a container may refuse new namespaces; the limits and the filter do not
     // depend on them. In a new user namespace the worker holds no capability in the node's;
     // without one, a worker started by a root node gives up root (and with it every
@@ -72,6 +73,54 @@ pub(crate) fn enter(memory: u64, cpu: u64) -> Result<(), String> {
         .try_into()
         .map_err(|e| format!("seccomp filter: {e}"))?;
     seccompiler::apply_filter(&program).map_err(|e| format!("seccomp: {e}"))
+}
+
+/// Unlocks the mappings of files that are not writable (the program's and the libraries' code
+/// and read-only data): the kernel never writes such pages to swap (it drops them and reads the
+/// file again), and nothing the worker reads or decodes can be in them, so locking them keeps
+/// nothing out of swap. It only spends the lock limit: a worker that gives up root keeps the
+/// node's (often 8 MiB), of which the locked libraries (the C++ runtime, libc, libm, the
+/// decoders) would leave about 1 MiB for the frame, the samples and the decoder's working
+/// memory, less than OpenJPH needs for any frame. Everything written from here on (heap,
+/// stack, every new mapping) stays locked. Best effort: what cannot be read or unlocked stays
+/// locked.
+fn unlock_read_only_files() {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return;
+    };
+    for line in maps.lines() {
+        // start-end perms offset dev inode [path]
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms), Some(_), Some(_), Some(inode)) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            continue;
+        };
+        if perms.contains('w') || inode == "0" {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        if end <= start {
+            continue;
+        }
+        // SAFETY: munlock changes no mapping and no byte of memory, only whether the range's
+        // pages may be evicted; the range is one of this process's own file mappings, as the
+        // kernel listed it.
+        #[allow(unsafe_code)]
+        let _ = unsafe { libc::munlock(start as *const libc::c_void, end - start) };
+    }
 }
 
 /// Closes every descriptor above 2 (whatever the parent's libraries left open without
