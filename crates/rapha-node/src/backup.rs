@@ -3,7 +3,8 @@
 //! A backup is a directory: the three SQLite stores (`jobs.sqlite`, `settlement-ledger.sqlite`,
 //! `receipts`) as consistent snapshots taken with `VACUUM INTO` (the node may be running),
 //! the audit trail (current and rotated files), DPO approvals, the TPM attestation key record
-//! (loadable only by the TPM that made it), stored bundles and released outputs, and a
+//! (loadable only by the TPM that made it), stored bundles, released outputs and each job's
+//! cohort file, and a
 //! `MANIFEST.json` listing every file with its size and SHA-256. It is written under
 //! `<out>.partial` and renamed into place when complete, so a crash leaves no half backup
 //! under the name asked for.
@@ -12,8 +13,8 @@
 //! PACS credentials are what the files under `[keys]`, `[settlement]`, `[api]` and
 //! `[[dicomweb.endpoints]]` name; a configured key file that lies inside a backed-up
 //! directory is left out and reported. Back them up by the hospital's key procedure
-//! (docs/keys.md). A job's working directory (its fed records and the trainer's raw outputs)
-//! is not backed up: an unfinished job restored without it fails or resumes as after a crash.
+//! (docs/keys.md). A job's working directory (the trainer's rootfs and raw outputs) is not
+//! backed up: a job that was running resumes or fails as after a crash.
 //!
 //! `restore` checks every file of the manifest against its digest before writing anything,
 //! refuses a state or data directory that already holds any of the backed-up names, copies,
@@ -42,9 +43,11 @@ pub enum Root {
 
 /// SQLite stores, snapshotted with `VACUUM INTO`.
 const DATABASES: [&str; 3] = ["jobs.sqlite", "settlement-ledger.sqlite", "receipts"];
-/// Directories copied whole (less any key file inside).
-const DIRS: [(Root, &str); 5] = [
+/// Directories copied whole (less any key file inside). `cohorts` holds each job's cohort file (the entries the DPO approved, committed by digest), which a job awaiting
+/// approval or deposit needs to run.
+const DIRS: [(Root, &str); 6] = [
     (Root::State, "approvals"),
+    (Root::State, "cohorts"),
     (Root::State, "attestation"),
     (Root::State, "bundles"),
     (Root::Data, "bundles"),
@@ -333,7 +336,7 @@ pub fn restore(config: &Config, from: &Path) -> anyhow::Result<Manifest> {
                 src.display()
             );
         }
-        let dest = root_dir(config, e.root).join(first_component(&rel));
+        let dest = root_dir(config, e.root).join(item_of(e.root, &rel));
         if dest.exists() {
             bail!(
                 "{} already exists; restore into an empty state and data directory (move the current one aside first); nothing was restored",
@@ -363,10 +366,14 @@ pub fn restore(config: &Config, from: &Path) -> anyhow::Result<Manifest> {
     Ok(manifest)
 }
 
-fn first_component(rel: &Path) -> PathBuf {
-    rel.components()
-        .next()
-        .map_or_else(PathBuf::new, |c| PathBuf::from(c.as_os_str()))
+/// What a restored file belongs to: its directory of [`DIRS`], or the file itself (a store,
+/// an audit file). A restore refuses a target that already has it.
+fn item_of(root: Root, rel: &Path) -> PathBuf {
+    DIRS.iter()
+        .filter(|(r, _)| *r == root)
+        .map(|(_, dir)| Path::new(dir))
+        .find(|dir| rel.starts_with(dir))
+        .map_or_else(|| rel.to_path_buf(), Path::to_path_buf)
 }
 
 /// Runs `backup`.

@@ -66,6 +66,20 @@ fn populate(config: &Config) -> rapha_core::JobId {
         b"admin adm-0123456789abcdef0123456789abcdef0123\n",
     )
     .unwrap();
+    let cohorts = config.paths.state_dir.join("cohorts");
+    std::fs::create_dir_all(&cohorts).unwrap();
+    std::fs::write(
+        cohorts.join(format!("{}.jsonl", req.job_id)),
+        b"{\"entry\":1}\n",
+    )
+    .unwrap();
+    // A running job's rootfs is not backed up.
+    std::fs::create_dir_all(config.paths.data_dir.join("work/jobs/x")).unwrap();
+    std::fs::write(
+        config.paths.data_dir.join("work/jobs/x/raw"),
+        b"trainer bytes",
+    )
+    .unwrap();
     let released = config
         .paths
         .data_dir
@@ -127,6 +141,12 @@ fn a_backup_restores_the_state_whole_without_keys_and_is_a_snapshot() {
             "{rel}"
         );
     }
+    let cohort = format!("cohorts/{job}.jsonl");
+    assert_eq!(
+        std::fs::read(to.paths.state_dir.join(&cohort)).unwrap(),
+        std::fs::read(from.paths.state_dir.join(&cohort)).unwrap()
+    );
+    assert!(!to.paths.data_dir.join("work/jobs").exists());
     let model = format!("released/{job}/model.safetensors");
     assert_eq!(
         std::fs::read(to.paths.data_dir.join(&model)).unwrap(),

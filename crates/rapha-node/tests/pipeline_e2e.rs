@@ -589,6 +589,23 @@ pub fn world_built(
 }
 
 impl World {
+    /// Submits the honest test trainer's bundle `name` on the scoped query and runs the job
+    /// to the DPO's review.
+    pub fn submit_to_review(&mut self, name: &str) -> JobId {
+        let tmp = self.tmp.path().to_path_buf();
+        let (dir, manifest) = bundle(&tmp, &self.trainer, name, "honest", &self.publisher_key);
+        let job = self
+            .node
+            .submit(&dir, self.request(manifest, self.scoped_query()))
+            .unwrap();
+        assert_eq!(
+            self.node.run_until_blocked(job).unwrap(),
+            JobState::AwaitingApproval,
+            "{name}"
+        );
+        job
+    }
+
     pub fn request(&self, manifest: Digest, query: CohortQuery) -> JobRequest {
         job_request(
             PUBLISHER,
@@ -911,22 +928,9 @@ fn honest_job_settles_malicious_job_is_charged_broad_query_never_reaches_the_pac
 #[test]
 fn a_cohort_file_changed_after_approval_feeds_nothing() {
     let Some(mut w) = world() else { return };
-    let tmp = w.tmp.path().to_path_buf();
-    let (dir, manifest) = bundle(&tmp, &w.trainer, "honest", "honest", &w.publisher_key);
-    let job = w
-        .node
-        .submit(&dir, w.request(manifest, w.scoped_query()))
-        .unwrap();
-    assert_eq!(
-        w.node.run_until_blocked(job).unwrap(),
-        JobState::AwaitingApproval
-    );
-    let file = w
-        .node
-        .work_dir()
-        .join("cohorts")
-        .join(format!("{job}.jsonl"));
-    assert!(!file.starts_with(w.node.work_dir().join("jobs")));
+    let job = w.submit_to_review("honest");
+    let file = w.node.cohort_file(job);
+    assert!(!file.starts_with(w.node.work_dir()), "{}", file.display());
     let text = std::fs::read_to_string(&file).unwrap();
     let entries = w.node.cohort_entries(job).unwrap().unwrap();
     assert_eq!(text.lines().count(), entries.len());
@@ -978,15 +982,7 @@ fn a_cohort_file_changed_after_approval_feeds_nothing() {
 fn patient_opted_out_after_approval_is_not_fed_and_is_counted_in_the_run_record() {
     let Some(mut w) = world() else { return };
     let tmp = w.tmp.path().to_path_buf();
-    let (dir, manifest) = bundle(&tmp, &w.trainer, "honest", "honest", &w.publisher_key);
-    let job = w
-        .node
-        .submit(&dir, w.request(manifest, w.scoped_query()))
-        .unwrap();
-    assert_eq!(
-        w.node.run_until_blocked(job).unwrap(),
-        JobState::AwaitingApproval
-    );
+    let job = w.submit_to_review("honest");
     let cohort = serde_json::to_value(w.node.cohort_entries(job).unwrap().unwrap()).unwrap();
     let entries = cohort.as_array().unwrap();
     let patient = entries[0]["approved"]["patient_id"]

@@ -30,8 +30,8 @@ pub const MAX_COHORT_ARTIFACT_BYTES: usize = 512 << 20;
 /// Where the node keeps `job`'s cohort file: beside the job store, not in the job's working
 /// directory (which holds the trainer's rootfs and is removed when the job finishes), and kept
 /// as long as the job's artifacts.
-pub(super) fn cohort_path(work_dir: &Path, job: JobId) -> PathBuf {
-    work_dir.join("cohorts").join(format!("{job}.jsonl"))
+pub(super) fn cohort_path(state_dir: &Path, job: JobId) -> PathBuf {
+    state_dir.join("cohorts").join(format!("{job}.jsonl"))
 }
 
 /// A built cohort as the commit stores it: its file written and summarised (and its size
@@ -205,7 +205,7 @@ impl Node {
             .find(|t| t.to == JobState::Admitted)
             .map_or_else(now_ms, |t| t.at.saturating_mul(1000));
         let req = req.clone();
-        let path = cohort_path(&self.p.work_dir, job);
+        let path = cohort_path(&self.state_dir(), job);
         Ok(self.work(Work::new(job, from, move || {
             let built = path
                 .parent()
@@ -315,10 +315,24 @@ impl Node {
 }
 
 impl Node {
+    /// The directory of the job store (the node's state directory), where cohort files are
+    /// kept; the working directory for a store without a file.
+    fn state_dir(&self) -> PathBuf {
+        self.p
+            .store
+            .dir()
+            .unwrap_or_else(|| self.p.work_dir.clone())
+    }
+
+    /// Where `job`'s cohort file is (whether or not it exists).
+    pub fn cohort_file(&self, job: JobId) -> PathBuf {
+        cohort_path(&self.state_dir(), job)
+    }
+
     /// Removes `job`'s cohort file when no cohort is kept for it (a refused build's file, if
     /// it was written).
     fn remove_cohort_file(&self, job: JobId) {
-        let path = cohort_path(&self.p.work_dir, job);
+        let path = cohort_path(&self.state_dir(), job);
         if let Err(e) = std::fs::remove_file(&path) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(%job, error = %e, "cannot remove a refused cohort's file");
@@ -332,7 +346,7 @@ impl Node {
         match stored.file {
             None => Ok(Entries::Held(stored.entries)),
             Some(r) => {
-                let path = cohort_path(&self.p.work_dir, job);
+                let path = cohort_path(&self.state_dir(), job);
                 CohortFile::open(&path, &r).map(Entries::File).map_err(|e| {
                     PipelineError::Artifact {
                         job,

@@ -7,7 +7,7 @@
 //! killed between two transitions resumes from the last recorded one.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -294,6 +294,15 @@ impl JobStore {
             tracing::info!(store = SCHEMA.store, path = %path.display(), from = opened.found, to = opened.now, "store version migrated");
         }
         Ok(Self { conn })
+    }
+
+    /// The directory holding the store's file (the node's state directory), or `None` for a
+    /// store without a file.
+    pub fn dir(&self) -> Option<PathBuf> {
+        self.conn
+            .path()
+            .filter(|p| !p.is_empty())
+            .and_then(|p| Path::new(p).parent().map(Path::to_path_buf))
     }
 
     /// Records a newly received job in state [`JobState::Received`].
