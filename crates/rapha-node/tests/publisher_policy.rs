@@ -139,15 +139,7 @@ fn resources_outside_the_nodes_bounds_are_refused_before_anything_runs() {
     assert_eq!(w.pacs_calls(), 0, "a refused job reached the PACS");
 
     // Control: the same bundle within the bounds is admitted and reaches the DPO.
-    let (dir, manifest) = bundle(&tmp, &w.trainer, "limits-ok", "honest", &w.publisher_key);
-    let job = w
-        .node
-        .submit(&dir, w.request(manifest, w.scoped_query()))
-        .unwrap();
-    assert_eq!(
-        w.node.run_until_blocked(job).unwrap(),
-        JobState::AwaitingApproval
-    );
+    let job = w.submit_to_review("limits-ok");
     // The DPO reviews the resources with the bounds they passed.
     let review = w.node.review(job).unwrap().unwrap();
     let resources = review.resources.expect("the review shows the resources");
@@ -553,16 +545,7 @@ fn the_dpo_sees_the_declared_parameters_and_bits_of_an_admitted_job() {
     let Some(mut w) = world_with_policy(20, 14, |h| h.outputs.max_release_bits = Some(128)) else {
         return;
     };
-    let tmp = w.tmp.path().to_path_buf();
-    let (dir, manifest) = bundle(&tmp, &w.trainer, "bits-ok", "honest", &w.publisher_key);
-    let job = w
-        .node
-        .submit(&dir, w.request(manifest, w.scoped_query()))
-        .unwrap();
-    assert_eq!(
-        w.node.run_until_blocked(job).unwrap(),
-        JobState::AwaitingApproval
-    );
+    let job = w.submit_to_review("bits-ok");
     let review = w.node.review(job).unwrap().unwrap();
     let release = review.release.clone().unwrap();
     assert_eq!(

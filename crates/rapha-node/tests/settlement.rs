@@ -124,16 +124,7 @@ fn deposit_whose_deadline_falls_before_the_run_could_settle_is_refused() {
 #[test]
 fn deadline_that_would_pass_during_the_run_is_refused_at_start() {
     let Some(mut w) = world() else { return };
-    let tmp = w.tmp.path().to_path_buf();
-    let (dir, manifest) = bundle(&tmp, &w.trainer, "late", "honest", &w.publisher_key);
-    let job = w
-        .node
-        .submit(&dir, w.request(manifest, w.scoped_query()))
-        .unwrap();
-    assert_eq!(
-        w.node.run_until_blocked(job).unwrap(),
-        JobState::AwaitingApproval
-    );
+    let job = w.submit_to_review("late");
     approve(&w, job);
     assert_eq!(
         w.node.run_until_blocked(job).unwrap(),
@@ -205,16 +196,7 @@ fn deadline_that_would_pass_during_the_run_is_refused_at_start() {
 #[test]
 fn completed_job_whose_deposit_was_refunded_by_expiry_is_never_released() {
     let Some(mut w) = world() else { return };
-    let tmp = w.tmp.path().to_path_buf();
-    let (dir, manifest) = bundle(&tmp, &w.trainer, "expired", "honest", &w.publisher_key);
-    let job = w
-        .node
-        .submit(&dir, w.request(manifest, w.scoped_query()))
-        .unwrap();
-    assert_eq!(
-        w.node.run_until_blocked(job).unwrap(),
-        JobState::AwaitingApproval
-    );
+    let job = w.submit_to_review("expired");
     approve(&w, job);
     assert_eq!(
         w.node.run_until_blocked(job).unwrap(),
@@ -460,16 +442,7 @@ fn advance_until(w: &mut crate::pipeline_e2e::World, job: JobId, target: JobStat
 /// An honest job of the company's, approved, deposited (refundable after `deadline_in` s) and
 /// run to its receipt; its settlement not yet sent.
 fn receipted_job(w: &mut crate::pipeline_e2e::World, name: &str, deadline_in: u64) -> JobId {
-    let tmp = w.tmp.path().to_path_buf();
-    let (dir, manifest) = bundle(&tmp, &w.trainer, name, "honest", &w.publisher_key);
-    let job = w
-        .node
-        .submit(&dir, w.request(manifest, w.scoped_query()))
-        .unwrap();
-    assert_eq!(
-        w.node.run_until_blocked(job).unwrap(),
-        JobState::AwaitingApproval
-    );
+    let job = w.submit_to_review(name);
     approve(w, job);
     assert_eq!(
         w.node.run_until_blocked(job).unwrap(),
@@ -751,16 +724,7 @@ fn job_naming_another_publishers_prefunded_job_id_is_refused_at_the_deposit_step
 #[test]
 fn front_run_deposit_for_a_victims_job_id_does_not_block_the_victims_deposit() {
     let Some(mut w) = world() else { return };
-    let tmp = w.tmp.path().to_path_buf();
-    let (dir, manifest) = bundle(&tmp, &w.trainer, "victim", "honest", &w.publisher_key);
-    let job = w
-        .node
-        .submit(&dir, w.request(manifest, w.scoped_query()))
-        .unwrap();
-    assert_eq!(
-        w.node.run_until_blocked(job).unwrap(),
-        JobState::AwaitingApproval
-    );
+    let job = w.submit_to_review("victim");
     approve(&w, job);
     assert_eq!(
         w.node.run_until_blocked(job).unwrap(),
