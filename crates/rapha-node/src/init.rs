@@ -103,6 +103,10 @@ allow_linkage = []                              # publishers whose jobs may link
 kinds = ["safetensors", "metrics-json"]
 max_file_bytes = 536870912
 max_total_bytes = 1073741824
+# max_release_bits = 1000000                    # most bits one job's released tensors may carry
+max_publisher_bits = 268435456                  # most bits one publisher takes over all its jobs (2^28)
+release_precision = "declared"                  # or "bf16", "fp16", "int8": rounded by the node
+release_noise_k = 0.0                           # node noise, sigma = k x RMS per tensor (0: none)
 
 [policy.budget]
 max_jobs = 10
@@ -251,5 +255,16 @@ mod tests {
             production.trainer.limits,
             rapha_core::ResourceBounds::default()
         );
+        // And the release bounds of issue 19, at their defaults too.
+        let outputs = &production.policy.outputs;
+        assert_eq!(
+            outputs.max_publisher_bits,
+            Some(rapha_policy::DEFAULT_MAX_PUBLISHER_BITS)
+        );
+        assert_eq!(
+            outputs.release_transform(),
+            rapha_core::release::ReleaseTransform::DECLARED
+        );
+        assert_eq!(outputs.max_release_bits, None);
     }
 }
