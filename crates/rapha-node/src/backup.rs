@@ -140,9 +140,13 @@ fn root_dir(config: &Config, root: Root) -> &Path {
     }
 }
 
+/// Size and SHA-256 of the file at `path`, streamed (a bundle may be gigabytes).
 fn sha256_file(path: &Path) -> anyhow::Result<(u64, String)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok((bytes.len() as u64, Digest::of(&bytes).to_hex()))
+    let reading = || format!("reading {}", path.display());
+    let mut file = std::fs::File::open(path).with_context(reading)?;
+    let mut hasher = Digest::hasher();
+    let bytes = std::io::copy(&mut file, &mut hasher).with_context(reading)?;
+    Ok((bytes, hasher.finish().to_hex()))
 }
 
 /// The files under `dir`, relative to it, sorted; symbolic links are refused (a backup

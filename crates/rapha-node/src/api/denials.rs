@@ -46,7 +46,7 @@ struct Key {
     source: Option<IpAddr>,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 struct Window {
     opened: SystemTime,
     /// Refusals after the first (the first was written when the window opened).
@@ -116,15 +116,7 @@ impl Coalescer {
         let mut closed: Vec<(Key, Window)> = Vec::new();
         self.open.retain(|k, w| {
             if done(w) {
-                closed.push((
-                    *k,
-                    Window {
-                        opened: w.opened,
-                        more: w.more,
-                        first_more: w.first_more,
-                        last: w.last,
-                    },
-                ));
+                closed.push((*k, *w));
                 false
             } else {
                 true
