@@ -119,10 +119,7 @@ fn a_job_on_a_cohort_stored_in_jpeg_2000_jpeg_ls_and_htj2k_with_multi_frame_obje
     };
     let tmp = w.tmp.path().to_path_buf();
     let (dir, manifest) = bundle(&tmp, &w.trainer, "honest", "honest", &w.publisher_key);
-    let job = w
-        .node
-        .submit(&dir, w.request(manifest, w.scoped_query()))
-        .unwrap();
+    let job = w.submit_scoped(&dir, manifest);
     assert_eq!(w.drive(job), JobState::Released);
 
     // The approved cohort holds instances of all three syntaxes, and enhanced objects.
@@ -191,10 +188,7 @@ fn reference_auc_on(ts: &str, studies: usize) -> Option<f64> {
     )?;
     let tmp = w.tmp.path().to_path_buf();
     let (dir, manifest) = reference_bundle(&tmp, &trainer, 25, &w.publisher_key);
-    let job = w
-        .node
-        .submit(&dir, w.request(manifest, w.scoped_query()))
-        .unwrap();
+    let job = w.submit_scoped(&dir, manifest);
     // Up to 15 minutes: 25 epochs on 300 studies, on a loaded machine.
     assert_eq!(w.drive_within(job, 1800), JobState::Released);
     let entries = cohort_entries(&w, job);
@@ -210,15 +204,8 @@ fn reference_auc_on(ts: &str, studies: usize) -> Option<f64> {
         run["fetch_refusals"].as_object().unwrap().is_empty(),
         "{run}"
     );
-    let receipt: serde_json::Value = serde_json::from_slice(
-        &w.node
-            .store()
-            .artifact(job, artifact::RECEIPT)
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
-    let (auc, low, high) = receipt_auc(&receipt);
+    let receipt = w.node.receipt(job).unwrap().unwrap();
+    let (auc, low, high) = receipt_auc(&receipt.body);
     eprintln!(
         "FIGURES reference trainer through the node on a cohort stored in {ts}: node AUC {auc} \
          (95% CI {low}-{high}), {} records fed",

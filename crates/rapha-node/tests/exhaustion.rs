@@ -257,10 +257,7 @@ fn a_runs_end_is_committed_on_a_whole_quantum_after_its_start() {
     let tmp = w.tmp.path().to_path_buf();
     let (dir, manifest) = bundle(&tmp, &w.trainer, "quantum", "honest", &w.publisher_key);
     w.node.set_run_quantum(Duration::from_secs(7));
-    let job = w
-        .node
-        .submit(&dir, w.request(manifest, w.scoped_query()))
-        .unwrap();
+    let job = w.submit_scoped(&dir, manifest);
     assert_eq!(w.drive(job), JobState::Released);
     let t = w.node.store().transitions(job).unwrap();
     let at = |s: JobState| t.iter().find(|x| x.to == s).unwrap().at;

@@ -591,13 +591,16 @@ pub fn world_built(
 impl World {
     /// Submits the honest test trainer's bundle `name` on the scoped query and runs the job
     /// to the DPO's review.
+    /// Submits the bundle in `dir` (manifest digest `manifest`) on the scoped query.
+    pub fn submit_scoped(&mut self, dir: &Path, manifest: Digest) -> JobId {
+        let request = self.request(manifest, self.scoped_query());
+        self.node.submit(dir, request).unwrap()
+    }
+
     pub fn submit_to_review(&mut self, name: &str) -> JobId {
         let tmp = self.tmp.path().to_path_buf();
         let (dir, manifest) = bundle(&tmp, &self.trainer, name, "honest", &self.publisher_key);
-        let job = self
-            .node
-            .submit(&dir, self.request(manifest, self.scoped_query()))
-            .unwrap();
+        let job = self.submit_scoped(&dir, manifest);
         assert_eq!(
             self.node.run_until_blocked(job).unwrap(),
             JobState::AwaitingApproval,

@@ -18,21 +18,13 @@ fn code(reason: &str) -> &str {
     reason.split(':').next().unwrap_or_default().trim()
 }
 
-/// Drives `job` to its end as an honest hospital and a paying publisher would: approves it when
-/// it waits for the DPO, deposits when it waits for the deposit.
 /// The detail of a job's ending, for the hospital's admin (what to change).
 fn ending_detail(w: &World, job: JobId) -> String {
-    let ending: serde_json::Value = serde_json::from_slice(
-        &w.node
-            .store()
-            .artifact(job, artifact::ENDING)
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
-    ending["detail"].as_str().unwrap().to_owned()
+    w.node.ending(job).unwrap().unwrap().detail
 }
 
+/// Drives `job` to its end as an honest hospital and a paying publisher would: approves it when
+/// it waits for the DPO, deposits when it waits for the deposit.
 fn drive_to_end(w: &mut World, job: JobId) -> JobState {
     let mut deposited = false;
     for _ in 0..240 {
@@ -99,10 +91,7 @@ fn resources_outside_the_nodes_bounds_are_refused_before_anything_runs() {
             &w.publisher_key,
             edit,
         );
-        let job = w
-            .node
-            .submit(&dir, w.request(manifest, w.scoped_query()))
-            .unwrap();
+        let job = w.submit_scoped(&dir, manifest);
         let driven = std::panic::catch_unwind(AssertUnwindSafe(|| drive_to_end(&mut w, job)));
         let Ok(end) = driven else {
             failures.push(format!("{what}: the node panicked driving the job"));
@@ -169,10 +158,7 @@ fn gpu_requests_are_admitted_only_within_the_nodes_gpu_bound() {
     let (dir, manifest) = bundle_with(&tmp, &w.trainer, "gpu-2", "honest", &w.publisher_key, |r| {
         r.gpus = 2;
     });
-    let job = w
-        .node
-        .submit(&dir, w.request(manifest, w.scoped_query()))
-        .unwrap();
+    let job = w.submit_scoped(&dir, manifest);
     assert_eq!(drive_to_end(&mut w, job), JobState::Settled);
     let row = w.node.store().get(job).unwrap();
     assert_eq!(row.outcome, Some(Outcome::Refused));
@@ -184,10 +170,7 @@ fn gpu_requests_are_admitted_only_within_the_nodes_gpu_bound() {
     let (dir, manifest) = bundle_with(&tmp, &w.trainer, "gpu-1", "honest", &w.publisher_key, |r| {
         r.gpus = 1;
     });
-    let job = w
-        .node
-        .submit(&dir, w.request(manifest, w.scoped_query()))
-        .unwrap();
+    let job = w.submit_scoped(&dir, manifest);
     assert_eq!(
         w.node.run_until_blocked(job).unwrap(),
         JobState::AwaitingApproval
@@ -211,20 +194,14 @@ fn a_publisher_over_its_job_budget_is_refused_at_admission() {
     let tmp = w.tmp.path().to_path_buf();
     let (dir, manifest) = bundle(&tmp, &w.trainer, "budget", "honest", &w.publisher_key);
     for _ in 0..2 {
-        let job = w
-            .node
-            .submit(&dir, w.request(manifest, w.scoped_query()))
-            .unwrap();
+        let job = w.submit_scoped(&dir, manifest);
         assert_eq!(
             w.node.run_until_blocked(job).unwrap(),
             JobState::AwaitingApproval
         );
     }
     let calls = w.pacs_calls();
-    let third = w
-        .node
-        .submit(&dir, w.request(manifest, w.scoped_query()))
-        .unwrap();
+    let third = w.submit_scoped(&dir, manifest);
     assert_eq!(w.node.run_until_blocked(third).unwrap(), JobState::Settled);
     let row = w.node.store().get(third).unwrap();
     assert_eq!(row.outcome, Some(Outcome::Refused), "{:?}", row.reason);
@@ -278,10 +255,7 @@ fn two_jobs_over_the_same_cohort_share_no_pseudonym() {
     let (dir, manifest) = bundle(&tmp, &w.trainer, "pseudo", "honest", &w.publisher_key);
     let mut jobs = Vec::new();
     for _ in 0..2 {
-        let job = w
-            .node
-            .submit(&dir, w.request(manifest, w.scoped_query()))
-            .unwrap();
+        let job = w.submit_scoped(&dir, manifest);
         assert_eq!(
             w.node.run_until_blocked(job).unwrap(),
             JobState::AwaitingApproval
@@ -528,10 +502,7 @@ fn outputs_the_node_cannot_re_write_or_over_the_bit_cap_are_refused_at_admission
             &w.publisher_key,
         )
         .unwrap();
-        let job = w
-            .node
-            .submit(&dir, w.request(manifest, w.scoped_query()))
-            .unwrap();
+        let job = w.submit_scoped(&dir, manifest);
         // What to change, for the hospital's admin (and the publisher's support).
         let detail = refused_at_admission(&mut w, job);
         assert!(detail.starts_with(want), "{name}: {detail}");
@@ -640,10 +611,7 @@ fn small_jobs_adding_up_past_the_publishers_bit_cap_are_refused_before_the_pacs(
             "honest",
             &w.publisher_key,
         );
-        let job = w
-            .node
-            .submit(&dir, w.request(manifest, w.scoped_query()))
-            .unwrap();
+        let job = w.submit_scoped(&dir, manifest);
         assert_eq!(
             w.node.run_until_blocked(job).unwrap(),
             JobState::AwaitingApproval,
@@ -661,10 +629,7 @@ fn small_jobs_adding_up_past_the_publishers_bit_cap_are_refused_before_the_pacs(
     }
     let pacs_before = w.pacs_calls();
     let (dir, manifest) = bundle(&tmp, &w.trainer, "small-2", "honest", &w.publisher_key);
-    let job = w
-        .node
-        .submit(&dir, w.request(manifest, w.scoped_query()))
-        .unwrap();
+    let job = w.submit_scoped(&dir, manifest);
     let detail = refused_at_admission(&mut w, job);
     let want = format!(
         "publisher-bits-over-cap: publisher \"{}\" has taken {} bits from this node and this \
@@ -763,10 +728,7 @@ fn the_bit_cap_and_the_review_count_the_precision_and_noise_the_node_applies() {
             &w.publisher_key,
         )
         .unwrap();
-        let job = w
-            .node
-            .submit(&dir, w.request(manifest, w.scoped_query()))
-            .unwrap();
+        let job = w.submit_scoped(&dir, manifest);
         let case = format!("{precision:?} k={k}");
         if !admitted {
             assert_eq!(drive_to_end(&mut w, job), JobState::Settled, "{case}");
@@ -841,10 +803,7 @@ fn the_reference_trainer_s_weights_leave_in_bf16_with_node_noise() {
     };
     let tmp = w.tmp.path().to_path_buf();
     let (dir, manifest) = crate::api_live::reference_bundle(&tmp, &trainer, 2, &w.publisher_key);
-    let job = w
-        .node
-        .submit(&dir, w.request(manifest, w.scoped_query()))
-        .unwrap();
+    let job = w.submit_scoped(&dir, manifest);
     assert_eq!(w.drive_within(job, 1200), JobState::Released);
     let model = std::fs::read(w.node.release_path(job).join("model.safetensors")).unwrap();
     let header_len = u64::from_le_bytes(model[..8].try_into().unwrap()) as usize;
@@ -863,14 +822,7 @@ fn the_reference_trainer_s_weights_leave_in_bf16_with_node_noise() {
     assert!(data
         .chunks_exact(2)
         .all(|c| u16::from_le_bytes([c[0], c[1]]) & 0x7f80 != 0x7f80));
-    let receipt: serde_json::Value = serde_json::from_slice(
-        &w.node
-            .store()
-            .artifact(job, artifact::RECEIPT)
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
+    let receipt = w.node.receipt(job).unwrap().unwrap().body;
     let digest = rapha_core::Digest::of(&model).to_string();
     assert!(
         receipt.to_string().contains(&digest),

@@ -78,10 +78,7 @@ fn a_validation_percent_outside_the_hospitals_range_is_refused_at_admission() {
     assert!(failures.is_empty(), "{failures:#?}");
     assert_eq!(w.pacs_calls(), 0, "a refused job reached the PACS");
     // The honest split within the range is admitted.
-    let job = w
-        .node
-        .submit(&dir, w.request(manifest, w.scoped_query()))
-        .unwrap();
+    let job = w.submit_scoped(&dir, manifest);
     assert_eq!(
         w.node.run_until_blocked(job).unwrap(),
         JobState::AwaitingApproval
@@ -96,10 +93,7 @@ fn a_cohort_over_the_instance_cap_is_refused_with_the_empty_cohort_code() {
     // The cap below what the (admissible) query matches: the cohort would be kept whole in
     // memory and stored as one value, past what SQLite stores at the real sizes.
     w.node.rules_mut().max_cohort_instances = 10;
-    let job = w
-        .node
-        .submit(&dir, w.request(manifest, w.scoped_query()))
-        .unwrap();
+    let job = w.submit_scoped(&dir, manifest);
     assert_eq!(w.node.run_until_blocked(job).unwrap(), JobState::Settled);
     let row = w.node.store().get(job).unwrap();
     assert_eq!(row.outcome, Some(Outcome::Refused), "{:?}", row.reason);
