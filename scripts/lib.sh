@@ -34,10 +34,12 @@ as_root() {
 # --transfer-syntax`: a synthetic cohort stored as a compressing archive stores it),
 # libcharls-dev, libgdcm-dev and libopenjph-dev (CharLS, GDCM's 12-bit IJG library and OpenJPH
 # with their headers: the C and C++ decoders the sandboxed `rapha-decode` worker is built
-# against; libdcmtk-dev ships no IJG headers, libjpeg-turbo 2.1.5 no 12-bit API).
+# against; libdcmtk-dev ships no IJG headers, libjpeg-turbo 2.1.5 no 12-bit API); curl and
+# util-linux (`unshare`: the documented demo walkthrough runs as written, in its own network
+# namespace, by crates/rapha-demo/tests/walkthrough.rs).
 DEBIAN_PACKAGES=(orthanc orthanc-dicomweb swtpm swtpm-tools tpm2-tools libtss2-dev runc iproute2
     pkg-config socat openssl skopeo python3-torch mmdebstrap buildah umoci openjph-tools
-    dcmtk libopenjp2-tools libcharls-dev libgdcm-dev libopenjph-dev)
+    dcmtk libopenjp2-tools libcharls-dev libgdcm-dev libopenjph-dev curl util-linux)
 
 install_debian_packages() {
     local missing=()

@@ -8,6 +8,10 @@ pub enum AttestError {
     // --- talking to the TPM -------------------------------------------------------------
     #[error("cannot reach the TPM through TCTI {tcti:?}: {reason}")]
     TpmUnreachable { tcti: String, reason: String },
+    #[error("the sealed key was refused: {0}")]
+    SealedKeyRefused(String),
+    #[error("not a sealed key file: {0}")]
+    SealedFileMalformed(String),
     #[error("TPM command {command} failed: {reason}")]
     TpmCommand {
         command: &'static str,

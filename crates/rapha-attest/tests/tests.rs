@@ -5,5 +5,6 @@ mod binding;
 mod chain;
 mod evidence;
 mod fuzz_corpus;
+mod seal;
 mod sgx;
 mod tpm;

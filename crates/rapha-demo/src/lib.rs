@@ -13,5 +13,6 @@ pub mod node;
 pub mod pacs;
 pub mod run;
 pub mod signing;
+pub mod up;
 
 pub use run::RunArgs;

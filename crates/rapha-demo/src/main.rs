@@ -17,6 +17,11 @@ enum Cmd {
     /// Run one job end to end. Exit codes: 0 completed and the receipt verifies; 3 the job
     /// was refused (reason printed); 1 anything else, including steps that did not run.
     Run(RunArgs),
+    /// Serve the local parts a demo node's configuration names (`rapha-node init --demo
+    /// --dir DIR` wrote it): the demo PACS with a synthetic cohort, anvil with the demo escrow
+    /// and mock USDC, their addresses written into the configuration; until Ctrl-C. Then
+    /// `rapha-node serve --config DIR/node.toml` runs the node as configured.
+    Up(rapha_demo::up::UpArgs),
 }
 
 fn main() {
@@ -30,6 +35,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Run(args) => run::run(&args),
+        Cmd::Up(args) => rapha_demo::up::up(&args),
     };
     std::process::exit(code);
 }

@@ -13,13 +13,13 @@ fn required() -> bool {
     rapha_testkit::services::services_required()
 }
 
-fn skip(why: &str) -> bool {
+pub(crate) fn skip(why: &str) -> bool {
     assert!(!required(), "{why} (RAPHA_REQUIRE_SERVICES=1)");
     eprintln!("SKIPPED: {why}; rapha-demo end-to-end test not run");
     true
 }
 
-fn have(cmd: &str, arg: &str) -> bool {
+pub(crate) fn have(cmd: &str, arg: &str) -> bool {
     Command::new(cmd)
         .arg(arg)
         .output()
@@ -54,7 +54,7 @@ fn reference_rootfs() -> Option<PathBuf> {
     .clone()
 }
 
-fn ready() -> Option<PathBuf> {
+pub(crate) fn ready() -> Option<PathBuf> {
     if !(have("runc", "--version") && is_root()) {
         skip("runc (as root) is not available");
         return None;

@@ -4,3 +4,4 @@
 
 mod pacs;
 mod run;
+mod walkthrough;

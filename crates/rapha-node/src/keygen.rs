@@ -26,6 +26,21 @@ pub struct KeygenArgs {
     /// A DPO's Ed25519 approval key (run on the DPO's machine).
     #[arg(long)]
     pub dpo: bool,
+    /// With --hmac: seal the key to the TPM at --tcti under a PCR policy instead of writing
+    /// it in the clear; the node unseals it at start through [attestation.tpm] tcti.
+    #[arg(long, requires = "hmac", requires = "tcti")]
+    pub seal_to_tpm: bool,
+    /// With --seal-to-tpm: the TPM (TSS2 TCTI, e.g. device:/dev/tpmrm0; the node's
+    /// [attestation.tpm] tcti).
+    #[arg(long, value_name = "TCTI")]
+    pub tcti: Option<String>,
+    /// With --seal-to-tpm: the PCRs (sha256 bank) whose current values unseal it.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', default_values_t = [0u8, 2, 4, 7])]
+    pub pcrs: Vec<u8>,
+    /// With --seal-to-tpm: seal this existing plain key file (keeps every pseudonym) instead
+    /// of a new key.
+    #[arg(long, value_name = "FILE", requires = "seal_to_tpm")]
+    pub from: Option<PathBuf>,
     /// File to create (must not exist).
     #[arg(long)]
     pub out: PathBuf,
@@ -45,7 +60,27 @@ WARNING: this key turns patient identifiers into pseudonyms.
 /// # Errors
 /// When the file exists or cannot be written.
 pub fn run(args: &KeygenArgs) -> anyhow::Result<()> {
-    if args.hmac {
+    if args.seal_to_tpm {
+        let key = match &args.from {
+            Some(plain) => HmacKey::load(plain)?,
+            None => HmacKey::generate(),
+        };
+        let tcti = args.tcti.as_deref().unwrap_or_default();
+        let pcrs = args.pcrs.iter().copied().collect();
+        crate::hmac_key::seal_to_file(&key, tcti, &pcrs, &args.out)?;
+        println!(
+            "wrote the HMAC key sealed to the TPM at {tcti} (PCRs {:?}, mode 0600) to {}",
+            args.pcrs,
+            args.out.display()
+        );
+        println!(
+            "only this TPM, with these PCRs at their current values, unseals it: a changed boot \
+             chain or another machine cannot. Escrow the key before relying on it (docs/keys.md)."
+        );
+        if args.from.is_none() {
+            println!("{HMAC_WARNING}");
+        }
+    } else if args.hmac {
         write_hmac(&args.out)?;
         println!(
             "wrote HMAC key (32 bytes, mode 0600) to {}",

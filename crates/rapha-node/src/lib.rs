@@ -21,6 +21,7 @@ pub mod api;
 pub mod approvals;
 pub mod config;
 pub mod doctor;
+pub mod hmac_key;
 pub mod init;
 pub mod keygen;
 pub mod policy_cmd;

@@ -478,7 +478,7 @@ pub fn node_from_config(cfg: &Config) -> anyhow::Result<Node> {
         trust,
         policy: Policy::load(&cfg.policy.path)?,
         hospital,
-        pseudonymizer: Pseudonymizer::load(&cfg.keys.hmac_key_file)?,
+        pseudonymizer: Pseudonymizer::new(crate::hmac_key::load(cfg)?.0),
         dicom: cfg.dicom.clone().unwrap_or_default(),
         optouts: OptOuts::load(&cfg.cohort.opt_out_file)?,
         labels: cfg

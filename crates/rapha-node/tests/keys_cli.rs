@@ -304,3 +304,83 @@ fn version_names_the_source_commit_and_the_build_profile() {
         )
     );
 }
+
+/// Issue 22 item 2: the HMAC key sealed to the TPM. `keygen --hmac --seal-to-tpm --from` seals
+/// an existing key (same pseudonyms), the node loads it through [attestation.tpm] tcti as the
+/// same key, the sealed file carries no copy of it, and after the measured boot state changes
+/// (a PCR extended) the node refuses to start with the reason, instead of pseudonymising with
+/// another key.
+#[test]
+fn an_hmac_key_sealed_to_the_tpm_loads_as_the_same_key_until_the_boot_state_changes() {
+    let Some(tpm) = rapha_testkit::require!(rapha_testkit::services::Swtpm::start()) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.key");
+    let sealed = dir.path().join("hmac.sealed");
+    assert!(
+        node(&["keygen", "--hmac", "--out", plain.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = node(&[
+        "keygen",
+        "--hmac",
+        "--seal-to-tpm",
+        "--tcti",
+        &tpm.tcti(),
+        "--pcrs",
+        "0,7,14",
+        "--from",
+        plain.to_str().unwrap(),
+        "--out",
+        sealed.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&sealed), 0o600);
+    let key = std::fs::read(&plain).unwrap();
+    let text = std::fs::read_to_string(&sealed).unwrap();
+    assert!(
+        !text.contains(&hex::encode(&key)),
+        "the sealed file holds the key"
+    );
+
+    let mut spec = crate::node_common::ConfigSpec::under(dir.path());
+    spec.hmac = sealed.clone();
+    spec.tcti = tpm.tcti();
+    let config =
+        rapha_node::config::Config::load(&spec.write(&dir.path().join("node.toml"))).unwrap();
+    let (loaded, source) = rapha_node::hmac_key::load(&config).unwrap();
+    assert_eq!(loaded.expose_bytes().as_slice(), key.as_slice());
+    assert!(matches!(
+        source,
+        rapha_node::hmac_key::HmacSource::Tpm { .. }
+    ));
+
+    // Without a TPM in the configuration the sealed file is refused, naming what is missing.
+    let mut no_tpm = config.clone();
+    no_tpm.attestation.tpm = None;
+    let Err(err) = rapha_node::hmac_key::load(&no_tpm) else {
+        panic!("a sealed key loaded without a TPM")
+    };
+    let err = format!("{err:#}");
+    assert!(err.contains("[attestation.tpm]"), "{err}");
+
+    // The boot state changes: PCR 14 extended. The key no longer unseals.
+    let mut ctx = rapha_attest::tpm::connect(&tpm.tcti()).unwrap();
+    let mut values = tss_esapi::structures::DigestValues::new();
+    values.set(
+        tss_esapi::interface_types::algorithm::HashingAlgorithm::Sha256,
+        tss_esapi::structures::Digest::try_from(vec![0x11; 32]).unwrap(),
+    );
+    ctx.execute_with_nullauth_session(|c| {
+        c.pcr_extend(tss_esapi::handles::PcrHandle::Pcr14, values)
+    })
+    .unwrap();
+    drop(ctx);
+    let Err(err) = rapha_node::hmac_key::load(&config) else {
+        panic!("the sealed key unsealed after the boot state changed")
+    };
+    let err = format!("{err:#}");
+    assert!(err.contains("measured boot state changed"), "{err}");
+}

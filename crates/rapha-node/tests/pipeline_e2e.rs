@@ -1029,3 +1029,43 @@ fn patient_opted_out_after_approval_is_not_fed_and_is_counted_in_the_run_record(
         "{run}"
     );
 }
+
+/// A publisher the hospital revokes while its job waits for the deposit (`rapha-node trust
+/// remove --revoke` on the running node) never runs: the run step verifies the bundle against
+/// the trust store as it is now, not as it was when the node started, and the job ends
+/// `bundle-refused` with the depositor refunded and no trainer started.
+#[test]
+fn a_publisher_revoked_on_a_running_node_does_not_run_its_waiting_job() {
+    let Some(mut w) = world() else { return };
+    let job = w.submit_to_review("revoked-while-waiting");
+    w.approve(job);
+    assert_eq!(
+        w.node.run_until_blocked(job).unwrap(),
+        JobState::AwaitingDeposit
+    );
+    TrustStore::revoke(
+        &w.tmp.path().join("trust"),
+        PUBLISHER,
+        time::OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    w.deposit_and_finish(job, 60);
+    assert!(w.node.store().finished(job).unwrap());
+    let row = w.node.store().get(job).unwrap();
+    assert_eq!(
+        row.reason.as_deref(),
+        Some("bundle-refused"),
+        "{:?}",
+        row.state
+    );
+    assert!(
+        w.node
+            .store()
+            .artifact(job, rapha_node::pipeline::artifact::MANIFEST)
+            .unwrap()
+            .is_none(),
+        "no run record: the trainer never ran"
+    );
+    let ending = w.node.ending(job).unwrap().unwrap();
+    assert!(ending.detail.contains("revoked"), "{}", ending.detail);
+}

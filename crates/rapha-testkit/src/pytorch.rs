@@ -25,6 +25,36 @@ pub fn image() -> PathBuf {
     PathBuf::from(String::from_utf8(o.stdout).unwrap().trim())
 }
 
+/// The example's image signed with a throwaway key as trainers/pytorch-lesion/trainer.toml
+/// declares it, verified against a trust store holding only that key, and unpacked the way the
+/// node unpacks a bundle, under `dir`. Returns the rootfs and the image's entrypoint, for tests
+/// that run the example directly in the enclave runtime (e.g. its predict mode).
+pub fn unpacked(dir: &Path) -> (PathBuf, Vec<String>) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let spec = rapha_bundle::TrainerSpec::from_toml(
+        &std::fs::read_to_string(root.join("trainers/pytorch-lesion/trainer.toml")).unwrap(),
+    )
+    .unwrap();
+    let key = rapha_bundle::SigningKey::generate_ed25519();
+    let bundle = dir.join("pytorch-bundle");
+    rapha_bundle::sign_bundle(&key, &image(), &spec, &bundle).unwrap();
+    let trust = dir.join("pytorch-trust");
+    rapha_bundle::TrustStore::add(
+        &trust,
+        &spec.publisher,
+        &key.public_key(),
+        std::slice::from_ref(&spec.name),
+        None,
+    )
+    .unwrap();
+    let verified =
+        rapha_bundle::verify_bundle(&bundle, &rapha_bundle::TrustStore::open(&trust).unwrap())
+            .unwrap();
+    let rootfs = dir.join("pytorch-rootfs");
+    verified.unpack_rootfs(&rootfs).unwrap();
+    (rootfs, verified.entrypoint().to_vec())
+}
+
 /// Asserts that `dir` holds the reference trainer's released model: `model.safetensors` with
 /// the CNN's tensor shapes (`c1.weight` 8×1×3×3, `fc.weight` 1×64) in its header, and no
 /// `__metadata__` (the node's re-serialisation has none).

@@ -151,7 +151,7 @@ fn spec(validation_percent: u8) -> JobSpec {
             memory_mb: 2048,
             cpus: 2,
             pids: 64,
-            wall_seconds: 600,
+            wall_seconds: 1800,
             tmp_mb: rapha_core::DEFAULT_TMP_MB,
             gpus: 0,
         },
@@ -173,26 +173,50 @@ fn run(
     let rootfs = dir.path().join("rootfs");
     std::fs::create_dir(&rootfs).unwrap();
     std::fs::copy(trainer, rootfs.join("trainer")).unwrap();
-    if let Some(w) = weights {
-        std::fs::create_dir(rootfs.join("weights")).unwrap();
-        std::fs::copy(w, rootfs.join("weights/model.safetensors")).unwrap();
-    }
-    let release = dir.path().join("release");
-    let session = EnclaveSession::new(spec(validation_percent)).unwrap();
     let mut entry = vec!["/trainer".to_string()];
     entry.extend(args.iter().map(|s| (*s).to_string()));
+    let (r, elapsed) = run_rootfs(
+        &rootfs,
+        &entry,
+        weights,
+        source,
+        ids,
+        validation_percent,
+        dir.path(),
+    );
+    (r, dir, elapsed)
+}
+
+/// Runs `entry` in `rootfs` under runc (work files under `scratch`); `weights` is placed at
+/// `/weights/model.safetensors` in the rootfs first, for predict mode.
+fn run_rootfs(
+    rootfs: &Path,
+    entry: &[String],
+    weights: Option<&Path>,
+    source: &DicomSource,
+    ids: &RawIdentifiers,
+    validation_percent: u8,
+    scratch: &Path,
+) -> (JobResult, Duration) {
+    if let Some(w) = weights {
+        std::fs::create_dir_all(rootfs.join("weights")).unwrap();
+        std::fs::copy(w, rootfs.join("weights/model.safetensors")).unwrap();
+    }
+    let release = scratch.join("release");
+    let _ = std::fs::remove_dir_all(&release);
+    let session = EnclaveSession::new(spec(validation_percent)).unwrap();
     let cfg = SandboxConfig {
-        runtime_root: dir.path().join("runc-state"),
+        runtime_root: scratch.join("runc-state"),
         ..SandboxConfig::default()
     };
     let paths = RunPaths {
-        work_root: &dir.path().join("work"),
-        rootfs: &rootfs,
+        work_root: &scratch.join("work"),
+        rootfs,
         release_dir: &release,
     };
     let started = Instant::now();
-    let r = session.run(&cfg, &paths, &entry, source, ids).unwrap();
-    (r, dir, started.elapsed())
+    let r = session.run(&cfg, &paths, entry, source, ids).unwrap();
+    (r, started.elapsed())
 }
 
 fn completed_auc(r: &JobResult) -> f64 {
@@ -506,6 +530,109 @@ fn both_sdks_cut_a_long_multibyte_trainer_name_to_the_protocol_limit() {
     }
 }
 
+/// The PyTorch example (trainers/pytorch-lesion, its Debian image unpacked as the node
+/// unpacks it) at the same release settings as the reference trainer above: trained once on
+/// the same 300 studies, each release scored by the example's own predict mode on the same
+/// fresh 150-study cohort.
+#[test]
+fn slow_pytorch_release_precision_and_noise_cost_in_auc() {
+    if std::env::var("RAPHA_SLOW").as_deref() != Ok("1") || !sandbox_ready() {
+        return;
+    }
+    let Some(orthanc) = rapha_testkit::require!(Orthanc::start()) else {
+        return;
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let (rootfs, entry) = rapha_testkit::pytorch::unpacked(scratch.path());
+    let train = load(&orthanc, 300, 1, false);
+    let (source, ids) = DicomSource::new(&train.cohort.entries, Some(train.client));
+    let work = scratch.path().join("train");
+    std::fs::create_dir(&work).unwrap();
+    let (r, took) = run_rootfs(&rootfs, &entry, None, &source, &ids, 30, &work);
+    let trained_auc = completed_auc(&r);
+    eprintln!(
+        "FIGURES PyTorch example trained on 300 studies in {took:?}, validation AUC {trained_auc}"
+    );
+    let weights = std::fs::read(
+        r.released
+            .iter()
+            .find(|p| p.ends_with("model.safetensors"))
+            .unwrap(),
+    )
+    .unwrap();
+    let fresh = load(&orthanc, 150, 2, false);
+    let (fsource, fids) = DicomSource::new(&fresh.cohort.entries, Some(fresh.client));
+    let mut predict = entry.clone();
+    predict.extend([
+        "--predict".to_owned(),
+        "/weights/model.safetensors".to_owned(),
+    ]);
+    let mut round = 0;
+    let aucs = release_settings_auc(&weights, trained_auc, |path| {
+        round += 1;
+        let work = scratch.path().join(format!("predict-{round}"));
+        std::fs::create_dir(&work).unwrap();
+        let (pr, _) = run_rootfs(&rootfs, &predict, Some(path), &fsource, &fids, 90, &work);
+        completed_auc(&pr)
+    });
+    let declared = aucs[0].1;
+    assert!(declared >= 0.75, "declared weights score {declared} < 0.75");
+    for (label, auc) in &aucs[1..3] {
+        assert!(
+            (auc - declared).abs() <= 0.02,
+            "{label}: {auc} vs {declared}"
+        );
+    }
+}
+
+/// The release settings of `[policy.outputs] release_precision` and `release_noise_k` measured
+/// for the accuracy cost: each passes `weights` through the node's own release function,
+/// widens the result back to F32 as a publisher loads it, and scores it with `score` (the
+/// trainer's predict mode on a fresh cohort; the node computes the AUC). Prints one FIGURES
+/// line per setting; returns (setting, AUC).
+fn release_settings_auc(
+    weights: &[u8],
+    trained_auc: f64,
+    mut score: impl FnMut(&Path) -> f64,
+) -> Vec<(&'static str, f64)> {
+    use rapha_core::release::{NoiseK, ReleasePrecision, ReleaseTransform};
+    let model = spec(30).outputs.remove(0);
+    let settings: Vec<(&str, ReleasePrecision, f64)> = vec![
+        ("declared", ReleasePrecision::Declared, 0.0),
+        ("bf16", ReleasePrecision::Bf16, 0.0),
+        ("fp16", ReleasePrecision::Fp16, 0.0),
+        ("int8", ReleasePrecision::Int8, 0.0),
+        ("noise k=0.01", ReleasePrecision::Declared, 0.01),
+        ("noise k=0.1", ReleasePrecision::Declared, 0.1),
+        ("noise k=0.3", ReleasePrecision::Declared, 0.3),
+        ("noise k=1.0", ReleasePrecision::Declared, 1.0),
+    ];
+    let mut aucs = Vec::new();
+    for (label, precision, k) in settings {
+        let transform = ReleaseTransform {
+            precision,
+            noise_k: NoiseK::try_from(k).unwrap(),
+        };
+        let released =
+            rapha_enclave::guard::release::reserialise_released(&model, weights, transform)
+                .unwrap();
+        let bits =
+            rapha_core::release::effective_release_bits(std::slice::from_ref(&model), transform)
+                .unwrap()
+                .bits;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        std::fs::write(&path, widen_to_f32(&released, &model.tensors)).unwrap();
+        let auc = score(&path);
+        eprintln!(
+            "FIGURES release setting {label}: {} bytes released, at most {bits} bits, fresh-cohort AUC {auc} (trained model's validation AUC {trained_auc})",
+            released.len()
+        );
+        aucs.push((label, auc));
+    }
+    aucs
+}
+
 /// The released weights widened back to the declared F32 tensors, as a publisher loads them:
 /// BF16 and F16 values exactly, int8 as `q × scale` (its `<name>:scale` tensor).
 fn widen_to_f32(released: &[u8], decls: &[rapha_core::release::TensorDecl]) -> Vec<u8> {
@@ -551,7 +678,6 @@ fn widen_to_f32(released: &[u8], decls: &[rapha_core::release::TensorDecl]) -> V
 /// computes each AUC.
 #[test]
 fn slow_release_precision_and_noise_cost_in_auc() {
-    use rapha_core::release::{NoiseK, ReleasePrecision, ReleaseTransform};
     if std::env::var("RAPHA_SLOW").as_deref() != Ok("1") || !sandbox_ready() {
         return;
     }
@@ -570,50 +696,19 @@ fn slow_release_precision_and_noise_cost_in_auc() {
             .unwrap(),
     )
     .unwrap();
-    let model = spec(30).outputs.remove(0);
     let fresh = load(&orthanc, 150, 2, false);
     let (fsource, fids) = DicomSource::new(&fresh.cohort.entries, Some(fresh.client));
-    let settings: Vec<(&str, ReleasePrecision, f64)> = vec![
-        ("declared", ReleasePrecision::Declared, 0.0),
-        ("bf16", ReleasePrecision::Bf16, 0.0),
-        ("fp16", ReleasePrecision::Fp16, 0.0),
-        ("int8", ReleasePrecision::Int8, 0.0),
-        ("noise k=0.01", ReleasePrecision::Declared, 0.01),
-        ("noise k=0.1", ReleasePrecision::Declared, 0.1),
-        ("noise k=0.3", ReleasePrecision::Declared, 0.3),
-        ("noise k=1.0", ReleasePrecision::Declared, 1.0),
-    ];
-    let mut aucs = Vec::new();
-    for (label, precision, k) in settings {
-        let transform = ReleaseTransform {
-            precision,
-            noise_k: NoiseK::try_from(k).unwrap(),
-        };
-        let released =
-            rapha_enclave::guard::release::reserialise_released(&model, &weights, transform)
-                .unwrap();
-        let bits =
-            rapha_core::release::effective_release_bits(std::slice::from_ref(&model), transform)
-                .unwrap()
-                .bits;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("model.safetensors");
-        std::fs::write(&path, widen_to_f32(&released, &model.tensors)).unwrap();
+    let aucs = release_settings_auc(&weights, trained_auc, |path| {
         let (pr, _keep2, _) = run(
             &trainer,
             &["--predict", "/weights/model.safetensors"],
-            Some(&path),
+            Some(path),
             &fsource,
             &fids,
             90,
         );
-        let auc = completed_auc(&pr);
-        eprintln!(
-            "FIGURES release setting {label}: {} bytes released, at most {bits} bits, fresh-cohort AUC {auc} (trained model's validation AUC {trained_auc})",
-            released.len()
-        );
-        aucs.push((label, auc));
-    }
+        completed_auc(&pr)
+    });
     let declared = aucs[0].1;
     assert!(declared >= 0.90, "declared weights score {declared} < 0.90");
     // Rounding to 16 bits costs no accuracy worth the name.

@@ -45,7 +45,10 @@ use crate::error::{AttestError, Result};
 pub use crate::x509::VendorRoots;
 use crate::x509::{rsa_modulus, strip_zeros};
 
+mod seal;
 mod verify;
+
+pub use seal::{seal, unseal, SealedSecret, SEALED_FORMAT};
 
 pub use verify::{FreshnessMark, PcrPolicy, TpmVerifier, VerifiedQuote};
 

@@ -80,8 +80,20 @@ impl std::fmt::Debug for DemoPacs {
 impl DemoPacs {
     /// Indexes every Part 10 file under `dir` and serves it on a free loopback port.
     pub fn start(dir: &Path) -> Result<Self> {
+        Self::start_on(dir, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Indexes every Part 10 file under `dir` and serves it on `addr` (a loopback address: the
+    /// demo PACS has no authentication, I8).
+    pub fn start_on(dir: &Path, addr: std::net::SocketAddr) -> Result<Self> {
+        anyhow::ensure!(
+            addr.ip().is_loopback(),
+            "the demo PACS serves loopback only, not {addr}"
+        );
         let index = Arc::new(build_index(dir)?);
-        let listener = TcpListener::bind("127.0.0.1:0").context("binding the demo PACS")?;
+        let listener = TcpListener::bind(addr).with_context(|| {
+            format!("binding the demo PACS to {addr} (is something else listening there?)")
+        })?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());

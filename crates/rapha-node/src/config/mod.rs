@@ -132,8 +132,17 @@ impl Config {
             field,
             message,
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        config.resolve_paths(base);
+        // Absolute, so that what the node hands on (a rootfs to runc, a socket to a trainer)
+        // means the same file from any working directory.
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let base = std::path::absolute(parent).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        config.resolve_paths(&base);
         Ok(config)
     }
 

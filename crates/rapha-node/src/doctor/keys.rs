@@ -1,7 +1,6 @@
 //! The node's secrets and callers' keys: the PHI HMAC key, the node signing key, the DPO
 //! public keys and the API token file, none of them a development key.
 
-use rapha_core::HmacKey;
 use rapha_policy::{is_dev_key, read_secret_hex, DpoPublicKey};
 
 use crate::config::Config;
@@ -10,11 +9,12 @@ use super::{fail, Outcome};
 
 pub(super) fn check_hmac(config: &Config) -> Outcome {
     let path = &config.keys.hmac_key_file;
-    let key = HmacKey::load(path).or_else(|e| {
+    let (key, source) = crate::hmac_key::load(config).or_else(|e| {
         fail(
-            e.to_string(),
+            format!("{e:#}"),
             format!(
-                "create one with `rapha-node keygen --hmac --out {}` (and back it up)",
+                "create one with `rapha-node keygen --hmac --seal-to-tpm --out {}` (and escrow \
+                 it: docs/keys.md)",
                 path.display()
             ),
         )
@@ -28,10 +28,18 @@ pub(super) fn check_hmac(config: &Config) -> Outcome {
             "generate a production key with `rapha-node keygen --hmac --out FILE`",
         );
     }
-    Ok(format!(
-        "{}: 32 bytes, mode 0600 or stricter",
-        path.display()
-    ))
+    Ok(match source {
+        crate::hmac_key::HmacSource::Tpm { tcti, pcrs } => format!(
+            "{}: sealed to the TPM at {tcti} (PCRs {pcrs:?}), unsealed",
+            path.display()
+        ),
+        crate::hmac_key::HmacSource::File => format!(
+            "{}: 32 bytes, mode 0600 or stricter; PLAIN FILE, not sealed to the TPM (whoever \
+             reads the disk reads the key: `rapha-node keygen --hmac --seal-to-tpm --from {}`)",
+            path.display(),
+            path.display()
+        ),
+    })
 }
 
 pub(super) fn check_node_key(config: &Config) -> Outcome {

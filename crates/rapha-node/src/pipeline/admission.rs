@@ -519,14 +519,23 @@ fn linkage_differs(store: &JobStore, job: JobId, request: &JobRequest) -> Result
     }))
 }
 
-/// Verifies the job's bundle at `dir` against `trust` (signature, trust decision, every blob
-/// hashed) and checks it is the one the request names, signed as its publisher and trainer.
+/// Verifies the job's bundle at `dir` against the trust store in `trust`'s directory as it is
+/// now (signature, trust decision, every blob hashed) and checks it is the one the request names, signed as its publisher and trainer.
 pub(super) fn job_bundle(
     dir: &Path,
     trust: &TrustStore,
     req: &JobRequest,
 ) -> std::result::Result<VerifiedBundle, String> {
-    let vb = verify_bundle(dir, trust).map_err(|e| format!("bundle refused: {e}"))?;
+    // The trust store as it is now, not as the node loaded it: a publisher the hospital
+    // revoked (or whose key expired) since the node started must not run (`rapha-node trust
+    // remove --revoke` works on a running node).
+    let current = TrustStore::open(trust.dir()).map_err(|e| {
+        format!(
+            "bundle refused: the trust store {} could not be read: {e}",
+            trust.dir().display()
+        )
+    })?;
+    let vb = verify_bundle(dir, &current).map_err(|e| format!("bundle refused: {e}"))?;
     if vb.manifest_digest() != req.bundle_manifest {
         Err(format!(
             "the request names bundle {} but the bundle's manifest is {}",
