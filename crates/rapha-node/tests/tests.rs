@@ -15,6 +15,7 @@ mod backup;
 mod bundle_cost;
 mod cohort_preview;
 mod config_errors;
+mod console;
 mod crash;
 mod demo_isolation;
 mod doctor_production;

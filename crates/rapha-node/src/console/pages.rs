@@ -591,7 +591,9 @@ pub(super) async fn log(State(state): State<ConsoleState>, headers: HeaderMap) -
     Ok(document("Receipt log", Some(&session), h))
 }
 
-/// Filters of the audit page, from its query string.
+/// Filters of the audit page, from its query string: the actor's user id (a role or service
+/// name), the action (an EventID code, its display name, or the start of the event's
+/// description), the outcome code, and a first and last day.
 #[derive(Debug, Default)]
 pub struct AuditFilter {
     pub actor: Option<String>,
@@ -664,7 +666,7 @@ impl AuditFilter {
             && self.action.as_ref().is_none_or(|a| {
                 e.event_display.eq_ignore_ascii_case(a)
                     || e.event_id == *a
-                    || e.outcome_description.contains(a.as_str())
+                    || e.outcome_description.starts_with(a.as_str())
             })
             && self.outcome.is_none_or(|o| e.outcome == o)
             && self.from.as_ref().is_none_or(|f| day >= f.as_str())
