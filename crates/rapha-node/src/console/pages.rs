@@ -15,6 +15,7 @@ use super::html::Html;
 use super::{allow, chart, csrf_field, document, require_session, PageError, PageResult};
 use super::{ConsoleState, Session};
 use crate::api::{roles, HttpError, Role};
+use crate::approvals::format_time as time;
 use crate::audit::AuditEvent;
 use crate::store::JobState;
 
@@ -36,17 +37,6 @@ macro_rules! session_or_login {
 fn parse_job(id: &str) -> PageResult<JobId> {
     id.parse()
         .map_err(|_| PageError::new(StatusCode::BAD_REQUEST, "not a job id"))
-}
-
-fn time(unix: u64) -> String {
-    i64::try_from(unix)
-        .ok()
-        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| unix.to_string())
 }
 
 fn job_link(h: &mut Html, job: JobId) {
