@@ -680,3 +680,102 @@ fn the_tls_listener_serves_the_console_with_a_test_certificate_and_refuses_a_rea
         .to_string();
     assert!(err.contains("holds no CERTIFICATE block"), "{err}");
 }
+
+#[test]
+fn rapha_node_serve_serves_the_console_from_its_configuration_and_refuses_a_lan_one_in_clear() {
+    let Some(trainer) = crate::pipeline_e2e::sandbox_ready() else {
+        return;
+    };
+    let Some(orthanc) = rapha_testkit::require!(rapha_testkit::services::Orthanc::start()) else {
+        return;
+    };
+    let Some(chain) = Chain::start() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let fixture = crate::pipeline_e2e::NodeFixture::new(t, &orthanc, &chain, &trainer, 47);
+    let console_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (mut child, port) = crate::publisher_probes::spawn_serve(
+        t,
+        &fixture,
+        &chain,
+        &format!("dpo {DPO_TOKEN}\npublisher {PUBLISHER_TOKEN} {PUBLISHER}\n"),
+        &format!("\n[console]\nlisten = \"127.0.0.1:{console_port}\"\nsession_minutes = 5\n"),
+    );
+    let healthy = crate::publisher_probes::wait_healthy(&mut child, port);
+    let base = format!("http://127.0.0.1:{console_port}");
+    let http = no_redirects().build().unwrap();
+    let result = (|| {
+        let r = http.get(format!("{base}/login")).send().ok()?;
+        let login_ok = r.status() == StatusCode::OK
+            && r.headers()
+                .get("content-security-policy")
+                .map(|v| v.as_bytes())
+                == Some(console::CSP.as_bytes());
+        let r = http
+            .post(format!("{base}/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", &base)
+            .body(format!("token={DPO_TOKEN}"))
+            .send()
+            .ok()?;
+        let cookie = r.headers().get("set-cookie")?.to_str().ok()?.to_owned();
+        assert!(cookie.contains("Max-Age=300"), "{cookie}");
+        let id = cookie
+            .strip_prefix("rapha_console=")?
+            .split(';')
+            .next()?
+            .to_owned();
+        let queue = http
+            .get(format!("{base}/"))
+            .header("cookie", format!("rapha_console={id}"))
+            .send()
+            .ok()?
+            .text()
+            .ok()?;
+        let refused = http
+            .post(format!("{base}/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", &base)
+            .body(format!("token={PUBLISHER_TOKEN}"))
+            .send()
+            .ok()?
+            .status();
+        Some((login_ok, queue, refused))
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(t.join("serve.log")).unwrap_or_default();
+    assert!(healthy, "serve did not start: {log}");
+    let (login_ok, queue, refused) =
+        result.unwrap_or_else(|| panic!("the console did not answer: {log}"));
+    assert!(login_ok, "{log}");
+    assert!(queue.contains("Approval queue"), "{queue}");
+    assert_eq!(refused, StatusCode::FORBIDDEN);
+    assert!(
+        log.contains(&format!(
+            "rapha-node console listening on http://127.0.0.1:{console_port}"
+        )),
+        "{log}"
+    );
+
+    // The same node with its console on every address and no TLS does not start.
+    let config = std::fs::read_to_string(t.join("node.toml"))
+        .unwrap()
+        .replace(
+            &format!("listen = \"127.0.0.1:{console_port}\""),
+            &format!("listen = \"0.0.0.0:{console_port}\""),
+        );
+    std::fs::write(t.join("lan.toml"), config).unwrap();
+    let out =
+        crate::node_common::node(&["serve", "--config", t.join("lan.toml").to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = crate::node_common::stderr(&out);
+    assert!(
+        err.contains("console.listen") && err.contains("is not a loopback address"),
+        "{err}"
+    );
+}
