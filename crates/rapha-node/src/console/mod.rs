@@ -665,3 +665,37 @@ pub async fn serve(
         None => axum::serve(listener, app.into_make_service_with_connect_info::<Peer>()).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form_headers() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-www-form-urlencoded; charset=utf-8"),
+        );
+        h
+    }
+
+    #[test]
+    fn a_form_is_read_once_per_field_and_only_as_a_form() {
+        let f = Form::parse(&form_headers(), b"csrf=ab&reason=not+agreed%21").unwrap();
+        assert_eq!(f.get("csrf"), Some("ab"));
+        assert_eq!(f.get("reason"), Some("not agreed!"));
+        // A second CSRF field (one the attacker chose beside the real one) is refused whole.
+        let e = Form::parse(&form_headers(), b"csrf=ab&csrf=cd")
+            .err()
+            .unwrap();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        let e = Form::parse(&form_headers(), b"reason=%zz").err().unwrap();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        // JSON or text posted at a form route is not taken for a form.
+        let mut json = HeaderMap::new();
+        json.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let e = Form::parse(&json, b"csrf=ab").err().unwrap();
+        assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(Form::parse(&HeaderMap::new(), b"csrf=ab").is_err());
+    }
+}

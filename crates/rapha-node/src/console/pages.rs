@@ -860,3 +860,38 @@ pub(super) async fn trust(State(state): State<ConsoleState>, headers: HeaderMap)
     h.raw("</tbody></table>\n");
     Ok(document("Trust store", Some(&session), h))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditKind, AuditOutcome};
+
+    #[test]
+    fn audit_filters_select_by_actor_action_outcome_and_day_and_refuse_bad_input() {
+        let mut e = AuditEvent::new(
+            AuditKind::AdminAction,
+            AuditOutcome::Success,
+            "console login",
+            ("dpo", "dpo"),
+            vec![],
+        );
+        e.date_time = "2026-12-08T01:02:03Z".into();
+        let f = |q: &str| AuditFilter::parse(Some(q)).unwrap();
+        assert!(f("").matches(&e));
+        assert!(f("actor=dpo&action=console+login&outcome=0").matches(&e));
+        assert!(f("action=110100&from=2026-12-08&to=2026-12-08").matches(&e));
+        assert!(f("action=Application%20Activity").matches(&e));
+        assert!(!f("actor=admin").matches(&e));
+        assert!(
+            !f("action=login").matches(&e),
+            "an action is a description's start"
+        );
+        assert!(!f("outcome=4").matches(&e));
+        assert!(!f("from=2026-12-09").matches(&e));
+        assert!(!f("to=2026-12-07").matches(&e));
+        assert!(f("format=json").json);
+        for bad in ["from=08-12-2026", "outcome=x", "sort=desc", "actor=%zz"] {
+            assert!(AuditFilter::parse(Some(bad)).is_err(), "{bad}");
+        }
+    }
+}
