@@ -36,7 +36,7 @@ fn no_redirects() -> reqwest::blocking::ClientBuilder {
         .pool_max_idle_per_host(0)
 }
 
-fn serve_console(
+pub fn serve_console(
     state: &ApiState,
     tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 ) -> (tokio::runtime::Runtime, std::net::SocketAddr) {
@@ -312,6 +312,27 @@ fn console_sessions_csrf_headers_and_roles_hold_against_a_publisher_a_foreign_pa
     wait_audit(
         &audit,
         &["console /logout refused", "missing or wrong CSRF token"],
+    );
+    // A browser posting from a page whose referrer policy hides its origin sends `Origin:
+    // null`: its Sec-Fetch-Site decides, and another site is refused even with the token.
+    let r = c
+        .http
+        .post(format!("{}/logout", c.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", format!("rapha_console={dpo}"))
+        .header("origin", "null")
+        .header("sec-fetch-site", "cross-site")
+        .body(format!("csrf={csrf}"))
+        .send()
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::FORBIDDEN,
+        "Origin null from another site"
+    );
+    wait_audit(
+        &audit,
+        &["console /logout refused", "another site (Sec-Fetch-Site)"],
     );
     // The session survived every refused attempt.
     c.page("/", &dpo);

@@ -271,8 +271,12 @@ impl Form {
     }
 }
 
-/// The checks of a state-changing request before its form is read: the Origin (or the
-/// browser's Sec-Fetch-Site) says it comes from the console itself.
+/// The checks of a state-changing request before its form is read: it comes from the
+/// console's own pages. An `Origin` must be one of the console's; a browser that sends
+/// `Origin: null` (as Chromium does for a form posted from a page whose Referrer-Policy is
+/// `no-referrer`, the console's own) or none is judged by its `Sec-Fetch-Site`, which must say
+/// `same-origin`. A client that sends neither (a script, not a browser) has only the CSRF
+/// token to pass.
 fn same_origin(
     state: &ConsoleState,
     headers: &HeaderMap,
@@ -286,17 +290,21 @@ fn same_origin(
             "this form was not sent from the console's own pages",
         )
     };
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or("");
+    let origin = headers
+        .get(header::ORIGIN)
+        .map(|o| o.to_str().unwrap_or(""))
+        .filter(|o| *o != "null");
+    if let Some(origin) = origin {
         if !state.origins.iter().any(|o| o == origin) {
             return Err(foreign("foreign Origin on a console form"));
         }
-    } else if headers
+        return Ok(());
+    }
+    let site = headers
         .get("sec-fetch-site")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v == "cross-site" || v == "same-site")
-    {
-        return Err(foreign("cross-site form without an Origin"));
+        .map(|v| v.to_str().unwrap_or(""));
+    if site.is_some_and(|s| s != "same-origin") {
+        return Err(foreign("console form from another site (Sec-Fetch-Site)"));
     }
     Ok(())
 }
