@@ -723,7 +723,7 @@ fn rapha_node_serve_serves_the_console_from_its_configuration_and_refuses_a_lan_
         t,
         &fixture,
         &chain,
-        &format!("dpo {DPO_TOKEN}\npublisher {PUBLISHER_TOKEN} {PUBLISHER}\n"),
+        &format!("dpo {DPO_TOKEN}\nadmin {ADMIN_TOKEN}\npublisher {PUBLISHER_TOKEN} {PUBLISHER}\n"),
         &format!("\n[console]\nlisten = \"127.0.0.1:{console_port}\"\nsession_minutes = 5\n"),
     );
     let healthy = crate::publisher_probes::wait_healthy(&mut child, port);
@@ -765,17 +765,46 @@ fn rapha_node_serve_serves_the_console_from_its_configuration_and_refuses_a_lan_
             .send()
             .ok()?
             .status();
-        Some((login_ok, queue, refused))
+        // The admin's health page runs doctor's local checks on the node's configuration.
+        let r = http
+            .post(format!("{base}/login"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", &base)
+            .body(format!("token={ADMIN_TOKEN}"))
+            .send()
+            .ok()?;
+        let cookie = r.headers().get("set-cookie")?.to_str().ok()?.to_owned();
+        let id = cookie
+            .strip_prefix("rapha_console=")?
+            .split(';')
+            .next()?
+            .to_owned();
+        let health = http
+            .get(format!("{base}/health"))
+            .header("cookie", format!("rapha_console={id}"))
+            .send()
+            .ok()?
+            .text()
+            .ok()?;
+        Some((login_ok, queue, refused, health))
     })();
     let _ = child.kill();
     let _ = child.wait();
     let log = std::fs::read_to_string(t.join("serve.log")).unwrap_or_default();
     assert!(healthy, "serve did not start: {log}");
-    let (login_ok, queue, refused) =
+    let (login_ok, queue, refused, health) =
         result.unwrap_or_else(|| panic!("the console did not answer: {log}"));
     assert!(login_ok, "{log}");
     assert!(queue.contains("Approval queue"), "{queue}");
     assert_eq!(refused, StatusCode::FORBIDDEN);
+    assert!(health.contains("Local doctor checks"), "{health}");
+    for check in [
+        "HMAC key (keys.hmac_key_file)",
+        "API tokens ([api])",
+        "data directories ([paths])",
+    ] {
+        assert!(health.contains(check), "health lacks {check}: {health}");
+    }
     assert!(
         log.contains(&format!(
             "rapha-node console listening on http://127.0.0.1:{console_port}"

@@ -130,7 +130,8 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
                     "rapha-node console listening on {scheme}://{}",
                     console_listener.local_addr()?
                 );
-                let console_state = crate::console::ConsoleState::new(state.clone(), c);
+                let console_state = crate::console::ConsoleState::new(state.clone(), c)
+                    .with_node_config(cfg.clone());
                 Some(tokio::spawn(crate::console::serve(
                     console_listener,
                     console_tls,

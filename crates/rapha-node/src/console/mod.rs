@@ -73,6 +73,9 @@ pub struct ConsoleState {
     sessions: Arc<Sessions>,
     origins: Arc<Vec<String>>,
     rp_id: Arc<String>,
+    /// The node's configuration, for the health page's local doctor checks (absent when the
+    /// console is built without one, as in tests).
+    config: Option<Arc<crate::config::Config>>,
 }
 
 impl ConsoleState {
@@ -85,7 +88,15 @@ impl ConsoleState {
             ))),
             origins: Arc::new(config.allowed_origins()),
             rp_id: Arc::new(config.rp_id.clone()),
+            config: None,
         }
+    }
+
+    /// Gives the health page the node's configuration to run `doctor`'s local checks on.
+    #[must_use]
+    pub fn with_node_config(mut self, config: crate::config::Config) -> Self {
+        self.config = Some(Arc::new(config));
+        self
     }
 
     /// The WebAuthn relying-party id passkeys will be bound to.

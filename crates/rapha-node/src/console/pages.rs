@@ -805,8 +805,39 @@ pub(super) async fn health(State(state): State<ConsoleState>, headers: HeaderMap
             .text(n)
             .raw("</td></tr>\n");
     }
-    h.raw("</tbody></table>\n")
-        .raw("<p>The checks that reach the PACS, the TPM and the chain are <code>rapha-node doctor --config</code>'s; run it on the node.</p>\n");
+    h.raw("</tbody></table>\n");
+    match state.config.clone() {
+        Some(config) => {
+            let report =
+                crate::api::blocking(move || Ok(crate::doctor::run_local_checks(&config))).await?;
+            h.raw("<h2>Local doctor checks</h2>\n<p>")
+                .text(report.failures().count())
+                .raw(" of ")
+                .text(report.checks.len())
+                .raw(" failed.</p>\n<table class=\"list\"><thead><tr><th scope=\"col\">Check</th>")
+                .raw("<th scope=\"col\">Status</th><th scope=\"col\">Detail</th>")
+                .raw("<th scope=\"col\">Fix</th></tr></thead><tbody>\n");
+            for c in &report.checks {
+                h.raw("<tr><td>")
+                    .text(&c.name)
+                    .raw("</td><td>")
+                    .text(match c.status {
+                        crate::doctor::Status::Pass => "PASS",
+                        crate::doctor::Status::Fail => "FAIL",
+                    })
+                    .raw("</td><td>")
+                    .text(&c.detail)
+                    .raw("</td><td>")
+                    .text(c.fix.as_deref().unwrap_or(""))
+                    .raw("</td></tr>\n");
+            }
+            h.raw("</tbody></table>\n");
+        }
+        None => {
+            h.raw("<p class=\"muted\">This console was started without the node's configuration: no doctor checks.</p>\n");
+        }
+    }
+    h.raw("<p>The checks that reach the PACS, the TPM, the chain and the trainer runtime are <code>rapha-node doctor --config</code>'s; run it on the node.</p>\n");
     Ok(document("Node health", Some(&session), h))
 }
 

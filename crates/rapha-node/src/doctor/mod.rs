@@ -148,6 +148,42 @@ pub fn run_doctor(config: &Config) -> Report {
     })
 }
 
+/// The checks that read only the node's own host and files (keys, lists, trust store, limits,
+/// token file, directories, swap), never the PACS, the TPM, the chain or another process: cheap
+/// and safe to run on every load of the console's health page. `doctor` runs them all.
+pub fn run_local_checks(config: &Config) -> Report {
+    let mut r = Report::default();
+    r.push("mode", mode::check_mode(config));
+    r.push("HMAC key (keys.hmac_key_file)", keys::check_hmac(config));
+    r.push(
+        "node key (keys.node_key_file)",
+        keys::check_node_key(config),
+    );
+    r.push(
+        "DPO keys (keys.dpo_public_keys)",
+        keys::check_dpo_keys(config),
+    );
+    r.push(
+        "opt-out list (cohort.opt_out_file)",
+        pacs::check_optouts(config),
+    );
+    r.push("scope limits ([dicom.scope])", pacs::check_scope(config));
+    r.push("trust store (trust.store)", admission::check_trust(config));
+    r.push(
+        "depositor accounts ([depositors])",
+        admission::check_depositors(config),
+    );
+    r.push(
+        "trainer resource bounds ([trainer.limits])",
+        trainer::check_trainer_limits(config, trainer::memory_total_mb()),
+    );
+    r.push("API tokens ([api])", keys::check_api(config));
+    r.push("data directories ([paths])", host::check_paths(config));
+    r.push("swap", host::check_host_swap());
+    r.push("no demo component", mode::check_no_demo(config));
+    r
+}
+
 fn run_checks(config: &Config) -> Report {
     let mut r = Report::default();
     r.push("mode", mode::check_mode(config));
