@@ -36,10 +36,12 @@ as_root() {
 # with their headers: the C and C++ decoders the sandboxed `rapha-decode` worker is built
 # against; libdcmtk-dev ships no IJG headers, libjpeg-turbo 2.1.5 no 12-bit API); curl and
 # util-linux (`unshare`: the documented demo walkthrough runs as written, in its own network
-# namespace, by crates/rapha-demo/tests/walkthrough.rs).
+# namespace, by crates/rapha-demo/tests/walkthrough.rs); chromium and chromium-driver (the
+# console's browser test drives headless Chromium over WebDriver).
 DEBIAN_PACKAGES=(orthanc orthanc-dicomweb swtpm swtpm-tools tpm2-tools libtss2-dev runc iproute2
     pkg-config socat openssl skopeo python3-torch mmdebstrap buildah umoci openjph-tools
-    dcmtk libopenjp2-tools libcharls-dev libgdcm-dev libopenjph-dev curl util-linux)
+    dcmtk libopenjp2-tools libcharls-dev libgdcm-dev libopenjph-dev curl util-linux chromium
+    chromium-driver)
 
 install_debian_packages() {
     local missing=()
@@ -56,8 +58,10 @@ install_debian_packages() {
     DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
 }
 
-# npm: anvil (local chain), solc (escrow contract), OpenZeppelin contracts.
-NPM_PACKAGES=("@foundry-rs/anvil-linux-amd64@1.7.1" "solc@0.8.28" "@openzeppelin/contracts@5.1.0")
+# npm: anvil (local chain), solc (escrow contract), OpenZeppelin contracts, axe-core (the
+# console's accessibility check, injected from its file into the browser test's pages).
+NPM_PACKAGES=("@foundry-rs/anvil-linux-amd64@1.7.1" "solc@0.8.28" "@openzeppelin/contracts@5.1.0"
+    "axe-core@4.14.1")
 
 install_npm_packages() {
     local want="${NPM_PACKAGES[*]}"

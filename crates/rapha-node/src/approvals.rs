@@ -90,7 +90,8 @@ pub fn parse_expiry(s: &str, now: u64) -> anyhow::Result<u64> {
     Ok(at)
 }
 
-fn format_time(unix: u64) -> String {
+/// Unix seconds as RFC 3339 (the number itself if it is out of range).
+pub(crate) fn format_time(unix: u64) -> String {
     i64::try_from(unix)
         .ok()
         .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())

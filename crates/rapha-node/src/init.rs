@@ -304,6 +304,16 @@ listen = "127.0.0.1:8420"
 tokens_file = "/etc/rapha/api-tokens"           # "<publisher|dpo|admin> <token>" per line, 0600
 max_bundle_bytes = 2147483648                   # largest bundle upload (stored under data_dir/bundles)
 
+# The DPO console (docs/console.md): uncomment to serve it beside the API. A listener off
+# loopback needs the TLS certificate and key; logins use the API token file's dpo and admin tokens.
+# [console]
+# listen = "10.0.0.5:8421"                      # the hospital LAN address
+# tls_cert_file = "/etc/rapha/console.crt"      # PEM chain
+# tls_key_file = "/etc/rapha/console.key"       # PEM key, 0600
+# rp_id = "rapha.hospital.example"              # the host name the DPO's browser uses
+# origins = ["https://rapha.hospital.example:8421"]
+# session_minutes = 30
+
 [paths]
 data_dir = "/var/lib/rapha/data"
 state_dir = "/var/lib/rapha/state"
@@ -390,6 +400,11 @@ example-ai = []                            # rapha-demo up adds the demo company
 [api]
 listen = "127.0.0.1:8420"
 tokens_file = "api-tokens"                 # one token per role, written by init --demo --dir
+
+[console]
+listen = "127.0.0.1:8421"                       # loopback: plain http (browsers treat localhost as secure)
+rp_id = "localhost"
+session_minutes = 30
 
 [paths]
 data_dir = "data"
@@ -491,5 +506,11 @@ mod tests {
             rapha_core::release::ReleaseTransform::DECLARED
         );
         assert_eq!(outputs.max_release_bits, None);
+        // The console is commented out in production and served on loopback in the demo.
+        assert!(production.console.is_none());
+        assert!(PRODUCTION_TEMPLATE.contains("# [console]"));
+        let demo = crate::config::Config::parse(DEMO_TEMPLATE).unwrap();
+        let console = demo.console.unwrap();
+        assert!(console.listen.ip().is_loopback() && console.tls().is_none());
     }
 }

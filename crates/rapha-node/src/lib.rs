@@ -14,8 +14,9 @@ pub mod pipeline;
 pub mod progress;
 pub mod run_job;
 
-// The HTTP API over the pipeline (`rapha-node serve`).
+// The HTTP API over the pipeline (`rapha-node serve`), and the DPO console beside it.
 pub mod api;
+pub mod console;
 
 // Configuration, keys, DPO approvals, policy and the production preflight (`doctor`).
 pub mod approvals;

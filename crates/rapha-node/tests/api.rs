@@ -144,6 +144,11 @@ pub fn serve_state(state: ApiState) -> Served {
 }
 
 impl Served {
+    /// The served API's state (the console serves beside it over the same state).
+    pub fn state(&self) -> &ApiState {
+        &self._state
+    }
+
     /// Uploads `body` as a bundle archive.
     pub fn upload(&self, token: &str, body: Vec<u8>) -> (StatusCode, String) {
         let resp = self

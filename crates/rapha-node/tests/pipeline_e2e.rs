@@ -64,7 +64,7 @@ pub const COMPLETED_PATH: [JobState; 15] = [
     JobState::Released,
 ];
 
-fn required() -> bool {
+pub fn required() -> bool {
     std::env::var("RAPHA_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
 }
 

@@ -228,7 +228,7 @@ fn two_probe_jobs_look_alike_to_the_publisher_in_states_codes_and_time() {
 
 /// `rapha-node serve` started from a configuration file under `t` (the fixture's node, with
 /// `api_extra` added to its `[api]` table), and its port.
-fn spawn_serve(
+pub fn spawn_serve(
     t: &Path,
     fixture: &NodeFixture,
     chain: &Chain,
@@ -265,7 +265,7 @@ fn spawn_serve(
 }
 
 /// Waits until the node on `port` answers `/healthz`; false if it exited or never did.
-fn wait_healthy(child: &mut std::process::Child, port: u16) -> bool {
+pub fn wait_healthy(child: &mut std::process::Child, port: u16) -> bool {
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {

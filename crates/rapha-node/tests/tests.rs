@@ -15,6 +15,8 @@ mod backup;
 mod bundle_cost;
 mod cohort_preview;
 mod config_errors;
+mod console;
+mod console_browser;
 mod crash;
 mod demo_isolation;
 mod doctor_production;

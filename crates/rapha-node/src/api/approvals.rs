@@ -12,24 +12,13 @@ pub(super) async fn pending_approvals(
         &state,
         &headers,
         "/v1/approvals/pending",
-        &[Role::Dpo, Role::Admin],
+        auth::roles::REVIEWERS,
     )?;
-    // Read through the API's own store connection: answers while the node runs a job.
-    let path = Arc::clone(&state.store_path);
-    let reviews = blocking(move || {
-        let store = open_store(&path)?;
-        let mut out = Vec::new();
-        for row in store.unfinished().map_err(HttpError::internal)? {
-            if row.state != JobState::AwaitingApproval {
-                continue;
-            }
-            let id = row.id;
-            let Some(review) = crate::pipeline::review_request(&store, id, row.request)
-                .map_err(HttpError::internal)?
-            else {
-                continue;
-            };
-            out.push(json!({
+    let reviews = pending_reviews(&state).await?;
+    let reviews = reviews
+        .into_iter()
+        .map(|(id, review)| {
+            Ok(json!({
                 "job_id": id.to_string(),
                 "job_digest": review.job_digest().map_err(HttpError::internal)?,
                 "publisher": review.job.publisher,
@@ -39,12 +28,56 @@ pub(super) async fn pending_approvals(
                 "cohort": review.cohort,
                 "resources": review.resources,
                 "image": review.image,
-            }));
+            }))
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(json!({ "pending": reviews })))
+}
+
+/// Every job waiting for a DPO's decision with its review, oldest first (the API's pending
+/// list and the console's queue).
+pub(crate) async fn pending_reviews(
+    state: &ApiState,
+) -> ApiResult<Vec<(JobId, rapha_policy::ReviewRequest)>> {
+    // Read through the API's own store connection: answers while the node runs a job.
+    let path = Arc::clone(&state.store_path);
+    blocking(move || {
+        let store = open_store(&path)?;
+        let mut out = Vec::new();
+        for row in store.unfinished().map_err(HttpError::internal)? {
+            if row.state != JobState::AwaitingApproval {
+                continue;
+            }
+            let id = row.id;
+            if let Some(review) = crate::pipeline::review_request(&store, id, row.request)
+                .map_err(HttpError::internal)?
+            {
+                out.push((id, review));
+            }
         }
         Ok(out)
     })
-    .await?;
-    Ok(Json(json!({ "pending": reviews })))
+    .await
+}
+
+/// One job's review, if it has one (the console's job page).
+pub(crate) async fn job_review(
+    state: &ApiState,
+    job: JobId,
+) -> ApiResult<Option<rapha_policy::ReviewRequest>> {
+    let path = Arc::clone(&state.store_path);
+    blocking(move || {
+        let store = open_store(&path)?;
+        let row = match store.get(job) {
+            Ok(row) => row,
+            Err(crate::store::StoreError::NotFound(_)) => {
+                return Err(not_found("unknown-job", "no job with this id"))
+            }
+            Err(e) => return Err(HttpError::internal(e)),
+        };
+        crate::pipeline::review_request(&store, job, row.request).map_err(HttpError::internal)
+    })
+    .await
 }
 
 /// `POST /v1/jobs/{id}/approve`: a DPO approval (signed offline with the DPO key) of the
@@ -55,8 +88,14 @@ pub(super) async fn approve(
     UrlPath(id): UrlPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let (_, job) =
-        authorize_job(&state, &headers, "/v1/jobs/{id}/approve", &[Role::Dpo], &id).await?;
+    let (_, job) = authorize_job(
+        &state,
+        &headers,
+        "/v1/jobs/{id}/approve",
+        auth::roles::DPO,
+        &id,
+    )
+    .await?;
     let approval: rapha_policy::Approval = parse_json(&headers, body)?;
     approval.verify().map_err(|e| {
         HttpError::new(
@@ -106,17 +145,34 @@ pub(super) async fn reject(
     UrlPath(id): UrlPath<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Response> {
-    let (_, job) =
-        authorize_job(&state, &headers, "/v1/jobs/{id}/reject", &[Role::Dpo], &id).await?;
+    let (_, job) = authorize_job(
+        &state,
+        &headers,
+        "/v1/jobs/{id}/reject",
+        auth::roles::DPO,
+        &id,
+    )
+    .await?;
     let body: RejectBody = parse_json(&headers, body)?;
-    if body.reason.trim().is_empty() || body.reason.len() > MAX_REASON {
+    reject_job(&state, job, body.reason).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "job_id": job.to_string() })),
+    )
+        .into_response())
+}
+
+/// A DPO's rejection of `job` with `reason` (the API's reject route and the console's form):
+/// the reason checked, the job ended as refused, and the background driver told.
+pub(crate) async fn reject_job(state: &ApiState, job: JobId, reason: String) -> ApiResult<()> {
+    if reason.trim().is_empty() || reason.len() > MAX_REASON {
         return Err(HttpError::new(
             StatusCode::BAD_REQUEST,
             "bad-reason",
             format!("a rejection needs a reason of 1 to {MAX_REASON} bytes"),
         ));
     }
-    let rejected = with_node(&state, move |n| match n.reject(job, body.reason.trim()) {
+    let rejected = with_node(state, move |n| match n.reject(job, reason.trim()) {
         Ok(done) => Ok(done),
         Err(crate::pipeline::PipelineError::Store(crate::store::StoreError::NotFound(_))) => {
             Err(not_found("unknown-job", "no job with this id"))
@@ -131,10 +187,6 @@ pub(super) async fn reject(
             "the job is not waiting for a DPO decision",
         ));
     }
-    drive(&state, job);
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "job_id": job.to_string() })),
-    )
-        .into_response())
+    drive(state, job);
+    Ok(())
 }

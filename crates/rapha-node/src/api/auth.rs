@@ -155,8 +155,9 @@ impl Tokens {
         Self::parse(&text)
     }
 
-    /// The role of `presented`, comparing against every token in constant time.
-    fn caller(&self, presented: &[u8]) -> Option<Caller> {
+    /// The role of `presented`, comparing against every token in constant time (the API's
+    /// bearer check and the console's login).
+    pub(crate) fn caller(&self, presented: &[u8]) -> Option<Caller> {
         let mut found = None;
         for (role, publisher, token) in &self.entries {
             if bool::from(token.as_slice().ct_eq(presented)) {
@@ -168,6 +169,23 @@ impl Tokens {
         }
         found
     }
+}
+
+/// The roles each view of the hospital's admits, shared by the API's routes and the console's
+/// pages so that both doors let in the same roles.
+pub(crate) mod roles {
+    use super::Role;
+
+    /// Pending reviews, suspended publishers, every job's state.
+    pub(crate) const REVIEWERS: &[Role] = &[Role::Dpo, Role::Admin];
+    /// The DPO's decisions: approve, reject, reinstate a publisher.
+    pub(crate) const DPO: &[Role] = &[Role::Dpo];
+    /// Receipts and released outputs.
+    pub(crate) const RECEIPT_READERS: &[Role] = &[Role::Publisher, Role::Admin];
+    /// The node's own operation: metrics, health, the trust store's changes.
+    pub(crate) const ADMIN: &[Role] = &[Role::Admin];
+    /// The receipt log: heads and proofs.
+    pub(crate) const LOG_READERS: &[Role] = &[Role::Publisher, Role::Dpo, Role::Admin];
 }
 
 /// Checks the bearer token against the roles allowed on `route`.
@@ -265,7 +283,7 @@ pub(super) fn parse_job(id: &str) -> ApiResult<JobId> {
 
 /// Queues a denied call for the audit trail (the node may be busy with a job).
 /// Queues an event for the audit trail from a blocking task (waits if the queue is full).
-pub(super) fn audit_later(state: &ApiState, event: AuditEvent) {
+pub(crate) fn audit_later(state: &ApiState, event: AuditEvent) {
     if state.denials.send(event).is_err() {
         tracing::error!("audit writer gone: an API event was not audited");
     }

@@ -5,7 +5,7 @@ use super::*;
 /// Drives `job` until it blocks, in the background. At most one task drives a job: a call
 /// while one is under way asks it for one more round instead (so an approval that lands just
 /// as a round ends is not missed, and a flood of calls cannot pile up blocked tasks).
-pub(super) fn drive(state: &ApiState, job: JobId) {
+pub(crate) fn drive(state: &ApiState, job: JobId) {
     {
         let Ok(mut driving) = state.driving.lock() else {
             tracing::error!(%job, "drive set poisoned; job not driven");
@@ -142,7 +142,7 @@ pub fn lock_within<T>(lock: &Mutex<T>, wait: Duration) -> ApiResult<std::sync::M
 }
 
 /// Runs `f` on the node, on the blocking pool.
-pub(super) async fn with_node<T: Send + 'static>(
+pub(crate) async fn with_node<T: Send + 'static>(
     state: &ApiState,
     f: impl FnOnce(&mut Node) -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {

@@ -15,34 +15,25 @@ pub(super) async fn job_status(
     )?;
     // Not `authorize_job`: the owner check is made on the row read below, one read per poll.
     let job = parse_job(&id)?;
+    if caller.role != Role::Publisher {
+        return hospital_view(&state, job).map(Json);
+    }
     // One kept read-only connection: no node lock, no database open per poll. Read in place,
     // not on the blocking pool: a point read of a WAL store never waits for the pipeline's
     // writes and costs less than the hand-off (bench/node.sh: about twice the polls per
     // second, a third of the p99).
-    let hospital = caller.role != Role::Publisher;
     // `finished`: released (completed and paid) or settled (everything else), nothing more
     // will happen to the job.
-    let (row, records, ending, finished, run_since) = state.readers.with(|r| {
-        let row = match r.get(job) {
-            Ok(row) => row,
-            Err(crate::store::StoreError::NotFound(_)) => {
-                return Err(not_found("unknown-job", "no job with this id"))
-            }
-            Err(e) => return Err(HttpError::internal(e)),
-        };
-        let records = records_progress(r, job, hospital)?;
-        let ending = if hospital {
-            ending_detail(r, job)?
-        } else {
-            None
-        };
+    let (row, records, finished, run_since) = state.readers.with(|r| {
+        let row = read_row(r, job)?;
+        let records = records_progress(r, job, false)?;
         let finished = r.finished(job).map_err(HttpError::internal)?;
-        let run_since = if row.state == JobState::Running && !hospital {
+        let run_since = if row.state == JobState::Running {
             run_since(r, job)?
         } else {
             None
         };
-        Ok((row, records, ending, finished, run_since))
+        Ok((row, records, finished, run_since))
     })?;
     // A publisher sees only its own jobs (`authorize_job`'s check, on the row just read,
     // before anything of it is returned).
@@ -52,37 +43,61 @@ pub(super) async fn job_status(
     // The cohort step's own states are the hospital's: from admission until the DPO decides,
     // the publisher sees `admitted` (the step's result lands on a quantum after admission).
     let shown = match row.state {
-        JobState::CohortBuilt | JobState::AwaitingApproval if !hospital => JobState::Admitted,
+        JobState::CohortBuilt | JobState::AwaitingApproval => JobState::Admitted,
         s => s,
     };
     let progress = JobState::ALL.iter().position(|s| *s == shown).unwrap_or(0);
-    if !hospital {
-        // The publisher's view: state, the reason code and whole minutes. No live counter
-        // (what the trainer fetches is its choice) and no time finer than a minute; and
-        // nothing of the run from the live map, whose entry follows the trainer: while the
-        // state is `running`, the minutes since the run step started and the wall time, both
-        // the node's.
-        let run = match (row.state, run_since) {
-            (JobState::Running, Some((started_ms, wall))) => json!({
-                "elapsed_minutes": crate::pipeline::now_ms().saturating_sub(started_ms) / 60_000,
-                "wall_limit_secs": wall,
-            }),
-            _ => serde_json::Value::Null,
-        };
-        return Ok(Json(json!({
-            "job_id": row.id.to_string(),
-            "state": shown,
-            "finished": finished,
-            "progress": { "step": progress, "of": JobState::ALL.len() },
-            "records": records,
-            "run": run,
-            "outcome": row.outcome,
-            "reason": row.reason,
-            "created_at": minute(row.created_at),
-            "updated_at": minute(row.updated_at),
-        })));
+    // The publisher's view: state, the reason code and whole minutes. No live counter
+    // (what the trainer fetches is its choice) and no time finer than a minute; and
+    // nothing of the run from the live map, whose entry follows the trainer: while the
+    // state is `running`, the minutes since the run step started and the wall time, both
+    // the node's.
+    let run = match (row.state, run_since) {
+        (JobState::Running, Some((started_ms, wall))) => json!({
+            "elapsed_minutes": crate::pipeline::now_ms().saturating_sub(started_ms) / 60_000,
+            "wall_limit_secs": wall,
+        }),
+        _ => serde_json::Value::Null,
+    };
+    Ok(Json(json!({
+        "job_id": row.id.to_string(),
+        "state": shown,
+        "finished": finished,
+        "progress": { "step": progress, "of": JobState::ALL.len() },
+        "records": records,
+        "run": run,
+        "outcome": row.outcome,
+        "reason": row.reason,
+        "created_at": minute(row.created_at),
+        "updated_at": minute(row.updated_at),
+    })))
+}
+
+fn read_row(r: &JobReader, job: JobId) -> ApiResult<crate::store::JobRow> {
+    match r.get(job) {
+        Ok(row) => Ok(row),
+        Err(crate::store::StoreError::NotFound(_)) => {
+            Err(not_found("unknown-job", "no job with this id"))
+        }
+        Err(e) => Err(HttpError::internal(e)),
     }
-    let mut records = records;
+}
+
+/// A job as the hospital's roles see it (`GET /v1/jobs/{id}` for the DPO and the admin, and
+/// the console's job pages): the state, the records fed, the live run while the trainer runs,
+/// the outcome and the hospital's detail of how it ended.
+pub(crate) fn hospital_view(state: &ApiState, job: JobId) -> ApiResult<serde_json::Value> {
+    let (row, mut records, ending, finished) = state.readers.with(|r| {
+        let row = read_row(r, job)?;
+        let records = records_progress(r, job, true)?;
+        let ending = ending_detail(r, job)?;
+        let finished = r.finished(job).map_err(HttpError::internal)?;
+        Ok((row, records, ending, finished))
+    })?;
+    let progress = JobState::ALL
+        .iter()
+        .position(|s| *s == row.state)
+        .unwrap_or(0);
     let run = (row.state == JobState::Running)
         .then(|| state.live.get(job))
         .flatten();
@@ -92,7 +107,7 @@ pub(super) async fn job_status(
         records["fed"] = json!(r.progress.distinct_fed);
     }
     let run = run.map(|r| run_json(&r));
-    Ok(Json(json!({
+    Ok(json!({
         "job_id": row.id.to_string(),
         "state": row.state,
         "finished": finished,
@@ -104,7 +119,7 @@ pub(super) async fn job_status(
         "detail": ending,
         "created_at": row.created_at,
         "updated_at": row.updated_at,
-    })))
+    }))
 }
 
 /// Unix seconds truncated to the minute.

@@ -20,7 +20,7 @@ pub(super) async fn log_head(
 
 /// Runs `f` on a read-only handle to the receipt log as it stands now, on the blocking pool:
 /// no node lock, so an auditor's proof is answered while a job's trainer runs.
-pub(super) async fn with_log<T: Send + 'static>(
+pub(crate) async fn with_log<T: Send + 'static>(
     state: &ApiState,
     f: impl FnOnce(&rapha_receipt::ReceiptLog) -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {

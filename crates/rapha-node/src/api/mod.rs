@@ -54,15 +54,21 @@ mod upload;
 
 pub use approvals::MAX_REASON;
 use approvals::{approve, pending_approvals, reject};
+pub(crate) use approvals::{job_review, pending_reviews, reject_job};
+pub(crate) use auth::roles;
 use auth::{audit_later, authorize, authorize_job, parse_job};
 pub use auth::{ApiError, Caller, Role, Tokens, MIN_TOKEN_LEN};
-use drive::{drive, lock_node, redrive_unfinished, with_node};
+pub(crate) use drive::with_node;
+use drive::{drive, lock_node, redrive_unfinished};
 pub use drive::{lock_within, NODE_WAIT, REDRIVE_INTERVAL};
+pub(crate) use jobs::hospital_view;
 use jobs::{job_status, submit};
+pub(crate) use log::with_log;
 use log::{log_consistency, log_head, log_inclusion};
 use ops::{healthz, metrics, openapi};
 use outputs::{output_file, outputs, receipt};
 pub use rate::{RateLimit, DEFAULT_PUBLISHER_BURST, DEFAULT_PUBLISHER_CALLS_PER_SEC};
+pub(crate) use stall::Peer;
 use upload::upload_bundle;
 
 /// The OpenAPI 3.1 document of every route.
@@ -118,16 +124,16 @@ impl Default for Quotas {
 #[derive(Clone)]
 pub struct ApiState {
     node: Arc<Mutex<Node>>,
-    store_path: Arc<PathBuf>,
+    pub(crate) store_path: Arc<PathBuf>,
     release_dir: Arc<PathBuf>,
-    tokens: Arc<Tokens>,
-    readers: Arc<Readers>,
-    bundles: Arc<bundles::BundleStore>,
+    pub(crate) tokens: Arc<Tokens>,
+    pub(crate) readers: Arc<Readers>,
+    pub(crate) bundles: Arc<bundles::BundleStore>,
     bundle_limit: u64,
     /// Progress of running trainers (the node writes it; read without the node lock).
-    live: Arc<LiveRuns>,
+    pub(crate) live: Arc<LiveRuns>,
     /// The receipt log, opened read-only per request (answers while a job holds the node).
-    receipt_log: Arc<PathBuf>,
+    pub(crate) receipt_log: Arc<PathBuf>,
     uploads: Arc<tokio::sync::Semaphore>,
     /// Time allowed for one bundle upload ([`BUNDLE_TIMEOUT`] by default).
     bundle_timeout: Duration,
@@ -142,7 +148,7 @@ pub struct ApiState {
     quotas: Quotas,
     /// The node's working directory (submissions link their bundle under it before they take
     /// the node lock).
-    work_dir: Arc<PathBuf>,
+    pub(crate) work_dir: Arc<PathBuf>,
     /// Limits on downloads of released outputs.
     downloads: DownloadLimits,
     /// Downloads under way per caller ([`outputs::caller_key`]).
@@ -151,6 +157,10 @@ pub struct ApiState {
     publisher_rate: Option<rate::RateLimit>,
     /// Each publisher's bucket of calls.
     buckets: Arc<rate::Buckets>,
+    /// The node's audit trail (read by the console's audit page; written through the node).
+    pub(crate) audit_path: Arc<PathBuf>,
+    /// The address of the node's signing key (the console verifies receipts against it).
+    pub(crate) node_address: alloy::primitives::Address,
 }
 
 /// Limits on downloads of released outputs (`GET /v1/jobs/{id}/outputs/{name}`).
@@ -203,6 +213,8 @@ impl ApiState {
         let live = node.live();
         let work_dir = Arc::new(node.work_dir().to_owned());
         let receipt_log = Arc::new(node.receipt_log().path().to_owned());
+        let audit_path = Arc::new(node.audit_path().to_owned());
+        let node_address = node.node_address();
         let node = Arc::new(Mutex::new(node));
         let (denials, queue) = std::sync::mpsc::sync_channel::<AuditEvent>(DENIAL_QUEUE);
         let refusals = Arc::new(Mutex::new(denials::Coalescer::default()));
@@ -259,6 +271,8 @@ impl ApiState {
             download_slots: Arc::default(),
             publisher_rate: None,
             buckets: Arc::default(),
+            audit_path,
+            node_address,
         }
     }
 
@@ -332,7 +346,7 @@ impl ApiState {
 /// Read-only connections to the job store kept between requests: a status poll borrows one
 /// instead of opening the database (opening costs far more than the read), and never waits
 /// for the node lock or the pipeline's write transactions.
-struct Readers {
+pub(crate) struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<JobReader>>,
 }
@@ -342,7 +356,7 @@ const IDLE_READERS: usize = 8;
 
 impl Readers {
     /// Runs `f` with a kept reader, or a new one when every kept reader is in use.
-    fn with<T>(&self, f: impl FnOnce(&JobReader) -> ApiResult<T>) -> ApiResult<T> {
+    pub(crate) fn with<T>(&self, f: impl FnOnce(&JobReader) -> ApiResult<T>) -> ApiResult<T> {
         let kept = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let reader = match kept {
             Some(r) => r,
@@ -361,9 +375,9 @@ impl Readers {
 /// A typed JSON error response.
 #[derive(Debug)]
 pub struct HttpError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
+    pub(crate) status: StatusCode,
+    pub(crate) code: &'static str,
+    pub(crate) message: String,
     /// Seconds to wait before retrying (`Retry-After`), for a refusal of the caller's rate.
     retry_after: Option<u64>,
     /// A refusal for the audit trail (401/403), recorded with the caller's address by
@@ -372,7 +386,7 @@ pub struct HttpError {
 }
 
 impl HttpError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -383,7 +397,7 @@ impl HttpError {
     }
 
     /// Marks the error as a refusal the audit trail records.
-    fn audited(mut self, denial: denials::Denial) -> Self {
+    pub(crate) fn audited(mut self, denial: denials::Denial) -> Self {
         self.denial = Some(denial);
         self
     }
@@ -394,7 +408,7 @@ impl HttpError {
         self
     }
 
-    fn internal(what: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(what: impl std::fmt::Display) -> Self {
         tracing::error!(error = %what, "API request failed");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -422,7 +436,7 @@ impl IntoResponse for HttpError {
     }
 }
 
-type ApiResult<T> = Result<T, HttpError>;
+pub(crate) type ApiResult<T> = Result<T, HttpError>;
 
 /// Whether the request's Content-Type is `media` (type and subtype, case-insensitive; any
 /// parameters after `;` are not looked at).
@@ -470,7 +484,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Runs blocking work on the blocking pool.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
     tokio::task::spawn_blocking(f)
@@ -580,7 +594,11 @@ pub fn router(state: ApiState) -> Router {
 /// Records a refused call (a response marked by [`HttpError::audited`]) with the caller's
 /// address: the first of its kind goes to the audit trail at once, the rest are counted
 /// ([`denials`]).
-async fn audit_refusals(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+pub(crate) async fn audit_refusals(
+    State(state): State<ApiState>,
+    req: Request,
+    next: Next,
+) -> Response {
     let source = req
         .extensions()
         .get::<axum::extract::ConnectInfo<stall::Peer>>()

@@ -22,6 +22,9 @@ Read from the configuration file: everything. `serve --config FILE` alone starts
   [settlement]  hospital_address, payout_address, settler_key_file, settle_margin_secs
   [attestation] production: TPM (tcti, vendor_root_ca, expected_pcrs, ak_file) and SGX
                 (quote_source, collateral_file, mrenclave/mrsigner)
+  [console]     listen (default 127.0.0.1:8421), tls_cert_file + tls_key_file (needed off
+                loopback), rp_id, origins, session_minutes: the DPO console on its own
+                listener (absent: no console)
 The flags above override the configuration for this run only.")]
 pub struct ServeArgs {
     /// Node configuration (TOML).
@@ -61,6 +64,14 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         .or_else(|| cfg.api.as_ref().map(|a| a.listen))
         .unwrap_or_else(crate::config::default_listen);
     args.settlement.apply(&mut cfg)?;
+    // The console's TLS files are read before the node is built: a bad certificate stops the
+    // start, not the first browser.
+    let console_tls = cfg
+        .console
+        .as_ref()
+        .and_then(|c| c.tls())
+        .map(|(cert, key)| crate::console::tls::server_config(cert, key))
+        .transpose()?;
     // The node (and its chain client's own runtime) is built outside the server's runtime.
     let mut node = node_from_config(&cfg)?;
     // Quick steps only: the background driver takes every job on from here, so a job whose
@@ -104,9 +115,38 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         tracing::info!(%listen, "rapha-node API listening");
         // Tests and supervisors wait for this line before connecting.
         eprintln!("rapha-node API listening on {}", listener.local_addr()?);
-        super::serve(listener, state.clone())
+        let console = match &cfg.console {
+            Some(c) => {
+                let console_listener = tokio::net::TcpListener::bind(c.listen)
+                    .await
+                    .with_context(|| format!("binding the console on {}", c.listen))?;
+                let scheme = if console_tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                tracing::info!(listen = %c.listen, "rapha-node console listening");
+                eprintln!(
+                    "rapha-node console listening on {scheme}://{}",
+                    console_listener.local_addr()?
+                );
+                let console_state = crate::console::ConsoleState::new(state.clone(), c)
+                    .with_node_config(cfg.clone());
+                Some(tokio::spawn(crate::console::serve(
+                    console_listener,
+                    console_tls,
+                    console_state,
+                )))
+            }
+            None => None,
+        };
+        let served = super::serve(listener, state.clone())
             .await
-            .context("serving the API")
+            .context("serving the API");
+        if let Some(c) = console {
+            c.abort();
+        }
+        served
     })?;
     drop(rt);
     drop(state);

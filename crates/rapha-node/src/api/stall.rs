@@ -124,7 +124,7 @@ impl AsyncWrite for StallIo {
 
 /// The address of the client at the other end of a connection (for the audit trail).
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Peer(pub(super) std::net::SocketAddr);
+pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
 
 impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, StallListener>>
     for Peer

@@ -8,7 +8,7 @@
 //! (keys, PACS, TPM, chain…) is `doctor`'s job ([`crate::doctor::run_doctor`]).
 //!
 //! One module per group of sections: `pacs` (`[dicomweb]`, `[cohort]`), `policy`,
-//! `attestation`, `trainer`, `chain` (`[chain]`, `[settlement]`) and `api`; this module holds
+//! `attestation`, `trainer`, `chain` (`[chain]`, `[settlement]`), `api` and `console`; this module holds
 //! the whole file's shape, the small sections and the checks that span sections.
 
 use std::collections::BTreeMap;
@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 mod api;
 mod attestation;
 mod chain;
+mod console;
 mod pacs;
 mod policy;
 mod trainer;
@@ -30,6 +31,7 @@ pub use api::{
 };
 pub use attestation::{AttestationConfig, SgxConfig, TpmConfig};
 pub use chain::{ChainConfig, SettlementConfig};
+pub use console::{default_console_listen, ConsoleConfig, MAX_SESSION_MINUTES};
 pub use pacs::{
     CohortConfig, DicomWebAuth, DicomWebConfig, DicomWebEndpoint, MAX_COHORT_INSTANCES,
 };
@@ -84,6 +86,9 @@ pub struct Config {
     /// The HTTP API of `rapha-node serve`.
     #[serde(default)]
     pub api: Option<ApiConfig>,
+    /// The DPO console of `rapha-node serve`, on a listener of its own. Absent: no console.
+    #[serde(default)]
+    pub console: Option<ConsoleConfig>,
     pub paths: PathsConfig,
 }
 
@@ -187,6 +192,9 @@ impl Config {
         if let Some(a) = &self.api {
             a.validate()?;
         }
+        if let Some(c) = &self.console {
+            c.validate()?;
+        }
         self.trainer.validate()?;
         for (publisher, accounts) in &self.depositors {
             if rapha_bundle::trust::check_name(publisher).is_err() {
@@ -257,6 +265,14 @@ impl Config {
         }
         if let Some(a) = &mut self.api {
             fix(&mut a.tokens_file);
+        }
+        if let Some(c) = &mut self.console {
+            if let Some(f) = &mut c.tls_cert_file {
+                fix(f);
+            }
+            if let Some(f) = &mut c.tls_key_file {
+                fix(f);
+            }
         }
         fix(&mut self.paths.data_dir);
         fix(&mut self.paths.state_dir);

@@ -148,6 +148,61 @@ pub fn run_doctor(config: &Config) -> Report {
     })
 }
 
+/// The checks that read only the node's own host and files (keys, lists, trust store, limits,
+/// token file, directories, swap), never the PACS, the TPM, the chain or another process: cheap
+/// and safe to run on every load of the console's health page. `doctor` runs them all.
+pub fn run_local_checks(config: &Config) -> Report {
+    let mut r = Report::default();
+    r.push("mode", mode::check_mode(config));
+    key_and_list_checks(config, &mut r);
+    trust_checks(config, &mut r);
+    limit_checks(config, &mut r);
+    host_checks(config, &mut r);
+    r.push("no demo component", mode::check_no_demo(config));
+    r
+}
+
+/// Keys and the hospital's lists (local files).
+fn key_and_list_checks(config: &Config, r: &mut Report) {
+    r.push("HMAC key (keys.hmac_key_file)", keys::check_hmac(config));
+    r.push(
+        "node key (keys.node_key_file)",
+        keys::check_node_key(config),
+    );
+    r.push(
+        "DPO keys (keys.dpo_public_keys)",
+        keys::check_dpo_keys(config),
+    );
+    r.push(
+        "opt-out list (cohort.opt_out_file)",
+        pacs::check_optouts(config),
+    );
+    r.push("scope limits ([dicom.scope])", pacs::check_scope(config));
+}
+
+/// The trust store and the depositor accounts (local files and values).
+fn trust_checks(config: &Config, r: &mut Report) {
+    r.push("trust store (trust.store)", admission::check_trust(config));
+    r.push(
+        "depositor accounts ([depositors])",
+        admission::check_depositors(config),
+    );
+}
+
+fn limit_checks(config: &Config, r: &mut Report) {
+    r.push(
+        "trainer resource bounds ([trainer.limits])",
+        trainer::check_trainer_limits(config, trainer::memory_total_mb()),
+    );
+}
+
+/// The token file, the data directories and swap.
+fn host_checks(config: &Config, r: &mut Report) {
+    r.push("API tokens ([api])", keys::check_api(config));
+    r.push("data directories ([paths])", host::check_paths(config));
+    r.push("swap", host::check_host_swap());
+}
+
 fn run_checks(config: &Config) -> Report {
     let mut r = Report::default();
     r.push("mode", mode::check_mode(config));
@@ -164,26 +219,9 @@ fn run_checks(config: &Config) -> Report {
             "add a [[dicomweb.endpoints]] entry",
         );
     }
-    r.push("HMAC key (keys.hmac_key_file)", keys::check_hmac(config));
-    r.push(
-        "node key (keys.node_key_file)",
-        keys::check_node_key(config),
-    );
-    r.push(
-        "DPO keys (keys.dpo_public_keys)",
-        keys::check_dpo_keys(config),
-    );
-    r.push(
-        "opt-out list (cohort.opt_out_file)",
-        pacs::check_optouts(config),
-    );
-    r.push("scope limits ([dicom.scope])", pacs::check_scope(config));
+    key_and_list_checks(config, &mut r);
     r.push("policy (policy.path)", admission::check_policy(config));
-    r.push("trust store (trust.store)", admission::check_trust(config));
-    r.push(
-        "depositor accounts ([depositors])",
-        admission::check_depositors(config),
-    );
+    trust_checks(config, &mut r);
     r.push(
         "attestation: TPM ([attestation.tpm])",
         attestation::check_tpm(config),
@@ -200,16 +238,11 @@ fn run_checks(config: &Config) -> Report {
         "trainer command (trainer.runtime)",
         trainer::check_trainer(config),
     );
-    r.push(
-        "trainer resource bounds ([trainer.limits])",
-        trainer::check_trainer_limits(config, trainer::memory_total_mb()),
-    );
+    limit_checks(config, &mut r);
     r.push("GPUs (trainer.gpus)", trainer::check_gpus(&config.trainer));
     chain::check_chain(config, &mut r);
     r.push("settlement ([settlement])", chain::check_settlement(config));
-    r.push("API tokens ([api])", keys::check_api(config));
-    r.push("data directories ([paths])", host::check_paths(config));
-    r.push("swap", host::check_host_swap());
+    host_checks(config, &mut r);
     r.push("sandboxed decoder (rapha-decode)", host::check_decoder());
     r.push("no demo component", mode::check_no_demo(config));
     r

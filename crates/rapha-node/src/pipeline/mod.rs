@@ -455,6 +455,22 @@ impl Node {
         self.p.audit.path()
     }
 
+    /// Reads the trust store again from its directory (after a publisher was revoked there), so
+    /// the pipeline's next verification sees the change.
+    ///
+    /// # Errors
+    /// An unreadable trust store (the one held stays in use).
+    pub fn reload_trust(&mut self) -> Result<(), rapha_bundle::BundleError> {
+        let dir = self.p.trust.dir().to_owned();
+        self.p.trust = TrustStore::open(&dir)?;
+        Ok(())
+    }
+
+    /// The address of the node's signing key (receipts and tree heads verify against it).
+    pub fn node_address(&self) -> alloy::primitives::Address {
+        self.p.node_key.address()
+    }
+
     pub fn receipt_log(&self) -> &ReceiptLog {
         &self.p.receipts
     }

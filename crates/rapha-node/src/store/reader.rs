@@ -72,6 +72,27 @@ impl JobReader {
         in_flight_of(&self.conn, publisher)
     }
 
+    /// The `limit` most recently created jobs, newest first (the console's job list).
+    ///
+    /// # Errors
+    /// [`StoreError::Sqlite`] on database failure, [`StoreError::Corrupt`] for a bad id.
+    pub fn recent(&self, limit: u32) -> Result<Vec<JobRow>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM jobs ORDER BY created_at DESC, id DESC LIMIT ?1")?;
+        let ids: Vec<String> = stmt
+            .query_map([limit], |r| r.get(0))?
+            .collect::<std::result::Result<_, _>>()?;
+        ids.iter()
+            .map(|id| {
+                let id: JobId = id
+                    .parse()
+                    .map_err(|_| super::StoreError::Corrupt(format!("bad job id {id:?}")))?;
+                self.get(id)
+            })
+            .collect()
+    }
+
     /// Whether the node has no more work for `job`, as [`JobStore::finished`].
     ///
     /// # Errors
