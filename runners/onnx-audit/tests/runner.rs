@@ -191,25 +191,9 @@ fn released_weights_at_a_lower_precision_load_widened() {
             *v = half::bf16::from_f32(*v).to_f32();
         }
     }
-    let bf16: Vec<(String, Vec<u8>, Vec<usize>)> = w
-        .iter()
-        .map(|(n, t)| {
-            let b = t
-                .values
-                .iter()
-                .flat_map(|v| half::bf16::from_f32(*v).to_le_bytes())
-                .collect();
-            (n.clone(), b, t.shape.clone())
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bf16
-        .iter()
-        .map(|(n, b, s)| {
-            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::BF16, s.clone(), b);
-            (n.clone(), v.unwrap())
-        })
-        .collect();
-    let file = safetensors::serialize(views, None).unwrap();
+    let file = safetensors_file(&w, safetensors::Dtype::BF16, |v| {
+        half::bf16::from_f32(v).to_le_bytes().to_vec()
+    });
     let parsed = onnx_audit::weights::parse(&file).unwrap();
     assert_eq!(parsed, w);
     let img = vec![0.5f32; 64 * 64];
@@ -384,29 +368,32 @@ fn run_binary(dir: &Path) -> (i32, String, bool) {
     )
 }
 
-fn write_inputs(dir: &Path, graph: &[u8], w: &BTreeMap<String, Weight>, audit: &str) {
-    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = w
+/// `w` as a safetensors file of `dtype`, each value's bytes written by `bytes`.
+fn safetensors_file(
+    w: &BTreeMap<String, Weight>,
+    dtype: safetensors::Dtype,
+    bytes: fn(f32) -> Vec<u8>,
+) -> Vec<u8> {
+    let data: Vec<(&String, Vec<u8>, &Vec<usize>)> = w
         .iter()
         .map(|(n, t)| {
             (
-                n.clone(),
-                t.values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                t.shape.clone(),
+                n,
+                t.values.iter().flat_map(|&v| bytes(v)).collect(),
+                &t.shape,
             )
         })
         .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
-        .iter()
-        .map(|(n, b, s)| {
-            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b);
-            (n.clone(), v.unwrap())
-        })
-        .collect();
-    std::fs::write(
-        dir.join("model.safetensors"),
-        safetensors::serialize(views, None).unwrap(),
-    )
-    .unwrap();
+    let views = data.iter().map(|(n, b, s)| {
+        let view = safetensors::tensor::TensorView::new(dtype, (*s).clone(), b).unwrap();
+        ((*n).clone(), view)
+    });
+    safetensors::serialize(views, None).unwrap()
+}
+
+fn write_inputs(dir: &Path, graph: &[u8], w: &BTreeMap<String, Weight>, audit: &str) {
+    let file = safetensors_file(w, safetensors::Dtype::F32, |v| v.to_le_bytes().to_vec());
+    std::fs::write(dir.join("model.safetensors"), file).unwrap();
     std::fs::write(dir.join("model.onnx"), graph).unwrap();
     std::fs::write(dir.join("audit.json"), audit).unwrap();
 }
@@ -421,7 +408,16 @@ fn each_refusal_exits_non_zero_with_one_line_and_never_touches_the_feed() {
     let mut renamed = weights(3);
     let t = renamed.remove("c3.bias").unwrap();
     renamed.insert("c3.b".into(), t);
-    let cases: Vec<(&str, Vec<u8>, BTreeMap<String, Weight>, &str, i32, &str)> = vec![
+    // What is tried, the graph, the weights, audit.json, the exit code, what stderr says.
+    type Case<'a> = (
+        &'a str,
+        Vec<u8>,
+        BTreeMap<String, Weight>,
+        &'a str,
+        i32,
+        &'a str,
+    );
+    let cases: Vec<Case<'_>> = vec![
         (
             "op tract is not given",
             bad_op.encode_to_vec(),
