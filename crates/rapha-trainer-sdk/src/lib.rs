@@ -41,6 +41,7 @@ mod cohort;
 mod error;
 pub mod outputs;
 mod pixels;
+pub mod preprocess;
 
 pub use client::{
     Client, DoneAck, JobInfo, PredictAck, Progress, Records, DEFAULT_SOCKET, PREFETCH_DEPTH,

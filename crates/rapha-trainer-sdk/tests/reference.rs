@@ -26,28 +26,49 @@ use rapha_enclave::{
 use rapha_testkit::cohort::{generate, CohortSpec};
 use rapha_testkit::services::Orthanc;
 
-fn required() -> bool {
+pub(crate) fn required() -> bool {
     std::env::var("RAPHA_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
 }
 
 /// The static reference trainer: `$RAPHA_REFERENCE_TRAINER` (scripts/test builds it), else
 /// built here with the same script.
-fn reference_trainer() -> Option<PathBuf> {
+pub(crate) fn reference_trainer() -> Option<PathBuf> {
     static BIN: OnceLock<Option<PathBuf>> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("RAPHA_REFERENCE_TRAINER").map(PathBuf::from) {
+    static_binary(
+        &BIN,
+        "RAPHA_REFERENCE_TRAINER",
+        "trainers/lesion-classifier/build.sh",
+        "trainer",
+    )
+}
+
+/// A static program of this repository: `$env` when it names a file, else built once by
+/// `script` (relative to the repository's root) into a temporary directory.
+pub(crate) fn static_binary(
+    bin: &'static OnceLock<Option<PathBuf>>,
+    env: &str,
+    script: &str,
+    file: &str,
+) -> Option<PathBuf> {
+    bin.get_or_init(|| {
+        if let Some(p) = std::env::var_os(env).map(PathBuf::from) {
             if p.is_file() {
                 return Some(p);
             }
         }
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let out =
-            std::env::temp_dir().join(format!("rapha-reference-trainer-{}", std::process::id()));
-        let ok = Command::new(root.join("trainers/lesion-classifier/build.sh"))
+        let out = std::env::temp_dir().join(format!(
+            "rapha-{}-{}",
+            env.trim_start_matches("RAPHA_")
+                .to_lowercase()
+                .replace('_', "-"),
+            std::process::id()
+        ));
+        let ok = Command::new(root.join(script))
             .arg(&out)
             .status()
             .is_ok_and(|s| s.success());
-        ok.then(|| out.join("trainer"))
+        ok.then(|| out.join(file))
     })
     .clone()
 }
@@ -70,6 +91,62 @@ fn nix_is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+}
+
+/// A labelled synthetic cohort of `studies` (seed `seed`, that fraction RLE-encoded), built from
+/// its files (no PACS) with the HMAC key of bytes `key`; the directory holds its files.
+pub(crate) fn labelled_cohort(
+    studies: usize,
+    seed: u64,
+    rle_fraction: f32,
+    key: u8,
+) -> (tempfile::TempDir, Cohort) {
+    let dir = tempfile::tempdir().unwrap();
+    generate(&CohortSpec {
+        studies,
+        seed,
+        out: dir.path().to_path_buf(),
+        rle_fraction,
+        label_shuffle: false,
+    })
+    .unwrap();
+    let labels = LabelTable::load(&dir.path().join("labels.csv")).unwrap();
+    let optouts = OptOuts::load(&dir.path().join("optouts.csv")).unwrap();
+    let pseudo = Pseudonymizer::new(HmacKey::from_bytes([key; 32]));
+    let cohort = CohortBuilder::new(&pseudo, &DicomConfig::default(), &optouts)
+        .with_labels(&labels)
+        .from_dir(&dir.path().join("dicom"))
+        .unwrap();
+    (dir, cohort)
+}
+
+/// Serves `splits` of `source` on the enclave runtime's real feed at `sock` while `program`
+/// runs outside a container (`$RAPHA_DATA_SOCKET` set to `sock`); returns what the program
+/// printed and the feed's state once it has ended.
+pub(crate) fn serve_feed(
+    source: &DicomSource,
+    splits: &[rapha_enclave::Split],
+    sock: &Path,
+    program: &mut Command,
+) -> (std::process::Output, FeedState) {
+    let feed = Feed {
+        job: JobId::random(),
+        confinement: rapha_enclave::session::CONFINEMENT_DEVELOPMENT,
+        source,
+        splits,
+        state: Mutex::new(FeedState::default()),
+        stop: AtomicBool::new(false),
+        decoders: rapha_enclave::feed::decoders(),
+    };
+    let listener = feed::bind(sock).unwrap();
+    let out = std::thread::scope(|s| {
+        s.spawn(|| feed.serve(&listener));
+        let out = program.env("RAPHA_DATA_SOCKET", sock).output().unwrap();
+        feed.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        out
+    });
+    std::fs::remove_file(sock).unwrap();
+    (out, feed.state.into_inner().unwrap())
 }
 
 /// A synthetic cohort loaded into Orthanc and built back with a scoped query for the
@@ -358,54 +435,29 @@ fn python_sdk_logistic_regression_learns_from_the_feed() {
         eprintln!("SKIPPED: {python} has no numpy; Python SDK test not run");
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    generate(&CohortSpec {
-        studies: 120,
-        seed: 5,
-        out: dir.path().to_path_buf(),
-        rle_fraction: 0.0,
-        label_shuffle: false,
-    })
-    .unwrap();
-    let labels = LabelTable::load(&dir.path().join("labels.csv")).unwrap();
-    let optouts = OptOuts::load(&dir.path().join("optouts.csv")).unwrap();
-    let pseudo = Pseudonymizer::new(HmacKey::from_bytes([0x11; 32]));
-    let config = DicomConfig::default();
-    let cohort = CohortBuilder::new(&pseudo, &config, &optouts)
-        .with_labels(&labels)
-        .from_dir(&dir.path().join("dicom"))
-        .unwrap();
+    let (dir, cohort) = labelled_cohort(120, 5, 0.0, 0x11);
     let (source, _ids) = DicomSource::new(&cohort.entries, None);
     let splits = rapha_enclave::split::split_records(source.records(), 30);
-    let feed = Feed {
-        job: JobId::random(),
-        confinement: rapha_enclave::session::CONFINEMENT_DEVELOPMENT,
-        source: &source,
-        splits: &splits,
-        state: Mutex::new(FeedState::default()),
-        stop: AtomicBool::new(false),
-        decoders: rapha_enclave::feed::decoders(),
-    };
     let sock = dir.path().join("data.sock");
-    let listener = feed::bind(&sock).unwrap();
     let out = dir.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../sdk/python");
-    let status = std::thread::scope(|s| {
-        s.spawn(|| feed.serve(&listener));
-        let st = Command::new(&python)
+    let (ran, state) = serve_feed(
+        &source,
+        &splits,
+        &sock,
+        Command::new(&python)
             .arg(sdk.join("examples/logreg.py"))
             .arg("--socket")
             .arg(&sock)
             .env("PYTHONPATH", &sdk)
-            .env("RAPHA_OUT", &out)
-            .status()
-            .unwrap();
-        feed.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        st
-    });
-    assert!(status.success(), "the Python trainer failed");
-    let state = feed.state.lock().unwrap();
+            .env("RAPHA_OUT", &out),
+    );
+    assert!(
+        ran.status.success(),
+        "the Python trainer failed: {}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
     assert!(state.done, "the Python trainer never said done");
     let pairs: Vec<(u8, f64)> = splits
         .iter()

@@ -3,5 +3,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
 
+mod audit_runner;
 mod reference;
 mod sdk;

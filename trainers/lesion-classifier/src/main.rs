@@ -15,9 +15,11 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Module, Tensor, D};
 use candle_nn::{conv2d, linear, Conv2d, Conv2dConfig, Linear, Optimizer, VarBuilder, VarMap};
-use rapha_trainer_sdk::{outputs, Client, Cohort, Progress, RecordMeta, SdkError};
+use rapha_trainer_sdk::{outputs, preprocess, Client, Cohort, Progress, RecordMeta, SdkError};
 
-/// Side of the square the records are resized to.
+/// Side of the square the records are resized to: the input is the SDK's canonical `grey-v1`
+/// preprocessing at this side, so the hospital's audit runner can feed the pinned graph
+/// (`model.onnx`, input `[N, 1, 64, 64]`) exactly what this trainer trained on.
 const SIDE: usize = 64;
 
 #[derive(Debug)]
@@ -86,103 +88,6 @@ impl Net {
     }
 }
 
-/// Turns a record into a normalised `SIDE x SIDE` grey image: middle frame, colour averaged,
-/// rescale slope/intercept applied, windowed from the record's window attributes when present
-/// (else a robust percentile window), then area-resized.
-fn preprocess(meta: &RecordMeta, pixels: &[f32]) -> Vec<f32> {
-    let [frames, rows, cols, samples] = meta.shape;
-    let frame = frames / 2;
-    let plane = rows * cols * samples;
-    let start = frame * plane;
-    let slope = meta.attr_f64("rescale_slope").unwrap_or(1.0) as f32;
-    let intercept = meta.attr_f64("rescale_intercept").unwrap_or(0.0) as f32;
-    let mut grey: Vec<f32> = (0..rows * cols)
-        .map(|p| {
-            let s: f32 = (0..samples)
-                .map(|c| pixels.get(start + p * samples + c).copied().unwrap_or(0.0))
-                .sum();
-            s / samples as f32 * slope + intercept
-        })
-        .collect();
-    let mut sorted: Vec<f32> = grey.iter().step_by(7).copied().collect();
-    sorted.sort_by(f32::total_cmp);
-    let pick = |q: f32| {
-        sorted
-            .get(((sorted.len() as f32 - 1.0) * q) as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
-    let robust = (pick(0.01), pick(0.99));
-    // The record's own window when it frames the image (most of the middle of the intensity
-    // distribution inside it); a window that clips most of the anatomy is ignored in favour of
-    // a robust percentile window.
-    let (lo, hi) = match (
-        meta.attr_f64("window_center"),
-        meta.attr_f64("window_width"),
-    ) {
-        (Some(c), Some(w)) if w > 1.0 => {
-            let (lo, hi) = ((c - w / 2.0) as f32, (c + w / 2.0) as f32);
-            if lo <= pick(0.25) && hi >= pick(0.75) {
-                (lo, hi)
-            } else {
-                robust
-            }
-        }
-        _ => robust,
-    };
-    let span = (hi - lo).max(1e-3);
-    for v in &mut grey {
-        *v = ((*v - lo) / span).clamp(0.0, 1.0);
-    }
-    let mut img = resize_area(&grey, rows, cols, SIDE);
-    suppress_bone_and_air(&mut img);
-    img
-}
-
-/// Flattens what is much brighter (bone, burned-in text) or much darker (air) than the soft
-/// tissue to the tissue level, then centres and scales by the tissue's spread: what remains
-/// is soft-tissue texture, where a lesion shows.
-fn suppress_bone_and_air(img: &mut [f32]) {
-    let mut body: Vec<f32> = img.iter().copied().filter(|&v| v > 0.1).collect();
-    if body.len() < 16 {
-        return;
-    }
-    body.sort_by(f32::total_cmp);
-    let med = body[body.len() / 2];
-    let (low, high) = (med * 0.5, med * 1.6);
-    for v in img.iter_mut() {
-        if *v < low || *v > high {
-            *v = med;
-        }
-    }
-    let n = img.len() as f32;
-    let var = img.iter().map(|v| (v - med) * (v - med)).sum::<f32>() / n;
-    let sd = var.sqrt().max(1e-3);
-    for v in img.iter_mut() {
-        *v = (*v - med) / sd;
-    }
-}
-
-/// Box-filter resize to `side x side` (every source pixel contributes to its target cell).
-fn resize_area(src: &[f32], rows: usize, cols: usize, side: usize) -> Vec<f32> {
-    let mut out = vec![0f32; side * side];
-    let mut count = vec![0u32; side * side];
-    for r in 0..rows {
-        let tr = r * side / rows.max(1);
-        for c in 0..cols {
-            let tc = c * side / cols.max(1);
-            out[tr * side + tc] += src[r * cols + c];
-            count[tr * side + tc] += 1;
-        }
-    }
-    for (o, n) in out.iter_mut().zip(count) {
-        if n > 0 {
-            *o /= n as f32;
-        }
-    }
-    out
-}
-
 fn load_images(
     client: &mut Client,
     metas: &[&RecordMeta],
@@ -193,7 +98,7 @@ fn load_images(
         .iter()
         .zip(client.records(metas.iter().map(|m| m.index)))
         .map(|(m, fetched)| match fetched {
-            Ok(r) => Ok(Some(preprocess(m, &r.pixels.to_f32()))),
+            Ok(r) => Ok(Some(preprocess::grey_v1(m, &r.pixels.to_f32(), SIDE))),
             // The node could not decode this record: skip it, as the protocol allows.
             Err(SdkError::Refused { error, .. }) if error == "unavailable" => Ok(None),
             Err(e) => Err(e),
