@@ -28,6 +28,7 @@ impl Node {
             job_id: req.job_id,
             validation_percent: req.validation_percent,
             min_validation_patients: self.p.min_validation_patients,
+            audit_patients: 0,
             outputs,
             total_output_cap,
             limits,
