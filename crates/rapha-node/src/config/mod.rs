@@ -8,7 +8,8 @@
 //! (keys, PACS, TPM, chain…) is `doctor`'s job ([`crate::doctor::run_doctor`]).
 //!
 //! One module per group of sections: `pacs` (`[dicomweb]`, `[cohort]`), `policy`,
-//! `attestation`, `trainer`, `chain` (`[chain]`, `[settlement]`) and `api`; this module holds
+//! `attestation`, `trainer`, `chain` (`[chain]`, `[settlement]`), `api` and `audit` (`[audit]`,
+//! `[policy.audit]`); this module holds
 //! the whole file's shape, the small sections and the checks that span sections.
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 mod api;
 mod attestation;
+mod audit;
 mod chain;
 mod pacs;
 mod policy;
@@ -29,6 +31,7 @@ pub use api::{
     MAX_DOWNLOADS_PER_CALLER, MIN_BUNDLE_BYTES,
 };
 pub use attestation::{AttestationConfig, SgxConfig, TpmConfig};
+pub use audit::{AuditConfig, AuditPolicy, DEFAULT_HOLDOUT_FRACTION, DEFAULT_MIN_AUDIT_PATIENTS};
 pub use chain::{ChainConfig, SettlementConfig};
 pub use pacs::{
     CohortConfig, DicomWebAuth, DicomWebConfig, DicomWebEndpoint, MAX_COHORT_INSTANCES,
@@ -84,6 +87,9 @@ pub struct Config {
     /// The HTTP API of `rapha-node serve`.
     #[serde(default)]
     pub api: Option<ApiConfig>,
+    /// `[audit]`: the runner of the node's privacy audit (issue 19); absent: no audit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditConfig>,
     pub paths: PathsConfig,
 }
 
@@ -179,6 +185,9 @@ impl Config {
             a.validate()?;
         }
         self.trainer.validate()?;
+        if let Some(a) = &self.audit {
+            a.validate()?;
+        }
         for (publisher, accounts) in &self.depositors {
             if rapha_bundle::trust::check_name(publisher).is_err() {
                 return Err(invalid(
