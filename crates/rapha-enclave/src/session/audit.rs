@@ -27,8 +27,8 @@ use rapha_core::ResourceLimits;
 use serde::Serialize;
 
 use super::out::mount_out;
-use super::{CutOnDrop, EnclaveSession};
-use crate::error::{io, EnclaveError, Result};
+use super::{feed_panicked, CutOnDrop, EnclaveSession};
+use crate::error::{io, Result};
 use crate::feed::{self, Feed, FeedState};
 use crate::metrics::{self, MembershipAttack};
 use crate::record::{RecordSource, Subset};
@@ -206,12 +206,7 @@ impl EnclaveSession {
             let _ = feed.cut(feed::CUT_GRACE);
             drop(cut);
             if let Err(p) = server.join() {
-                let what = p
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                return Err(EnclaveError::FeedFailed(what));
+                return Err(feed_panicked(p.as_ref()));
             }
             r
         })?;

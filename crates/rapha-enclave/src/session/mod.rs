@@ -139,6 +139,16 @@ impl Drop for CutOnDrop<'_, '_> {
 pub const FEED_HELD: &str = "the trainer's feed connection outlived the trainer (it passed \
     its socket away, keeping it open); the node cut it";
 
+/// The error of a feed whose thread panicked, with the panic's words.
+fn feed_panicked(p: &(dyn std::any::Any + Send)) -> EnclaveError {
+    let what = p
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    EnclaveError::FeedFailed(what)
+}
+
 fn commitment(ids: impl Iterator<Item = [u8; 32]>) -> Digest {
     let sorted: BTreeSet<[u8; 32]> = ids.collect();
     let v: Vec<[u8; 32]> = sorted.into_iter().collect();
@@ -324,12 +334,7 @@ impl EnclaveSession {
             // A feed that panicked has not handed over the fingerprints of what it fed: the
             // guard could not look for those pixels, so nothing may be released (fail closed).
             if let Err(p) = served {
-                let what = p
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                return Err(EnclaveError::FeedFailed(what));
+                return Err(feed_panicked(p.as_ref()));
             }
             r.map(|r| (r, held))
         });
