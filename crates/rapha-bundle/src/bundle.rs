@@ -103,6 +103,7 @@ fn sign_into(key: &SigningKey, image: &Path, spec: &TrainerSpec, out: &Path) -> 
         outputs: spec.outputs.clone(),
         resources: spec.resources.clone(),
         requested_fields: spec.requested_fields.clone(),
+        audit: spec.audit.clone(),
     };
     predicate.check_names()?;
     let statement = Statement::new(manifest_digest, &predicate)?;

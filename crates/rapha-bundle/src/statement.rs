@@ -5,8 +5,13 @@
 //!   "subject": [ { "name": "<trainer>", "digest": { "sha256": "<image manifest digest>" } } ],
 //!   "predicateType": "https://rapha.dev/trainer/v1",
 //!   "predicate": { publisher, trainer {name, version}, entrypoint, env, outputs,
-//!                  resources, requested_fields } }
+//!                  resources, requested_fields, audit? } }
 //! ```
+//!
+//! `audit` (optional, issue 19) pins the architecture the node's privacy audit loads the
+//! released weights into: an ONNX graph at a path in the signed image, with its SHA-256 (the
+//! node reads the graph from the image it verified and refuses other bytes), the input the
+//! graph takes and what it outputs ([`AuditDecl`]).
 
 use std::collections::BTreeMap;
 
@@ -47,6 +52,89 @@ pub struct TrainerPredicate {
     /// Metadata fields asked for beyond the default allow-list.
     #[serde(default)]
     pub requested_fields: Vec<String>,
+    /// The graph the node's privacy audit scores the release with; absent: the model cannot
+    /// be audited (its receipts say so). Left out of statements that have none, so theirs
+    /// are the bytes signed before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditDecl>,
+}
+
+/// The largest pinned graph the node reads (the architecture only; the weights are the
+/// released safetensors file).
+pub const MAX_AUDIT_GRAPH_BYTES: u64 = 64 << 20;
+/// The largest image side an audit input may ask for.
+pub const MAX_AUDIT_SIDE: u32 = 1024;
+
+/// `[audit]` of `trainer.toml`: what the node's audit runner needs to score the released
+/// model (issue 19).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditDecl {
+    /// Absolute path of the ONNX graph in the trainer's image (read by the node from the
+    /// image it verified, never from what the trainer wrote).
+    pub graph: String,
+    /// SHA-256 of the graph's bytes: the node refuses any other.
+    pub graph_sha256: Digest,
+    pub input: AuditInput,
+    pub output: AuditOutput,
+}
+
+/// What the graph takes: `grey-v1` is one `[1, 1, side, side]` float32 image, each record's
+/// first frame resized to `side` × `side` and scaled to [0, 1].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditInput {
+    pub kind: AuditInputKind,
+    /// 8 to [`MAX_AUDIT_SIDE`].
+    pub side: u32,
+}
+
+/// The input encodings a runner knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum AuditInputKind {
+    #[serde(rename = "grey-v1")]
+    GreyV1,
+}
+
+/// What the graph's one output is: the positive class's logit or its probability.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum AuditOutput {
+    Logit,
+    Probability,
+}
+
+impl AuditDecl {
+    /// The graph path is absolute, plain (no `.` or `..` component, no NUL, at most 256 bytes)
+    /// and the side bounded.
+    ///
+    /// # Errors
+    /// What is wrong, in words.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let g = &self.graph;
+        let plain = g.starts_with('/')
+            && g.len() <= 256
+            && !g.contains('\0')
+            && g[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != "..");
+        if !plain {
+            return Err(format!(
+                "audit.graph {:?} must be an absolute path in the image of at most 256 bytes, \
+                 without empty, '.' or '..' components",
+                g.chars().take(80).collect::<String>()
+            ));
+        }
+        if !(8..=MAX_AUDIT_SIDE).contains(&self.input.side) {
+            return Err(format!(
+                "audit.input.side {} is outside 8 to {MAX_AUDIT_SIDE}",
+                self.input.side
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// What each name a predicate gives may be made of. The DPO's tools print them (the trainer
@@ -143,6 +231,9 @@ pub struct TrainerSpec {
     #[serde(default)]
     pub resources: ResourceLimits,
     pub outputs: Vec<OutputDecl>,
+    /// `[audit]`: the graph the node's privacy audit loads the released weights into.
+    #[serde(default)]
+    pub audit: Option<AuditDecl>,
 }
 
 impl TrainerSpec {
@@ -189,7 +280,11 @@ impl TrainerSpec {
             &self.outputs,
             &self.requested_fields,
         )?;
-        check_tensors(&self.outputs).map_err(BundleError::Predicate)
+        check_tensors(&self.outputs).map_err(BundleError::Predicate)?;
+        if let Some(a) = &self.audit {
+            a.check().map_err(BundleError::Predicate)?;
+        }
+        Ok(())
     }
 }
 
@@ -278,6 +373,9 @@ impl Statement {
             serde_json::from_value(st.predicate).map_err(|e| bad(format!("predicate: {e}")))?;
         predicate.check_names()?;
         check_tensors(&predicate.outputs).map_err(bad)?;
+        if let Some(a) = &predicate.audit {
+            a.check().map_err(bad)?;
+        }
         if subject.name != predicate.trainer.name {
             return Err(bad(format!(
                 "subject name {:?} differs from trainer name {:?}",

@@ -35,6 +35,7 @@ fn predicate() -> TrainerPredicate {
         outputs: s.outputs,
         resources: s.resources,
         requested_fields: s.requested_fields,
+        audit: None,
     }
 }
 

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
 
 mod archive;
+mod audit_decl;
 mod common;
 mod dsse;
 mod fuzz_props;

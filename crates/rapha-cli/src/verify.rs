@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use rapha_receipt::body::Attestation;
+use rapha_receipt::body::{Attestation, Audit};
 use rapha_receipt::{
     parse_address, ErrorClass, ReceiptError, SignedTreeHead, VerifiedReceipt, VerifyOptions,
 };
@@ -266,6 +266,37 @@ pub fn human_summary(v: &VerifiedReceipt) -> String {
                 "               publisher total {} of its cap {} bits on this node",
                 l.publisher_bits, l.publisher_cap
             );
+        }
+    }
+    match &b.audit {
+        None if b.outputs.is_some() => {
+            let _ = writeln!(
+                s,
+                "  audit        not stated (a receipt written before the privacy audit)"
+            );
+        }
+        None => {}
+        Some(Audit::Measured {
+            attack_auc,
+            ci_low,
+            ci_high,
+            members,
+            non_members,
+            runner,
+            graph,
+        }) => {
+            let _ = writeln!(
+                s,
+                "  audit        membership attack AUC {attack_auc} (95% CI {ci_low}-{ci_high}) \
+                 over {members} training and {non_members} held-out records; runner {runner}, \
+                 graph {graph}"
+            );
+        }
+        Some(Audit::NotAvailable { reason }) => {
+            let _ = writeln!(s, "  audit        not available: {reason}");
+        }
+        Some(_) => {
+            let _ = writeln!(s, "  audit        of a kind this verifier does not know");
         }
     }
     let p = &b.payment;

@@ -195,6 +195,50 @@ fn verify_shows_the_leakage_bound_and_a_tampered_bound_fails() {
 }
 
 #[test]
+fn verify_shows_the_privacy_audit_or_why_there_is_none() {
+    use rapha_receipt::body::Audit;
+    let mut node = Node::new();
+    let f = node.issue(13, |b| {
+        with_leakage(b);
+        b.audit = Some(Audit::Measured {
+            attack_auc: 0.81,
+            ci_low: 0.7,
+            ci_high: 0.92,
+            members: 24,
+            non_members: 24,
+            runner: rapha_core::Digest::of(b"runner"),
+            graph: rapha_core::Digest::of(b"graph"),
+        });
+    });
+    let p = node.write_receipt("audited.json", &f);
+    let out = rapha(&["verify", s(&p), "--node-address", &node.address()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let want = format!(
+        "  audit        membership attack AUC 0.81 (95% CI 0.7-0.92) over 24 training and 24 \
+         held-out records; runner {}, graph {}\n",
+        rapha_core::Digest::of(b"runner"),
+        rapha_core::Digest::of(b"graph")
+    );
+    assert!(stdout(&out).contains(&want), "{}", stdout(&out));
+    let f = node.issue(14, |b| {
+        with_leakage(b);
+        b.audit = Some(Audit::NotAvailable {
+            reason: "no-pinned-graph".into(),
+        });
+    });
+    let p = node.write_receipt("unaudited.json", &f);
+    let out = rapha(&["verify", s(&p), "--node-address", &node.address()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("  audit        not available: no-pinned-graph\n"));
+    // A receipt written before the audit still verifies, and says so.
+    let f = node.issue(15, with_leakage);
+    let p = node.write_receipt("older.json", &f);
+    let out = rapha(&["verify", s(&p), "--node-address", &node.address()]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("  audit        not stated (a receipt written before"));
+}
+
+#[test]
 fn json_output_carries_the_verified_facts() {
     let mut node = Node::new();
     let f = node.issue(3, |_| {});

@@ -136,11 +136,14 @@ pub enum ReasonCode {
     OutputGuard,
     /// The trainer failed (whatever the exit status, signal or time).
     TrainerFailed,
+    /// The node's privacy audit found the released model gives its training records away past
+    /// the hospital's threshold (`[policy.audit] max_attack_auc`): nothing is released.
+    PrivacyAudit,
 }
 
 impl ReasonCode {
     /// Every code.
-    pub const ALL: [ReasonCode; 24] = [
+    pub const ALL: [ReasonCode; 25] = [
         Self::Completed,
         Self::BundleRefused,
         Self::PublisherSuspended,
@@ -165,6 +168,7 @@ impl ReasonCode {
         Self::NodeError,
         Self::OutputGuard,
         Self::TrainerFailed,
+        Self::PrivacyAudit,
     ];
 
     /// The code as serialised (kebab-case).
@@ -194,6 +198,7 @@ impl ReasonCode {
             Self::NodeError => "node-error",
             Self::OutputGuard => "output-guard",
             Self::TrainerFailed => "trainer-failed",
+            Self::PrivacyAudit => "privacy-audit",
         }
     }
 
@@ -228,7 +233,10 @@ impl ReasonCode {
             | Self::FeedFailed
             | Self::NodeError => Outcome::Failed,
             Self::OutputGuard => Outcome::Violated,
-            Self::TrainerFailed => Outcome::TrainerFailed,
+            // Charged like a trainer's failure, never refunded (a refund would be a free
+            // oracle on what the model memorised) and no suspension (an honest model may
+            // overfit): ARCHITECTURE.md, "The privacy audit".
+            Self::TrainerFailed | Self::PrivacyAudit => Outcome::TrainerFailed,
         }
     }
 }

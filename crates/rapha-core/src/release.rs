@@ -888,7 +888,7 @@ mod tests {
                 metrics_file: 65_536 * 8,
                 // Released or withheld, and six values of 1001 each.
                 node_metrics: 1 + 6 * 10,
-                // 24 reason codes.
+                // 25 reason codes.
                 outcome: 5,
                 // 30 minutes of run, ended on one of 31 whole minutes.
                 run_length: 5,

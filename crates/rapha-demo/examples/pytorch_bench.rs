@@ -125,6 +125,7 @@ fn feed(rootfs: &Path, studies: usize) {
             job_id: JobId::random(),
             validation_percent: 20,
             min_validation_patients: 2,
+            audit_patients: 0,
             outputs,
             total_output_cap: 150 << 20,
             limits: ResourceLimits {

@@ -129,6 +129,7 @@ fn main() {
                 job_id: JobId::random(),
                 validation_percent: 20,
                 min_validation_patients: 2,
+                audit_patients: 0,
                 outputs: outputs.clone(),
                 total_output_cap: 4 << 20,
                 limits: ResourceLimits {

@@ -127,6 +127,59 @@ pub fn compute(
     })
 }
 
+/// The node's membership-inference attack on a released model (issue 19's privacy audit):
+/// the loss-based attack, which scores each record by the model's confidence in its true
+/// label and guesses "member" for the higher scores. `attack_auc` is the AUC of members
+/// (training records) against non-members (the audit split) on that score, 0.5 when the model
+/// treats them alike; its CI is Hanley and McNeil's, as for the validation AUC.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MembershipAttack {
+    pub attack_auc: f64,
+    pub ci_low: f64,
+    pub ci_high: f64,
+    pub members: usize,
+    pub non_members: usize,
+}
+
+/// The model's confidence in a record's true label: `p` for label 1, `1 - p` for label 0.
+pub fn true_label_confidence(label: u8, p: f64) -> f64 {
+    if label == 1 {
+        p
+    } else {
+        1.0 - p
+    }
+}
+
+/// The attack over `(label, probability of positive)` of members and of non-members.
+/// `None` when either side is empty or a probability is not in [0, 1].
+pub fn membership_attack(
+    members: &[(u8, f64)],
+    non_members: &[(u8, f64)],
+) -> Option<MembershipAttack> {
+    let valid = |s: &&(u8, f64)| s.1.is_finite() && (0.0..=1.0).contains(&s.1);
+    if members.iter().chain(non_members).any(|s| !valid(&s)) {
+        return None;
+    }
+    let pairs: Vec<(u8, f64)> = members
+        .iter()
+        .map(|&(l, p)| (1, true_label_confidence(l, p)))
+        .chain(
+            non_members
+                .iter()
+                .map(|&(l, p)| (0, true_label_confidence(l, p))),
+        )
+        .collect();
+    let a = round3(auc(&pairs)?);
+    let [ci_low, ci_high] = auc_ci95(a, members.len(), non_members.len());
+    Some(MembershipAttack {
+        attack_auc: a,
+        ci_low,
+        ci_high,
+        members: members.len(),
+        non_members: non_members.len(),
+    })
+}
+
 #[cfg(test)]
 mod schema_tests {
     use rapha_core::release::{METRICS_CURVE_KEYS, METRICS_MAX_CURVE, METRICS_SCALAR_KEYS};

@@ -104,3 +104,56 @@ impl RecordSource for MemorySource {
             })
     }
 }
+
+/// The records of another source that a run may see, renumbered from 0 in their order there:
+/// the trainer's view of a job with an audit split (the held-back records are not in it, so
+/// their indices do not exist for the trainer), and the audit runner's view (the audit split
+/// and a sample of the training records).
+pub struct Subset<'a> {
+    inner: &'a dyn RecordSource,
+    /// `indices[i]` is the inner index of this source's record `i`.
+    indices: Vec<usize>,
+    records: Vec<FeedRecord>,
+}
+
+impl std::fmt::Debug for Subset<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subset")
+            .field("records", &self.records.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Subset<'a> {
+    /// The records of `inner` at `indices` (indices out of its range are left out).
+    pub fn new(inner: &'a dyn RecordSource, indices: Vec<usize>) -> Self {
+        let all = inner.records();
+        let indices: Vec<usize> = indices.into_iter().filter(|&i| i < all.len()).collect();
+        let records = indices.iter().map(|&i| all[i].clone()).collect();
+        Self {
+            inner,
+            indices,
+            records,
+        }
+    }
+
+    /// The inner index of this source's record `index`.
+    pub fn inner_index(&self, index: usize) -> Option<usize> {
+        self.indices.get(index).copied()
+    }
+}
+
+impl RecordSource for Subset<'_> {
+    fn records(&self) -> &[FeedRecord] {
+        &self.records
+    }
+    fn pixels(&self, index: usize) -> Result<Pixels> {
+        let inner = self
+            .inner_index(index)
+            .ok_or(crate::EnclaveError::RecordUnavailable {
+                index,
+                reason: "no such record".into(),
+            })?;
+        self.inner.pixels(inner)
+    }
+}

@@ -160,6 +160,9 @@ pub struct LaunchSpec<'a> {
     pub out_dir: &'a Path,
     /// Directory the OCI bundle (`config.json`) is written to.
     pub bundle_dir: &'a Path,
+    /// Host directory bound read-only at `/in`, if any: the node's audit runner reads the model
+    /// it scores there (a trainer gets none).
+    pub inputs: Option<&'a Path>,
     /// Wall-time limit (overrides `limits.wall_seconds` when shorter; tests use it).
     pub wall: Duration,
 }
@@ -316,6 +319,17 @@ pub fn oci_spec(cfg: &SandboxConfig, spec: &LaunchSpec<'_>) -> Value {
 }
 
 fn base_spec(cfg: &SandboxConfig, spec: &LaunchSpec<'_>) -> Value {
+    let mut v = trainer_spec(cfg, spec);
+    if let (Some(inputs), Some(mounts)) = (spec.inputs, v["mounts"].as_array_mut()) {
+        mounts.push(
+            json!({"destination": "/in", "type": "bind", "source": inputs,
+            "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}),
+        );
+    }
+    v
+}
+
+fn trainer_spec(cfg: &SandboxConfig, spec: &LaunchSpec<'_>) -> Value {
     // Within i64 for every limit [`check_limits`] accepts; saturating all the same.
     let mem = spec.limits.memory_mb.saturating_mul(1 << 20);
     let env = [

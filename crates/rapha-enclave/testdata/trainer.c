@@ -139,6 +139,29 @@ int main(int argc, char **argv) {
     const char *arg = argc > 2 ? argv[2] : "";
     setvbuf(stdout, 0, _IOLBF, 0);
     if (!strcmp(mode, "honest")) return honest();
+    if (!strcmp(mode, "probe-indices")) {
+        /* A trainer hunting for held-back records: it lists everything it is offered, then
+         * asks for the record at every index from `arg` up to arg + 8 and predicts the first;
+         * each answer's header goes to stdout for the test to read. */
+        feed_connect();
+        char *h = call("{\"op\":\"hello\",\"protocol\":1,\"trainer\":\"probe\"}", 0, 0);
+        printf("hello %s\n", h); free(h);
+        h = call("{\"op\":\"list\",\"offset\":0,\"limit\":1000}", 0, 0);
+        printf("list %s\n", h); free(h);
+        int from = atoi(arg);
+        for (int i = from; i < from + 8; i++) {
+            char req[64]; unsigned char *px = 0; size_t n = 0;
+            snprintf(req, sizeof req, "{\"op\":\"fetch\",\"index\":%d}", i);
+            h = call(req, &px, &n);
+            printf("fetch %d %s\n", i, h); free(h); free(px);
+        }
+        char req[96];
+        snprintf(req, sizeof req, "{\"op\":\"predict\",\"predictions\":[{\"index\":%d,\"score\":0.5}]}", from);
+        h = call(req, 0, 0);
+        printf("predict %d %s\n", from, h); free(h);
+        write_weights(); write_metrics();
+        return 0;
+    }
     if (!strcmp(mode, "connect-host")) {
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(arg))};
         inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);

@@ -66,6 +66,7 @@ fn spec_for(cfg: &SandboxConfig, limits: &ResourceLimits) -> Value {
             socket_dir: p,
             out_dir: p,
             bundle_dir: p,
+            inputs: None,
             wall: Duration::from_secs(5),
         },
     )
@@ -248,6 +249,7 @@ fn the_sandbox_refuses_a_gpu_job_on_a_node_without_gpus() {
             socket_dir: dir.path(),
             out_dir: dir.path(),
             bundle_dir: dir.path(),
+            inputs: None,
             wall: Duration::from_secs(5),
         },
     )

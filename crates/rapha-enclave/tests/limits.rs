@@ -158,6 +158,7 @@ fn the_sandbox_refuses_an_unlimited_tmp_before_starting_anything() {
             socket_dir: &sock,
             out_dir: &out,
             bundle_dir: &bundle,
+            inputs: None,
             wall: Duration::from_secs(5),
         },
     )
@@ -275,6 +276,7 @@ fn every_declared_resource_becomes_its_cgroup_or_mount_limit() {
             socket_dir: p,
             out_dir: p,
             bundle_dir: p,
+            inputs: None,
             wall: Duration::from_secs(30),
         },
     );

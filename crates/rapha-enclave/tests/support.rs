@@ -164,6 +164,7 @@ pub fn job_spec(wall: Duration) -> JobSpec {
         job_id: JobId::random(),
         validation_percent: 30,
         min_validation_patients: 5,
+        audit_patients: 0,
         outputs: outputs(),
         total_output_cap: 1 << 20,
         limits: ResourceLimits {

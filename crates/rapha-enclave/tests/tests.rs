@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests: a panic is a failure
 
 mod attacks;
+mod audit;
 mod cdi;
 mod corpus;
 mod dicom;

@@ -518,6 +518,12 @@ pub fn node_from_config(cfg: &Config) -> anyhow::Result<Node> {
     let mut node = Node::new(parts)?;
     node.set_run_quantum(Duration::from_secs(cfg.trainer.run_quantum_secs));
     node.set_rules(cfg.job_rules());
+    node.set_privacy_audit(crate::pipeline::PrivacyAudit {
+        runner: cfg.audit.as_ref().map(|a| (a.runner.clone(), a.limits())),
+        holdout_fraction: cfg.policy.audit.holdout_fraction,
+        min_patients: usize::try_from(cfg.policy.audit.min_patients).unwrap_or(usize::MAX),
+        max_attack_auc: cfg.policy.audit.max_attack_auc,
+    });
     Ok(node)
 }
 

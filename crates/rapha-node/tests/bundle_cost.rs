@@ -122,6 +122,7 @@ fn hand_signed(
         requested_fields: (0..extra.padding / 24)
             .map(|i| format!("BodyPartExamined{i:06}"))
             .collect(),
+        audit: None,
     };
     let manifest_digest = desc.sha256().unwrap();
     let statement = Statement::new(manifest_digest, &predicate).unwrap();

@@ -463,3 +463,67 @@ fn a_release_precision_or_noise_out_of_range_is_refused_naming_the_key() {
         .release_transform()
         .is_identity());
 }
+
+#[test]
+fn the_privacy_audit_settings_are_bounded_and_default_to_report_only() {
+    let c = Config::parse(&base()).unwrap();
+    assert!(c.audit.is_none());
+    assert_eq!(c.policy.audit.holdout_fraction, 0.15);
+    assert_eq!(c.policy.audit.min_patients, 10);
+    assert_eq!(c.policy.audit.max_attack_auc, None);
+    for (section, field, want) in [
+        (
+            "holdout_fraction = 0.6",
+            "policy.audit.holdout_fraction",
+            "outside 0.05 to 0.5",
+        ),
+        (
+            "holdout_fraction = 0.01",
+            "policy.audit.holdout_fraction",
+            "outside 0.05 to 0.5",
+        ),
+        ("min_patients = 1", "policy.audit.min_patients", "below 2"),
+        (
+            "max_attack_auc = 0.4",
+            "policy.audit.max_attack_auc",
+            "outside 0.5 to 1",
+        ),
+        (
+            "max_attack_auc = 1.01",
+            "policy.audit.max_attack_auc",
+            "outside 0.5 to 1",
+        ),
+        (
+            "max_attack_auc = \"nan\"",
+            "policy.audit.max_attack_auc",
+            "invalid type",
+        ),
+        ("holdout = 0.2", "policy.audit.holdout", "unknown field"),
+    ] {
+        let text = base().replace(
+            "[policy.outputs]\n",
+            &format!("[policy.audit]\n{section}\n\n[policy.outputs]\n"),
+        );
+        assert_ne!(text, base());
+        let (f, msg) = parse_err(&text);
+        assert_eq!(f, field, "{section}: {msg}");
+        assert!(msg.contains(want), "{section}: {msg}");
+    }
+    let text = base().replace(
+        "[policy.outputs]\n",
+        "[policy.audit]\nholdout_fraction = 0.2\nmin_patients = 4\nmax_attack_auc = 0.75\n\n\
+         [policy.outputs]\n",
+    );
+    let c = Config::parse(&text).unwrap();
+    assert_eq!(c.policy.audit.max_attack_auc, Some(0.75));
+    // The runner: an absolute path, and limits the OCI runtime does not read as "none".
+    let with_runner = |s: &str| format!("{}\n[audit]\n{s}\n", base());
+    let c = Config::parse(&with_runner("runner = \"/usr/lib/rapha/audit-runner\"")).unwrap();
+    let a = c.audit.unwrap();
+    assert_eq!(a.limits().memory_mb, 2048);
+    assert_eq!(a.limits().gpus, 0);
+    let (f, msg) = parse_err(&with_runner("runner = \"audit-runner\""));
+    assert_eq!(f, "audit.runner", "{msg}");
+    let (f, msg) = parse_err(&with_runner("runner = \"/r\"\nmemory_mb = 0"));
+    assert_eq!(f, "audit", "{msg}");
+}

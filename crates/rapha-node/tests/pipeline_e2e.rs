@@ -817,6 +817,11 @@ fn honest_job_settles_malicious_job_is_charged_broad_query_never_reaches_the_pac
     )
     .expect("the receipt verifies under the node key");
     assert_eq!(receipt.body["outcome"], "completed");
+    // No runner configured: the receipt says so, never a figure (issue 19).
+    assert_eq!(
+        receipt.body["audit"],
+        serde_json::json!({"status": "not available", "reason": "no-runner"})
+    );
     assert_eq!(
         receipt.body["attestation"]["mode"], "verified",
         "{}",
@@ -928,6 +933,88 @@ fn honest_job_settles_malicious_job_is_charged_broad_query_never_reaches_the_pac
 /// the PACS holds, its line otherwise intact) ends the run before the trainer starts, with
 /// nothing fed. The file is the node's: under its working directory, outside every job's
 /// directory and so outside the trainer's rootfs.
+/// The privacy audit on the node (issue 19): with a runner configured, a bundle that pins no
+/// graph is "not available: no-pinned-graph"; one whose image holds another graph than the
+/// pinned digest is "graph-mismatch"; one whose runner cannot load the model (exits non-zero)
+/// is "runner-failed". Each still completes and releases (the audit reports; no threshold is
+/// set), and each receipt verifies.
+#[test]
+fn the_privacy_audit_is_not_available_without_a_pinned_graph_or_a_working_runner() {
+    // Enough patients for an audit split of at least 2 (the default world keeps 6).
+    let Some(mut w) = world_with(40, 12) else {
+        return;
+    };
+    let tmp = w.tmp.path().to_path_buf();
+    let src = tmp.join("failing-runner.c");
+    std::fs::write(
+        &src,
+        "#include <stdio.h>\nint main(void) { fputs(\"cannot load /in/model.onnx\\n\", stderr); \
+         return 3; }\n",
+    )
+    .unwrap();
+    let runner = tmp.join("audit-runner");
+    assert!(rapha_testkit::trainer::compile_c_trainer(&src, &runner));
+    w.node
+        .set_privacy_audit(rapha_node::pipeline::PrivacyAudit {
+            runner: Some((
+                runner,
+                rapha_core::ResourceLimits {
+                    memory_mb: 64,
+                    cpus: 1,
+                    pids: 16,
+                    wall_seconds: 30,
+                    tmp_mb: 16,
+                    gpus: 0,
+                },
+            )),
+            holdout_fraction: 0.25,
+            min_patients: 2,
+            // An audit that is not available never withholds, whatever the threshold.
+            max_attack_auc: Some(0.5),
+        });
+    let trainer_digest = Digest::of(&std::fs::read(&w.trainer).unwrap());
+    let pinned = |name: &str, digest: Digest| {
+        let mut spec = trainer_spec(PUBLISHER, TRAINER, &SpecLimits::SMALL).unwrap();
+        spec.audit = Some(rapha_bundle::statement::AuditDecl {
+            // The image's one file stands in for a graph: the runner fails before reading it.
+            graph: "/trainer".into(),
+            graph_sha256: digest,
+            input: rapha_bundle::statement::AuditInput {
+                kind: rapha_bundle::statement::AuditInputKind::GreyV1,
+                side: 64,
+            },
+            output: rapha_bundle::statement::AuditOutput::Logit,
+        });
+        sign_trainer(&tmp, name, &w.trainer, &["honest"], &spec, &w.publisher_key).unwrap()
+    };
+    let unpinned = bundle(&tmp, &w.trainer, "unpinned", "honest", &w.publisher_key);
+    let mismatched = pinned("mismatched", Digest::of(b"another graph"));
+    let failing = pinned("failing", trainer_digest);
+    for ((dir, manifest), reason) in [
+        (unpinned, "no-pinned-graph"),
+        (mismatched, "graph-mismatch"),
+        (failing, "runner-failed"),
+    ] {
+        let req = w.request(manifest, w.scoped_query());
+        let job = w.node.submit(&dir, req).unwrap();
+        assert_eq!(w.drive(job), JobState::Released, "{reason}");
+        let receipt = w.node.receipt(job).unwrap().unwrap();
+        assert_eq!(receipt.body["outcome"], "completed", "{reason}");
+        assert_eq!(
+            receipt.body["audit"],
+            serde_json::json!({"status": "not available", "reason": reason})
+        );
+        let bytes = w
+            .node
+            .store()
+            .artifact(job, rapha_node::pipeline::artifact::RECEIPT)
+            .unwrap()
+            .unwrap();
+        rapha_receipt::verify(&bytes, &rapha_receipt::VerifyOptions::default())
+            .expect("the receipt verifies");
+    }
+}
+
 #[test]
 fn a_cohort_file_changed_after_approval_feeds_nothing() {
     let Some(mut w) = world() else { return };

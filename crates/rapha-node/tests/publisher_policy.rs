@@ -559,7 +559,7 @@ fn the_dpo_sees_the_declared_parameters_and_bits_of_an_admitted_job() {
 
 /// The test trainer's leakage bound (`trainer_spec` with `SpecLimits::SMALL`), by hand: 16 U8
 /// parameters (128 bits), 2 declared files, a 4 KiB metrics.json (32,768 bits, under its
-/// schema), the node's metrics (61), 24 reason codes (5), and a 120 s run published to the
+/// schema), the node's metrics (61), 25 reason codes (5), and a 120 s run published to the
 /// second (the test node's run quantum is 0, counted as 1 s): ⌈log2 121⌉ = 7.
 const TEST_TRAINER_BITS: u64 = 128 + 2 + 32_768 + 61 + 5 + 7;
 

@@ -26,6 +26,7 @@ mod node_common;
 mod pipeline_e2e;
 mod pipeline_pytorch;
 mod policy_config;
+mod privacy_audit;
 mod production_node;
 mod publisher_channels;
 mod publisher_policy;

@@ -8,6 +8,7 @@
 //! | `timestamps` | milliseconds | whole minutes (in milliseconds) |
 //! | `outputs` | completed jobs | completed jobs only (checked) |
 //! | `leakage` | never | the job's leakage bound, from issue 19 on (absent before; checked) |
+//! | `audit` | never | the node's privacy audit of a completed job, from issue 19 on (absent before; checked) |
 //!
 //! Nothing in a v2 body is chosen by the trainer after it saw data except what a completed job
 //! releases on purpose (its declared files' digests and sizes, the node-computed metrics).
@@ -77,6 +78,97 @@ pub struct ReceiptBody {
     /// jobs refused before admission (they ended on the bundle and the request alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leakage: Option<Leakage>,
+    /// The node's membership-inference audit of what a completed job released (issue 19), or
+    /// why there is none. Absent from receipts written before it and from jobs that released
+    /// nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Audit>,
+}
+
+/// The node's privacy audit of a released model (docs/receipts.md, "The privacy audit"): the
+/// loss-based membership attack on records the trainer never received (non-members) and as
+/// many of its training records (members), scored by the hospital's runner.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Audit {
+    #[serde(rename = "measured")]
+    Measured {
+        /// AUC of members against non-members on the model's confidence in the true label:
+        /// 0.5 when the model treats them alike.
+        attack_auc: f64,
+        /// Its 95% confidence interval.
+        ci_low: f64,
+        ci_high: f64,
+        members: u64,
+        non_members: u64,
+        /// SHA-256 of the runner binary that scored the records.
+        runner: Digest,
+        /// SHA-256 of the graph the signed predicate pins (`[audit] graph`).
+        graph: Digest,
+    },
+    #[serde(rename = "not available")]
+    NotAvailable {
+        /// One of [`Audit::REASONS`].
+        reason: String,
+    },
+}
+
+impl Audit {
+    /// Why an audit is not available: no runner configured on the node, no graph pinned by
+    /// the predicate, a graph in the image that is not the pinned one, no labelled audit or training records, or the runner failed (it could
+    /// not load or run the model, ran past its time, or left records unscored).
+    pub const REASONS: [&'static str; 7] = [
+        "no-runner",
+        "no-pinned-graph",
+        "graph-mismatch",
+        "no-audit-split",
+        "runner-failed",
+        "runner-timeout",
+        "incomplete-scores",
+    ];
+
+    /// Whether the figures are an attack's: finite, in [0, 1], the AUC within its CI, both
+    /// sides non-empty; or the reason one of [`Audit::REASONS`].
+    ///
+    /// # Errors
+    /// What is not.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        match self {
+            Audit::Measured {
+                attack_auc,
+                ci_low,
+                ci_high,
+                members,
+                non_members,
+                ..
+            } => {
+                let unit = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
+                if !(unit(*attack_auc) && unit(*ci_low) && unit(*ci_high)) {
+                    return Err("audit figures are not numbers in [0, 1]".into());
+                }
+                if !(ci_low <= attack_auc && attack_auc <= ci_high) {
+                    return Err(format!(
+                        "audit attack AUC {attack_auc} is outside its CI [{ci_low}, {ci_high}]"
+                    ));
+                }
+                if *members == 0 || *non_members == 0 {
+                    return Err("an audit needs members and non-members".into());
+                }
+                Ok(())
+            }
+            Audit::NotAvailable { reason } => {
+                if Audit::REASONS.contains(&reason.as_str()) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "audit reason {:?} is not a class of the vocabulary",
+                        reason.chars().take(60).collect::<String>()
+                    ))
+                }
+            }
+        }
+    }
 }
 
 /// The leakage bound of a job as its receipt states it (docs/receipts.md, "The leakage
@@ -386,6 +478,15 @@ impl ReceiptBody {
                 return bad(format!("schema {SCHEMA_V1} has no leakage bound"));
             }
             l.check().or_else(bad)?;
+        }
+        if let Some(a) = &self.audit {
+            if self.is_v1() {
+                return bad(format!("schema {SCHEMA_V1} has no audit"));
+            }
+            if self.outputs.is_none() {
+                return bad("an audit without released outputs".into());
+            }
+            a.check().or_else(bad)?;
         }
         Ok(())
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use rapha_core::release::LeakageBound;
 use rapha_core::{Digest, JobId, Outcome, Usdc};
 use rapha_receipt::body::{
-    Attestation, AttestationEvidence, CohortCommitment, DpoApproval, Leakage, NodeIdentity,
+    Attestation, AttestationEvidence, Audit, CohortCommitment, DpoApproval, Leakage, NodeIdentity,
     OutputFile, OutputManifest, Payment, PolicyDecision, PolicyDecisions, Timestamps, SCHEMA,
 };
 use rapha_receipt::{parse_address, Address, NodeKey, ReceiptBody};
@@ -112,6 +112,20 @@ pub fn sample_body(node: Address, job: u8) -> ReceiptBody {
         },
         confinement: "runc".to_owned(),
         leakage: Some(sample_leakage()),
+        audit: Some(sample_audit()),
+    }
+}
+
+/// An audit of the sample's release: a mildly overfit model.
+pub fn sample_audit() -> Audit {
+    Audit::Measured {
+        attack_auc: 0.62,
+        ci_low: 0.51,
+        ci_high: 0.73,
+        members: 30,
+        non_members: 30,
+        runner: Digest::of(b"runner"),
+        graph: Digest::of(b"graph"),
     }
 }
 

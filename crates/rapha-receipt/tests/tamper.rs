@@ -189,6 +189,7 @@ fn each_body_field_edited_is_refused() {
         before_signature,
         [
             "/attestation/mode",
+            "/audit/status",
             "/cohort/by_modality/CR",
             "/cohort/by_modality/DX",
             "/cohort/instances",
@@ -263,6 +264,69 @@ fn a_tampered_leakage_bound_fails_verification() {
     assert!(matches!(
         body.canonical_bytes(),
         Err(ReceiptError::InconsistentBody(ref m)) if m.contains("within the cap")
+    ));
+}
+
+/// A publisher raising its audit's attack AUC's CI, or making a withheld figure "not
+/// available", with the figures kept consistent, is caught by the node's signature; figures
+/// that do not hold together, or a reason outside the vocabulary, are refused before it.
+#[test]
+fn a_tampered_audit_fails_verification() {
+    use rapha_receipt::body::Audit;
+    let f = fixture();
+    for edit in [
+        Audit::Measured {
+            attack_auc: 0.5,
+            ci_low: 0.39,
+            ci_high: 0.61,
+            members: 30,
+            non_members: 30,
+            runner: Digest::of(b"runner"),
+            graph: Digest::of(b"graph"),
+        },
+        Audit::NotAvailable {
+            reason: "runner-failed".into(),
+        },
+    ] {
+        let mut body = sample_body(f.key.address(), 7);
+        body.audit = Some(edit);
+        let bytes = body.canonical_bytes().unwrap();
+        assert!(matches!(
+            verify_file(&with_body_bytes(&f.file, &bytes), &pinned(&f)),
+            Err(ReceiptError::SignerMismatch { .. })
+        ));
+    }
+    let refused = |a: Audit| {
+        let mut body = sample_body(f.key.address(), 7);
+        body.audit = Some(a);
+        match body.canonical_bytes() {
+            Err(ReceiptError::InconsistentBody(m)) => m,
+            other => panic!("{other:?}"),
+        }
+    };
+    let measured = |auc: f64, lo: f64, hi: f64, members: u64| Audit::Measured {
+        attack_auc: auc,
+        ci_low: lo,
+        ci_high: hi,
+        members,
+        non_members: 30,
+        runner: Digest::of(b"runner"),
+        graph: Digest::of(b"graph"),
+    };
+    assert!(refused(measured(0.7, 0.71, 0.8, 30)).contains("outside its CI"));
+    assert!(refused(measured(1.2, 0.9, 1.3, 30)).contains("in [0, 1]"));
+    assert!(refused(measured(f64::NAN, 0.4, 0.6, 30)).contains("in [0, 1]"));
+    assert!(refused(measured(0.6, 0.5, 0.7, 0)).contains("members and non-members"));
+    assert!(refused(Audit::NotAvailable {
+        reason: "the model leaks nothing".into()
+    })
+    .contains("not a class of the vocabulary"));
+    // Only a job that released outputs has an audit.
+    let mut body = sample_body(f.key.address(), 7);
+    body.outputs = None;
+    assert!(matches!(
+        body.canonical_bytes(),
+        Err(ReceiptError::InconsistentBody(ref m)) if m.contains("without released outputs")
     ));
 }
 
@@ -482,6 +546,7 @@ fn refused_job_gets_a_receipt_too() {
     body.attestation = rapha_receipt::body::Attestation::NotReached;
     body.cohort = None;
     body.outputs = None;
+    body.audit = None;
     body.timestamps.started_ms = None;
     let file = issue(&body, &f.key, &mut f.log, 5).unwrap();
     let v = verify_file(&file, &pinned(&f)).unwrap();

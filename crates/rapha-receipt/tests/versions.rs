@@ -28,6 +28,7 @@ fn ended(outcome: Outcome, code: ReasonCode, job: u8) -> ReceiptBody {
     body.reason = code.as_str().to_owned();
     if outcome != Outcome::Completed {
         body.outputs = None;
+        body.audit = None;
     }
     if outcome == Outcome::Refused {
         body.attestation = Attestation::NotReached;
@@ -148,6 +149,9 @@ fn v2_bodies_without_a_leakage_bound_still_verify_and_v1_bodies_never_carry_one(
     body.schema = SCHEMA_V1.to_owned();
     body.reason = "the node failed".to_owned();
     assert!(refused_body(&body).contains("has no leakage bound"));
+    body.leakage = None;
+    body.audit = Some(common::sample_audit());
+    assert!(refused_body(&body).contains("has no audit"));
 }
 
 /// v1 knew three outcomes and free text: a v1 body cannot be used to smuggle free text into a

@@ -209,6 +209,7 @@ fn spec(validation_percent: u8) -> JobSpec {
         job_id: JobId::random(),
         validation_percent,
         min_validation_patients: 20,
+        audit_patients: 0,
         outputs: vec![
             OutputDecl {
                 name: "model.safetensors".into(),

@@ -27,13 +27,15 @@ use crate::feed::{self, Feed, FeedState, SelfReported};
 use crate::guard::{Guard, GuardBudget, LogStream};
 use crate::identifiers::RawIdentifiers;
 use crate::metrics;
-use crate::record::RecordSource;
+use crate::record::{RecordSource, Subset};
 use crate::sandbox::{self, Exit, LaunchSpec, SandboxConfig};
-use crate::split::{split_records, Split};
+use crate::split::{self, split_records, Split};
 
+mod audit;
 mod manifest;
 mod out;
 
+pub use audit::{AuditOutcome, AuditRunner, AuditUnavailable, AUDIT_INPUT_DIR};
 pub use manifest::{
     GuardSummary, JobResult, ManifestOutcome, OutputManifest, RunDetails, RunStats, SignedManifest,
     MANIFEST_VERSION,
@@ -56,6 +58,9 @@ pub struct JobSpec {
     pub validation_percent: u8,
     /// Validation patients required before metrics are released.
     pub min_validation_patients: usize,
+    /// Patients held back for the node's privacy audit ([`crate::split::audit_holdout`]; 0:
+    /// none). The trainer is never told of their records: it is served the others only.
+    pub audit_patients: usize,
     /// The bundle's declared outputs.
     pub outputs: Vec<OutputDecl>,
     /// The bundle's total output cap (also the size of the `/out` tmpfs).
@@ -133,6 +138,16 @@ impl Drop for CutOnDrop<'_, '_> {
 /// What the hospital's details say of a run whose feed connection the node had to cut.
 pub const FEED_HELD: &str = "the trainer's feed connection outlived the trainer (it passed \
     its socket away, keeping it open); the node cut it";
+
+/// The error of a feed whose thread panicked, with the panic's words.
+fn feed_panicked(p: &(dyn std::any::Any + Send)) -> EnclaveError {
+    let what = p
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    EnclaveError::FeedFailed(what)
+}
 
 fn commitment(ids: impl Iterator<Item = [u8; 32]>) -> Digest {
     let sorted: BTreeSet<[u8; 32]> = ids.collect();
@@ -216,6 +231,17 @@ impl EnclaveSession {
         observer: &(dyn Fn(&RunProgress) + Sync),
     ) -> Result<JobResult> {
         use std::os::unix::fs::PermissionsExt;
+        let cohort = source.records();
+        // The trainer's view: the cohort without the audit split, renumbered, so an audit
+        // record's index is no index at all to the trainer (listed, fetched or predicted).
+        let trainer_view = (self.job.audit_patients > 0).then(|| {
+            let held = split::audit_holdout(cohort, self.job.audit_patients);
+            Subset::new(source, (0..cohort.len()).filter(|&i| !held[i]).collect())
+        });
+        let source: &dyn RecordSource = match &trainer_view {
+            Some(view) => view,
+            None => source,
+        };
         let records = source.records();
         let splits = split_records(records, self.job.validation_percent);
 
@@ -261,6 +287,7 @@ impl EnclaveSession {
             socket_dir: &sock_dir,
             out_dir: &out_dir,
             bundle_dir: &bundle_dir,
+            inputs: None,
             wall,
         };
         let launched = std::time::Instant::now();
@@ -307,16 +334,11 @@ impl EnclaveSession {
             // A feed that panicked has not handed over the fingerprints of what it fed: the
             // guard could not look for those pixels, so nothing may be released (fail closed).
             if let Err(p) = served {
-                let what = p
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                return Err(EnclaveError::FeedFailed(what));
+                return Err(feed_panicked(p.as_ref()));
             }
             r.map(|r| (r, held))
         });
-        let cohort_root = commitment(records.iter().map(|r| *r.instance.as_bytes()));
+        let cohort_root = commitment(cohort.iter().map(|r| *r.instance.as_bytes()));
         let state = feed
             .state
             .into_inner()

@@ -8,7 +8,8 @@
 //! (keys, PACS, TPM, chain…) is `doctor`'s job ([`crate::doctor::run_doctor`]).
 //!
 //! One module per group of sections: `pacs` (`[dicomweb]`, `[cohort]`), `policy`,
-//! `attestation`, `trainer`, `chain` (`[chain]`, `[settlement]`), `api` and `console`; this module holds
+//! `attestation`, `trainer`, `chain` (`[chain]`, `[settlement]`), `api`, `console` and `audit`
+//! (`[audit]`, `[policy.audit]`); this module holds
 //! the whole file's shape, the small sections and the checks that span sections.
 
 use std::collections::BTreeMap;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 mod api;
 mod attestation;
+mod audit;
 mod chain;
 mod console;
 mod pacs;
@@ -30,6 +32,7 @@ pub use api::{
     MAX_DOWNLOADS_PER_CALLER, MIN_BUNDLE_BYTES,
 };
 pub use attestation::{AttestationConfig, SgxConfig, TpmConfig};
+pub use audit::{AuditConfig, AuditPolicy, DEFAULT_HOLDOUT_FRACTION, DEFAULT_MIN_AUDIT_PATIENTS};
 pub use chain::{ChainConfig, SettlementConfig};
 pub use console::{default_console_listen, ConsoleConfig, MAX_SESSION_MINUTES};
 pub use pacs::{
@@ -89,6 +92,9 @@ pub struct Config {
     /// The DPO console of `rapha-node serve`, on a listener of its own. Absent: no console.
     #[serde(default)]
     pub console: Option<ConsoleConfig>,
+    /// `[audit]`: the runner of the node's privacy audit (issue 19); absent: no audit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<AuditConfig>,
     pub paths: PathsConfig,
 }
 
@@ -196,6 +202,9 @@ impl Config {
             c.validate()?;
         }
         self.trainer.validate()?;
+        if let Some(a) = &self.audit {
+            a.validate()?;
+        }
         for (publisher, accounts) in &self.depositors {
             if rapha_bundle::trust::check_name(publisher).is_err() {
                 return Err(invalid(

@@ -45,6 +45,9 @@ pub struct PolicyConfig {
     /// Largest `validation_percent` a job may ask for (default 50; at most 90).
     #[serde(default = "default_max_validation_percent")]
     pub max_validation_percent: u8,
+    /// `[policy.audit]`: the privacy audit's split and threshold (issue 19).
+    #[serde(default)]
+    pub audit: super::AuditPolicy,
 }
 
 fn default_true() -> bool {
@@ -86,6 +89,7 @@ impl PolicyConfig {
                 ));
             }
         }
+        self.audit.validate()?;
         // Receipts carry it as an exact JSON integer.
         let max = rapha_core::jcs::MAX_SAFE_INTEGER;
         if self.outputs.max_publisher_bits.is_some_and(|c| c > max) {

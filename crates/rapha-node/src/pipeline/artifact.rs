@@ -25,6 +25,9 @@ pub const ATTESTATION: &str = "attestation";
 pub const FINAL: &str = "final";
 pub const STARTED: &str = "started";
 pub const MANIFEST: &str = "manifest";
+/// The node's privacy audit of a completed job's release ([`rapha_receipt::body::Audit`]),
+/// committed with the run's manifest (issue 19).
+pub const PRIVACY_AUDIT: &str = "privacy-audit";
 pub const RECEIPT_BODY: &str = "receipt-body";
 pub const RECEIPT: &str = "receipt";
 pub const RELEASE: &str = "release";

@@ -24,10 +24,21 @@ impl Node {
     ) -> JobSpec {
         let outputs = vb.outputs().to_vec();
         let total_output_cap = outputs.iter().map(|o| o.max_bytes).sum();
+        // The audit split, from the committed cohort's patients: none unless the node has a
+        // runner and the bundle pins a graph (issue 19).
+        let patients = self
+            .opt::<CohortSummary>(req.job_id, artifact::COHORT_SUMMARY)
+            .ok()
+            .flatten()
+            .map_or(0, |s| s.patients);
+        let audit_patients = self
+            .privacy
+            .audit_patients(vb.predicate().audit.is_some(), patients);
         JobSpec {
             job_id: req.job_id,
             validation_percent: req.validation_percent,
             min_validation_patients: self.p.min_validation_patients,
+            audit_patients,
             outputs,
             total_output_cap,
             limits,

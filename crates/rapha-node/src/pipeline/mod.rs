@@ -60,6 +60,7 @@ mod cohort;
 mod deposit;
 mod ending;
 mod ports;
+mod privacy;
 mod receipt;
 mod release;
 mod review;
@@ -72,6 +73,7 @@ use cohort::StoredCohort;
 pub use cohort::{cohort_commitment, MAX_COHORT_ARTIFACT_BYTES};
 pub use ending::Ending;
 pub use ports::*;
+pub use privacy::PrivacyAudit;
 pub use rules::*;
 pub use run::{RunRecord, RUN_QUANTUM};
 
@@ -272,6 +274,8 @@ pub struct Node {
     rules: JobRules,
     /// Jobs whose failed step waits before it is tried again ([`Node::step_failed`]).
     backoff: HashMap<JobId, std::time::Instant>,
+    /// The privacy audit's runner and split (issue 19); none by default.
+    privacy: Arc<PrivacyAudit>,
 }
 
 /// A step's slow part, handed out by [`Node::prepare`] under the node lock and run by
@@ -408,7 +412,14 @@ impl Node {
             run_quantum: RUN_QUANTUM,
             rules: JobRules::default(),
             backoff: HashMap::new(),
+            privacy: Arc::default(),
         })
+    }
+
+    /// Sets the privacy audit's runner and split (`[audit]`, `[policy.audit]`; none until
+    /// then: every completed job's receipt says `no-runner` and nothing is held back).
+    pub fn set_privacy_audit(&mut self, audit: PrivacyAudit) {
+        self.privacy = Arc::new(audit);
     }
 
     /// Sets the run quantum ([`RUN_QUANTUM`] by default; `Duration::ZERO` commits a run's end

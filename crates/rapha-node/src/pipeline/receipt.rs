@@ -136,6 +136,14 @@ impl Node {
                 publisher_bits: p.bits,
                 publisher_cap: p.cap,
             });
+        // The privacy audit of what a completed job releases, committed with its run (absent
+        // for a job run before the audit existed).
+        let audit: Option<rapha_receipt::body::Audit> =
+            if outcome == Outcome::Completed && run.is_some() {
+                self.opt(job, artifact::PRIVACY_AUDIT)?
+            } else {
+                None
+            };
         Ok(ReceiptBody {
             schema: rapha_receipt::body::SCHEMA.to_owned(),
             job_id: job,
@@ -206,6 +214,7 @@ impl Node {
                 finished_ms: to_minute_ms(now_ms()),
             },
             leakage,
+            audit,
         })
     }
 

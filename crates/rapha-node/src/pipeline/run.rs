@@ -89,6 +89,7 @@ impl Node {
         let live = Arc::clone(&self.live);
         let quantum = self.run_quantum;
         let trust = self.p.trust.clone();
+        let privacy = Arc::clone(&self.privacy);
         let bundle_dir = dir.join("bundle");
         let req = req.clone();
         Ok(self.work(Work::new(job, from, move || {
@@ -114,6 +115,7 @@ impl Node {
                 pacs: &pacs,
                 sandbox: &sandbox,
                 live: &live,
+                privacy: &privacy,
                 paths: RunPaths {
                     work_root: &work,
                     rootfs: &rootfs,
@@ -140,6 +142,7 @@ impl Node {
             result,
             opted_out,
             fetch_refusals,
+            audit,
         } = match ran {
             RunEnd::Ran(r) => *r,
             RunEnd::Failed(code, detail) => return self.end(job, from, code, &detail),
@@ -201,6 +204,35 @@ impl Node {
         };
         let b = serde_json::to_vec(&rec).unwrap_or_default();
         self.p.store.put_artifact(job, artifact::MANIFEST, &b)?;
+        let mut withheld = None;
+        if let Some((audit, detail)) = audit {
+            if self.privacy.withholds(&audit) {
+                withheld = Some(detail.clone());
+            }
+            self.p.audit.record(AuditEvent::new(
+                AuditKind::PacsRetrieve,
+                AuditOutcome::Success,
+                format!("privacy audit of the release: {detail}"),
+                ACTOR,
+                vec![job_object(job, None)],
+            ))?;
+            let b = serde_json::to_vec(&audit).unwrap_or_default();
+            self.p
+                .store
+                .put_artifact(job, artifact::PRIVACY_AUDIT, &b)?;
+        }
+        if let (ManifestOutcome::Completed, Some(detail)) = (&m.outcome, withheld) {
+            // Nothing of the release leaves: the node's staged files are removed now.
+            let staged = self.job_dir(job).join("staged");
+            if let Err(e) = std::fs::remove_dir_all(&staged) {
+                tracing::warn!(%job, error = %e, "cannot remove a withheld release");
+            }
+            let detail = format!(
+                "the privacy audit withholds the release (over [policy.audit] max_attack_auc): \
+                 {detail}"
+            );
+            return self.end(job, from, ReasonCode::PrivacyAudit, &detail);
+        }
         match m.outcome {
             ManifestOutcome::Completed => self.advance_to(
                 job,
@@ -240,6 +272,8 @@ struct Ran {
     opted_out: u64,
     /// Records refused at fetch time, by reason.
     fetch_refusals: rapha_core::ExclusionCounts,
+    /// A completed run's privacy audit (the receipt's member) and the hospital's words on it.
+    audit: Option<(rapha_receipt::body::Audit, String)>,
 }
 
 /// How a run's slow part ended.
@@ -261,6 +295,7 @@ struct RunInput<'a> {
     pacs: &'a Mutex<PacsConnect>,
     sandbox: &'a SandboxConfig,
     live: &'a Arc<LiveRuns>,
+    privacy: &'a super::PrivacyAudit,
     paths: RunPaths<'a>,
 }
 
@@ -303,11 +338,29 @@ fn run_trainer(i: RunInput<'_>) -> RunEnd {
         &ids,
         &|p| live.update(job, p),
     ) {
-        Ok(result) => RunEnd::Ran(Box::new(Ran {
-            result,
-            opted_out,
-            fetch_refusals: source.fetch_refusals(),
-        })),
+        Ok(result) => {
+            // Between the guard and the receipt: the privacy audit of what a completed job
+            // releases (its records are fetched again, after the trainer's).
+            let audit = (result.signed.manifest.outcome == ManifestOutcome::Completed).then(|| {
+                super::privacy::audit_release(&super::privacy::AuditInput {
+                    job,
+                    settings: i.privacy,
+                    decl: i.vb.predicate().audit.as_ref(),
+                    session: i.session,
+                    sandbox: i.sandbox,
+                    work_root: i.paths.work_root,
+                    rootfs: i.paths.rootfs,
+                    released: &result.released,
+                    source: &source,
+                })
+            });
+            RunEnd::Ran(Box::new(Ran {
+                result,
+                opted_out,
+                fetch_refusals: source.fetch_refusals(),
+                audit,
+            }))
+        }
         Err(e) => RunEnd::Failed(ReasonCode::EnclaveError, format!("enclave run: {e}")),
     }
 }
