@@ -159,6 +159,7 @@ impl Node {
                 final_gate: final_gate.map(conv),
             },
             dpo_approval: approval.map(|r| DpoApproval {
+                passkey: None,
                 signer: r.approval.dpo_key.to_hex(),
                 signature: r.approval.signature,
             }),
