@@ -23,6 +23,7 @@ pub mod config;
 pub mod doctor;
 pub mod init;
 pub mod keygen;
+pub mod passkeys;
 pub mod policy_cmd;
 pub mod publishers;
 
