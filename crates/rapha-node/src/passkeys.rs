@@ -118,6 +118,8 @@ pub struct Challenge {
 pub enum PasskeyError {
     #[error("no challenge was issued with this nonce for this purpose")]
     UnknownNonce,
+    #[error("DPO passkeys are not configured on this node ([approval] rp_id and origins)")]
+    NotConfigured,
     #[error("this challenge was already used: an assertion cannot be used twice")]
     NonceUsed,
     #[error("this challenge expired; ask for a new one")]
@@ -148,6 +150,7 @@ impl PasskeyError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::UnknownNonce => "unknown-challenge",
+            Self::NotConfigured => "passkeys-not-configured",
             Self::NonceUsed => "challenge-replayed",
             Self::Expired => "challenge-expired",
             Self::BadCode => "bad-enrolment-code",
@@ -247,14 +250,21 @@ impl Passkeys {
         Ok(me)
     }
 
-    fn meta(&self, key: &str) -> Result<Option<u64>> {
-        Ok(self
-            .db
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
-                r.get::<_, i64>(0)
-            })
-            .optional()?
-            .and_then(|v| u64::try_from(v).ok()))
+    /// The credential set as `log` records it, read without writing anything (for `doctor`):
+    /// through the passkey store at `path` when it exists, else from the whole log.
+    ///
+    /// # Errors
+    /// Store and log errors; a chain that does not replay.
+    pub fn read_set(path: &Path, log: &ReceiptLog) -> Result<CredentialSet> {
+        let (chain, _) = if path.exists() {
+            let db = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+            read_chain(&db, log)?
+        } else {
+            let db = Connection::open_in_memory()?;
+            db.execute_batch(SCHEMA_V1)?;
+            read_chain(&db, log)?
+        };
+        replay(&chain)
     }
 
     fn set_meta(&self, key: &str, value: u64) -> Result<()> {
@@ -266,39 +276,8 @@ impl Passkeys {
     }
 
     fn load(&mut self, log: &ReceiptLog) -> Result<()> {
-        // The chain back from the last entry known, oldest first.
-        let mut chain = Vec::new();
-        let mut next = self.meta("last_entry")?;
-        while let Some(i) = next {
-            let entry = CredentialEntry::from_leaf(&log.leaf(i)?)?.ok_or_else(|| {
-                ReceiptError::Corrupt {
-                    path: log.path().to_owned(),
-                    reason: format!(
-                        "leaf {i} is not the DPO credential entry the passkey store names"
-                    ),
-                }
-            })?;
-            next = entry.previous.filter(|p| *p < i);
-            chain.push((i, entry));
-        }
-        chain.reverse();
-        let mut scanned = self.meta("scanned_to")?.unwrap_or(0);
-        // Entries appended after the last scan (the store was not updated after an append).
-        while scanned < log.size() {
-            if let Some(entry) = CredentialEntry::from_leaf(&log.leaf(scanned)?)? {
-                if chain.last().is_none_or(|(i, _)| scanned > *i) {
-                    chain.push((scanned, entry));
-                }
-            }
-            scanned += 1;
-        }
-        // Ceremonies were verified against the node's origins when they happened; replaying
-        // needs only the rp id's own.
-        self.set = CredentialSet::replay(chain.iter().map(|(i, e)| (*i, e)), &Origins::OfRpId)
-            .map_err(|(i, e)| ReceiptError::CredentialChain {
-                index: i,
-                why: e.to_string(),
-            })?;
+        let (chain, scanned) = read_chain(&self.db, log)?;
+        self.set = replay(&chain)?;
         self.last_entry = chain.last().map(|(i, _)| *i);
         if let Some(i) = self.last_entry {
             self.set_meta("last_entry", i)?;
@@ -563,6 +542,19 @@ impl Passkeys {
         self.append(log, entry)
     }
 
+    /// Whether a recorded approval still holds: its credential is enrolled now and its
+    /// assertion verifies for its job digest (the checks `rapha verify` makes; the nonce was
+    /// consumed when it was recorded).
+    pub fn still_valid(&self, approval: &PasskeyApproval) -> bool {
+        let a = &approval.assertion;
+        let Some(enrolled) = self.set.get(&a.credential_id) else {
+            return false;
+        };
+        let challenge = approval_challenge(&approval.job_digest, &a.nonce, a.issued_at);
+        approval.rp_id == self.rp.rp_id
+            && a.verify(&self.rp, &enrolled.public_key, &challenge).is_ok()
+    }
+
     /// Verifies a passkey approval of `job_digest` (consuming its nonce, checking the
     /// credential is enrolled and its counter went up) and returns what the receipt records.
     ///
@@ -588,6 +580,135 @@ impl Passkeys {
             credentials_at,
         })
     }
+}
+
+fn meta(db: &Connection, key: &str) -> Result<Option<u64>> {
+    Ok(db
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()?
+        .and_then(|v| u64::try_from(v).ok()))
+}
+
+/// The credential chain: back from the last entry the store knows, oldest first, then any
+/// credential entry appended after the point it had scanned to (a crash between an append
+/// and the store's update loses nothing); and the log size scanned to.
+fn read_chain(db: &Connection, log: &ReceiptLog) -> Result<(Vec<(u64, CredentialEntry)>, u64)> {
+    let mut chain = Vec::new();
+    let mut next = meta(db, "last_entry")?;
+    while let Some(i) = next {
+        let entry =
+            CredentialEntry::from_leaf(&log.leaf(i)?)?.ok_or_else(|| ReceiptError::Corrupt {
+                path: log.path().to_owned(),
+                reason: format!("leaf {i} is not the DPO credential entry the passkey store names"),
+            })?;
+        next = entry.previous.filter(|p| *p < i);
+        chain.push((i, entry));
+    }
+    chain.reverse();
+    let mut scanned = meta(db, "scanned_to")?.unwrap_or(0);
+    while scanned < log.size() {
+        if let Some(entry) = CredentialEntry::from_leaf(&log.leaf(scanned)?)? {
+            if chain.last().is_none_or(|(i, _)| scanned > *i) {
+                chain.push((scanned, entry));
+            }
+        }
+        scanned += 1;
+    }
+    Ok((chain, scanned))
+}
+
+/// Replays a chain; ceremonies were verified against the node's origins when they happened,
+/// replaying needs only the rp id's own.
+fn replay(chain: &[(u64, CredentialEntry)]) -> Result<CredentialSet> {
+    CredentialSet::replay(chain.iter().map(|(i, e)| (*i, e)), &Origins::OfRpId).map_err(|(i, e)| {
+        ReceiptError::CredentialChain {
+            index: i,
+            why: e.to_string(),
+        }
+        .into()
+    })
+}
+
+/// Arguments of `rapha-node dpo`.
+#[derive(Debug, clap::Args)]
+pub struct DpoArgs {
+    /// Node configuration file.
+    #[arg(long, env = "RAPHA_NODE_CONFIG", global = true)]
+    pub config: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    pub command: DpoCommand,
+}
+
+/// `dpo` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum DpoCommand {
+    /// Print a one-time code that enrols the first DPO passkey (valid 15 minutes, single use;
+    /// refused once a DPO credential is enrolled: further ones need an enrolled DPO's passkey).
+    EnrolCode,
+    /// List the enrolled DPO passkeys (from the receipt log).
+    List,
+}
+
+/// Runs `rapha-node dpo`.
+///
+/// # Errors
+/// Missing `--config` or `[approval]`, store and log errors, a code asked for while a DPO
+/// credential is enrolled.
+pub fn run(args: &DpoArgs) -> anyhow::Result<()> {
+    use anyhow::{bail, Context as _};
+    let Some(path) = &args.config else {
+        bail!("--config FILE is required (or set RAPHA_NODE_CONFIG)")
+    };
+    let cfg = crate::config::Config::load(path)?;
+    let Some(a) = &cfg.approval else {
+        bail!("DPO passkeys are not configured: add an [approval] section with rp_id and origins")
+    };
+    a.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let state = &cfg.paths.state_dir;
+    let log = ReceiptLog::open_read_only(&state.join("receipts")).context("receipt log")?;
+    let keys = Passkeys::open(
+        &state.join("passkeys.sqlite"),
+        &a.rp_id,
+        a.origins.clone(),
+        &log,
+    )?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match args.command {
+        DpoCommand::EnrolCode => {
+            if !keys.credentials().is_empty() {
+                bail!(
+                    "{} DPO credential(s) are enrolled: a further one needs an enrolled DPO's \
+                     passkey, not a code",
+                    keys.credentials().len()
+                );
+            }
+            let code = keys.new_enrolment_code(now)?;
+            println!(
+                "one-time DPO enrolment code (valid {} minutes, single use): {code}",
+                CODE_TTL / 60
+            );
+        }
+        DpoCommand::List => {
+            println!(
+                "relying party {}; {} DPO credential(s)",
+                keys.rp_id(),
+                keys.credentials().len()
+            );
+            for (id, e) in keys.credentials().iter() {
+                println!(
+                    "  {id}  {}  {}  enrolled at log entry {}",
+                    e.public_key.algorithm(),
+                    crate::approvals::shown(&e.label),
+                    e.enrolled_at
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

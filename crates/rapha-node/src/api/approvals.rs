@@ -47,8 +47,11 @@ pub(super) async fn pending_approvals(
     Ok(Json(json!({ "pending": reviews })))
 }
 
-/// `POST /v1/jobs/{id}/approve`: a DPO approval (signed offline with the DPO key) of the
-/// job's digest. Whether the key is one of the hospital's DPO keys is the pipeline's check.
+/// `POST /v1/jobs/{id}/approve`: a DPO approval of the job's digest, in one of two shapes
+/// told apart by their members: an Ed25519 approval signed offline with the DPO key file
+/// (`rapha_policy::Approval`; whether the key is one of the hospital's DPO keys is the
+/// pipeline's check), or `{"passkey": assertion}`, a DPO passkey's WebAuthn assertion over the
+/// challenge of `POST /v1/jobs/{id}/approval-challenge` (verified here, its nonce consumed).
 pub(super) async fn approve(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -57,7 +60,39 @@ pub(super) async fn approve(
 ) -> ApiResult<Response> {
     let (_, job) =
         authorize_job(&state, &headers, "/v1/jobs/{id}/approve", &[Role::Dpo], &id).await?;
-    let approval: rapha_policy::Approval = parse_json(&headers, body)?;
+    let value: serde_json::Value = parse_json(&headers, body)?;
+    if value.get("passkey").is_some() {
+        let body: super::passkeys::PasskeyApprove = serde_json::from_value(value).map_err(|e| {
+            HttpError::new(
+                StatusCode::BAD_REQUEST,
+                "bad-json",
+                format!("invalid JSON: {e}"),
+            )
+        })?;
+        super::passkeys::approve_passkey(&state, job, body).await?;
+        drive(&state, job);
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "job_id": job.to_string() })),
+        )
+            .into_response());
+    }
+    let approval: rapha_policy::Approval = serde_json::from_value(value).map_err(|e| {
+        HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-json",
+            format!("invalid JSON: {e}"),
+        )
+    })?;
+    let required = with_node(&state, |n| Ok(n.passkey_required())).await?;
+    if required {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "passkey-required",
+            "this node accepts DPO approvals by passkey only ([approval] require_passkey); \
+             approve with `{\"passkey\": …}`",
+        ));
+    }
     approval.verify().map_err(|e| {
         HttpError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
