@@ -13,11 +13,9 @@ use rapha_testkit::passkey::{Alg, Format, SoftAuthenticator};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::api::{
-    error_code, serve_state, tokens, Served, ADMIN_TOKEN, DPO_TOKEN, PUBLISHER_TOKEN,
-};
+use crate::api::{error_code, serve_state, tokens, Served, ADMIN_TOKEN, DPO_TOKEN};
 use crate::pipeline_e2e::{bundle, world};
-use crate::publisher_channels::{get_json, submit, wait_status};
+use crate::publisher_channels::{get_json, submit, wait_receipt, wait_status};
 
 const ORIGIN: &str = "http://localhost:8443";
 
@@ -229,21 +227,8 @@ fn passkey_enrolment_and_approval_through_the_node_end_in_a_receipt_that_verifie
 
     wait_status(&s, &job, 60, |v| v["state"] == "awaiting-deposit");
     w.chain.deposit(&request.job_id);
-    let mut receipt = None;
-    for _ in 0..240 * 4 {
-        let (st, text) = s.call(
-            "get",
-            &format!("/v1/jobs/{job}/receipt"),
-            Some(PUBLISHER_TOKEN),
-            None,
-        );
-        if st == StatusCode::OK {
-            receipt = Some(text);
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-    }
-    let receipt = receipt.unwrap_or_else(|| panic!("job {job} issued no receipt"));
+    let receipt = wait_receipt(&s, &job);
+
     let v = rapha_receipt::verify(receipt.as_bytes(), &rapha_receipt::VerifyOptions::default())
         .unwrap();
     assert_eq!(v.body.outcome, rapha_core::Outcome::Completed, "{receipt}");
@@ -266,9 +251,9 @@ fn passkey_enrolment_and_approval_through_the_node_end_in_a_receipt_that_verifie
     // The audit trail has the ceremonies.
     let audit = std::fs::read_to_string(tmp.join("audit.jsonl")).unwrap();
     for want in [
-        "DPO credential enrolled",
+        "DPO credential enrolment: accepted",
         "bad-enrolment-code",
-        "DPO passkey approval verified",
+        "DPO passkey approval: accepted",
         "challenge-replayed",
     ] {
         assert!(audit.contains(want), "audit lacks {want:?}");

@@ -45,6 +45,26 @@ fn audit(n: &Node, outcome: AuditOutcome, what: &str, actor: &str) -> ApiResult<
     .map_err(HttpError::internal)
 }
 
+/// Audits a ceremony's result (`what: accepted`, or refused with its code) and answers it.
+fn audited<T>(n: &Node, result: Result<T, PasskeyError>, what: &str, actor: &str) -> ApiResult<T> {
+    match result {
+        Ok(v) => {
+            audit(
+                n,
+                AuditOutcome::Success,
+                &format!("{what}: accepted"),
+                actor,
+            )?;
+            Ok(v)
+        }
+        Err(e) => {
+            let line = format!("{what}: refused, {}", e.code());
+            audit(n, AuditOutcome::MinorFailure, &line, actor)?;
+            Err(refused(&e))
+        }
+    }
+}
+
 /// `POST /v1/jobs/{id}/approval-challenge`: a single-use challenge bound to the job's digest.
 pub(super) async fn approval_challenge(
     State(state): State<ApiState>,
@@ -88,26 +108,10 @@ pub(super) async fn approve_passkey(
 ) -> ApiResult<()> {
     with_node(state, move |n| {
         let actor = format!("dpo-passkey:{}", body.passkey.credential_id);
-        match n
+        let result = n
             .approve_with_passkey(job, body.passkey, now())
-            .map_err(HttpError::internal)?
-        {
-            Ok(()) => audit(
-                n,
-                AuditOutcome::Success,
-                "DPO passkey approval verified",
-                &actor,
-            ),
-            Err(e) => {
-                audit(
-                    n,
-                    AuditOutcome::MinorFailure,
-                    &format!("DPO passkey approval refused: {}", e.code()),
-                    &actor,
-                )?;
-                Err(refused(&e))
-            }
-        }
+            .map_err(HttpError::internal)?;
+        audited(n, result, "DPO passkey approval", &actor)
     })
     .await
 }
@@ -227,26 +231,7 @@ pub(super) async fn enrol(
             None => return Err(not_configured()),
             Some((keys, log)) => keys.enrol(log, &reg, authority, now()),
         };
-        match result {
-            Ok(index) => {
-                audit(
-                    n,
-                    AuditOutcome::Success,
-                    &format!("DPO credential enrolled (log entry {index})"),
-                    &actor,
-                )?;
-                Ok(index)
-            }
-            Err(e) => {
-                audit(
-                    n,
-                    AuditOutcome::MinorFailure,
-                    &format!("DPO credential enrolment refused: {}", e.code()),
-                    &actor,
-                )?;
-                Err(refused(&e))
-            }
-        }
+        audited(n, result, "DPO credential enrolment", &actor)
     })
     .await?;
     Ok((StatusCode::CREATED, Json(json!({ "log_index": index }))).into_response())
@@ -343,26 +328,7 @@ pub(super) async fn revoke(
             None => return Err(not_configured()),
             Some((keys, log)) => keys.revoke(log, &id, body.assertion, now()),
         };
-        match result {
-            Ok(index) => {
-                audit(
-                    n,
-                    AuditOutcome::Success,
-                    &format!("DPO credential revoked (log entry {index})"),
-                    &actor,
-                )?;
-                Ok(index)
-            }
-            Err(e) => {
-                audit(
-                    n,
-                    AuditOutcome::MinorFailure,
-                    &format!("DPO credential revocation refused: {}", e.code()),
-                    &actor,
-                )?;
-                Err(refused(&e))
-            }
-        }
+        audited(n, result, "DPO credential revocation", &actor)
     })
     .await?;
     Ok((StatusCode::OK, Json(json!({ "log_index": index }))).into_response())
