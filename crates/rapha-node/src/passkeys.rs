@@ -667,7 +667,15 @@ pub fn run(args: &DpoArgs) -> anyhow::Result<()> {
     };
     a.check().map_err(|e| anyhow::anyhow!("{e}"))?;
     let state = &cfg.paths.state_dir;
-    let log = ReceiptLog::open_read_only(&state.join("receipts")).context("receipt log")?;
+    // Read only when the node has a log (it may be serving); a new node's log is created, as
+    // the node's first start would (`init` then `dpo enrol-code` before the first `serve`).
+    let log_path = state.join("receipts");
+    let log = if log_path.exists() {
+        ReceiptLog::open_read_only(&log_path)
+    } else {
+        ReceiptLog::open(&log_path)
+    }
+    .context("receipt log")?;
     let keys = Passkeys::open(
         &state.join("passkeys.sqlite"),
         &a.rp_id,

@@ -248,9 +248,45 @@ fn passkey_enrolment_and_approval_through_the_node_end_in_a_receipt_that_verifie
         2,
         "both enrolments are in the chain"
     );
+    // The first DPO revokes the second (a leaf of the log); the revoked one can revoke nothing.
+    let path = format!("/v1/dpo/credentials/{}/revoke", second.id());
+    let (st, v) = post(
+        &s,
+        &format!("/v1/dpo/credentials/{}/revoke-challenge", second.id()),
+        DPO_TOKEN,
+        &json!({}),
+    );
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (c, nonce, at) = challenge(&v);
+    let by_first = first.assertion(&c, nonce, at);
+    let (st, v) = post(&s, &path, DPO_TOKEN, &json!({ "assertion": by_first }));
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let list = get_json(&s, "/v1/dpo/credentials", DPO_TOKEN);
+    assert_eq!(list["credentials"].as_array().unwrap().len(), 1, "{list}");
+    let (_, v) = post(
+        &s,
+        &format!("/v1/dpo/credentials/{}/revoke-challenge", first.id()),
+        DPO_TOKEN,
+        &json!({}),
+    );
+    let (c, nonce, at) = challenge(&v);
+    let by_revoked = second.assertion(&c, nonce, at);
+    let (st, v) = post(
+        &s,
+        &format!("/v1/dpo/credentials/{}/revoke", first.id()),
+        DPO_TOKEN,
+        &json!({ "assertion": by_revoked }),
+    );
+    assert_eq!(
+        (st, code_of(&v).as_str()),
+        (StatusCode::FORBIDDEN, "credential-not-enrolled"),
+        "{v}"
+    );
+
     // The audit trail has the ceremonies.
     let audit = std::fs::read_to_string(tmp.join("audit.jsonl")).unwrap();
     for want in [
+        "DPO credential revocation: accepted",
         "DPO credential enrolment: accepted",
         "bad-enrolment-code",
         "DPO passkey approval: accepted",
