@@ -62,13 +62,7 @@ pub(super) async fn approve(
         authorize_job(&state, &headers, "/v1/jobs/{id}/approve", &[Role::Dpo], &id).await?;
     let value: serde_json::Value = parse_json(&headers, body)?;
     if value.get("passkey").is_some() {
-        let body: super::passkeys::PasskeyApprove = serde_json::from_value(value).map_err(|e| {
-            HttpError::new(
-                StatusCode::BAD_REQUEST,
-                "bad-json",
-                format!("invalid JSON: {e}"),
-            )
-        })?;
+        let body: super::passkeys::PasskeyApprove = from_value(value)?;
         super::passkeys::approve_passkey(&state, job, body).await?;
         drive(&state, job);
         return Ok((
@@ -77,13 +71,7 @@ pub(super) async fn approve(
         )
             .into_response());
     }
-    let approval: rapha_policy::Approval = serde_json::from_value(value).map_err(|e| {
-        HttpError::new(
-            StatusCode::BAD_REQUEST,
-            "bad-json",
-            format!("invalid JSON: {e}"),
-        )
-    })?;
+    let approval: rapha_policy::Approval = from_value(value)?;
     let required = with_node(&state, |n| Ok(n.passkey_required())).await?;
     if required {
         return Err(HttpError::new(
@@ -172,4 +160,15 @@ pub(super) async fn reject(
         Json(json!({ "job_id": job.to_string() })),
     )
         .into_response())
+}
+
+/// A JSON value as the body type, with [`parse_json`]'s error (the path of what is wrong).
+fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> ApiResult<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-json",
+            format!("invalid JSON at {}: {}", e.path(), e.inner()),
+        )
+    })
 }
