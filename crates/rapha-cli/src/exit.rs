@@ -27,6 +27,18 @@ pub const NOT_IN_LOG: u8 = 7;
 /// Verification failed: two signed heads of the node contradict each other (a forked log).
 pub const INCONSISTENT: u8 = 8;
 
+/// Verification failed: the receipt's passkey approval does not verify (its assertion was
+/// altered after the DPO signed it, or signed by another key).
+pub const PASSKEY_TAMPERED: u8 = 9;
+/// Verification failed: the receipt's passkey approval was made for another job (its challenge
+/// is not this job digest's, nonce's and time's).
+pub const PASSKEY_OTHER_JOB: u8 = 10;
+/// Verification failed: the receipt's passkey approval is by a credential that was not an
+/// enrolled DPO credential in the log at the approval (or the credential chain is invalid).
+pub const PASSKEY_NOT_ENROLLED: u8 = 11;
+/// Verification failed: the receipt's passkey approval replays one of another receipt given.
+pub const PASSKEY_REPLAYED: u8 = 12;
+
 /// Every code with its meaning, as `--help` prints it.
 pub const TABLE: &[(u8, &str)] = &[
     (0, "success"),
@@ -58,6 +70,22 @@ pub const TABLE: &[(u8, &str)] = &[
     (
         INCONSISTENT,
         "two signed log heads of the node contradict each other (keep both files: evidence)",
+    ),
+    (
+        PASSKEY_TAMPERED,
+        "the DPO's passkey approval in the receipt does not verify (altered, or another key)",
+    ),
+    (
+        PASSKEY_OTHER_JOB,
+        "the DPO's passkey approval was made for another job (its challenge is not this job's)",
+    ),
+    (
+        PASSKEY_NOT_ENROLLED,
+        "the passkey that approved was not an enrolled DPO credential in the log at that time",
+    ),
+    (
+        PASSKEY_REPLAYED,
+        "the passkey approval replays one of another receipt given with --other",
     ),
 ];
 

@@ -6,7 +6,10 @@
 //!
 //! Exit codes are the CLI's shared table (`crate::exit`, also in `docs/receipts.md`): 0
 //! verified, 1 a file could not be read or bad arguments, 4 invalid signature, 6 malformed
-//! input, 7 not in the log, 8 two signed heads of the node contradict each other.
+//! input, 7 not in the log, 8 two signed heads of the node contradict each other; for a DPO
+//! passkey approval, 9 its assertion was altered, 10 it was made for another job, 11 its
+//! credential was not enrolled in the log at the time, 12 it replays the approval of another
+//! receipt given with `--other`.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -35,6 +38,10 @@ pub struct VerifyArgs {
     /// An older signed tree head you saw before (JSON); the log must have grown from it.
     #[arg(long, value_name = "OLD_STH")]
     pub consistency_from: Option<PathBuf>,
+    /// Other receipts of the same node (repeatable): a passkey approval whose credential and
+    /// single-use nonce also approved one of them is a replay, refused (exit 12).
+    #[arg(long = "other", value_name = "RECEIPT")]
+    pub others: Vec<PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -64,6 +71,10 @@ fn failure(e: &ReceiptError) -> Failure {
         ErrorClass::InvalidSignature => (exit::VERIFICATION, "invalid-signature"),
         ErrorClass::NotInLog => (exit::NOT_IN_LOG, "not-in-log"),
         ErrorClass::Inconsistent => (exit::INCONSISTENT, "log-inconsistent"),
+        ErrorClass::PasskeyTampered => (exit::PASSKEY_TAMPERED, "passkey-tampered"),
+        ErrorClass::PasskeyOtherJob => (exit::PASSKEY_OTHER_JOB, "passkey-other-job"),
+        ErrorClass::PasskeyNotEnrolled => (exit::PASSKEY_NOT_ENROLLED, "passkey-not-enrolled"),
+        ErrorClass::PasskeyReplayed => (exit::PASSKEY_REPLAYED, "passkey-replayed"),
         _ => (exit::MALFORMED, "malformed"),
     };
     Failure::Receipt {
@@ -79,6 +90,11 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
     let receipt = read(&args.receipt)?;
     let sth = head(&args.sth)?;
     let old = head(&args.consistency_from)?;
+    let others = args
+        .others
+        .iter()
+        .map(read)
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let result = (|| {
         let node_address = args
             .node_address
@@ -91,7 +107,21 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
             sth: sth.map_err(|e| failure(&e))?,
             consistency_from: old.map_err(|e| failure(&e))?,
         };
-        check(&receipt, &opts)
+        let verified = check(&receipt, &opts)?;
+        if !others.is_empty() {
+            // The others are checked as receipts of the same node (any head of its log); a
+            // file that is not one proves no replay.
+            let pinned = VerifyOptions {
+                node_address: Some(verified.signer),
+                ..VerifyOptions::default()
+            };
+            let others = others
+                .iter()
+                .map(|o| check(o, &pinned))
+                .collect::<Result<Vec<_>, _>>()?;
+            rapha_receipt::check_passkey_replay(&verified, &others).map_err(|e| failure(&e))?;
+        }
+        Ok(verified)
     })();
     match result {
         Ok(v) => {
@@ -166,6 +196,27 @@ pub fn human_summary(v: &VerifiedReceipt) -> String {
         b.bundle_manifest.to_oci()
     );
     let _ = writeln!(s, "  confinement  {}", b.confinement);
+    match &b.dpo_approval {
+        None => {
+            let _ = writeln!(
+                s,
+                "  approval     none (the job stopped before the DPO's review)"
+            );
+        }
+        Some(a) => match &a.passkey {
+            None => {
+                let _ = writeln!(s, "  approval     DPO key {} (Ed25519 key file)", a.signer);
+            }
+            Some(p) => {
+                let _ = writeln!(
+                    s,
+                    "  approval     DPO passkey {} (rp {}), verified: over job digest {}, \
+                     enrolled in the log at entry {}",
+                    p.assertion.credential_id, p.rp_id, p.job_digest, p.credentials_at
+                );
+            }
+        },
+    }
     let attest = match &b.attestation {
         Attestation::NoneDevelopment => "none-development (no hardware attestation)".to_owned(),
         Attestation::NotReached => "not reached".to_owned(),

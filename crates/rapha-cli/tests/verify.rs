@@ -437,3 +437,110 @@ fn v1_fixture_receipts_verify_with_todays_cli() {
         stderr(&o)
     );
 }
+
+/// A DPO passkey approval: the honest receipt verifies and says so; a tampered assertion,
+/// an unenrolled credential, another job's assertion and a replay each exit with their own
+/// code (9, 10, 11, 12) and name what was refused.
+#[test]
+fn passkey_approvals_verify_and_each_forgery_exits_with_its_own_code() {
+    use rapha_receipt::body::{DpoApproval, PasskeyApproval};
+    use rapha_testkit::passkey::{Alg, SoftAuthenticator};
+
+    const RP: &str = "localhost";
+    const T: u64 = 1_764_000_000;
+    let mut node = Node::new();
+    let old = node.issue(1, |_| {}); // an Ed25519 approval from before passkeys
+    let mut first = SoftAuthenticator::new(Alg::Es256, 1, RP, "http://localhost:8443");
+    let mut second = SoftAuthenticator::new(Alg::EdDsa, 2, RP, "http://localhost:8443");
+    let append = |node: &mut Node, e: &rapha_receipt::credentials::CredentialEntry| {
+        node.log
+            .append(&e.canonical_bytes().unwrap())
+            .unwrap()
+            .index
+    };
+    let e0 = append(&mut node, &first.enrolment(None, None, [1; 32], T));
+    let e1 = append(
+        &mut node,
+        &second.enrolment(Some(&mut first), Some(e0), [2; 32], T),
+    );
+    let digest = |job: u8| rapha_core::Digest::of(&[job]);
+    let issue_with = |node: &mut Node, job: u8, p: PasskeyApproval| {
+        node.issue(job, |b| {
+            b.dpo_approval = Some(DpoApproval {
+                signer: DpoApproval::passkey_signer(&p.assertion.credential_id),
+                signature: p.assertion.signature.encode(),
+                passkey: Some(p),
+            });
+        })
+    };
+    let run = |node: &Node, name: &str, f: &ReceiptFile, extra: &[&str]| {
+        let p = node.write_receipt(name, f);
+        let mut args = vec!["verify", s(&p), "--node-address"];
+        let addr = node.address();
+        args.push(&addr);
+        args.extend_from_slice(extra);
+        let out = rapha(&args);
+        (code(&out), stdout(&out), stderr(&out))
+    };
+
+    let approval = second.approve(&digest(2), [3; 32], T + 60, e1);
+    let honest = issue_with(&mut node, 2, approval.clone());
+    let (c, out, err) = run(&node, "honest.json", &honest, &[]);
+    assert_eq!(c, 0, "{err}");
+    assert!(
+        out.contains(&format!("DPO passkey {}", second.id())) && out.contains("verified"),
+        "{out}"
+    );
+    let (c, _, err) = run(&node, "old.json", &old, &[]);
+    assert_eq!(c, 0, "{err}");
+
+    let mut tampered = second.approve(&digest(3), [4; 32], T + 60, e1);
+    tampered.assertion.authenticator_data.0[32] ^= 0x04; // clear UV after signing
+    let f = issue_with(&mut node, 3, tampered);
+    let (c, _, err) = run(&node, "tampered.json", &f, &[]);
+    assert_eq!(c, 9, "{err}");
+    assert!(err.contains("passkey-tampered"), "{err}");
+
+    let mut stranger = SoftAuthenticator::new(Alg::Es256, 9, RP, "http://localhost:8443");
+    let f = issue_with(
+        &mut node,
+        4,
+        stranger.approve(&digest(4), [5; 32], T + 60, e1),
+    );
+    let (c, _, err) = run(&node, "stranger.json", &f, &[]);
+    assert_eq!(c, 11, "{err}");
+    assert!(err.contains("passkey-not-enrolled"), "{err}");
+
+    let mut other_job = first.approve(&digest(99), [6; 32], T + 60, e1);
+    other_job.job_digest = digest(5);
+    let f = issue_with(&mut node, 5, other_job);
+    let (c, _, err) = run(&node, "other-job.json", &f, &[]);
+    assert_eq!(c, 10, "{err}");
+    assert!(err.contains("passkey-other-job"), "{err}");
+
+    // The honest approval captured and put in job 6's receipt: alone it verifies; given the
+    // receipt it was taken from, it is a replay.
+    let replayed = issue_with(&mut node, 6, approval);
+    let (c, _, err) = run(&node, "replayed.json", &replayed, &[]);
+    assert_eq!(c, 0, "{err}");
+    let honest_path = node.write_receipt("honest.json", &honest);
+    let (c, _, err) = run(
+        &node,
+        "replayed.json",
+        &replayed,
+        &["--other", s(&honest_path)],
+    );
+    assert_eq!(c, 12, "{err}");
+    assert!(
+        err.contains("passkey-replayed") && err.contains("replay"),
+        "{err}"
+    );
+    // The honest receipt given with itself is no replay.
+    let (c, _, err) = run(
+        &node,
+        "honest2.json",
+        &honest,
+        &["--other", s(&honest_path)],
+    );
+    assert_eq!(c, 0, "{err}");
+}

@@ -314,6 +314,13 @@ max_bundle_bytes = 2147483648                   # largest bundle upload (stored 
 # origins = ["https://rapha.hospital.example:8421"]
 # session_minutes = 30
 
+# DPO passkeys (WebAuthn). Once configured, enrol the first DPO with the one-time code
+# `rapha-node dpo enrol-code` prints on this console; further DPOs need an enrolled DPO's passkey.
+# [approval]
+# rp_id = "dpo.hospital.example"                # REPLACE-ME: the console's host name
+# origins = ["https://dpo.hospital.example"]
+# require_passkey = true                        # refuse Ed25519 key-file approvals
+
 [paths]
 data_dir = "/var/lib/rapha/data"
 state_dir = "/var/lib/rapha/state"

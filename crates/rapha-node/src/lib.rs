@@ -25,6 +25,7 @@ pub mod doctor;
 pub mod hmac_key;
 pub mod init;
 pub mod keygen;
+pub mod passkeys;
 pub mod policy_cmd;
 pub mod publishers;
 

@@ -46,6 +46,9 @@ enum Command {
     Approve(rapha_node::approvals::ApproveArgs),
     /// DPO approvals: list, revoke (until the job starts).
     Approvals(rapha_node::approvals::ApprovalsArgs),
+    /// DPO passkeys: `dpo enrol-code` prints the one-time code for the first DPO passkey;
+    /// `dpo list` lists the enrolled ones.
+    Dpo(rapha_node::passkeys::DpoArgs),
     /// DPO: publishers suspended after an output-guard violation (list, reinstate).
     Publishers(rapha_node::publishers::PublishersArgs),
     /// Policy tools: `policy test` runs the Rego unit tests.
@@ -75,6 +78,7 @@ fn main() -> anyhow::Result<()> {
         Command::Keygen(args) => rapha_node::keygen::run(&args),
         Command::Approve(args) => rapha_node::approvals::approve(&args),
         Command::Approvals(args) => rapha_node::approvals::approvals(&args),
+        Command::Dpo(args) => rapha_node::passkeys::run(&args),
         Command::Publishers(args) => rapha_node::publishers::run(&args),
         Command::Policy(args) => exit_unless(rapha_node::policy_cmd::run(&args)?),
         Command::Cohort(cmd) => cohort::run(cmd),

@@ -516,6 +516,17 @@ pub fn node_from_config(cfg: &Config) -> anyhow::Result<Node> {
         release_dir: cfg.paths.data_dir.join("released"),
     };
     let mut node = Node::new(parts)?;
+    if let Some(a) = &cfg.approval {
+        a.check().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let passkeys = crate::passkeys::Passkeys::open(
+            &state.join("passkeys.sqlite"),
+            &a.rp_id,
+            a.origins.clone(),
+            node.receipt_log(),
+        )
+        .map_err(|e| anyhow::anyhow!("passkey store: {e}"))?;
+        node.set_passkeys(passkeys, a.require_passkey);
+    }
     node.set_run_quantum(Duration::from_secs(cfg.trainer.run_quantum_secs));
     node.set_rules(cfg.job_rules());
     node.set_privacy_audit(crate::pipeline::PrivacyAudit {

@@ -231,6 +231,15 @@ fn allowed(method: &str, path: &str) -> &'static [&'static str] {
         ("get", "/v1/jobs/{id}") => &["publisher", "dpo", "admin"],
         ("get", "/v1/approvals/pending") => &["dpo", "admin"],
         ("post", "/v1/jobs/{id}/approve" | "/v1/jobs/{id}/reject") => &["dpo"],
+        ("post", "/v1/jobs/{id}/approval-challenge") => &["dpo"],
+        ("get" | "post", "/v1/dpo/credentials") => &["dpo", "admin"],
+        ("post", "/v1/dpo/credentials/options") => &["dpo", "admin"],
+        (
+            "post",
+            "/v1/dpo/credentials/enrol-challenge"
+            | "/v1/dpo/credentials/{id}/revoke-challenge"
+            | "/v1/dpo/credentials/{id}/revoke",
+        ) => &["dpo"],
         ("get", "/v1/jobs/{id}/receipt") => &["publisher", "admin"],
         ("get", "/v1/jobs/{id}/outputs") => &["publisher", "admin"],
         ("get", "/v1/jobs/{id}/outputs/{name}") => &["publisher", "admin"],

@@ -382,3 +382,77 @@ fn the_approval_summary_shows_the_declared_parameters_and_bits() {
     let json = serde_json::to_string(&review()).unwrap();
     assert!(!json.contains("release"), "{json}");
 }
+
+/// `rapha-node dpo enrol-code` prints a code that enrols the first DPO passkey once, and
+/// refuses to print one while a DPO passkey is enrolled; `dpo list` shows what the log holds.
+#[test]
+fn dpo_enrol_code_admits_the_first_passkey_once_and_is_refused_after() {
+    use rapha_node::passkeys::{Authority, Passkeys, Purpose, Registration};
+    use rapha_testkit::passkey::{Alg, Format, SoftAuthenticator};
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ConfigSpec::under(dir.path());
+    std::fs::create_dir_all(&spec.state_dir).unwrap();
+    let config = spec.write(&dir.path().join("node.toml"));
+    let config = config.to_str().unwrap().to_owned();
+    // Without [approval]: nothing to enrol into.
+    let out = node(&["dpo", "enrol-code", "--config", &config]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("not configured"), "{}", stderr(&out));
+    let mut toml = std::fs::read_to_string(&config).unwrap();
+    toml.push_str("\n[approval]\nrp_id = \"localhost\"\norigins = [\"http://localhost:8443\"]\n");
+    std::fs::write(&config, toml).unwrap();
+
+    let out = node(&["dpo", "enrol-code", "--config", &config]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let code = stdout(&out).trim().rsplit(' ').next().unwrap().to_owned();
+    assert_eq!(code.len(), 24, "{}", stdout(&out));
+    let list = node(&["dpo", "list", "--config", &config]);
+    assert!(
+        stdout(&list).contains("0 DPO credential(s)"),
+        "{}",
+        stdout(&list)
+    );
+
+    // The printed code enrols the first DPO (as the console does), once.
+    let mut log = rapha_receipt::ReceiptLog::open(&spec.state_dir.join("receipts")).unwrap();
+    let mut keys = Passkeys::open(
+        &spec.state_dir.join("passkeys.sqlite"),
+        "localhost",
+        vec!["http://localhost:8443".into()],
+        &log,
+    )
+    .unwrap();
+    let mut dpo = SoftAuthenticator::new(Alg::Es256, 5, "localhost", "http://localhost:8443");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let c = keys.challenge(&Purpose::Register, now).unwrap();
+    let (obj, client) = dpo.register(&c.challenge.0.clone().try_into().unwrap(), Format::None);
+    let reg = Registration {
+        attestation_object: obj,
+        client_data_json: client,
+        nonce: c.nonce,
+        issued_at: c.issued_at,
+        label: "caldicott guardian".into(),
+    };
+    keys.enrol(&mut log, &reg, Authority::Code(code), now)
+        .unwrap();
+    drop((keys, log));
+
+    let list = node(&["dpo", "list", "--config", &config]);
+    let text = stdout(&list);
+    assert!(
+        text.contains("1 DPO credential(s)") && text.contains(&dpo.id().to_string()),
+        "{text}"
+    );
+    assert!(text.contains("caldicott guardian"), "{text}");
+    let out = node(&["dpo", "enrol-code", "--config", &config]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("1 DPO credential(s) are enrolled"),
+        "{}",
+        stderr(&out)
+    );
+}

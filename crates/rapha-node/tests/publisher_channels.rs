@@ -117,7 +117,14 @@ pub fn run_to_receipt(
     approve(s, dpo, &job);
     wait_status(s, &job, 60, |v| v["state"] == "awaiting-deposit");
     chain.deposit(&request.job_id);
-    let mut receipt = None;
+    let receipt = wait_receipt(s, &job);
+    // Escrow v2 settles every outcome (a violation 70/30): wait for it, then read the status.
+    let status = wait_status(s, &job, 60, |v| v["finished"] == true);
+    Shown { status, receipt }
+}
+
+/// Polls the job's receipt as the publisher (four minutes at most) and returns it.
+pub fn wait_receipt(s: &Served, job: &str) -> String {
     for _ in 0..240 * 4 {
         let (st, text) = s.call(
             "get",
@@ -126,15 +133,11 @@ pub fn run_to_receipt(
             None,
         );
         if st == StatusCode::OK {
-            receipt = Some(text);
-            break;
+            return text;
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
-    let receipt = receipt.unwrap_or_else(|| panic!("job {job} issued no receipt"));
-    // Escrow v2 settles every outcome (a violation 70/30): wait for it, then read the status.
-    let status = wait_status(s, &job, 60, |v| v["finished"] == true);
-    Shown { status, receipt }
+    panic!("job {job} issued no receipt");
 }
 
 fn hex_names(text: &str) -> Vec<String> {

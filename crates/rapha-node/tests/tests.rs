@@ -23,6 +23,7 @@ mod doctor_production;
 mod exhaustion;
 mod keys_cli;
 mod node_common;
+mod passkeys;
 mod pipeline_e2e;
 mod pipeline_pytorch;
 mod policy_config;

@@ -255,10 +255,38 @@ pub struct PolicyDecisions {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DpoApproval {
-    /// The approver's public key or key id, as the policy crate records it.
+    /// The approver's public key or key id, as the policy crate records it; for a passkey
+    /// approval `passkey:` and the credential id (base64url).
     pub signer: String,
-    /// The approval signature, hex or base64 as the policy crate records it.
+    /// The approval signature, hex or base64 as the policy crate records it; for a passkey
+    /// approval the assertion signature (base64url).
     pub signature: String,
+    /// The WebAuthn assertion of a passkey approval, which `rapha verify` checks offline.
+    /// Absent for an Ed25519 key-file approval (and from every receipt written before
+    /// passkeys, whose bytes are unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passkey: Option<PasskeyApproval>,
+}
+
+/// A passkey approval as the receipt carries it (docs/receipts.md, "Passkey approvals").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasskeyApproval {
+    /// The job digest (v2) the DPO approved; the challenge is recomputed from it.
+    pub job_digest: Digest,
+    /// The WebAuthn relying-party id the assertion is scoped to.
+    pub rp_id: String,
+    pub assertion: crate::webauthn::Assertion,
+    /// Log index of the last DPO credential entry when the node verified the approval: the
+    /// credential set at that entry is the one the approval is checked against.
+    pub credentials_at: u64,
+}
+
+impl DpoApproval {
+    /// The `signer` a passkey approval by `credential_id` records.
+    pub fn passkey_signer(credential_id: &crate::webauthn::B64u) -> String {
+        format!("passkey:{credential_id}")
+    }
 }
 
 /// Attestation evidence, or the explicit statement that there was none.

@@ -4,9 +4,10 @@ use rapha_eth::{Address, EthError};
 
 /// Everything `rapha-receipt` can refuse. Messages say what was refused and what to do.
 ///
-/// Verification errors fall in four classes that `rapha verify` maps to distinct exit codes
+/// Verification errors fall in classes that `rapha verify` maps to distinct exit codes
 /// (see [`ReceiptError::class`]): malformed input, an invalid signature, a receipt that is not
-/// in the log, and a log whose heads are inconsistent.
+/// in the log, a log whose heads are inconsistent, and the four refusals of a passkey approval
+/// (altered, another job, a credential not enrolled, replayed).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ReceiptError {
@@ -62,6 +63,39 @@ pub enum ReceiptError {
     // ---- inconsistent log ------------------------------------------------------------------
     #[error("the log's signed heads are inconsistent (the log was rewritten or forked): {0}")]
     Inconsistent(String),
+
+    // ---- passkey approvals -------------------------------------------------------------------
+    #[error(
+        "the passkey approval's assertion does not verify (it was altered after the DPO signed \
+         it, or signed by another key): {0}"
+    )]
+    PasskeyTampered(crate::webauthn::WebauthnError),
+    #[error(
+        "the passkey approval was signed for another job, nonce or time: its challenge is not the \
+         one recomputed from this receipt's job digest {job_digest}, nonce and time"
+    )]
+    PasskeyOtherJob { job_digest: rapha_core::Digest },
+    #[error(
+        "the passkey approval's credential {credential} was not an enrolled DPO credential at log \
+         entry {at}: {why}"
+    )]
+    PasskeyNotEnrolled {
+        credential: String,
+        at: u64,
+        why: String,
+    },
+    #[error(
+        "the passkey approval is a replay: credential {credential} with nonce {nonce} also \
+         approved job {other_job} (receipt {other_receipt}); a nonce is single use"
+    )]
+    PasskeyReplayed {
+        credential: String,
+        nonce: String,
+        other_job: rapha_core::JobId,
+        other_receipt: rapha_core::Digest,
+    },
+    #[error("the DPO credential chain in the receipt is invalid at log entry {index}: {why}")]
+    CredentialChain { index: u64, why: String },
 
     // ---- node key --------------------------------------------------------------------------
     // A deliberate duplicate (issue 23): rapha-core, rapha-bundle and rapha-receipt each have
@@ -124,6 +158,14 @@ pub enum ErrorClass {
     NotInLog,
     /// Two signed heads of the log contradict each other.
     Inconsistent,
+    /// A passkey approval whose assertion does not verify (altered bytes, another key).
+    PasskeyTampered,
+    /// A passkey approval whose challenge is not this job's.
+    PasskeyOtherJob,
+    /// A passkey approval by a credential not enrolled at the approval's log position.
+    PasskeyNotEnrolled,
+    /// A passkey approval whose (credential, nonce) also approved another receipt's job.
+    PasskeyReplayed,
     /// Local failures (key files, storage).
     Local,
 }
@@ -143,6 +185,12 @@ impl ReceiptError {
             | Self::SignerMismatch { .. }
             | Self::WrongSigner { .. }
             | Self::HeadSigner { .. } => ErrorClass::InvalidSignature,
+            Self::PasskeyTampered(_) => ErrorClass::PasskeyTampered,
+            Self::PasskeyOtherJob { .. } => ErrorClass::PasskeyOtherJob,
+            Self::PasskeyNotEnrolled { .. } | Self::CredentialChain { .. } => {
+                ErrorClass::PasskeyNotEnrolled
+            }
+            Self::PasskeyReplayed { .. } => ErrorClass::PasskeyReplayed,
             Self::NotInLog(_) => ErrorClass::NotInLog,
             Self::Inconsistent(_) => ErrorClass::Inconsistent,
             Self::KeyPermissions { .. }

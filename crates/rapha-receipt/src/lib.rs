@@ -22,11 +22,13 @@
 //! `docs/receipts.md`.
 
 pub mod body;
+pub mod credentials;
 mod error;
 pub mod jcs;
 mod key;
 pub mod log;
 mod receipt;
+pub mod webauthn;
 
 pub use body::ReceiptBody;
 pub use error::{ErrorClass, ReceiptError, Result};
@@ -39,6 +41,7 @@ pub use rapha_eth::{
     Address, EscrowSettlement, Settlement, SettlementDomain, Signature, B256,
 };
 pub use receipt::{
-    issue, settlement_for, sign_escrow_settlement, verify, verify_file, Consistency, Inclusion,
-    LogPosition, ReceiptFile, VerifiedReceipt, Verifier, VerifyOptions, FILE_FORMAT,
+    check_passkey_replay, issue, settlement_for, sign_escrow_settlement, verify, verify_file,
+    Consistency, Inclusion, LogPosition, LoggedCredential, ReceiptFile, VerifiedReceipt, Verifier,
+    VerifyOptions, FILE_FORMAT,
 };

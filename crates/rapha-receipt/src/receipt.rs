@@ -20,9 +20,11 @@ use rapha_eth::{
     Settlement, SettlementDomain, Signature, B256, U256,
 };
 
-use crate::body::ReceiptBody;
+use crate::body::{DpoApproval, ReceiptBody};
+use crate::credentials::{CredentialEntry, CredentialSet};
 use crate::error::{ReceiptError, Result};
 use crate::log::{ReceiptLog, SignedTreeHead};
+use crate::webauthn::{approval_challenge, Origins, RelyingParty, WebauthnError};
 use crate::NodeKey;
 
 /// Format identifier of the receipt file.
@@ -78,6 +80,56 @@ pub struct ReceiptFile {
     /// an auditor asked about.
     #[serde(default)]
     pub consistency: Vec<Consistency>,
+    /// For a passkey approval: the DPO credential entries of the log from the first to the
+    /// body's `credentials_at`, oldest first, each proven included in the log the node signed
+    /// with the receipt (`log_at_signing`). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credential_log: Vec<LoggedCredential>,
+}
+
+/// A DPO credential entry of the log with its RFC 9162 inclusion proof in the tree of
+/// `log_at_signing.tree_size` leaves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggedCredential {
+    pub leaf_index: u64,
+    /// The entry's canonical bytes, base64 (standard alphabet, padded).
+    pub entry_b64: String,
+    pub audit_path: Vec<Digest>,
+}
+
+/// The credential chain ending at leaf `last` of `log`, oldest first, proven in the tree of
+/// `tree_size` leaves.
+fn credential_chain(log: &ReceiptLog, last: u64, tree_size: u64) -> Result<Vec<LoggedCredential>> {
+    let mut chain = Vec::new();
+    let mut index = last;
+    loop {
+        if index >= tree_size {
+            return Err(ReceiptError::InconsistentBody(format!(
+                "credential entry {index} is not before the receipt (log size {tree_size})"
+            )));
+        }
+        let data = log.leaf(index)?;
+        let entry = CredentialEntry::from_leaf(&data)?.ok_or_else(|| {
+            ReceiptError::InconsistentBody(format!("log leaf {index} is not a credential entry"))
+        })?;
+        chain.push(LoggedCredential {
+            leaf_index: index,
+            entry_b64: base64::engine::general_purpose::STANDARD.encode(&data),
+            audit_path: log.inclusion_proof(index, tree_size)?,
+        });
+        match entry.previous {
+            None => break,
+            Some(p) if p < index => index = p,
+            Some(p) => {
+                return Err(ReceiptError::InconsistentBody(format!(
+                    "credential entry {index} names a later previous entry {p}"
+                )))
+            }
+        }
+    }
+    chain.reverse();
+    Ok(chain)
 }
 
 /// What verification established.
@@ -180,7 +232,11 @@ pub fn issue(
         },
         sth,
         consistency: vec![],
+        credential_log: vec![],
     };
+    if let Some(p) = body.dpo_approval.as_ref().and_then(|a| a.passkey.as_ref()) {
+        file.credential_log = credential_chain(log, p.credentials_at, at.tree_size)?;
+    }
     file.prove_at(log, sth, &[])?;
     tracing::info!(job = %body.job_id, outcome = ?body.outcome, leaf = appended.index, "receipt issued");
     Ok(file)
@@ -467,6 +523,10 @@ fn verify_with(
         }
     };
 
+    if let Some(approval) = &body.dpo_approval {
+        verify_passkey(file, approval)?;
+    }
+
     Ok(VerifiedReceipt {
         body,
         body_bytes: bytes,
@@ -522,4 +582,125 @@ fn check_consistent(
     .map_err(|e| {
         ReceiptError::Inconsistent(format!("from size {old_size} to {}: {e}", head.tree_size))
     })
+}
+
+/// Checks a passkey approval offline (docs/receipts.md, "Passkey approvals"): the chain of
+/// credential entries the file carries is in the log the node signed with the receipt and
+/// replays to a set holding the approving credential; the assertion verifies under that
+/// credential's key; its challenge is the one recomputed from the approval's job digest,
+/// nonce and time. An Ed25519 key-file approval has nothing of this to check here.
+fn verify_passkey(file: &ReceiptFile, approval: &DpoApproval) -> Result<()> {
+    let Some(p) = &approval.passkey else {
+        return Ok(());
+    };
+    let a = &p.assertion;
+    if approval.signer != DpoApproval::passkey_signer(&a.credential_id)
+        || approval.signature != a.signature.encode()
+    {
+        return Err(ReceiptError::InconsistentBody(
+            "the approval's signer and signature are not its passkey assertion's".into(),
+        ));
+    }
+    let at = &file.log_at_signing;
+    let mut entries: Vec<(u64, CredentialEntry)> = Vec::with_capacity(file.credential_log.len());
+    for logged in &file.credential_log {
+        let chain = |why: String| ReceiptError::CredentialChain {
+            index: logged.leaf_index,
+            why,
+        };
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(logged.entry_b64.as_bytes())
+            .map_err(|e| chain(format!("entry_b64 is not base64: {e}")))?;
+        merkle::verify_inclusion(
+            &merkle::leaf_hash(&bytes),
+            logged.leaf_index,
+            at.tree_size,
+            &logged.audit_path,
+            &at.root_hash,
+        )
+        .map_err(|e| chain(format!("not in the log the receipt was signed at: {e}")))?;
+        let entry = CredentialEntry::from_leaf(&bytes)
+            .map_err(|e| chain(e.to_string()))?
+            .ok_or_else(|| chain("the leaf is not a credential entry".into()))?;
+        // Each entry names the one before it: the carried entries must be that whole chain.
+        let expected_previous = entries.last().map(|(i, _)| *i);
+        if entry.previous != expected_previous {
+            return Err(chain(format!(
+                "it names previous entry {:?}, but the entry before it in the chain is {:?}",
+                entry.previous, expected_previous
+            )));
+        }
+        entries.push((logged.leaf_index, entry));
+    }
+    let not_enrolled = |why: String| ReceiptError::PasskeyNotEnrolled {
+        credential: a.credential_id.encode(),
+        at: p.credentials_at,
+        why,
+    };
+    match entries.last() {
+        Some((last, _)) if *last == p.credentials_at => {}
+        _ => {
+            return Err(not_enrolled(format!(
+                "the receipt carries no credential chain ending at log entry {}",
+                p.credentials_at
+            )))
+        }
+    }
+    let set = CredentialSet::replay(entries.iter().map(|(i, e)| (*i, e)), &Origins::OfRpId)
+        .map_err(|(index, e)| ReceiptError::CredentialChain {
+            index,
+            why: e.to_string(),
+        })?;
+    let enrolled = set.get(&a.credential_id).ok_or_else(|| {
+        not_enrolled("no enrolment of it is in the chain, or it was revoked".into())
+    })?;
+    if enrolled.rp_id != p.rp_id {
+        return Err(not_enrolled(format!(
+            "it was enrolled for relying party {:?}, not {:?}",
+            enrolled.rp_id, p.rp_id
+        )));
+    }
+    let rp = RelyingParty {
+        rp_id: p.rp_id.clone(),
+        origins: Origins::OfRpId,
+    };
+    let challenge = approval_challenge(&p.job_digest, &a.nonce, a.issued_at);
+    match a.verify(&rp, &enrolled.public_key, &challenge) {
+        Ok(_) => Ok(()),
+        Err(WebauthnError::ChallengeMismatch) => Err(ReceiptError::PasskeyOtherJob {
+            job_digest: p.job_digest,
+        }),
+        Err(e) => Err(ReceiptError::PasskeyTampered(e)),
+    }
+}
+
+/// Refuses `receipt` when its passkey approval's (credential, nonce) also approved another of
+/// `others` (receipts of the same node the caller holds, each verified): a nonce is single
+/// use, so a second approval with it is a captured assertion replayed. The same receipt
+/// given twice is not a replay.
+///
+/// # Errors
+/// [`ReceiptError::PasskeyReplayed`].
+pub fn check_passkey_replay(receipt: &VerifiedReceipt, others: &[VerifiedReceipt]) -> Result<()> {
+    let key = |v: &VerifiedReceipt| {
+        v.body
+            .dpo_approval
+            .as_ref()
+            .and_then(|a| a.passkey.as_ref())
+            .map(|p| (p.assertion.credential_id.clone(), p.assertion.nonce))
+    };
+    let Some(mine) = key(receipt) else {
+        return Ok(());
+    };
+    for other in others {
+        if other.receipt_digest != receipt.receipt_digest && key(other).as_ref() == Some(&mine) {
+            return Err(ReceiptError::PasskeyReplayed {
+                credential: mine.0.encode(),
+                nonce: hex::encode(mine.1),
+                other_job: other.body.job_id,
+                other_receipt: other.receipt_digest,
+            });
+        }
+    }
+    Ok(())
 }

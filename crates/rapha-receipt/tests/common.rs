@@ -56,6 +56,7 @@ pub fn sample_body(node: Address, job: u8) -> ReceiptBody {
         dpo_approval: Some(DpoApproval {
             signer: "ed25519:9f2c".to_owned(),
             signature: "c0ffee".to_owned(),
+            passkey: None,
         }),
         attestation: Attestation::Verified {
             evidence: vec![

@@ -83,3 +83,28 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// The WebAuthn fuzz entry point on arbitrary bytes and on edits of a real registration
+    /// (attestation object then client data) never panics.
+    #[test]
+    fn webauthn_parsers_never_panic(
+        bytes in prop::collection::vec(any::<u8>(), 0..400),
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+        seed in 0u64..4,
+    ) {
+        rapha_receipt::webauthn::fuzz_entry(&bytes);
+        let alg = if seed % 2 == 0 { crate::softauth::Alg::Es256 } else { crate::softauth::Alg::EdDsa };
+        let mut a = crate::softauth::SoftAuthenticator::new(alg, seed, "localhost", "http://localhost");
+        let (obj, client) = a.register(&[0; 32], crate::softauth::Format::PackedSelf);
+        let mut data = [obj.as_slice(), client.as_slice()].concat();
+        for (at, byte) in &edits {
+            let i = at.index(data.len());
+            data[i] = *byte;
+        }
+        rapha_receipt::webauthn::fuzz_entry(&data);
+        let _ = rapha_receipt::webauthn::cbor::decode(&obj);
+    }
+}

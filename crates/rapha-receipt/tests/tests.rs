@@ -8,7 +8,10 @@ mod escrow_settlement;
 mod fuzz;
 mod jcs;
 mod log;
+mod passkey;
 #[path = "../../rapha-core/tests/python.rs"]
 mod python;
+#[path = "../../rapha-testkit/src/passkey.rs"]
+mod softauth;
 mod tamper;
 mod versions;

@@ -29,6 +29,7 @@ pub mod crafted;
 pub mod hostile;
 pub mod job;
 pub mod node_config;
+pub mod passkey;
 pub mod policy;
 pub mod pytorch;
 pub mod services;

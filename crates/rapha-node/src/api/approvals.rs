@@ -80,8 +80,11 @@ pub(crate) async fn job_review(
     .await
 }
 
-/// `POST /v1/jobs/{id}/approve`: a DPO approval (signed offline with the DPO key) of the
-/// job's digest. Whether the key is one of the hospital's DPO keys is the pipeline's check.
+/// `POST /v1/jobs/{id}/approve`: a DPO approval of the job's digest, in one of two shapes
+/// told apart by their members: an Ed25519 approval signed offline with the DPO key file
+/// (`rapha_policy::Approval`; whether the key is one of the hospital's DPO keys is the
+/// pipeline's check), or `{"passkey": assertion}`, a DPO passkey's WebAuthn assertion over the
+/// challenge of `POST /v1/jobs/{id}/approval-challenge` (verified here, its nonce consumed).
 pub(super) async fn approve(
     State(state): State<ApiState>,
     headers: HeaderMap,
@@ -96,7 +99,27 @@ pub(super) async fn approve(
         &id,
     )
     .await?;
-    let approval: rapha_policy::Approval = parse_json(&headers, body)?;
+    let value: serde_json::Value = parse_json(&headers, body)?;
+    if value.get("passkey").is_some() {
+        let body: super::passkeys::PasskeyApprove = from_value(value)?;
+        super::passkeys::approve_passkey(&state, job, body).await?;
+        drive(&state, job);
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "job_id": job.to_string() })),
+        )
+            .into_response());
+    }
+    let approval: rapha_policy::Approval = from_value(value)?;
+    let required = with_node(&state, |n| Ok(n.passkey_required())).await?;
+    if required {
+        return Err(HttpError::new(
+            StatusCode::FORBIDDEN,
+            "passkey-required",
+            "this node accepts DPO approvals by passkey only ([approval] require_passkey); \
+             approve with `{\"passkey\": …}`",
+        ));
+    }
     approval.verify().map_err(|e| {
         HttpError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -189,4 +212,15 @@ pub(crate) async fn reject_job(state: &ApiState, job: JobId, reason: String) -> 
     }
     drive(state, job);
     Ok(())
+}
+
+/// A JSON value as the body type, with [`parse_json`]'s error (the path of what is wrong).
+fn from_value<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> ApiResult<T> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        HttpError::new(
+            StatusCode::BAD_REQUEST,
+            "bad-json",
+            format!("invalid JSON at {}: {}", e.path(), e.inner()),
+        )
+    })
 }

@@ -47,6 +47,7 @@ mod jobs;
 mod log;
 mod ops;
 mod outputs;
+mod passkeys;
 mod publishers;
 mod rate;
 mod stall;
@@ -511,6 +512,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/approvals/pending"),
     ("post", "/v1/jobs/{id}/approve"),
     ("post", "/v1/jobs/{id}/reject"),
+    ("post", "/v1/jobs/{id}/approval-challenge"),
+    ("get", "/v1/dpo/credentials"),
+    ("post", "/v1/dpo/credentials"),
+    ("post", "/v1/dpo/credentials/options"),
+    ("post", "/v1/dpo/credentials/enrol-challenge"),
+    ("post", "/v1/dpo/credentials/{id}/revoke-challenge"),
+    ("post", "/v1/dpo/credentials/{id}/revoke"),
     ("get", "/v1/jobs/{id}/receipt"),
     ("get", "/v1/jobs/{id}/outputs"),
     ("get", "/v1/jobs/{id}/outputs/{name}"),
@@ -561,6 +569,27 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/approvals/pending", get(pending_approvals))
         .route("/v1/jobs/{id}/approve", post(approve))
+        .route(
+            "/v1/jobs/{id}/approval-challenge",
+            post(passkeys::approval_challenge),
+        )
+        .route(
+            "/v1/dpo/credentials",
+            get(passkeys::list).post(passkeys::enrol),
+        )
+        .route(
+            "/v1/dpo/credentials/options",
+            post(passkeys::registration_options),
+        )
+        .route(
+            "/v1/dpo/credentials/enrol-challenge",
+            post(passkeys::enrol_challenge),
+        )
+        .route(
+            "/v1/dpo/credentials/{id}/revoke-challenge",
+            post(passkeys::revoke_challenge),
+        )
+        .route("/v1/dpo/credentials/{id}/revoke", post(passkeys::revoke))
         .route("/v1/jobs/{id}/reject", post(reject))
         .route("/v1/jobs/{id}/receipt", get(receipt))
         .route("/v1/jobs/{id}/outputs", get(outputs))

@@ -95,7 +95,57 @@ pub struct Config {
     /// `[audit]`: the runner of the node's privacy audit (issue 19); absent: no audit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<AuditConfig>,
+    /// `[approval]`: DPO passkeys (WebAuthn) and whether they are required.
+    #[serde(default)]
+    pub approval: Option<ApprovalConfig>,
     pub paths: PathsConfig,
+}
+
+/// `[approval]`: DPO passkey sign-off (issue 20, docs/configuration.md).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalConfig {
+    /// The WebAuthn relying-party id: the host name DPOs reach the node's console by (a
+    /// passkey is bound to it).
+    pub rp_id: String,
+    /// The exact origins the console is served from (`https://dpo.hospital.example`,
+    /// `http://localhost:8443` for a demo on loopback).
+    pub origins: Vec<String>,
+    /// Refuse Ed25519 key-file approvals: only a DPO passkey approves a job.
+    #[serde(default)]
+    pub require_passkey: bool,
+}
+
+impl ApprovalConfig {
+    /// The checks a start makes: an rp id that is a host name and origins on it.
+    ///
+    /// # Errors
+    /// What is wrong, naming the key.
+    pub fn check(&self) -> Result<(), String> {
+        let id = &self.rp_id;
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
+            return Err(format!("[approval] rp_id {id:?} is not a host name"));
+        }
+        if self.origins.is_empty() {
+            return Err("[approval] origins is empty: name the console's origin".into());
+        }
+        for o in &self.origins {
+            let host = o
+                .strip_prefix("https://")
+                .or_else(|| o.strip_prefix("http://").filter(|_| id == "localhost"))
+                .map(|rest| rest.split(':').next().unwrap_or_default());
+            if host != Some(id.as_str()) && !host.is_some_and(|h| h.ends_with(&format!(".{id}"))) {
+                return Err(format!(
+                    "[approval] origins: {o:?} is not an https origin on {id:?} (http only for localhost)"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[keys]`.

@@ -66,6 +66,9 @@ pub(super) fn check_node_key(config: &Config) -> Outcome {
 
 pub(super) fn check_dpo_keys(config: &Config) -> Outcome {
     let keys = &config.keys.dpo_public_keys;
+    if keys.is_empty() && config.approval.as_ref().is_some_and(|a| a.require_passkey) {
+        return Ok("none: approvals by DPO passkey only ([approval] require_passkey)".into());
+    }
     if keys.is_empty() {
         return fail(
             "no DPO public key configured: no job could ever be approved",
@@ -104,5 +107,52 @@ pub(super) fn check_api(config: &Config) -> Outcome {
         "listening on {}, tokens from {}",
         api.listen,
         api.tokens_file.display()
+    ))
+}
+
+/// Which approval methods are active, and how many DPO passkeys the log has enrolled.
+pub(super) fn check_approval_methods(config: &Config) -> Outcome {
+    let key_file = format!("{} DPO key(s)", config.keys.dpo_public_keys.len());
+    let Some(a) = &config.approval else {
+        return Ok(format!(
+            "Ed25519 key file only ({key_file}); DPO passkeys not configured"
+        ));
+    };
+    a.check()
+        .or_else(|e| fail(e, "fix [approval] (docs/configuration.md)"))?;
+    let state = &config.paths.state_dir;
+    let log = state.join("receipts");
+    let enrolled = if log.exists() {
+        let log = rapha_receipt::ReceiptLog::open_read_only(&log).or_else(|e| {
+            fail(
+                format!("receipt log: {e}"),
+                "restore the state directory from backup",
+            )
+        })?;
+        crate::passkeys::Passkeys::read_set(&state.join("passkeys.sqlite"), &log)
+            .or_else(|e| {
+                fail(
+                    format!("DPO credentials: {e}"),
+                    "restore the state directory from backup",
+                )
+            })?
+            .len()
+    } else {
+        0
+    };
+    if a.require_passkey && enrolled == 0 {
+        return fail(
+            "passkeys are required but no DPO passkey is enrolled: no job could be approved",
+            "run `rapha-node dpo enrol-code` on the node's console and enrol the first DPO's passkey",
+        );
+    }
+    let methods = if a.require_passkey {
+        "DPO passkey only".to_owned()
+    } else {
+        format!("Ed25519 key file ({key_file}) and DPO passkey")
+    };
+    Ok(format!(
+        "{methods}; {enrolled} DPO passkey(s) enrolled for {}",
+        a.rp_id
     ))
 }

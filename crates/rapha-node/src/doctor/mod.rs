@@ -174,6 +174,10 @@ fn key_and_list_checks(config: &Config, r: &mut Report) {
         keys::check_dpo_keys(config),
     );
     r.push(
+        "approval methods ([approval])",
+        keys::check_approval_methods(config),
+    );
+    r.push(
         "opt-out list (cohort.opt_out_file)",
         pacs::check_optouts(config),
     );

@@ -19,6 +19,11 @@ pub const COHORT: &str = "cohort";
 pub const COHORT_SUMMARY: &str = "cohort-summary";
 pub const REVIEW: &str = "review";
 pub const APPROVAL: &str = "approval";
+/// A DPO's passkey approval as the node verified it (`rapha_receipt::body::PasskeyApproval`).
+pub const PASSKEY_APPROVAL: &str = "passkey-approval";
+/// The passkey approval the job was approved with (copied when it moved to approved; the
+/// receipt reads it, as it reads [`APPROVAL`] for a key-file approval).
+pub const APPROVAL_PASSKEY: &str = "approval-passkey";
 pub const DEPOSIT: &str = "deposit";
 pub const EVIDENCE: &str = "evidence";
 pub const ATTESTATION: &str = "attestation";

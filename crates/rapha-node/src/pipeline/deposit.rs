@@ -121,8 +121,10 @@ impl Node {
             }
             Ok(DepositStatus::Confirmed(_)) => {
                 let started = now_ms().to_string();
-                if let Some(d) = self.review_digest(job)? {
-                    // The approval can no longer be revoked once the job starts.
+                // A key-file approval can no longer be revoked once the job starts (a passkey
+                // approval is the job's own artifact, outside the approval store).
+                let by_key_file = self.p.store.artifact(job, artifact::APPROVAL)?.is_some();
+                if let Some(d) = self.review_digest(job)?.filter(|_| by_key_file) {
                     self.p.approvals.mark_started(&d, now_s())?;
                 }
                 self.advance_to(

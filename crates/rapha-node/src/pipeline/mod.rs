@@ -270,6 +270,10 @@ pub struct Node {
     in_flight: HashSet<JobId>,
     /// See [`RUN_QUANTUM`].
     run_quantum: Duration,
+    /// DPO passkeys (`[approval]`), when configured.
+    passkeys: Option<crate::passkeys::Passkeys>,
+    /// `[approval] require_passkey`: Ed25519 key-file approvals are not accepted.
+    passkey_required: bool,
     /// See [`JobRules`].
     rules: JobRules,
     /// Jobs whose failed step waits before it is tried again ([`Node::step_failed`]).
@@ -410,6 +414,8 @@ impl Node {
             live: Arc::default(),
             in_flight: HashSet::new(),
             run_quantum: RUN_QUANTUM,
+            passkeys: None,
+            passkey_required: false,
             rules: JobRules::default(),
             backoff: HashMap::new(),
             privacy: Arc::default(),
@@ -460,6 +466,59 @@ impl Node {
 
     pub fn approvals(&self) -> &ApprovalStore {
         &self.p.approvals
+    }
+
+    /// Turns on DPO passkeys; with `required`, a key-file approval is no approval.
+    pub fn set_passkeys(&mut self, passkeys: crate::passkeys::Passkeys, required: bool) {
+        self.passkeys = Some(passkeys);
+        self.passkey_required = required;
+    }
+
+    /// The node's passkey state, if `[approval]` configured it.
+    pub fn passkeys(&self) -> Option<&crate::passkeys::Passkeys> {
+        self.passkeys.as_ref()
+    }
+
+    /// Whether only passkey approvals are accepted.
+    pub fn passkey_required(&self) -> bool {
+        self.passkey_required
+    }
+
+    /// The passkey state and the receipt log, for an enrolment or a revocation (each appends
+    /// an entry to the log).
+    pub fn passkeys_and_log(
+        &mut self,
+    ) -> Option<(&mut crate::passkeys::Passkeys, &mut ReceiptLog)> {
+        let log = &mut self.p.receipts;
+        self.passkeys.as_mut().map(|p| (p, log))
+    }
+
+    /// Verifies a DPO's passkey approval of `job` (its review digest) and records it; the
+    /// pipeline then uses it as the job's approval and the receipt carries it.
+    ///
+    /// # Errors
+    /// `Ok(Err(_))` for the ceremony's refusal; store errors.
+    pub fn approve_with_passkey(
+        &mut self,
+        job: JobId,
+        assertion: rapha_receipt::webauthn::Assertion,
+        now: u64,
+    ) -> Result<std::result::Result<(), crate::passkeys::PasskeyError>> {
+        let Some(passkeys) = self.passkeys.as_ref() else {
+            return Ok(Err(crate::passkeys::PasskeyError::NotConfigured));
+        };
+        let Some(digest) = self.review_digest(job)? else {
+            return Ok(Err(crate::passkeys::PasskeyError::UnknownNonce));
+        };
+        let approval = match passkeys.approve(&digest, assertion, now) {
+            Ok(a) => a,
+            Err(e) => return Ok(Err(e)),
+        };
+        let bytes = serde_json::to_vec(&approval).unwrap_or_default();
+        self.p
+            .store
+            .put_artifact(job, artifact::PASSKEY_APPROVAL, &bytes)?;
+        Ok(Ok(()))
     }
 
     pub fn audit_path(&self) -> &Path {

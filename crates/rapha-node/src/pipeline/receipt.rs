@@ -89,6 +89,8 @@ impl Node {
             digest: Digest::of(b"rapha-node: admission not evaluated"),
         });
         let approval: Option<rapha_policy::ApprovalRecord> = self.opt(job, artifact::APPROVAL)?;
+        let passkey_approval: Option<rapha_receipt::body::PasskeyApproval> =
+            self.opt(job, artifact::APPROVAL_PASSKEY)?;
         let att: Option<AttestationRecord> = self.opt(job, artifact::ATTESTATION)?;
         let attestation = match att {
             None => ReceiptAttestation::NotReached,
@@ -166,10 +168,20 @@ impl Node {
                 admission,
                 final_gate: final_gate.map(conv),
             },
-            dpo_approval: approval.map(|r| DpoApproval {
-                signer: r.approval.dpo_key.to_hex(),
-                signature: r.approval.signature,
-            }),
+            dpo_approval: match approval {
+                Some(r) => Some(DpoApproval {
+                    passkey: None,
+                    signer: r.approval.dpo_key.to_hex(),
+                    signature: r.approval.signature,
+                }),
+                // A job approved by passkey has no key-file approval artifact; one that never
+                // reached approval has neither.
+                None => passkey_approval.map(|p| DpoApproval {
+                    signer: DpoApproval::passkey_signer(&p.assertion.credential_id),
+                    signature: p.assertion.signature.encode(),
+                    passkey: Some(p),
+                }),
+            },
             attestation,
             // Cohort figures only for a job whose trainer started (the DPO approved, the
             // publisher paid): before that they are an oracle on what its query listed (does

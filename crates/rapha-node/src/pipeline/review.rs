@@ -85,18 +85,42 @@ impl Node {
         )
     }
 
-    pub(super) fn approval_facts(
-        &self,
-        job: JobId,
-    ) -> Result<Option<(ApprovalFacts, rapha_policy::ApprovalRecord)>> {
+    /// The job's approval and what the gates know of it: the DPO's key-file approval of its
+    /// digest (unless `[approval] require_passkey`), else a passkey approval recorded for it.
+    pub(super) fn approval_facts(&self, job: JobId) -> Result<Option<(ApprovalFacts, Approver)>> {
         let Some(digest) = self.review_digest(job)? else {
             return Ok(None);
         };
-        Ok(self
-            .p
-            .approvals
-            .get(&digest)?
-            .map(|rec| (ApprovalFacts::of(&rec, &self.p.dpo_keys), rec)))
+        if !self.passkey_required {
+            if let Some(rec) = self.p.approvals.get(&digest)? {
+                return Ok(Some((
+                    ApprovalFacts::of(&rec, &self.p.dpo_keys),
+                    Approver::Key(rec),
+                )));
+            }
+        }
+        let Some(passkeys) = &self.passkeys else {
+            return Ok(None);
+        };
+        let recorded: Option<rapha_receipt::body::PasskeyApproval> =
+            self.opt(job, artifact::PASSKEY_APPROVAL)?;
+        Ok(recorded.map(|p| {
+            let valid = passkeys.still_valid(&p);
+            let facts = ApprovalFacts {
+                job_digest: p.job_digest,
+                signature_valid: valid,
+                signer_trusted: passkeys
+                    .credentials()
+                    .get(&p.assertion.credential_id)
+                    .is_some(),
+                expires_at: p
+                    .assertion
+                    .issued_at
+                    .saturating_add(PASSKEY_APPROVAL_VALIDITY),
+                revoked: false,
+            };
+            (facts, Approver::Passkey(p))
+        }))
     }
 
     pub(super) fn step_approval(&mut self, job: JobId) -> Result<Step> {
@@ -115,20 +139,47 @@ impl Node {
             // An approval the node cannot use (wrong key, expired, revoked) is no approval.
             return Ok(Step::Blocked(Blocked::Approval { job_digest: digest }));
         }
+        let actor = match &rec {
+            Approver::Key(r) => format!("dpo:{}", r.approval.dpo_key.to_hex()),
+            Approver::Passkey(p) => format!("dpo-passkey:{}", p.assertion.credential_id),
+        };
         self.p.audit.record(AuditEvent::new(
             AuditKind::DpoAction,
             AuditOutcome::Success,
             "DPO approval accepted",
-            (&format!("dpo:{}", rec.approval.dpo_key.to_hex()), "dpo"),
+            (&actor, "dpo"),
             vec![job_object(job, None)],
         ))?;
-        let a = serde_json::to_vec(&rec).unwrap_or_default();
+        // The approval used is copied to the job's approval artifact (the receipt reads it).
+        let (kind, a) = match &rec {
+            Approver::Key(r) => (
+                artifact::APPROVAL,
+                serde_json::to_vec(r).unwrap_or_default(),
+            ),
+            Approver::Passkey(p) => (
+                artifact::APPROVAL_PASSKEY,
+                serde_json::to_vec(p).unwrap_or_default(),
+            ),
+        };
         self.advance_to(
             job,
             JobState::AwaitingApproval,
             JobState::Approved,
-            &[(artifact::APPROVAL, &a)],
+            &[(kind, &a)],
             None,
         )
     }
+}
+
+/// How long a passkey approval may wait for its job to start (as the key-file approval's
+/// default `--expires 7d`).
+pub const PASSKEY_APPROVAL_VALIDITY: u64 = 7 * 86_400;
+
+/// Who approved a job.
+#[derive(Clone, Debug)]
+pub(super) enum Approver {
+    /// The DPO's Ed25519 key file.
+    Key(rapha_policy::ApprovalRecord),
+    /// A DPO passkey.
+    Passkey(rapha_receipt::body::PasskeyApproval),
 }
