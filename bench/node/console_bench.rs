@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use rapha_core::demographics::{Demographics, SexBin};
 use rapha_core::{CohortQuery, Digest, HmacKey, JobRequest, ResourceBounds, ResourceLimits};
 use rapha_node::api::{ApiState, Tokens};
 use rapha_node::audit::AuditLog;
@@ -102,6 +103,7 @@ fn seed(path: &Path, jobs: usize) {
                 ("burned-in-annotation".into(), 4),
                 ("opted-out".into(), 2),
             ]),
+            demographics: Some(demographics()),
         })
         .unwrap();
         let steps: [Step<'_>; 4] = [
@@ -243,4 +245,18 @@ fn main() {
     );
     drop(rt);
     drop(api);
+}
+
+/// 60 patients by sex and age decade, some bins below five (drawn as "<5").
+fn demographics() -> Demographics {
+    let mut d = Demographics::default();
+    for i in 0..60u8 {
+        let sex = match i % 7 {
+            0 => SexBin::Unknown,
+            1 | 3 | 5 => SexBin::Female,
+            _ => SexBin::Male,
+        };
+        d.add(sex, (i % 13 != 0).then_some(i % 10));
+    }
+    d
 }

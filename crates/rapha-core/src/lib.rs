@@ -23,6 +23,8 @@
 //! - [`release`] is the release channel: the tensors a released model file declares and the
 //!   bits they can carry (**I4**).
 //! - [`percent`] is the one percent-decoder of URL query components, strict about escapes.
+//! - [`demographics`] counts a cohort's patients by sex and age decade for the DPO's summary
+//!   (bins only, never a date or an age; counts below five shown as "<5").
 //!
 //! ```text
 //!   raw PatientID ──HMAC(key, "rapha-pseudonym-v2" 0x00 "job/<id>" 0x00 "patient" 0x00 id)──▶
@@ -31,6 +33,7 @@
 //!
 //! Jobs hash within a [`PseudonymScope`] (their own by default), so no two jobs' records join.
 
+pub mod demographics;
 mod digest;
 mod error;
 pub mod fs;

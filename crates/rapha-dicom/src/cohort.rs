@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use rapha_core::demographics::{Demographics, SexBin};
 use rapha_core::{ExclusionCounts, HashedId};
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +23,7 @@ use crate::config::DicomConfig;
 use crate::date::Date;
 use crate::exclusion::{reason, ExclusionPolicy, LabelTable, OptOuts};
 use crate::pseudonym::Pseudonymizer;
-use crate::record::{extract, Record};
+use crate::record::{extract, AgeYears, Record, Sex};
 use crate::scope::ScopedQuery;
 use crate::{DicomError, Result};
 
@@ -50,6 +51,11 @@ pub struct CohortEntry {
     /// checks existed; see [`CohortEntry::approved`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved: Option<ApprovedInstance>,
+    /// PatientSex as the instance states it, node-side (the record holds it only when the
+    /// policy allows): counted in the DPO's cohort summary ([`Patients`]). Absent in cohorts
+    /// stored before the summary counted it, and when the instance states none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sex: Option<Sex>,
 }
 
 /// The identity of an approved instance, raw (node-side only, like `raw_identifiers`): what
@@ -298,6 +304,73 @@ pub struct CohortBuilder<'a> {
     max_instances: Option<u64>,
 }
 
+/// The cohort's distinct pseudonymous patients, with what their kept instances say of sex and
+/// age at study: the cohort summary's histograms count each patient once ([`Demographics`]).
+/// A patient's age is the one at their earliest study here (the youngest stated); their sex
+/// is unknown when no instance states it or two state different ones.
+#[derive(Debug, Default)]
+pub struct Patients(BTreeMap<HashedId, Seen>);
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Seen {
+    sex: SexSeen,
+    /// Age at study / 10, 9 for 90 and over.
+    decade: Option<u8>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+enum SexSeen {
+    #[default]
+    Unstated,
+    Stated(Sex),
+    Conflicting,
+}
+
+impl Patients {
+    /// Notes one kept instance.
+    pub fn add(&mut self, e: &CohortEntry) {
+        let seen = self.0.entry(e.record.patient).or_default();
+        seen.sex = match (seen.sex, e.sex.or(e.record.sex)) {
+            (s, None) => s,
+            (SexSeen::Unstated, Some(x)) => SexSeen::Stated(x),
+            (SexSeen::Stated(y), Some(x)) if x == y => SexSeen::Stated(x),
+            _ => SexSeen::Conflicting,
+        };
+        let decade = e.record.age_years.map(|a| match a {
+            AgeYears::Years(y) => y / 10,
+            AgeYears::NinetyPlus => 9,
+        });
+        seen.decade = match (seen.decade, decade) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+
+    /// Distinct patients.
+    pub fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The patients by sex and by age decade.
+    pub fn demographics(&self) -> Demographics {
+        let mut d = Demographics::default();
+        for s in self.0.values() {
+            let sex = match s.sex {
+                SexSeen::Stated(Sex::Female) => SexBin::Female,
+                SexSeen::Stated(Sex::Male) => SexBin::Male,
+                SexSeen::Stated(Sex::Other) => SexBin::Other,
+                SexSeen::Unstated | SexSeen::Conflicting => SexBin::Unknown,
+            };
+            d.add(sex, s.decade);
+        }
+        d
+    }
+}
+
 struct Candidate {
     entry: CohortEntry,
     study_date: Option<Date>,
@@ -407,6 +480,7 @@ impl<'a> CohortBuilder<'a> {
                 source,
                 raw_identifiers: ex.raw_identifiers,
                 approved: ApprovedInstance::of(attrs),
+                sex: ex.sex,
             },
             study_date: ex.study_date,
         })

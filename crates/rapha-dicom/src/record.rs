@@ -208,8 +208,8 @@ pub struct Record {
 }
 
 /// A record plus what stays node-side: the raw identifiers (for the output guard), the raw
-/// PatientID (for the opt-out list), the AccessionNumber (for the label table) and the study
-/// date (for day offsets).
+/// PatientID (for the opt-out list), the AccessionNumber (for the label table), the study
+/// date (for day offsets) and PatientSex (for the cohort summary).
 #[derive(Clone, Debug)]
 pub struct Extracted {
     pub record: Record,
@@ -217,6 +217,9 @@ pub struct Extracted {
     pub patient_id: String,
     pub accession: Option<String>,
     pub study_date: Option<Date>,
+    /// PatientSex whatever the policy (the record holds it only when the policy allows): the
+    /// node counts it in the DPO's cohort summary.
+    pub sex: Option<Sex>,
 }
 
 /// Builds the record of one instance.
@@ -306,6 +309,12 @@ pub fn extract(
         }
     }
 
+    let sex = match attrs.text(tag::PATIENT_SEX) {
+        Some("M") => Some(Sex::Male),
+        Some("F") => Some(Sex::Female),
+        Some("O") => Some(Sex::Other),
+        _ => None,
+    };
     let record = Record {
         patient: pseudo.hash(IdDomain::Patient, &patient_id),
         study: pseudo.hash(IdDomain::Study, &study_uid),
@@ -389,16 +398,7 @@ pub fn extract(
             None
         },
         age_years: age(attrs, study_date),
-        sex: if policy.sex {
-            match attrs.text(tag::PATIENT_SEX) {
-                Some("M") => Some(Sex::Male),
-                Some("F") => Some(Sex::Female),
-                Some("O") => Some(Sex::Other),
-                _ => None,
-            }
-        } else {
-            None
-        },
+        sex: if policy.sex { sex } else { None },
         days_since_first_study: None,
         label: None,
         text,
@@ -409,6 +409,7 @@ pub fn extract(
         patient_id,
         accession,
         study_date,
+        sex,
     })
 }
 

@@ -5,6 +5,7 @@ mod archive;
 mod cohort_file;
 mod common;
 mod corpus;
+mod demographics;
 mod hostile_dicom;
 mod hostile_pacs;
 mod j2k;

@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
+use rapha_core::demographics::{shown_count, SMALL_CELL};
 use rapha_core::Digest;
 use rapha_policy::{ApprovalStore, DpoPublicKey, DpoSigningKey, Mode, ReviewRequest};
 
@@ -289,6 +290,27 @@ pub fn summary(review: &ReviewRequest) -> String {
     }
     for (reason, n) in &c.exclusions {
         s.push_str(&format!("  excluded ({}): {n}\n", shown(reason)));
+    }
+    match &c.demographics {
+        Some(d) => {
+            let line = |rows: Vec<(String, u64)>| {
+                rows.into_iter()
+                    .map(|(label, n)| format!("{label} {}", shown_count(n)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            s.push_str(&format!(
+                "  patients by sex:   {} (counts below {SMALL_CELL} shown as <{SMALL_CELL})\n",
+                line(d.sex.rows())
+            ));
+            s.push_str(&format!(
+                "  patients by age:   {} (age at the first study, years)\n",
+                line(d.age.rows())
+            ));
+        }
+        None => s.push_str(
+            "  patients by sex/age: not counted (summarised before the node counted them)\n",
+        ),
     }
     s
 }

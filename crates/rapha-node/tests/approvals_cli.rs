@@ -3,6 +3,7 @@
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 
+use rapha_core::demographics::{Demographics, SexBin};
 use rapha_core::{CohortQuery, Digest, JobId, JobRequest};
 use rapha_policy::{write_secret_hex, ApprovalStore, CohortSummary, DpoSigningKey, ReviewRequest};
 
@@ -45,6 +46,19 @@ fn review() -> ReviewRequest {
             instances: 240,
             modalities: [("CR".to_owned(), 240)].into(),
             exclusions: [("burned-in-annotation".to_owned(), 4)].into(),
+            demographics: Some({
+                let mut d = Demographics::default();
+                for _ in 0..41 {
+                    d.add(SexBin::Female, Some(4));
+                }
+                for _ in 0..36 {
+                    d.add(SexBin::Male, Some(6));
+                }
+                for _ in 0..3 {
+                    d.add(SexBin::Unknown, None);
+                }
+                d
+            }),
         },
         digest_version: rapha_policy::JobDigestVersion::CURRENT,
         resources: None,
@@ -102,6 +116,10 @@ fn approve_shows_the_summary_signs_and_list_shows_it() {
         "80 (64 train, 16 validation)",
         "excluded (burned-in-annotation): 4",
         "150.000000 USDC",
+        "patients by sex:   female (F) 41, male (M) 36, other (O) <5, unknown <5 \
+         (counts below 5 shown as <5)",
+        "patients by age:   0-9 <5, 10-19 <5, 20-29 <5, 30-39 <5, 40-49 41, 50-59 <5, \
+         60-69 36, 70-79 <5, 80-89 <5, 90+ <5, unknown <5",
     ] {
         assert!(text.contains(want), "missing {want:?} in:\n{text}");
     }
@@ -455,4 +473,34 @@ fn dpo_enrol_code_admits_the_first_passkey_once_and_is_refused_after() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A review stored before the node counted sex and age loads, and its summary says they were
+/// not counted; one with them prints no count below five.
+#[test]
+fn the_approval_summary_shows_sex_and_age_only_where_counted() {
+    let mut before = review();
+    before.cohort.demographics = None;
+    let json = serde_json::to_string(&before).unwrap();
+    assert!(!json.contains("demographics"), "{json}");
+    let loaded: ReviewRequest = serde_json::from_str(&json).unwrap();
+    let text = rapha_node::approvals::summary(&loaded);
+    assert!(
+        text.contains("patients by sex/age: not counted (summarised before the node counted them)"),
+        "{text}"
+    );
+    let text = rapha_node::approvals::summary(&review());
+    let sex = text
+        .lines()
+        .find(|l| l.contains("patients by sex:"))
+        .unwrap();
+    let age = text
+        .lines()
+        .find(|l| l.contains("patients by age:"))
+        .unwrap();
+    for line in [sex, age] {
+        for small in [" 0,", " 1,", " 2,", " 3,", " 4,", " 3 "] {
+            assert!(!line.contains(small), "{line}");
+        }
+    }
 }

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use rapha_core::demographics::Demographics;
 use rapha_core::release::{NoiseK, ReleasePrecision};
 use rapha_core::{Digest, ExclusionCounts, JobId, JobRequest, ResourceBounds, ResourceLimits};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -330,6 +331,11 @@ pub struct CohortSummary {
     pub modalities: BTreeMap<String, u64>,
     /// Instances excluded, by reason.
     pub exclusions: ExclusionCounts,
+    /// The patients by sex and by age decade (each counted once). Absent from summaries
+    /// stored before the node counted them. Shown with counts below five as "<5"; never in a
+    /// receipt or anything the publisher reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demographics: Option<Demographics>,
 }
 
 /// A DPO's Ed25519 signing key. Zeroized on drop; no `Debug`/`Display` that prints it.

@@ -22,6 +22,7 @@ fn review(commitment: &[u8]) -> ReviewRequest {
             instances: 200,
             modalities: [("CR".to_owned(), 200)].into(),
             exclusions: [("opted-out".to_owned(), 3)].into(),
+            demographics: None,
         },
     )
 }

@@ -241,6 +241,7 @@ fn approval_of_a_changed_cohort_does_not_carry_over() {
         instances: 400,
         modalities: Default::default(),
         exclusions: Default::default(),
+        demographics: None,
     };
     let reviewed = ReviewRequest::new(request(), cohort(Digest::of(b"cohort A")));
     let changed = ReviewRequest::new(request(), cohort(Digest::of(b"cohort B")));
@@ -275,6 +276,7 @@ fn revoked_approval_in_the_store_is_refused_by_the_final_gate() {
             instances: 300,
             modalities: Default::default(),
             exclusions: Default::default(),
+            demographics: None,
         },
     );
     let digest = store.submit(&review).unwrap();

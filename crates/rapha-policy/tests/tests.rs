@@ -22,5 +22,6 @@ pub fn gates_cohort() -> rapha_policy::CohortSummary {
         instances: 200,
         modalities: [("CR".to_owned(), 200)].into(),
         exclusions: [("opted-out".to_owned(), 3)].into(),
+        demographics: None,
     }
 }

@@ -438,11 +438,26 @@ fn review_sections(h: &mut Html, r: &ReviewRequest, trust: Option<&rapha_bundle:
     let exclusions: Vec<(String, u64)> =
         c.exclusions.iter().map(|(m, n)| (m.clone(), *n)).collect();
     h.push(chart::bars("Instances by modality", &modalities))
-        .push(chart::bars("Instances excluded, by reason", &exclusions))
-        .raw("</div>\n")
-        // Age and sex histograms need the cohort summary to count them (issue 20, item 2).
-        .raw("<p class=\"muted\">Age and sex distributions are not yet counted in the cohort summary.</p>\n")
-        .raw("</section>\n");
+        .push(chart::bars("Instances excluded, by reason", &exclusions));
+    match &c.demographics {
+        Some(d) => {
+            h.push(chart::patient_bars("Patients by sex", &d.sex.rows()))
+                .push(chart::patient_bars(
+                    "Patients by age at their first study (years)",
+                    &d.age.rows(),
+                ))
+                .raw("</div>\n<p class=\"muted\">Each patient counted once; counts below ")
+                .text(rapha_core::demographics::SMALL_CELL)
+                .raw(" are shown as &lt;")
+                .text(rapha_core::demographics::SMALL_CELL)
+                .raw(".</p>\n");
+        }
+        None => {
+            h.raw("</div>\n<p class=\"muted\">Sex and age were not counted for this job ")
+                .raw("(its cohort was summarised before the node counted them).</p>\n");
+        }
+    }
+    h.raw("</section>\n");
 
     h.raw("<section><h2>The review as <code>rapha-node approve</code> prints it</h2><pre>")
         .text(crate::approvals::summary(r))

@@ -7,7 +7,7 @@
 use super::ports::connect_pacs;
 use super::*;
 use rapha_core::HashedId;
-use rapha_dicom::cohort::FileCohort;
+use rapha_dicom::cohort::{FileCohort, Patients};
 use rapha_dicom::cohort_file::{CohortFile, CohortFileRef, Entries};
 
 /// The stored cohort: the exclusion counts and the cohort file's commitment (entries and
@@ -107,11 +107,12 @@ pub fn cohort_commitment(entries: &[CohortEntry]) -> Digest {
 }
 
 /// What a cohort's summary counts, gathered an entry at a time (32 bytes per distinct
-/// instance, study and patient; never the entries themselves).
+/// instance, study and patient, and a patient's sex and age decade; never the entries
+/// themselves).
 #[derive(Default)]
 pub(super) struct Tally {
     instances: BTreeSet<[u8; 32]>,
-    patients: BTreeSet<HashedId>,
+    patients: Patients,
     studies: BTreeSet<HashedId>,
     modalities: BTreeMap<String, u64>,
     entries: u64,
@@ -120,7 +121,7 @@ pub(super) struct Tally {
 impl Tally {
     pub(super) fn add(&mut self, e: &CohortEntry) {
         self.instances.insert(*e.record.instance.as_bytes());
-        self.patients.insert(e.record.patient);
+        self.patients.add(e);
         self.studies.insert(e.record.study);
         match self.modalities.get_mut(&e.record.modality) {
             Some(n) => *n += 1,
@@ -141,7 +142,7 @@ impl Tally {
         exclusions: &rapha_core::ExclusionCounts,
         validation_percent: u8,
     ) -> CohortSummary {
-        let n = self.patients.len() as u64;
+        let n = self.patients.len();
         // Admission bounds the percent; a job admitted before it did may still hold any u8,
         // and no split takes more patients than the cohort has.
         let validation = n
@@ -157,6 +158,7 @@ impl Tally {
             instances: self.entries,
             modalities: self.modalities.clone(),
             exclusions: exclusions.clone(),
+            demographics: Some(self.patients.demographics()),
         }
     }
 }

@@ -130,6 +130,12 @@ impl CohortManifest {
 pub struct StudyEntry {
     pub patient_id: String,
     pub patient_name: String,
+    /// PatientSex and PatientBirthDate as written (planted values: the birth date is also in
+    /// [`CohortManifest::phi`]); empty in manifests written before they were listed.
+    #[serde(default)]
+    pub patient_sex: String,
+    #[serde(default)]
+    pub patient_birth_date: String,
     pub accession_number: String,
     pub study_instance_uid: String,
     pub study_date: String,

@@ -188,6 +188,8 @@ impl StudyCtx<'_> {
         Ok(StudyEntry {
             patient_id: p.id.clone(),
             patient_name: p.name.clone(),
+            patient_sex: p.sex.to_owned(),
+            patient_birth_date: p.birth_date.clone(),
             accession_number: study.accession.clone(),
             study_instance_uid: study.uid.clone(),
             study_date: study.date.clone(),
