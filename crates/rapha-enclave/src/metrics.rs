@@ -130,8 +130,9 @@ pub fn compute(
 /// The node's membership-inference attack on a released model (issue 19's privacy audit):
 /// the loss-based attack, which scores each record by the model's confidence in its true
 /// label and guesses "member" for the higher scores. `attack_auc` is the AUC of members
-/// (training records) against non-members (the audit split) on that score, 0.5 when the model
-/// treats them alike; its CI is Hanley and McNeil's, as for the validation AUC.
+/// (training records) against non-members (the audit split) of the same label on that score,
+/// 0.5 when the model treats them alike; its CI is Hanley and McNeil's, as for the validation
+/// AUC.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MembershipAttack {
     pub attack_auc: f64,
@@ -151,26 +152,50 @@ pub fn true_label_confidence(label: u8, p: f64) -> f64 {
 }
 
 /// The attack over `(label, probability of positive)` of members and of non-members.
-/// `None` when either side is empty or a probability is not in [0, 1].
+///
+/// Members are compared with non-members of the same label only (the Mann-Whitney count over
+/// same-label pairs, `Σ U_c / Σ m_c·n_c`): confidence in the true label also depends on the
+/// label itself (a model leaning to one class is more confident on it), and the training split
+/// and the audit split need not hold the labels in the same mix, so a comparison across labels
+/// would read that mix as membership. The CI is Hanley and McNeil's over the members and
+/// non-members of the labels both sides hold. `None` when either side is empty, a probability
+/// is not in [0, 1], or no label occurs on both sides.
 pub fn membership_attack(
     members: &[(u8, f64)],
     non_members: &[(u8, f64)],
 ) -> Option<MembershipAttack> {
     let valid = |s: &&(u8, f64)| s.1.is_finite() && (0.0..=1.0).contains(&s.1);
-    if members.iter().chain(non_members).any(|s| !valid(&s)) {
+    if members.is_empty()
+        || non_members.is_empty()
+        || members.iter().chain(non_members).any(|s| !valid(&s))
+    {
         return None;
     }
-    let pairs: Vec<(u8, f64)> = members
-        .iter()
-        .map(|&(l, p)| (1, true_label_confidence(l, p)))
-        .chain(
-            non_members
+    let (mut wins, mut weight, mut m_used, mut n_used) = (0.0, 0.0, 0usize, 0usize);
+    for label in [0u8, 1] {
+        let side = |records: &[(u8, f64)], member: u8| -> Vec<(u8, f64)> {
+            records
                 .iter()
-                .map(|&(l, p)| (0, true_label_confidence(l, p))),
-        )
-        .collect();
-    let a = round3(auc(&pairs)?);
-    let [ci_low, ci_high] = auc_ci95(a, members.len(), non_members.len());
+                .filter(|r| r.0 == label)
+                .map(|&(l, p)| (member, true_label_confidence(l, p)))
+                .collect()
+        };
+        let (m, n) = (side(members, 1), side(non_members, 0));
+        if m.is_empty() || n.is_empty() {
+            continue;
+        }
+        let pairs = (m.len() * n.len()) as f64;
+        let class_auc = auc(&[m.as_slice(), n.as_slice()].concat())?;
+        wins += class_auc * pairs;
+        weight += pairs;
+        m_used += m.len();
+        n_used += n.len();
+    }
+    if weight == 0.0 {
+        return None;
+    }
+    let a = round3(wins / weight);
+    let [ci_low, ci_high] = auc_ci95(a, m_used, n_used);
     Some(MembershipAttack {
         attack_auc: a,
         ci_low,

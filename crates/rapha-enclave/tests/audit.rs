@@ -15,24 +15,42 @@ use serde_json::Value;
 use crate::support::*;
 
 #[test]
-fn the_attack_scores_confidence_in_the_true_label() {
-    // Members: confidences 0.9, 0.8, 0.3 (a label-0 member at p = 0.2 is 0.8 confident);
-    // non-members: 0.7, 0.2. Pairs won by members: 5 of 6.
+fn the_attack_scores_confidence_in_the_true_label_against_the_same_label() {
+    // Members: label 1 at confidences 0.9 and 0.3, label 0 at 0.8 (p = 0.2); non-members:
+    // label 0 at 0.7 (p = 0.3), label 1 at 0.2. Same-label pairs: label 1, members win 2 of 2
+    // (0.9 and 0.3 > 0.2); label 0, 1 of 1 (0.8 > 0.7). Pairs across labels do not count.
     let members = [(1, 0.9), (0, 0.2), (1, 0.3)];
     let non_members = [(0, 0.3), (1, 0.2)];
     let a = membership_attack(&members, &non_members).unwrap();
-    let [lo, hi] = auc_ci95(0.833, 3, 2);
+    let [lo, hi] = auc_ci95(1.0, 3, 2);
     assert_eq!(
         a,
         MembershipAttack {
-            attack_auc: 0.833,
+            attack_auc: 1.0,
             ci_low: lo,
             ci_high: hi,
             members: 3,
             non_members: 2
         }
     );
-    assert!(lo < 0.5, "five records cannot rule out chance: {lo}");
+    // A member at 0.15 confidence on label 1 loses its pair against the 0.2 non-member.
+    let a = membership_attack(&[(1, 0.15), (1, 0.9)], &[(1, 0.2)]).unwrap();
+    assert_eq!(a.attack_auc, 0.5);
+    // No label on both sides: nothing to compare.
+    assert_eq!(membership_attack(&[(1, 0.9)], &[(0, 0.1)]), None);
+}
+
+/// A model that knows nothing (the same probability for every record) leaks nothing, whatever
+/// the mix of labels on each side: comparing confidences across labels would read the
+/// difference in label mix between the training split and the audit split as membership.
+#[test]
+fn a_constant_model_scores_one_half_whatever_each_sides_label_mix() {
+    // Members mostly positive, non-members mostly negative; p = 0.3 for everyone.
+    let members: Vec<(u8, f64)> = (0..40).map(|i| (u8::from(i % 5 != 0), 0.3)).collect();
+    let non_members: Vec<(u8, f64)> = (0..40).map(|i| (u8::from(i % 5 == 0), 0.3)).collect();
+    let a = membership_attack(&members, &non_members).unwrap();
+    assert_eq!(a.attack_auc, 0.5, "{a:?}");
+    assert!(a.ci_low < 0.5 && a.ci_high > 0.5, "{a:?}");
 }
 
 #[test]
