@@ -707,6 +707,28 @@ impl World {
         state
     }
 
+    /// Deposits and finishes a job that must end `reason` before its trainer ran (no run
+    /// record); returns how it ended, hospital-side.
+    pub fn finish_refused_before_running(
+        &mut self,
+        job: JobId,
+        reason: &str,
+    ) -> rapha_node::pipeline::Ending {
+        self.deposit_and_finish(job, 60);
+        assert!(self.node.store().finished(job).unwrap());
+        let row = self.node.store().get(job).unwrap();
+        assert_eq!(row.reason.as_deref(), Some(reason), "{:?}", row.state);
+        assert!(
+            self.node
+                .store()
+                .artifact(job, rapha_node::pipeline::artifact::MANIFEST)
+                .unwrap()
+                .is_none(),
+            "no run record: the trainer never ran"
+        );
+        self.node.ending(job).unwrap().unwrap()
+    }
+
     /// Every planted PHI value absent from `bytes`; returns the ones found.
     fn phi_in(&self, bytes: &[u8]) -> Vec<String> {
         phi_in(&self.manifest.phi, bytes)
@@ -1039,24 +1061,7 @@ fn a_cohort_file_changed_after_approval_feeds_nothing() {
         w.node.run_until_blocked(job).unwrap(),
         JobState::AwaitingDeposit
     );
-    w.deposit_and_finish(job, 60);
-    assert!(w.node.store().finished(job).unwrap());
-    let row = w.node.store().get(job).unwrap();
-    assert_eq!(
-        row.reason.as_deref(),
-        Some("enclave-error"),
-        "{:?}",
-        row.state
-    );
-    assert!(
-        w.node
-            .store()
-            .artifact(job, rapha_node::pipeline::artifact::MANIFEST)
-            .unwrap()
-            .is_none(),
-        "no run record: the trainer never ran"
-    );
-    let ending = w.node.ending(job).unwrap().unwrap();
+    let ending = w.finish_refused_before_running(job, "enclave-error");
     assert!(
         ending
             .detail
@@ -1136,23 +1141,6 @@ fn a_publisher_revoked_on_a_running_node_does_not_run_its_waiting_job() {
         time::OffsetDateTime::now_utc(),
     )
     .unwrap();
-    w.deposit_and_finish(job, 60);
-    assert!(w.node.store().finished(job).unwrap());
-    let row = w.node.store().get(job).unwrap();
-    assert_eq!(
-        row.reason.as_deref(),
-        Some("bundle-refused"),
-        "{:?}",
-        row.state
-    );
-    assert!(
-        w.node
-            .store()
-            .artifact(job, rapha_node::pipeline::artifact::MANIFEST)
-            .unwrap()
-            .is_none(),
-        "no run record: the trainer never ran"
-    );
-    let ending = w.node.ending(job).unwrap().unwrap();
+    let ending = w.finish_refused_before_running(job, "bundle-refused");
     assert!(ending.detail.contains("revoked"), "{}", ending.detail);
 }
