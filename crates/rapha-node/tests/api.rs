@@ -240,7 +240,7 @@ fn allowed(method: &str, path: &str) -> &'static [&'static str] {
             | "/v1/dpo/credentials/{id}/revoke-challenge"
             | "/v1/dpo/credentials/{id}/revoke",
         ) => &["dpo"],
-        ("get", "/v1/jobs/{id}/receipt") => &["publisher", "admin"],
+        ("get", "/v1/jobs/{id}/receipt") => &["publisher", "dpo", "admin"],
         ("get", "/v1/jobs/{id}/outputs") => &["publisher", "admin"],
         ("get", "/v1/jobs/{id}/outputs/{name}") => &["publisher", "admin"],
         ("get", "/v1/log/head" | "/v1/log/inclusion" | "/v1/log/consistency") => {

@@ -561,9 +561,13 @@ fn a_dpo_rejects_in_the_console_the_job_ends_as_an_api_rejection_and_no_page_sho
     pages.push(("ended job".into(), c.page(&format!("/jobs/{job}"), &admin)));
     pages.push(("health".into(), c.page("/health", &admin)));
     pages.push(("queue after".into(), c.page("/", &admin)));
-    // Receipts are the admin's and the publisher's (as on the API): not the DPO's.
-    let r = c.get(&format!("/jobs/{job}/receipt"), Some(&dpo));
-    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // The DPO who decided reads the receipt too (as on the API).
+    let receipt = c.page(&format!("/jobs/{job}/receipt"), &dpo);
+    assert!(
+        receipt.contains("Verified: signed by this node"),
+        "{receipt}"
+    );
+    pages.push(("receipt (DPO)".into(), receipt));
 
     for (what, html) in &pages {
         let found = phi_in(&phi, html.as_bytes());

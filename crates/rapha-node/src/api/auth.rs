@@ -180,8 +180,10 @@ pub(crate) mod roles {
     pub(crate) const REVIEWERS: &[Role] = &[Role::Dpo, Role::Admin];
     /// The DPO's decisions: approve, reject, reinstate a publisher.
     pub(crate) const DPO: &[Role] = &[Role::Dpo];
-    /// Receipts and released outputs.
-    pub(crate) const RECEIPT_READERS: &[Role] = &[Role::Publisher, Role::Admin];
+    /// Receipts: the publisher's proof, and what the DPO who decided and the admin audit
+    /// (they carry no record, pixel or pseudonym). Released outputs stay the publisher's and
+    /// the admin's.
+    pub(crate) const RECEIPT_READERS: &[Role] = &[Role::Publisher, Role::Dpo, Role::Admin];
     /// The node's own operation: metrics, health, the trust store's changes.
     pub(crate) const ADMIN: &[Role] = &[Role::Admin];
     /// The receipt log: heads and proofs.

@@ -12,7 +12,7 @@ pub(super) async fn receipt(
         &state,
         &headers,
         "/v1/jobs/{id}/receipt",
-        &[Role::Publisher, Role::Admin],
+        super::auth::roles::RECEIPT_READERS,
         &id,
     )
     .await?;
