@@ -142,6 +142,25 @@ pub struct MembershipAttack {
     pub non_members: usize,
 }
 
+impl MembershipAttack {
+    /// The same figure with its interval taken over patients instead of records: a patient's
+    /// records are alike (one person's images, one label), so records are not independent
+    /// draws and an interval over them is too narrow; the patients on each side are.
+    /// Hanley and McNeil's formula with the patient counts (at most the record counts) as the
+    /// sample sizes.
+    #[must_use]
+    pub fn over_patients(mut self, member_patients: usize, non_member_patients: usize) -> Self {
+        let [lo, hi] = auc_ci95(
+            self.attack_auc,
+            member_patients.min(self.members),
+            non_member_patients.min(self.non_members),
+        );
+        self.ci_low = lo;
+        self.ci_high = hi;
+        self
+    }
+}
+
 /// The model's confidence in a record's true label: `p` for label 1, `1 - p` for label 0.
 pub fn true_label_confidence(label: u8, p: f64) -> f64 {
     if label == 1 {

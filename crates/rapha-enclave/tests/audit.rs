@@ -53,6 +53,30 @@ fn a_constant_model_scores_one_half_whatever_each_sides_label_mix() {
     assert!(a.ci_low < 0.5 && a.ci_high > 0.5, "{a:?}");
 }
 
+/// Forty records on each side from four patients each are four independent draws a side, not
+/// forty: the interval over patients is wider than the one over records, around the same
+/// figure, and never narrower.
+#[test]
+fn the_interval_is_taken_over_patients_not_records() {
+    let members: Vec<(u8, f64)> = (0..40)
+        .map(|i| ((i % 2) as u8, if i % 2 == 0 { 0.8 } else { 0.3 }))
+        .collect();
+    let non_members: Vec<(u8, f64)> = (0..40)
+        .map(|i| ((i % 2) as u8, if i % 3 == 0 { 0.8 } else { 0.4 }))
+        .collect();
+    let records = membership_attack(&members, &non_members).unwrap();
+    let patients = records.clone().over_patients(4, 4);
+    assert_eq!(patients.attack_auc, records.attack_auc);
+    assert!(
+        patients.ci_low < records.ci_low && patients.ci_high >= records.ci_high,
+        "{records:?} vs {patients:?}"
+    );
+    assert_eq!(patients.members, 40);
+    // One record per patient: the same interval.
+    assert_eq!(records.clone().over_patients(40, 40), records);
+    assert_eq!(records.clone().over_patients(400, 400), records);
+}
+
 #[test]
 fn a_model_that_treats_members_and_non_members_alike_scores_one_half() {
     let same: Vec<(u8, f64)> = (0..40)

@@ -243,6 +243,8 @@ impl EnclaveSession {
         }
         let mut member_scores = Vec::with_capacity(members.len());
         let mut non_member_scores = Vec::with_capacity(non_members.len());
+        let mut member_patients = std::collections::BTreeSet::new();
+        let mut non_member_patients = std::collections::BTreeSet::new();
         for i in 0..n {
             let (Some(inner), Some(&p)) = (offered.inner_index(i), state.predictions.get(&i))
             else {
@@ -259,12 +261,16 @@ impl EnclaveSession {
             };
             if member_set.contains(&inner) {
                 member_scores.push((label, p));
+                member_patients.insert(cohort[inner].patient);
             } else {
                 non_member_scores.push((label, p));
+                non_member_patients.insert(cohort[inner].patient);
             }
         }
         match metrics::membership_attack(&member_scores, &non_member_scores) {
             Some(a) => {
+                // The interval over patients, the independent units.
+                let a = a.over_patients(member_patients.len(), non_member_patients.len());
                 tracing::info!(job = %self.job.job_id, attack_auc = a.attack_auc, members = a.members, non_members = a.non_members, "audit measured");
                 Ok(AuditOutcome::Measured(a))
             }
