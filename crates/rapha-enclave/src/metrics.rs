@@ -132,7 +132,8 @@ pub fn compute(
 /// label and guesses "member" for the higher scores. `attack_auc` is the AUC of members
 /// (training records) against non-members (the audit split) of the same label on that score,
 /// 0.5 when the model treats them alike; its CI is Hanley and McNeil's, as for the validation
-/// AUC.
+/// AUC, with the patients on each side as the sample sizes once the audit has counted them
+/// ([`MembershipAttack::over_patients`]).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MembershipAttack {
     pub attack_auc: f64,
