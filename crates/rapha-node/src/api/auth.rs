@@ -184,6 +184,11 @@ pub(crate) mod roles {
     /// (they carry no record, pixel or pseudonym). Released outputs stay the publisher's and
     /// the admin's.
     pub(crate) const RECEIPT_READERS: &[Role] = &[Role::Publisher, Role::Dpo, Role::Admin];
+    /// Released outputs (the weights and metrics that left).
+    pub(crate) const OUTPUT_READERS: &[Role] = &[Role::Publisher, Role::Admin];
+    /// DPO passkeys: listing them and starting a registration (which still needs the one-time
+    /// code or an enrolled DPO's assertion to finish).
+    pub(crate) const CREDENTIAL_VIEWERS: &[Role] = &[Role::Dpo, Role::Admin];
     /// The node's own operation: metrics, health, the trust store's changes.
     pub(crate) const ADMIN: &[Role] = &[Role::Admin];
     /// The receipt log: heads and proofs.

@@ -49,7 +49,7 @@ pub(super) async fn outputs(
         &state,
         &headers,
         "/v1/jobs/{id}/outputs",
-        &[Role::Publisher, Role::Admin],
+        super::auth::roles::OUTPUT_READERS,
         &id,
     )
     .await?;
@@ -84,7 +84,7 @@ pub(super) async fn output_file(
         &state,
         &headers,
         "/v1/jobs/{id}/outputs/{name}",
-        &[Role::Publisher, Role::Admin],
+        super::auth::roles::OUTPUT_READERS,
         &id,
     )
     .await?;

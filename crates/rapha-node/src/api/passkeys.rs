@@ -75,7 +75,7 @@ pub(super) async fn approval_challenge(
         &state,
         &headers,
         "/v1/jobs/{id}/approval-challenge",
-        &[Role::Dpo],
+        super::auth::roles::DPO,
         &id,
     )
     .await?;
@@ -125,7 +125,7 @@ pub(super) async fn registration_options(
         &state,
         &headers,
         "/v1/dpo/credentials/options",
-        &[Role::Dpo, Role::Admin],
+        super::auth::roles::CREDENTIAL_VIEWERS,
     )?;
     with_node(&state, move |n| {
         let keys = n.passkeys().ok_or_else(not_configured)?;
@@ -161,7 +161,7 @@ pub(super) async fn enrol_challenge(
         &state,
         &headers,
         "/v1/dpo/credentials/enrol-challenge",
-        &[Role::Dpo],
+        super::auth::roles::DPO,
     )?;
     let body: EnrolChallenge = parse_json(&headers, body)?;
     with_node(&state, move |n| {
@@ -204,7 +204,7 @@ pub(super) async fn enrol(
         &state,
         &headers,
         "/v1/dpo/credentials",
-        &[Role::Dpo, Role::Admin],
+        super::auth::roles::CREDENTIAL_VIEWERS,
     )?;
     let body: Enrol = parse_json(&headers, body)?;
     let authority = match (body.code, body.dpo_assertion) {
@@ -246,7 +246,7 @@ pub(super) async fn list(
         &state,
         &headers,
         "/v1/dpo/credentials",
-        &[Role::Dpo, Role::Admin],
+        super::auth::roles::CREDENTIAL_VIEWERS,
     )?;
     with_node(&state, move |n| {
         let keys = n.passkeys().ok_or_else(not_configured)?;
@@ -282,7 +282,7 @@ pub(super) async fn revoke_challenge(
         &state,
         &headers,
         "/v1/dpo/credentials/{id}/revoke-challenge",
-        &[Role::Dpo],
+        super::auth::roles::DPO,
     )?;
     let id = credential_id(&id)?;
     with_node(&state, move |n| {
@@ -318,7 +318,7 @@ pub(super) async fn revoke(
         &state,
         &headers,
         "/v1/dpo/credentials/{id}/revoke",
-        &[Role::Dpo],
+        super::auth::roles::DPO,
     )?;
     let id = credential_id(&id)?;
     let body: Revoke = parse_json(&headers, body)?;
