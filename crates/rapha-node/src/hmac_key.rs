@@ -37,10 +37,17 @@ fn sealed_in(bytes: &[u8]) -> Option<anyhow::Result<SealedSecret>> {
 /// TPM refuses to unseal (another TPM, or the measured boot state changed: the error says so).
 pub fn load(config: &Config) -> anyhow::Result<(HmacKey, HmacSource)> {
     let path = &config.keys.hmac_key_file;
+    // A plain key, the common case, is read once; only a file that is not 32 bytes is read
+    // again to see whether it is a sealed key.
+    let length_error = match HmacKey::load(path) {
+        Ok(key) => return Ok((key, HmacSource::File)),
+        Err(e @ rapha_core::CoreError::HmacKeyLength { .. }) => e,
+        Err(e) => return Err(e.into()),
+    };
     let bytes = rapha_core::fs::read_secret(path, 64 << 10)
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     let Some(sealed) = sealed_in(&bytes) else {
-        return Ok((HmacKey::load(path)?, HmacSource::File));
+        return Err(length_error.into());
     };
     let sealed = sealed
         .with_context(|| format!("{}: not a sealed key ({SEALED_FORMAT})", path.display()))?;
