@@ -297,6 +297,17 @@ fn run_rootfs(
     (r, started.elapsed())
 }
 
+/// The bytes of the run's released `model.safetensors`.
+fn released_model(r: &JobResult) -> Vec<u8> {
+    std::fs::read(
+        r.released
+            .iter()
+            .find(|p| p.ends_with("model.safetensors"))
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 fn completed_auc(r: &JobResult) -> f64 {
     let m = &r.signed.manifest;
     assert_eq!(
@@ -606,13 +617,7 @@ fn slow_pytorch_release_precision_and_noise_cost_in_auc() {
     eprintln!(
         "FIGURES PyTorch example trained on 300 studies in {took:?}, validation AUC {trained_auc}"
     );
-    let weights = std::fs::read(
-        r.released
-            .iter()
-            .find(|p| p.ends_with("model.safetensors"))
-            .unwrap(),
-    )
-    .unwrap();
+    let weights = released_model(&r);
     let fresh = load(&orthanc, 150, 2, false);
     let (fsource, fids) = DicomSource::new(&fresh.cohort.entries, Some(fresh.client));
     let mut predict = entry.clone();
@@ -742,13 +747,7 @@ fn slow_release_precision_and_noise_cost_in_auc() {
     let (source, ids) = DicomSource::new(&train.cohort.entries, Some(train.client));
     let (r, _keep, _) = run(&trainer, &[], None, &source, &ids, 30);
     let trained_auc = completed_auc(&r);
-    let weights = std::fs::read(
-        r.released
-            .iter()
-            .find(|p| p.ends_with("model.safetensors"))
-            .unwrap(),
-    )
-    .unwrap();
+    let weights = released_model(&r);
     let fresh = load(&orthanc, 150, 2, false);
     let (fsource, fids) = DicomSource::new(&fresh.cohort.entries, Some(fresh.client));
     let aucs = release_settings_auc(&weights, trained_auc, |path| {
